@@ -1,0 +1,1 @@
+//! Image export: layers, config, manifest, and the exporters.

@@ -1,0 +1,8 @@
+//! `rbuild`: a daemonless, rootless container image builder.
+
+mod export;
+mod registry;
+
+fn main() {
+    println!("rbuild");
+}

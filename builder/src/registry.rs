@@ -1,0 +1,1 @@
+//! Registry client: resolve, pull and push through the OCI distribution API.

@@ -1,0 +1,1 @@
+//! Safe, entry-by-entry layer unpacking into a snapshot.

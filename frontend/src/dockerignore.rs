@@ -1,0 +1,1 @@
+//! `.dockerignore` files and moby's pattern matcher.

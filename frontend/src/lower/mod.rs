@@ -1,0 +1,1 @@
+//! Lowering: typed instructions to a build graph and image config.

@@ -1,0 +1,1 @@
+//! Dockerfile parser (BuildKit grammar): directives, continuations, heredocs, JSON vs shell form.

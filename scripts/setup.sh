@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs every Debian package rbuild's tests and examples need, then builds
+# the release binary. Idempotent; run as root (or with sudo available).
+set -euo pipefail
+packages=(busybox-static docker-registry skopeo umoci uidmap jq git xz-utils bzip2 zstd curl passwd)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# The distribution registry package starts a system service on :5000; tests
+# start their own on free loopback ports, so stop the system one if it runs.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop docker-registry 2>/dev/null || true; fi
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p rbuild

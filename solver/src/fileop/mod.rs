@@ -1,0 +1,1 @@
+//! File actions (copy, mkdir, mkfile, rm) with Docker's COPY/ADD semantics.

@@ -1,0 +1,561 @@
+//! The build graph: a closed set of ops, each named by the SHA-256 of its
+//! canonical encoding plus its inputs' digests (a Merkle DAG).
+//!
+//! This module is plain data: no I/O. The frontend produces a [`Definition`];
+//! the solver runs it. Fields that must not change a vertex's identity
+//! (descriptions, stage names, progress grouping) live in [`VertexMeta`],
+//! outside the digest. The encoding is versioned (`rbuild.op.v0`): once
+//! released it never changes, because every cache key stands on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Version tag mixed into every op digest. Bump only with a migration plan:
+/// changing it invalidates every cache entry ever written.
+pub const OP_ENCODING_VERSION: &str = "rbuild.op.v0";
+
+/// A SHA-256 digest, printed as `sha256:<hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lower-case hex without the algorithm prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses `sha256:<64 hex>`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex_part = s.strip_prefix("sha256:")?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut out).ok()?;
+        Some(Digest(out))
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", &self.hex()[..12])
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid digest `{s}`")))
+    }
+}
+
+/// An OCI platform (`linux/amd64`, `linux/arm64/v8`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Platform {
+    /// Operating system, e.g. `linux`.
+    pub os: String,
+    /// Architecture in GOARCH spelling, e.g. `amd64`, `arm64`.
+    pub architecture: String,
+    /// Variant, e.g. `v7` for `arm/v7`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this process runs on.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform { os: "linux".into(), architecture: architecture.into(), variant: None }
+    }
+
+    /// Parses `os/arch[/variant]`; a bare `arch` means `linux/arch`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.trim().split('/').collect();
+        let (os, arch, variant) = match parts.as_slice() {
+            [arch] if !arch.is_empty() => ("linux", *arch, None),
+            [os, arch] if !os.is_empty() && !arch.is_empty() => (*os, *arch, None),
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
+                (*os, *arch, Some(v.to_string()))
+            }
+            _ => return None,
+        };
+        let os = os.to_ascii_lowercase();
+        let mut architecture = arch.to_ascii_lowercase();
+        let mut variant = variant.map(|v| v.to_ascii_lowercase());
+        // Normalise as containerd's platforms package does.
+        match architecture.as_str() {
+            "x86_64" | "x86-64" => architecture = "amd64".into(),
+            "aarch64" => {
+                architecture = "arm64".into();
+            }
+            "armhf" => {
+                architecture = "arm".into();
+                variant = Some("v7".into());
+            }
+            "armel" => {
+                architecture = "arm".into();
+                variant = Some("v6".into());
+            }
+            _ => {}
+        }
+        if architecture == "arm64" && variant.as_deref() == Some("v8") {
+            variant = None;
+        }
+        if architecture == "amd64" && variant.as_deref() == Some("v1") {
+            variant = None;
+        }
+        Some(Platform { os, architecture, variant })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The closed set of graph operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Op {
+    /// Brings content into the graph.
+    Source(SourceOp),
+    /// Runs a process over its root input.
+    Exec(ExecOp),
+    /// Copies, creates and removes files.
+    File(FileOp),
+    /// Stacks its inputs' layers in order (`COPY --link`).
+    Merge(MergeOp),
+}
+
+impl Op {
+    /// Short kind name as printed by `rbuild debug graph`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Source(_) => "source",
+            Op::Exec(_) => "exec",
+            Op::File(_) => "file",
+            Op::Merge(_) => "merge",
+        }
+    }
+}
+
+/// Where content comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum SourceOp {
+    /// A container image by reference, for one platform.
+    Image {
+        /// Normalised reference, e.g. `docker.io/library/busybox:latest`.
+        reference: String,
+        /// The platform to pick from an index.
+        platform: Platform,
+    },
+    /// Files of a local build context.
+    Context {
+        /// `context` for the main context, or a `--build-context` name.
+        name: String,
+        /// Patterns that select files (empty: everything).
+        include: Vec<String>,
+        /// `.dockerignore` patterns, moby semantics.
+        exclude: Vec<String>,
+    },
+    /// A remote file fetched over HTTP(S).
+    Http {
+        /// The URL.
+        url: String,
+        /// Expected `sha256:...` digest (`ADD --checksum`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+        /// File name to store it under.
+        filename: String,
+    },
+    /// A git repository checkout.
+    Git {
+        /// Remote URL.
+        remote: String,
+        /// Branch, tag or commit (`#ref`).
+        #[serde(rename = "ref")]
+        git_ref: String,
+        /// Sub-directory (`#ref:subdir`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        subdir: String,
+        /// Keep `.git` (`ADD --keep-git-dir`).
+        keep_git_dir: bool,
+    },
+}
+
+/// Network mode of a RUN step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Rootless default: the host's network.
+    #[default]
+    Default,
+    /// An empty network namespace.
+    None,
+    /// The host's network, explicitly.
+    Host,
+}
+
+/// Security mode of a RUN step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityMode {
+    /// The default sandbox.
+    #[default]
+    Sandbox,
+    /// All capabilities (`--security=insecure`).
+    Insecure,
+}
+
+/// Sharing mode of a cache mount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheSharing {
+    /// Concurrent writers share one directory.
+    #[default]
+    Shared,
+    /// Each concurrent writer gets its own directory.
+    Private,
+    /// Writers wait for each other.
+    Locked,
+}
+
+/// What a mount of an exec op is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MountKind {
+    /// A snapshot (or the context) bound in; `input` says which.
+    Bind,
+    /// A persistent cache directory in the store.
+    Cache {
+        /// Cache id (default: the target path).
+        id: String,
+        /// Concurrency behaviour.
+        sharing: CacheSharing,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        /// Size limit in bytes (0: kernel default).
+        size: u64,
+    },
+    /// A secret file (or environment variable with `env`).
+    Secret {
+        /// Secret id given with `--secret id=...`.
+        id: String,
+        /// Fail when the secret was not provided.
+        required: bool,
+        /// Expose the secret as this environment variable instead of a file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+    },
+    /// The SSH agent socket given with `--ssh`.
+    Ssh {
+        /// Agent id (default `default`).
+        id: String,
+        /// Fail when no agent was provided.
+        required: bool,
+    },
+}
+
+/// One mount of an exec op. The root mount (`/`) is always first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Index into the vertex's inputs, for `Bind` (and the root) mounts and
+    /// caches seeded `from` a stage. `None` means an empty directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<usize>,
+    /// Path inside the input that is mounted.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+    /// Mount point inside the container.
+    pub target: String,
+    /// Read-only mount.
+    pub readonly: bool,
+    /// Mount kind.
+    #[serde(flatten)]
+    pub kind: MountKind,
+    /// File mode for secret/ssh/cache mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Owner uid for secret/ssh/cache mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Owner gid for secret/ssh/cache mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+/// Runs a process. Its output is the root mount's resulting snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOp {
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment, `KEY=value`, in order.
+    pub env: Vec<String>,
+    /// Working directory (absolute).
+    pub cwd: String,
+    /// `user[:group]` as written in USER (resolved in the rootfs at run time).
+    pub user: String,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Security mode.
+    pub security: SecurityMode,
+    /// Mounts; `mounts[0]` is the root (`/`).
+    pub mounts: Vec<Mount>,
+}
+
+/// Owner of created files (`--chown`), unresolved: names are looked up in the
+/// destination's `/etc/passwd` and `/etc/group` at run time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chown {
+    /// User name or numeric id.
+    pub user: String,
+    /// Group name or numeric id; `None` means the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// One action of a file op. Actions run in order over input 0 (or an empty
+/// directory when the op has no base input, as for `COPY --link`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum FileAction {
+    /// Copy paths from an input into the destination.
+    Copy {
+        /// Index into the vertex's inputs the sources come from.
+        input: usize,
+        /// Source paths or wildcard patterns, relative to the input root.
+        src: Vec<String>,
+        /// Destination path (absolute; trailing `/` means a directory).
+        dest: String,
+        /// Owner of created files.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<Chown>,
+        /// Mode of created files, octal (`755`) or symbolic (`u+x`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chmod: Option<String>,
+        /// Sources may contain wildcards.
+        allow_wildcard: bool,
+        /// A wildcard matching nothing is not an error.
+        allow_empty_wildcard: bool,
+        /// Unpack local archives (ADD).
+        unpack_archive: bool,
+        /// Keep the sources' parent directories (`--parents`).
+        parents: bool,
+        /// Patterns excluded from the copy (`--exclude`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Absolute path.
+        path: String,
+        /// Mode bits.
+        mode: u32,
+        /// Create missing parents.
+        make_parents: bool,
+        /// Owner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<Chown>,
+    },
+    /// Create a file with fixed content (heredocs).
+    Mkfile {
+        /// Absolute path.
+        path: String,
+        /// Mode bits.
+        mode: u32,
+        /// Content.
+        data: String,
+        /// Owner.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<Chown>,
+    },
+    /// Remove a path.
+    Rm {
+        /// Absolute path (may be a wildcard).
+        path: String,
+        /// A missing path is not an error.
+        allow_not_found: bool,
+    },
+}
+
+/// Copies, creates and removes files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOp {
+    /// `Some(i)`: actions apply on top of input `i`; `None`: on an empty tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<usize>,
+    /// Actions, in order.
+    pub actions: Vec<FileAction>,
+}
+
+/// Stacks the layers of its inputs in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOp {}
+
+/// Data about a vertex that does not change its identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexMeta {
+    /// Human-readable step name, e.g. `[build 2/4] RUN make`.
+    pub description: String,
+    /// Stage the vertex belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Do not reuse a cached result (`--no-cache`, `--no-cache-filter`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_cache: bool,
+    /// Environment entries that are secret (never logged or cached).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// A node of the graph.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vertex {
+    /// Digest of `op` and `inputs` (see [`vertex_digest`]).
+    pub digest: Digest,
+    /// The operation.
+    pub op: Op,
+    /// Digests of the input vertices, in the order the op refers to them.
+    pub inputs: Vec<Digest>,
+    /// Identity-neutral metadata.
+    pub meta: VertexMeta,
+}
+
+/// The canonical bytes of a vertex: versioned, compact JSON of the op and
+/// input digests. Struct fields serialise in declaration order and every map
+/// is a `BTreeMap`, so equal values give equal bytes.
+pub fn canonical_encoding(op: &Op, inputs: &[Digest]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Encoded<'a> {
+        v: &'static str,
+        op: &'a Op,
+        inputs: &'a [Digest],
+    }
+    serde_json::to_vec(&Encoded { v: OP_ENCODING_VERSION, op, inputs })
+        .expect("graph ops always serialise")
+}
+
+/// The digest naming a vertex.
+pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
+    Digest::of(&canonical_encoding(op, inputs))
+}
+
+/// A build graph: vertices in topological order (inputs before users), and
+/// the vertex whose result is the build's output (`None`: `FROM scratch`
+/// with no steps, an empty filesystem).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Vertices, inputs first; each digest appears once.
+    pub vertices: Vec<Vertex>,
+    /// The result vertex.
+    pub output: Option<Digest>,
+}
+
+impl Definition {
+    /// Adds a vertex (deduplicated by digest) and returns its digest.
+    pub fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> Digest {
+        let digest = vertex_digest(&op, &inputs);
+        if !self.vertices.iter().any(|v| v.digest == digest) {
+            debug_assert!(inputs.iter().all(|i| self.get(i).is_some()), "inputs must be added first");
+            self.vertices.push(Vertex { digest, op, inputs, meta });
+        }
+        digest
+    }
+
+    /// Looks a vertex up by digest.
+    pub fn get(&self, digest: &Digest) -> Option<&Vertex> {
+        self.vertices.iter().find(|v| &v.digest == digest)
+    }
+
+    /// Keeps only the vertices the output reaches, in their order.
+    pub fn prune_unreachable(&mut self) {
+        let mut keep = std::collections::HashSet::new();
+        let mut stack: Vec<Digest> = self.output.into_iter().collect();
+        while let Some(d) = stack.pop() {
+            if keep.insert(d) {
+                if let Some(v) = self.get(&d) {
+                    stack.extend(v.inputs.iter().copied());
+                }
+            }
+        }
+        self.vertices.retain(|v| keep.contains(&v.digest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(reference: &str) -> Op {
+        Op::Source(SourceOp::Image {
+            reference: reference.into(),
+            platform: Platform::parse("linux/amd64").unwrap(),
+        })
+    }
+
+    #[test]
+    fn digest_is_pinned() {
+        // Golden: a change here means every cache key changed.
+        let d = vertex_digest(&image("docker.io/library/busybox:latest"), &[]);
+        assert_eq!(
+            String::from_utf8(canonical_encoding(&image("docker.io/library/busybox:latest"), &[])).unwrap(),
+            r#"{"v":"rbuild.op.v0","op":{"type":"source","source":"image","reference":"docker.io/library/busybox:latest","platform":{"os":"linux","architecture":"amd64"}},"inputs":[]}"#
+        );
+        assert_eq!(d, Digest::of(&canonical_encoding(&image("docker.io/library/busybox:latest"), &[])));
+    }
+
+    #[test]
+    fn meta_does_not_change_identity_and_inputs_do() {
+        let mut def = Definition::default();
+        let a = def.add(image("a"), vec![], VertexMeta { description: "one".into(), ..Default::default() });
+        let a2 = def.add(image("a"), vec![], VertexMeta { description: "two".into(), ..Default::default() });
+        assert_eq!(a, a2);
+        assert_eq!(def.vertices.len(), 1);
+        let b = def.add(image("b"), vec![], VertexMeta::default());
+        let m1 = def.add(Op::Merge(MergeOp {}), vec![a, b], VertexMeta::default());
+        let m2 = def.add(Op::Merge(MergeOp {}), vec![b, a], VertexMeta::default());
+        assert_ne!(m1, m2);
+    }
+
+    #[test]
+    fn platform_parsing_normalises() {
+        assert_eq!(Platform::parse("linux/x86_64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64");
+        assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
+        assert!(Platform::parse("linux//").is_none());
+    }
+}

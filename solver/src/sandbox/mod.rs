@@ -1,0 +1,1 @@
+//! The rootless sandbox: user namespace, per-RUN namespaces, overlay root, pivot_root.

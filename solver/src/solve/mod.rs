@@ -1,0 +1,1 @@
+//! Parallel scheduling, cache keys and result reuse.
