@@ -1,0 +1,190 @@
+use std::cell::RefCell;
+
+use rbuild_solver::graph::{ExecOp, FileAction, MountKind, Op, SourceOp};
+
+use super::*;
+
+/// An in-memory resolver: every image has a small config; records requests.
+#[derive(Default)]
+struct Images {
+    requests: RefCell<Vec<String>>,
+}
+
+impl ImageConfigResolver for Images {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+        requests
+            .iter()
+            .map(|(r, p)| {
+                self.requests.borrow_mut().push(r.clone());
+                if r.contains("missing") {
+                    return Err("manifest unknown".into());
+                }
+                let mut config = ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };
+                config.config.env = vec!["PATH=/bin".into(), "BASE=1".into()];
+                config.config.working_dir = "/base".into();
+                if r.contains("onbuild") {
+                    config.config.on_build = vec!["RUN echo triggered".into()];
+                }
+                Ok(ResolvedBase { reference: format!("docker.io/library/{r}@sha256:{}", "0".repeat(64)), config })
+            })
+            .collect()
+    }
+}
+
+fn lower_text(text: &str, opts: &LowerOptions) -> Result<LoweredBuild, Diagnostic> {
+    parse_and_lower(text, opts, &Images::default())
+}
+
+fn execs(b: &LoweredBuild) -> Vec<&ExecOp> {
+    b.definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn unreached_stages_produce_no_vertex_and_are_not_resolved() {
+    let images = Images::default();
+    let text = "FROM unused-base AS unused\nRUN echo unused\n\nFROM busybox AS build\nRUN echo build\n\nFROM busybox\nCOPY --from=build /x /x\n";
+    let b = parse_and_lower(text, &LowerOptions::default(), &images).unwrap();
+    assert!(!images.requests.borrow().iter().any(|r| r.contains("unused")));
+    assert_eq!(execs(&b).len(), 1);
+    assert_eq!(execs(&b)[0].args, vec!["/bin/sh", "-c", "echo build"]);
+}
+
+#[test]
+fn target_selects_stage_and_unknown_target_suggests() {
+    let text = "FROM busybox AS build\nRUN a\nFROM busybox AS test\nRUN b\n";
+    let opts = LowerOptions { target: Some("build".into()), ..Default::default() };
+    let b = lower_text(text, &opts).unwrap();
+    assert_eq!(b.target, "build");
+    assert_eq!(execs(&b).len(), 1);
+    let opts = LowerOptions { target: Some("biuld".into()), ..Default::default() };
+    let err = lower_text(text, &opts).unwrap_err();
+    assert!(err.message.contains("`biuld`"), "{err}");
+    assert_eq!(err.suggestion.as_deref(), Some("did you mean `build`?"));
+}
+
+#[test]
+fn global_args_feed_from_and_redeclared_args_inherit() {
+    let text = "ARG IMG=busybox\nARG V=1\nFROM ${IMG}:latest\nARG V\nRUN echo $V\n";
+    let opts = LowerOptions::default();
+    let images = Images::default();
+    let b = parse_and_lower(text, &opts, &images).unwrap();
+    assert_eq!(images.requests.borrow().as_slice(), ["busybox:latest"]);
+    let e = execs(&b)[0];
+    assert!(e.env.contains(&"V=1".to_string()), "{:?}", e.env);
+    // --build-arg overrides
+    let opts = LowerOptions { build_args: [("V".to_string(), "2".to_string())].into(), ..Default::default() };
+    let b = lower_text(text, &opts).unwrap();
+    assert!(execs(&b)[0].env.contains(&"V=2".to_string()));
+}
+
+#[test]
+fn platform_args_are_predefined() {
+    let text = "FROM --platform=$BUILDPLATFORM busybox\nARG TARGETARCH\nRUN echo $TARGETARCH\n";
+    let opts = LowerOptions {
+        build_platform: Platform::parse("linux/amd64").unwrap(),
+        target_platform: Platform::parse("linux/arm64").unwrap(),
+        ..Default::default()
+    };
+    let b = lower_text(text, &opts).unwrap();
+    assert!(execs(&b)[0].env.contains(&"TARGETARCH=arm64".to_string()));
+    assert_eq!(b.platform.to_string(), "linux/amd64");
+}
+
+#[test]
+fn env_workdir_user_shell_reach_config_and_exec() {
+    let text = "FROM busybox\nENV A=1 B=\"two words\"\nWORKDIR app\nWORKDIR sub\nUSER nobody\nSHELL [\"/bin/bash\", \"-e\", \"-c\"]\nRUN echo $A\nCMD run\nEXPOSE 80 53/udp\nLABEL x=y\nSTOPSIGNAL SIGINT\nVOLUME /data\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    let c = &b.config.config;
+    assert_eq!(c.working_dir, "/base/app/sub");
+    assert_eq!(c.user, "nobody");
+    assert!(c.env.contains(&"B=two words".to_string()));
+    assert_eq!(c.cmd.as_deref(), Some(&["/bin/bash".to_string(), "-e".into(), "-c".into(), "run".into()][..]));
+    assert!(c.exposed_ports.contains_key("80/tcp") && c.exposed_ports.contains_key("53/udp"));
+    assert_eq!(c.labels["x"], "y");
+    assert_eq!(c.stop_signal, "SIGINT");
+    assert!(c.volumes.contains_key("/data"));
+    let e = execs(&b)[0];
+    assert_eq!(e.args[..3], ["/bin/bash", "-e", "-c"]);
+    assert_eq!(e.cwd, "/base/app/sub");
+    assert_eq!(e.user, "nobody");
+    let created: Vec<&str> = b.history.iter().map(|h| h.history.created_by.as_str()).collect();
+    assert!(created.contains(&"RUN /bin/bash -e -c echo $A # buildkit"), "{created:?}");
+    assert!(created.contains(&"EXPOSE map[53/udp:{} 80/tcp:{}]"), "{created:?}");
+}
+
+#[test]
+fn copy_from_stage_link_and_context() {
+    let text = "FROM busybox AS build\nRUN make\nFROM scratch\nCOPY --from=build /out /bin/\nCOPY --link app.conf /etc/\n";
+    let b = lower_text(text, &LowerOptions { dockerignore: vec!["*.md".into()], ..Default::default() }).unwrap();
+    let kinds: Vec<&str> = b.definition.vertices.iter().map(|v| v.op.kind()).collect();
+    assert!(kinds.contains(&"merge"), "{kinds:?}");
+    let ctx = b.definition.vertices.iter().find_map(|v| match &v.op {
+        Op::Source(SourceOp::Context { exclude, .. }) => Some(exclude.clone()),
+        _ => None,
+    });
+    assert_eq!(ctx, Some(vec!["*.md".to_string()]));
+    // scratch stage gets the default PATH
+    assert_eq!(b.config.env_get("PATH"), Some(DEFAULT_PATH));
+}
+
+#[test]
+fn run_mounts_are_lowered() {
+    let text = "FROM busybox\nRUN --mount=type=cache,target=/root/.cache --mount=type=secret,id=tok --mount=type=tmpfs,target=/t,size=1024 --network=none true\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    let e = execs(&b)[0];
+    assert!(matches!(e.mounts[1].kind, MountKind::Cache { ref id, .. } if id == "/root/.cache"));
+    assert!(matches!(e.mounts[2].kind, MountKind::Secret { ref id, .. } if id == "tok"));
+    assert_eq!(e.mounts[2].target, "/run/secrets/tok");
+    assert!(matches!(e.mounts[3].kind, MountKind::Tmpfs { size: 1024 }));
+    assert_eq!(e.network, rbuild_solver::graph::NetworkMode::None);
+}
+
+#[test]
+fn onbuild_triggers_run_and_are_recorded() {
+    let text = "FROM onbuild-base\nONBUILD RUN echo child\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    assert_eq!(execs(&b)[0].args, vec!["/bin/sh", "-c", "echo triggered"]);
+    assert_eq!(b.config.config.on_build, vec!["RUN echo child"]);
+}
+
+#[test]
+fn heredoc_copy_becomes_mkfile() {
+    let text = "FROM busybox\nARG NAME=world\nCOPY <<EOF /greeting\nhello $NAME\nEOF\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    let data = b.definition.vertices.iter().find_map(|v| match &v.op {
+        Op::File(f) => f.actions.iter().find_map(|a| match a {
+            FileAction::Mkfile { data, path, .. } if path == "/greeting" => Some(data.clone()),
+            _ => None,
+        }),
+        _ => None,
+    });
+    assert_eq!(data.as_deref(), Some("hello world\n"));
+}
+
+#[test]
+fn errors_name_line_and_column() {
+    let err = lower_text("FROM busybox\nCOPY --from=missing-image /a /b\n", &LowerOptions::default()).unwrap_err();
+    assert_eq!(err.span.start_line, 2);
+    assert!(err.to_string().starts_with("Dockerfile:2:"), "{err}");
+    let err = lower_text("ARG X\nFROM $X\n", &LowerOptions::default()).unwrap_err();
+    assert!(err.message.contains("blank"), "{err}");
+}
+
+#[test]
+fn digests_are_stable_for_identical_input() {
+    let text = "FROM busybox AS a\nRUN echo a\nFROM busybox\nCOPY --from=a / /\nRUN echo b\n";
+    let a = lower_text(text, &LowerOptions::default()).unwrap();
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    assert_eq!(a.definition, b.definition);
+    let c = lower_text(&text.replace("echo b", "echo c"), &LowerOptions::default()).unwrap();
+    assert_ne!(a.definition.output, c.definition.output);
+    // the unchanged stage keeps its digest
+    assert_eq!(a.definition.vertices[1].digest, c.definition.vertices[1].digest);
+}

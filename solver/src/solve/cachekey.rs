@@ -1,0 +1,115 @@
+//! Cache keys: versioned, built from the op with input digests cleared, the
+//! inputs' cache keys, and content checksums of the context files the op
+//! reads (never paths alone). Once released, the format never changes.
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Finished, Shared, VertexResult};
+use crate::graph::{Digest, FileAction, MountKind, Op, Vertex, canonical_encoding};
+
+/// Version tag of the cache-key format.
+pub const CACHE_KEY_VERSION: &str = "rbuild.cachekey.v0";
+
+/// The key of a vertex.
+pub(crate) fn key(vertex: &Vertex, inputs: &[Finished], content: &[(usize, Digest)]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(CACHE_KEY_VERSION.as_bytes());
+    h.update([0]);
+    h.update(canonical_encoding(&vertex.op, &[]));
+    for input in inputs {
+        h.update([1]);
+        h.update(input.key.0);
+    }
+    for (slot, digest) in content {
+        h.update([2]);
+        h.update((*slot as u64).to_le_bytes());
+        h.update(digest.0);
+    }
+    Digest(h.finalize().into())
+}
+
+/// The key of a context source: its name and ignore rules. Its content
+/// enters the keys of the ops that read it.
+pub(crate) fn context_key(name: &str, exclude: &[String]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(CACHE_KEY_VERSION.as_bytes());
+    h.update(b"\0context\0");
+    h.update(name.as_bytes());
+    for e in exclude {
+        h.update([0]);
+        h.update(e.as_bytes());
+    }
+    Digest(h.finalize().into())
+}
+
+/// Checksums of the context content each action or mount of `vertex` reads,
+/// tagged by action/mount slot.
+pub(crate) fn content_checksums(
+    shared: &Shared<'_>,
+    vertex: &Vertex,
+    inputs: &[Finished],
+) -> Result<Vec<(usize, Digest)>, String> {
+    let mut out = Vec::new();
+    let dir_of = |i: usize| match inputs.get(i).map(|f| &f.result) {
+        Some(VertexResult::Directory(d)) => Some(d.clone()),
+        _ => None,
+    };
+    match &vertex.op {
+        Op::File(op) => {
+            for (slot, action) in op.actions.iter().enumerate() {
+                if let FileAction::Copy { input, src, allow_wildcard, exclude, .. } = action
+                    && let Some(dir) = dir_of(*input)
+                {
+                    out.push((slot, checksum_selection(shared, &dir, src, *allow_wildcard, exclude)?));
+                }
+            }
+        }
+        Op::Exec(exec) => {
+            for (slot, mount) in exec.mounts.iter().enumerate() {
+                if let (MountKind::Bind, Some(i)) = (&mount.kind, mount.input)
+                    && let Some(dir) = dir_of(i)
+                {
+                    let src = if mount.selector.is_empty() { "/".to_string() } else { mount.selector.clone() };
+                    out.push((slot, checksum_selection(shared, &dir, &[src], false, &[])?));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(out)
+}
+
+/// Hash of the files a copy selects: relative path, type, mode and content
+/// checksum (from the stat-keyed cache: an unchanged file costs a stat).
+fn checksum_selection(
+    shared: &Shared<'_>,
+    dir: &super::ContextDir,
+    src: &[String],
+    allow_wildcard: bool,
+    exclude: &[String],
+) -> Result<Digest, String> {
+    let ignore = dir.ignore.clone();
+    let files = crate::fileop::selected_files(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))
+        .map_err(|e| e.to_string())?;
+    let checksums = shared.store.checksum_cache();
+    let mut h = Sha256::new();
+    for rel in &files {
+        let path = dir.root.join(rel.trim_start_matches('/'));
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("`{rel}`: {e}"))?;
+        h.update(rel.as_bytes());
+        h.update([0]);
+        use std::os::unix::fs::PermissionsExt;
+        h.update(meta.permissions().mode().to_le_bytes());
+        let ft = meta.file_type();
+        if ft.is_file() {
+            let sum = checksums.checksum(&path, &meta).map_err(|e| format!("`{rel}`: {e}"))?;
+            h.update(sum.as_bytes());
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| format!("`{rel}`: {e}"))?;
+            h.update(target.as_os_str().as_encoded_bytes());
+        }
+        h.update([0]);
+    }
+    checksums.save().map_err(|e| e.to_string())?;
+    Ok(Digest(h.finalize().into()))
+}

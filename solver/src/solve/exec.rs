@@ -1,0 +1,245 @@
+//! Running an exec vertex in the sandbox: overlay root over the input
+//! chain, mounts, output streamed to progress, the upper dir committed as a
+//! new snapshot.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
+use crate::graph::{ExecOp, MountKind, NetworkMode, Vertex};
+use crate::sandbox::{self, ExtraMount, MountGuard, MountSource, RunSpec};
+
+/// How many trailing output lines a failure message shows.
+const TAIL_LINES: usize = 10;
+
+pub(crate) fn run(
+    shared: &Shared<'_>,
+    vertex: &Vertex,
+    exec: &ExecOp,
+    inputs: &[Finished],
+) -> Result<VertexResult, SolveError> {
+    let store = shared.store;
+    let root_input = exec.mounts.first().and_then(|m| m.input);
+    let (mut chain, mut layers) = match root_input.map(|i| &inputs[i].result) {
+        Some(VertexResult::Snapshots { chain, layers }) => (chain.clone(), layers.clone()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let lowerdirs: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
+    let draft = store.new_snapshot()?;
+
+    // Mounts of other inputs are read-only merged views, mounted here and
+    // inherited by the sandbox's mount namespace.
+    let mut guards: Vec<MountGuard> = Vec::new();
+    let mut scratch_dirs: Vec<tempdir::ScratchDir> = Vec::new();
+    let mut extra = Vec::new();
+    let mut env = exec.env.clone();
+    for mount in exec.mounts.iter().skip(1) {
+        let source = match &mount.kind {
+            MountKind::Bind => {
+                let base = match mount.input.map(|i| &inputs[i].result) {
+                    Some(VertexResult::Directory(dir)) => dir.root.clone(),
+                    Some(result @ VertexResult::Snapshots { .. }) => {
+                        let view = tempdir::ScratchDir::new(store.root(), "view")
+                            .map_err(|e| step_error(vertex, format!("mount `{}`: {e}", mount.target)))?;
+                        let lowers: Vec<PathBuf> = chain_of(result).iter().map(|id| store.snapshot_diff(id)).collect();
+                        if !lowers.is_empty() {
+                            guards.push(
+                                sandbox::mount_overlay(&lowers, None, view.path())
+                                    .map_err(|e| step_error(vertex, format!("mount `{}`: {e}", mount.target)))?,
+                            );
+                        }
+                        let p = view.path().to_path_buf();
+                        scratch_dirs.push(view);
+                        p
+                    }
+                    None => {
+                        let empty = tempdir::ScratchDir::new(store.root(), "empty")
+                            .map_err(|e| step_error(vertex, e.to_string()))?;
+                        let p = empty.path().to_path_buf();
+                        scratch_dirs.push(empty);
+                        p
+                    }
+                };
+                let source = resolve_selector(&base, &mount.selector);
+                MountSource::Bind { source, readonly: mount.readonly }
+            }
+            MountKind::Cache { id, .. } => {
+                let dir = store.cache_mount_dir(id)?;
+                shared.lease.add_mount(id)?;
+                MountSource::Bind { source: dir, readonly: mount.readonly }
+            }
+            MountKind::Tmpfs { size } => MountSource::Tmpfs { size: *size },
+            MountKind::Secret { id, required, env: as_env } => {
+                let Some(secret) = shared.opts.secrets.get(id) else {
+                    if *required {
+                        return Err(step_error(vertex, format!("secret `{id}` is required but was not provided; pass `--secret id={id},src=PATH`")));
+                    }
+                    continue;
+                };
+                if let Some(var) = as_env {
+                    // Injected into this process's environment only: the op
+                    // (and so the cache key and history) never sees it.
+                    env.push(format!("{var}={}", String::from_utf8_lossy(&secret.0)));
+                    if mount.target.is_empty() {
+                        continue;
+                    }
+                }
+                let dir = tempdir::ScratchDir::new_tmpfs(store.root(), "secret")
+                    .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                let file = dir.path().join("secret");
+                write_private(&file, &secret.0, mount.mode.unwrap_or(0o400), mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
+                    .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                scratch_dirs.push(dir);
+                MountSource::Bind { source: file, readonly: true }
+            }
+            MountKind::Ssh { id, required } => match shared.opts.ssh.get(id) {
+                Some(sock) => MountSource::Bind { source: sock.clone(), readonly: false },
+                None if *required => {
+                    return Err(step_error(vertex, format!("ssh agent `{id}` is required but was not provided; pass `--ssh {id}`")));
+                }
+                None => continue,
+            },
+        };
+        extra.push(ExtraMount { target: mount.target.clone(), source });
+    }
+
+    let spec = RunSpec {
+        lowerdirs,
+        upperdir: draft.diff_dir(),
+        workdir: draft.work_dir(),
+        args: exec.args.clone(),
+        env,
+        cwd: exec.cwd.clone(),
+        user: exec.user.clone(),
+        hostname: "buildkitsandbox".into(),
+        network: match exec.network {
+            NetworkMode::None => sandbox::Network::None,
+            NetworkMode::Default | NetworkMode::Host => sandbox::Network::Host,
+        },
+        mounts: extra,
+        hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e.to_string()))?;
+    shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
+    if shared.is_cancelled() {
+        child.kill();
+    }
+    let tail = Mutex::new(VecDeque::with_capacity(TAIL_LINES));
+    let status = std::thread::scope(|scope| {
+        for (stream, pipe) in [(1u8, child.take_stdout()), (2u8, child.take_stderr())] {
+            let Some(pipe) = pipe else { continue };
+            let tail = &tail;
+            scope.spawn(move || {
+                for line in BufReader::new(pipe).split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    {
+                        let mut t = tail.lock().expect("tail");
+                        if t.len() == TAIL_LINES {
+                            t.pop_front();
+                        }
+                        t.push_back(line.clone());
+                    }
+                    shared.progress.event(Event::Log { digest: vertex.digest, stream, line });
+                }
+            });
+        }
+        child.wait()
+    });
+    shared.running.lock().expect("running map").remove(&vertex.digest);
+    drop(guards);
+    drop(scratch_dirs);
+    let code = status.map_err(|e| step_error(vertex, e.to_string()))?;
+    if shared.is_cancelled() {
+        return Err(step_error(vertex, "cancelled"));
+    }
+    if code != 0 {
+        let tail: Vec<String> = tail.into_inner().expect("tail").into_iter().collect();
+        let mut message = format!(
+            "process `{}` did not complete successfully: exit code: {code}",
+            exec.args.join(" ")
+        );
+        if !tail.is_empty() {
+            message.push_str("\n  last output:\n    ");
+            message.push_str(&tail.join("\n    "));
+        }
+        return Err(step_error(vertex, message));
+    }
+    let id = draft.commit()?;
+    chain.push(id);
+    layers.push(None);
+    Ok(VertexResult::Snapshots { chain, layers })
+}
+
+/// `base/selector`, never leaving `base` (`..` clamps at the root).
+pub(crate) fn resolve_selector(base: &Path, selector: &str) -> PathBuf {
+    let mut p = base.to_path_buf();
+    for part in selector.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if p != base {
+                    p.pop();
+                }
+            }
+            part => p.push(part),
+        }
+    }
+    p
+}
+
+fn write_private(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, data)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
+    Ok(())
+}
+
+/// Scratch directories under the store's `tmp/`, removed on drop.
+pub(crate) mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory removed (and unmounted, for tmpfs) on drop.
+    pub(crate) struct ScratchDir {
+        path: PathBuf,
+        tmpfs: bool,
+    }
+
+    impl ScratchDir {
+        /// A fresh directory `<root>/tmp/<kind>-<pid>-<n>`.
+        pub(crate) fn new(root: &Path, kind: &str) -> std::io::Result<Self> {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static N: AtomicU64 = AtomicU64::new(0);
+            let n = N.fetch_add(1, Ordering::SeqCst);
+            let path = root.join("tmp").join(format!("{kind}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path)?;
+            Ok(ScratchDir { path, tmpfs: false })
+        }
+
+        /// A fresh directory backed by a private tmpfs: secrets never touch
+        /// the store's disk.
+        pub(crate) fn new_tmpfs(root: &Path, kind: &str) -> std::io::Result<Self> {
+            let mut dir = Self::new(root, kind)?;
+            crate::sandbox::mount_tmpfs(&dir.path).map_err(std::io::Error::other)?;
+            dir.tmpfs = true;
+            Ok(dir)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.path
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            if self.tmpfs {
+                crate::sandbox::unmount(&self.path);
+            }
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

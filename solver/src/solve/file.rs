@@ -1,0 +1,119 @@
+//! Running file ops (COPY/ADD/WORKDIR/heredoc files) and remote sources
+//! (ADD of URLs and git repositories) into new snapshots.
+
+use std::path::PathBuf;
+
+use super::exec::tempdir::ScratchDir;
+use super::{Finished, Shared, SolveError, VertexResult, chain_of, step_error};
+use crate::fileop::{self, FileOpContext, InputRoot};
+use crate::graph::{FileOp, Op, SourceOp, Vertex};
+use crate::sandbox::{self, MountGuard};
+
+pub(crate) fn run(
+    shared: &Shared<'_>,
+    vertex: &Vertex,
+    op: &FileOp,
+    inputs: &[Finished],
+) -> Result<VertexResult, SolveError> {
+    let store = shared.store;
+    let (mut chain, mut layers) = match op.base.map(|i| &inputs[i].result) {
+        Some(VertexResult::Snapshots { chain, layers }) => (chain.clone(), layers.clone()),
+        _ => (Vec::new(), Vec::new()),
+    };
+    if op.actions.is_empty() {
+        // The empty filesystem (`scratch` used as an input).
+        return Ok(VertexResult::Snapshots { chain, layers });
+    }
+    let draft = store.new_snapshot()?;
+    let mut guards: Vec<MountGuard> = Vec::new();
+    let mut dirs: Vec<ScratchDir> = Vec::new();
+    let err = |e: String| step_error(vertex, e);
+
+    // The destination: an overlay over the base chain whose upper dir is the
+    // new snapshot (deletions become whiteouts), or the bare snapshot dir.
+    let dest_root: PathBuf = if chain.is_empty() {
+        draft.diff_dir()
+    } else {
+        let view = ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?;
+        let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
+        let (upper, work) = (draft.diff_dir(), draft.work_dir());
+        guards.push(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
+        let p = view.path().to_path_buf();
+        dirs.push(view);
+        p
+    };
+
+    // Every input as a read-only merged view.
+    let mut roots: Vec<(PathBuf, Option<super::ContextDir>)> = Vec::new();
+    for input in inputs {
+        match &input.result {
+            VertexResult::Directory(dir) => roots.push((dir.root.clone(), Some(dir.clone()))),
+            result @ VertexResult::Snapshots { .. } => {
+                let view = ScratchDir::new(store.root(), "src").map_err(|e| err(e.to_string()))?;
+                let lowers: Vec<PathBuf> = chain_of(result).iter().map(|id| store.snapshot_diff(id)).collect();
+                if !lowers.is_empty() {
+                    guards.push(sandbox::mount_overlay(&lowers, None, view.path()).map_err(|e| err(e.to_string()))?);
+                }
+                roots.push((view.path().to_path_buf(), None));
+                dirs.push(view);
+            }
+        }
+    }
+    let ignores: Vec<Option<std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>>> =
+        roots.iter().map(|(_, ctx)| ctx.as_ref().map(|c| c.ignore.clone())).collect();
+    let input_roots: Vec<InputRoot<'_>> = roots
+        .iter()
+        .zip(&ignores)
+        .map(|((root, _), ignore)| InputRoot {
+            root: root.as_path(),
+            exclude: ignore.as_ref().map(|f| &**f as &dyn Fn(&str) -> bool),
+        })
+        .collect();
+    let can_chown = |u: u32, g: u32| (shared.opts.can_chown)(u, g);
+    let ctx = FileOpContext { inputs: input_roots, dest_root: &dest_root, can_chown: &can_chown };
+    for action in &op.actions {
+        if shared.is_cancelled() {
+            return Err(step_error(vertex, "cancelled"));
+        }
+        fileop::apply(action, &ctx).map_err(|e| err(e.to_string()))?;
+    }
+    drop(ctx);
+    drop(guards);
+    drop(dirs);
+    let id = draft.commit()?;
+    chain.push(id);
+    layers.push(None);
+    Ok(VertexResult::Snapshots { chain, layers })
+}
+
+/// `ADD https://...` and `ADD git...`: fetched by the source provider into
+/// a fresh snapshot.
+pub(crate) fn run_remote_source(shared: &Shared<'_>, vertex: &Vertex) -> Result<VertexResult, SolveError> {
+    let draft = shared.store.new_snapshot()?;
+    let dir = draft.diff_dir();
+    let outcome = match &vertex.op {
+        Op::Source(SourceOp::Http { url, checksum, filename }) => {
+            shared.source.fetch_http(url, checksum.as_deref(), &dir, filename)
+        }
+        Op::Source(SourceOp::Git { remote, git_ref, subdir, keep_git_dir }) => {
+            let checkout = dir.join(".checkout");
+            shared.source.fetch_git(remote, git_ref, *keep_git_dir, &checkout).and_then(|()| {
+                move_subdir(&checkout, subdir, &dir).map_err(|e| format!("git subdir `{subdir}`: {e}"))
+            })
+        }
+        _ => Err("not a remote source".into()),
+    };
+    outcome.map_err(|e| step_error(vertex, e))?;
+    let id = draft.commit()?;
+    Ok(VertexResult::Snapshots { chain: vec![id], layers: vec![None] })
+}
+
+/// Moves `checkout/subdir/*` to `dest/` and removes `checkout`.
+fn move_subdir(checkout: &std::path::Path, subdir: &str, dest: &std::path::Path) -> std::io::Result<()> {
+    let from = super::exec::resolve_selector(checkout, subdir);
+    for entry in std::fs::read_dir(&from)? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), dest.join(entry.file_name()))?;
+    }
+    std::fs::remove_dir_all(checkout)
+}
