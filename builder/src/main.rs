@@ -1,8 +1,38 @@
 //! `rbuild`: a daemonless, rootless container image builder.
+//!
+//! `main` enters the process-wide user namespace before anything else (the
+//! kernel refuses `unshare(CLONE_NEWUSER)` once threads exist), then parses
+//! the command line and hands over to `commands`.
+#![deny(unsafe_code)]
 
+mod cli;
+mod commands;
 mod export;
+mod fetch;
+mod frontend_input;
+mod progress;
 mod registry;
+mod sources;
+
+use clap::Parser;
 
 fn main() {
-    println!("rbuild");
+    // Re-executed sandbox inits never return from here.
+    let mapping = match rbuild_solver::sandbox::init_process() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: cannot enter a user namespace: {e}");
+            eprintln!("hint: rbuild needs unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)");
+            std::process::exit(1);
+        }
+    };
+    let cli = cli::Cli::parse();
+    let code = match commands::run(cli, mapping) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,56 @@
+//! `rbuild debug graph`: the lowered graph as JSON, in topological order.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use rbuild_cache::store::Store;
+use rbuild_frontend::lower;
+use rbuild_solver::sandbox::IdMapping;
+
+use crate::cli::BuildArgs;
+use crate::frontend_input;
+use crate::registry::{RegistryClient, RegistryOptions};
+use crate::sources::Sources;
+
+pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
+    let input = frontend_input::load(&args)?;
+    let store = Store::open(&root).with_context(|| format!("opening store `{}`", root.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let sources = Sources {
+        store,
+        registry: RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone() }),
+        runtime: runtime.handle().clone(),
+        pull: args.pull,
+        chown: !matches!(mapping, IdMapping::Single { .. }),
+    };
+    let lowered = lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
+    println!("{}", serde_json::to_string_pretty(&graph_json(&lowered))?);
+    Ok(0)
+}
+
+/// `{"vertices": [...], "output": ..., "config": ...}`.
+pub fn graph_json(lowered: &lower::LoweredBuild) -> serde_json::Value {
+    let vertices: Vec<serde_json::Value> = lowered
+        .definition
+        .vertices
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "digest": v.digest.to_string(),
+                "op": v.op.kind(),
+                "inputs": v.inputs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "description": v.meta.description,
+                "stage": v.meta.stage,
+                "ignore_cache": v.meta.ignore_cache,
+                "spec": v.op,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "vertices": vertices,
+        "output": lowered.definition.output.map(|d| d.to_string()),
+        "target": lowered.target,
+        "platform": lowered.platform.to_string(),
+        "config": lowered.config,
+    })
+}

@@ -1,0 +1,240 @@
+//! Turning a solved build into an image: layer blobs for each snapshot of
+//! the final chain (reusing blobs already written for a snapshot), the
+//! image config with diff ids and history, and the manifest.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use rbuild_cache::store::{LayerDescriptor, Store};
+use rbuild_frontend::lower::LoweredBuild;
+use rbuild_solver::graph::Platform;
+use rbuild_solver::image_config::{History, ImageConfig};
+use rbuild_solver::solve::{self, Solved};
+
+use super::output::Output;
+use crate::cli::WriteLayerArgs;
+use crate::export::{self, Compression, LayerInfo, LayerOptions};
+use crate::sources::compression_of;
+
+/// An assembled image, its blobs in the store.
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    /// Manifest bytes.
+    pub manifest: Vec<u8>,
+    /// Manifest digest.
+    pub manifest_digest: String,
+    /// Config bytes.
+    pub config: Vec<u8>,
+    /// Config digest (the image ID).
+    pub config_digest: String,
+    /// Layers with their blob files.
+    pub layers: Vec<(LayerInfo, PathBuf)>,
+    /// Platform.
+    pub platform: Platform,
+    /// The final snapshot chain (for local/tar outputs).
+    pub chain: Vec<rbuild_cache::store::SnapshotId>,
+}
+
+/// The compression requested by the outputs (`compression=zstd`,
+/// `compression-level=N`); gzip by default.
+pub fn compression_from_outputs(outputs: &[Output]) -> Result<Compression> {
+    let mut compression = Compression::Gzip { level: 6 };
+    for o in outputs {
+        let level = o.attrs.get("compression-level").map(|l| l.parse::<i32>()).transpose().context("invalid compression-level")?;
+        match o.attrs.get("compression").map(String::as_str) {
+            None => {
+                if let (Some(l), Compression::Gzip { .. }) = (level, &compression) {
+                    compression = Compression::Gzip { level: l.clamp(0, 9) as u32 };
+                }
+            }
+            Some("gzip") => compression = Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 },
+            Some("zstd") => compression = Compression::Zstd { level: level.unwrap_or(3) },
+            Some("uncompressed") => compression = Compression::Uncompressed,
+            Some(other) => bail!("unknown compression `{other}`: use gzip, zstd or uncompressed"),
+        }
+    }
+    Ok(compression)
+}
+
+fn compression_name(c: &Compression) -> &'static str {
+    match c {
+        Compression::Gzip { .. } => "gzip",
+        Compression::Zstd { .. } => "zstd",
+        Compression::Uncompressed => "uncompressed",
+    }
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+/// RFC 3339 UTC for unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Builds the image for one platform from a solved graph.
+pub fn assemble(
+    store: &Store,
+    lowered: &LoweredBuild,
+    solved: &Solved,
+    compression: &Compression,
+    epoch: Option<i64>,
+) -> Result<BuiltImage> {
+    let (chain, known) = match &solved.result {
+        Some(r) => solve::result_chain(r),
+        None => (Vec::new(), Vec::new()),
+    };
+    let name = compression_name(compression);
+    let mut layers: Vec<(LayerInfo, PathBuf)> = Vec::new();
+    // Which chain entries produced no layer (empty diffs are dropped, as
+    // BuildKit does, and their history entries become empty_layer).
+    let mut empty: Vec<bool> = Vec::new();
+    for (i, id) in chain.iter().enumerate() {
+        let reuse: Option<LayerDescriptor> = match known.get(i).cloned().flatten() {
+            Some(d) => Some(d),
+            None => store.layer_for_snapshot(id, name)?,
+        };
+        if let Some(d) = reuse.filter(|d| store.has_blob(&d.digest)) {
+            let path = store.blob_path(&d.digest);
+            layers.push((LayerInfo { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: d.media_type }, path));
+            empty.push(false);
+            continue;
+        }
+        let diff = store.snapshot_diff(id);
+        if std::fs::read_dir(&diff).map(|mut d| d.next().is_none()).unwrap_or(false) {
+            empty.push(true);
+            continue;
+        }
+        let started = Instant::now();
+        let mut writer = store.blob_writer()?;
+        let opts = LayerOptions { compression: compression.clone(), source_date_epoch: epoch, threads: threads() };
+        let info = export::write_layer(&diff, &opts, &mut writer).with_context(|| format!("writing layer for snapshot {id}"))?;
+        let digest = writer.finish()?;
+        if digest != info.digest {
+            bail!("layer digest mismatch: writer saw {digest}, layer writer reported {}", info.digest);
+        }
+        let _ = started;
+        store.set_layer_for_snapshot(
+            id,
+            name,
+            &LayerDescriptor { digest: info.digest.clone(), diff_id: info.diff_id.clone(), size: info.size, media_type: info.media_type.clone() },
+        )?;
+        let path = store.blob_path(&info.digest);
+        layers.push((info, path));
+        empty.push(false);
+    }
+
+    let now = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    });
+    let created = rfc3339(now);
+    let mut config: ImageConfig = lowered.config.clone();
+    config.created = Some(created.clone());
+    config.rootfs.diff_ids = layers.iter().map(|(l, _)| l.diff_id.clone()).collect();
+    config.history = history_for(lowered, &empty, &created);
+    let config_bytes = config.to_canonical_json();
+    let config_digest = store.write_blob(&config_bytes)?;
+    let (manifest, manifest_digest, manifest_config_digest) =
+        export::build_manifest(&config_bytes, &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), BTreeMap::new());
+    debug_assert_eq!(manifest_config_digest, config_digest);
+    let stored = store.write_blob(&manifest)?;
+    debug_assert_eq!(stored, manifest_digest);
+    Ok(BuiltImage {
+        manifest,
+        manifest_digest,
+        config: config_bytes,
+        config_digest,
+        layers,
+        platform: lowered.platform.clone(),
+        chain,
+    })
+}
+
+/// History entries aligned with the layers: base entries keep their own
+/// flags; a step whose diff turned out empty is marked `empty_layer`.
+fn history_for(lowered: &LoweredBuild, empty: &[bool], created: &str) -> Vec<History> {
+    let mut out = Vec::new();
+    let mut layer_index = 0usize;
+    let base_layers_with_history = lowered.history.iter().filter(|h| h.layer.is_none() && !h.history.empty_layer).count();
+    let _ = base_layers_with_history;
+    for step in &lowered.history {
+        let mut h = step.history.clone();
+        if !h.empty_layer {
+            if empty.get(layer_index).copied().unwrap_or(false) {
+                h.empty_layer = true;
+            }
+            layer_index += 1;
+        }
+        if step.layer.is_some() || h.created.is_none() {
+            h.created = Some(created.to_string());
+        }
+        out.push(h);
+    }
+    out
+}
+
+/// `rbuild debug write-layer`: packs a directory as a layer and prints its
+/// descriptor and throughput (for `bench/compression.sh`).
+pub fn write_layer_command(args: &WriteLayerArgs) -> Result<i32> {
+    let compression = match args.compression.as_str() {
+        "gzip" => Compression::Gzip { level: args.level.unwrap_or(6).clamp(0, 9) as u32 },
+        "zstd" => Compression::Zstd { level: args.level.unwrap_or(3) },
+        "uncompressed" => Compression::Uncompressed,
+        other => bail!("unknown compression `{other}`"),
+    };
+    let opts = LayerOptions { compression, source_date_epoch: None, threads: args.threads.unwrap_or_else(threads) };
+    let started = Instant::now();
+    let info = match &args.output {
+        Some(path) => {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+            export::write_layer(&args.dir, &opts, &mut f)?
+        }
+        None => export::write_layer(&args.dir, &opts, &mut std::io::sink())?,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "digest": info.digest, "diff_id": info.diff_id, "size": info.size, "media_type": info.media_type,
+            "threads": opts.threads, "seconds": elapsed,
+        })
+    );
+    Ok(0)
+}
+
+/// Reads a stored image's manifest and config by manifest digest.
+pub fn stored_image(store: &Store, manifest_digest: &str) -> Result<(serde_json::Value, ImageConfig)> {
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(manifest_digest)?)?;
+    let config_digest = manifest["config"]["digest"].as_str().context("manifest without config")?;
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(config_digest)?)?;
+    Ok((manifest, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,40 @@
+//! Command implementations, one module per command family.
+
+mod build;
+mod call;
+mod graph;
+mod image;
+mod output;
+mod store_cmds;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use rbuild_solver::sandbox::IdMapping;
+
+use crate::cli::{Cli, Command, DebugCommand};
+
+/// Runs the parsed command line; returns the exit code.
+pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
+    let root = match cli.root {
+        Some(r) => r,
+        None => default_root()?,
+    };
+    match cli.command {
+        Command::Build(args) => build::run(args, root, mapping),
+        Command::Images => store_cmds::images(&root),
+        Command::Prune(args) => store_cmds::prune(&root, &args),
+        Command::Du => store_cmds::du(&root),
+        Command::Debug(DebugCommand::Graph(args)) => graph::run(args, root, mapping),
+        Command::Debug(DebugCommand::WriteLayer(args)) => image::write_layer_command(&args),
+    }
+}
+
+/// `$XDG_DATA_HOME/rbuild`, else `~/.local/share/rbuild`.
+fn default_root() -> Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("rbuild"));
+    }
+    let home = std::env::var_os("HOME").context("neither $XDG_DATA_HOME nor $HOME is set; pass --root")?;
+    Ok(PathBuf::from(home).join(".local/share/rbuild"))
+}

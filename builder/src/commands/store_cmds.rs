@@ -1,0 +1,96 @@
+//! `rbuild images`, `rbuild prune`, `rbuild du`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use rbuild_cache::store::{PruneOptions, Store};
+
+use crate::cli::PruneArgs;
+
+fn open(root: &Path) -> Result<Store> {
+    Store::open(root).with_context(|| format!("opening store `{}`", root.display()))
+}
+
+/// Human-readable size (`1.5MB`), decimal units as docker prints them.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", UNITS[unit]).replace(".000", "") }
+}
+
+/// Parses `10GB`, `512MB`, `1.5GiB`, `1000`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().with_context(|| format!("invalid size `{s}`"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024f64.powi(4),
+        other => bail!("invalid size unit `{other}` in `{s}`"),
+    };
+    Ok((n * mult) as u64)
+}
+
+pub fn images(root: &Path) -> Result<i32> {
+    let store = open(root)?;
+    println!("{:<50} {:<20} {:<14} {}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+    for (name, digest) in store.tags()? {
+        let (repo, tag) = match name.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
+            _ => (name.clone(), "<none>".to_string()),
+        };
+        let (id, size) = match super::image::stored_image(&store, &digest) {
+            Ok((manifest, _)) => {
+                let id = manifest["config"]["digest"].as_str().unwrap_or("").trim_start_matches("sha256:").chars().take(12).collect::<String>();
+                let size: u64 = manifest["layers"].as_array().map(|l| l.iter().filter_map(|d| d["size"].as_u64()).sum()).unwrap_or(0);
+                (id, human_size(size))
+            }
+            // An index (several platforms): show its digest.
+            Err(_) => (digest.trim_start_matches("sha256:").chars().take(12).collect(), "-".into()),
+        };
+        println!("{repo:<50} {tag:<20} {id:<14} {size}");
+    }
+    Ok(0)
+}
+
+pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32> {
+    let store = open(root)?;
+    let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
+    let report = store.prune(&PruneOptions { all: args.all, keep_storage })?;
+    println!("{report}");
+    Ok(0)
+}
+
+pub fn du(root: &Path) -> Result<i32> {
+    let store = open(root)?;
+    let usage = store.disk_usage()?;
+    println!("{usage}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_trip() {
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("1.5MiB").unwrap(), 1_572_864);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+    }
+}
