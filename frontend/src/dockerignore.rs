@@ -485,7 +485,7 @@ fn compile(p: &str) -> Result<Kind, String> {
         Detected::Exact => Kind::Exact(p.to_string()),
         Detected::Prefix => Kind::Prefix(p[..p.len() - 2].to_string()),
         Detected::Suffix => Kind::Suffix(p[2..].to_string()),
-        Detected::Regex => Kind::Program(Program { insts: prog }),
+        Detected::Regex => Kind::Program(Program::new(prog)),
     })
 }
 
@@ -672,10 +672,33 @@ enum Inst {
 #[derive(Debug, Clone)]
 struct Program {
     insts: Vec<Inst>,
+    /// Literal text every match starts with (`src/` of `src/**/*.rs`).
+    prefix: String,
+    /// Literal text every match ends with (`.rs`): most paths are rejected
+    /// by these two string compares without running the program.
+    suffix: String,
 }
 
 impl Program {
+    fn new(insts: Vec<Inst>) -> Self {
+        let literal = |inst: &Inst| match inst {
+            Inst::Char(Pred::Lit(c)) => Some(*c),
+            _ => None,
+        };
+        let prefix = insts.iter().map_while(literal).collect();
+        let mut suffix: Vec<char> = insts.iter().rev().map_while(literal).collect();
+        suffix.reverse();
+        Self {
+            insts,
+            prefix,
+            suffix: suffix.into_iter().collect(),
+        }
+    }
+
     fn is_match(&self, s: &str) -> bool {
+        if !s.starts_with(self.prefix.as_str()) || !s.ends_with(self.suffix.as_str()) {
+            return false;
+        }
         let n = self.insts.len();
         // Up to 127 instructions (any real pattern) the state set is a u128.
         if n < 128 {

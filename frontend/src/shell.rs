@@ -678,6 +678,9 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// A test vector: word, environment, expected expansion.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
     fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -726,7 +729,7 @@ mod tests {
 
     #[test]
     fn prefix_and_suffix_removal() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[Case] = &[
             (r"${FOO#()[]{\}^$.\*\?|\\}", &[("FOO", r"()[]{}^$.*?|\x")], "x"),
             (r"${FOO%%\**}", &[("FOO", "xx**")], "xx"),
             ("${FOO#*x*y}", &[("FOO", "xxyy")], "y"),
@@ -757,7 +760,7 @@ mod tests {
 
     #[test]
     fn replacement() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[Case] = &[
             (
                 "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
                 &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", r"\*/")],
