@@ -48,13 +48,13 @@ pub fn from_ast(ast: &parser::Ast, text: &str) -> Result<Dockerfile, Diagnostic>
     for node in &ast.nodes {
         if node.name == "from" {
             let from = ctx.from(node)?;
-            if let Some(name) = &from.name {
-                if let Some(first) = names.insert(name.clone(), node.span) {
-                    return Err(Diagnostic::new(
-                        ctx.locate(node, name),
-                        format!("duplicate stage name `{name}` (first defined on line {})", first.start_line),
-                    ));
-                }
+            if let Some(name) = &from.name
+                && let Some(first) = names.insert(name.clone(), node.span)
+            {
+                return Err(Diagnostic::new(
+                    ctx.locate(node, name),
+                    format!("duplicate stage name `{name}` (first defined on line {})", first.start_line),
+                ));
             }
             out.stages.push(Stage { from, span: node.span, commands: Vec::new() });
             continue;
@@ -330,7 +330,7 @@ impl<'a> Ctx<'a> {
         if args.is_empty() {
             return Err(self.err(node, "", format!("{command} requires at least one argument")));
         }
-        if args.len() % 3 != 0 {
+        if !args.len().is_multiple_of(3) {
             return Err(self.err(node, "", format!("bad input to {command}, too many arguments")));
         }
         let mut out = Vec::with_capacity(args.len() / 3);

@@ -38,8 +38,7 @@ fn extract_builder_flags(line: &str) -> (&str, Vec<String>) {
     let mut word = String::new();
     let mut blank_ok = false;
     let mut chars = line.char_indices().peekable();
-    loop {
-        let Some((pos, ch)) = chars.next() else { break };
+    while let Some((pos, ch)) = chars.next() {
         if phase == Phase::Spaces {
             if is_space(ch) {
                 continue;
