@@ -1,1 +1,0 @@
-//! Dockerfile parser (BuildKit grammar): directives, continuations, heredocs, JSON vs shell form.
