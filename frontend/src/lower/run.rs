@@ -159,7 +159,7 @@ impl Lowering<'_> {
             uid: spec.uid,
             gid: spec.gid,
         };
-        let mut push_input = |d: Option<Digest>, inputs: &mut Vec<Digest>| {
+        let push_input = |d: Option<Digest>, inputs: &mut Vec<Digest>| {
             d.map(|d| match inputs.iter().position(|x| *x == d) {
                 Some(i) => i,
                 None => {
