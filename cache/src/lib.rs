@@ -4,5 +4,6 @@
 //! stat-keyed checksum cache for context files, and safe layer unpacking.
 #![deny(unsafe_code)]
 
+mod fsutil;
 pub mod store;
 pub mod unpack;

@@ -1,0 +1,88 @@
+//! Snapshot drafts: built in `tmp/` (so a crash leaves nothing visible),
+//! committed by one rename to `snapshots/<id>`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{CWD, RenameFlags};
+use rustix::io::Errno;
+
+use super::{Inner, SnapshotId, StoreError};
+use crate::fsutil;
+
+/// A snapshot being built. Write the layer into [`SnapshotDraft::diff_dir`]
+/// (directly, or as an overlay upper dir with [`SnapshotDraft::work_dir`] as
+/// workdir), then [`SnapshotDraft::commit`]. Dropping discards it.
+pub struct SnapshotDraft {
+    inner: Arc<Inner>,
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl SnapshotDraft {
+    pub(crate) fn create(inner: Arc<Inner>) -> Result<SnapshotDraft, StoreError> {
+        let dir = inner.tmp_path("snap");
+        for sub in ["diff", "work"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|source| StoreError::CreateDir { path: p, source })?;
+        }
+        Ok(SnapshotDraft { inner, dir, committed: false })
+    }
+
+    /// The layer contents (overlay upper dir).
+    pub fn diff_dir(&self) -> PathBuf {
+        self.dir.join("diff")
+    }
+
+    /// Scratch dir for overlayfs (same filesystem as the diff).
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// The draft's own directory (parent of `diff` and `work`).
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes the snapshot visible under a fresh short id. The snapshot is
+    /// protected from prune for the life of this process.
+    pub fn commit(mut self) -> Result<SnapshotId, StoreError> {
+        // Overlay leaves `work/work` (mode 000) behind; it has no value once
+        // the mount is gone.
+        let work = self.work_dir();
+        fsutil::remove_tree(&work).map_err(|source| StoreError::Remove { path: work.clone(), source })?;
+        fs::create_dir(&work).map_err(|source| StoreError::CreateDir { path: work.clone(), source })?;
+        let size = fsutil::tree_size(&self.diff_dir());
+        let size_path = self.dir.join("size");
+        fs::write(&size_path, size.to_string())
+            .map_err(|source| StoreError::Write { path: size_path, source })?;
+
+        let _gc = self.inner.gc_shared()?;
+        for _ in 0..16 {
+            let id = SnapshotId(fsutil::random_hex(6).map_err(StoreError::Random)?);
+            let dest = self.inner.snapshot_dir(&id);
+            match rustix::fs::renameat_with(CWD, &self.dir, CWD, &dest, RenameFlags::NOREPLACE) {
+                Ok(()) => {
+                    self.committed = true;
+                    super::sync_parent(&dest);
+                    self.inner.session.append('s', &id.0)?;
+                    return Ok(id);
+                }
+                Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => continue,
+                Err(e) => {
+                    return Err(StoreError::Rename { from: self.dir.clone(), to: dest, source: e.into() });
+                }
+            }
+        }
+        Err(StoreError::Random(std::io::Error::other("16 snapshot id collisions in a row")))
+    }
+}
+
+impl Drop for SnapshotDraft {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fsutil::remove_tree(&self.dir);
+        }
+    }
+}
