@@ -1,0 +1,581 @@
+//! The COPY/ADD engine.
+//!
+//! A copy runs in two phases. Planning walks the sources (sorted, as fsutil's
+//! `ReadDir` does) and records one [`Entry`] per path to create, noting
+//! hard-link groups by (device, inode). Execution creates the directories in
+//! order, then materialises files, symlinks and fifos in parallel with rayon
+//! (each file is open/`copy_file_range`/`fchown`/`fchmod`/`futimens` on file
+//! descriptors, no path lookups beyond the two opens), then hard links, then
+//! sets directory metadata bottom-up so that creating children does not
+//! disturb the directories' mtimes.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rayon::prelude::*;
+
+use super::chmod::Chmod;
+use super::path::{clean_rel, join_slash, resolve_in_root, root_path};
+use super::pattern::{ExcludeMatcher, go_match, has_wildcard};
+use super::{FileOpError, InputRoot, Owner, archive, mkdir_all, set_owner_path, set_times_path};
+
+/// A COPY/ADD action with its options resolved.
+pub(super) struct CopySpec<'a, 'b> {
+    pub input: &'a InputRoot<'b>,
+    pub src: &'a [String],
+    pub dest: &'a str,
+    pub owner: Option<Owner>,
+    pub chmod: Option<Chmod>,
+    pub allow_wildcard: bool,
+    pub allow_empty_wildcard: bool,
+    pub unpack: bool,
+    pub parents: bool,
+    pub exclude: ExcludeMatcher,
+    pub dest_root: &'a Path,
+    pub can_chown: &'a dyn Fn(u32, u32) -> bool,
+}
+
+/// One wildcard match.
+pub(super) struct Match {
+    /// Host path (the match itself is not followed).
+    pub path: PathBuf,
+    /// Slash path relative to where the glob started.
+    pub rel: String,
+    /// Slash path relative to the pattern's wildcard-free prefix.
+    pub base_rel: String,
+}
+
+/// Expands `pattern` (clean, relative) under the directory `start`, one
+/// component at a time with Go's `filepath.Match`. The wildcard-free prefix
+/// is resolved inside `start`'s root first; symlinked directories met while
+/// matching are not descended (as `filepath.Walk`). Matches are in lexical
+/// order. `ignore` sees paths relative to `start`.
+pub(super) fn glob(start: &Path, pattern: &str, ignore: Option<&dyn Fn(&str) -> bool>) -> Result<Vec<Match>, FileOpError> {
+    let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let split = comps.iter().position(|c| has_wildcard(c)).unwrap_or(comps.len());
+    let prefix = comps[..split].join("/");
+    let prefix_parts =
+        resolve_in_root(start, &prefix, true).map_err(|source| FileOpError::Resolve { path: pattern.into(), source })?;
+    let mut dir = start.to_path_buf();
+    dir.extend(&prefix_parts);
+    let mut level = vec![(dir, join_slash(&prefix_parts), String::new())];
+    let rest = &comps[split..];
+    for (i, comp) in rest.iter().enumerate() {
+        let last = i + 1 == rest.len();
+        let mut next = Vec::new();
+        for (d, rel, base_rel) in &level {
+            let mut names: Vec<OsString> = match fs::read_dir(d) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+                Err(_) => continue,
+            };
+            names.sort();
+            for name in names {
+                let n = name.to_string_lossy();
+                if !go_match(comp, &n).map_err(|_| FileOpError::BadPattern { pattern: pattern.into() })? {
+                    continue;
+                }
+                let rel = join(rel, &n);
+                if ignore.is_some_and(|f| f(&rel)) {
+                    continue;
+                }
+                let p = d.join(&name);
+                if !last && !fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
+                next.push((p, rel, join(base_rel, &n)));
+            }
+        }
+        level = next;
+    }
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(level.into_iter().map(|(path, rel, base_rel)| Match { path, rel, base_rel }).collect())
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() { b.to_string() } else { format!("{a}/{b}") }
+}
+
+/// A source after wildcard expansion and symlink resolution.
+struct Source {
+    /// Unresolved slash path relative to the pivot (the root unless
+    /// `--parents` with `/./`): what `--parents` recreates at the dest.
+    name: String,
+    /// Host path of the pivot.
+    pivot: PathBuf,
+    /// Resolved host path.
+    path: PathBuf,
+    /// Resolved slash path relative to the input root.
+    rel: String,
+    /// `lstat` of the resolved path.
+    meta: Metadata,
+}
+
+fn expand(
+    input: &InputRoot,
+    src: &[String],
+    allow_wildcard: bool,
+    allow_empty_wildcard: bool,
+    parents: bool,
+    exclude: &ExcludeMatcher,
+) -> Result<Vec<Source>, FileOpError> {
+    let root = input.root;
+    let ignored = |rel: &str| !rel.is_empty() && input.exclude.is_some_and(|f| f(rel));
+    let mut out = Vec::new();
+    for s in src {
+        let (pivot_s, pat) = match s.split_once("/./") {
+            Some((a, b)) if parents => (a, b),
+            _ => ("", s.as_str()),
+        };
+        let resolve_err = |source| FileOpError::Resolve { path: s.clone(), source };
+        let pivot_parts = resolve_in_root(root, pivot_s, true).map_err(resolve_err)?;
+        let pivot_rel = join_slash(&pivot_parts);
+        let mut pivot = root.to_path_buf();
+        pivot.extend(&pivot_parts);
+        let pat = clean_rel(pat);
+        let names: Vec<String> = if allow_wildcard && has_wildcard(&pat) {
+            let ign = |rel: &str| ignored(&join(&pivot_rel, rel));
+            let matches = glob(&pivot, &pat, Some(&ign))?;
+            let mut names = Vec::new();
+            for m in matches {
+                let is_dir = fs::symlink_metadata(&m.path).is_ok_and(|md| md.is_dir());
+                let exclude_rel = if parents { &m.rel } else { &m.base_rel };
+                if !exclude.excluded(exclude_rel, is_dir) {
+                    names.push(m.rel);
+                }
+            }
+            if names.is_empty() {
+                if allow_empty_wildcard {
+                    continue;
+                }
+                return Err(FileOpError::NotFound { path: s.clone() });
+            }
+            names
+        } else {
+            vec![pat]
+        };
+        for name in names {
+            let full = join(&pivot_rel, &name);
+            let parts = resolve_in_root(root, &full, true).map_err(resolve_err)?;
+            let rel = join_slash(&parts);
+            // Ignored paths never reach the builder in BuildKit (the context
+            // transfer filters them), so they are simply absent.
+            if ignored(&full) || ignored(&rel) {
+                return Err(FileOpError::NotFound { path: s.clone() });
+            }
+            let mut path = root.to_path_buf();
+            path.extend(&parts);
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    return Err(FileOpError::NotFound { path: s.clone() });
+                }
+                Err(source) => return Err(FileOpError::ReadSource { path, source }),
+            };
+            out.push(Source { name, pivot: pivot.clone(), path, rel, meta });
+        }
+    }
+    Ok(out)
+}
+
+/// Walks `dir` depth-first in name order, calling `f(path, meta, root_rel,
+/// copy_rel)` for each entry that is neither ignored nor excluded; `f`'s
+/// `Ok(true)` on a directory descends into it.
+fn walk(
+    dir: &Path,
+    root_rel: &str,
+    copy_rel: &str,
+    ignore: Option<&dyn Fn(&str) -> bool>,
+    exclude: &ExcludeMatcher,
+    f: &mut dyn FnMut(&Path, &Metadata, &str, &str) -> Result<bool, FileOpError>,
+) -> Result<(), FileOpError> {
+    let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
+    let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
+    ents.sort_by_key(|e| e.file_name());
+    for e in ents {
+        let name = e.file_name();
+        let n = name.to_string_lossy();
+        let rrel = join(root_rel, &n);
+        if ignore.is_some_and(|f| f(&rrel)) {
+            continue;
+        }
+        let crel = join(copy_rel, &n);
+        let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
+        if !exclude.is_empty() && exclude.excluded(&crel, meta.is_dir()) {
+            continue;
+        }
+        let p = e.path();
+        if f(&p, &meta, &rrel, &crel)? && meta.is_dir() {
+            walk(&p, &rrel, &crel, ignore, exclude, f)?;
+        }
+    }
+    Ok(())
+}
+
+/// See [`super::selected_files`].
+pub(super) fn selected(
+    input: &InputRoot,
+    src: &[String],
+    allow_wildcard: bool,
+    exclude: &ExcludeMatcher,
+) -> Result<Vec<String>, FileOpError> {
+    let mut out = Vec::new();
+    for s in expand(input, src, allow_wildcard, false, false, exclude)? {
+        if !s.rel.is_empty() {
+            out.push(s.rel.clone());
+        }
+        if s.meta.is_dir() {
+            walk(&s.path, &s.rel, "", input.exclude, exclude, &mut |_, _, rrel, _| {
+                out.push(rrel.to_string());
+                Ok(true)
+            })?;
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Performs a COPY/ADD.
+pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
+    let sources = expand(spec.input, spec.src, spec.allow_wildcard, spec.allow_empty_wildcard, spec.parents, &spec.exclude)?;
+    if sources.is_empty() {
+        return Ok(());
+    }
+    let dest_clean = clean_rel(spec.dest);
+    let dest_is_dir = spec.dest.ends_with('/') || spec.dest.ends_with("/.") || dest_clean.is_empty();
+    // Docker counts sources after wildcard expansion (so `*.txt` matching
+    // one file may still go to a file name).
+    if sources.len() > 1 && !dest_is_dir && !spec.parents {
+        return Err(FileOpError::DestNotDir { cmd: if spec.unpack { "ADD" } else { "COPY" } });
+    }
+    let resolve = |p: &str| {
+        root_path(spec.dest_root, p, true).map_err(|source| FileOpError::Resolve { path: spec.dest.into(), source })
+    };
+    // fsutil's Copy: make the destination (or its parent) like `mkdir -p`,
+    // mode 0755, owned by the --chown user.
+    let ensure = if dest_is_dir { dest_clean.clone() } else { dest_clean.rsplit_once('/').map_or("", |(d, _)| d).to_string() };
+    mkdir_all(&resolve(&ensure)?, 0o755, spec.owner, spec.can_chown)?;
+    let dest = resolve(&dest_clean)?;
+    for s in &sources {
+        let mut plan = Plan { spec, entries: Vec::new(), inodes: HashMap::new() };
+        if spec.unpack && s.meta.is_file() && archive::is_archive(&s.path) {
+            mkdir_all(&dest, 0o755, spec.owner, spec.can_chown)?;
+            archive::extract(&s.path, &dest, spec.owner, spec.can_chown)?;
+            continue;
+        }
+        if spec.parents {
+            // Recreate the source's directories below the pivot, with the
+            // source directories' metadata (fsutil's createParentDirs).
+            let comps: Vec<&str> = s.name.split('/').filter(|c| !c.is_empty()).collect();
+            let mut src_dir = s.pivot.clone();
+            for (i, c) in comps.iter().enumerate() {
+                src_dir.push(c);
+                let dst = root_path(spec.dest_root, &format!("{dest_clean}/{}", comps[..=i].join("/")), false)
+                    .map_err(|source| FileOpError::Resolve { path: spec.dest.into(), source })?;
+                if i + 1 < comps.len() {
+                    let meta = fs::metadata(&src_dir).map_err(|source| FileOpError::ReadSource { path: src_dir.clone(), source })?;
+                    plan.push(&src_dir, &meta, dst);
+                } else {
+                    plan.push(&s.path, &s.meta, dst.clone());
+                    if s.meta.is_dir() {
+                        plan.walk_into(s, &dst)?;
+                    }
+                }
+            }
+            if comps.is_empty() && s.meta.is_dir() {
+                plan.walk_into(s, &dest)?;
+            }
+        } else if s.meta.is_dir() {
+            // A directory's contents go into the destination; the
+            // destination directory itself keeps the 0755 it was made with.
+            match fs::metadata(&dest) {
+                Ok(m) if !m.is_dir() => return Err(FileOpError::CopyToNonDir { path: dest }),
+                Ok(_) => {}
+                Err(_) => mkdir_all(&dest, 0o755, spec.owner, spec.can_chown)?,
+            }
+            plan.walk_into(s, &dest)?;
+        } else {
+            let target = if fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
+                let base = s.name.rsplit('/').next().unwrap_or(&s.name);
+                dest.join(base)
+            } else {
+                dest.clone()
+            };
+            plan.push(&s.path, &s.meta, target);
+        }
+        plan.execute()?;
+    }
+    Ok(())
+}
+
+/// What an entry is.
+enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Device { rdev: u64, block: bool },
+    /// A hard link to the file entry at this index.
+    Link(usize),
+}
+
+/// One path to create.
+struct Entry {
+    src: PathBuf,
+    dst: PathBuf,
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    atime: SystemTime,
+    mtime: SystemTime,
+}
+
+struct Plan<'s, 'a, 'b> {
+    spec: &'s CopySpec<'a, 'b>,
+    entries: Vec<Entry>,
+    /// (dev, ino) of multiply-linked files -> entry index.
+    inodes: HashMap<(u64, u64), usize>,
+}
+
+fn time(secs: i64, nsecs: i64) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsecs as u32)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+impl Plan<'_, '_, '_> {
+    fn push(&mut self, src: &Path, meta: &Metadata, dst: PathBuf) {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                match self.inodes.get(&(meta.dev(), meta.ino())) {
+                    Some(&i) => Kind::Link(i),
+                    None => {
+                        self.inodes.insert((meta.dev(), meta.ino()), self.entries.len());
+                        Kind::File
+                    }
+                }
+            } else {
+                Kind::File
+            }
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() || ft.is_block_device() {
+            Kind::Device { rdev: meta.rdev(), block: ft.is_block_device() }
+        } else {
+            // Sockets cannot be copied; fsutil skips them too.
+            return;
+        };
+        self.entries.push(Entry {
+            src: src.to_path_buf(),
+            dst,
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            atime: time(meta.atime(), meta.atime_nsec()),
+            mtime: time(meta.mtime(), meta.mtime_nsec()),
+        });
+    }
+
+    fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
+        let spec = self.spec;
+        walk(&s.path, &s.rel, "", spec.input.exclude, &spec.exclude, &mut |p, meta, _, crel| {
+            self.push(p, meta, dst.join(crel));
+            Ok(true)
+        })
+    }
+
+    fn owner(&self, e: &Entry) -> (u32, u32) {
+        match self.spec.owner {
+            Some(o) => (o.uid, o.gid),
+            None if self.spec.input.reset_owner => (0, 0),
+            None => (e.uid, e.gid),
+        }
+    }
+
+    fn mode(&self, e: &Entry, is_dir: bool) -> u32 {
+        self.spec.chmod.as_ref().map_or(e.mode, |c| c.apply(e.mode, is_dir))
+    }
+
+    fn execute(&self) -> Result<(), FileOpError> {
+        for e in &self.entries {
+            if let Kind::Dir = e.kind {
+                match fs::create_dir(&e.dst) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&e.dst).is_ok_and(|m| m.is_dir()) {
+                            return Err(FileOpError::CopyToNonDir { path: e.dst.clone() });
+                        }
+                    }
+                    Err(source) => return Err(FileOpError::CreateDir { path: e.dst.clone(), source }),
+                }
+            }
+        }
+        // Ownership and mode are decided here, serially: the caller's hooks
+        // need not be `Sync`, and the workers then touch only plain data.
+        let leaves: Vec<(&Entry, Option<(u32, u32)>, u32)> = self
+            .entries
+            .iter()
+            .filter(|e| !matches!(e.kind, Kind::Dir | Kind::Link(_)))
+            .map(|e| {
+                let (uid, gid) = self.owner(e);
+                let owner = (self.spec.can_chown)(uid, gid).then_some((uid, gid));
+                (e, owner, self.mode(e, false))
+            })
+            .collect();
+        if leaves.len() > 64 {
+            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m))?;
+        } else {
+            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m))?;
+        }
+        for e in &self.entries {
+            if let Kind::Link(i) = e.kind {
+                let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+                clear_target(&e.dst)?;
+                fs::hard_link(&self.entries[i].dst, &e.dst).map_err(werr)?;
+            }
+        }
+        for e in self.entries.iter().rev() {
+            if let Kind::Dir = e.kind {
+                let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+                let (uid, gid) = self.owner(e);
+                set_owner_path(&e.dst, uid, gid, self.spec.can_chown).map_err(werr)?;
+                fs::set_permissions(&e.dst, fs::Permissions::from_mode(self.mode(e, true))).map_err(werr)?;
+                copy_xattrs_path(&e.src, &e.dst);
+                set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Creates one non-directory entry with its metadata; `owner` is `None`
+/// when the ids must not be set.
+fn materialize(e: &Entry, owner: Option<(u32, u32)>, mode: u32) -> Result<(), FileOpError> {
+    let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+    match e.kind {
+        Kind::File => {
+            let mut src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+            let mut dst = create_file(&e.dst)?;
+            // std's File-to-File copy uses copy_file_range (reflinks or
+            // in-kernel copies) and falls back to read/write.
+            io::copy(&mut src, &mut dst).map_err(werr)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::fchown(&dst, Some(uid), Some(gid)).map_err(werr)?;
+            }
+            // After chown: chown clears setuid/setgid bits.
+            dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+            copy_xattrs_fd(&src, &dst);
+            dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)?;
+            return Ok(());
+        }
+        Kind::Symlink => {
+            let target = fs::read_link(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+            clear_target(&e.dst)?;
+            std::os::unix::fs::symlink(&target, &e.dst).map_err(werr)?;
+            lchown(&e.dst, owner).map_err(werr)?;
+            set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)?;
+            return Ok(());
+        }
+        Kind::Fifo | Kind::Device { .. } => {
+            clear_target(&e.dst)?;
+            let (ft, dev) = match e.kind {
+                Kind::Device { rdev, block: true } => (rustix::fs::FileType::BlockDevice, rdev),
+                Kind::Device { rdev, block: false } => (rustix::fs::FileType::CharacterDevice, rdev),
+                _ => (rustix::fs::FileType::Fifo, 0),
+            };
+            let made = rustix::fs::mknodat(rustix::fs::CWD, &e.dst, ft, rustix::fs::Mode::from_raw_mode(0o600), dev);
+            match made {
+                Ok(()) => {}
+                // A rootless builder may not create device nodes; like
+                // an unprivileged `cp -a`, skip them.
+                Err(err) if err == rustix::io::Errno::PERM && !matches!(e.kind, Kind::Fifo) => return Ok(()),
+                Err(err) => return Err(werr(err.into())),
+            }
+        }
+        Kind::Dir | Kind::Link(_) => return Ok(()),
+    }
+    lchown(&e.dst, owner).map_err(werr)?;
+    fs::set_permissions(&e.dst, fs::Permissions::from_mode(mode)).map_err(werr)?;
+    set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)
+}
+
+fn lchown(p: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::lchown(p, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
+}
+
+/// Removes a non-directory at `p` (replaced by the copy); a directory there
+/// is an error, as in fsutil's `ensureEmptyFileTarget`.
+fn clear_target(p: &Path) -> Result<(), FileOpError> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Err(FileOpError::ReplaceDir { path: p.to_path_buf() }),
+        Ok(_) => fs::remove_file(p).map_err(|source| FileOpError::Remove { path: p.to_path_buf(), source }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Creates a new file at `p`, replacing an existing non-directory. Tries the
+/// create first so the common case costs one syscall.
+fn create_file(p: &Path) -> Result<File, FileOpError> {
+    let open = || {
+        OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)
+    };
+    match open() {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            clear_target(p)?;
+            open().map_err(|source| FileOpError::Write { path: p.to_path_buf(), source })
+        }
+        Err(source) => Err(FileOpError::Write { path: p.to_path_buf(), source }),
+    }
+}
+
+/// Xattr names from a `listxattr` buffer, without `security.*` (SELinux
+/// labels and capabilities belong to the build host, not the image).
+fn xattr_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buf.split(|b| *b == 0).filter(|n| !n.is_empty() && !n.starts_with(b"security."))
+}
+
+/// Copies xattrs between open files. Failures are ignored, as BuildKit's
+/// file backend does (it logs them): many file systems refuse user xattrs.
+fn copy_xattrs_fd(src: &File, dst: &File) {
+    let mut list = [0u8; 4096];
+    let Ok(n) = rustix::fs::flistxattr(src.as_fd(), &mut list[..]) else { return };
+    for name in xattr_names(&list[..n]) {
+        let mut val = vec![0u8; 64 * 1024];
+        if let Ok(len) = rustix::fs::fgetxattr(src.as_fd(), name, &mut val[..]) {
+            let _ = rustix::fs::fsetxattr(dst.as_fd(), name, &val[..len], rustix::fs::XattrFlags::empty());
+        }
+    }
+}
+
+/// [`copy_xattrs_fd`] by path, for directories.
+fn copy_xattrs_path(src: &Path, dst: &Path) {
+    let mut list = [0u8; 4096];
+    let Ok(n) = rustix::fs::llistxattr(src, &mut list[..]) else { return };
+    for name in xattr_names(&list[..n]) {
+        let mut val = vec![0u8; 64 * 1024];
+        if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut val[..]) {
+            let _ = rustix::fs::lsetxattr(dst, name, &val[..len], rustix::fs::XattrFlags::empty());
+        }
+    }
+}
