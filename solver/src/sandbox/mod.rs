@@ -1,1 +1,233 @@
 //! The rootless sandbox: user namespace, per-RUN namespaces, overlay root, pivot_root.
+//!
+//! Life cycle:
+//! 1. [`init_process`] runs first in `main`, before any thread exists. It
+//!    moves the whole process into one user namespace (plus a private mount
+//!    namespace) with an id mapping chosen from what the host allows
+//!    ([`IdMapping`]). All store work then happens as "root" with real
+//!    ownership semantics.
+//! 2. [`spawn`] runs one `RUN` step. Like `runc init`, it re-executes
+//!    `/proc/self/exe` with a marker in the environment; [`init_process`] in
+//!    that fresh (single-threaded) process notices the marker and becomes the
+//!    sandbox init instead of returning: it unshares pid/ipc/uts(/net)
+//!    namespaces, forks pid 1 of the new pid namespace, which builds the
+//!    overlay root, `/proc`, `/dev`, `/etc/hosts`, `/etc/resolv.conf` and the
+//!    extra mounts, calls `pivot_root`, switches user and `execve`s.
+//! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
+//!    mount namespace (file operations, exports).
+//!
+//! Raw syscalls live behind the [`syscall::Syscall`] trait (real Linux
+//! implementation plus a recording fake for unit tests of the ordering
+//! logic), following youki's layout. This is the only module of the project
+//! allowed to contain `unsafe`.
+#![allow(unsafe_code)]
+
+mod init;
+mod overlay;
+mod passwd;
+mod process;
+mod rootfs;
+mod syscall;
+mod user_ns;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use overlay::{MountGuard, mount_overlay};
+pub use process::{SandboxChild, spawn};
+pub use user_ns::{IdMapping, init_process};
+
+/// Default `PATH` given to a `RUN` whose environment has none (same as BuildKit's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Network namespace choice of a `RUN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// Share the host's (the rbuild process's) network namespace.
+    Host,
+    /// A fresh network namespace containing only `lo`, brought up.
+    None,
+}
+
+/// What is mounted at an [`ExtraMount`]'s target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountSource {
+    /// Bind mount of a host path (file or directory), recursively.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Make the bind read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Size limit in bytes; 0 means the kernel default (half of RAM).
+        size: u64,
+    },
+    /// An overlay of snapshot directories (bottom layer first).
+    Overlay {
+        /// Layers, base first.
+        lowerdirs: Vec<PathBuf>,
+        /// `true`: read-only view. `false`: writable, with the writes going
+        /// to a tmpfs and discarded when the `RUN` ends (`--mount=type=bind,rw`).
+        readonly: bool,
+    },
+}
+
+/// A mount made inside the root filesystem before `pivot_root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraMount {
+    /// Absolute path inside the container; symlinks resolve inside the rootfs.
+    pub target: String,
+    /// What to mount there.
+    pub source: MountSource,
+}
+
+/// Everything needed to run one process in a fresh sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Snapshot directories of the root filesystem, base (bottom) first. May be empty.
+    pub lowerdirs: Vec<PathBuf>,
+    /// New snapshot directory receiving the changes (overlay upper).
+    pub upperdir: PathBuf,
+    /// Overlay work directory: empty, on the same filesystem as `upperdir`.
+    pub workdir: PathBuf,
+    /// Command line; `args[0]` is looked up in the container's `PATH`.
+    pub args: Vec<String>,
+    /// Environment (`KEY=value`). `PATH` and `HOME` get defaults if absent.
+    pub env: Vec<String>,
+    /// Working directory, created if missing (and then kept, as BuildKit does).
+    pub cwd: String,
+    /// `user[:group]`, names or ids, resolved from the rootfs; `""` is root.
+    pub user: String,
+    /// Host name inside the UTS namespace.
+    pub hostname: String,
+    /// Network namespace choice.
+    pub network: Network,
+    /// Extra mounts, in order.
+    pub mounts: Vec<ExtraMount>,
+    /// Contents of `/etc/hosts` (bind-mounted; never written to the upper dir).
+    pub hosts: String,
+    /// Contents of `/etc/resolv.conf` (bind-mounted; never written to the upper dir).
+    pub resolv_conf: String,
+}
+
+/// Failures of the sandbox, one variant per failing step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// `init_process` was called in a process that already has several threads.
+    #[error("the sandbox must be initialised before any thread is started (found {0} threads)")]
+    Threaded(usize),
+    /// Reading a host id file (`/etc/subuid`, `/proc/self/status`, ...).
+    #[error("cannot read `{path}`")]
+    ReadHostFile {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `fork` failed.
+    #[error("cannot fork {what}")]
+    Fork {
+        /// Which process.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `unshare` failed.
+    #[error("cannot create {what} namespace(s)")]
+    Unshare {
+        /// Which namespaces.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper writing the id maps failed.
+    #[error("cannot set up the user namespace id mapping ({mapping}): {detail}")]
+    IdMap {
+        /// The mapping attempted.
+        mapping: String,
+        /// What the helper reported.
+        detail: String,
+    },
+    /// Switching to container root, or to the `RUN` user, failed.
+    #[error("cannot switch to {what}")]
+    SetIds {
+        /// Which ids.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mount step failed.
+    #[error("cannot {step} at `{target}`")]
+    Mount {
+        /// The step (for example "mount overlay").
+        step: &'static str,
+        /// Where.
+        target: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `pivot_root` (or its dance) failed.
+    #[error("cannot pivot_root into the container root")]
+    PivotRoot(#[source] std::io::Error),
+    /// A directory or file needed by the sandbox could not be prepared.
+    #[error("cannot prepare `{path}`")]
+    Prepare {
+        /// Path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `user[:group]` of the spec could not be resolved.
+    #[error("cannot resolve user `{user}`: {detail}")]
+    User {
+        /// The spec's user string.
+        user: String,
+        /// Why.
+        detail: String,
+    },
+    /// The spec cannot be used as is.
+    #[error("invalid run spec: {0}")]
+    InvalidSpec(String),
+    /// Encoding/decoding the spec for the re-executed init failed.
+    #[error("cannot encode or decode the run spec")]
+    SpecCodec(#[source] serde_json::Error),
+    /// Starting the sandbox init process failed.
+    #[error("cannot start the sandbox process")]
+    Spawn(#[source] std::io::Error),
+    /// Pipe I/O with the sandbox init failed.
+    #[error("cannot talk to the sandbox process")]
+    Pipe(#[source] std::io::Error),
+    /// The sandbox init reported a set-up failure before running the command.
+    #[error("sandbox set-up failed: {0}")]
+    Setup(String),
+    /// Waiting for the sandbox failed.
+    #[error("cannot wait for the sandbox process")]
+    Wait(#[source] std::io::Error),
+    /// Setting up the loopback interface of a `--network=none` sandbox failed.
+    #[error("cannot bring up `lo` in the new network namespace")]
+    Loopback(#[source] std::io::Error),
+    /// Setting the host name failed.
+    #[error("cannot set the host name to `{0}`")]
+    Hostname(String, #[source] std::io::Error),
+}
+
+/// Renders an error with its chain of causes on one line (for the init's error pipe).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,258 @@
+//! The re-executed sandbox init (the `runc init` of rbuild).
+//!
+//! [`super::spawn`] starts `/proc/self/exe` with [`INIT_ENV`] set, the JSON
+//! spec readable on fd 3 and an error pipe on fd 4. [`run_init`] (reached
+//! through `init_process`, before any thread exists) then:
+//! - unshares pid, ipc, uts (and net) namespaces — a new pid namespace only
+//!   applies to children, hence the fork;
+//! - forks pid 1 of the new pid namespace, which gets `PR_SET_PDEATHSIG
+//!   = SIGKILL`: killing this intermediate process (what
+//!   [`super::SandboxChild::kill`] does) kills pid 1, and the kernel then
+//!   kills everything else in the namespace;
+//! - waits for pid 1 and exits with its status (128+signal if killed).
+//!
+//! Pid 1 builds the root ([`super::rootfs::setup`]), resolves the user in
+//! the image, switches ids, closes the error pipe (set-up done) and `execve`s.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use rustix::thread::UnshareFlags;
+
+use super::syscall::{Linux, Syscall};
+use super::{Network, RunSpec, SandboxError, error_chain, passwd, rootfs};
+
+/// Environment marker of a re-executed sandbox init.
+pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
+/// Descriptor carrying the JSON [`RunSpec`] into the init.
+pub(crate) const SPEC_FD: i32 = 3;
+/// Descriptor on which the init reports set-up failures; closed on success.
+pub(crate) const ERR_FD: i32 = 4;
+/// Exit code of a sandbox whose set-up failed (as runc/Docker use 125).
+const SETUP_FAILED: i32 = 125;
+
+/// Runs the sandbox init; never returns.
+pub(crate) fn run_init() -> ! {
+    // SAFETY: `spawn` placed these two descriptors with dup2 right before
+    // exec; nothing else in this fresh process refers to them.
+    let (mut spec_pipe, err) = unsafe { (File::from_raw_fd(SPEC_FD), OwnedFd::from_raw_fd(ERR_FD)) };
+    // Neither the spec pipe nor the error pipe may leak into the command.
+    let _ = rustix::io::fcntl_setfd(&err, rustix::io::FdFlags::CLOEXEC);
+    let _ = rustix::io::fcntl_setfd(&spec_pipe, rustix::io::FdFlags::CLOEXEC);
+    let mut err = Some(err);
+    let mut buf = Vec::new();
+    let result = spec_pipe
+        .read_to_end(&mut buf)
+        .map_err(SandboxError::Pipe)
+        .and_then(|_| serde_json::from_slice::<RunSpec>(&buf).map_err(SandboxError::SpecCodec))
+        .and_then(|spec| {
+            drop(spec_pipe);
+            intermediate(&spec, &mut err)
+        });
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(err.as_ref(), &e);
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn report(err: Option<&OwnedFd>, e: &SandboxError) {
+    let msg = error_chain(e);
+    match err {
+        Some(fd) => {
+            let _ = rustix::io::write(fd, msg.as_bytes());
+        }
+        None => eprintln!("rbuild sandbox: {msg}"),
+    }
+}
+
+fn intermediate(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
+    let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+    if spec.network == Network::None {
+        flags |= UnshareFlags::NEWNET;
+    }
+    Linux.unshare(flags).map_err(|source| SandboxError::Unshare { what: "pid, ipc, uts and net", source })?;
+    if spec.network == Network::None {
+        loopback_up().map_err(SandboxError::Loopback)?;
+    }
+    // SAFETY: this re-executed process is single-threaded (it runs before
+    // `main` starts any thread), so the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SandboxError::Fork { what: "the sandbox pid 1", source: std::io::Error::last_os_error() });
+    }
+    if pid == 0 {
+        // If the intermediate dies (SandboxChild::kill), so does pid 1 and
+        // with it the whole pid namespace. (Window: a kill landing before
+        // this prctl leaves pid 1 running to completion.)
+        let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+        let Err(e) = pid1(spec, err);
+        report(err.as_ref(), &e);
+        // SAFETY: leave without running the parent's exit handlers twice.
+        unsafe { libc::_exit(SETUP_FAILED) };
+    }
+    // Only pid 1 keeps the error pipe: its close (exec or exit) is what
+    // `spawn` waits for.
+    *err = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid out pointer.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(SandboxError::Wait(e));
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(128 + libc::WTERMSIG(status));
+        }
+    }
+}
+
+/// Brings `lo` up in the (new) network namespace of the calling process.
+fn loopback_up() -> std::io::Result<()> {
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    // SAFETY: plain socket(2) call; the result is checked.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `sock` is a fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] };
+    req.name[0] = b'l' as libc::c_char;
+    req.name[1] = b'o' as libc::c_char;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: `req` is a properly laid out `struct ifreq` (name, then the
+    // flags member of the union, padded to the union's 24 bytes) that lives
+    // across both calls.
+    unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req as *mut IfReq) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req as *const IfReq) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Pid 1: build the root, become the user, exec. Returns only on failure.
+fn pid1(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
+    rootfs::setup(&Linux, spec)?;
+    // From here on "/" is the container's root.
+    let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = passwd::resolve(&spec.user, &passwd_text, &group_text)
+        .map_err(|detail| SandboxError::User { user: spec.user.clone(), detail })?;
+    let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
+    // As BuildKit does, a missing working directory is created (by root,
+    // before switching user) and stays in the snapshot.
+    std::fs::create_dir_all(cwd).map_err(|source| SandboxError::Prepare { path: cwd.to_string(), source })?;
+
+    let set_err = |what: String| move |source: rustix::io::Errno| SandboxError::SetIds { what, source: source.into() };
+    let groups: Vec<rustix::process::Gid> = user.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();
+    match rustix::thread::set_thread_groups(&groups) {
+        // With a single-id mapping setgroups is denied; there is nothing to set anyway.
+        Ok(()) | Err(rustix::io::Errno::PERM) => {}
+        Err(e) => return Err(set_err(format!("groups {:?}", user.groups))(e)),
+    }
+    let g = rustix::process::Gid::from_raw(user.gid);
+    let u = rustix::process::Uid::from_raw(user.uid);
+    rustix::thread::set_thread_res_gid(g, g, g).map_err(set_err(format!("gid {}", user.gid)))?;
+    // Leaving uid 0 for a non-zero uid clears all capabilities.
+    rustix::thread::set_thread_res_uid(u, u, u).map_err(set_err(format!("uid {}", user.uid)))?;
+    // Changing the effective uid reset the parent-death signal.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    std::env::set_current_dir(cwd).map_err(|source| SandboxError::Prepare { path: cwd.to_string(), source })?;
+
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={}", super::DEFAULT_PATH));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let path_var = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::DEFAULT_PATH).to_string();
+    // Set-up is complete: closing the error pipe lets `spawn` return. What
+    // follows is the command's own business and goes to its stderr.
+    *err = None;
+    let arg0 = spec.args[0].as_str();
+    let program = match lookup(arg0, &path_var) {
+        Some(p) => p,
+        None => exit_with(127, &format!("`{arg0}`: executable file not found in $PATH")),
+    };
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg0(arg0).args(&spec.args[1..]).env_clear();
+    for kv in &env {
+        match kv.split_once('=') {
+            Some((k, v)) => cmd.env(k, v),
+            None => cmd.env(kv, ""),
+        };
+    }
+    // `exec` only returns on failure (std also resets SIGPIPE, which the
+    // Rust runtime ignores, to its default first).
+    let e = cmd.exec();
+    let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    exit_with(code, &format!("`{arg0}`: {e}"))
+}
+
+fn exit_with(code: i32, msg: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+    // SAFETY: leave pid 1 without running exit handlers inherited from the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// `args[0]` lookup in `PATH`, like execvp but inside the container.
+fn lookup(arg0: &str, path: &str) -> Option<PathBuf> {
+    if arg0.contains('/') {
+        return Some(PathBuf::from(arg0));
+    }
+    if arg0.is_empty() {
+        return None;
+    }
+    path.split(':')
+        .map(|d| if d.is_empty() { Path::new(".") } else { Path::new(d) }.join(arg0))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_searches_path_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("tool"), "").unwrap(); // not executable: skipped
+        std::fs::write(b.join("tool"), "").unwrap();
+        std::fs::set_permissions(b.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", a.display(), b.display());
+        assert_eq!(lookup("tool", &path), Some(b.join("tool")));
+        assert_eq!(lookup("missing", &path), None);
+        assert_eq!(lookup("/x/y", &path), Some(PathBuf::from("/x/y")));
+        assert_eq!(lookup("", &path), None);
+    }
+}
