@@ -224,7 +224,7 @@ pub(crate) mod tempdir {
         /// the store's disk.
         pub(crate) fn new_tmpfs(root: &Path, kind: &str) -> std::io::Result<Self> {
             let mut dir = Self::new(root, kind)?;
-            crate::sandbox::mount_tmpfs(&dir.path).map_err(std::io::Error::other)?;
+            rustix::mount::mount("tmpfs", &dir.path, "tmpfs", rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV, c"mode=0700")?;
             dir.tmpfs = true;
             Ok(dir)
         }
@@ -237,7 +237,7 @@ pub(crate) mod tempdir {
     impl Drop for ScratchDir {
         fn drop(&mut self) {
             if self.tmpfs {
-                crate::sandbox::unmount(&self.path);
+                let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
             }
             let _ = std::fs::remove_dir_all(&self.path);
         }

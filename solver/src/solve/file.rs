@@ -67,6 +67,8 @@ pub(crate) fn run(
         .map(|((root, _), ignore)| InputRoot {
             root: root.as_path(),
             exclude: ignore.as_ref().map(|f| &**f as &dyn Fn(&str) -> bool),
+            // Context files arrive owned by root, as BuildKit's file sync resets them.
+            reset_owner: ignore.is_some(),
         })
         .collect();
     let can_chown = |u: u32, g: u32| (shared.opts.can_chown)(u, g);
