@@ -36,10 +36,21 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
     /// Print the lowered build graph as JSON.
-    Graph(BuildArgs),
+    Graph(GraphArgs),
     /// Write one snapshot directory as a layer blob and print its descriptor
     /// (used by `bench/compression.sh`).
     WriteLayer(WriteLayerArgs),
+}
+
+/// `rbuild debug graph`.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    /// Print the parse+lower time to stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// Build flags.
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 /// `rbuild debug write-layer`.

@@ -7,13 +7,14 @@ use rbuild_cache::store::Store;
 use rbuild_frontend::lower;
 use rbuild_solver::sandbox::IdMapping;
 
-use crate::cli::BuildArgs;
+use crate::cli::GraphArgs;
 use crate::frontend_input;
 use crate::registry::{RegistryClient, RegistryOptions};
 use crate::sources::Sources;
 
-pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
-    let input = frontend_input::load(&args)?;
+pub fn run(graph_args: GraphArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
+    let args = &graph_args.build;
+    let input = frontend_input::load(args)?;
     let store = Store::open(&root).with_context(|| format!("opening store `{}`", root.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let sources = Sources {
@@ -23,7 +24,11 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         pull: args.pull,
         chown: !matches!(mapping, IdMapping::Single { .. }),
     };
+    let started = std::time::Instant::now();
     let lowered = lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
+    if graph_args.timings {
+        eprintln!("parse+lower: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+    }
     println!("{}", serde_json::to_string_pretty(&graph_json(&lowered))?);
     Ok(0)
 }

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The CI-style workload of issue 3, against the release binary:
+#   multi-stage Dockerfile with an unused stage, ~20,000 small files
+#   (~100 MB) of context, a busybox base on a loopback registry.
+# Prints cold build, no-op rebuild, one-file-changed rebuild, per-RUN
+# sandbox overhead, and the two-parallel-sleeps overlap check.
+source "$(dirname "$0")/lib.sh"
+build_release
+start_registry
+
+ctx=$WORK/ctx
+if [ ! -f "$ctx/.complete" ]; then
+  rm -rf "$ctx" && mkdir -p "$ctx/src"
+  python3 - "$ctx/src" <<'PY'
+import os, random, sys
+root = sys.argv[1]; random.seed(42)
+for d in range(200):
+    dd = os.path.join(root, f"pkg{d:03d}"); os.makedirs(dd)
+    for f in range(100):
+        with open(os.path.join(dd, f"file{f:03d}.txt"), "wb") as fh:
+            fh.write(bytes(random.getrandbits(8) for _ in range(2500)) + b"x" * 2500)
+PY
+  seq 1 300 > "$ctx/package-list.txt"
+  touch "$ctx/.complete"
+fi
+cat > "$ctx/Dockerfile" <<DF
+FROM $REGISTRY/busybox:latest AS base
+RUN echo base > /base.txt
+FROM base AS deps
+COPY package-list.txt /app/
+RUN wc -l < /app/package-list.txt > /app/deps.txt
+FROM base AS unused
+RUN sleep 100
+FROM deps AS build
+COPY src/ /app/src/
+RUN find /app/src -type f | wc -l > /app/count.txt
+FROM base
+COPY --from=build /app/count.txt /app/deps.txt /app/
+COPY --from=build /app/src /app/src
+CMD ["cat", "/app/count.txt"]
+DF
+echo ".complete" > "$ctx/.dockerignore"
+files=$(find "$ctx/src" -type f | wc -l); size=$(du -sm "$ctx/src" | cut -f1)
+echo "context: $files files, ${size} MB"
+
+store=$WORK/store; rm -rf "$store"
+cold=$(seconds "$RBUILD" --root "$store" build --progress plain -t bench:cold "$ctx")
+noop=$(seconds "$RBUILD" --root "$store" build --progress plain -t bench:cold "$ctx")
+echo "changed $(date +%s%N)" >> "$ctx/src/pkg100/file050.txt"
+onefile=$(seconds "$RBUILD" --root "$store" build --progress plain -t bench:cold "$ctx")
+
+# Per-RUN overhead: 50 uncached `RUN true` minus 50 bare process runs.
+runs=$WORK/runs; mkdir -p "$runs"
+{ echo "FROM $REGISTRY/busybox:latest"; for i in $(seq 1 50); do echo "RUN true # $i"; done; } > "$runs/Dockerfile"
+"$RBUILD" --root "$store" build --progress plain "$runs" >/dev/null 2>&1   # pull the base once
+base_only=$WORK/base-only; mkdir -p "$base_only"; echo "FROM $REGISTRY/busybox:latest" > "$base_only/Dockerfile"
+t_base=$(seconds "$RBUILD" --root "$store" build --no-cache --progress plain "$base_only")
+t_runs=$(seconds "$RBUILD" --root "$store" build --no-cache --progress plain "$runs")
+t_bare=$(python3 - <<'PY'
+import subprocess, time
+n = 50; t = time.perf_counter()
+for _ in range(n): subprocess.run(["/bin/busybox", "true"])
+print(f"{(time.perf_counter() - t):.4f}")
+PY
+)
+per_run=$(echo "($t_runs - $t_base - $t_bare) * 1000 / 50" | bc -l | xargs printf '%.1f')
+
+# Independent stages overlap: two `sleep 2` stages.
+par=$WORK/par; mkdir -p "$par"
+cat > "$par/Dockerfile" <<DF
+FROM $REGISTRY/busybox:latest AS a
+RUN sleep 2 && echo a > /a
+FROM $REGISTRY/busybox:latest AS b
+RUN sleep 2 && echo b > /b
+FROM $REGISTRY/busybox:latest
+COPY --from=a /a /a
+COPY --from=b /b /b
+DF
+t_par=$(seconds "$RBUILD" --root "$store" build --no-cache --progress plain "$par")
+
+printf '%-34s %8s\n' "cold build" "${cold}s"
+printf '%-34s %8s\n' "no-op rebuild" "${noop}s"
+printf '%-34s %8s\n' "one source file changed" "${onefile}s"
+printf '%-34s %8s\n' "per uncached RUN step (overhead)" "${per_run}ms"
+printf '%-34s %8s\n' "two parallel 'sleep 2' stages" "${t_par}s"
