@@ -1,1 +1,147 @@
 //! Image export: layers, config, manifest, and the exporters.
+//!
+//! [`write_layer`] turns an overlay-format snapshot directory (the upper dir
+//! of a `RUN`, or an unpacked layer) into a deterministic layer tar,
+//! compressed with gzip or zstd in parallel, computing `diff_id`, digest and
+//! size in the same streaming pass. [`build_manifest`] and [`build_index`]
+//! write the OCI manifest and index as canonical JSON. The exporters then
+//! write an [`ImageBundle`] as an OCI layout (dir or tar) or a docker-archive
+//! tar, or copy/tar the final merged filesystem (`export_local`,
+//! `export_tar`).
+//!
+//! Everything here is synchronous; callers on the async runtime use
+//! `spawn_blocking`.
+// Nothing calls the exporters yet (the lead wires them into the CLI).
+#![allow(dead_code, unused_imports)]
+
+mod image;
+mod layer;
+mod local;
+mod oci;
+mod pgzip;
+mod walk;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use image::{build_index, build_manifest, ImageBundle, PlatformImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
+pub use local::{export_local, export_tar, write_rootfs_tar, LocalExportSummary};
+pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};
+
+/// Errors from writing layers and exporting images.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A directory of the snapshot could not be listed.
+    #[error("cannot read directory `{path}`")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `lstat` failed.
+    #[error("cannot stat `{path}`")]
+    Stat {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A symlink target could not be read.
+    #[error("cannot read symlink `{path}`")]
+    ReadLink {
+        /// The symlink.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Extended attributes could not be listed or read.
+    #[error("cannot read extended attributes of `{path}`")]
+    ReadXattr {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// An overlay feature we cannot represent in a layer tar.
+    #[error("`{path}` carries overlay attribute `{name}` (redirect_dir/metacopy); mount overlays without them")]
+    UnsupportedOverlayXattr {
+        /// The path.
+        path: PathBuf,
+        /// The xattr name.
+        name: String,
+    },
+    /// A regular file could not be opened or read.
+    #[error("cannot read file `{path}`")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file changed size while it was being archived.
+    #[error("`{path}` changed while it was archived (expected {expected} bytes, read {read}); is a build still writing to it?")]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// Size from `lstat`.
+        expected: u64,
+        /// Bytes actually read.
+        read: u64,
+    },
+    /// Writing the (compressed) output stream failed.
+    #[error("cannot write the output stream")]
+    Write {
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A compression thread pool could not be created.
+    #[error("cannot start {threads} compression threads")]
+    ThreadPool {
+        /// Threads asked for.
+        threads: usize,
+        /// The pool error.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+    /// A manifest, config or index blob is not the JSON we expect.
+    #[error("invalid {what} JSON")]
+    InvalidJson {
+        /// Which document.
+        what: &'static str,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The bundle has no image, or several where the format allows one.
+    #[error("{0}")]
+    BadBundle(&'static str),
+    /// A blob file given in the bundle could not be read.
+    #[error("cannot read blob file `{path}`")]
+    ReadBlob {
+        /// The blob file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating or writing a file at the destination failed.
+    #[error("cannot write `{path}`")]
+    WriteDest {
+        /// The destination path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// An image name given with `-t` is not a valid reference.
+    #[error("invalid image name `{0}`")]
+    InvalidName(String),
+}

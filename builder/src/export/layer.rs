@@ -1,0 +1,306 @@
+//! The layer writer: snapshot dir -> tar -> gzip/zstd, one streaming pass.
+//!
+//! The tar stream is hashed (diff_id) on its way into the compressor and the
+//! compressed stream is hashed and counted (digest, size) on its way out, so
+//! nothing is ever read back. Compression runs on `threads` workers with
+//! output that is identical for any thread count >= 1.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use super::pgzip::ParGzip;
+use super::walk::{write_tree, TreeOptions};
+use super::ExportError;
+
+/// Layer compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at `level` (0-9; BuildKit uses Go's default, equivalent to 6).
+    Gzip {
+        /// zlib level.
+        level: u32,
+    },
+    /// zstd at `level` (BuildKit's default is 3).
+    Zstd {
+        /// zstd level.
+        level: i32,
+    },
+    /// Plain tar.
+    Uncompressed,
+}
+
+impl Compression {
+    /// The OCI media type of a layer with this compression.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::Uncompressed => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+}
+
+/// How to write a layer.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerOptions {
+    /// Compression of the blob.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: mtimes later than this are clamped to it.
+    pub source_date_epoch: Option<i64>,
+    /// Compression threads (0 is treated as 1).
+    pub threads: usize,
+}
+
+/// What a written layer is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// `sha256:<hex>` of the blob as written (compressed).
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// OCI media type of the blob.
+    pub media_type: String,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Tee<W> {
+    inner: W,
+    hash: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Tee<W> {
+    fn new(inner: W) -> Self {
+        Tee { inner, hash: Sha256::new(), count: 0 }
+    }
+
+    fn digest(self) -> (String, u64, W) {
+        (format!("sha256:{}", hex::encode(self.hash.finalize())), self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the layer for the overlay-format snapshot `diff_dir` to `out`.
+///
+/// Entries are in a deterministic order with overlay whiteouts converted to
+/// OCI ones, so the same directory always gives the same digest.
+pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) -> Result<LayerInfo, ExportError> {
+    let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
+    let threads = opts.threads.max(1);
+    let werr = |source| ExportError::Write { source };
+    let mut blob = Tee::new(out);
+    let diff_id = match opts.compression {
+        Compression::Uncompressed => {
+            write_tree(diff_dir, tree, &mut blob)?;
+            None
+        }
+        Compression::Gzip { level } => {
+            let gz = ParGzip::new(&mut blob, level, threads)
+                .map_err(|source| ExportError::ThreadPool { threads, source })?;
+            let mut tar = Tee::new(gz);
+            write_tree(diff_dir, tree, &mut tar)?;
+            let (diff_id, _, gz) = tar.digest();
+            gz.finish().map_err(werr)?;
+            Some(diff_id)
+        }
+        Compression::Zstd { level } => {
+            let mut enc = zstd::stream::write::Encoder::new(&mut blob, level).map_err(werr)?;
+            // multithread(0) would be a different (single-threaded) format
+            // path; >= 1 gives the same bytes for any count.
+            enc.multithread(threads as u32).map_err(werr)?;
+            let mut tar = Tee::new(enc);
+            write_tree(diff_dir, tree, &mut tar)?;
+            let (diff_id, _, enc) = tar.digest();
+            enc.finish().map_err(werr)?;
+            Some(diff_id)
+        }
+    };
+    blob.flush().map_err(werr)?;
+    let (digest, size, _) = blob.digest();
+    Ok(LayerInfo {
+        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+        digest,
+        size,
+        media_type: opts.compression.media_type().to_string(),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::io::Read;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// A snapshot dir with every kind of entry; returns its path.
+    pub(crate) fn make_snapshot(root: &Path) {
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/hello.txt"), b"hello world\n").unwrap();
+        fs::hard_link(root.join("etc/hello.txt"), root.join("etc/hello-link")).unwrap();
+        symlink("hello.txt", root.join("etc/sym")).unwrap();
+        fs::create_dir(root.join("bin")).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        fs::write(root.join("bin/big"), &big).unwrap();
+        fs::set_permissions(root.join("bin/big"), fs::Permissions::from_mode(0o4755)).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &root.join("fifo"), rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
+        // Overlay whiteout: char device 0:0.
+        rustix::fs::mknodat(rustix::fs::CWD, &root.join("deleted"), rustix::fs::FileType::CharacterDevice, 0.into(), 0)
+            .unwrap();
+        fs::create_dir(root.join("opaque")).unwrap();
+        fs::write(root.join("opaque/new"), b"n").unwrap();
+        rustix::fs::setxattr(root.join("opaque"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(root.join("etc/hello.txt"), "user.note", b"v1", rustix::fs::XattrFlags::empty()).unwrap();
+        let long = root.join(format!("{}/{}", "d".repeat(120), "f".repeat(110)));
+        fs::create_dir_all(long.parent().unwrap()).unwrap();
+        fs::write(&long, b"long").unwrap();
+        std::os::unix::fs::lchown(root.join("etc/hello.txt"), Some(1000), Some(3_000_000)).unwrap();
+    }
+
+    /// (path, type, size, link, uid, gid, mode, xattrs) for each entry.
+    pub(crate) fn list_tar(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, u64, Option<String>, u64, u64, u32, BTreeMap<String, Vec<u8>>)> {
+        let mut ar = tar::Archive::new(tar_bytes);
+        let mut v = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut xattrs = BTreeMap::new();
+            if let Some(ext) = e.pax_extensions().unwrap() {
+                for r in ext {
+                    let r = r.unwrap();
+                    if let Some(k) = r.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                        xattrs.insert(k.to_string(), r.value_bytes().to_vec());
+                    }
+                }
+            }
+            let h = e.header().clone();
+            let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            assert_eq!(data.len() as u64, e.size());
+            v.push((path, h.entry_type(), e.size(), link, e.header().uid().unwrap(), h.gid().unwrap(), h.mode().unwrap(), xattrs));
+        }
+        v
+    }
+
+    fn layer(dir: &Path, compression: Compression, threads: usize, epoch: Option<i64>) -> (LayerInfo, Vec<u8>) {
+        let mut out = Vec::new();
+        let info = write_layer(dir, &LayerOptions { compression, source_date_epoch: epoch, threads }, &mut out).unwrap();
+        (info, out)
+    }
+
+    fn sha(b: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(b)))
+    }
+
+    #[test]
+    fn tar_contents_whiteouts_links_and_pax() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_snapshot(tmp.path());
+        let (info, tar) = layer(tmp.path(), Compression::Uncompressed, 1, None);
+        assert_eq!(info.digest, info.diff_id);
+        assert_eq!(info.digest, sha(&tar));
+        assert_eq!(info.size, tar.len() as u64);
+        let entries = list_tar(&tar);
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        let long_dir = format!("{}/", "d".repeat(120));
+        let long_file = format!("{}/{}", "d".repeat(120), "f".repeat(110));
+        assert_eq!(
+            names,
+            // Sorted by on-disk name: the whiteout sits where `deleted` does.
+            vec![
+                "bin/",
+                "bin/big",
+                long_dir.as_str(),
+                long_file.as_str(),
+                ".wh.deleted",
+                "etc/",
+                "etc/hello-link",
+                "etc/hello.txt",
+                "etc/sym",
+                "fifo",
+                "opaque/",
+                "opaque/.wh..wh..opq",
+                "opaque/new",
+            ]
+        );
+        let get = |n: &str| entries.iter().find(|e| e.0 == n).unwrap();
+        assert_eq!(get("bin/big").2, 3_000_000);
+        assert_eq!(get("bin/big").6, 0o4755);
+        assert_eq!(get(".wh.deleted").1, tar::EntryType::Regular);
+        assert_eq!(get(".wh.deleted").2, 0);
+        // hello-link sorts first, so it is the file and hello.txt the link.
+        assert_eq!(get("etc/hello-link").1, tar::EntryType::Regular);
+        assert_eq!(get("etc/hello.txt").1, tar::EntryType::Link);
+        assert_eq!(get("etc/hello.txt").3.as_deref(), Some("etc/hello-link"));
+        assert_eq!((get("etc/hello.txt").4, get("etc/hello.txt").5), (1000, 3_000_000));
+        assert_eq!(get("etc/sym").1, tar::EntryType::Symlink);
+        assert_eq!(get("etc/sym").3.as_deref(), Some("hello.txt"));
+        assert_eq!(get("fifo").1, tar::EntryType::Fifo);
+        assert_eq!(get("etc/hello.txt").7.get("user.note").map(|v| v.as_slice()), Some(&b"v1"[..]));
+        // Overlay's own xattrs never leak into the layer.
+        assert!(entries.iter().all(|e| e.7.keys().all(|k| !k.contains("overlay"))));
+    }
+
+    #[test]
+    fn source_date_epoch_clamps_mtimes() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("f"), b"x").unwrap();
+        let (_, tar) = layer(tmp.path(), Compression::Uncompressed, 1, Some(1_000_000));
+        let mut ar = tar::Archive::new(&tar[..]);
+        let e = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(e.header().mtime().unwrap(), 1_000_000);
+        let (_, tar2) = layer(tmp.path(), Compression::Uncompressed, 1, Some(i64::MAX));
+        let mut ar = tar::Archive::new(&tar2[..]);
+        let e = ar.entries().unwrap().next().unwrap().unwrap();
+        assert_ne!(e.header().mtime().unwrap(), 1_000_000);
+    }
+
+    #[test]
+    fn compressed_layers_round_trip_deterministically_for_any_thread_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_snapshot(tmp.path());
+        let (plain, tar) = layer(tmp.path(), Compression::Uncompressed, 1, Some(0));
+        for compression in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+            let (one, bytes1) = layer(tmp.path(), compression, 1, Some(0));
+            let (two, bytes2) = layer(tmp.path(), compression, 2, Some(0));
+            let (four, bytes4) = layer(tmp.path(), compression, 4, Some(0));
+            assert!(bytes1 == bytes2 && bytes1 == bytes4, "{compression:?} differs by thread count");
+            assert_eq!(one, two);
+            assert_eq!(one, four);
+            assert_eq!(one.diff_id, plain.diff_id);
+            assert_eq!(one.digest, sha(&bytes1));
+            assert_eq!(one.size, bytes1.len() as u64);
+            assert_eq!(one.media_type, compression.media_type());
+            let mut back = Vec::new();
+            match compression {
+                Compression::Gzip { .. } => {
+                    flate2::read::GzDecoder::new(&bytes1[..]).read_to_end(&mut back).unwrap();
+                }
+                _ => {
+                    back = zstd::decode_all(&bytes1[..]).unwrap();
+                }
+            }
+            assert!(back == tar, "{compression:?} round trip");
+        }
+        // Twice the same: same digest.
+        let (again, _) = layer(tmp.path(), Compression::Gzip { level: 6 }, 2, Some(0));
+        assert_eq!(again.digest, layer(tmp.path(), Compression::Gzip { level: 6 }, 1, Some(0)).0.digest);
+    }
+}
