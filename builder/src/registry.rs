@@ -1,1 +1,0 @@
-//! Registry client: resolve, pull and push through the OCI distribution API.

@@ -1,0 +1,944 @@
+//! Registry client: resolve, pull and push images through the OCI
+//! distribution API, on top of `oci_client`.
+//!
+//! [`RegistryClient::resolve`] turns a reference into one platform's
+//! manifest and config (following image indexes and Docker manifest lists);
+//! [`RegistryClient::fetch_blob`] streams a blob to a writer, verifying its
+//! digest and size; [`RegistryClient::push_image`] uploads layers from files,
+//! then the config, then the manifest. Every request is retried with
+//! exponential backoff on 429, 5xx and connection failures. Credentials come
+//! from Docker's `config.json` (see [`auth`]); plain HTTP is used for
+//! loopback registries and those listed as insecure.
+#![allow(dead_code)]
+
+pub mod auth;
+mod reference;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
+use oci_client::secrets::RegistryAuth;
+use rbuild_solver::graph::Platform;
+use serde::Deserialize;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub use reference::ImageRef;
+
+/// Manifest media types we ask for, most specific first.
+const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
+    IMAGE_MANIFEST_MEDIA_TYPE,
+];
+
+/// Attempts per request (first try included) before giving up on 429/5xx.
+const MAX_ATTEMPTS: u32 = 5;
+/// First backoff delay; doubled after each failed attempt (0.2, 0.4, 0.8, 1.6 s).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Image configs are small JSON documents; refuse absurd sizes rather than
+/// buffer them.
+const MAX_CONFIG_SIZE: u64 = 32 << 20;
+/// Read size when streaming a layer file to the registry.
+const UPLOAD_READ_SIZE: usize = 1 << 20;
+/// Layers uploaded at once.
+const UPLOAD_CONCURRENCY: usize = 3;
+
+/// Everything that can go wrong talking to a registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The reference does not parse.
+    #[error("invalid image reference `{reference}`: {reason}")]
+    InvalidReference {
+        /// The text given.
+        reference: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A digest argument is malformed.
+    #[error("invalid digest `{digest}`: {reason}")]
+    InvalidDigest {
+        /// The digest given.
+        digest: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Docker's `config.json` exists but cannot be read.
+    #[error("cannot read docker config `{}`", path.display())]
+    ReadDockerConfig {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Docker's `config.json` has no usable credential for the registry.
+    #[error("cannot get credentials for `{registry}` from `{}`", path.display())]
+    Credentials {
+        /// Registry host.
+        registry: String,
+        /// The config file.
+        path: PathBuf,
+        /// What docker_credential reported.
+        #[source]
+        source: docker_credential::CredentialRetrievalError,
+    },
+    /// A credential helper failed.
+    #[error("credential helper `docker-credential-{helper}` failed for `{registry}`: {stderr}")]
+    CredentialHelper {
+        /// Registry host.
+        registry: String,
+        /// Helper name.
+        helper: String,
+        /// Its standard error (standard output is withheld: it may hold a secret).
+        stderr: String,
+    },
+    /// Fetching a manifest failed.
+    #[error("cannot fetch manifest of `{reference}`")]
+    FetchManifest {
+        /// The reference.
+        reference: String,
+        /// The registry error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// A manifest or index is not valid JSON of the expected shape.
+    #[error("manifest `{digest}` of `{reference}` is malformed")]
+    ParseManifest {
+        /// The reference.
+        reference: String,
+        /// Manifest digest.
+        digest: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A manifest has a media type we cannot use.
+    #[error("manifest `{digest}` of `{reference}` has unsupported media type `{media_type}`")]
+    UnsupportedManifest {
+        /// The reference.
+        reference: String,
+        /// Manifest digest.
+        digest: String,
+        /// Its media type.
+        media_type: String,
+    },
+    /// An index has no manifest for the requested platform.
+    #[error("`{reference}` has no image for platform `{platform}` (it has: {available})")]
+    NoMatchingPlatform {
+        /// The reference.
+        reference: String,
+        /// The requested platform.
+        platform: String,
+        /// Platforms the index lists, comma-separated.
+        available: String,
+    },
+    /// An index entry points at another index (nested indexes are not followed).
+    #[error("index entry `{digest}` of `{reference}` is itself an index")]
+    NestedIndex {
+        /// The reference.
+        reference: String,
+        /// Digest of the entry.
+        digest: String,
+    },
+    /// The image config is larger than any sane config.
+    #[error("config `{digest}` of `{reference}` is {size} bytes, over the {MAX_CONFIG_SIZE}-byte limit")]
+    ConfigTooLarge {
+        /// The reference.
+        reference: String,
+        /// Config digest.
+        digest: String,
+        /// Declared size.
+        size: u64,
+    },
+    /// The image config is not JSON.
+    #[error("config `{digest}` of `{reference}` is not valid JSON")]
+    ParseConfig {
+        /// The reference.
+        reference: String,
+        /// Config digest.
+        digest: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Downloading a blob failed.
+    #[error("cannot fetch blob `{digest}` from `{repository}`")]
+    FetchBlob {
+        /// `registry/repository`.
+        repository: String,
+        /// Blob digest.
+        digest: String,
+        /// The registry error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// Reading a blob's body failed part-way, after all retries.
+    #[error("reading blob `{digest}` from `{repository}` failed after {received} bytes")]
+    ReadBlob {
+        /// `registry/repository`.
+        repository: String,
+        /// Blob digest.
+        digest: String,
+        /// Bytes received before the failure.
+        received: u64,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a downloaded blob to its destination failed.
+    #[error("cannot write blob `{digest}`")]
+    WriteBlob {
+        /// Blob digest.
+        digest: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Content does not hash to its digest.
+    #[error("blob content does not match its digest: expected `{expected}`, got `{actual}`")]
+    DigestMismatch {
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what arrived (or of the bytes given).
+        actual: String,
+    },
+    /// Content is not the size its descriptor says.
+    #[error("blob `{digest}` is not {expected} bytes as its descriptor says{}", match actual { Some(n) => format!(" but {n}"), None => " (it is longer)".to_string() })]
+    SizeMismatch {
+        /// Blob digest.
+        digest: String,
+        /// Size from the descriptor.
+        expected: u64,
+        /// Actual size, if known (`None`: more than expected arrived and the
+        /// download was cut short).
+        actual: Option<u64>,
+    },
+    /// A layer file to push cannot be read.
+    #[error("cannot read layer file `{}`", path.display())]
+    ReadLayerFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Checking whether the registry has a blob failed.
+    #[error("cannot check for blob `{digest}` in `{repository}`")]
+    CheckBlob {
+        /// `registry/repository`.
+        repository: String,
+        /// Blob digest.
+        digest: String,
+        /// The registry error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// Uploading a blob failed.
+    #[error("cannot push blob `{digest}` to `{repository}`")]
+    PushBlob {
+        /// `registry/repository`.
+        repository: String,
+        /// Blob digest.
+        digest: String,
+        /// The registry error.
+        #[source]
+        source: OciDistributionError,
+    },
+    /// A media type is not a valid HTTP header value.
+    #[error("media type `{media_type}` is not a valid Content-Type")]
+    BadMediaType {
+        /// The media type.
+        media_type: String,
+    },
+    /// Uploading a manifest failed.
+    #[error("cannot push manifest to `{reference}`")]
+    PushManifest {
+        /// The reference.
+        reference: String,
+        /// The registry error.
+        #[source]
+        source: OciDistributionError,
+    },
+}
+
+/// How to reach registries.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryOptions {
+    /// Registries (`host` or `host:port`) to reach over plain HTTP besides
+    /// loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// Directory holding Docker's `config.json`. `None`: `$DOCKER_CONFIG`,
+    /// else `~/.docker`.
+    pub docker_config_dir: Option<PathBuf>,
+}
+
+/// One layer of a resolved image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerRef {
+    /// Compressed blob digest.
+    pub digest: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+    /// Layer media type (OCI or Docker; gzip, zstd or uncompressed).
+    pub media_type: String,
+}
+
+/// One platform's image, as found in the registry.
+#[derive(Clone, Debug)]
+pub struct ResolvedImage {
+    /// Digest of the platform manifest (not of the index).
+    pub manifest_digest: String,
+    /// Raw bytes of the platform manifest.
+    pub manifest: Vec<u8>,
+    /// Media type of the platform manifest.
+    pub manifest_media_type: String,
+    /// Digest of the index the manifest was selected from, if any.
+    pub index_digest: Option<String>,
+    /// Raw bytes of the image config blob.
+    pub config: Vec<u8>,
+    /// Digest of the config blob.
+    pub config_digest: String,
+    /// Layers, base first.
+    pub layers: Vec<LayerRef>,
+    /// The image's platform, from its config (which is what it really is,
+    /// whatever was asked for).
+    pub platform: Platform,
+}
+
+/// A registry client; cheap to clone (clones share connections, tokens and
+/// credentials).
+#[derive(Clone)]
+pub struct RegistryClient {
+    /// For registries reached over HTTPS.
+    https: oci_client::Client,
+    /// For loopback and insecure registries. oci-client chooses the scheme
+    /// from a fixed host list (`HttpsExcept`) that cannot say "any port on
+    /// localhost", so we keep one client per scheme instead.
+    http: oci_client::Client,
+    opts: Arc<RegistryOptions>,
+    /// Registry -> credentials, read from config.json once per registry.
+    auths: Arc<Mutex<BTreeMap<String, RegistryAuth>>>,
+}
+
+impl RegistryClient {
+    /// A client with the given options.
+    pub fn new(opts: RegistryOptions) -> Self {
+        let config = |protocol| ClientConfig {
+            protocol,
+            // We pick the platform ourselves (see `resolve`).
+            platform_resolver: None,
+            // One streaming PUT per blob: fewer round trips than 4 MiB
+            // PATCH chunks, and we can always re-open the file to retry.
+            use_monolithic_push: true,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(300)),
+            user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        RegistryClient {
+            https: oci_client::Client::new(config(ClientProtocol::Https)),
+            http: oci_client::Client::new(config(ClientProtocol::Http)),
+            opts: Arc::new(opts),
+            auths: Arc::default(),
+        }
+    }
+
+    /// Whether `registry` is reached over plain HTTP.
+    pub fn is_plain_http(&self, registry: &str) -> bool {
+        let host = host_of(registry);
+        host == "localhost"
+            || host == "::1"
+            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+            || self.opts.insecure_registries.iter().any(|i| i == registry || i == host)
+    }
+
+    /// The oci-client for `r`'s registry, with its credentials registered.
+    async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
+        let client = if self.is_plain_http(&r.registry) { &self.http } else { &self.https };
+        let cached = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(&r.registry).cloned();
+        let auth = match cached {
+            Some(a) => a,
+            None => {
+                let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
+                let a = auth::credentials_for(dir.as_deref(), &r.registry)?;
+                self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(r.registry.clone(), a.clone());
+                a
+            }
+        };
+        // oci-client keeps credentials per registry and authenticates
+        // (bearer token or basic) lazily on each request.
+        client.store_auth_if_needed(r.to_oci().resolve_registry(), &auth).await;
+        Ok(client)
+    }
+
+    /// Resolves `r` to the image for `platform`: follows an OCI image index
+    /// or Docker manifest list to the matching manifest, then fetches the
+    /// config. A plain manifest is returned whatever its platform (as Docker
+    /// does); [`ResolvedImage::platform`] says what it is.
+    pub async fn resolve(&self, r: &ImageRef, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
+        // oci-client's `pull_image_manifest` picks a platform with a resolver
+        // fixed at client construction, and returns a parsed manifest (the
+        // raw bytes, whose digest we must keep, are lost). So we fetch raw
+        // bytes with `pull_manifest_raw` and walk the index ourselves.
+        let client = self.client_for(r).await?;
+        let (bytes, digest) = self.fetch_manifest(client, r).await?;
+        let media_type = manifest_media_type(r, &digest, &bytes)?;
+        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
+            let index: IndexJson = parse_manifest_json(r, &digest, &bytes)?;
+            let entry = select_platform(&index.manifests, platform).ok_or_else(|| {
+                RegistryError::NoMatchingPlatform {
+                    reference: r.to_string(),
+                    platform: platform.to_string(),
+                    available: index
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.platform.as_ref().map(|p| p.to_platform().to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?;
+            let child = r.with_digest(&entry.digest);
+            // pull_manifest_raw checks the body against the digest in `child`.
+            let (child_bytes, child_digest) = self.fetch_manifest(client, &child).await?;
+            let child_type = manifest_media_type(&child, &child_digest, &child_bytes)?;
+            if is_index(&child_type) {
+                return Err(RegistryError::NestedIndex { reference: r.to_string(), digest: child_digest });
+            }
+            if child_bytes.len() as u64 != entry.size {
+                return Err(RegistryError::SizeMismatch {
+                    digest: child_digest,
+                    expected: entry.size,
+                    actual: Some(child_bytes.len() as u64),
+                });
+            }
+            (child_bytes, child_digest, child_type, Some(digest))
+        } else {
+            (bytes, digest, media_type, None)
+        };
+        let manifest: ManifestJson = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
+
+        if manifest.config.size > MAX_CONFIG_SIZE {
+            return Err(RegistryError::ConfigTooLarge {
+                reference: r.to_string(),
+                digest: manifest.config.digest.clone(),
+                size: manifest.config.size,
+            });
+        }
+        let mut config = Vec::with_capacity(manifest.config.size as usize);
+        self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
+        let platform_of: ConfigPlatformJson =
+            serde_json::from_slice(&config).map_err(|source| RegistryError::ParseConfig {
+                reference: r.to_string(),
+                digest: manifest.config.digest.clone(),
+                source,
+            })?;
+        Ok(ResolvedImage {
+            manifest_digest,
+            manifest: manifest_bytes.to_vec(),
+            manifest_media_type,
+            index_digest,
+            config,
+            config_digest: manifest.config.digest,
+            layers: manifest
+                .layers
+                .into_iter()
+                .map(|l| LayerRef { digest: l.digest, size: l.size, media_type: l.media_type.unwrap_or_default() })
+                .collect(),
+            platform: platform_of.to_platform(),
+        })
+    }
+
+    /// Fetches a manifest (or index) as raw bytes plus its digest.
+    async fn fetch_manifest(
+        &self,
+        client: &oci_client::Client,
+        r: &ImageRef,
+    ) -> Result<(Bytes, String), RegistryError> {
+        let oref = r.to_oci();
+        let auth = self.auth_of(r);
+        with_retry(|| client.pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFEST_TYPES))
+            .await
+            .map_err(|source| RegistryError::FetchManifest { reference: r.to_string(), source })
+    }
+
+    /// The credentials already registered for `r`'s registry (oci-client
+    /// wants them passed again on some calls; the first ones stored win).
+    fn auth_of(&self, r: &ImageRef) -> RegistryAuth {
+        self.auths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r.registry)
+            .cloned()
+            .unwrap_or(RegistryAuth::Anonymous)
+    }
+
+    /// Streams blob `digest` of `r`'s repository into `out`, never holding it
+    /// whole in memory. Checks the size while streaming (so an endless body
+    /// is cut off) and the digest at the end; on a dropped connection,
+    /// resumes with a range request. On error, `out` may hold partial data:
+    /// write to a temp file and rename only on success.
+    pub async fn fetch_blob(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<(), RegistryError> {
+        reference::validate_digest(digest)
+            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
+        let client = self.client_for(r).await?;
+        let oref = r.to_oci();
+        let repository = r.name();
+        let mut hasher = Hasher::new(digest);
+        let mut received: u64 = 0;
+        let mut attempt = 1;
+        loop {
+            // (Re)open the body: whole at first, from `received` on resume.
+            let opened = if received == 0 {
+                with_retry(|| client.pull_blob_stream(&oref, digest)).await.map(|s| (s, 0))
+            } else {
+                with_retry(|| client.pull_blob_stream_partial(&oref, digest, received, None))
+                    .await
+                    .map(|resp| match resp {
+                        BlobResponse::Partial(s) => (s, 0),
+                        // The registry ignored the range: skip what we have.
+                        BlobResponse::Full(s) => (s, received),
+                    })
+            };
+            let (mut body, mut skip) = opened.map_err(|source| RegistryError::FetchBlob {
+                repository: repository.clone(),
+                digest: digest.to_string(),
+                source,
+            })?;
+            let failure = loop {
+                match body.next().await {
+                    None => break None,
+                    Some(Ok(mut chunk)) => {
+                        if skip > 0 {
+                            let n = skip.min(chunk.len() as u64);
+                            let _ = chunk.split_to(n as usize);
+                            skip -= n;
+                        }
+                        received += chunk.len() as u64;
+                        if received > size {
+                            return Err(RegistryError::SizeMismatch {
+                                digest: digest.to_string(),
+                                expected: size,
+                                actual: None,
+                            });
+                        }
+                        hasher.update(&chunk);
+                        out.write_all(&chunk).await.map_err(|source| RegistryError::WriteBlob {
+                            digest: digest.to_string(),
+                            source,
+                        })?;
+                    }
+                    Some(Err(e)) => break Some(e),
+                }
+            };
+            match failure {
+                None => break,
+                // oci-client's own end-of-stream digest check: all bytes
+                // are in, so our check below gives the precise error.
+                Some(e) if is_digest_error(&e) => break,
+                Some(e) if attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt - 1)).await;
+                    let _ = e;
+                }
+                Some(source) => {
+                    return Err(RegistryError::ReadBlob {
+                        repository,
+                        digest: digest.to_string(),
+                        received,
+                        source,
+                    });
+                }
+            }
+        }
+        let actual = hasher.finish();
+        if actual != digest {
+            return Err(RegistryError::DigestMismatch { expected: digest.to_string(), actual });
+        }
+        if received != size {
+            return Err(RegistryError::SizeMismatch {
+                digest: digest.to_string(),
+                expected: size,
+                actual: Some(received),
+            });
+        }
+        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })
+    }
+
+    /// Whether `r`'s repository has blob `digest` (HEAD request).
+    pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
+        let client = self.client_for(r).await?;
+        let oref = r.to_oci();
+        with_retry(|| client.blob_exists(&oref, digest)).await.map_err(|source| RegistryError::CheckBlob {
+            repository: r.name(),
+            digest: digest.to_string(),
+            source,
+        })
+    }
+
+    /// Asks the registry to link blob `digest` from `from`'s repository into
+    /// `to`'s (cross-repository mount, same registry only). Returns whether
+    /// it did; `false` means "upload it yourself".
+    pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
+        if to.registry != from.registry {
+            return Ok(false);
+        }
+        let client = self.client_for(to).await?;
+        // A registry that cannot mount answers 202 and opens an upload
+        // session, which oci-client reports as an error; that session is
+        // simply abandoned (registries expire them).
+        Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
+    }
+
+    /// Uploads blobs (unless the repository has them), then the manifest.
+    /// `layers` are `(digest, size, file)`; they are streamed from the files.
+    /// `r`'s tag names the manifest; with no tag it is pushed by digest.
+    /// Returns the manifest digest.
+    pub async fn push_image(
+        &self,
+        r: &ImageRef,
+        manifest: &[u8],
+        manifest_media_type: &str,
+        config: (&[u8], &str),
+        layers: &[(String, u64, PathBuf)],
+    ) -> Result<String, RegistryError> {
+        self.push_blobs(r, config, layers).await?;
+        self.push_manifest(r, manifest, manifest_media_type).await
+    }
+
+    /// The blob half of [`push_image`](Self::push_image): layers (up to
+    /// three at once), then the config.
+    pub async fn push_blobs(
+        &self,
+        r: &ImageRef,
+        config: (&[u8], &str),
+        layers: &[(String, u64, PathBuf)],
+    ) -> Result<(), RegistryError> {
+        let (config_bytes, config_digest) = config;
+        reference::validate_digest(config_digest).map_err(|reason| RegistryError::InvalidDigest {
+            digest: config_digest.to_string(),
+            reason,
+        })?;
+        let actual = hash_bytes(config_digest, config_bytes);
+        if actual != config_digest {
+            return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
+        }
+        stream::iter(layers.iter().map(Ok))
+            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |(digest, size, path)| {
+                self.push_layer_file(r, digest, *size, path)
+            })
+            .await?;
+        if !self.blob_exists(r, config_digest).await? {
+            let client = self.client_for(r).await?;
+            let oref = r.to_oci();
+            let data = Bytes::copy_from_slice(config_bytes);
+            with_retry(|| client.push_blob(&oref, data.clone(), config_digest)).await.map_err(|source| {
+                RegistryError::PushBlob { repository: r.name(), digest: config_digest.to_string(), source }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Uploads one layer file unless the repository already has it.
+    async fn push_layer_file(&self, r: &ImageRef, digest: &str, size: u64, path: &Path) -> Result<(), RegistryError> {
+        reference::validate_digest(digest)
+            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
+        if self.blob_exists(r, digest).await? {
+            return Ok(());
+        }
+        let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
+        let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
+        if actual != size {
+            return Err(RegistryError::SizeMismatch { digest: digest.to_string(), expected: size, actual: Some(actual) });
+        }
+        let client = self.client_for(r).await?;
+        let oref = r.to_oci();
+        // A stream cannot be replayed, but a file can be re-opened: each
+        // attempt streams it afresh. The registry checks the digest.
+        with_retry(|| async {
+            let file = tokio::fs::File::open(path).await?;
+            client.push_blob_stream(&oref, file_stream(file), digest, Some(size)).await
+        })
+        .await
+        .map_err(|source| match source {
+            OciDistributionError::IoError(source) => read_err(source),
+            source => RegistryError::PushBlob { repository: r.name(), digest: digest.to_string(), source },
+        })?;
+        Ok(())
+    }
+
+    /// Uploads a manifest or index (its blobs must already be there) under
+    /// `r`'s tag, or by digest if `r` has no tag. Returns its digest.
+    pub async fn push_manifest(&self, r: &ImageRef, manifest: &[u8], media_type: &str) -> Result<String, RegistryError> {
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(manifest)));
+        let target = if r.tag.is_some() { ImageRef { digest: None, ..r.clone() } } else { r.with_digest(&digest) };
+        let client = self.client_for(&target).await?;
+        let oref = target.to_oci();
+        let body = Bytes::copy_from_slice(manifest);
+        // Type inferred from `push_manifest_raw` (reqwest's HeaderValue,
+        // which oci-client does not re-export).
+        let content_type = media_type
+            .parse()
+            .map_err(|_| RegistryError::BadMediaType { media_type: media_type.to_string() })?;
+        with_retry(|| client.push_manifest_raw(&oref, body.clone(), Clone::clone(&content_type)))
+            .await
+            .map_err(|source| RegistryError::PushManifest { reference: target.to_string(), source })?;
+        Ok(digest)
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] run out.
+async fn with_retry<T, F, Fut>(mut op: F) -> Result<T, OciDistributionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OciDistributionError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            res => return res,
+        }
+    }
+}
+
+/// Delay after failed attempt `n` (1-based).
+fn backoff(n: u32) -> Duration {
+    INITIAL_BACKOFF * 2u32.saturating_pow(n.saturating_sub(1))
+}
+
+/// Too many requests, server errors and broken connections are worth
+/// another try; anything the registry said clearly (404, 401, bad digest) is
+/// not.
+fn is_retryable(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ServerError { code, .. } => *code == 429 || ((500..600).contains(code) && *code != 501),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
+        OciDistributionError::RequestError(e) => {
+            e.is_timeout()
+                || e.is_connect()
+                || e.is_body()
+                || e.status().is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+        }
+        OciDistributionError::IoError(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// Whether a body-stream error is oci-client's digest verification failing.
+fn is_digest_error(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+}
+
+/// A file as a stream of chunks for `push_blob_stream`.
+fn file_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
+    stream::try_unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; UPLOAD_READ_SIZE];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), file)))
+    })
+}
+
+/// Incremental digest for the algorithm named in a digest string.
+enum Hasher {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// Callers validate `digest` first; anything but sha512 is sha256.
+    fn new(digest: &str) -> Self {
+        if digest.starts_with("sha512:") { Hasher::Sha512(sha2::Sha512::new()) } else { Hasher::Sha256(sha2::Sha256::new()) }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(b),
+            Hasher::Sha512(h) => h.update(b),
+        }
+    }
+    fn finish(self) -> String {
+        match self {
+            Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        }
+    }
+}
+
+/// Digest of `bytes` with the algorithm of `like`.
+fn hash_bytes(like: &str, bytes: &[u8]) -> String {
+    let mut h = Hasher::new(like);
+    h.update(bytes);
+    h.finish()
+}
+
+/// `host` of `host[:port]` (brackets of IPv6 removed).
+fn host_of(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(h, _)| h);
+    }
+    registry.split_once(':').map_or(registry, |(h, _)| h)
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == OCI_IMAGE_INDEX_MEDIA_TYPE || media_type == IMAGE_MANIFEST_LIST_MEDIA_TYPE
+}
+
+/// Media type of a manifest body: its `mediaType` field, or (OCI allows
+/// leaving it out) inferred from `manifests` vs `config`.
+fn manifest_media_type(r: &ImageRef, digest: &str, bytes: &[u8]) -> Result<String, RegistryError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+    }
+    let probe: Probe = parse_manifest_json(r, digest, bytes)?;
+    let media_type = match (probe.media_type, probe.manifests, probe.config) {
+        (Some(m), _, _) => m,
+        (None, Some(_), None) => OCI_IMAGE_INDEX_MEDIA_TYPE.to_string(),
+        (None, None, Some(_)) => OCI_IMAGE_MEDIA_TYPE.to_string(),
+        (None, _, _) => String::new(),
+    };
+    if ACCEPTED_MANIFEST_TYPES.contains(&media_type.as_str()) {
+        Ok(media_type)
+    } else {
+        Err(RegistryError::UnsupportedManifest { reference: r.to_string(), digest: digest.to_string(), media_type })
+    }
+}
+
+fn parse_manifest_json<T: serde::de::DeserializeOwned>(
+    r: &ImageRef,
+    digest: &str,
+    bytes: &[u8],
+) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|source| RegistryError::ParseManifest {
+        reference: r.to_string(),
+        digest: digest.to_string(),
+        source,
+    })
+}
+
+// The few manifest fields we read. Our own small serde types rather than
+// oci-spec's: the raw bytes stay the source of truth (we never re-serialise),
+// and Docker schema 2 / manifest-list documents parse with the same types.
+
+#[derive(Deserialize)]
+struct DescriptorJson {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    digest: String,
+    size: u64,
+    platform: Option<PlatformJson>,
+}
+
+#[derive(Deserialize)]
+struct IndexJson {
+    manifests: Vec<DescriptorJson>,
+}
+
+#[derive(Deserialize)]
+struct ManifestJson {
+    config: DescriptorJson,
+    #[serde(default)]
+    layers: Vec<DescriptorJson>,
+}
+
+#[derive(Deserialize)]
+struct PlatformJson {
+    architecture: String,
+    os: String,
+    variant: Option<String>,
+}
+
+impl PlatformJson {
+    /// Normalised (`aarch64` -> `arm64`, `arm64/v8` -> `arm64`...).
+    fn to_platform(&self) -> Platform {
+        normalise_platform(&self.os, &self.architecture, self.variant.as_deref())
+    }
+}
+
+/// The platform fields of an image config.
+#[derive(Deserialize)]
+struct ConfigPlatformJson {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    variant: Option<String>,
+}
+
+impl ConfigPlatformJson {
+    fn to_platform(&self) -> Platform {
+        normalise_platform(&self.os, &self.architecture, self.variant.as_deref())
+    }
+}
+
+fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
+    let text = match variant {
+        Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+        _ => format!("{os}/{arch}"),
+    };
+    Platform::parse(&text).unwrap_or_else(|| Platform {
+        os: os.to_string(),
+        architecture: arch.to_string(),
+        variant: variant.map(str::to_string),
+    })
+}
+
+/// The index entry for `want`: an exact os/arch/variant match first; with no
+/// variant asked for, the first os/arch match (registries list the preferred
+/// variant first, as containerd assumes). Entries without a platform
+/// (attestations, artifacts) never match.
+fn select_platform<'a>(entries: &'a [DescriptorJson], want: &Platform) -> Option<&'a DescriptorJson> {
+    let want = normalise_platform(&want.os, &want.architecture, want.variant.as_deref());
+    let candidates = || {
+        entries.iter().filter_map(|e| {
+            let p = e.platform.as_ref()?.to_platform();
+            (p.os == want.os && p.architecture == want.architecture).then_some((e, p))
+        })
+    };
+    candidates()
+        .find(|(_, p)| p.variant == want.variant)
+        .or_else(|| if want.variant.is_none() { candidates().next() } else { None })
+        .map(|(e, _)| e)
+}
+
+#[cfg(test)]
+mod tests;

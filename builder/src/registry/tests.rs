@@ -1,0 +1,364 @@
+//! Tests of the registry client against a real `docker-registry` on
+//! loopback (started by the shared e2e harness), plus unit tests of
+//! platform selection and retry classification.
+
+use std::path::Path;
+
+use sha2::Digest as _;
+
+use super::*;
+
+#[path = "../../tests/util/mod.rs"]
+mod util;
+
+use util::TestRegistry;
+
+fn platform(s: &str) -> Platform {
+    Platform::parse(s).unwrap()
+}
+
+fn client() -> RegistryClient {
+    // An empty config dir: the tests must not pick up the host's logins.
+    let dir = std::env::temp_dir().join("rbuild-registry-tests-empty-docker-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    RegistryClient::new(RegistryOptions { docker_config_dir: Some(dir), ..Default::default() })
+}
+
+fn image(reg: &TestRegistry, name: &str) -> ImageRef {
+    ImageRef::parse(&reg.reference(name)).unwrap()
+}
+
+fn sha256_file(path: &Path) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap())))
+}
+
+/// Digest of the manifest `skopeo` sees at `name` (what a tag points to).
+fn skopeo_digest(reg: &TestRegistry, name: &str) -> String {
+    let out = util::run(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{}", reg.reference(name))),
+    );
+    String::from_utf8(out).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn resolves_and_fetches_busybox() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("library/busybox:latest");
+    let c = client();
+    let r = image(&reg, "library/busybox");
+    let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
+
+    assert_eq!(img.manifest_digest, skopeo_digest(&reg, "library/busybox:latest"));
+    assert_eq!(img.manifest_media_type, OCI_IMAGE_MEDIA_TYPE);
+    assert_eq!(img.index_digest, None);
+    assert_eq!(img.platform, platform("linux/amd64"));
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&img.config))), img.config_digest);
+    let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
+    assert_eq!(config, reg.inspect_config("library/busybox:latest"));
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(img.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+
+    let dir = tempfile::tempdir().unwrap();
+    for layer in &img.layers {
+        let path = dir.path().join(layer.digest.replace(':', "-"));
+        let mut f = tokio::fs::File::create(&path).await.unwrap();
+        c.fetch_blob(&r, &layer.digest, layer.size, &mut f).await.unwrap();
+        assert_eq!(sha256_file(&path), layer.digest);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), layer.size);
+        // The layer is a real gzip'd tar with busybox in it.
+        let listing = util::run(std::process::Command::new("tar").arg("tzf").arg(&path));
+        assert!(String::from_utf8_lossy(&listing).lines().any(|l| l == "bin/busybox"));
+    }
+}
+
+#[tokio::test]
+async fn resolves_docker_schema2_manifest() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_docker("bb:v2s2");
+    let img = client().resolve(&image(&reg, "bb:v2s2"), &platform("linux/amd64")).await.unwrap();
+    assert_eq!(img.manifest_media_type, IMAGE_MANIFEST_MEDIA_TYPE);
+    assert_eq!(img.layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(img.manifest_digest, skopeo_digest(&reg, "bb:v2s2"));
+}
+
+#[tokio::test]
+async fn rejects_tampered_and_missized_blobs() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("bb");
+    let c = client();
+    let r = image(&reg, "bb");
+    let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
+    let layer = &img.layers[0];
+
+    // Wrong size in the descriptor, shorter: cut off as soon as it overflows.
+    let mut sink = Vec::new();
+    match c.fetch_blob(&r, &layer.digest, layer.size - 1, &mut sink).await {
+        Err(RegistryError::SizeMismatch { actual: None, expected, .. }) => assert_eq!(expected, layer.size - 1),
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    // Longer than the blob.
+    let mut sink = Vec::new();
+    match c.fetch_blob(&r, &layer.digest, layer.size + 1, &mut sink).await {
+        Err(RegistryError::SizeMismatch { actual: Some(n), .. }) => assert_eq!(n, layer.size),
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    // Malformed digest: refused before any request.
+    let mut sink = Vec::new();
+    assert!(matches!(
+        c.fetch_blob(&r, "sha256:xyz", 1, &mut sink).await,
+        Err(RegistryError::InvalidDigest { .. })
+    ));
+    // A digest the registry does not have.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    assert!(matches!(c.fetch_blob(&r, &missing, 1, &mut sink).await, Err(RegistryError::FetchBlob { .. })));
+
+    // Corrupt the stored layer (same length, one byte flipped): the registry
+    // serves it as is, and the client must refuse it.
+    let path = reg.blob_data_path(&layer.digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut sink = Vec::new();
+    match c.fetch_blob(&r, &layer.digest, layer.size, &mut sink).await {
+        Err(RegistryError::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, layer.digest);
+            assert_eq!(actual, format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))));
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pushes_fetched_image_under_new_name() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("bb:latest");
+    let c = client();
+    let src = image(&reg, "bb:latest");
+    let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut layers = Vec::new();
+    for l in &img.layers {
+        let path = dir.path().join(l.digest.replace(':', "-"));
+        let mut f = tokio::fs::File::create(&path).await.unwrap();
+        c.fetch_blob(&src, &l.digest, l.size, &mut f).await.unwrap();
+        layers.push((l.digest.clone(), l.size, path));
+    }
+
+    let dst = image(&reg, "copies/busybox:v1");
+    assert!(!c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
+    let digest = c
+        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &layers)
+        .await
+        .unwrap();
+    assert_eq!(digest, img.manifest_digest);
+    assert!(c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
+
+    // Independent check with skopeo.
+    assert_eq!(skopeo_digest(&reg, "copies/busybox:v1"), digest);
+    let config = reg.inspect_config("copies/busybox:v1");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
+    assert_eq!(config["architecture"], "amd64");
+
+    // Pushing again is a no-op for blobs (they exist) and still succeeds; a
+    // missing layer file is then not even opened.
+    let gone = vec![(img.layers[0].digest.clone(), img.layers[0].size, dir.path().join("does-not-exist"))];
+    let again = c
+        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &gone)
+        .await
+        .unwrap();
+    assert_eq!(again, digest);
+
+    // By digest (no tag), as index children are pushed.
+    let by_digest = ImageRef { tag: None, ..image(&reg, "copies/busybox") };
+    assert_eq!(c.push_manifest(&by_digest, &img.manifest, &img.manifest_media_type).await.unwrap(), digest);
+
+    // A config that does not match its digest is refused before upload.
+    let bad = c.push_blobs(&image(&reg, "copies/bad"), (b"{}", &img.config_digest), &[]).await;
+    assert!(matches!(bad, Err(RegistryError::DigestMismatch { .. })));
+    // A layer file of the wrong size too.
+    let wrong = vec![(img.layers[0].digest.clone(), img.layers[0].size + 5, layers[0].2.clone())];
+    let bad = c.push_blobs(&image(&reg, "copies/bad"), (&img.config, &img.config_digest), &wrong).await;
+    assert!(matches!(bad, Err(RegistryError::SizeMismatch { .. })), "{bad:?}");
+}
+
+#[tokio::test]
+async fn mounts_blob_across_repositories() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("src/bb:latest");
+    let c = client();
+    let src = image(&reg, "src/bb");
+    let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
+    let dst = image(&reg, "dst/bb");
+    let layer = &img.layers[0].digest;
+    assert!(!c.blob_exists(&dst, layer).await.unwrap());
+    assert!(c.mount_blob(&dst, &src, layer).await.unwrap());
+    assert!(c.blob_exists(&dst, layer).await.unwrap());
+}
+
+#[tokio::test]
+async fn selects_platform_from_index() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("multi:latest");
+    let c = client();
+    let r = image(&reg, "multi:latest");
+    let index_digest = skopeo_digest_raw_index(&reg, "multi:latest");
+
+    let amd = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
+    assert_eq!(amd.platform, platform("linux/amd64"));
+    assert_eq!(amd.index_digest.as_deref(), Some(index_digest.as_str()));
+    let arm = c.resolve(&r, &platform("linux/arm64")).await.unwrap();
+    assert_eq!(arm.platform, platform("linux/arm64"));
+    assert_ne!(arm.manifest_digest, amd.manifest_digest);
+    assert_ne!(arm.config_digest, amd.config_digest);
+    // arm64/v8 is arm64.
+    let v8 = c.resolve(&r, &platform("linux/arm64/v8")).await.unwrap();
+    assert_eq!(v8.manifest_digest, arm.manifest_digest);
+    // The index's entries are what skopeo sees.
+    let raw = reg.inspect_raw("multi:latest");
+    let entries: Vec<_> = raw["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    assert!(entries.contains(&amd.manifest_digest.as_str()) && entries.contains(&arm.manifest_digest.as_str()));
+
+    match c.resolve(&r, &platform("linux/s390x")).await {
+        Err(RegistryError::NoMatchingPlatform { available, .. }) => {
+            assert_eq!(available, "linux/amd64, linux/arm64")
+        }
+        other => panic!("expected NoMatchingPlatform, got {other:?}"),
+    }
+}
+
+/// Digest of the index at `name`: sha256 of the exact bytes the registry
+/// serves, read with `curl`-free plain skopeo raw output.
+fn skopeo_digest_raw_index(reg: &TestRegistry, name: &str) -> String {
+    let out = util::run(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}", reg.reference(name))),
+    );
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out)))
+}
+
+#[tokio::test]
+async fn authenticates_with_docker_config() {
+    let reg = TestRegistry::start_with_auth("alice", "s3cret");
+    reg.push_busybox("private/bb:latest");
+    let r = image(&reg, "private/bb:latest");
+
+    // Anonymous: refused.
+    match client().resolve(&r, &platform("linux/amd64")).await {
+        Err(RegistryError::FetchManifest { source: OciDistributionError::UnauthorizedError { .. }, .. }) => {}
+        other => panic!("expected an unauthorized error, got {other:?}"),
+    }
+
+    let with_config = |json: String| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), json).unwrap();
+        let c = RegistryClient::new(RegistryOptions {
+            docker_config_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        });
+        (dir, c)
+    };
+    // Wrong password: refused, and the password is not in the error.
+    let (_d, c) = with_config(format!(r#"{{"auths":{{"{}":{{"username":"alice","password":"nope"}}}}}}"#, reg.addr));
+    let err = c.resolve(&r, &platform("linux/amd64")).await.unwrap_err();
+    assert!(matches!(err, RegistryError::FetchManifest { .. }), "{err:?}");
+    assert!(!format!("{err:?} {err}").contains("nope"));
+
+    // Right credentials (base64 `auth` entry, as `docker login` writes).
+    let b64 = String::from_utf8(util::run(
+        std::process::Command::new("sh").arg("-c").arg("printf %s alice:s3cret | base64"),
+    ))
+    .unwrap();
+    let (_d, c) = with_config(format!(r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#, reg.addr, b64.trim()));
+    let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
+    assert_eq!(img.manifest_digest, {
+        let out = util::run(
+            std::process::Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false", "--creds", "alice:s3cret", "--format", "{{.Digest}}"])
+                .arg(format!("docker://{}", reg.reference("private/bb:latest"))),
+        );
+        String::from_utf8(out).unwrap().trim().to_string()
+    });
+    // Pull a layer and push the image elsewhere with the same credentials.
+    let dir = tempfile::tempdir().unwrap();
+    let l = &img.layers[0];
+    let path = dir.path().join("layer");
+    let mut f = tokio::fs::File::create(&path).await.unwrap();
+    c.fetch_blob(&r, &l.digest, l.size, &mut f).await.unwrap();
+    let dst = image(&reg, "private/copy:1");
+    let digest = c
+        .push_image(
+            &dst,
+            &img.manifest,
+            &img.manifest_media_type,
+            (&img.config, &img.config_digest),
+            &[(l.digest.clone(), l.size, path)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(digest, img.manifest_digest);
+    assert_eq!(reg.inspect_config("private/copy:1")["architecture"], "amd64");
+}
+
+#[test]
+fn selects_platform_entries() {
+    let index: IndexJson = serde_json::from_str(
+        r#"{"manifests":[
+            {"digest":"sha256:a","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v6"}},
+            {"digest":"sha256:b","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}},
+            {"digest":"sha256:c","size":1,"platform":{"os":"linux","architecture":"aarch64"}},
+            {"digest":"sha256:d","size":1,"platform":{"os":"windows","architecture":"amd64"}},
+            {"digest":"sha256:e","size":1,"platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:f","size":1,"platform":{"os":"unknown","architecture":"unknown"}},
+            {"digest":"sha256:g","size":1}
+        ]}"#,
+    )
+    .unwrap();
+    let pick = |p: &str| select_platform(&index.manifests, &platform(p)).map(|e| e.digest.as_str());
+    assert_eq!(pick("linux/amd64"), Some("sha256:e"));
+    assert_eq!(pick("linux/arm64"), Some("sha256:c"));
+    assert_eq!(pick("linux/arm64/v8"), Some("sha256:c"));
+    assert_eq!(pick("linux/arm/v7"), Some("sha256:b"));
+    assert_eq!(pick("linux/arm/v6"), Some("sha256:a"));
+    assert_eq!(pick("linux/arm"), Some("sha256:a"));
+    assert_eq!(pick("windows/amd64"), Some("sha256:d"));
+    assert_eq!(pick("linux/arm/v5"), None);
+    assert_eq!(pick("linux/riscv64"), None);
+}
+
+#[test]
+fn classifies_retryable_errors() {
+    let server = |code| OciDistributionError::ServerError { code, url: String::new(), message: String::new() };
+    assert!(is_retryable(&server(429)));
+    assert!(is_retryable(&server(500)));
+    assert!(is_retryable(&server(503)));
+    assert!(!is_retryable(&server(501)));
+    assert!(!is_retryable(&server(404)));
+    assert!(!is_retryable(&OciDistributionError::UnauthorizedError { url: String::new() }));
+    let envelope: oci_client::errors::OciEnvelope =
+        serde_json::from_str(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#).unwrap();
+    assert!(is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
+    let envelope: oci_client::errors::OciEnvelope =
+        serde_json::from_str(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#).unwrap();
+    assert!(!is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
+    assert_eq!(backoff(1), Duration::from_millis(200));
+    assert_eq!(backoff(4), Duration::from_millis(1600));
+}
+
+#[test]
+fn plain_http_only_for_loopback_and_listed_hosts() {
+    let c = RegistryClient::new(RegistryOptions {
+        insecure_registries: vec!["reg.lan:5000".into(), "plain.lan".into()],
+        ..Default::default()
+    });
+    for plain in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "reg.lan:5000", "plain.lan:443"] {
+        assert!(c.is_plain_http(plain), "{plain}");
+    }
+    for tls in ["docker.io", "reg.lan:5001", "ghcr.io", "10.0.0.1:5000", "localhost.example.com"] {
+        assert!(!c.is_plain_http(tls), "{tls}");
+    }
+}
