@@ -12,7 +12,7 @@ use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{self, ContextDir, Secret, SolveOptions};
 
 use super::image::{self, BuiltImage};
-use super::output::{self, Output};
+use super::output;
 use crate::cli::BuildArgs;
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
@@ -45,7 +45,7 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let registry = RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone() });
+    let registry = RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone(), docker_config_dir: None });
     let can_chown_any = matches!(mapping, IdMapping::Full);
     let sources = Sources { store: store.clone(), registry: registry.clone(), runtime: runtime.handle().clone(), pull: args.pull, chown: !matches!(mapping, IdMapping::Single { .. }) };
     let _ = can_chown_any;

@@ -19,7 +19,7 @@ pub fn run(graph_args: GraphArgs, root: PathBuf, mapping: IdMapping) -> Result<i
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let sources = Sources {
         store,
-        registry: RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone() }),
+        registry: RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone(), docker_config_dir: None }),
         runtime: runtime.handle().clone(),
         pull: args.pull,
         chown: !matches!(mapping, IdMapping::Single { .. }),

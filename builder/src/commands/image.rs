@@ -16,7 +16,6 @@ use rbuild_solver::solve::{self, Solved};
 use super::output::Output;
 use crate::cli::WriteLayerArgs;
 use crate::export::{self, Compression, LayerInfo, LayerOptions};
-use crate::sources::compression_of;
 
 /// An assembled image, its blobs in the store.
 #[derive(Clone, Debug)]

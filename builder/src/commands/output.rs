@@ -10,7 +10,7 @@ use tokio::runtime::Runtime;
 
 use super::image::BuiltImage;
 use crate::cli::BuildArgs;
-use crate::export::{self, ImageBundle};
+use crate::export::{self, ImageBundle, PlatformImage};
 use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient};
 
@@ -131,25 +131,18 @@ pub fn export_all(
                 if multi && o.kind == "docker" {
                     bail!("docker-archive output holds one platform; use `type=oci` for several");
                 }
-                let image = &images[0];
                 let bundle = ImageBundle {
-                    manifest: image.manifest.clone(),
-                    config: image.config.clone(),
-                    layers: image.layers.clone(),
+                    images: images
+                        .iter()
+                        .map(|i| PlatformImage { manifest: i.manifest.clone(), config: i.config.clone(), layers: i.layers.clone() })
+                        .collect(),
+                    index: index.clone(),
                     names: names.clone(),
                 };
                 printer.message(&format!("exporting to {} {}", o.kind, dest.display()));
                 if o.kind == "oci" {
                     let tar = o.attrs.get("tar").map(|v| v != "false").unwrap_or(true);
-                    if multi {
-                        let bundles: Vec<ImageBundle> = images
-                            .iter()
-                            .map(|i| ImageBundle { manifest: i.manifest.clone(), config: i.config.clone(), layers: i.layers.clone(), names: names.clone() })
-                            .collect();
-                        export::export_oci_index(&bundles, index.as_deref().unwrap_or_default(), &names, &dest, tar)?;
-                    } else {
-                        export::export_oci(&bundle, &dest, tar)?;
-                    }
+                    export::export_oci(&bundle, &dest, tar)?;
                 } else {
                     export::export_docker(&bundle, &dest)?;
                 }
@@ -161,11 +154,11 @@ pub fn export_all(
                     printer.message(&format!("exporting filesystem to {}", target.display()));
                     with_rootfs(store, &image.chain, |rootfs| {
                         if o.kind == "local" {
-                            export::export_local(rootfs, &target)
+                            export::export_local(rootfs, &target).map(drop)?;
                         } else {
-                            export::export_tar(rootfs, &target)
+                            export::export_tar(rootfs, &target)?;
                         }
-                        .map_err(anyhow::Error::from)
+                        Ok(())
                     })?;
                 }
             }

@@ -70,14 +70,31 @@ pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32> {
     let store = open(root)?;
     let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
     let report = store.prune(&PruneOptions { all: args.all, keep_storage })?;
-    println!("{report}");
+    println!(
+        "Total reclaimed space: {} ({} blobs, {} snapshots, {} cache records, {} cache mounts)",
+        human_size(report.bytes_freed),
+        report.blobs_removed,
+        report.snapshots_removed,
+        report.records_removed,
+        report.mounts_removed
+    );
     Ok(0)
 }
 
 pub fn du(root: &Path) -> Result<i32> {
     let store = open(root)?;
     let usage = store.disk_usage()?;
-    println!("{usage}");
+    println!("{:<16} {:>8} {:>12}", "TYPE", "COUNT", "SIZE");
+    println!("{:<16} {:>8} {:>12}", "blobs", usage.blobs_count, human_size(usage.blobs_bytes));
+    println!("{:<16} {:>8} {:>12}", "snapshots", usage.snapshots_count, human_size(usage.snapshots_bytes));
+    println!("{:<16} {:>8} {:>12}", "cache mounts", usage.mounts_count, human_size(usage.mounts_bytes));
+    println!("{:<16} {:>8}", "cache records", usage.records_count);
+    println!(
+        "{:<16} {:>8} {:>12}",
+        "total",
+        "",
+        human_size(usage.blobs_bytes + usage.snapshots_bytes + usage.mounts_bytes)
+    );
     Ok(0)
 }
 
