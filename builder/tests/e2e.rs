@@ -1,0 +1,497 @@
+//! End-to-end tests: real builds with the `rbuild` binary against a real
+//! `docker-registry` on loopback, checked with independent tools (`umoci`,
+//! `skopeo`, `tar`).
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{TestRegistry, rbuild, run};
+
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
+
+/// Copies `testdata/<case>` into a fresh temp dir (tests may modify it).
+fn context(case: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp context");
+    run(Command::new("cp").arg("-a").arg(format!("{TESTDATA}/{case}/.")).arg(dir.path()));
+    dir
+}
+
+fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
+    rbuild()
+        .arg("--root")
+        .arg(store)
+        .arg("build")
+        .args(extra)
+        .arg(ctx)
+        .output()
+        .expect("run rbuild")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "rbuild failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `tar -tv` listing of every layer of an OCI layout dir (tag `latest`).
+fn layer_listings(layout: &Path) -> Vec<String> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(layout, manifest_digest)).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let out = run(Command::new("tar").arg("-tvzf").arg(blob(layout, l["digest"].as_str().unwrap())));
+            String::from_utf8(out).unwrap()
+        })
+        .collect()
+}
+
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+}
+
+fn umoci_unpack(layout: &Path, tag: &str) -> tempfile::TempDir {
+    let bundle = tempfile::tempdir().unwrap();
+    let target = bundle.path().join("b");
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&target));
+    bundle
+}
+
+fn registry_with_busybox() -> TestRegistry {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    reg
+}
+
+#[test]
+fn multistage_build_is_accepted_by_umoci_and_skopeo() {
+    let reg = registry_with_busybox();
+    let ctx = context("e2e/multistage");
+    run(Command::new("tar").arg("-czf").arg(ctx.path().join("archive.tar.gz")).arg("-C").arg(ctx.path().join("archive")).arg("."));
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--build-arg",
+            &format!("REGISTRY={}", reg.addr),
+            "-t",
+            "e2e:latest",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
+    ));
+    let log = stderr(&out);
+    assert!(!log.contains("the unused stage ran"), "unused stage must not run:\n{log}");
+
+    // umoci accepts the layout and sees the files.
+    let bundle = umoci_unpack(&layout, "latest");
+    let rootfs = bundle.path().join("b/rootfs");
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/manifest.txt")).unwrap(), "src/a.txt\nsrc/sub/b.txt\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("app/status")).unwrap(), "done\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("unpacked/hello.txt")).unwrap(), "from the archive\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("base.txt")).unwrap(), "base\n");
+    assert!(!rootfs.join("bin/vi").exists(), "deleted file must be gone");
+    assert!(rootfs.join("bin/sh").exists());
+
+    // Layers: whiteout for the deletion, owner and mode of --chown/--chmod.
+    let listings = layer_listings(&layout).join("\n");
+    assert!(listings.contains("bin/.wh.vi"), "whiteout missing:\n{listings}");
+    let owned = listings.lines().find(|l| l.ends_with("app/owned.txt")).expect("owned.txt in a layer");
+    assert!(owned.starts_with("-rw-r-----") && owned.contains("1000/1000"), "{owned}");
+
+    // skopeo reads the config.
+    let config: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!("oci:{}:latest", layout.display()))))
+    .unwrap();
+    let c = &config["config"];
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["Cmd"], serde_json::json!(["cat", "/app/status"]));
+    assert!(c["Env"].as_array().unwrap().iter().any(|e| e == "APP_MODE=test"));
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object());
+    assert_eq!(c["Labels"]["org.example.test"], "yes");
+    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD", "true"]));
+    assert_eq!(c["Healthcheck"]["Interval"], 5_000_000_000i64);
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    let history = config["history"].as_array().unwrap();
+    assert!(history.iter().any(|h| h["created_by"] == "RUN /bin/sh -c echo base > /base.txt # buildkit"));
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), history.iter().filter(|h| h["empty_layer"] != true).count());
+}
+
+#[test]
+fn rebuilds_reuse_the_cache_until_a_source_changes() {
+    let reg = registry_with_busybox();
+    let ctx = context("e2e/multistage");
+    run(Command::new("tar").arg("-czf").arg(ctx.path().join("archive.tar.gz")).arg("-C").arg(ctx.path().join("archive")).arg("."));
+    let store = tempfile::tempdir().unwrap();
+    let arg = format!("REGISTRY={}", reg.addr);
+    let args = ["--build-arg", arg.as_str(), "-t", "cache:1", "--progress", "rawjson"];
+    ok(build(store.path(), ctx.path(), &args));
+    let started = |out: &Output| -> Vec<String> {
+        stderr(out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "started")
+            .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let second = ok(build(store.path(), ctx.path(), &args));
+    assert!(started(&second).is_empty(), "no-op rebuild ran steps: {:?}", started(&second));
+
+    std::fs::write(ctx.path().join("src/sub/b.txt"), "changed\n").unwrap();
+    let third = ok(build(store.path(), ctx.path(), &args));
+    let ran = started(&third);
+    assert!(ran.iter().any(|n| n.contains("COPY src/")), "{ran:?}");
+    assert!(!ran.iter().any(|n| n.contains("echo base")), "unchanged step re-ran: {ran:?}");
+
+    // A file excluded by .dockerignore never invalidates anything.
+    std::fs::write(ctx.path().join("src/ignored.log"), "more noise\n").unwrap();
+    let fourth = ok(build(store.path(), ctx.path(), &args));
+    assert!(started(&fourth).is_empty(), "ignored file changed the cache key: {:?}", started(&fourth));
+}
+
+#[test]
+fn push_docker_archive_and_local_outputs() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN echo pushed > /pushed.txt\nCMD [\"cat\", \"/pushed.txt\"]\n", reg.addr),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let archive = out_dir.path().join("image.tar");
+    let local = out_dir.path().join("rootfs");
+    let name = reg.reference("pushed:1");
+    let meta = out_dir.path().join("meta.json");
+    let iid = out_dir.path().join("iid");
+    ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "-t",
+            &name,
+            "--push",
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ],
+    ));
+    let config = util::skopeo_inspect_config(&name);
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/pushed.txt"]));
+    let docker: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", archive.display()))))
+    .unwrap();
+    assert_eq!(docker["Architecture"], "amd64");
+    assert_eq!(std::fs::read_to_string(local.join("pushed.txt")).unwrap(), "pushed\n");
+    assert!(local.join("bin/busybox").exists());
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let config_digest = meta["containerimage.config.digest"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), config_digest);
+    let raw = util::skopeo_inspect_raw(&name);
+    assert_eq!(raw["config"]["digest"], config_digest);
+    assert_eq!(meta["image.name"], name.as_str());
+}
+
+#[test]
+fn secrets_never_reach_layers_or_the_store() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    let secret_value = "s3cr3t-value-0f-rbuild";
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /len\n\
+             RUN --mount=type=secret,id=tok,env=TOKEN sh -c 'test \"${{#TOKEN}}\" = {len} && echo ok > /env-ok'\n",
+            reg.addr,
+            len = secret_value.len()
+        ),
+    )
+    .unwrap();
+    let secret_file = ctx.path().join("..").join(format!("secret-{}", std::process::id()));
+    std::fs::write(&secret_file, secret_value).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--secret",
+            &format!("id=tok,src={}", secret_file.display()),
+            "--progress",
+            "plain",
+            "-t",
+            "secret:latest",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
+    ));
+    std::fs::remove_file(&secret_file).unwrap();
+    let bundle = umoci_unpack(&layout, "latest");
+    let rootfs = bundle.path().join("b/rootfs");
+    assert_eq!(std::fs::read_to_string(rootfs.join("len")).unwrap().trim(), secret_value.len().to_string());
+    assert_eq!(std::fs::read_to_string(rootfs.join("env-ok")).unwrap(), "ok\n");
+    assert!(!rootfs.join("run/secrets/tok").exists());
+    assert!(!stderr(&out).contains(secret_value));
+    // Not in any file of the store or the output (layers are gzip: check
+    // the unpacked bundle and the store's snapshots and index as text).
+    for dir in [store.path(), layout.as_path(), bundle.path()] {
+        let grep = Command::new("grep").args(["-r", "-l", "-a", secret_value]).arg(dir).output().unwrap();
+        assert!(grep.stdout.is_empty(), "secret found in {}", String::from_utf8_lossy(&grep.stdout));
+    }
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN --network=none grep -c : /proc/net/dev > /ifaces\n", reg.addr),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
+    assert_eq!(std::fs::read_to_string(local.path().join("ifaces")).unwrap().trim(), "1");
+}
+
+#[test]
+fn bad_dockerfile_names_file_line_and_column() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nFROOM busybox\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), ctx.path(), &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    assert!(err.contains("did you mean `FROM`?"), "{err}");
+    assert!(err.contains("FROOM busybox"), "{err}");
+}
+
+#[test]
+fn failing_run_reports_command_exit_code_and_output() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY --from=bin busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about to fail; exit 3\"]\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), ctx.path(), &["--build-context", "bin=/bin", "--progress", "plain"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("about to fail"), "{err}");
+}
+
+/// Waits until `path`'s content contains `needle`.
+fn wait_for(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if std::fs::read_to_string(path).map(|s| s.contains(needle)).unwrap_or(false) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn killed_build_leaves_a_usable_store() {
+    let reg = registry_with_busybox();
+    let store = tempfile::tempdir().unwrap();
+    let slow = tempfile::tempdir().unwrap();
+    std::fs::write(
+        slow.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN echo started-slow-step && sleep 30 && echo never\n", reg.addr),
+    )
+    .unwrap();
+    let log = slow.path().join("log");
+    let mut child = rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "--progress", "plain"])
+        .arg(slow.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(&log, "started-slow-step", Duration::from_secs(60)), "slow step never started");
+    // SIGKILL mid-RUN.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sandboxed `sleep` dies with its parent.
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = String::from_utf8(run(Command::new("ps").args(["-eo", "args"]))).unwrap();
+    assert!(!ps.lines().any(|l| l.trim() == "sleep 30"), "sandboxed process survived:\n{ps}");
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo after > /after\n", reg.addr)).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
+    assert_eq!(std::fs::read_to_string(local.path().join("after")).unwrap(), "after\n");
+    // And the killed build's Dockerfile builds too, to completion.
+    std::fs::write(slow.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo quick\n", reg.addr)).unwrap();
+    ok(build(store.path(), slow.path(), &[]));
+}
+
+#[test]
+fn two_builds_at_once_share_one_store() {
+    let reg = registry_with_busybox();
+    let store = tempfile::tempdir().unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..2)
+        .map(|i| {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(
+                d.path().join("Dockerfile"),
+                format!("FROM {}/busybox:latest\nRUN echo shared > /shared\nRUN sleep 1 && echo {i} > /mine\n", reg.addr),
+            )
+            .unwrap();
+            d
+        })
+        .collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            rbuild()
+                .arg("--root")
+                .arg(store.path())
+                .args(["build", "-t", &format!("concurrent:{i}"), "--progress", "plain"])
+                .arg(d.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        ok(c.wait_with_output().unwrap());
+    }
+    let images = String::from_utf8(run(rbuild().arg("--root").arg(store.path()).arg("images"))).unwrap();
+    assert_eq!(images.lines().filter(|l| l.contains("concurrent")).count(), 2, "{images}");
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {r}/busybox:latest AS a\nRUN sleep 2 && echo a > /a\nFROM {r}/busybox:latest AS b\nRUN sleep 2 && echo b > /b\nFROM {r}/busybox:latest\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+            r = reg.addr
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    // Warm the base image so only the two sleeps count.
+    let warm = tempfile::tempdir().unwrap();
+    std::fs::write(warm.path().join("Dockerfile"), format!("FROM {}/busybox:latest\n", reg.addr)).unwrap();
+    ok(build(store.path(), warm.path(), &[]));
+    let start = Instant::now();
+    ok(build(store.path(), ctx.path(), &["--jobs", "2"]));
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_millis(3900), "stages did not overlap: {elapsed:?}");
+}
+
+/// The whole build as an ordinary user with subordinate id ranges.
+#[test]
+fn rootless_build_as_a_non_root_user() {
+    if !rustix_is_root() {
+        eprintln!("not root: the test user cannot be created here; the current user is already non-root");
+    } else {
+        ensure_test_user();
+    }
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-rootless").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN touch /owned && chown 1000:1000 /owned && id -u > /uid\nCOPY --chown=65534:65534 hello.txt /hello.txt\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hi\n").unwrap();
+    let layout = base.path().join("layout");
+    let store = base.path().join("store");
+    let mut cmd;
+    if rustix_is_root() {
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+        run(Command::new("chmod").arg("755").arg(base.path()));
+        cmd = Command::new("runuser");
+        cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
+        cmd.env("HOME", base.path());
+    } else {
+        cmd = rbuild();
+    }
+    cmd.arg("--root").arg(&store).args(["build", "--progress", "plain", "-t", "rootless:latest", "-o"]);
+    cmd.arg(format!("type=oci,dest={},tar=false", layout.display())).arg(&ctx);
+    let out = cmd.output().unwrap();
+    let out = ok(out);
+    let _ = out;
+    let listings = layer_listings(&layout).join("\n");
+    let owned = listings.lines().find(|l| l.ends_with(" owned")).expect("owned in a layer");
+    assert!(owned.contains("1000/1000"), "{owned}");
+    let hello = listings.lines().find(|l| l.ends_with(" hello.txt")).expect("hello.txt in a layer");
+    assert!(hello.contains("65534/65534"), "{hello}");
+    let bundle = umoci_unpack(&layout, "latest");
+    assert_eq!(std::fs::read_to_string(bundle.path().join("b/rootfs/uid")).unwrap(), "0\n");
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// Creates `rbuildtest` with a subordinate id range (idempotent).
+fn ensure_test_user() {
+    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
+        }
+    }
+}
