@@ -20,7 +20,13 @@ pub fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", UNITS[unit]).replace(".000", "") }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    // Up to three decimals, trailing zeros dropped: 1.5MB, 2MB, 1.234GB.
+    let number = format!("{v:.3}");
+    let number = number.trim_end_matches('0').trim_end_matches('.');
+    format!("{number}{}", UNITS[unit])
 }
 
 /// Parses `10GB`, `512MB`, `1.5GiB`, `1000`.
