@@ -200,7 +200,7 @@ fn users_are_resolved_in_the_image() {
     spec.args = vec!["sh".into(), "-c".into(), "id; echo $HOME; touch /x".into()];
     let o = f.run(&spec);
     assert_ne!(o.status.code(), Some(0), "a non-root user cannot write to /");
-    assert!(stdout(&o).starts_with("uid=4242 gid=4343\n/\n"), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("uid=4242 gid=4343 groups=4343\n/\n"), "{}", stdout(&o));
     spec.user = "nosuchuser".into();
     let o = f.run(&spec);
     assert_eq!(o.status.code(), Some(90));
@@ -342,7 +342,7 @@ fn per_run_overhead() {
 // ---- non-root --------------------------------------------------------------
 
 const TEST_USER: &str = "rbuildtest";
-const SUB_START: u32 = 200000;
+const SUB_START: u32 = 200000; // used only when useradd allocated no range
 
 /// Creates the test user with a subordinate id range, once (needs real root).
 fn ensure_test_user() -> (u32, u32) {
@@ -385,7 +385,12 @@ fn non_root_with_subordinate_ids() {
     }
     let (uid, gid) = ensure_test_user();
     let mapping = stdout(&as_test_user(&["mapping"]));
-    assert!(mapping.contains("SubIds") && mapping.contains(&format!("\"sub_uid_start\":{SUB_START}")), "{mapping}");
+    // useradd may already have allocated a range: use whatever /etc/subuid says.
+    let json: serde_json::Value = serde_json::from_str(mapping.lines().next().unwrap()).unwrap();
+    let sub = &json["SubIds"];
+    assert_eq!(sub["uid"], uid, "{mapping}");
+    let sub_uid_start = sub["sub_uid_start"].as_u64().unwrap() as u32;
+    let sub_gid_start = sub["sub_gid_start"].as_u64().unwrap() as u32;
     let f = Fixture::new();
     // In rbuild, layers are unpacked inside the namespace; here the lower
     // layer is given to the user's container root the same way.
@@ -408,8 +413,8 @@ fn non_root_with_subordinate_ids() {
     assert_eq!(lines[2], "sandbox-test");
     let meta = |rel: &str| std::fs::symlink_metadata(f.path(rel)).unwrap();
     assert_eq!((meta("upper/owned-by-root").uid(), meta("upper/owned-by-root").gid()), (uid, gid));
-    assert_eq!(meta("upper/owned-by-1000").uid(), SUB_START + 999);
-    assert_eq!(meta("upper/owned-by-1000").gid(), SUB_START + 999);
+    assert_eq!(meta("upper/owned-by-1000").uid(), sub_uid_start + 999);
+    assert_eq!(meta("upper/owned-by-1000").gid(), sub_gid_start + 999);
     assert!(meta("upper/etc/group").file_type().is_char_device(), "whiteouts work rootless");
 
     // As the user inside too.
@@ -425,4 +430,37 @@ fn non_root_with_subordinate_ids() {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = check(&as_test_user(&["run", p.to_str().unwrap()]));
     assert!(out.starts_with("uid=1000(builder) gid=1000(builder)") && out.contains("50(staff)"), "{out}");
+}
+
+#[test]
+fn non_root_with_a_single_id() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: creating the test user needs root");
+        return;
+    }
+    const SINGLE_USER: &str = "rbuildsingle";
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, SINGLE_USER]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        // A system user gets no subordinate ids from useradd.
+        let st = Command::new("useradd").args(["-r", "-M", SINGLE_USER]).status().unwrap();
+        assert!(st.success(), "useradd failed");
+    }
+    let (uid, gid) = (id("-u").unwrap(), id("-g").unwrap());
+    let run = |args: &[&str]| Command::new("runuser").args(["-u", SINGLE_USER, "--"]).arg(example()).args(args).output().unwrap();
+    let mapping = check(&run(&["mapping"]));
+    assert!(mapping.starts_with(&format!("{{\"Single\":{{\"uid\":{uid},\"gid\":{gid}}}}}")), "{mapping}");
+    let f = Fixture::new();
+    for d in ["lower", "upper", "work"] {
+        chown_tree(&f.path(d), uid, gid);
+    }
+    let spec = f.spec(&["sh", "-c", "id && echo a > /f && rm /etc/group && ! chown 1000 /f 2>/dev/null"]);
+    let p = f.write_spec(&spec);
+    let out = check(&run(&["run", p.to_str().unwrap()]));
+    assert!(out.starts_with("uid=0(root) gid=0(root)"), "{out}");
+    let meta = std::fs::symlink_metadata(f.path("upper/f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert!(std::fs::symlink_metadata(f.path("upper/etc/group")).unwrap().file_type().is_char_device());
 }

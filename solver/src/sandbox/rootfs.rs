@@ -124,12 +124,13 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
     let scratch = sys
         .fs_mount("tmpfs", &[("mode", "0700")], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV)
         .map_err(mount_err("mount tmpfs", SCRATCH_AT))?;
-    for d in ["root", "empty", "stub"] {
+    for d in ["root", "empty", "empty2", "stub"] {
         sys.mkdir_at(scratch.as_fd(), d, 0o755).map_err(prep_err(d))?;
     }
     sys.write_at(scratch.as_fd(), "hosts", spec.hosts.as_bytes()).map_err(prep_err("hosts"))?;
     sys.write_at(scratch.as_fd(), "resolv.conf", spec.resolv_conf.as_bytes()).map_err(prep_err("resolv.conf"))?;
     let empty = sys.open_at(scratch.as_fd(), "empty").map_err(prep_err("empty"))?;
+    let empty2 = sys.open_at(scratch.as_fd(), "empty2").map_err(prep_err("empty2"))?;
     let stub = sys.open_at(scratch.as_fd(), "stub").map_err(prep_err("stub"))?;
     sys.attach_at(scratch.as_fd(), scratch_at).map_err(mount_err("attach scratch tmpfs", SCRATCH_AT))?;
     let root = scratch_at.join("root");
@@ -137,9 +138,12 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
 
     // 4. Overlay root, then stubs if needed.
     let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
+    // A read-only overlay needs two layers; empty ones on top change nothing.
     if layers.len() < 2 {
-        // A read-only overlay needs two layers; an empty one on top changes nothing.
         layers.push(empty.as_fd());
+    }
+    if layers.len() < 2 {
+        layers.push(empty2.as_fd());
     }
     // Probe with a read-only view of the layers (the upper dir is empty):
     // unmounting an overlay that has an upper dir syncs the upper
