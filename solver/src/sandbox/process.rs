@@ -50,10 +50,10 @@ impl SandboxChild {
     /// through its parent-death signal, and the rest of the pid namespace
     /// with it). Does nothing once the sandbox has been waited for.
     pub fn kill(&self) {
-        if self.status.is_none() {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.pid()) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+        if self.status.is_none()
+            && let Some(pid) = rustix::process::Pid::from_raw(self.pid())
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }

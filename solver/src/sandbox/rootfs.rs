@@ -7,11 +7,12 @@
 //! 3. a scratch tmpfs is attached at a fixed place: it holds the root mount
 //!    point, an empty layer, the stub layer and the `hosts`/`resolv.conf`
 //!    sources — none of it ever touches the upper dir;
-//! 4. the overlay root is mounted; mount targets missing from the image
-//!    (`/proc`, `/etc/hosts`, a cache mount's directory, ...) are created in
-//!    a *stub layer* on the scratch tmpfs placed above the image layers and
-//!    the overlay is mounted again, so mount points leave no trace in the
-//!    upper dir (BuildKit instead deletes its "mount stubs" after the run);
+//! 4. a read-only view of the layers is mounted to look the mount targets
+//!    up; targets missing from the image (`/proc`, `/etc/hosts`, a cache
+//!    mount's directory, ...) are created in a *stub layer* on the scratch
+//!    tmpfs placed above the image layers, then the real overlay (with the
+//!    upper dir) is mounted, so mount points leave no trace in the upper dir
+//!    (BuildKit instead deletes its "mount stubs" after the run);
 //! 5. `/proc`, `/dev`, hosts files, the extra mounts in order, all attached
 //!    through descriptors resolved *inside* the root (symlinks in the image
 //!    cannot point a mount at the host);
@@ -123,12 +124,13 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
     let scratch = sys
         .fs_mount("tmpfs", &[("mode", "0700")], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV)
         .map_err(mount_err("mount tmpfs", SCRATCH_AT))?;
-    for d in ["root", "empty", "stub"] {
+    for d in ["root", "empty", "empty2", "stub"] {
         sys.mkdir_at(scratch.as_fd(), d, 0o755).map_err(prep_err(d))?;
     }
     sys.write_at(scratch.as_fd(), "hosts", spec.hosts.as_bytes()).map_err(prep_err("hosts"))?;
     sys.write_at(scratch.as_fd(), "resolv.conf", spec.resolv_conf.as_bytes()).map_err(prep_err("resolv.conf"))?;
     let empty = sys.open_at(scratch.as_fd(), "empty").map_err(prep_err("empty"))?;
+    let empty2 = sys.open_at(scratch.as_fd(), "empty2").map_err(prep_err("empty2"))?;
     let stub = sys.open_at(scratch.as_fd(), "stub").map_err(prep_err("stub"))?;
     sys.attach_at(scratch.as_fd(), scratch_at).map_err(mount_err("attach scratch tmpfs", SCRATCH_AT))?;
     let root = scratch_at.join("root");
@@ -136,13 +138,19 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
 
     // 4. Overlay root, then stubs if needed.
     let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
-    if layers.is_empty() {
-        // overlayfs needs at least one lower layer.
+    // A read-only overlay needs two layers; empty ones on top change nothing.
+    if layers.len() < 2 {
         layers.push(empty.as_fd());
     }
-    let ov = sys.overlay(&layers, Some((upper.as_fd(), work.as_fd()))).map_err(mount_err("mount overlay", &root_s))?;
-    sys.attach_at(ov.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
-    drop(ov);
+    if layers.len() < 2 {
+        layers.push(empty2.as_fd());
+    }
+    // Probe with a read-only view of the layers (the upper dir is empty):
+    // unmounting an overlay that has an upper dir syncs the upper
+    // filesystem, which costs tens of milliseconds on a busy disk.
+    let probe = sys.overlay(&layers, None).map_err(mount_err("mount overlay", &root_s))?;
+    sys.attach_at(probe.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
+    drop(probe);
     let mut targets: Vec<(&str, bool)> = vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
     for (m, src) in spec.mounts.iter().zip(&extra) {
         let file = match src {
@@ -158,17 +166,19 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
             stubs.push(Stub { existing: r.existing, missing: r.missing, file: *file });
         }
     }
-    if !stubs.is_empty() {
-        for s in &stubs {
-            sys.create_stub(stub.as_fd(), &root, s).map_err(prep_err(&s.existing.join(s.missing.join("/")).display().to_string()))?;
-        }
-        sys.unmount(&root).map_err(mount_err("unmount", &root_s))?;
-        // Stub layer on top of the image (overlay takes base first).
-        let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
-        layers.push(stub.as_fd());
-        let ov = sys.overlay(&layers, Some((upper.as_fd(), work.as_fd()))).map_err(mount_err("mount overlay", &root_s))?;
-        sys.attach_at(ov.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
+    for s in &stubs {
+        sys.create_stub(stub.as_fd(), &root, s).map_err(prep_err(&s.existing.join(s.missing.join("/")).display().to_string()))?;
     }
+    sys.unmount(&root).map_err(mount_err("unmount", &root_s))?;
+    let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
+    if !stubs.is_empty() {
+        // Stub layer on top of the image (overlay takes base first).
+        layers.push(stub.as_fd());
+    } else if layers.is_empty() {
+        layers.push(empty.as_fd());
+    }
+    let ov = sys.overlay(&layers, Some((upper.as_fd(), work.as_fd()))).map_err(mount_err("mount overlay", &root_s))?;
+    sys.attach_at(ov.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
 
     // 5. Pseudo filesystems, hosts files, extra mounts.
     let attach = |fd: &OwnedFd, target: &str, step: &'static str| sys.attach_in(fd.as_fd(), &root, target).map_err(mount_err(step, target));
@@ -264,7 +274,9 @@ mod tests {
         // Host paths are captured before the scratch tmpfs may hide them.
         assert!(position(&calls, "open /wk") < position(&calls, "attach_at /tmp"));
         assert!(position(&calls, "clone /dev/tty") < position(&calls, "attach_at /tmp"));
-        assert_eq!(calls.iter().filter(|c| c.starts_with("overlay")).count(), 1);
+        // A read-only probe, then the real overlay, without the stub layer.
+        let overlays: Vec<&String> = calls.iter().filter(|c| c.starts_with("overlay")).collect();
+        assert_eq!(overlays, ["overlay layers=2 upper=false", "overlay layers=2 upper=true"]);
         assert!(!calls.iter().any(|c| c.starts_with("stub")));
         let proc = position(&calls, "attach /tmp/root /proc");
         let dev = position(&calls, "attach /tmp/root /dev");
@@ -286,8 +298,8 @@ mod tests {
         setup(&rec, &s).unwrap();
         let calls = rec.calls.borrow();
         let overlays: Vec<&String> = calls.iter().filter(|c| c.starts_with("overlay")).collect();
-        // Scratch builds use the empty dir as the only layer, then the stub layer.
-        assert_eq!(overlays.len(), 2, "{calls:#?}");
+        // Scratch builds probe empty dirs, then mount the stub layer as the only lower.
+        assert_eq!(overlays, ["overlay layers=2 upper=false", "overlay layers=1 upper=true"], "{calls:#?}");
         let stub_hosts = position(&calls, "stub etc + hosts file=true");
         let stub_cache = position(&calls, "stub  + cache file=false");
         let unmount = position(&calls, "unmount /tmp/root");

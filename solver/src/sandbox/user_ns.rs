@@ -28,6 +28,9 @@ use super::syscall::{Linux, Syscall};
 /// and tells re-executed children which mapping is in force.
 pub(crate) const USERNS_ENV: &str = "RBUILD_USERNS";
 
+/// One `uid_map`/`gid_map` line: first container id, first host id, count.
+type MapLine = (u32, u32, u32);
+
 /// How container ids map to host ids in the process-wide user namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IdMapping {
@@ -88,7 +91,7 @@ impl IdMapping {
     }
 
     /// The `uid_map` and `gid_map` lines (`inside outside count`).
-    fn map_lines(&self) -> (Vec<(u32, u32, u32)>, Vec<(u32, u32, u32)>) {
+    fn map_lines(&self) -> (Vec<MapLine>, Vec<MapLine>) {
         match *self {
             IdMapping::Full => (vec![(0, 0, u32::MAX)], vec![(0, 0, u32::MAX)]),
             IdMapping::SubIds { uid, gid, sub_uid_start, sub_uid_count, sub_gid_start, sub_gid_count } => (
@@ -278,7 +281,7 @@ fn reap(pid: libc::pid_t) {
 /// Runs in the helper (outside the namespace). `Ok(true)` means it fell back to a single id.
 fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, String> {
     let (uids, gids) = mapping.map_lines();
-    let text = |lines: &[(u32, u32, u32)]| {
+    let text = |lines: &[MapLine]| {
         lines.iter().map(|(a, b, c)| format!("{a} {b} {c}\n")).collect::<String>()
     };
     let write = |file: &str, data: &str| {
@@ -297,7 +300,7 @@ fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, String> {
             Ok(false)
         }
         IdMapping::SubIds { uid, gid, .. } => {
-            let run = |helper: &str, lines: &[(u32, u32, u32)]| -> Result<(), String> {
+            let run = |helper: &str, lines: &[MapLine]| -> Result<(), String> {
                 let mut cmd = Command::new(find_helper(helper).unwrap_or_else(|| PathBuf::from(helper)));
                 cmd.arg(pid.to_string());
                 for (a, b, c) in lines {

@@ -1,0 +1,466 @@
+//! Real sandboxes, driven through the `sandbox_run` example binary (the test
+//! harness is multi-threaded, so it cannot enter a user namespace itself).
+//! Root filesystems are built from the static busybox of `busybox-static`.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rbuild_solver::sandbox::{ExtraMount, MountSource, Network, RunSpec};
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "id", "ls", "touch", "rm", "sleep", "hostname", "mount", "true", "pwd", "mkdir",
+    "chown", "ifconfig", "stat", "grep", "wc",
+];
+
+/// The `sandbox_run` example, rebuilt once per test run: `cargo test
+/// --test sandbox` alone does not build examples, and a stale one would
+/// test old code.
+fn example() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = Command::new(cargo)
+                .args(["build", "-q", "-p", "rbuild-solver", "--example", "sandbox_run", "--manifest-path"])
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+                .status()
+                .unwrap();
+            assert!(st.success(), "building the sandbox_run example failed");
+            // target/debug/deps/sandbox-<hash> -> target/debug/examples/sandbox_run
+            let exe = std::env::current_exe().unwrap();
+            let p = exe.parent().unwrap().parent().unwrap().join("examples/sandbox_run");
+            assert!(p.is_file(), "`{}` missing", p.display());
+            p
+        })
+        .clone()
+}
+
+/// A scratch area: busybox lower layer plus fresh upper/work dirs.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::Builder::new().prefix("rbuild-sbx").tempdir_in("/tmp").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = Fixture { dir };
+        let bin = f.path("lower/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static must be installed");
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+        }
+        std::fs::create_dir_all(f.path("lower/etc")).unwrap();
+        std::fs::write(f.path("lower/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\n").unwrap();
+        std::fs::write(f.path("lower/etc/group"), "root:x:0:\nbuilder:x:1000:\nstaff:x:50:builder\n").unwrap();
+        std::fs::create_dir_all(f.path("upper")).unwrap();
+        std::fs::create_dir_all(f.path("work")).unwrap();
+        f
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn spec(&self, args: &[&str]) -> RunSpec {
+        RunSpec {
+            lowerdirs: vec![self.path("lower")],
+            upperdir: self.path("upper"),
+            workdir: self.path("work"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: "sandbox-test".into(),
+            network: Network::None,
+            mounts: vec![],
+            hosts: "127.0.0.1 localhost\n".into(),
+            resolv_conf: "nameserver 192.0.2.1\n".into(),
+        }
+    }
+
+    fn write_spec(&self, spec: &RunSpec) -> PathBuf {
+        let p = self.path(&format!("spec-{}.json", rand_suffix()));
+        std::fs::write(&p, serde_json::to_vec(spec).unwrap()).unwrap();
+        p
+    }
+
+    fn run(&self, spec: &RunSpec) -> Output {
+        let p = self.write_spec(spec);
+        Command::new(example()).arg("run").arg(&p).output().unwrap()
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn check(o: &Output) -> String {
+    assert!(o.status.success(), "status {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), String::from_utf8_lossy(&o.stderr));
+    stdout(o)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn output_and_exit_code_are_propagated() {
+    let f = Fixture::new();
+    let o = f.run(&f.spec(&["sh", "-c", "echo hello; echo oops >&2; exit 3"]));
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(stdout(&o), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n");
+}
+
+#[test]
+fn writes_land_in_upper_and_mount_points_leave_no_trace() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["sh", "-c", "echo data > /new && mkdir -p /d/e && cat /etc/hosts /etc/resolv.conf && ls /proc/self >/dev/null"]);
+    spec.mounts.push(ExtraMount { target: "/cache/dir".into(), source: MountSource::Tmpfs { size: 1 << 20 } });
+    let out = check(&f.run(&spec));
+    assert_eq!(out, "127.0.0.1 localhost\nnameserver 192.0.2.1\n");
+    assert_eq!(std::fs::read_to_string(f.path("upper/new")).unwrap(), "data\n");
+    // No /etc (hosts), /proc, /dev or /cache stub in the snapshot.
+    assert_eq!(entries(&f.path("upper")), ["d", "new"]);
+    assert_eq!(entries(&f.path("upper/d")), ["e"]);
+}
+
+#[test]
+fn a_noop_run_leaves_an_empty_upper() {
+    let f = Fixture::new();
+    check(&f.run(&f.spec(&["true"])));
+    assert!(entries(&f.path("upper")).is_empty());
+}
+
+#[test]
+fn deletions_make_whiteouts_and_opaque_dirs() {
+    let f = Fixture::new();
+    std::fs::write(f.path("lower/old"), "x").unwrap();
+    std::fs::create_dir_all(f.path("lower/dir")).unwrap();
+    std::fs::write(f.path("lower/dir/a"), "a").unwrap();
+    check(&f.run(&f.spec(&["sh", "-c", "rm /old && rm -r /dir && mkdir /dir && touch /dir/b && ls /dir"])));
+    let wh = std::fs::symlink_metadata(f.path("upper/old")).unwrap();
+    assert!(wh.file_type().is_char_device(), "whiteout is a character device");
+    assert_eq!(wh.rdev(), 0, "whiteout is 0:0");
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::getxattr(f.path("upper/dir"), "user.overlay.opaque", &mut buf[..]).expect("opaque marker");
+    assert_eq!(&buf[..n], b"y");
+    assert_eq!(entries(&f.path("upper/dir")), ["b"]);
+}
+
+#[test]
+fn network_none_has_only_loopback_up() {
+    let f = Fixture::new();
+    let out = check(&f.run(&f.spec(&["cat", "/proc/net/dev"])));
+    let ifaces: Vec<&str> = out.lines().skip(2).map(|l| l.trim().split(':').next().unwrap()).collect();
+    assert_eq!(ifaces, ["lo"]);
+    let up = check(&f.run(&f.spec(&["ifconfig"])));
+    assert!(up.contains("lo") && up.contains("UP"), "{up}");
+    let mut host = f.spec(&["cat", "/proc/net/dev"]);
+    host.network = Network::Host;
+    assert!(check(&f.run(&host)).lines().count() > 3, "the host network has more than lo");
+}
+
+#[test]
+fn hostname_pid_namespace_and_cwd() {
+    let f = Fixture::new();
+    assert_eq!(check(&f.run(&f.spec(&["hostname"]))), "sandbox-test\n");
+    assert_eq!(check(&f.run(&f.spec(&["cat", "/proc/1/cmdline"]))), "cat\0/proc/1/cmdline\0");
+    assert_eq!(check(&f.run(&f.spec(&["sh", "-c", "echo $$"]))), "1\n");
+    let mut spec = f.spec(&["pwd"]);
+    spec.cwd = "/work/deep".into();
+    assert_eq!(check(&f.run(&spec)), "/work/deep\n");
+    assert!(f.path("upper/work/deep").is_dir(), "the working directory is created and kept");
+}
+
+#[test]
+fn users_are_resolved_in_the_image() {
+    let f = Fixture::new();
+    let root = check(&f.run(&f.spec(&["id"])));
+    assert!(root.starts_with("uid=0(root) gid=0(root)"), "{root}");
+    let mut spec = f.spec(&["id"]);
+    spec.user = "1000:1000".into();
+    let u = check(&f.run(&spec));
+    assert!(u.starts_with("uid=1000(builder) gid=1000(builder)"), "{u}");
+    spec.user = "builder".into();
+    let u = check(&f.run(&spec));
+    assert!(u.contains("uid=1000") && u.contains("50(staff)"), "supplementary groups: {u}");
+    spec.user = "4242:4343".into();
+    spec.args = vec!["sh".into(), "-c".into(), "id; echo $HOME; touch /x".into()];
+    let o = f.run(&spec);
+    assert_ne!(o.status.code(), Some(0), "a non-root user cannot write to /");
+    assert!(stdout(&o).starts_with("uid=4242 gid=4343 groups=4343\n/\n"), "{}", stdout(&o));
+    spec.user = "nosuchuser".into();
+    let o = f.run(&spec);
+    assert_eq!(o.status.code(), Some(90));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nosuchuser"));
+}
+
+#[test]
+fn exec_failures_use_126_and_127() {
+    let f = Fixture::new();
+    let o = f.run(&f.spec(&["nosuchcmd"]));
+    assert_eq!(o.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`nosuchcmd`: executable file not found in $PATH"));
+    std::fs::write(f.path("lower/notexec"), "#!/bin/sh\n").unwrap();
+    let o = f.run(&f.spec(&["/notexec"]));
+    assert_eq!(o.status.code(), Some(126), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn setup_failures_are_reported_by_spawn() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["true"]);
+    spec.lowerdirs.push(f.path("does-not-exist"));
+    let o = f.run(&spec);
+    assert_eq!(o.status.code(), Some(90));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does-not-exist"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn extra_mounts() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("ctx")).unwrap();
+    std::fs::write(f.path("ctx/file"), "ctx").unwrap();
+    std::fs::create_dir_all(f.path("cache")).unwrap();
+    std::fs::create_dir_all(f.path("stage")).unwrap();
+    std::fs::write(f.path("stage/s"), "stage").unwrap();
+    let mut spec = f.spec(&[
+        "sh",
+        "-c",
+        "cat /ctx/file /stage/s && ! touch /ctx/nope 2>/dev/null && echo c > /var/cache/c && echo rw > /stage/new && cat /stage/new && echo t > /t/x",
+    ]);
+    spec.mounts = vec![
+        ExtraMount { target: "/ctx".into(), source: MountSource::Bind { source: f.path("ctx"), readonly: true } },
+        ExtraMount { target: "/var/cache".into(), source: MountSource::Bind { source: f.path("cache"), readonly: false } },
+        ExtraMount {
+            target: "/stage".into(),
+            source: MountSource::Overlay { lowerdirs: vec![f.path("lower"), f.path("stage")], readonly: false },
+        },
+        ExtraMount { target: "/t".into(), source: MountSource::Tmpfs { size: 0 } },
+    ];
+    assert_eq!(check(&f.run(&spec)), "ctxstagerw\n");
+    assert_eq!(std::fs::read_to_string(f.path("cache/c")).unwrap(), "c\n");
+    assert!(!f.path("stage/new").exists(), "rw overlay mount writes are discarded");
+    assert!(entries(&f.path("upper")).is_empty(), "{:?}", entries(&f.path("upper")));
+}
+
+#[test]
+fn kill_stops_the_whole_sandbox_promptly() {
+    let f = Fixture::new();
+    let p = f.write_spec(&f.spec(&["sh", "-c", "sleep 100 & sleep 100"]));
+    let start = std::time::Instant::now();
+    let o = Command::new(example()).arg("kill").arg(&p).arg("300").output().unwrap();
+    let out = check(&o);
+    assert!(out.starts_with("code=137 "), "{out}");
+    assert!(start.elapsed().as_secs() < 10, "kill took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_120_layer_chain_mounts() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["sh", "-c", "cat /value /layer-000 /layer-119 && ls / | grep -c layer-"]);
+    // Long names: the old single-page `lowerdir=` option would overflow.
+    for i in 0..120 {
+        let d = f.path(&format!("layers/snapshot-with-a-rather-long-directory-name-{i:03}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("value"), format!("{i}\n")).unwrap();
+        std::fs::write(d.join(format!("layer-{i:03}")), "").unwrap();
+        spec.lowerdirs.push(d);
+    }
+    assert_eq!(check(&f.run(&spec)), "119\n120\n");
+}
+
+#[test]
+fn scratch_rootfs_without_layers() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["/busybox", "sh", "-c", "/busybox echo hi > /f; /busybox ls /"]);
+    spec.lowerdirs.clear();
+    // A scratch root is only useful with something mounted into it.
+    spec.mounts.push(ExtraMount {
+        target: "/busybox".into(),
+        source: MountSource::Bind { source: "/bin/busybox".into(), readonly: true },
+    });
+    let out = check(&f.run(&spec));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["busybox", "dev", "etc", "f", "proc"]);
+    assert_eq!(entries(&f.path("upper")), ["f"]);
+}
+
+#[test]
+fn mount_overlay_in_the_current_process() {
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("top")).unwrap();
+    std::fs::write(f.path("top/value"), "top\n").unwrap();
+    std::fs::write(f.path("lower/value"), "base\n").unwrap();
+    std::fs::create_dir_all(f.path("mnt")).unwrap();
+    let mnt = f.path("mnt").display().to_string();
+    let lower = f.path("lower").display().to_string();
+    let top = f.path("top").display().to_string();
+    let o = Command::new(example())
+        .args(["overlay", &mnt, "-", "-", &lower, &top, "--", "sh", "-c"])
+        .arg(format!("cat {mnt}/value && ! touch {mnt}/x 2>/dev/null"))
+        .output()
+        .unwrap();
+    assert_eq!(check(&o), "top\n");
+    let up = f.path("upper").display().to_string();
+    let wk = f.path("work").display().to_string();
+    let o = Command::new(example())
+        .args(["overlay", &mnt, &up, &wk, &lower, &top, "--", "sh", "-c"])
+        .arg(format!("echo w > {mnt}/written && rm {mnt}/value"))
+        .output()
+        .unwrap();
+    check(&o);
+    assert_eq!(std::fs::read_to_string(f.path("upper/written")).unwrap(), "w\n");
+    assert!(std::fs::symlink_metadata(f.path("upper/value")).unwrap().file_type().is_char_device());
+    assert!(entries(&f.path("mnt")).is_empty(), "unmounted on drop (and never visible to the host)");
+}
+
+#[test]
+fn per_run_overhead() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["true"]);
+    spec.upperdir = f.path("bench");
+    let p = f.write_spec(&spec);
+    let out = check(&Command::new(example()).arg("bench").arg(&p).arg("50").output().unwrap());
+    let mean: f64 = out.trim().strip_prefix("mean_ms=").unwrap().parse().unwrap();
+    eprintln!("per-RUN overhead (50 x `true`, network none): {mean:.2} ms");
+    // Generous bound: the machine is shared; the target is <= 10 ms.
+    assert!(mean < 250.0, "{mean} ms per RUN");
+}
+
+// ---- non-root --------------------------------------------------------------
+
+const TEST_USER: &str = "rbuildtest";
+const SUB_START: u32 = 200000; // used only when useradd allocated no range
+
+/// Creates the test user with a subordinate id range, once (needs real root).
+fn ensure_test_user() -> (u32, u32) {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONCE.lock().unwrap();
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, TEST_USER]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let st = Command::new("useradd").args(["-m", TEST_USER]).status().unwrap();
+        assert!(st.success(), "useradd failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
+            let line = format!("{TEST_USER}:{SUB_START}:65536\n");
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+            std::io::Write::write_all(&mut f, line.as_bytes()).unwrap();
+        }
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+fn as_test_user(args: &[&str]) -> Output {
+    let exe = example();
+    Command::new("runuser").args(["-u", TEST_USER, "--"]).arg(exe).args(args).output().unwrap()
+}
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    let st = Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(p).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn non_root_with_subordinate_ids() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: creating the test user needs root");
+        return;
+    }
+    let (uid, gid) = ensure_test_user();
+    let mapping = stdout(&as_test_user(&["mapping"]));
+    // useradd may already have allocated a range: use whatever /etc/subuid says.
+    let json: serde_json::Value = serde_json::from_str(mapping.lines().next().unwrap()).unwrap();
+    let sub = &json["SubIds"];
+    assert_eq!(sub["uid"], uid, "{mapping}");
+    let sub_uid_start = sub["sub_uid_start"].as_u64().unwrap() as u32;
+    let sub_gid_start = sub["sub_gid_start"].as_u64().unwrap() as u32;
+    let f = Fixture::new();
+    // In rbuild, layers are unpacked inside the namespace; here the lower
+    // layer is given to the user's container root the same way.
+    chown_tree(&f.path("lower"), uid, gid);
+    chown_tree(&f.path("upper"), uid, gid);
+    chown_tree(&f.path("work"), uid, gid);
+    let mut spec = f.spec(&[
+        "sh",
+        "-c",
+        "id && echo a > /owned-by-root && touch /owned-by-1000 && chown 1000:1000 /owned-by-1000 && rm /etc/group && stat -c %u /bin/busybox && hostname",
+    ]);
+    spec.user = String::new();
+    let p = f.write_spec(&spec);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = as_test_user(&["run", p.to_str().unwrap()]);
+    let out = check(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("uid=0(root) gid=0(root)"), "{out}");
+    assert_eq!(lines[1], "0", "files of the user are container root's");
+    assert_eq!(lines[2], "sandbox-test");
+    let meta = |rel: &str| std::fs::symlink_metadata(f.path(rel)).unwrap();
+    assert_eq!((meta("upper/owned-by-root").uid(), meta("upper/owned-by-root").gid()), (uid, gid));
+    assert_eq!(meta("upper/owned-by-1000").uid(), sub_uid_start + 999);
+    assert_eq!(meta("upper/owned-by-1000").gid(), sub_gid_start + 999);
+    assert!(meta("upper/etc/group").file_type().is_char_device(), "whiteouts work rootless");
+
+    // As the user inside too.
+    let mut spec = f.spec(&["id"]);
+    spec.upperdir = f.path("upper2");
+    spec.workdir = f.path("work2");
+    spec.user = "builder".into();
+    for d in [&spec.upperdir, &spec.workdir] {
+        std::fs::create_dir_all(d).unwrap();
+        chown_tree(d, uid, gid);
+    }
+    let p = f.write_spec(&spec);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(&as_test_user(&["run", p.to_str().unwrap()]));
+    assert!(out.starts_with("uid=1000(builder) gid=1000(builder)") && out.contains("50(staff)"), "{out}");
+}
+
+#[test]
+fn non_root_with_a_single_id() {
+    if !rustix::process::getuid().is_root() {
+        eprintln!("skipped: creating the test user needs root");
+        return;
+    }
+    const SINGLE_USER: &str = "rbuildsingle";
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, SINGLE_USER]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        // A system user gets no subordinate ids from useradd.
+        let st = Command::new("useradd").args(["-r", "-M", SINGLE_USER]).status().unwrap();
+        assert!(st.success(), "useradd failed");
+    }
+    let (uid, gid) = (id("-u").unwrap(), id("-g").unwrap());
+    let run = |args: &[&str]| Command::new("runuser").args(["-u", SINGLE_USER, "--"]).arg(example()).args(args).output().unwrap();
+    let mapping = check(&run(&["mapping"]));
+    assert!(mapping.starts_with(&format!("{{\"Single\":{{\"uid\":{uid},\"gid\":{gid}}}}}")), "{mapping}");
+    let f = Fixture::new();
+    for d in ["lower", "upper", "work"] {
+        chown_tree(&f.path(d), uid, gid);
+    }
+    let spec = f.spec(&["sh", "-c", "id && echo a > /f && rm /etc/group && ! chown 1000 /f 2>/dev/null"]);
+    let p = f.write_spec(&spec);
+    let out = check(&run(&["run", p.to_str().unwrap()]));
+    assert!(out.starts_with("uid=0(root) gid=0(root)"), "{out}");
+    let meta = std::fs::symlink_metadata(f.path("upper/f")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    assert!(std::fs::symlink_metadata(f.path("upper/etc/group")).unwrap().file_type().is_char_device());
+}
