@@ -25,7 +25,8 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
 };
 use oci_client::secrets::RegistryAuth;
 use rbuild_solver::graph::Platform;
@@ -153,7 +154,9 @@ pub enum RegistryError {
         digest: String,
     },
     /// The image config is larger than any sane config.
-    #[error("config `{digest}` of `{reference}` is {size} bytes, over the {MAX_CONFIG_SIZE}-byte limit")]
+    #[error(
+        "config `{digest}` of `{reference}` is {size} bytes, over the {MAX_CONFIG_SIZE}-byte limit"
+    )]
     ConfigTooLarge {
         /// The reference.
         reference: String,
@@ -360,26 +363,50 @@ impl RegistryClient {
         let host = host_of(registry);
         host == "localhost"
             || host == "::1"
-            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
-            || self.opts.insecure_registries.iter().any(|i| i == registry || i == host)
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+            || self
+                .opts
+                .insecure_registries
+                .iter()
+                .any(|i| i == registry || i == host)
     }
 
     /// The oci-client for `r`'s registry, with its credentials registered.
     async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
-        let client = if self.is_plain_http(&r.registry) { &self.http } else { &self.https };
-        let cached = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(&r.registry).cloned();
+        let client = if self.is_plain_http(&r.registry) {
+            &self.http
+        } else {
+            &self.https
+        };
+        let cached = self
+            .auths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r.registry)
+            .cloned();
         let auth = match cached {
             Some(a) => a,
             None => {
-                let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
+                let dir = self
+                    .opts
+                    .docker_config_dir
+                    .clone()
+                    .or_else(auth::default_docker_config_dir);
                 let a = auth::credentials_for(dir.as_deref(), &r.registry)?;
-                self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(r.registry.clone(), a.clone());
+                self.auths
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(r.registry.clone(), a.clone());
                 a
             }
         };
         // oci-client keeps credentials per registry and authenticates
         // (bearer token or basic) lazily on each request.
-        client.store_auth_if_needed(r.to_oci().resolve_registry(), &auth).await;
+        client
+            .store_auth_if_needed(r.to_oci().resolve_registry(), &auth)
+            .await;
         Ok(client)
     }
 
@@ -387,7 +414,11 @@ impl RegistryClient {
     /// or Docker manifest list to the matching manifest, then fetches the
     /// config. A plain manifest is returned whatever its platform (as Docker
     /// does); [`ResolvedImage::platform`] says what it is.
-    pub async fn resolve(&self, r: &ImageRef, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
+    pub async fn resolve(
+        &self,
+        r: &ImageRef,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, RegistryError> {
         // oci-client's `pull_image_manifest` picks a platform with a resolver
         // fixed at client construction, and returns a parsed manifest (the
         // raw bytes, whose digest we must keep, are lost). So we fetch raw
@@ -395,38 +426,44 @@ impl RegistryClient {
         let client = self.client_for(r).await?;
         let (bytes, digest) = self.fetch_manifest(client, r).await?;
         let media_type = manifest_media_type(r, &digest, &bytes)?;
-        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
-            let index: IndexJson = parse_manifest_json(r, &digest, &bytes)?;
-            let entry = select_platform(&index.manifests, platform).ok_or_else(|| {
-                RegistryError::NoMatchingPlatform {
-                    reference: r.to_string(),
-                    platform: platform.to_string(),
-                    available: index
-                        .manifests
-                        .iter()
-                        .filter_map(|m| m.platform.as_ref().map(|p| p.to_platform().to_string()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
+        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) =
+            if is_index(&media_type) {
+                let index: IndexJson = parse_manifest_json(r, &digest, &bytes)?;
+                let entry = select_platform(&index.manifests, platform).ok_or_else(|| {
+                    RegistryError::NoMatchingPlatform {
+                        reference: r.to_string(),
+                        platform: platform.to_string(),
+                        available: index
+                            .manifests
+                            .iter()
+                            .filter_map(|m| {
+                                m.platform.as_ref().map(|p| p.to_platform().to_string())
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }
+                })?;
+                let child = r.with_digest(&entry.digest);
+                // pull_manifest_raw checks the body against the digest in `child`.
+                let (child_bytes, child_digest) = self.fetch_manifest(client, &child).await?;
+                let child_type = manifest_media_type(&child, &child_digest, &child_bytes)?;
+                if is_index(&child_type) {
+                    return Err(RegistryError::NestedIndex {
+                        reference: r.to_string(),
+                        digest: child_digest,
+                    });
                 }
-            })?;
-            let child = r.with_digest(&entry.digest);
-            // pull_manifest_raw checks the body against the digest in `child`.
-            let (child_bytes, child_digest) = self.fetch_manifest(client, &child).await?;
-            let child_type = manifest_media_type(&child, &child_digest, &child_bytes)?;
-            if is_index(&child_type) {
-                return Err(RegistryError::NestedIndex { reference: r.to_string(), digest: child_digest });
-            }
-            if child_bytes.len() as u64 != entry.size {
-                return Err(RegistryError::SizeMismatch {
-                    digest: child_digest,
-                    expected: entry.size,
-                    actual: Some(child_bytes.len() as u64),
-                });
-            }
-            (child_bytes, child_digest, child_type, Some(digest))
-        } else {
-            (bytes, digest, media_type, None)
-        };
+                if child_bytes.len() as u64 != entry.size {
+                    return Err(RegistryError::SizeMismatch {
+                        digest: child_digest,
+                        expected: entry.size,
+                        actual: Some(child_bytes.len() as u64),
+                    });
+                }
+                (child_bytes, child_digest, child_type, Some(digest))
+            } else {
+                (bytes, digest, media_type, None)
+            };
         let manifest: ManifestJson = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
 
         if manifest.config.size > MAX_CONFIG_SIZE {
@@ -437,7 +474,13 @@ impl RegistryClient {
             });
         }
         let mut config = Vec::with_capacity(manifest.config.size as usize);
-        self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
+        self.fetch_blob(
+            r,
+            &manifest.config.digest,
+            manifest.config.size,
+            &mut config,
+        )
+        .await?;
         let platform_of: ConfigPlatformJson =
             serde_json::from_slice(&config).map_err(|source| RegistryError::ParseConfig {
                 reference: r.to_string(),
@@ -454,7 +497,11 @@ impl RegistryClient {
             layers: manifest
                 .layers
                 .into_iter()
-                .map(|l| LayerRef { digest: l.digest, size: l.size, media_type: l.media_type.unwrap_or_default() })
+                .map(|l| LayerRef {
+                    digest: l.digest,
+                    size: l.size,
+                    media_type: l.media_type.unwrap_or_default(),
+                })
                 .collect(),
             platform: platform_of.to_platform(),
         })
@@ -470,7 +517,10 @@ impl RegistryClient {
         let auth = self.auth_of(r);
         with_retry(|| client.pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFEST_TYPES))
             .await
-            .map_err(|source| RegistryError::FetchManifest { reference: r.to_string(), source })
+            .map_err(|source| RegistryError::FetchManifest {
+                reference: r.to_string(),
+                source,
+            })
     }
 
     /// The credentials already registered for `r`'s registry (oci-client
@@ -496,8 +546,10 @@ impl RegistryClient {
         size: u64,
         out: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<(), RegistryError> {
-        reference::validate_digest(digest)
-            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
+        reference::validate_digest(digest).map_err(|reason| RegistryError::InvalidDigest {
+            digest: digest.to_string(),
+            reason,
+        })?;
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
         let repository = r.name();
@@ -507,7 +559,9 @@ impl RegistryClient {
         loop {
             // (Re)open the body: whole at first, from `received` on resume.
             let opened = if received == 0 {
-                with_retry(|| client.pull_blob_stream(&oref, digest)).await.map(|s| (s, 0))
+                with_retry(|| client.pull_blob_stream(&oref, digest))
+                    .await
+                    .map(|s| (s, 0))
             } else {
                 with_retry(|| client.pull_blob_stream_partial(&oref, digest, received, None))
                     .await
@@ -540,10 +594,12 @@ impl RegistryClient {
                             });
                         }
                         hasher.update(&chunk);
-                        out.write_all(&chunk).await.map_err(|source| RegistryError::WriteBlob {
-                            digest: digest.to_string(),
-                            source,
-                        })?;
+                        out.write_all(&chunk)
+                            .await
+                            .map_err(|source| RegistryError::WriteBlob {
+                                digest: digest.to_string(),
+                                source,
+                            })?;
                     }
                     Some(Err(e)) => break Some(e),
                 }
@@ -570,7 +626,10 @@ impl RegistryClient {
         }
         let actual = hasher.finish();
         if actual != digest {
-            return Err(RegistryError::DigestMismatch { expected: digest.to_string(), actual });
+            return Err(RegistryError::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            });
         }
         if received != size {
             return Err(RegistryError::SizeMismatch {
@@ -579,24 +638,36 @@ impl RegistryClient {
                 actual: Some(received),
             });
         }
-        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })
+        out.flush()
+            .await
+            .map_err(|source| RegistryError::WriteBlob {
+                digest: digest.to_string(),
+                source,
+            })
     }
 
     /// Whether `r`'s repository has blob `digest` (HEAD request).
     pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
-        with_retry(|| client.blob_exists(&oref, digest)).await.map_err(|source| RegistryError::CheckBlob {
-            repository: r.name(),
-            digest: digest.to_string(),
-            source,
-        })
+        with_retry(|| client.blob_exists(&oref, digest))
+            .await
+            .map_err(|source| RegistryError::CheckBlob {
+                repository: r.name(),
+                digest: digest.to_string(),
+                source,
+            })
     }
 
     /// Asks the registry to link blob `digest` from `from`'s repository into
     /// `to`'s (cross-repository mount, same registry only). Returns whether
     /// it did; `false` means "upload it yourself".
-    pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
+    pub async fn mount_blob(
+        &self,
+        to: &ImageRef,
+        from: &ImageRef,
+        digest: &str,
+    ) -> Result<bool, RegistryError> {
         if to.registry != from.registry {
             return Ok(false);
         }
@@ -604,7 +675,10 @@ impl RegistryClient {
         // A registry that cannot mount answers 202 and opens an upload
         // session, which oci-client reports as an error; that session is
         // simply abandoned (registries expire them).
-        Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
+        Ok(client
+            .mount_blob(&to.to_oci(), &from.to_oci(), digest)
+            .await
+            .is_ok())
     }
 
     /// Uploads blobs (unless the repository has them), then the manifest.
@@ -632,13 +706,18 @@ impl RegistryClient {
         layers: &[(String, u64, PathBuf)],
     ) -> Result<(), RegistryError> {
         let (config_bytes, config_digest) = config;
-        reference::validate_digest(config_digest).map_err(|reason| RegistryError::InvalidDigest {
-            digest: config_digest.to_string(),
-            reason,
+        reference::validate_digest(config_digest).map_err(|reason| {
+            RegistryError::InvalidDigest {
+                digest: config_digest.to_string(),
+                reason,
+            }
         })?;
         let actual = hash_bytes(config_digest, config_bytes);
         if actual != config_digest {
-            return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
+            return Err(RegistryError::DigestMismatch {
+                expected: config_digest.to_string(),
+                actual,
+            });
         }
         stream::iter(layers.iter().map(Ok))
             .try_for_each_concurrent(UPLOAD_CONCURRENCY, |(digest, size, path)| {
@@ -649,24 +728,43 @@ impl RegistryClient {
             let client = self.client_for(r).await?;
             let oref = r.to_oci();
             let data = Bytes::copy_from_slice(config_bytes);
-            with_retry(|| client.push_blob(&oref, data.clone(), config_digest)).await.map_err(|source| {
-                RegistryError::PushBlob { repository: r.name(), digest: config_digest.to_string(), source }
-            })?;
+            with_retry(|| client.push_blob(&oref, data.clone(), config_digest))
+                .await
+                .map_err(|source| RegistryError::PushBlob {
+                    repository: r.name(),
+                    digest: config_digest.to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }
 
     /// Uploads one layer file unless the repository already has it.
-    async fn push_layer_file(&self, r: &ImageRef, digest: &str, size: u64, path: &Path) -> Result<(), RegistryError> {
-        reference::validate_digest(digest)
-            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
+    async fn push_layer_file(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        path: &Path,
+    ) -> Result<(), RegistryError> {
+        reference::validate_digest(digest).map_err(|reason| RegistryError::InvalidDigest {
+            digest: digest.to_string(),
+            reason,
+        })?;
         if self.blob_exists(r, digest).await? {
             return Ok(());
         }
-        let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
+        let read_err = |source| RegistryError::ReadLayerFile {
+            path: path.to_path_buf(),
+            source,
+        };
         let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
         if actual != size {
-            return Err(RegistryError::SizeMismatch { digest: digest.to_string(), expected: size, actual: Some(actual) });
+            return Err(RegistryError::SizeMismatch {
+                digest: digest.to_string(),
+                expected: size,
+                actual: Some(actual),
+            });
         }
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
@@ -674,21 +772,39 @@ impl RegistryClient {
         // attempt streams it afresh. The registry checks the digest.
         with_retry(|| async {
             let file = tokio::fs::File::open(path).await?;
-            client.push_blob_stream(&oref, file_stream(file), digest, Some(size)).await
+            client
+                .push_blob_stream(&oref, file_stream(file), digest, Some(size))
+                .await
         })
         .await
         .map_err(|source| match source {
             OciDistributionError::IoError(source) => read_err(source),
-            source => RegistryError::PushBlob { repository: r.name(), digest: digest.to_string(), source },
+            source => RegistryError::PushBlob {
+                repository: r.name(),
+                digest: digest.to_string(),
+                source,
+            },
         })?;
         Ok(())
     }
 
     /// Uploads a manifest or index (its blobs must already be there) under
     /// `r`'s tag, or by digest if `r` has no tag. Returns its digest.
-    pub async fn push_manifest(&self, r: &ImageRef, manifest: &[u8], media_type: &str) -> Result<String, RegistryError> {
+    pub async fn push_manifest(
+        &self,
+        r: &ImageRef,
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(manifest)));
-        let target = if r.tag.is_some() { ImageRef { digest: None, ..r.clone() } } else { r.with_digest(&digest) };
+        let target = if r.tag.is_some() {
+            ImageRef {
+                digest: None,
+                ..r.clone()
+            }
+        } else {
+            r.with_digest(&digest)
+        };
         let client = self.client_for(&target).await?;
         let oref = target.to_oci();
         let body = Bytes::copy_from_slice(manifest);
@@ -696,10 +812,15 @@ impl RegistryClient {
         // which oci-client does not re-export).
         let content_type = media_type
             .parse()
-            .map_err(|_| RegistryError::BadMediaType { media_type: media_type.to_string() })?;
+            .map_err(|_| RegistryError::BadMediaType {
+                media_type: media_type.to_string(),
+            })?;
         with_retry(|| client.push_manifest_raw(&oref, body.clone(), Clone::clone(&content_type)))
             .await
-            .map_err(|source| RegistryError::PushManifest { reference: target.to_string(), source })?;
+            .map_err(|source| RegistryError::PushManifest {
+                reference: target.to_string(),
+                source,
+            })?;
         Ok(digest)
     }
 }
@@ -732,7 +853,9 @@ fn backoff(n: u32) -> Duration {
 /// not.
 fn is_retryable(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::ServerError { code, .. } => *code == 429 || ((500..600).contains(code) && *code != 501),
+        OciDistributionError::ServerError { code, .. } => {
+            *code == 429 || ((500..600).contains(code) && *code != 501)
+        }
         OciDistributionError::RegistryError { envelope, .. } => envelope
             .errors
             .iter()
@@ -741,7 +864,8 @@ fn is_retryable(e: &OciDistributionError) -> bool {
             e.is_timeout()
                 || e.is_connect()
                 || e.is_body()
-                || e.status().is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+                || e.status()
+                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
         }
         OciDistributionError::IoError(e) => matches!(
             e.kind(),
@@ -757,7 +881,8 @@ fn is_retryable(e: &OciDistributionError) -> bool {
 
 /// Whether a body-stream error is oci-client's digest verification failing.
 fn is_digest_error(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
 }
 
 /// A file as a stream of chunks for `push_blob_stream`.
@@ -784,7 +909,11 @@ enum Hasher {
 impl Hasher {
     /// Callers validate `digest` first; anything but sha512 is sha256.
     fn new(digest: &str) -> Self {
-        if digest.starts_with("sha512:") { Hasher::Sha512(sha2::Sha512::new()) } else { Hasher::Sha256(sha2::Sha256::new()) }
+        if digest.starts_with("sha512:") {
+            Hasher::Sha512(sha2::Sha512::new())
+        } else {
+            Hasher::Sha256(sha2::Sha256::new())
+        }
     }
     fn update(&mut self, b: &[u8]) {
         match self {
@@ -839,7 +968,11 @@ fn manifest_media_type(r: &ImageRef, digest: &str, bytes: &[u8]) -> Result<Strin
     if ACCEPTED_MANIFEST_TYPES.contains(&media_type.as_str()) {
         Ok(media_type)
     } else {
-        Err(RegistryError::UnsupportedManifest { reference: r.to_string(), digest: digest.to_string(), media_type })
+        Err(RegistryError::UnsupportedManifest {
+            reference: r.to_string(),
+            digest: digest.to_string(),
+            media_type,
+        })
     }
 }
 
@@ -926,7 +1059,10 @@ fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
 /// variant asked for, the first os/arch match (registries list the preferred
 /// variant first, as containerd assumes). Entries without a platform
 /// (attestations, artifacts) never match.
-fn select_platform<'a>(entries: &'a [DescriptorJson], want: &Platform) -> Option<&'a DescriptorJson> {
+fn select_platform<'a>(
+    entries: &'a [DescriptorJson],
+    want: &Platform,
+) -> Option<&'a DescriptorJson> {
     let want = normalise_platform(&want.os, &want.architecture, want.variant.as_deref());
     let candidates = || {
         entries.iter().filter_map(|e| {
@@ -936,7 +1072,13 @@ fn select_platform<'a>(entries: &'a [DescriptorJson], want: &Platform) -> Option
     };
     candidates()
         .find(|(_, p)| p.variant == want.variant)
-        .or_else(|| if want.variant.is_none() { candidates().next() } else { None })
+        .or_else(|| {
+            if want.variant.is_none() {
+                candidates().next()
+            } else {
+                None
+            }
+        })
         .map(|(e, _)| e)
 }
 
