@@ -21,6 +21,9 @@ mod oci;
 mod pgzip;
 mod walk;
 
+#[cfg(test)]
+mod interop_tests;
+
 use std::io;
 use std::path::PathBuf;
 
