@@ -347,10 +347,10 @@ fn hardlinks_fifos_sockets_xattrs() {
     let e = env();
     write(&e.src.join("t/h1"), "same");
     fs::hard_link(e.src.join("t/h1"), e.src.join("t/h2")).unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, &e.src.join("t/fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0)
+    rustix::fs::mknodat(rustix::fs::CWD, e.src.join("t/fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0)
         .unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(e.src.join("t/sock")).unwrap();
-    let xattr_ok = rustix::fs::lsetxattr(&e.src.join("t/h1"), "user.note", b"hi", rustix::fs::XattrFlags::empty()).is_ok();
+    let xattr_ok = rustix::fs::lsetxattr(e.src.join("t/h1"), "user.note", b"hi", rustix::fs::XattrFlags::empty()).is_ok();
     run(&e, &copy_action(&["t"], "/t")).unwrap();
     let (a, b) = (fs::metadata(e.dest.join("t/h1")).unwrap(), fs::metadata(e.dest.join("t/h2")).unwrap());
     assert_eq!(a.ino(), b.ino(), "hard links stay linked");
@@ -361,7 +361,7 @@ fn hardlinks_fifos_sockets_xattrs() {
     assert!(!e.dest.join("t/sock").exists(), "sockets are skipped");
     if xattr_ok {
         let mut buf = [0u8; 16];
-        let n = rustix::fs::lgetxattr(&e.dest.join("t/h1"), "user.note", &mut buf[..]).unwrap();
+        let n = rustix::fs::lgetxattr(e.dest.join("t/h1"), "user.note", &mut buf[..]).unwrap();
         assert_eq!(&buf[..n], b"hi");
     } else {
         eprintln!("note: temp file system refuses user xattrs; xattr copy not checked");

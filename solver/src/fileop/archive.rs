@@ -122,10 +122,10 @@ pub fn extract(
                     "gid" => gid = num().map_or(gid, |v| v as u32),
                     "mtime" => mtime = num().unwrap_or(mtime),
                     k => {
-                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                            if !name.starts_with("security.") {
-                                xattrs.push((name.to_string(), value.to_vec()));
-                            }
+                        if let Some(name) = k.strip_prefix("SCHILY.xattr.")
+                            && !name.starts_with("security.")
+                        {
+                            xattrs.push((name.to_string(), value.to_vec()));
                         }
                     }
                 }

@@ -185,6 +185,9 @@ fn expand(
     Ok(out)
 }
 
+/// Walk callback: `(path, lstat, root-relative, copy-relative) -> descend?`.
+type WalkFn<'f> = dyn FnMut(&Path, &Metadata, &str, &str) -> Result<bool, FileOpError> + 'f;
+
 /// Walks `dir` depth-first in name order, calling `f(path, meta, root_rel,
 /// copy_rel)` for each entry that is neither ignored nor excluded; `f`'s
 /// `Ok(true)` on a directory descends into it.
@@ -194,7 +197,7 @@ fn walk(
     copy_rel: &str,
     ignore: Option<&dyn Fn(&str) -> bool>,
     exclude: &ExcludeMatcher,
-    f: &mut dyn FnMut(&Path, &Metadata, &str, &str) -> Result<bool, FileOpError>,
+    f: &mut WalkFn<'_>,
 ) -> Result<(), FileOpError> {
     let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
     let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
@@ -333,11 +336,16 @@ struct Entry {
     dst: PathBuf,
     kind: Kind,
     mode: u32,
+    size: u64,
     uid: u32,
     gid: u32,
     atime: SystemTime,
     mtime: SystemTime,
 }
+
+/// A non-directory entry with its decided owner (`None`: leave as created)
+/// and mode.
+type Leaf<'e> = (&'e Entry, Option<(u32, u32)>, u32);
 
 struct Plan<'s, 'a, 'b> {
     spec: &'s CopySpec<'a, 'b>,
@@ -386,6 +394,7 @@ impl Plan<'_, '_, '_> {
             dst,
             kind,
             mode: meta.mode() & 0o7777,
+            size: meta.len(),
             uid: meta.uid(),
             gid: meta.gid(),
             atime: time(meta.atime(), meta.atime_nsec()),
@@ -429,7 +438,7 @@ impl Plan<'_, '_, '_> {
         }
         // Ownership and mode are decided here, serially: the caller's hooks
         // need not be `Sync`, and the workers then touch only plain data.
-        let leaves: Vec<(&Entry, Option<(u32, u32)>, u32)> = self
+        let leaves: Vec<Leaf> = self
             .entries
             .iter()
             .filter(|e| !matches!(e.kind, Kind::Dir | Kind::Link(_)))
@@ -471,16 +480,19 @@ fn materialize(e: &Entry, owner: Option<(u32, u32)>, mode: u32) -> Result<(), Fi
     let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
     match e.kind {
         Kind::File => {
-            let mut src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
-            let mut dst = create_file(&e.dst)?;
-            // std's File-to-File copy uses copy_file_range (reflinks or
-            // in-kernel copies) and falls back to read/write.
-            io::copy(&mut src, &mut dst).map_err(werr)?;
+            let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+            // Created with its final mode when the umask cannot alter it
+            // and no chown will clear set-id bits, saving an fchmod.
+            let exact = mode & 0o7000 == 0 && mode & umask() == 0;
+            let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
+            copy_data(&src, &dst, e.size).map_err(werr)?;
             if let Some((uid, gid)) = owner {
                 std::os::unix::fs::fchown(&dst, Some(uid), Some(gid)).map_err(werr)?;
             }
-            // After chown: chown clears setuid/setgid bits.
-            dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+            if !exact {
+                // After chown: chown clears setuid/setgid bits.
+                dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+            }
             copy_xattrs_fd(&src, &dst);
             dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)?;
             return Ok(());
@@ -535,9 +547,9 @@ fn clear_target(p: &Path) -> Result<(), FileOpError> {
 
 /// Creates a new file at `p`, replacing an existing non-directory. Tries the
 /// create first so the common case costs one syscall.
-fn create_file(p: &Path) -> Result<File, FileOpError> {
+fn create_file(p: &Path, mode: u32) -> Result<File, FileOpError> {
     let open = || {
-        OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(p)
+        OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(p)
     };
     match open() {
         Ok(f) => Ok(f),
@@ -547,6 +559,58 @@ fn create_file(p: &Path) -> Result<File, FileOpError> {
         }
         Err(source) => Err(FileOpError::Write { path: p.to_path_buf(), source }),
     }
+}
+
+/// Copies `size` bytes (the size seen when planning) with
+/// `copy_file_range`, which shares extents where the file system can (a
+/// reflink) and otherwise copies in the kernel. `std::io::copy` would do the
+/// same but spends two `statx` and two `fcntl` per file finding that out.
+/// Falls back to a plain copy where the kernel refuses (across file systems
+/// on old kernels, special file systems).
+fn copy_data(src: &File, dst: &File, size: u64) -> io::Result<()> {
+    let mut left = size;
+    let mut first = true;
+    while left > 0 {
+        match rustix::fs::copy_file_range(src, None, dst, None, left.min(1 << 30) as usize) {
+            Ok(0) => return Ok(()), // the file shrank since planning
+            Ok(n) => left -= n as u64,
+            Err(e)
+                if first
+                    && matches!(
+                        e,
+                        rustix::io::Errno::XDEV
+                            | rustix::io::Errno::INVAL
+                            | rustix::io::Errno::NOSYS
+                            | rustix::io::Errno::OPNOTSUPP
+                            | rustix::io::Errno::PERM
+                    ) =>
+            {
+                let (mut s, mut d) = (src, dst);
+                io::copy(&mut s, &mut d)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        first = false;
+    }
+    Ok(())
+}
+
+/// The process umask, read once from /proc (reading it with `umask(2)`
+/// would have to change it, racing other threads). Unknown: assume the
+/// worst, so every file gets an explicit fchmod.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 /// Xattr names from a `listxattr` buffer, without `security.*` (SELinux

@@ -50,7 +50,7 @@ pub struct InputRoot<'a> {
 
 /// Where a file action reads and writes.
 pub struct FileOpContext<'a> {
-    /// Inputs, indexed by [`FileAction::Copy::input`].
+    /// Inputs, indexed by the `input` field of a Copy action.
     pub inputs: Vec<InputRoot<'a>>,
     /// Root of the writable view of the result (overlay mount or directory).
     pub dest_root: &'a Path,

@@ -82,10 +82,8 @@ fn parse_class(p: &[char], start: usize, c: Option<char>) -> Result<(bool, usize
         } else {
             (lo, after)
         };
-        if let Some(c) = c {
-            if lo <= c && c <= hi {
-                matched = true;
-            }
+        if c.is_some_and(|c| lo <= c && c <= hi) {
+            matched = true;
         }
         i = after;
     }
