@@ -503,3 +503,82 @@ fn ensure_test_user() {
         }
     }
 }
+
+/// A static HTTP server (`python3 -m http.server`) on a free loopback port.
+struct HttpServer {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl HttpServer {
+    fn serve(dir: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 http.server");
+        let addr = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "http server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { child, addr }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_http_with_checksum_and_git_over_http() {
+    let served = tempfile::tempdir().unwrap();
+    std::fs::write(served.path().join("payload.txt"), "remote payload\n").unwrap();
+    // A git repository served over git's "dumb" HTTP protocol.
+    let work = served.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("README"), "from git\n").unwrap();
+    let git = |args: &[&str], dir: &Path| {
+        run(Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]).args(args).current_dir(dir));
+    };
+    git(&["init", "-q"], &work);
+    git(&["add", "."], &work);
+    git(&["commit", "-qm", "one"], &work);
+    git(&["tag", "v1"], &work);
+    git(&["clone", "-q", "--bare", ".", "../repo.git"], &work);
+    git(&["update-server-info"], &served.path().join("repo.git"));
+    let server = HttpServer::serve(served.path());
+
+    let sum = {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"remote payload\n")))
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD --checksum={sum} http://{a}/payload.txt /payload.txt\nADD http://{a}/repo.git#v1 /src/\n",
+            a = server.addr
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
+    assert_eq!(std::fs::read_to_string(local.path().join("payload.txt")).unwrap(), "remote payload\n");
+    assert_eq!(std::fs::read_to_string(local.path().join("src/README")).unwrap(), "from git\n");
+    assert!(!local.path().join("src/.git").exists(), ".git kept without --keep-git-dir");
+
+    let bad = sum.replace(&sum[10..14], "0000");
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM scratch\nADD --checksum={bad} http://{}/payload.txt /p\n", server.addr)).unwrap();
+    let out = build(store.path(), ctx.path(), &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
+}

@@ -89,11 +89,17 @@ fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -
     let mut contexts = BTreeMap::new();
     let main_ignore = PatternMatcher::new(&input.dockerignore).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e}"))?;
     let main_ignore = Arc::new(main_ignore);
+    let root = input.context_dir.clone();
     contexts.insert(
         "context".to_string(),
         ContextDir {
             root: input.context_dir.clone(),
-            ignore: Arc::new(move |p: &str| main_ignore.matches(p)),
+            // An excluded directory is still walked when a `!` pattern may
+            // re-include something inside it.
+            ignore: Arc::new(move |p: &str| {
+                main_ignore.matches(p)
+                    && !(main_ignore.has_exclusions() && main_ignore.dir_may_contain_included(p) && root.join(p).is_dir())
+            }),
         },
     );
     for (name, dir) in &input.local_contexts {
