@@ -582,3 +582,111 @@ fn add_http_with_checksum_and_git_over_http() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
 }
+
+#[test]
+fn source_date_epoch_and_zstd_give_reproducible_images() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN echo same > /same && touch /now\nCOPY file /file\n", reg.addr),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("file"), "content\n").unwrap();
+    let digests: Vec<String> = (0..2)
+        .map(|_| {
+            let store = tempfile::tempdir().unwrap();
+            let meta = store.path().join("meta.json");
+            let out = rbuild()
+                .arg("--root")
+                .arg(store.path().join("s"))
+                .args(["build", "-o", "type=image,compression=zstd,compression-level=5", "-t", "repro:1", "--metadata-file"])
+                .arg(&meta)
+                .arg(ctx.path())
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .output()
+                .unwrap();
+            ok(out);
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+            // The layers of the built image are zstd.
+            let manifest = std::fs::read(store.path().join("s/blobs/sha256").join(m["containerimage.digest"].as_str().unwrap().trim_start_matches("sha256:"))).unwrap();
+            let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+            let layers = manifest["layers"].as_array().unwrap();
+            assert!(layers.last().unwrap()["mediaType"].as_str().unwrap().ends_with("+zstd"), "{manifest}");
+            m["containerimage.digest"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1], "two clean builds with SOURCE_DATE_EPOCH differ");
+}
+
+#[test]
+fn multi_platform_build_writes_an_index() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:multi");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:multi\nARG TARGETARCH\nCOPY hello /hello\nLABEL arch=$TARGETARCH\n", reg.addr),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("hello"), "hi\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    ok(build(
+        store.path(),
+        ctx.path(),
+        &["--platform", "linux/amd64,linux/arm64", "-t", "multi:latest", "-o", &format!("type=oci,dest={},tar=false", layout.display())],
+    ));
+    let raw: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:latest", layout.display()))))
+    .unwrap();
+    let archs: Vec<&str> = raw["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
+    assert_eq!(archs, ["amd64", "arm64"], "{raw}");
+    for arch in ["amd64", "arm64"] {
+        let config: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+            .args(["inspect", "--config", "--override-arch", arch])
+            .arg(format!("oci:{}:latest", layout.display()))))
+        .unwrap();
+        assert_eq!(config["architecture"], arch);
+        assert_eq!(config["config"]["Labels"]["arch"], arch);
+    }
+}
+
+#[test]
+fn pull_re_resolves_tags_and_store_commands_work() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/base:latest\nCMD [\"true\"]\n", reg.addr)).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    // base:latest is first a plain busybox...
+    reg.push_busybox("base:latest");
+    let meta = store.path().join("meta.json");
+    let meta_arg = meta.to_str().unwrap().to_string();
+    // Fixed times, so equal inputs give equal digests.
+    let build = |store: &Path, ctx: &Path, extra: &[&str]| {
+        rbuild().arg("--root").arg(store).arg("build").args(extra).arg(ctx).env("SOURCE_DATE_EPOCH", "1").output().unwrap()
+    };
+    ok(build(store.path(), ctx.path(), &["-t", "app:1", "--metadata-file", &meta_arg]));
+    let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    // ...then the tag moves to another image (built by rbuild and pushed).
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo moved > /moved\n", reg.addr)).unwrap();
+    ok(build(store.path(), other.path(), &["-t", &reg.reference("base:latest"), "--push"]));
+    ok(build(store.path(), ctx.path(), &["-t", "app:1", "--metadata-file", &meta_arg]));
+    let second: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(first["containerimage.digest"], second["containerimage.digest"], "without --pull the resolved tag is reused");
+    ok(build(store.path(), ctx.path(), &["-t", "app:1", "--pull", "--metadata-file", &meta_arg]));
+    let third: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_ne!(first["containerimage.digest"], third["containerimage.digest"], "--pull must re-resolve the tag");
+
+    let images = String::from_utf8(run(rbuild().arg("--root").arg(store.path()).arg("images"))).unwrap();
+    assert!(images.lines().any(|l| l.starts_with("docker.io/library/app") && l.contains(" 1 ")), "{images}");
+    let du = String::from_utf8(run(rbuild().arg("--root").arg(store.path()).arg("du"))).unwrap();
+    assert!(du.contains("blobs") && du.contains("snapshots"), "{du}");
+    let pruned = String::from_utf8(run(rbuild().arg("--root").arg(store.path()).args(["prune", "--all"]))).unwrap();
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    // The store still works after a full prune.
+    ok(build(store.path(), ctx.path(), &["-t", "app:1"]));
+}
