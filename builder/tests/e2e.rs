@@ -690,3 +690,23 @@ fn pull_re_resolves_tags_and_store_commands_work() {
     // The store still works after a full prune.
     ok(build(store.path(), ctx.path(), &["-t", "app:1"]));
 }
+
+#[test]
+fn first_failure_cancels_running_steps() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {r}/busybox:latest AS slow\nRUN sleep 60 && echo slow > /slow\nFROM {r}/busybox:latest AS broken\nRUN sleep 1 && exit 7\nFROM {r}/busybox:latest\nCOPY --from=slow /slow /slow\nCOPY --from=broken / /broken\n",
+            r = reg.addr
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = build(store.path(), ctx.path(), &["--jobs", "2", "--progress", "plain"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("exit code: 7"), "{}", stderr(&out));
+    assert!(start.elapsed() < Duration::from_secs(30), "the slow step was not cancelled: {:?}", start.elapsed());
+}
