@@ -319,7 +319,7 @@ impl Unpacker {
                 self.stats.other_skipped += 1;
                 return Ok(());
             }
-            return self.whiteout(parent_comps, OsStr::from_bytes(hidden), &name);
+            return self.whiteout(parent_comps, OsStr::from_bytes(hidden), &meta);
         }
 
         let parent = self.open_parent(parent_comps, &name)?;
@@ -336,7 +336,7 @@ impl Unpacker {
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(1);
                 if kind == T::Char && major == 0 && minor == 0 {
                     // Already in overlay format.
-                    self.make_whiteout(parent, base, &name)
+                    self.make_whiteout(parent, base, &meta)
                 } else {
                     self.stats.devices_skipped += 1;
                     Ok(())
@@ -644,8 +644,8 @@ impl Unpacker {
         Ok(())
     }
 
-    fn whiteout(&mut self, parent_comps: &[OsString], hidden: &OsStr, name: &str) -> Result<(), UnpackError> {
-        let parent = self.open_parent(parent_comps, name)?;
+    fn whiteout(&mut self, parent_comps: &[OsString], hidden: &OsStr, m: &Meta) -> Result<(), UnpackError> {
+        let parent = self.open_parent(parent_comps, &m.name)?;
         // OCI: a whiteout only hides lower layers; an entry of the same
         // name from this layer stays (and already hides the lower one).
         match rustix::fs::statat(&parent, hidden, AtFlags::SYMLINK_NOFOLLOW) {
@@ -654,15 +654,19 @@ impl Unpacker {
                 return Ok(());
             }
             Err(Errno::NOENT) => {}
-            Err(e) => return Err(UnpackError::Whiteout { path: name.to_string(), source: e.into() }),
+            Err(e) => return Err(UnpackError::Whiteout { path: m.name.clone(), source: e.into() }),
         }
-        self.make_whiteout(parent.as_fd(), hidden, name)
+        self.make_whiteout(parent.as_fd(), hidden, m)
     }
 
-    fn make_whiteout(&mut self, parent: BorrowedFd<'_>, base: &OsStr, name: &str) -> Result<(), UnpackError> {
-        self.prepare(parent, base, false, name)?;
+    /// A 0:0 character device carrying the entry's mtime, so a layer made
+    /// from this snapshot again is byte-for-byte reproducible.
+    fn make_whiteout(&mut self, parent: BorrowedFd<'_>, base: &OsStr, m: &Meta) -> Result<(), UnpackError> {
+        let wo = |e: Errno| UnpackError::Whiteout { path: m.name.clone(), source: e.into() };
+        self.prepare(parent, base, false, &m.name)?;
         rustix::fs::mknodat(parent, base, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
-            .map_err(|e| UnpackError::Whiteout { path: name.to_string(), source: e.into() })?;
+            .map_err(wo)?;
+        rustix::fs::utimensat(parent, base, &Self::times(m), AtFlags::SYMLINK_NOFOLLOW).map_err(wo)?;
         self.stats.whiteouts += 1;
         Ok(())
     }

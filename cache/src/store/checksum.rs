@@ -13,6 +13,7 @@
 //! poison every later build.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -28,6 +29,39 @@ use super::StoreError;
 
 const MAGIC: &[u8; 8] = b"RBCKSUM1";
 const RACY_NS: i64 = 2_000_000_000;
+
+/// FxHash (as in rustc): paths are trusted local input, so a fast
+/// non-DoS-resistant hash is fine and SipHash was a third of lookup time.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type Map = HashMap<Box<[u8]>, Entry, BuildHasherDefault<FxHasher>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -60,7 +94,7 @@ struct CkInner {
     lock_path: PathBuf,
     tmp_base: PathBuf,
     saves: AtomicU64,
-    map: RwLock<HashMap<Box<[u8]>, Entry>>,
+    map: RwLock<Map>,
     dirty: AtomicBool,
 }
 
@@ -213,7 +247,7 @@ fn format_digest(d: &[u8; 32]) -> String {
     s
 }
 
-fn encode(map: &HashMap<Box<[u8]>, Entry>) -> Vec<u8> {
+fn encode(map: &Map) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + map.len() * 100);
     out.extend_from_slice(MAGIC);
     for (k, e) in map {
@@ -230,9 +264,9 @@ fn encode(map: &HashMap<Box<[u8]>, Entry>) -> Vec<u8> {
 }
 
 /// `None` if the file is not a complete, well-formed cache.
-fn decode(bytes: &[u8]) -> Option<HashMap<Box<[u8]>, Entry>> {
+fn decode(bytes: &[u8]) -> Option<Map> {
     let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    let mut map = HashMap::new();
+    let mut map = Map::with_capacity_and_hasher(bytes.len() / 100, Default::default());
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if rest.len() < n {
             return None;

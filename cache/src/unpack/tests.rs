@@ -219,7 +219,9 @@ fn unpacks_every_entry_kind() {
     assert_eq!(fifo.mode() & 0o7777, 0o620);
     assert!(!d.join("dev/null").exists() && !d.join("dev/sda").exists());
     assert!(is_overlay_whiteout(&fs::symlink_metadata(d.join("dev/wh")).unwrap()));
-    assert!(is_overlay_whiteout(&fs::symlink_metadata(d.join("etc/gone")).unwrap()));
+    let gone = fs::symlink_metadata(d.join("etc/gone")).unwrap();
+    assert!(is_overlay_whiteout(&gone));
+    assert_eq!(gone.mtime(), T0 as i64, "whiteouts carry the entry's mtime");
     assert!(!is_overlay_whiteout(&passwd));
     assert!(is_opaque_dir(&d.join("opq")));
     assert!(!is_opaque_dir(&d.join("etc")));
