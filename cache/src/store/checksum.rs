@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -28,6 +29,39 @@ use super::StoreError;
 
 const MAGIC: &[u8; 8] = b"RBCKSUM1";
 const RACY_NS: i64 = 2_000_000_000;
+
+/// FxHash (as in rustc): paths are trusted local input, so a fast
+/// non-DoS-resistant hash is fine and SipHash was a third of lookup time.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        for &b in chunks.remainder() {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type Map = HashMap<Box<[u8]>, Entry, BuildHasherDefault<FxHasher>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -60,7 +94,7 @@ struct CkInner {
     lock_path: PathBuf,
     tmp_base: PathBuf,
     saves: AtomicU64,
-    map: RwLock<HashMap<Box<[u8]>, Entry>>,
+    map: RwLock<Map>,
     dirty: AtomicBool,
 }
 
@@ -68,7 +102,10 @@ impl ChecksumCache {
     /// Loads `<root>/checksums`; a missing or corrupt file is an empty cache.
     pub(crate) fn load(root: &Path, tmp_base: PathBuf) -> ChecksumCache {
         let path = root.join("checksums");
-        let map = fs::read(&path).ok().and_then(|b| decode(&b)).unwrap_or_default();
+        let map = fs::read(&path)
+            .ok()
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
         ChecksumCache {
             inner: Arc::new(CkInner {
                 lock_path: root.join("checksums.lock"),
@@ -88,10 +125,10 @@ impl ChecksumCache {
         let key = path.as_os_str().as_bytes();
         {
             let map = self.inner.map.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = map.get(key) {
-                if e.matches(meta) {
-                    return Ok(format_digest(&e.digest));
-                }
+            if let Some(e) = map.get(key)
+                && e.matches(meta)
+            {
+                return Ok(format_digest(&e.digest));
             }
         }
         let (digest, stable) = hash_file(path, meta)?;
@@ -113,7 +150,11 @@ impl ChecksumCache {
 
     /// Number of entries in memory.
     pub fn len(&self) -> usize {
-        self.inner.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.inner
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Whether the cache has no entries.
@@ -133,10 +174,19 @@ impl ChecksumCache {
             .truncate(false)
             .write(true)
             .open(lock_path)
-            .map_err(|source| StoreError::Lock { path: lock_path.clone(), source })?;
-        lock.lock().map_err(|source| StoreError::Lock { path: lock_path.clone(), source })?;
+            .map_err(|source| StoreError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        lock.lock().map_err(|source| StoreError::Lock {
+            path: lock_path.clone(),
+            source,
+        })?;
 
-        let mut merged = fs::read(&self.inner.path).ok().and_then(|b| decode(&b)).unwrap_or_default();
+        let mut merged = fs::read(&self.inner.path)
+            .ok()
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
         {
             let map = self.inner.map.read().unwrap_or_else(|p| p.into_inner());
             for (k, e) in map.iter().filter(|(_, e)| e.persist) {
@@ -160,7 +210,11 @@ impl ChecksumCache {
         if let Err(source) = fs::rename(&tmp, &self.inner.path) {
             let _ = fs::remove_file(&tmp);
             self.inner.dirty.store(true, Ordering::Relaxed);
-            return Err(StoreError::Rename { from: tmp, to: self.inner.path.clone(), source });
+            return Err(StoreError::Rename {
+                from: tmp,
+                to: self.inner.path.clone(),
+                source,
+            });
         }
         super::sync_parent(&self.inner.path);
         Ok(())
@@ -181,7 +235,10 @@ fn hash_file(path: &Path, meta: &fs::Metadata) -> io::Result<([u8; 32], bool)> {
             format!("`{}` is not a regular file or symlink", path.display()),
         ));
     }
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -199,11 +256,16 @@ fn hash_file(path: &Path, meta: &fs::Metadata) -> io::Result<([u8; 32], bool)> {
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn format_digest(d: &[u8; 32]) -> String {
@@ -213,11 +275,13 @@ fn format_digest(d: &[u8; 32]) -> String {
     s
 }
 
-fn encode(map: &HashMap<Box<[u8]>, Entry>) -> Vec<u8> {
+fn encode(map: &Map) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + map.len() * 100);
     out.extend_from_slice(MAGIC);
     for (k, e) in map {
-        let Ok(len) = u32::try_from(k.len()) else { continue };
+        let Ok(len) = u32::try_from(k.len()) else {
+            continue;
+        };
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(k);
         out.extend_from_slice(&e.size.to_le_bytes());
@@ -230,9 +294,9 @@ fn encode(map: &HashMap<Box<[u8]>, Entry>) -> Vec<u8> {
 }
 
 /// `None` if the file is not a complete, well-formed cache.
-fn decode(bytes: &[u8]) -> Option<HashMap<Box<[u8]>, Entry>> {
+fn decode(bytes: &[u8]) -> Option<Map> {
     let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
-    let mut map = HashMap::new();
+    let mut map = Map::with_capacity_and_hasher(bytes.len() / 100, Default::default());
     fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if rest.len() < n {
             return None;
@@ -249,7 +313,17 @@ fn decode(bytes: &[u8]) -> Option<HashMap<Box<[u8]>, Entry>> {
         let ino = u64::from_le_bytes(take(&mut rest, 8)?.try_into().ok()?);
         let mode = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
         let digest: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
-        map.insert(key, Entry { size, mtime_ns, ino, mode, digest, persist: true });
+        map.insert(
+            key,
+            Entry {
+                size,
+                mtime_ns,
+                ino,
+                mode,
+                digest,
+                persist: true,
+            },
+        );
     }
     Some(map)
 }

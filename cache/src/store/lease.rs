@@ -27,15 +27,24 @@ impl LeaseLog {
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Write { path: path.clone(), source })?;
-        Ok(LeaseLog { path, file: Mutex::new(file) })
+            .map_err(|source| StoreError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(LeaseLog {
+            path,
+            file: Mutex::new(file),
+        })
     }
 
     pub(crate) fn append(&self, kind: char, value: &str) -> Result<(), StoreError> {
         let line = format!("{kind} {value}\n");
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(line.as_bytes())
-            .map_err(|source| StoreError::Write { path: self.path.clone(), source })
+            .map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 
@@ -50,7 +59,9 @@ pub(crate) struct Held {
 impl Held {
     pub(crate) fn parse(&mut self, text: &str) {
         for line in text.lines() {
-            let Some((kind, value)) = line.split_once(' ') else { continue };
+            let Some((kind, value)) = line.split_once(' ') else {
+                continue;
+            };
             let set = match kind {
                 "s" => &mut self.snapshots,
                 "b" => &mut self.blobs,
@@ -72,7 +83,10 @@ pub struct Lease {
 impl Lease {
     pub(crate) fn create(inner: Arc<Inner>) -> Result<Lease, StoreError> {
         let n = inner.counter.fetch_add(1, Ordering::Relaxed);
-        let path = inner.root.join("leases").join(format!("{}.lease-{n}", inner.owner));
+        let path = inner
+            .root
+            .join("leases")
+            .join(format!("{}.lease-{n}", inner.owner));
         let log = LeaseLog::create(path)?;
         Ok(Lease { inner, log })
     }
