@@ -710,3 +710,31 @@ fn first_failure_cancels_running_steps() {
     assert!(stderr(&out).contains("exit code: 7"), "{}", stderr(&out));
     assert!(start.elapsed() < Duration::from_secs(30), "the slow step was not cancelled: {:?}", start.elapsed());
 }
+
+#[test]
+fn cache_mounts_persist_across_builds_but_stay_out_of_layers() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN --mount=type=cache,target=/var/cache/app,sharing=locked echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /runs\nRUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-list\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let runs = |extra: &[&str]| {
+        let local = tempfile::tempdir().unwrap();
+        let mut args = vec!["-o".to_string(), format!("type=local,dest={}", local.path().display())];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(build(store.path(), ctx.path(), &args));
+        assert!(!local.path().join("var/cache/app/log").exists(), "cache mount content leaked into the image");
+        assert!(!local.path().join("scratch/x").exists(), "tmpfs content leaked into the image");
+        assert_eq!(std::fs::read_to_string(local.path().join("tmpfs-list")).unwrap(), "x\n");
+        std::fs::read_to_string(local.path().join("runs")).unwrap().trim().to_string()
+    };
+    assert_eq!(runs(&[]), "1");
+    assert_eq!(runs(&["--no-cache"]), "2");
+}

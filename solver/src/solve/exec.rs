@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
-use crate::graph::{ExecOp, MountKind, NetworkMode, Vertex};
+use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, Vertex};
 use crate::sandbox::{self, ExtraMount, MountGuard, MountSource, RunSpec};
 
 /// How many trailing output lines a failure message shows.
@@ -33,6 +33,8 @@ pub(crate) fn run(
     // inherited by the sandbox's mount namespace.
     let mut guards: Vec<MountGuard> = Vec::new();
     let mut scratch_dirs: Vec<tempdir::ScratchDir> = Vec::new();
+    // Held until the step ends (`sharing=locked|private`).
+    let mut cache_locks: Vec<std::fs::File> = Vec::new();
     let mut extra = Vec::new();
     let mut env = exec.env.clone();
     for mount in exec.mounts.iter().skip(1) {
@@ -65,10 +67,42 @@ pub(crate) fn run(
                 let source = resolve_selector(&base, &mount.selector);
                 MountSource::Bind { source, readonly: mount.readonly }
             }
-            MountKind::Cache { id, .. } => {
+            MountKind::Cache { id, sharing } => {
                 let dir = store.cache_mount_dir(id)?;
                 shared.lease.add_mount(id)?;
-                MountSource::Bind { source: dir, readonly: mount.readonly }
+                let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
+                lock_name.push(".lock");
+                let lock_path = dir.with_file_name(lock_name);
+                let lock = std::fs::File::create(&lock_path)
+                    .map_err(|e| step_error(vertex, format!("cache mount `{id}`: {e}")))?;
+                let source = match sharing {
+                    CacheSharing::Shared => dir,
+                    // Writers wait for each other.
+                    CacheSharing::Locked => {
+                        lock.lock().map_err(|e| step_error(vertex, format!("cache mount `{id}`: {e}")))?;
+                        dir
+                    }
+                    // A busy cache gives this writer a fresh private directory.
+                    CacheSharing::Private => match lock.try_lock() {
+                        Ok(()) => dir,
+                        Err(_) => {
+                            let own = tempdir::ScratchDir::new(store.root(), "cache")
+                                .map_err(|e| step_error(vertex, e.to_string()))?;
+                            let p = own.path().to_path_buf();
+                            scratch_dirs.push(own);
+                            p
+                        }
+                    },
+                };
+                if mount.uid.unwrap_or(0) != 0 || mount.gid.unwrap_or(0) != 0 {
+                    let _ = std::os::unix::fs::chown(&source, mount.uid, mount.gid);
+                }
+                if let Some(mode) = mount.mode {
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&source, std::fs::Permissions::from_mode(mode));
+                }
+                cache_locks.push(lock);
+                MountSource::Bind { source, readonly: mount.readonly }
             }
             MountKind::Tmpfs { size } => MountSource::Tmpfs { size: *size },
             MountKind::Secret { id, required, env: as_env } => {
@@ -152,6 +186,7 @@ pub(crate) fn run(
     shared.running.lock().expect("running map").remove(&vertex.digest);
     drop(guards);
     drop(scratch_dirs);
+    drop(cache_locks);
     let code = status.map_err(|e| step_error(vertex, e.to_string()))?;
     if shared.is_cancelled() {
         return Err(step_error(vertex, "cancelled"));
