@@ -304,3 +304,38 @@ pub(crate) mod tests {
         assert_eq!(again.digest, layer(tmp.path(), Compression::Gzip { level: 6 }, 1, Some(0)).0.digest);
     }
 }
+
+/// Throughput measurement driven by `bench/compression.sh` until the binary
+/// has `rbuild debug write-layer`: run with `RBUILD_BENCH_DIR=<dir> cargo
+/// test --release -p rbuild bench_write_layer -- --ignored --nocapture`.
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    #[test]
+    #[ignore = "benchmark; needs RBUILD_BENCH_DIR and a release build"]
+    fn bench_write_layer() {
+        let dir = std::env::var_os("RBUILD_BENCH_DIR").expect("set RBUILD_BENCH_DIR to a directory to archive");
+        let dir = Path::new(&dir);
+        let cases = [
+            ("gzip", Compression::Gzip { level: 6 }),
+            ("zstd", Compression::Zstd { level: 3 }),
+            ("none", Compression::Uncompressed),
+        ];
+        for (name, compression) in cases {
+            let mut digests = Vec::new();
+            for threads in [1, 2] {
+                let opts = LayerOptions { compression, source_date_epoch: None, threads };
+                let start = std::time::Instant::now();
+                let info = write_layer(dir, &opts, &mut io::sink()).unwrap();
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "{{\"compression\":\"{name}\",\"threads\":{threads},\"elapsed_s\":{secs:.3},\"size\":{},\"digest\":\"{}\",\"diff_id\":\"{}\"}}",
+                    info.size, info.digest, info.diff_id
+                );
+                digests.push(info.digest);
+            }
+            assert_eq!(digests[0], digests[1], "{name}: digest depends on thread count");
+        }
+    }
+}

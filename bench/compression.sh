@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Layer compression throughput: rbuild's write_layer vs the single-threaded
+# CLI tools on the same bytes.
+#
+#   bench/compression.sh [SIZE_MB]        (default 100)
+#
+# Builds a mixed corpus (half pseudo-English text, half random bytes, in
+# files of assorted sizes), then times
+#   - `gzip -6` and `zstd -3 -T1`/`-T2` over a tar of the corpus (the
+#     single-pass limit of this machine),
+#   - rbuild's layer writer (tar + sha256 + compression in one pass) with
+#     gzip-6 / zstd-3 at 1 and 2 threads, and checks the digests are the
+#     same for both thread counts.
+# The rbuild side uses `rbuild debug write-layer` when the binary has it,
+# else the ignored `bench_write_layer` test in a release build.
+# MB here are 10^6 bytes of input (the uncompressed corpus).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mb=${1:-100}
+work=$(mktemp -d "${TMPDIR:-/tmp}/rbuild-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+corpus="$work/corpus"
+mkdir -p "$corpus/text" "$corpus/random"
+
+half=$((size_mb * 1000000 / 2))
+# Text: words from a fixed vocabulary, deterministic (srand(42)), in files
+# of ~350 KB on average.
+export CORPUS="$corpus"
+awk -v total="$half" 'BEGIN {
+  srand(42)
+  n = split("the of and to in is that for it as with was on be by this are from at or an have not which but all were when we there can more if out so what about into than them only other new some could time these two may then do first any my now such like our over man me even most made after also did many before must through back years where much your way well down should because each just those people how too little state good very make world still own see men work long get here between both life being under never day same another know while last might us great old year off come since against go came right used take three", w, " ")
+  bytes = 0; file = 0; out = ""
+  while (bytes < total) {
+    line = ""
+    for (i = 0; i < 12; i++) line = line w[int(rand() * n) + 1] " "
+    if (out == "" || rand() < 0.0002) {
+      if (out != "") close(out)
+      file++; out = sprintf("%s/text/t%04d.txt", ENVIRON["CORPUS"], file)
+    }
+    print line > out
+    bytes += length(line) + 1
+  }
+}'
+# Random: files of 4 KiB .. 4 MiB from /dev/urandom.
+left=$half; i=0
+while [ "$left" -gt 0 ]; do
+  sz=$(( 4096 << (i % 11) )); [ "$sz" -gt "$left" ] && sz=$left
+  head -c "$sz" /dev/urandom > "$corpus/random/r$(printf %05d "$i").bin"
+  left=$((left - sz)); i=$((i + 1))
+done
+bytes=$(du -sb --apparent-size "$corpus" | cut -f1)
+tar -cf "$work/corpus.tar" -C "$corpus" .
+echo "corpus: $bytes bytes in $(find "$corpus" -type f | wc -l) files; $(nproc) CPUs"
+
+now() { date +%s.%N; }
+mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.1f", b / 1e6 / s }'; }
+report() { printf '%-34s %8s MB/s  %6.2f s  ratio %.3f\n' "$1" "$(mbps "$2")" "$2" "$(awk -v c="$3" -v b="$bytes" 'BEGIN{print c/b}')"; }
+
+cat "$work/corpus.tar" > /dev/null # warm the page cache
+for tool in "gzip -6 -c" "zstd -3 -T1 -c -q" "zstd -3 -T2 -c -q"; do
+  t0=$(now); out=$($tool < "$work/corpus.tar" | wc -c); t1=$(now)
+  report "cli: $tool" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$out"
+done
+
+rbuild=target/release/rbuild
+if [ -x "$rbuild" ] && "$rbuild" debug write-layer --help >/dev/null 2>&1; then
+  for c in gzip zstd; do
+    for t in 1 2; do
+      t0=$(now); json=$("$rbuild" debug write-layer --compression "$c" --threads "$t" "$corpus"); t1=$(now)
+      size=$(jq -r .size <<<"$json"); digest=$(jq -r .digest <<<"$json")
+      report "rbuild write_layer $c t=$t" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$size"
+      echo "  $digest"
+    done
+  done
+else
+  echo "(no \`rbuild debug write-layer\`: using the release bench test)"
+  RBUILD_BENCH_DIR="$corpus" cargo test --release -q -p rbuild bench_write_layer -- --ignored --nocapture 2>/dev/null |
+    grep '^{' | while read -r json; do
+      c=$(jq -r .compression <<<"$json"); t=$(jq -r .threads <<<"$json")
+      report "rbuild write_layer $c t=$t" "$(jq -r .elapsed_s <<<"$json")" "$(jq -r .size <<<"$json")"
+      echo "  $(jq -r .digest <<<"$json")"
+    done
+fi
