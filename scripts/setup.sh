@@ -16,4 +16,5 @@ fi
 # start their own on free loopback ports, so stop the system one if it runs.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop docker-registry 2>/dev/null || true; fi
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p rbuild
+# `--deps-only`: the test script builds what it tests itself.
+[ "${1:-}" = "--deps-only" ] || cargo build --release --locked -p rbuild
