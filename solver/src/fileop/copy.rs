@@ -229,20 +229,31 @@ pub(super) fn selected(
     allow_wildcard: bool,
     exclude: &ExcludeMatcher,
 ) -> Result<Vec<String>, FileOpError> {
+    Ok(selected_with_meta(input, src, allow_wildcard, exclude)?.into_iter().map(|(p, _)| p).collect())
+}
+
+/// [`selected`] with each entry's metadata from the walk, so callers that
+/// need it (cache keys) do not stat every file a second time.
+pub(super) fn selected_with_meta(
+    input: &InputRoot,
+    src: &[String],
+    allow_wildcard: bool,
+    exclude: &ExcludeMatcher,
+) -> Result<Vec<(String, fs::Metadata)>, FileOpError> {
     let mut out = Vec::new();
     for s in expand(input, src, allow_wildcard, false, false, exclude)? {
         if !s.rel.is_empty() {
-            out.push(s.rel.clone());
+            out.push((s.rel.clone(), s.meta.clone()));
         }
         if s.meta.is_dir() {
-            walk(&s.path, &s.rel, "", input.exclude, exclude, &mut |_, _, rrel, _| {
-                out.push(rrel.to_string());
+            walk(&s.path, &s.rel, "", input.exclude, exclude, &mut |_, meta, rrel, _| {
+                out.push((rrel.to_string(), meta.clone()));
                 Ok(true)
             })?;
         }
     }
-    out.sort();
-    out.dedup();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup_by(|a, b| a.0 == b.0);
     Ok(out)
 }
 

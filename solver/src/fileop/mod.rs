@@ -440,3 +440,17 @@ fn rm(root: &Path, p: &str, allow_not_found: bool) -> Result<(), FileOpError> {
     }
     Ok(())
 }
+
+/// Like [`selected_files`], with each entry's `lstat` metadata (the source
+/// itself is stat-ed through a symlink, as COPY follows it).
+pub fn selected_entries(
+    root: &Path,
+    src: &[String],
+    allow_wildcard: bool,
+    exclude: &[String],
+    ignore: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Vec<(String, std::fs::Metadata)>, FileOpError> {
+    let exclude = pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
+    let input = InputRoot { root, exclude: ignore, reset_owner: false };
+    copy::selected_with_meta(&input, src, allow_wildcard, &exclude)
+}

@@ -89,26 +89,35 @@ fn checksum_selection(
     exclude: &[String],
 ) -> Result<Digest, String> {
     let ignore = dir.ignore.clone();
-    let files = crate::fileop::selected_files(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))
+    let entries = crate::fileop::selected_entries(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))
         .map_err(|e| e.to_string())?;
     let checksums = shared.store.checksum_cache();
+    // Per-entry digests in parallel (a miss reads and hashes the file; a hit
+    // costs nothing more than the walk's stat), combined in path order.
+    use rayon::prelude::*;
+    let per_entry: Vec<Result<[u8; 32], String>> = entries
+        .par_iter()
+        .map(|(rel, meta)| {
+            use std::os::unix::fs::PermissionsExt;
+            let mut h = Sha256::new();
+            h.update(rel.as_bytes());
+            h.update([0]);
+            h.update(meta.permissions().mode().to_le_bytes());
+            let ft = meta.file_type();
+            let path = dir.root.join(rel.trim_start_matches('/'));
+            if ft.is_file() {
+                let sum = checksums.checksum(&path, meta).map_err(|e| format!("`{rel}`: {e}"))?;
+                h.update(sum.as_bytes());
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| format!("`{rel}`: {e}"))?;
+                h.update(target.as_os_str().as_encoded_bytes());
+            }
+            Ok(h.finalize().into())
+        })
+        .collect();
     let mut h = Sha256::new();
-    for rel in &files {
-        let path = dir.root.join(rel.trim_start_matches('/'));
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("`{rel}`: {e}"))?;
-        h.update(rel.as_bytes());
-        h.update([0]);
-        use std::os::unix::fs::PermissionsExt;
-        h.update(meta.permissions().mode().to_le_bytes());
-        let ft = meta.file_type();
-        if ft.is_file() {
-            let sum = checksums.checksum(&path, &meta).map_err(|e| format!("`{rel}`: {e}"))?;
-            h.update(sum.as_bytes());
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| format!("`{rel}`: {e}"))?;
-            h.update(target.as_os_str().as_encoded_bytes());
-        }
-        h.update([0]);
+    for d in per_entry {
+        h.update(d?);
     }
     checksums.save().map_err(|e| e.to_string())?;
     Ok(Digest(h.finalize().into()))
