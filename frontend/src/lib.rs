@@ -14,6 +14,7 @@ pub mod diagnostic;
 pub mod dockerignore;
 pub mod instructions;
 pub mod lower;
+pub mod outline;
 pub mod parser;
 pub mod shell;
 
