@@ -502,13 +502,17 @@ impl Definition {
 
     /// Keeps only the vertices the output reaches, in their order.
     pub fn prune_unreachable(&mut self) {
+        // A digest index makes the walk linear; `get` scans the list, which
+        // made this quadratic on large graphs (5,000-instruction files).
+        let by_digest: std::collections::HashMap<Digest, &Vertex> =
+            self.vertices.iter().map(|v| (v.digest, v)).collect();
         let mut keep = std::collections::HashSet::new();
         let mut stack: Vec<Digest> = self.output.into_iter().collect();
         while let Some(d) = stack.pop() {
-            if keep.insert(d) {
-                if let Some(v) = self.get(&d) {
-                    stack.extend(v.inputs.iter().copied());
-                }
+            if keep.insert(d)
+                && let Some(v) = by_digest.get(&d)
+            {
+                stack.extend(v.inputs.iter().copied());
             }
         }
         self.vertices.retain(|v| keep.contains(&v.digest));
