@@ -3,7 +3,6 @@
 //! network I/O of a build happens here, through the registry client.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use futures_util::future::join_all;
@@ -238,6 +237,3 @@ fn git_checkout(remote: &str, git_ref: &str, keep_git_dir: bool, dest: &Path) ->
     }
     Ok(())
 }
-
-/// Shared handle type for commands.
-pub type SharedSources = Arc<Sources>;

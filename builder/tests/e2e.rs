@@ -738,3 +738,24 @@ fn cache_mounts_persist_across_builds_but_stay_out_of_layers() {
     assert_eq!(runs(&[]), "1");
     assert_eq!(runs(&["--no-cache"]), "2");
 }
+
+#[test]
+fn call_targets_outline_and_check() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "ARG BASE=scratch\nFROM $BASE AS build\nARG VERSION=1.0\nRUN --mount=type=secret,id=token,required true\nFROM build AS release\nCMD echo hi\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let targets = ok(build(store.path(), ctx.path(), &["--call", "targets"]));
+    let targets = String::from_utf8_lossy(&targets.stdout).into_owned();
+    assert!(targets.contains("build") && targets.contains("release"), "{targets}");
+    let outline = ok(build(store.path(), ctx.path(), &["--call", "outline", "--target", "release"]));
+    let outline = String::from_utf8_lossy(&outline.stdout).into_owned();
+    assert!(outline.contains("VERSION") && outline.contains("1.0") && outline.contains("token"), "{outline}");
+    let check = build(store.path(), ctx.path(), &["--check"]);
+    assert!(!check.status.success(), "a check with warnings exits non-zero");
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(text.contains("JSONArgsRecommended"), "{text}");
+}
