@@ -336,9 +336,11 @@ fn killed_build_leaves_a_usable_store() {
     let reg = registry_with_busybox();
     let store = tempfile::tempdir().unwrap();
     let slow = tempfile::tempdir().unwrap();
+    // A sleep no other test (or concurrent test run) uses, to find it in `ps`.
+    let sleep = format!("sleep {}", 1000 + std::process::id() % 8000);
     std::fs::write(
         slow.path().join("Dockerfile"),
-        format!("FROM {}/busybox:latest\nRUN echo started-slow-step && sleep 30 && echo never\n", reg.addr),
+        format!("FROM {}/busybox:latest\nRUN echo started-slow-step && {sleep} && echo never\n", reg.addr),
     )
     .unwrap();
     let log = slow.path().join("log");
@@ -361,12 +363,12 @@ fn killed_build_leaves_a_usable_store() {
     let mut ps = String::new();
     while start.elapsed() < Duration::from_secs(10) {
         ps = String::from_utf8(run(Command::new("ps").args(["-eo", "args"]))).unwrap();
-        if !ps.lines().any(|l| l.trim() == "sleep 30") {
+        if !ps.lines().any(|l| l.trim() == sleep) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!ps.lines().any(|l| l.trim() == "sleep 30"), "sandboxed process survived:\n{ps}");
+    assert!(!ps.lines().any(|l| l.trim() == sleep), "sandboxed `{sleep}` survived:\n{ps}");
 
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo after > /after\n", reg.addr)).unwrap();

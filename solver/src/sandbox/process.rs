@@ -96,10 +96,23 @@ pub fn spawn(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         cmd.env(USERNS_ENV, v);
     }
     let (sr, ew) = (spec_r.as_raw_fd(), err_w.as_raw_fd());
-    // SAFETY: the closure only calls async-signal-safe fcntl/dup2 on
-    // descriptors that stay open in the parent until spawn returns.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure only calls async-signal-safe prctl/getppid/
+    // fcntl/dup2 on descriptors that stay open in the parent until spawn
+    // returns.
     unsafe {
         cmd.pre_exec(move || {
+            // If rbuild dies (even by SIGKILL), the sandbox goes with it:
+            // the supervisor gets SIGKILL, so does pid 1, and with it the
+            // whole pid namespace. The death signal is tied to the spawning
+            // thread, which waits for this child for its whole life.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(125);
+            }
             // Duplicate to high close-on-exec descriptors first, so that
             // placing one at 3 cannot clobber the other sitting there.
             let a = libc::fcntl(sr, libc::F_DUPFD_CLOEXEC, 10);

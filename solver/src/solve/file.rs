@@ -1,12 +1,12 @@
 //! Running file ops (COPY/ADD/WORKDIR/heredoc files) and remote sources
 //! (ADD of URLs and git repositories) into new snapshots.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::exec::tempdir::ScratchDir;
 use super::{Finished, Shared, SolveError, VertexResult, chain_of, step_error};
 use crate::fileop::{self, FileOpContext, InputRoot};
-use crate::graph::{FileOp, Op, SourceOp, Vertex};
+use crate::graph::{FileAction, FileOp, Op, SourceOp, Vertex};
 use crate::sandbox::{self, MountGuard};
 
 pub(crate) fn run(
@@ -29,20 +29,6 @@ pub(crate) fn run(
     let mut dirs: Vec<ScratchDir> = Vec::new();
     let err = |e: String| step_error(vertex, e);
 
-    // The destination: an overlay over the base chain whose upper dir is the
-    // new snapshot (deletions become whiteouts), or the bare snapshot dir.
-    let dest_root: PathBuf = if chain.is_empty() {
-        draft.diff_dir()
-    } else {
-        let view = ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?;
-        let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
-        let (upper, work) = (draft.diff_dir(), draft.work_dir());
-        guards.push(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
-        let p = view.path().to_path_buf();
-        dirs.push(view);
-        p
-    };
-
     // Every input as a read-only merged view.
     let mut roots: Vec<(PathBuf, Option<super::ContextDir>)> = Vec::new();
     for input in inputs {
@@ -59,6 +45,28 @@ pub(crate) fn run(
             }
         }
     }
+
+    // The destination: the bare snapshot dir for an empty base or a copy
+    // into a path the base does not have (no overlayfs in the write path:
+    // creating files through it costs ~1.5x); otherwise an overlay over the
+    // base chain whose upper dir is the new snapshot, so deletions become
+    // whiteouts and existing directories merge.
+    let direct = match op.base.and_then(|i| roots.get(i)) {
+        _ if chain.is_empty() => true,
+        Some((view, _)) => prepare_direct_copy(op, view, &draft.diff_dir()).map_err(|e| err(e.to_string()))?,
+        None => false,
+    };
+    let dest_root: PathBuf = if direct {
+        draft.diff_dir()
+    } else {
+        let view = ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?;
+        let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
+        let (upper, work) = (draft.diff_dir(), draft.work_dir());
+        guards.push(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
+        let p = view.path().to_path_buf();
+        dirs.push(view);
+        p
+    };
     let ignores: Vec<Option<std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>>> =
         roots.iter().map(|(_, ctx)| ctx.as_ref().map(|c| c.ignore.clone())).collect();
     let input_roots: Vec<InputRoot<'_>> = roots
@@ -86,6 +94,43 @@ pub(crate) fn run(
     chain.push(id);
     layers.push(None);
     Ok(VertexResult::Snapshots { chain, layers })
+}
+
+/// Whether a file op may write straight into the new snapshot's directory:
+/// a single COPY whose destination does not exist in the base, below
+/// ancestors that are real directories (a symlinked ancestor must be
+/// followed, which only the overlay view does). On `true`, the existing
+/// ancestors are created in `upper` with the base's mode, owner and mtime,
+/// as overlayfs's copy-up would.
+fn prepare_direct_copy(op: &FileOp, base_view: &Path, upper: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let [FileAction::Copy { dest, .. }] = op.actions.as_slice() else { return Ok(false) };
+    let parts: Vec<&str> = dest.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return Ok(false);
+    }
+    let mut existing = Vec::new();
+    let mut path = base_view.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if i + 1 < parts.len() && meta.is_dir() => existing.push((parts[..=i].join("/"), meta)),
+            // The destination itself exists, or an ancestor is a symlink or
+            // a file: the overlay has to resolve it.
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    for (rel, meta) in existing {
+        let dir = upper.join(&rel);
+        std::fs::create_dir(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        let _ = std::os::unix::fs::lchown(&dir, Some(meta.uid()), Some(meta.gid()));
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::new(meta.mtime() as u64, meta.mtime_nsec() as u32);
+        let _ = std::fs::File::open(&dir).and_then(|f| f.set_modified(mtime));
+    }
+    Ok(true)
 }
 
 /// `ADD https://...` and `ADD git...`: fetched by the source provider into
