@@ -7,7 +7,7 @@
 //! outside the digest. The encoding is versioned (`rbuild.op.v0`): once
 //! released it never changes, because every cache key stands on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,11 @@ impl fmt::Debug for Digest {
 
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        // On the stack: digests are serialised for every vertex's identity.
+        let mut buf = [0u8; 71];
+        buf[..7].copy_from_slice(b"sha256:");
+        hex::encode_to_slice(self.0, &mut buf[7..]).expect("64 hex digits fit");
+        s.serialize_str(std::str::from_utf8(&buf).expect("ASCII"))
     }
 }
 
@@ -468,28 +472,62 @@ pub fn canonical_encoding(op: &Op, inputs: &[Digest]) -> Vec<u8> {
         .expect("graph ops always serialise")
 }
 
-/// The digest naming a vertex.
+/// The digest naming a vertex: SHA-256 of [`canonical_encoding`], hashed
+/// as it is serialised (no intermediate buffer).
 pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
-    Digest::of(&canonical_encoding(op, inputs))
+    #[derive(Serialize)]
+    struct Encoded<'a> {
+        v: &'static str,
+        op: &'a Op,
+        inputs: &'a [Digest],
+    }
+    struct HashWriter(Sha256);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut w, &Encoded { v: OP_ENCODING_VERSION, op, inputs }).expect("graph ops always serialise");
+    Digest(w.0.finalize().into())
 }
 
 /// A build graph: vertices in topological order (inputs before users), and
 /// the vertex whose result is the build's output (`None`: `FROM scratch`
 /// with no steps, an empty filesystem).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Definition {
     /// Vertices, inputs first; each digest appears once.
     pub vertices: Vec<Vertex>,
     /// The result vertex.
     pub output: Option<Digest>,
+    /// Digest -> position in `vertices`, maintained by [`Definition::add`]
+    /// (lowering a 5,000-instruction file was quadratic without it).
+    /// Lookups verify the slot and fall back to a scan, so a definition
+    /// whose `vertices` were edited directly stays correct.
+    #[serde(skip)]
+    index: HashMap<Digest, usize>,
 }
+
+impl PartialEq for Definition {
+    fn eq(&self, other: &Self) -> bool {
+        self.vertices == other.vertices && self.output == other.output
+    }
+}
+
+impl Eq for Definition {}
 
 impl Definition {
     /// Adds a vertex (deduplicated by digest) and returns its digest.
     pub fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> Digest {
         let digest = vertex_digest(&op, &inputs);
-        if !self.vertices.iter().any(|v| v.digest == digest) {
+        if self.get(&digest).is_none() {
             debug_assert!(inputs.iter().all(|i| self.get(i).is_some()), "inputs must be added first");
+            self.index.insert(digest, self.vertices.len());
             self.vertices.push(Vertex { digest, op, inputs, meta });
         }
         digest
@@ -497,6 +535,14 @@ impl Definition {
 
     /// Looks a vertex up by digest.
     pub fn get(&self, digest: &Digest) -> Option<&Vertex> {
+        if let Some(v) = self.index.get(digest).and_then(|&i| self.vertices.get(i)).filter(|v| &v.digest == digest) {
+            return Some(v);
+        }
+        // A miss is final when the index covers every vertex; otherwise
+        // `vertices` was edited (or deserialised) behind the index's back.
+        if self.index.len() == self.vertices.len() {
+            return None;
+        }
         self.vertices.iter().find(|v| &v.digest == digest)
     }
 
@@ -516,6 +562,7 @@ impl Definition {
             }
         }
         self.vertices.retain(|v| keep.contains(&v.digest));
+        self.index = self.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
     }
 }
 

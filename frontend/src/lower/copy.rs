@@ -26,8 +26,9 @@ enum PlannedSource {
     Path(String),
     /// A heredoc written as a file.
     Heredoc { name: String, content: String },
-    /// A file from another source vertex (URL or git), copied from `path`.
-    Vertex { digest: Digest, path: String },
+    /// A file from another source vertex (URL or git), copied from `path`;
+    /// `shown` is the source as written, for history and progress.
+    Vertex { digest: Digest, path: String, shown: String },
 }
 
 impl Lowering<'_> {
@@ -132,7 +133,7 @@ impl Lowering<'_> {
                             vec![],
                             VertexMeta { description: format!("git {p}"), ..Default::default() },
                         );
-                        sources.push(PlannedSource::Vertex { digest, path: "/".into() });
+                        sources.push(PlannedSource::Vertex { digest, path: "/".into(), shown: p.clone() });
                     } else if p.starts_with("http://") || p.starts_with("https://") {
                         let filename = url_filename(&p);
                         let digest = self.definition.add(
@@ -140,7 +141,7 @@ impl Lowering<'_> {
                             vec![],
                             VertexMeta { description: format!("https {p}"), ..Default::default() },
                         );
-                        sources.push(PlannedSource::Vertex { digest, path: format!("/{filename}") });
+                        sources.push(PlannedSource::Vertex { digest, path: format!("/{filename}"), shown: p.clone() });
                     } else {
                         if checksum.is_some() {
                             return Err(Diagnostic::new(span, "`--checksum` is only supported for HTTP(S) and git sources"));
@@ -195,13 +196,17 @@ impl Lowering<'_> {
         let mut shown: Vec<String> = Vec::new();
         let mut paths: Vec<String> = Vec::new();
         let mut vertex_paths: Vec<(Digest, String)> = Vec::new();
+        // Sources as written, in order, for history and progress.
         for s in &plan.sources {
             match s {
                 PlannedSource::Path(p) => {
                     shown.push(p.clone());
                     paths.push(p.clone());
                 }
-                PlannedSource::Vertex { digest, path } => vertex_paths.push((*digest, path.clone())),
+                PlannedSource::Vertex { digest, path, shown: text } => {
+                    shown.push(text.clone());
+                    vertex_paths.push((*digest, path.clone()));
+                }
                 PlannedSource::Heredoc { name, content } => {
                     shown.push(format!("<<{name}"));
                     let path = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
@@ -238,7 +243,6 @@ impl Lowering<'_> {
             });
         }
         for (digest, path) in vertex_paths {
-            shown.push(path.clone());
             let input = input_of(digest, &mut inputs);
             actions.push(FileAction::Copy {
                 input,

@@ -410,7 +410,7 @@ impl<'a> Lowering<'a> {
         Ok(LoweredBuild {
             definition: self.definition,
             config,
-            history: result.history,
+            history: result.history.to_vec(),
             platform: result.platform,
             target: result.name,
             unused_build_args,

@@ -9,6 +9,31 @@ use super::{DEFAULT_PATH, HistoryStep, Lowering, command_argv, expand, history};
 use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{Command, Healthcheck, Instruction};
 
+/// A stage's history as a shared, persistent list: a stage built `FROM`
+/// another extends its parent's list without copying it (chains of stages
+/// made lowering quadratic when every stage cloned all earlier history).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HistoryChain(Option<std::rc::Rc<(HistoryStep, HistoryChain)>>);
+
+impl HistoryChain {
+    pub fn push(&mut self, step: HistoryStep) {
+        let prev = std::mem::take(self);
+        *self = HistoryChain(Some(std::rc::Rc::new((step, prev))));
+    }
+
+    /// The steps, oldest first.
+    pub fn to_vec(&self) -> Vec<HistoryStep> {
+        let mut out = Vec::new();
+        let mut cur = &self.0;
+        while let Some(node) = cur {
+            out.push(node.0.clone());
+            cur = &node.1.0;
+        }
+        out.reverse();
+        out
+    }
+}
+
 /// A lowered stage.
 #[derive(Clone, Debug)]
 pub(crate) struct StageResult {
@@ -19,7 +44,7 @@ pub(crate) struct StageResult {
     /// Image config at the end of the stage.
     pub config: ImageConfig,
     /// History at the end of the stage.
-    pub history: Vec<HistoryStep>,
+    pub history: HistoryChain,
     /// Platform of the stage.
     pub platform: Platform,
 }
@@ -30,7 +55,7 @@ pub(crate) struct StageState {
     pub index: usize,
     pub state: Option<Digest>,
     pub config: ImageConfig,
-    pub history: Vec<HistoryStep>,
+    pub history: HistoryChain,
     pub platform: Platform,
     /// Declared stage ARGs with their values, in order.
     pub args: Vec<(String, Option<String>)>,
@@ -54,22 +79,27 @@ impl StageState {
     /// Environment of a RUN: the image env plus declared ARGs (not
     /// overridden by ENV), with a default PATH.
     pub fn run_env(&self, proxies: &BTreeMap<String, String>) -> Vec<String> {
-        let mut env = self.config.config.env.clone();
-        let has = |env: &Vec<String>, k: &str| env.iter().any(|e| e.split_once('=').map(|(a, _)| a) == Some(k));
+        let base = &self.config.config.env;
+        // Borrowed keys: this runs for every RUN, over env lists that grow
+        // along chains of stages.
+        let mut keys: std::collections::HashSet<&str> =
+            base.iter().map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k)).collect();
+        let mut env = Vec::with_capacity(base.len() + self.args.len() + 1);
+        if !keys.contains("PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        env.extend(base.iter().cloned());
         for (k, v) in &self.args {
             if let Some(v) = v
-                && !has(&env, k)
+                && keys.insert(k.as_str())
             {
                 env.push(format!("{k}={v}"));
             }
         }
         for (k, v) in proxies {
-            if !has(&env, k) {
+            if keys.insert(k.as_str()) {
                 env.push(format!("{k}={v}"));
             }
-        }
-        if !has(&env, "PATH") {
-            env.insert(0, format!("PATH={DEFAULT_PATH}"));
         }
         env
     }
@@ -165,7 +195,7 @@ impl Lowering<'_> {
                 variant: platform.variant.clone(),
                 ..Default::default()
             },
-            history: Vec::new(),
+            history: HistoryChain::default(),
             platform: platform.clone(),
             args: Vec::new(),
             cmd_set: false,
@@ -210,12 +240,10 @@ impl Lowering<'_> {
                 onbuild = std::mem::take(&mut st.config.config.on_build);
                 // Base history: entries with layers map to the base's layers,
                 // which the exporter takes from the image source itself.
-                st.history = base
-                    .config
-                    .history
-                    .iter()
-                    .map(|h| HistoryStep { history: h.clone(), layer: None })
-                    .collect();
+                st.history = HistoryChain::default();
+                for h in &base.config.history {
+                    st.history.push(HistoryStep { history: h.clone(), layer: None });
+                }
                 if st.config.env_get("PATH").is_none() {
                     st.config.env_set("PATH", DEFAULT_PATH);
                 }
@@ -225,6 +253,7 @@ impl Lowering<'_> {
         st.config.config.on_build.clear();
 
         // ONBUILD triggers of the base run first, as if written after FROM.
+        st.total_steps += onbuild.len();
         for trigger in onbuild {
             let command = crate::instructions::parse_dockerfile(
                 &format!("FROM scratch\n{trigger}\n"),
@@ -237,7 +266,6 @@ impl Lowering<'_> {
             .and_then(|s| s.commands.into_iter().next());
             if let Some(mut command) = command {
                 command.span = stage.span;
-                st.total_steps += 1;
                 self.dispatch(&mut st, &command, visiting)?;
             }
         }
@@ -280,10 +308,14 @@ impl Lowering<'_> {
                 Ok(())
             }
             Instruction::Env(pairs) => {
-                let mut text = String::from("ENV");
+                // Every value sees the environment from before the
+                // instruction (`ENV a=1 b=$a` leaves b empty), as Docker.
+                let mut expanded = Vec::with_capacity(pairs.len());
                 for (k, v) in pairs {
-                    let k = exp(st, k)?;
-                    let v = exp(st, v)?;
+                    expanded.push((exp(st, k)?, exp(st, v)?));
+                }
+                let mut text = String::from("ENV");
+                for (k, v) in expanded {
                     text.push_str(&format!(" {k}={v}"));
                     st.config.env_set(&k, &v);
                 }
@@ -372,7 +404,11 @@ impl Lowering<'_> {
                         Some(v) if default.is_some() => text.push_str(&format!(" {name}={v}")),
                         _ => text.push_str(&format!(" {name}")),
                     }
-                    st.args.push((name.clone(), value));
+                    // A redeclared ARG takes the new value in place.
+                    match st.args.iter_mut().find(|(k, _)| k == name) {
+                        Some(slot) => slot.1 = value,
+                        None => st.args.push((name.clone(), value)),
+                    }
                 }
                 st.commit_history(text, None);
                 Ok(())
