@@ -4,18 +4,12 @@
 
 use std::path::PathBuf;
 
+mod common;
+
 use rbuild_frontend::dockerignore::PatternMatcher;
 
-/// `shared/conformance` sits next to the repository checkout: two levels up
-/// from the crate in the main checkout, three in a `wt/<name>` worktree.
-/// The nearest ancestor that has it wins; none is a failure, not a skip.
 fn data_dir() -> PathBuf {
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    crate_dir
-        .ancestors()
-        .map(|dir| dir.join("shared/conformance/patternmatcher"))
-        .find(|dir| dir.is_dir())
-        .unwrap_or_else(|| panic!("conformance data not found above {}", crate_dir.display()))
+    common::conformance_dir("patternmatcher")
 }
 
 /// Rows of a TSV file, comments skipped, each field as written.

@@ -3,20 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use rbuild_frontend::parser;
 
-/// The shared conformance data. From the main checkout it is
-/// `../../shared/conformance` relative to the crate; from a worktree under
-/// `/work/wt/<name>` it is one level further up. Absent data is a failure.
 fn conformance_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for rel in ["../../shared/conformance", "../../../shared/conformance"] {
-        let dir = manifest.join(rel);
-        if dir.join("SOURCES.md").is_file() {
-            return dir;
-        }
-    }
-    panic!("conformance data not found next to {}", manifest.display());
+    common::conformance_dir("")
 }
 
 fn cases(dir: &Path) -> Vec<PathBuf> {
