@@ -73,7 +73,8 @@ impl Printer {
         match self.mode {
             Mode::Quiet => {}
             Mode::RawJson => {
-                let line = serde_json::json!({"type": "message", "text": text, "time": self.start.elapsed().as_secs_f64()});
+                let line =
+                    serde_json::json!({"type": "message", "text": text, "time": self.start.elapsed().as_secs_f64()});
                 eprintln!("{line}");
             }
             Mode::Tty => {
@@ -99,7 +100,8 @@ impl Printer {
         let multi = self.multi.as_ref()?;
         let bar = multi.add(indicatif::ProgressBar::new_spinner());
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.set_message(name.to_string());
         bar.enable_steady_tick(Duration::from_millis(100));
@@ -114,11 +116,21 @@ impl ProgressSink for Printer {
         }
         if self.mode == Mode::RawJson {
             let value = match &event {
-                Event::Started { digest, name } => serde_json::json!({"type": "started", "vertex": digest.to_string(), "name": name}),
-                Event::Cached { digest, name } => serde_json::json!({"type": "cached", "vertex": digest.to_string(), "name": name}),
-                Event::Log { digest, stream, line } => serde_json::json!({"type": "log", "vertex": digest.to_string(), "stream": stream, "data": line}),
-                Event::Done { digest, elapsed } => serde_json::json!({"type": "done", "vertex": digest.to_string(), "duration": elapsed.as_secs_f64()}),
-                Event::Failed { digest, error } => serde_json::json!({"type": "error", "vertex": digest.to_string(), "error": error}),
+                Event::Started { digest, name } => {
+                    serde_json::json!({"type": "started", "vertex": digest.to_string(), "name": name})
+                }
+                Event::Cached { digest, name } => {
+                    serde_json::json!({"type": "cached", "vertex": digest.to_string(), "name": name})
+                }
+                Event::Log { digest, stream, line } => {
+                    serde_json::json!({"type": "log", "vertex": digest.to_string(), "stream": stream, "data": line})
+                }
+                Event::Done { digest, elapsed } => {
+                    serde_json::json!({"type": "done", "vertex": digest.to_string(), "duration": elapsed.as_secs_f64()})
+                }
+                Event::Failed { digest, error } => {
+                    serde_json::json!({"type": "error", "vertex": digest.to_string(), "error": error})
+                }
             };
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{value}");
@@ -147,7 +159,9 @@ impl ProgressSink for Printer {
             Event::Log { digest, line, .. } => {
                 if let Some(s) = steps.get(&digest) {
                     match &s.bar {
-                        Some(bar) => bar.println(format!("#{} {:.3} {}", s.number, s.started.elapsed().as_secs_f64(), line)),
+                        Some(bar) => {
+                            bar.println(format!("#{} {:.3} {}", s.number, s.started.elapsed().as_secs_f64(), line))
+                        }
                         None => eprintln!("#{} {:.3} {}", s.number, s.started.elapsed().as_secs_f64(), line),
                     }
                 }

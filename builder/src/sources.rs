@@ -82,7 +82,13 @@ impl Sources {
         let r = ImageRef::parse(reference).map_err(|e| anyhow::anyhow!("{e}"))?;
         let manifest_digest = match &r.digest {
             Some(d) => d.clone(),
-            None => self.resolve_one(reference, platform).await?.reference.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default(),
+            None => self
+                .resolve_one(reference, platform)
+                .await?
+                .reference
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default(),
         };
         if !self.store.has_blob(&manifest_digest) {
             self.resolve_one(reference, platform).await?;
@@ -104,7 +110,12 @@ impl Sources {
     }
 
     /// Fetches (if missing) and unpacks (once) one layer.
-    async fn layer_snapshot(&self, r: &ImageRef, layer: &Descriptor, diff_id: String) -> Result<(SnapshotId, LayerDescriptor)> {
+    async fn layer_snapshot(
+        &self,
+        r: &ImageRef,
+        layer: &Descriptor,
+        diff_id: String,
+    ) -> Result<(SnapshotId, LayerDescriptor)> {
         let desc = LayerDescriptor {
             digest: layer.digest.clone(),
             diff_id,
@@ -139,8 +150,17 @@ impl Sources {
             Ok(draft.commit()?)
         })
         .await??;
-        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        self.store.record(&key, &CacheRecord { chain: vec![id.clone()], layers: vec![Some(desc.clone())], created, extra: Default::default() })?;
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.store.record(
+            &key,
+            &CacheRecord {
+                chain: vec![id.clone()],
+                layers: vec![Some(desc.clone())],
+                created,
+                extra: Default::default(),
+            },
+        )?;
         self.store.set_layer_for_snapshot(&id, compression_of(&desc.media_type), &desc)?;
         Ok((id, desc))
     }

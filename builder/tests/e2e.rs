@@ -20,14 +20,7 @@ fn context(case: &str) -> tempfile::TempDir {
 }
 
 fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
-    rbuild()
-        .arg("--root")
-        .arg(store)
-        .arg("build")
-        .args(extra)
-        .arg(ctx)
-        .output()
-        .expect("run rbuild")
+    rbuild().arg("--root").arg(store).arg("build").args(extra).arg(ctx).output().expect("run rbuild")
 }
 
 fn ok(out: Output) -> Output {
@@ -76,6 +69,13 @@ fn umoci_unpack(layout: &Path, tag: &str) -> tempfile::TempDir {
     bundle
 }
 
+/// A fresh context directory holding a Dockerfile with `text`.
+fn dockerfile_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp context");
+    std::fs::write(dir.path().join("Dockerfile"), text).expect("write Dockerfile");
+    dir
+}
+
 fn registry_with_busybox() -> TestRegistry {
     let reg = TestRegistry::start();
     reg.push_busybox("busybox:latest");
@@ -86,7 +86,12 @@ fn registry_with_busybox() -> TestRegistry {
 fn multistage_build_is_accepted_by_umoci_and_skopeo() {
     let reg = registry_with_busybox();
     let ctx = context("e2e/multistage");
-    run(Command::new("tar").arg("-czf").arg(ctx.path().join("archive.tar.gz")).arg("-C").arg(ctx.path().join("archive")).arg("."));
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.path().join("archive.tar.gz"))
+        .arg("-C")
+        .arg(ctx.path().join("archive"))
+        .arg("."));
     let store = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let layout = out_dir.path().join("layout");
@@ -140,14 +145,22 @@ fn multistage_build_is_accepted_by_umoci_and_skopeo() {
     assert_eq!(c["StopSignal"], "SIGTERM");
     let history = config["history"].as_array().unwrap();
     assert!(history.iter().any(|h| h["created_by"] == "RUN /bin/sh -c echo base > /base.txt # buildkit"));
-    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), history.iter().filter(|h| h["empty_layer"] != true).count());
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        history.iter().filter(|h| h["empty_layer"] != true).count()
+    );
 }
 
 #[test]
 fn rebuilds_reuse_the_cache_until_a_source_changes() {
     let reg = registry_with_busybox();
     let ctx = context("e2e/multistage");
-    run(Command::new("tar").arg("-czf").arg(ctx.path().join("archive.tar.gz")).arg("-C").arg(ctx.path().join("archive")).arg("."));
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.path().join("archive.tar.gz"))
+        .arg("-C")
+        .arg(ctx.path().join("archive"))
+        .arg("."));
     let store = tempfile::tempdir().unwrap();
     let arg = format!("REGISTRY={}", reg.addr);
     let args = ["--build-arg", arg.as_str(), "-t", "cache:1", "--progress", "rawjson"];
@@ -178,12 +191,10 @@ fn rebuilds_reuse_the_cache_until_a_source_changes() {
 #[test]
 fn push_docker_archive_and_local_outputs() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {}/busybox:latest\nRUN echo pushed > /pushed.txt\nCMD [\"cat\", \"/pushed.txt\"]\n", reg.addr),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {}/busybox:latest\nRUN echo pushed > /pushed.txt\nCMD [\"cat\", \"/pushed.txt\"]\n",
+        reg.addr
+    ));
     let store = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let archive = out_dir.path().join("image.tar");
@@ -278,12 +289,10 @@ fn secrets_never_reach_layers_or_the_store() {
 #[test]
 fn network_none_has_only_loopback() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {}/busybox:latest\nRUN --network=none grep -c : /proc/net/dev > /ifaces\n", reg.addr),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {}/busybox:latest\nRUN --network=none grep -c : /proc/net/dev > /ifaces\n",
+        reg.addr
+    ));
     let store = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
     ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
@@ -292,8 +301,7 @@ fn network_none_has_only_loopback() {
 
 #[test]
 fn bad_dockerfile_names_file_line_and_column() {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nFROOM busybox\n").unwrap();
+    let ctx = dockerfile_dir(&"FROM scratch\nFROOM busybox\n");
     let store = tempfile::tempdir().unwrap();
     let out = build(store.path(), ctx.path(), &[]);
     assert!(!out.status.success());
@@ -305,12 +313,9 @@ fn bad_dockerfile_names_file_line_and_column() {
 
 #[test]
 fn failing_run_reports_command_exit_code_and_output() {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY --from=bin busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about to fail; exit 3\"]\n",
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(
+        &"FROM scratch\nCOPY --from=bin busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about to fail; exit 3\"]\n",
+    );
     let store = tempfile::tempdir().unwrap();
     let out = build(store.path(), ctx.path(), &["--build-context", "bin=/bin", "--progress", "plain"]);
     assert!(!out.status.success());
@@ -370,13 +375,13 @@ fn killed_build_leaves_a_usable_store() {
     }
     assert!(!ps.lines().any(|l| l.trim() == sleep), "sandboxed `{sleep}` survived:\n{ps}");
 
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo after > /after\n", reg.addr)).unwrap();
+    let ctx = dockerfile_dir(&format!("FROM {}/busybox:latest\nRUN echo after > /after\n", reg.addr));
     let local = tempfile::tempdir().unwrap();
     ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
     assert_eq!(std::fs::read_to_string(local.path().join("after")).unwrap(), "after\n");
     // And the killed build's Dockerfile builds too, to completion.
-    std::fs::write(slow.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo quick\n", reg.addr)).unwrap();
+    std::fs::write(slow.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo quick\n", reg.addr))
+        .unwrap();
     ok(build(store.path(), slow.path(), &[]));
 }
 
@@ -386,12 +391,10 @@ fn two_builds_at_once_share_one_store() {
     let store = tempfile::tempdir().unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..2)
         .map(|i| {
-            let d = tempfile::tempdir().unwrap();
-            std::fs::write(
-                d.path().join("Dockerfile"),
-                format!("FROM {}/busybox:latest\nRUN echo shared > /shared\nRUN sleep 1 && echo {i} > /mine\n", reg.addr),
-            )
-            .unwrap();
+            let d = dockerfile_dir(&format!(
+                "FROM {}/busybox:latest\nRUN echo shared > /shared\nRUN sleep 1 && echo {i} > /mine\n",
+                reg.addr
+            ));
             d
         })
         .collect();
@@ -420,19 +423,13 @@ fn two_builds_at_once_share_one_store() {
 #[test]
 fn independent_stages_run_in_parallel() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM {r}/busybox:latest AS a\nRUN sleep 2 && echo a > /a\nFROM {r}/busybox:latest AS b\nRUN sleep 2 && echo b > /b\nFROM {r}/busybox:latest\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
-            r = reg.addr
-        ),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {r}/busybox:latest AS a\nRUN sleep 2 && echo a > /a\nFROM {r}/busybox:latest AS b\nRUN sleep 2 && echo b > /b\nFROM {r}/busybox:latest\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        r = reg.addr
+    ));
     let store = tempfile::tempdir().unwrap();
     // Warm the base image so only the two sleeps count.
-    let warm = tempfile::tempdir().unwrap();
-    std::fs::write(warm.path().join("Dockerfile"), format!("FROM {}/busybox:latest\n", reg.addr)).unwrap();
+    let warm = dockerfile_dir(&format!("FROM {}/busybox:latest\n", reg.addr));
     ok(build(store.path(), warm.path(), &[]));
     let start = Instant::now();
     ok(build(store.path(), ctx.path(), &["--jobs", "2"]));
@@ -548,7 +545,10 @@ fn add_http_with_checksum_and_git_over_http() {
     std::fs::create_dir(&work).unwrap();
     std::fs::write(work.join("README"), "from git\n").unwrap();
     let git = |args: &[&str], dir: &Path| {
-        run(Command::new("git").args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]).args(args).current_dir(dir));
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir));
     };
     git(&["init", "-q"], &work);
     git(&["add", "."], &work);
@@ -562,15 +562,10 @@ fn add_http_with_checksum_and_git_over_http() {
         use sha2::Digest;
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"remote payload\n")))
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM scratch\nADD --checksum={sum} http://{a}/payload.txt /payload.txt\nADD http://{a}/repo.git#v1 /src/\n",
-            a = server.addr
-        ),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM scratch\nADD --checksum={sum} http://{a}/payload.txt /payload.txt\nADD http://{a}/repo.git#v1 /src/\n",
+        a = server.addr
+    ));
     let store = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
     ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
@@ -579,7 +574,11 @@ fn add_http_with_checksum_and_git_over_http() {
     assert!(!local.path().join("src/.git").exists(), ".git kept without --keep-git-dir");
 
     let bad = sum.replace(&sum[10..14], "0000");
-    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM scratch\nADD --checksum={bad} http://{}/payload.txt /p\n", server.addr)).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={bad} http://{}/payload.txt /p\n", server.addr),
+    )
+    .unwrap();
     let out = build(store.path(), ctx.path(), &[]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
@@ -588,12 +587,10 @@ fn add_http_with_checksum_and_git_over_http() {
 #[test]
 fn source_date_epoch_and_zstd_give_reproducible_images() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {}/busybox:latest\nRUN echo same > /same && touch /now\nCOPY file /file\n", reg.addr),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {}/busybox:latest\nRUN echo same > /same && touch /now\nCOPY file /file\n",
+        reg.addr
+    ));
     std::fs::write(ctx.path().join("file"), "content\n").unwrap();
     let digests: Vec<String> = (0..2)
         .map(|_| {
@@ -602,7 +599,14 @@ fn source_date_epoch_and_zstd_give_reproducible_images() {
             let out = rbuild()
                 .arg("--root")
                 .arg(store.path().join("s"))
-                .args(["build", "-o", "type=image,compression=zstd,compression-level=5", "-t", "repro:1", "--metadata-file"])
+                .args([
+                    "build",
+                    "-o",
+                    "type=image,compression=zstd,compression-level=5",
+                    "-t",
+                    "repro:1",
+                    "--metadata-file",
+                ])
                 .arg(&meta)
                 .arg(ctx.path())
                 .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -611,7 +615,13 @@ fn source_date_epoch_and_zstd_give_reproducible_images() {
             ok(out);
             let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
             // The layers of the built image are zstd.
-            let manifest = std::fs::read(store.path().join("s/blobs/sha256").join(m["containerimage.digest"].as_str().unwrap().trim_start_matches("sha256:"))).unwrap();
+            let manifest = std::fs::read(
+                store
+                    .path()
+                    .join("s/blobs/sha256")
+                    .join(m["containerimage.digest"].as_str().unwrap().trim_start_matches("sha256:")),
+            )
+            .unwrap();
             let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
             let layers = manifest["layers"].as_array().unwrap();
             assert!(layers.last().unwrap()["mediaType"].as_str().unwrap().ends_with("+zstd"), "{manifest}");
@@ -625,12 +635,10 @@ fn source_date_epoch_and_zstd_give_reproducible_images() {
 fn multi_platform_build_writes_an_index() {
     let reg = TestRegistry::start();
     reg.push_busybox_multiarch("busybox:multi");
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!("FROM {}/busybox:multi\nARG TARGETARCH\nCOPY hello /hello\nLABEL arch=$TARGETARCH\n", reg.addr),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {}/busybox:multi\nARG TARGETARCH\nCOPY hello /hello\nLABEL arch=$TARGETARCH\n",
+        reg.addr
+    ));
     std::fs::write(ctx.path().join("hello"), "hi\n").unwrap();
     let store = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
@@ -638,13 +646,21 @@ fn multi_platform_build_writes_an_index() {
     ok(build(
         store.path(),
         ctx.path(),
-        &["--platform", "linux/amd64,linux/arm64", "-t", "multi:latest", "-o", &format!("type=oci,dest={},tar=false", layout.display())],
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "multi:latest",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
     ));
     let raw: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
         .args(["inspect", "--raw"])
         .arg(format!("oci:{}:latest", layout.display()))))
     .unwrap();
-    let archs: Vec<&str> = raw["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
+    let archs: Vec<&str> =
+        raw["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
     assert_eq!(archs, ["amd64", "arm64"], "{raw}");
     for arch in ["amd64", "arm64"] {
         let config: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
@@ -659,8 +675,7 @@ fn multi_platform_build_writes_an_index() {
 #[test]
 fn pull_re_resolves_tags_and_store_commands_work() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/base:latest\nCMD [\"true\"]\n", reg.addr)).unwrap();
+    let ctx = dockerfile_dir(&format!("FROM {}/base:latest\nCMD [\"true\"]\n", reg.addr));
     let store = tempfile::tempdir().unwrap();
     // base:latest is first a plain busybox...
     reg.push_busybox("base:latest");
@@ -668,17 +683,27 @@ fn pull_re_resolves_tags_and_store_commands_work() {
     let meta_arg = meta.to_str().unwrap().to_string();
     // Fixed times, so equal inputs give equal digests.
     let build = |store: &Path, ctx: &Path, extra: &[&str]| {
-        rbuild().arg("--root").arg(store).arg("build").args(extra).arg(ctx).env("SOURCE_DATE_EPOCH", "1").output().unwrap()
+        rbuild()
+            .arg("--root")
+            .arg(store)
+            .arg("build")
+            .args(extra)
+            .arg(ctx)
+            .env("SOURCE_DATE_EPOCH", "1")
+            .output()
+            .unwrap()
     };
     ok(build(store.path(), ctx.path(), &["-t", "app:1", "--metadata-file", &meta_arg]));
     let first: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     // ...then the tag moves to another image (built by rbuild and pushed).
-    let other = tempfile::tempdir().unwrap();
-    std::fs::write(other.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN echo moved > /moved\n", reg.addr)).unwrap();
+    let other = dockerfile_dir(&format!("FROM {}/busybox:latest\nRUN echo moved > /moved\n", reg.addr));
     ok(build(store.path(), other.path(), &["-t", &reg.reference("base:latest"), "--push"]));
     ok(build(store.path(), ctx.path(), &["-t", "app:1", "--metadata-file", &meta_arg]));
     let second: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-    assert_eq!(first["containerimage.digest"], second["containerimage.digest"], "without --pull the resolved tag is reused");
+    assert_eq!(
+        first["containerimage.digest"], second["containerimage.digest"],
+        "without --pull the resolved tag is reused"
+    );
     ok(build(store.path(), ctx.path(), &["-t", "app:1", "--pull", "--metadata-file", &meta_arg]));
     let third: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     assert_ne!(first["containerimage.digest"], third["containerimage.digest"], "--pull must re-resolve the tag");
@@ -696,15 +721,10 @@ fn pull_re_resolves_tags_and_store_commands_work() {
 #[test]
 fn first_failure_cancels_running_steps() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM {r}/busybox:latest AS slow\nRUN sleep 60 && echo slow > /slow\nFROM {r}/busybox:latest AS broken\nRUN sleep 1 && exit 7\nFROM {r}/busybox:latest\nCOPY --from=slow /slow /slow\nCOPY --from=broken / /broken\n",
-            r = reg.addr
-        ),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {r}/busybox:latest AS slow\nRUN sleep 60 && echo slow > /slow\nFROM {r}/busybox:latest AS broken\nRUN sleep 1 && exit 7\nFROM {r}/busybox:latest\nCOPY --from=slow /slow /slow\nCOPY --from=broken / /broken\n",
+        r = reg.addr
+    ));
     let store = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let out = build(store.path(), ctx.path(), &["--jobs", "2", "--progress", "plain"]);
@@ -716,15 +736,10 @@ fn first_failure_cancels_running_steps() {
 #[test]
 fn cache_mounts_persist_across_builds_but_stay_out_of_layers() {
     let reg = registry_with_busybox();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        format!(
-            "FROM {}/busybox:latest\nRUN --mount=type=cache,target=/var/cache/app,sharing=locked echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /runs\nRUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-list\n",
-            reg.addr
-        ),
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {}/busybox:latest\nRUN --mount=type=cache,target=/var/cache/app,sharing=locked echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /runs\nRUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-list\n",
+        reg.addr
+    ));
     let store = tempfile::tempdir().unwrap();
     let runs = |extra: &[&str]| {
         let local = tempfile::tempdir().unwrap();
@@ -743,12 +758,9 @@ fn cache_mounts_persist_across_builds_but_stay_out_of_layers() {
 
 #[test]
 fn call_targets_outline_and_check() {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "ARG BASE=scratch\nFROM $BASE AS build\nARG VERSION=1.0\nRUN --mount=type=secret,id=token,required true\nFROM build AS release\nCMD echo hi\n",
-    )
-    .unwrap();
+    let ctx = dockerfile_dir(
+        &"ARG BASE=scratch\nFROM $BASE AS build\nARG VERSION=1.0\nRUN --mount=type=secret,id=token,required true\nFROM build AS release\nCMD echo hi\n",
+    );
     let store = tempfile::tempdir().unwrap();
     let targets = ok(build(store.path(), ctx.path(), &["--call", "targets"]));
     let targets = String::from_utf8_lossy(&targets.stdout).into_owned();

@@ -24,10 +24,7 @@ fn busybox_image_has_expected_config() {
         serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
     );
     // Also reachable through the free-function helper.
-    assert_eq!(
-        util::skopeo_inspect_config(&reg.reference("busybox:latest")),
-        config
-    );
+    assert_eq!(util::skopeo_inspect_config(&reg.reference("busybox:latest")), config);
 }
 
 #[test]
@@ -36,44 +33,19 @@ fn busybox_rootfs_has_users_and_applets() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     util::run(
-        Command::new("umoci")
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:latest", layout.display()))
-            .arg(&bundle),
+        Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:latest", layout.display())).arg(&bundle),
     );
     let root = bundle.join("rootfs");
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     assert!(passwd.lines().any(|l| l.starts_with("root:x:0:0:")));
-    assert!(
-        passwd
-            .lines()
-            .any(|l| l.starts_with("nobody:x:65534:65534:"))
-    );
-    assert!(
-        passwd
-            .lines()
-            .any(|l| l == "user:x:1000:1000::/home/user:/bin/sh")
-    );
+    assert!(passwd.lines().any(|l| l.starts_with("nobody:x:65534:65534:")));
+    assert!(passwd.lines().any(|l| l == "user:x:1000:1000::/home/user:/bin/sh"));
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(group.lines().any(|l| l.starts_with("user:x:1000:")));
-    assert_eq!(
-        std::fs::metadata(root.join("tmp"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o1777
-    );
+    assert_eq!(std::fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777, 0o1777);
     assert!(root.join("root").is_dir());
-    assert_eq!(
-        std::fs::metadata(root.join("home/user")).unwrap().uid(),
-        1000
-    );
-    assert_eq!(
-        std::fs::read_link(root.join("bin/sh")).unwrap(),
-        std::path::Path::new("busybox")
-    );
+    assert_eq!(std::fs::metadata(root.join("home/user")).unwrap().uid(), 1000);
+    assert_eq!(std::fs::read_link(root.join("bin/sh")).unwrap(), std::path::Path::new("busybox"));
     // The busybox in the image is the busybox-static binary and runs.
     let out = util::run(Command::new(root.join("bin/busybox")).arg("echo").arg("hi"));
     assert_eq!(out, b"hi\n");
@@ -86,17 +58,9 @@ fn busybox_image_is_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("fresh");
     util::run(
-        Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../scripts/make-busybox-image.sh"
-            ))
-            .arg(&fresh),
+        Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-busybox-image.sh")).arg(&fresh),
     );
-    assert_eq!(
-        std::fs::read(cached.join("index.json")).unwrap(),
-        std::fs::read(fresh.join("index.json")).unwrap()
-    );
+    assert_eq!(std::fs::read(cached.join("index.json")).unwrap(), std::fs::read(fresh.join("index.json")).unwrap());
 }
 
 #[test]
@@ -105,12 +69,8 @@ fn multiarch_index_lists_two_platforms() {
     reg.push_busybox_multiarch("multi:latest");
     let raw = reg.inspect_raw("multi:latest");
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
-    let archs: Vec<&str> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
+    let archs: Vec<&str> =
+        raw["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
     assert_eq!(archs, ["amd64", "arm64"]);
 }
 
@@ -142,9 +102,5 @@ fn concurrent_layout_requests_share_one_build() {
 #[test]
 fn rbuild_binary_runs() {
     let out = util::rbuild().arg("--help").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

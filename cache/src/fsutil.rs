@@ -17,21 +17,11 @@ use rustix::io::Errno;
 /// search permission (overlay `work/work` is mode 000, images ship 0555
 /// dirs) get `u+rwx` first, which works whenever we own them.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let Some(name) = path.file_name() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path has no file name",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"));
     };
-    let dir = match rustix::fs::open(
-        parent,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let dir = match rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -148,8 +138,7 @@ mod tests {
         std::fs::create_dir_all(victim.join("a/b")).unwrap();
         std::fs::write(victim.join("a/b/f"), b"data").unwrap();
         std::os::unix::fs::symlink(&outside, victim.join("a/link")).unwrap();
-        std::fs::set_permissions(victim.join("a/b"), std::fs::Permissions::from_mode(0o555))
-            .unwrap();
+        std::fs::set_permissions(victim.join("a/b"), std::fs::Permissions::from_mode(0o555)).unwrap();
         std::fs::set_permissions(victim.join("a"), std::fs::Permissions::from_mode(0o000)).unwrap();
         remove_tree(&victim).unwrap();
         assert!(!victim.exists());

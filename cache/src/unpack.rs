@@ -147,9 +147,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// Owner could not be applied (with `chown` on).
-    #[error(
-        "cannot set owner of `{path}` to {uid}:{gid}; is the id mapped in this user namespace?"
-    )]
+    #[error("cannot set owner of `{path}` to {uid}:{gid}; is the id mapped in this user namespace?")]
     Chown {
         /// Entry.
         path: String,
@@ -194,28 +192,12 @@ pub enum UnpackError {
 
 /// Unpacks a layer (gzip, zstd or plain tar, detected by magic bytes) into
 /// `dest`, which must exist.
-pub fn unpack_layer(
-    reader: impl Read,
-    dest: &Path,
-    opts: &UnpackOptions,
-) -> Result<UnpackStats, UnpackError> {
-    let root = rustix::fs::open(
-        dest,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| UnpackError::OpenDest {
-        path: dest.to_path_buf(),
-        source: e.into(),
-    })?;
+pub fn unpack_layer(reader: impl Read, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
+    let root = rustix::fs::open(dest, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| UnpackError::OpenDest { path: dest.to_path_buf(), source: e.into() })?;
     let stream = decompress(reader).map_err(UnpackError::Read)?;
     let mut archive = tar::Archive::new(stream);
-    let mut u = Unpacker {
-        root,
-        opts: opts.clone(),
-        stats: UnpackStats::default(),
-        dirs: BTreeMap::new(),
-    };
+    let mut u = Unpacker { root, opts: opts.clone(), stats: UnpackStats::default(), dirs: BTreeMap::new() };
     for entry in archive.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
         u.entry(&mut entry)?;
@@ -303,10 +285,7 @@ fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
     let tv_nsec: i64 = nanos.parse().ok()?;
     // Negative fractional times count down from the whole second.
     if tv_sec < 0 && tv_nsec > 0 {
-        return Some(Timespec {
-            tv_sec: tv_sec - 1,
-            tv_nsec: 1_000_000_000 - tv_nsec,
-        });
+        return Some(Timespec { tv_sec: tv_sec - 1, tv_nsec: 1_000_000_000 - tv_nsec });
     }
     Some(Timespec { tv_sec, tv_nsec })
 }
@@ -322,10 +301,7 @@ impl Unpacker {
             return Ok(());
         }
         self.stats.entries += 1;
-        let raw_path = entry.path().map_err(|source| UnpackError::Header {
-            path: String::new(),
-            source,
-        })?;
+        let raw_path = entry.path().map_err(|source| UnpackError::Header { path: String::new(), source })?;
         let comps = clean(&raw_path);
         let name = join(&comps).to_string_lossy().into_owned();
         let meta = self.meta(entry, name.clone())?;
@@ -375,34 +351,20 @@ impl Unpacker {
         }
     }
 
-    fn meta<R: Read>(
-        &self,
-        entry: &mut tar::Entry<'_, R>,
-        name: String,
-    ) -> Result<Meta, UnpackError> {
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: String) -> Result<Meta, UnpackError> {
         let h = entry.header();
-        let hdr = |source| UnpackError::Header {
-            path: name.clone(),
-            source,
-        };
+        let hdr = |source| UnpackError::Header { path: name.clone(), source };
         let mode = h.mode().map_err(hdr)? & 0o7777;
         let mut uid = h.uid().map_err(hdr)?;
         let mut gid = h.gid().map_err(hdr)?;
-        let mut mtime = Timespec {
-            tv_sec: h.mtime().map_err(hdr)? as i64,
-            tv_nsec: 0,
-        };
+        let mut mtime = Timespec { tv_sec: h.mtime().map_err(hdr)? as i64, tv_nsec: 0 };
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(hdr)? {
             for ext in pax {
                 let ext = ext.map_err(hdr)?;
                 let Ok(key) = ext.key() else { continue };
                 let value = ext.value_bytes();
-                let num = || {
-                    std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                };
+                let num = || std::str::from_utf8(value).ok().and_then(|s| s.parse::<u64>().ok());
                 match key {
                     "uid" => uid = num().unwrap_or(uid),
                     "gid" => gid = num().unwrap_or(gid),
@@ -416,61 +378,32 @@ impl Unpacker {
             }
         }
         let id = |v: u64| {
-            u32::try_from(v).map_err(|_| {
-                hdr(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "owner id above 2^32",
-                ))
-            })
+            u32::try_from(v).map_err(|_| hdr(io::Error::new(io::ErrorKind::InvalidData, "owner id above 2^32")))
         };
-        Ok(Meta {
-            uid: id(uid)?,
-            gid: id(gid)?,
-            name,
-            mode,
-            mtime,
-            xattrs,
-        })
+        Ok(Meta { uid: id(uid)?, gid: id(gid)?, name, mode, mtime, xattrs })
     }
 
     /// Opens (creating as needed, mode 0755) the directory `comps`,
     /// resolved inside the root.
     fn open_dir(&self, comps: &[OsString]) -> io::Result<OwnedFd> {
-        let path = if comps.is_empty() {
-            PathBuf::from(".")
-        } else {
-            join(comps)
-        };
+        let path = if comps.is_empty() { PathBuf::from(".") } else { join(comps) };
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         for _ in 0..8 {
-            match rustix::fs::openat2(
-                &self.root,
-                &path,
-                flags,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            ) {
+            match rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
                 Ok(fd) => return Ok(fd),
                 // The kernel asks for a retry when a rename raced the walk.
                 Err(Errno::AGAIN) => continue,
                 Err(Errno::NOENT) if !comps.is_empty() => {
                     let (last, up) = comps.split_last().expect("non-empty");
                     let parent = self.open_dir(up)?;
-                    match rustix::fs::mkdirat(&parent, last.as_os_str(), Mode::from_raw_mode(0o755))
-                    {
+                    match rustix::fs::mkdirat(&parent, last.as_os_str(), Mode::from_raw_mode(0o755)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
                     // A dangling symlink named `last` makes mkdir report
                     // EEXIST while the open keeps failing: give up then.
-                    return rustix::fs::openat2(
-                        &self.root,
-                        &path,
-                        flags,
-                        Mode::empty(),
-                        ResolveFlags::IN_ROOT,
-                    )
-                    .map_err(Into::into);
+                    return rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), ResolveFlags::IN_ROOT)
+                        .map_err(Into::into);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -479,25 +412,13 @@ impl Unpacker {
     }
 
     fn open_parent(&self, comps: &[OsString], name: &str) -> Result<OwnedFd, UnpackError> {
-        self.open_dir(comps).map_err(|source| UnpackError::Parent {
-            path: name.to_string(),
-            source,
-        })
+        self.open_dir(comps).map_err(|source| UnpackError::Parent { path: name.to_string(), source })
     }
 
     /// Clears the slot `base` in `parent` for a new entry. Returns true if
     /// an existing directory was kept (only when the new entry is one).
-    fn prepare(
-        &self,
-        parent: BorrowedFd<'_>,
-        base: &OsStr,
-        keep_dir: bool,
-        name: &str,
-    ) -> Result<bool, UnpackError> {
-        let replace = |source: io::Error| UnpackError::Replace {
-            path: name.to_string(),
-            source,
-        };
+    fn prepare(&self, parent: BorrowedFd<'_>, base: &OsStr, keep_dir: bool, name: &str) -> Result<bool, UnpackError> {
+        let replace = |source: io::Error| UnpackError::Replace { path: name.to_string(), source };
         match rustix::fs::statat(parent, base, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) => Ok(false),
             Err(e) => Err(replace(e.into())),
@@ -510,8 +431,7 @@ impl Unpacker {
                 }
             }
             Ok(_) => {
-                rustix::fs::unlinkat(parent, base, AtFlags::empty())
-                    .map_err(|e| replace(e.into()))?;
+                rustix::fs::unlinkat(parent, base, AtFlags::empty()).map_err(|e| replace(e.into()))?;
                 Ok(false)
             }
         }
@@ -519,10 +439,7 @@ impl Unpacker {
 
     fn owner(&mut self, m: &Meta) -> Option<(rustix::fs::Uid, rustix::fs::Gid)> {
         if self.opts.chown {
-            Some((
-                rustix::fs::Uid::from_raw(m.uid),
-                rustix::fs::Gid::from_raw(m.gid),
-            ))
+            Some((rustix::fs::Uid::from_raw(m.uid), rustix::fs::Gid::from_raw(m.gid)))
         } else {
             if m.uid != 0 || m.gid != 0 {
                 self.stats.ownership_not_applied += 1;
@@ -532,26 +449,15 @@ impl Unpacker {
     }
 
     fn chown_err(m: &Meta, e: Errno) -> UnpackError {
-        UnpackError::Chown {
-            path: m.name.clone(),
-            uid: m.uid,
-            gid: m.gid,
-            source: e.into(),
-        }
+        UnpackError::Chown { path: m.name.clone(), uid: m.uid, gid: m.gid, source: e.into() }
     }
 
     fn meta_err(m: &Meta) -> impl Fn(Errno) -> UnpackError + '_ {
-        |e| UnpackError::Metadata {
-            path: m.name.clone(),
-            source: e.into(),
-        }
+        |e| UnpackError::Metadata { path: m.name.clone(), source: e.into() }
     }
 
     fn times(m: &Meta) -> Timestamps {
-        Timestamps {
-            last_access: m.mtime,
-            last_modification: m.mtime,
-        }
+        Timestamps { last_access: m.mtime, last_modification: m.mtime }
     }
 
     fn file<R: Read>(
@@ -562,10 +468,7 @@ impl Unpacker {
         m: &Meta,
     ) -> Result<(), UnpackError> {
         self.prepare(parent, base, false, &m.name)?;
-        let create = |source: io::Error| UnpackError::Create {
-            path: m.name.clone(),
-            source,
-        };
+        let create = |source: io::Error| UnpackError::Create { path: m.name.clone(), source };
         let fd = rustix::fs::openat(
             parent,
             base,
@@ -587,20 +490,10 @@ impl Unpacker {
         Ok(())
     }
 
-    fn dir(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        base: &OsStr,
-        comps: &[OsString],
-        m: &Meta,
-    ) -> Result<(), UnpackError> {
+    fn dir(&mut self, parent: BorrowedFd<'_>, base: &OsStr, comps: &[OsString], m: &Meta) -> Result<(), UnpackError> {
         if !self.prepare(parent, base, true, &m.name)? {
-            rustix::fs::mkdirat(parent, base, Mode::from_raw_mode(0o700)).map_err(|e| {
-                UnpackError::Create {
-                    path: m.name.clone(),
-                    source: e.into(),
-                }
-            })?;
+            rustix::fs::mkdirat(parent, base, Mode::from_raw_mode(0o700))
+                .map_err(|e| UnpackError::Create { path: m.name.clone(), source: e.into() })?;
         }
         let fd = rustix::fs::openat(
             parent,
@@ -608,10 +501,7 @@ impl Unpacker {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| UnpackError::Create {
-            path: m.name.clone(),
-            source: e.into(),
-        })?;
+        .map_err(|e| UnpackError::Create { path: m.name.clone(), source: e.into() })?;
         self.xattrs_fd(fd.as_fd(), m)?;
         if let Some((u, g)) = self.owner(m) {
             rustix::fs::fchown(&fd, Some(u), Some(g)).map_err(|e| Self::chown_err(m, e))?;
@@ -636,12 +526,8 @@ impl Unpacker {
             })?
             .into_owned();
         self.prepare(parent, base, false, &m.name)?;
-        rustix::fs::symlinkat(OsStr::from_bytes(&target), parent, base).map_err(|e| {
-            UnpackError::Create {
-                path: m.name.clone(),
-                source: e.into(),
-            }
-        })?;
+        rustix::fs::symlinkat(OsStr::from_bytes(&target), parent, base)
+            .map_err(|e| UnpackError::Create { path: m.name.clone(), source: e.into() })?;
         // user.* xattrs are not allowed on symlinks; try the rest through
         // the parent's descriptor so no path walk can be redirected.
         for (name, value) in &m.xattrs {
@@ -649,8 +535,7 @@ impl Unpacker {
             let mut p = OsString::from(via);
             p.push(base);
             if skip_xattr(name)
-                || rustix::fs::lsetxattr(Path::new(&p), name.as_str(), value, XattrFlags::empty())
-                    .is_err()
+                || rustix::fs::lsetxattr(Path::new(&p), name.as_str(), value, XattrFlags::empty()).is_err()
             {
                 self.stats.xattrs_skipped += 1;
             }
@@ -669,36 +554,23 @@ impl Unpacker {
     ) -> Result<(), UnpackError> {
         let target = entry
             .link_name()
-            .map_err(|source| UnpackError::Header {
-                path: m.name.clone(),
-                source,
-            })?
+            .map_err(|source| UnpackError::Header { path: m.name.clone(), source })?
             .ok_or_else(|| UnpackError::Header {
                 path: m.name.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidData, "hardlink without target"),
             })?;
         let tcomps = clean(&target);
         let tname = join(&tcomps).to_string_lossy().into_owned();
-        let link_err = |source: io::Error| UnpackError::Hardlink {
-            path: m.name.clone(),
-            target: tname.clone(),
-            source,
-        };
+        let link_err =
+            |source: io::Error| UnpackError::Hardlink { path: m.name.clone(), target: tname.clone(), source };
         let Some((tbase, tparent_comps)) = tcomps.split_last() else {
-            return Err(link_err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "link to the root",
-            )));
+            return Err(link_err(io::Error::new(io::ErrorKind::InvalidInput, "link to the root")));
         };
         if tname == m.name {
             return Ok(());
         }
         // Resolve the target's parent inside the root without creating it.
-        let tpath = if tparent_comps.is_empty() {
-            PathBuf::from(".")
-        } else {
-            join(tparent_comps)
-        };
+        let tpath = if tparent_comps.is_empty() { PathBuf::from(".") } else { join(tparent_comps) };
         let tparent = rustix::fs::openat2(
             &self.root,
             &tpath,
@@ -708,8 +580,7 @@ impl Unpacker {
         )
         .map_err(|e| link_err(e.into()))?;
         // Check the target exists before removing what the link replaces.
-        rustix::fs::statat(&tparent, tbase.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| link_err(e.into()))?;
+        rustix::fs::statat(&tparent, tbase.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| link_err(e.into()))?;
         self.prepare(parent, base, false, &m.name)?;
         // No AT_SYMLINK_FOLLOW: a symlink target is linked, never followed.
         rustix::fs::linkat(&tparent, tbase.as_os_str(), parent, base, AtFlags::empty())
@@ -720,12 +591,8 @@ impl Unpacker {
 
     fn fifo(&mut self, parent: BorrowedFd<'_>, base: &OsStr, m: &Meta) -> Result<(), UnpackError> {
         self.prepare(parent, base, false, &m.name)?;
-        rustix::fs::mknodat(parent, base, FileType::Fifo, Mode::from_raw_mode(0o600), 0).map_err(
-            |e| UnpackError::Create {
-                path: m.name.clone(),
-                source: e.into(),
-            },
-        )?;
+        rustix::fs::mknodat(parent, base, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+            .map_err(|e| UnpackError::Create { path: m.name.clone(), source: e.into() })?;
         self.finish_at(parent, base, m, true)?;
         self.stats.fifos += 1;
         Ok(())
@@ -733,13 +600,7 @@ impl Unpacker {
 
     /// Owner, then mode (unless a symlink), then times, by name without
     /// following a final symlink.
-    fn finish_at(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        base: &OsStr,
-        m: &Meta,
-        chmod: bool,
-    ) -> Result<(), UnpackError> {
+    fn finish_at(&mut self, parent: BorrowedFd<'_>, base: &OsStr, m: &Meta, chmod: bool) -> Result<(), UnpackError> {
         if let Some((u, g)) = self.owner(m) {
             rustix::fs::chownat(parent, base, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| Self::chown_err(m, e))?;
@@ -750,8 +611,7 @@ impl Unpacker {
             rustix::fs::chmodat(parent, base, Mode::from_raw_mode(m.mode), AtFlags::empty())
                 .map_err(Self::meta_err(m))?;
         }
-        rustix::fs::utimensat(parent, base, &Self::times(m), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(Self::meta_err(m))?;
+        rustix::fs::utimensat(parent, base, &Self::times(m), AtFlags::SYMLINK_NOFOLLOW).map_err(Self::meta_err(m))?;
         Ok(())
     }
 
@@ -763,11 +623,7 @@ impl Unpacker {
             }
             if let Err(e) = rustix::fs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty()) {
                 if name.starts_with("user.") {
-                    return Err(UnpackError::Xattr {
-                        path: m.name.clone(),
-                        name: name.clone(),
-                        source: e.into(),
-                    });
+                    return Err(UnpackError::Xattr { path: m.name.clone(), name: name.clone(), source: e.into() });
                 }
                 self.stats.xattrs_skipped += 1;
             }
@@ -776,18 +632,11 @@ impl Unpacker {
     }
 
     fn opaque(&mut self, dir_comps: &[OsString], name: &str) -> Result<(), UnpackError> {
-        let wo = |source: io::Error| UnpackError::Whiteout {
-            path: name.to_string(),
-            source,
-        };
+        let wo = |source: io::Error| UnpackError::Whiteout { path: name.to_string(), source };
         // Create the directory if the marker comes first; its own entry
         // (if any) keeps it and applies metadata later.
         self.open_parent(dir_comps, name)?;
-        let path = if dir_comps.is_empty() {
-            PathBuf::from(".")
-        } else {
-            join(dir_comps)
-        };
+        let path = if dir_comps.is_empty() { PathBuf::from(".") } else { join(dir_comps) };
         let fd = rustix::fs::openat2(
             &self.root,
             &path,
@@ -796,18 +645,12 @@ impl Unpacker {
             ResolveFlags::IN_ROOT,
         )
         .map_err(|e| wo(e.into()))?;
-        rustix::fs::fsetxattr(&fd, OPAQUE_XATTR, b"y", XattrFlags::empty())
-            .map_err(|e| wo(e.into()))?;
+        rustix::fs::fsetxattr(&fd, OPAQUE_XATTR, b"y", XattrFlags::empty()).map_err(|e| wo(e.into()))?;
         self.stats.opaque_dirs += 1;
         Ok(())
     }
 
-    fn whiteout(
-        &mut self,
-        parent_comps: &[OsString],
-        hidden: &OsStr,
-        m: &Meta,
-    ) -> Result<(), UnpackError> {
+    fn whiteout(&mut self, parent_comps: &[OsString], hidden: &OsStr, m: &Meta) -> Result<(), UnpackError> {
         let parent = self.open_parent(parent_comps, &m.name)?;
         // OCI: a whiteout only hides lower layers; an entry of the same
         // name from this layer stays (and already hides the lower one).
@@ -818,10 +661,7 @@ impl Unpacker {
             }
             Err(Errno::NOENT) => {}
             Err(e) => {
-                return Err(UnpackError::Whiteout {
-                    path: m.name.clone(),
-                    source: e.into(),
-                });
+                return Err(UnpackError::Whiteout { path: m.name.clone(), source: e.into() });
             }
         }
         self.make_whiteout(parent.as_fd(), hidden, m)
@@ -829,27 +669,12 @@ impl Unpacker {
 
     /// A 0:0 character device carrying the entry's mtime, so a layer made
     /// from this snapshot again is byte-for-byte reproducible.
-    fn make_whiteout(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        base: &OsStr,
-        m: &Meta,
-    ) -> Result<(), UnpackError> {
-        let wo = |e: Errno| UnpackError::Whiteout {
-            path: m.name.clone(),
-            source: e.into(),
-        };
+    fn make_whiteout(&mut self, parent: BorrowedFd<'_>, base: &OsStr, m: &Meta) -> Result<(), UnpackError> {
+        let wo = |e: Errno| UnpackError::Whiteout { path: m.name.clone(), source: e.into() };
         self.prepare(parent, base, false, &m.name)?;
-        rustix::fs::mknodat(
-            parent,
-            base,
-            FileType::CharacterDevice,
-            Mode::empty(),
-            rustix::fs::makedev(0, 0),
-        )
-        .map_err(wo)?;
-        rustix::fs::utimensat(parent, base, &Self::times(m), AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::mknodat(parent, base, FileType::CharacterDevice, Mode::empty(), rustix::fs::makedev(0, 0))
             .map_err(wo)?;
+        rustix::fs::utimensat(parent, base, &Self::times(m), AtFlags::SYMLINK_NOFOLLOW).map_err(wo)?;
         self.stats.whiteouts += 1;
         Ok(())
     }
@@ -871,21 +696,12 @@ impl Unpacker {
                 // Replaced by a later entry (or removed): nothing to do.
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
                 Err(e) => {
-                    return Err(UnpackError::Metadata {
-                        path: name,
-                        source: e.into(),
-                    });
+                    return Err(UnpackError::Metadata { path: name, source: e.into() });
                 }
             };
-            let meta_err = |e: Errno| UnpackError::Metadata {
-                path: name.clone(),
-                source: e.into(),
-            };
+            let meta_err = |e: Errno| UnpackError::Metadata { path: name.clone(), source: e.into() };
             rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(meta_err)?;
-            let t = Timestamps {
-                last_access: mtime,
-                last_modification: mtime,
-            };
+            let t = Timestamps { last_access: mtime, last_modification: mtime };
             rustix::fs::futimens(&fd, &t).map_err(meta_err)?;
         }
         Ok(())

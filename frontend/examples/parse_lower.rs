@@ -17,7 +17,8 @@ impl ImageConfigResolver for Images {
         requests
             .iter()
             .map(|(r, p)| {
-                let config = ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };
+                let config =
+                    ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };
                 Ok(ResolvedBase { reference: format!("docker.io/library/{r}@sha256:{}", "0".repeat(64)), config })
             })
             .collect()

@@ -92,10 +92,7 @@ impl PatternMatcher {
             compiled.push(Pattern::new(p)?);
         }
         let exclusions = compiled.iter().any(|p| p.exclusion);
-        Ok(Self {
-            patterns: compiled,
-            exclusions,
-        })
+        Ok(Self { patterns: compiled, exclusions })
     }
 
     /// `MatchesOrParentMatches`: is `path` (relative, slash-separated,
@@ -153,10 +150,7 @@ impl PatternMatcher {
     /// [`matches`](Self::matches) for each entry.
     pub fn dir_may_contain_included(&self, dir: &str) -> bool {
         let dir_parts: Vec<&str> = dir.split('/').collect();
-        self.patterns
-            .iter()
-            .filter(|p| p.exclusion)
-            .any(|p| p.may_match_within(&dir_parts))
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| p.may_match_within(&dir_parts))
     }
 
     /// The compiled patterns, in order.
@@ -186,17 +180,10 @@ impl Pattern {
             }
             p.remove(0);
         }
-        let bad = |reason: String| PatternError::BadPattern {
-            pattern: p.clone(),
-            reason,
-        };
+        let bad = |reason: String| PatternError::BadPattern { pattern: p.clone(), reason };
         validate_glob(&p).map_err(bad)?;
         let kind = compile(&p).map_err(bad)?;
-        Ok(Self {
-            cleaned: p,
-            exclusion,
-            kind,
-        })
+        Ok(Self { cleaned: p, exclusion, kind })
     }
 
     /// Does the pattern match exactly `path` (no parent-directory rule)?
@@ -255,8 +242,7 @@ impl Kind {
             Kind::Exact(p) => path == p,
             Kind::Prefix(prefix) => path.starts_with(prefix.as_str()),
             Kind::Suffix(suffix) => {
-                path.ends_with(suffix.as_str())
-                    || suffix.strip_prefix('/').is_some_and(|s| path == s)
+                path.ends_with(suffix.as_str()) || suffix.strip_prefix('/').is_some_and(|s| path == s)
             }
             Kind::Program(program) => program.is_match(path),
         }
@@ -323,21 +309,14 @@ fn parent_dir(path: &str) -> std::borrow::Cow<'_, str> {
         Some(0) => "/".into(),
         Some(i) => {
             let head = &path[..i];
-            if is_clean(head) {
-                head.into()
-            } else {
-                clean(head).into()
-            }
+            if is_clean(head) { head.into() } else { clean(head).into() }
         }
     }
 }
 
 /// `a/b/c` → `a`, `a/b`, `a/b/c` (moby joins the first i+1 components).
 fn parent_prefixes(parent: &str) -> impl Iterator<Item = &str> {
-    parent
-        .match_indices('/')
-        .map(move |(i, _)| &parent[..i])
-        .chain(std::iter::once(parent))
+    parent.match_indices('/').map(move |(i, _)| &parent[..i]).chain(std::iter::once(parent))
 }
 
 /// The syntax check of Go's `filepath.Match` (Unix): `\` must escape
@@ -498,10 +477,9 @@ fn escape(c: char) -> Result<Pred, String> {
         'n' => Pred::Lit('\n'),
         'r' => Pred::Lit('\r'),
         'v' => Pred::Lit('\x0b'),
-        'd' | 'D' | 's' | 'S' | 'w' | 'W' => Pred::Class(Box::new(Class {
-            negated: false,
-            items: vec![perl_class(c)],
-        })),
+        'd' | 'D' | 's' | 'S' | 'w' | 'W' => {
+            Pred::Class(Box::new(Class { negated: false, items: vec![perl_class(c)] }))
+        }
         c if c.is_ascii() && !c.is_ascii_alphanumeric() => Pred::Lit(c),
         c => return Err(format!("unsupported escape `\\{c}`")),
     })
@@ -543,10 +521,7 @@ fn posix_class(name: &str) -> Option<fn(char) -> bool> {
 /// does with it): `^` negates, ranges, `\` escapes, `[:alpha:]` classes,
 /// `\d`-style classes; a negated class also matches `/`.
 fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
-    let mut class = Class {
-        negated: false,
-        items: Vec::new(),
-    };
+    let mut class = Class { negated: false, items: Vec::new() };
     if chars.get(i) == Some(&'^') {
         class.negated = true;
         i += 1;
@@ -568,8 +543,7 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
                     Some(n) => (true, n),
                     None => (false, name),
                 };
-                let set = posix_class(name)
-                    .ok_or_else(|| format!("invalid character class `[:{name}:]`"))?;
+                let set = posix_class(name).ok_or_else(|| format!("invalid character class `[:{name}:]`"))?;
                 class.items.push(ClassItem::Set { set, negated });
                 i += 2 + rest[..end].chars().count() + 2;
                 continue;
@@ -688,11 +662,7 @@ impl Program {
         let prefix = insts.iter().map_while(literal).collect();
         let mut suffix: Vec<char> = insts.iter().rev().map_while(literal).collect();
         suffix.reverse();
-        Self {
-            insts,
-            prefix,
-            suffix: suffix.into_iter().collect(),
-        }
+        Self { insts, prefix, suffix: suffix.into_iter().collect() }
     }
 
     fn is_match(&self, s: &str) -> bool {

@@ -105,31 +105,19 @@ impl Lexer {
     ///
     /// `env` returns `Some("")` for a variable that is set but empty, which
     /// matters for `${V-x}` versus `${V:-x}`.
-    pub fn expand_word(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<String, ShellError> {
+    pub fn expand_word(&self, word: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ShellError> {
         Ok(self.expand(word, env)?.value)
     }
 
     /// `ProcessWords`: expand, then split into words on whitespace that is
     /// neither quoted nor escaped. Whitespace that comes from a variable
     /// outside quotes splits; a quoted empty string yields no word.
-    pub fn expand_words(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<String>, ShellError> {
+    pub fn expand_words(&self, word: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, ShellError> {
         Ok(self.expand(word, env)?.words)
     }
 
     /// Expand `word` and report both forms plus which variables were used.
-    pub fn expand(
-        &self,
-        word: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Expansion, ShellError> {
+    pub fn expand(&self, word: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Expansion, ShellError> {
         let mut st = State {
             chars: word.chars().collect(),
             pos: 0,
@@ -139,12 +127,7 @@ impl Lexer {
             unmatched: BTreeSet::new(),
         };
         let (value, words) = st.process_until(None, false)?;
-        Ok(Expansion {
-            value,
-            words,
-            matched: st.matched,
-            unmatched: st.unmatched,
-        })
+        Ok(Expansion { value, words, matched: st.matched, unmatched: st.unmatched })
     }
 }
 
@@ -211,11 +194,7 @@ fn is_special_param(ch: char) -> bool {
 }
 
 fn is_digit(ch: char) -> bool {
-    if ch.is_ascii() {
-        ch.is_ascii_digit()
-    } else {
-        ch.is_numeric()
-    }
+    if ch.is_ascii() { ch.is_ascii_digit() } else { ch.is_numeric() }
 }
 
 impl State<'_> {
@@ -244,11 +223,7 @@ impl State<'_> {
     /// BuildKit's `processStopOn`: read until `stop` (consumed) or the end.
     /// `raw_escapes` keeps escape characters in the output (used for
     /// patterns, which interpret `\*` themselves).
-    fn process_until(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), ShellError> {
+    fn process_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), ShellError> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
@@ -519,11 +494,8 @@ fn expand_template(out: &mut String, template: &str, matched: &str) {
             Some(b) => (true, b),
             None => (false, rest),
         };
-        let name_len: usize = body
-            .chars()
-            .take_while(|c| c.is_alphabetic() || is_digit(*c) || *c == '_')
-            .map(char::len_utf8)
-            .sum();
+        let name_len: usize =
+            body.chars().take_while(|c| c.is_alphabetic() || is_digit(*c) || *c == '_').map(char::len_utf8).sum();
         let name = &body[..name_len];
         let mut consumed = name_len;
         if name.is_empty() || (braced && !body[name_len..].starts_with('}')) {
@@ -596,12 +568,7 @@ struct PrefixMatcher<'a> {
 
 impl<'a> PrefixMatcher<'a> {
     fn new(tokens: &'a [PatTok], s: &'a [char], greedy: bool) -> Self {
-        Self {
-            tokens,
-            s,
-            greedy,
-            memo: vec![None; (tokens.len() + 1) * (s.len() + 1)],
-        }
+        Self { tokens, s, greedy, memo: vec![None; (tokens.len() + 1) * (s.len() + 1)] }
     }
 
     /// End of the preferred match of `tokens[ti..]` starting at `si`.
@@ -720,10 +687,7 @@ mod tests {
     fn unsupported_modifiers_fail() {
         let env = [("FOO", "xxx")];
         for word in ["${FOO=aaa}", "${FOO=:aaa}", "${FOO=}", "${FOO:=x}", "${FOO.}"] {
-            assert!(
-                matches!(expand(word, &env), Err(ShellError::UnsupportedModifier { .. })),
-                "{word}"
-            );
+            assert!(matches!(expand(word, &env), Err(ShellError::UnsupportedModifier { .. })), "{word}");
         }
     }
 
@@ -752,10 +716,7 @@ mod tests {
         for (word, env, want) in cases {
             assert_eq!(expand(word, env).unwrap(), *want, "{word}");
         }
-        assert!(matches!(
-            expand(r"${FOO#\x}", &[("FOO", "x")]),
-            Err(ShellError::InvalidPattern { .. })
-        ));
+        assert!(matches!(expand(r"${FOO#\x}", &[("FOO", "x")]), Err(ShellError::InvalidPattern { .. })));
     }
 
     #[test]
@@ -801,9 +762,7 @@ mod tests {
     #[test]
     fn tracks_matched_and_unmatched_variables() {
         let env = env_of(&[("FOO", "xxx"), ("BAR", "")]);
-        let got = Lexer::default()
-            .expand("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &|k| env.get(k).cloned())
-            .unwrap();
+        let got = Lexer::default().expand("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &|k| env.get(k).cloned()).unwrap();
         assert_eq!(got.matched.into_iter().collect::<Vec<_>>(), ["BAR", "FOO"]);
         assert_eq!(got.unmatched.into_iter().collect::<Vec<_>>(), ["BAZ"]);
     }

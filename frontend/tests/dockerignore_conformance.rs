@@ -15,8 +15,7 @@ fn data_dir() -> PathBuf {
 /// Rows of a TSV file, comments skipped, each field as written.
 fn rows(name: &str) -> Vec<(usize, Vec<String>)> {
     let path = data_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.starts_with('#') && !l.trim().is_empty())
@@ -75,9 +74,7 @@ fn match_tsv() {
         if ok {
             passed += 1;
         } else {
-            failures.push(format!(
-                "line {line}: {pattern:?} {path:?} => {got:?}, want {want} (error: {want_err})"
-            ));
+            failures.push(format!("line {line}: {pattern:?} {path:?} => {got:?}, want {want} (error: {want_err})"));
         }
     }
     println!("dockerignore match.tsv: {passed}/{total}");

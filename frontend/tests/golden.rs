@@ -45,10 +45,8 @@ fn resolve(reference: &str, platform: &Platform) -> Result<ResolvedBase, String>
     };
     config.config.env = vec!["PATH=/usr/local/bin:/usr/bin:/bin".into(), format!("BASE_IMAGE={reference}")];
     config.config.cmd = Some(vec!["sh".into()]);
-    config.history = vec![History {
-        created_by: format!("/bin/sh -c #(nop) ADD file:{reference} in / "),
-        ..Default::default()
-    }];
+    config.history =
+        vec![History { created_by: format!("/bin/sh -c #(nop) ADD file:{reference} in / "), ..Default::default() }];
     if reference.starts_with("onbuild-base") {
         config.config.working_dir = "/app".into();
         config.config.on_build =
@@ -175,13 +173,8 @@ fn compare(file: &Path, actual: &str) -> Option<String> {
         return None;
     }
     let expected = std::fs::read_to_string(file).unwrap_or_default();
-    (expected != actual).then(|| {
-        format!(
-            "{} differs (UPDATE_GOLDEN=1 to accept):\n{}",
-            file.display(),
-            diff(&expected, actual)
-        )
-    })
+    (expected != actual)
+        .then(|| format!("{} differs (UPDATE_GOLDEN=1 to accept):\n{}", file.display(), diff(&expected, actual)))
 }
 
 #[test]

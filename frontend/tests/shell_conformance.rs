@@ -21,8 +21,7 @@ fn read(name: &str) -> String {
 #[test]
 fn env_var_test() {
     let text = read("envVarTest");
-    let env: BTreeMap<&str, &str> =
-        [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")].into();
+    let env: BTreeMap<&str, &str> = [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")].into();
     let lookup = |k: &str| env.get(k).map(|v| v.to_string());
     let lexer = Lexer::new('\\');
     let (mut total, mut passed) = (0, 0);
@@ -78,9 +77,7 @@ fn words_test() {
         let input = fields[0].trim();
         let expected: Vec<&str> = fields[1].trim_start_matches(' ').split(',').collect();
         total += 1;
-        let got = lexer
-            .expand_words(input, &|k| env.get(k).cloned())
-            .unwrap_or_else(|_| vec!["error".to_string()]);
+        let got = lexer.expand_words(input, &|k| env.get(k).cloned()).unwrap_or_else(|_| vec!["error".to_string()]);
         if got == expected {
             passed += 1;
         } else {

@@ -104,9 +104,7 @@ impl Platform {
         let (os, arch, variant) = match parts.as_slice() {
             [arch] if !arch.is_empty() => ("linux", *arch, None),
             [os, arch] if !os.is_empty() && !arch.is_empty() => (*os, *arch, None),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => {
-                (*os, *arch, Some(v.to_string()))
-            }
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => (*os, *arch, Some(v.to_string())),
             _ => return None,
         };
         let os = os.to_ascii_lowercase();
@@ -468,8 +466,7 @@ pub fn canonical_encoding(op: &Op, inputs: &[Digest]) -> Vec<u8> {
         op: &'a Op,
         inputs: &'a [Digest],
     }
-    serde_json::to_vec(&Encoded { v: OP_ENCODING_VERSION, op, inputs })
-        .expect("graph ops always serialise")
+    serde_json::to_vec(&Encoded { v: OP_ENCODING_VERSION, op, inputs }).expect("graph ops always serialise")
 }
 
 /// The digest naming a vertex: SHA-256 of [`canonical_encoding`], hashed
@@ -571,10 +568,7 @@ mod tests {
     use super::*;
 
     fn image(reference: &str) -> Op {
-        Op::Source(SourceOp::Image {
-            reference: reference.into(),
-            platform: Platform::parse("linux/amd64").unwrap(),
-        })
+        Op::Source(SourceOp::Image { reference: reference.into(), platform: Platform::parse("linux/amd64").unwrap() })
     }
 
     #[test]

@@ -58,14 +58,22 @@ fn copy_action(srcs: &[&str], dest: &str) -> FileAction {
 }
 
 /// Sets options on a Copy action.
-fn with(mut a: FileAction, f: impl FnOnce(&mut Option<Chown>, &mut Option<String>, &mut bool, &mut bool, &mut Vec<String>, &mut bool)) -> FileAction {
+fn with(
+    mut a: FileAction,
+    f: impl FnOnce(&mut Option<Chown>, &mut Option<String>, &mut bool, &mut bool, &mut Vec<String>, &mut bool),
+) -> FileAction {
     if let FileAction::Copy { chown, chmod, unpack_archive, parents, exclude, allow_empty_wildcard, .. } = &mut a {
         f(chown, chmod, unpack_archive, parents, exclude, allow_empty_wildcard);
     }
     a
 }
 
-fn run_with(e: &Env, a: &FileAction, reset_owner: bool, ignore: Option<&dyn Fn(&str) -> bool>) -> Result<(), FileOpError> {
+fn run_with(
+    e: &Env,
+    a: &FileAction,
+    reset_owner: bool,
+    ignore: Option<&dyn Fn(&str) -> bool>,
+) -> Result<(), FileOpError> {
     let yes = |_: u32, _: u32| true;
     let ctx = FileOpContext {
         inputs: vec![InputRoot { root: &e.src, exclude: ignore, reset_owner }],
@@ -347,10 +355,17 @@ fn hardlinks_fifos_sockets_xattrs() {
     let e = env();
     write(&e.src.join("t/h1"), "same");
     fs::hard_link(e.src.join("t/h1"), e.src.join("t/h2")).unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, e.src.join("t/fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0)
-        .unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        e.src.join("t/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(e.src.join("t/sock")).unwrap();
-    let xattr_ok = rustix::fs::lsetxattr(e.src.join("t/h1"), "user.note", b"hi", rustix::fs::XattrFlags::empty()).is_ok();
+    let xattr_ok =
+        rustix::fs::lsetxattr(e.src.join("t/h1"), "user.note", b"hi", rustix::fs::XattrFlags::empty()).is_ok();
     run(&e, &copy_action(&["t"], "/t")).unwrap();
     let (a, b) = (fs::metadata(e.dest.join("t/h1")).unwrap(), fs::metadata(e.dest.join("t/h2")).unwrap());
     assert_eq!(a.ino(), b.ino(), "hard links stay linked");
@@ -516,7 +531,8 @@ fn selected_files_sorted_and_filtered() {
     write(&e.src.join("ignored.txt"), "");
     symlink("b", e.src.join("blink")).unwrap();
     let ign = |p: &str| p == "ignored.txt";
-    let got = fileop::selected_files(&e.src, &["blink".into(), "*.txt".into()], true, &["*.log".into()], Some(&ign)).unwrap();
+    let got =
+        fileop::selected_files(&e.src, &["blink".into(), "*.txt".into()], true, &["*.log".into()], Some(&ign)).unwrap();
     assert_eq!(got, vec!["a.txt", "b", "b/sub", "b/sub/k.txt", "b/z.txt", "c.txt"]);
     let err = fileop::selected_files(&e.src, &["missing".into()], true, &[], None).unwrap_err();
     assert_eq!(err.to_string(), "`missing`: not found");
@@ -527,7 +543,8 @@ fn mkdir_mkfile_rm() {
     let e = env();
     let yes = |_: u32, _: u32| true;
     let ctx = FileOpContext { inputs: vec![], dest_root: &e.dest, can_chown: &yes };
-    let mk = |p: &str, parents: bool| FileAction::Mkdir { path: p.into(), mode: 0o700, make_parents: parents, chown: None };
+    let mk =
+        |p: &str, parents: bool| FileAction::Mkdir { path: p.into(), mode: 0o700, make_parents: parents, chown: None };
     fileop::apply(&mk("/a/b/c", true), &ctx).unwrap();
     assert_eq!(mode(&e.dest.join("a/b/c")), 0o700);
     assert_eq!(mode(&e.dest.join("a")), 0o700, "MkdirAll gives parents the same mode");

@@ -9,8 +9,8 @@ use std::process::{Command, Output};
 use rbuild_solver::sandbox::{ExtraMount, MountSource, Network, RunSpec};
 
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "id", "ls", "touch", "rm", "sleep", "hostname", "mount", "true", "pwd", "mkdir",
-    "chown", "ifconfig", "stat", "grep", "wc",
+    "sh", "echo", "cat", "id", "ls", "touch", "rm", "sleep", "hostname", "mount", "true", "pwd", "mkdir", "chown",
+    "ifconfig", "stat", "grep", "wc",
 ];
 
 /// The `sandbox_run` example, rebuilt once per test run: `cargo test
@@ -53,7 +53,11 @@ impl Fixture {
             std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
         }
         std::fs::create_dir_all(f.path("lower/etc")).unwrap();
-        std::fs::write(f.path("lower/etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\n").unwrap();
+        std::fs::write(
+            f.path("lower/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nbuilder:x:1000:1000::/home/builder:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(f.path("lower/etc/group"), "root:x:0:\nbuilder:x:1000:\nstaff:x:50:builder\n").unwrap();
         std::fs::create_dir_all(f.path("upper")).unwrap();
         std::fs::create_dir_all(f.path("work")).unwrap();
@@ -104,12 +108,19 @@ fn stdout(o: &Output) -> String {
 }
 
 fn check(o: &Output) -> String {
-    assert!(o.status.success(), "status {:?}\nstdout: {}\nstderr: {}", o.status, stdout(o), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    );
     stdout(o)
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -126,7 +137,11 @@ fn output_and_exit_code_are_propagated() {
 #[test]
 fn writes_land_in_upper_and_mount_points_leave_no_trace() {
     let f = Fixture::new();
-    let mut spec = f.spec(&["sh", "-c", "echo data > /new && mkdir -p /d/e && cat /etc/hosts /etc/resolv.conf && ls /proc/self >/dev/null"]);
+    let mut spec = f.spec(&[
+        "sh",
+        "-c",
+        "echo data > /new && mkdir -p /d/e && cat /etc/hosts /etc/resolv.conf && ls /proc/self >/dev/null",
+    ]);
     spec.mounts.push(ExtraMount { target: "/cache/dir".into(), source: MountSource::Tmpfs { size: 1 << 20 } });
     let out = check(&f.run(&spec));
     assert_eq!(out, "127.0.0.1 localhost\nnameserver 192.0.2.1\n");
@@ -243,7 +258,10 @@ fn extra_mounts() {
     ]);
     spec.mounts = vec![
         ExtraMount { target: "/ctx".into(), source: MountSource::Bind { source: f.path("ctx"), readonly: true } },
-        ExtraMount { target: "/var/cache".into(), source: MountSource::Bind { source: f.path("cache"), readonly: false } },
+        ExtraMount {
+            target: "/var/cache".into(),
+            source: MountSource::Bind { source: f.path("cache"), readonly: false },
+        },
         ExtraMount {
             target: "/stage".into(),
             source: MountSource::Overlay { lowerdirs: vec![f.path("lower"), f.path("stage")], readonly: false },
@@ -449,7 +467,9 @@ fn non_root_with_a_single_id() {
         assert!(st.success(), "useradd failed");
     }
     let (uid, gid) = (id("-u").unwrap(), id("-g").unwrap());
-    let run = |args: &[&str]| Command::new("runuser").args(["-u", SINGLE_USER, "--"]).arg(example()).args(args).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new("runuser").args(["-u", SINGLE_USER, "--"]).arg(example()).args(args).output().unwrap()
+    };
     let mapping = check(&run(&["mapping"]));
     assert!(mapping.starts_with(&format!("{{\"Single\":{{\"uid\":{uid},\"gid\":{gid}}}}}")), "{mapping}");
     let f = Fixture::new();

@@ -45,9 +45,18 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    let registry = RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone(), docker_config_dir: None });
+    let registry = RegistryClient::new(RegistryOptions {
+        insecure_registries: args.insecure_registry.clone(),
+        docker_config_dir: None,
+    });
     let can_chown_any = matches!(mapping, IdMapping::Full);
-    let sources = Sources { store: store.clone(), registry: registry.clone(), runtime: runtime.handle().clone(), pull: args.pull, chown: !matches!(mapping, IdMapping::Single { .. }) };
+    let sources = Sources {
+        store: store.clone(),
+        registry: registry.clone(),
+        runtime: runtime.handle().clone(),
+        pull: args.pull,
+        chown: !matches!(mapping, IdMapping::Single { .. }),
+    };
     let _ = can_chown_any;
     if let IdMapping::Single { .. } = mapping {
         printer.message(&format!("warning: {}", mapping.describe()));
@@ -61,8 +70,8 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     for platform in &input.platforms {
         let mut lower_opts = input.lower.clone();
         lower_opts.target_platform = platform.clone();
-        let lowered = lower::parse_and_lower(&input.dockerfile, &lower_opts, &sources)
-            .map_err(|d| anyhow::anyhow!("{d}"))?;
+        let lowered =
+            lower::parse_and_lower(&input.dockerfile, &lower_opts, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
         for unused in &lowered.unused_build_args {
             printer.message(&format!("warning: build arg `{unused}` was not consumed by any ARG"));
         }
@@ -87,7 +96,8 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
 
 fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -> Result<SolveOptions> {
     let mut contexts = BTreeMap::new();
-    let main_ignore = PatternMatcher::new(&input.dockerignore).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e}"))?;
+    let main_ignore =
+        PatternMatcher::new(&input.dockerignore).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e}"))?;
     let main_ignore = Arc::new(main_ignore);
     let root = input.context_dir.clone();
     contexts.insert(
@@ -98,7 +108,9 @@ fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -
             // re-include something inside it.
             ignore: Arc::new(move |p: &str| {
                 main_ignore.matches(p)
-                    && !(main_ignore.has_exclusions() && main_ignore.dir_may_contain_included(p) && root.join(p).is_dir())
+                    && !(main_ignore.has_exclusions()
+                        && main_ignore.dir_may_contain_included(p)
+                        && root.join(p).is_dir())
             }),
         },
     );
@@ -114,7 +126,9 @@ fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -
     for s in &args.ssh {
         let (id, value) = s.split_once('=').unwrap_or((s.as_str(), ""));
         let sock = if value.is_empty() {
-            std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).with_context(|| format!("`--ssh {id}`: $SSH_AUTH_SOCK is not set"))?
+            std::env::var_os("SSH_AUTH_SOCK")
+                .map(PathBuf::from)
+                .with_context(|| format!("`--ssh {id}`: $SSH_AUTH_SOCK is not set"))?
         } else {
             PathBuf::from(value)
         };
@@ -148,7 +162,9 @@ fn parse_secret(spec: &str) -> Result<(String, Secret)> {
     let id = id.or_else(|| env.clone()).context("`--secret` needs `id=`")?;
     let value = match (src, env) {
         (Some(path), _) => std::fs::read(&path).with_context(|| format!("reading secret `{id}` from `{path}`"))?,
-        (None, Some(var)) => std::env::var(&var).with_context(|| format!("secret `{id}`: environment variable `{var}` is not set"))?.into_bytes(),
+        (None, Some(var)) => std::env::var(&var)
+            .with_context(|| format!("secret `{id}`: environment variable `{var}` is not set"))?
+            .into_bytes(),
         (None, None) => match std::env::var(&id) {
             Ok(v) => v.into_bytes(),
             Err(_) => bail!("secret `{id}`: give `src=PATH` or `env=VAR`"),

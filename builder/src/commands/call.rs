@@ -14,7 +14,8 @@ pub fn run(call: &str, input: &FrontendInput) -> Result<i32> {
             Ok(0)
         }
         "outline" => {
-            let text = outline::outline(&dockerfile, &input.lower).map_err(|d| anyhow::anyhow!("{}", d.with_source(&input.dockerfile_name, &input.dockerfile)))?;
+            let text = outline::outline(&dockerfile, &input.lower)
+                .map_err(|d| anyhow::anyhow!("{}", d.with_source(&input.dockerfile_name, &input.dockerfile)))?;
             print!("{text}");
             Ok(0)
         }

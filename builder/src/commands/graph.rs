@@ -19,13 +19,17 @@ pub fn run(graph_args: GraphArgs, root: PathBuf, mapping: IdMapping) -> Result<i
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let sources = Sources {
         store,
-        registry: RegistryClient::new(RegistryOptions { insecure_registries: args.insecure_registry.clone(), docker_config_dir: None }),
+        registry: RegistryClient::new(RegistryOptions {
+            insecure_registries: args.insecure_registry.clone(),
+            docker_config_dir: None,
+        }),
         runtime: runtime.handle().clone(),
         pull: args.pull,
         chown: !matches!(mapping, IdMapping::Single { .. }),
     };
     let started = std::time::Instant::now();
-    let lowered = lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let lowered =
+        lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
     if graph_args.timings {
         eprintln!("parse+lower: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
     }

@@ -41,7 +41,12 @@ pub struct BuiltImage {
 pub fn compression_from_outputs(outputs: &[Output]) -> Result<Compression> {
     let mut compression = Compression::Gzip { level: 6 };
     for o in outputs {
-        let level = o.attrs.get("compression-level").map(|l| l.parse::<i32>()).transpose().context("invalid compression-level")?;
+        let level = o
+            .attrs
+            .get("compression-level")
+            .map(|l| l.parse::<i32>())
+            .transpose()
+            .context("invalid compression-level")?;
         match o.attrs.get("compression").map(String::as_str) {
             None => {
                 if let (Some(l), Compression::Gzip { .. }) = (level, &compression) {
@@ -112,7 +117,10 @@ pub fn assemble(
         };
         if let Some(d) = reuse.filter(|d| store.has_blob(&d.digest)) {
             let path = store.blob_path(&d.digest);
-            layers.push((LayerInfo { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: d.media_type }, path));
+            layers.push((
+                LayerInfo { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: d.media_type },
+                path,
+            ));
             empty.push(false);
             continue;
         }
@@ -124,7 +132,8 @@ pub fn assemble(
         let started = Instant::now();
         let mut writer = store.blob_writer()?;
         let opts = LayerOptions { compression: compression.clone(), source_date_epoch: epoch, threads: threads() };
-        let info = export::write_layer(&diff, &opts, &mut writer).with_context(|| format!("writing layer for snapshot {id}"))?;
+        let info = export::write_layer(&diff, &opts, &mut writer)
+            .with_context(|| format!("writing layer for snapshot {id}"))?;
         let digest = writer.finish()?;
         if digest != info.digest {
             bail!("layer digest mismatch: writer saw {digest}, layer writer reported {}", info.digest);
@@ -133,7 +142,12 @@ pub fn assemble(
         store.set_layer_for_snapshot(
             id,
             name,
-            &LayerDescriptor { digest: info.digest.clone(), diff_id: info.diff_id.clone(), size: info.size, media_type: info.media_type.clone() },
+            &LayerDescriptor {
+                digest: info.digest.clone(),
+                diff_id: info.diff_id.clone(),
+                size: info.size,
+                media_type: info.media_type.clone(),
+            },
         )?;
         let path = store.blob_path(&info.digest);
         layers.push((info, path));
@@ -150,8 +164,11 @@ pub fn assemble(
     config.history = history_for(lowered, &empty, &created);
     let config_bytes = config.to_canonical_json();
     let config_digest = store.write_blob(&config_bytes)?;
-    let (manifest, manifest_digest, manifest_config_digest) =
-        export::build_manifest(&config_bytes, &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), BTreeMap::new());
+    let (manifest, manifest_digest, manifest_config_digest) = export::build_manifest(
+        &config_bytes,
+        &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+        BTreeMap::new(),
+    );
     debug_assert_eq!(manifest_config_digest, config_digest);
     let stored = store.write_blob(&manifest)?;
     debug_assert_eq!(stored, manifest_digest);
@@ -171,7 +188,8 @@ pub fn assemble(
 fn history_for(lowered: &LoweredBuild, empty: &[bool], created: &str) -> Vec<History> {
     let mut out = Vec::new();
     let mut layer_index = 0usize;
-    let base_layers_with_history = lowered.history.iter().filter(|h| h.layer.is_none() && !h.history.empty_layer).count();
+    let base_layers_with_history =
+        lowered.history.iter().filter(|h| h.layer.is_none() && !h.history.empty_layer).count();
     let _ = base_layers_with_history;
     for step in &lowered.history {
         let mut h = step.history.clone();

@@ -51,7 +51,8 @@ fn parse_output(spec: &str) -> Result<Output> {
     let mut kind = None;
     let mut attrs = BTreeMap::new();
     for part in spec.split(',') {
-        let (k, v) = part.split_once('=').with_context(|| format!("invalid `--output {spec}`: `{part}` is not KEY=VALUE"))?;
+        let (k, v) =
+            part.split_once('=').with_context(|| format!("invalid `--output {spec}`: `{part}` is not KEY=VALUE"))?;
         if k == "type" {
             kind = Some(v.to_string());
         } else {
@@ -91,7 +92,8 @@ pub fn export_all(
 ) -> Result<ExportResult> {
     let multi = images.len() > 1;
     let index = multi.then(|| {
-        let entries: Vec<(Vec<u8>, Platform)> = images.iter().map(|i| (i.manifest.clone(), i.platform.clone())).collect();
+        let entries: Vec<(Vec<u8>, Platform)> =
+            images.iter().map(|i| (i.manifest.clone(), i.platform.clone())).collect();
         export::build_index(&entries)
     });
     let (top_digest, top_media_type) = match &index {
@@ -134,7 +136,11 @@ pub fn export_all(
                 let bundle = ImageBundle {
                     images: images
                         .iter()
-                        .map(|i| PlatformImage { manifest: i.manifest.clone(), config: i.config.clone(), layers: i.layers.clone() })
+                        .map(|i| PlatformImage {
+                            manifest: i.manifest.clone(),
+                            config: i.config.clone(),
+                            layers: i.layers.clone(),
+                        })
                         .collect(),
                     index: index.clone(),
                     names: names.clone(),
@@ -150,7 +156,8 @@ pub fn export_all(
             "local" | "tar" => {
                 let dest = PathBuf::from(&o.attrs["dest"]);
                 for image in images {
-                    let target = if multi { dest.join(image.platform.to_string().replace('/', "_")) } else { dest.clone() };
+                    let target =
+                        if multi { dest.join(image.platform.to_string().replace('/', "_")) } else { dest.clone() };
                     printer.message(&format!("exporting filesystem to {}", target.display()));
                     with_rootfs(store, &image.chain, |rootfs| {
                         if o.kind == "local" {
@@ -182,11 +189,16 @@ pub fn export_all(
 }
 
 /// Runs `f` on a read-only merged view of `chain`.
-fn with_rootfs<T>(store: &Store, chain: &[rbuild_cache::store::SnapshotId], f: impl FnOnce(&std::path::Path) -> Result<T>) -> Result<T> {
+fn with_rootfs<T>(
+    store: &Store,
+    chain: &[rbuild_cache::store::SnapshotId],
+    f: impl FnOnce(&std::path::Path) -> Result<T>,
+) -> Result<T> {
     let view = store.root().join("tmp").join(format!("rootfs-{}", std::process::id()));
     std::fs::create_dir_all(&view)?;
     let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
-    let guard = if lowers.is_empty() { None } else { Some(rbuild_solver::sandbox::mount_overlay(&lowers, None, &view)?) };
+    let guard =
+        if lowers.is_empty() { None } else { Some(rbuild_solver::sandbox::mount_overlay(&lowers, None, &view)?) };
     let result = f(&view);
     drop(guard);
     let _ = std::fs::remove_dir(&view);

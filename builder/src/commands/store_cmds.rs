@@ -60,8 +60,17 @@ pub fn images(root: &Path) -> Result<i32> {
         };
         let (id, size) = match super::image::stored_image(&store, &digest) {
             Ok((manifest, _)) => {
-                let id = manifest["config"]["digest"].as_str().unwrap_or("").trim_start_matches("sha256:").chars().take(12).collect::<String>();
-                let size: u64 = manifest["layers"].as_array().map(|l| l.iter().filter_map(|d| d["size"].as_u64()).sum()).unwrap_or(0);
+                let id = manifest["config"]["digest"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect::<String>();
+                let size: u64 = manifest["layers"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|d| d["size"].as_u64()).sum())
+                    .unwrap_or(0);
                 (id, human_size(size))
             }
             // An index (several platforms): show its digest.

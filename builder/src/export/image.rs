@@ -305,11 +305,17 @@ mod tests {
     #[test]
     fn names_normalise_like_docker() {
         let n = parse_name("app").unwrap();
-        assert_eq!((n.full.as_str(), n.familiar.as_str(), n.tag.as_str()), ("docker.io/library/app:latest", "app:latest", "latest"));
+        assert_eq!(
+            (n.full.as_str(), n.familiar.as_str(), n.tag.as_str()),
+            ("docker.io/library/app:latest", "app:latest", "latest")
+        );
         let n = parse_name("me/app:1.0").unwrap();
         assert_eq!((n.full.as_str(), n.familiar.as_str()), ("docker.io/me/app:1.0", "me/app:1.0"));
         let n = parse_name("localhost:5000/ns/app").unwrap();
-        assert_eq!((n.full.as_str(), n.familiar.as_str(), n.tag.as_str()), ("localhost:5000/ns/app:latest", "localhost:5000/ns/app:latest", "latest"));
+        assert_eq!(
+            (n.full.as_str(), n.familiar.as_str(), n.tag.as_str()),
+            ("localhost:5000/ns/app:latest", "localhost:5000/ns/app:latest", "latest")
+        );
         let n = parse_name("docker.io/library/busybox:1.36").unwrap();
         assert_eq!(n.familiar, "busybox:1.36");
         for bad in ["", "App", "a:", "a:-x", "a b", "a@sha256:00", "a//b"] {

@@ -26,9 +26,12 @@ fn run(cmd: &mut Command) -> String {
 fn write_blob(dir: &Path, snapshot: &Path, compression: Compression) -> (LayerInfo, PathBuf) {
     let tmp = dir.join("layer.tmp");
     let mut f = fs::File::create(&tmp).unwrap();
-    let info =
-        write_layer(snapshot, &LayerOptions { compression, source_date_epoch: Some(1_700_000_000), threads: 2 }, &mut f)
-            .unwrap();
+    let info = write_layer(
+        snapshot,
+        &LayerOptions { compression, source_date_epoch: Some(1_700_000_000), threads: 2 },
+        &mut f,
+    )
+    .unwrap();
     let path = dir.join(info.digest.replace(':', "-"));
     fs::rename(&tmp, &path).unwrap();
     (info, path)
@@ -80,10 +83,16 @@ fn oci_layout_dir_reads_with_umoci_and_skopeo() {
     assert_eq!(index["manifests"][1]["annotations"]["org.opencontainers.image.ref.name"], "v2");
 
     let bundle_dir = tmp.path().join("bundle");
-    run(Command::new("umoci").arg("unpack").arg("--rootless").arg("--image").arg(format!("{}:1.0", layout.display())).arg(&bundle_dir));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--rootless")
+        .arg("--image")
+        .arg(format!("{}:1.0", layout.display()))
+        .arg(&bundle_dir));
     check_rootfs(&bundle_dir.join("rootfs"));
 
-    let inspect = run(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:1.0", layout.display())));
+    let inspect =
+        run(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:1.0", layout.display())));
     let cfg: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
     assert_eq!(cfg["config"]["Labels"]["org.example"], "yes");
@@ -118,7 +127,12 @@ fn oci_archive_and_zstd_layers_read_with_skopeo() {
         .arg(format!("oci-archive:{}:1.0", archive.display()))
         .arg(format!("oci:{}:x", layout.display())));
     let bundle_dir = tmp.path().join("bundle");
-    run(Command::new("umoci").arg("unpack").arg("--rootless").arg("--image").arg(format!("{}:x", layout.display())).arg(&bundle_dir));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--rootless")
+        .arg("--image")
+        .arg(format!("{}:x", layout.display()))
+        .arg(&bundle_dir));
     check_rootfs(&bundle_dir.join("rootfs"));
 }
 
@@ -143,7 +157,12 @@ fn docker_archive_reads_with_skopeo() {
         .arg(format!("docker-archive:{}:app:1.0", archive.display()))
         .arg(format!("oci:{}:x", layout.display())));
     let bundle_dir = tmp.path().join("bundle");
-    run(Command::new("umoci").arg("unpack").arg("--rootless").arg("--image").arg(format!("{}:x", layout.display())).arg(&bundle_dir));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--rootless")
+        .arg("--image")
+        .arg(format!("{}:x", layout.display()))
+        .arg(&bundle_dir));
     check_rootfs(&bundle_dir.join("rootfs"));
 
     // Several platforms cannot go into one docker-archive.
@@ -156,7 +175,9 @@ fn docker_archive_reads_with_skopeo() {
     assert!(matches!(export_docker(&multi, &tmp.path().join("m.tar")), Err(ExportError::BadBundle(_))));
     // ... but into an OCI layout they can.
     export_oci(&multi, &tmp.path().join("multi"), false).unwrap();
-    run(Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}:1.0", tmp.path().join("multi").display())));
+    run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:1.0", tmp.path().join("multi").display())));
 }
 
 #[test]

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use super::pgzip::ParGzip;
-use super::walk::{write_tree, TreeOptions};
 use super::ExportError;
+use super::pgzip::ParGzip;
+use super::walk::{TreeOptions, write_tree};
 
 /// Layer compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,7 +147,7 @@ pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::fs;
     use std::io::Read;
-    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     /// A snapshot dir with every kind of entry; returns its path.
     pub(crate) fn make_snapshot(root: &Path) {
@@ -165,7 +165,8 @@ pub(crate) mod tests {
             .unwrap();
         fs::create_dir(root.join("opaque")).unwrap();
         fs::write(root.join("opaque/new"), b"n").unwrap();
-        rustix::fs::setxattr(root.join("opaque"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(root.join("opaque"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+            .unwrap();
         rustix::fs::setxattr(root.join("etc/hello.txt"), "user.note", b"v1", rustix::fs::XattrFlags::empty()).unwrap();
         let long = root.join(format!("{}/{}", "d".repeat(120), "f".repeat(110)));
         fs::create_dir_all(long.parent().unwrap()).unwrap();
@@ -174,7 +175,9 @@ pub(crate) mod tests {
     }
 
     /// (path, type, size, link, uid, gid, mode, xattrs) for each entry.
-    pub(crate) fn list_tar(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, u64, Option<String>, u64, u64, u32, BTreeMap<String, Vec<u8>>)> {
+    pub(crate) fn list_tar(
+        tar_bytes: &[u8],
+    ) -> Vec<(String, tar::EntryType, u64, Option<String>, u64, u64, u32, BTreeMap<String, Vec<u8>>)> {
         let mut ar = tar::Archive::new(tar_bytes);
         let mut v = Vec::new();
         for e in ar.entries().unwrap() {
@@ -194,14 +197,24 @@ pub(crate) mod tests {
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
             assert_eq!(data.len() as u64, e.size());
-            v.push((path, h.entry_type(), e.size(), link, e.header().uid().unwrap(), h.gid().unwrap(), h.mode().unwrap(), xattrs));
+            v.push((
+                path,
+                h.entry_type(),
+                e.size(),
+                link,
+                e.header().uid().unwrap(),
+                h.gid().unwrap(),
+                h.mode().unwrap(),
+                xattrs,
+            ));
         }
         v
     }
 
     fn layer(dir: &Path, compression: Compression, threads: usize, epoch: Option<i64>) -> (LayerInfo, Vec<u8>) {
         let mut out = Vec::new();
-        let info = write_layer(dir, &LayerOptions { compression, source_date_epoch: epoch, threads }, &mut out).unwrap();
+        let info =
+            write_layer(dir, &LayerOptions { compression, source_date_epoch: epoch, threads }, &mut out).unwrap();
         (info, out)
     }
 

@@ -14,10 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
-use super::walk::{write_tree, TreeOptions};
 use super::ExportError;
+use super::walk::{TreeOptions, write_tree};
 
 /// What [`export_local`] could not reproduce exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,7 +32,11 @@ pub struct LocalExportSummary {
 
 /// Writes the root filesystem `rootfs_dir` as an uncompressed tar stream to
 /// `out`, in the same deterministic form as layers (no whiteouts).
-pub fn write_rootfs_tar(rootfs_dir: &Path, source_date_epoch: Option<i64>, out: &mut dyn Write) -> Result<(), ExportError> {
+pub fn write_rootfs_tar(
+    rootfs_dir: &Path,
+    source_date_epoch: Option<i64>,
+    out: &mut dyn Write,
+) -> Result<(), ExportError> {
     write_tree(rootfs_dir, TreeOptions { whiteouts: false, epoch: source_date_epoch }, out)
 }
 
@@ -119,8 +123,7 @@ impl Copier {
             // io::copy uses copy_file_range (reflinks where supported).
             io::copy(&mut from, &mut to).map_err(derr)?;
         } else if ft.is_fifo() {
-            rustix::fs::mknodat(CWD, d, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                .map_err(|e| derr(e.into()))?;
+            rustix::fs::mknodat(CWD, d, FileType::Fifo, Mode::from_raw_mode(0o600), 0).map_err(|e| derr(e.into()))?;
         } else if ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_char_device() { FileType::CharacterDevice } else { FileType::BlockDevice };
             match rustix::fs::mknodat(CWD, d, kind, Mode::from_raw_mode(0o600), md.rdev()) {

@@ -27,9 +27,11 @@ mod interop_tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use image::{build_index, build_manifest, ImageBundle, PlatformImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
-pub use local::{export_local, export_tar, write_rootfs_tar, LocalExportSummary};
+pub use image::{
+    ImageBundle, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, PlatformImage, build_index, build_manifest,
+};
+pub use layer::{Compression, LayerInfo, LayerOptions, write_layer};
+pub use local::{LocalExportSummary, export_local, export_tar, write_rootfs_tar};
 pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};
 
 /// Errors from writing layers and exporting images.
@@ -89,7 +91,9 @@ pub enum ExportError {
         source: io::Error,
     },
     /// A file changed size while it was being archived.
-    #[error("`{path}` changed while it was archived (expected {expected} bytes, read {read}); is a build still writing to it?")]
+    #[error(
+        "`{path}` changed while it was archived (expected {expected} bytes, read {read}); is a build still writing to it?"
+    )]
     FileChanged {
         /// The file.
         path: PathBuf,

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::image::{parse_name, Blob, BlobData, Descriptor, ImageBundle, Index, Manifest, MEDIA_TYPE_INDEX};
 use super::ExportError;
+use super::image::{Blob, BlobData, Descriptor, ImageBundle, Index, MEDIA_TYPE_INDEX, Manifest, parse_name};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -70,8 +70,8 @@ fn docker_files(bundle: &ImageBundle) -> Result<(Vec<u8>, Vec<u8>), ExportError>
             "a docker-archive holds one platform's image; choose one platform for this export",
         ));
     };
-    let manifest: Manifest =
-        serde_json::from_slice(&img.manifest).map_err(|source| ExportError::InvalidJson { what: "manifest", source })?;
+    let manifest: Manifest = serde_json::from_slice(&img.manifest)
+        .map_err(|source| ExportError::InvalidJson { what: "manifest", source })?;
     let mut repo_tags = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for name in &bundle.names {
@@ -195,10 +195,7 @@ pub fn write_docker_archive(bundle: &ImageBundle, out: &mut dyn Write) -> Result
 
 /// Writes `dest` through a temporary sibling, renamed into place only once
 /// complete, so a failed export never leaves a truncated file behind.
-fn write_atomic(
-    dest: &Path,
-    f: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
-) -> Result<(), ExportError> {
+fn write_atomic(dest: &Path, f: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> Result<(), ExportError> {
     let derr = |source| ExportError::WriteDest { path: dest.to_path_buf(), source };
     let file_name = dest.file_name().ok_or_else(|| derr(io::Error::other("destination has no file name")))?;
     let mut tmp_name = std::ffi::OsString::from(".");
@@ -244,7 +241,9 @@ pub fn export_oci(bundle: &ImageBundle, dest: &Path, tar: bool) -> Result<(), Ex
             }
         })?;
     }
-    write_atomic(&dest.join("oci-layout"), |w| w.write_all(OCI_LAYOUT).map_err(|source| ExportError::Write { source }))?;
+    write_atomic(&dest.join("oci-layout"), |w| {
+        w.write_all(OCI_LAYOUT).map_err(|source| ExportError::Write { source })
+    })?;
     write_atomic(&dest.join("index.json"), |w| w.write_all(&index).map_err(|source| ExportError::Write { source }))
 }
 

@@ -26,10 +26,7 @@ pub fn default_docker_config_dir() -> Option<PathBuf> {
 /// `docker.io`, `localhost:5000`) from `config_dir/config.json`.
 ///
 /// No config file, or no entry for the registry, means anonymous access.
-pub fn credentials_for(
-    config_dir: Option<&Path>,
-    registry: &str,
-) -> Result<RegistryAuth, RegistryError> {
+pub fn credentials_for(config_dir: Option<&Path>, registry: &str) -> Result<RegistryAuth, RegistryError> {
     let Some(dir) = config_dir else {
         return Ok(RegistryAuth::Anonymous);
     };
@@ -41,15 +38,9 @@ pub fn credentials_for(
     };
     // docker.io is filed under its v1 index URL by `docker login`;
     // docker_credential does not do that mapping for us.
-    let server = if registry == DOCKER_HUB {
-        DOCKER_HUB_AUTH_KEY
-    } else {
-        registry
-    };
+    let server = if registry == DOCKER_HUB { DOCKER_HUB_AUTH_KEY } else { registry };
     match docker_credential::get_credential_from_reader(BufReader::new(file), server) {
-        Ok(DockerCredential::UsernamePassword(user, password)) => {
-            Ok(RegistryAuth::Basic(user, password))
-        }
+        Ok(DockerCredential::UsernamePassword(user, password)) => Ok(RegistryAuth::Basic(user, password)),
         // An identity token is an OAuth2 refresh token; oci-client has no
         // refresh-token grant, so such logins fall back to anonymous access
         // (enough for public images).
@@ -57,17 +48,9 @@ pub fn credentials_for(
         Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(RegistryAuth::Anonymous),
         // The helper's stdout may hold a secret: keep only its name and stderr.
         Err(CredentialRetrievalError::HelperFailure { helper, stderr, .. }) => {
-            Err(RegistryError::CredentialHelper {
-                registry: registry.to_string(),
-                helper,
-                stderr,
-            })
+            Err(RegistryError::CredentialHelper { registry: registry.to_string(), helper, stderr })
         }
-        Err(source) => Err(RegistryError::Credentials {
-            registry: registry.to_string(),
-            path,
-            source,
-        }),
+        Err(source) => Err(RegistryError::Credentials { registry: registry.to_string(), path, source }),
     }
 }
 
@@ -87,17 +70,12 @@ mod tests {
         let dir = write_config(r#"{"auths":{"localhost:5000":{"auth":"YWxpY2U6czNjcjpldA=="}}}"#);
         let auth = credentials_for(Some(dir.path()), "localhost:5000").unwrap();
         assert_eq!(auth, RegistryAuth::Basic("alice".into(), "s3cr:et".into()));
-        assert_eq!(
-            credentials_for(Some(dir.path()), "other:5000").unwrap(),
-            RegistryAuth::Anonymous
-        );
+        assert_eq!(credentials_for(Some(dir.path()), "other:5000").unwrap(), RegistryAuth::Anonymous);
     }
 
     #[test]
     fn username_password_entry_and_docker_hub_key() {
-        let dir = write_config(
-            r#"{"auths":{"https://index.docker.io/v1/":{"username":"bob","password":"pw"}}}"#,
-        );
+        let dir = write_config(r#"{"auths":{"https://index.docker.io/v1/":{"username":"bob","password":"pw"}}}"#);
         let auth = credentials_for(Some(dir.path()), "docker.io").unwrap();
         assert_eq!(auth, RegistryAuth::Basic("bob".into(), "pw".into()));
     }
@@ -105,23 +83,14 @@ mod tests {
     #[test]
     fn missing_config_is_anonymous() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            credentials_for(Some(dir.path()), "x.io").unwrap(),
-            RegistryAuth::Anonymous
-        );
-        assert_eq!(
-            credentials_for(None, "x.io").unwrap(),
-            RegistryAuth::Anonymous
-        );
+        assert_eq!(credentials_for(Some(dir.path()), "x.io").unwrap(), RegistryAuth::Anonymous);
+        assert_eq!(credentials_for(None, "x.io").unwrap(), RegistryAuth::Anonymous);
     }
 
     #[test]
     fn malformed_config_is_an_error() {
         let dir = write_config("{not json");
-        assert!(matches!(
-            credentials_for(Some(dir.path()), "x.io"),
-            Err(RegistryError::Credentials { .. })
-        ));
+        assert!(matches!(credentials_for(Some(dir.path()), "x.io"), Err(RegistryError::Credentials { .. })));
     }
 
     #[test]
@@ -138,11 +107,8 @@ mod tests {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(
-            dir.path().join("config.json"),
-            format!(r#"{{"credHelpers":{{"reg.example:5000":"{name}"}}}}"#),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("config.json"), format!(r#"{{"credHelpers":{{"reg.example:5000":"{name}"}}}}"#))
+            .unwrap();
         // docker_credential runs `docker-credential-NAME` through PATH.
         // Mutating this process's PATH would race other test threads, so
         // install the helper (uniquely named) into a writable PATH directory.
@@ -153,9 +119,6 @@ mod tests {
             .expect("no writable directory on PATH to install a credential helper into");
         let res = credentials_for(Some(dir.path()), "reg.example:5000");
         let _ = std::fs::remove_file(&target);
-        assert_eq!(
-            res.unwrap(),
-            RegistryAuth::Basic("helperuser".into(), "helpersecret".into())
-        );
+        assert_eq!(res.unwrap(), RegistryAuth::Basic("helperuser".into(), "helpersecret".into()));
     }
 }

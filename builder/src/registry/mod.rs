@@ -25,8 +25,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
 };
 use oci_client::secrets::RegistryAuth;
 use rbuild_solver::graph::Platform;
@@ -37,12 +36,8 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use reference::ImageRef;
 
 /// Manifest media types we ask for, most specific first.
-const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
-    OCI_IMAGE_INDEX_MEDIA_TYPE,
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE,
-];
+const ACCEPTED_MANIFEST_TYPES: &[&str] =
+    &[OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE];
 
 /// Attempts per request (first try included) before giving up on 429/5xx.
 const MAX_ATTEMPTS: u32 = 5;
@@ -154,9 +149,7 @@ pub enum RegistryError {
         digest: String,
     },
     /// The image config is larger than any sane config.
-    #[error(
-        "config `{digest}` of `{reference}` is {size} bytes, over the {MAX_CONFIG_SIZE}-byte limit"
-    )]
+    #[error("config `{digest}` of `{reference}` is {size} bytes, over the {MAX_CONFIG_SIZE}-byte limit")]
     ConfigTooLarge {
         /// The reference.
         reference: String,
@@ -363,50 +356,26 @@ impl RegistryClient {
         let host = host_of(registry);
         host == "localhost"
             || host == "::1"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback())
-            || self
-                .opts
-                .insecure_registries
-                .iter()
-                .any(|i| i == registry || i == host)
+            || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+            || self.opts.insecure_registries.iter().any(|i| i == registry || i == host)
     }
 
     /// The oci-client for `r`'s registry, with its credentials registered.
     async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
-        let client = if self.is_plain_http(&r.registry) {
-            &self.http
-        } else {
-            &self.https
-        };
-        let cached = self
-            .auths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&r.registry)
-            .cloned();
+        let client = if self.is_plain_http(&r.registry) { &self.http } else { &self.https };
+        let cached = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(&r.registry).cloned();
         let auth = match cached {
             Some(a) => a,
             None => {
-                let dir = self
-                    .opts
-                    .docker_config_dir
-                    .clone()
-                    .or_else(auth::default_docker_config_dir);
+                let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
                 let a = auth::credentials_for(dir.as_deref(), &r.registry)?;
-                self.auths
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(r.registry.clone(), a.clone());
+                self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(r.registry.clone(), a.clone());
                 a
             }
         };
         // oci-client keeps credentials per registry and authenticates
         // (bearer token or basic) lazily on each request.
-        client
-            .store_auth_if_needed(r.to_oci().resolve_registry(), &auth)
-            .await;
+        client.store_auth_if_needed(r.to_oci().resolve_registry(), &auth).await;
         Ok(client)
     }
 
@@ -414,11 +383,7 @@ impl RegistryClient {
     /// or Docker manifest list to the matching manifest, then fetches the
     /// config. A plain manifest is returned whatever its platform (as Docker
     /// does); [`ResolvedImage::platform`] says what it is.
-    pub async fn resolve(
-        &self,
-        r: &ImageRef,
-        platform: &Platform,
-    ) -> Result<ResolvedImage, RegistryError> {
+    pub async fn resolve(&self, r: &ImageRef, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
         // oci-client's `pull_image_manifest` picks a platform with a resolver
         // fixed at client construction, and returns a parsed manifest (the
         // raw bytes, whose digest we must keep, are lost). So we fetch raw
@@ -426,44 +391,37 @@ impl RegistryClient {
         let client = self.client_for(r).await?;
         let (bytes, digest) = self.fetch_manifest(client, r).await?;
         let media_type = manifest_media_type(r, &digest, &bytes)?;
-        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) =
-            if is_index(&media_type) {
-                let index: IndexJson = parse_manifest_json(r, &digest, &bytes)?;
-                let entry = select_platform(&index.manifests, platform).ok_or_else(|| {
-                    RegistryError::NoMatchingPlatform {
-                        reference: r.to_string(),
-                        platform: platform.to_string(),
-                        available: index
-                            .manifests
-                            .iter()
-                            .filter_map(|m| {
-                                m.platform.as_ref().map(|p| p.to_platform().to_string())
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
+        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
+            let index: IndexJson = parse_manifest_json(r, &digest, &bytes)?;
+            let entry =
+                select_platform(&index.manifests, platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
+                    reference: r.to_string(),
+                    platform: platform.to_string(),
+                    available: index
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.platform.as_ref().map(|p| p.to_platform().to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })?;
-                let child = r.with_digest(&entry.digest);
-                // pull_manifest_raw checks the body against the digest in `child`.
-                let (child_bytes, child_digest) = self.fetch_manifest(client, &child).await?;
-                let child_type = manifest_media_type(&child, &child_digest, &child_bytes)?;
-                if is_index(&child_type) {
-                    return Err(RegistryError::NestedIndex {
-                        reference: r.to_string(),
-                        digest: child_digest,
-                    });
-                }
-                if child_bytes.len() as u64 != entry.size {
-                    return Err(RegistryError::SizeMismatch {
-                        digest: child_digest,
-                        expected: entry.size,
-                        actual: Some(child_bytes.len() as u64),
-                    });
-                }
-                (child_bytes, child_digest, child_type, Some(digest))
-            } else {
-                (bytes, digest, media_type, None)
-            };
+            let child = r.with_digest(&entry.digest);
+            // pull_manifest_raw checks the body against the digest in `child`.
+            let (child_bytes, child_digest) = self.fetch_manifest(client, &child).await?;
+            let child_type = manifest_media_type(&child, &child_digest, &child_bytes)?;
+            if is_index(&child_type) {
+                return Err(RegistryError::NestedIndex { reference: r.to_string(), digest: child_digest });
+            }
+            if child_bytes.len() as u64 != entry.size {
+                return Err(RegistryError::SizeMismatch {
+                    digest: child_digest,
+                    expected: entry.size,
+                    actual: Some(child_bytes.len() as u64),
+                });
+            }
+            (child_bytes, child_digest, child_type, Some(digest))
+        } else {
+            (bytes, digest, media_type, None)
+        };
         let manifest: ManifestJson = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
 
         if manifest.config.size > MAX_CONFIG_SIZE {
@@ -474,19 +432,10 @@ impl RegistryClient {
             });
         }
         let mut config = Vec::with_capacity(manifest.config.size as usize);
-        self.fetch_blob(
-            r,
-            &manifest.config.digest,
-            manifest.config.size,
-            &mut config,
-        )
-        .await?;
-        let platform_of: ConfigPlatformJson =
-            serde_json::from_slice(&config).map_err(|source| RegistryError::ParseConfig {
-                reference: r.to_string(),
-                digest: manifest.config.digest.clone(),
-                source,
-            })?;
+        self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
+        let platform_of: ConfigPlatformJson = serde_json::from_slice(&config).map_err(|source| {
+            RegistryError::ParseConfig { reference: r.to_string(), digest: manifest.config.digest.clone(), source }
+        })?;
         Ok(ResolvedImage {
             manifest_digest,
             manifest: manifest_bytes.to_vec(),
@@ -497,11 +446,7 @@ impl RegistryClient {
             layers: manifest
                 .layers
                 .into_iter()
-                .map(|l| LayerRef {
-                    digest: l.digest,
-                    size: l.size,
-                    media_type: l.media_type.unwrap_or_default(),
-                })
+                .map(|l| LayerRef { digest: l.digest, size: l.size, media_type: l.media_type.unwrap_or_default() })
                 .collect(),
             platform: platform_of.to_platform(),
         })
@@ -517,10 +462,7 @@ impl RegistryClient {
         let auth = self.auth_of(r);
         with_retry(|| client.pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFEST_TYPES))
             .await
-            .map_err(|source| RegistryError::FetchManifest {
-                reference: r.to_string(),
-                source,
-            })
+            .map_err(|source| RegistryError::FetchManifest { reference: r.to_string(), source })
     }
 
     /// The credentials already registered for `r`'s registry (oci-client
@@ -546,10 +488,8 @@ impl RegistryClient {
         size: u64,
         out: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<(), RegistryError> {
-        reference::validate_digest(digest).map_err(|reason| RegistryError::InvalidDigest {
-            digest: digest.to_string(),
-            reason,
-        })?;
+        reference::validate_digest(digest)
+            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
         let repository = r.name();
@@ -559,17 +499,15 @@ impl RegistryClient {
         loop {
             // (Re)open the body: whole at first, from `received` on resume.
             let opened = if received == 0 {
-                with_retry(|| client.pull_blob_stream(&oref, digest))
-                    .await
-                    .map(|s| (s, 0))
+                with_retry(|| client.pull_blob_stream(&oref, digest)).await.map(|s| (s, 0))
             } else {
-                with_retry(|| client.pull_blob_stream_partial(&oref, digest, received, None))
-                    .await
-                    .map(|resp| match resp {
+                with_retry(|| client.pull_blob_stream_partial(&oref, digest, received, None)).await.map(|resp| {
+                    match resp {
                         BlobResponse::Partial(s) => (s, 0),
                         // The registry ignored the range: skip what we have.
                         BlobResponse::Full(s) => (s, received),
-                    })
+                    }
+                })
             };
             let (mut body, mut skip) = opened.map_err(|source| RegistryError::FetchBlob {
                 repository: repository.clone(),
@@ -596,10 +534,7 @@ impl RegistryClient {
                         hasher.update(&chunk);
                         out.write_all(&chunk)
                             .await
-                            .map_err(|source| RegistryError::WriteBlob {
-                                digest: digest.to_string(),
-                                source,
-                            })?;
+                            .map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })?;
                     }
                     Some(Err(e)) => break Some(e),
                 }
@@ -615,21 +550,13 @@ impl RegistryClient {
                     let _ = e;
                 }
                 Some(source) => {
-                    return Err(RegistryError::ReadBlob {
-                        repository,
-                        digest: digest.to_string(),
-                        received,
-                        source,
-                    });
+                    return Err(RegistryError::ReadBlob { repository, digest: digest.to_string(), received, source });
                 }
             }
         }
         let actual = hasher.finish();
         if actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                expected: digest.to_string(),
-                actual,
-            });
+            return Err(RegistryError::DigestMismatch { expected: digest.to_string(), actual });
         }
         if received != size {
             return Err(RegistryError::SizeMismatch {
@@ -638,36 +565,24 @@ impl RegistryClient {
                 actual: Some(received),
             });
         }
-        out.flush()
-            .await
-            .map_err(|source| RegistryError::WriteBlob {
-                digest: digest.to_string(),
-                source,
-            })
+        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })
     }
 
     /// Whether `r`'s repository has blob `digest` (HEAD request).
     pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
-        with_retry(|| client.blob_exists(&oref, digest))
-            .await
-            .map_err(|source| RegistryError::CheckBlob {
-                repository: r.name(),
-                digest: digest.to_string(),
-                source,
-            })
+        with_retry(|| client.blob_exists(&oref, digest)).await.map_err(|source| RegistryError::CheckBlob {
+            repository: r.name(),
+            digest: digest.to_string(),
+            source,
+        })
     }
 
     /// Asks the registry to link blob `digest` from `from`'s repository into
     /// `to`'s (cross-repository mount, same registry only). Returns whether
     /// it did; `false` means "upload it yourself".
-    pub async fn mount_blob(
-        &self,
-        to: &ImageRef,
-        from: &ImageRef,
-        digest: &str,
-    ) -> Result<bool, RegistryError> {
+    pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
         if to.registry != from.registry {
             return Ok(false);
         }
@@ -675,10 +590,7 @@ impl RegistryClient {
         // A registry that cannot mount answers 202 and opens an upload
         // session, which oci-client reports as an error; that session is
         // simply abandoned (registries expire them).
-        Ok(client
-            .mount_blob(&to.to_oci(), &from.to_oci(), digest)
-            .await
-            .is_ok())
+        Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
     }
 
     /// Uploads blobs (unless the repository has them), then the manifest.
@@ -706,18 +618,11 @@ impl RegistryClient {
         layers: &[(String, u64, PathBuf)],
     ) -> Result<(), RegistryError> {
         let (config_bytes, config_digest) = config;
-        reference::validate_digest(config_digest).map_err(|reason| {
-            RegistryError::InvalidDigest {
-                digest: config_digest.to_string(),
-                reason,
-            }
-        })?;
+        reference::validate_digest(config_digest)
+            .map_err(|reason| RegistryError::InvalidDigest { digest: config_digest.to_string(), reason })?;
         let actual = hash_bytes(config_digest, config_bytes);
         if actual != config_digest {
-            return Err(RegistryError::DigestMismatch {
-                expected: config_digest.to_string(),
-                actual,
-            });
+            return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
         }
         stream::iter(layers.iter().map(Ok))
             .try_for_each_concurrent(UPLOAD_CONCURRENCY, |(digest, size, path)| {
@@ -728,36 +633,21 @@ impl RegistryClient {
             let client = self.client_for(r).await?;
             let oref = r.to_oci();
             let data = Bytes::copy_from_slice(config_bytes);
-            with_retry(|| client.push_blob(&oref, data.clone(), config_digest))
-                .await
-                .map_err(|source| RegistryError::PushBlob {
-                    repository: r.name(),
-                    digest: config_digest.to_string(),
-                    source,
-                })?;
+            with_retry(|| client.push_blob(&oref, data.clone(), config_digest)).await.map_err(|source| {
+                RegistryError::PushBlob { repository: r.name(), digest: config_digest.to_string(), source }
+            })?;
         }
         Ok(())
     }
 
     /// Uploads one layer file unless the repository already has it.
-    async fn push_layer_file(
-        &self,
-        r: &ImageRef,
-        digest: &str,
-        size: u64,
-        path: &Path,
-    ) -> Result<(), RegistryError> {
-        reference::validate_digest(digest).map_err(|reason| RegistryError::InvalidDigest {
-            digest: digest.to_string(),
-            reason,
-        })?;
+    async fn push_layer_file(&self, r: &ImageRef, digest: &str, size: u64, path: &Path) -> Result<(), RegistryError> {
+        reference::validate_digest(digest)
+            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
         if self.blob_exists(r, digest).await? {
             return Ok(());
         }
-        let read_err = |source| RegistryError::ReadLayerFile {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
         let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
         if actual != size {
             return Err(RegistryError::SizeMismatch {
@@ -772,18 +662,12 @@ impl RegistryClient {
         // attempt streams it afresh. The registry checks the digest.
         with_retry(|| async {
             let file = tokio::fs::File::open(path).await?;
-            client
-                .push_blob_stream(&oref, file_stream(file), digest, Some(size))
-                .await
+            client.push_blob_stream(&oref, file_stream(file), digest, Some(size)).await
         })
         .await
         .map_err(|source| match source {
             OciDistributionError::IoError(source) => read_err(source),
-            source => RegistryError::PushBlob {
-                repository: r.name(),
-                digest: digest.to_string(),
-                source,
-            },
+            source => RegistryError::PushBlob { repository: r.name(), digest: digest.to_string(), source },
         })?;
         Ok(())
     }
@@ -797,30 +681,17 @@ impl RegistryClient {
         media_type: &str,
     ) -> Result<String, RegistryError> {
         let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(manifest)));
-        let target = if r.tag.is_some() {
-            ImageRef {
-                digest: None,
-                ..r.clone()
-            }
-        } else {
-            r.with_digest(&digest)
-        };
+        let target = if r.tag.is_some() { ImageRef { digest: None, ..r.clone() } } else { r.with_digest(&digest) };
         let client = self.client_for(&target).await?;
         let oref = target.to_oci();
         let body = Bytes::copy_from_slice(manifest);
         // Type inferred from `push_manifest_raw` (reqwest's HeaderValue,
         // which oci-client does not re-export).
-        let content_type = media_type
-            .parse()
-            .map_err(|_| RegistryError::BadMediaType {
-                media_type: media_type.to_string(),
-            })?;
+        let content_type =
+            media_type.parse().map_err(|_| RegistryError::BadMediaType { media_type: media_type.to_string() })?;
         with_retry(|| client.push_manifest_raw(&oref, body.clone(), Clone::clone(&content_type)))
             .await
-            .map_err(|source| RegistryError::PushManifest {
-                reference: target.to_string(),
-                source,
-            })?;
+            .map_err(|source| RegistryError::PushManifest { reference: target.to_string(), source })?;
         Ok(digest)
     }
 }
@@ -853,19 +724,15 @@ fn backoff(n: u32) -> Duration {
 /// not.
 fn is_retryable(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::ServerError { code, .. } => {
-            *code == 429 || ((500..600).contains(code) && *code != 501)
+        OciDistributionError::ServerError { code, .. } => *code == 429 || ((500..600).contains(code) && *code != 501),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
         }
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, OciErrorCode::Toomanyrequests)),
         OciDistributionError::RequestError(e) => {
             e.is_timeout()
                 || e.is_connect()
                 || e.is_body()
-                || e.status()
-                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+                || e.status().is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
         }
         OciDistributionError::IoError(e) => matches!(
             e.kind(),
@@ -881,8 +748,7 @@ fn is_retryable(e: &OciDistributionError) -> bool {
 
 /// Whether a body-stream error is oci-client's digest verification failing.
 fn is_digest_error(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
+    e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
 }
 
 /// A file as a stream of chunks for `push_blob_stream`.
@@ -968,11 +834,7 @@ fn manifest_media_type(r: &ImageRef, digest: &str, bytes: &[u8]) -> Result<Strin
     if ACCEPTED_MANIFEST_TYPES.contains(&media_type.as_str()) {
         Ok(media_type)
     } else {
-        Err(RegistryError::UnsupportedManifest {
-            reference: r.to_string(),
-            digest: digest.to_string(),
-            media_type,
-        })
+        Err(RegistryError::UnsupportedManifest { reference: r.to_string(), digest: digest.to_string(), media_type })
     }
 }
 
@@ -1059,10 +921,7 @@ fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
 /// variant asked for, the first os/arch match (registries list the preferred
 /// variant first, as containerd assumes). Entries without a platform
 /// (attestations, artifacts) never match.
-fn select_platform<'a>(
-    entries: &'a [DescriptorJson],
-    want: &Platform,
-) -> Option<&'a DescriptorJson> {
+fn select_platform<'a>(entries: &'a [DescriptorJson], want: &Platform) -> Option<&'a DescriptorJson> {
     let want = normalise_platform(&want.os, &want.architecture, want.variant.as_deref());
     let candidates = || {
         entries.iter().filter_map(|e| {
@@ -1072,13 +931,7 @@ fn select_platform<'a>(
     };
     candidates()
         .find(|(_, p)| p.variant == want.variant)
-        .or_else(|| {
-            if want.variant.is_none() {
-                candidates().next()
-            } else {
-                None
-            }
-        })
+        .or_else(|| if want.variant.is_none() { candidates().next() } else { None })
         .map(|(e, _)| e)
 }
 

@@ -37,10 +37,7 @@ impl ImageRef {
     /// registry is `docker.io`, where one-component names live under
     /// `library/`.
     pub fn parse(s: &str) -> Result<ImageRef, RegistryError> {
-        let invalid = |reason: &'static str| RegistryError::InvalidReference {
-            reference: s.to_string(),
-            reason,
-        };
+        let invalid = |reason: &'static str| RegistryError::InvalidReference { reference: s.to_string(), reason };
         if s.is_empty() {
             return Err(invalid("it is empty"));
         }
@@ -76,11 +73,7 @@ impl ImageRef {
             }
             _ => (DOCKER_HUB.to_string(), name),
         };
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
+        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
         let repository = if registry == DOCKER_HUB && !remainder.contains('/') {
             format!("library/{remainder}")
         } else {
@@ -97,22 +90,13 @@ impl ImageRef {
             (None, None) => Some("latest".to_string()),
             (tag, _) => tag,
         };
-        Ok(ImageRef {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(ImageRef { registry, repository, tag, digest })
     }
 
     /// The same repository at another digest (tag dropped), e.g. one
     /// platform's manifest inside an index.
     pub fn with_digest(&self, digest: &str) -> ImageRef {
-        ImageRef {
-            digest: Some(digest.to_string()),
-            tag: None,
-            ..self.clone()
-        }
+        ImageRef { digest: Some(digest.to_string()), tag: None, ..self.clone() }
     }
 
     /// `registry/repository`, without tag or digest.
@@ -124,9 +108,7 @@ impl ImageRef {
     pub(crate) fn to_oci(&self) -> oci_client::Reference {
         let (r, p) = (self.registry.clone(), self.repository.clone());
         match (&self.tag, &self.digest) {
-            (Some(t), Some(d)) => {
-                oci_client::Reference::with_tag_and_digest(r, p, t.clone(), d.clone())
-            }
+            (Some(t), Some(d)) => oci_client::Reference::with_tag_and_digest(r, p, t.clone(), d.clone()),
             (None, Some(d)) => oci_client::Reference::with_digest(r, p, d.clone()),
             (Some(t), None) => oci_client::Reference::with_tag(r, p, t.clone()),
             (None, None) => oci_client::Reference::with_tag(r, p, "latest".to_string()),
@@ -165,11 +147,7 @@ pub(crate) fn validate_digest(d: &str) -> Result<(), &'static str> {
         "sha512" => 128,
         _ => return Err("the digest algorithm is not sha256 or sha512"),
     };
-    if enc.len() != len
-        || !enc
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if enc.len() != len || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err("the digest is not lower-case hex of the right length");
     }
     Ok(())
@@ -179,14 +157,10 @@ pub(crate) fn validate_digest(d: &str) -> Result<(), &'static str> {
 fn validate_tag(t: &str) -> Result<(), &'static str> {
     let ok = !t.is_empty()
         && t.len() <= 128
-        && t.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-'))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err("the tag is not 1-128 of `[A-Za-z0-9_.-]` (not starting with `.` or `-`)")
-    }
+        && t.bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-')));
+    if ok { Ok(()) } else { Err("the tag is not 1-128 of `[A-Za-z0-9_.-]` (not starting with `.` or `-`)") }
 }
 
 /// `host[:port]` where host is DNS-like labels or a bracketed IPv6 address.
@@ -194,11 +168,7 @@ fn validate_domain(d: &str) -> Result<(), &'static str> {
     const BAD: &str = "the registry host is not `host[:port]`";
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or(BAD)?;
-        if v6.is_empty()
-            || !v6
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if v6.is_empty() || !v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err(BAD);
         }
         match after {
@@ -233,8 +203,7 @@ fn validate_domain(d: &str) -> Result<(), &'static str> {
 
 /// Components `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` joined by `/`.
 fn validate_path(p: &str) -> Result<(), &'static str> {
-    const BAD: &str =
-        "a repository path component is not `[a-z0-9]` words joined by `.`, `_`, `__` or dashes";
+    const BAD: &str = "a repository path component is not `[a-z0-9]` words joined by `.`, `_`, `__` or dashes";
     for comp in p.split('/') {
         let b = comp.as_bytes();
         if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
@@ -279,48 +248,21 @@ mod tests {
             ("busybox", "docker.io/library/busybox:latest".into()),
             ("busybox:1.36", "docker.io/library/busybox:1.36".into()),
             ("library/busybox", "docker.io/library/busybox:latest".into()),
-            (
-                "docker.io/busybox",
-                "docker.io/library/busybox:latest".into(),
-            ),
-            (
-                "index.docker.io/busybox",
-                "docker.io/library/busybox:latest".into(),
-            ),
-            (
-                "docker.io/library/busybox:musl",
-                "docker.io/library/busybox:musl".into(),
-            ),
+            ("docker.io/busybox", "docker.io/library/busybox:latest".into()),
+            ("index.docker.io/busybox", "docker.io/library/busybox:latest".into()),
+            ("docker.io/library/busybox:musl", "docker.io/library/busybox:musl".into()),
             ("dmcgowan/myapp", "docker.io/dmcgowan/myapp:latest".into()),
-            (
-                "dmcgowan/myapp/subrepo",
-                "docker.io/dmcgowan/myapp/subrepo:latest".into(),
-            ),
+            ("dmcgowan/myapp/subrepo", "docker.io/dmcgowan/myapp/subrepo:latest".into()),
             ("localhost/app", "localhost/app:latest".into()),
             ("localhost:5000/app", "localhost:5000/app:latest".into()),
             ("localhost:5000/a/b:v1", "localhost:5000/a/b:v1".into()),
             ("127.0.0.1:5000/x", "127.0.0.1:5000/x:latest".into()),
             ("[::1]:5000/x:t", "[::1]:5000/x:t".into()),
-            (
-                "example.com/a_b/c__d/e-f/g--h/i.j",
-                "example.com/a_b/c__d/e-f/g--h/i.j:latest".into(),
-            ),
-            (
-                "ghcr.io/org/img:v1.2.3-rc_1",
-                "ghcr.io/org/img:v1.2.3-rc_1".into(),
-            ),
-            (
-                &format!("busybox@{D}"),
-                format!("docker.io/library/busybox@{D}"),
-            ),
-            (
-                &format!("busybox:1.36@{D}"),
-                format!("docker.io/library/busybox:1.36@{D}"),
-            ),
-            (
-                &format!("localhost:5000/x@{D}"),
-                format!("localhost:5000/x@{D}"),
-            ),
+            ("example.com/a_b/c__d/e-f/g--h/i.j", "example.com/a_b/c__d/e-f/g--h/i.j:latest".into()),
+            ("ghcr.io/org/img:v1.2.3-rc_1", "ghcr.io/org/img:v1.2.3-rc_1".into()),
+            (&format!("busybox@{D}"), format!("docker.io/library/busybox@{D}")),
+            (&format!("busybox:1.36@{D}"), format!("docker.io/library/busybox:1.36@{D}")),
+            (&format!("localhost:5000/x@{D}"), format!("localhost:5000/x@{D}")),
             ("Foo/bar", "Foo/bar:latest".into()),
         ];
         for (input, want) in cases {
@@ -339,10 +281,7 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("1.0"));
         assert_eq!(r.digest, None);
         let r = ImageRef::parse(&format!("busybox@{D}")).unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str()),
-            ("docker.io", "library/busybox")
-        );
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("docker.io", "library/busybox"));
         assert_eq!(r.tag, None);
         assert_eq!(r.digest.as_deref(), Some(D));
     }
@@ -385,9 +324,7 @@ mod tests {
 
     #[test]
     fn with_digest_drops_tag() {
-        let r = ImageRef::parse("localhost:5000/x:1")
-            .unwrap()
-            .with_digest(D);
+        let r = ImageRef::parse("localhost:5000/x:1").unwrap().with_digest(D);
         assert_eq!(r.to_string(), format!("localhost:5000/x@{D}"));
     }
 }

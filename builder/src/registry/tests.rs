@@ -21,10 +21,7 @@ fn client() -> RegistryClient {
     // An empty config dir: the tests must not pick up the host's logins.
     let dir = std::env::temp_dir().join("rbuild-registry-tests-empty-docker-config");
     std::fs::create_dir_all(&dir).unwrap();
-    RegistryClient::new(RegistryOptions {
-        docker_config_dir: Some(dir),
-        ..Default::default()
-    })
+    RegistryClient::new(RegistryOptions { docker_config_dir: Some(dir), ..Default::default() })
 }
 
 fn image(reg: &TestRegistry, name: &str) -> ImageRef {
@@ -32,10 +29,7 @@ fn image(reg: &TestRegistry, name: &str) -> ImageRef {
 }
 
 fn sha256_file(path: &Path) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-    )
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap())))
 }
 
 /// Digest of the manifest `skopeo` sees at `name` (what a tag points to).
@@ -56,42 +50,27 @@ async fn resolves_and_fetches_busybox() {
     let r = image(&reg, "library/busybox");
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
 
-    assert_eq!(
-        img.manifest_digest,
-        skopeo_digest(&reg, "library/busybox:latest")
-    );
+    assert_eq!(img.manifest_digest, skopeo_digest(&reg, "library/busybox:latest"));
     assert_eq!(img.manifest_media_type, OCI_IMAGE_MEDIA_TYPE);
     assert_eq!(img.index_digest, None);
     assert_eq!(img.platform, platform("linux/amd64"));
-    assert_eq!(
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&img.config))),
-        img.config_digest
-    );
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&img.config))), img.config_digest);
     let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
     assert_eq!(config, reg.inspect_config("library/busybox:latest"));
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
     assert_eq!(img.layers.len(), 1);
-    assert_eq!(
-        img.layers[0].media_type,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    );
+    assert_eq!(img.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
 
     let dir = tempfile::tempdir().unwrap();
     for layer in &img.layers {
         let path = dir.path().join(layer.digest.replace(':', "-"));
         let mut f = tokio::fs::File::create(&path).await.unwrap();
-        c.fetch_blob(&r, &layer.digest, layer.size, &mut f)
-            .await
-            .unwrap();
+        c.fetch_blob(&r, &layer.digest, layer.size, &mut f).await.unwrap();
         assert_eq!(sha256_file(&path), layer.digest);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), layer.size);
         // The layer is a real gzip'd tar with busybox in it.
         let listing = util::run(std::process::Command::new("tar").arg("tzf").arg(&path));
-        assert!(
-            String::from_utf8_lossy(&listing)
-                .lines()
-                .any(|l| l == "bin/busybox")
-        );
+        assert!(String::from_utf8_lossy(&listing).lines().any(|l| l == "bin/busybox"));
     }
 }
 
@@ -99,15 +78,9 @@ async fn resolves_and_fetches_busybox() {
 async fn resolves_docker_schema2_manifest() {
     let reg = TestRegistry::start();
     reg.push_busybox_docker("bb:v2s2");
-    let img = client()
-        .resolve(&image(&reg, "bb:v2s2"), &platform("linux/amd64"))
-        .await
-        .unwrap();
+    let img = client().resolve(&image(&reg, "bb:v2s2"), &platform("linux/amd64")).await.unwrap();
     assert_eq!(img.manifest_media_type, IMAGE_MANIFEST_MEDIA_TYPE);
-    assert_eq!(
-        img.layers[0].media_type,
-        "application/vnd.docker.image.rootfs.diff.tar.gzip"
-    );
+    assert_eq!(img.layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "bb:v2s2"));
 }
 
@@ -122,40 +95,22 @@ async fn rejects_tampered_and_missized_blobs() {
 
     // Wrong size in the descriptor, shorter: cut off as soon as it overflows.
     let mut sink = Vec::new();
-    match c
-        .fetch_blob(&r, &layer.digest, layer.size - 1, &mut sink)
-        .await
-    {
-        Err(RegistryError::SizeMismatch {
-            actual: None,
-            expected,
-            ..
-        }) => assert_eq!(expected, layer.size - 1),
+    match c.fetch_blob(&r, &layer.digest, layer.size - 1, &mut sink).await {
+        Err(RegistryError::SizeMismatch { actual: None, expected, .. }) => assert_eq!(expected, layer.size - 1),
         other => panic!("expected SizeMismatch, got {other:?}"),
     }
     // Longer than the blob.
     let mut sink = Vec::new();
-    match c
-        .fetch_blob(&r, &layer.digest, layer.size + 1, &mut sink)
-        .await
-    {
-        Err(RegistryError::SizeMismatch {
-            actual: Some(n), ..
-        }) => assert_eq!(n, layer.size),
+    match c.fetch_blob(&r, &layer.digest, layer.size + 1, &mut sink).await {
+        Err(RegistryError::SizeMismatch { actual: Some(n), .. }) => assert_eq!(n, layer.size),
         other => panic!("expected SizeMismatch, got {other:?}"),
     }
     // Malformed digest: refused before any request.
     let mut sink = Vec::new();
-    assert!(matches!(
-        c.fetch_blob(&r, "sha256:xyz", 1, &mut sink).await,
-        Err(RegistryError::InvalidDigest { .. })
-    ));
+    assert!(matches!(c.fetch_blob(&r, "sha256:xyz", 1, &mut sink).await, Err(RegistryError::InvalidDigest { .. })));
     // A digest the registry does not have.
     let missing = format!("sha256:{}", "0".repeat(64));
-    assert!(matches!(
-        c.fetch_blob(&r, &missing, 1, &mut sink).await,
-        Err(RegistryError::FetchBlob { .. })
-    ));
+    assert!(matches!(c.fetch_blob(&r, &missing, 1, &mut sink).await, Err(RegistryError::FetchBlob { .. })));
 
     // Corrupt the stored layer (same length, one byte flipped): the registry
     // serves it as is, and the client must refuse it.
@@ -168,10 +123,7 @@ async fn rejects_tampered_and_missized_blobs() {
     match c.fetch_blob(&r, &layer.digest, layer.size, &mut sink).await {
         Err(RegistryError::DigestMismatch { expected, actual }) => {
             assert_eq!(expected, layer.digest);
-            assert_eq!(
-                actual,
-                format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
-            );
+            assert_eq!(actual, format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))));
         }
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
@@ -196,13 +148,7 @@ async fn pushes_fetched_image_under_new_name() {
     let dst = image(&reg, "copies/busybox:v1");
     assert!(!c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
     let digest = c
-        .push_image(
-            &dst,
-            &img.manifest,
-            &img.manifest_media_type,
-            (&img.config, &img.config_digest),
-            &layers,
-        )
+        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &layers)
         .await
         .unwrap();
     assert_eq!(digest, img.manifest_digest);
@@ -216,57 +162,24 @@ async fn pushes_fetched_image_under_new_name() {
 
     // Pushing again is a no-op for blobs (they exist) and still succeeds; a
     // missing layer file is then not even opened.
-    let gone = vec![(
-        img.layers[0].digest.clone(),
-        img.layers[0].size,
-        dir.path().join("does-not-exist"),
-    )];
+    let gone = vec![(img.layers[0].digest.clone(), img.layers[0].size, dir.path().join("does-not-exist"))];
     let again = c
-        .push_image(
-            &dst,
-            &img.manifest,
-            &img.manifest_media_type,
-            (&img.config, &img.config_digest),
-            &gone,
-        )
+        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &gone)
         .await
         .unwrap();
     assert_eq!(again, digest);
 
     // By digest (no tag), as index children are pushed.
-    let by_digest = ImageRef {
-        tag: None,
-        ..image(&reg, "copies/busybox")
-    };
-    assert_eq!(
-        c.push_manifest(&by_digest, &img.manifest, &img.manifest_media_type)
-            .await
-            .unwrap(),
-        digest
-    );
+    let by_digest = ImageRef { tag: None, ..image(&reg, "copies/busybox") };
+    assert_eq!(c.push_manifest(&by_digest, &img.manifest, &img.manifest_media_type).await.unwrap(), digest);
 
     // A config that does not match its digest is refused before upload.
-    let bad = c
-        .push_blobs(&image(&reg, "copies/bad"), (b"{}", &img.config_digest), &[])
-        .await;
+    let bad = c.push_blobs(&image(&reg, "copies/bad"), (b"{}", &img.config_digest), &[]).await;
     assert!(matches!(bad, Err(RegistryError::DigestMismatch { .. })));
     // A layer file of the wrong size too.
-    let wrong = vec![(
-        img.layers[0].digest.clone(),
-        img.layers[0].size + 5,
-        layers[0].2.clone(),
-    )];
-    let bad = c
-        .push_blobs(
-            &image(&reg, "copies/bad"),
-            (&img.config, &img.config_digest),
-            &wrong,
-        )
-        .await;
-    assert!(
-        matches!(bad, Err(RegistryError::SizeMismatch { .. })),
-        "{bad:?}"
-    );
+    let wrong = vec![(img.layers[0].digest.clone(), img.layers[0].size + 5, layers[0].2.clone())];
+    let bad = c.push_blobs(&image(&reg, "copies/bad"), (&img.config, &img.config_digest), &wrong).await;
+    assert!(matches!(bad, Err(RegistryError::SizeMismatch { .. })), "{bad:?}");
 }
 
 #[tokio::test]
@@ -303,16 +216,8 @@ async fn selects_platform_from_index() {
     assert_eq!(v8.manifest_digest, arm.manifest_digest);
     // The index's entries are what skopeo sees.
     let raw = reg.inspect_raw("multi:latest");
-    let entries: Vec<_> = raw["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["digest"].as_str().unwrap())
-        .collect();
-    assert!(
-        entries.contains(&amd.manifest_digest.as_str())
-            && entries.contains(&arm.manifest_digest.as_str())
-    );
+    let entries: Vec<_> = raw["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    assert!(entries.contains(&amd.manifest_digest.as_str()) && entries.contains(&arm.manifest_digest.as_str()));
 
     match c.resolve(&r, &platform("linux/s390x")).await {
         Err(RegistryError::NoMatchingPlatform { available, .. }) => {
@@ -341,10 +246,7 @@ async fn authenticates_with_docker_config() {
 
     // Anonymous: refused.
     match client().resolve(&r, &platform("linux/amd64")).await {
-        Err(RegistryError::FetchManifest {
-            source: OciDistributionError::UnauthorizedError { .. },
-            ..
-        }) => {}
+        Err(RegistryError::FetchManifest { source: OciDistributionError::UnauthorizedError { .. }, .. }) => {}
         other => panic!("expected an unauthorized error, got {other:?}"),
     }
 
@@ -358,41 +260,21 @@ async fn authenticates_with_docker_config() {
         (dir, c)
     };
     // Wrong password: refused, and the password is not in the error.
-    let (_d, c) = with_config(format!(
-        r#"{{"auths":{{"{}":{{"username":"alice","password":"nope"}}}}}}"#,
-        reg.addr
-    ));
+    let (_d, c) = with_config(format!(r#"{{"auths":{{"{}":{{"username":"alice","password":"nope"}}}}}}"#, reg.addr));
     let err = c.resolve(&r, &platform("linux/amd64")).await.unwrap_err();
-    assert!(
-        matches!(err, RegistryError::FetchManifest { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, RegistryError::FetchManifest { .. }), "{err:?}");
     assert!(!format!("{err:?} {err}").contains("nope"));
 
     // Right credentials (base64 `auth` entry, as `docker login` writes).
-    let b64 = String::from_utf8(util::run(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg("printf %s alice:s3cret | base64"),
-    ))
-    .unwrap();
-    let (_d, c) = with_config(format!(
-        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
-        reg.addr,
-        b64.trim()
-    ));
+    let b64 =
+        String::from_utf8(util::run(std::process::Command::new("sh").arg("-c").arg("printf %s alice:s3cret | base64")))
+            .unwrap();
+    let (_d, c) = with_config(format!(r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#, reg.addr, b64.trim()));
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
     assert_eq!(img.manifest_digest, {
         let out = util::run(
             std::process::Command::new("skopeo")
-                .args([
-                    "inspect",
-                    "--tls-verify=false",
-                    "--creds",
-                    "alice:s3cret",
-                    "--format",
-                    "{{.Digest}}",
-                ])
+                .args(["inspect", "--tls-verify=false", "--creds", "alice:s3cret", "--format", "{{.Digest}}"])
                 .arg(format!("docker://{}", reg.reference("private/bb:latest"))),
         );
         String::from_utf8(out).unwrap().trim().to_string()
@@ -415,10 +297,7 @@ async fn authenticates_with_docker_config() {
         .await
         .unwrap();
     assert_eq!(digest, img.manifest_digest);
-    assert_eq!(
-        reg.inspect_config("private/copy:1")["architecture"],
-        "amd64"
-    );
+    assert_eq!(reg.inspect_config("private/copy:1")["architecture"], "amd64");
 }
 
 #[test]
@@ -449,32 +328,19 @@ fn selects_platform_entries() {
 
 #[test]
 fn classifies_retryable_errors() {
-    let server = |code| OciDistributionError::ServerError {
-        code,
-        url: String::new(),
-        message: String::new(),
-    };
+    let server = |code| OciDistributionError::ServerError { code, url: String::new(), message: String::new() };
     assert!(is_retryable(&server(429)));
     assert!(is_retryable(&server(500)));
     assert!(is_retryable(&server(503)));
     assert!(!is_retryable(&server(501)));
     assert!(!is_retryable(&server(404)));
-    assert!(!is_retryable(&OciDistributionError::UnauthorizedError {
-        url: String::new()
-    }));
+    assert!(!is_retryable(&OciDistributionError::UnauthorizedError { url: String::new() }));
     let envelope: oci_client::errors::OciEnvelope =
-        serde_json::from_str(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#)
-            .unwrap();
-    assert!(is_retryable(&OciDistributionError::RegistryError {
-        envelope,
-        url: String::new()
-    }));
+        serde_json::from_str(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#).unwrap();
+    assert!(is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
     let envelope: oci_client::errors::OciEnvelope =
         serde_json::from_str(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#).unwrap();
-    assert!(!is_retryable(&OciDistributionError::RegistryError {
-        envelope,
-        url: String::new()
-    }));
+    assert!(!is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
     assert_eq!(backoff(1), Duration::from_millis(200));
     assert_eq!(backoff(4), Duration::from_millis(1600));
 }
@@ -485,24 +351,12 @@ fn plain_http_only_for_loopback_and_listed_hosts() {
         insecure_registries: vec!["reg.lan:5000".into(), "plain.lan".into()],
         ..Default::default()
     });
-    for plain in [
-        "localhost",
-        "localhost:5000",
-        "127.0.0.1:5000",
-        "127.1.2.3",
-        "[::1]:5000",
-        "reg.lan:5000",
-        "plain.lan:443",
-    ] {
+    for plain in
+        ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "reg.lan:5000", "plain.lan:443"]
+    {
         assert!(c.is_plain_http(plain), "{plain}");
     }
-    for tls in [
-        "docker.io",
-        "reg.lan:5001",
-        "ghcr.io",
-        "10.0.0.1:5000",
-        "localhost.example.com",
-    ] {
+    for tls in ["docker.io", "reg.lan:5001", "ghcr.io", "10.0.0.1:5000", "localhost.example.com"] {
         assert!(!c.is_plain_http(tls), "{tls}");
     }
 }
@@ -558,8 +412,7 @@ async fn faulty_proxy(
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
+                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
                     })
                     .unwrap_or(0);
                 while buf.len() < head_end + content_length {
@@ -573,14 +426,15 @@ async fn faulty_proxy(
                 let first_line = head.lines().next().unwrap_or("").to_string();
                 let hit = first_line.contains(needle)
                     && counter
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                            (c < count).then_some(c + 1)
-                        })
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < count).then_some(c + 1))
                         .is_ok();
                 let cut = match (hit, fault) {
                     (true, Fault::Status(code)) => {
                         let _ = conn
-                            .write_all(format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                            .write_all(
+                                format!("HTTP/1.1 {code} Injected\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                    .as_bytes(),
+                            )
                             .await;
                         return;
                     }
@@ -630,8 +484,7 @@ async fn retries_server_errors_then_succeeds() {
     let c = client();
 
     // Two 503s on manifests: absorbed by the retries.
-    let (addr, injected) =
-        faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(503), 2).await;
+    let (addr, injected) = faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(503), 2).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
     assert_eq!(injected.load(Ordering::SeqCst), 2);
@@ -641,45 +494,30 @@ async fn retries_server_errors_then_succeeds() {
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     let l = &img.layers[0];
     let mut sink = Vec::new();
-    c.fetch_blob(&r, &l.digest, l.size, &mut sink)
-        .await
-        .unwrap();
+    c.fetch_blob(&r, &l.digest, l.size, &mut sink).await.unwrap();
     assert_eq!(injected.load(Ordering::SeqCst), 2);
-    assert_eq!(
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&sink))),
-        l.digest
-    );
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&sink))), l.digest);
 
     // A body cut off half-way: resumed with a range request, still verified.
     let (addr, injected) = faulty_proxy(reg.addr.clone(), "/blobs/", Fault::Cut(200_000), 1).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     let mut sink = Vec::new();
-    c.fetch_blob(&r, &l.digest, l.size, &mut sink)
-        .await
-        .unwrap();
+    c.fetch_blob(&r, &l.digest, l.size, &mut sink).await.unwrap();
     assert_eq!(injected.load(Ordering::SeqCst), 1);
     assert_eq!(sink.len() as u64, l.size);
-    assert_eq!(
-        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&sink))),
-        l.digest
-    );
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&sink))), l.digest);
 
     // Endless 503s: give up after MAX_ATTEMPTS.
-    let (addr, injected) =
-        faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(503), 100).await;
+    let (addr, injected) = faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(503), 100).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     match c.resolve(&r, &platform("linux/amd64")).await {
-        Err(RegistryError::FetchManifest {
-            source: OciDistributionError::ServerError { code: 503, .. },
-            ..
-        }) => {}
+        Err(RegistryError::FetchManifest { source: OciDistributionError::ServerError { code: 503, .. }, .. }) => {}
         other => panic!("expected a 503 error, got {other:?}"),
     }
     assert_eq!(injected.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);
 
     // 404 is final: one attempt.
-    let (addr, injected) =
-        faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(404), 100).await;
+    let (addr, injected) = faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(404), 100).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     assert!(c.resolve(&r, &platform("linux/amd64")).await.is_err());
     assert_eq!(injected.load(Ordering::SeqCst), 1);

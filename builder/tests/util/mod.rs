@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 /// The script that builds the busybox OCI layout.
-const MAKE_BUSYBOX: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../scripts/make-busybox-image.sh"
-);
+const MAKE_BUSYBOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-busybox-image.sh");
 
 /// A `docker-registry` serving on `127.0.0.1:PORT`, storage in a temp dir,
 /// killed on drop.
@@ -53,12 +50,8 @@ impl TestRegistry {
         let mut auth_section = String::new();
         if let Some((user, password)) = &creds {
             let htpasswd = dir.path().join("htpasswd");
-            fs::write(&htpasswd, format!("{user}:{}\n", bcrypt_hash(password)))
-                .expect("write htpasswd");
-            auth_section = format!(
-                "auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n",
-                htpasswd.display()
-            );
+            fs::write(&htpasswd, format!("{user}:{}\n", bcrypt_hash(password))).expect("write htpasswd");
+            auth_section = format!("auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\n", htpasswd.display());
         }
         // A free port can be taken by someone else between probing and the
         // registry binding it: retry a few times.
@@ -98,12 +91,7 @@ impl TestRegistry {
                 if let Some(code) = http_status(&addr, "/v2/") {
                     // 401 is "up, wants credentials".
                     if code == 200 || code == 401 {
-                        return TestRegistry {
-                            addr,
-                            creds,
-                            child,
-                            dir,
-                        };
+                        return TestRegistry { addr, creds, child, dir };
                     }
                 }
                 if Instant::now() > deadline {
@@ -126,12 +114,7 @@ impl TestRegistry {
     /// Where the registry keeps the blob `sha256:HEX` on disk (for tampering).
     pub fn blob_data_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-        self.dir
-            .path()
-            .join("storage/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
+        self.dir.path().join("storage/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
 
     /// Pushes the busybox base image (OCI manifest, linux/amd64) as `NAME`
@@ -142,12 +125,7 @@ impl TestRegistry {
 
     /// Pushes the busybox base image converted to Docker schema 2.
     pub fn push_busybox_docker(&self, name: &str) {
-        self.skopeo_copy(
-            &busybox_layout("amd64"),
-            "latest",
-            name,
-            &["--format", "v2s2"],
-        );
+        self.skopeo_copy(&busybox_layout("amd64"), "latest", name, &["--format", "v2s2"]);
     }
 
     /// Pushes an OCI image index with two busybox images: linux/amd64 and a
@@ -159,13 +137,11 @@ impl TestRegistry {
 
     fn skopeo_copy(&self, layout: &Path, tag: &str, name: &str, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "-q", "--dest-tls-verify=false"])
-            .args(extra);
+        cmd.args(["copy", "-q", "--dest-tls-verify=false"]).args(extra);
         if let Some((u, p)) = &self.creds {
             cmd.arg("--dest-creds").arg(format!("{u}:{p}"));
         }
-        cmd.arg(format!("oci:{}:{tag}", layout.display()))
-            .arg(format!("docker://{}", self.reference(name)));
+        cmd.arg(format!("oci:{}:{tag}", layout.display())).arg(format!("docker://{}", self.reference(name)));
         run(&mut cmd);
     }
 
@@ -208,11 +184,7 @@ pub fn skopeo_inspect_raw(reference: &str) -> serde_json::Value {
     skopeo_json(reference, &["--raw"], None)
 }
 
-fn skopeo_json(
-    reference: &str,
-    flags: &[&str],
-    creds: Option<&(String, String)>,
-) -> serde_json::Value {
+fn skopeo_json(reference: &str, flags: &[&str], creds: Option<&(String, String)>) -> serde_json::Value {
     let mut cmd = Command::new("skopeo");
     cmd.args(["inspect", "--tls-verify=false"]).args(flags);
     if let Some((u, p)) = creds {
@@ -237,10 +209,7 @@ pub fn shared_tmp() -> PathBuf {
 /// (`target/<profile>/deps/<test>-<hash>`).
 fn target_profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test exe in target/<profile>/deps")
-        .to_path_buf()
+    exe.parent().and_then(Path::parent).expect("test exe in target/<profile>/deps").to_path_buf()
 }
 
 /// The busybox OCI layout for `arch` (tag `latest`), built once per script
@@ -267,11 +236,7 @@ fn multiarch_layout() -> PathBuf {
     let amd64 = busybox_layout("amd64");
     let arm64 = busybox_layout("arm64");
     let tmp = shared_tmp();
-    let key = amd64
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace("busybox-oci-amd64-", "");
+    let key = amd64.file_name().unwrap().to_string_lossy().replace("busybox-oci-amd64-", "");
     let dir = tmp.join(format!("busybox-oci-multi-{key}"));
     let lock = File::create(tmp.join("busybox-oci-multi.lock")).expect("lock file");
     lock.lock().expect("lock multiarch cache");
@@ -306,11 +271,7 @@ fn multiarch_layout() -> PathBuf {
         .unwrap();
         let digest = hex::encode(Sha256::digest(&image_index));
         fs::write(work.join("blobs/sha256").join(&digest), &image_index).unwrap();
-        fs::write(
-            work.join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )
-        .unwrap();
+        fs::write(work.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         fs::write(
             work.join("index.json"),
             serde_json::to_vec(&serde_json::json!({
@@ -333,9 +294,7 @@ fn multiarch_layout() -> PathBuf {
 
 /// Runs a command, panicking with its stderr on failure; returns stdout.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     if !out.status.success() {
         panic!(
             "{cmd:?} failed with {}:\nstdout:\n{}\nstderr:\n{}",
@@ -349,10 +308,7 @@ pub fn run(cmd: &mut Command) -> Vec<u8> {
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
 /// Status code of a plain-HTTP GET, or `None` if nothing answers yet.
@@ -375,9 +331,6 @@ fn bcrypt_hash(password: &str) -> String {
         .arg(r#"print crypt($ARGV[0], q{$2y$05$rbuildtestsaltrbuildte})"#)
         .arg(password));
     let hash = String::from_utf8(out).expect("utf-8 hash");
-    assert!(
-        hash.starts_with("$2y$"),
-        "crypt(3) has no bcrypt here: {hash:?}"
-    );
+    assert!(hash.starts_with("$2y$"), "crypt(3) has no bcrypt here: {hash:?}");
     hash
 }

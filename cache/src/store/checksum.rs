@@ -102,10 +102,7 @@ impl ChecksumCache {
     /// Loads `<root>/checksums`; a missing or corrupt file is an empty cache.
     pub(crate) fn load(root: &Path, tmp_base: PathBuf) -> ChecksumCache {
         let path = root.join("checksums");
-        let map = fs::read(&path)
-            .ok()
-            .and_then(|b| decode(&b))
-            .unwrap_or_default();
+        let map = fs::read(&path).ok().and_then(|b| decode(&b)).unwrap_or_default();
         ChecksumCache {
             inner: Arc::new(CkInner {
                 lock_path: root.join("checksums.lock"),
@@ -150,11 +147,7 @@ impl ChecksumCache {
 
     /// Number of entries in memory.
     pub fn len(&self) -> usize {
-        self.inner
-            .map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.inner.map.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Whether the cache has no entries.
@@ -174,19 +167,10 @@ impl ChecksumCache {
             .truncate(false)
             .write(true)
             .open(lock_path)
-            .map_err(|source| StoreError::Lock {
-                path: lock_path.clone(),
-                source,
-            })?;
-        lock.lock().map_err(|source| StoreError::Lock {
-            path: lock_path.clone(),
-            source,
-        })?;
+            .map_err(|source| StoreError::Lock { path: lock_path.clone(), source })?;
+        lock.lock().map_err(|source| StoreError::Lock { path: lock_path.clone(), source })?;
 
-        let mut merged = fs::read(&self.inner.path)
-            .ok()
-            .and_then(|b| decode(&b))
-            .unwrap_or_default();
+        let mut merged = fs::read(&self.inner.path).ok().and_then(|b| decode(&b)).unwrap_or_default();
         {
             let map = self.inner.map.read().unwrap_or_else(|p| p.into_inner());
             for (k, e) in map.iter().filter(|(_, e)| e.persist) {
@@ -210,11 +194,7 @@ impl ChecksumCache {
         if let Err(source) = fs::rename(&tmp, &self.inner.path) {
             let _ = fs::remove_file(&tmp);
             self.inner.dirty.store(true, Ordering::Relaxed);
-            return Err(StoreError::Rename {
-                from: tmp,
-                to: self.inner.path.clone(),
-                source,
-            });
+            return Err(StoreError::Rename { from: tmp, to: self.inner.path.clone(), source });
         }
         super::sync_parent(&self.inner.path);
         Ok(())
@@ -235,10 +215,7 @@ fn hash_file(path: &Path, meta: &fs::Metadata) -> io::Result<([u8; 32], bool)> {
             format!("`{}` is not a regular file or symlink", path.display()),
         ));
     }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -249,23 +226,16 @@ fn hash_file(path: &Path, meta: &fs::Metadata) -> io::Result<([u8; 32], bool)> {
         h.update(&buf[..n]);
     }
     let after = f.metadata()?;
-    let stable = after.size() == meta.size()
-        && mtime_ns(&after) == mtime_ns(meta)
-        && after.ino() == meta.ino();
+    let stable = after.size() == meta.size() && mtime_ns(&after) == mtime_ns(meta) && after.ino() == meta.ino();
     Ok((h.finalize().into(), stable))
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 fn format_digest(d: &[u8; 32]) -> String {
@@ -313,17 +283,7 @@ fn decode(bytes: &[u8]) -> Option<Map> {
         let ino = u64::from_le_bytes(take(&mut rest, 8)?.try_into().ok()?);
         let mode = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?);
         let digest: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
-        map.insert(
-            key,
-            Entry {
-                size,
-                mtime_ns,
-                ino,
-                mode,
-                digest,
-                persist: true,
-            },
-        );
+        map.insert(key, Entry { size, mtime_ns, ino, mode, digest, persist: true });
     }
     Some(map)
 }

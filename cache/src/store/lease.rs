@@ -27,24 +27,14 @@ impl LeaseLog {
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|source| StoreError::Write {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(LeaseLog {
-            path,
-            file: Mutex::new(file),
-        })
+            .map_err(|source| StoreError::Write { path: path.clone(), source })?;
+        Ok(LeaseLog { path, file: Mutex::new(file) })
     }
 
     pub(crate) fn append(&self, kind: char, value: &str) -> Result<(), StoreError> {
         let line = format!("{kind} {value}\n");
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(line.as_bytes())
-            .map_err(|source| StoreError::Write {
-                path: self.path.clone(),
-                source,
-            })
+        f.write_all(line.as_bytes()).map_err(|source| StoreError::Write { path: self.path.clone(), source })
     }
 }
 
@@ -83,10 +73,7 @@ pub struct Lease {
 impl Lease {
     pub(crate) fn create(inner: Arc<Inner>) -> Result<Lease, StoreError> {
         let n = inner.counter.fetch_add(1, Ordering::Relaxed);
-        let path = inner
-            .root
-            .join("leases")
-            .join(format!("{}.lease-{n}", inner.owner));
+        let path = inner.root.join("leases").join(format!("{}.lease-{n}", inner.owner));
         let log = LeaseLog::create(path)?;
         Ok(Lease { inner, log })
     }

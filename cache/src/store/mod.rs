@@ -225,17 +225,7 @@ impl Drop for Inner {
     }
 }
 
-const DIRS: &[&str] = &[
-    "blobs/sha256",
-    "snapshots",
-    "index",
-    "tags",
-    "refs",
-    "mounts",
-    "locks",
-    "leases",
-    "tmp",
-];
+const DIRS: &[&str] = &["blobs/sha256", "snapshots", "index", "tags", "refs", "mounts", "locks", "leases", "tmp"];
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, and removes what dead
@@ -245,10 +235,8 @@ impl Store {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|source| StoreError::CreateDir { path: p, source })?;
         }
-        let root = fs::canonicalize(root).map_err(|source| StoreError::CreateDir {
-            path: root.to_path_buf(),
-            source,
-        })?;
+        let root =
+            fs::canonicalize(root).map_err(|source| StoreError::CreateDir { path: root.to_path_buf(), source })?;
         let (owner, owner_lock) = acquire_owner(&root)?;
         let session_path = root.join("leases").join(format!("{owner}.session"));
         let session = LeaseLog::create(session_path)?;
@@ -291,10 +279,7 @@ impl Store {
     /// blob into place under its digest.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         let tmp = self.inner.tmp_path("blob");
-        let file = File::create_new(&tmp).map_err(|source| StoreError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
+        let file = File::create_new(&tmp).map_err(|source| StoreError::Write { path: tmp.clone(), source })?;
         Ok(BlobWriter {
             inner: self.inner.clone(),
             tmp,
@@ -317,10 +302,7 @@ impl Store {
             }
         }
         let mut w = self.blob_writer()?;
-        w.write_all(bytes).map_err(|source| StoreError::Write {
-            path: w.tmp.clone(),
-            source,
-        })?;
+        w.write_all(bytes).map_err(|source| StoreError::Write { path: w.tmp.clone(), source })?;
         w.finish()
     }
 
@@ -396,23 +378,13 @@ impl Store {
     pub fn record(&self, key: &str, rec: &CacheRecord) -> Result<(), StoreError> {
         for id in &rec.chain {
             if !valid_snapshot_id(&id.0) {
-                return Err(StoreError::InvalidName {
-                    what: "snapshot id",
-                    value: id.0.clone(),
-                });
+                return Err(StoreError::InvalidName { what: "snapshot id", value: id.0.clone() });
             }
         }
-        let entry = IndexEntry {
-            key: key.to_string(),
-            record: rec.clone(),
-        };
-        let bytes = serde_json::to_vec(&entry).map_err(|source| StoreError::Encode {
-            what: "cache record",
-            source,
-        })?;
+        let entry = IndexEntry { key: key.to_string(), record: rec.clone() };
+        let bytes = serde_json::to_vec(&entry).map_err(|source| StoreError::Encode { what: "cache record", source })?;
         let _gc = self.inner.gc_shared()?;
-        self.inner
-            .write_atomic(&key_file(&self.inner.root.join("index"), key), &bytes)
+        self.inner.write_atomic(&key_file(&self.inner.root.join("index"), key), &bytes)
     }
 
     /// The layer blob already made from this snapshot's diff with this
@@ -442,45 +414,28 @@ impl Store {
     ) -> Result<(), StoreError> {
         parse_digest(&layer.digest)?;
         let path = self.layer_file(id, compression)?;
-        let bytes = serde_json::to_vec(layer).map_err(|source| StoreError::Encode {
-            what: "layer descriptor",
-            source,
-        })?;
+        let bytes =
+            serde_json::to_vec(layer).map_err(|source| StoreError::Encode { what: "layer descriptor", source })?;
         let _gc = self.inner.gc_shared()?;
         if !self.has_snapshot(id) {
             return Err(StoreError::SnapshotNotFound(id.0.clone()));
         }
         let dir = path.parent().expect("layer file has a parent");
-        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
         self.inner.write_atomic(&path, &bytes)
     }
 
     fn layer_file(&self, id: &SnapshotId, compression: &str) -> Result<PathBuf, StoreError> {
         if !valid_snapshot_id(&id.0) {
-            return Err(StoreError::InvalidName {
-                what: "snapshot id",
-                value: id.0.clone(),
-            });
+            return Err(StoreError::InvalidName { what: "snapshot id", value: id.0.clone() });
         }
         let ok = !compression.is_empty()
             && compression.len() <= 32
-            && compression
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-_".contains(&b));
+            && compression.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-_".contains(&b));
         if !ok {
-            return Err(StoreError::InvalidName {
-                what: "compression",
-                value: compression.into(),
-            });
+            return Err(StoreError::InvalidName { what: "compression", value: compression.into() });
         }
-        Ok(self
-            .inner
-            .snapshot_dir(id)
-            .join("layers")
-            .join(format!("{compression}.json")))
+        Ok(self.inner.snapshot_dir(id).join("layers").join(format!("{compression}.json")))
     }
 
     // ------------------------------------------------------- tags and refs
@@ -507,11 +462,8 @@ impl Store {
 
     /// All tags as `(name, manifest digest)`, sorted by name.
     pub fn tags(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out: Vec<(String, String)> = self
-            .list_named("tags")?
-            .into_iter()
-            .map(|(_, e)| (e.name, e.digest))
-            .collect();
+        let mut out: Vec<(String, String)> =
+            self.list_named("tags")?.into_iter().map(|(_, e)| (e.name, e.digest)).collect();
         out.sort();
         Ok(out)
     }
@@ -528,24 +480,15 @@ impl Store {
 
     fn set_named(&self, dir: &str, name: &str, digest: &str) -> Result<(), StoreError> {
         parse_digest(digest)?;
-        let entry = NamedEntry {
-            name: name.to_string(),
-            digest: digest.to_string(),
-        };
-        let bytes = serde_json::to_vec(&entry).map_err(|source| StoreError::Encode {
-            what: "name entry",
-            source,
-        })?;
+        let entry = NamedEntry { name: name.to_string(), digest: digest.to_string() };
+        let bytes = serde_json::to_vec(&entry).map_err(|source| StoreError::Encode { what: "name entry", source })?;
         let _gc = self.inner.gc_shared()?;
-        self.inner
-            .write_atomic(&key_file(&self.inner.root.join(dir), name), &bytes)
+        self.inner.write_atomic(&key_file(&self.inner.root.join(dir), name), &bytes)
     }
 
     fn get_named(&self, dir: &str, name: &str) -> Result<Option<String>, StoreError> {
         let path = key_file(&self.inner.root.join(dir), name);
-        Ok(read_json::<NamedEntry>(&path)?
-            .filter(|e| e.name == name)
-            .map(|e| e.digest))
+        Ok(read_json::<NamedEntry>(&path)?.filter(|e| e.name == name).map(|e| e.digest))
     }
 
     fn list_named(&self, dir: &str) -> Result<Vec<(PathBuf, NamedEntry)>, StoreError> {
@@ -564,10 +507,7 @@ impl Store {
     /// missing. Ids that are not plain names (paths, say) are hashed.
     pub fn cache_mount_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
         let path = self.inner.root.join("mounts").join(mount_dir_name(id));
-        fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
-            path: path.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
         Ok(path)
     }
 
@@ -655,10 +595,7 @@ fn acquire_owner(root: &Path) -> Result<(String, File), StoreError> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(source) => return Err(StoreError::Lock { path, source }),
         };
-        f.lock().map_err(|source| StoreError::Lock {
-            path: path.clone(),
-            source,
-        })?;
+        f.lock().map_err(|source| StoreError::Lock { path: path.clone(), source })?;
         let same = match (f.metadata(), fs::metadata(&path)) {
             (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
             (_, Err(e)) => {
@@ -680,9 +617,7 @@ fn acquire_owner(root: &Path) -> Result<(String, File), StoreError> {
 impl Inner {
     fn tmp_path(&self, what: &str) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.root
-            .join("tmp")
-            .join(format!("{}.{what}-{n}", self.owner))
+        self.root.join("tmp").join(format!("{}.{what}-{n}", self.owner))
     }
 
     fn snapshot_dir(&self, id: &SnapshotId) -> PathBuf {
@@ -703,10 +638,7 @@ impl Inner {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| StoreError::Lock {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
         let r = if exclusive { f.lock() } else { f.lock_shared() };
         r.map_err(|source| StoreError::Lock { path, source })?;
         Ok(f)
@@ -725,11 +657,7 @@ impl Inner {
         }
         if let Err(source) = fs::rename(&tmp, dest) {
             let _ = fs::remove_file(&tmp);
-            return Err(StoreError::Rename {
-                from: tmp,
-                to: dest.to_path_buf(),
-                source,
-            });
+            return Err(StoreError::Rename { from: tmp, to: dest.to_path_buf(), source });
         }
         sync_parent(dest);
         Ok(())
@@ -765,10 +693,7 @@ impl BlobWriter {
 
     /// Digest of what was written so far.
     pub fn digest(&self) -> String {
-        format!(
-            "sha256:{}",
-            hex::encode(self.hasher.clone().finalize().as_slice())
-        )
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize().as_slice()))
     }
 
     /// Finishes the blob and moves it into place; returns its digest.
@@ -785,30 +710,17 @@ impl BlobWriter {
 
     fn finish_inner(mut self, expected: Option<&str>) -> Result<String, StoreError> {
         let file = self.file.take().expect("file present until finish");
-        let synced = file
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all());
+        let synced = file.into_inner().map_err(|e| e.into_error()).and_then(|f| f.sync_all());
         if let Err(source) = synced {
-            return Err(StoreError::Write {
-                path: self.tmp.clone(),
-                source,
-            });
+            return Err(StoreError::Write { path: self.tmp.clone(), source });
         }
         let digest = self.digest();
         if let Some(exp) = expected
             && exp != digest
         {
-            return Err(StoreError::DigestMismatch {
-                expected: exp.to_string(),
-                actual: digest,
-            });
+            return Err(StoreError::DigestMismatch { expected: exp.to_string(), actual: digest });
         }
-        let dest = self
-            .inner
-            .root
-            .join("blobs/sha256")
-            .join(&digest["sha256:".len()..]);
+        let dest = self.inner.root.join("blobs/sha256").join(&digest["sha256:".len()..]);
         let _gc = self.inner.gc_shared()?;
         if dest.is_file() {
             // Same content already stored by someone else: keep theirs.
@@ -828,10 +740,7 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let f = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("blob writer finished"))?;
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer finished"))?;
         let n = f.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
@@ -874,78 +783,48 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Checks a digest and returns its hex part.
 fn parse_digest(digest: &str) -> Result<&str, StoreError> {
     match digest.strip_prefix("sha256:") {
-        Some(h)
-            if h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-        {
-            Ok(h)
-        }
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(h),
         _ => Err(StoreError::InvalidDigest(digest.to_string())),
     }
 }
 
 fn valid_snapshot_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn mount_dir_name(id: &str) -> String {
     let plain = !id.is_empty()
         && id.len() <= 64
         && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if plain {
         id.to_string()
     } else {
         // `_` never starts a plain name, so hashed and plain never collide.
-        format!(
-            "_{}",
-            &hex::encode(Sha256::digest(id.as_bytes()).as_slice())[..32]
-        )
+        format!("_{}", &hex::encode(Sha256::digest(id.as_bytes()).as_slice())[..32])
     }
 }
 
 /// File named by the SHA-256 of an arbitrary key (keys contain `/`, `:`).
 fn key_file(dir: &Path, key: &str) -> PathBuf {
-    dir.join(format!(
-        "{}.json",
-        hex::encode(Sha256::digest(key.as_bytes()).as_slice())
-    ))
+    dir.join(format!("{}.json", hex::encode(Sha256::digest(key.as_bytes()).as_slice())))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
     match fs::read(path) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|source| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                source,
-            }),
+            .map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StoreError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(StoreError::Read { path: path.to_path_buf(), source }),
     }
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let rd = fs::read_dir(dir).map_err(|source| StoreError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let rd = fs::read_dir(dir).map_err(|source| StoreError::Read { path: dir.to_path_buf(), source })?;
     let mut out = Vec::new();
     for ent in rd {
-        let ent = ent.map_err(|source| StoreError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let ent = ent.map_err(|source| StoreError::Read { path: dir.to_path_buf(), source })?;
         out.push(ent.path());
     }
     out.sort();
@@ -955,14 +834,8 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 /// Marks a path as just used (prune's LRU order). Best effort.
 fn touch(path: &Path) {
     let now = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        },
+        last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        last_modification: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
     };
     let _ = rustix::fs::utimensat(rustix::fs::CWD, path, &now, rustix::fs::AtFlags::empty());
 }

@@ -103,11 +103,7 @@ struct Marker<'a> {
 impl<'a> Marker<'a> {
     /// Everything reachable from the given snapshots and blobs that is not
     /// already marked, with its size. Does not mark.
-    fn reach(
-        &self,
-        snapshots: &[String],
-        blobs: &[String],
-    ) -> (HashSet<String>, HashSet<String>, u64) {
+    fn reach(&self, snapshots: &[String], blobs: &[String]) -> (HashSet<String>, HashSet<String>, u64) {
         let mut snaps = HashSet::new();
         let mut bls = HashSet::new();
         let mut bytes = 0;
@@ -117,13 +113,7 @@ impl<'a> Marker<'a> {
                 continue;
             }
             bytes += self.store.snapshot_size(s);
-            let layers = self
-                .store
-                .inner
-                .root
-                .join("snapshots")
-                .join(s)
-                .join("layers");
+            let layers = self.store.inner.root.join("snapshots").join(s).join("layers");
             if let Ok(rd) = fs::read_dir(layers) {
                 for ent in rd.flatten() {
                     if let Ok(Some(l)) = read_json::<super::LayerDescriptor>(&ent.path()) {
@@ -186,17 +176,8 @@ impl Store {
         {
             let _gc = self.inner.gc_lock(true)?;
             let held = self.live_leases()?;
-            let mut marker = Marker {
-                store: self,
-                snapshots: HashSet::new(),
-                blobs: HashSet::new(),
-                bytes: 0,
-            };
-            let tag_blobs: Vec<String> = self
-                .list_named("tags")?
-                .into_iter()
-                .map(|(_, e)| e.digest)
-                .collect();
+            let mut marker = Marker { store: self, snapshots: HashSet::new(), blobs: HashSet::new(), bytes: 0 };
+            let tag_blobs: Vec<String> = self.list_named("tags")?.into_iter().map(|(_, e)| e.digest).collect();
             marker.mark(&[], &tag_blobs);
             let held_snaps: Vec<String> = held.snapshots.iter().cloned().collect();
             let held_blobs: Vec<String> = held.blobs.iter().cloned().collect();
@@ -233,10 +214,7 @@ impl Store {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
-                        return Err(StoreError::Remove {
-                            path: root.file.clone(),
-                            source,
-                        });
+                        return Err(StoreError::Remove { path: root.file.clone(), source });
                     }
                 }
             }
@@ -277,10 +255,7 @@ impl Store {
             }
         }
         for t in trash {
-            fsutil::remove_tree(&t).map_err(|source| StoreError::Remove {
-                path: t.clone(),
-                source,
-            })?;
+            fsutil::remove_tree(&t).map_err(|source| StoreError::Remove { path: t.clone(), source })?;
         }
         Ok(report)
     }
@@ -307,10 +282,7 @@ impl Store {
     /// Size recorded at commit, or measured if the record is missing.
     fn snapshot_size(&self, id: &str) -> u64 {
         let dir = self.inner.root.join("snapshots").join(id);
-        match fs::read_to_string(dir.join("size"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
+        match fs::read_to_string(dir.join("size")).ok().and_then(|s| s.trim().parse().ok()) {
             Some(n) => n,
             None => fsutil::tree_size(&dir.join("diff")),
         }
@@ -329,46 +301,21 @@ impl Store {
     fn optional_roots(&self) -> Result<Vec<Root>, StoreError> {
         let mut roots = Vec::new();
         for file in list_dir(&self.inner.root.join("index"))? {
-            let used = fs::metadata(&file)
-                .map(|m| mtime(&m))
-                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let used = fs::metadata(&file).map(|m| mtime(&m)).unwrap_or(SystemTime::UNIX_EPOCH);
             // A corrupt record protects nothing and is dropped with the rest.
             let entry = read_json::<IndexEntry>(&file).ok().flatten();
             let (snapshots, blobs) = match entry {
                 Some(e) => (
-                    e.record
-                        .chain
-                        .iter()
-                        .map(|SnapshotId(s)| s.clone())
-                        .collect(),
-                    e.record
-                        .layers
-                        .iter()
-                        .flatten()
-                        .map(|l| l.digest.clone())
-                        .collect(),
+                    e.record.chain.iter().map(|SnapshotId(s)| s.clone()).collect(),
+                    e.record.layers.iter().flatten().map(|l| l.digest.clone()).collect(),
                 ),
                 None => (Vec::new(), Vec::new()),
             };
-            roots.push(Root {
-                file,
-                used,
-                is_record: true,
-                snapshots,
-                blobs,
-            });
+            roots.push(Root { file, used, is_record: true, snapshots, blobs });
         }
         for (file, e) in self.list_named("refs")? {
-            let used = fs::metadata(&file)
-                .map(|m| mtime(&m))
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            roots.push(Root {
-                file,
-                used,
-                is_record: false,
-                snapshots: Vec::new(),
-                blobs: vec![e.digest],
-            });
+            let used = fs::metadata(&file).map(|m| mtime(&m)).unwrap_or(SystemTime::UNIX_EPOCH);
+            roots.push(Root { file, used, is_record: false, snapshots: Vec::new(), blobs: vec![e.digest] });
         }
         Ok(roots)
     }
@@ -394,7 +341,5 @@ impl Store {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }

@@ -27,11 +27,7 @@ impl SnapshotDraft {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|source| StoreError::CreateDir { path: p, source })?;
         }
-        Ok(SnapshotDraft {
-            inner,
-            dir,
-            committed: false,
-        })
+        Ok(SnapshotDraft { inner, dir, committed: false })
     }
 
     /// The layer contents (overlay upper dir).
@@ -55,20 +51,11 @@ impl SnapshotDraft {
         // Overlay leaves `work/work` (mode 000) behind; it has no value once
         // the mount is gone.
         let work = self.work_dir();
-        fsutil::remove_tree(&work).map_err(|source| StoreError::Remove {
-            path: work.clone(),
-            source,
-        })?;
-        fs::create_dir(&work).map_err(|source| StoreError::CreateDir {
-            path: work.clone(),
-            source,
-        })?;
+        fsutil::remove_tree(&work).map_err(|source| StoreError::Remove { path: work.clone(), source })?;
+        fs::create_dir(&work).map_err(|source| StoreError::CreateDir { path: work.clone(), source })?;
         let size = fsutil::tree_size(&self.diff_dir());
         let size_path = self.dir.join("size");
-        fs::write(&size_path, size.to_string()).map_err(|source| StoreError::Write {
-            path: size_path,
-            source,
-        })?;
+        fs::write(&size_path, size.to_string()).map_err(|source| StoreError::Write { path: size_path, source })?;
 
         let _gc = self.inner.gc_shared()?;
         for _ in 0..16 {
@@ -83,17 +70,11 @@ impl SnapshotDraft {
                 }
                 Err(Errno::EXIST) | Err(Errno::NOTEMPTY) => continue,
                 Err(e) => {
-                    return Err(StoreError::Rename {
-                        from: self.dir.clone(),
-                        to: dest,
-                        source: e.into(),
-                    });
+                    return Err(StoreError::Rename { from: self.dir.clone(), to: dest, source: e.into() });
                 }
             }
         }
-        Err(StoreError::Random(std::io::Error::other(
-            "16 snapshot id collisions in a row",
-        )))
+        Err(StoreError::Random(std::io::Error::other("16 snapshot id collisions in a row")))
     }
 }
 

@@ -15,10 +15,8 @@ fn tmp_store() -> (tempfile::TempDir, Store) {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -31,27 +29,16 @@ fn commit_snapshot(s: &Store, content: &[u8]) -> SnapshotId {
 
 fn record_for(chain: Vec<SnapshotId>) -> CacheRecord {
     let n = chain.len();
-    CacheRecord {
-        chain,
-        layers: vec![None; n],
-        created: 1,
-        extra: BTreeMap::new(),
-    }
+    CacheRecord { chain, layers: vec![None; n], created: 1, extra: BTreeMap::new() }
 }
 
 /// Runs `role` in a child copy of this test binary (see the ignored
 /// helpers at the bottom).
 fn child(role: &str, root: &Path) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args([
-        role,
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("RBUILD_STORE_TEST_ROOT", root)
-    .stdout(Stdio::piped());
+    c.args([role, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("RBUILD_STORE_TEST_ROOT", root)
+        .stdout(Stdio::piped());
     c
 }
 
@@ -78,24 +65,15 @@ fn blobs_round_trip_and_verify() {
     let err = w.finish_expecting(&sha256_digest(b"original")).unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     assert!(!s.has_blob(&sha256_digest(b"tampered")));
-    assert!(
-        entries(&s.root().join("tmp")).is_empty(),
-        "temp removed after mismatch"
-    );
+    assert!(entries(&s.root().join("tmp")).is_empty(), "temp removed after mismatch");
 
     for bad in ["sha256:../../etc/passwd", "md5:abc", "sha256:ABC", ""] {
         assert!(!s.has_blob(bad));
         assert!(s.blob_path(bad).starts_with(s.root()));
-        assert!(matches!(
-            s.read_blob(bad),
-            Err(StoreError::InvalidDigest(_))
-        ));
+        assert!(matches!(s.read_blob(bad), Err(StoreError::InvalidDigest(_))));
     }
     let missing = sha256_digest(b"missing");
-    assert!(matches!(
-        s.read_blob(&missing),
-        Err(StoreError::BlobNotFound(_))
-    ));
+    assert!(matches!(s.read_blob(&missing), Err(StoreError::BlobNotFound(_))));
 }
 
 #[test]
@@ -109,10 +87,7 @@ fn snapshots_commit_or_vanish() {
     let id = d.commit().unwrap();
     assert_eq!(id.0.len(), 12);
     assert!(id.0.bytes().all(|b| b.is_ascii_hexdigit()));
-    assert_eq!(
-        fs::read(s.snapshot_diff(&id).join("ro/file")).unwrap(),
-        b"abc"
-    );
+    assert_eq!(fs::read(s.snapshot_diff(&id).join("ro/file")).unwrap(), b"abc");
     assert!(s.has_snapshot(&id));
     assert_eq!(s.disk_usage().unwrap().snapshots_bytes, 3);
 
@@ -145,40 +120,24 @@ fn index_records_round_trip_and_check_their_contents() {
     assert_eq!(s.lookup("exec:v0:other").unwrap(), None);
 
     // A record naming a snapshot that is gone is a miss.
-    s.record(
-        "dangling",
-        &record_for(vec![SnapshotId("0123456789ab".into())]),
-    )
-    .unwrap();
+    s.record("dangling", &record_for(vec![SnapshotId("0123456789ab".into())])).unwrap();
     assert_eq!(s.lookup("dangling").unwrap(), None);
     // Invalid ids are refused before they can become paths.
-    assert!(
-        s.record("bad", &record_for(vec![SnapshotId("../x".into())]))
-            .is_err()
-    );
+    assert!(s.record("bad", &record_for(vec![SnapshotId("../x".into())])).is_err());
 
     // Layers whose blob is gone read as None.
     fs::remove_file(s.blob_path(&blob)).unwrap();
-    assert_eq!(
-        s.lookup("exec:v0:abc").unwrap().unwrap().layers,
-        vec![None, None]
-    );
+    assert_eq!(s.lookup("exec:v0:abc").unwrap().unwrap().layers, vec![None, None]);
 
     // Layer-for-snapshot memo.
     let blob = s.write_blob(b"layer").unwrap();
     assert_eq!(s.layer_for_snapshot(&a, "gzip").unwrap(), None);
     s.set_layer_for_snapshot(&a, "gzip", &layer).unwrap();
-    assert_eq!(
-        s.layer_for_snapshot(&a, "gzip").unwrap(),
-        Some(layer.clone())
-    );
+    assert_eq!(s.layer_for_snapshot(&a, "gzip").unwrap(), Some(layer.clone()));
     assert_eq!(s.layer_for_snapshot(&a, "zstd").unwrap(), None);
     assert!(s.set_layer_for_snapshot(&a, "../x", &layer).is_err());
     let gone = SnapshotId("aaaaaaaaaaaa".into());
-    assert!(matches!(
-        s.set_layer_for_snapshot(&gone, "gzip", &layer),
-        Err(StoreError::SnapshotNotFound(_))
-    ));
+    assert!(matches!(s.set_layer_for_snapshot(&gone, "gzip", &layer), Err(StoreError::SnapshotNotFound(_))));
     fs::remove_file(s.blob_path(&blob)).unwrap();
     assert_eq!(s.layer_for_snapshot(&a, "gzip").unwrap(), None);
 }
@@ -193,10 +152,7 @@ fn tags_refs_and_mounts() {
     s.set_tag("app:latest", &m1).unwrap();
     assert_eq!(
         s.tags().unwrap(),
-        vec![
-            ("app:latest".into(), m1.clone()),
-            ("docker.io/library/app:1.0".into(), m1.clone())
-        ]
+        vec![("app:latest".into(), m1.clone()), ("docker.io/library/app:1.0".into(), m1.clone())]
     );
     assert_eq!(s.tag("app:latest").unwrap(), Some(m1.clone()));
     assert!(s.remove_tag("app:latest").unwrap());
@@ -228,33 +184,18 @@ fn open_removes_leftovers_of_dead_owners_only() {
     fs::write(t.path().join("locks/999999-deadbeef.lock"), b"").unwrap();
     fs::write(t.path().join("tmp/999999-deadbeef.blob-0"), b"partial").unwrap();
     fs::create_dir_all(t.path().join("tmp/999999-deadbeef.snap-1/diff/d")).unwrap();
-    fs::set_permissions(
-        t.path().join("tmp/999999-deadbeef.snap-1/diff/d"),
-        fs::Permissions::from_mode(0o500),
-    )
-    .unwrap();
-    fs::write(
-        t.path().join("leases/999999-deadbeef.lease-3"),
-        b"s 0123456789ab\n",
-    )
-    .unwrap();
+    fs::set_permissions(t.path().join("tmp/999999-deadbeef.snap-1/diff/d"), fs::Permissions::from_mode(0o500)).unwrap();
+    fs::write(t.path().join("leases/999999-deadbeef.lease-3"), b"s 0123456789ab\n").unwrap();
     // ...and one that never got as far as its lock file (or whose cleaner died).
     fs::write(t.path().join("tmp/888888-cafebabe.w-7"), b"x").unwrap();
 
     let s = Store::open(t.path()).unwrap();
     let tmp = entries(&t.path().join("tmp"));
-    assert_eq!(
-        tmp.len(),
-        2,
-        "only the live owner's temp entries remain: {tmp:?}"
-    );
+    assert_eq!(tmp.len(), 2, "only the live owner's temp entries remain: {tmp:?}");
     assert!(tmp.iter().all(|n| n.starts_with(&live.inner.owner)));
     assert!(live_draft.diff_dir().is_dir());
     let leases = entries(&t.path().join("leases"));
-    assert!(
-        leases.iter().all(|n| !n.starts_with("999999")),
-        "{leases:?}"
-    );
+    assert!(leases.iter().all(|n| !n.starts_with("999999")), "{leases:?}");
     assert!(!t.path().join("locks/999999-deadbeef.lock").exists());
     drop(live_writer);
     drop(live_draft);
@@ -264,8 +205,7 @@ fn open_removes_leftovers_of_dead_owners_only() {
 #[test]
 #[ignore = "helper: re-executed by killed_child_leaves_a_valid_store"]
 fn child_dies_mid_write() {
-    let root =
-        PathBuf::from(std::env::var_os("RBUILD_STORE_TEST_ROOT").expect("run by parent test"));
+    let root = PathBuf::from(std::env::var_os("RBUILD_STORE_TEST_ROOT").expect("run by parent test"));
     let s = Store::open(&root).unwrap();
     let lease = s.lease().unwrap();
     let leased = SnapshotId(std::env::var("RBUILD_LEASED").unwrap());
@@ -288,18 +228,12 @@ fn killed_child_leaves_a_valid_store() {
         let s = Store::open(t.path()).unwrap();
         commit_snapshot(&s, b"leased by the child")
     };
-    let mut c = child("store::tests::child_dies_mid_write", t.path())
-        .env("RBUILD_LEASED", &leased.0)
-        .spawn()
-        .unwrap();
+    let mut c = child("store::tests::child_dies_mid_write", t.path()).env("RBUILD_LEASED", &leased.0).spawn().unwrap();
     let mut out = BufReader::new(c.stdout.take().unwrap());
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "child exited before READY"
-        );
+        assert!(out.read_line(&mut line).unwrap() > 0, "child exited before READY");
         // libtest prints "test <name> ... " without a newline first.
         if line.contains("READY") {
             break;
@@ -307,41 +241,20 @@ fn killed_child_leaves_a_valid_store() {
     }
     // While the child lives, its lease protects the snapshot.
     let s = Store::open(t.path()).unwrap();
-    assert_eq!(
-        s.prune(&PruneOptions::default()).unwrap().snapshots_removed,
-        0
-    );
+    assert_eq!(s.prune(&PruneOptions::default()).unwrap().snapshots_removed, 0);
     assert!(s.has_snapshot(&leased));
     drop(s);
 
     c.kill().unwrap(); // SIGKILL
     c.wait().unwrap();
-    assert!(
-        !entries(&t.path().join("tmp")).is_empty(),
-        "the child left temp entries"
-    );
+    assert!(!entries(&t.path().join("tmp")).is_empty(), "the child left temp entries");
 
     let s = Store::open(t.path()).unwrap();
     let own = &s.inner.owner;
-    assert!(
-        entries(&t.path().join("tmp"))
-            .iter()
-            .all(|n| n.starts_with(own.as_str()))
-    );
-    assert!(
-        entries(&t.path().join("leases"))
-            .iter()
-            .all(|n| n.starts_with(own.as_str()))
-    );
-    assert_eq!(
-        entries(&t.path().join("blobs/sha256")),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        s.tag("child:tag").unwrap(),
-        Some(sha256_digest(b"x")),
-        "finished writes survive"
-    );
+    assert!(entries(&t.path().join("tmp")).iter().all(|n| n.starts_with(own.as_str())));
+    assert!(entries(&t.path().join("leases")).iter().all(|n| n.starts_with(own.as_str())));
+    assert_eq!(entries(&t.path().join("blobs/sha256")), Vec::<String>::new());
+    assert_eq!(s.tag("child:tag").unwrap(), Some(sha256_digest(b"x")), "finished writes survive");
     // The dead child's lease no longer protects anything.
     let r = s.prune(&PruneOptions::default()).unwrap();
     assert_eq!(r.snapshots_removed, 1);
@@ -351,8 +264,7 @@ fn killed_child_leaves_a_valid_store() {
 #[test]
 #[ignore = "helper: re-executed by two_processes_share_a_store"]
 fn child_hammers_store() {
-    let root =
-        PathBuf::from(std::env::var_os("RBUILD_STORE_TEST_ROOT").expect("run by parent test"));
+    let root = PathBuf::from(std::env::var_os("RBUILD_STORE_TEST_ROOT").expect("run by parent test"));
     hammer(&root, std::env::var("RBUILD_WHO").unwrap().as_str());
 }
 
@@ -367,12 +279,7 @@ fn hammer(root: &Path, who: &str) {
         let own = w.finish().unwrap();
         let snap = commit_snapshot(&s, format!("{who} {i}").as_bytes());
         let mut rec = record_for(vec![snap]);
-        rec.layers = vec![Some(LayerDescriptor {
-            digest: own,
-            diff_id: d.clone(),
-            size: 1,
-            media_type: "x".into(),
-        })];
+        rec.layers = vec![Some(LayerDescriptor { digest: own, diff_id: d.clone(), size: 1, media_type: "x".into() })];
         s.record(&format!("shared key {i}"), &rec).unwrap();
         s.set_tag(&format!("tag{}", i % 5), &d).unwrap();
         s.checksum_cache(); // exercise concurrent load
@@ -427,10 +334,7 @@ fn two_processes_share_a_store() {
         if s.has_blob(&d) {
             assert_eq!(s.read_blob(&d).unwrap(), shared.as_bytes());
         }
-        let rec = s
-            .lookup(&format!("shared key {i}"))
-            .unwrap()
-            .expect("record present and complete");
+        let rec = s.lookup(&format!("shared key {i}")).unwrap().expect("record present and complete");
         let layer = rec.layers[0].as_ref().expect("its layer blob survived");
         let own = s.read_blob(&layer.digest).unwrap();
         let snap = fs::read(s.snapshot_diff(&rec.chain[0]).join("f")).unwrap();
@@ -466,12 +370,9 @@ fn prune_keeps_tagged_leased_and_recorded() {
                 .as_bytes(),
             )
             .unwrap();
-        let index = a
-            .write_blob(format!("{{\"manifests\":[{{\"digest\":\"{manifest}\"}}]}}").as_bytes())
-            .unwrap();
+        let index = a.write_blob(format!("{{\"manifests\":[{{\"digest\":\"{manifest}\"}}]}}").as_bytes()).unwrap();
         a.set_tag("app:1", &index).unwrap();
-        a.record("key", &record_for(vec![recorded.clone()]))
-            .unwrap();
+        a.record("key", &record_for(vec![recorded.clone()])).unwrap();
         let snap_layer = a.write_blob(b"layer of recorded").unwrap();
         a.set_layer_for_snapshot(
             &recorded,
@@ -488,9 +389,7 @@ fn prune_keeps_tagged_leased_and_recorded() {
         let b = Store::open(t.path()).unwrap();
         let r = b.prune(&PruneOptions::default()).unwrap();
         assert_eq!((r.snapshots_removed, r.blobs_removed), (0, 0), "{r:?}");
-        (
-            leased, recorded, loose, loose_blob, manifest, config, layer, snap_layer,
-        )
+        (leased, recorded, loose, loose_blob, manifest, config, layer, snap_layer)
     };
     // Read-only dirs inside a doomed snapshot must not stop prune.
     let ro = t.path().join("snapshots").join(&loose.0).join("diff/ro");
@@ -502,11 +401,7 @@ fn prune_keeps_tagged_leased_and_recorded() {
     let lease = s.lease().unwrap();
     lease.add_snapshot(&leased).unwrap();
     let r = s.prune(&PruneOptions::default()).unwrap();
-    assert_eq!(
-        (r.snapshots_removed, r.blobs_removed, r.records_removed),
-        (1, 1, 0),
-        "{r:?}"
-    );
+    assert_eq!((r.snapshots_removed, r.blobs_removed, r.records_removed), (1, 1, 0), "{r:?}");
     assert!(!s.has_snapshot(&loose) && !s.has_blob(&loose_blob));
     assert!(s.has_snapshot(&leased) && s.has_snapshot(&recorded));
     for d in [&manifest, &config, &layer, &snap_layer] {
@@ -514,33 +409,17 @@ fn prune_keeps_tagged_leased_and_recorded() {
     }
     assert!(r.bytes_freed >= 5 + 10);
 
-    let r = s
-        .prune(&PruneOptions {
-            all: true,
-            keep_storage: None,
-        })
-        .unwrap();
+    let r = s.prune(&PruneOptions { all: true, keep_storage: None }).unwrap();
     assert_eq!((r.snapshots_removed, r.records_removed), (1, 1), "{r:?}");
     assert!(!s.has_snapshot(&recorded) && !s.has_blob(&snap_layer));
     assert!(s.has_snapshot(&leased), "lease still held");
-    assert!(
-        s.has_blob(&manifest) && s.has_blob(&config) && s.has_blob(&layer),
-        "tag kept"
-    );
+    assert!(s.has_blob(&manifest) && s.has_blob(&config) && s.has_blob(&layer), "tag kept");
 
     drop(lease);
-    let r = s
-        .prune(&PruneOptions {
-            all: true,
-            keep_storage: None,
-        })
-        .unwrap();
+    let r = s.prune(&PruneOptions { all: true, keep_storage: None }).unwrap();
     assert_eq!(r.snapshots_removed, 1);
     assert!(s.has_blob(&layer));
-    assert!(matches!(
-        s.lease().unwrap().add_snapshot(&leased),
-        Err(StoreError::SnapshotNotFound(_))
-    ));
+    assert!(matches!(s.lease().unwrap().add_snapshot(&leased), Err(StoreError::SnapshotNotFound(_))));
 }
 
 #[test]
@@ -551,8 +430,7 @@ fn prune_keep_storage_keeps_most_recently_used() {
         (0..4)
             .map(|i| {
                 let id = commit_snapshot(&a, &vec![b'x'; 1000]);
-                a.record(&format!("k{i}"), &record_for(vec![id.clone()]))
-                    .unwrap();
+                a.record(&format!("k{i}"), &record_for(vec![id.clone()])).unwrap();
                 id
             })
             .collect()
@@ -561,29 +439,15 @@ fn prune_keep_storage_keeps_most_recently_used() {
     for i in 0..4u64 {
         let f = key_file(&t.path().join("index"), &format!("k{i}"));
         let when = UNIX_EPOCH + Duration::from_secs(1_000_000 + i * 100);
-        File::options()
-            .write(true)
-            .open(f)
-            .unwrap()
-            .set_modified(when)
-            .unwrap();
+        File::options().write(true).open(f).unwrap().set_modified(when).unwrap();
     }
     let s = Store::open(t.path()).unwrap();
     // Using k0 makes it the most recent.
     assert!(s.lookup("k0").unwrap().is_some());
     drop(s);
     let s = Store::open(t.path()).unwrap();
-    let r = s
-        .prune(&PruneOptions {
-            all: false,
-            keep_storage: Some(2500),
-        })
-        .unwrap();
-    assert_eq!(
-        (r.records_removed, r.snapshots_removed, r.bytes_freed),
-        (2, 2, 2000),
-        "{r:?}"
-    );
+    let r = s.prune(&PruneOptions { all: false, keep_storage: Some(2500) }).unwrap();
+    assert_eq!((r.records_removed, r.snapshots_removed, r.bytes_freed), (2, 2, 2000), "{r:?}");
     let kept: Vec<bool> = ids.iter().map(|id| s.has_snapshot(id)).collect();
     assert_eq!(kept, vec![true, false, false, true]);
     assert!(s.lookup("k1").unwrap().is_none());
@@ -601,23 +465,13 @@ fn prune_all_removes_unleased_cache_mounts() {
     let lease = s.lease().unwrap();
     lease.add_mount("keep").unwrap();
     assert_eq!(s.prune(&PruneOptions::default()).unwrap().mounts_removed, 0);
-    let r = s
-        .prune(&PruneOptions {
-            all: true,
-            keep_storage: None,
-        })
-        .unwrap();
+    let r = s.prune(&PruneOptions { all: true, keep_storage: None }).unwrap();
     assert_eq!(r.mounts_removed, 1);
     assert!(keep.is_dir() && !gone.exists());
 }
 
 fn set_mtime(path: &Path, secs: u64) {
-    File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(UNIX_EPOCH + Duration::from_secs(secs))
-        .unwrap();
+    File::options().write(true).open(path).unwrap().set_modified(UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
 }
 
 #[test]
@@ -653,14 +507,8 @@ fn checksum_cache_hit_does_not_read_the_file() {
     // Symlinks hash their target, without following it.
     let l = t.path().join("link");
     std::os::unix::fs::symlink("ctx-file", &l).unwrap();
-    assert_eq!(
-        cc.checksum(&l, &fs::symlink_metadata(&l).unwrap()).unwrap(),
-        sha256_digest(b"ctx-file")
-    );
-    assert!(
-        cc.checksum(t.path(), &fs::symlink_metadata(t.path()).unwrap())
-            .is_err()
-    );
+    assert_eq!(cc.checksum(&l, &fs::symlink_metadata(&l).unwrap()).unwrap(), sha256_digest(b"ctx-file"));
+    assert!(cc.checksum(t.path(), &fs::symlink_metadata(t.path()).unwrap()).is_err());
 }
 
 #[test]
@@ -686,10 +534,8 @@ fn checksum_cache_merges_concurrent_savers_and_survives_corruption() {
         set_mtime(f, 1_500_000_000);
     }
     let (c1, c2) = (s1.checksum_cache(), s2.checksum_cache());
-    c1.checksum(&f1, &fs::symlink_metadata(&f1).unwrap())
-        .unwrap();
-    c2.checksum(&f2, &fs::symlink_metadata(&f2).unwrap())
-        .unwrap();
+    c1.checksum(&f1, &fs::symlink_metadata(&f1).unwrap()).unwrap();
+    c2.checksum(&f2, &fs::symlink_metadata(&f2).unwrap()).unwrap();
     c1.save().unwrap();
     c2.save().unwrap();
     let s3 = Store::open(t.path()).unwrap();
@@ -697,10 +543,7 @@ fn checksum_cache_merges_concurrent_savers_and_survives_corruption() {
 
     fs::write(t.path().join("checksums"), b"RBCKSUM1\x05\x00").unwrap();
     let s4 = Store::open(t.path()).unwrap();
-    assert!(
-        s4.checksum_cache().is_empty(),
-        "truncated file reads as empty cache"
-    );
+    assert!(s4.checksum_cache().is_empty(), "truncated file reads as empty cache");
 }
 
 #[test]
@@ -718,16 +561,9 @@ fn checksum_cache_speed_20000_lookups() {
         set_mtime(&p, 1_600_000_000);
         files.push(p);
     }
-    let metas: Vec<fs::Metadata> = files
-        .iter()
-        .map(|p| fs::symlink_metadata(p).unwrap())
-        .collect();
+    let metas: Vec<fs::Metadata> = files.iter().map(|p| fs::symlink_metadata(p).unwrap()).collect();
     let cc = s.checksum_cache();
-    let first: Vec<String> = files
-        .iter()
-        .zip(&metas)
-        .map(|(p, m)| cc.checksum(p, m).unwrap())
-        .collect();
+    let first: Vec<String> = files.iter().zip(&metas).map(|(p, m)| cc.checksum(p, m).unwrap()).collect();
     cc.save().unwrap();
     drop((cc, s));
 
@@ -735,11 +571,7 @@ fn checksum_cache_speed_20000_lookups() {
     let start = Instant::now();
     let cc = s.checksum_cache();
     let loaded = start.elapsed();
-    let again: Vec<String> = files
-        .iter()
-        .zip(&metas)
-        .map(|(p, m)| cc.checksum(p, m).unwrap())
-        .collect();
+    let again: Vec<String> = files.iter().zip(&metas).map(|(p, m)| cc.checksum(p, m).unwrap()).collect();
     let total = start.elapsed();
     println!(
         "checksum cache: load {} entries {:?}, load + 20000 lookups {:?} ({} bytes on disk)",

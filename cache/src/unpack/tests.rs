@@ -103,9 +103,7 @@ impl Tb {
     }
 
     fn bytes(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.0, tar::Builder::new(Vec::new()))
-            .into_inner()
-            .unwrap()
+        std::mem::replace(&mut self.0, tar::Builder::new(Vec::new())).into_inner().unwrap()
     }
 }
 
@@ -123,11 +121,7 @@ fn fixture() -> Fixture {
     fs::create_dir(&dest).unwrap();
     fs::create_dir(&outside).unwrap();
     fs::write(outside.join("secret"), b"secret").unwrap();
-    Fixture {
-        _t: t,
-        dest,
-        outside,
-    }
+    Fixture { _t: t, dest, outside }
 }
 
 impl Fixture {
@@ -136,25 +130,15 @@ impl Fixture {
     }
 
     fn assert_outside_untouched(&self) {
-        let mut names: Vec<_> = fs::read_dir(&self.outside)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut names: Vec<_> = fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            vec![OsString::from("secret")],
-            "outside gained entries"
-        );
+        assert_eq!(names, vec![OsString::from("secret")], "outside gained entries");
         let m = fs::symlink_metadata(self.outside.join("secret")).unwrap();
         assert_eq!(fs::read(self.outside.join("secret")).unwrap(), b"secret");
         assert_eq!(m.nlink(), 1, "no hardlink to the outside file");
         assert!(!is_opaque_dir(&self.outside));
         let parent = self.outside.parent().unwrap();
-        let mut top: Vec<_> = fs::read_dir(parent)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut top: Vec<_> = fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name()).collect();
         top.sort();
         assert_eq!(top, vec![OsString::from("dest"), OsString::from("outside")]);
     }
@@ -220,42 +204,21 @@ fn unpacks_every_entry_kind() {
     let stats = f.unpack(&all_kinds()).unwrap();
     assert_eq!(fs::read(d.join("etc/passwd")).unwrap(), b"root:x:0:0\n");
     let passwd = fs::symlink_metadata(d.join("etc/passwd")).unwrap();
-    assert_eq!(
-        (passwd.uid(), passwd.gid(), passwd.mode() & 0o7777),
-        (1000, 1001, 0o640)
-    );
+    assert_eq!((passwd.uid(), passwd.gid(), passwd.mode() & 0o7777), (1000, 1001, 0o640));
     assert_eq!(passwd.mtime(), T0 as i64);
-    assert_eq!(
-        fs::metadata(d.join("usr/bin/su")).unwrap().mode() & 0o7777,
-        0o4755
-    );
+    assert_eq!(fs::metadata(d.join("usr/bin/su")).unwrap().mode() & 0o7777, 0o4755);
     let ro = fs::metadata(d.join("ro")).unwrap();
     assert_eq!(ro.mode() & 0o7777, 0o555);
-    assert_eq!(
-        fs::read(d.join("ro/inside")).unwrap(),
-        b"written into a read-only dir"
-    );
+    assert_eq!(fs::read(d.join("ro/inside")).unwrap(), b"written into a read-only dir");
     let etc = fs::metadata(d.join("etc")).unwrap();
-    assert_eq!(
-        (etc.mode() & 0o7777, etc.mtime()),
-        (0o751, T0 as i64),
-        "dir metadata applied last"
-    );
-    assert_eq!(
-        fs::read_link(d.join("etc/link")).unwrap(),
-        Path::new("passwd")
-    );
-    assert_eq!(
-        fs::symlink_metadata(d.join("etc/hard")).unwrap().ino(),
-        passwd.ino()
-    );
+    assert_eq!((etc.mode() & 0o7777, etc.mtime()), (0o751, T0 as i64), "dir metadata applied last");
+    assert_eq!(fs::read_link(d.join("etc/link")).unwrap(), Path::new("passwd"));
+    assert_eq!(fs::symlink_metadata(d.join("etc/hard")).unwrap().ino(), passwd.ino());
     let fifo = fs::symlink_metadata(d.join("run/fifo")).unwrap();
     assert!(fifo.file_type().is_fifo());
     assert_eq!(fifo.mode() & 0o7777, 0o620);
     assert!(!d.join("dev/null").exists() && !d.join("dev/sda").exists());
-    assert!(is_overlay_whiteout(
-        &fs::symlink_metadata(d.join("dev/wh")).unwrap()
-    ));
+    assert!(is_overlay_whiteout(&fs::symlink_metadata(d.join("dev/wh")).unwrap()));
     let gone = fs::symlink_metadata(d.join("etc/gone")).unwrap();
     assert!(is_overlay_whiteout(&gone));
     assert_eq!(gone.mtime(), T0 as i64, "whiteouts carry the entry's mtime");
@@ -263,18 +226,12 @@ fn unpacks_every_entry_kind() {
     assert!(is_opaque_dir(&d.join("opq")));
     assert!(!is_opaque_dir(&d.join("etc")));
     assert!(!d.join(".wh..wh.plnk").exists());
-    assert_eq!(
-        fs::read(d.join(format!("deep/{}/file", "x".repeat(120)))).unwrap(),
-        b"long"
-    );
+    assert_eq!(fs::read(d.join(format!("deep/{}/file", "x".repeat(120)))).unwrap(), b"long");
 
     let pax = d.join(format!("pax/{}", "p".repeat(200)));
     assert_eq!(fs::read(&pax).unwrap(), b"pax content");
     let pm = fs::symlink_metadata(&pax).unwrap();
-    assert_eq!(
-        (pm.mtime(), pm.mtime_nsec(), pm.uid()),
-        (T0 as i64, 123_456_789, 70000)
-    );
+    assert_eq!((pm.mtime(), pm.mtime_nsec(), pm.uid()), (T0 as i64, 123_456_789, 70000));
     let mut buf = [0u8; 16];
     let n = rustix::fs::lgetxattr(&pax, "user.test", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"hello");
@@ -284,10 +241,7 @@ fn unpacks_every_entry_kind() {
     assert_eq!(stats.files, 5);
     assert_eq!(stats.dirs, 3, "`./` is not counted");
     assert_eq!((stats.symlinks, stats.hardlinks, stats.fifos), (1, 1, 1));
-    assert_eq!(
-        (stats.whiteouts, stats.opaque_dirs, stats.devices_skipped),
-        (2, 1, 2)
-    );
+    assert_eq!((stats.whiteouts, stats.opaque_dirs, stats.devices_skipped), (2, 1, 2));
     assert_eq!(stats.xattrs_skipped, 2);
     assert_eq!(stats.other_skipped, 1);
     assert_eq!(stats.ownership_not_applied, 0);
@@ -321,19 +275,14 @@ fn truncated_or_garbage_input_is_an_error() {
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
     let f = fixture();
-    assert!(matches!(
-        f.unpack(&gz[..gz.len() / 2]),
-        Err(UnpackError::Read(_))
-    ));
+    assert!(matches!(f.unpack(&gz[..gz.len() / 2]), Err(UnpackError::Read(_))));
 }
 
 #[test]
 fn replaces_entries_of_a_different_kind() {
     let f = fixture();
     let mut tb = Tb::new();
-    tb.dir("x/", 0o755)
-        .file("x/y", b"y")
-        .file("x", b"now a file");
+    tb.dir("x/", 0o755).file("x/y", b"y").file("x", b"now a file");
     tb.file("z", b"file").dir("z/", 0o700).file("z/in", b"in");
     tb.link("w", EntryType::Symlink, "z").dir("w/", 0o755);
     let s = f.unpack(&tb.bytes()).unwrap();
@@ -347,9 +296,7 @@ fn replaces_entries_of_a_different_kind() {
 fn hostile_dotdot_names_stay_inside() {
     let f = fixture();
     let mut tb = Tb::new();
-    tb.file("../outside/secret", b"pwned")
-        .file("a/../../../escape", b"e")
-        .file("../../..", b"root?");
+    tb.file("../outside/secret", b"pwned").file("a/../../../escape", b"e").file("../../..", b"root?");
     f.unpack(&tb.bytes()).unwrap();
     f.assert_outside_untouched();
     assert_eq!(fs::read(f.dest.join("outside/secret")).unwrap(), b"pwned");
@@ -364,10 +311,7 @@ fn hostile_absolute_names_stay_inside() {
     tb.file(&abs, b"pwned").file("/abs-file", b"a");
     f.unpack(&tb.bytes()).unwrap();
     f.assert_outside_untouched();
-    assert_eq!(
-        fs::read(f.dest.join(abs.trim_start_matches('/'))).unwrap(),
-        b"pwned"
-    );
+    assert_eq!(fs::read(f.dest.join(abs.trim_start_matches('/'))).unwrap(), b"pwned");
     assert_eq!(fs::read(f.dest.join("abs-file")).unwrap(), b"a");
 }
 
@@ -375,10 +319,8 @@ fn hostile_absolute_names_stay_inside() {
 fn hostile_symlinked_parents_cannot_escape() {
     let f = fixture();
     let mut tb = Tb::new();
-    tb.link("up", EntryType::Symlink, "../../..")
-        .file("up/pwned", b"p");
-    tb.link("loop", EntryType::Symlink, "up/../up/..")
-        .file("loop/pwned2", b"p2");
+    tb.link("up", EntryType::Symlink, "../../..").file("up/pwned", b"p");
+    tb.link("loop", EntryType::Symlink, "up/../up/..").file("loop/pwned2", b"p2");
     f.unpack(&tb.bytes()).unwrap();
     f.assert_outside_untouched();
     // `..` through the symlink is clamped at the destination root.
@@ -388,21 +330,15 @@ fn hostile_symlinked_parents_cannot_escape() {
     // An absolute symlink to the real outside directory resolves inside.
     let f = fixture();
     let mut tb = Tb::new();
-    tb.link("abs", EntryType::Symlink, &f.outside.display().to_string())
-        .file("abs/pwned", b"p");
+    tb.link("abs", EntryType::Symlink, &f.outside.display().to_string()).file("abs/pwned", b"p");
     let r = f.unpack(&tb.bytes());
     f.assert_outside_untouched();
-    assert!(
-        matches!(r, Err(UnpackError::Parent { .. })),
-        "dangling in-root target: {r:?}"
-    );
+    assert!(matches!(r, Err(UnpackError::Parent { .. })), "dangling in-root target: {r:?}");
 
     // A directory entry replaces a symlink instead of following it.
     let f = fixture();
     let mut tb = Tb::new();
-    tb.link("d", EntryType::Symlink, &f.outside.display().to_string())
-        .dir("d/", 0o755)
-        .file("d/f", b"f");
+    tb.link("d", EntryType::Symlink, &f.outside.display().to_string()).dir("d/", 0o755).file("d/f", b"f");
     f.unpack(&tb.bytes()).unwrap();
     f.assert_outside_untouched();
     assert_eq!(fs::read(f.dest.join("d/f")).unwrap(), b"f");
@@ -413,21 +349,13 @@ fn hostile_symlink_final_component_is_replaced_not_followed() {
     let f = fixture();
     let secret = f.outside.join("secret").display().to_string();
     let mut tb = Tb::new();
-    tb.link("s", EntryType::Symlink, &secret)
-        .file("s", b"pwned");
-    tb.link("fifo", EntryType::Symlink, &secret)
-        .add("fifo", EntryType::Fifo, b"", 0o777);
-    tb.link("sd", EntryType::Symlink, &secret)
-        .link("sd", EntryType::Symlink, "harmless");
+    tb.link("s", EntryType::Symlink, &secret).file("s", b"pwned");
+    tb.link("fifo", EntryType::Symlink, &secret).add("fifo", EntryType::Fifo, b"", 0o777);
+    tb.link("sd", EntryType::Symlink, &secret).link("sd", EntryType::Symlink, "harmless");
     f.unpack(&tb.bytes()).unwrap();
     f.assert_outside_untouched();
     assert!(fs::symlink_metadata(f.dest.join("s")).unwrap().is_file());
-    assert!(
-        fs::symlink_metadata(f.dest.join("fifo"))
-            .unwrap()
-            .file_type()
-            .is_fifo()
-    );
+    assert!(fs::symlink_metadata(f.dest.join("fifo")).unwrap().file_type().is_fifo());
 }
 
 #[test]
@@ -443,10 +371,7 @@ fn hostile_hardlinks_cannot_reach_outside() {
     let abs = f.outside.join("secret").display().to_string();
     let mut tb = Tb::new();
     tb.link("h", EntryType::Link, &abs);
-    assert!(matches!(
-        f.unpack(&tb.bytes()),
-        Err(UnpackError::Hardlink { .. })
-    ));
+    assert!(matches!(f.unpack(&tb.bytes()), Err(UnpackError::Hardlink { .. })));
     f.assert_outside_untouched();
 
     // Linking a symlink links the symlink itself; writing the link name
@@ -463,12 +388,7 @@ fn hostile_hardlinks_cannot_reach_outside() {
     assert!(matches!(r, Err(UnpackError::Hardlink { .. })), "{r:?}");
     f.assert_outside_untouched();
     assert_eq!(fs::read(f.dest.join("h")).unwrap(), b"pwned");
-    assert!(
-        fs::symlink_metadata(f.dest.join("sl"))
-            .unwrap()
-            .file_type()
-            .is_symlink()
-    );
+    assert!(fs::symlink_metadata(f.dest.join("sl")).unwrap().file_type().is_symlink());
 }
 
 #[test]
@@ -483,9 +403,7 @@ fn hostile_whiteouts_and_opaque_markers_stay_inside() {
         .file("../../.wh..wh..opq", b"");
     f.unpack(&tb.bytes()).unwrap();
     f.assert_outside_untouched();
-    assert!(is_overlay_whiteout(
-        &fs::symlink_metadata(f.dest.join("outside/secret")).unwrap()
-    ));
+    assert!(is_overlay_whiteout(&fs::symlink_metadata(f.dest.join("outside/secret")).unwrap()));
     assert!(is_opaque_dir(&f.dest), "`o/..` and `../..` are the root");
 }
 
@@ -502,9 +420,7 @@ fn whiteout_does_not_remove_an_entry_of_the_same_layer() {
 fn chown_off_counts_instead_of_failing() {
     let f = fixture();
     let mut tb = Tb::new();
-    tb.owned("a", b"a", 0o644, 1000, 1000)
-        .owned("b", b"b", 0o644, 0, 0)
-        .owned("c", b"c", 0o644, 0, 5);
+    tb.owned("a", b"a", 0o644, 1000, 1000).owned("b", b"b", 0o644, 0, 0).owned("c", b"c", 0o644, 0, 5);
     let s = unpack_layer(&tb.bytes()[..], &f.dest, &UnpackOptions { chown: false }).unwrap();
     assert_eq!(s.ownership_not_applied, 2);
     let me = rustix::process::geteuid().as_raw();
@@ -516,15 +432,9 @@ fn chown_off_counts_instead_of_failing() {
 fn userns_child_unpacks_whiteouts() {
     let dest = PathBuf::from(std::env::var_os("RBUILD_UNPACK_DEST").expect("run by parent test"));
     let map = fs::read_to_string("/proc/self/uid_map").unwrap();
-    assert!(
-        !map.contains("4294967295"),
-        "not in a user namespace: {map}"
-    );
+    assert!(!map.contains("4294967295"), "not in a user namespace: {map}");
     let mut tb = Tb::new();
-    tb.dir("d/", 0o755)
-        .file("d/.wh.gone", b"")
-        .file("d/.wh..wh..opq", b"")
-        .owned("d/f", b"f", 0o600, 0, 0);
+    tb.dir("d/", 0o755).file("d/.wh.gone", b"").file("d/.wh..wh..opq", b"").owned("d/f", b"f", 0o600, 0, 0);
     let s = unpack_layer(&tb.bytes()[..], &dest, &UnpackOptions { chown: false }).unwrap();
     assert_eq!((s.whiteouts, s.opaque_dirs), (1, 1));
     println!("USERNS-UNPACK-OK");
@@ -538,12 +448,7 @@ fn whiteouts_work_in_a_user_namespace() {
     let out = Command::new("unshare")
         .args(["--user", "--map-root-user", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args([
-            "unpack::tests::userns_child_unpacks_whiteouts",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["unpack::tests::userns_child_unpacks_whiteouts", "--exact", "--ignored", "--nocapture"])
         .env("RBUILD_UNPACK_DEST", &f.dest)
         .output()
         .unwrap();
@@ -553,8 +458,6 @@ fn whiteouts_work_in_a_user_namespace() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(is_overlay_whiteout(
-        &fs::symlink_metadata(f.dest.join("d/gone")).unwrap()
-    ));
+    assert!(is_overlay_whiteout(&fs::symlink_metadata(f.dest.join("d/gone")).unwrap()));
     assert!(is_opaque_dir(&f.dest.join("d")));
 }

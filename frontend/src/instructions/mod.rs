@@ -23,8 +23,24 @@ use crate::parser::{self, Node};
 
 /// Every instruction name, upper-case, for suggestions.
 const INSTRUCTIONS: [&str; 18] = [
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL", "MAINTAINER",
-    "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 ];
 
 /// Parses a Dockerfile into global ARGs and stages. `file` names the
@@ -178,7 +194,11 @@ impl<'a> Ctx<'a> {
                     "false" => "false".to_string(),
                     "" => return Err(self.err(node, arg, format!("missing a value on flag `--{name}`"))),
                     _ => {
-                        return Err(self.err(node, arg, format!("expecting boolean value for flag `--{name}`, not `{v}`")));
+                        return Err(self.err(
+                            node,
+                            arg,
+                            format!("expecting boolean value for flag `--{name}`, not `{v}`"),
+                        ));
                     }
                 },
                 (_, None) => return Err(self.err(node, arg, format!("missing a value on flag `--{name}`"))),
@@ -209,7 +229,10 @@ impl<'a> Ctx<'a> {
                     return Err(self.err(
                         node,
                         &args[2],
-                        format!("invalid name for build stage: `{}`, name can't start with a number or contain symbols", args[2]),
+                        format!(
+                            "invalid name for build stage: `{}`, name can't start with a number or contain symbols",
+                            args[2]
+                        ),
                     ));
                 }
                 Some(name)
@@ -310,7 +333,8 @@ impl<'a> Ctx<'a> {
             "shell" => {
                 self.no_flags(node)?;
                 if !node.json {
-                    return Err(self.err(node, "", "SHELL requires the arguments to be in JSON form")
+                    return Err(self
+                        .err(node, "", "SHELL requires the arguments to be in JSON form")
                         .suggest("write it as `SHELL [\"executable\", \"parameters\"]`"));
                 }
                 at_least_one()?;
@@ -358,7 +382,8 @@ impl<'a> Ctx<'a> {
             Some("none") => Network::None,
             Some("host") => Network::Host,
             Some(other) => {
-                return Err(self.err(node, "--network", format!("network mode `{other}` not supported"))
+                return Err(self
+                    .err(node, "--network", format!("network mode `{other}` not supported"))
                     .suggest("use `default`, `none` or `host`"));
             }
         };
@@ -366,7 +391,8 @@ impl<'a> Ctx<'a> {
             None | Some("sandbox") => Security::Sandbox,
             Some("insecure") => Security::Insecure,
             Some(other) => {
-                return Err(self.err(node, "--security", format!("security mode `{other}` not supported"))
+                return Err(self
+                    .err(node, "--security", format!("security mode `{other}` not supported"))
                     .suggest("use `sandbox` or `insecure`"));
             }
         };
@@ -398,10 +424,12 @@ impl<'a> Ctx<'a> {
             match parser::parse_heredoc(src) {
                 Ok(Some(word)) => {
                     let Some(body) = node.heredocs.iter().find(|h| h.name == word.name) else {
-                        return Err(self.err(node, src, format!("heredoc `{}` has no body", word.name))
+                        return Err(self
+                            .err(node, src, format!("heredoc `{}` has no body", word.name))
                             .suggest("heredocs are not read in the JSON form; use the shell form"));
                     };
-                    let content = if word.chomp { parser::chomp_heredoc_content(&body.content) } else { body.content.clone() };
+                    let content =
+                        if word.chomp { parser::chomp_heredoc_content(&body.content) } else { body.content.clone() };
                     sources.push(CopySource::Heredoc(Heredoc { name: word.name, content, expand: word.expand }));
                 }
                 _ => sources.push(CopySource::Path(src.clone())),
@@ -467,7 +495,9 @@ impl<'a> Ctx<'a> {
         };
         let trigger = sub.keyword.to_uppercase();
         match trigger.as_str() {
-            "ONBUILD" => return Err(self.err(node, &sub.original, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")),
+            "ONBUILD" => {
+                return Err(self.err(node, &sub.original, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
+            }
             "FROM" | "MAINTAINER" => {
                 return Err(self.err(node, &sub.original, format!("`{trigger}` isn't allowed as an ONBUILD trigger")));
             }
@@ -526,7 +556,9 @@ impl<'a> Ctx<'a> {
                 let retries = match flags.string("retries") {
                     None => None,
                     Some(v) => {
-                        let n: i32 = v.parse().map_err(|_| self.err(node, "--retries", format!("invalid value `{v}` for `--retries`")))?;
+                        let n: i32 = v
+                            .parse()
+                            .map_err(|_| self.err(node, "--retries", format!("invalid value `{v}` for `--retries`")))?;
                         if n < 0 {
                             return Err(self.err(node, "--retries", format!("`--retries` cannot be negative ({n})")));
                         }

@@ -62,7 +62,8 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
             }
             continue;
         };
-        let bool_value = || parse_go_bool(&val).ok_or_else(|| format!("invalid value for mount option `{key}`: `{val}`"));
+        let bool_value =
+            || parse_go_bool(&val).ok_or_else(|| format!("invalid value for mount option `{key}`: `{val}`"));
         match key.as_str() {
             "type" => {
                 m.kind = match val.to_ascii_lowercase().as_str() {
@@ -91,7 +92,8 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
             }
             "size" => {
                 no_variable(&key, &val)?;
-                m.size = Some(parse_ram_in_bytes(&val).map_err(|e| format!("invalid value for mount option `size`: {e}"))?);
+                m.size =
+                    Some(parse_ram_in_bytes(&val).map_err(|e| format!("invalid value for mount option `size`: {e}"))?);
             }
             "id" => m.id = Some(val),
             "sharing" => {
@@ -105,7 +107,10 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
             }
             "mode" => {
                 no_variable(&key, &val)?;
-                m.mode = Some(u32::from_str_radix(&val, 8).map_err(|_| format!("invalid value `{val}` for mount option `mode`: it must be octal"))?);
+                m.mode = Some(
+                    u32::from_str_radix(&val, 8)
+                        .map_err(|_| format!("invalid value `{val}` for mount option `mode`: it must be octal"))?,
+                );
             }
             "uid" | "gid" => {
                 no_variable(&key, &val)?;
@@ -167,7 +172,10 @@ mod tests {
 
     #[test]
     fn cache_mount_with_all_options() {
-        let m = parse_mount("type=cache,target=/root/.cache,id=go,sharing=locked,mode=0755,uid=1000,gid=1000,from=b,source=/s,rw").unwrap();
+        let m = parse_mount(
+            "type=cache,target=/root/.cache,id=go,sharing=locked,mode=0755,uid=1000,gid=1000,from=b,source=/s,rw",
+        )
+        .unwrap();
         assert_eq!(m.kind, MountType::Cache);
         assert_eq!(m.target.as_deref(), Some("/root/.cache"));
         assert_eq!(m.id.as_deref(), Some("go"));

@@ -24,10 +24,15 @@ fn fails(line: &str, col: usize, needle: &str) {
 
 #[test]
 fn stages_and_global_args() {
-    let df = parse("# syntax=docker/dockerfile:1\nARG V=1 W\nFROM --platform=$BUILDPLATFORM golang:$V AS Build\nRUN go build\nFROM scratch\nCOPY --from=build /out /\n");
+    let df = parse(
+        "# syntax=docker/dockerfile:1\nARG V=1 W\nFROM --platform=$BUILDPLATFORM golang:$V AS Build\nRUN go build\nFROM scratch\nCOPY --from=build /out /\n",
+    );
     assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1"));
     assert_eq!(df.global_args.len(), 1);
-    assert_eq!(df.global_args[0].instruction, Instruction::Arg(vec![("V".into(), Some("1".into())), ("W".into(), None)]));
+    assert_eq!(
+        df.global_args[0].instruction,
+        Instruction::Arg(vec![("V".into(), Some("1".into())), ("W".into(), None)])
+    );
     assert_eq!(df.stages.len(), 2);
     assert_eq!(
         df.stages[0].from,
@@ -57,7 +62,10 @@ fn before_from_and_unknown() {
     let err = parse_dockerfile("RUN x\nFROM a\n", "Dockerfile").unwrap_err().to_string();
     assert!(err.starts_with("Dockerfile:1:1: `RUN` before the first `FROM`"), "{err}");
     let err = parse_dockerfile("FROM a\n  FROOM b\n", "Dockerfile").unwrap_err();
-    assert_eq!(err.to_string(), "Dockerfile:2:3: unknown instruction `FROOM`\n 2 |   FROOM b\n   |   ^\ndid you mean `FROM`?");
+    assert_eq!(
+        err.to_string(),
+        "Dockerfile:2:3: unknown instruction `FROOM`\n 2 |   FROOM b\n   |   ^\ndid you mean `FROM`?"
+    );
 }
 
 #[test]
@@ -72,7 +80,9 @@ fn run_forms_and_flags() {
             security: Security::Sandbox
         })
     );
-    let Instruction::Run(run) = one("run --mount=type=cache,target=/c --mount=type=secret,id=s --network=none --security=insecure [\"a\", \"b\"]") else {
+    let Instruction::Run(run) = one(
+        "run --mount=type=cache,target=/c --mount=type=secret,id=s --network=none --security=insecure [\"a\", \"b\"]",
+    ) else {
         panic!()
     };
     assert_eq!(run.command, CommandLine::Exec(vec!["a".into(), "b".into()]));
@@ -96,13 +106,18 @@ fn run_heredoc() {
 
 #[test]
 fn copy_and_add() {
-    let Instruction::Copy(c) = one("COPY --from=b --chown=1:1 --chmod=755 --link --parents --exclude=*.md --exclude=x a <<\"F\" /d/\nbody $x\nF") else {
+    let Instruction::Copy(c) = one(
+        "COPY --from=b --chown=1:1 --chmod=755 --link --parents --exclude=*.md --exclude=x a <<\"F\" /d/\nbody $x\nF",
+    ) else {
         panic!()
     };
-    assert_eq!(c.sources, vec![
-        CopySource::Path("a".into()),
-        CopySource::Heredoc(Heredoc { name: "F".into(), content: "body $x\n".into(), expand: false })
-    ]);
+    assert_eq!(
+        c.sources,
+        vec![
+            CopySource::Path("a".into()),
+            CopySource::Heredoc(Heredoc { name: "F".into(), content: "body $x\n".into(), expand: false })
+        ]
+    );
     assert_eq!(c.dest, "/d/");
     assert_eq!((c.from.as_deref(), c.chown.as_deref(), c.chmod.as_deref()), (Some("b"), Some("1:1"), Some("755")));
     assert!(c.link && c.parents);
@@ -110,7 +125,9 @@ fn copy_and_add() {
     let Instruction::Copy(c) = one("COPY --link=false [\"a b\", \"/c\"]") else { panic!() };
     assert!(!c.link);
     assert_eq!(c.sources, vec![CopySource::Path("a b".into())]);
-    let Instruction::Add(a) = one("ADD --checksum=sha256:abc --keep-git-dir --chown=u https://x/y /z") else { panic!() };
+    let Instruction::Add(a) = one("ADD --checksum=sha256:abc --keep-git-dir --chown=u https://x/y /z") else {
+        panic!()
+    };
     assert_eq!(a.checksum.as_deref(), Some("sha256:abc"));
     assert!(a.keep_git_dir);
     fails("COPY a", 1, "requires at least two arguments");
@@ -122,7 +139,10 @@ fn copy_and_add() {
 
 #[test]
 fn env_label_arg() {
-    assert_eq!(one("ENV A=1 B=\"x y\""), Instruction::Env(vec![("A".into(), "1".into()), ("B".into(), "\"x y\"".into())]));
+    assert_eq!(
+        one("ENV A=1 B=\"x y\""),
+        Instruction::Env(vec![("A".into(), "1".into()), ("B".into(), "\"x y\"".into())])
+    );
     assert_eq!(one("ENV A b c"), Instruction::Env(vec![("A".into(), "b c".into())]));
     assert_eq!(one("LABEL a=b"), Instruction::Label(vec![("a".into(), "b".into())]));
     fails("ENV", 1, "ENV requires at least one argument");
@@ -178,7 +198,9 @@ fn onbuild() {
 fn healthcheck() {
     assert_eq!(one("HEALTHCHECK NONE"), Instruction::Healthcheck(Healthcheck::None));
     assert_eq!(
-        one("HEALTHCHECK --interval=5s --timeout=1m30s --start-period=0s --start-interval=500ms --retries=3 CMD curl -f x"),
+        one(
+            "HEALTHCHECK --interval=5s --timeout=1m30s --start-period=0s --start-interval=500ms --retries=3 CMD curl -f x"
+        ),
         Instruction::Healthcheck(Healthcheck::Cmd {
             test: CommandLine::Shell("curl -f x".into()),
             interval: Some(Duration::from_secs(5)),

@@ -137,14 +137,21 @@ impl Lowering<'_> {
                     } else if p.starts_with("http://") || p.starts_with("https://") {
                         let filename = url_filename(&p);
                         let digest = self.definition.add(
-                            Op::Source(SourceOp::Http { url: p.clone(), checksum: checksum.clone(), filename: filename.clone() }),
+                            Op::Source(SourceOp::Http {
+                                url: p.clone(),
+                                checksum: checksum.clone(),
+                                filename: filename.clone(),
+                            }),
                             vec![],
                             VertexMeta { description: format!("https {p}"), ..Default::default() },
                         );
                         sources.push(PlannedSource::Vertex { digest, path: format!("/{filename}"), shown: p.clone() });
                     } else {
                         if checksum.is_some() {
-                            return Err(Diagnostic::new(span, "`--checksum` is only supported for HTTP(S) and git sources"));
+                            return Err(Diagnostic::new(
+                                span,
+                                "`--checksum` is only supported for HTTP(S) and git sources",
+                            ));
                         }
                         sources.push(PlannedSource::Path(p));
                     }
@@ -209,7 +216,8 @@ impl Lowering<'_> {
                 }
                 PlannedSource::Heredoc { name, content } => {
                     shown.push(format!("<<{name}"));
-                    let path = if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
+                    let path =
+                        if dest_is_dir { format!("{}/{}", dest.trim_end_matches('/'), name) } else { dest.clone() };
                     let mode = plan.chmod.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok()).unwrap_or(0o644);
                     if let Some(parent) = path.rsplit_once('/').map(|(p, _)| p).filter(|p| !p.is_empty()) {
                         actions.push(FileAction::Mkdir {
@@ -352,7 +360,10 @@ mod tests {
     #[test]
     fn recognises_git_and_http_sources() {
         let g = parse_git_url("https://github.com/moby/buildkit.git#v0.12:frontend").unwrap();
-        assert_eq!((g.remote.as_str(), g.git_ref.as_str(), g.subdir.as_str()), ("https://github.com/moby/buildkit.git", "v0.12", "frontend"));
+        assert_eq!(
+            (g.remote.as_str(), g.git_ref.as_str(), g.subdir.as_str()),
+            ("https://github.com/moby/buildkit.git", "v0.12", "frontend")
+        );
         assert!(parse_git_url("git@github.com:a/b.git").is_some());
         assert!(parse_git_url("https://example.com/file.tar.gz").is_none());
         assert_eq!(url_filename("https://example.com/a/b.tar.gz?x=1"), "b.tar.gz");

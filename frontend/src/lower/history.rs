@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn quotes_like_go() {
-        assert_eq!(go_quote_slice(&["/bin/sh".into(), "-c".into(), "echo \"hi\"\n".into()]), r#"["/bin/sh" "-c" "echo \"hi\"\n"]"#);
+        assert_eq!(
+            go_quote_slice(&["/bin/sh".into(), "-c".into(), "echo \"hi\"\n".into()]),
+            r#"["/bin/sh" "-c" "echo \"hi\"\n"]"#
+        );
     }
 
     #[test]

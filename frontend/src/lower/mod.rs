@@ -226,7 +226,11 @@ impl<'a> Lowering<'a> {
                     Some(v.clone())
                 } else if let Some(d) = default {
                     let lookup = |k: &str| {
-                        out.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| v.clone()).or_else(|| self.builtin.get(k))
+                        out.iter()
+                            .rev()
+                            .find(|(n, _)| n == k)
+                            .and_then(|(_, v)| v.clone())
+                            .or_else(|| self.builtin.get(k))
                     };
                     Some(expand(&self.lexer, d, &lookup, command.span)?)
                 } else {
@@ -252,11 +256,8 @@ impl<'a> Lowering<'a> {
             None => Ok(self.dockerfile.stages.len() - 1),
             Some(t) => {
                 let lower = t.to_ascii_lowercase();
-                self.dockerfile
-                    .stages
-                    .iter()
-                    .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-                    .ok_or_else(|| {
+                self.dockerfile.stages.iter().position(|s| s.from.name.as_deref() == Some(lower.as_str())).ok_or_else(
+                    || {
                         let names: Vec<&str> =
                             self.dockerfile.stages.iter().filter_map(|s| s.from.name.as_deref()).collect();
                         let mut d = Diagnostic::new(Span::at(1, 1), format!("target stage `{t}` could not be found"));
@@ -264,7 +265,8 @@ impl<'a> Lowering<'a> {
                             .map(|c| format!("did you mean `{c}`?"))
                             .or_else(|| (!names.is_empty()).then(|| format!("stages: {}", names.join(", "))));
                         d
-                    })
+                    },
+                )
             }
         }
     }
@@ -404,7 +406,9 @@ impl<'a> Lowering<'a> {
             .opts
             .build_args
             .keys()
-            .filter(|k| !self.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()) && self.builtin.get(k).is_none())
+            .filter(|k| {
+                !self.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()) && self.builtin.get(k).is_none()
+            })
             .cloned()
             .collect();
         Ok(LoweredBuild {

@@ -100,7 +100,11 @@ impl Lowering<'_> {
         let exec = ExecOp {
             args: argv.clone(),
             env,
-            cwd: if st.config.config.working_dir.is_empty() { "/".into() } else { st.config.config.working_dir.clone() },
+            cwd: if st.config.config.working_dir.is_empty() {
+                "/".into()
+            } else {
+                st.config.config.working_dir.clone()
+            },
             user: st.config.config.user.clone(),
             network: match run.network {
                 Network::Default => NetworkMode::Default,

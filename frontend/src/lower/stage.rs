@@ -255,15 +255,18 @@ impl Lowering<'_> {
         // ONBUILD triggers of the base run first, as if written after FROM.
         st.total_steps += onbuild.len();
         for trigger in onbuild {
-            let command = crate::instructions::parse_dockerfile(
-                &format!("FROM scratch\n{trigger}\n"),
-                &self.opts.file_name,
-            )
-            .map_err(|e| Diagnostic::new(stage.span, format!("invalid ONBUILD trigger `{trigger}` in base image: {}", e.message)))?
-            .stages
-            .into_iter()
-            .next()
-            .and_then(|s| s.commands.into_iter().next());
+            let command =
+                crate::instructions::parse_dockerfile(&format!("FROM scratch\n{trigger}\n"), &self.opts.file_name)
+                    .map_err(|e| {
+                        Diagnostic::new(
+                            stage.span,
+                            format!("invalid ONBUILD trigger `{trigger}` in base image: {}", e.message),
+                        )
+                    })?
+                    .stages
+                    .into_iter()
+                    .next()
+                    .and_then(|s| s.commands.into_iter().next());
             if let Some(mut command) = command {
                 command.span = stage.span;
                 self.dispatch(&mut st, &command, visiting)?;
@@ -282,7 +285,12 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    fn dispatch(&mut self, st: &mut StageState, command: &Command, visiting: &mut Vec<usize>) -> Result<(), Diagnostic> {
+    fn dispatch(
+        &mut self,
+        st: &mut StageState,
+        command: &Command,
+        visiting: &mut Vec<usize>,
+    ) -> Result<(), Diagnostic> {
         let span = command.span;
         let lexer = self.lexer.clone();
         let exp = |st: &StageState, word: &str| expand(&lexer, word, &|k| st.lookup(k), span);
@@ -343,7 +351,10 @@ impl Lowering<'_> {
                     }
                 }
                 added.sort();
-                st.commit_history(format!("EXPOSE map[{}]", added.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" ")), None);
+                st.commit_history(
+                    format!("EXPOSE map[{}]", added.iter().map(|p| format!("{p}:{{}}")).collect::<Vec<_>>().join(" ")),
+                    None,
+                );
                 Ok(())
             }
             Instruction::Volume(paths) => {
@@ -511,9 +522,5 @@ pub(crate) fn validate_signal(s: &str) -> Result<(), String> {
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     let base = name.split(['+', '-']).next().unwrap_or(name);
-    if NAMES.contains(&base) {
-        Ok(())
-    } else {
-        Err(format!("invalid signal `{s}` in `STOPSIGNAL`"))
-    }
+    if NAMES.contains(&base) { Ok(()) } else { Err(format!("invalid signal `{s}` in `STOPSIGNAL`")) }
 }

@@ -19,7 +19,8 @@ impl ImageConfigResolver for Images {
                 if r.contains("missing") {
                     return Err("manifest unknown".into());
                 }
-                let mut config = ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };
+                let mut config =
+                    ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };
                 config.config.env = vec!["PATH=/bin".into(), "BASE=1".into()];
                 config.config.working_dir = "/base".into();
                 if r.contains("onbuild") {
@@ -121,7 +122,8 @@ fn env_workdir_user_shell_reach_config_and_exec() {
 
 #[test]
 fn copy_from_stage_link_and_context() {
-    let text = "FROM busybox AS build\nRUN make\nFROM scratch\nCOPY --from=build /out /bin/\nCOPY --link app.conf /etc/\n";
+    let text =
+        "FROM busybox AS build\nRUN make\nFROM scratch\nCOPY --from=build /out /bin/\nCOPY --link app.conf /etc/\n";
     let b = lower_text(text, &LowerOptions { dockerignore: vec!["*.md".into()], ..Default::default() }).unwrap();
     let kinds: Vec<&str> = b.definition.vertices.iter().map(|v| v.op.kind()).collect();
     assert!(kinds.contains(&"merge"), "{kinds:?}");

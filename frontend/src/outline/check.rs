@@ -45,18 +45,12 @@ impl CheckReport {
         let mut out = String::new();
         for w in &self.warnings {
             out.push_str(&format!("WARNING: {} - {}\n{}\n", w.rule, w.url, w.message));
-            out.push_str(&format!(
-                "{file}:{}\n--------------------\n",
-                w.span.start_line
-            ));
+            out.push_str(&format!("{file}:{}\n--------------------\n", w.span.start_line));
             let end = w.span.end_line.max(w.span.start_line);
             let width = end.to_string().len();
             for n in w.span.start_line..=end {
                 if let Some(line) = n.checked_sub(1).and_then(|i| lines.get(i)) {
-                    out.push_str(&format!(
-                        "  {n:>width$} | {}\n",
-                        line.trim_end_matches('\r')
-                    ));
+                    out.push_str(&format!("  {n:>width$} | {}\n", line.trim_end_matches('\r')));
                 }
             }
             out.push_str("--------------------\n");
@@ -117,9 +111,7 @@ fn parse_directive(value: Option<&str>) -> CheckDirective {
 /// Runs the lint rules over `df` (parsed from `text`).
 pub fn check(df: &Dockerfile, text: &str, opts: &LowerOptions) -> CheckReport {
     let directive = parse_directive(df.check.as_deref());
-    let mut lint = Linter {
-        warnings: Vec::new(),
-    };
+    let mut lint = Linter { warnings: Vec::new() };
     if !directive.skip_all {
         // The AST keeps what the typed form normalises away: keyword
         // casing, `AS` casing, stage names as written, legacy `K V` pairs.
@@ -128,16 +120,10 @@ pub fn check(df: &Dockerfile, text: &str, opts: &LowerOptions) -> CheckReport {
         }
         semantic_rules(df, opts, &mut lint);
     }
-    let mut warnings: Vec<CheckWarning> = lint
-        .warnings
-        .into_iter()
-        .filter(|w| !directive.skip.contains(w.rule))
-        .collect();
+    let mut warnings: Vec<CheckWarning> =
+        lint.warnings.into_iter().filter(|w| !directive.skip.contains(w.rule)).collect();
     warnings.sort_by_key(|w| (w.span.start_line, w.span.column));
-    CheckReport {
-        warnings,
-        error_on_warning: directive.error,
-    }
+    CheckReport { warnings, error_on_warning: directive.error }
 }
 
 struct Linter {
@@ -146,16 +132,8 @@ struct Linter {
 
 impl Linter {
     fn warn(&mut self, rule: &'static str, span: Span, message: String) {
-        let url = format!(
-            "https://docs.docker.com/go/dockerfile/rule/{}/",
-            kebab(rule)
-        );
-        self.warnings.push(CheckWarning {
-            rule,
-            message,
-            span,
-            url,
-        });
+        let url = format!("https://docs.docker.com/go/dockerfile/rule/{}/", kebab(rule));
+        self.warnings.push(CheckWarning { rule, message, span, url });
     }
 }
 
@@ -168,8 +146,7 @@ fn kebab(rule: &str) -> String {
         // or before one (`JSONArgs` -> `json-args`).
         let boundary = i > 0
             && c.is_ascii_uppercase()
-            && (chars[i - 1].is_ascii_lowercase()
-                || chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
+            && (chars[i - 1].is_ascii_lowercase() || chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
         if boundary {
             out.push('-');
         }
@@ -189,19 +166,11 @@ fn is_upper(s: &str) -> bool {
 /// Rules decided from the untyped lines.
 fn syntax_rules(ast: &parser::Ast, lint: &mut Linter) {
     for w in &ast.warnings {
-        lint.warn(
-            "NoEmptyContinuation",
-            w.span,
-            "Empty continuation line".into(),
-        );
+        lint.warn("NoEmptyContinuation", w.span, "Empty continuation line".into());
     }
     // Instructions before the first FROM are global ARGs, which BuildKit
     // leaves out of the casing vote.
-    let first_from = ast
-        .nodes
-        .iter()
-        .position(|n| n.name == "from")
-        .unwrap_or(ast.nodes.len());
+    let first_from = ast.nodes.iter().position(|n| n.name == "from").unwrap_or(ast.nodes.len());
     let staged: &[Node] = &ast.nodes[first_from..];
     let (mut lower, mut upper) = (0, 0);
     for node in staged {
@@ -233,23 +202,16 @@ fn syntax_rules(ast: &parser::Ast, lint: &mut Linter) {
         if node.args.len() == 3 {
             let (as_kw, name) = (&node.args[1], &node.args[2]);
             if !is_lower(name) {
-                lint.warn(
-                    "StageNameCasing",
-                    node.span,
-                    format!("Stage name '{name}' should be lowercase"),
-                );
+                lint.warn("StageNameCasing", node.span, format!("Stage name '{name}' should be lowercase"));
             }
             // Mixed-case FROM is ConsistentInstructionCasing's business.
-            let mismatch = (is_upper(&node.keyword) && !is_upper(as_kw))
-                || (is_lower(&node.keyword) && !is_lower(as_kw));
+            let mismatch =
+                (is_upper(&node.keyword) && !is_upper(as_kw)) || (is_lower(&node.keyword) && !is_lower(as_kw));
             if mismatch {
                 lint.warn(
                     "FromAsCasing",
                     node.span,
-                    format!(
-                        "'{as_kw}' and '{}' keywords' casing do not match",
-                        node.keyword
-                    ),
+                    format!("'{as_kw}' and '{}' keywords' casing do not match", node.keyword),
                 );
             }
             let lower_name = name.to_lowercase();
@@ -257,15 +219,10 @@ fn syntax_rules(ast: &parser::Ast, lint: &mut Linter) {
                 lint.warn(
                     "ReservedStageName",
                     node.span,
-                    format!(
-                        "Stage name should not use the same name as reserved stage \"{lower_name}\""
-                    ),
+                    format!("Stage name should not use the same name as reserved stage \"{lower_name}\""),
                 );
             }
-            if names
-                .insert(lower_name.clone(), node.span.start_line)
-                .is_some()
-            {
+            if names.insert(lower_name.clone(), node.span.start_line).is_some() {
                 lint.warn(
                     "DuplicateStageName",
                     node.span,
@@ -280,11 +237,7 @@ fn syntax_rules(ast: &parser::Ast, lint: &mut Linter) {
             ("onbuild", Some(sub)) => sub,
             _ => node,
         };
-        if matches!(&*node.name, "env" | "label")
-            && node
-                .args
-                .chunks(3)
-                .any(|t| t.get(2).is_some_and(|s| s.is_empty()))
+        if matches!(&*node.name, "env" | "label") && node.args.chunks(3).any(|t| t.get(2).is_some_and(|s| s.is_empty()))
         {
             let name = node.name.to_uppercase();
             lint.warn(
@@ -299,18 +252,8 @@ fn syntax_rules(ast: &parser::Ast, lint: &mut Linter) {
 /// BuildKit's secret-name heuristic: a token from the deny list as the
 /// whole name or as its first/last `_`-separated word, unless `public` is.
 fn is_secret_key(key: &str) -> bool {
-    const DENY: [&str; 10] = [
-        "apikey",
-        "auth",
-        "credential",
-        "credentials",
-        "key",
-        "password",
-        "pword",
-        "passwd",
-        "secret",
-        "token",
-    ];
+    const DENY: [&str; 10] =
+        ["apikey", "auth", "credential", "credentials", "key", "password", "pword", "passwd", "secret", "token"];
     let words: Vec<String> = key.split('_').map(str::to_ascii_lowercase).collect();
     // `(?:_|^)TOKEN(?:_|$)` matches a token delimited by `_` or the ends,
     // which is any `_`-separated word.
@@ -342,17 +285,13 @@ fn valid_reference(image: &str) -> bool {
     }
     // The registry host may have upper case and a port; the path may not.
     let path = match repo.split_once('/') {
-        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
-            rest
-        }
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => rest,
         _ => repo,
     };
     !path.is_empty()
         && !path.starts_with('/')
         && !path.ends_with('/')
-        && path
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
+        && path.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
 }
 
 /// Per-stage facts later stages inherit when they build `FROM` it.
@@ -380,22 +319,13 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
                 lint.warn(
                     "SecretsUsedInArgOrEnv",
                     command.span,
-                    format!(
-                        "Do not use ARG or ENV instructions for sensitive data (ARG \"{name}\")"
-                    ),
+                    format!("Do not use ARG or ENV instructions for sensitive data (ARG \"{name}\")"),
                 );
             }
             let lookup = |k: &str| {
-                declared
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n == k)
-                    .and_then(|(_, v)| v.clone())
-                    .or_else(|| builtin.get(k))
+                declared.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| v.clone()).or_else(|| builtin.get(k))
             };
-            let value = default
-                .as_ref()
-                .map(|d| lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone()));
+            let value = default.as_ref().map(|d| lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone()));
             declared.push((name.clone(), value));
         }
     }
@@ -405,11 +335,8 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
             None => builtin.get(k),
         }
     };
-    let global_names: Vec<String> = declared
-        .iter()
-        .map(|(n, _)| n.clone())
-        .chain(builtin.names().map(str::to_string))
-        .collect();
+    let global_names: Vec<String> =
+        declared.iter().map(|(n, _)| n.clone()).chain(builtin.names().map(str::to_string)).collect();
     let global_names: Vec<&str> = global_names.iter().map(String::as_str).collect();
 
     let mut facts: Vec<StageFacts> = Vec::new();
@@ -430,17 +357,12 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
             }
         }
         if stage.from.image.contains('$') {
-            let expanded = lexer
-                .expand_word(&stage.from.image, &defaults_lookup)
-                .unwrap_or_default();
+            let expanded = lexer.expand_word(&stage.from.image, &defaults_lookup).unwrap_or_default();
             if !valid_reference(&expanded) {
                 lint.warn(
                     "InvalidDefaultArgInFrom",
                     stage.span,
-                    format!(
-                        "Default value for ARG {} results in empty or invalid base image name",
-                        stage.from.image
-                    ),
+                    format!("Default value for ARG {} results in empty or invalid base image name", stage.from.image),
                 );
             }
         }
@@ -469,13 +391,8 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
         }
 
         // Facts inherited from a parent stage of this Dockerfile.
-        let base = lexer
-            .expand_word(&stage.from.image, &defaults_lookup)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let parent = df.stages[..index]
-            .iter()
-            .rposition(|s| s.from.name.as_deref() == Some(base.as_str()));
+        let base = lexer.expand_word(&stage.from.image, &defaults_lookup).unwrap_or_default().to_ascii_lowercase();
+        let parent = df.stages[..index].iter().rposition(|s| s.from.name.as_deref() == Some(base.as_str()));
         let mut st = parent.map(|p| facts[p].clone()).unwrap_or_default();
         st.env.insert("PATH".into());
         // ARGs declared in the stage (with or without value) are defined.
@@ -483,25 +400,13 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
         let mut last_once: BTreeMap<&'static str, Span> = BTreeMap::new();
 
         for command in &stage.commands {
-            let keyword = command
-                .original
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_uppercase();
-            let known: Vec<&str> = st
-                .env
-                .iter()
-                .chain(args.iter())
-                .map(String::as_str)
-                .collect();
+            let keyword = command.original.split_whitespace().next().unwrap_or_default().to_uppercase();
+            let known: Vec<&str> = st.env.iter().chain(args.iter()).map(String::as_str).collect();
             let check_word = |lint: &mut Linter, word: &str| {
                 let lookup = |k: &str| (st.env.contains(k) || args.contains(k)).then(String::new);
                 if let Ok(e) = lexer.expand(word, &lookup) {
                     for name in e.unmatched {
-                        if PROXY_ARGS.contains(&name.as_str())
-                            && opts.build_args.contains_key(&name)
-                        {
+                        if PROXY_ARGS.contains(&name.as_str()) && opts.build_args.contains_key(&name) {
                             continue;
                         }
                         let suggestion = crate::diagnostic::closest(&name, &known)
@@ -518,9 +423,7 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
             let mut new_args: Vec<String> = Vec::new();
             let expanded = |word: &str| {
                 let lookup = |k: &str| (st.env.contains(k) || args.contains(k)).then(String::new);
-                lexer
-                    .expand_word(word, &lookup)
-                    .unwrap_or_else(|_| word.to_string())
+                lexer.expand_word(word, &lookup).unwrap_or_else(|_| word.to_string())
             };
             match &command.instruction {
                 Instruction::Env(pairs) => {
@@ -576,11 +479,7 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
                         CopySource::Path(p) => Some(p.as_str()),
                         CopySource::Heredoc(_) => None,
                     });
-                    for w in words
-                        .chain([a.dest.as_str()])
-                        .chain(a.chown.as_deref())
-                        .chain(a.chmod.as_deref())
-                    {
+                    for w in words.chain([a.dest.as_str()]).chain(a.chown.as_deref()).chain(a.chmod.as_deref()) {
                         check_word(lint, w);
                     }
                 }
@@ -597,7 +496,9 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
                         lint.warn(
                             "WorkdirRelativePath",
                             command.span,
-                            format!("Relative workdir \"{path}\" can have unexpected results if the base image changes"),
+                            format!(
+                                "Relative workdir \"{path}\" can have unexpected results if the base image changes"
+                            ),
                         );
                     }
                     st.workdir_set = true;
@@ -610,8 +511,7 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
                 ),
                 // BuildKit skips this once SHELL is set: the shell form is
                 // then presumably deliberate.
-                Instruction::Cmd(CommandLine::Shell(_))
-                | Instruction::Entrypoint(CommandLine::Shell(_))
+                Instruction::Cmd(CommandLine::Shell(_)) | Instruction::Entrypoint(CommandLine::Shell(_))
                     if !st.shell_set =>
                 {
                     lint.warn(
@@ -661,19 +561,12 @@ mod tests {
     }
 
     fn has(text: &str, rule: &str) -> Vec<String> {
-        rules(text)
-            .into_iter()
-            .filter(|(r, _, _)| *r == rule)
-            .map(|(_, m, l)| format!("{l}: {m}"))
-            .collect()
+        rules(text).into_iter().filter(|(r, _, _)| *r == rule).map(|(_, m, l)| format!("{l}: {m}")).collect()
     }
 
     #[test]
     fn stage_name_casing() {
-        assert_eq!(
-            has("FROM busybox AS Build\n", "StageNameCasing"),
-            ["1: Stage name 'Build' should be lowercase"]
-        );
+        assert_eq!(has("FROM busybox AS Build\n", "StageNameCasing"), ["1: Stage name 'Build' should be lowercase"]);
         assert!(has("FROM busybox AS build\n", "StageNameCasing").is_empty());
     }
 
@@ -704,25 +597,14 @@ mod tests {
     fn duplicate_and_reserved_stage_names() {
         // The typed parser rejects duplicates, so exercise the AST rule.
         let ast = parser::parse("FROM a AS x\nFROM b AS X\n").unwrap();
-        let mut lint = Linter {
-            warnings: Vec::new(),
-        };
+        let mut lint = Linter { warnings: Vec::new() };
         syntax_rules(&ast, &mut lint);
-        let dup: Vec<_> = lint
-            .warnings
-            .iter()
-            .filter(|w| w.rule == "DuplicateStageName")
-            .collect();
+        let dup: Vec<_> = lint.warnings.iter().filter(|w| w.rule == "DuplicateStageName").collect();
         assert_eq!(dup.len(), 1);
-        assert_eq!(
-            dup[0].message,
-            "Duplicate stage name \"x\", stage names should be unique"
-        );
+        assert_eq!(dup[0].message, "Duplicate stage name \"x\", stage names should be unique");
         assert_eq!(dup[0].span.start_line, 2);
         let ast = parser::parse("FROM a AS x\nFROM b AS y\n").unwrap();
-        let mut lint = Linter {
-            warnings: Vec::new(),
-        };
+        let mut lint = Linter { warnings: Vec::new() };
         syntax_rules(&ast, &mut lint);
         assert!(lint.warnings.is_empty());
 
@@ -737,28 +619,11 @@ mod tests {
     fn json_args_recommended() {
         assert_eq!(
             has("FROM busybox\nCMD echo hi\n", "JSONArgsRecommended"),
-            [
-                "2: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"
-            ]
+            ["2: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"]
         );
-        assert_eq!(
-            has("FROM busybox\nENTRYPOINT run\n", "JSONArgsRecommended").len(),
-            1
-        );
-        assert!(
-            has(
-                "FROM busybox\nCMD [\"echo\", \"hi\"]\n",
-                "JSONArgsRecommended"
-            )
-            .is_empty()
-        );
-        assert!(
-            has(
-                "FROM busybox\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\n",
-                "JSONArgsRecommended"
-            )
-            .is_empty()
-        );
+        assert_eq!(has("FROM busybox\nENTRYPOINT run\n", "JSONArgsRecommended").len(), 1);
+        assert!(has("FROM busybox\nCMD [\"echo\", \"hi\"]\n", "JSONArgsRecommended").is_empty());
+        assert!(has("FROM busybox\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\n", "JSONArgsRecommended").is_empty());
     }
 
     #[test]
@@ -767,38 +632,17 @@ mod tests {
             has("FROM busybox\nMAINTAINER me\n", "MaintainerDeprecated"),
             ["2: Maintainer instruction is deprecated in favor of using label"]
         );
-        assert!(
-            has(
-                "FROM busybox\nLABEL maintainer=me\n",
-                "MaintainerDeprecated"
-            )
-            .is_empty()
-        );
+        assert!(has("FROM busybox\nLABEL maintainer=me\n", "MaintainerDeprecated").is_empty());
     }
 
     #[test]
     fn undefined_arg_in_from() {
         assert_eq!(
-            has(
-                "ARG VERSION=1\nFROM busybox:${VERSIN}\n",
-                "UndefinedArgInFrom"
-            ),
+            has("ARG VERSION=1\nFROM busybox:${VERSIN}\n", "UndefinedArgInFrom"),
             ["2: FROM argument 'VERSIN' is not declared (did you mean VERSION?)"]
         );
-        assert!(
-            has(
-                "ARG VERSION=1\nFROM busybox:${VERSION}\n",
-                "UndefinedArgInFrom"
-            )
-            .is_empty()
-        );
-        assert!(
-            has(
-                "FROM --platform=$BUILDPLATFORM busybox\n",
-                "UndefinedArgInFrom"
-            )
-            .is_empty()
-        );
+        assert!(has("ARG VERSION=1\nFROM busybox:${VERSION}\n", "UndefinedArgInFrom").is_empty());
+        assert!(has("FROM --platform=$BUILDPLATFORM busybox\n", "UndefinedArgInFrom").is_empty());
     }
 
     #[test]
@@ -807,50 +651,20 @@ mod tests {
             has("ARG TAG\nFROM busybox:${TAG}\n", "InvalidDefaultArgInFrom"),
             ["2: Default value for ARG busybox:${TAG} results in empty or invalid base image name"]
         );
-        assert_eq!(
-            has("ARG IMG\nFROM $IMG\n", "InvalidDefaultArgInFrom").len(),
-            1
-        );
-        assert!(
-            has(
-                "ARG TAG=1.36\nFROM busybox:${TAG}\n",
-                "InvalidDefaultArgInFrom"
-            )
-            .is_empty()
-        );
-        assert!(
-            has(
-                "ARG IMG=ghcr.io/o/busybox@sha256:abc\nFROM $IMG\n",
-                "InvalidDefaultArgInFrom"
-            )
-            .is_empty()
-        );
+        assert_eq!(has("ARG IMG\nFROM $IMG\n", "InvalidDefaultArgInFrom").len(), 1);
+        assert!(has("ARG TAG=1.36\nFROM busybox:${TAG}\n", "InvalidDefaultArgInFrom").is_empty());
+        assert!(has("ARG IMG=ghcr.io/o/busybox@sha256:abc\nFROM $IMG\n", "InvalidDefaultArgInFrom").is_empty());
     }
 
     #[test]
     fn workdir_relative_path() {
         assert_eq!(
-            has(
-                "FROM busybox\nWORKDIR app\nWORKDIR sub\n",
-                "WorkdirRelativePath"
-            ),
+            has("FROM busybox\nWORKDIR app\nWORKDIR sub\n", "WorkdirRelativePath"),
             ["2: Relative workdir \"app\" can have unexpected results if the base image changes"]
         );
-        assert!(
-            has(
-                "FROM busybox\nWORKDIR /app\nWORKDIR sub\n",
-                "WorkdirRelativePath"
-            )
-            .is_empty()
-        );
+        assert!(has("FROM busybox\nWORKDIR /app\nWORKDIR sub\n", "WorkdirRelativePath").is_empty());
         // inherited from the parent stage
-        assert!(
-            has(
-                "FROM busybox AS a\nWORKDIR /app\nFROM a\nWORKDIR sub\n",
-                "WorkdirRelativePath"
-            )
-            .is_empty()
-        );
+        assert!(has("FROM busybox AS a\nWORKDIR /app\nFROM a\nWORKDIR sub\n", "WorkdirRelativePath").is_empty());
     }
 
     #[test]
@@ -859,40 +673,25 @@ mod tests {
             has("FROM busybox\nENV PORT=80\nEXPOSE $PROT\n", "UndefinedVar"),
             ["3: Usage of undefined variable '$PROT' (did you mean $PORT?)"]
         );
-        let ok = "ARG G=1\nFROM busybox\nARG V\nENV PATH=$PATH:/x A=$V\nCOPY --chown=$V a /$A/\nRUN echo $NOT_CHECKED\n";
+        let ok =
+            "ARG G=1\nFROM busybox\nARG V\nENV PATH=$PATH:/x A=$V\nCOPY --chown=$V a /$A/\nRUN echo $NOT_CHECKED\n";
         assert!(has(ok, "UndefinedVar").is_empty(), "{:?}", rules(ok));
         // global ARGs are not visible in a stage unless redeclared
-        assert_eq!(
-            has("ARG G=1\nFROM busybox\nWORKDIR /$G\n", "UndefinedVar").len(),
-            1
-        );
+        assert_eq!(has("ARG G=1\nFROM busybox\nWORKDIR /$G\n", "UndefinedVar").len(), 1);
         // ENV is inherited from a parent stage
-        assert!(
-            has(
-                "FROM busybox AS a\nENV X=1\nFROM a\nUSER $X\n",
-                "UndefinedVar"
-            )
-            .is_empty()
-        );
+        assert!(has("FROM busybox AS a\nENV X=1\nFROM a\nUSER $X\n", "UndefinedVar").is_empty());
     }
 
     #[test]
     fn multiple_instructions_disallowed() {
         assert_eq!(
-            has(
-                "FROM busybox\nCMD [\"a\"]\nCMD [\"b\"]\n",
-                "MultipleInstructionsDisallowed"
-            ),
+            has("FROM busybox\nCMD [\"a\"]\nCMD [\"b\"]\n", "MultipleInstructionsDisallowed"),
             [
                 "2: Multiple CMD instructions should not be used in the same stage because only the last one will be used"
             ]
         );
         assert!(
-            has(
-                "FROM busybox\nCMD [\"a\"]\nFROM busybox\nCMD [\"b\"]\n",
-                "MultipleInstructionsDisallowed"
-            )
-            .is_empty()
+            has("FROM busybox\nCMD [\"a\"]\nFROM busybox\nCMD [\"b\"]\n", "MultipleInstructionsDisallowed").is_empty()
         );
     }
 
@@ -908,85 +707,45 @@ mod tests {
     #[test]
     fn redundant_target_platform() {
         assert_eq!(
-            has(
-                "FROM --platform=$TARGETPLATFORM busybox\n",
-                "RedundantTargetPlatform"
-            ),
-            [
-                "1: Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"
-            ]
+            has("FROM --platform=$TARGETPLATFORM busybox\n", "RedundantTargetPlatform"),
+            ["1: Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"]
         );
-        assert!(
-            has(
-                "FROM --platform=$BUILDPLATFORM busybox\n",
-                "RedundantTargetPlatform"
-            )
-            .is_empty()
-        );
+        assert!(has("FROM --platform=$BUILDPLATFORM busybox\n", "RedundantTargetPlatform").is_empty());
     }
 
     #[test]
     fn secrets_used_in_arg_or_env() {
         assert_eq!(
-            has(
-                "ARG GITHUB_TOKEN\nFROM busybox\nENV DB_PASSWORD=x\n",
-                "SecretsUsedInArgOrEnv"
-            ),
+            has("ARG GITHUB_TOKEN\nFROM busybox\nENV DB_PASSWORD=x\n", "SecretsUsedInArgOrEnv"),
             [
                 "1: Do not use ARG or ENV instructions for sensitive data (ARG \"GITHUB_TOKEN\")",
                 "3: Do not use ARG or ENV instructions for sensitive data (ENV \"DB_PASSWORD\")"
             ]
         );
-        assert!(
-            has(
-                "FROM busybox\nARG PUBLIC_KEY\nENV TOKENIZER=1 KEYBOARD=us\n",
-                "SecretsUsedInArgOrEnv"
-            )
-            .is_empty()
-        );
+        assert!(has("FROM busybox\nARG PUBLIC_KEY\nENV TOKENIZER=1 KEYBOARD=us\n", "SecretsUsedInArgOrEnv").is_empty());
     }
 
     #[test]
     fn from_platform_flag_const_disallowed() {
         assert_eq!(
-            has(
-                "FROM --platform=linux/amd64 busybox\n",
-                "FromPlatformFlagConstDisallowed"
-            ),
+            has("FROM --platform=linux/amd64 busybox\n", "FromPlatformFlagConstDisallowed"),
             ["1: FROM --platform flag should not use constant value \"linux/amd64\""]
         );
+        assert!(has("FROM --platform=$BUILDPLATFORM busybox\n", "FromPlatformFlagConstDisallowed").is_empty());
         assert!(
-            has(
-                "FROM --platform=$BUILDPLATFORM busybox\n",
-                "FromPlatformFlagConstDisallowed"
-            )
-            .is_empty()
-        );
-        assert!(
-            has(
-                "FROM --platform=linux/arm64 busybox AS build-arm64\n",
-                "FromPlatformFlagConstDisallowed"
-            )
-            .is_empty()
+            has("FROM --platform=linux/arm64 busybox AS build-arm64\n", "FromPlatformFlagConstDisallowed").is_empty()
         );
     }
 
     #[test]
     fn no_empty_continuation() {
-        assert_eq!(
-            has(
-                "FROM busybox\nRUN echo a \\\n\n  b\n",
-                "NoEmptyContinuation"
-            ),
-            ["2: Empty continuation line"]
-        );
+        assert_eq!(has("FROM busybox\nRUN echo a \\\n\n  b\n", "NoEmptyContinuation"), ["2: Empty continuation line"]);
         assert!(has("FROM busybox\nRUN echo a \\\n  b\n", "NoEmptyContinuation").is_empty());
     }
 
     #[test]
     fn directive_skips_and_errors() {
-        let text =
-            "# check=skip=StageNameCasing;error=true\nFROM busybox AS Build\nMAINTAINER me\n";
+        let text = "# check=skip=StageNameCasing;error=true\nFROM busybox AS Build\nMAINTAINER me\n";
         let df = crate::instructions::parse_dockerfile(text, "Dockerfile").unwrap();
         let report = check(&df, text, &LowerOptions::default());
         assert_eq!(report.warnings.len(), 1);
@@ -996,10 +755,7 @@ mod tests {
         let df = crate::instructions::parse_dockerfile(text, "Dockerfile").unwrap();
         let report = check(&df, text, &LowerOptions::default());
         assert!(!report.failed());
-        assert_eq!(
-            report.render("Dockerfile", text),
-            "Check complete, no warnings found.\n"
-        );
+        assert_eq!(report.render("Dockerfile", text), "Check complete, no warnings found.\n");
     }
 
     #[test]
@@ -1022,9 +778,6 @@ mod tests {
     #[test]
     fn rule_urls_are_kebab_case() {
         assert_eq!(kebab("JSONArgsRecommended"), "json-args-recommended");
-        assert_eq!(
-            kebab("FromPlatformFlagConstDisallowed"),
-            "from-platform-flag-const-disallowed"
-        );
+        assert_eq!(kebab("FromPlatformFlagConstDisallowed"), "from-platform-flag-const-disallowed");
     }
 }

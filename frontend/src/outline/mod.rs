@@ -52,10 +52,8 @@ struct OutlineArg {
 /// secrets and SSH ids their `RUN --mount`s require.
 pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnostic> {
     if df.stages.is_empty() {
-        return Err(
-            Diagnostic::new(Span::at(1, 1), "the Dockerfile has no `FROM` instruction")
-                .suggest("start the Dockerfile with `FROM <image>` or `FROM scratch`"),
-        );
+        return Err(Diagnostic::new(Span::at(1, 1), "the Dockerfile has no `FROM` instruction")
+            .suggest("start the Dockerfile with `FROM <image>` or `FROM scratch`"));
     }
     let target = target_index(df, opts.target.as_deref())?;
     let lexer = Lexer::new(df.escape);
@@ -82,10 +80,7 @@ pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnosti
     let mut args: Vec<OutlineArg> = Vec::new();
     let push = |args: &mut Vec<OutlineArg>, name: &str, value: String| {
         if !args.iter().any(|a| a.name == name) {
-            args.push(OutlineArg {
-                name: name.to_string(),
-                value,
-            });
+            args.push(OutlineArg { name: name.to_string(), value });
         }
     };
     for (name, value) in &globals {
@@ -106,13 +101,7 @@ pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnosti
                         let value = if let Some(v) = opts.build_args.get(name) {
                             v.clone()
                         } else if let Some(d) = default {
-                            let lookup = |k: &str| {
-                                scope
-                                    .iter()
-                                    .rev()
-                                    .find(|(n, _)| n == k)
-                                    .map(|(_, v)| v.clone())
-                            };
+                            let lookup = |k: &str| scope.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                             lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone())
                         } else {
                             global_lookup(name).unwrap_or_default()
@@ -126,11 +115,7 @@ pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnosti
                         match mount.kind {
                             MountType::Secret => {
                                 let id = mount.id.clone().or_else(|| {
-                                    mount
-                                        .target
-                                        .as_deref()
-                                        .and_then(|t| t.rsplit('/').next())
-                                        .map(str::to_string)
+                                    mount.target.as_deref().and_then(|t| t.rsplit('/').next()).map(str::to_string)
                                 });
                                 if let Some(id) = id.filter(|s| !s.is_empty()) {
                                     *secrets.entry(id).or_default() |= mount.required;
@@ -150,23 +135,12 @@ pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnosti
     }
 
     let mut out = String::new();
-    let name = df.stages[target]
-        .from
-        .name
-        .clone()
-        .unwrap_or_else(|| "(default)".to_string());
+    let name = df.stages[target].from.name.clone().unwrap_or_else(|| "(default)".to_string());
     out.push_str(&tabulate(&[vec!["TARGET:".into(), name]], 1));
     out.push('\n');
     if !args.is_empty() {
-        let mut rows = vec![vec![
-            "BUILD ARG".to_string(),
-            "VALUE".into(),
-            "DESCRIPTION".into(),
-        ]];
-        rows.extend(
-            args.into_iter()
-                .map(|a| vec![a.name, a.value, String::new()]),
-        );
+        let mut rows = vec![vec!["BUILD ARG".to_string(), "VALUE".into(), "DESCRIPTION".into()]];
+        rows.extend(args.into_iter().map(|a| vec![a.name, a.value, String::new()]));
         out.push_str(&tabulate(&rows, 3));
         out.push('\n');
     }
@@ -175,11 +149,7 @@ pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnosti
             continue;
         }
         let mut rows = vec![vec![title.to_string(), "REQUIRED".into()]];
-        rows.extend(
-            map.iter().map(|(id, req)| {
-                vec![id.clone(), if *req { "true".into() } else { String::new() }]
-            }),
-        );
+        rows.extend(map.iter().map(|(id, req)| vec![id.clone(), if *req { "true".into() } else { String::new() }]));
         out.push_str(&tabulate(&rows, 3));
         out.push('\n');
     }
@@ -193,24 +163,14 @@ fn target_index(df: &Dockerfile, target: Option<&str>) -> Result<usize, Diagnost
         return Ok(df.stages.len() - 1);
     };
     let lower = t.to_ascii_lowercase();
-    df.stages
-        .iter()
-        .position(|s| s.from.name.as_deref() == Some(lower.as_str()))
-        .ok_or_else(|| {
-            let names: Vec<&str> = df
-                .stages
-                .iter()
-                .filter_map(|s| s.from.name.as_deref())
-                .collect();
-            let mut d = Diagnostic::new(
-                Span::at(1, 1),
-                format!("target stage `{t}` could not be found"),
-            );
-            d.suggestion = crate::diagnostic::closest(t, &names)
-                .map(|c| format!("did you mean `{c}`?"))
-                .or_else(|| (!names.is_empty()).then(|| format!("stages: {}", names.join(", "))));
-            d
-        })
+    df.stages.iter().position(|s| s.from.name.as_deref() == Some(lower.as_str())).ok_or_else(|| {
+        let names: Vec<&str> = df.stages.iter().filter_map(|s| s.from.name.as_deref()).collect();
+        let mut d = Diagnostic::new(Span::at(1, 1), format!("target stage `{t}` could not be found"));
+        d.suggestion = crate::diagnostic::closest(t, &names)
+            .map(|c| format!("did you mean `{c}`?"))
+            .or_else(|| (!names.is_empty()).then(|| format!("stages: {}", names.join(", "))));
+        d
+    })
 }
 
 /// Global ARG values in declaration order: `--build-arg`, else the default
@@ -231,11 +191,7 @@ fn global_values(
                 Some(v.clone())
             } else if let Some(d) = default {
                 let lookup = |k: &str| {
-                    out.iter()
-                        .rev()
-                        .find(|(n, _)| n == k)
-                        .and_then(|(_, v)| v.clone())
-                        .or_else(|| builtin.get(k))
+                    out.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| v.clone()).or_else(|| builtin.get(k))
                 };
                 Some(lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone()))
             } else {
@@ -271,11 +227,7 @@ fn reachable_stages(
             continue;
         }
         let stage = &df.stages[i];
-        let mut refs = vec![
-            lexer
-                .expand_word(&stage.from.image, global_lookup)
-                .unwrap_or_default(),
-        ];
+        let mut refs = vec![lexer.expand_word(&stage.from.image, global_lookup).unwrap_or_default()];
         for command in &stage.commands {
             match &command.instruction {
                 Instruction::Copy(c) => refs.extend(c.from.clone()),
@@ -336,10 +288,7 @@ mod tests {
             "TARGET          DESCRIPTION\nbase            \nbuild           \nfinal (default) \n"
         );
         let text = "FROM busybox AS base\nFROM base\n";
-        assert_eq!(
-            targets(&df(text)),
-            "TARGET    DESCRIPTION\nbase      \n(default) \n"
-        );
+        assert_eq!(targets(&df(text)), "TARGET    DESCRIPTION\nbase      \n(default) \n");
     }
 
     #[test]
@@ -367,32 +316,20 @@ mod tests {
         let text = "FROM busybox AS a\nRUN --mount=type=secret,id=npm,required=true x\n\
                     FROM busybox\nRUN --mount=type=bind,from=a,target=/a --mount=type=secret,id=aws --mount=type=ssh y\n";
         let got = outline(&df(text), &LowerOptions::default()).unwrap();
-        assert!(
-            got.contains("SECRET   REQUIRED\naws      \nnpm      true\n"),
-            "{got}"
-        );
+        assert!(got.contains("SECRET   REQUIRED\naws      \nnpm      true\n"), "{got}");
         assert!(got.contains("SSH       REQUIRED\ndefault   \n"), "{got}");
         assert!(!got.contains("BUILD ARG"), "{got}");
     }
 
     #[test]
     fn outline_unknown_target_suggests() {
-        let opts = LowerOptions {
-            target: Some("biuld".into()),
-            ..Default::default()
-        };
+        let opts = LowerOptions { target: Some("biuld".into()), ..Default::default() };
         let err = outline(&df("FROM busybox AS build\n"), &opts).unwrap_err();
         assert_eq!(err.suggestion.as_deref(), Some("did you mean `build`?"));
     }
 
     #[test]
     fn tabulate_pads_all_but_last_cell() {
-        assert_eq!(
-            tabulate(
-                &[vec!["a".into(), "b".into()], vec!["ccc".into(), "d".into()]],
-                3
-            ),
-            "a     b\nccc   d\n"
-        );
+        assert_eq!(tabulate(&[vec!["a".into(), "b".into()], vec!["ccc".into(), "d".into()]], 3), "a     b\nccc   d\n");
     }
 }

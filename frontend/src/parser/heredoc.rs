@@ -40,7 +40,9 @@ fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, 
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => word.push(c),
-                        None => return Err("unexpected end of statement while looking for matching single-quote".into()),
+                        None => {
+                            return Err("unexpected end of statement while looking for matching single-quote".into());
+                        }
                     }
                 }
                 if raw {
@@ -70,7 +72,9 @@ fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, 
                             }
                         }
                         Some(c) => word.push(c),
-                        None => return Err("unexpected end of statement while looking for matching double-quote".into()),
+                        None => {
+                            return Err("unexpected end of statement while looking for matching double-quote".into());
+                        }
                     }
                 }
                 if raw {

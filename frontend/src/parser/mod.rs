@@ -225,12 +225,7 @@ fn is_comment(raw: &str) -> bool {
 
 /// BuildKit's `processLine`: drop the line ending, optionally the leading
 /// whitespace, and the whole line if it is a comment.
-fn process_line<'a>(
-    d: &mut Directives,
-    raw: &'a str,
-    strip_left: bool,
-    line_no: usize,
-) -> Result<&'a str, Diagnostic> {
+fn process_line<'a>(d: &mut Directives, raw: &'a str, strip_left: bool, line_no: usize) -> Result<&'a str, Diagnostic> {
     let mut token = trim_newline(raw);
     if strip_left {
         token = token.trim_start_matches(is_space);

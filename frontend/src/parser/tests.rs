@@ -45,7 +45,10 @@ fn comments_and_empty_lines_in_continuations() {
 
 #[test]
 fn escaped_escape_is_not_a_continuation() {
-    assert_eq!(dump("FROM a\nENV C x\\\\\nENV D y\n"), "(from \"a\")\n(env \"C\" \"x\\\\\\\\\" \"\")\n(env \"D\" \"y\" \"\")\n");
+    assert_eq!(
+        dump("FROM a\nENV C x\\\\\nENV D y\n"),
+        "(from \"a\")\n(env \"C\" \"x\\\\\\\\\" \"\")\n(env \"D\" \"y\" \"\")\n"
+    );
 }
 
 #[test]
@@ -54,7 +57,16 @@ fn heredocs() {
     let ast = parse(text).unwrap();
     let run = &ast.nodes[1];
     assert_eq!(run.args, vec!["<<EOF"]);
-    assert_eq!(run.heredocs, vec![Heredoc { name: "EOF".into(), content: "echo hi\n".into(), expand: true, chomp: false, file_descriptor: 0 }]);
+    assert_eq!(
+        run.heredocs,
+        vec![Heredoc {
+            name: "EOF".into(),
+            content: "echo hi\n".into(),
+            expand: true,
+            chomp: false,
+            file_descriptor: 0
+        }]
+    );
     assert_eq!(run.span, Span { start_line: 2, end_line: 4, column: 1 });
     let run2 = &ast.nodes[2];
     assert_eq!(run2.heredocs.len(), 2);

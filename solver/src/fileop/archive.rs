@@ -131,7 +131,8 @@ pub fn extract(
                 }
             }
         }
-        let parts = resolve_in_root(dest, &rel, false).map_err(|source| FileOpError::Resolve { path: rel.clone(), source })?;
+        let parts =
+            resolve_in_root(dest, &rel, false).map_err(|source| FileOpError::Resolve { path: rel.clone(), source })?;
         if parts.is_empty() {
             // The entry names the destination itself (`./`): only its
             // metadata could apply; BuildKit leaves the directory alone.
@@ -192,7 +193,8 @@ pub fn extract(
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(write_err)?;
             }
             tar::EntryType::Link => {
-                let link = entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let link =
+                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                 // The link target is resolved inside the destination too, and
                 // must be an entry extracted before (not a directory).
                 let src_path = super::path::root_path(dest, &link, false).map_err(write_err)?;
@@ -218,7 +220,8 @@ pub fn extract(
         set_times_path(&target, mtime, mtime).map_err(write_err)?;
     }
     for (dir, mtime) in dir_times.into_iter().rev() {
-        set_times_path(&dir, mtime, mtime).map_err(|source| FileOpError::Extract { entry: dir.display().to_string(), source })?;
+        set_times_path(&dir, mtime, mtime)
+            .map_err(|source| FileOpError::Extract { entry: dir.display().to_string(), source })?;
     }
     Ok(())
 }

@@ -56,12 +56,16 @@ pub(super) struct Match {
 /// is resolved inside `start`'s root first; symlinked directories met while
 /// matching are not descended (as `filepath.Walk`). Matches are in lexical
 /// order. `ignore` sees paths relative to `start`.
-pub(super) fn glob(start: &Path, pattern: &str, ignore: Option<&dyn Fn(&str) -> bool>) -> Result<Vec<Match>, FileOpError> {
+pub(super) fn glob(
+    start: &Path,
+    pattern: &str,
+    ignore: Option<&dyn Fn(&str) -> bool>,
+) -> Result<Vec<Match>, FileOpError> {
     let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
     let split = comps.iter().position(|c| has_wildcard(c)).unwrap_or(comps.len());
     let prefix = comps[..split].join("/");
-    let prefix_parts =
-        resolve_in_root(start, &prefix, true).map_err(|source| FileOpError::Resolve { path: pattern.into(), source })?;
+    let prefix_parts = resolve_in_root(start, &prefix, true)
+        .map_err(|source| FileOpError::Resolve { path: pattern.into(), source })?;
     let mut dir = start.to_path_buf();
     dir.extend(&prefix_parts);
     let mut level = vec![(dir, join_slash(&prefix_parts), String::new())];
@@ -259,7 +263,8 @@ pub(super) fn selected_with_meta(
 
 /// Performs a COPY/ADD.
 pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
-    let sources = expand(spec.input, spec.src, spec.allow_wildcard, spec.allow_empty_wildcard, spec.parents, &spec.exclude)?;
+    let sources =
+        expand(spec.input, spec.src, spec.allow_wildcard, spec.allow_empty_wildcard, spec.parents, &spec.exclude)?;
     if sources.is_empty() {
         return Ok(());
     }
@@ -275,7 +280,8 @@ pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
     };
     // fsutil's Copy: make the destination (or its parent) like `mkdir -p`,
     // mode 0755, owned by the --chown user.
-    let ensure = if dest_is_dir { dest_clean.clone() } else { dest_clean.rsplit_once('/').map_or("", |(d, _)| d).to_string() };
+    let ensure =
+        if dest_is_dir { dest_clean.clone() } else { dest_clean.rsplit_once('/').map_or("", |(d, _)| d).to_string() };
     mkdir_all(&resolve(&ensure)?, 0o755, spec.owner, spec.can_chown)?;
     let dest = resolve(&dest_clean)?;
     for s in &sources {
@@ -295,7 +301,8 @@ pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
                 let dst = root_path(spec.dest_root, &format!("{dest_clean}/{}", comps[..=i].join("/")), false)
                     .map_err(|source| FileOpError::Resolve { path: spec.dest.into(), source })?;
                 if i + 1 < comps.len() {
-                    let meta = fs::metadata(&src_dir).map_err(|source| FileOpError::ReadSource { path: src_dir.clone(), source })?;
+                    let meta = fs::metadata(&src_dir)
+                        .map_err(|source| FileOpError::ReadSource { path: src_dir.clone(), source })?;
                     plan.push(&src_dir, &meta, dst);
                 } else {
                     plan.push(&s.path, &s.meta, dst.clone());
@@ -336,7 +343,10 @@ enum Kind {
     File,
     Symlink,
     Fifo,
-    Device { rdev: u64, block: bool },
+    Device {
+        rdev: u64,
+        block: bool,
+    },
     /// A hard link to the file entry at this index.
     Link(usize),
 }
@@ -509,7 +519,8 @@ fn materialize(e: &Entry, owner: Option<(u32, u32)>, mode: u32) -> Result<(), Fi
             return Ok(());
         }
         Kind::Symlink => {
-            let target = fs::read_link(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+            let target =
+                fs::read_link(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
             clear_target(&e.dst)?;
             std::os::unix::fs::symlink(&target, &e.dst).map_err(werr)?;
             lchown(&e.dst, owner).map_err(werr)?;
@@ -559,9 +570,7 @@ fn clear_target(p: &Path) -> Result<(), FileOpError> {
 /// Creates a new file at `p`, replacing an existing non-directory. Tries the
 /// create first so the common case costs one syscall.
 fn create_file(p: &Path, mode: u32) -> Result<File, FileOpError> {
-    let open = || {
-        OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(p)
-    };
+    let open = || OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(p);
     match open() {
         Ok(f) => Ok(f),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -616,9 +625,7 @@ fn umask() -> u32 {
         fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Umask:"))
-                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                s.lines().find_map(|l| l.strip_prefix("Umask:")).and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
             })
             .unwrap_or(0o777)
     })

@@ -225,16 +225,15 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
             parents,
             exclude,
         } => {
-            let inp = ctx
-                .inputs
-                .get(*input)
-                .ok_or(FileOpError::NoSuchInput { index: *input, count: ctx.inputs.len() })?;
+            let inp =
+                ctx.inputs.get(*input).ok_or(FileOpError::NoSuchInput { index: *input, count: ctx.inputs.len() })?;
             let owner = chown.as_ref().map(|c| resolve_owner(c, ctx.dest_root)).transpose()?;
             let chmod = chmod
                 .as_ref()
                 .map(|v| Chmod::parse(v).ok_or_else(|| FileOpError::BadChmod { value: v.clone() }))
                 .transpose()?;
-            let exclude = pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
+            let exclude =
+                pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
             copy::copy(&copy::CopySpec {
                 input: inp,
                 src,
@@ -338,10 +337,7 @@ fn lookup(root: &Path, db: &str, name: &str) -> Result<Option<String>, FileOpErr
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
         Err(source) => return Err(FileOpError::ReadUserDb { path: p, source }),
     };
-    Ok(String::from_utf8_lossy(&text)
-        .lines()
-        .find(|l| l.split(':').next() == Some(name))
-        .map(str::to_string))
+    Ok(String::from_utf8_lossy(&text).lines().find(|l| l.split(':').next() == Some(name)).map(str::to_string))
 }
 
 /// Creates `p` and its missing parents (all resolved, symlink-free) with
@@ -415,7 +411,8 @@ fn rm(root: &Path, p: &str, allow_not_found: bool) -> Result<(), FileOpError> {
     if clean.is_empty() {
         return Err(FileOpError::RemoveRoot);
     }
-    let target = path::root_path(root, &clean, false).map_err(|source| FileOpError::Resolve { path: p.into(), source })?;
+    let target =
+        path::root_path(root, &clean, false).map_err(|source| FileOpError::Resolve { path: p.into(), source })?;
     let targets = if fs::symlink_metadata(&target).is_ok() {
         vec![target]
     } else if pattern::has_wildcard(&clean) {

@@ -220,9 +220,7 @@ impl ExcludeMatcher {
 fn match_parts(pat: &[String], comps: &[&str]) -> bool {
     match pat.split_first() {
         None => comps.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=comps.len()).any(|skip| match_parts(rest, &comps[skip..]))
-        }
+        Some((first, rest)) if first == "**" => (0..=comps.len()).any(|skip| match_parts(rest, &comps[skip..])),
         Some((first, rest)) => match comps.split_first() {
             Some((c, crest)) => go_match(first, c).unwrap_or(false) && match_parts(rest, crest),
             None => false,

@@ -65,8 +65,7 @@ fn prep_err(path: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
 
 /// Builds the root filesystem of `spec` and pivots into it.
 pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxError> {
-    sys.unshare(UnshareFlags::NEWNS)
-        .map_err(|source| SandboxError::Unshare { what: "mount", source })?;
+    sys.unshare(UnshareFlags::NEWNS).map_err(|source| SandboxError::Unshare { what: "mount", source })?;
     sys.make_rprivate(Path::new("/")).map_err(mount_err("make mounts private", "/"))?;
 
     // 2. Capture host paths.
@@ -151,7 +150,8 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
     let probe = sys.overlay(&layers, None).map_err(mount_err("mount overlay", &root_s))?;
     sys.attach_at(probe.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
     drop(probe);
-    let mut targets: Vec<(&str, bool)> = vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
+    let mut targets: Vec<(&str, bool)> =
+        vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
     for (m, src) in spec.mounts.iter().zip(&extra) {
         let file = match src {
             Source::Ready(fd) => !sys.is_dir(fd.as_fd()).map_err(prep_err(&m.target))?,
@@ -167,7 +167,8 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
         }
     }
     for s in &stubs {
-        sys.create_stub(stub.as_fd(), &root, s).map_err(prep_err(&s.existing.join(s.missing.join("/")).display().to_string()))?;
+        sys.create_stub(stub.as_fd(), &root, s)
+            .map_err(prep_err(&s.existing.join(s.missing.join("/")).display().to_string()))?;
     }
     sys.unmount(&root).map_err(mount_err("unmount", &root_s))?;
     let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
@@ -181,7 +182,9 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
     sys.attach_at(ov.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
 
     // 5. Pseudo filesystems, hosts files, extra mounts.
-    let attach = |fd: &OwnedFd, target: &str, step: &'static str| sys.attach_in(fd.as_fd(), &root, target).map_err(mount_err(step, target));
+    let attach = |fd: &OwnedFd, target: &str, step: &'static str| {
+        sys.attach_in(fd.as_fd(), &root, target).map_err(mount_err(step, target))
+    };
     let nosuid = MountAttrFlags::MOUNT_ATTR_NOSUID;
     let proc = sys
         .fs_mount("proc", &[], nosuid | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC)
@@ -196,7 +199,11 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
         attach(fd, &format!("/dev/{n}"), "bind-mount device")?;
     }
     let pts = sys
-        .fs_mount("devpts", &[("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620")], nosuid | MountAttrFlags::MOUNT_ATTR_NOEXEC)
+        .fs_mount(
+            "devpts",
+            &[("newinstance", ""), ("ptmxmode", "0666"), ("mode", "0620")],
+            nosuid | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )
         .map_err(mount_err("mount devpts", "/dev/pts"))?;
     attach(&pts, "/dev/pts", "attach devpts")?;
     let shm = sys

@@ -17,8 +17,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 
 use super::rootfs::{DEV_NODES, Stub};
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags, MoveMountFlags,
-    OpenTreeFlags, UnmountFlags,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 
 /// A path looked up inside a root: the deepest part that exists (canonical,
@@ -41,10 +40,13 @@ pub(crate) trait Syscall {
     /// Opens a host path as an `O_PATH` descriptor (captured before mounts hide it).
     fn open_path(&self, path: &Path) -> io::Result<OwnedFd>;
     /// Creates a detached overlay mount of `lowers` (base first); read-only without `upper`.
-    fn overlay(&self, lowers: &[BorrowedFd<'_>], upper: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>) -> io::Result<OwnedFd>;
+    fn overlay(
+        &self,
+        lowers: &[BorrowedFd<'_>],
+        upper: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+    ) -> io::Result<OwnedFd>;
     /// Creates a detached mount of a pseudo filesystem (`tmpfs`, `proc`, `devpts`).
-    fn fs_mount(&self, fstype: &str, options: &[(&str, &str)], attrs: MountAttrFlags)
-    -> io::Result<OwnedFd>;
+    fn fs_mount(&self, fstype: &str, options: &[(&str, &str)], attrs: MountAttrFlags) -> io::Result<OwnedFd>;
     /// Clones the mount tree at `path` (recursively) as a detached bind mount.
     fn clone_tree(&self, path: &Path, readonly: bool) -> io::Result<OwnedFd>;
     /// Attaches a detached mount at an absolute host path.
@@ -114,7 +116,12 @@ impl Syscall for Linux {
     }
 
     fn open_at(&self, dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::openat(dir, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?)
+        Ok(rustix::fs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )?)
     }
 
     fn is_dir(&self, fd: BorrowedFd<'_>) -> io::Result<bool> {
@@ -140,9 +147,18 @@ impl Syscall for Linux {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
-            let next = rustix::fs::openat(&cur, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+            let next = rustix::fs::openat(
+                &cur,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
             // Ownership that the namespace cannot represent stays root's.
-            let _ = rustix::fs::fchown(&next, Some(rustix::fs::Uid::from_raw(st.st_uid)), Some(rustix::fs::Gid::from_raw(st.st_gid)));
+            let _ = rustix::fs::fchown(
+                &next,
+                Some(rustix::fs::Uid::from_raw(st.st_uid)),
+                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+            );
             rustix::fs::fchmod(&next, Mode::from_raw_mode(st.st_mode & 0o7777))?;
             let times = rustix::fs::Timestamps {
                 last_access: rustix::fs::Timespec { tv_sec: st.st_atime as _, tv_nsec: st.st_atime_nsec as _ },
@@ -154,7 +170,12 @@ impl Syscall for Linux {
         for (i, comp) in stub.missing.iter().enumerate() {
             let last = i + 1 == stub.missing.len();
             if last && stub.file {
-                let f = rustix::fs::openat(&cur, comp.as_str(), OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::from_raw_mode(0o644))?;
+                let f = rustix::fs::openat(
+                    &cur,
+                    comp.as_str(),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )?;
                 drop(f);
             } else {
                 match rustix::fs::mkdirat(&cur, comp.as_str(), Mode::from_raw_mode(0o755)) {
@@ -162,7 +183,12 @@ impl Syscall for Linux {
                     Err(e) => return Err(e.into()),
                 }
                 if !last {
-                    cur = rustix::fs::openat(&cur, comp.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+                    cur = rustix::fs::openat(
+                        &cur,
+                        comp.as_str(),
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
                 }
             }
         }
@@ -171,7 +197,12 @@ impl Syscall for Linux {
 
     fn prepare_dev(&self, dev: BorrowedFd<'_>) -> io::Result<()> {
         for n in DEV_NODES {
-            drop(rustix::fs::openat(dev, n, OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC, Mode::from_raw_mode(0o666))?);
+            drop(rustix::fs::openat(
+                dev,
+                n,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            )?);
         }
         rustix::fs::mkdirat(dev, "pts", Mode::from_raw_mode(0o755))?;
         rustix::fs::mkdirat(dev, "shm", Mode::from_raw_mode(0o1777))?;
@@ -188,7 +219,11 @@ impl Syscall for Linux {
         Ok(())
     }
 
-    fn overlay(&self, lowers: &[BorrowedFd<'_>], upper: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>) -> io::Result<OwnedFd> {
+    fn overlay(
+        &self,
+        lowers: &[BorrowedFd<'_>],
+        upper: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+    ) -> io::Result<OwnedFd> {
         let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
         // Layers are passed as `/proc/self/fd/N` of descriptors captured
         // earlier: the kernel resolves the magic link at fsconfig time, so a
@@ -219,12 +254,7 @@ impl Syscall for Linux {
         Ok(rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?)
     }
 
-    fn fs_mount(
-        &self,
-        fstype: &str,
-        options: &[(&str, &str)],
-        attrs: MountAttrFlags,
-    ) -> io::Result<OwnedFd> {
+    fn fs_mount(&self, fstype: &str, options: &[(&str, &str)], attrs: MountAttrFlags) -> io::Result<OwnedFd> {
         let fs = rustix::mount::fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
         for (key, value) in options {
             if value.is_empty() {
@@ -250,13 +280,7 @@ impl Syscall for Linux {
     }
 
     fn attach_at(&self, mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
-        rustix::mount::move_mount(
-            mount,
-            "",
-            rustix::fs::CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )?;
+        rustix::mount::move_mount(mount, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
         Ok(())
     }
 
@@ -306,15 +330,14 @@ impl Syscall for Linux {
                         format!("/proc/self/fd/{}", fd.as_raw_fd()),
                         Vec::new(),
                     )?;
-                    let canon = PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(link.into_bytes()));
+                    let canon = PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
+                        link.into_bytes(),
+                    ));
                     let existing = canon
                         .strip_prefix(&root_canon)
                         .map(Path::to_path_buf)
                         .map_err(|_| io::Error::other(format!("`{target}` resolves outside the root")))?;
-                    return Ok(Resolved {
-                        existing,
-                        missing: comps[keep..].iter().map(|c| c.to_string()).collect(),
-                    });
+                    return Ok(Resolved { existing, missing: comps[keep..].iter().map(|c| c.to_string()).collect() });
                 }
                 Err(rustix::io::Errno::NOENT) => continue,
                 Err(e) => return Err(e.into()),
@@ -425,7 +448,11 @@ pub(crate) mod fake {
             self.log(format!("open {}", path.display()));
             self.fd()
         }
-        fn overlay(&self, lowers: &[BorrowedFd<'_>], upper: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>) -> io::Result<OwnedFd> {
+        fn overlay(
+            &self,
+            lowers: &[BorrowedFd<'_>],
+            upper: Option<(BorrowedFd<'_>, BorrowedFd<'_>)>,
+        ) -> io::Result<OwnedFd> {
             self.log(format!("overlay layers={} upper={}", lowers.len(), upper.is_some()));
             self.fd()
         }

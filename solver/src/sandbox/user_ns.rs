@@ -83,9 +83,7 @@ impl IdMapping {
     pub fn can_chown(&self, uid: u32, gid: u32) -> bool {
         match self {
             IdMapping::Full => true,
-            IdMapping::SubIds { sub_uid_count, sub_gid_count, .. } => {
-                uid <= *sub_uid_count && gid <= *sub_gid_count
-            }
+            IdMapping::SubIds { sub_uid_count, sub_gid_count, .. } => uid <= *sub_uid_count && gid <= *sub_gid_count,
             IdMapping::Single { .. } => uid == 0 && gid == 0,
         }
     }
@@ -123,7 +121,8 @@ pub fn init_process() -> Result<IdMapping, SandboxError> {
     }
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
-    let planned = choose_mapping(uid, gid, Path::new("/etc/passwd"), Path::new("/etc/subuid"), Path::new("/etc/subgid"))?;
+    let planned =
+        choose_mapping(uid, gid, Path::new("/etc/passwd"), Path::new("/etc/subuid"), Path::new("/etc/subgid"))?;
     let mapping = enter(planned)?;
     let json = serde_json::to_string(&mapping).map_err(SandboxError::SpecCodec)?;
     // SAFETY: we checked above that this process has a single thread, so no
@@ -135,11 +134,7 @@ pub fn init_process() -> Result<IdMapping, SandboxError> {
 fn thread_count() -> Result<usize, SandboxError> {
     let path = PathBuf::from("/proc/self/status");
     let status = std::fs::read_to_string(&path).map_err(|source| SandboxError::ReadHostFile { path, source })?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(1))
+    Ok(status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(1))
 }
 
 /// Picks the best mapping the host allows for `uid:gid`.
@@ -226,7 +221,13 @@ fn enter(planned: IdMapping) -> Result<IdMapping, SandboxError> {
         let mut byte = [0u8; 1];
         let report = match go_r.read(&mut byte) {
             Ok(1) => match write_maps(parent, &planned) {
-                Ok(single) => if single { HELPER_SINGLE.to_string() } else { HELPER_OK.to_string() },
+                Ok(single) => {
+                    if single {
+                        HELPER_SINGLE.to_string()
+                    } else {
+                        HELPER_OK.to_string()
+                    }
+                }
                 Err(e) => e,
             },
             // The parent gave up (unshare failed): nothing to do.
@@ -261,9 +262,11 @@ fn enter(planned: IdMapping) -> Result<IdMapping, SandboxError> {
     become_root(&mapping)?;
     // Mounts made from now on (overlays of the solver, sandboxes) must never
     // propagate back into the host's mount namespace.
-    Linux
-        .make_rprivate(Path::new("/"))
-        .map_err(|source| SandboxError::Mount { step: "make mounts private", target: "/".into(), source })?;
+    Linux.make_rprivate(Path::new("/")).map_err(|source| SandboxError::Mount {
+        step: "make mounts private",
+        target: "/".into(),
+        source,
+    })?;
     Ok(mapping)
 }
 
@@ -281,9 +284,7 @@ fn reap(pid: libc::pid_t) {
 /// Runs in the helper (outside the namespace). `Ok(true)` means it fell back to a single id.
 fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, String> {
     let (uids, gids) = mapping.map_lines();
-    let text = |lines: &[MapLine]| {
-        lines.iter().map(|(a, b, c)| format!("{a} {b} {c}\n")).collect::<String>()
-    };
+    let text = |lines: &[MapLine]| lines.iter().map(|(a, b, c)| format!("{a} {b} {c}\n")).collect::<String>();
     let write = |file: &str, data: &str| {
         std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|e| format!("writing {file}: {e}"))
     };
@@ -326,7 +327,8 @@ fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, String> {
 }
 
 fn become_root(mapping: &IdMapping) -> Result<(), SandboxError> {
-    let root_err = |source: rustix::io::Errno| SandboxError::SetIds { what: "container root".into(), source: source.into() };
+    let root_err =
+        |source: rustix::io::Errno| SandboxError::SetIds { what: "container root".into(), source: source.into() };
     // The process is single-threaded, so the per-thread rustix calls change
     // the credentials of the whole process.
     if !matches!(mapping, IdMapping::Single { .. }) {
@@ -367,18 +369,35 @@ mod tests {
         if find_helper("newuidmap").is_some() && find_helper("newgidmap").is_some() {
             assert_eq!(
                 m,
-                IdMapping::SubIds { uid: 1234, gid: 1234, sub_uid_start: 200000, sub_uid_count: 65536, sub_gid_start: 300000, sub_gid_count: 1000 }
+                IdMapping::SubIds {
+                    uid: 1234,
+                    gid: 1234,
+                    sub_uid_start: 200000,
+                    sub_uid_count: 65536,
+                    sub_gid_start: 300000,
+                    sub_gid_count: 1000
+                }
             );
         } else {
             assert_eq!(m, IdMapping::Single { uid: 1234, gid: 1234 });
         }
         let missing = dir.path().join("nope");
-        assert_eq!(choose_mapping(1234, 1234, &passwd, &missing, &subgid).unwrap(), IdMapping::Single { uid: 1234, gid: 1234 });
+        assert_eq!(
+            choose_mapping(1234, 1234, &passwd, &missing, &subgid).unwrap(),
+            IdMapping::Single { uid: 1234, gid: 1234 }
+        );
     }
 
     #[test]
     fn can_chown_follows_the_mapping() {
-        let sub = IdMapping::SubIds { uid: 1000, gid: 1000, sub_uid_start: 100000, sub_uid_count: 65536, sub_gid_start: 100000, sub_gid_count: 10 };
+        let sub = IdMapping::SubIds {
+            uid: 1000,
+            gid: 1000,
+            sub_uid_start: 100000,
+            sub_uid_count: 65536,
+            sub_gid_start: 100000,
+            sub_gid_count: 10,
+        };
         assert!(sub.can_chown(0, 0));
         assert!(sub.can_chown(65536, 10));
         assert!(!sub.can_chown(65537, 0));

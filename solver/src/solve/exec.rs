@@ -108,7 +108,10 @@ pub(crate) fn run(
             MountKind::Secret { id, required, env: as_env } => {
                 let Some(secret) = shared.opts.secrets.get(id) else {
                     if *required {
-                        return Err(step_error(vertex, format!("secret `{id}` is required but was not provided; pass `--secret id={id},src=PATH`")));
+                        return Err(step_error(
+                            vertex,
+                            format!("secret `{id}` is required but was not provided; pass `--secret id={id},src=PATH`"),
+                        ));
                     }
                     continue;
                 };
@@ -123,15 +126,24 @@ pub(crate) fn run(
                 let dir = tempdir::ScratchDir::new_tmpfs(store.root(), "secret")
                     .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
                 let file = dir.path().join("secret");
-                write_private(&file, &secret.0, mount.mode.unwrap_or(0o400), mount.uid.unwrap_or(0), mount.gid.unwrap_or(0))
-                    .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                write_private(
+                    &file,
+                    &secret.0,
+                    mount.mode.unwrap_or(0o400),
+                    mount.uid.unwrap_or(0),
+                    mount.gid.unwrap_or(0),
+                )
+                .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
                 scratch_dirs.push(dir);
                 MountSource::Bind { source: file, readonly: true }
             }
             MountKind::Ssh { id, required } => match shared.opts.ssh.get(id) {
                 Some(sock) => MountSource::Bind { source: sock.clone(), readonly: false },
                 None if *required => {
-                    return Err(step_error(vertex, format!("ssh agent `{id}` is required but was not provided; pass `--ssh {id}`")));
+                    return Err(step_error(
+                        vertex,
+                        format!("ssh agent `{id}` is required but was not provided; pass `--ssh {id}`"),
+                    ));
                 }
                 None => continue,
             },
@@ -193,10 +205,7 @@ pub(crate) fn run(
     }
     if code != 0 {
         let tail: Vec<String> = tail.into_inner().expect("tail").into_iter().collect();
-        let mut message = format!(
-            "process `{}` did not complete successfully: exit code: {code}",
-            exec.args.join(" ")
-        );
+        let mut message = format!("process `{}` did not complete successfully: exit code: {code}", exec.args.join(" "));
         if !tail.is_empty() {
             message.push_str("\n  last output:\n    ");
             message.push_str(&tail.join("\n    "));
@@ -259,7 +268,13 @@ pub(crate) mod tempdir {
         /// the store's disk.
         pub(crate) fn new_tmpfs(root: &Path, kind: &str) -> std::io::Result<Self> {
             let mut dir = Self::new(root, kind)?;
-            rustix::mount::mount("tmpfs", &dir.path, "tmpfs", rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV, c"mode=0700")?;
+            rustix::mount::mount(
+                "tmpfs",
+                &dir.path,
+                "tmpfs",
+                rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+                c"mode=0700",
+            )?;
             dir.tmpfs = true;
             Ok(dir)
         }

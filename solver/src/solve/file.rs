@@ -62,7 +62,8 @@ pub(crate) fn run(
         let view = ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?;
         let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
         let (upper, work) = (draft.diff_dir(), draft.work_dir());
-        guards.push(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
+        guards
+            .push(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
         let p = view.path().to_path_buf();
         dirs.push(view);
         p
@@ -144,9 +145,10 @@ pub(crate) fn run_remote_source(shared: &Shared<'_>, vertex: &Vertex) -> Result<
         }
         Op::Source(SourceOp::Git { remote, git_ref, subdir, keep_git_dir }) => {
             let checkout = dir.join(".checkout");
-            shared.source.fetch_git(remote, git_ref, *keep_git_dir, &checkout).and_then(|()| {
-                move_subdir(&checkout, subdir, &dir).map_err(|e| format!("git subdir `{subdir}`: {e}"))
-            })
+            shared
+                .source
+                .fetch_git(remote, git_ref, *keep_git_dir, &checkout)
+                .and_then(|()| move_subdir(&checkout, subdir, &dir).map_err(|e| format!("git subdir `{subdir}`: {e}")))
         }
         _ => Err("not a remote source".into()),
     };

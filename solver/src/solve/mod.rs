@@ -40,11 +40,21 @@ pub trait SourceProvider: Send + Sync {
     fn pull_image(&self, reference: &str, platform: &Platform) -> Result<PulledImage, String>;
     /// Downloads `url` into `dest_dir/filename`, verifying `checksum`
     /// (`sha256:...`) when given.
-    fn fetch_http(&self, url: &str, checksum: Option<&str>, dest_dir: &std::path::Path, filename: &str)
-    -> Result<(), String>;
+    fn fetch_http(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+        dest_dir: &std::path::Path,
+        filename: &str,
+    ) -> Result<(), String>;
     /// Checks out `remote` at `git_ref` into `dest_dir`.
-    fn fetch_git(&self, remote: &str, git_ref: &str, keep_git_dir: bool, dest_dir: &std::path::Path)
-    -> Result<(), String>;
+    fn fetch_git(
+        &self,
+        remote: &str,
+        git_ref: &str,
+        keep_git_dir: bool,
+        dest_dir: &std::path::Path,
+    ) -> Result<(), String>;
 }
 
 /// A local context directory and its ignore rules.
@@ -230,7 +240,8 @@ pub fn solve(
 ) -> Result<Solved, SolveError> {
     let index: HashMap<Digest, usize> = def.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
     let mut dependents: HashMap<Digest, Vec<usize>> = HashMap::new();
-    let mut schedule = Schedule { done: HashMap::new(), waiting: HashMap::new(), ready: Vec::new(), running: 0, error: None };
+    let mut schedule =
+        Schedule { done: HashMap::new(), waiting: HashMap::new(), ready: Vec::new(), running: 0, error: None };
     for (i, v) in def.vertices.iter().enumerate() {
         let mut unique = v.inputs.clone();
         unique.sort();
@@ -393,7 +404,8 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
         for id in chain {
             shared.lease.add_snapshot(id)?;
         }
-        let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         shared.store.record(
             &key_text,
             &CacheRecord { chain: chain.clone(), layers: layers.clone(), created, extra: BTreeMap::new() },
