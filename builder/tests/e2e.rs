@@ -773,3 +773,36 @@ fn call_targets_outline_and_check() {
     let text = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(text.contains("JSONArgsRecommended"), "{text}");
 }
+
+/// The README's first command, on `testdata/hello`: `FROM scratch` with the
+/// host's busybox as a named context, `--chown` by name, a heredoc file.
+#[test]
+fn readme_example_builds_offline() {
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    let out = ok(build(
+        store.path(),
+        Path::new(&format!("{TESTDATA}/hello")),
+        &[
+            "--build-context",
+            "host-bin=/bin",
+            "-t",
+            "hello:1.0",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
+    ));
+    assert!(!stderr(&out).contains("this stage is not reached"));
+    let listings = layer_listings(&layout).join("\n");
+    let motd = listings.lines().find(|l| l.ends_with("srv/motd")).expect("motd in a layer");
+    assert!(motd.contains("1000/1000"), "{motd}");
+    let bundle = umoci_unpack(&layout, "1.0");
+    let rootfs = bundle.path().join("b/rootfs");
+    let motd = std::fs::read_to_string(rootfs.join("srv/motd")).unwrap();
+    assert!(motd.starts_with("hello from rbuild\nbuilt at stage build by 0:0 in /src"), "{motd}");
+    assert_eq!(std::fs::read_to_string(rootfs.join("srv/index.txt")).unwrap(), "served by busybox\n");
+    assert!(!rootfs.join("src/notes.md").exists());
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::exec::tempdir::ScratchDir;
 use super::{Finished, Shared, SolveError, VertexResult, chain_of, step_error};
 use crate::fileop::{self, FileOpContext, InputRoot};
-use crate::graph::{FileAction, FileOp, Op, SourceOp, Vertex};
+use crate::graph::{Chown, FileAction, FileOp, Op, SourceOp, Vertex};
 use crate::sandbox::{self, MountGuard};
 
 pub(crate) fn run(
@@ -56,6 +56,22 @@ pub(crate) fn run(
         Some((view, _)) => prepare_direct_copy(op, view, &draft.diff_dir()).map_err(|e| err(e.to_string()))?,
         None => false,
     };
+    // `--chown` names are looked up in the destination's /etc/passwd and
+    // /etc/group, which a direct write cannot see: resolve them to ids in
+    // the base view first.
+    let mut actions = std::borrow::Cow::Borrowed(&op.actions);
+    if direct
+        && let Some((view, _)) = op.base.and_then(|i| roots.get(i))
+    {
+        let mut resolved = op.actions.clone();
+        for action in &mut resolved {
+            if let FileAction::Copy { chown: Some(c), .. } = action {
+                let owner = fileop::resolve_owner(c, view).map_err(|e| err(e.to_string()))?;
+                *c = Chown { user: owner.uid.to_string(), group: Some(owner.gid.to_string()) };
+            }
+        }
+        actions = std::borrow::Cow::Owned(resolved);
+    }
     let dest_root: PathBuf = if direct {
         draft.diff_dir()
     } else {
@@ -82,7 +98,7 @@ pub(crate) fn run(
         .collect();
     let can_chown = |u: u32, g: u32| (shared.opts.can_chown)(u, g);
     let ctx = FileOpContext { inputs: input_roots, dest_root: &dest_root, can_chown: &can_chown };
-    for action in &op.actions {
+    for action in actions.iter() {
         if shared.is_cancelled() {
             return Err(step_error(vertex, "cancelled"));
         }
