@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List tagged images in the local store.
     Images,
     /// Remove unreferenced data from the store.
@@ -36,7 +36,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum DebugCommand {
     /// Print the lowered build graph as JSON.
-    Graph(GraphArgs),
+    Graph(Box<GraphArgs>),
     /// Write one snapshot directory as a layer blob and print its descriptor
     /// (used by `bench/compression.sh`).
     WriteLayer(WriteLayerArgs),

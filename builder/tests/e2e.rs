@@ -301,7 +301,7 @@ fn network_none_has_only_loopback() {
 
 #[test]
 fn bad_dockerfile_names_file_line_and_column() {
-    let ctx = dockerfile_dir(&"FROM scratch\nFROOM busybox\n");
+    let ctx = dockerfile_dir("FROM scratch\nFROOM busybox\n");
     let store = tempfile::tempdir().unwrap();
     let out = build(store.path(), ctx.path(), &[]);
     assert!(!out.status.success());
@@ -314,7 +314,7 @@ fn bad_dockerfile_names_file_line_and_column() {
 #[test]
 fn failing_run_reports_command_exit_code_and_output() {
     let ctx = dockerfile_dir(
-        &"FROM scratch\nCOPY --from=bin busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about to fail; exit 3\"]\n",
+        "FROM scratch\nCOPY --from=bin busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about to fail; exit 3\"]\n",
     );
     let store = tempfile::tempdir().unwrap();
     let out = build(store.path(), ctx.path(), &["--build-context", "bin=/bin", "--progress", "plain"]);
@@ -391,11 +391,10 @@ fn two_builds_at_once_share_one_store() {
     let store = tempfile::tempdir().unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..2)
         .map(|i| {
-            let d = dockerfile_dir(&format!(
+            dockerfile_dir(&format!(
                 "FROM {}/busybox:latest\nRUN echo shared > /shared\nRUN sleep 1 && echo {i} > /mine\n",
                 reg.addr
-            ));
-            d
+            ))
         })
         .collect();
     let children: Vec<_> = dirs
@@ -759,7 +758,7 @@ fn cache_mounts_persist_across_builds_but_stay_out_of_layers() {
 #[test]
 fn call_targets_outline_and_check() {
     let ctx = dockerfile_dir(
-        &"ARG BASE=scratch\nFROM $BASE AS build\nARG VERSION=1.0\nRUN --mount=type=secret,id=token,required true\nFROM build AS release\nCMD echo hi\n",
+        "ARG BASE=scratch\nFROM $BASE AS build\nARG VERSION=1.0\nRUN --mount=type=secret,id=token,required true\nFROM build AS release\nCMD echo hi\n",
     );
     let store = tempfile::tempdir().unwrap();
     let targets = ok(build(store.path(), ctx.path(), &["--call", "targets"]));

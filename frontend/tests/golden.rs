@@ -154,8 +154,8 @@ fn diff(expected: &str, actual: &str) -> String {
     let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
     let first = e.iter().zip(&a).position(|(x, y)| x != y).unwrap_or(e.len().min(a.len()));
     let mut out = format!("first difference at line {}:\n", first + 1);
-    for i in first.saturating_sub(3)..first {
-        out.push_str(&format!("  {}\n", e[i]));
+    for line in &e[first.saturating_sub(3)..first] {
+        out.push_str(&format!("  {line}\n"));
     }
     for line in e.iter().skip(first).take(8) {
         out.push_str(&format!("- {line}\n"));

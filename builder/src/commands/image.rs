@@ -131,7 +131,7 @@ pub fn assemble(
         }
         let started = Instant::now();
         let mut writer = store.blob_writer()?;
-        let opts = LayerOptions { compression: compression.clone(), source_date_epoch: epoch, threads: threads() };
+        let opts = LayerOptions { compression: *compression, source_date_epoch: epoch, threads: threads() };
         let info = export::write_layer(&diff, &opts, &mut writer)
             .with_context(|| format!("writing layer for snapshot {id}"))?;
         let digest = writer.finish()?;

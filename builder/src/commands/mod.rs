@@ -21,11 +21,11 @@ pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
         None => default_root()?,
     };
     match cli.command {
-        Command::Build(args) => build::run(args, root, mapping),
+        Command::Build(args) => build::run(*args, root, mapping),
         Command::Images => store_cmds::images(&root),
         Command::Prune(args) => store_cmds::prune(&root, &args),
         Command::Du => store_cmds::du(&root),
-        Command::Debug(DebugCommand::Graph(args)) => graph::run(args, root, mapping),
+        Command::Debug(DebugCommand::Graph(args)) => graph::run(*args, root, mapping),
         Command::Debug(DebugCommand::WriteLayer(args)) => image::write_layer_command(&args),
     }
 }

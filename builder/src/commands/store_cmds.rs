@@ -52,7 +52,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
 
 pub fn images(root: &Path) -> Result<i32> {
     let store = open(root)?;
-    println!("{:<50} {:<20} {:<14} {}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+    println!("{:<50} {:<20} {:<14} SIZE", "REPOSITORY", "TAG", "IMAGE ID");
     for (name, digest) in store.tags()? {
         let (repo, tag) = match name.rsplit_once(':') {
             Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),

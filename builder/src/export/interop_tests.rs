@@ -47,7 +47,7 @@ fn bundle(tmp: &Path, second: Compression) -> ImageBundle {
     let l2 = tmp.join("l2");
     fs::create_dir_all(l2.join("etc")).unwrap();
     fs::write(l2.join("etc/new"), b"second layer\n").unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, &l2.join("etc/sym"), rustix::fs::FileType::CharacterDevice, 0.into(), 0)
+    rustix::fs::mknodat(rustix::fs::CWD, l2.join("etc/sym"), rustix::fs::FileType::CharacterDevice, 0.into(), 0)
         .unwrap();
     let layers = vec![write_blob(&blobs, &l1, Compression::Gzip { level: 6 }), write_blob(&blobs, &l2, second)];
     let mut config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
@@ -202,7 +202,7 @@ fn local_and_tar_exporters_copy_the_rootfs() {
     fs::write(root.join("a/b/file"), b"data").unwrap();
     fs::hard_link(root.join("a/b/file"), root.join("a/link")).unwrap();
     std::os::unix::fs::symlink("b/file", root.join("a/sym")).unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, &root.join("fifo"), rustix::fs::FileType::Fifo, 0o640.into(), 0).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, root.join("fifo"), rustix::fs::FileType::Fifo, 0o640.into(), 0).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     // chown clears setuid, so chown first.
     std::os::unix::fs::lchown(root.join("a/b/file"), Some(123), Some(456)).unwrap();
@@ -213,7 +213,7 @@ fn local_and_tar_exporters_copy_the_rootfs() {
         last_modification: rustix::fs::Timespec { tv_sec: 1_234_567, tv_nsec: 0 },
     };
     for p in ["a/b/file", "a/b", "a"] {
-        rustix::fs::utimensat(rustix::fs::CWD, &root.join(p), &t, rustix::fs::AtFlags::empty()).unwrap();
+        rustix::fs::utimensat(rustix::fs::CWD, root.join(p), &t, rustix::fs::AtFlags::empty()).unwrap();
     }
 
     let dest = tmp.path().join("out");

@@ -159,9 +159,9 @@ pub(crate) mod tests {
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         fs::write(root.join("bin/big"), &big).unwrap();
         fs::set_permissions(root.join("bin/big"), fs::Permissions::from_mode(0o4755)).unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &root.join("fifo"), rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, root.join("fifo"), rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
         // Overlay whiteout: char device 0:0.
-        rustix::fs::mknodat(rustix::fs::CWD, &root.join("deleted"), rustix::fs::FileType::CharacterDevice, 0.into(), 0)
+        rustix::fs::mknodat(rustix::fs::CWD, root.join("deleted"), rustix::fs::FileType::CharacterDevice, 0.into(), 0)
             .unwrap();
         fs::create_dir(root.join("opaque")).unwrap();
         fs::write(root.join("opaque/new"), b"n").unwrap();
@@ -175,6 +175,7 @@ pub(crate) mod tests {
     }
 
     /// (path, type, size, link, uid, gid, mode, xattrs) for each entry.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn list_tar(
         tar_bytes: &[u8],
     ) -> Vec<(String, tar::EntryType, u64, Option<String>, u64, u64, u32, BTreeMap<String, Vec<u8>>)> {

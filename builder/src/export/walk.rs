@@ -186,10 +186,10 @@ impl Walker<'_> {
         if split.is_none() {
             pax.insert("path".into(), e.path.clone());
         }
-        if let Some(link) = &e.link {
-            if link.len() > 100 {
-                pax.insert("linkpath".into(), link.clone());
-            }
+        if let Some(link) = &e.link
+            && link.len() > 100
+        {
+            pax.insert("linkpath".into(), link.clone());
         }
         const MAX_ID: u64 = 0o7777777;
         const MAX_SIZE: u64 = 0o77777777777;

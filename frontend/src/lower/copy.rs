@@ -81,7 +81,7 @@ impl Lowering<'_> {
         visiting: &mut Vec<usize>,
     ) -> Result<(), Diagnostic> {
         let span = command.span;
-        let lexer = self.lexer.clone();
+        let lexer = self.lexer;
         let exp = |st: &StageState, w: &str| expand(&lexer, w, &|k| st.lookup(k), span);
         let from = match &copy.from {
             Some(f) => {
@@ -113,7 +113,7 @@ impl Lowering<'_> {
 
     pub(crate) fn dispatch_add(&mut self, st: &mut StageState, add: &Add, command: &Command) -> Result<(), Diagnostic> {
         let span = command.span;
-        let lexer = self.lexer.clone();
+        let lexer = self.lexer;
         let exp = |st: &StageState, w: &str| expand(&lexer, w, &|k| st.lookup(k), span);
         let checksum = add.checksum.as_deref().map(|c| exp(st, c)).transpose()?;
         let mut sources = Vec::new();

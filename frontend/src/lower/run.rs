@@ -142,7 +142,7 @@ impl Lowering<'_> {
         extra_env: &mut Vec<String>,
         visiting: &mut Vec<usize>,
     ) -> Result<Mount, Diagnostic> {
-        let lexer = self.lexer.clone();
+        let lexer = self.lexer;
         let exp = |w: &Option<String>| -> Result<Option<String>, Diagnostic> {
             w.as_ref().map(|w| expand(&lexer, w, &|k| st.lookup(k), span)).transpose()
         };

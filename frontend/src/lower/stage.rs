@@ -292,7 +292,7 @@ impl Lowering<'_> {
         visiting: &mut Vec<usize>,
     ) -> Result<(), Diagnostic> {
         let span = command.span;
-        let lexer = self.lexer.clone();
+        let lexer = self.lexer;
         let exp = |st: &StageState, word: &str| expand(&lexer, word, &|k| st.lookup(k), span);
         match &command.instruction {
             Instruction::From(_) => unreachable_from(span),

@@ -60,9 +60,7 @@ pub(crate) fn run(
     // /etc/group, which a direct write cannot see: resolve them to ids in
     // the base view first.
     let mut actions = std::borrow::Cow::Borrowed(&op.actions);
-    if direct
-        && let Some((view, _)) = op.base.and_then(|i| roots.get(i))
-    {
+    if direct && let Some((view, _)) = op.base.and_then(|i| roots.get(i)) {
         let mut resolved = op.actions.clone();
         for action in &mut resolved {
             if let FileAction::Copy { chown: Some(c), .. } = action {
@@ -84,7 +82,7 @@ pub(crate) fn run(
         dirs.push(view);
         p
     };
-    let ignores: Vec<Option<std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>>> =
+    let ignores: Vec<Option<super::IgnoreFn>> =
         roots.iter().map(|(_, ctx)| ctx.as_ref().map(|c| c.ignore.clone())).collect();
     let input_roots: Vec<InputRoot<'_>> = roots
         .iter()

@@ -57,13 +57,16 @@ pub trait SourceProvider: Send + Sync {
     ) -> Result<(), String>;
 }
 
+/// `.dockerignore` as a predicate: is this relative slash path excluded?
+pub type IgnoreFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// A local context directory and its ignore rules.
 #[derive(Clone)]
 pub struct ContextDir {
     /// The directory.
     pub root: PathBuf,
-    /// `.dockerignore`: is this relative slash path excluded?
-    pub ignore: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// `.dockerignore` of this context.
+    pub ignore: IgnoreFn,
 }
 
 /// A secret's value. Never printed: `Debug` shows `<redacted>`.
