@@ -43,7 +43,7 @@ echo ".complete" > "$ctx/.dockerignore"
 files=$(find "$ctx/src" -type f | wc -l); size=$(du -sm "$ctx/src" | cut -f1)
 echo "context: $files files, ${size} MB"
 
-store=$WORK/store; rm -rf "$store"
+store=$WORK/store; rm -rf "$store"; sync   # as ../shared/peers does before its cold build
 cold=$(seconds "$RBUILD" --root "$store" build --progress plain -t bench:cold "$ctx")
 noop=$(seconds "$RBUILD" --root "$store" build --progress plain -t bench:cold "$ctx")
 echo "changed $(date +%s%N)" >> "$ctx/src/pkg100/file050.txt"
