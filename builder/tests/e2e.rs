@@ -649,7 +649,8 @@ fn multi_platform_build_writes_an_index() {
             "--platform",
             "linux/amd64,linux/arm64",
             "-t",
-            "multi:latest",
+            &reg.reference("multi-out:latest"),
+            "--push",
             "-o",
             &format!("type=oci,dest={},tar=false", layout.display()),
         ],
@@ -661,6 +662,9 @@ fn multi_platform_build_writes_an_index() {
     let archs: Vec<&str> =
         raw["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
     assert_eq!(archs, ["amd64", "arm64"], "{raw}");
+    // The pushed index lists both platforms in the registry.
+    let pushed = util::skopeo_inspect_raw(&reg.reference("multi-out:latest"));
+    assert_eq!(pushed, raw, "the registry holds the same index as the OCI layout");
     for arch in ["amd64", "arm64"] {
         let config: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
             .args(["inspect", "--config", "--override-arch", arch])

@@ -216,24 +216,30 @@ fn push_all(
     if names.is_empty() {
         bail!("pushing needs an image name: pass `-t NAME` or `-o type=registry,name=NAME`");
     }
-    if index.is_some() {
-        bail!("pushing a multi-platform index is not available yet; push one platform at a time");
-    }
-    let image = &images[0];
     for name in names {
         let r = ImageRef::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         printer.message(&format!("pushing {name}"));
-        let layers: Vec<(String, u64, PathBuf)> =
-            image.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
-        runtime
-            .block_on(registry.push_image(
-                &r,
-                &image.manifest,
-                "application/vnd.oci.image.manifest.v1+json",
-                (&image.config, &image.config_digest),
-                &layers,
-            ))
-            .map_err(|e| anyhow::anyhow!("pushing `{name}`: {e}"))?;
+        // Untagged: manifests of an index are pushed by digest first.
+        let by_digest = ImageRef { tag: None, digest: None, ..r.clone() };
+        for image in images {
+            let layers: Vec<(String, u64, PathBuf)> =
+                image.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
+            let target = if index.is_some() { &by_digest } else { &r };
+            runtime
+                .block_on(registry.push_image(
+                    target,
+                    &image.manifest,
+                    "application/vnd.oci.image.manifest.v1+json",
+                    (&image.config, &image.config_digest),
+                    &layers,
+                ))
+                .map_err(|e| anyhow::anyhow!("pushing `{name}` ({}): {e}", image.platform))?;
+        }
+        if let Some(index) = index {
+            runtime
+                .block_on(registry.push_manifest(&r, index, "application/vnd.oci.image.index.v1+json"))
+                .map_err(|e| anyhow::anyhow!("pushing the index of `{name}`: {e}"))?;
+        }
     }
     Ok(())
 }
