@@ -49,7 +49,6 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         insecure_registries: args.insecure_registry.clone(),
         docker_config_dir: None,
     });
-    let can_chown_any = matches!(mapping, IdMapping::Full);
     let sources = Sources {
         store: store.clone(),
         registry: registry.clone(),
@@ -57,7 +56,6 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         pull: args.pull,
         chown: !matches!(mapping, IdMapping::Single { .. }),
     };
-    let _ = can_chown_any;
     if let IdMapping::Single { .. } = mapping {
         printer.message(&format!("warning: {}", mapping.describe()));
     }

@@ -129,7 +129,6 @@ pub fn assemble(
             empty.push(true);
             continue;
         }
-        let started = Instant::now();
         let mut writer = store.blob_writer()?;
         let opts = LayerOptions { compression: *compression, source_date_epoch: epoch, threads: threads() };
         let info = export::write_layer(&diff, &opts, &mut writer)
@@ -138,7 +137,6 @@ pub fn assemble(
         if digest != info.digest {
             bail!("layer digest mismatch: writer saw {digest}, layer writer reported {}", info.digest);
         }
-        let _ = started;
         store.set_layer_for_snapshot(
             id,
             name,
@@ -188,9 +186,6 @@ pub fn assemble(
 fn history_for(lowered: &LoweredBuild, empty: &[bool], created: &str) -> Vec<History> {
     let mut out = Vec::new();
     let mut layer_index = 0usize;
-    let base_layers_with_history =
-        lowered.history.iter().filter(|h| h.layer.is_none() && !h.history.empty_layer).count();
-    let _ = base_layers_with_history;
     for step in &lowered.history {
         let mut h = step.history.clone();
         if !h.empty_layer {
