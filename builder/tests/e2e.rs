@@ -471,9 +471,7 @@ fn rootless_build_as_a_non_root_user() {
     }
     cmd.arg("--root").arg(&store).args(["build", "--progress", "plain", "-t", "rootless:latest", "-o"]);
     cmd.arg(format!("type=oci,dest={},tar=false", layout.display())).arg(&ctx);
-    let out = cmd.output().unwrap();
-    let out = ok(out);
-    let _ = out;
+    ok(cmd.output().unwrap());
     let listings = layer_listings(&layout).join("\n");
     let owned = listings.lines().find(|l| l.ends_with(" owned")).expect("owned in a layer");
     assert!(owned.contains("1000/1000"), "{owned}");
@@ -481,6 +479,56 @@ fn rootless_build_as_a_non_root_user() {
     assert!(hello.contains("65534/65534"), "{hello}");
     let bundle = umoci_unpack(&layout, "latest");
     assert_eq!(std::fs::read_to_string(bundle.path().join("b/rootfs/uid")).unwrap(), "0\n");
+}
+
+/// A user without subordinate ids: rbuild maps only root, says which
+/// ownership it cannot represent, and still builds.
+#[test]
+fn rootless_build_with_a_single_mapped_id() {
+    if !rustix_is_root() {
+        eprintln!("not root: cannot create the single-id test user; skipped");
+        return;
+    }
+    let exists = Command::new("id").arg("rbuildsingle").output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        run(Command::new("useradd").args(["--system", "--no-create-home", "rbuildsingle"]));
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        assert!(!text.lines().any(|l| l.starts_with("rbuildsingle:")), "rbuildsingle must have no {file} range");
+    }
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-single").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN echo single > /single && id -u > /uid\nCOPY hello.txt /hello.txt\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hi\n").unwrap();
+    run(Command::new("chown").args(["-R", "rbuildsingle"]).arg(base.path()));
+    run(Command::new("chmod").arg("755").arg(base.path()));
+    let local = base.path().join("out");
+    let out = Command::new("runuser")
+        .args(["-u", "rbuildsingle", "--"])
+        .arg(rbuild().get_program())
+        .arg("--root")
+        .arg(base.path().join("store"))
+        .args(["build", "--progress", "plain", "-o"])
+        .arg(format!("type=local,dest={}", local.display()))
+        .arg(&ctx)
+        .env("HOME", base.path())
+        .output()
+        .unwrap();
+    let out = ok(out);
+    assert!(stderr(&out).contains("warning:"), "no single-id warning:\n{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(local.join("single")).unwrap(), "single\n");
+    assert_eq!(std::fs::read_to_string(local.join("uid")).unwrap(), "0\n");
+    assert_eq!(std::fs::read_to_string(local.join("hello.txt")).unwrap(), "hi\n");
 }
 
 fn rustix_is_root() -> bool {
