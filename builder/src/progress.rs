@@ -103,7 +103,9 @@ impl Printer {
             indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
-        bar.set_message(name.to_string());
+        // One line per step: long commands are cut, as BuildKit's tty view does.
+        let short: String = name.lines().next().unwrap_or("").chars().take(100).collect();
+        bar.set_message(if short.len() < name.len() { format!("{short}…") } else { short });
         bar.enable_steady_tick(Duration::from_millis(100));
         Some(bar)
     }
