@@ -654,3 +654,15 @@ fn copy_fallback_mount_overlay_views() {
     );
     assert!(entries(&f.path("mnt")).is_empty(), "the copy is removed");
 }
+
+#[test]
+fn copy_fallback_keeps_writes_next_to_created_mount_points() {
+    let f = Fixture::new();
+    // No /etc in the image: the sandbox creates it for /etc/hosts; what the
+    // command writes there is kept, the mount points are not.
+    std::fs::remove_dir_all(f.path("lower/etc")).unwrap();
+    let spec = f.spec(&["sh", "-c", "echo 'root:x:0:0::/:/bin/sh' > /etc/passwd && mkdir -p /proc/x 2>/dev/null; true"]);
+    check(&f.run_copy(&spec));
+    assert_eq!(upper_tree(&f.path("upper")), ["etc dir 755", "etc/passwd file 644 \"root:x:0:0::/:/bin/sh\\n\""]);
+    assert!(!f.path("work/rootfs-fallback").exists());
+}

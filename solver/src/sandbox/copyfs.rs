@@ -465,29 +465,80 @@ pub(crate) fn clear_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A mount point created in a flattened root by [`create_mount_point`].
+#[derive(Debug, Clone)]
+pub(crate) struct MountPoint {
+    /// The existing directory it was created in (relative to the root).
+    existing: PathBuf,
+    /// `existing`'s times before, restored when nothing else changed it.
+    times: ((i64, i64), (i64, i64)),
+    /// Created paths, outermost first; the last one is the mount point.
+    created: Vec<PathBuf>,
+    /// The mount point is a file.
+    file: bool,
+}
+
+impl MountPoint {
+    /// The mount point itself (relative), always left out of the diff.
+    pub(crate) fn path(&self) -> &Path {
+        self.created.last().map_or(Path::new(""), PathBuf::as_path)
+    }
+}
+
 /// Creates a missing mount point in a flattened root: the components
 /// `missing` under the existing directory `existing` (both relative to
-/// `root`); the last one is a file when `file`. Returns the top-most created
-/// path (relative), to be left out of the diff. The existing directory's
+/// `root`); the last one is a file when `file`. The existing directory's
 /// times are restored so that it does not count as changed.
-pub(crate) fn create_mount_point(root: &Path, existing: &Path, missing: &[String], file: bool) -> io::Result<PathBuf> {
+pub(crate) fn create_mount_point(
+    root: &Path,
+    existing: &Path,
+    missing: &[String],
+    file: bool,
+) -> io::Result<MountPoint> {
     let base = root.join(existing);
     let md = std::fs::symlink_metadata(&base)?;
-    let mut p = base.clone();
+    let times = (atime(&md), (md.mtime(), md.mtime_nsec()));
+    let mut rel = existing.to_path_buf();
+    let mut created = Vec::new();
     for (i, comp) in missing.iter().enumerate() {
-        p.push(comp);
+        rel.push(comp);
+        let p = root.join(&rel);
         if i + 1 == missing.len() && file {
             std::fs::File::create(&p)?;
         } else {
-            match std::fs::create_dir(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
+            std::fs::create_dir(&p)?;
+        }
+        created.push(rel.clone());
+    }
+    set_times(&base, times.0, times.1)?;
+    Ok(MountPoint { existing: existing.to_path_buf(), times, created, file })
+}
+
+/// Undoes [`create_mount_point`] once the mounts are gone: removes the mount
+/// point and the directories created for it unless something was written
+/// into them (those stay, as overlayfs copies up a stub's directory).
+pub(crate) fn remove_mount_point(root: &Path, mp: &MountPoint) -> io::Result<()> {
+    let base = root.join(&mp.existing);
+    let md = std::fs::symlink_metadata(&base)?;
+    let untouched = (md.mtime(), md.mtime_nsec()) == mp.times.1;
+    for (i, rel) in mp.created.iter().enumerate().rev() {
+        let p = root.join(rel);
+        let removed = if i + 1 == mp.created.len() && mp.file {
+            std::fs::remove_file(&p)
+        } else {
+            std::fs::remove_dir(&p)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Not empty (or replaced): the command used it; keep the rest.
+            Err(_) => return Ok(()),
         }
     }
-    set_times(&base, atime(&md), (md.mtime(), md.mtime_nsec()))?;
-    Ok(existing.join(missing.first().map(String::as_str).unwrap_or("")))
+    if untouched {
+        set_times(&base, mp.times.0, mp.times.1)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -613,12 +664,23 @@ mod tests {
         std::fs::create_dir(&upper).unwrap();
         let mut m = Merged::new(&lowers).unwrap();
         m.flatten(&target, false).unwrap();
-        let mut ignore = BTreeSet::new();
-        ignore.insert(create_mount_point(&target, Path::new("a"), &["hosts".into()], true).unwrap());
-        ignore.insert(create_mount_point(&target, Path::new(""), &["proc".into(), "x".into()], false).unwrap());
-        assert_eq!(ignore, [PathBuf::from("a/hosts"), PathBuf::from("proc")].into());
+        let mps = [
+            create_mount_point(&target, Path::new("a"), &["hosts".into()], true).unwrap(),
+            create_mount_point(&target, Path::new(""), &["proc".into(), "x".into()], false).unwrap(),
+            create_mount_point(&target, Path::new(""), &["etc".into(), "resolv.conf".into()], true).unwrap(),
+        ];
+        let ignore: BTreeSet<PathBuf> = mps.iter().map(|m| m.path().to_path_buf()).collect();
+        assert_eq!(
+            ignore,
+            [PathBuf::from("a/hosts"), PathBuf::from("proc/x"), PathBuf::from("etc/resolv.conf")].into()
+        );
+        // The command wrote next to one mount point: that directory stays.
+        write(&target.join("etc/passwd"), "root");
+        for mp in mps.iter().rev() {
+            remove_mount_point(&target, mp).unwrap();
+        }
         m.diff(&target, &upper, &ignore).unwrap();
-        assert!(tree(&upper).is_empty(), "{:?}", tree(&upper));
+        assert_eq!(tree(&upper), ["etc/", "etc/passwd"]);
         clear_dir(&target).unwrap();
         assert!(tree(&target).is_empty());
     }

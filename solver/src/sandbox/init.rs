@@ -77,12 +77,12 @@ fn report(err: Option<&OwnedFd>, e: &SandboxError) {
 /// The copy fallback of a `RUN` root: the layers flattened into a private
 /// directory (next to the work dir, on the snapshot's file system), the
 /// overlay extra mounts flattened beside it, and the mount points created
-/// in the root, which the diff leaves out.
+/// in the root, removed again before the diff.
 struct Fallback {
     dir: PathBuf,
     root: PathBuf,
     merged: copyfs::Merged,
-    ignore: std::collections::BTreeSet<PathBuf>,
+    mount_points: Vec<copyfs::MountPoint>,
     /// The spec with overlay mounts turned into binds of their copies.
     spec: RunSpec,
 }
@@ -124,21 +124,26 @@ impl Fallback {
             };
             targets.push((m.target.as_str(), file));
         }
-        let mut ignore = std::collections::BTreeSet::new();
+        let mut mount_points = Vec::new();
         for (t, file) in targets {
             let r = Linux.resolve(&root, t).map_err(|source| SandboxError::Prepare { path: t.to_string(), source })?;
             if !r.missing.is_empty() {
-                let made = copyfs::create_mount_point(&root, &r.existing, &r.missing, file)
-                    .map_err(|source| SandboxError::Prepare { path: t.to_string(), source })?;
-                ignore.insert(made);
+                mount_points.push(
+                    copyfs::create_mount_point(&root, &r.existing, &r.missing, file)
+                        .map_err(|source| SandboxError::Prepare { path: t.to_string(), source })?,
+                );
             }
         }
-        Ok(Fallback { dir, root, merged, ignore, spec })
+        Ok(Fallback { dir, root, merged, mount_points, spec })
     }
 
     /// Writes the changes to the upper dir, then removes the copies.
     fn finish(self, upper: &Path) -> Result<(), SandboxError> {
-        self.merged.diff(&self.root, upper, &self.ignore).map_err(copy_err("write the changes of", &self.root))?;
+        for mp in self.mount_points.iter().rev() {
+            copyfs::remove_mount_point(&self.root, mp).map_err(copy_err("remove mount points from", &self.root))?;
+        }
+        let ignore = self.mount_points.iter().map(|m| m.path().to_path_buf()).collect();
+        self.merged.diff(&self.root, upper, &ignore).map_err(copy_err("write the changes of", &self.root))?;
         std::fs::remove_dir_all(&self.dir).map_err(copy_err("remove", &self.dir))
     }
 }

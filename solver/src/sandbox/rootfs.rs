@@ -361,6 +361,29 @@ mod tests {
     }
 
     #[test]
+    fn refused_overlays_are_recognisable_across_the_error_pipe() {
+        for errno in [libc::EPERM, libc::EINVAL, libc::ENODEV, libc::EOPNOTSUPP] {
+            let e = overlay_err("/tmp/root")(std::io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, SandboxError::OverlayRefused { .. }));
+            assert!(super::super::error_chain(&e).starts_with(super::super::OVERLAY_REFUSED));
+        }
+        let e = overlay_err("/tmp/root")(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(matches!(e, SandboxError::Mount { step: "mount overlay", .. }));
+    }
+
+    #[test]
+    fn a_flattened_root_is_bound_instead_of_overlaid() {
+        let rec = Recorder::default();
+        setup(&rec, &spec(), Some(Path::new("/flat"))).unwrap();
+        let calls = rec.calls.borrow();
+        assert!(!calls.iter().any(|c| c.starts_with("overlay")), "{calls:#?}");
+        // Captured before the scratch tmpfs may hide it, attached as the root.
+        assert!(position(&calls, "clone /flat") < position(&calls, "attach_at /tmp"));
+        assert!(position(&calls, "attach_at /tmp/root") < position(&calls, "attach /tmp/root /proc"));
+        assert_eq!(calls.last().unwrap(), "pivot_root /tmp/root");
+    }
+
+    #[test]
     fn relative_targets_are_rejected() {
         let rec = Recorder::default();
         let mut s = spec();
