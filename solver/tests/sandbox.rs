@@ -93,7 +93,8 @@ impl Fixture {
 
     fn run(&self, spec: &RunSpec) -> Output {
         let p = self.write_spec(spec);
-        Command::new(example()).arg("run").arg(&p).output().unwrap()
+        // The kernel overlay, whatever the caller's environment says.
+        Command::new(example()).env_remove("RBUILD_OVERLAY").arg("run").arg(&p).output().unwrap()
     }
 }
 
@@ -661,8 +662,21 @@ fn copy_fallback_keeps_writes_next_to_created_mount_points() {
     // No /etc in the image: the sandbox creates it for /etc/hosts; what the
     // command writes there is kept, the mount points are not.
     std::fs::remove_dir_all(f.path("lower/etc")).unwrap();
-    let spec = f.spec(&["sh", "-c", "echo 'root:x:0:0::/:/bin/sh' > /etc/passwd && mkdir -p /proc/x 2>/dev/null; true"]);
+    let spec =
+        f.spec(&["sh", "-c", "echo 'root:x:0:0::/:/bin/sh' > /etc/passwd && mkdir -p /proc/x 2>/dev/null; true"]);
     check(&f.run_copy(&spec));
     assert_eq!(upper_tree(&f.path("upper")), ["etc dir 755", "etc/passwd file 644 \"root:x:0:0::/:/bin/sh\\n\""]);
     assert!(!f.path("work/rootfs-fallback").exists());
+}
+
+#[test]
+fn copy_fallback_recreated_dirs_are_opaque_and_setup_errors_name_the_path() {
+    let f = Fixture::new().with_changeable_files();
+    check(&f.run_copy(&f.spec(&["sh", "-c", "rm -r /dir && mkdir /dir && touch /dir/b && chmod 644 /dir/b"])));
+    assert_eq!(upper_tree(&f.path("upper")), ["dir dir 755 opaque", "dir/b file 644 \"\""]);
+    let mut spec = f.spec(&["true"]);
+    spec.lowerdirs.push(f.path("does-not-exist"));
+    let o = f.run_copy(&spec);
+    assert_eq!(o.status.code(), Some(90));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does-not-exist"), "{}", String::from_utf8_lossy(&o.stderr));
 }

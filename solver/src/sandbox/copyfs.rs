@@ -89,7 +89,24 @@ pub(crate) struct Merged {
     entries: BTreeMap<PathBuf, Entry>,
 }
 
+/// Adds the path to an I/O error (the message is all that reaches the user).
+fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("`{}`: {e}", path.display()))
+}
+
+fn read_dir_sorted(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>())
+        .map_err(at(dir))?;
+    names.sort();
+    Ok(names)
+}
+
 fn read_meta(path: &Path) -> io::Result<(Meta, std::fs::Metadata)> {
+    read_meta_inner(path).map_err(at(path))
+}
+
+fn read_meta_inner(path: &Path) -> io::Result<(Meta, std::fs::Metadata)> {
     let md = std::fs::symlink_metadata(path)?;
     let ft = md.file_type();
     let kind = if ft.is_dir() {
@@ -174,13 +191,10 @@ impl Merged {
     }
 
     fn walk_layer(&mut self, layer: &Path, rel: &Path) -> io::Result<()> {
-        let mut names: Vec<_> =
-            std::fs::read_dir(layer.join(rel))?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
+        for name in read_dir_sorted(&layer.join(rel))? {
             let p = rel.join(&name);
             let src = layer.join(&p);
-            let md = std::fs::symlink_metadata(&src)?;
+            let md = std::fs::symlink_metadata(&src).map_err(at(&src))?;
             if is_whiteout(&md) {
                 self.remove_tree(&p);
                 continue;
@@ -221,41 +235,47 @@ impl Merged {
     pub(crate) fn flatten(&mut self, target: &Path, link: bool) -> io::Result<()> {
         for (rel, e) in &self.entries {
             let dst = target.join(rel);
-            let mut linked = false;
-            match &e.meta.kind {
-                Kind::Dir if rel.as_os_str().is_empty() => {}
-                Kind::Dir => std::fs::create_dir(&dst)?,
-                Kind::File => {
-                    linked = link && std::fs::hard_link(&e.src, &dst).is_ok();
-                    if !linked {
-                        std::fs::copy(&e.src, &dst)?;
-                    }
-                }
-                Kind::Symlink(t) => std::os::unix::fs::symlink(t, &dst)?,
-                Kind::Special(fmt, rdev) => match mknod(&dst, *fmt, e.meta.mode, *rdev) {
-                    Ok(()) => {}
-                    // Device nodes cannot be created in a user namespace;
-                    // the sandbox provides its own /dev.
-                    Err(err) if err.raw_os_error() == Some(libc::EPERM) => continue,
-                    Err(err) => return Err(err),
-                },
-            }
-            if !linked {
-                set_attrs(&dst, &e.meta)?;
-                if e.meta.kind != Kind::Dir {
-                    set_times(&dst, e.atime, e.meta.mtime)?;
-                }
-            }
+            self.flatten_one(e, rel, &dst, link).map_err(at(&dst))?;
         }
         // Directory times last: creating the children changed them.
         for (rel, e) in self.entries.iter().rev() {
             if e.meta.kind == Kind::Dir {
-                set_times(&target.join(rel), e.atime, e.meta.mtime)?;
+                let dst = target.join(rel);
+                set_times(&dst, e.atime, e.meta.mtime).map_err(at(&dst))?;
             }
         }
         for (rel, e) in self.entries.iter_mut() {
             if let Ok(md) = std::fs::symlink_metadata(target.join(rel)) {
                 e.flat = Some((md.ino(), md.ctime(), md.ctime_nsec()));
+            }
+        }
+        Ok(())
+    }
+
+    fn flatten_one(&self, e: &Entry, rel: &Path, dst: &Path, link: bool) -> io::Result<()> {
+        let mut linked = false;
+        match &e.meta.kind {
+            Kind::Dir if rel.as_os_str().is_empty() => {}
+            Kind::Dir => std::fs::create_dir(dst)?,
+            Kind::File => {
+                linked = link && std::fs::hard_link(&e.src, dst).is_ok();
+                if !linked {
+                    std::fs::copy(&e.src, dst)?;
+                }
+            }
+            Kind::Symlink(t) => std::os::unix::fs::symlink(t, dst)?,
+            Kind::Special(fmt, rdev) => match mknod(dst, *fmt, e.meta.mode, *rdev) {
+                Ok(()) => {}
+                // Device nodes cannot be created in a user namespace; the
+                // sandbox provides its own /dev.
+                Err(err) if err.raw_os_error() == Some(libc::EPERM) => return Ok(()),
+                Err(err) => return Err(err),
+            },
+        }
+        if !linked {
+            set_attrs(dst, &e.meta)?;
+            if e.meta.kind != Kind::Dir {
+                set_times(dst, e.atime, e.meta.mtime)?;
             }
         }
         Ok(())
@@ -309,11 +329,7 @@ struct Differ<'a> {
 
 impl Differ<'_> {
     fn walk(&mut self, rel: &Path) -> io::Result<()> {
-        let mut names: Vec<_> = std::fs::read_dir(self.target.join(rel))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()?;
-        names.sort();
-        for name in names {
+        for name in read_dir_sorted(&self.target.join(rel))? {
             let p = rel.join(&name);
             if self.ignore.contains(&p) {
                 continue;
@@ -322,6 +338,11 @@ impl Differ<'_> {
             let (meta, md) = read_meta(&src)?;
             match self.merged.entries.get(&p) {
                 None => self.copy_up(&p, &meta, false)?,
+                // Removed and created again (`rm -r d && mkdir d`): nothing
+                // below it comes from the lowers, as overlayfs marks it.
+                Some(low) if meta.kind == Kind::Dir && low.flat.is_some_and(|f| f.0 != md.ino()) => {
+                    self.copy_up(&p, &meta, true)?
+                }
                 Some(low) if low.meta.kind == Kind::Dir && meta.kind == Kind::Dir => {
                     self.present_dirs.insert(p.clone());
                     if low.meta != meta {
@@ -379,10 +400,7 @@ impl Differ<'_> {
                 if opaque {
                     rustix::fs::lsetxattr(&dst, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())?;
                 }
-                let mut names: Vec<_> =
-                    std::fs::read_dir(&src)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
-                names.sort();
-                for name in names {
+                for name in read_dir_sorted(&src)? {
                     let p = rel.join(name);
                     if self.ignore.contains(&p) {
                         continue;
@@ -523,11 +541,8 @@ pub(crate) fn remove_mount_point(root: &Path, mp: &MountPoint) -> io::Result<()>
     let untouched = (md.mtime(), md.mtime_nsec()) == mp.times.1;
     for (i, rel) in mp.created.iter().enumerate().rev() {
         let p = root.join(rel);
-        let removed = if i + 1 == mp.created.len() && mp.file {
-            std::fs::remove_file(&p)
-        } else {
-            std::fs::remove_dir(&p)
-        };
+        let removed =
+            if i + 1 == mp.created.len() && mp.file { std::fs::remove_file(&p) } else { std::fs::remove_dir(&p) };
         match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -554,7 +569,8 @@ mod tests {
     fn tree(root: &Path) -> Vec<String> {
         let mut out = Vec::new();
         fn go(root: &Path, rel: &Path, out: &mut Vec<String>) {
-            let mut names: Vec<_> = std::fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names: Vec<_> =
+                std::fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
             names.sort();
             for n in names {
                 let p = rel.join(n);

@@ -150,7 +150,8 @@ impl Fallback {
 
 fn intermediate(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
     let fallback = if copyfs::use_copy() { Some(Fallback::prepare(spec)?) } else { None };
-    let code = supervise(fallback.as_ref().map_or(spec, |f| &f.spec), fallback.as_ref().map(|f| f.root.as_path()), err)?;
+    let code =
+        supervise(fallback.as_ref().map_or(spec, |f| &f.spec), fallback.as_ref().map(|f| f.root.as_path()), err)?;
     if let Some(f) = fallback {
         // Pid 1 is gone, and with it its mount namespace: what is left in
         // the root is what the command wrote.

@@ -3,8 +3,8 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::{SandboxError, copyfs};
 use super::syscall::{Linux, Syscall};
+use super::{SandboxError, copyfs};
 
 /// A view made by [`mount_overlay`]: a mount, or a flattened copy when the
 /// kernel refuses overlayfs ([`super::copyfs`]). Dropping it unmounts
@@ -21,7 +21,11 @@ enum Kind {
     Mount,
     /// A flattened copy of the lowers, read-only (a read-only bind mount of
     /// itself over hard links into the snapshots) or writable (copies).
-    Copy { merged: Box<copyfs::Merged>, upper: Option<PathBuf>, ro_bind: bool },
+    Copy {
+        merged: Box<copyfs::Merged>,
+        upper: Option<PathBuf>,
+        ro_bind: bool,
+    },
     /// Already finished.
     Done,
 }
@@ -40,11 +44,9 @@ impl MountGuard {
     pub fn finish(mut self) -> Result<(), SandboxError> {
         let t = self.target.display().to_string();
         match std::mem::replace(&mut self.kind, Kind::Done) {
-            Kind::Mount => Linux.unmount(&self.target).map_err(|source| SandboxError::Mount {
-                step: "unmount",
-                target: t,
-                source,
-            }),
+            Kind::Mount => {
+                Linux.unmount(&self.target).map_err(|source| SandboxError::Mount { step: "unmount", target: t, source })
+            }
             Kind::Copy { merged, upper, ro_bind } => {
                 if ro_bind {
                     Linux.unmount(&self.target).map_err(|source| SandboxError::Mount {
@@ -54,10 +56,8 @@ impl MountGuard {
                     })?;
                 }
                 if let Some(up) = &upper {
-                    merged.diff(&self.target, up, &Default::default()).map_err(|source| SandboxError::CopyFallback {
-                        step: "write the changes of",
-                        path: t.clone(),
-                        source,
+                    merged.diff(&self.target, up, &Default::default()).map_err(|source| {
+                        SandboxError::CopyFallback { step: "write the changes of", path: t.clone(), source }
                     })?;
                 }
                 copyfs::clear_dir(&self.target).map_err(|source| SandboxError::CopyFallback {
