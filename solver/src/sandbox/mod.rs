@@ -16,6 +16,13 @@
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).
 //!
+//! Where the kernel refuses overlayfs in the user namespace (older kernels,
+//! an upper dir on NFS, ...), or with `RBUILD_OVERLAY=copy`, both fall back
+//! to `copyfs`: the layers are flattened into a plain directory and, after
+//! the `RUN` (or at [`MountGuard::finish`]), what changed is written to the
+//! upper dir in overlay format. [`spawn`] notices a refusal reported by the
+//! init and retries once in that mode.
+//!
 //! Raw syscalls live behind the [`syscall::Syscall`] trait (real Linux
 //! implementation plus a recording fake for unit tests of the ordering
 //! logic), following youki's layout. This is the only module of the project
