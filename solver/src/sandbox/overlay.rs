@@ -7,7 +7,7 @@ use super::syscall::{Linux, Syscall};
 use super::{SandboxError, copyfs};
 
 /// A view made by [`mount_overlay`]: a mount, or a flattened copy when the
-/// kernel refuses overlayfs ([`super::copyfs`]). Dropping it unmounts
+/// kernel refuses overlayfs (the copy fallback). Dropping it unmounts
 /// (lazily, `MNT_DETACH`) or removes the copy; [`MountGuard::finish`] also
 /// writes a copy's changes to the upper dir.
 #[derive(Debug)]
