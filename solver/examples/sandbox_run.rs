@@ -105,7 +105,8 @@ fn main() {
                 .args(&args[sep + 2..])
                 .status()
                 .unwrap_or_else(|e| fail(format!("running command: {e}")));
-            drop(guard);
+            // Writable copy-fallback views write their changes to the upper dir here.
+            guard.finish().unwrap_or_else(|e| fail(chain(&e)));
             std::process::exit(status.code().unwrap_or(1));
         }
         _ => fail("usage: sandbox_run mapping | run <spec> | bench <spec> <n> | kill <spec> <ms> | overlay ...".into()),

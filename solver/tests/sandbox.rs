@@ -93,7 +93,8 @@ impl Fixture {
 
     fn run(&self, spec: &RunSpec) -> Output {
         let p = self.write_spec(spec);
-        Command::new(example()).arg("run").arg(&p).output().unwrap()
+        // The kernel overlay, whatever the caller's environment says.
+        Command::new(example()).env_remove("RBUILD_OVERLAY").arg("run").arg(&p).output().unwrap()
     }
 }
 
@@ -483,4 +484,199 @@ fn non_root_with_a_single_id() {
     let meta = std::fs::symlink_metadata(f.path("upper/f")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
     assert!(std::fs::symlink_metadata(f.path("upper/etc/group")).unwrap().file_type().is_char_device());
+}
+
+// ---- copy fallback (RBUILD_OVERLAY=copy) -----------------------------------
+
+/// Every entry below `dir` with its type, mode and content (files, symlink
+/// targets; whiteouts and opaque markers shown): what an upper dir means.
+fn upper_tree(dir: &Path) -> Vec<String> {
+    fn go(root: &Path, rel: &Path, out: &mut Vec<String>) {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        for n in names {
+            let p = rel.join(n);
+            let full = root.join(&p);
+            let md = std::fs::symlink_metadata(&full).unwrap();
+            let mode = md.mode() & 0o7777;
+            let desc = if md.is_dir() {
+                let mut buf = [0u8; 4];
+                let opaque = rustix::fs::lgetxattr(&full, "user.overlay.opaque", &mut buf[..]).is_ok();
+                format!("dir {mode:o}{}", if opaque { " opaque" } else { "" })
+            } else if md.file_type().is_char_device() {
+                format!("char {}", md.rdev())
+            } else if md.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&full).unwrap().display())
+            } else {
+                format!("file {mode:o} {:?}", std::fs::read_to_string(&full).unwrap())
+            };
+            out.push(format!("{} {desc}", p.display()));
+            if md.is_dir() {
+                go(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(dir, Path::new(""), &mut out);
+    out
+}
+
+impl Fixture {
+    /// Lower files the copy-fallback tests change, plus a second layer `top`.
+    fn with_changeable_files(self) -> Fixture {
+        std::fs::create_dir_all(self.path("lower/data")).unwrap();
+        std::fs::write(self.path("lower/data/keep"), "keep\n").unwrap();
+        std::fs::write(self.path("lower/data/gone"), "gone\n").unwrap();
+        std::fs::write(self.path("lower/data/mod"), "old\n").unwrap();
+        std::fs::create_dir_all(self.path("lower/dir/sub")).unwrap();
+        std::fs::write(self.path("lower/dir/sub/x"), "x").unwrap();
+        std::fs::write(self.path("lower/perm"), "p\n").unwrap();
+        std::fs::set_permissions(self.path("lower/perm"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::create_dir_all(self.path("top")).unwrap();
+        std::fs::write(self.path("top/value"), "top\n").unwrap();
+        let st = Command::new("mknod").arg(self.path("top/perm")).args(["c", "0", "0"]).status().unwrap();
+        assert!(st.success(), "mknod whiteout");
+        std::fs::write(self.path("top/perm"), "").expect_err("a whiteout is not writable");
+        self
+    }
+
+    fn run_copy(&self, spec: &RunSpec) -> Output {
+        let p = self.write_spec(spec);
+        Command::new(example()).env("RBUILD_OVERLAY", "copy").arg("run").arg(&p).output().unwrap()
+    }
+}
+
+const CHANGES: &str = "echo new > /created && echo changed > /data/mod && rm /data/gone && rm -r /dir \
+     && echo f > /dir && chmod 600 /perm && cat /etc/hosts /view/value && ls /proc/self >/dev/null \
+     && ! test -e /view/perm";
+
+#[test]
+fn copy_fallback_run_writes_the_same_upper_as_overlayfs() {
+    let mut uppers = Vec::new();
+    for copy in [false, true] {
+        let f = Fixture::new().with_changeable_files();
+        // `top` deletes `perm` in the view, not in the root.
+        let mut spec = f.spec(&["sh", "-c", CHANGES]);
+        spec.mounts.push(ExtraMount {
+            target: "/view".into(),
+            source: MountSource::Overlay { lowerdirs: vec![f.path("lower"), f.path("top")], readonly: true },
+        });
+        let out = check(&if copy { f.run_copy(&spec) } else { f.run(&spec) });
+        assert_eq!(out, "127.0.0.1 localhost\ntop\n");
+        let tree = upper_tree(&f.path("upper"));
+        // Nothing else: no /proc, /dev, /etc/hosts or /view mount point.
+        assert_eq!(
+            tree,
+            [
+                "created file 644 \"new\\n\"",
+                "data dir 755",
+                "data/gone char 0",
+                "data/mod file 644 \"changed\\n\"",
+                "dir file 644 \"f\\n\"",
+                "perm file 600 \"p\\n\"",
+            ],
+            "copy={copy}"
+        );
+        // The flattened root is gone, the lowers untouched.
+        assert!(!f.path("work/rootfs-fallback").exists());
+        assert_eq!(std::fs::read_to_string(f.path("lower/data/mod")).unwrap(), "old\n");
+        assert_eq!(std::fs::metadata(f.path("lower/perm")).unwrap().mode() & 0o777, 0o644);
+        uppers.push(tree);
+    }
+    assert_eq!(uppers[0], uppers[1]);
+}
+
+#[test]
+fn copy_fallback_noop_run_and_replaced_dir() {
+    let f = Fixture::new().with_changeable_files();
+    // The root is a bind mount of the flattened copy, not an overlay.
+    let mounts = check(&f.run_copy(&f.spec(&["cat", "/proc/mounts"])));
+    let root_fs = |mounts: &str| {
+        let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some("/")).unwrap_or_default();
+        line.split(' ').nth(2).unwrap_or_default().to_string()
+    };
+    assert!(!["", "overlay"].contains(&root_fs(&mounts).as_str()), "{mounts}");
+    let normal = check(&f.run(&f.spec(&["cat", "/proc/mounts"])));
+    assert_eq!(root_fs(&normal), "overlay", "{normal}");
+    assert!(upper_tree(&f.path("upper")).is_empty(), "{:?}", upper_tree(&f.path("upper")));
+    let f = Fixture::new().with_changeable_files();
+    // A file replaced by a directory: opaque, as overlayfs marks it.
+    let out = check(&f.run_copy(&f.spec(&["sh", "-c", "rm /perm && mkdir /perm && echo y > /perm/in && id -u"])));
+    assert_eq!(out, "0\n");
+    assert_eq!(upper_tree(&f.path("upper")), ["perm dir 755 opaque", "perm/in file 644 \"y\\n\""]);
+}
+
+#[test]
+fn copy_fallback_mount_overlay_views() {
+    let f = Fixture::new().with_changeable_files();
+    std::fs::create_dir_all(f.path("mnt")).unwrap();
+    let mnt = f.path("mnt").display().to_string();
+    let lower = f.path("lower").display().to_string();
+    let top = f.path("top").display().to_string();
+    let overlay = |upper: &str, work: &str, script: String| {
+        Command::new(example())
+            .env("RBUILD_OVERLAY", "copy")
+            .args(["overlay", &mnt, upper, work, &lower, &top, "--", "sh", "-c"])
+            .arg(script)
+            .output()
+            .unwrap()
+    };
+    // Read-only: merged (whiteout applied), not writable, not even through hard links.
+    let o = overlay(
+        "-",
+        "-",
+        format!(
+            "cat {mnt}/value {mnt}/data/keep && ! test -e {mnt}/perm && ! touch {mnt}/x 2>/dev/null \
+             && ! sh -c 'echo y >> {mnt}/data/keep' 2>/dev/null"
+        ),
+    );
+    assert_eq!(check(&o), "top\nkeep\n");
+    assert!(entries(&f.path("mnt")).is_empty(), "the copy is removed");
+    assert_eq!(std::fs::read_to_string(f.path("lower/data/keep")).unwrap(), "keep\n");
+    // Writable: changes land in upper in overlay format, nothing else.
+    let up = f.path("upper").display().to_string();
+    let wk = f.path("work").display().to_string();
+    let script = format!(
+        "echo new > {mnt}/created && echo changed > {mnt}/data/mod && rm {mnt}/data/gone && rm -r {mnt}/dir \
+         && echo f > {mnt}/dir && rm {mnt}/value && chmod 600 {mnt}/bin"
+    );
+    check(&overlay(&up, &wk, script));
+    assert_eq!(
+        upper_tree(&f.path("upper")),
+        [
+            "bin dir 600",
+            "created file 644 \"new\\n\"",
+            "data dir 755",
+            "data/gone char 0",
+            "data/mod file 644 \"changed\\n\"",
+            "dir file 644 \"f\\n\"",
+            "value char 0",
+        ]
+    );
+    assert!(entries(&f.path("mnt")).is_empty(), "the copy is removed");
+}
+
+#[test]
+fn copy_fallback_keeps_writes_next_to_created_mount_points() {
+    let f = Fixture::new();
+    // No /etc in the image: the sandbox creates it for /etc/hosts; what the
+    // command writes there is kept, the mount points are not.
+    std::fs::remove_dir_all(f.path("lower/etc")).unwrap();
+    let spec =
+        f.spec(&["sh", "-c", "echo 'root:x:0:0::/:/bin/sh' > /etc/passwd && mkdir -p /proc/x 2>/dev/null; true"]);
+    check(&f.run_copy(&spec));
+    assert_eq!(upper_tree(&f.path("upper")), ["etc dir 755", "etc/passwd file 644 \"root:x:0:0::/:/bin/sh\\n\""]);
+    assert!(!f.path("work/rootfs-fallback").exists());
+}
+
+#[test]
+fn copy_fallback_recreated_dirs_are_opaque_and_setup_errors_name_the_path() {
+    let f = Fixture::new().with_changeable_files();
+    check(&f.run_copy(&f.spec(&["sh", "-c", "rm -r /dir && mkdir /dir && touch /dir/b && chmod 644 /dir/b"])));
+    assert_eq!(upper_tree(&f.path("upper")), ["dir dir 755 opaque", "dir/b file 644 \"\""]);
+    let mut spec = f.spec(&["true"]);
+    spec.lowerdirs.push(f.path("does-not-exist"));
+    let o = f.run_copy(&spec);
+    assert_eq!(o.status.code(), Some(90));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does-not-exist"), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use rustix::thread::UnshareFlags;
 
 use super::syscall::{Linux, Syscall};
-use super::{Network, RunSpec, SandboxError, error_chain, passwd, rootfs};
+use super::{MountSource, Network, RunSpec, SandboxError, copyfs, error_chain, passwd, rootfs};
 
 /// Environment marker of a re-executed sandbox init.
 pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
@@ -74,7 +74,93 @@ fn report(err: Option<&OwnedFd>, e: &SandboxError) {
     }
 }
 
+/// The copy fallback of a `RUN` root: the layers flattened into a private
+/// directory (next to the work dir, on the snapshot's file system), the
+/// overlay extra mounts flattened beside it, and the mount points created
+/// in the root, removed again before the diff.
+struct Fallback {
+    dir: PathBuf,
+    root: PathBuf,
+    merged: copyfs::Merged,
+    mount_points: Vec<copyfs::MountPoint>,
+    /// The spec with overlay mounts turned into binds of their copies.
+    spec: RunSpec,
+}
+
+fn copy_err(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let path = path.display().to_string();
+    move |source| SandboxError::CopyFallback { step, path, source }
+}
+
+impl Fallback {
+    fn prepare(spec: &RunSpec) -> Result<Fallback, SandboxError> {
+        let dir = spec.workdir.join("rootfs-fallback");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(copy_err("clean", &dir))?;
+        }
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).map_err(copy_err("create", &root))?;
+        let mut merged = copyfs::Merged::new(&spec.lowerdirs).map_err(copy_err("read the layers of", &root))?;
+        merged.flatten(&root, false).map_err(copy_err("flatten layers into", &root))?;
+        let mut spec = spec.clone();
+        for (i, m) in spec.mounts.iter_mut().enumerate() {
+            if let MountSource::Overlay { lowerdirs, readonly } = &m.source {
+                let d = dir.join(format!("mount{i}"));
+                std::fs::create_dir(&d).map_err(copy_err("create", &d))?;
+                // A read-only copy may share the snapshots' inodes (it is
+                // bind-mounted read-only); a writable one is discarded.
+                copyfs::Merged::new(lowerdirs)
+                    .and_then(|mut mm| mm.flatten(&d, *readonly))
+                    .map_err(copy_err("flatten layers into", &d))?;
+                m.source = MountSource::Bind { source: d, readonly: *readonly };
+            }
+        }
+        let mut targets: Vec<(&str, bool)> =
+            vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
+        for m in &spec.mounts {
+            let file = match &m.source {
+                MountSource::Bind { source, .. } => !std::fs::metadata(source).is_ok_and(|md| md.is_dir()),
+                _ => false,
+            };
+            targets.push((m.target.as_str(), file));
+        }
+        let mut mount_points = Vec::new();
+        for (t, file) in targets {
+            let r = Linux.resolve(&root, t).map_err(|source| SandboxError::Prepare { path: t.to_string(), source })?;
+            if !r.missing.is_empty() {
+                mount_points.push(
+                    copyfs::create_mount_point(&root, &r.existing, &r.missing, file)
+                        .map_err(|source| SandboxError::Prepare { path: t.to_string(), source })?,
+                );
+            }
+        }
+        Ok(Fallback { dir, root, merged, mount_points, spec })
+    }
+
+    /// Writes the changes to the upper dir, then removes the copies.
+    fn finish(self, upper: &Path) -> Result<(), SandboxError> {
+        for mp in self.mount_points.iter().rev() {
+            copyfs::remove_mount_point(&self.root, mp).map_err(copy_err("remove mount points from", &self.root))?;
+        }
+        let ignore = self.mount_points.iter().map(|m| m.path().to_path_buf()).collect();
+        self.merged.diff(&self.root, upper, &ignore).map_err(copy_err("write the changes of", &self.root))?;
+        std::fs::remove_dir_all(&self.dir).map_err(copy_err("remove", &self.dir))
+    }
+}
+
 fn intermediate(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
+    let fallback = if copyfs::use_copy() { Some(Fallback::prepare(spec)?) } else { None };
+    let code =
+        supervise(fallback.as_ref().map_or(spec, |f| &f.spec), fallback.as_ref().map(|f| f.root.as_path()), err)?;
+    if let Some(f) = fallback {
+        // Pid 1 is gone, and with it its mount namespace: what is left in
+        // the root is what the command wrote.
+        f.finish(&spec.upperdir)?;
+    }
+    Ok(code)
+}
+
+fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
     let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
@@ -94,7 +180,7 @@ fn intermediate(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<i32, Sandbo
         // with it the whole pid namespace. (Window: a kill landing before
         // this prctl leaves pid 1 running to completion.)
         let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-        let Err(e) = pid1(spec, err);
+        let Err(e) = pid1(spec, flat_root, err);
         report(err.as_ref(), &e);
         // SAFETY: leave without running the parent's exit handlers twice.
         unsafe { libc::_exit(SETUP_FAILED) };
@@ -157,8 +243,8 @@ fn loopback_up() -> std::io::Result<()> {
 }
 
 /// Pid 1: build the root, become the user, exec. Returns only on failure.
-fn pid1(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
-    rootfs::setup(&Linux, spec)?;
+fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
+    rootfs::setup(&Linux, spec, flat_root)?;
     // From here on "/" is the container's root.
     let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();

@@ -16,12 +16,20 @@
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).
 //!
+//! Where the kernel refuses overlayfs in the user namespace (older kernels,
+//! an upper dir on NFS, ...), or with `RBUILD_OVERLAY=copy`, both fall back
+//! to `copyfs`: the layers are flattened into a plain directory and, after
+//! the `RUN` (or at [`MountGuard::finish`]), what changed is written to the
+//! upper dir in overlay format. [`spawn`] notices a refusal reported by the
+//! init and retries once in that mode.
+//!
 //! Raw syscalls live behind the [`syscall::Syscall`] trait (real Linux
 //! implementation plus a recording fake for unit tests of the ordering
 //! logic), following youki's layout. This is the only module of the project
 //! allowed to contain `unsafe`.
 #![allow(unsafe_code)]
 
+mod copyfs;
 mod init;
 mod overlay;
 mod passwd;
@@ -215,10 +223,36 @@ pub enum SandboxError {
     /// Setting up the loopback interface of a `--network=none` sandbox failed.
     #[error("cannot bring up `lo` in the new network namespace")]
     Loopback(#[source] std::io::Error),
+    /// The kernel refused an overlay mount (no overlayfs in user namespaces,
+    /// or an unsupported upper filesystem); [`spawn`] then retries with the
+    /// copy fallback.
+    #[error("{OVERLAY_REFUSED} at `{target}`")]
+    OverlayRefused {
+        /// Where.
+        target: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step of the copy fallback (used where overlayfs is refused) failed.
+    #[error("copy fallback: cannot {step} `{path}`")]
+    CopyFallback {
+        /// The step (for example "flatten layers into").
+        step: &'static str,
+        /// The directory concerned.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting the host name failed.
     #[error("cannot set the host name to `{0}`")]
     Hostname(String, #[source] std::io::Error),
 }
+
+/// Start of the message of [`SandboxError::OverlayRefused`] (recognised in
+/// the set-up error the sandbox init sends back).
+const OVERLAY_REFUSED: &str = "the kernel refused the overlay mount";
 
 /// Renders an error with its chain of causes on one line (for the init's error pipe).
 fn error_chain(err: &dyn std::error::Error) -> String {

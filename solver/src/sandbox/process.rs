@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::init::{ERR_FD, INIT_ENV, SPEC_FD};
 use super::user_ns::USERNS_ENV;
-use super::{RunSpec, SandboxError};
+use super::{RunSpec, SandboxError, copyfs};
 
 /// A running sandbox.
 #[derive(Debug)]
@@ -79,6 +79,18 @@ fn into_file(fd: impl Into<OwnedFd>) -> File {
 /// Requires [`super::init_process`] to have run in this process and to run
 /// first in `main` (the sandbox init is this same executable).
 pub fn spawn(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
+    match spawn_once(spec) {
+        // The kernel refused the overlay root: nothing was written yet;
+        // retry (and from now on start) with the copy fallback.
+        Err(SandboxError::Setup(msg)) if msg.starts_with(super::OVERLAY_REFUSED) && !copyfs::use_copy() => {
+            copyfs::note_refusal(&std::io::Error::from_raw_os_error(libc::EPERM));
+            spawn_once(spec)
+        }
+        other => other,
+    }
+}
+
+fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     if spec.args.is_empty() {
         return Err(SandboxError::InvalidSpec("no command to run".into()));
     }
@@ -94,6 +106,9 @@ pub fn spawn(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         .stderr(Stdio::piped());
     if let Some(v) = std::env::var_os(USERNS_ENV) {
         cmd.env(USERNS_ENV, v);
+    }
+    if copyfs::use_copy() {
+        cmd.env(copyfs::MODE_ENV, "copy");
     }
     let (sr, ew) = (spec_r.as_raw_fd(), err_w.as_raw_fd());
     let parent = std::process::id() as libc::pid_t;

@@ -64,13 +64,24 @@ fn prep_err(path: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
 }
 
 /// Builds the root filesystem of `spec` and pivots into it.
-pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxError> {
+///
+/// `flat_root`: the copy fallback's flattened root (mount points already
+/// created in it), bind-mounted instead of the overlay of `spec.lowerdirs`.
+pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path>) -> Result<(), SandboxError> {
     sys.unshare(UnshareFlags::NEWNS).map_err(|source| SandboxError::Unshare { what: "mount", source })?;
     sys.make_rprivate(Path::new("/")).map_err(mount_err("make mounts private", "/"))?;
 
     // 2. Capture host paths.
     let open = |p: &Path| sys.open_path(p).map_err(prep_err(&p.display().to_string()));
-    let lowers = spec.lowerdirs.iter().map(|p| open(p)).collect::<Result<Vec<_>, _>>()?;
+    let flat = match flat_root {
+        Some(dir) => Some(sys.clone_tree(dir, false).map_err(mount_err("bind-mount", &dir.display().to_string()))?),
+        None => None,
+    };
+    let lowers = if flat.is_some() {
+        Vec::new()
+    } else {
+        spec.lowerdirs.iter().map(|p| open(p)).collect::<Result<Vec<_>, _>>()?
+    };
     let upper = open(&spec.upperdir)?;
     let work = open(&spec.workdir)?;
     let mut extra = Vec::with_capacity(spec.mounts.len());
@@ -103,7 +114,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
                     let fds = lowerdirs.iter().map(|p| open(p)).collect::<Result<Vec<_>, _>>()?;
                     if *readonly {
                         let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                        Source::Ready(sys.overlay(&refs, None).map_err(mount_err("mount overlay", &m.target))?)
+                        Source::Ready(sys.overlay(&refs, None).map_err(overlay_err(&m.target))?)
                     } else {
                         Source::RwOverlay(fds)
                     }
@@ -135,52 +146,13 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
     let root = scratch_at.join("root");
     let root_s = root.display().to_string();
 
-    // 4. Overlay root, then stubs if needed.
-    let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
-    // A read-only overlay needs two layers; empty ones on top change nothing.
-    if layers.len() < 2 {
-        layers.push(empty.as_fd());
+    // 4. Overlay root, then stubs if needed (or the flattened copy).
+    if let Some(flat) = &flat {
+        sys.attach_at(flat.as_fd(), &root).map_err(mount_err("attach root", &root_s))?;
+    } else {
+        overlay_root(sys, spec, &extra, &lowers, [&empty, &empty2, &stub], (&upper, &work), &root)?;
     }
-    if layers.len() < 2 {
-        layers.push(empty2.as_fd());
-    }
-    // Probe with a read-only view of the layers (the upper dir is empty):
-    // unmounting an overlay that has an upper dir syncs the upper
-    // filesystem, which costs tens of milliseconds on a busy disk.
-    let probe = sys.overlay(&layers, None).map_err(mount_err("mount overlay", &root_s))?;
-    sys.attach_at(probe.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
-    drop(probe);
-    let mut targets: Vec<(&str, bool)> =
-        vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
-    for (m, src) in spec.mounts.iter().zip(&extra) {
-        let file = match src {
-            Source::Ready(fd) => !sys.is_dir(fd.as_fd()).map_err(prep_err(&m.target))?,
-            Source::RwOverlay(_) => false,
-        };
-        targets.push((m.target.as_str(), file));
-    }
-    let mut stubs = Vec::new();
-    for (t, file) in &targets {
-        let r = sys.resolve(&root, t).map_err(prep_err(t))?;
-        if !r.missing.is_empty() {
-            stubs.push(Stub { existing: r.existing, missing: r.missing, file: *file });
-        }
-    }
-    for s in &stubs {
-        sys.create_stub(stub.as_fd(), &root, s)
-            .map_err(prep_err(&s.existing.join(s.missing.join("/")).display().to_string()))?;
-    }
-    sys.unmount(&root).map_err(mount_err("unmount", &root_s))?;
-    let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
-    if !stubs.is_empty() {
-        // Stub layer on top of the image (overlay takes base first).
-        layers.push(stub.as_fd());
-    } else if layers.is_empty() {
-        layers.push(empty.as_fd());
-    }
-    let ov = sys.overlay(&layers, Some((upper.as_fd(), work.as_fd()))).map_err(mount_err("mount overlay", &root_s))?;
-    sys.attach_at(ov.as_fd(), &root).map_err(mount_err("attach overlay", &root_s))?;
-
+    drop((upper, work));
     // 5. Pseudo filesystems, hosts files, extra mounts.
     let attach = |fd: &OwnedFd, target: &str, step: &'static str| {
         sys.attach_in(fd.as_fd(), &root, target).map_err(mount_err(step, target))
@@ -230,7 +202,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
                 let u = sys.open_at(d.as_fd(), "upper").map_err(prep_err(&dir))?;
                 let w = sys.open_at(d.as_fd(), "work").map_err(prep_err(&dir))?;
                 let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                sys.overlay(&refs, Some((u.as_fd(), w.as_fd()))).map_err(mount_err("mount overlay", &m.target))?
+                sys.overlay(&refs, Some((u.as_fd(), w.as_fd()))).map_err(overlay_err(&m.target))?
             }
         };
         attach(&fd, &m.target, "attach mount")?;
@@ -242,6 +214,78 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec) -> Result<(), SandboxEr
     }
     sys.pivot_root(&root).map_err(SandboxError::PivotRoot)?;
     Ok(())
+}
+
+/// Mounts the overlay root at `root`, with a stub layer for missing mount points.
+fn overlay_root<S: Syscall>(
+    sys: &S,
+    spec: &RunSpec,
+    extra: &[Source],
+    lowers: &[OwnedFd],
+    [empty, empty2, stub]: [&OwnedFd; 3],
+    (upper, work): (&OwnedFd, &OwnedFd),
+    root: &Path,
+) -> Result<(), SandboxError> {
+    let root_s = root.display().to_string();
+    let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
+    // A read-only overlay needs two layers; empty ones on top change nothing.
+    if layers.len() < 2 {
+        layers.push(empty.as_fd());
+    }
+    if layers.len() < 2 {
+        layers.push(empty2.as_fd());
+    }
+    // Probe with a read-only view of the layers (the upper dir is empty):
+    // unmounting an overlay that has an upper dir syncs the upper
+    // filesystem, which costs tens of milliseconds on a busy disk.
+    let probe = sys.overlay(&layers, None).map_err(overlay_err(&root_s))?;
+    sys.attach_at(probe.as_fd(), root).map_err(mount_err("attach overlay", &root_s))?;
+    drop(probe);
+    let mut targets: Vec<(&str, bool)> =
+        vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
+    for (m, src) in spec.mounts.iter().zip(extra) {
+        let file = match src {
+            Source::Ready(fd) => !sys.is_dir(fd.as_fd()).map_err(prep_err(&m.target))?,
+            Source::RwOverlay(_) => false,
+        };
+        targets.push((m.target.as_str(), file));
+    }
+    let mut stubs = Vec::new();
+    for (t, file) in &targets {
+        let r = sys.resolve(root, t).map_err(prep_err(t))?;
+        if !r.missing.is_empty() {
+            stubs.push(Stub { existing: r.existing, missing: r.missing, file: *file });
+        }
+    }
+    for s in &stubs {
+        sys.create_stub(stub.as_fd(), root, s)
+            .map_err(prep_err(&s.existing.join(s.missing.join("/")).display().to_string()))?;
+    }
+    sys.unmount(root).map_err(mount_err("unmount", &root_s))?;
+    let mut layers: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
+    if !stubs.is_empty() {
+        // Stub layer on top of the image (overlay takes base first).
+        layers.push(stub.as_fd());
+    } else if layers.is_empty() {
+        layers.push(empty.as_fd());
+    }
+    let ov = sys.overlay(&layers, Some((upper.as_fd(), work.as_fd()))).map_err(overlay_err(&root_s))?;
+    sys.attach_at(ov.as_fd(), root).map_err(mount_err("attach overlay", &root_s))?;
+
+    Ok(())
+}
+
+/// A refused overlay mount is reported as [`SandboxError::OverlayRefused`],
+/// which makes [`super::spawn`] retry with the copy fallback.
+fn overlay_err(target: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let target = target.to_string();
+    move |source| {
+        if super::copyfs::is_refusal(&source) {
+            SandboxError::OverlayRefused { target, source }
+        } else {
+            SandboxError::Mount { step: "mount overlay", target, source }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -274,7 +318,7 @@ mod tests {
     #[test]
     fn order_without_stubs() {
         let rec = Recorder::default();
-        setup(&rec, &spec()).unwrap();
+        setup(&rec, &spec(), None).unwrap();
         let calls = rec.calls.borrow();
         assert!(calls[0].starts_with("unshare"));
         assert_eq!(calls[1], "rprivate /");
@@ -302,7 +346,7 @@ mod tests {
         rec.missing.insert("cache".into());
         let mut s = spec();
         s.lowerdirs.clear();
-        setup(&rec, &s).unwrap();
+        setup(&rec, &s, None).unwrap();
         let calls = rec.calls.borrow();
         let overlays: Vec<&String> = calls.iter().filter(|c| c.starts_with("overlay")).collect();
         // Scratch builds probe empty dirs, then mount the stub layer as the only lower.
@@ -317,10 +361,33 @@ mod tests {
     }
 
     #[test]
+    fn refused_overlays_are_recognisable_across_the_error_pipe() {
+        for errno in [libc::EPERM, libc::EINVAL, libc::ENODEV, libc::EOPNOTSUPP] {
+            let e = overlay_err("/tmp/root")(std::io::Error::from_raw_os_error(errno));
+            assert!(matches!(e, SandboxError::OverlayRefused { .. }));
+            assert!(super::super::error_chain(&e).starts_with(super::super::OVERLAY_REFUSED));
+        }
+        let e = overlay_err("/tmp/root")(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(matches!(e, SandboxError::Mount { step: "mount overlay", .. }));
+    }
+
+    #[test]
+    fn a_flattened_root_is_bound_instead_of_overlaid() {
+        let rec = Recorder::default();
+        setup(&rec, &spec(), Some(Path::new("/flat"))).unwrap();
+        let calls = rec.calls.borrow();
+        assert!(!calls.iter().any(|c| c.starts_with("overlay")), "{calls:#?}");
+        // Captured before the scratch tmpfs may hide it, attached as the root.
+        assert!(position(&calls, "clone /flat") < position(&calls, "attach_at /tmp"));
+        assert!(position(&calls, "attach_at /tmp/root") < position(&calls, "attach /tmp/root /proc"));
+        assert_eq!(calls.last().unwrap(), "pivot_root /tmp/root");
+    }
+
+    #[test]
     fn relative_targets_are_rejected() {
         let rec = Recorder::default();
         let mut s = spec();
         s.mounts[0].target = "cache".into();
-        assert!(matches!(setup(&rec, &s), Err(SandboxError::InvalidSpec(_))));
+        assert!(matches!(setup(&rec, &s, None), Err(SandboxError::InvalidSpec(_))));
     }
 }

@@ -70,14 +70,17 @@ pub(crate) fn run(
         }
         actions = std::borrow::Cow::Owned(resolved);
     }
+    // The writable view of the destination, finished (its changes written
+    // to the snapshot) before the snapshot is committed.
+    let mut dest_guard: Option<MountGuard> = None;
     let dest_root: PathBuf = if direct {
         draft.diff_dir()
     } else {
         let view = ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?;
         let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
         let (upper, work) = (draft.diff_dir(), draft.work_dir());
-        guards
-            .push(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
+        dest_guard =
+            Some(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
         let p = view.path().to_path_buf();
         dirs.push(view);
         p
@@ -103,6 +106,12 @@ pub(crate) fn run(
         fileop::apply(action, &ctx).map_err(|e| err(e.to_string()))?;
     }
     drop(ctx);
+    if let Some(g) = dest_guard.take() {
+        g.finish().map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            err(format!("{e}{cause}"))
+        })?;
+    }
     drop(guards);
     drop(dirs);
     let id = draft.commit()?;
