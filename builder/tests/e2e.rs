@@ -857,3 +857,36 @@ fn readme_example_builds_offline() {
     assert_eq!(std::fs::read_to_string(rootfs.join("srv/index.txt")).unwrap(), "served by busybox\n");
     assert!(!rootfs.join("src/notes.md").exists());
 }
+
+/// Where the kernel refuses overlayfs, rbuild copies and diffs instead: the
+/// forced fallback must give the very same image as kernel overlays.
+#[test]
+fn copy_fallback_builds_the_same_image() {
+    let reg = registry_with_busybox();
+    let ctx = context("e2e/multistage");
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.path().join("archive.tar.gz"))
+        .arg("-C")
+        .arg(ctx.path().join("archive"))
+        .arg("."));
+    let digest = |mode: Option<&str>| {
+        let store = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        let mut cmd = rbuild();
+        cmd.arg("--root")
+            .arg(store.path().join("s"))
+            .args(["build", "--build-arg", &format!("REGISTRY={}", reg.addr), "--metadata-file"])
+            .arg(&meta)
+            .arg(ctx.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000");
+        match mode {
+            Some(m) => cmd.env("RBUILD_OVERLAY", m),
+            None => cmd.env_remove("RBUILD_OVERLAY"),
+        };
+        ok(cmd.output().unwrap());
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        m["containerimage.digest"].as_str().unwrap().to_string()
+    };
+    assert_eq!(digest(None), digest(Some("copy")));
+}
