@@ -890,3 +890,56 @@ fn copy_fallback_builds_the_same_image() {
     };
     assert_eq!(digest(None), digest(Some("copy")));
 }
+
+#[test]
+fn ssh_mount_forwards_the_agent_socket() {
+    let reg = registry_with_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    // Any unix socket stands in for an agent: the step only checks it is there.
+    let sock = dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {}/busybox:latest\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /sock\n",
+        reg.addr
+    ));
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--ssh",
+            &format!("default={}", sock.display()),
+            "-o",
+            &format!("type=local,dest={}", local.path().display()),
+        ],
+    ));
+    assert_eq!(std::fs::read_to_string(local.path().join("sock")).unwrap(), "/run/buildkit/ssh_agent.0\n");
+    assert!(!local.path().join("run/buildkit/ssh_agent.0").exists(), "the socket mount point leaked into the image");
+    // Without --ssh a required agent is an error naming the flag.
+    let ctx = dockerfile_dir(&format!("FROM {}/busybox:latest\nRUN --mount=type=ssh,required=true true\n", reg.addr));
+    let out = build(store.path(), ctx.path(), &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ssh"), "{}", stderr(&out));
+}
+
+#[test]
+fn bind_mounts_from_context_and_stage_are_read_only_and_leave_no_trace() {
+    let reg = registry_with_busybox();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {r}/busybox:latest AS tools\nRUN mkdir /tools && echo tool > /tools/t\n\
+         FROM {r}/busybox:latest\n\
+         RUN --mount=type=bind,source=data,target=/mnt/data --mount=type=bind,from=tools,source=/tools,target=/mnt/tools \
+         cat /mnt/data/a.txt /mnt/tools/t > /joined && (touch /mnt/data/x 2>/dev/null && echo writable || echo read-only) > /mode\n",
+        r = reg.addr
+    ));
+    std::fs::create_dir(ctx.path().join("data")).unwrap();
+    std::fs::write(ctx.path().join("data/a.txt"), "data\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
+    assert_eq!(std::fs::read_to_string(local.path().join("joined")).unwrap(), "data\ntool\n");
+    assert_eq!(std::fs::read_to_string(local.path().join("mode")).unwrap(), "read-only\n");
+    assert!(!ctx.path().join("data/x").exists());
+    assert!(!local.path().join("mnt/data/a.txt").exists(), "bind mount content leaked into the image");
+}
