@@ -14,7 +14,7 @@ mod values;
 
 use std::collections::BTreeMap;
 
-pub use mount::parse_mount;
+pub use mount::{parse_mount, set_numeric_option};
 pub use types::*;
 pub use values::{parse_go_duration, parse_ram_in_bytes};
 

@@ -16,10 +16,29 @@ fn type_name(kind: MountType) -> &'static str {
     }
 }
 
-/// Numbers must be known now; a variable there cannot be validated.
-fn no_variable(key: &str, value: &str) -> Result<(), String> {
-    if value.contains('$') {
-        return Err(format!("variables are not supported in the mount option `{key}` (`{value}`)"));
+/// Sets a numeric mount option (`size`, `mode`, `uid`, `gid`) from its
+/// (expanded) text. Shared with lowering, which applies the options that
+/// were written with variables.
+pub fn set_numeric_option(m: &mut MountSpec, key: &str, val: &str) -> Result<(), String> {
+    match key {
+        "size" => {
+            m.size = Some(parse_ram_in_bytes(val).map_err(|e| format!("invalid value for mount option `size`: {e}"))?);
+        }
+        "mode" => {
+            m.mode = Some(
+                u32::from_str_radix(val, 8)
+                    .map_err(|_| format!("invalid value `{val}` for mount option `mode`: it must be octal"))?,
+            );
+        }
+        "uid" | "gid" => {
+            let id: u32 = val.parse().map_err(|_| format!("invalid value `{val}` for mount option `{key}`"))?;
+            if key == "uid" {
+                m.uid = Some(id);
+            } else {
+                m.gid = Some(id);
+            }
+        }
+        other => return Err(format!("`{other}` is not a numeric mount option")),
     }
     Ok(())
 }
@@ -42,6 +61,7 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
         required: false,
         env: None,
         size: None,
+        deferred: Vec::new(),
     };
     let mut sharing_set = false;
     let mut required_set = false;
@@ -90,11 +110,8 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
                 m.required = bool_value()?;
                 required_set = true;
             }
-            "size" => {
-                no_variable(&key, &val)?;
-                m.size =
-                    Some(parse_ram_in_bytes(&val).map_err(|e| format!("invalid value for mount option `size`: {e}"))?);
-            }
+            "size" | "mode" | "uid" | "gid" if val.contains('$') => m.deferred.push((key.clone(), val)),
+            "size" => set_numeric_option(&mut m, &key, &val)?,
             "id" => m.id = Some(val),
             "sharing" => {
                 m.sharing = match val.to_ascii_lowercase().as_str() {
@@ -105,22 +122,7 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
                 };
                 sharing_set = !val.is_empty();
             }
-            "mode" => {
-                no_variable(&key, &val)?;
-                m.mode = Some(
-                    u32::from_str_radix(&val, 8)
-                        .map_err(|_| format!("invalid value `{val}` for mount option `mode`: it must be octal"))?,
-                );
-            }
-            "uid" | "gid" => {
-                no_variable(&key, &val)?;
-                let id: u32 = val.parse().map_err(|_| format!("invalid value `{val}` for mount option `{key}`"))?;
-                if key == "uid" {
-                    m.uid = Some(id);
-                } else {
-                    m.gid = Some(id);
-                }
-            }
+            "mode" | "uid" | "gid" => set_numeric_option(&mut m, &key, &val)?,
             "env" => m.env = Some(val),
             _ => return Err(format!("unexpected key `{key}` in mount option `{field}`")),
         }
@@ -129,7 +131,12 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
     let kind = type_name(m.kind);
     let file_info_allowed = matches!(m.kind, MountType::Secret | MountType::Ssh | MountType::Cache);
     if !file_info_allowed {
-        for (name, set) in [("mode", m.mode.is_some()), ("uid", m.uid.is_some()), ("gid", m.gid.is_some())] {
+        let deferred = |name: &str| m.deferred.iter().any(|(k, _)| k == name);
+        for (name, set) in [
+            ("mode", m.mode.is_some() || deferred("mode")),
+            ("uid", m.uid.is_some() || deferred("uid")),
+            ("gid", m.gid.is_some() || deferred("gid")),
+        ] {
             if set {
                 return Err(format!("`{name}` is not allowed for `{kind}` mounts"));
             }

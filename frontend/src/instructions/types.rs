@@ -95,6 +95,10 @@ pub struct MountSpec {
     pub env: Option<String>,
     /// `size` in bytes (tmpfs).
     pub size: Option<u64>,
+    /// Numeric options (`mode`, `uid`, `gid`, `size`) written with a
+    /// variable: expanded and validated by lowering, as BuildKit expands
+    /// mount options before parsing them.
+    pub deferred: Vec<(String, String)>,
 }
 
 /// `RUN --network=`.

@@ -146,6 +146,20 @@ impl Lowering<'_> {
         let exp = |w: &Option<String>| -> Result<Option<String>, Diagnostic> {
             w.as_ref().map(|w| expand(&lexer, w, &|k| st.lookup(k), span)).transpose()
         };
+        // Numeric options written with variables are expanded, then checked.
+        let resolved;
+        let spec = if spec.deferred.is_empty() {
+            spec
+        } else {
+            let mut s = spec.clone();
+            for (key, raw) in &spec.deferred {
+                let value = expand(&lexer, raw, &|k| st.lookup(k), span)?;
+                crate::instructions::set_numeric_option(&mut s, key, &value)
+                    .map_err(|m| Diagnostic::new(span, format!("{m} (from `{raw}`)")))?;
+            }
+            resolved = s;
+            &resolved
+        };
         let target = exp(&spec.target)?.map(|t| {
             let abs = st.abs_path(&t);
             super::stage::clean_path(&abs)

@@ -190,3 +190,15 @@ fn digests_are_stable_for_identical_input() {
     // the unchanged stage keeps its digest
     assert_eq!(a.definition.vertices[1].digest, c.definition.vertices[1].digest);
 }
+
+#[test]
+fn mount_numeric_options_may_use_variables() {
+    let text =
+        "FROM busybox\nARG UID=1000\nARG MODE=0750\nRUN --mount=type=cache,target=/c,uid=$UID,mode=${MODE} true\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    let m = &execs(&b)[0].mounts[1];
+    assert_eq!((m.uid, m.mode), (Some(1000), Some(0o750)));
+    let bad = "FROM busybox\nARG UID=nobody\nRUN --mount=type=cache,target=/c,uid=$UID true\n";
+    let err = lower_text(bad, &LowerOptions::default()).unwrap_err();
+    assert!(err.message.contains("`nobody`") && err.message.contains("$UID"), "{err}");
+}
