@@ -111,6 +111,16 @@ fn multistage_build_is_accepted_by_umoci_and_skopeo() {
     ));
     let log = stderr(&out);
     assert!(!log.contains("the unused stage ran"), "unused stage must not run:\n{log}");
+    // `COPY --from=build` into a new path shares the unchanged files' inodes
+    // with the build stage's snapshot instead of copying them.
+    let shared = String::from_utf8(run(Command::new("find").arg(store.path().join("snapshots")).args([
+        "-name",
+        "manifest.txt",
+        "-links",
+        "+1",
+    ])))
+    .unwrap();
+    assert_eq!(shared.lines().count(), 2, "manifest.txt not shared between snapshots:\n{shared}");
 
     // umoci accepts the layout and sees the files.
     let bundle = umoci_unpack(&layout, "latest");

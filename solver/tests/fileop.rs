@@ -76,7 +76,7 @@ fn run_with(
 ) -> Result<(), FileOpError> {
     let yes = |_: u32, _: u32| true;
     let ctx = FileOpContext {
-        inputs: vec![InputRoot { root: &e.src, exclude: ignore, reset_owner }],
+        inputs: vec![InputRoot { root: &e.src, exclude: ignore, reset_owner, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &yes,
     };
@@ -274,7 +274,7 @@ fn default_owner_context_vs_stage() {
     // can_chown false leaves the builder's ids.
     let no = |_: u32, _: u32| false;
     let ctx = FileOpContext {
-        inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: false }],
+        inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: false, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &no,
     };

@@ -673,7 +673,15 @@ fn copy_fallback_keeps_writes_next_to_created_mount_points() {
 fn copy_fallback_recreated_dirs_are_opaque_and_setup_errors_name_the_path() {
     let f = Fixture::new().with_changeable_files();
     check(&f.run_copy(&f.spec(&["sh", "-c", "rm -r /dir && mkdir /dir && touch /dir/b && chmod 644 /dir/b"])));
-    assert_eq!(upper_tree(&f.path("upper")), ["dir dir 755 opaque", "dir/b file 644 \"\""]);
+    // A recreated directory is recognised by its new inode number; when the
+    // file system hands the old number out again, the equivalent form (same
+    // directory, its lost entry whited out) is written. Both merge the same.
+    let tree = upper_tree(&f.path("upper"));
+    assert!(
+        tree == ["dir dir 755 opaque", "dir/b file 644 \"\""]
+            || tree == ["dir dir 755", "dir/b file 644 \"\"", "dir/sub char 0"],
+        "{tree:?}"
+    );
     let mut spec = f.spec(&["true"]);
     spec.lowerdirs.push(f.path("does-not-exist"));
     let o = f.run_copy(&spec);

@@ -469,10 +469,12 @@ impl Plan<'_, '_, '_> {
                 (e, owner, self.mode(e, false))
             })
             .collect();
+        let link =
+            (!self.spec.input.link_layers.is_empty()).then_some((self.spec.input.root, self.spec.input.link_layers));
         if leaves.len() > 64 {
-            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m))?;
+            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link))?;
         } else {
-            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m))?;
+            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link))?;
         }
         for e in &self.entries {
             if let Kind::Link(i) = e.kind {
@@ -495,12 +497,44 @@ impl Plan<'_, '_, '_> {
     }
 }
 
+/// The file in the topmost snapshot layer that the merged view shows at
+/// `src`, if it is a plain file of the expected size.
+fn layer_file(e: &Entry, root: &Path, layers: &[PathBuf]) -> Option<PathBuf> {
+    let rel = e.src.strip_prefix(root).ok()?;
+    for layer in layers {
+        let candidate = layer.join(rel);
+        match fs::symlink_metadata(&candidate) {
+            Ok(m) if m.is_file() && m.len() == e.size => return Some(candidate),
+            // A whiteout or another type: the view's file is not a plain one here.
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
 /// Creates one non-directory entry with its metadata; `owner` is `None`
-/// when the ids must not be set.
-fn materialize(e: &Entry, owner: Option<(u32, u32)>, mode: u32) -> Result<(), FileOpError> {
+/// when the ids must not be set. With `link` (the input's root and its
+/// snapshot layers), an unchanged file is hard-linked from its layer.
+fn materialize(
+    e: &Entry,
+    owner: Option<(u32, u32)>,
+    mode: u32,
+    link: Option<(&Path, &[PathBuf])>,
+) -> Result<(), FileOpError> {
     let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
     match e.kind {
         Kind::File => {
+            if let Some((root, layers)) = link
+                && owner == Some((e.uid, e.gid))
+                && mode == e.mode
+                && let Some(from) = layer_file(e, root, layers)
+            {
+                clear_target(&e.dst)?;
+                if fs::hard_link(&from, &e.dst).is_ok() {
+                    return Ok(());
+                }
+            }
             let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
             // Created with its final mode when the umask cannot alter it
             // and no chown will clear set-id bits, saving an fchmod.

@@ -46,6 +46,12 @@ pub struct InputRoot<'a> {
     /// (a local build context); `false` keeps the source's owners (a stage
     /// or image).
     pub reset_owner: bool,
+    /// The snapshot directories behind `root`, top layer first, when files
+    /// may be hard-linked from them instead of copied: snapshots are
+    /// immutable, so a new snapshot can share their inodes when owner, mode
+    /// and content stay the same. Empty: always copy (contexts, or a
+    /// destination on another file system).
+    pub link_layers: &'a [std::path::PathBuf],
 }
 
 /// Where a file action reads and writes.
@@ -296,7 +302,7 @@ pub fn selected_files(
     ignore: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Vec<String>, FileOpError> {
     let exclude = pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
-    let input = InputRoot { root, exclude: ignore, reset_owner: false };
+    let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected(&input, src, allow_wildcard, &exclude)
 }
 
@@ -448,6 +454,6 @@ pub fn selected_entries(
     ignore: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Vec<(String, std::fs::Metadata)>, FileOpError> {
     let exclude = pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
-    let input = InputRoot { root, exclude: ignore, reset_owner: false };
+    let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected_with_meta(&input, src, allow_wildcard, &exclude)
 }

@@ -31,12 +31,18 @@ pub(crate) fn run(
 
     // Every input as a read-only merged view.
     let mut roots: Vec<(PathBuf, Option<super::ContextDir>)> = Vec::new();
+    // Each input's snapshot dirs, top layer first (empty for contexts).
+    let mut input_layers: Vec<Vec<PathBuf>> = Vec::new();
     for input in inputs {
         match &input.result {
-            VertexResult::Directory(dir) => roots.push((dir.root.clone(), Some(dir.clone()))),
+            VertexResult::Directory(dir) => {
+                roots.push((dir.root.clone(), Some(dir.clone())));
+                input_layers.push(Vec::new());
+            }
             result @ VertexResult::Snapshots { .. } => {
                 let view = ScratchDir::new(store.root(), "src").map_err(|e| err(e.to_string()))?;
                 let lowers: Vec<PathBuf> = chain_of(result).iter().map(|id| store.snapshot_diff(id)).collect();
+                input_layers.push(lowers.iter().rev().cloned().collect());
                 if !lowers.is_empty() {
                     guards.push(sandbox::mount_overlay(&lowers, None, view.path()).map_err(|e| err(e.to_string()))?);
                 }
@@ -90,11 +96,15 @@ pub(crate) fn run(
     let input_roots: Vec<InputRoot<'_>> = roots
         .iter()
         .zip(&ignores)
-        .map(|((root, _), ignore)| InputRoot {
+        .zip(&input_layers)
+        .map(|(((root, _), ignore), layers)| InputRoot {
             root: root.as_path(),
             exclude: ignore.as_ref().map(|f| &**f as &dyn Fn(&str) -> bool),
             // Context files arrive owned by root, as BuildKit's file sync resets them.
             reset_owner: ignore.is_some(),
+            // Writing straight into the new snapshot (same file system as
+            // the store): unchanged files are shared with their layer.
+            link_layers: if direct { layers.as_slice() } else { &[] },
         })
         .collect();
     let can_chown = |u: u32, g: u32| (shared.opts.can_chown)(u, g);
