@@ -76,6 +76,19 @@ fn dockerfile_dir(text: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `testdata/e2e/multistage` with its `archive.tar.gz` (for `ADD`) made
+/// from `archive/`.
+fn multistage_context() -> tempfile::TempDir {
+    let ctx = context("e2e/multistage");
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.path().join("archive.tar.gz"))
+        .arg("-C")
+        .arg(ctx.path().join("archive"))
+        .arg("."));
+    ctx
+}
+
 fn registry_with_busybox() -> TestRegistry {
     let reg = TestRegistry::start();
     reg.push_busybox("busybox:latest");
@@ -85,13 +98,7 @@ fn registry_with_busybox() -> TestRegistry {
 #[test]
 fn multistage_build_is_accepted_by_umoci_and_skopeo() {
     let reg = registry_with_busybox();
-    let ctx = context("e2e/multistage");
-    run(Command::new("tar")
-        .arg("-czf")
-        .arg(ctx.path().join("archive.tar.gz"))
-        .arg("-C")
-        .arg(ctx.path().join("archive"))
-        .arg("."));
+    let ctx = multistage_context();
     let store = tempfile::tempdir().unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let layout = out_dir.path().join("layout");
@@ -164,13 +171,7 @@ fn multistage_build_is_accepted_by_umoci_and_skopeo() {
 #[test]
 fn rebuilds_reuse_the_cache_until_a_source_changes() {
     let reg = registry_with_busybox();
-    let ctx = context("e2e/multistage");
-    run(Command::new("tar")
-        .arg("-czf")
-        .arg(ctx.path().join("archive.tar.gz"))
-        .arg("-C")
-        .arg(ctx.path().join("archive"))
-        .arg("."));
+    let ctx = multistage_context();
     let store = tempfile::tempdir().unwrap();
     let arg = format!("REGISTRY={}", reg.addr);
     let args = ["--build-arg", arg.as_str(), "-t", "cache:1", "--progress", "rawjson"];
@@ -873,13 +874,7 @@ fn readme_example_builds_offline() {
 #[test]
 fn copy_fallback_builds_the_same_image() {
     let reg = registry_with_busybox();
-    let ctx = context("e2e/multistage");
-    run(Command::new("tar")
-        .arg("-czf")
-        .arg(ctx.path().join("archive.tar.gz"))
-        .arg("-C")
-        .arg(ctx.path().join("archive"))
-        .arg("."));
+    let ctx = multistage_context();
     let digest = |mode: Option<&str>| {
         let store = tempfile::tempdir().unwrap();
         let meta = store.path().join("meta.json");
