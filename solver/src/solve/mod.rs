@@ -284,10 +284,13 @@ pub fn solve(
         }
     });
 
+    // Checksums learnt by this build are persisted once, failed or not.
+    let saved = store.checksum_cache().save();
     let mut schedule = state.into_inner().expect("schedule lock");
     if let Some(e) = schedule.error.take() {
         return Err(e);
     }
+    saved?;
     let keys = schedule.done.iter().map(|(d, f)| (*d, f.key)).collect();
     let result = match def.output {
         Some(out) => Some(schedule.done.remove(&out).ok_or(SolveError::InvalidGraph(out))?.result),
