@@ -11,10 +11,12 @@ use rbuild_cache::unpack::{UnpackOptions, unpack_layer};
 use rbuild_frontend::lower::{ImageConfigResolver, ResolvedBase};
 use rbuild_solver::graph::Platform;
 use rbuild_solver::image_config::ImageConfig;
+use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{PulledImage, SourceProvider};
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 
-use crate::registry::{ImageRef, RegistryClient};
+use crate::cli::BuildArgs;
+use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
 
 /// Resolves and pulls images for one build.
 #[derive(Clone)]
@@ -44,6 +46,30 @@ struct Descriptor {
 }
 
 impl Sources {
+    /// Opens the store under `root`, starts the I/O runtime and the registry
+    /// client, as every command that resolves or pulls images needs them.
+    /// The runtime must outlive the returned `Sources` (it holds a handle).
+    pub fn open(root: &Path, args: &BuildArgs, mapping: &IdMapping) -> Result<(Runtime, Sources)> {
+        let store = Store::open(root).with_context(|| format!("opening store `{}`", root.display()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the I/O runtime")?;
+        let registry = RegistryClient::new(RegistryOptions {
+            insecure_registries: args.insecure_registry.clone(),
+            docker_config_dir: None,
+        });
+        let sources = Sources {
+            store,
+            registry,
+            runtime: runtime.handle().clone(),
+            pull: args.pull,
+            chown: !matches!(mapping, IdMapping::Single { .. }),
+        };
+        Ok((runtime, sources))
+    }
+
     fn resolve_key(reference: &ImageRef, platform: &Platform) -> String {
         format!("{reference}|{platform}")
     }
@@ -80,19 +106,15 @@ impl Sources {
 
     async fn pull(&self, reference: &str, platform: &Platform) -> Result<PulledImage> {
         let r = ImageRef::parse(reference).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A pinned reference whose manifest is stored needs no resolution;
+        // otherwise resolving stores the manifest and config.
         let manifest_digest = match &r.digest {
-            Some(d) => d.clone(),
-            None => self
-                .resolve_one(reference, platform)
-                .await?
-                .reference
-                .rsplit_once('@')
-                .map(|(_, d)| d.to_string())
-                .unwrap_or_default(),
+            Some(d) if self.store.has_blob(d) => d.clone(),
+            _ => {
+                let resolved = self.resolve_one(reference, platform).await?;
+                resolved.reference.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default()
+            }
         };
-        if !self.store.has_blob(&manifest_digest) {
-            self.resolve_one(reference, platform).await?;
-        }
         let manifest: Manifest = serde_json::from_slice(&self.store.read_blob(&manifest_digest)?)?;
         let config: ImageConfig = serde_json::from_slice(&self.store.read_blob(&manifest.config.digest)?)?;
         let pulls = manifest.layers.iter().enumerate().map(|(i, layer)| {

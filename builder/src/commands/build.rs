@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_cache::store::Store;
 use rbuild_frontend::dockerignore::PatternMatcher;
 use rbuild_frontend::lower;
 use rbuild_solver::sandbox::IdMapping;
@@ -16,7 +15,6 @@ use super::output;
 use crate::cli::BuildArgs;
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
-use crate::registry::{RegistryClient, RegistryOptions};
 use crate::sources::Sources;
 
 /// Options that later work will implement answer clearly instead of being
@@ -39,23 +37,8 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let mode = Mode::parse(&args.progress, args.quiet)?;
     let printer = Printer::new(mode);
 
-    let store = Store::open(&root).with_context(|| format!("opening store `{}`", root.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the I/O runtime")?;
-    let registry = RegistryClient::new(RegistryOptions {
-        insecure_registries: args.insecure_registry.clone(),
-        docker_config_dir: None,
-    });
-    let sources = Sources {
-        store: store.clone(),
-        registry: registry.clone(),
-        runtime: runtime.handle().clone(),
-        pull: args.pull,
-        chown: !matches!(mapping, IdMapping::Single { .. }),
-    };
+    let (runtime, sources) = Sources::open(&root, &args, &mapping)?;
+    let (store, registry) = (sources.store.clone(), sources.registry.clone());
     if let IdMapping::Single { .. } = mapping {
         printer.message(&format!("warning: {}", mapping.describe()));
     }

@@ -2,31 +2,18 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
-use rbuild_cache::store::Store;
+use anyhow::Result;
 use rbuild_frontend::lower;
 use rbuild_solver::sandbox::IdMapping;
 
 use crate::cli::GraphArgs;
 use crate::frontend_input;
-use crate::registry::{RegistryClient, RegistryOptions};
 use crate::sources::Sources;
 
 pub fn run(graph_args: GraphArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let args = &graph_args.build;
     let input = frontend_input::load(args)?;
-    let store = Store::open(&root).with_context(|| format!("opening store `{}`", root.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let sources = Sources {
-        store,
-        registry: RegistryClient::new(RegistryOptions {
-            insecure_registries: args.insecure_registry.clone(),
-            docker_config_dir: None,
-        }),
-        runtime: runtime.handle().clone(),
-        pull: args.pull,
-        chown: !matches!(mapping, IdMapping::Single { .. }),
-    };
+    let (_runtime, sources) = Sources::open(&root, args, &mapping)?;
     let started = std::time::Instant::now();
     let lowered =
         lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
