@@ -194,15 +194,8 @@ fn with_rootfs<T>(
     chain: &[rbuild_cache::store::SnapshotId],
     f: impl FnOnce(&std::path::Path) -> Result<T>,
 ) -> Result<T> {
-    let view = store.root().join("tmp").join(format!("rootfs-{}", std::process::id()));
-    std::fs::create_dir_all(&view)?;
-    let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
-    let guard =
-        if lowers.is_empty() { None } else { Some(rbuild_solver::sandbox::mount_overlay(&lowers, None, &view)?) };
-    let result = f(&view);
-    drop(guard);
-    let _ = std::fs::remove_dir(&view);
-    result
+    let view = rbuild_solver::solve::ChainView::mount(store, chain, "rootfs")?;
+    f(view.path())
 }
 
 fn push_all(

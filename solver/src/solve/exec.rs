@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::scratch::{ChainView, ScratchDir};
 use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
 use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, Vertex};
-use crate::sandbox::{self, ExtraMount, MountGuard, MountSource, RunSpec};
+use crate::sandbox::{self, ExtraMount, MountSource, RunSpec};
 
 /// How many trailing output lines a failure message shows.
 const TAIL_LINES: usize = 10;
@@ -31,8 +32,8 @@ pub(crate) fn run(
 
     // Mounts of other inputs are read-only merged views, mounted here and
     // inherited by the sandbox's mount namespace.
-    let mut guards: Vec<MountGuard> = Vec::new();
-    let mut scratch_dirs: Vec<tempdir::ScratchDir> = Vec::new();
+    let mut views: Vec<ChainView> = Vec::new();
+    let mut scratch_dirs: Vec<ScratchDir> = Vec::new();
     // Held until the step ends (`sharing=locked|private`).
     let mut cache_locks: Vec<std::fs::File> = Vec::new();
     let mut extra = Vec::new();
@@ -43,22 +44,15 @@ pub(crate) fn run(
                 let base = match mount.input.map(|i| &inputs[i].result) {
                     Some(VertexResult::Directory(dir)) => dir.root.clone(),
                     Some(result @ VertexResult::Snapshots { .. }) => {
-                        let view = tempdir::ScratchDir::new(store.root(), "view")
+                        let view = ChainView::mount(store, &chain_of(result), "view")
                             .map_err(|e| step_error(vertex, format!("mount `{}`: {e}", mount.target)))?;
-                        let lowers: Vec<PathBuf> = chain_of(result).iter().map(|id| store.snapshot_diff(id)).collect();
-                        if !lowers.is_empty() {
-                            guards.push(
-                                sandbox::mount_overlay(&lowers, None, view.path())
-                                    .map_err(|e| step_error(vertex, format!("mount `{}`: {e}", mount.target)))?,
-                            );
-                        }
                         let p = view.path().to_path_buf();
-                        scratch_dirs.push(view);
+                        views.push(view);
                         p
                     }
                     None => {
-                        let empty = tempdir::ScratchDir::new(store.root(), "empty")
-                            .map_err(|e| step_error(vertex, e.to_string()))?;
+                        let empty =
+                            ScratchDir::new(store.root(), "empty").map_err(|e| step_error(vertex, e.to_string()))?;
                         let p = empty.path().to_path_buf();
                         scratch_dirs.push(empty);
                         p
@@ -86,7 +80,7 @@ pub(crate) fn run(
                     CacheSharing::Private => match lock.try_lock() {
                         Ok(()) => dir,
                         Err(_) => {
-                            let own = tempdir::ScratchDir::new(store.root(), "cache")
+                            let own = ScratchDir::new(store.root(), "cache")
                                 .map_err(|e| step_error(vertex, e.to_string()))?;
                             let p = own.path().to_path_buf();
                             scratch_dirs.push(own);
@@ -123,7 +117,7 @@ pub(crate) fn run(
                         continue;
                     }
                 }
-                let dir = tempdir::ScratchDir::new_tmpfs(store.root(), "secret")
+                let dir = ScratchDir::new_tmpfs(store.root(), "secret")
                     .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
                 let file = dir.path().join("secret");
                 write_private(
@@ -196,7 +190,7 @@ pub(crate) fn run(
         child.wait()
     });
     shared.running.lock().expect("running map").remove(&vertex.digest);
-    drop(guards);
+    drop(views);
     drop(scratch_dirs);
     drop(cache_locks);
     let code = status.map_err(|e| step_error(vertex, e.to_string()))?;
@@ -241,55 +235,4 @@ fn write_private(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> std
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
     Ok(())
-}
-
-/// Scratch directories under the store's `tmp/`, removed on drop.
-pub(crate) mod tempdir {
-    use std::path::{Path, PathBuf};
-
-    /// A directory removed (and unmounted, for tmpfs) on drop.
-    pub(crate) struct ScratchDir {
-        path: PathBuf,
-        tmpfs: bool,
-    }
-
-    impl ScratchDir {
-        /// A fresh directory `<root>/tmp/<kind>-<pid>-<n>`.
-        pub(crate) fn new(root: &Path, kind: &str) -> std::io::Result<Self> {
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static N: AtomicU64 = AtomicU64::new(0);
-            let n = N.fetch_add(1, Ordering::SeqCst);
-            let path = root.join("tmp").join(format!("{kind}-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&path)?;
-            Ok(ScratchDir { path, tmpfs: false })
-        }
-
-        /// A fresh directory backed by a private tmpfs: secrets never touch
-        /// the store's disk.
-        pub(crate) fn new_tmpfs(root: &Path, kind: &str) -> std::io::Result<Self> {
-            let mut dir = Self::new(root, kind)?;
-            rustix::mount::mount(
-                "tmpfs",
-                &dir.path,
-                "tmpfs",
-                rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
-                c"mode=0700",
-            )?;
-            dir.tmpfs = true;
-            Ok(dir)
-        }
-
-        pub(crate) fn path(&self) -> &Path {
-            &self.path
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            if self.tmpfs {
-                let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
-            }
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::exec::tempdir::ScratchDir;
+use super::scratch::{ChainView, ScratchDir};
 use super::{Finished, Shared, SolveError, VertexResult, chain_of, step_error};
 use crate::fileop::{self, FileOpContext, InputRoot};
 use crate::graph::{Chown, FileAction, FileOp, Op, SourceOp, Vertex};
@@ -25,8 +25,7 @@ pub(crate) fn run(
         return Ok(VertexResult::Snapshots { chain, layers });
     }
     let draft = store.new_snapshot()?;
-    let mut guards: Vec<MountGuard> = Vec::new();
-    let mut dirs: Vec<ScratchDir> = Vec::new();
+    let mut views: Vec<ChainView> = Vec::new();
     let err = |e: String| step_error(vertex, e);
 
     // Every input as a read-only merged view.
@@ -40,14 +39,11 @@ pub(crate) fn run(
                 input_layers.push(Vec::new());
             }
             result @ VertexResult::Snapshots { .. } => {
-                let view = ScratchDir::new(store.root(), "src").map_err(|e| err(e.to_string()))?;
-                let lowers: Vec<PathBuf> = chain_of(result).iter().map(|id| store.snapshot_diff(id)).collect();
-                input_layers.push(lowers.iter().rev().cloned().collect());
-                if !lowers.is_empty() {
-                    guards.push(sandbox::mount_overlay(&lowers, None, view.path()).map_err(|e| err(e.to_string()))?);
-                }
+                let input_chain = chain_of(result);
+                input_layers.push(input_chain.iter().rev().map(|id| store.snapshot_diff(id)).collect());
+                let view = ChainView::mount(store, &input_chain, "src").map_err(|e| err(e.to_string()))?;
                 roots.push((view.path().to_path_buf(), None));
-                dirs.push(view);
+                views.push(view);
             }
         }
     }
@@ -78,18 +74,18 @@ pub(crate) fn run(
     }
     // The writable view of the destination, finished (its changes written
     // to the snapshot) before the snapshot is committed.
+    // Declared before the guard, so an early return unmounts first.
+    let mut dest_dir: Option<ScratchDir> = None;
     let mut dest_guard: Option<MountGuard> = None;
     let dest_root: PathBuf = if direct {
         draft.diff_dir()
     } else {
-        let view = ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?;
+        let view = dest_dir.insert(ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?);
         let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
         let (upper, work) = (draft.diff_dir(), draft.work_dir());
         dest_guard =
             Some(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
-        let p = view.path().to_path_buf();
-        dirs.push(view);
-        p
+        view.path().to_path_buf()
     };
     let ignores: Vec<Option<super::IgnoreFn>> =
         roots.iter().map(|(_, ctx)| ctx.as_ref().map(|c| c.ignore.clone())).collect();
@@ -122,8 +118,8 @@ pub(crate) fn run(
             err(format!("{e}{cause}"))
         })?;
     }
-    drop(guards);
-    drop(dirs);
+    drop(dest_dir);
+    drop(views);
     let id = draft.commit()?;
     chain.push(id);
     layers.push(None);

@@ -11,6 +11,7 @@
 mod cachekey;
 mod exec;
 mod file;
+mod scratch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use rbuild_cache::store::{CacheRecord, LayerDescriptor, SnapshotId, Store, Store
 use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
 
 pub use cachekey::CACHE_KEY_VERSION;
+pub use scratch::{ChainView, ScratchDir};
 
 /// A base image made available as snapshots.
 #[derive(Clone, Debug)]
