@@ -79,6 +79,7 @@ impl Fixture {
             user: String::new(),
             hostname: "sandbox-test".into(),
             network: Network::None,
+            security: Default::default(),
             mounts: vec![],
             hosts: "127.0.0.1 localhost\n".into(),
             resolv_conf: "nameserver 192.0.2.1\n".into(),

@@ -58,6 +58,18 @@ pub enum Network {
     None,
 }
 
+/// Confinement of a `RUN` (`RUN --security=...`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// Docker's defaults: default capability set, seccomp profile, masked
+    /// and read-only `/proc` and `/sys` paths.
+    #[default]
+    Sandbox,
+    /// `--security=insecure` (needs the `security.insecure` entitlement):
+    /// all capabilities, no seccomp filter, writable `/proc/sys`.
+    Insecure,
+}
+
 /// What is mounted at an [`ExtraMount`]'s target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountSource {
@@ -113,6 +125,9 @@ pub struct RunSpec {
     pub hostname: String,
     /// Network namespace choice.
     pub network: Network,
+    /// Confinement (capabilities, seccomp, `/proc` masking).
+    #[serde(default)]
+    pub security: Security,
     /// Extra mounts, in order.
     pub mounts: Vec<ExtraMount>,
     /// Contents of `/etc/hosts` (bind-mounted; never written to the upper dir).

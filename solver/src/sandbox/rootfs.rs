@@ -305,6 +305,7 @@ mod tests {
             user: String::new(),
             hostname: "box".into(),
             network: Network::None,
+            security: Default::default(),
             mounts: vec![ExtraMount { target: "/cache".into(), source: MountSource::Tmpfs { size: 0 } }],
             hosts: String::new(),
             resolv_conf: String::new(),

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use super::scratch::{ChainView, ScratchDir};
 use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
-use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, Vertex};
+use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode, Vertex};
 use crate::sandbox::{self, ExtraMount, MountSource, RunSpec};
 
 /// How many trailing output lines a failure message shows.
@@ -157,6 +157,10 @@ pub(crate) fn run(
         network: match exec.network {
             NetworkMode::None => sandbox::Network::None,
             NetworkMode::Default | NetworkMode::Host => sandbox::Network::Host,
+        },
+        security: match exec.security {
+            SecurityMode::Sandbox => sandbox::Security::Sandbox,
+            SecurityMode::Insecure => sandbox::Security::Insecure,
         },
         mounts: extra,
         hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
