@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Per-RUN overhead: wall time of 50 uncached `RUN echo` steps on a busybox
+# base, minus the same build without them, divided by 50. Each figure is the
+# median of REPEAT (default 5) builds with --no-cache. Run against the release
+# binary (RBUILD=... to compare another one); extra build flags in
+# RBUILD_FLAGS (e.g. `--network=none`).
+#   bash bench/run_overhead.sh
+source "$(dirname "$0")/lib.sh"
+[ -n "${RBUILD_SKIP_BUILD:-}" ] || build_release
+start_registry
+REPEAT=${REPEAT:-5}
+store=$WORK/overhead-store; rm -rf "$store"
+runs=$WORK/overhead-runs; mkdir -p "$runs"
+{ echo "FROM $REGISTRY/busybox:latest"; for i in $(seq 1 50); do echo "RUN echo step $i"; done; } > "$runs/Dockerfile"
+base=$WORK/overhead-base; mkdir -p "$base"; echo "FROM $REGISTRY/busybox:latest" > "$base/Dockerfile"
+# shellcheck disable=SC2086
+"$RBUILD" --root "$store" build --progress plain ${RBUILD_FLAGS:-} "$runs" >/dev/null 2>&1   # pull the base once
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# shellcheck disable=SC2086
+t_base=$(for _ in $(seq "$REPEAT"); do seconds "$RBUILD" --root "$store" build --no-cache --progress plain ${RBUILD_FLAGS:-} "$base"; echo; done | median)
+# shellcheck disable=SC2086
+t_runs=$(for _ in $(seq "$REPEAT"); do seconds "$RBUILD" --root "$store" build --no-cache --progress plain ${RBUILD_FLAGS:-} "$runs"; echo; done | median)
+per_run=$(echo "($t_runs - $t_base) * 1000 / 50" | bc -l | xargs printf '%.1f')
+printf '%-40s %8ss\n' "base only (median of $REPEAT)" "$t_base"
+printf '%-40s %8ss\n' "50 x RUN echo (median of $REPEAT)" "$t_runs"
+printf '%-40s %8sms\n' "per uncached RUN step" "$per_run"
