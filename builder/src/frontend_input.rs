@@ -1,4 +1,4 @@
-//! Everything the frontend needs from the command line: the Dockerfile text,
+//! Everything the frontend needs from a build request: the Dockerfile text,
 //! `.dockerignore` patterns, build args, platforms, named contexts.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use rbuild_frontend::dockerignore;
 use rbuild_frontend::lower::{LowerOptions, NamedContext};
 use rbuild_solver::graph::Platform;
 
-use crate::cli::BuildArgs;
+use crate::request::{BuildRequest, ContextSource, DockerfileSource};
 
 /// The Dockerfile and the contexts of one build.
 #[derive(Debug, Clone)]
@@ -30,86 +30,52 @@ pub struct FrontendInput {
     pub platforms: Vec<Platform>,
 }
 
-/// Reads the Dockerfile and contexts named by `args`.
-pub fn load(args: &BuildArgs) -> Result<FrontendInput> {
-    let context_dir = args.context.clone();
+/// Reads the Dockerfile and contexts `request` names.
+pub fn load(request: &BuildRequest) -> Result<FrontendInput> {
+    let context_dir = request.context.clone();
     if !context_dir.is_dir() {
         bail!("build context `{}` is not a directory", context_dir.display());
     }
-    let dockerfile_path = match &args.file {
-        Some(f) if f.as_os_str() == "-" => PathBuf::from("-"),
-        Some(f) => f.clone(),
-        None => context_dir.join("Dockerfile"),
-    };
-    let dockerfile = if dockerfile_path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(&dockerfile_path)
-            .with_context(|| format!("failed to read Dockerfile `{}`", dockerfile_path.display()))?
+    let (dockerfile_path, dockerfile) = match &request.dockerfile {
+        DockerfileSource::Stdin => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+            (PathBuf::from("-"), s)
+        }
+        DockerfileSource::Path(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read Dockerfile `{}`", path.display()))?;
+            (path.clone(), text)
+        }
     };
     let dockerignore = read_dockerignore(&context_dir, &dockerfile_path)?;
 
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            // `--build-arg KEY` takes the value from the environment, as docker does.
-            None => {
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
-    let mut labels = BTreeMap::new();
-    for l in &args.label {
-        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-        labels.insert(k.to_string(), v.to_string());
-    }
     let mut named_contexts = BTreeMap::new();
     let mut local_contexts = BTreeMap::new();
-    for c in &args.build_context {
-        let Some((name, value)) = c.split_once('=') else {
-            bail!("invalid `--build-context {c}`: expected NAME=PATH or NAME=docker-image://REF");
-        };
-        if let Some(r) = value.strip_prefix("docker-image://") {
-            named_contexts.insert(name.to_string(), NamedContext::Image(r.to_string()));
-        } else if value.contains("://") {
-            bail!("`--build-context {c}`: only local directories and docker-image:// are supported");
-        } else {
-            let dir = PathBuf::from(value);
-            if !dir.is_dir() {
-                bail!("`--build-context {c}`: `{value}` is not a directory");
+    for (name, source) in &request.contexts {
+        match source {
+            ContextSource::Image(r) => {
+                named_contexts.insert(name.clone(), NamedContext::Image(r.clone()));
             }
-            named_contexts.insert(name.to_string(), NamedContext::Local);
-            local_contexts.insert(name.to_string(), dir);
+            ContextSource::Local(dir) => {
+                named_contexts.insert(name.clone(), NamedContext::Local);
+                local_contexts.insert(name.clone(), dir.clone());
+            }
         }
     }
-    let mut platforms = Vec::new();
-    for p in args.platform.iter().flat_map(|p| p.split(',')) {
-        let p = p.trim();
-        if p.is_empty() {
-            continue;
-        }
-        platforms.push(Platform::parse(p).with_context(|| format!("invalid platform `{p}`: use os/arch[/variant]"))?);
-    }
-    if platforms.is_empty() {
-        platforms.push(Platform::host());
-    }
+    let platforms = request.platforms.clone();
     let lower = LowerOptions {
-        target: args.target.clone(),
-        build_args,
+        target: request.target.clone(),
+        build_args: request.args.clone(),
         build_platform: Platform::host(),
         target_platform: platforms[0].clone(),
-        no_cache: args.no_cache,
-        no_cache_filter: args.no_cache_filter.clone(),
-        labels,
+        no_cache: request.no_cache,
+        no_cache_filter: request.no_cache_filter.clone(),
+        labels: request.labels.clone(),
         dockerignore: dockerignore.clone(),
         named_contexts,
+        // Filled per build by the caller, which knows the other requests.
+        context_origins: BTreeMap::new(),
         file_name: dockerfile_path.display().to_string(),
     };
     Ok(FrontendInput {

@@ -15,7 +15,6 @@ use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{PulledImage, SourceProvider};
 use tokio::runtime::{Handle, Runtime};
 
-use crate::cli::BuildArgs;
 use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
 
 /// Resolves and pulls images for one build.
@@ -49,7 +48,12 @@ impl Sources {
     /// Opens the store under `root`, starts the I/O runtime and the registry
     /// client, as every command that resolves or pulls images needs them.
     /// The runtime must outlive the returned `Sources` (it holds a handle).
-    pub fn open(root: &Path, args: &BuildArgs, mapping: &IdMapping) -> Result<(Runtime, Sources)> {
+    pub fn open(
+        root: &Path,
+        insecure_registries: &[String],
+        pull: bool,
+        mapping: &IdMapping,
+    ) -> Result<(Runtime, Sources)> {
         let store = Store::open(root).with_context(|| format!("opening store `{}`", root.display()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -57,14 +61,14 @@ impl Sources {
             .build()
             .context("starting the I/O runtime")?;
         let registry = RegistryClient::new(RegistryOptions {
-            insecure_registries: args.insecure_registry.clone(),
+            insecure_registries: insecure_registries.to_vec(),
             docker_config_dir: None,
         });
         let sources = Sources {
             store,
             registry,
             runtime: runtime.handle().clone(),
-            pull: args.pull,
+            pull,
             chown: !matches!(mapping, IdMapping::Single { .. }),
         };
         Ok((runtime, sources))

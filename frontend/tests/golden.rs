@@ -137,7 +137,7 @@ fn dump(b: &LoweredBuild) -> Value {
     json!({
         "target": b.target,
         "platform": b.platform.to_string(),
-        "output": b.definition.output.map(|d| d.to_string()),
+        "output": b.definition.output().map(|d| d.to_string()),
         "vertices": vertices,
         "config": serde_json::to_value(&b.config).unwrap(),
         "history": history,

@@ -187,6 +187,14 @@ pub enum SourceOp {
     Context {
         /// `context` for the main context, or a `--build-context` name.
         name: String,
+        /// Where the context comes from (the builder's name for its
+        /// directory and ignore rules): two same-named contexts of different
+        /// origins (two bake targets) are different vertices in a merged
+        /// graph. Not part of the cache key — the content the ops read is.
+        /// Empty when the lowering was given none; then it is not encoded,
+        /// so such digests are those of earlier releases.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        origin: String,
         /// Patterns that select files (empty: everything).
         include: Vec<String>,
         /// `.dockerignore` patterns, moby semantics.
@@ -493,15 +501,19 @@ pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
     Digest(w.0.finalize().into())
 }
 
+/// The name a lowering gives its one result in [`Definition::outputs`].
+pub const MAIN_OUTPUT: &str = "main";
+
 /// A build graph: vertices in topological order (inputs before users), and
-/// the vertex whose result is the build's output (`None`: `FROM scratch`
-/// with no steps, an empty filesystem).
+/// the named results the build asks for (one per target x platform when
+/// several lowerings are merged into one graph; a `None` result is `FROM
+/// scratch` with no steps, an empty filesystem).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Definition {
     /// Vertices, inputs first; each digest appears once.
     pub vertices: Vec<Vertex>,
-    /// The result vertex.
-    pub output: Option<Digest>,
+    /// Result vertices by output name.
+    pub outputs: BTreeMap<String, Option<Digest>>,
     /// Digest -> position in `vertices`, maintained by [`Definition::add`]
     /// (lowering a 5,000-instruction file was quadratic without it).
     /// Lookups verify the slot and fall back to a scan, so a definition
@@ -510,9 +522,14 @@ pub struct Definition {
     index: HashMap<Digest, usize>,
 }
 
+/// Merging a definition under an output name that is already taken.
+#[derive(Debug, thiserror::Error)]
+#[error("the build graph already has an output named `{0}`")]
+pub struct DuplicateOutput(pub String);
+
 impl PartialEq for Definition {
     fn eq(&self, other: &Self) -> bool {
-        self.vertices == other.vertices && self.output == other.output
+        self.vertices == other.vertices && self.outputs == other.outputs
     }
 }
 
@@ -543,14 +560,68 @@ impl Definition {
         self.vertices.iter().find(|v| &v.digest == digest)
     }
 
-    /// Keeps only the vertices the output reaches, in their order.
+    /// The result of a single lowering ([`MAIN_OUTPUT`]).
+    pub fn output(&self) -> Option<Digest> {
+        self.outputs.get(MAIN_OUTPUT).copied().flatten()
+    }
+
+    /// Sets the result named `name`.
+    pub fn set_output(&mut self, name: &str, result: Option<Digest>) {
+        self.outputs.insert(name.to_string(), result);
+    }
+
+    /// Adds the vertices of `other` and its [`MAIN_OUTPUT`] as the output
+    /// `name`. Vertices are named by content, so a vertex both graphs hold
+    /// (a shared base stage, a `FROM --platform=$BUILDPLATFORM` stage of two
+    /// target platforms) is kept once and runs once; it ignores the cache if
+    /// either side asked it to.
+    pub fn merge_as(&mut self, name: &str, other: &Definition) -> Result<(), DuplicateOutput> {
+        if self.outputs.contains_key(name) {
+            return Err(DuplicateOutput(name.to_string()));
+        }
+        if self.index.len() != self.vertices.len() {
+            self.reindex();
+        }
+        for v in &other.vertices {
+            match self.index.get(&v.digest) {
+                Some(&i) => self.vertices[i].meta.ignore_cache |= v.meta.ignore_cache,
+                None => {
+                    debug_assert!(v.inputs.iter().all(|i| self.index.contains_key(i)), "inputs come first");
+                    self.index.insert(v.digest, self.vertices.len());
+                    self.vertices.push(v.clone());
+                }
+            }
+        }
+        self.outputs.insert(name.to_string(), other.output());
+        Ok(())
+    }
+
+    /// The digests `digest` depends on, itself included.
+    pub fn reachable_from(&self, digest: Digest) -> std::collections::HashSet<Digest> {
+        let mut keep = std::collections::HashSet::new();
+        let mut stack = vec![digest];
+        while let Some(d) = stack.pop() {
+            if keep.insert(d)
+                && let Some(v) = self.get(&d)
+            {
+                stack.extend(v.inputs.iter().copied());
+            }
+        }
+        keep
+    }
+
+    fn reindex(&mut self) {
+        self.index = self.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
+    }
+
+    /// Keeps only the vertices an output reaches, in their order.
     pub fn prune_unreachable(&mut self) {
         // A digest index makes the walk linear; `get` scans the list, which
         // made this quadratic on large graphs (5,000-instruction files).
         let by_digest: std::collections::HashMap<Digest, &Vertex> =
             self.vertices.iter().map(|v| (v.digest, v)).collect();
         let mut keep = std::collections::HashSet::new();
-        let mut stack: Vec<Digest> = self.output.into_iter().collect();
+        let mut stack: Vec<Digest> = self.outputs.values().flatten().copied().collect();
         while let Some(d) = stack.pop() {
             if keep.insert(d)
                 && let Some(v) = by_digest.get(&d)
@@ -559,7 +630,7 @@ impl Definition {
             }
         }
         self.vertices.retain(|v| keep.contains(&v.digest));
-        self.index = self.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
+        self.reindex();
     }
 }
 
@@ -593,6 +664,64 @@ mod tests {
         let m1 = def.add(Op::Merge(MergeOp {}), vec![a, b], VertexMeta::default());
         let m2 = def.add(Op::Merge(MergeOp {}), vec![b, a], VertexMeta::default());
         assert_ne!(m1, m2);
+    }
+
+    fn context(origin: &str) -> Op {
+        Op::Source(SourceOp::Context {
+            name: "context".into(),
+            origin: origin.into(),
+            include: vec![],
+            exclude: vec![],
+        })
+    }
+
+    /// One lowering's graph: `image` plus a merge of it with `extra`.
+    fn lowering(extra: Op, no_cache: bool) -> Definition {
+        let mut def = Definition::default();
+        let base = def.add(image("base"), vec![], VertexMeta::default());
+        let x = def.add(extra, vec![], VertexMeta { ignore_cache: no_cache, ..Default::default() });
+        let out = def.add(Op::Merge(MergeOp {}), vec![base, x], VertexMeta::default());
+        def.set_output(MAIN_OUTPUT, Some(out));
+        def
+    }
+
+    #[test]
+    fn merged_definitions_share_vertices_by_digest_and_keep_every_output() {
+        let amd = lowering(image("tool"), false);
+        let arm = lowering(image("tool-arm"), true);
+        let mut merged = Definition::default();
+        merged.merge_as("app/linux/amd64", &amd).unwrap();
+        merged.merge_as("app/linux/arm64", &arm).unwrap();
+        // base is shared: 1 + 2 + 2 vertices, not 6.
+        assert_eq!(merged.vertices.len(), 5);
+        assert_eq!(merged.outputs["app/linux/amd64"], amd.output());
+        assert_eq!(merged.outputs["app/linux/arm64"], arm.output());
+        let err = merged.merge_as("app/linux/amd64", &amd).unwrap_err();
+        assert_eq!(err.to_string(), "the build graph already has an output named `app/linux/amd64`");
+        // The same vertex asked to ignore the cache by one side ignores it.
+        let mut merged = Definition::default();
+        merged.merge_as("a", &lowering(image("tool"), false)).unwrap();
+        merged.merge_as("b", &lowering(image("tool"), true)).unwrap();
+        assert_eq!(merged.vertices.len(), 3);
+        assert!(merged.get(&vertex_digest(&image("tool"), &[])).unwrap().meta.ignore_cache);
+        // Pruning keeps what any output reaches.
+        merged.prune_unreachable();
+        assert_eq!(merged.vertices.len(), 3);
+        let reach = merged.reachable_from(merged.outputs["a"].unwrap());
+        assert_eq!(reach.len(), 3);
+    }
+
+    #[test]
+    fn a_context_origin_is_part_of_its_identity_and_an_empty_one_is_not_encoded() {
+        assert_ne!(vertex_digest(&context("/a"), &[]), vertex_digest(&context("/b"), &[]));
+        assert_eq!(
+            String::from_utf8(canonical_encoding(&context(""), &[])).unwrap(),
+            r#"{"v":"rbuild.op.v0","op":{"type":"source","source":"context","name":"context","include":[],"exclude":[]},"inputs":[]}"#
+        );
+        let mut merged = Definition::default();
+        merged.merge_as("one", &lowering(context("/src/one"), false)).unwrap();
+        merged.merge_as("two", &lowering(context("/src/two"), false)).unwrap();
+        assert_eq!(merged.vertices.len(), 5, "same-named contexts of two directories stay apart");
     }
 
     #[test]

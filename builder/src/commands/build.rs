@@ -1,123 +1,213 @@
-//! `rbuild build`: load, lower, solve, assemble, export.
+//! `rbuild build`: command line -> [`BuildRequest`] -> lower every
+//! (target, platform) -> merge into one graph -> one solve -> assemble and
+//! export per request.
+//!
+//! One solve for everything means a vertex that several platforms (or
+//! targets) share — a `FROM --platform=$BUILDPLATFORM` stage, a common base —
+//! runs once, and independent work of different platforms runs at the same
+//! time within `--jobs`. Written for several requests (bake targets); the
+//! command line gives one.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use rbuild_frontend::dockerignore::PatternMatcher;
-use rbuild_frontend::lower;
+use rbuild_frontend::lower::{self, LoweredBuild};
+use rbuild_solver::graph::{Definition, Platform};
 use rbuild_solver::sandbox::IdMapping;
-use rbuild_solver::solve::{self, ContextDir, Secret, SolveOptions};
+use rbuild_solver::solve::{self, ContextDir, ContextKey, SolveOptions};
+use sha2::Digest as _;
 
 use super::image::{self, BuiltImage};
-use super::output;
+use super::output::{self, ExportResult};
 use crate::cli::BuildArgs;
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
+use crate::registry::ImageRef;
+use crate::request::{BuildRequest, OutputSpec};
 use crate::sources::Sources;
 
 /// Options that later work will implement answer clearly instead of being
 /// silently ignored.
-fn reject_unavailable(args: &BuildArgs) -> Result<()> {
-    if !args.cache_from.is_empty() || !args.cache_to.is_empty() {
+fn reject_unavailable(request: &BuildRequest) -> Result<()> {
+    if !request.cache_from.is_empty() || !request.cache_to.is_empty() {
         bail!("`--cache-from`/`--cache-to` (registry cache) are not available yet in this rbuild version");
     }
     Ok(())
 }
 
 pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
-    let input = frontend_input::load(&args)?;
-    let call = if args.check { "check" } else { args.call.as_str() };
-    if call != "build" {
-        return super::call::run(call, &input);
+    let request = BuildRequest::from_cli(&args)?;
+    if request.call != "build" {
+        let input = frontend_input::load(&request)?;
+        return super::call::run(&request.call, &input);
     }
-    reject_unavailable(&args)?;
-    let outputs = output::parse_outputs(&args)?;
-    let mode = Mode::parse(&args.progress, args.quiet)?;
-    let printer = Printer::new(mode);
+    build(&[request], &root, &mapping)
+}
 
-    let (runtime, sources) = Sources::open(&root, &args, &mapping)?;
+/// One request, loaded and lowered for each of its platforms.
+struct Planned<'a> {
+    request: &'a BuildRequest,
+    input: FrontendInput,
+    /// Where its local contexts come from, by name.
+    origins: BTreeMap<String, String>,
+    /// (output name in the merged graph, lowering), in platform order.
+    lowered: Vec<(String, LoweredBuild)>,
+}
+
+/// Builds every request in one solve and writes each one's outputs.
+pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Result<i32> {
+    let Some(first) = requests.first() else { return Ok(0) };
+    for request in requests {
+        reject_unavailable(request)?;
+    }
+    let mode = first.progress;
+    let printer = Printer::new(mode);
+    let insecure: Vec<String> = requests.iter().flat_map(|r| r.insecure_registries.iter().cloned()).collect();
+    let pull = requests.iter().any(|r| r.pull);
+    let (runtime, sources) = Sources::open(root, &insecure, pull, mapping)?;
     let (store, registry) = (sources.store.clone(), sources.registry.clone());
     if let IdMapping::Single { .. } = mapping {
         printer.message(&format!("warning: {}", mapping.describe()));
     }
 
-    let solve_opts = solve_options(&args, &input, &mapping)?;
-    let epoch = source_date_epoch()?;
-    let compression = image::compression_from_outputs(&outputs)?;
-
-    let mut images: Vec<BuiltImage> = Vec::new();
-    for platform in &input.platforms {
-        let mut lower_opts = input.lower.clone();
-        lower_opts.target_platform = platform.clone();
-        let lowered =
-            lower::parse_and_lower(&input.dockerfile, &lower_opts, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
-        for unused in &lowered.unused_build_args {
-            printer.message(&format!("warning: build arg `{unused}` was not consumed by any ARG"));
+    let mut planned = Vec::new();
+    let mut merged = Definition::default();
+    for request in requests {
+        let input = frontend_input::load(request)?;
+        let origins = context_origins(&input)?;
+        let mut lowered = Vec::new();
+        let mut unused = BTreeSet::new();
+        for platform in &input.platforms {
+            let mut lower_opts = input.lower.clone();
+            lower_opts.target_platform = platform.clone();
+            lower_opts.context_origins = origins.clone();
+            let l =
+                lower::parse_and_lower(&input.dockerfile, &lower_opts, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
+            unused.extend(l.unused_build_args.iter().cloned());
+            let name = output_name(request, platform);
+            merged.merge_as(&name, &l.definition)?;
+            lowered.push((name, l));
         }
-        let solved = solve::solve(&lowered.definition, &store, &sources, &solve_opts, &printer)?;
-        printer.message(&format!("exporting layers for {platform}"));
-        let built = image::assemble(&store, &lowered, &solved, &compression, epoch)?;
-        images.push(built);
+        for arg in unused {
+            printer.message(&format!("warning: build arg `{arg}` was not consumed by any ARG"));
+        }
+        planned.push(Planned { request, input, origins, lowered });
     }
-    let result = output::export_all(&store, &runtime, &registry, &images, &outputs, &args, &printer)?;
-    if let Some(path) = &args.iidfile {
-        std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
-    }
-    if let Some(path) = &args.metadata_file {
-        let json = serde_json::to_vec_pretty(&result.metadata)?;
-        std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))?;
-    }
-    if mode == Mode::Quiet {
-        println!("{}", result.image_id);
+
+    let solve_opts = solve_options(&planned, mapping)?;
+    let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
+
+    let epoch = source_date_epoch()?;
+    for plan in &planned {
+        let request = plan.request;
+        let outputs: Vec<output::Output> = request.outputs.iter().map(legacy_output).collect();
+        let compression = image::compression_from_outputs(&outputs)?;
+        let mut images: Vec<BuiltImage> = Vec::new();
+        for (name, lowered) in &plan.lowered {
+            let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
+            printer.message(&format!("exporting layers for {}", lowered.platform));
+            images.push(image::assemble(&store, lowered, solved, &compression, epoch)?);
+        }
+        let result = output::export_all(&store, &runtime, &registry, &images, &outputs, &request.tags, &printer)?;
+        summarize(request, &images, &result, &printer)?;
+        if let Some(path) = &request.iidfile {
+            std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
+        }
+        if let Some(path) = &request.metadata_file {
+            let json = serde_json::to_vec_pretty(&result.metadata)?;
+            std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))?;
+        }
+        if mode == Mode::Quiet {
+            println!("{}", result.image_id);
+        }
     }
     Ok(0)
 }
 
-fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -> Result<SolveOptions> {
-    let mut contexts = BTreeMap::new();
-    let main_ignore =
-        PatternMatcher::new(&input.dockerignore).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e}"))?;
-    let main_ignore = Arc::new(main_ignore);
-    let root = input.context_dir.clone();
-    contexts.insert(
-        "context".to_string(),
-        ContextDir {
-            root: input.context_dir.clone(),
-            // An excluded directory is still walked when a `!` pattern may
-            // re-include something inside it.
-            ignore: Arc::new(move |p: &str| {
-                main_ignore.matches(p)
-                    && !(main_ignore.has_exclusions()
-                        && main_ignore.dir_may_contain_included(p)
-                        && root.join(p).is_dir())
-            }),
-        },
-    );
+/// The name of one (request, platform) result in the merged graph.
+fn output_name(request: &BuildRequest, platform: &Platform) -> String {
+    format!("{}/{platform}", request.name)
+}
+
+/// Where each local context of `input` comes from: its canonical directory,
+/// and for the main context a digest of its ignore rules too — the solver
+/// finds a context's directory and ignore predicate by (name, origin).
+fn context_origins(input: &FrontendInput) -> Result<BTreeMap<String, String>> {
+    let canonical = |dir: &Path| {
+        std::fs::canonicalize(dir)
+            .with_context(|| format!("resolving build context `{}`", dir.display()))
+            .map(|p| p.display().to_string())
+    };
+    let mut origins = BTreeMap::new();
+    let mut main = canonical(&input.context_dir)?;
+    if !input.dockerignore.is_empty() {
+        let rules = sha2::Sha256::digest(input.dockerignore.join("\n").as_bytes());
+        main.push_str(&format!("#dockerignore={}", &hex::encode(rules)[..16]));
+    }
+    origins.insert("context".to_string(), main);
     for (name, dir) in &input.local_contexts {
-        contexts.insert(name.clone(), ContextDir { root: dir.clone(), ignore: Arc::new(|_: &str| false) });
+        origins.insert(name.clone(), canonical(dir)?);
     }
-    let mut secrets = BTreeMap::new();
-    for s in &args.secret {
-        let (id, secret) = parse_secret(s)?;
-        secrets.insert(id, secret);
+    Ok(origins)
+}
+
+/// The solver's options for all planned requests: their contexts by (name,
+/// origin), secrets and agents by id (the same id with two different sources
+/// is an error, as a RUN could not tell which it gets).
+fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOptions> {
+    let mut contexts = BTreeMap::new();
+    let mut secret_specs = BTreeMap::new();
+    let mut ssh_specs = BTreeMap::new();
+    for plan in planned {
+        let (input, origins) = (&plan.input, &plan.origins);
+        let main_ignore =
+            PatternMatcher::new(&input.dockerignore).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e}"))?;
+        let main_ignore = Arc::new(main_ignore);
+        let root = input.context_dir.clone();
+        contexts.insert(
+            ContextKey { name: "context".into(), origin: origins["context"].clone() },
+            ContextDir {
+                root: input.context_dir.clone(),
+                // An excluded directory is still walked when a `!` pattern may
+                // re-include something inside it.
+                ignore: Arc::new(move |p: &str| {
+                    main_ignore.matches(p)
+                        && !(main_ignore.has_exclusions()
+                            && main_ignore.dir_may_contain_included(p)
+                            && root.join(p).is_dir())
+                }),
+            },
+        );
+        for (name, dir) in &input.local_contexts {
+            contexts.insert(
+                ContextKey { name: name.clone(), origin: origins[name].clone() },
+                ContextDir { root: dir.clone(), ignore: Arc::new(|_: &str| false) },
+            );
+        }
+        for s in &plan.request.secrets {
+            if let Some(prev) = secret_specs.insert(s.id.clone(), s.clone())
+                && prev != *s
+            {
+                bail!("secret `{}` is given twice with different sources", s.id);
+            }
+        }
+        for s in &plan.request.ssh {
+            if let Some(prev) = ssh_specs.insert(s.id.clone(), s.clone())
+                && prev != *s
+            {
+                bail!("ssh agent `{}` is given twice with different sockets", s.id);
+            }
+        }
     }
-    let mut ssh = BTreeMap::new();
-    for s in &args.ssh {
-        let (id, value) = s.split_once('=').unwrap_or((s.as_str(), ""));
-        let sock = if value.is_empty() {
-            std::env::var_os("SSH_AUTH_SOCK")
-                .map(PathBuf::from)
-                .with_context(|| format!("`--ssh {id}`: $SSH_AUTH_SOCK is not set"))?
-        } else {
-            PathBuf::from(value)
-        };
-        ssh.insert(id.to_string(), sock);
-    }
+    let secrets = secret_specs.iter().map(|(id, s)| Ok((id.clone(), s.load()?))).collect::<Result<_>>()?;
+    let ssh = ssh_specs.iter().map(|(id, s)| Ok((id.clone(), s.resolve()?))).collect::<Result<_>>()?;
+    let jobs = planned.iter().find_map(|p| p.request.jobs);
     let mapping = mapping.clone();
     Ok(SolveOptions {
-        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         contexts,
         secrets,
         ssh,
@@ -125,37 +215,74 @@ fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -
     })
 }
 
-/// `id=ID,src=PATH` | `id=ID,env=VAR` | `id=ID` (env var ID), as buildx.
-fn parse_secret(spec: &str) -> Result<(String, Secret)> {
-    let mut id = None;
-    let mut src = None;
-    let mut env = None;
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k {
-            "id" => id = Some(v.to_string()),
-            "src" | "source" => src = Some(v.to_string()),
-            "env" => env = Some(v.to_string()),
-            "type" => {}
-            other => bail!("invalid `--secret {}`: unknown key `{other}`", redact_secret_spec(spec)),
+/// The exporters' attribute form of a typed output.
+fn legacy_output(spec: &OutputSpec) -> output::Output {
+    let mut attrs = BTreeMap::new();
+    let mut names_and_compression = |names: &[String], c: &crate::request::LayerCompression| {
+        if !names.is_empty() {
+            attrs.insert("name".to_string(), names.join(","));
+        }
+        if let Some(kind) = c.kind {
+            attrs.insert("compression".to_string(), kind.name().to_string());
+        }
+        if let Some(level) = c.level {
+            attrs.insert("compression-level".to_string(), level.to_string());
+        }
+    };
+    match spec {
+        OutputSpec::Image { names, compression, .. } => names_and_compression(names, compression),
+        OutputSpec::Oci { dest, tar, names, compression } => {
+            names_and_compression(names, compression);
+            attrs.insert("dest".into(), dest.display().to_string());
+            attrs.insert("tar".into(), tar.to_string());
+        }
+        OutputSpec::Docker { dest, names, compression } => {
+            names_and_compression(names, compression);
+            attrs.insert("dest".into(), dest.display().to_string());
+        }
+        OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
+            attrs.insert("dest".into(), dest.display().to_string());
         }
     }
-    let id = id.or_else(|| env.clone()).context("`--secret` needs `id=`")?;
-    let value = match (src, env) {
-        (Some(path), _) => std::fs::read(&path).with_context(|| format!("reading secret `{id}` from `{path}`"))?,
-        (None, Some(var)) => std::env::var(&var)
-            .with_context(|| format!("secret `{id}`: environment variable `{var}` is not set"))?
-            .into_bytes(),
-        (None, None) => match std::env::var(&id) {
-            Ok(v) => v.into_bytes(),
-            Err(_) => bail!("secret `{id}`: give `src=PATH` or `env=VAR`"),
-        },
-    };
-    Ok((id, Secret(value)))
+    output::Output { kind: spec.kind().to_string(), attrs }
 }
 
-fn redact_secret_spec(spec: &str) -> String {
-    spec.split(',').map(|p| p.split('=').next().unwrap_or("")).collect::<Vec<_>>().join(",")
+/// What buildx prints at the end of a build that wrote an image: each
+/// manifest, the manifest list, the image id and the names it was given.
+fn summarize(request: &BuildRequest, images: &[BuiltImage], result: &ExportResult, printer: &Printer) -> Result<()> {
+    let writes_image = request
+        .outputs
+        .iter()
+        .any(|o| matches!(o, OutputSpec::Image { .. } | OutputSpec::Oci { .. } | OutputSpec::Docker { .. }));
+    if !writes_image {
+        return Ok(());
+    }
+    for image in images {
+        printer.message(&format!("exporting manifest {} for {}", image.manifest_digest, image.platform));
+    }
+    if images.len() > 1 {
+        let list = result.metadata["containerimage.digest"].as_str().unwrap_or_default();
+        printer.message(&format!("exporting manifest list {list}"));
+    }
+    printer.message(&format!("writing image {}", result.image_id));
+    let mut names: Vec<String> = request.tags.clone();
+    for o in &request.outputs {
+        if let OutputSpec::Image { names: n, .. }
+        | OutputSpec::Oci { names: n, .. }
+        | OutputSpec::Docker { names: n, .. } = o
+        {
+            names.extend(n.iter().cloned());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for name in names {
+        let full =
+            ImageRef::parse(&name).map(|r| r.to_string()).map_err(|e| anyhow::anyhow!("invalid tag `{name}`: {e}"))?;
+        if seen.insert(full.clone()) {
+            printer.message(&format!("naming to {full}"));
+        }
+    }
+    Ok(())
 }
 
 /// `SOURCE_DATE_EPOCH` as seconds, if set.

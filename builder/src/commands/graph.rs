@@ -8,12 +8,13 @@ use rbuild_solver::sandbox::IdMapping;
 
 use crate::cli::GraphArgs;
 use crate::frontend_input;
+use crate::request::BuildRequest;
 use crate::sources::Sources;
 
 pub fn run(graph_args: GraphArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
-    let args = &graph_args.build;
-    let input = frontend_input::load(args)?;
-    let (_runtime, sources) = Sources::open(&root, args, &mapping)?;
+    let request = BuildRequest::from_cli(&graph_args.build)?;
+    let input = frontend_input::load(&request)?;
+    let (_runtime, sources) = Sources::open(&root, &request.insecure_registries, request.pull, &mapping)?;
     let started = std::time::Instant::now();
     let lowered =
         lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
@@ -44,7 +45,7 @@ pub fn graph_json(lowered: &lower::LoweredBuild) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "vertices": vertices,
-        "output": lowered.definition.output.map(|d| d.to_string()),
+        "output": lowered.definition.output().map(|d| d.to_string()),
         "target": lowered.target,
         "platform": lowered.platform.to_string(),
         "config": lowered.config,

@@ -1,15 +1,14 @@
-//! `-o/--output` as buildx spells it, and writing every requested output.
+//! Writing every requested output (`request::OutputSpec` parses them).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use rbuild_cache::store::Store;
 use rbuild_solver::graph::Platform;
 use tokio::runtime::Runtime;
 
 use super::image::BuiltImage;
-use crate::cli::BuildArgs;
 use crate::export::{self, ImageBundle, PlatformImage};
 use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient};
@@ -21,55 +20,6 @@ pub struct Output {
     pub kind: String,
     /// Other attributes (`dest`, `name`, `push`, `tar`, `compression`...).
     pub attrs: BTreeMap<String, String>,
-}
-
-/// Parses `--output` values plus `--push`/`--load`; no output means the
-/// local store (`type=image`).
-pub fn parse_outputs(args: &BuildArgs) -> Result<Vec<Output>> {
-    let mut outputs = Vec::new();
-    for spec in &args.output {
-        outputs.push(parse_output(spec)?);
-    }
-    if args.push {
-        outputs.push(Output { kind: "registry".into(), attrs: BTreeMap::new() });
-    }
-    if args.load {
-        bail!("`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`");
-    }
-    if outputs.is_empty() {
-        outputs.push(Output { kind: "image".into(), attrs: BTreeMap::new() });
-    }
-    Ok(outputs)
-}
-
-fn parse_output(spec: &str) -> Result<Output> {
-    // `-o DIR` is `type=local,dest=DIR`; `-o -` is a tar on stdout.
-    if !spec.contains('=') {
-        let kind = if spec == "-" { "tar" } else { "local" };
-        return Ok(Output { kind: kind.into(), attrs: [("dest".to_string(), spec.to_string())].into() });
-    }
-    let mut kind = None;
-    let mut attrs = BTreeMap::new();
-    for part in spec.split(',') {
-        let (k, v) =
-            part.split_once('=').with_context(|| format!("invalid `--output {spec}`: `{part}` is not KEY=VALUE"))?;
-        if k == "type" {
-            kind = Some(v.to_string());
-        } else {
-            attrs.insert(k.to_string(), v.to_string());
-        }
-    }
-    let kind = kind.with_context(|| format!("invalid `--output {spec}`: missing `type=`"))?;
-    match kind.as_str() {
-        "image" | "registry" => {}
-        "oci" | "docker" | "local" | "tar" => {
-            if !attrs.contains_key("dest") {
-                bail!("`--output type={kind}` needs `dest=PATH`");
-            }
-        }
-        other => bail!("unknown output type `{other}`: use image, registry, oci, docker, local or tar"),
-    }
-    Ok(Output { kind, attrs })
 }
 
 /// What the outputs produced, for `--iidfile` and `--metadata-file`.
@@ -87,7 +37,7 @@ pub fn export_all(
     registry: &RegistryClient,
     images: &[BuiltImage],
     outputs: &[Output],
-    args: &BuildArgs,
+    tags: &[String],
     printer: &Printer,
 ) -> Result<ExportResult> {
     let multi = images.len() > 1;
@@ -100,7 +50,7 @@ pub fn export_all(
         Some(ix) => (store.write_blob(ix)?, "application/vnd.oci.image.index.v1+json"),
         None => (images[0].manifest_digest.clone(), "application/vnd.oci.image.manifest.v1+json"),
     };
-    let mut names: Vec<String> = args.tags.clone();
+    let mut names: Vec<String> = tags.to_vec();
     for o in outputs {
         if let Some(n) = o.attrs.get("name") {
             names.extend(n.split(',').map(str::to_string));
@@ -169,7 +119,7 @@ pub fn export_all(
                     })?;
                 }
             }
-            _ => unreachable!("validated in parse_output"),
+            _ => unreachable!("validated by `request::OutputSpec::parse`"),
         }
     }
     let image_id = if multi { top_digest.clone() } else { images[0].config_digest.clone() };

@@ -78,6 +78,11 @@ pub struct LowerOptions {
     pub dockerignore: Vec<String>,
     /// `--build-context` names.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Where each local context (`context` and named ones) comes from, by
+    /// name; it becomes part of the context vertex's identity so that
+    /// merged graphs of several targets keep same-named contexts of
+    /// different directories apart. Missing: no origin.
+    pub context_origins: BTreeMap<String, String>,
     /// Dockerfile path as the user named it (for diagnostics).
     pub file_name: String,
 }
@@ -94,6 +99,7 @@ impl Default for LowerOptions {
             labels: BTreeMap::new(),
             dockerignore: Vec::new(),
             named_contexts: BTreeMap::new(),
+            context_origins: BTreeMap::new(),
             file_name: "Dockerfile".into(),
         }
     }
@@ -112,7 +118,7 @@ pub struct HistoryStep {
 /// The result of lowering.
 #[derive(Clone, Debug)]
 pub struct LoweredBuild {
-    /// The graph; `definition.output` is the target stage's final state.
+    /// The graph; `definition.output()` is the target stage's final state.
     pub definition: Definition,
     /// The target's image config (history and rootfs are filled at export).
     pub config: ImageConfig,
@@ -385,8 +391,9 @@ impl<'a> Lowering<'a> {
             return *d;
         }
         let exclude = if name == "context" { self.opts.dockerignore.clone() } else { Vec::new() };
+        let origin = self.opts.context_origins.get(name).cloned().unwrap_or_default();
         let d = self.definition.add(
-            Op::Source(SourceOp::Context { name: name.to_string(), include: vec![], exclude }),
+            Op::Source(SourceOp::Context { name: name.to_string(), origin, include: vec![], exclude }),
             vec![],
             VertexMeta { description: format!("load build context {name}"), ..Default::default() },
         );
@@ -396,7 +403,7 @@ impl<'a> Lowering<'a> {
 
     fn finish(mut self, target: usize) -> Result<LoweredBuild, Diagnostic> {
         let result = self.stages.remove(&target).expect("target stage was lowered");
-        self.definition.output = result.state;
+        self.definition.set_output(rbuild_solver::graph::MAIN_OUTPUT, result.state);
         self.definition.prune_unreachable();
         let mut config = result.config;
         for (k, v) in &self.opts.labels {

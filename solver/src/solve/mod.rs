@@ -62,6 +62,16 @@ pub trait SourceProvider: Send + Sync {
 /// `.dockerignore` as a predicate: is this relative slash path excluded?
 pub type IgnoreFn = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Names a local context in [`SolveOptions::contexts`]: the `name` and
+/// `origin` of its [`SourceOp::Context`] vertices.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContextKey {
+    /// `context` or a `--build-context` name.
+    pub name: String,
+    /// Where it comes from (empty: the lowering was given no origin).
+    pub origin: String,
+}
+
 /// A local context directory and its ignore rules.
 #[derive(Clone)]
 pub struct ContextDir {
@@ -86,8 +96,8 @@ impl std::fmt::Debug for Secret {
 pub struct SolveOptions {
     /// Worker threads (`--jobs`).
     pub jobs: usize,
-    /// Local contexts by name (`context` is the main one).
-    pub contexts: BTreeMap<String, ContextDir>,
+    /// Local contexts by name and origin (`context` is the main one's name).
+    pub contexts: BTreeMap<ContextKey, ContextDir>,
     /// `--secret` values by id.
     pub secrets: BTreeMap<String, Secret>,
     /// `--ssh` agent sockets by id.
@@ -190,13 +200,28 @@ pub(crate) struct Finished {
     pub key: Digest,
 }
 
-/// What the output vertex produced.
+/// What one output of the definition produced.
 #[derive(Clone, Debug)]
 pub struct Solved {
     /// The result of the output vertex (`None` for an empty graph output).
     pub result: Option<VertexResult>,
-    /// Cache keys of every vertex, for remote-cache export.
+    /// Cache keys of every vertex this output depends on, for remote-cache
+    /// export.
     pub keys: HashMap<Digest, Digest>,
+}
+
+/// What a solve produced: one [`Solved`] per output of the definition.
+#[derive(Clone, Debug, Default)]
+pub struct Solution {
+    /// Results by output name.
+    pub outputs: BTreeMap<String, Solved>,
+}
+
+impl Solution {
+    /// The result of the output `name`.
+    pub fn output(&self, name: &str) -> Option<&Solved> {
+        self.outputs.get(name)
+    }
 }
 
 /// Shared state of one solve.
@@ -235,14 +260,16 @@ struct Schedule {
     error: Option<SolveError>,
 }
 
-/// Runs `def` and returns the output vertex's result.
+/// Runs every output of `def` in one pass and returns each output's result.
+/// A vertex several outputs share runs once; independent vertices run
+/// concurrently, at most `opts.jobs` at a time.
 pub fn solve(
     def: &Definition,
     store: &Store,
     source: &dyn SourceProvider,
     opts: &SolveOptions,
     progress: &dyn ProgressSink,
-) -> Result<Solved, SolveError> {
+) -> Result<Solution, SolveError> {
     let index: HashMap<Digest, usize> = def.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
     let mut dependents: HashMap<Digest, Vec<usize>> = HashMap::new();
     let mut schedule =
@@ -293,12 +320,23 @@ pub fn solve(
         return Err(e);
     }
     saved?;
-    let keys = schedule.done.iter().map(|(d, f)| (*d, f.key)).collect();
-    let result = match def.output {
-        Some(out) => Some(schedule.done.remove(&out).ok_or(SolveError::InvalidGraph(out))?.result),
-        None => None,
-    };
-    Ok(Solved { result, keys })
+    let mut solution = Solution::default();
+    for (name, output) in &def.outputs {
+        let solved = match output {
+            Some(out) => {
+                let finished = schedule.done.get(out).ok_or(SolveError::InvalidGraph(*out))?;
+                let keys = def
+                    .reachable_from(*out)
+                    .into_iter()
+                    .filter_map(|d| schedule.done.get(&d).map(|f| (d, f.key)))
+                    .collect();
+                Solved { result: Some(finished.result.clone()), keys }
+            }
+            None => Solved { result: None, keys: HashMap::new() },
+        };
+        solution.outputs.insert(name.clone(), solved);
+    }
+    Ok(solution)
 }
 
 fn worker(shared: &Shared<'_>, state: &Mutex<Schedule>, wake: &Condvar, dependents: &HashMap<Digest, Vec<usize>>) {
@@ -358,13 +396,12 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
     }
     let name = vertex.meta.description.clone();
     // Build contexts are used in place; they are not snapshots.
-    if let Op::Source(SourceOp::Context { name: ctx, exclude, .. }) = &vertex.op {
-        let dir = shared
-            .opts
-            .contexts
-            .get(ctx)
-            .cloned()
-            .ok_or_else(|| step_error(vertex, format!("build context `{ctx}` was not provided")))?;
+    if let Op::Source(SourceOp::Context { name: ctx, origin, exclude, .. }) = &vertex.op {
+        let wanted = ContextKey { name: ctx.clone(), origin: origin.clone() };
+        let dir = shared.opts.contexts.get(&wanted).cloned().ok_or_else(|| {
+            let from = if origin.is_empty() { String::new() } else { format!(" from `{origin}`") };
+            step_error(vertex, format!("build context `{ctx}`{from} was not provided"))
+        })?;
         let key = cachekey::context_key(ctx, exclude);
         return Ok(Finished { result: VertexResult::Directory(dir), key });
     }

@@ -1,0 +1,605 @@
+//! A typed build request: everything one build of one target needs, parsed
+//! and validated, with no clap types. The command line makes one
+//! ([`BuildRequest::from_cli`]); a bake target will make another. Everything
+//! below `commands` works from this value.
+//!
+//! Flag values are parsed as buildx parses them: `--output`, `--secret`,
+//! `--cache-from` and `--cache-to` are CSV records with quoting ([`csv`]),
+//! keys are case-insensitive, and an unknown key is an error that names it
+//! and lists the valid ones.
+
+pub mod cache;
+mod csv;
+pub mod output;
+pub mod secret;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use rbuild_solver::graph::{NetworkMode, Platform};
+
+pub use cache::{CacheDirection, CacheSpec};
+pub use csv::CsvError;
+pub use output::{LayerCompression, OutputSpec};
+pub use secret::{SecretSpec, SshSpec};
+
+use crate::cli::BuildArgs;
+use crate::progress::Mode;
+
+/// Where the Dockerfile comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DockerfileSource {
+    /// A file (`-f PATH`, default `CONTEXT/Dockerfile`).
+    Path(PathBuf),
+    /// Standard input (`-f -`).
+    Stdin,
+}
+
+/// What a `--build-context NAME=VALUE` provides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContextSource {
+    /// A local directory.
+    Local(PathBuf),
+    /// An image (`docker-image://REF`).
+    Image(String),
+}
+
+/// A privilege a build may be granted (`--allow`), as BuildKit names them.
+// Granted by `--allow` and enforced by the RUN sandbox work; this is the value
+// both read.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entitlement {
+    /// `network.host`: `RUN --network=host`.
+    NetworkHost,
+    /// `security.insecure`: `RUN --security=insecure`.
+    SecurityInsecure,
+}
+
+#[allow(dead_code)]
+impl Entitlement {
+    /// Parses `network.host` or `security.insecure`.
+    pub fn parse(s: &str) -> Result<Entitlement, RequestError> {
+        match s {
+            "network.host" => Ok(Entitlement::NetworkHost),
+            "security.insecure" => Ok(Entitlement::SecurityInsecure),
+            other => Err(RequestError::UnknownEntitlement { value: other.to_string() }),
+        }
+    }
+
+    /// The BuildKit name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Entitlement::NetworkHost => "network.host",
+            Entitlement::SecurityInsecure => "security.insecure",
+        }
+    }
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Resource name as Docker spells it (`nofile`, `nproc`, ...).
+    pub name: String,
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
+/// Limits and defaults of RUN steps (`--network`, `--ulimit`, `--shm-size`,
+/// `--cgroup-parent`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Default network of RUN steps that do not name one.
+    pub network: Option<NetworkMode>,
+    /// Resource limits.
+    pub ulimits: Vec<Ulimit>,
+    /// Size of `/dev/shm` in bytes.
+    pub shm_size: Option<u64>,
+    /// Parent cgroup of RUN processes.
+    pub cgroup_parent: Option<String>,
+}
+
+/// Everything one build of one target needs.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    /// A name for this request's outputs in a shared solve (the bake target
+    /// name; `default` for the command line).
+    pub name: String,
+    /// Main context directory.
+    pub context: PathBuf,
+    /// The Dockerfile.
+    pub dockerfile: DockerfileSource,
+    /// `--target` stage.
+    pub target: Option<String>,
+    /// `--build-arg` values (a bare `KEY` already taken from the environment).
+    pub args: BTreeMap<String, String>,
+    /// Target platforms, at least one, no duplicates.
+    pub platforms: Vec<Platform>,
+    /// `--build-context` by name.
+    pub contexts: BTreeMap<String, ContextSource>,
+    /// `--secret`s.
+    pub secrets: Vec<SecretSpec>,
+    /// `--ssh` agents.
+    pub ssh: Vec<SshSpec>,
+    /// `-t` image names.
+    pub tags: Vec<String>,
+    /// Outputs (at least one; `type=image` when none was asked for).
+    pub outputs: Vec<OutputSpec>,
+    /// `--cache-from`.
+    pub cache_from: Vec<CacheSpec>,
+    /// `--cache-to`.
+    pub cache_to: Vec<CacheSpec>,
+    /// `--label`s for the image config.
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--no-cache-filter` stages.
+    pub no_cache_filter: Vec<String>,
+    /// `--pull`: re-resolve base image tags.
+    pub pull: bool,
+    /// Granted privileges (`--allow`).
+    #[allow(dead_code)] // read once `--allow` is wired.
+    pub entitlements: BTreeSet<Entitlement>,
+    /// RUN limits and defaults.
+    #[allow(dead_code)] // read once `--ulimit`/`--shm-size`/... are wired.
+    pub run_limits: RunLimits,
+    /// Progress output.
+    pub progress: Mode,
+    /// Frontend method: `build`, `check`, `outline` or `targets`.
+    pub call: String,
+    /// `--jobs` (default: number of CPUs).
+    pub jobs: Option<usize>,
+    /// `--iidfile`.
+    pub iidfile: Option<PathBuf>,
+    /// `--metadata-file`.
+    pub metadata_file: Option<PathBuf>,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+/// Why a build request is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The value is not one CSV record.
+    #[error("`{flag}`: {source}")]
+    Csv {
+        /// The flag.
+        flag: &'static str,
+        /// The CSV error.
+        #[source]
+        source: CsvError,
+    },
+    /// A field without `=`.
+    #[error("`{flag}`: `{field}` is not KEY=VALUE")]
+    NotKeyValue {
+        /// The flag.
+        flag: &'static str,
+        /// The field.
+        field: String,
+    },
+    /// A `--secret` field without `=` (not echoed: it may be the value).
+    #[error("`--secret`: a field is not KEY=VALUE (use `id=ID,src=PATH` or `id=ID,env=VAR`)")]
+    SecretNotKeyValue,
+    /// No `type=`.
+    #[error("`{flag}`: missing `type=` (one of {types})")]
+    MissingType {
+        /// The flag.
+        flag: &'static str,
+        /// Valid types.
+        types: &'static str,
+    },
+    /// An unknown `type=`.
+    #[error("`{flag}`: unknown type `{kind}`; valid types: {types}")]
+    UnknownType {
+        /// The flag.
+        flag: &'static str,
+        /// The type given.
+        kind: String,
+        /// Valid types.
+        types: &'static str,
+    },
+    /// A key the type does not know.
+    #[error("`{what}`: unknown key `{key}`; valid keys: {valid}")]
+    UnknownKey {
+        /// The flag and type, e.g. `--output type=image`.
+        what: String,
+        /// The key given.
+        key: String,
+        /// Valid keys.
+        valid: String,
+    },
+    /// A required key is missing.
+    #[error("`{flag} type={kind}` needs `{key}=`")]
+    MissingKey {
+        /// The flag.
+        flag: &'static str,
+        /// The type.
+        kind: String,
+        /// The key.
+        key: &'static str,
+    },
+    /// A key has a value it cannot take.
+    #[error("`{flag}`: invalid `{key}={value}`: expected {expected}")]
+    InvalidValue {
+        /// The flag.
+        flag: &'static str,
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// `--cache-from type=inline`.
+    #[error(
+        "`--cache-from type=inline` is not a cache source: inline cache is read from the image with `type=registry,ref=IMAGE`"
+    )]
+    InlineImport,
+    /// `--secret` without an id.
+    #[error("`--secret` needs `id=` (or `env=`)")]
+    SecretWithoutId,
+    /// A secret file could not be read.
+    #[error("reading secret `{id}` from `{}`", path.display())]
+    SecretFile {
+        /// Secret id.
+        id: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret's environment variable is not set.
+    #[error("secret `{id}`: environment variable `{var}` is not set")]
+    SecretEnv {
+        /// Secret id.
+        id: String,
+        /// The variable.
+        var: String,
+    },
+    /// `--ssh =...`.
+    #[error("`--ssh`: missing the id (`default` or a name)")]
+    SshWithoutId,
+    /// `--ssh id=a,b`.
+    #[error("`--ssh {id}`: give one agent socket; several sockets or key files are not supported")]
+    SshSeveralPaths {
+        /// Agent id.
+        id: String,
+    },
+    /// `--ssh id` without `$SSH_AUTH_SOCK`.
+    #[error("`--ssh {id}`: $SSH_AUTH_SOCK is not set")]
+    SshNoAgent {
+        /// Agent id.
+        id: String,
+    },
+    /// A platform that does not parse.
+    #[error("invalid platform `{value}`: use os/arch[/variant]")]
+    InvalidPlatform {
+        /// The value.
+        value: String,
+    },
+    /// `--build-context` without `=`.
+    #[error("invalid `--build-context {spec}`: expected NAME=PATH or NAME=docker-image://REF")]
+    BuildContextSyntax {
+        /// The value.
+        spec: String,
+    },
+    /// A build-context source rbuild does not read yet.
+    #[error(
+        "`--build-context {name}={value}`: {kind} contexts are not supported yet; use a local directory or docker-image://REF"
+    )]
+    BuildContextUnsupported {
+        /// Context name.
+        name: String,
+        /// The value.
+        value: String,
+        /// What it looks like (`git`, `oci-layout`, ...).
+        kind: &'static str,
+    },
+    /// A local build context that is not a directory.
+    #[error("`--build-context {name}={value}`: `{value}` is not a directory")]
+    BuildContextNotDir {
+        /// Context name.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// An entitlement BuildKit does not define.
+    #[allow(dead_code)]
+    #[error("unknown entitlement `{value}`: use network.host or security.insecure")]
+    UnknownEntitlement {
+        /// The value.
+        value: String,
+    },
+    /// `--load`.
+    #[error("`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`")]
+    Load,
+    /// `--progress` value.
+    #[error("invalid `--progress {value}`: use auto, tty, plain, rawjson or quiet")]
+    InvalidProgress {
+        /// The value.
+        value: String,
+    },
+}
+
+/// Go's `strconv.ParseBool`, which buildx uses for boolean attributes.
+pub(crate) fn parse_bool(flag: &'static str, key: &'static str, value: &str) -> Result<bool, RequestError> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(RequestError::InvalidValue { flag, key, value: value.to_string(), expected: "true or false" }),
+    }
+}
+
+/// Fails on the first key of `attrs` not in `valid` (keys are sorted, so the
+/// error is the same whatever the order on the command line).
+pub(crate) fn require_known(
+    flag: &'static str,
+    kind: &str,
+    attrs: &BTreeMap<String, String>,
+    valid: &[&str],
+) -> Result<(), RequestError> {
+    if let Some(key) = attrs.keys().find(|k| !valid.contains(&k.as_str())) {
+        let what = if kind.is_empty() { flag.to_string() } else { format!("{flag} type={kind}") };
+        return Err(RequestError::UnknownKey { what, key: key.clone(), valid: valid.join(", ") });
+    }
+    Ok(())
+}
+
+/// Parses a comma-separated `--platform` list (several flags add up);
+/// duplicates are dropped, order kept. Empty: the host platform.
+pub fn parse_platforms<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Platform>, RequestError> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in values.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty()) {
+        let platform = Platform::parse(p).ok_or_else(|| RequestError::InvalidPlatform { value: p.to_string() })?;
+        if !out.contains(&platform) {
+            out.push(platform);
+        }
+    }
+    if out.is_empty() {
+        out.push(Platform::host());
+    }
+    Ok(out)
+}
+
+/// Parses one `--build-context NAME=VALUE`.
+pub fn parse_build_context(spec: &str) -> Result<(String, ContextSource), RequestError> {
+    let Some((name, value)) = spec.split_once('=').filter(|(n, v)| !n.is_empty() && !v.is_empty()) else {
+        return Err(RequestError::BuildContextSyntax { spec: spec.to_string() });
+    };
+    let unsupported =
+        |kind| RequestError::BuildContextUnsupported { name: name.to_string(), value: value.to_string(), kind };
+    if let Some(reference) = value.strip_prefix("docker-image://") {
+        return Ok((name.to_string(), ContextSource::Image(reference.to_string())));
+    }
+    if value.starts_with("oci-layout://") {
+        return Err(unsupported("oci-layout"));
+    }
+    if value.starts_with("target:") {
+        return Err(unsupported("bake target"));
+    }
+    if value.starts_with("git@") || value.starts_with("git://") || value.ends_with(".git") {
+        return Err(unsupported("git"));
+    }
+    if value.contains("://") {
+        return Err(unsupported("remote"));
+    }
+    if !std::path::Path::new(value).is_dir() {
+        return Err(RequestError::BuildContextNotDir { name: name.to_string(), value: value.to_string() });
+    }
+    Ok((name.to_string(), ContextSource::Local(PathBuf::from(value))))
+}
+
+impl BuildRequest {
+    /// The request the command line asks for.
+    pub fn from_cli(args: &BuildArgs) -> Result<BuildRequest, RequestError> {
+        let mut build_args = BTreeMap::new();
+        for a in &args.build_args {
+            match a.split_once('=') {
+                Some((k, v)) => {
+                    build_args.insert(k.to_string(), v.to_string());
+                }
+                // `--build-arg KEY` takes the value from the environment, as docker does.
+                None => {
+                    if let Ok(v) = std::env::var(a) {
+                        build_args.insert(a.clone(), v);
+                    }
+                }
+            }
+        }
+        let labels = args
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let contexts = args.build_context.iter().map(|c| parse_build_context(c)).collect::<Result<_, _>>()?;
+        let mut outputs = args.output.iter().map(|o| OutputSpec::parse(o)).collect::<Result<Vec<_>, _>>()?;
+        if args.push {
+            outputs.push(OutputSpec::Image { names: Vec::new(), push: true, compression: LayerCompression::default() });
+        }
+        if args.load {
+            return Err(RequestError::Load);
+        }
+        if outputs.is_empty() {
+            outputs.push(OutputSpec::Image {
+                names: Vec::new(),
+                push: false,
+                compression: LayerCompression::default(),
+            });
+        }
+        let mut cache_from = Vec::new();
+        for c in &args.cache_from {
+            cache_from.extend(CacheSpec::parse(c, CacheDirection::Import)?);
+        }
+        let mut cache_to = Vec::new();
+        for c in &args.cache_to {
+            cache_to.extend(CacheSpec::parse(c, CacheDirection::Export)?);
+        }
+        let progress = Mode::parse(&args.progress, args.quiet)
+            .map_err(|_| RequestError::InvalidProgress { value: args.progress.clone() })?;
+        let dockerfile = match &args.file {
+            Some(f) if f.as_os_str() == "-" => DockerfileSource::Stdin,
+            Some(f) => DockerfileSource::Path(f.clone()),
+            None => DockerfileSource::Path(args.context.join("Dockerfile")),
+        };
+        Ok(BuildRequest {
+            name: "default".into(),
+            context: args.context.clone(),
+            dockerfile,
+            target: args.target.clone(),
+            args: build_args,
+            platforms: parse_platforms(args.platform.iter().map(String::as_str))?,
+            contexts,
+            secrets: args.secret.iter().map(|s| SecretSpec::parse(s)).collect::<Result<_, _>>()?,
+            ssh: args.ssh.iter().map(|s| SshSpec::parse(s)).collect::<Result<_, _>>()?,
+            tags: args.tags.clone(),
+            outputs,
+            cache_from,
+            cache_to,
+            labels,
+            no_cache: args.no_cache,
+            no_cache_filter: args.no_cache_filter.clone(),
+            pull: args.pull,
+            entitlements: BTreeSet::new(),
+            run_limits: RunLimits::default(),
+            progress,
+            call: if args.check { "check".into() } else { args.call.clone() },
+            jobs: args.jobs,
+            iidfile: args.iidfile.clone(),
+            metadata_file: args.metadata_file.clone(),
+            insecure_registries: args.insecure_registry.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache::CacheBackend;
+    use super::secret::SecretSource;
+    use super::*;
+
+    #[test]
+    fn platforms_are_deduplicated_and_default_to_the_host() {
+        let p = parse_platforms(["linux/amd64,linux/arm64", "linux/x86_64"]).unwrap();
+        assert_eq!(p.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"]);
+        assert_eq!(parse_platforms([]).unwrap(), vec![Platform::host()]);
+        assert_eq!(
+            parse_platforms(["linux//"]).unwrap_err().to_string(),
+            "invalid platform `linux//`: use os/arch[/variant]"
+        );
+    }
+
+    #[test]
+    fn build_contexts_parse_and_unsupported_sources_say_so() {
+        assert_eq!(
+            parse_build_context("base=docker-image://alpine:3").unwrap(),
+            ("base".to_string(), ContextSource::Image("alpine:3".into()))
+        );
+        assert_eq!(parse_build_context("bin=/bin").unwrap(), ("bin".to_string(), ContextSource::Local("/bin".into())));
+        let table: &[(&str, &str)] = &[
+            ("bin", "invalid `--build-context bin`: expected NAME=PATH or NAME=docker-image://REF"),
+            ("=/bin", "invalid `--build-context =/bin`: expected NAME=PATH or NAME=docker-image://REF"),
+            (
+                "x=oci-layout:///tmp/l",
+                "`--build-context x=oci-layout:///tmp/l`: oci-layout contexts are not supported yet; use a local directory or docker-image://REF",
+            ),
+            (
+                "x=target:base",
+                "`--build-context x=target:base`: bake target contexts are not supported yet; use a local directory or docker-image://REF",
+            ),
+            (
+                "x=https://github.com/a/b.git",
+                "`--build-context x=https://github.com/a/b.git`: git contexts are not supported yet; use a local directory or docker-image://REF",
+            ),
+            (
+                "x=https://example.com/ctx.tar",
+                "`--build-context x=https://example.com/ctx.tar`: remote contexts are not supported yet; use a local directory or docker-image://REF",
+            ),
+            (
+                "x=/nonexistent/rbuild",
+                "`--build-context x=/nonexistent/rbuild`: `/nonexistent/rbuild` is not a directory",
+            ),
+        ];
+        for (spec, message) in table {
+            assert_eq!(parse_build_context(spec).unwrap_err().to_string(), *message, "{spec}");
+        }
+    }
+
+    #[test]
+    fn entitlements_parse_by_buildkit_name() {
+        for e in [Entitlement::NetworkHost, Entitlement::SecurityInsecure] {
+            assert_eq!(Entitlement::parse(e.name()).unwrap(), e);
+        }
+        assert_eq!(
+            Entitlement::parse("device").unwrap_err().to_string(),
+            "unknown entitlement `device`: use network.host or security.insecure"
+        );
+    }
+
+    #[test]
+    fn cli_flags_become_one_typed_request() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            build: BuildArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().display().to_string();
+        let args = Wrap::parse_from([
+            "rbuild",
+            "-t",
+            "app:1",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            "type=image,\"name=a:1,b:2\",push=true",
+            "--push",
+            "--cache-from",
+            "r/app:cache",
+            "--cache-to",
+            "type=inline",
+            "--secret",
+            "id=tok,env=TOKEN",
+            "--build-arg",
+            "V=1",
+            "--label",
+            "k=v",
+            "--check",
+            &ctx,
+        ])
+        .build;
+        let r = BuildRequest::from_cli(&args).unwrap();
+        assert_eq!(r.platforms.len(), 2);
+        assert_eq!(r.tags, ["app:1"]);
+        assert_eq!(r.outputs.len(), 2);
+        assert!(matches!(&r.outputs[0], OutputSpec::Image { names, push: true, .. } if names == &["a:1", "b:2"]));
+        assert!(matches!(&r.outputs[1], OutputSpec::Image { names, push: true, .. } if names.is_empty()));
+        assert_eq!(r.cache_from.len(), 1);
+        assert_eq!(r.cache_to[0].backend, CacheBackend::Inline);
+        assert_eq!(r.secrets[0].source, SecretSource::Env("TOKEN".into()));
+        assert_eq!(r.args["V"], "1");
+        assert_eq!(r.labels["k"], "v");
+        assert_eq!(r.call, "check");
+        assert_eq!(r.dockerfile, DockerfileSource::Path(dir.path().join("Dockerfile")));
+        // No output asked for: the local store.
+        let plain = Wrap::parse_from(["rbuild", &ctx]).build;
+        let r = BuildRequest::from_cli(&plain).unwrap();
+        assert!(matches!(&r.outputs[..], [OutputSpec::Image { push: false, .. }]));
+        let load = Wrap::parse_from(["rbuild", "--load", &ctx]).build;
+        assert_eq!(
+            BuildRequest::from_cli(&load).unwrap_err().to_string(),
+            "`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`"
+        );
+        let bad = Wrap::parse_from(["rbuild", "--progress", "fancy", &ctx]).build;
+        assert_eq!(
+            BuildRequest::from_cli(&bad).unwrap_err().to_string(),
+            "invalid `--progress fancy`: use auto, tty, plain, rawjson or quiet"
+        );
+    }
+}
