@@ -1,10 +1,14 @@
 //! Command-line definitions (clap). Implementations live in `commands/`.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// rbuild: a daemonless, rootless container image builder.
+///
+/// Without a command, `rbuild [FLAGS] CONTEXT` builds, exactly like
+/// `rbuild build [FLAGS] CONTEXT` (the form CI scripts use).
 #[derive(Debug, Parser)]
 #[command(name = "rbuild", version, about, long_about = None)]
 pub struct Cli {
@@ -14,6 +18,42 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments, with `build` as the default command.
+    pub fn parse_args() -> Cli {
+        Cli::parse_from(with_default_command(std::env::args_os().collect()))
+    }
+}
+
+/// Inserts `build` where the command belongs when the first argument after
+/// the global `--root` is not a command (nor `--help`/`--version`): then
+/// `rbuild -t app .` is `rbuild build -t app .`. With no arguments at all
+/// clap prints the usage, as before. Done on the argument list because clap
+/// cannot mix a default command's positional `CONTEXT` with subcommand
+/// names and a global flag before them.
+pub fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let arg = args[i].to_string_lossy();
+        if arg == "--root" {
+            i += 2;
+            continue;
+        }
+        if arg.starts_with("--root=") {
+            i += 1;
+            continue;
+        }
+        let is_command =
+            Cli::command().get_subcommands().any(|c| c.get_name() == arg || c.get_all_aliases().any(|a| a == arg))
+                || matches!(arg.as_ref(), "help" | "-h" | "--help" | "-V" | "--version");
+        if !is_command {
+            args.insert(i, OsString::from("build"));
+        }
+        break;
+    }
+    args
 }
 
 /// Top-level commands.
@@ -164,4 +204,43 @@ pub struct BuildArgs {
     /// Registries to reach over plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        let args = args.iter().map(OsString::from).collect();
+        with_default_command(args).into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn build_is_the_default_command() {
+        let table: &[(&[&str], &[&str])] = &[
+            (&["rbuild", "-t", "app:1.0", "."], &["rbuild", "build", "-t", "app:1.0", "."]),
+            (&["rbuild", "."], &["rbuild", "build", "."]),
+            (&["rbuild", "--root", "/s", "-t", "a", "."], &["rbuild", "--root", "/s", "build", "-t", "a", "."]),
+            (&["rbuild", "--root=/s", "ctx"], &["rbuild", "--root=/s", "build", "ctx"]),
+            (&["rbuild", "build", "-t", "a", "."], &["rbuild", "build", "-t", "a", "."]),
+            (&["rbuild", "--root", "/s", "images"], &["rbuild", "--root", "/s", "images"]),
+            (&["rbuild", "debug", "graph", "."], &["rbuild", "debug", "graph", "."]),
+            (&["rbuild", "--help"], &["rbuild", "--help"]),
+            (&["rbuild", "-V"], &["rbuild", "-V"]),
+            (&["rbuild"], &["rbuild"]),
+            (&["rbuild", "--root", "/s"], &["rbuild", "--root", "/s"]),
+        ];
+        for (input, want) in table {
+            assert_eq!(argv(input), *want, "{input:?}");
+        }
+        // Both spellings parse to the same build flags.
+        let a = Cli::parse_from(with_default_command(
+            ["rbuild", "-t", "app:1.0", "--platform", "linux/arm64", "ctx"].map(OsString::from).to_vec(),
+        ));
+        let b = Cli::parse_from(["rbuild", "build", "-t", "app:1.0", "--platform", "linux/arm64", "ctx"]);
+        match (a.command, b.command) {
+            (Command::Build(a), Command::Build(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}")),
+            other => panic!("not two builds: {other:?}"),
+        }
+    }
 }

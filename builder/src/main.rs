@@ -15,8 +15,6 @@ mod registry;
 mod request;
 mod sources;
 
-use clap::Parser;
-
 // The build graph is many small strings (env lists, paths, digests): glibc
 // malloc made parse+lower of a 5,000-instruction file ~25% slower.
 #[global_allocator]
@@ -32,7 +30,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     let code = match commands::run(cli, mapping) {
         Ok(code) => code,
         Err(e) => {

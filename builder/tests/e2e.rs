@@ -948,3 +948,136 @@ fn bind_mounts_from_context_and_stage_are_read_only_and_leave_no_trace() {
     assert!(!ctx.path().join("data/x").exists());
     assert!(!local.path().join("mnt/data/a.txt").exists(), "bind mount content leaked into the image");
 }
+
+/// Every file named `name` under `dir`, recursively.
+fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(find_files(&path, name));
+        } else if ft.is_file() && e.file_name() == name {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Two target platforms are solved as one graph: the `FROM
+/// --platform=$BUILDPLATFORM` stage is the same vertex for both, so its RUN
+/// (which appends to a cache mount) executes once; each platform's image
+/// still gets its own base and label.
+#[test]
+fn two_platforms_share_the_buildplatform_stage_and_run_it_once() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:multi");
+    let ctx = dockerfile_dir(&format!(
+        "FROM --platform=$BUILDPLATFORM {reg}/busybox:multi AS build\n\
+         RUN --mount=type=cache,id=runs,target=/cache sh -c 'echo ran >> /cache/runs && wc -l < /cache/runs > /built'\n\
+         FROM {reg}/busybox:multi\n\
+         ARG TARGETARCH\n\
+         COPY --from=build /built /built\n\
+         LABEL arch=$TARGETARCH\n",
+        reg = reg.addr
+    ));
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (layout, local) = (out_dir.path().join("layout"), out_dir.path().join("fs"));
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--progress",
+            "rawjson",
+            // Without the cache, only sharing the vertex keeps the RUN to one
+            // execution (solving each platform on its own ran it twice).
+            "--no-cache",
+            "-t",
+            "shared:latest",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ],
+    ));
+    let events: Vec<serde_json::Value> = stderr(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let runs: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| {
+            e["type"] == "started"
+                && e["name"].as_str().unwrap_or("").contains("RUN")
+                && e["name"].as_str().unwrap_or("").contains("echo ran")
+        })
+        .collect();
+    assert_eq!(runs.len(), 1, "the shared RUN started {} times:\n{}", runs.len(), stderr(&out));
+    let counters = find_files(&store.path().join("mounts"), "runs");
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n", "the RUN appended more than once");
+    for (arch, dir) in [("amd64", "linux_amd64"), ("arm64", "linux_arm64")] {
+        assert_eq!(std::fs::read_to_string(local.join(dir).join("built")).unwrap().trim(), "1", "{arch}");
+        assert!(local.join(dir).join("bin/busybox").exists(), "{arch} has its base");
+        let config: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+            .args(["inspect", "--config", "--override-arch", arch])
+            .arg(format!("oci:{}:latest", layout.display()))))
+        .unwrap();
+        assert_eq!(config["architecture"], arch);
+        assert_eq!(config["config"]["Labels"]["arch"], arch);
+    }
+    // The summary names the manifest list, as buildx does.
+    assert!(
+        events.iter().any(|e| e["type"] == "message"
+            && e["text"].as_str().unwrap_or("").starts_with("exporting manifest list sha256:")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `rbuild -t NAME CONTEXT` (no command) is `rbuild build -t NAME CONTEXT`,
+/// and the build ends with the image id and the names written, as buildx.
+#[test]
+fn build_is_the_default_command_and_prints_the_image_written() {
+    let ctx = dockerfile_dir("FROM scratch\nCOPY Dockerfile /Dockerfile\n");
+    let store = tempfile::tempdir().unwrap();
+    let iid = store.path().join("iid");
+    let out = ok(rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["-t", "app:1.0", "--progress", "plain", "--iidfile"])
+        .arg(&iid)
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    let image_id = std::fs::read_to_string(&iid).unwrap();
+    let err = stderr(&out);
+    assert!(err.contains(&format!("writing image {image_id}")), "{err}");
+    assert!(err.contains("naming to docker.io/library/app:1.0"), "{err}");
+    let images = ok(rbuild().arg("--root").arg(store.path()).arg("images").output().unwrap());
+    assert!(String::from_utf8_lossy(&images.stdout).contains("docker.io/library/app "), "{images:?}");
+    // The explicit command builds the same image (same files, same epoch).
+    let with_command = ok(rbuild()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "-q", "-t", "app:1.1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    let without = ok(rbuild()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .arg("--root")
+        .arg(store.path())
+        .args(["-q", "-t", "app:1.2"])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    assert_eq!(with_command.stdout, without.stdout);
+    // A malformed output spec fails before anything runs, naming the key.
+    let bad =
+        rbuild().arg("--root").arg(store.path()).args(["-o", "type=image,nmae=x"]).arg(ctx.path()).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("unknown key `nmae`; valid keys: type, name, push"), "{}", stderr(&bad));
+}
