@@ -292,3 +292,46 @@ fn source_date_epoch() -> Result<Option<i64>> {
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    fn request(name: &str, ctx: &Path, dest: &Path) -> BuildRequest {
+        let dest = format!("type=local,dest={}", dest.display());
+        let args = Wrap::parse_from(["rbuild", "--progress", "quiet", "-o", &dest, &ctx.display().to_string()]).build;
+        BuildRequest { name: name.to_string(), ..BuildRequest::from_cli(&args).unwrap() }
+    }
+
+    /// Two requests (bake targets) whose main contexts share the name
+    /// `context` but not the directory are solved in one graph without
+    /// mixing them up; identical Dockerfiles make every other vertex equal.
+    #[test]
+    fn same_named_contexts_of_two_requests_never_collide() {
+        if !rustix::process::geteuid().is_root() {
+            return; // the store's snapshot and overlay work needs root here
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mut requests = Vec::new();
+        for name in ["one", "two"] {
+            let ctx = tmp.path().join(name);
+            std::fs::create_dir_all(&ctx).unwrap();
+            std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+            std::fs::write(ctx.join("f"), name).unwrap();
+            requests.push(request(name, &ctx, &tmp.path().join(format!("out-{name}"))));
+        }
+        let store = tmp.path().join("store");
+        assert_eq!(build(&requests, &store, &IdMapping::Full).unwrap(), 0);
+        for name in ["one", "two"] {
+            assert_eq!(std::fs::read_to_string(tmp.path().join(format!("out-{name}/f"))).unwrap(), name);
+        }
+    }
+}
