@@ -305,15 +305,19 @@ mod tests {
         build: BuildArgs,
     }
 
-    fn request(name: &str, ctx: &Path, dest: &Path) -> BuildRequest {
+    fn request(name: &str, ctx: &Path, private: &Path, dest: &Path) -> BuildRequest {
         let dest = format!("type=local,dest={}", dest.display());
-        let args = Wrap::parse_from(["rbuild", "--progress", "quiet", "-o", &dest, &ctx.display().to_string()]).build;
+        let private = format!("private={}", private.display());
+        let ctx = ctx.display().to_string();
+        let args =
+            Wrap::parse_from(["rbuild", "--progress", "quiet", "--build-context", &private, "-o", &dest, &ctx]).build;
         BuildRequest { name: name.to_string(), ..BuildRequest::from_cli(&args).unwrap() }
     }
 
-    /// Two requests (bake targets) whose main contexts share the name
-    /// `context` but not the directory are solved in one graph without
-    /// mixing them up; identical Dockerfiles make every other vertex equal.
+    /// Two requests (bake targets) whose contexts share names (`context`,
+    /// `private`) but not directories are solved in one graph without mixing
+    /// them up, although their Dockerfiles are identical: one target's
+    /// Dockerfile cannot read the other's context by naming it.
     #[test]
     fn same_named_contexts_of_two_requests_never_collide() {
         if !rustix::process::geteuid().is_root() {
@@ -324,14 +328,19 @@ mod tests {
         for name in ["one", "two"] {
             let ctx = tmp.path().join(name);
             std::fs::create_dir_all(&ctx).unwrap();
-            std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+            std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /f\nCOPY --from=private p /p\n").unwrap();
             std::fs::write(ctx.join("f"), name).unwrap();
-            requests.push(request(name, &ctx, &tmp.path().join(format!("out-{name}"))));
+            let private = tmp.path().join(format!("private-{name}"));
+            std::fs::create_dir_all(&private).unwrap();
+            std::fs::write(private.join("p"), format!("private of {name}")).unwrap();
+            requests.push(request(name, &ctx, &private, &tmp.path().join(format!("out-{name}"))));
         }
         let store = tmp.path().join("store");
         assert_eq!(build(&requests, &store, &IdMapping::Full).unwrap(), 0);
         for name in ["one", "two"] {
-            assert_eq!(std::fs::read_to_string(tmp.path().join(format!("out-{name}/f"))).unwrap(), name);
+            let out = tmp.path().join(format!("out-{name}"));
+            assert_eq!(std::fs::read_to_string(out.join("f")).unwrap(), name);
+            assert_eq!(std::fs::read_to_string(out.join("p")).unwrap(), format!("private of {name}"));
         }
     }
 }
