@@ -1075,6 +1075,20 @@ fn build_is_the_default_command_and_prints_the_image_written() {
         .output()
         .unwrap());
     assert_eq!(with_command.stdout, without.stdout);
+    // A quoted CSV field holds a comma: one output, two names.
+    let out = ok(rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["--progress", "plain", "-o", "type=image,\"name=two:a,two:b\""])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    assert!(stderr(&out).contains("naming to docker.io/library/two:a"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("naming to docker.io/library/two:b"), "{}", stderr(&out));
+    let images = ok(rbuild().arg("--root").arg(store.path()).arg("images").output().unwrap());
+    let listing = String::from_utf8_lossy(&images.stdout);
+    let two: Vec<&str> = listing.lines().filter(|l| l.starts_with("docker.io/library/two ")).collect();
+    assert_eq!(two.len(), 2, "{listing}");
     // A malformed output spec fails before anything runs, naming the key.
     let bad =
         rbuild().arg("--root").arg(store.path()).args(["-o", "type=image,nmae=x"]).arg(ctx.path()).output().unwrap();
