@@ -188,7 +188,9 @@ pub(crate) fn run_remote_source(shared: &Shared<'_>, vertex: &Vertex) -> Result<
 
 /// Moves `checkout/subdir/*` to `dest/` and removes `checkout`.
 fn move_subdir(checkout: &std::path::Path, subdir: &str, dest: &std::path::Path) -> std::io::Result<()> {
-    let from = super::exec::resolve_selector(checkout, subdir);
+    // The repository is the Dockerfile author's: its links resolve inside
+    // the checkout (which nothing else touches), never on the host.
+    let from = checkout.join(crate::sandbox::canonical_in_root(checkout, subdir)?);
     for entry in std::fs::read_dir(&from)? {
         let entry = entry?;
         std::fs::rename(entry.path(), dest.join(entry.file_name()))?;
