@@ -114,11 +114,15 @@ pub(crate) fn context(
     let mut hidden = Vec::new();
     let top = dir.root.join(&sub);
     if std::fs::symlink_metadata(&top).is_ok_and(|m| m.is_dir()) {
-        ignored_below(&top, &sub_rel, &*dir.ignore, &mut hidden)
+        ignored_below(&top, (&sub_rel, &sub), &*dir.ignore, &mut hidden)
             .map_err(|source| BindError::Walk { selector: sel.clone(), source })?;
     }
     // The canonical path is what was checked: the sandbox resolves it again
-    // inside the merged view, where whiteouts can only make it fail.
+    // inside the merged view, where whiteouts can only make it fail. (The
+    // view only lacks entries, so resolving the Dockerfile's own path there
+    // reaches the same place or fails: it serves where the canonical one is
+    // not UTF-8.)
+    let sub_sel = sub.to_str().map_or_else(|| selector.to_string(), str::to_string);
     let mut lowerdirs = vec![dir.root.clone()];
     let keep = if hidden.is_empty() {
         None
@@ -129,7 +133,7 @@ pub(crate) fn context(
         lowerdirs.push(mask.path().to_path_buf());
         Some(mask)
     };
-    Ok(BindSource { source: MountSource::Overlay { lowerdirs, readonly, selector: sub_rel }, keep })
+    Ok(BindSource { source: MountSource::Overlay { lowerdirs, readonly, selector: sub_sel }, keep })
 }
 
 fn slash(p: &Path) -> String {
@@ -141,17 +145,26 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 /// Appends to `out` the context-relative paths under `dir` (whose relative
-/// path is `rel`) that `ignore` excludes, without descending into them —
-/// exactly the entries the COPY walk (and the checksum of this bind) skips.
-fn ignored_below(dir: &Path, rel: &str, ignore: &dyn Fn(&str) -> bool, out: &mut Vec<String>) -> std::io::Result<()> {
+/// path is `rel`, `rel_os` with the real bytes) that `ignore` excludes,
+/// without descending into them — exactly the entries the COPY walk (and
+/// the checksum of this bind) skips. Symlinks are never followed.
+fn ignored_below(
+    dir: &Path,
+    (rel, rel_os): (&str, &Path),
+    ignore: &dyn Fn(&str) -> bool,
+    out: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
+        // The predicate sees the name as the COPY walk shows it to it; the
+        // whiteout must carry the real one.
         let child = join(rel, &name.to_string_lossy());
+        let child_os = rel_os.join(&name);
         if ignore(&child) {
-            out.push(child);
+            out.push(child_os);
         } else if entry.file_type()?.is_dir() {
-            ignored_below(&entry.path(), &child, ignore, out)?;
+            ignored_below(&entry.path(), (&child, &child_os), ignore, out)?;
         }
     }
     Ok(())
@@ -161,11 +174,10 @@ fn ignored_below(dir: &Path, rel: &str, ignore: &dyn Fn(&str) -> bool, out: &mut
 /// each hidden path and the directories leading to them, which carry their
 /// context directory's owner, mode and times (overlayfs shows a merged
 /// directory with the top layer's attributes).
-fn write_mask(root: &Path, mask: &Path, hidden: &[String]) -> std::io::Result<()> {
+fn write_mask(root: &Path, mask: &Path, hidden: &[PathBuf]) -> std::io::Result<()> {
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     dirs.insert(PathBuf::new());
-    for h in hidden {
-        let path = Path::new(h);
+    for path in hidden {
         let mut parent = PathBuf::new();
         for comp in path.parent().into_iter().flat_map(Path::components) {
             parent.push(comp);
@@ -201,7 +213,7 @@ fn write_mask(root: &Path, mask: &Path, hidden: &[String]) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
 
     #[test]
     fn ignored_entries_are_found_without_descending() {
@@ -214,12 +226,68 @@ mod tests {
         std::fs::write(r.join("src/main.c"), "").unwrap();
         let ignore = |p: &str| p == "keys" || p.ends_with(".pem") || p == "keys/deep/k";
         let mut out = Vec::new();
-        ignored_below(r, "", &ignore, &mut out).unwrap();
+        ignored_below(r, ("", Path::new("")), &ignore, &mut out).unwrap();
         out.sort();
-        assert_eq!(out, ["keys", "src/sub/deploy-key.pem"]);
+        assert_eq!(out, [Path::new("keys"), Path::new("src/sub/deploy-key.pem")]);
         let mut out = Vec::new();
-        ignored_below(&r.join("src"), "src", &ignore, &mut out).unwrap();
-        assert_eq!(out, ["src/sub/deploy-key.pem"]);
+        ignored_below(&r.join("src"), ("src", Path::new("src")), &ignore, &mut out).unwrap();
+        assert_eq!(out, [Path::new("src/sub/deploy-key.pem")]);
+        // A link to a directory is not followed.
+        std::os::unix::fs::symlink(r.join("src"), r.join("ln")).unwrap();
+        let mut out = Vec::new();
+        ignored_below(r, ("", Path::new("")), &|p: &str| p == "ln/main.c", &mut out).unwrap();
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    fn overlay(b: &BindSource) -> (&[PathBuf], bool, &str) {
+        match &b.source {
+            MountSource::Overlay { lowerdirs, readonly, selector } => (lowerdirs, *readonly, selector),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn context_sources_resolve_inside_and_honour_the_ignore_rules() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        let r = ctx.path();
+        std::fs::create_dir_all(r.join("src/keys")).unwrap();
+        std::fs::write(r.join("src/app"), "").unwrap();
+        std::fs::write(r.join("src/keys/k"), "").unwrap();
+        std::fs::write(r.join("deploy-key.pem"), "").unwrap();
+        symlink("/", r.join("hostroot")).unwrap();
+        symlink("deploy-key.pem", r.join("innocent")).unwrap();
+        symlink("/src/keys", r.join("to-keys")).unwrap();
+        symlink("/nowhere", r.join("dangling")).unwrap();
+        symlink("loop", r.join("loop")).unwrap();
+        let dir = ContextDir {
+            root: r.to_path_buf(),
+            ignore: std::sync::Arc::new(|p: &str| p == "deploy-key.pem" || p == "src/keys"),
+        };
+        // No ignored entry below `src/app`: the context itself, nothing more.
+        let b = context(&store, &dir, "hostroot/src/app", true).unwrap();
+        assert_eq!(overlay(&b), (&[r.to_path_buf()][..], true, "src/app"));
+        assert!(b.keep.is_none());
+        // Below the root two entries are ignored: a mask layer on top.
+        let b = context(&store, &dir, "/", false).unwrap();
+        let (lowers, readonly, selector) = overlay(&b);
+        assert_eq!((lowers.len(), readonly, selector), (2, false, ""));
+        assert_eq!(lowers[0], r);
+        let mask = b.keep.as_ref().unwrap().path();
+        assert_eq!(lowers[1], mask);
+        for w in ["deploy-key.pem", "src/keys"] {
+            let md = std::fs::symlink_metadata(mask.join(w)).unwrap();
+            assert!(md.file_type().is_char_device() && md.rdev() == 0, "{w}");
+        }
+        assert!(!mask.join("src/app").exists() && !mask.join("hostroot").exists());
+        for sel in ["deploy-key.pem", "innocent", "src/keys/k", "to-keys", "dangling", "missing"] {
+            let e = context(&store, &dir, sel, true).err().unwrap();
+            assert!(matches!(&e, BindError::NotFound { selector } if selector == sel), "{sel}: {e}");
+        }
+        let e = context(&store, &dir, "loop", true).err().unwrap();
+        assert!(matches!(e, BindError::Resolve { .. }), "{e}");
+        assert!(!e.to_string().contains(&r.display().to_string()), "{e}");
     }
 
     #[test]
@@ -233,15 +301,17 @@ mod tests {
             last_modification: rustix::fs::Timespec { tv_sec: 2_000_000, tv_nsec: 5 },
         };
         rustix::fs::utimensat(rustix::fs::CWD, ctx.path().join("src"), &old, rustix::fs::AtFlags::empty()).unwrap();
-        match write_mask(ctx.path(), mask.path(), &["src/sub/key.pem".into(), "top.pem".into()]) {
+        // A name that is not UTF-8 is whited out under its real bytes.
+        let odd = PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(b"odd\xff".to_vec()));
+        match write_mask(ctx.path(), mask.path(), &["src/sub/key.pem".into(), "top.pem".into(), odd.clone()]) {
             Ok(()) => {}
             // Whiteouts need kernel 5.8+ or CAP_MKNOD.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => return,
             Err(e) => panic!("{e}"),
         }
-        for w in ["src/sub/key.pem", "top.pem"] {
+        for w in [Path::new("src/sub/key.pem"), Path::new("top.pem"), &odd] {
             let md = std::fs::symlink_metadata(mask.path().join(w)).unwrap();
-            assert!(md.file_type().is_char_device() && md.rdev() == 0, "{w} is a whiteout");
+            assert!(md.file_type().is_char_device() && md.rdev() == 0, "{w:?} is a whiteout");
         }
         let md = std::fs::metadata(mask.path().join("src")).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o750);
