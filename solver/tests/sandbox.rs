@@ -266,7 +266,11 @@ fn extra_mounts() {
         },
         ExtraMount {
             target: "/stage".into(),
-            source: MountSource::Overlay { lowerdirs: vec![f.path("lower"), f.path("stage")], readonly: false },
+            source: MountSource::Overlay {
+                lowerdirs: vec![f.path("lower"), f.path("stage")],
+                readonly: false,
+                selector: String::new(),
+            },
         },
         ExtraMount { target: "/t".into(), source: MountSource::Tmpfs { size: 0 } },
     ];
@@ -560,7 +564,11 @@ fn copy_fallback_run_writes_the_same_upper_as_overlayfs() {
         let mut spec = f.spec(&["sh", "-c", CHANGES]);
         spec.mounts.push(ExtraMount {
             target: "/view".into(),
-            source: MountSource::Overlay { lowerdirs: vec![f.path("lower"), f.path("top")], readonly: true },
+            source: MountSource::Overlay {
+                lowerdirs: vec![f.path("lower"), f.path("top")],
+                readonly: true,
+                selector: String::new(),
+            },
         });
         let out = check(&if copy { f.run_copy(&spec) } else { f.run(&spec) });
         assert_eq!(out, "127.0.0.1 localhost\ntop\n");
@@ -688,4 +696,61 @@ fn copy_fallback_recreated_dirs_are_opaque_and_setup_errors_name_the_path() {
     let o = f.run_copy(&spec);
     assert_eq!(o.status.code(), Some(90));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does-not-exist"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `source=` paths are resolved inside the mounted layers: links to `/` or
+/// `/etc` land in the layers, never on the host; `rw` writes go to a
+/// discarded tmpfs; a missing source fails without naming host paths. Both
+/// with the kernel overlay and with the copy fallback.
+#[test]
+fn bind_sources_resolve_inside_their_layers() {
+    for copy in [false, true] {
+        let f = Fixture::new();
+        // A marker on the host, outside every layer.
+        std::fs::write(f.path("host-marker"), "host secret").unwrap();
+        let host_marker = f.path("host-marker").display().to_string();
+        std::fs::create_dir_all(f.path("stage/etc")).unwrap();
+        std::fs::write(f.path("stage/etc/marker"), "stage").unwrap();
+        std::os::unix::fs::symlink("/", f.path("stage/hostroot")).unwrap();
+        std::os::unix::fs::symlink("/etc", f.path("stage/etclink")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../..", f.path("stage/etc/up")).unwrap();
+        std::fs::create_dir_all(f.path("top")).unwrap();
+        std::fs::write(f.path("top/topfile"), "top").unwrap();
+        let script = format!(
+            "cat /ro/etc/marker /file /rw/marker /up/etc/marker && ! test -e /ro{host_marker} && ! test -e /up{host_marker} \
+             && ls /rw && echo new > /rw/new && echo changed > /rw/marker && cat /rw/new /rw/marker \
+             && echo w > /all/w && cat /all/topfile"
+        );
+        let mut spec = f.spec(&["sh", "-c", &script]);
+        let layers = |lowers: &[&str], readonly, selector: &str| MountSource::Overlay {
+            lowerdirs: lowers.iter().map(|l| f.path(l)).collect(),
+            readonly,
+            selector: selector.into(),
+        };
+        spec.mounts = vec![
+            ExtraMount { target: "/ro".into(), source: layers(&["stage"], true, "hostroot") },
+            ExtraMount { target: "/file".into(), source: layers(&["stage"], true, "hostroot/etclink/marker") },
+            ExtraMount { target: "/rw".into(), source: layers(&["stage", "top"], false, "/etclink") },
+            ExtraMount { target: "/up".into(), source: layers(&["stage", "top"], true, "etc/up") },
+            ExtraMount { target: "/all".into(), source: layers(&["stage", "top"], false, "") },
+        ];
+        let out = check(&if copy { f.run_copy(&spec) } else { f.run(&spec) });
+        assert_eq!(out, "stagestagestagestagemarker\nup\nnew\nchanged\ntop", "copy={copy}");
+        // Writes were discarded: layers and the RUN's upper dir are untouched.
+        assert_eq!(std::fs::read_to_string(f.path("stage/etc/marker")).unwrap(), "stage");
+        assert!(!f.path("stage/etc/new").exists() && !f.path("top/w").exists() && !f.path("stage/w").exists());
+        assert!(entries(&f.path("upper")).is_empty(), "{:?}", entries(&f.path("upper")));
+        assert_eq!(std::fs::read_to_string(f.path("host-marker")).unwrap(), "host secret");
+
+        // A source that exists only on the host (through the link) is not found.
+        let mut spec = f.spec(&["true"]);
+        let missing = format!("hostroot{host_marker}");
+        spec.mounts = vec![ExtraMount { target: "/m".into(), source: layers(&["stage", "top"], true, &missing) }];
+        let o = if copy { f.run_copy(&spec) } else { f.run(&spec) };
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(90), "copy={copy}: {err}");
+        assert!(err.contains(&format!("cannot open bind source `{missing}` for `/m`")), "{err}");
+        assert!(err.contains("No such file or directory"), "{err}");
+        assert!(!err.contains(&f.path("stage").display().to_string()), "host layer path in {err}");
+    }
 }

@@ -104,7 +104,7 @@ impl Fallback {
         merged.flatten(&root, false).map_err(copy_err("flatten layers into", &root))?;
         let mut spec = spec.clone();
         for (i, m) in spec.mounts.iter_mut().enumerate() {
-            if let MountSource::Overlay { lowerdirs, readonly } = &m.source {
+            if let MountSource::Overlay { lowerdirs, readonly, selector } = &m.source {
                 let d = dir.join(format!("mount{i}"));
                 std::fs::create_dir(&d).map_err(copy_err("create", &d))?;
                 // A read-only copy may share the snapshots' inodes (it is
@@ -112,7 +112,12 @@ impl Fallback {
                 copyfs::Merged::new(lowerdirs)
                     .and_then(|mut mm| mm.flatten(&d, *readonly))
                     .map_err(copy_err("flatten layers into", &d))?;
-                m.source = MountSource::Bind { source: d, readonly: *readonly };
+                // Resolved inside the copy; nothing else touches this
+                // private directory, so its symlink-free path stays valid.
+                let sub = super::inroot::canonical_in_root(&d, selector).map_err(|source| {
+                    SandboxError::BindSource { selector: selector.clone(), target: m.target.clone(), source }
+                })?;
+                m.source = MountSource::Bind { source: d.join(sub), readonly: *readonly };
             }
         }
         let mut targets: Vec<(&str, bool)> =

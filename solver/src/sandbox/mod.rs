@@ -31,6 +31,7 @@
 
 mod copyfs;
 mod init;
+mod inroot;
 mod overlay;
 mod passwd;
 mod process;
@@ -42,6 +43,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use inroot::{canonical_in_root, open_in_root};
 pub use overlay::{MountGuard, mount_overlay};
 pub use process::{SandboxChild, spawn};
 pub use user_ns::{IdMapping, init_process};
@@ -85,13 +87,19 @@ pub enum MountSource {
         /// Size limit in bytes; 0 means the kernel default (half of RAM).
         size: u64,
     },
-    /// An overlay of snapshot directories (bottom layer first).
+    /// An overlay of snapshot directories (bottom layer first), or the part
+    /// of it at `selector` (`RUN --mount=type=bind,source=...`).
     Overlay {
-        /// Layers, base first.
+        /// Layers, base first. Trusted host paths; their content is not.
         lowerdirs: Vec<PathBuf>,
         /// `true`: read-only view. `false`: writable, with the writes going
         /// to a tmpfs and discarded when the `RUN` ends (`--mount=type=bind,rw`).
         readonly: bool,
+        /// Path inside the merged view that is mounted (`""`: all of it),
+        /// resolved inside the view (`openat2(RESOLVE_IN_ROOT)`): its
+        /// symlinks and `..` never leave the layers.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        selector: String,
     },
 }
 
@@ -192,6 +200,19 @@ pub enum SandboxError {
         /// The step (for example "mount overlay").
         step: &'static str,
         /// Where.
+        target: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `source` of a bind mount cannot be opened inside its layers
+    /// (missing, a dangling link or a link loop). Names container-side
+    /// paths only, never the host's.
+    #[error("cannot open bind source `{selector}` for `{target}`")]
+    BindSource {
+        /// The path inside the mounted content.
+        selector: String,
+        /// Mount point in the container.
         target: String,
         /// Cause.
         #[source]

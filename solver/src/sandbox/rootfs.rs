@@ -3,10 +3,14 @@
 //! Order matters, and is unit-tested with the recording fake:
 //! 1. private mount namespace, nothing propagates to the host;
 //! 2. every host path (layers, bind sources, device nodes) is captured as a
-//!    descriptor first, so later mounts cannot hide or swap them;
+//!    descriptor first, so later mounts cannot hide or swap them; a bind
+//!    mount's `source=` is resolved *inside* its layers
+//!    (`openat2(RESOLVE_IN_ROOT)`), never joined onto a host path;
 //! 3. a scratch tmpfs is attached at a fixed place: it holds the root mount
 //!    point, an empty layer, the stub layer and the `hosts`/`resolv.conf`
-//!    sources — none of it ever touches the upper dir;
+//!    sources — none of it ever touches the upper dir; layered mount
+//!    sources are merged there (a writable one gets its upper dir there, so
+//!    its writes are discarded with the tmpfs);
 //! 4. a read-only view of the layers is mounted to look the mount targets
 //!    up; targets missing from the image (`/proc`, `/etc/hosts`, a cache
 //!    mount's directory, ...) are created in a *stub layer* on the scratch
@@ -46,11 +50,26 @@ pub(crate) struct Stub {
     pub file: bool,
 }
 
-enum Source {
+enum Source<'a> {
     Ready(OwnedFd),
-    /// A writable overlay whose upper dir lives on the scratch tmpfs: built
-    /// once the scratch exists.
-    RwOverlay(Vec<OwnedFd>),
+    /// Layers merged once the scratch tmpfs exists: a writable overlay keeps
+    /// its upper dir there, and a `selector` is resolved in the merged view
+    /// mounted there.
+    Layers {
+        fds: Vec<OwnedFd>,
+        readonly: bool,
+        selector: &'a str,
+    },
+}
+
+fn bind_err(selector: &str, target: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let (selector, target) = (selector.to_string(), target.to_string());
+    move |source| SandboxError::BindSource { selector, target, source }
+}
+
+/// Whether `selector` names the root of its layers.
+fn is_root(selector: &str) -> bool {
+    selector.split('/').all(|c| c.is_empty() || c == ".")
 }
 
 fn mount_err(step: &'static str, target: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -84,7 +103,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
     };
     let upper = open(&spec.upperdir)?;
     let work = open(&spec.workdir)?;
-    let mut extra = Vec::with_capacity(spec.mounts.len());
+    let mut captured = Vec::with_capacity(spec.mounts.len());
     for m in &spec.mounts {
         if !m.target.starts_with('/') {
             return Err(SandboxError::InvalidSpec(format!("mount target `{}` is not absolute", m.target)));
@@ -104,24 +123,19 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
                         .map_err(mount_err("mount tmpfs", &m.target))?,
                 )
             }
-            MountSource::Overlay { lowerdirs, readonly } => {
+            MountSource::Overlay { lowerdirs, readonly, selector } => {
                 if lowerdirs.is_empty() {
                     return Err(SandboxError::InvalidSpec(format!("overlay mount at `{}` has no layers", m.target)));
                 }
                 if *readonly && lowerdirs.len() == 1 {
-                    Source::Ready(sys.clone_tree(&lowerdirs[0], true).map_err(mount_err("bind-mount", &m.target))?)
+                    Source::Ready(sys.clone_in(&lowerdirs[0], selector, true).map_err(bind_err(selector, &m.target))?)
                 } else {
                     let fds = lowerdirs.iter().map(|p| open(p)).collect::<Result<Vec<_>, _>>()?;
-                    if *readonly {
-                        let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                        Source::Ready(sys.overlay(&refs, None).map_err(overlay_err(&m.target))?)
-                    } else {
-                        Source::RwOverlay(fds)
-                    }
+                    Source::Layers { fds, readonly: *readonly, selector }
                 }
             }
         };
-        extra.push(src);
+        captured.push(src);
     }
     let mut nodes = Vec::with_capacity(DEV_NODES.len());
     for n in DEV_NODES {
@@ -145,6 +159,15 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
     sys.attach_at(scratch.as_fd(), scratch_at).map_err(mount_err("attach scratch tmpfs", SCRATCH_AT))?;
     let root = scratch_at.join("root");
     let root_s = root.display().to_string();
+    let mut extra = Vec::with_capacity(captured.len());
+    for (i, (m, src)) in spec.mounts.iter().zip(captured).enumerate() {
+        extra.push(match src {
+            Source::Ready(fd) => fd,
+            Source::Layers { fds, readonly, selector } => {
+                merged_view(sys, (&scratch, scratch_at), &format!("ovl{i}"), &fds, readonly, selector, &m.target)?
+            }
+        });
+    }
 
     // 4. Overlay root, then stubs if needed (or the flattened copy).
     if let Some(flat) = &flat {
@@ -190,21 +213,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         let fd = sys.clone_tree(&scratch_at.join(name), false).map_err(mount_err("bind-mount", target))?;
         attach(&fd, target, "bind-mount")?;
     }
-    for (i, (m, src)) in spec.mounts.iter().zip(extra).enumerate() {
-        let fd = match src {
-            Source::Ready(fd) => fd,
-            Source::RwOverlay(fds) => {
-                let dir = format!("ovl{i}");
-                sys.mkdir_at(scratch.as_fd(), &dir, 0o755).map_err(prep_err(&dir))?;
-                let d = sys.open_at(scratch.as_fd(), &dir).map_err(prep_err(&dir))?;
-                sys.mkdir_at(d.as_fd(), "upper", 0o755).map_err(prep_err(&dir))?;
-                sys.mkdir_at(d.as_fd(), "work", 0o755).map_err(prep_err(&dir))?;
-                let u = sys.open_at(d.as_fd(), "upper").map_err(prep_err(&dir))?;
-                let w = sys.open_at(d.as_fd(), "work").map_err(prep_err(&dir))?;
-                let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
-                sys.overlay(&refs, Some((u.as_fd(), w.as_fd()))).map_err(overlay_err(&m.target))?
-            }
-        };
+    for (m, fd) in spec.mounts.iter().zip(extra) {
         attach(&fd, &m.target, "attach mount")?;
     }
 
@@ -216,11 +225,46 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
     Ok(())
 }
 
+/// The overlay of `fds` (base first), read-only or with its upper dir in
+/// `dir` on the scratch tmpfs (so writes are discarded with it), or its
+/// part at `selector`: the view is attached in `dir` and the selector
+/// resolved inside it.
+fn merged_view<S: Syscall>(
+    sys: &S,
+    (scratch, scratch_at): (&OwnedFd, &Path),
+    dir: &str,
+    fds: &[OwnedFd],
+    readonly: bool,
+    selector: &str,
+    target: &str,
+) -> Result<OwnedFd, SandboxError> {
+    sys.mkdir_at(scratch.as_fd(), dir, 0o755).map_err(prep_err(dir))?;
+    let d = sys.open_at(scratch.as_fd(), dir).map_err(prep_err(dir))?;
+    let refs: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let ov = if readonly {
+        sys.overlay(&refs, None)
+    } else {
+        sys.mkdir_at(d.as_fd(), "upper", 0o755).map_err(prep_err(dir))?;
+        sys.mkdir_at(d.as_fd(), "work", 0o755).map_err(prep_err(dir))?;
+        let u = sys.open_at(d.as_fd(), "upper").map_err(prep_err(dir))?;
+        let w = sys.open_at(d.as_fd(), "work").map_err(prep_err(dir))?;
+        sys.overlay(&refs, Some((u.as_fd(), w.as_fd())))
+    }
+    .map_err(overlay_err(target))?;
+    if is_root(selector) {
+        return Ok(ov);
+    }
+    sys.mkdir_at(d.as_fd(), "view", 0o755).map_err(prep_err(dir))?;
+    let view = scratch_at.join(dir).join("view");
+    sys.attach_at(ov.as_fd(), &view).map_err(mount_err("attach overlay", target))?;
+    sys.clone_in(&view, selector, readonly).map_err(bind_err(selector, target))
+}
+
 /// Mounts the overlay root at `root`, with a stub layer for missing mount points.
 fn overlay_root<S: Syscall>(
     sys: &S,
     spec: &RunSpec,
-    extra: &[Source],
+    extra: &[OwnedFd],
     lowers: &[OwnedFd],
     [empty, empty2, stub]: [&OwnedFd; 3],
     (upper, work): (&OwnedFd, &OwnedFd),
@@ -243,12 +287,8 @@ fn overlay_root<S: Syscall>(
     drop(probe);
     let mut targets: Vec<(&str, bool)> =
         vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
-    for (m, src) in spec.mounts.iter().zip(extra) {
-        let file = match src {
-            Source::Ready(fd) => !sys.is_dir(fd.as_fd()).map_err(prep_err(&m.target))?,
-            Source::RwOverlay(_) => false,
-        };
-        targets.push((m.target.as_str(), file));
+    for (m, fd) in spec.mounts.iter().zip(extra) {
+        targets.push((m.target.as_str(), !sys.is_dir(fd.as_fd()).map_err(prep_err(&m.target))?));
     }
     let mut stubs = Vec::new();
     for (t, file) in &targets {
@@ -382,6 +422,48 @@ mod tests {
         assert!(position(&calls, "clone /flat") < position(&calls, "attach_at /tmp"));
         assert!(position(&calls, "attach_at /tmp/root") < position(&calls, "attach /tmp/root /proc"));
         assert_eq!(calls.last().unwrap(), "pivot_root /tmp/root");
+    }
+
+    #[test]
+    fn bind_selectors_are_resolved_inside_their_layers() {
+        let rec = Recorder::default();
+        let mut s = spec();
+        let layers = |lowers: &[&str], readonly, selector: &str| MountSource::Overlay {
+            lowerdirs: lowers.iter().map(PathBuf::from).collect(),
+            readonly,
+            selector: selector.into(),
+        };
+        s.mounts = vec![
+            ExtraMount { target: "/ro".into(), source: layers(&["/ctx"], true, "hostroot/etc") },
+            ExtraMount { target: "/rw".into(), source: layers(&["/s0", "/s1"], false, "/sub") },
+            ExtraMount { target: "/all".into(), source: layers(&["/s0", "/s1"], true, "/") },
+        ];
+        setup(&rec, &s, None).unwrap();
+        let calls = rec.calls.borrow();
+        // A single read-only layer: resolved in it and cloned while host paths are captured.
+        let ro = position(&calls, "clone_in /ctx `hostroot/etc` ro=true");
+        let scratch = calls.iter().position(|c| c == "attach_at /tmp").unwrap();
+        assert!(ro < scratch, "{calls:#?}");
+        // Layers are merged on the scratch tmpfs (a writable one with its
+        // upper dir there), and the selector resolved in the merged view.
+        let rw_view = position(&calls, "attach_at /tmp/ovl1/view");
+        let rw = position(&calls, "clone_in /tmp/ovl1/view `/sub` ro=false");
+        assert!(scratch < rw_view && rw_view < rw, "{calls:#?}");
+        assert!(calls.iter().any(|c| c == "mkdir upper"), "{calls:#?}");
+        // The whole view needs no lookup.
+        assert!(!calls.iter().any(|c| c.contains("/tmp/ovl2/view")), "{calls:#?}");
+        let overlays: Vec<&String> = calls.iter().filter(|c| c.starts_with("overlay")).collect();
+        assert_eq!(
+            overlays,
+            [
+                "overlay layers=2 upper=true",
+                "overlay layers=2 upper=false",
+                "overlay layers=2 upper=false",
+                "overlay layers=2 upper=true"
+            ],
+            "{calls:#?}"
+        );
+        assert!(position(&calls, "attach /tmp/root /all") > position(&calls, "attach /tmp/root /ro"));
     }
 
     #[test]

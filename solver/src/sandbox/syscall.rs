@@ -49,6 +49,10 @@ pub(crate) trait Syscall {
     fn fs_mount(&self, fstype: &str, options: &[(&str, &str)], attrs: MountAttrFlags) -> io::Result<OwnedFd>;
     /// Clones the mount tree at `path` (recursively) as a detached bind mount.
     fn clone_tree(&self, path: &Path, readonly: bool) -> io::Result<OwnedFd>;
+    /// Like [`Syscall::clone_tree`] for `selector` resolved inside `root`
+    /// ([`super::inroot::open_in_root`]): content symlinks cannot point the
+    /// bind at the host.
+    fn clone_in(&self, root: &Path, selector: &str, readonly: bool) -> io::Result<OwnedFd>;
     /// Attaches a detached mount at an absolute host path.
     fn attach_at(&self, mount: BorrowedFd<'_>, target: &Path) -> io::Result<()>;
     /// Attaches a detached mount at `target`, resolved inside `root` (symlinks cannot escape).
@@ -279,6 +283,23 @@ impl Syscall for Linux {
         Ok(fd)
     }
 
+    fn clone_in(&self, root: &Path, selector: &str, readonly: bool) -> io::Result<OwnedFd> {
+        let at = super::inroot::open_in_root(root, selector)?;
+        // The descriptor itself is cloned: nothing is looked up again.
+        let fd = rustix::mount::open_tree(
+            &at,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE
+                | OpenTreeFlags::AT_EMPTY_PATH,
+        )?;
+        if readonly {
+            mount_setattr_rdonly(fd.as_fd())?;
+        }
+        Ok(fd)
+    }
+
     fn attach_at(&self, mount: BorrowedFd<'_>, target: &Path) -> io::Result<()> {
         rustix::mount::move_mount(mount, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
         Ok(())
@@ -485,6 +506,10 @@ pub(crate) mod fake {
         }
         fn clone_tree(&self, path: &Path, readonly: bool) -> io::Result<OwnedFd> {
             self.log(format!("clone {} ro={readonly}", path.display()));
+            self.fd()
+        }
+        fn clone_in(&self, root: &Path, selector: &str, readonly: bool) -> io::Result<OwnedFd> {
+            self.log(format!("clone_in {} `{selector}` ro={readonly}", root.display()));
             self.fd()
         }
         fn attach_at(&self, _: BorrowedFd<'_>, target: &Path) -> io::Result<()> {

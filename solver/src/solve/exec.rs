@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::scratch::{ChainView, ScratchDir};
+use super::scratch::ScratchDir;
 use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
 use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode, Vertex};
 use crate::sandbox::{self, ExtraMount, MountSource, RunSpec};
@@ -30,9 +30,7 @@ pub(crate) fn run(
     let lowerdirs: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
     let draft = store.new_snapshot()?;
 
-    // Mounts of other inputs are read-only merged views, mounted here and
-    // inherited by the sandbox's mount namespace.
-    let mut views: Vec<ChainView> = Vec::new();
+    // Scratch directories the mounts refer to, removed when the step ends.
     let mut scratch_dirs: Vec<ScratchDir> = Vec::new();
     // Held until the step ends (`sharing=locked|private`).
     let mut cache_locks: Vec<std::fs::File> = Vec::new();
@@ -41,25 +39,22 @@ pub(crate) fn run(
     for mount in exec.mounts.iter().skip(1) {
         let source = match &mount.kind {
             MountKind::Bind => {
-                let base = match mount.input.map(|i| &inputs[i].result) {
-                    Some(VertexResult::Directory(dir)) => dir.root.clone(),
-                    Some(result @ VertexResult::Snapshots { .. }) => {
-                        let view = ChainView::mount(store, &chain_of(result), "view")
-                            .map_err(|e| step_error(vertex, format!("mount `{}`: {e}", mount.target)))?;
-                        let p = view.path().to_path_buf();
-                        views.push(view);
-                        p
-                    }
-                    None => {
-                        let empty =
-                            ScratchDir::new(store.root(), "empty").map_err(|e| step_error(vertex, e.to_string()))?;
-                        let p = empty.path().to_path_buf();
-                        scratch_dirs.push(empty);
-                        p
-                    }
+                let bind_err = |e: super::bind::BindError| {
+                    let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                    step_error(vertex, format!("mount `{}`: {e}{cause}", mount.target))
                 };
-                let source = resolve_selector(&base, &mount.selector);
-                MountSource::Bind { source, readonly: mount.readonly }
+                let bind = match mount.input.map(|i| &inputs[i].result) {
+                    Some(VertexResult::Directory(dir)) => {
+                        super::bind::context(store, dir, &mount.selector, mount.readonly).map_err(bind_err)?
+                    }
+                    Some(result @ VertexResult::Snapshots { .. }) => {
+                        super::bind::layers(store, &chain_of(result), &mount.selector, mount.readonly)
+                            .map_err(bind_err)?
+                    }
+                    None => super::bind::layers(store, &[], &mount.selector, mount.readonly).map_err(bind_err)?,
+                };
+                scratch_dirs.extend(bind.keep);
+                bind.source
             }
             MountKind::Cache { id, sharing } => {
                 let dir = store.cache_mount_dir(id)?;
@@ -194,7 +189,6 @@ pub(crate) fn run(
         child.wait()
     });
     shared.running.lock().expect("running map").remove(&vertex.digest);
-    drop(views);
     drop(scratch_dirs);
     drop(cache_locks);
     let code = status.map_err(|e| step_error(vertex, e.to_string()))?;
@@ -214,23 +208,6 @@ pub(crate) fn run(
     chain.push(id);
     layers.push(None);
     Ok(VertexResult::Snapshots { chain, layers })
-}
-
-/// `base/selector`, never leaving `base` (`..` clamps at the root).
-pub(crate) fn resolve_selector(base: &Path, selector: &str) -> PathBuf {
-    let mut p = base.to_path_buf();
-    for part in selector.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if p != base {
-                    p.pop();
-                }
-            }
-            part => p.push(part),
-        }
-    }
-    p
 }
 
 fn write_private(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {

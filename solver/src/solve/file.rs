@@ -188,10 +188,40 @@ pub(crate) fn run_remote_source(shared: &Shared<'_>, vertex: &Vertex) -> Result<
 
 /// Moves `checkout/subdir/*` to `dest/` and removes `checkout`.
 fn move_subdir(checkout: &std::path::Path, subdir: &str, dest: &std::path::Path) -> std::io::Result<()> {
-    let from = super::exec::resolve_selector(checkout, subdir);
+    // The repository is the Dockerfile author's: its links resolve inside
+    // the checkout (which nothing else touches), never on the host.
+    let from = checkout.join(crate::sandbox::canonical_in_root(checkout, subdir)?);
     for entry in std::fs::read_dir(&from)? {
         let entry = entry?;
         std::fs::rename(entry.path(), dest.join(entry.file_name()))?;
     }
     std::fs::remove_dir_all(checkout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ADD git...#ref:subdir` where the repository's `subdir` is a link to
+    /// a host directory: the link resolves inside the checkout, and the
+    /// host directory's files are neither moved nor read.
+    #[test]
+    fn a_git_subdir_link_cannot_move_host_files() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("id_ed25519"), "host key").unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let checkout = dest.path().join(".checkout");
+        std::fs::create_dir_all(checkout.join("docs")).unwrap();
+        std::fs::write(checkout.join("docs/readme"), "docs").unwrap();
+        std::os::unix::fs::symlink(host.path(), checkout.join("sub")).unwrap();
+        let err = move_subdir(&checkout, "sub", dest.path()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+        assert_eq!(std::fs::read_to_string(host.path().join("id_ed25519")).unwrap(), "host key");
+        // A link inside the checkout works; `..` stays in it.
+        std::fs::remove_file(checkout.join("sub")).unwrap();
+        std::os::unix::fs::symlink("/docs", checkout.join("sub")).unwrap();
+        move_subdir(&checkout, "../../sub", dest.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(dest.path().join("readme")).unwrap(), "docs");
+        assert!(!checkout.exists());
+    }
 }

@@ -8,6 +8,7 @@
 //! running anything. The first failure cancels the rest and kills their
 //! processes.
 
+mod bind;
 mod cachekey;
 mod exec;
 mod file;
@@ -23,6 +24,7 @@ use rbuild_cache::store::{CacheRecord, LayerDescriptor, SnapshotId, Store, Store
 
 use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
 
+pub use bind::BindError;
 pub use cachekey::CACHE_KEY_VERSION;
 pub use scratch::{ChainView, ScratchDir};
 
