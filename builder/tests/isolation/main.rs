@@ -7,3 +7,5 @@
 
 #[path = "../util/mod.rs"]
 mod util;
+
+mod process;

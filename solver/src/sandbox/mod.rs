@@ -29,8 +29,10 @@
 //! allowed to contain `unsafe`.
 #![allow(unsafe_code)]
 
+mod caps;
 mod copyfs;
 mod init;
+mod masks;
 mod overlay;
 mod passwd;
 mod process;
@@ -260,6 +262,12 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading or setting the capabilities of the `RUN` process failed.
+    #[error("cannot set the capabilities of the command")]
+    Capabilities(#[source] std::io::Error),
+    /// Marking inherited descriptors close-on-exec failed.
+    #[error("cannot close the descriptors the command must not inherit")]
+    CloseFds(#[source] std::io::Error),
     /// Setting the host name failed.
     #[error("cannot set the host name to `{0}`")]
     Hostname(String, #[source] std::io::Error),
