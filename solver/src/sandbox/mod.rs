@@ -11,8 +11,11 @@
 //!    that fresh (single-threaded) process notices the marker and becomes the
 //!    sandbox init instead of returning: it unshares pid/ipc/uts(/net)
 //!    namespaces, forks pid 1 of the new pid namespace, which builds the
-//!    overlay root, `/proc`, `/dev`, `/etc/hosts`, `/etc/resolv.conf` and the
-//!    extra mounts, calls `pivot_root`, switches user and `execve`s.
+//!    overlay root, `/proc`, `/sys`, `/dev`, `/etc/hosts`, `/etc/resolv.conf`
+//!    and the extra mounts, masks Docker's masked and read-only paths
+//!    (`masks`), calls `pivot_root`, switches user, drops to Docker's
+//!    capability set (`caps`), marks every descriptor but stdio
+//!    close-on-exec and `execve`s.
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).
 //!
