@@ -388,37 +388,54 @@ const PROBE: &str = "grep ^Cap /proc/self/status; echo ---; cat /proc/self/mount
 
 #[test]
 fn insecure_security_grants_all_caps_and_writable_proc_sys() {
-    let f = Fixture::new();
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").unwrap().trim().parse().unwrap();
     let all = (1u64 << (last + 1)) - 1;
-    let run = |security: Security| {
-        let mut spec = f.spec(&["sh", "-c", PROBE]);
-        spec.security = security;
-        let out = check(&f.run(&spec));
-        let parts: Vec<String> = out.split("---\n").map(str::to_string).collect();
-        (caps_of(&parts[0]), mounts_of(&parts[1]), parts[2].trim().to_string())
-    };
-    let (caps, mounts, core) = run(Security::Insecure);
-    for set in ["Prm", "Eff", "Bnd"] {
-        assert_eq!(caps[set], all, "Cap{set}: every capability of the kernel");
-    }
-    assert_eq!((caps["Inh"], caps["Amb"]), (0, 0));
-    let ro = |t: &str| mounts.iter().filter(|(m, _)| m == t).any(|(_, o)| o.split(',').any(|x| x == "ro"));
-    assert!(!mounts.iter().any(|(m, _)| m == "/proc/sys" || m == "/proc/keys"), "nothing masked: {mounts:?}");
-    assert!(!ro("/sys"), "/sys is writable: {mounts:?}");
-    if rustix::process::getuid().is_root() {
-        // Container root is host root: /proc/sys is really writable (the
-        // probe only opens it, writing nothing).
-        assert_eq!(core, "opened");
-    }
+    let is_root = rustix::process::getuid().is_root();
+    // As real root, then (where it can be created) as the rootless test user.
+    for rootless in if is_root { vec![false, true] } else { vec![true] } {
+        let f = Fixture::new();
+        if rootless && is_root {
+            let (uid, gid) = ensure_test_user();
+            for d in ["lower", "upper", "work"] {
+                chown_tree(&f.path(d), uid, gid);
+            }
+        }
+        let run = |security: Security| {
+            let mut spec = f.spec(&["sh", "-c", PROBE]);
+            spec.security = security;
+            let p = f.write_spec(&spec);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let o = if rootless && is_root {
+                as_test_user(&["run", p.to_str().unwrap()])
+            } else {
+                Command::new(example()).env_remove("RBUILD_OVERLAY").arg("run").arg(&p).output().unwrap()
+            };
+            let out = check(&o);
+            let parts: Vec<String> = out.split("---\n").map(str::to_string).collect();
+            (caps_of(&parts[0]), mounts_of(&parts[1]), parts[2].trim().to_string())
+        };
+        let ro = |mounts: &[(String, String)], t: &str| {
+            mounts.iter().filter(|(m, _)| m == t).any(|(_, o)| o.split(',').any(|x| x == "ro"))
+        };
+        let (caps, mounts, core) = run(Security::Insecure);
+        for set in ["Prm", "Eff", "Bnd"] {
+            assert_eq!(caps[set], all, "rootless={rootless}: Cap{set}: every capability of the kernel");
+        }
+        assert_eq!((caps["Inh"], caps["Amb"]), (0, 0));
+        assert!(!mounts.iter().any(|(m, _)| m == "/proc/sys" || m == "/proc/keys"), "nothing masked: {mounts:?}");
+        assert!(!ro(&mounts, "/sys"), "/sys is writable: {mounts:?}");
+        // As real root, container root is host root: /proc/sys is really
+        // writable (the probe only opens it, writing nothing). Rootless, the
+        // kernel still refuses: the file belongs to the host's root.
+        assert_eq!(core, if rootless { "denied" } else { "opened" });
 
-    // The default for comparison: Docker's set, read-only and masked paths.
-    let (caps, mounts, core) = run(Security::Sandbox);
-    assert_eq!((caps["Prm"], caps["Eff"], caps["Bnd"]), (0xa804_25fb, 0xa804_25fb, 0xa804_25fb));
-    let ro = |t: &str| mounts.iter().filter(|(m, _)| m == t).any(|(_, o)| o.split(',').any(|x| x == "ro"));
-    assert!(ro("/proc/sys") && ro("/sys"), "{mounts:?}");
-    assert!(mounts.iter().any(|(m, _)| m == "/proc/keys"), "{mounts:?}");
-    assert_eq!(core, "denied");
+        // The default for comparison: Docker's set, read-only and masked paths.
+        let (caps, mounts, core) = run(Security::Sandbox);
+        assert_eq!((caps["Prm"], caps["Eff"], caps["Bnd"]), (0xa804_25fb, 0xa804_25fb, 0xa804_25fb));
+        assert!(ro(&mounts, "/proc/sys") && ro(&mounts, "/sys"), "{mounts:?}");
+        assert!(mounts.iter().any(|(m, _)| m == "/proc/keys"), "{mounts:?}");
+        assert_eq!(core, "denied");
+    }
 }
 
 #[test]
