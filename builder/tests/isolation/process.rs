@@ -211,6 +211,13 @@ fn masked_paths() -> Vec<String> {
     v
 }
 
+/// The host's mounts below `/sys` (cgroups, debugfs, ...).
+fn host_sys_mounts() -> Vec<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let points = mountinfo.lines().filter_map(|l| l.split(' ').nth(4));
+    points.filter(|p| p.starts_with("/sys/") && !p.contains('\\')).map(str::to_string).collect()
+}
+
 #[test]
 fn masked_proc_and_sys_paths_are_empty() {
     let reg = TestRegistry::start();
@@ -218,17 +225,19 @@ fn masked_proc_and_sys_paths_are_empty() {
     let paths = masked_paths();
     let on_host: Vec<&String> = paths.iter().filter(|p| Path::new(p).exists()).collect();
     assert!(on_host.len() >= 2, "this kernel has too few of the masked paths to test: {on_host:?}");
+    let sub_mounts = host_sys_mounts();
     for_each_runner(|who| {
         let p = Probe::new(
             &format!(
                 "FROM {{base}}\n\
-                 RUN for p in {}; do \
+                 RUN for p in {} {}; do \
                        if [ -d $p ]; then echo \"$p dir $(ls -A $p | wc -l)\"; \
                        elif [ -e $p ]; then if cat $p > /tmp/c 2>/dev/null; then echo \"$p file $(wc -c < /tmp/c)\"; \
                          else echo \"$p unreadable\"; fi; \
                        else echo \"$p missing\"; fi; \
                      done > /masks\n",
-                paths.join(" ")
+                paths.join(" "),
+                sub_mounts.join(" ")
             ),
             &reg,
         );
@@ -238,6 +247,14 @@ fn masked_proc_and_sys_paths_are_empty() {
             let line = masks.lines().find(|l| l.split(' ').next() == Some(path.as_str())).unwrap();
             // Present, readable and empty, as under Docker.
             let ok = line == format!("{path} dir 0") || line == format!("{path} file 0");
+            assert!(ok, "{who:?}: {line}");
+        }
+        // A fresh sysfs shows the mount points of the host's sub-mounts as
+        // empty directories (nested ones not at all); so must a bind of the
+        // host's /sys: no host cgroup tree, debugfs or tracefs.
+        for path in &sub_mounts {
+            let line = masks.lines().find(|l| l.split(' ').next() == Some(path.as_str())).unwrap();
+            let ok = line == format!("{path} dir 0") || line == format!("{path} missing");
             assert!(ok, "{who:?}: {line}");
         }
     });

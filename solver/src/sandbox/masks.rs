@@ -60,6 +60,52 @@ pub(crate) fn masked_paths(possible: &str) -> Vec<String> {
     out
 }
 
+/// The top-most mounts strictly below `under` in a `/proc/self/mountinfo`
+/// text: where the host's `/sys` is bound (recursively: the kernel allows
+/// nothing else in a user namespace), its sub-mounts (cgroups, debugfs,
+/// tracefs, bpf, ...) are masked too, so `/sys` shows what a fresh sysfs
+/// shows: their mount points are empty directories of sysfs.
+pub(crate) fn sub_mounts(mountinfo: &str, under: &str) -> Vec<String> {
+    let prefix = format!("{}/", under.trim_end_matches('/'));
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort();
+    points.dedup();
+    // Sorted, a mount's descendants follow it; covering it hides them.
+    let mut top: Vec<String> = Vec::new();
+    for p in points {
+        if !top.last().is_some_and(|t| p.starts_with(&format!("{t}/"))) {
+            top.push(p);
+        }
+    }
+    top
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |v, c| v.wrapping_mul(8).wrapping_add(c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn mask_err(step: &'static str, target: &str) -> impl FnOnce(std::io::Error) -> SandboxError {
     let target = target.to_string();
     move |source| SandboxError::Mount { step, target, source }
@@ -101,6 +147,18 @@ mod tests {
         assert_eq!(p.last().unwrap(), "/sys/devices/system/cpu/cpu5/thermal_throttle");
         assert_eq!(masked_paths("").len(), MASKED.len());
         assert_eq!(masked_paths("garbage,3-x").len(), MASKED.len());
+    }
+
+    #[test]
+    fn sub_mounts_of_sys_are_the_top_most_ones() {
+        let mi = "22 1 0:21 / /sys rw - sysfs sysfs rw\n\
+                  25 22 0:23 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                  26 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw\n\
+                  30 22 0:30 / /sys/kernel/debug rw - debugfs debugfs rw\n\
+                  31 1 0:31 / /system rw - tmpfs tmpfs rw\n\
+                  32 22 0:32 / /sys/odd\\040name rw - tmpfs tmpfs rw\n";
+        assert_eq!(sub_mounts(mi, "/sys"), ["/sys/fs/cgroup", "/sys/kernel/debug", "/sys/odd name"]);
+        assert!(sub_mounts("", "/sys").is_empty());
     }
 
     #[test]

@@ -178,14 +178,14 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
     // still be captured here.
     let sandboxed = spec.security == Security::Sandbox;
     let ro = if sandboxed { MountAttrFlags::MOUNT_ATTR_RDONLY } else { MountAttrFlags::empty() };
-    let sysfs = match sys.fs_mount(
+    let (sysfs, host_sys) = match sys.fs_mount(
         "sysfs",
         &[],
         ro | nosuid | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     ) {
-        Ok(fd) => fd,
+        Ok(fd) => (fd, false),
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            sys.clone_tree(Path::new("/sys"), sandboxed).map_err(mount_err("bind-mount", "/sys"))?
+            (sys.clone_tree(Path::new("/sys"), sandboxed).map_err(mount_err("bind-mount", "/sys"))?, true)
         }
         Err(e) => return Err(mount_err("mount sysfs", "/sys")(e)),
     };
@@ -239,8 +239,15 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
     // 6. Masked and read-only paths (`--security=insecure` has none).
     if sandboxed {
         let cpus = std::fs::read_to_string(masks::POSSIBLE_CPUS).unwrap_or_default();
+        let mut masked = masks::masked_paths(&cpus);
+        if host_sys {
+            // Still the host's mount table: the root is not pivoted yet.
+            let mountinfo =
+                std::fs::read_to_string("/proc/self/mountinfo").map_err(prep_err("/proc/self/mountinfo"))?;
+            masked.extend(masks::sub_mounts(&mountinfo, "/sys"));
+        }
         let (file, dir) = (scratch_at.join("masked-file"), scratch_at.join("masked-dir"));
-        masks::apply(sys, &root, &masks::masked_paths(&cpus), &file, &dir)?;
+        masks::apply(sys, &root, &masked, &file, &dir)?;
     }
 
     // 7. Host name and pivot_root.
