@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rbuild_solver::sandbox::{ExtraMount, MountSource, Network, RunSpec};
+use rbuild_solver::sandbox::{ExtraMount, MountSource, Network, RunSpec, Security};
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "ls", "touch", "rm", "sleep", "hostname", "mount", "true", "pwd", "mkdir", "chown",
@@ -317,7 +317,7 @@ fn scratch_rootfs_without_layers() {
         source: MountSource::Bind { source: "/bin/busybox".into(), readonly: true },
     });
     let out = check(&f.run(&spec));
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["busybox", "dev", "etc", "f", "proc"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["busybox", "dev", "etc", "f", "proc", "sys"]);
     assert_eq!(entries(&f.path("upper")), ["f"]);
 }
 
@@ -361,6 +361,120 @@ fn per_run_overhead() {
     eprintln!("per-RUN overhead (50 x `true`, network none): {mean:.2} ms");
     // Generous bound: the machine is shared; the target is <= 10 ms.
     assert!(mean < 250.0, "{mean} ms per RUN");
+}
+
+// ---- confinement (capabilities, /proc and /sys, descriptors) -----------------
+
+/// Masks of the `Cap*` lines of `/proc/self/status`, by name.
+fn caps_of(status: &str) -> std::collections::BTreeMap<String, u64> {
+    status
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.strip_prefix("Cap")?.split_once(':')?;
+            Some((k.to_string(), u64::from_str_radix(v.trim(), 16).ok()?))
+        })
+        .collect()
+}
+
+/// Mount points of a `/proc/self/mountinfo` text with their options.
+fn mounts_of(mountinfo: &str) -> Vec<(String, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.to_string()))
+        })
+        .collect()
+}
+
+const PROBE: &str = "grep ^Cap /proc/self/status; echo ---; cat /proc/self/mountinfo; echo ---; \
+    if (exec 3>>/proc/sys/kernel/core_pattern) 2>/dev/null; then echo opened; else echo denied; fi";
+
+#[test]
+fn insecure_security_grants_all_caps_and_writable_proc_sys() {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").unwrap().trim().parse().unwrap();
+    let all = (1u64 << (last + 1)) - 1;
+    let is_root = rustix::process::getuid().is_root();
+    // As real root, then (where it can be created) as the rootless test user.
+    for rootless in if is_root { vec![false, true] } else { vec![true] } {
+        let f = Fixture::new();
+        if rootless && is_root {
+            let (uid, gid) = ensure_test_user();
+            for d in ["lower", "upper", "work"] {
+                chown_tree(&f.path(d), uid, gid);
+            }
+        }
+        let run = |security: Security| {
+            let mut spec = f.spec(&["sh", "-c", PROBE]);
+            spec.security = security;
+            let p = f.write_spec(&spec);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let o = if rootless && is_root {
+                as_test_user(&["run", p.to_str().unwrap()])
+            } else {
+                Command::new(example()).env_remove("RBUILD_OVERLAY").arg("run").arg(&p).output().unwrap()
+            };
+            let out = check(&o);
+            let parts: Vec<String> = out.split("---\n").map(str::to_string).collect();
+            (caps_of(&parts[0]), mounts_of(&parts[1]), parts[2].trim().to_string())
+        };
+        let ro = |mounts: &[(String, String)], t: &str| {
+            mounts.iter().filter(|(m, _)| m == t).any(|(_, o)| o.split(',').any(|x| x == "ro"))
+        };
+        let (caps, mounts, core) = run(Security::Insecure);
+        for set in ["Prm", "Eff", "Bnd"] {
+            assert_eq!(caps[set], all, "rootless={rootless}: Cap{set}: every capability of the kernel");
+        }
+        assert_eq!((caps["Inh"], caps["Amb"]), (0, 0));
+        assert!(!mounts.iter().any(|(m, _)| m == "/proc/sys" || m == "/proc/keys"), "nothing masked: {mounts:?}");
+        assert!(!ro(&mounts, "/sys"), "/sys is writable: {mounts:?}");
+        // As real root, container root is host root: /proc/sys is really
+        // writable (the probe only opens it, writing nothing). Rootless, the
+        // kernel still refuses: the file belongs to the host's root.
+        assert_eq!(core, if rootless { "denied" } else { "opened" });
+
+        // The default for comparison: Docker's set, read-only and masked paths.
+        let (caps, mounts, core) = run(Security::Sandbox);
+        assert_eq!((caps["Prm"], caps["Eff"], caps["Bnd"]), (0xa804_25fb, 0xa804_25fb, 0xa804_25fb));
+        assert!(ro(&mounts, "/proc/sys") && ro(&mounts, "/sys"), "{mounts:?}");
+        assert!(mounts.iter().any(|(m, _)| m == "/proc/keys"), "{mounts:?}");
+        assert_eq!(core, "denied");
+    }
+}
+
+#[test]
+fn capabilities_of_root_and_of_a_user() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["grep", "^Cap", "/proc/self/status"]);
+    let root = caps_of(&check(&f.run(&spec)));
+    let want = |held: u64| {
+        [("Amb", 0), ("Bnd", 0xa804_25fb), ("Eff", held), ("Inh", 0), ("Prm", held)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(root, want(0xa804_25fb));
+    spec.user = "builder".into();
+    assert_eq!(caps_of(&check(&f.run(&spec))), want(0), "Docker leaves a non-root USER nothing effective");
+}
+
+#[test]
+fn inherited_descriptors_stay_outside() {
+    let f = Fixture::new();
+    let p = f.write_spec(&f.spec(&["sh", "-c", "ls /proc/self/fd; ls /proc/self/fd/7/ 2>&1; true"]));
+    // A directory and a file without O_CLOEXEC, as from a careless parent.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("exec 7</ 9<\"$1\"; exec \"$0\" run \"$1\"")
+        .arg(example())
+        .arg(&p)
+        .env_remove("RBUILD_OVERLAY")
+        .output()
+        .unwrap();
+    let out = check(&o);
+    let fds: Vec<&str> = out.lines().take_while(|l| l.chars().all(|c| c.is_ascii_digit())).collect();
+    assert_eq!(fds, ["0", "1", "2", "3"], "{out}");
+    assert!(out.contains("No such file") && !out.contains("etc"), "{out}");
 }
 
 // ---- non-root --------------------------------------------------------------

@@ -9,3 +9,4 @@
 mod util;
 
 mod binds;
+mod process;

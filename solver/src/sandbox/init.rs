@@ -12,7 +12,9 @@
 //! - waits for pid 1 and exits with its status (128+signal if killed).
 //!
 //! Pid 1 builds the root ([`super::rootfs::setup`]), resolves the user in
-//! the image, switches ids, closes the error pipe (set-up done) and `execve`s.
+//! the image, switches ids, drops capabilities to Docker's set
+//! ([`super::caps`]), marks every descriptor but stdio close-on-exec, closes
+//! the error pipe (set-up done) and `execve`s.
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use rustix::thread::UnshareFlags;
 
 use super::syscall::{Linux, Syscall};
-use super::{MountSource, Network, RunSpec, SandboxError, copyfs, error_chain, passwd, rootfs};
+use super::{MountSource, Network, RunSpec, SandboxError, caps, copyfs, error_chain, passwd, rootfs};
 
 /// Environment marker of a re-executed sandbox init.
 pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
@@ -120,8 +122,7 @@ impl Fallback {
                 m.source = MountSource::Bind { source: d.join(sub), readonly: *readonly };
             }
         }
-        let mut targets: Vec<(&str, bool)> =
-            vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
+        let mut targets: Vec<(&str, bool)> = rootfs::PSEUDO_TARGETS.to_vec();
         for m in &spec.mounts {
             let file = match &m.source {
                 MountSource::Bind { source, .. } => !std::fs::metadata(source).is_ok_and(|md| md.is_dir()),
@@ -260,6 +261,8 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     // before switching user) and stays in the snapshot.
     std::fs::create_dir_all(cwd).map_err(|source| SandboxError::Prepare { path: cwd.to_string(), source })?;
 
+    let caps = caps::Plan::new(spec.security, user.uid, caps::current().map_err(SandboxError::Capabilities)?);
+    caps::keep_across_setuid().map_err(SandboxError::Capabilities)?;
     let set_err = |what: String| move |source: rustix::io::Errno| SandboxError::SetIds { what, source: source.into() };
     let groups: Vec<rustix::process::Gid> = user.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();
     match rustix::thread::set_thread_groups(&groups) {
@@ -270,8 +273,8 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     let g = rustix::process::Gid::from_raw(user.gid);
     let u = rustix::process::Uid::from_raw(user.uid);
     rustix::thread::set_thread_res_gid(g, g, g).map_err(set_err(format!("gid {}", user.gid)))?;
-    // Leaving uid 0 for a non-zero uid clears all capabilities.
     rustix::thread::set_thread_res_uid(u, u, u).map_err(set_err(format!("uid {}", user.uid)))?;
+    caps::regain_after_setuid().map_err(SandboxError::Capabilities)?;
     // Changing the effective uid reset the parent-death signal.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     std::env::set_current_dir(cwd).map_err(|source| SandboxError::Prepare { path: cwd.to_string(), source })?;
@@ -284,6 +287,12 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
         env.push(format!("HOME={}", user.home));
     }
     let path_var = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(super::DEFAULT_PATH).to_string();
+    // Seccomp goes here: without NO_NEW_PRIVS (BuildKit sets none, so setuid
+    // binaries work) installing a filter needs CAP_SYS_ADMIN, which the
+    // capability drop below removes (runc orders it so too). The filter must
+    // allow what follows: capset, prctl, close_range, execve.
+    caps.apply().map_err(SandboxError::Capabilities)?;
+    cloexec_above_stdio().map_err(SandboxError::CloseFds)?;
     // Set-up is complete: closing the error pipe lets `spawn` return. What
     // follows is the command's own business and goes to its stderr.
     *err = None;
@@ -305,6 +314,30 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     let e = cmd.exec();
     let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
     exit_with(code, &format!("`{arg0}`: {e}"))
+}
+
+/// Marks every descriptor above stdio close-on-exec, so that nothing rbuild
+/// inherited without `O_CLOEXEC` (a CI runner's log pipe, a jobserver, an
+/// `exec 8</` of the calling script) reaches the command.
+fn cloexec_above_stdio() -> std::io::Result<()> {
+    // SAFETY: close_range only sets descriptor flags; no memory is passed.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 know no CLOSE_RANGE_CLOEXEC: one at a time.
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // SAFETY: F_SETFD on a descriptor number only sets its flags (a
+        // number closed meanwhile, read_dir's own, gives EBADF, ignored).
+        if fd > 2 && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn exit_with(code: i32, msg: &str) -> ! {

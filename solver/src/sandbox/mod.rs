@@ -11,8 +11,11 @@
 //!    that fresh (single-threaded) process notices the marker and becomes the
 //!    sandbox init instead of returning: it unshares pid/ipc/uts(/net)
 //!    namespaces, forks pid 1 of the new pid namespace, which builds the
-//!    overlay root, `/proc`, `/dev`, `/etc/hosts`, `/etc/resolv.conf` and the
-//!    extra mounts, calls `pivot_root`, switches user and `execve`s.
+//!    overlay root, `/proc`, `/sys`, `/dev`, `/etc/hosts`, `/etc/resolv.conf`
+//!    and the extra mounts, masks Docker's masked and read-only paths
+//!    (`masks`), calls `pivot_root`, switches user, drops to Docker's
+//!    capability set (`caps`), marks every descriptor but stdio
+//!    close-on-exec and `execve`s.
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).
 //!
@@ -29,9 +32,11 @@
 //! allowed to contain `unsafe`.
 #![allow(unsafe_code)]
 
+mod caps;
 mod copyfs;
 mod init;
 mod inroot;
+mod masks;
 mod overlay;
 mod passwd;
 mod process;
@@ -281,6 +286,12 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// Reading or setting the capabilities of the `RUN` process failed.
+    #[error("cannot set the capabilities of the command")]
+    Capabilities(#[source] std::io::Error),
+    /// Marking inherited descriptors close-on-exec failed.
+    #[error("cannot close the descriptors the command must not inherit")]
+    CloseFds(#[source] std::io::Error),
     /// Setting the host name failed.
     #[error("cannot set the host name to `{0}`")]
     Hostname(String, #[source] std::io::Error),

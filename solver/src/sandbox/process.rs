@@ -113,8 +113,8 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     let (sr, ew) = (spec_r.as_raw_fd(), err_w.as_raw_fd());
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure only calls async-signal-safe prctl/getppid/
-    // fcntl/dup2 on descriptors that stay open in the parent until spawn
-    // returns.
+    // fcntl/dup2/close_range on descriptors that stay open in the parent
+    // until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
             // If rbuild dies (even by SIGKILL), the sandbox goes with it:
@@ -135,6 +135,11 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
             if a < 0 || b < 0 || libc::dup2(a, SPEC_FD) < 0 || libc::dup2(b, ERR_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Only stdio and the two pipes cross: whatever rbuild inherited
+            // without O_CLOEXEC (a jobserver, `exec 8</`) stays behind. The
+            // init marks the rest once more before the command's execve, so
+            // an old kernel refusing this (before 5.11) is no leak.
+            libc::syscall(libc::SYS_close_range, (ERR_FD + 1) as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
             Ok(())
         });
     }

@@ -17,10 +17,12 @@
 //!    tmpfs placed above the image layers, then the real overlay (with the
 //!    upper dir) is mounted, so mount points leave no trace in the upper dir
 //!    (BuildKit instead deletes its "mount stubs" after the run);
-//! 5. `/proc`, `/dev`, hosts files, the extra mounts in order, all attached
-//!    through descriptors resolved *inside* the root (symlinks in the image
-//!    cannot point a mount at the host);
-//! 6. host name, then `pivot_root`.
+//! 5. `/proc`, `/sys`, `/dev`, hosts files, the extra mounts in order, all
+//!    attached through descriptors resolved *inside* the root (symlinks in
+//!    the image cannot point a mount at the host);
+//! 6. Docker's masked and read-only paths of `/proc` and `/sys`
+//!    ([`super::masks`]), after every other mount so none can cover them;
+//! 7. host name, then `pivot_root`.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -29,12 +31,16 @@ use rustix::mount::MountAttrFlags;
 use rustix::thread::UnshareFlags;
 
 use super::syscall::Syscall;
-use super::{MountSource, RunSpec, SandboxError};
+use super::{MountSource, RunSpec, SandboxError, Security, masks};
 
 /// Where the init attaches its scratch tmpfs (in its own private mount
 /// namespace, after every host path has been captured, so hiding what is
 /// there is harmless).
 pub(crate) const SCRATCH_AT: &str = "/tmp";
+
+/// Mount points every root gets (path, is a file), created where missing.
+pub(crate) const PSEUDO_TARGETS: [(&str, bool); 5] =
+    [("/proc", false), ("/sys", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
 
 /// Host device nodes bind-mounted into the container's `/dev`.
 pub(crate) const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -151,6 +157,9 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
     for d in ["root", "empty", "empty2", "stub"] {
         sys.mkdir_at(scratch.as_fd(), d, 0o755).map_err(prep_err(d))?;
     }
+    // What masked paths show (bound read-only).
+    sys.mkdir_at(scratch.as_fd(), "masked-dir", 0o555).map_err(prep_err("masked-dir"))?;
+    sys.write_at(scratch.as_fd(), "masked-file", b"").map_err(prep_err("masked-file"))?;
     sys.write_at(scratch.as_fd(), "hosts", spec.hosts.as_bytes()).map_err(prep_err("hosts"))?;
     sys.write_at(scratch.as_fd(), "resolv.conf", spec.resolv_conf.as_bytes()).map_err(prep_err("resolv.conf"))?;
     let empty = sys.open_at(scratch.as_fd(), "empty").map_err(prep_err("empty"))?;
@@ -185,6 +194,25 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         .fs_mount("proc", &[], nosuid | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC)
         .map_err(mount_err("mount proc", "/proc"))?;
     attach(&proc, "/proc", "attach proc")?;
+    // `/sys` read-only, as Docker mounts it. Only the owner of the network
+    // namespace may mount sysfs: where the RUN shares one we do not own (the
+    // host's), the host's `/sys` is bound instead, recursively read-only, as
+    // rootless podman does. `/sys` is not under the scratch tmpfs, so it can
+    // still be captured here.
+    let sandboxed = spec.security == Security::Sandbox;
+    let ro = if sandboxed { MountAttrFlags::MOUNT_ATTR_RDONLY } else { MountAttrFlags::empty() };
+    let (sysfs, host_sys) = match sys.fs_mount(
+        "sysfs",
+        &[],
+        ro | nosuid | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    ) {
+        Ok(fd) => (fd, false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            (sys.clone_tree(Path::new("/sys"), sandboxed).map_err(mount_err("bind-mount", "/sys"))?, true)
+        }
+        Err(e) => return Err(mount_err("mount sysfs", "/sys")(e)),
+    };
+    attach(&sysfs, "/sys", "attach /sys")?;
     let dev = sys
         .fs_mount("tmpfs", &[("mode", "0755"), ("size", "65536k")], nosuid | MountAttrFlags::MOUNT_ATTR_NOEXEC)
         .map_err(mount_err("mount tmpfs", "/dev"))?;
@@ -217,7 +245,21 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         attach(&fd, &m.target, "attach mount")?;
     }
 
-    // 6. Host name and pivot_root.
+    // 6. Masked and read-only paths (`--security=insecure` has none).
+    if sandboxed {
+        let cpus = std::fs::read_to_string(masks::POSSIBLE_CPUS).unwrap_or_default();
+        let mut masked = masks::masked_paths(&cpus);
+        if host_sys {
+            // Still the host's mount table: the root is not pivoted yet.
+            let mountinfo =
+                std::fs::read_to_string("/proc/self/mountinfo").map_err(prep_err("/proc/self/mountinfo"))?;
+            masked.extend(masks::sub_mounts(&mountinfo, "/sys"));
+        }
+        let (file, dir) = (scratch_at.join("masked-file"), scratch_at.join("masked-dir"));
+        masks::apply(sys, &root, &masked, &file, &dir)?;
+    }
+
+    // 7. Host name and pivot_root.
     if !spec.hostname.is_empty() {
         sys.sethostname(&spec.hostname).map_err(|e| SandboxError::Hostname(spec.hostname.clone(), e))?;
     }
@@ -285,8 +327,7 @@ fn overlay_root<S: Syscall>(
     let probe = sys.overlay(&layers, None).map_err(overlay_err(&root_s))?;
     sys.attach_at(probe.as_fd(), root).map_err(mount_err("attach overlay", &root_s))?;
     drop(probe);
-    let mut targets: Vec<(&str, bool)> =
-        vec![("/proc", false), ("/dev", false), ("/etc/hosts", true), ("/etc/resolv.conf", true)];
+    let mut targets: Vec<(&str, bool)> = PSEUDO_TARGETS.to_vec();
     for (m, fd) in spec.mounts.iter().zip(extra) {
         targets.push((m.target.as_str(), !sys.is_dir(fd.as_fd()).map_err(prep_err(&m.target))?));
     }
@@ -464,6 +505,50 @@ mod tests {
             "{calls:#?}"
         );
         assert!(position(&calls, "attach /tmp/root /all") > position(&calls, "attach /tmp/root /ro"));
+    }
+
+    #[test]
+    fn sys_is_read_only_and_masks_come_after_every_mount() {
+        let rec = Recorder::default();
+        setup(&rec, &spec(), None).unwrap();
+        let calls = rec.calls.borrow();
+        let sysfs = position(&calls, "fs sysfs");
+        let sys_at = position(&calls, "attach /tmp/root /sys");
+        assert!(position(&calls, "attach /tmp/root /proc") < sysfs && sysfs < sys_at, "{calls:#?}");
+        assert!(!calls.iter().any(|c| c == "clone /sys ro=true"), "sysfs mounted: no host bind");
+        // Read-only and masked paths after the last extra mount, before pivot_root.
+        let cache = position(&calls, "attach /tmp/root /cache");
+        let ro = position(&calls, "open_in /tmp/root /proc/sys");
+        let masked = position(&calls, "open_in /tmp/root /sys/firmware");
+        let pivot = position(&calls, "pivot_root");
+        assert!(cache < ro && ro < masked && masked < pivot);
+        assert_eq!(calls[ro + 1..ro + 3], ["clone_fd ro=true", "attach_fd"]);
+        assert_eq!(calls[masked + 1..masked + 3], ["clone /tmp/masked-dir ro=true", "attach_fd"]);
+        for p in masks::READONLY.iter().chain(&masks::MASKED) {
+            assert!(calls.contains(&format!("open_in /tmp/root {p}")), "{p} not handled");
+        }
+    }
+
+    #[test]
+    fn sys_of_a_foreign_network_namespace_is_the_hosts_bound_read_only() {
+        let mut rec = Recorder::default();
+        rec.refuse.insert("sysfs");
+        setup(&rec, &spec(), None).unwrap();
+        let calls = rec.calls.borrow();
+        let bind = position(&calls, "clone /sys ro=true");
+        assert!(position(&calls, "fs sysfs") < bind && bind < position(&calls, "attach /tmp/root /sys"));
+    }
+
+    #[test]
+    fn insecure_has_no_masks_and_a_writable_sys() {
+        let mut rec = Recorder::default();
+        rec.refuse.insert("sysfs");
+        let mut s = spec();
+        s.security = Security::Insecure;
+        setup(&rec, &s, None).unwrap();
+        let calls = rec.calls.borrow();
+        assert!(!calls.iter().any(|c| c.starts_with("open_in") || c.starts_with("attach_fd")), "{calls:#?}");
+        assert!(calls.contains(&"clone /sys ro=false".to_string()));
     }
 
     #[test]

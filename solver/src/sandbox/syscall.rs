@@ -57,6 +57,13 @@ pub(crate) trait Syscall {
     fn attach_at(&self, mount: BorrowedFd<'_>, target: &Path) -> io::Result<()>;
     /// Attaches a detached mount at `target`, resolved inside `root` (symlinks cannot escape).
     fn attach_in(&self, mount: BorrowedFd<'_>, root: &Path, target: &str) -> io::Result<()>;
+    /// Opens `target` inside `root` (symlinks cannot escape) as an `O_PATH`
+    /// descriptor; `None` if it does not exist.
+    fn open_in(&self, root: &Path, target: &str) -> io::Result<Option<OwnedFd>>;
+    /// Clones the mount tree at a descriptor (recursively) as a detached bind mount.
+    fn clone_fd(&self, fd: BorrowedFd<'_>, readonly: bool) -> io::Result<OwnedFd>;
+    /// Attaches a detached mount over the file or directory `target` refers to.
+    fn attach_fd(&self, mount: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()>;
     /// Lazily unmounts `target`.
     fn unmount(&self, target: &Path) -> io::Result<()>;
     /// Looks `target` up inside `root`.
@@ -326,6 +333,48 @@ impl Syscall for Linux {
         Ok(())
     }
 
+    fn open_in(&self, root: &Path, target: &str) -> io::Result<Option<OwnedFd>> {
+        let rootfd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let rel = target.trim_start_matches('/');
+        match rustix::fs::openat2(
+            &rootfd,
+            if rel.is_empty() { "." } else { rel },
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn clone_fd(&self, fd: BorrowedFd<'_>, readonly: bool) -> io::Result<OwnedFd> {
+        let clone = rustix::mount::open_tree(
+            fd,
+            "",
+            OpenTreeFlags::OPEN_TREE_CLONE
+                | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                | OpenTreeFlags::AT_RECURSIVE
+                | OpenTreeFlags::AT_EMPTY_PATH,
+        )?;
+        if readonly {
+            mount_setattr_rdonly(clone.as_fd())?;
+        }
+        Ok(clone)
+    }
+
+    fn attach_fd(&self, mount: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+        rustix::mount::move_mount(
+            mount,
+            "",
+            target,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )?;
+        Ok(())
+    }
+
     fn unmount(&self, target: &Path) -> io::Result<()> {
         Ok(rustix::mount::unmount(target, UnmountFlags::DETACH)?)
     }
@@ -440,11 +489,18 @@ pub(crate) mod fake {
     use std::cell::RefCell;
     use std::collections::BTreeSet;
 
-    /// Records every call as a line of text; `missing` lists targets that do not exist.
+    /// Records every call as a line of text; `missing` lists targets that do
+    /// not exist, `files` those [`Syscall::open_in`] finds to be files (the
+    /// rest are directories).
     #[derive(Default)]
     pub(crate) struct Recorder {
         pub calls: RefCell<Vec<String>>,
         pub missing: BTreeSet<String>,
+        pub files: BTreeSet<String>,
+        /// What the last `open_in` opened: what `is_dir` answers for.
+        last_open: RefCell<String>,
+        /// `fs_mount` of these file system types fails with `EPERM`.
+        pub refuse: BTreeSet<&'static str>,
     }
 
     impl Recorder {
@@ -490,7 +546,7 @@ pub(crate) mod fake {
             self.fd()
         }
         fn is_dir(&self, _: BorrowedFd<'_>) -> io::Result<bool> {
-            Ok(true)
+            Ok(!self.files.contains(self.last_open.borrow().as_str()))
         }
         fn create_stub(&self, _: BorrowedFd<'_>, _: &Path, stub: &Stub) -> io::Result<()> {
             self.log(format!("stub {} + {} file={}", stub.existing.display(), stub.missing.join("/"), stub.file));
@@ -502,6 +558,9 @@ pub(crate) mod fake {
         }
         fn fs_mount(&self, fstype: &str, _: &[(&str, &str)], _: MountAttrFlags) -> io::Result<OwnedFd> {
             self.log(format!("fs {fstype}"));
+            if self.refuse.contains(fstype) {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
             self.fd()
         }
         fn clone_tree(&self, path: &Path, readonly: bool) -> io::Result<OwnedFd> {
@@ -518,6 +577,23 @@ pub(crate) mod fake {
         }
         fn attach_in(&self, _: BorrowedFd<'_>, root: &Path, target: &str) -> io::Result<()> {
             self.log(format!("attach {} {target}", root.display()));
+            Ok(())
+        }
+        fn open_in(&self, root: &Path, target: &str) -> io::Result<Option<OwnedFd>> {
+            self.log(format!("open_in {} {target}", root.display()));
+            let t = target.trim_start_matches('/').to_string();
+            if self.missing.contains(&t) {
+                return Ok(None);
+            }
+            *self.last_open.borrow_mut() = t;
+            self.fd().map(Some)
+        }
+        fn clone_fd(&self, _: BorrowedFd<'_>, readonly: bool) -> io::Result<OwnedFd> {
+            self.log(format!("clone_fd ro={readonly}"));
+            self.fd()
+        }
+        fn attach_fd(&self, _: BorrowedFd<'_>, _: BorrowedFd<'_>) -> io::Result<()> {
+            self.log("attach_fd".into());
             Ok(())
         }
         fn unmount(&self, target: &Path) -> io::Result<()> {
