@@ -6,11 +6,12 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use futures_util::future::join_all;
-use rbuild_cache::store::{CacheRecord, LayerDescriptor, SnapshotId, Store};
+use rbuild_cache::oci::ImageConfig;
+use rbuild_cache::oci::LayerDescriptor;
+use rbuild_cache::store::{CacheRecord, SnapshotId, Store};
 use rbuild_cache::unpack::{UnpackOptions, unpack_layer};
 use rbuild_frontend::lower::{ImageConfigResolver, ResolvedBase};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
 use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{PulledImage, SourceProvider};
 use tokio::runtime::{Handle, Runtime};

@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
+use rbuild_cache::oci::ImageConfig;
 use rbuild_frontend::lower::{ImageConfigResolver, LowerOptions, ResolvedBase, lower};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
 
 /// Every image resolves at once to an empty config.
 struct Images;

@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rbuild_cache::oci::{History, ImageConfig};
 use rbuild_frontend::lower::{ImageConfigResolver, LowerOptions, LoweredBuild, ResolvedBase, parse_and_lower};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::{History, ImageConfig};
 use serde_json::{Value, json};
 
 /// Fixed base images. Every reference resolves (except names containing

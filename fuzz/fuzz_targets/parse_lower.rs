@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use rbuild_frontend::lower::{parse_and_lower, ImageConfigResolver, LowerOptions, ResolvedBase};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
+use rbuild_cache::oci::ImageConfig;
 
 /// Every image resolves to a small config; names containing `missing` fail
 /// and names containing `onbuild` carry a trigger, so both paths are fuzzed.

@@ -9,6 +9,5 @@
 
 pub mod fileop;
 pub mod graph;
-pub mod image_config;
 pub mod sandbox;
 pub mod solve;

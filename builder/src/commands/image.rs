@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_cache::store::{LayerDescriptor, Store};
+use rbuild_cache::oci::LayerDescriptor;
+use rbuild_cache::oci::{History, ImageConfig};
+use rbuild_cache::store::Store;
 use rbuild_frontend::lower::LoweredBuild;
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::{History, ImageConfig};
 use rbuild_solver::solve::{self, Solved};
 
 use super::output::Output;

@@ -1,61 +1,16 @@
-//! OCI manifest and index documents, and the bundle handed to exporters.
-//!
-//! Our own serde types rather than `oci-spec`'s: its `annotations` are
-//! `HashMap`s that serialise in random order, and these bytes are digested.
-//! Field order follows the Go `image-spec` structs, maps are `BTreeMap`s.
+//! Building OCI manifest and index documents (types in
+//! [`rbuild_cache::oci`]), and the bundle handed to exporters.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rbuild_solver::graph::Platform;
-use serde::{Deserialize, Serialize};
+use rbuild_cache::oci::{
+    Descriptor, Index, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform,
+};
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::{ExportError, LayerInfo};
-
-/// OCI image manifest media type.
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index media type.
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI image config media type.
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-
-/// An OCI content descriptor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-}
-
-/// An OCI image manifest.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Manifest {
-    pub schema_version: u32,
-    pub media_type: String,
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// An OCI image index.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Index {
-    pub schema_version: u32,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub media_type: String,
-    pub manifests: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
 
 /// `sha256:<hex>` of `bytes`.
 pub(crate) fn digest_of(bytes: &[u8]) -> String {

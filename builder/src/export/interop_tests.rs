@@ -6,8 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rbuild_cache::oci::ImageConfig;
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
 
 use super::layer::tests::make_snapshot;
 use super::*;

@@ -27,9 +27,7 @@ mod interop_tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use image::{
-    ImageBundle, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, PlatformImage, build_index, build_manifest,
-};
+pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
 pub use layer::{Compression, LayerInfo, LayerOptions, write_layer};
 pub use local::{LocalExportSummary, export_local, export_tar, write_rootfs_tar};
 pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};

@@ -16,7 +16,9 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::ExportError;
-use super::image::{Blob, BlobData, Descriptor, ImageBundle, Index, MEDIA_TYPE_INDEX, Manifest, parse_name};
+use rbuild_cache::oci::{Descriptor, Index, MEDIA_TYPE_INDEX, Manifest};
+
+use super::image::{Blob, BlobData, ImageBundle, parse_name};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";

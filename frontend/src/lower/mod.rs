@@ -19,8 +19,8 @@ mod stage;
 
 use std::collections::{BTreeMap, HashMap};
 
+use rbuild_cache::oci::{History, ImageConfig};
 use rbuild_solver::graph::{Definition, Digest, Op, Platform, SourceOp, VertexMeta};
-use rbuild_solver::image_config::{History, ImageConfig};
 
 use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{self, CommandLine};

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use rbuild_cache::oci::{Empty, HealthConfig, History, ImageConfig};
 use rbuild_solver::graph::{Digest, FileAction, FileOp, Op, Platform, VertexMeta};
-use rbuild_solver::image_config::{Empty, HealthConfig, History, ImageConfig};
 
 use super::{DEFAULT_PATH, HistoryStep, Lowering, command_argv, expand, history};
 use crate::diagnostic::{Diagnostic, Span};

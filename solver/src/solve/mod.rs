@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rbuild_cache::store::{CacheRecord, LayerDescriptor, SnapshotId, Store, StoreError};
+use rbuild_cache::oci::LayerDescriptor;
+use rbuild_cache::store::{CacheRecord, SnapshotId, Store, StoreError};
 
 use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
 
