@@ -6,8 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use futures_util::future::join_all;
-use rbuild_cache::oci::ImageConfig;
-use rbuild_cache::oci::LayerDescriptor;
+use rbuild_cache::oci::{
+    Descriptor, ImageConfig, LayerDescriptor, Manifest, layer_compression_name, normalize_layer_media_type,
+};
 use rbuild_cache::store::{CacheRecord, SnapshotId, Store};
 use rbuild_cache::unpack::{UnpackOptions, unpack_layer};
 use rbuild_frontend::lower::{ImageConfigResolver, ResolvedBase};
@@ -29,21 +30,6 @@ pub struct Sources {
     pub pull: bool,
     /// Whether unpacking may chown to any id.
     pub chown: bool,
-}
-
-/// A parsed manifest: config and layer descriptors.
-#[derive(serde::Deserialize)]
-struct Manifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-#[derive(serde::Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
-    size: u64,
 }
 
 impl Sources {
@@ -184,7 +170,7 @@ impl Sources {
                 extra: Default::default(),
             },
         )?;
-        self.store.set_layer_for_snapshot(&id, compression_of(&desc.media_type), &desc)?;
+        self.store.set_layer_for_snapshot(&id, layer_compression_name(&desc.media_type), &desc)?;
         Ok((id, desc))
     }
 }
@@ -194,26 +180,6 @@ fn pinned(r: &ImageRef, digest: &str) -> String {
     let mut base = r.clone();
     base.digest = Some(digest.to_string());
     base.to_string()
-}
-
-/// Docker media types for layers mapped to their OCI equivalents.
-fn normalize_layer_media_type(mt: &str) -> String {
-    match mt {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        "" => "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        other => other.to_string(),
-    }
-}
-
-/// The compression name the store keys layer blobs by.
-pub fn compression_of(media_type: &str) -> &'static str {
-    if media_type.ends_with("+zstd") {
-        "zstd"
-    } else if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
-        "gzip"
-    } else {
-        "uncompressed"
-    }
 }
 
 impl ImageConfigResolver for Sources {

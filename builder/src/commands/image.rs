@@ -16,7 +16,7 @@ use rbuild_solver::solve::{self, Solved};
 
 use super::output::Output;
 use crate::cli::WriteLayerArgs;
-use crate::export::{self, Compression, LayerInfo, LayerOptions};
+use crate::export::{self, Compression, LayerOptions};
 
 /// An assembled image, its blobs in the store.
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ pub struct BuiltImage {
     /// Config digest (the image ID).
     pub config_digest: String,
     /// Layers with their blob files.
-    pub layers: Vec<(LayerInfo, PathBuf)>,
+    pub layers: Vec<(LayerDescriptor, PathBuf)>,
     /// Platform.
     pub platform: Platform,
     /// The final snapshot chain (for local/tar outputs).
@@ -107,7 +107,7 @@ pub fn assemble(
         None => (Vec::new(), Vec::new()),
     };
     let name = compression_name(compression);
-    let mut layers: Vec<(LayerInfo, PathBuf)> = Vec::new();
+    let mut layers: Vec<(LayerDescriptor, PathBuf)> = Vec::new();
     // Which chain entries produced no layer (empty diffs are dropped, as
     // BuildKit does, and their history entries become empty_layer).
     let mut empty: Vec<bool> = Vec::new();
@@ -118,10 +118,7 @@ pub fn assemble(
         };
         if let Some(d) = reuse.filter(|d| store.has_blob(&d.digest)) {
             let path = store.blob_path(&d.digest);
-            layers.push((
-                LayerInfo { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: d.media_type },
-                path,
-            ));
+            layers.push((d, path));
             empty.push(false);
             continue;
         }
@@ -138,16 +135,7 @@ pub fn assemble(
         if digest != info.digest {
             bail!("layer digest mismatch: writer saw {digest}, layer writer reported {}", info.digest);
         }
-        store.set_layer_for_snapshot(
-            id,
-            name,
-            &LayerDescriptor {
-                digest: info.digest.clone(),
-                diff_id: info.diff_id.clone(),
-                size: info.size,
-                media_type: info.media_type.clone(),
-            },
-        )?;
+        store.set_layer_for_snapshot(id, name, &info)?;
         let path = store.blob_path(&info.digest);
         layers.push((info, path));
         empty.push(false);

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rbuild_cache::oci::ImageConfig;
+use rbuild_cache::oci::{ImageConfig, LayerDescriptor};
 use rbuild_solver::graph::Platform;
 
 use super::layer::tests::make_snapshot;
@@ -23,7 +23,7 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn write_blob(dir: &Path, snapshot: &Path, compression: Compression) -> (LayerInfo, PathBuf) {
+fn write_blob(dir: &Path, snapshot: &Path, compression: Compression) -> (LayerDescriptor, PathBuf) {
     let tmp = dir.join("layer.tmp");
     let mut f = fs::File::create(&tmp).unwrap();
     let info = write_layer(
@@ -56,7 +56,7 @@ fn bundle(tmp: &Path, second: Compression) -> ImageBundle {
     config.config.labels.insert("org.example".into(), "yes".into());
     config.rootfs.diff_ids = layers.iter().map(|(l, _)| l.diff_id.clone()).collect();
     let config = config.to_canonical_json();
-    let infos: Vec<LayerInfo> = layers.iter().map(|(l, _)| l.clone()).collect();
+    let infos: Vec<LayerDescriptor> = layers.iter().map(|(l, _)| l.clone()).collect();
     let (manifest, _, _) = build_manifest(&config, &infos, BTreeMap::new());
     ImageBundle::single(manifest, config, layers, vec!["app:1.0".into(), "localhost:5000/ns/app:v2".into()])
 }

@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use rbuild_cache::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
 use sha2::{Digest as _, Sha256};
 
 use super::ExportError;
@@ -35,9 +36,9 @@ impl Compression {
     /// The OCI media type of a layer with this compression.
     pub fn media_type(&self) -> &'static str {
         match self {
-            Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::Uncompressed => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip { .. } => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd { .. } => MEDIA_TYPE_LAYER_ZSTD,
+            Compression::Uncompressed => MEDIA_TYPE_LAYER_TAR,
         }
     }
 }
@@ -51,19 +52,6 @@ pub struct LayerOptions {
     pub source_date_epoch: Option<i64>,
     /// Compression threads (0 is treated as 1).
     pub threads: usize,
-}
-
-/// What a written layer is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerInfo {
-    /// `sha256:<hex>` of the blob as written (compressed).
-    pub digest: String,
-    /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
-    /// Blob size in bytes.
-    pub size: u64,
-    /// OCI media type of the blob.
-    pub media_type: String,
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -100,7 +88,7 @@ impl<W: Write> Write for Tee<W> {
 ///
 /// Entries are in a deterministic order with overlay whiteouts converted to
 /// OCI ones, so the same directory always gives the same digest.
-pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) -> Result<LayerInfo, ExportError> {
+pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) -> Result<LayerDescriptor, ExportError> {
     let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
     let threads = opts.threads.max(1);
     let werr = |source| ExportError::Write { source };
@@ -133,7 +121,7 @@ pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) ->
     };
     blob.flush().map_err(werr)?;
     let (digest, size, _) = blob.digest();
-    Ok(LayerInfo {
+    Ok(LayerDescriptor {
         diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,
         size,
@@ -212,7 +200,7 @@ pub(crate) mod tests {
         v
     }
 
-    fn layer(dir: &Path, compression: Compression, threads: usize, epoch: Option<i64>) -> (LayerInfo, Vec<u8>) {
+    fn layer(dir: &Path, compression: Compression, threads: usize, epoch: Option<i64>) -> (LayerDescriptor, Vec<u8>) {
         let mut out = Vec::new();
         let info =
             write_layer(dir, &LayerOptions { compression, source_date_epoch: epoch, threads }, &mut out).unwrap();

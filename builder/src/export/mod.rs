@@ -28,7 +28,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
-pub use layer::{Compression, LayerInfo, LayerOptions, write_layer};
+pub use layer::{Compression, LayerOptions, write_layer};
 pub use local::{LocalExportSummary, export_local, export_tar, write_rootfs_tar};
 pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::ExportError;
-use rbuild_cache::oci::{Descriptor, Index, MEDIA_TYPE_INDEX, Manifest};
+use rbuild_cache::oci::{Descriptor, Index, MEDIA_TYPE_INDEX, Manifest, sha256_digest};
 
 use super::image::{Blob, BlobData, ImageBundle, parse_name};
 
@@ -34,7 +34,7 @@ fn layout_index(bundle: &ImageBundle) -> Result<Vec<u8>, ExportError> {
     let (media_type, top) = bundle.top()?;
     let base = Descriptor {
         media_type: media_type.to_string(),
-        digest: super::image::digest_of(top),
+        digest: sha256_digest(top),
         size: top.len() as u64,
         annotations: BTreeMap::new(),
         platform: None,

@@ -51,7 +51,7 @@ async fn resolves_and_fetches_busybox() {
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
 
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "library/busybox:latest"));
-    assert_eq!(img.manifest_media_type, OCI_IMAGE_MEDIA_TYPE);
+    assert_eq!(img.manifest_media_type, MEDIA_TYPE_MANIFEST);
     assert_eq!(img.index_digest, None);
     assert_eq!(img.platform, platform("linux/amd64"));
     assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&img.config))), img.config_digest);
@@ -79,7 +79,7 @@ async fn resolves_docker_schema2_manifest() {
     let reg = TestRegistry::start();
     reg.push_busybox_docker("bb:v2s2");
     let img = client().resolve(&image(&reg, "bb:v2s2"), &platform("linux/amd64")).await.unwrap();
-    assert_eq!(img.manifest_media_type, IMAGE_MANIFEST_MEDIA_TYPE);
+    assert_eq!(img.manifest_media_type, MEDIA_TYPE_DOCKER_MANIFEST);
     assert_eq!(img.layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "bb:v2s2"));
 }
@@ -302,7 +302,7 @@ async fn authenticates_with_docker_config() {
 
 #[test]
 fn selects_platform_entries() {
-    let index: IndexJson = serde_json::from_str(
+    let index: Index = serde_json::from_str(
         r#"{"manifests":[
             {"digest":"sha256:a","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v6"}},
             {"digest":"sha256:b","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}},

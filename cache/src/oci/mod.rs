@@ -152,6 +152,49 @@ pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+jso
 pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// OCI image config media type.
 pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// OCI layer, uncompressed tar.
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// OCI layer, gzip-compressed tar.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI layer, zstd-compressed tar.
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// Docker schema 2 manifest media type.
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list media type.
+pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Docker gzip layer media type.
+pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// `sha256:<hex>` of `bytes`, as descriptors spell digests.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+/// Whether `media_type` is an image index or a Docker manifest list.
+pub fn is_index(media_type: &str) -> bool {
+    media_type == MEDIA_TYPE_INDEX || media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST
+}
+
+/// A layer media type in its OCI spelling (Docker's gzip type, or none at
+/// all, mean OCI gzip).
+pub fn normalize_layer_media_type(media_type: &str) -> String {
+    match media_type {
+        MEDIA_TYPE_DOCKER_LAYER_GZIP | "" => MEDIA_TYPE_LAYER_GZIP.into(),
+        other => other.to_string(),
+    }
+}
+
+/// The compression of a layer media type, by the name the store keys layer
+/// blobs with (`gzip`, `zstd`, `uncompressed`).
+pub fn layer_compression_name(media_type: &str) -> &'static str {
+    if media_type.ends_with("+zstd") {
+        "zstd"
+    } else if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+        "gzip"
+    } else {
+        "uncompressed"
+    }
+}
 
 /// An OCI content descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,7 +255,10 @@ pub struct Index {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// A layer blob as it appears in a manifest, plus its uncompressed digest.
+/// A layer blob as it appears in a manifest, plus its uncompressed digest:
+/// what the layer writer produces, the store records per snapshot, and the
+/// solver hands around with snapshot chains. Its JSON (snake_case) is part
+/// of the store's index format.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct LayerDescriptor {
     /// Digest of the compressed blob (`sha256:<hex>`).
@@ -223,4 +269,50 @@ pub struct LayerDescriptor {
     pub size: u64,
     /// OCI media type of the blob.
     pub media_type: String,
+}
+
+impl LayerDescriptor {
+    /// The manifest descriptor of this layer.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_documents_parse_into_the_oci_types() {
+        let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:aa","size":7,
+            "platform":{"architecture":"arm","os":"linux","variant":"v7","os.features":["x"]}}]}"#;
+        let index: Index = serde_json::from_slice(list).unwrap();
+        assert!(is_index(&index.media_type));
+        assert_eq!(index.manifests[0].platform.as_ref().unwrap().to_string(), "linux/arm/v7");
+        let manifest = br#"{"schemaVersion":2,"config":{"digest":"sha256:cc","size":1},
+            "layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"sha256:ll","size":3}]}"#;
+        let m: Manifest = serde_json::from_slice(manifest).unwrap();
+        assert_eq!(m.media_type, "");
+        assert_eq!(normalize_layer_media_type(&m.layers[0].media_type), MEDIA_TYPE_LAYER_GZIP);
+        assert_eq!(layer_compression_name(&m.layers[0].media_type), "gzip");
+        assert_eq!(layer_compression_name(MEDIA_TYPE_LAYER_ZSTD), "zstd");
+        assert_eq!(layer_compression_name(MEDIA_TYPE_LAYER_TAR), "uncompressed");
+    }
+
+    #[test]
+    fn layer_descriptor_json_is_the_store_format() {
+        let l =
+            LayerDescriptor { digest: "sha256:a".into(), diff_id: "sha256:b".into(), size: 3, media_type: "m".into() };
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"digest":"sha256:a","diff_id":"sha256:b","size":3,"media_type":"m"}"#
+        );
+    }
 }

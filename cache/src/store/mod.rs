@@ -51,7 +51,7 @@ pub use prune::{DiskUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
 
 use crate::fsutil;
-use crate::oci::LayerDescriptor;
+use crate::oci::{LayerDescriptor, sha256_digest};
 use lease::LeaseLog;
 
 /// Errors from store operations. Paths name the file that failed.
@@ -761,11 +761,6 @@ struct IndexEntry {
 struct NamedEntry {
     name: String,
     digest: String,
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes).as_slice()))
 }
 
 /// Checks a digest and returns its hex part.
