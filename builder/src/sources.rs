@@ -6,11 +6,11 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use futures_util::future::join_all;
+use rbuild_cache::layer::{UnpackOptions, unpack_layer};
 use rbuild_cache::oci::{
     Descriptor, ImageConfig, LayerDescriptor, Manifest, layer_compression_name, normalize_layer_media_type,
 };
 use rbuild_cache::store::{CacheRecord, SnapshotId, Store};
-use rbuild_cache::unpack::{UnpackOptions, unpack_layer};
 use rbuild_frontend::lower::{ImageConfigResolver, ResolvedBase};
 use rbuild_solver::graph::Platform;
 use rbuild_solver::sandbox::IdMapping;

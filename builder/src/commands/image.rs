@@ -16,7 +16,9 @@ use rbuild_solver::solve::{self, Solved};
 
 use super::output::Output;
 use crate::cli::WriteLayerArgs;
-use crate::export::{self, Compression, LayerOptions};
+use rbuild_cache::layer::{self, Compression, LayerOptions};
+
+use crate::export;
 
 /// An assembled image, its blobs in the store.
 #[derive(Clone, Debug)]
@@ -129,7 +131,7 @@ pub fn assemble(
         }
         let mut writer = store.blob_writer()?;
         let opts = LayerOptions { compression: *compression, source_date_epoch: epoch, threads: threads() };
-        let info = export::write_layer(&diff, &opts, &mut writer)
+        let info = layer::write_layer(&diff, &opts, &mut writer)
             .with_context(|| format!("writing layer for snapshot {id}"))?;
         let digest = writer.finish()?;
         if digest != info.digest {
@@ -205,9 +207,9 @@ pub fn write_layer_command(args: &WriteLayerArgs) -> Result<i32> {
     let info = match &args.output {
         Some(path) => {
             let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-            export::write_layer(&args.dir, &opts, &mut f)?
+            layer::write_layer(&args.dir, &opts, &mut f)?
         }
-        None => export::write_layer(&args.dir, &opts, &mut std::io::sink())?,
+        None => layer::write_layer(&args.dir, &opts, &mut std::io::sink())?,
     };
     let elapsed = started.elapsed().as_secs_f64();
     println!(

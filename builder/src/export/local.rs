@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
 use super::ExportError;
-use super::walk::{TreeOptions, write_tree};
+use rbuild_cache::layer::{TreeOptions, write_tree};
 
 /// What [`export_local`] could not reproduce exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn write_rootfs_tar(
     source_date_epoch: Option<i64>,
     out: &mut dyn Write,
 ) -> Result<(), ExportError> {
-    write_tree(rootfs_dir, TreeOptions { whiteouts: false, epoch: source_date_epoch }, out)
+    Ok(write_tree(rootfs_dir, TreeOptions { whiteouts: false, epoch: source_date_epoch }, out)?)
 }
 
 /// The `tar` exporter: `rootfs_dir` as a tar file at `dest_file`.

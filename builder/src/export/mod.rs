@@ -15,11 +15,8 @@
 #![allow(dead_code, unused_imports)]
 
 mod image;
-mod layer;
 mod local;
 mod oci;
-mod pgzip;
-mod walk;
 
 #[cfg(test)]
 mod interop_tests;
@@ -27,15 +24,19 @@ mod interop_tests;
 use std::io;
 use std::path::PathBuf;
 
+use rbuild_cache::layer::LayerWriteError;
+
 pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
-pub use layer::{Compression, LayerOptions, write_layer};
 pub use local::{LocalExportSummary, export_local, export_tar, write_rootfs_tar};
 pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};
 
 /// Errors from writing layers and exporting images.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A directory of the snapshot could not be listed.
+    /// Writing a tree as tar failed.
+    #[error(transparent)]
+    Tree(#[from] LayerWriteError),
+    /// A directory of the root filesystem could not be listed.
     #[error("cannot read directory `{path}`")]
     ReadDir {
         /// The directory.
@@ -62,23 +63,6 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
-    /// Extended attributes could not be listed or read.
-    #[error("cannot read extended attributes of `{path}`")]
-    ReadXattr {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// An overlay feature we cannot represent in a layer tar.
-    #[error("`{path}` carries overlay attribute `{name}` (redirect_dir/metacopy); mount overlays without them")]
-    UnsupportedOverlayXattr {
-        /// The path.
-        path: PathBuf,
-        /// The xattr name.
-        name: String,
-    },
     /// A regular file could not be opened or read.
     #[error("cannot read file `{path}`")]
     ReadFile {
@@ -88,33 +72,12 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
-    /// A file changed size while it was being archived.
-    #[error(
-        "`{path}` changed while it was archived (expected {expected} bytes, read {read}); is a build still writing to it?"
-    )]
-    FileChanged {
-        /// The file.
-        path: PathBuf,
-        /// Size from `lstat`.
-        expected: u64,
-        /// Bytes actually read.
-        read: u64,
-    },
-    /// Writing the (compressed) output stream failed.
+    /// Writing the output stream failed.
     #[error("cannot write the output stream")]
     Write {
         /// The I/O error.
         #[source]
         source: io::Error,
-    },
-    /// A compression thread pool could not be created.
-    #[error("cannot start {threads} compression threads")]
-    ThreadPool {
-        /// Threads asked for.
-        threads: usize,
-        /// The pool error.
-        #[source]
-        source: rayon::ThreadPoolBuildError,
     },
     /// A manifest, config or index blob is not the JSON we expect.
     #[error("invalid {what} JSON")]

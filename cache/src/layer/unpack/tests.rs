@@ -448,7 +448,7 @@ fn whiteouts_work_in_a_user_namespace() {
     let out = Command::new("unshare")
         .args(["--user", "--map-root-user", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(["unpack::tests::userns_child_unpacks_whiteouts", "--exact", "--ignored", "--nocapture"])
+        .args(["layer::unpack::tests::userns_child_unpacks_whiteouts", "--exact", "--ignored", "--nocapture"])
         .env("RBUILD_UNPACK_DEST", &f.dest)
         .output()
         .unwrap();

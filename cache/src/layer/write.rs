@@ -8,10 +8,10 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use rbuild_cache::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
+use crate::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
 use sha2::{Digest as _, Sha256};
 
-use super::ExportError;
+use super::LayerWriteError;
 use super::pgzip::ParGzip;
 use super::walk::{TreeOptions, write_tree};
 
@@ -88,10 +88,14 @@ impl<W: Write> Write for Tee<W> {
 ///
 /// Entries are in a deterministic order with overlay whiteouts converted to
 /// OCI ones, so the same directory always gives the same digest.
-pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) -> Result<LayerDescriptor, ExportError> {
+pub fn write_layer(
+    diff_dir: &Path,
+    opts: &LayerOptions,
+    out: &mut dyn Write,
+) -> Result<LayerDescriptor, LayerWriteError> {
     let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
     let threads = opts.threads.max(1);
-    let werr = |source| ExportError::Write { source };
+    let werr = |source| LayerWriteError::Write { source };
     let mut blob = Tee::new(out);
     let diff_id = match opts.compression {
         Compression::Uncompressed => {
@@ -100,7 +104,7 @@ pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) ->
         }
         Compression::Gzip { level } => {
             let gz = ParGzip::new(&mut blob, level, threads)
-                .map_err(|source| ExportError::ThreadPool { threads, source })?;
+                .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
             let mut tar = Tee::new(gz);
             write_tree(diff_dir, tree, &mut tar)?;
             let (diff_id, _, gz) = tar.digest();
@@ -130,7 +134,7 @@ pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) ->
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::fs;
@@ -138,7 +142,7 @@ pub(crate) mod tests {
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     /// A snapshot dir with every kind of entry; returns its path.
-    pub(crate) fn make_snapshot(root: &Path) {
+    fn make_snapshot(root: &Path) {
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::write(root.join("etc/hello.txt"), b"hello world\n").unwrap();
         fs::hard_link(root.join("etc/hello.txt"), root.join("etc/hello-link")).unwrap();
@@ -164,7 +168,7 @@ pub(crate) mod tests {
 
     /// (path, type, size, link, uid, gid, mode, xattrs) for each entry.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn list_tar(
+    fn list_tar(
         tar_bytes: &[u8],
     ) -> Vec<(String, tar::EntryType, u64, Option<String>, u64, u64, u32, BTreeMap<String, Vec<u8>>)> {
         let mut ar = tar::Archive::new(tar_bytes);
@@ -304,40 +308,5 @@ pub(crate) mod tests {
         // Twice the same: same digest.
         let (again, _) = layer(tmp.path(), Compression::Gzip { level: 6 }, 2, Some(0));
         assert_eq!(again.digest, layer(tmp.path(), Compression::Gzip { level: 6 }, 1, Some(0)).0.digest);
-    }
-}
-
-/// Throughput measurement driven by `bench/compression.sh` until the binary
-/// has `rbuild debug write-layer`: run with `RBUILD_BENCH_DIR=<dir> cargo
-/// test --release -p rbuild bench_write_layer -- --ignored --nocapture`.
-#[cfg(test)]
-mod bench {
-    use super::*;
-
-    #[test]
-    #[ignore = "benchmark; needs RBUILD_BENCH_DIR and a release build"]
-    fn bench_write_layer() {
-        let dir = std::env::var_os("RBUILD_BENCH_DIR").expect("set RBUILD_BENCH_DIR to a directory to archive");
-        let dir = Path::new(&dir);
-        let cases = [
-            ("gzip", Compression::Gzip { level: 6 }),
-            ("zstd", Compression::Zstd { level: 3 }),
-            ("none", Compression::Uncompressed),
-        ];
-        for (name, compression) in cases {
-            let mut digests = Vec::new();
-            for threads in [1, 2] {
-                let opts = LayerOptions { compression, source_date_epoch: None, threads };
-                let start = std::time::Instant::now();
-                let info = write_layer(dir, &opts, &mut io::sink()).unwrap();
-                let secs = start.elapsed().as_secs_f64();
-                println!(
-                    "{{\"compression\":\"{name}\",\"threads\":{threads},\"elapsed_s\":{secs:.3},\"size\":{},\"digest\":\"{}\",\"diff_id\":\"{}\"}}",
-                    info.size, info.digest, info.diff_id
-                );
-                digests.push(info.digest);
-            }
-            assert_eq!(digests[0], digests[1], "{name}: digest depends on thread count");
-        }
     }
 }
