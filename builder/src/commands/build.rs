@@ -10,9 +10,8 @@ use rbuild_frontend::lower;
 use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{self, ContextDir, Secret, SolveOptions};
 
-use super::image::{self, BuiltImage};
-use super::output;
 use crate::cli::BuildArgs;
+use crate::export::{self, BuiltImage};
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::sources::Sources;
@@ -33,7 +32,7 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         return super::call::run(call, &input);
     }
     reject_unavailable(&args)?;
-    let outputs = output::parse_outputs(&args)?;
+    let outputs = export::parse_outputs(&args)?;
     let mode = Mode::parse(&args.progress, args.quiet)?;
     let printer = Printer::new(mode);
 
@@ -45,7 +44,7 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
 
     let solve_opts = solve_options(&args, &input, &mapping)?;
     let epoch = source_date_epoch()?;
-    let compression = image::compression_from_outputs(&outputs)?;
+    let compression = export::compression_from_outputs(&outputs)?;
 
     let mut images: Vec<BuiltImage> = Vec::new();
     for platform in &input.platforms {
@@ -58,10 +57,10 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         }
         let solved = solve::solve(&lowered.definition, &store, &sources, &solve_opts, &printer)?;
         printer.message(&format!("exporting layers for {platform}"));
-        let built = image::assemble(&store, &lowered, &solved, &compression, epoch)?;
+        let built = export::assemble(&store, &lowered, &solved, &compression, epoch)?;
         images.push(built);
     }
-    let result = output::export_all(&store, &runtime, &registry, &images, &outputs, &args, &printer)?;
+    let result = export::export_all(&store, &runtime, &registry, &images, &outputs, &args, &printer)?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
     }

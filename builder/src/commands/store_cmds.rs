@@ -58,7 +58,7 @@ pub fn images(root: &Path) -> Result<i32> {
             Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
             _ => (name.clone(), "<none>".to_string()),
         };
-        let (id, size) = match super::image::stored_image(&store, &digest) {
+        let (id, size) = match crate::export::stored_image(&store, &digest) {
             Ok((manifest, _)) => {
                 let id = manifest["config"]["digest"]
                     .as_str()

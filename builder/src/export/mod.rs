@@ -14,9 +14,11 @@
 // Nothing calls the exporters yet (the lead wires them into the CLI).
 #![allow(dead_code, unused_imports)]
 
+mod assemble;
 mod image;
 mod local;
 mod oci;
+mod output;
 
 #[cfg(test)]
 mod interop_tests;
@@ -26,9 +28,11 @@ use std::path::PathBuf;
 
 use rbuild_cache::layer::LayerWriteError;
 
+pub use assemble::{BuiltImage, assemble, compression_from_outputs, stored_image, threads};
 pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
 pub use local::{LocalExportSummary, export_local, export_tar, write_rootfs_tar};
 pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};
+pub use output::{ExportResult, Output, export_all, parse_outputs};
 
 /// Errors from writing layers and exporting images.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use rbuild_cache::store::Store;
 use rbuild_solver::graph::Platform;
 use tokio::runtime::Runtime;
 
-use super::image::BuiltImage;
+use super::assemble::BuiltImage;
 use crate::cli::BuildArgs;
 use crate::export::{self, ImageBundle, PlatformImage};
 use crate::progress::Printer;
