@@ -948,3 +948,19 @@ fn bind_mounts_from_context_and_stage_are_read_only_and_leave_no_trace() {
     assert!(!ctx.path().join("data/x").exists());
     assert!(!local.path().join("mnt/data/a.txt").exists(), "bind mount content leaked into the image");
 }
+
+#[test]
+fn tar_output_on_stdout_holds_the_final_filesystem() {
+    let reg = registry_with_busybox();
+    let ctx = dockerfile_dir(&format!("FROM {}/busybox:latest\nRUN echo streamed > /streamed.txt\n", reg.addr));
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(store.path(), ctx.path(), &["--progress", "plain", "-o", "-"]));
+    // Standard output is the tar and nothing else (progress goes to stderr).
+    let listing = tempfile::tempdir().unwrap();
+    let tar_file = listing.path().join("out.tar");
+    std::fs::write(&tar_file, &out.stdout).unwrap();
+    let names = String::from_utf8(run(Command::new("tar").arg("-tf").arg(&tar_file))).unwrap();
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "streamed.txt"), "{names}");
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "{names}");
+    assert!(!ctx.path().join("-").exists() && !std::env::current_dir().unwrap().join("-").exists());
+}

@@ -44,7 +44,7 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
 
     let solve_opts = solve_options(&args, &input, &mapping)?;
     let epoch = source_date_epoch()?;
-    let compression = export::compression_from_outputs(&outputs)?;
+    let compression = export::compression_from_outputs(&outputs);
 
     let mut images: Vec<BuiltImage> = Vec::new();
     for platform in &input.platforms {
@@ -60,7 +60,7 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         let built = export::assemble(&store, &lowered, &solved, &compression, epoch)?;
         images.push(built);
     }
-    let result = export::export_all(&store, &runtime, &registry, &images, &outputs, &args, &printer)?;
+    let result = export::export_all(&store, &runtime, &registry, &images, &outputs, &args.tags, &printer)?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
     }

@@ -5,18 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
-use rbuild_cache::oci::LayerDescriptor;
-use rbuild_cache::oci::{History, ImageConfig};
-use rbuild_cache::store::Store;
+use rbuild_cache::layer::{self, Compression, LayerOptions};
+use rbuild_cache::oci::{History, ImageConfig, LayerDescriptor, Platform};
+use rbuild_cache::store::{SnapshotId, Store};
 use rbuild_frontend::lower::LoweredBuild;
-use rbuild_solver::graph::Platform;
 use rbuild_solver::solve::{self, Solved};
 
-use super::output::Output;
-use rbuild_cache::layer::{self, Compression, LayerOptions};
-
-use crate::export;
+use super::{ExportError, build_manifest};
 
 /// An assembled image, its blobs in the store.
 #[derive(Clone, Debug)]
@@ -34,33 +29,7 @@ pub struct BuiltImage {
     /// Platform.
     pub platform: Platform,
     /// The final snapshot chain (for local/tar outputs).
-    pub chain: Vec<rbuild_cache::store::SnapshotId>,
-}
-
-/// The compression requested by the outputs (`compression=zstd`,
-/// `compression-level=N`); gzip by default.
-pub fn compression_from_outputs(outputs: &[Output]) -> Result<Compression> {
-    let mut compression = Compression::Gzip { level: 6 };
-    for o in outputs {
-        let level = o
-            .attrs
-            .get("compression-level")
-            .map(|l| l.parse::<i32>())
-            .transpose()
-            .context("invalid compression-level")?;
-        match o.attrs.get("compression").map(String::as_str) {
-            None => {
-                if let (Some(l), Compression::Gzip { .. }) = (level, &compression) {
-                    compression = Compression::Gzip { level: l.clamp(0, 9) as u32 };
-                }
-            }
-            Some("gzip") => compression = Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 },
-            Some("zstd") => compression = Compression::Zstd { level: level.unwrap_or(3) },
-            Some("uncompressed") => compression = Compression::Uncompressed,
-            Some(other) => bail!("unknown compression `{other}`: use gzip, zstd or uncompressed"),
-        }
-    }
-    Ok(compression)
+    pub chain: Vec<SnapshotId>,
 }
 
 fn compression_name(c: &Compression) -> &'static str {
@@ -102,7 +71,7 @@ pub fn assemble(
     solved: &Solved,
     compression: &Compression,
     epoch: Option<i64>,
-) -> Result<BuiltImage> {
+) -> Result<BuiltImage, ExportError> {
     let (chain, known) = match &solved.result {
         Some(r) => solve::result_chain(r),
         None => (Vec::new(), Vec::new()),
@@ -131,10 +100,10 @@ pub fn assemble(
         let mut writer = store.blob_writer()?;
         let opts = LayerOptions { compression: *compression, source_date_epoch: epoch, threads: threads() };
         let info = layer::write_layer(&diff, &opts, &mut writer)
-            .with_context(|| format!("writing layer for snapshot {id}"))?;
+            .map_err(|source| ExportError::WriteLayer { snapshot: id.clone(), source })?;
         let digest = writer.finish()?;
         if digest != info.digest {
-            bail!("layer digest mismatch: writer saw {digest}, layer writer reported {}", info.digest);
+            return Err(ExportError::LayerDigestMismatch { stored: digest, written: info.digest });
         }
         store.set_layer_for_snapshot(id, name, &info)?;
         let path = store.blob_path(&info.digest);
@@ -152,11 +121,8 @@ pub fn assemble(
     config.history = history_for(lowered, &empty, &created);
     let config_bytes = config.to_canonical_json();
     let config_digest = store.write_blob(&config_bytes)?;
-    let (manifest, manifest_digest, manifest_config_digest) = export::build_manifest(
-        &config_bytes,
-        &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
-        BTreeMap::new(),
-    );
+    let (manifest, manifest_digest, manifest_config_digest) =
+        build_manifest(&config_bytes, &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), BTreeMap::new());
     debug_assert_eq!(manifest_config_digest, config_digest);
     let stored = store.write_blob(&manifest)?;
     debug_assert_eq!(stored, manifest_digest);
@@ -190,14 +156,6 @@ fn history_for(lowered: &LoweredBuild, empty: &[bool], created: &str) -> Vec<His
         out.push(h);
     }
     out
-}
-
-/// Reads a stored image's manifest and config by manifest digest.
-pub fn stored_image(store: &Store, manifest_digest: &str) -> Result<(serde_json::Value, ImageConfig)> {
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(manifest_digest)?)?;
-    let config_digest = manifest["config"]["digest"].as_str().context("manifest without config")?;
-    let config: ImageConfig = serde_json::from_slice(&store.read_blob(config_digest)?)?;
-    Ok((manifest, config))
 }
 
 #[cfg(test)]

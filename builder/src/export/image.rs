@@ -112,6 +112,7 @@ pub(crate) struct Blob<'a> {
 
 impl ImageBundle {
     /// A single-platform bundle.
+    #[cfg(test)]
     pub fn single(
         manifest: Vec<u8>,
         config: Vec<u8>,

@@ -11,6 +11,8 @@ use rbuild_cache::layer::{Compression, LayerOptions, write_layer};
 use rbuild_cache::oci::{ImageConfig, LayerDescriptor};
 use rbuild_solver::graph::Platform;
 
+use super::local::{export_local, export_tar};
+use super::oci::{export_docker, export_oci};
 use super::*;
 
 /// A snapshot dir with every kind of entry (the layer writer's own test
