@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rbuild_cache::oci::{History, ImageConfig};
-use rbuild_frontend::lower::{ImageConfigResolver, LowerOptions, LoweredBuild, ResolvedBase, parse_and_lower};
+use rbuild_frontend::lower::{
+    ImageConfigResolver, LowerOptions, LoweredBuild, ResolveError, ResolvedBase, parse_and_lower,
+};
 use rbuild_solver::graph::Platform;
 use serde_json::{Value, json};
 
@@ -28,14 +30,14 @@ use serde_json::{Value, json};
 struct Images;
 
 impl ImageConfigResolver for Images {
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>> {
         requests.iter().map(|(r, p)| resolve(r, p)).collect()
     }
 }
 
-fn resolve(reference: &str, platform: &Platform) -> Result<ResolvedBase, String> {
+fn resolve(reference: &str, platform: &Platform) -> Result<ResolvedBase, ResolveError> {
     if reference.contains("missing") {
-        return Err(format!("docker.io/library/{reference}: not found"));
+        return Err(ResolveError::new(format!("docker.io/library/{reference}: not found")));
     }
     let mut config = ImageConfig {
         architecture: platform.architecture.clone(),

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild_frontend::lower::{parse_and_lower, ImageConfigResolver, LowerOptions, ResolvedBase};
+use rbuild_frontend::lower::{parse_and_lower, ImageConfigResolver, LowerOptions, ResolveError, ResolvedBase};
 use rbuild_solver::graph::Platform;
 use rbuild_cache::oci::ImageConfig;
 
@@ -13,12 +13,12 @@ use rbuild_cache::oci::ImageConfig;
 struct Images;
 
 impl ImageConfigResolver for Images {
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>> {
         requests
             .iter()
             .map(|(r, p)| {
                 if r.contains("missing") {
-                    return Err("manifest unknown".into());
+                    return Err(ResolveError::new("manifest unknown"));
                 }
                 let mut config =
                     ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };

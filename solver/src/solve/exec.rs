@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::scratch::{ChainView, ScratchDir};
-use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
+use super::{Event, Finished, Shared, SolveError, StepError, VertexResult, chain_of, step_error};
 use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode, Vertex};
 use crate::sandbox::{self, ExtraMount, MountSource, RunSpec};
 
@@ -44,15 +44,16 @@ pub(crate) fn run(
                 let base = match mount.input.map(|i| &inputs[i].result) {
                     Some(VertexResult::Directory(dir)) => dir.root.clone(),
                     Some(result @ VertexResult::Snapshots { .. }) => {
-                        let view = ChainView::mount(store, &chain_of(result), "view")
-                            .map_err(|e| step_error(vertex, format!("mount `{}`: {e}", mount.target)))?;
+                        let view = ChainView::mount(store, &chain_of(result), "view").map_err(|source| {
+                            step_error(vertex, StepError::View { target: mount.target.clone(), source })
+                        })?;
                         let p = view.path().to_path_buf();
                         views.push(view);
                         p
                     }
                     None => {
-                        let empty =
-                            ScratchDir::new(store.root(), "empty").map_err(|e| step_error(vertex, e.to_string()))?;
+                        let empty = ScratchDir::new(store.root(), "empty")
+                            .map_err(|e| step_error(vertex, StepError::Scratch(e)))?;
                         let p = empty.path().to_path_buf();
                         scratch_dirs.push(empty);
                         p
@@ -68,12 +69,13 @@ pub(crate) fn run(
                 lock_name.push(".lock");
                 let lock_path = dir.with_file_name(lock_name);
                 let lock = std::fs::File::create(&lock_path)
-                    .map_err(|e| step_error(vertex, format!("cache mount `{id}`: {e}")))?;
+                    .map_err(|source| step_error(vertex, StepError::CacheMount { id: id.clone(), source }))?;
                 let source = match sharing {
                     CacheSharing::Shared => dir,
                     // Writers wait for each other.
                     CacheSharing::Locked => {
-                        lock.lock().map_err(|e| step_error(vertex, format!("cache mount `{id}`: {e}")))?;
+                        lock.lock()
+                            .map_err(|source| step_error(vertex, StepError::CacheMount { id: id.clone(), source }))?;
                         dir
                     }
                     // A busy cache gives this writer a fresh private directory.
@@ -81,7 +83,7 @@ pub(crate) fn run(
                         Ok(()) => dir,
                         Err(_) => {
                             let own = ScratchDir::new(store.root(), "cache")
-                                .map_err(|e| step_error(vertex, e.to_string()))?;
+                                .map_err(|e| step_error(vertex, StepError::Scratch(e)))?;
                             let p = own.path().to_path_buf();
                             scratch_dirs.push(own);
                             p
@@ -102,10 +104,7 @@ pub(crate) fn run(
             MountKind::Secret { id, required, env: as_env } => {
                 let Some(secret) = shared.opts.secrets.get(id) else {
                     if *required {
-                        return Err(step_error(
-                            vertex,
-                            format!("secret `{id}` is required but was not provided; pass `--secret id={id},src=PATH`"),
-                        ));
+                        return Err(step_error(vertex, StepError::SecretRequired(id.clone())));
                     }
                     continue;
                 };
@@ -118,7 +117,7 @@ pub(crate) fn run(
                     }
                 }
                 let dir = ScratchDir::new_tmpfs(store.root(), "secret")
-                    .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                    .map_err(|source| step_error(vertex, StepError::Secret { id: id.clone(), source }))?;
                 let file = dir.path().join("secret");
                 write_private(
                     &file,
@@ -127,17 +126,14 @@ pub(crate) fn run(
                     mount.uid.unwrap_or(0),
                     mount.gid.unwrap_or(0),
                 )
-                .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                .map_err(|source| step_error(vertex, StepError::Secret { id: id.clone(), source }))?;
                 scratch_dirs.push(dir);
                 MountSource::Bind { source: file, readonly: true }
             }
             MountKind::Ssh { id, required } => match shared.opts.ssh.get(id) {
                 Some(sock) => MountSource::Bind { source: sock.clone(), readonly: false },
                 None if *required => {
-                    return Err(step_error(
-                        vertex,
-                        format!("ssh agent `{id}` is required but was not provided; pass `--ssh {id}`"),
-                    ));
+                    return Err(step_error(vertex, StepError::SshRequired(id.clone())));
                 }
                 None => continue,
             },
@@ -166,7 +162,7 @@ pub(crate) fn run(
         hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     };
-    let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e.to_string()))?;
+    let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e))?;
     shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
     if shared.is_cancelled() {
         child.kill();
@@ -197,18 +193,13 @@ pub(crate) fn run(
     drop(views);
     drop(scratch_dirs);
     drop(cache_locks);
-    let code = status.map_err(|e| step_error(vertex, e.to_string()))?;
+    let code = status.map_err(|e| step_error(vertex, e))?;
     if shared.is_cancelled() {
-        return Err(step_error(vertex, "cancelled"));
+        return Err(step_error(vertex, StepError::Cancelled));
     }
     if code != 0 {
         let tail: Vec<String> = tail.into_inner().expect("tail").into_iter().collect();
-        let mut message = format!("process `{}` did not complete successfully: exit code: {code}", exec.args.join(" "));
-        if !tail.is_empty() {
-            message.push_str("\n  last output:\n    ");
-            message.push_str(&tail.join("\n    "));
-        }
-        return Err(step_error(vertex, message));
+        return Err(step_error(vertex, StepError::ExitCode { command: exec.args.join(" "), code, tail }));
     }
     let id = draft.commit()?;
     chain.push(id);
