@@ -101,7 +101,7 @@ fn options(dir: &Path) -> LowerOptions {
         build_platform: amd64,
         target_platform,
         dockerignore: optional(dir, "dockerignore")
-            .map(|t| rbuild_frontend::dockerignore::parse_dockerignore(&t))
+            .map(|t| rbuild_solver::dockerignore::parse_dockerignore(&t))
             .unwrap_or_default(),
         ..Default::default()
     }

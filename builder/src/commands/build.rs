@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_frontend::dockerignore::PatternMatcher;
 use rbuild_frontend::lower;
+use rbuild_solver::dockerignore::PatternMatcher;
 use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{self, ContextDir, Secret, SolveOptions};
 
