@@ -74,7 +74,7 @@ pub fn parse_dockerignore(text: &str) -> Vec<String> {
 
 /// A compiled list of patterns: later patterns override earlier ones and
 /// `!` patterns re-include.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PatternMatcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
@@ -135,6 +135,19 @@ impl PatternMatcher {
             }
         }
         matched
+    }
+
+    /// For a walker (a `.dockerignore`d context, COPY `--exclude`): should
+    /// the entry at `path` be skipped? An excluded directory is still walked
+    /// when a `!` pattern may re-include something inside it (as fsutil
+    /// does); its excluded entries are then skipped one by one.
+    pub fn excludes_entry(&self, path: &str, is_dir: bool) -> bool {
+        self.matches(path) && !(is_dir && self.exclusions && self.dir_may_contain_included(path))
+    }
+
+    /// No patterns at all: nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
     }
 
     /// True if any pattern is an exclusion (`!`) — callers must then walk
@@ -910,5 +923,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn walkers_skip_excluded_entries_but_enter_dirs_with_reinclusions() {
+        let m = PatternMatcher::new(&["*.txt".into(), "**/tmp".into(), "build".into(), "!build/keep".into()]).unwrap();
+        assert!(m.excludes_entry("a.txt", false));
+        assert!(!m.excludes_entry("sub/a.txt", false));
+        assert!(m.excludes_entry("x/y/tmp/z", false));
+        assert!(m.excludes_entry("tmp", true));
+        assert!(!m.excludes_entry("build", true), "dir with a re-included child is walked");
+        assert!(m.excludes_entry("build/other", false));
+        assert!(!m.excludes_entry("build/keep", false));
+        assert!(!m.excludes_entry("src/main.rs", false));
+        assert!(PatternMatcher::new(&["[".into()]).is_err());
+        assert!(PatternMatcher::default().is_empty() && !PatternMatcher::default().excludes_entry("a", false));
     }
 }
