@@ -227,7 +227,7 @@ impl Sources {
             size: layer.size,
             media_type: normalize_layer_media_type(&layer.media_type),
         };
-        let key = format!("layer:{}", layer.digest);
+        let key = layer_key(&layer.digest);
         if let Some(rec) = self.store.lookup(&key)?
             && let Some(id) = rec.chain.first()
             && self.store.has_snapshot(id)
@@ -264,12 +264,28 @@ impl Sources {
                 chain: vec![id.clone()],
                 layers: vec![Some(desc.clone())],
                 created,
-                extra: Default::default(),
+                extra: [(LAYER_SOURCE.to_string(), ImageRef { tag: None, digest: None, ..r.clone() }.to_string())]
+                    .into(),
             },
         )?;
         self.store.set_layer_for_snapshot(&id, layer_compression_name(&desc.media_type), &desc)?;
         Ok((id, desc))
     }
+}
+
+/// The store record of a pulled layer (its snapshot, and where it came from).
+fn layer_key(digest: &str) -> String {
+    format!("layer:{digest}")
+}
+
+/// The record's `extra` entry naming the repository a layer was pulled from.
+const LAYER_SOURCE: &str = "source-repository";
+
+/// The repository a base-image layer was pulled from, if it was (a push to
+/// the same registry mounts it from there instead of uploading it).
+pub fn layer_source(store: &Store, digest: &str) -> Option<ImageRef> {
+    let record = store.lookup(&layer_key(digest)).ok()??;
+    ImageRef::parse(record.extra.get(LAYER_SOURCE)?).ok()
 }
 
 /// `name@digest` with the tag dropped, as BuildKit pins base images.

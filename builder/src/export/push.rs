@@ -1,13 +1,14 @@
 //! The registry exporter (`type=registry`, `push=true`): pushes each
-//! platform's image, then the index, under every image name.
-
-use std::path::PathBuf;
+//! platform's image, then the index, under every image name. Base-image
+//! layers pulled from another repository of the same registry are mounted
+//! from there rather than uploaded.
 
 use rbuild_cache::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use tokio::runtime::Handle;
 
 use super::{ExportError, ExportInput, Exporter};
-use crate::registry::{ImageRef, RegistryClient};
+use crate::registry::{ImageRef, LayerUpload, RegistryClient};
+use crate::sources::layer_source;
 
 /// Pushes to the registries the image names point at.
 pub struct RegistryExporter {
@@ -36,8 +37,16 @@ impl Exporter for RegistryExporter {
             let by_digest = ImageRef { tag: None, digest: None, ..r.clone() };
             let target = if input.index.is_some() { &by_digest } else { r };
             for image in input.images {
-                let layers: Vec<(String, u64, PathBuf)> =
-                    image.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
+                let layers: Vec<LayerUpload> = image
+                    .layers
+                    .iter()
+                    .map(|(l, path)| LayerUpload {
+                        digest: l.digest.clone(),
+                        size: l.size,
+                        path: path.clone(),
+                        mount_from: layer_source(input.store, &l.digest),
+                    })
+                    .collect();
                 self.runtime
                     .block_on(self.registry.push_image(
                         target,

@@ -9,14 +9,13 @@
 //! exponential backoff on 429, 5xx and connection failures. Credentials come
 //! from Docker's `config.json` (see [`auth`]); plain HTTP is used for
 //! loopback registries and those listed as insecure.
-#![allow(dead_code)]
 
 pub mod auth;
 mod reference;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -280,6 +279,21 @@ pub struct RegistryOptions {
     pub docker_config_dir: Option<PathBuf>,
 }
 
+/// A layer to push: its blob file, and where the same registry may already
+/// hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerUpload {
+    /// Blob digest.
+    pub digest: String,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// The file holding the blob.
+    pub path: PathBuf,
+    /// A repository the blob was pulled from (a base image's layer): on the
+    /// same registry it is mounted from there instead of uploaded.
+    pub mount_from: Option<ImageRef>,
+}
+
 /// One platform's image, as found in the registry.
 #[derive(Clone, Debug)]
 pub struct ResolvedImage {
@@ -287,20 +301,10 @@ pub struct ResolvedImage {
     pub manifest_digest: String,
     /// Raw bytes of the platform manifest.
     pub manifest: Vec<u8>,
-    /// Media type of the platform manifest.
-    pub manifest_media_type: String,
-    /// Digest of the index the manifest was selected from, if any.
-    pub index_digest: Option<String>,
     /// Raw bytes of the image config blob.
     pub config: Vec<u8>,
     /// Digest of the config blob.
     pub config_digest: String,
-    /// Layers, base first (media types as the registry gave them: OCI or
-    /// Docker; gzip, zstd or uncompressed).
-    pub layers: Vec<Descriptor>,
-    /// The image's platform, from its config (which is what it really is,
-    /// whatever was asked for).
-    pub platform: Platform,
 }
 
 /// A registry client; cheap to clone (clones share connections, tokens and
@@ -381,7 +385,7 @@ impl RegistryClient {
         let client = self.client_for(r).await?;
         let (bytes, digest) = self.fetch_manifest(client, r).await?;
         let media_type = manifest_media_type(r, &digest, &bytes)?;
-        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
+        let (manifest_bytes, manifest_digest) = if is_index(&media_type) {
             let index: Index = parse_manifest_json(r, &digest, &bytes)?;
             let entry =
                 select_platform(&index.manifests, platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
@@ -408,9 +412,9 @@ impl RegistryClient {
                     actual: Some(child_bytes.len() as u64),
                 });
             }
-            (child_bytes, child_digest, child_type, Some(digest))
+            (child_bytes, child_digest)
         } else {
-            (bytes, digest, media_type, None)
+            (bytes, digest)
         };
         let manifest: Manifest = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
 
@@ -423,18 +427,17 @@ impl RegistryClient {
         }
         let mut config = Vec::with_capacity(manifest.config.size as usize);
         self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
-        let image_config: ImageConfig = serde_json::from_slice(&config).map_err(|source| {
-            RegistryError::ParseConfig { reference: r.to_string(), digest: manifest.config.digest.clone(), source }
+        // Checked here so a broken base image fails at resolution, naming it.
+        serde_json::from_slice::<ImageConfig>(&config).map_err(|source| RegistryError::ParseConfig {
+            reference: r.to_string(),
+            digest: manifest.config.digest.clone(),
+            source,
         })?;
         Ok(ResolvedImage {
             manifest_digest,
             manifest: manifest_bytes.to_vec(),
-            manifest_media_type,
-            index_digest,
             config,
             config_digest: manifest.config.digest,
-            layers: manifest.layers,
-            platform: normalise_platform(&image_config.os, &image_config.architecture, image_config.variant.as_deref()),
         })
     }
 
@@ -569,7 +572,7 @@ impl RegistryClient {
     /// `to`'s (cross-repository mount, same registry only). Returns whether
     /// it did; `false` means "upload it yourself".
     pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
-        if to.registry != from.registry {
+        if to.registry != from.registry || to.repository == from.repository {
             return Ok(false);
         }
         let client = self.client_for(to).await?;
@@ -579,8 +582,9 @@ impl RegistryClient {
         Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
     }
 
-    /// Uploads blobs (unless the repository has them), then the manifest.
-    /// `layers` are `(digest, size, file)`; they are streamed from the files.
+    /// Uploads blobs (unless the repository has them, or can mount them from
+    /// the repository they came from), then the manifest. Layers are
+    /// streamed from their files.
     /// `r`'s tag names the manifest; with no tag it is pushed by digest.
     /// Returns the manifest digest.
     pub async fn push_image(
@@ -589,7 +593,7 @@ impl RegistryClient {
         manifest: &[u8],
         manifest_media_type: &str,
         config: (&[u8], &str),
-        layers: &[(String, u64, PathBuf)],
+        layers: &[LayerUpload],
     ) -> Result<String, RegistryError> {
         self.push_blobs(r, config, layers).await?;
         self.push_manifest(r, manifest, manifest_media_type).await
@@ -601,7 +605,7 @@ impl RegistryClient {
         &self,
         r: &ImageRef,
         config: (&[u8], &str),
-        layers: &[(String, u64, PathBuf)],
+        layers: &[LayerUpload],
     ) -> Result<(), RegistryError> {
         let (config_bytes, config_digest) = config;
         reference::validate_digest(config_digest)
@@ -611,9 +615,7 @@ impl RegistryClient {
             return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
         }
         stream::iter(layers.iter().map(Ok))
-            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |(digest, size, path)| {
-                self.push_layer_file(r, digest, *size, path)
-            })
+            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |layer| self.push_layer_file(r, layer))
             .await?;
         if !self.blob_exists(r, config_digest).await? {
             let client = self.client_for(r).await?;
@@ -626,11 +628,18 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Uploads one layer file unless the repository already has it.
-    async fn push_layer_file(&self, r: &ImageRef, digest: &str, size: u64, path: &Path) -> Result<(), RegistryError> {
+    /// Uploads one layer file unless the repository already has it or can
+    /// mount it.
+    async fn push_layer_file(&self, r: &ImageRef, layer: &LayerUpload) -> Result<(), RegistryError> {
+        let (digest, size, path) = (layer.digest.as_str(), layer.size, layer.path.as_path());
         reference::validate_digest(digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
         if self.blob_exists(r, digest).await? {
+            return Ok(());
+        }
+        if let Some(from) = &layer.mount_from
+            && self.mount_blob(r, from, digest).await?
+        {
             return Ok(());
         }
         let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
