@@ -27,11 +27,37 @@ pub enum PatternError {
         /// The pattern as cleaned.
         pattern: String,
         /// What is wrong with it.
-        reason: String,
+        reason: Syntax,
     },
     /// A line that is only `!`.
     #[error("illegal exclusion pattern: `!`")]
     IllegalExclusion,
+}
+
+/// What is wrong in a malformed pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Syntax {
+    /// `[` without `]`.
+    #[error("unterminated `[`")]
+    UnterminatedClass,
+    /// `-` or `]` where a class member belongs.
+    #[error("unescaped `{0}` in character class")]
+    UnescapedInClass(char),
+    /// A `\` at the end.
+    #[error("trailing `\\`")]
+    TrailingBackslash,
+    /// A Go-regex escape we do not interpret.
+    #[error("unsupported escape `\\{0}`")]
+    UnsupportedEscape(char),
+    /// A range whose end is below its start.
+    #[error("invalid character class range `{0}-{1}`")]
+    BadRange(char, char),
+    /// `[:name:]` with a name POSIX does not define.
+    #[error("invalid character class `[:{0}:]`")]
+    UnknownPosixClass(String),
+    /// A class escape (`\d`...) as a range end.
+    #[error("class escape `\\{0}` cannot be a range end")]
+    ClassEscapeRangeEnd(char),
 }
 
 /// `ignorefile.ReadAll`: the patterns of a `.dockerignore` file, in order.
@@ -193,7 +219,7 @@ impl Pattern {
             }
             p.remove(0);
         }
-        let bad = |reason: String| PatternError::BadPattern { pattern: p.clone(), reason };
+        let bad = |reason: Syntax| PatternError::BadPattern { pattern: p.clone(), reason };
         validate_glob(&p).map_err(bad)?;
         let kind = compile(&p).map_err(bad)?;
         Ok(Self { cleaned: p, exclusion, kind })
@@ -335,27 +361,27 @@ fn parent_prefixes(parent: &str) -> impl Iterator<Item = &str> {
 /// The syntax check of Go's `filepath.Match` (Unix): `\` must escape
 /// something, and `[...]` must be a non-empty list of characters or ranges
 /// where `-` and `]` must be escaped.
-fn validate_glob(p: &str) -> Result<(), String> {
+fn validate_glob(p: &str) -> Result<(), Syntax> {
     let chars: Vec<char> = p.chars().collect();
     let n = chars.len();
     let mut i = 0;
     // One class character (`getEsc`): must exist, may be escaped, and must
     // be followed by more of the class.
-    let class_char = |i: &mut usize| -> Result<(), String> {
+    let class_char = |i: &mut usize| -> Result<(), Syntax> {
         match chars.get(*i) {
-            None => return Err("unterminated `[`".into()),
-            Some('-' | ']') => return Err(format!("unescaped `{}` in character class", chars[*i])),
+            None => return Err(Syntax::UnterminatedClass),
+            Some('-' | ']') => return Err(Syntax::UnescapedInClass(chars[*i])),
             Some('\\') => {
                 *i += 1;
                 if *i >= n {
-                    return Err("trailing `\\`".into());
+                    return Err(Syntax::TrailingBackslash);
                 }
             }
             Some(_) => {}
         }
         *i += 1;
         if *i >= n {
-            return Err("unterminated `[`".into());
+            return Err(Syntax::UnterminatedClass);
         }
         Ok(())
     };
@@ -382,7 +408,7 @@ fn validate_glob(p: &str) -> Result<(), String> {
             }
             '\\' => {
                 if i + 1 >= n {
-                    return Err("trailing `\\`".into());
+                    return Err(Syntax::TrailingBackslash);
                 }
                 i += 2;
             }
@@ -394,7 +420,7 @@ fn validate_glob(p: &str) -> Result<(), String> {
 
 /// moby's `Pattern.compile`: classify the pattern and, when it needs one,
 /// build the matcher equivalent to moby's regex.
-fn compile(p: &str) -> Result<Kind, String> {
+fn compile(p: &str) -> Result<Kind, Syntax> {
     #[derive(PartialEq)]
     enum Detected {
         Exact,
@@ -449,7 +475,7 @@ fn compile(p: &str) -> Result<Kind, String> {
             '\\' => {
                 // A trailing `\` is rejected by `validate_glob`.
                 let Some(&c) = chars.get(i) else {
-                    return Err("trailing `\\`".into());
+                    return Err(Syntax::TrailingBackslash);
                 };
                 i += 1;
                 prog.push(Inst::Char(escape(c)?));
@@ -482,7 +508,7 @@ fn compile(p: &str) -> Result<Kind, String> {
 }
 
 /// What `\c` means in moby's generated regex (Go `regexp` syntax).
-fn escape(c: char) -> Result<Pred, String> {
+fn escape(c: char) -> Result<Pred, Syntax> {
     Ok(match c {
         'a' => Pred::Lit('\x07'),
         'f' => Pred::Lit('\x0c'),
@@ -494,7 +520,7 @@ fn escape(c: char) -> Result<Pred, String> {
             Pred::Class(Box::new(Class { negated: false, items: vec![perl_class(c)] }))
         }
         c if c.is_ascii() && !c.is_ascii_alphanumeric() => Pred::Lit(c),
-        c => return Err(format!("unsupported escape `\\{c}`")),
+        c => return Err(Syntax::UnsupportedEscape(c)),
     })
 }
 
@@ -533,7 +559,7 @@ fn posix_class(name: &str) -> Option<fn(char) -> bool> {
 /// A bracket expression with Go `regexp` semantics (what moby's regex
 /// does with it): `^` negates, ranges, `\` escapes, `[:alpha:]` classes,
 /// `\d`-style classes; a negated class also matches `/`.
-fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
+fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), Syntax> {
     let mut class = Class { negated: false, items: Vec::new() };
     if chars.get(i) == Some(&'^') {
         class.negated = true;
@@ -542,7 +568,7 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
     let mut first = true;
     loop {
         let Some(&c) = chars.get(i) else {
-            return Err("unterminated `[`".into());
+            return Err(Syntax::UnterminatedClass);
         };
         if c == ']' && !first {
             return Ok((class, i + 1));
@@ -556,7 +582,7 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
                     Some(n) => (true, n),
                     None => (false, name),
                 };
-                let set = posix_class(name).ok_or_else(|| format!("invalid character class `[:{name}:]`"))?;
+                let set = posix_class(name).ok_or_else(|| Syntax::UnknownPosixClass(name.to_string()))?;
                 class.items.push(ClassItem::Set { set, negated });
                 i += 2 + rest[..end].chars().count() + 2;
                 continue;
@@ -575,21 +601,21 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
             hi = h;
             i = next;
             if hi < lo {
-                return Err(format!("invalid character class range `{lo}-{hi}`"));
+                return Err(Syntax::BadRange(lo, hi));
             }
         }
         class.items.push(ClassItem::Range(lo, hi));
     }
 }
 
-fn class_char(chars: &[char], i: usize) -> Result<(char, usize), String> {
+fn class_char(chars: &[char], i: usize) -> Result<(char, usize), Syntax> {
     match chars.get(i) {
-        None => Err("unterminated `[`".into()),
+        None => Err(Syntax::UnterminatedClass),
         Some('\\') => match chars.get(i + 1) {
-            None => Err("trailing `\\`".into()),
+            None => Err(Syntax::TrailingBackslash),
             Some(&c) => match escape(c)? {
                 Pred::Lit(l) => Ok((l, i + 2)),
-                _ => Err(format!("class escape `\\{c}` cannot be a range end")),
+                _ => Err(Syntax::ClassEscapeRangeEnd(c)),
             },
         },
         Some(&c) => Ok((c, i + 1)),
