@@ -1,7 +1,8 @@
 //! Overlay-format snapshot directories <-> OCI layer tars, both ways.
 //!
 //! [`unpack_layer`] extracts a (compressed) layer tar entry by entry into a
-//! snapshot diff directory, turning OCI whiteouts into overlay ones;
+//! snapshot diff directory, turning OCI whiteouts into overlay ones
+//! ([`extract`] is the same confined path for `ADD`'s archives);
 //! [`write_layer`] walks a snapshot diff directory (the upper dir of a
 //! `RUN`, or an unpacked layer) and writes a deterministic layer tar,
 //! compressed with gzip or zstd in parallel, computing `diff_id`, digest and
@@ -21,7 +22,8 @@ use std::io;
 use std::path::PathBuf;
 
 pub use unpack::{
-    OPAQUE_XATTR, UnpackError, UnpackOptions, UnpackStats, is_opaque_dir, is_overlay_whiteout, unpack_layer,
+    ExtractKind, ExtractOptions, OPAQUE_XATTR, Owners, UnpackError, UnpackOptions, UnpackStats, extract, is_opaque_dir,
+    is_overlay_whiteout, unpack_layer,
 };
 pub use walk::{TreeOptions, write_tree};
 pub use write::{Compression, LayerOptions, write_layer};

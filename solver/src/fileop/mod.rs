@@ -182,14 +182,15 @@ pub enum FileOpError {
         #[source]
         source: io::Error,
     },
-    /// Extracting one archive entry failed.
-    #[error("extracting `{entry}`")]
-    Extract {
-        /// Entry path as stored in the archive.
-        entry: String,
+    /// Extracting an archive failed (an entry could not be written, or its
+    /// owner cannot be represented).
+    #[error("cannot extract `{}`", path.display())]
+    Unpack {
+        /// Host path of the archive.
+        path: PathBuf,
         /// Cause.
         #[source]
-        source: io::Error,
+        source: rbuild_cache::layer::UnpackError,
     },
     /// Removing a path failed.
     #[error("removing `{path}`")]
