@@ -11,8 +11,8 @@
 #   - rbuild's layer writer (tar + sha256 + compression in one pass) with
 #     gzip-6 / zstd-3 at 1 and 2 threads, and checks the digests are the
 #     same for both thread counts.
-# The rbuild side uses `rbuild debug write-layer` when the binary has it,
-# else the ignored `bench_write_layer` test in a release build.
+# The rbuild side uses `rbuild debug write-layer` (build it with
+# `cargo build --release` first).
 # MB here are 10^6 bytes of input (the uncompressed corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,21 +63,12 @@ for tool in "gzip -6 -c" "zstd -3 -T1 -c -q" "zstd -3 -T2 -c -q"; do
 done
 
 rbuild=target/release/rbuild
-if [ -x "$rbuild" ] && "$rbuild" debug write-layer --help >/dev/null 2>&1; then
-  for c in gzip zstd; do
-    for t in 1 2; do
-      t0=$(now); json=$("$rbuild" debug write-layer --compression "$c" --threads "$t" "$corpus"); t1=$(now)
-      size=$(jq -r .size <<<"$json"); digest=$(jq -r .digest <<<"$json")
-      report "rbuild write_layer $c t=$t" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$size"
-      echo "  $digest"
-    done
+[ -x "$rbuild" ] || { echo "build rbuild first: cargo build --release" >&2; exit 1; }
+for c in gzip zstd; do
+  for t in 1 2; do
+    t0=$(now); json=$("$rbuild" debug write-layer --compression "$c" --threads "$t" "$corpus"); t1=$(now)
+    size=$(jq -r .size <<<"$json"); digest=$(jq -r .digest <<<"$json")
+    report "rbuild write_layer $c t=$t" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$size"
+    echo "  $digest"
   done
-else
-  echo "(no \`rbuild debug write-layer\`: using the release bench test)"
-  RBUILD_BENCH_DIR="$corpus" cargo test --release -q -p rbuild bench_write_layer -- --ignored --nocapture 2>/dev/null |
-    grep '^{' | while read -r json; do
-      c=$(jq -r .compression <<<"$json"); t=$(jq -r .threads <<<"$json")
-      report "rbuild write_layer $c t=$t" "$(jq -r .elapsed_s <<<"$json")" "$(jq -r .size <<<"$json")"
-      echo "  $(jq -r .digest <<<"$json")"
-    done
-fi
+done

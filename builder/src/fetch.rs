@@ -7,7 +7,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use anyhow::{Context as _, Result, bail};
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::runtime::Handle;
@@ -45,40 +44,89 @@ impl<W: Write + Unpin> tokio::io::AsyncWrite for SyncWriteBridge<W> {
     }
 }
 
+/// Why an `ADD <url>` download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The HTTP client could not be built.
+    #[error("cannot start the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// The request failed.
+    #[error("GET {url}")]
+    Request {
+        /// The URL.
+        url: String,
+        /// The HTTP error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("GET {url}: {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: reqwest::StatusCode,
+    },
+    /// Writing the download failed.
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        /// The destination.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The content does not match `--checksum`.
+    #[error("checksum mismatch for {url}: expected {want}, got {got}")]
+    Checksum {
+        /// The URL.
+        url: String,
+        /// The checksum asked for.
+        want: String,
+        /// The checksum of what arrived.
+        got: String,
+    },
+    /// The download task ended without an answer.
+    #[error("the download task ended")]
+    Task,
+}
+
 /// Downloads `url` to `dest`, streaming, verifying `checksum` (`sha256:...`)
 /// when given. The file gets mode 0600 as in BuildKit.
-pub fn fetch_url(rt: &Handle, url: &str, checksum: Option<&str>, dest: &Path) -> Result<()> {
+pub fn fetch_url(rt: &Handle, url: &str, checksum: Option<&str>, dest: &Path) -> Result<(), FetchError> {
     let (url, checksum, dest) = (url.to_string(), checksum.map(str::to_string), dest.to_path_buf());
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
         let _ = tx.send(download(&url, checksum.as_deref(), &dest).await);
     });
-    rx.recv().context("download task ended")?
+    rx.recv().map_err(|_| FetchError::Task)?
 }
 
-async fn download(url: &str, checksum: Option<&str>, dest: &Path) -> Result<()> {
-    let client = reqwest::Client::builder().build()?;
-    let response = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+async fn download(url: &str, checksum: Option<&str>, dest: &Path) -> Result<(), FetchError> {
+    let client = reqwest::Client::builder().build().map_err(FetchError::Client)?;
+    let request_err = |source| FetchError::Request { url: url.to_string(), source };
+    let write_err = |source| FetchError::Write { path: dest.to_path_buf(), source };
+    let response = client.get(url).send().await.map_err(request_err)?;
     if !response.status().is_success() {
-        bail!("GET {url}: {}", response.status());
+        return Err(FetchError::Status { url: url.to_string(), status: response.status() });
     }
-    let mut file = std::fs::File::create(dest)?;
+    let mut file = std::fs::File::create(dest).map_err(write_err)?;
     let mut hasher = Sha256::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.with_context(|| format!("reading {url}"))?;
+        let chunk = chunk.map_err(request_err)?;
         hasher.update(&chunk);
-        file.write_all(&chunk)?;
+        file.write_all(&chunk).map_err(write_err)?;
     }
-    file.sync_all()?;
+    file.sync_all().map_err(write_err)?;
     let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if let Some(want) = checksum
         && want != got
     {
         let _ = std::fs::remove_file(dest);
-        bail!("checksum mismatch for {url}: expected {want}, got {got}");
+        return Err(FetchError::Checksum { url: url.to_string(), want: want.to_string(), got });
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600)).map_err(write_err)?;
     Ok(())
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_frontend::dockerignore;
 use rbuild_frontend::lower::{LowerOptions, NamedContext};
+use rbuild_solver::dockerignore;
 use rbuild_solver::graph::Platform;
 
 use crate::request::{BuildRequest, ContextSource, DockerfileSource};

@@ -1095,3 +1095,19 @@ fn build_is_the_default_command_and_prints_the_image_written() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("unknown key `nmae`; valid keys: type, name, push"), "{}", stderr(&bad));
 }
+
+#[test]
+fn tar_output_on_stdout_holds_the_final_filesystem() {
+    let reg = registry_with_busybox();
+    let ctx = dockerfile_dir(&format!("FROM {}/busybox:latest\nRUN echo streamed > /streamed.txt\n", reg.addr));
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(store.path(), ctx.path(), &["--progress", "plain", "-o", "-"]));
+    // Standard output is the tar and nothing else (progress goes to stderr).
+    let listing = tempfile::tempdir().unwrap();
+    let tar_file = listing.path().join("out.tar");
+    std::fs::write(&tar_file, &out.stdout).unwrap();
+    let names = String::from_utf8(run(Command::new("tar").arg("-tf").arg(&tar_file))).unwrap();
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "streamed.txt"), "{names}");
+    assert!(names.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "{names}");
+    assert!(!ctx.path().join("-").exists() && !std::env::current_dir().unwrap().join("-").exists());
+}

@@ -1,9 +1,13 @@
 //! Bytes at rest: the content store under `--root`.
 //!
-//! Content-addressed blobs, unpacked snapshots, the cache index, the
-//! stat-keyed checksum cache for context files, and safe layer unpacking.
+//! [`oci`] holds the OCI formats everything else speaks; [`store`] the
+//! content-addressed blobs, unpacked snapshots, the cache index and the
+//! stat-keyed checksum cache for context files; [`layer`] the conversion
+//! between snapshot directories and layer tars (safe unpacking,
+//! deterministic writing).
 #![deny(unsafe_code)]
 
 mod fsutil;
+pub mod layer;
+pub mod oci;
 pub mod store;
-pub mod unpack;

@@ -5,15 +5,15 @@
 
 use std::time::Instant;
 
-use rbuild_frontend::lower::{ImageConfigResolver, LowerOptions, ResolvedBase, lower};
+use rbuild_cache::oci::ImageConfig;
+use rbuild_frontend::lower::{ImageConfigResolver, LowerOptions, ResolveError, ResolvedBase, lower};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
 
 /// Every image resolves at once to an empty config.
 struct Images;
 
 impl ImageConfigResolver for Images {
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>> {
         requests
             .iter()
             .map(|(r, p)| {

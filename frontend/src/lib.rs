@@ -4,14 +4,14 @@
 //! [`parser`] turns text into lines with spans (directives, continuations,
 //! heredocs, JSON vs shell form); [`instructions`] turns lines into one typed
 //! struct per instruction with validated flags; [`shell`] expands words with
-//! BuildKit's shell-lexer rules; [`dockerignore`] matches context paths with
-//! moby's pattern semantics; [`lower`] resolves stages, ARG/ENV scoping and
-//! platforms and emits a [`rbuild_solver::graph::Definition`] plus the image
-//! config of the target.
+//! BuildKit's shell-lexer rules; [`lower`] resolves stages, ARG/ENV scoping
+//! and platforms and emits a [`rbuild_solver::graph::Definition`] plus the
+//! image config of the target. (`.dockerignore` matching lives in
+//! [`rbuild_solver::dockerignore`], beside COPY `--exclude`, which uses the
+//! same moby pattern matcher.)
 #![deny(unsafe_code)]
 
 pub mod diagnostic;
-pub mod dockerignore;
 pub mod instructions;
 pub mod lower;
 pub mod outline;

@@ -18,9 +18,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rbuild_frontend::lower::{ImageConfigResolver, LowerOptions, LoweredBuild, ResolvedBase, parse_and_lower};
+use rbuild_cache::oci::{History, ImageConfig};
+use rbuild_frontend::lower::{
+    ImageConfigResolver, LowerOptions, LoweredBuild, ResolveError, ResolvedBase, parse_and_lower,
+};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::{History, ImageConfig};
 use serde_json::{Value, json};
 
 /// Fixed base images. Every reference resolves (except names containing
@@ -28,14 +30,14 @@ use serde_json::{Value, json};
 struct Images;
 
 impl ImageConfigResolver for Images {
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>> {
         requests.iter().map(|(r, p)| resolve(r, p)).collect()
     }
 }
 
-fn resolve(reference: &str, platform: &Platform) -> Result<ResolvedBase, String> {
+fn resolve(reference: &str, platform: &Platform) -> Result<ResolvedBase, ResolveError> {
     if reference.contains("missing") {
-        return Err(format!("docker.io/library/{reference}: not found"));
+        return Err(ResolveError::new(format!("docker.io/library/{reference}: not found")));
     }
     let mut config = ImageConfig {
         architecture: platform.architecture.clone(),
@@ -99,7 +101,7 @@ fn options(dir: &Path) -> LowerOptions {
         build_platform: amd64,
         target_platform,
         dockerignore: optional(dir, "dockerignore")
-            .map(|t| rbuild_frontend::dockerignore::parse_dockerignore(&t))
+            .map(|t| rbuild_solver::dockerignore::parse_dockerignore(&t))
             .unwrap_or_default(),
         ..Default::default()
     }

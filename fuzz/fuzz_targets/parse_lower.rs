@@ -4,21 +4,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild_frontend::lower::{parse_and_lower, ImageConfigResolver, LowerOptions, ResolvedBase};
+use rbuild_frontend::lower::{parse_and_lower, ImageConfigResolver, LowerOptions, ResolveError, ResolvedBase};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
+use rbuild_cache::oci::ImageConfig;
 
 /// Every image resolves to a small config; names containing `missing` fail
 /// and names containing `onbuild` carry a trigger, so both paths are fuzzed.
 struct Images;
 
 impl ImageConfigResolver for Images {
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>> {
         requests
             .iter()
             .map(|(r, p)| {
                 if r.contains("missing") {
-                    return Err("manifest unknown".into());
+                    return Err(ResolveError::new("manifest unknown"));
                 }
                 let mut config =
                     ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };

@@ -8,7 +8,6 @@
 //! released it never changes, because every cache key stands on it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -17,134 +16,7 @@ use sha2::{Digest as _, Sha256};
 /// changing it invalidates every cache entry ever written.
 pub const OP_ENCODING_VERSION: &str = "rbuild.op.v0";
 
-/// A SHA-256 digest, printed as `sha256:<hex>`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    /// Digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        Digest(Sha256::digest(bytes).into())
-    }
-
-    /// Lower-case hex without the algorithm prefix.
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// Parses `sha256:<64 hex>`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let hex_part = s.strip_prefix("sha256:")?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).ok()?;
-        Some(Digest(out))
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256:{}", &self.hex()[..12])
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // On the stack: digests are serialised for every vertex's identity.
-        let mut buf = [0u8; 71];
-        buf[..7].copy_from_slice(b"sha256:");
-        hex::encode_to_slice(self.0, &mut buf[7..]).expect("64 hex digits fit");
-        s.serialize_str(std::str::from_utf8(&buf).expect("ASCII"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("invalid digest `{s}`")))
-    }
-}
-
-/// An OCI platform (`linux/amd64`, `linux/arm64/v8`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Platform {
-    /// Operating system, e.g. `linux`.
-    pub os: String,
-    /// Architecture in GOARCH spelling, e.g. `amd64`, `arm64`.
-    pub architecture: String,
-    /// Variant, e.g. `v7` for `arm/v7`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform this process runs on.
-    pub fn host() -> Self {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        Platform { os: "linux".into(), architecture: architecture.into(), variant: None }
-    }
-
-    /// Parses `os/arch[/variant]`; a bare `arch` means `linux/arch`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let parts: Vec<&str> = s.trim().split('/').collect();
-        let (os, arch, variant) = match parts.as_slice() {
-            [arch] if !arch.is_empty() => ("linux", *arch, None),
-            [os, arch] if !os.is_empty() && !arch.is_empty() => (*os, *arch, None),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => (*os, *arch, Some(v.to_string())),
-            _ => return None,
-        };
-        let os = os.to_ascii_lowercase();
-        let mut architecture = arch.to_ascii_lowercase();
-        let mut variant = variant.map(|v| v.to_ascii_lowercase());
-        // Normalise as containerd's platforms package does.
-        match architecture.as_str() {
-            "x86_64" | "x86-64" => architecture = "amd64".into(),
-            "aarch64" => {
-                architecture = "arm64".into();
-            }
-            "armhf" => {
-                architecture = "arm".into();
-                variant = Some("v7".into());
-            }
-            "armel" => {
-                architecture = "arm".into();
-                variant = Some("v6".into());
-            }
-            _ => {}
-        }
-        if architecture == "arm64" && variant.as_deref() == Some("v8") {
-            variant = None;
-        }
-        if architecture == "amd64" && variant.as_deref() == Some("v1") {
-            variant = None;
-        }
-        Some(Platform { os, architecture, variant })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+pub use rbuild_cache::oci::{Digest, Platform};
 
 /// The closed set of graph operations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -597,3 +597,36 @@ fn throughput_20k_small_files() {
         20000.0 * 5.0 / 1024.0 / took.as_secs_f64()
     );
 }
+
+#[test]
+fn add_archives_cannot_forge_overlay_metadata() {
+    // ADD may write straight into the new snapshot (an overlay upper dir):
+    // an archive must not plant opaque markers or whiteouts there.
+    let e = env();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("SCHILY.xattr.user.overlay.opaque", &b"y"[..]),
+        ("SCHILY.xattr.user.note", &b"kept"[..]),
+    ])
+    .unwrap();
+    raw_entry(&mut b, "hidden/", tar::EntryType::Directory, None, b"");
+    raw_entry(&mut b, "hidden/.wh.victim", tar::EntryType::Regular, None, b"w");
+    let mut h = tar::Header::new_gnu();
+    h.set_path("gone").unwrap();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_device_major(0).unwrap();
+    h.set_device_minor(0).unwrap();
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    fs::write(e.src.join("forge.tar"), b.into_inner().unwrap()).unwrap();
+    run(&e, &with(copy_action(&["forge.tar"], "/f/"), |_, _, u, _, _, _| *u = true)).unwrap();
+    let dir = e.dest.join("f/hidden");
+    let mut buf = [0u8; 8];
+    assert!(rustix::fs::lgetxattr(&dir, "user.overlay.opaque", &mut buf).is_err(), "no forged opaque marker");
+    if let Ok(n) = rustix::fs::lgetxattr(&dir, "user.note", &mut buf) {
+        assert_eq!(&buf[..n], b"kept", "other user xattrs are restored where the file system has them");
+    }
+    assert_eq!(read(&dir.join(".wh.victim")), "w", "a .wh. name is a plain file in an ADD archive");
+    assert!(fs::symlink_metadata(e.dest.join("f/gone")).is_err(), "a 0:0 device is skipped, not a whiteout");
+}

@@ -13,20 +13,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_frontend::dockerignore::PatternMatcher;
 use rbuild_frontend::lower::{self, LoweredBuild};
+use rbuild_solver::dockerignore::PatternMatcher;
 use rbuild_solver::graph::{Definition, Platform};
 use rbuild_solver::sandbox::IdMapping;
 use rbuild_solver::solve::{self, ContextDir, ContextKey, SolveOptions};
 use sha2::Digest as _;
 
-use super::image::{self, BuiltImage};
-use super::output::{self, ExportResult};
 use crate::cli::BuildArgs;
+use crate::export::{self, BuiltImage, ExportResult};
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
-use crate::request::{BuildRequest, OutputSpec};
+use crate::request::BuildRequest;
 use crate::sources::Sources;
 
 /// Options that later work will implement answer clearly instead of being
@@ -103,15 +102,15 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let epoch = source_date_epoch()?;
     for plan in &planned {
         let request = plan.request;
-        let outputs: Vec<output::Output> = request.outputs.iter().map(legacy_output).collect();
-        let compression = image::compression_from_outputs(&outputs)?;
+        let outputs = &request.outputs;
+        let compression = export::compression_from_outputs(outputs);
         let mut images: Vec<BuiltImage> = Vec::new();
         for (name, lowered) in &plan.lowered {
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
             printer.message(&format!("exporting layers for {}", lowered.platform));
-            images.push(image::assemble(&store, lowered, solved, &compression, epoch)?);
+            images.push(export::assemble(&store, lowered, solved, &compression, epoch)?);
         }
-        let result = output::export_all(&store, &runtime, &registry, &images, &outputs, &request.tags, &printer)?;
+        let result = export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer)?;
         summarize(request, &images, &result, &printer)?;
         if let Some(path) = &request.iidfile {
             std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
@@ -216,44 +215,10 @@ fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOp
 }
 
 /// The exporters' attribute form of a typed output.
-fn legacy_output(spec: &OutputSpec) -> output::Output {
-    let mut attrs = BTreeMap::new();
-    let mut names_and_compression = |names: &[String], c: &crate::request::LayerCompression| {
-        if !names.is_empty() {
-            attrs.insert("name".to_string(), names.join(","));
-        }
-        if let Some(kind) = c.kind {
-            attrs.insert("compression".to_string(), kind.name().to_string());
-        }
-        if let Some(level) = c.level {
-            attrs.insert("compression-level".to_string(), level.to_string());
-        }
-    };
-    match spec {
-        OutputSpec::Image { names, compression, .. } => names_and_compression(names, compression),
-        OutputSpec::Oci { dest, tar, names, compression } => {
-            names_and_compression(names, compression);
-            attrs.insert("dest".into(), dest.display().to_string());
-            attrs.insert("tar".into(), tar.to_string());
-        }
-        OutputSpec::Docker { dest, names, compression } => {
-            names_and_compression(names, compression);
-            attrs.insert("dest".into(), dest.display().to_string());
-        }
-        OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
-            attrs.insert("dest".into(), dest.display().to_string());
-        }
-    }
-    output::Output { kind: spec.kind().to_string(), attrs }
-}
-
 /// What buildx prints at the end of a build that wrote an image: each
 /// manifest, the manifest list, the image id and the names it was given.
 fn summarize(request: &BuildRequest, images: &[BuiltImage], result: &ExportResult, printer: &Printer) -> Result<()> {
-    let writes_image = request
-        .outputs
-        .iter()
-        .any(|o| matches!(o, OutputSpec::Image { .. } | OutputSpec::Oci { .. } | OutputSpec::Docker { .. }));
+    let writes_image = request.outputs.iter().any(|o| o.image_attrs().is_some());
     if !writes_image {
         return Ok(());
     }
@@ -267,11 +232,8 @@ fn summarize(request: &BuildRequest, images: &[BuiltImage], result: &ExportResul
     printer.message(&format!("writing image {}", result.image_id));
     let mut names: Vec<String> = request.tags.clone();
     for o in &request.outputs {
-        if let OutputSpec::Image { names: n, .. }
-        | OutputSpec::Oci { names: n, .. }
-        | OutputSpec::Docker { names: n, .. } = o
-        {
-            names.extend(n.iter().cloned());
+        if let Some(image) = o.image_attrs() {
+            names.extend(image.names.iter().cloned());
         }
     }
     let mut seen = BTreeSet::new();

@@ -3,9 +3,8 @@
 mod build;
 mod call;
 mod graph;
-mod image;
-mod output;
 mod store_cmds;
+mod write_layer;
 
 use std::path::PathBuf;
 
@@ -26,7 +25,7 @@ pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
         Command::Prune(args) => store_cmds::prune(&root, &args),
         Command::Du => store_cmds::du(&root),
         Command::Debug(DebugCommand::Graph(args)) => graph::run(*args, root, mapping),
-        Command::Debug(DebugCommand::WriteLayer(args)) => image::write_layer_command(&args),
+        Command::Debug(DebugCommand::WriteLayer(args)) => write_layer::write_layer_command(&args),
     }
 }
 

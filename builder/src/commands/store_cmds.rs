@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
+use rbuild_cache::oci::ImageConfig;
 use rbuild_cache::store::{PruneOptions, Store};
 
 use crate::cli::PruneArgs;
@@ -58,7 +59,7 @@ pub fn images(root: &Path) -> Result<i32> {
             Some((r, t)) if !t.contains('/') => (r.to_string(), t.to_string()),
             _ => (name.clone(), "<none>".to_string()),
         };
-        let (id, size) = match super::image::stored_image(&store, &digest) {
+        let (id, size) = match stored_image(&store, &digest) {
             Ok((manifest, _)) => {
                 let id = manifest["config"]["digest"]
                     .as_str()
@@ -111,6 +112,14 @@ pub fn du(root: &Path) -> Result<i32> {
         human_size(usage.blobs_bytes + usage.snapshots_bytes + usage.mounts_bytes)
     );
     Ok(0)
+}
+
+/// Reads a stored image's manifest and config by manifest digest.
+fn stored_image(store: &Store, manifest_digest: &str) -> Result<(serde_json::Value, ImageConfig)> {
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(manifest_digest)?)?;
+    let config_digest = manifest["config"]["digest"].as_str().context("manifest without config")?;
+    let config: ImageConfig = serde_json::from_slice(&store.read_blob(config_digest)?)?;
+    Ok((manifest, config))
 }
 
 #[cfg(test)]

@@ -1,66 +1,16 @@
-//! OCI manifest and index documents, and the bundle handed to exporters.
-//!
-//! Our own serde types rather than `oci-spec`'s: its `annotations` are
-//! `HashMap`s that serialise in random order, and these bytes are digested.
-//! Field order follows the Go `image-spec` structs, maps are `BTreeMap`s.
+//! Building OCI manifest and index documents (types in
+//! [`rbuild_cache::oci`]), and the bundle handed to exporters.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rbuild_solver::graph::Platform;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use rbuild_cache::oci::{
+    Descriptor, Index, LayerDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform,
+    sha256_digest,
+};
+use serde::Serialize;
 
-use super::{ExportError, LayerInfo};
-
-/// OCI image manifest media type.
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index media type.
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// OCI image config media type.
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-
-/// An OCI content descriptor.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-}
-
-/// An OCI image manifest.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Manifest {
-    pub schema_version: u32,
-    pub media_type: String,
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// An OCI image index.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Index {
-    pub schema_version: u32,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub media_type: String,
-    pub manifests: Vec<Descriptor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub(crate) fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+use super::ExportError;
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Plain structs, strings and BTreeMaps: serialisation cannot fail.
@@ -72,10 +22,10 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 /// config digest.
 pub fn build_manifest(
     config_json: &[u8],
-    layers: &[LayerInfo],
+    layers: &[LayerDescriptor],
     annotations: BTreeMap<String, String>,
 ) -> (Vec<u8>, String, String) {
-    let config_digest = digest_of(config_json);
+    let config_digest = sha256_digest(config_json);
     let manifest = Manifest {
         schema_version: 2,
         media_type: MEDIA_TYPE_MANIFEST.into(),
@@ -99,7 +49,7 @@ pub fn build_manifest(
         annotations,
     };
     let bytes = to_json(&manifest);
-    let digest = digest_of(&bytes);
+    let digest = sha256_digest(&bytes);
     (bytes, digest, config_digest)
 }
 
@@ -113,7 +63,7 @@ pub fn build_index(manifests: &[(Vec<u8>, Platform)]) -> Vec<u8> {
             .iter()
             .map(|(bytes, platform)| Descriptor {
                 media_type: MEDIA_TYPE_MANIFEST.into(),
-                digest: digest_of(bytes),
+                digest: sha256_digest(bytes),
                 size: bytes.len() as u64,
                 annotations: BTreeMap::new(),
                 platform: Some(platform.clone()),
@@ -132,7 +82,7 @@ pub struct PlatformImage {
     /// Config bytes (`ImageConfig::to_canonical_json`).
     pub config: Vec<u8>,
     /// Layers, base first, each with the file holding its blob.
-    pub layers: Vec<(LayerInfo, PathBuf)>,
+    pub layers: Vec<(LayerDescriptor, PathBuf)>,
 }
 
 /// What the exporters write: one image, or several platforms under an
@@ -162,7 +112,13 @@ pub(crate) struct Blob<'a> {
 
 impl ImageBundle {
     /// A single-platform bundle.
-    pub fn single(manifest: Vec<u8>, config: Vec<u8>, layers: Vec<(LayerInfo, PathBuf)>, names: Vec<String>) -> Self {
+    #[cfg(test)]
+    pub fn single(
+        manifest: Vec<u8>,
+        config: Vec<u8>,
+        layers: Vec<(LayerDescriptor, PathBuf)>,
+        names: Vec<String>,
+    ) -> Self {
         ImageBundle { images: vec![PlatformImage { manifest, config, layers }], index: None, names }
     }
 
@@ -186,7 +142,7 @@ impl ImageBundle {
             docs.push(&img.config);
         }
         for bytes in docs {
-            let d = digest_of(bytes);
+            let d = sha256_digest(bytes);
             map.entry(d.clone()).or_insert(Blob { digest: d, size: bytes.len() as u64, data: BlobData::Bytes(bytes) });
         }
         for img in &self.images {
@@ -265,8 +221,8 @@ pub(crate) fn parse_name(name: &str) -> Result<ImageName, ExportError> {
 mod tests {
     use super::*;
 
-    fn layer(d: &str) -> LayerInfo {
-        LayerInfo {
+    fn layer(d: &str) -> LayerDescriptor {
+        LayerDescriptor {
             digest: format!("sha256:{}", d.repeat(64)),
             diff_id: format!("sha256:{}", "f".repeat(64)),
             size: 42,
@@ -283,8 +239,8 @@ mod tests {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}"#), "{text}");
         assert!(text.ends_with(r#""annotations":{"a":"2","z":"1"}}"#), "{text}");
-        assert_eq!(digest, digest_of(&bytes));
-        assert_eq!(config_digest, digest_of(b"{}"));
+        assert_eq!(digest, sha256_digest(&bytes));
+        assert_eq!(config_digest, sha256_digest(b"{}"));
         let m: Manifest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(m.layers.len(), 2);
         assert_eq!(m.layers[1].digest, layer("b").digest);
@@ -297,7 +253,7 @@ mod tests {
         let idx = build_index(&[(b"m1".to_vec(), amd), (b"m2".to_vec(), arm)]);
         let v: serde_json::Value = serde_json::from_slice(&idx).unwrap();
         assert_eq!(v["mediaType"], MEDIA_TYPE_INDEX);
-        assert_eq!(v["manifests"][0]["digest"], digest_of(b"m1"));
+        assert_eq!(v["manifests"][0]["digest"], sha256_digest(b"m1"));
         assert_eq!(v["manifests"][0]["platform"], serde_json::json!({"os":"linux","architecture":"amd64"}));
         assert_eq!(v["manifests"][1]["platform"]["variant"], "v7");
     }

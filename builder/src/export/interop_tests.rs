@@ -3,14 +3,42 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rbuild_cache::layer::{Compression, LayerOptions, write_layer};
+use rbuild_cache::oci::{ImageConfig, LayerDescriptor};
 use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::ImageConfig;
 
-use super::layer::tests::make_snapshot;
+use super::local::{export_local, export_tar};
+use super::oci::{export_docker, export_oci};
 use super::*;
+
+/// A snapshot dir with every kind of entry (the layer writer's own test
+/// fixture in `rbuild_cache::layer`, repeated: test code is not exported).
+fn make_snapshot(root: &Path) {
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/hello.txt"), b"hello world\n").unwrap();
+    fs::hard_link(root.join("etc/hello.txt"), root.join("etc/hello-link")).unwrap();
+    symlink("hello.txt", root.join("etc/sym")).unwrap();
+    fs::create_dir(root.join("bin")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    fs::write(root.join("bin/big"), &big).unwrap();
+    fs::set_permissions(root.join("bin/big"), fs::Permissions::from_mode(0o4755)).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, root.join("fifo"), rustix::fs::FileType::Fifo, 0o644.into(), 0).unwrap();
+    // Overlay whiteout: char device 0:0.
+    rustix::fs::mknodat(rustix::fs::CWD, root.join("deleted"), rustix::fs::FileType::CharacterDevice, 0.into(), 0)
+        .unwrap();
+    fs::create_dir(root.join("opaque")).unwrap();
+    fs::write(root.join("opaque/new"), b"n").unwrap();
+    rustix::fs::setxattr(root.join("opaque"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(root.join("etc/hello.txt"), "user.note", b"v1", rustix::fs::XattrFlags::empty()).unwrap();
+    let long = root.join(format!("{}/{}", "d".repeat(120), "f".repeat(110)));
+    fs::create_dir_all(long.parent().unwrap()).unwrap();
+    fs::write(&long, b"long").unwrap();
+    std::os::unix::fs::lchown(root.join("etc/hello.txt"), Some(1000), Some(3_000_000)).unwrap();
+}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -23,7 +51,7 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn write_blob(dir: &Path, snapshot: &Path, compression: Compression) -> (LayerInfo, PathBuf) {
+fn write_blob(dir: &Path, snapshot: &Path, compression: Compression) -> (LayerDescriptor, PathBuf) {
     let tmp = dir.join("layer.tmp");
     let mut f = fs::File::create(&tmp).unwrap();
     let info = write_layer(
@@ -56,7 +84,7 @@ fn bundle(tmp: &Path, second: Compression) -> ImageBundle {
     config.config.labels.insert("org.example".into(), "yes".into());
     config.rootfs.diff_ids = layers.iter().map(|(l, _)| l.diff_id.clone()).collect();
     let config = config.to_canonical_json();
-    let infos: Vec<LayerInfo> = layers.iter().map(|(l, _)| l.clone()).collect();
+    let infos: Vec<LayerDescriptor> = layers.iter().map(|(l, _)| l.clone()).collect();
     let (manifest, _, _) = build_manifest(&config, &infos, BTreeMap::new());
     ImageBundle::single(manifest, config, layers, vec!["app:1.0".into(), "localhost:5000/ns/app:v2".into()])
 }

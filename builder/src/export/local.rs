@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
-use super::ExportError;
-use super::walk::{TreeOptions, write_tree};
+use super::{ExportError, ExportInput, Exporter};
+use rbuild_cache::layer::{TreeOptions, write_tree};
 
 /// What [`export_local`] could not reproduce exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub fn write_rootfs_tar(
     source_date_epoch: Option<i64>,
     out: &mut dyn Write,
 ) -> Result<(), ExportError> {
-    write_tree(rootfs_dir, TreeOptions { whiteouts: false, epoch: source_date_epoch }, out)
+    Ok(write_tree(rootfs_dir, TreeOptions { whiteouts: false, epoch: source_date_epoch }, out)?)
 }
 
 /// The `tar` exporter: `rootfs_dir` as a tar file at `dest_file`.
@@ -158,5 +158,47 @@ impl Copier {
         rustix::fs::utimensat(CWD, d, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| derr(e.into()))?;
         self.summary.entries += 1;
         Ok(())
+    }
+}
+
+/// `type=local`: each platform's filesystem copied into a directory.
+pub struct LocalExporter {
+    /// The directory (one subdirectory per platform when there are several).
+    pub dest: PathBuf,
+}
+
+impl Exporter for LocalExporter {
+    fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
+        input.for_each_rootfs(&self.dest, |rootfs, target| {
+            input.printer.message(&format!("exporting filesystem to {}", target.display()));
+            export_local(rootfs, target).map(drop)
+        })
+    }
+}
+
+/// `type=tar`: each platform's filesystem as a tar file (`-`: standard
+/// output).
+pub struct TarExporter {
+    /// The tar file (one per platform, under this directory, when there
+    /// are several).
+    pub dest: PathBuf,
+}
+
+impl Exporter for TarExporter {
+    fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
+        if self.dest.as_os_str() == "-" {
+            let [image] = input.images else {
+                return Err(ExportError::BadBundle("a tar on standard output holds one platform; use `dest=DIR`"));
+            };
+            let view = rbuild_solver::solve::ChainView::mount(input.store, &image.chain, "rootfs")
+                .map_err(|source| ExportError::MountRootfs { source })?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            write_rootfs_tar(view.path(), None, &mut out)?;
+            return out.flush().map_err(|source| ExportError::Write { source });
+        }
+        input.for_each_rootfs(&self.dest, |rootfs, target| {
+            input.printer.message(&format!("exporting filesystem to {}", target.display()));
+            export_tar(rootfs, target)
+        })
     }
 }

@@ -1,25 +1,22 @@
-//! Image export: layers, config, manifest, and the exporters.
+//! Image export: from a solved build to images and files, and the
+//! exporters that write them.
 //!
-//! [`write_layer`] turns an overlay-format snapshot directory (the upper dir
-//! of a `RUN`, or an unpacked layer) into a deterministic layer tar,
-//! compressed with gzip or zstd in parallel, computing `diff_id`, digest and
-//! size in the same streaming pass. [`build_manifest`] and [`build_index`]
-//! write the OCI manifest and index as canonical JSON. The exporters then
-//! write an [`ImageBundle`] as an OCI layout (dir or tar) or a docker-archive
-//! tar, or copy/tar the final merged filesystem (`export_local`,
-//! `export_tar`).
-//!
-//! Everything here is synchronous; callers on the async runtime use
-//! `spawn_blocking`.
-// Nothing calls the exporters yet (the lead wires them into the CLI).
-#![allow(dead_code, unused_imports)]
+//! [`assemble`] turns the final snapshot chain of one platform into an
+//! image: a layer blob per snapshot (written with [`rbuild_cache::layer`],
+//! or reused when the store already has one for that snapshot), the config
+//! with diff ids and history, and the manifest ([`build_manifest`]; several
+//! platforms get an index, [`build_index`]). [`export_all`] then hands the
+//! images to one [`Exporter`] per requested [`Output`]: the local store,
+//! a registry push, an OCI layout (dir or tar), a docker-archive tar, or the
+//! merged root filesystem copied to a directory or written as a tar.
 
+mod assemble;
 mod image;
-mod layer;
 mod local;
 mod oci;
-mod pgzip;
-mod walk;
+mod output;
+mod push;
+mod store;
 
 #[cfg(test)]
 mod interop_tests;
@@ -27,17 +24,176 @@ mod interop_tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use image::{
-    ImageBundle, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, PlatformImage, build_index, build_manifest,
-};
-pub use layer::{Compression, LayerInfo, LayerOptions, write_layer};
-pub use local::{LocalExportSummary, export_local, export_tar, write_rootfs_tar};
-pub use oci::{export_docker, export_oci, write_docker_archive, write_oci_tar};
+use rbuild_cache::layer::LayerWriteError;
+use rbuild_cache::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Platform};
+use rbuild_cache::store::{SnapshotId, Store, StoreError};
+use tokio::runtime::Runtime;
+
+use crate::progress::Printer;
+use crate::registry::{ImageRef, RegistryClient, RegistryError};
+
+pub use assemble::{BuiltImage, assemble, threads};
+pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
+pub use local::{LocalExporter, TarExporter};
+pub use oci::{DockerExporter, OciExporter};
+pub use output::{CompressionKind, ImageAttrs, Output, compression_from_outputs};
+pub use push::RegistryExporter;
+pub use store::StoreExporter;
+
+/// Writes built images somewhere: one implementation per output type.
+pub trait Exporter {
+    /// Exports `input` to this exporter's destination.
+    fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError>;
+}
+
+/// What every exporter gets.
+pub struct ExportInput<'a> {
+    /// The store holding the images' blobs and snapshots.
+    pub store: &'a Store,
+    /// The images, one per platform.
+    pub images: &'a [BuiltImage],
+    /// The index over the images' manifests, when there are several.
+    pub index: Option<&'a [u8]>,
+    /// Digest of the top-level document (the index, or the one manifest).
+    pub top_digest: &'a str,
+    /// Image names as given (`-t`, `name=`).
+    pub names: &'a [String],
+    /// The same names parsed as registry references.
+    pub refs: &'a [ImageRef],
+    /// Progress messages.
+    pub printer: &'a Printer,
+}
+
+impl ExportInput<'_> {
+    /// The images as a bundle for the archive writers.
+    fn bundle(&self) -> ImageBundle {
+        ImageBundle {
+            images: self
+                .images
+                .iter()
+                .map(|i| PlatformImage {
+                    manifest: i.manifest.clone(),
+                    config: i.config.clone(),
+                    layers: i.layers.clone(),
+                })
+                .collect(),
+            index: self.index.map(<[u8]>::to_vec),
+            names: self.names.to_vec(),
+        }
+    }
+
+    /// Runs `f` on a read-only merged view of each image's filesystem, with
+    /// the destination for it: `dest` itself for one platform, else
+    /// `dest/<os>_<arch>[_<variant>]`.
+    fn for_each_rootfs(
+        &self,
+        dest: &std::path::Path,
+        mut f: impl FnMut(&std::path::Path, &std::path::Path) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        let multi = self.images.len() > 1;
+        for image in self.images {
+            let target = if multi { dest.join(platform_dir(&image.platform)) } else { dest.to_path_buf() };
+            let view = rbuild_solver::solve::ChainView::mount(self.store, &image.chain, "rootfs")
+                .map_err(|source| ExportError::MountRootfs { source })?;
+            f(view.path(), &target)?;
+        }
+        Ok(())
+    }
+}
+
+fn platform_dir(p: &Platform) -> String {
+    p.to_string().replace('/', "_")
+}
+
+/// The exporters that write `output`.
+pub fn exporters_for(output: &Output, registry: &RegistryClient, runtime: &Runtime) -> Vec<Box<dyn Exporter>> {
+    let push = || -> Box<dyn Exporter> { Box::new(RegistryExporter::new(registry.clone(), runtime.handle().clone())) };
+    match output {
+        Output::Image { push: false, .. } => vec![Box::new(StoreExporter)],
+        Output::Image { push: true, .. } => vec![Box::new(StoreExporter), push()],
+        Output::Oci { dest, tar, .. } => vec![Box::new(OciExporter { dest: dest.clone(), tar: *tar })],
+        Output::Docker { dest, .. } => vec![Box::new(DockerExporter { dest: dest.clone() })],
+        Output::Local { dest } => vec![Box::new(LocalExporter { dest: dest.clone() })],
+        Output::Tar { dest } => vec![Box::new(TarExporter { dest: dest.clone() })],
+    }
+}
+
+/// What the outputs produced, for `--iidfile` and `--metadata-file`.
+pub struct ExportResult {
+    /// Image ID (config digest, or the index digest for several platforms).
+    pub image_id: String,
+    /// buildx-style metadata.
+    pub metadata: serde_json::Value,
+}
+
+/// Writes every output for the built images (one per platform, in the
+/// order of `--platform`). `tags` are the `-t` names; every image output
+/// gets them plus all outputs' `name=` values.
+pub fn export_all(
+    store: &Store,
+    runtime: &Runtime,
+    registry: &RegistryClient,
+    images: &[BuiltImage],
+    outputs: &[Output],
+    tags: &[String],
+    printer: &Printer,
+) -> Result<ExportResult, ExportError> {
+    let [first, ..] = images else {
+        return Err(ExportError::BadBundle("the build produced no image"));
+    };
+    let index = (images.len() > 1).then(|| {
+        let entries: Vec<(Vec<u8>, Platform)> =
+            images.iter().map(|i| (i.manifest.clone(), i.platform.clone())).collect();
+        build_index(&entries)
+    });
+    let (top_digest, top_media_type, top_size) = match &index {
+        Some(ix) => (store.write_blob(ix)?, MEDIA_TYPE_INDEX, ix.len()),
+        None => (first.manifest_digest.clone(), MEDIA_TYPE_MANIFEST, first.manifest.len()),
+    };
+    let names = output::image_names(tags, outputs);
+    let refs = names
+        .iter()
+        .map(|n| {
+            ImageRef::parse(n).map_err(|source| ExportError::InvalidTag { name: n.clone(), source: Box::new(source) })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let input = ExportInput {
+        store,
+        images,
+        index: index.as_deref(),
+        top_digest: &top_digest,
+        names: &names,
+        refs: &refs,
+        printer,
+    };
+    for output in outputs {
+        for exporter in exporters_for(output, registry, runtime) {
+            exporter.export(&input)?;
+        }
+    }
+    let image_id = if index.is_some() { top_digest.clone() } else { first.config_digest.clone() };
+    let mut metadata = serde_json::json!({
+        "containerimage.digest": top_digest,
+        "containerimage.config.digest": first.config_digest,
+        "containerimage.descriptor": {
+            "mediaType": top_media_type,
+            "digest": top_digest,
+            "size": top_size,
+        },
+    });
+    if !names.is_empty() {
+        metadata["image.name"] = serde_json::Value::String(names.join(","));
+    }
+    Ok(ExportResult { image_id, metadata })
+}
 
 /// Errors from writing layers and exporting images.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A directory of the snapshot could not be listed.
+    /// Writing a tree as tar failed.
+    #[error(transparent)]
+    Tree(#[from] LayerWriteError),
+    /// A directory of the root filesystem could not be listed.
     #[error("cannot read directory `{path}`")]
     ReadDir {
         /// The directory.
@@ -64,23 +220,6 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
-    /// Extended attributes could not be listed or read.
-    #[error("cannot read extended attributes of `{path}`")]
-    ReadXattr {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// An overlay feature we cannot represent in a layer tar.
-    #[error("`{path}` carries overlay attribute `{name}` (redirect_dir/metacopy); mount overlays without them")]
-    UnsupportedOverlayXattr {
-        /// The path.
-        path: PathBuf,
-        /// The xattr name.
-        name: String,
-    },
     /// A regular file could not be opened or read.
     #[error("cannot read file `{path}`")]
     ReadFile {
@@ -90,33 +229,12 @@ pub enum ExportError {
         #[source]
         source: io::Error,
     },
-    /// A file changed size while it was being archived.
-    #[error(
-        "`{path}` changed while it was archived (expected {expected} bytes, read {read}); is a build still writing to it?"
-    )]
-    FileChanged {
-        /// The file.
-        path: PathBuf,
-        /// Size from `lstat`.
-        expected: u64,
-        /// Bytes actually read.
-        read: u64,
-    },
-    /// Writing the (compressed) output stream failed.
+    /// Writing the output stream failed.
     #[error("cannot write the output stream")]
     Write {
         /// The I/O error.
         #[source]
         source: io::Error,
-    },
-    /// A compression thread pool could not be created.
-    #[error("cannot start {threads} compression threads")]
-    ThreadPool {
-        /// Threads asked for.
-        threads: usize,
-        /// The pool error.
-        #[source]
-        source: rayon::ThreadPoolBuildError,
     },
     /// A manifest, config or index blob is not the JSON we expect.
     #[error("invalid {what} JSON")]
@@ -151,4 +269,54 @@ pub enum ExportError {
     /// An image name given with `-t` is not a valid reference.
     #[error("invalid image name `{0}`")]
     InvalidName(String),
+    /// An image name is not a valid registry reference.
+    #[error("invalid tag `{name}`")]
+    InvalidTag {
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<RegistryError>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A snapshot could not be written as a layer.
+    #[error("writing the layer for snapshot {snapshot}")]
+    WriteLayer {
+        /// The snapshot.
+        snapshot: SnapshotId,
+        /// What failed.
+        #[source]
+        source: LayerWriteError,
+    },
+    /// The store and the layer writer disagree on a layer's digest.
+    #[error("layer digest mismatch: the store saw `{stored}`, the layer writer reported `{written}`")]
+    LayerDigestMismatch {
+        /// Digest of the bytes the store received.
+        stored: String,
+        /// Digest the layer writer computed.
+        written: String,
+    },
+    /// The final filesystem could not be mounted for a local or tar output.
+    #[error("cannot mount the image's filesystem")]
+    MountRootfs {
+        /// The mount error.
+        #[source]
+        source: io::Error,
+    },
+    /// A push without any image name.
+    #[error("pushing needs an image name: pass `-t NAME` or `-o type=registry,name=NAME`")]
+    PushNeedsName,
+    /// Pushing to a registry failed.
+    #[error("pushing `{name}`{}", platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
+    Push {
+        /// The image name.
+        name: String,
+        /// The platform whose image failed (`None`: the index).
+        platform: Option<Platform>,
+        /// The registry error.
+        #[source]
+        source: Box<RegistryError>,
+    },
 }

@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::ExportError;
-use super::image::{Blob, BlobData, Descriptor, ImageBundle, Index, MEDIA_TYPE_INDEX, Manifest, parse_name};
+use super::{ExportError, ExportInput, Exporter};
+use rbuild_cache::oci::{Descriptor, Index, MEDIA_TYPE_INDEX, Manifest, sha256_digest};
+
+use super::image::{Blob, BlobData, ImageBundle, parse_name};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -32,7 +34,7 @@ fn layout_index(bundle: &ImageBundle) -> Result<Vec<u8>, ExportError> {
     let (media_type, top) = bundle.top()?;
     let base = Descriptor {
         media_type: media_type.to_string(),
-        digest: super::image::digest_of(top),
+        digest: sha256_digest(top),
         size: top.len() as u64,
         annotations: BTreeMap::new(),
         platform: None,
@@ -250,4 +252,35 @@ pub fn export_oci(bundle: &ImageBundle, dest: &Path, tar: bool) -> Result<(), Ex
 /// Exports a docker-archive tar file to `dest`.
 pub fn export_docker(bundle: &ImageBundle, dest: &Path) -> Result<(), ExportError> {
     write_atomic(dest, |w| write_docker_archive(bundle, w))
+}
+
+/// `type=oci`: an OCI image layout, as a tar file or a directory.
+pub struct OciExporter {
+    /// The tar file or directory.
+    pub dest: PathBuf,
+    /// Write a tar file (buildx's default) rather than a directory.
+    pub tar: bool,
+}
+
+impl Exporter for OciExporter {
+    fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
+        input.printer.message(&format!("exporting to oci {}", self.dest.display()));
+        export_oci(&input.bundle(), &self.dest, self.tar)
+    }
+}
+
+/// `type=docker`: a docker-archive tar file, for `docker load`.
+pub struct DockerExporter {
+    /// The tar file.
+    pub dest: PathBuf,
+}
+
+impl Exporter for DockerExporter {
+    fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
+        if input.images.len() > 1 {
+            return Err(ExportError::BadBundle("docker-archive output holds one platform; use `type=oci` for several"));
+        }
+        input.printer.message(&format!("exporting to docker {}", self.dest.display()));
+        export_docker(&input.bundle(), &self.dest)
+    }
 }

@@ -9,14 +9,13 @@
 //! exponential backoff on 429, 5xx and connection failures. Credentials come
 //! from Docker's `config.json` (see [`auth`]); plain HTTP is used for
 //! loopback registries and those listed as insecure.
-#![allow(dead_code)]
 
 pub mod auth;
 mod reference;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +23,11 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
-};
 use oci_client::secrets::RegistryAuth;
-use rbuild_solver::graph::Platform;
+use rbuild_cache::oci::{
+    Descriptor, ImageConfig, Index, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_MANIFEST, Manifest, Platform, is_index, sha256_digest,
+};
 use serde::Deserialize;
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -37,7 +36,7 @@ pub use reference::ImageRef;
 
 /// Manifest media types we ask for, most specific first.
 const ACCEPTED_MANIFEST_TYPES: &[&str] =
-    &[OCI_IMAGE_INDEX_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE];
+    &[MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST];
 
 /// Attempts per request (first try included) before giving up on 429/5xx.
 const MAX_ATTEMPTS: u32 = 5;
@@ -280,15 +279,19 @@ pub struct RegistryOptions {
     pub docker_config_dir: Option<PathBuf>,
 }
 
-/// One layer of a resolved image.
+/// A layer to push: its blob file, and where the same registry may already
+/// hold it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerRef {
-    /// Compressed blob digest.
+pub struct LayerUpload {
+    /// Blob digest.
     pub digest: String,
-    /// Compressed size in bytes.
+    /// Blob size in bytes.
     pub size: u64,
-    /// Layer media type (OCI or Docker; gzip, zstd or uncompressed).
-    pub media_type: String,
+    /// The file holding the blob.
+    pub path: PathBuf,
+    /// A repository the blob was pulled from (a base image's layer): on the
+    /// same registry it is mounted from there instead of uploaded.
+    pub mount_from: Option<ImageRef>,
 }
 
 /// One platform's image, as found in the registry.
@@ -298,19 +301,10 @@ pub struct ResolvedImage {
     pub manifest_digest: String,
     /// Raw bytes of the platform manifest.
     pub manifest: Vec<u8>,
-    /// Media type of the platform manifest.
-    pub manifest_media_type: String,
-    /// Digest of the index the manifest was selected from, if any.
-    pub index_digest: Option<String>,
     /// Raw bytes of the image config blob.
     pub config: Vec<u8>,
     /// Digest of the config blob.
     pub config_digest: String,
-    /// Layers, base first.
-    pub layers: Vec<LayerRef>,
-    /// The image's platform, from its config (which is what it really is,
-    /// whatever was asked for).
-    pub platform: Platform,
 }
 
 /// A registry client; cheap to clone (clones share connections, tokens and
@@ -391,8 +385,8 @@ impl RegistryClient {
         let client = self.client_for(r).await?;
         let (bytes, digest) = self.fetch_manifest(client, r).await?;
         let media_type = manifest_media_type(r, &digest, &bytes)?;
-        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
-            let index: IndexJson = parse_manifest_json(r, &digest, &bytes)?;
+        let (manifest_bytes, manifest_digest) = if is_index(&media_type) {
+            let index: Index = parse_manifest_json(r, &digest, &bytes)?;
             let entry =
                 select_platform(&index.manifests, platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
                     reference: r.to_string(),
@@ -400,7 +394,7 @@ impl RegistryClient {
                     available: index
                         .manifests
                         .iter()
-                        .filter_map(|m| m.platform.as_ref().map(|p| p.to_platform().to_string()))
+                        .filter_map(|m| m.platform.as_ref().map(|p| normalise(p).to_string()))
                         .collect::<Vec<_>>()
                         .join(", "),
                 })?;
@@ -418,11 +412,11 @@ impl RegistryClient {
                     actual: Some(child_bytes.len() as u64),
                 });
             }
-            (child_bytes, child_digest, child_type, Some(digest))
+            (child_bytes, child_digest)
         } else {
-            (bytes, digest, media_type, None)
+            (bytes, digest)
         };
-        let manifest: ManifestJson = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
+        let manifest: Manifest = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
 
         if manifest.config.size > MAX_CONFIG_SIZE {
             return Err(RegistryError::ConfigTooLarge {
@@ -433,22 +427,17 @@ impl RegistryClient {
         }
         let mut config = Vec::with_capacity(manifest.config.size as usize);
         self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
-        let platform_of: ConfigPlatformJson = serde_json::from_slice(&config).map_err(|source| {
-            RegistryError::ParseConfig { reference: r.to_string(), digest: manifest.config.digest.clone(), source }
+        // Checked here so a broken base image fails at resolution, naming it.
+        serde_json::from_slice::<ImageConfig>(&config).map_err(|source| RegistryError::ParseConfig {
+            reference: r.to_string(),
+            digest: manifest.config.digest.clone(),
+            source,
         })?;
         Ok(ResolvedImage {
             manifest_digest,
             manifest: manifest_bytes.to_vec(),
-            manifest_media_type,
-            index_digest,
             config,
             config_digest: manifest.config.digest,
-            layers: manifest
-                .layers
-                .into_iter()
-                .map(|l| LayerRef { digest: l.digest, size: l.size, media_type: l.media_type.unwrap_or_default() })
-                .collect(),
-            platform: platform_of.to_platform(),
         })
     }
 
@@ -583,7 +572,7 @@ impl RegistryClient {
     /// `to`'s (cross-repository mount, same registry only). Returns whether
     /// it did; `false` means "upload it yourself".
     pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
-        if to.registry != from.registry {
+        if to.registry != from.registry || to.repository == from.repository {
             return Ok(false);
         }
         let client = self.client_for(to).await?;
@@ -593,8 +582,9 @@ impl RegistryClient {
         Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
     }
 
-    /// Uploads blobs (unless the repository has them), then the manifest.
-    /// `layers` are `(digest, size, file)`; they are streamed from the files.
+    /// Uploads blobs (unless the repository has them, or can mount them from
+    /// the repository they came from), then the manifest. Layers are
+    /// streamed from their files.
     /// `r`'s tag names the manifest; with no tag it is pushed by digest.
     /// Returns the manifest digest.
     pub async fn push_image(
@@ -603,7 +593,7 @@ impl RegistryClient {
         manifest: &[u8],
         manifest_media_type: &str,
         config: (&[u8], &str),
-        layers: &[(String, u64, PathBuf)],
+        layers: &[LayerUpload],
     ) -> Result<String, RegistryError> {
         self.push_blobs(r, config, layers).await?;
         self.push_manifest(r, manifest, manifest_media_type).await
@@ -615,7 +605,7 @@ impl RegistryClient {
         &self,
         r: &ImageRef,
         config: (&[u8], &str),
-        layers: &[(String, u64, PathBuf)],
+        layers: &[LayerUpload],
     ) -> Result<(), RegistryError> {
         let (config_bytes, config_digest) = config;
         reference::validate_digest(config_digest)
@@ -625,9 +615,7 @@ impl RegistryClient {
             return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
         }
         stream::iter(layers.iter().map(Ok))
-            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |(digest, size, path)| {
-                self.push_layer_file(r, digest, *size, path)
-            })
+            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |layer| self.push_layer_file(r, layer))
             .await?;
         if !self.blob_exists(r, config_digest).await? {
             let client = self.client_for(r).await?;
@@ -640,11 +628,18 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Uploads one layer file unless the repository already has it.
-    async fn push_layer_file(&self, r: &ImageRef, digest: &str, size: u64, path: &Path) -> Result<(), RegistryError> {
+    /// Uploads one layer file unless the repository already has it or can
+    /// mount it.
+    async fn push_layer_file(&self, r: &ImageRef, layer: &LayerUpload) -> Result<(), RegistryError> {
+        let (digest, size, path) = (layer.digest.as_str(), layer.size, layer.path.as_path());
         reference::validate_digest(digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
         if self.blob_exists(r, digest).await? {
+            return Ok(());
+        }
+        if let Some(from) = &layer.mount_from
+            && self.mount_blob(r, from, digest).await?
+        {
             return Ok(());
         }
         let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
@@ -680,7 +675,7 @@ impl RegistryClient {
         manifest: &[u8],
         media_type: &str,
     ) -> Result<String, RegistryError> {
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(manifest)));
+        let digest = sha256_digest(manifest);
         let target = if r.tag.is_some() { ImageRef { digest: None, ..r.clone() } } else { r.with_digest(&digest) };
         let client = self.client_for(&target).await?;
         let oref = target.to_oci();
@@ -810,10 +805,6 @@ fn host_of(registry: &str) -> &str {
     registry.split_once(':').map_or(registry, |(h, _)| h)
 }
 
-fn is_index(media_type: &str) -> bool {
-    media_type == OCI_IMAGE_INDEX_MEDIA_TYPE || media_type == IMAGE_MANIFEST_LIST_MEDIA_TYPE
-}
-
 /// Media type of a manifest body: its `mediaType` field, or (OCI allows
 /// leaving it out) inferred from `manifests` vs `config`.
 fn manifest_media_type(r: &ImageRef, digest: &str, bytes: &[u8]) -> Result<String, RegistryError> {
@@ -827,8 +818,8 @@ fn manifest_media_type(r: &ImageRef, digest: &str, bytes: &[u8]) -> Result<Strin
     let probe: Probe = parse_manifest_json(r, digest, bytes)?;
     let media_type = match (probe.media_type, probe.manifests, probe.config) {
         (Some(m), _, _) => m,
-        (None, Some(_), None) => OCI_IMAGE_INDEX_MEDIA_TYPE.to_string(),
-        (None, None, Some(_)) => OCI_IMAGE_MEDIA_TYPE.to_string(),
+        (None, Some(_), None) => MEDIA_TYPE_INDEX.to_string(),
+        (None, None, Some(_)) => MEDIA_TYPE_MANIFEST.to_string(),
         (None, _, _) => String::new(),
     };
     if ACCEPTED_MANIFEST_TYPES.contains(&media_type.as_str()) {
@@ -850,59 +841,9 @@ fn parse_manifest_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-// The few manifest fields we read. Our own small serde types rather than
-// oci-spec's: the raw bytes stay the source of truth (we never re-serialise),
-// and Docker schema 2 / manifest-list documents parse with the same types.
-
-#[derive(Deserialize)]
-struct DescriptorJson {
-    #[serde(rename = "mediaType")]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
-    platform: Option<PlatformJson>,
-}
-
-#[derive(Deserialize)]
-struct IndexJson {
-    manifests: Vec<DescriptorJson>,
-}
-
-#[derive(Deserialize)]
-struct ManifestJson {
-    config: DescriptorJson,
-    #[serde(default)]
-    layers: Vec<DescriptorJson>,
-}
-
-#[derive(Deserialize)]
-struct PlatformJson {
-    architecture: String,
-    os: String,
-    variant: Option<String>,
-}
-
-impl PlatformJson {
-    /// Normalised (`aarch64` -> `arm64`, `arm64/v8` -> `arm64`...).
-    fn to_platform(&self) -> Platform {
-        normalise_platform(&self.os, &self.architecture, self.variant.as_deref())
-    }
-}
-
-/// The platform fields of an image config.
-#[derive(Deserialize)]
-struct ConfigPlatformJson {
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    os: String,
-    variant: Option<String>,
-}
-
-impl ConfigPlatformJson {
-    fn to_platform(&self) -> Platform {
-        normalise_platform(&self.os, &self.architecture, self.variant.as_deref())
-    }
+/// `p` normalised (`aarch64` -> `arm64`, `arm64/v8` -> `arm64`...).
+fn normalise(p: &Platform) -> Platform {
+    normalise_platform(&p.os, &p.architecture, p.variant.as_deref())
 }
 
 fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
@@ -921,11 +862,11 @@ fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
 /// variant asked for, the first os/arch match (registries list the preferred
 /// variant first, as containerd assumes). Entries without a platform
 /// (attestations, artifacts) never match.
-fn select_platform<'a>(entries: &'a [DescriptorJson], want: &Platform) -> Option<&'a DescriptorJson> {
+fn select_platform<'a>(entries: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
     let want = normalise_platform(&want.os, &want.architecture, want.variant.as_deref());
     let candidates = || {
         entries.iter().filter_map(|e| {
-            let p = e.platform.as_ref()?.to_platform();
+            let p = normalise(e.platform.as_ref()?);
             (p.os == want.os && p.architecture == want.architecture).then_some((e, p))
         })
     };

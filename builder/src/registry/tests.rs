@@ -2,7 +2,7 @@
 //! loopback (started by the shared e2e harness), plus unit tests of
 //! platform selection and retry classification.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
 
@@ -12,6 +12,28 @@ use super::*;
 mod util;
 
 use util::TestRegistry;
+
+/// The layers of a resolved image's manifest.
+fn layers_of(img: &ResolvedImage) -> Vec<Descriptor> {
+    serde_json::from_slice::<Manifest>(&img.manifest).unwrap().layers
+}
+
+/// The media type of a resolved image's manifest (inferred, as the
+/// resolver does, where the document leaves it out).
+fn media_type(img: &ResolvedImage) -> String {
+    let r = ImageRef::parse("localhost/any").unwrap();
+    manifest_media_type(&r, &img.manifest_digest, &img.manifest).unwrap()
+}
+
+/// The platform a resolved image's config says it is.
+fn platform_of(img: &ResolvedImage) -> Platform {
+    let c: ImageConfig = serde_json::from_slice(&img.config).unwrap();
+    normalise_platform(&c.os, &c.architecture, c.variant.as_deref())
+}
+
+fn upload(digest: &str, size: u64, path: PathBuf) -> LayerUpload {
+    LayerUpload { digest: digest.to_string(), size, path, mount_from: None }
+}
 
 fn platform(s: &str) -> Platform {
     Platform::parse(s).unwrap()
@@ -51,18 +73,17 @@ async fn resolves_and_fetches_busybox() {
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
 
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "library/busybox:latest"));
-    assert_eq!(img.manifest_media_type, OCI_IMAGE_MEDIA_TYPE);
-    assert_eq!(img.index_digest, None);
-    assert_eq!(img.platform, platform("linux/amd64"));
+    assert_eq!(media_type(&img), MEDIA_TYPE_MANIFEST);
+    assert_eq!(platform_of(&img), platform("linux/amd64"));
     assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&img.config))), img.config_digest);
     let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
     assert_eq!(config, reg.inspect_config("library/busybox:latest"));
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
-    assert_eq!(img.layers.len(), 1);
-    assert_eq!(img.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(layers_of(&img).len(), 1);
+    assert_eq!(layers_of(&img)[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
 
     let dir = tempfile::tempdir().unwrap();
-    for layer in &img.layers {
+    for layer in &layers_of(&img) {
         let path = dir.path().join(layer.digest.replace(':', "-"));
         let mut f = tokio::fs::File::create(&path).await.unwrap();
         c.fetch_blob(&r, &layer.digest, layer.size, &mut f).await.unwrap();
@@ -79,8 +100,8 @@ async fn resolves_docker_schema2_manifest() {
     let reg = TestRegistry::start();
     reg.push_busybox_docker("bb:v2s2");
     let img = client().resolve(&image(&reg, "bb:v2s2"), &platform("linux/amd64")).await.unwrap();
-    assert_eq!(img.manifest_media_type, IMAGE_MANIFEST_MEDIA_TYPE);
-    assert_eq!(img.layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(media_type(&img), MEDIA_TYPE_DOCKER_MANIFEST);
+    assert_eq!(layers_of(&img)[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "bb:v2s2"));
 }
 
@@ -91,7 +112,7 @@ async fn rejects_tampered_and_missized_blobs() {
     let c = client();
     let r = image(&reg, "bb");
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
-    let layer = &img.layers[0];
+    let layer = &layers_of(&img)[0];
 
     // Wrong size in the descriptor, shorter: cut off as soon as it overflows.
     let mut sink = Vec::new();
@@ -138,21 +159,19 @@ async fn pushes_fetched_image_under_new_name() {
     let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut layers = Vec::new();
-    for l in &img.layers {
+    for l in &layers_of(&img) {
         let path = dir.path().join(l.digest.replace(':', "-"));
         let mut f = tokio::fs::File::create(&path).await.unwrap();
         c.fetch_blob(&src, &l.digest, l.size, &mut f).await.unwrap();
-        layers.push((l.digest.clone(), l.size, path));
+        layers.push(upload(&l.digest, l.size, path));
     }
 
     let dst = image(&reg, "copies/busybox:v1");
-    assert!(!c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
-    let digest = c
-        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &layers)
-        .await
-        .unwrap();
+    assert!(!c.blob_exists(&dst, &layers_of(&img)[0].digest).await.unwrap());
+    let digest =
+        c.push_image(&dst, &img.manifest, &media_type(&img), (&img.config, &img.config_digest), &layers).await.unwrap();
     assert_eq!(digest, img.manifest_digest);
-    assert!(c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
+    assert!(c.blob_exists(&dst, &layers_of(&img)[0].digest).await.unwrap());
 
     // Independent check with skopeo.
     assert_eq!(skopeo_digest(&reg, "copies/busybox:v1"), digest);
@@ -162,22 +181,20 @@ async fn pushes_fetched_image_under_new_name() {
 
     // Pushing again is a no-op for blobs (they exist) and still succeeds; a
     // missing layer file is then not even opened.
-    let gone = vec![(img.layers[0].digest.clone(), img.layers[0].size, dir.path().join("does-not-exist"))];
-    let again = c
-        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &gone)
-        .await
-        .unwrap();
+    let gone = vec![upload(&layers_of(&img)[0].digest, layers_of(&img)[0].size, dir.path().join("does-not-exist"))];
+    let again =
+        c.push_image(&dst, &img.manifest, &media_type(&img), (&img.config, &img.config_digest), &gone).await.unwrap();
     assert_eq!(again, digest);
 
     // By digest (no tag), as index children are pushed.
     let by_digest = ImageRef { tag: None, ..image(&reg, "copies/busybox") };
-    assert_eq!(c.push_manifest(&by_digest, &img.manifest, &img.manifest_media_type).await.unwrap(), digest);
+    assert_eq!(c.push_manifest(&by_digest, &img.manifest, &media_type(&img)).await.unwrap(), digest);
 
     // A config that does not match its digest is refused before upload.
     let bad = c.push_blobs(&image(&reg, "copies/bad"), (b"{}", &img.config_digest), &[]).await;
     assert!(matches!(bad, Err(RegistryError::DigestMismatch { .. })));
     // A layer file of the wrong size too.
-    let wrong = vec![(img.layers[0].digest.clone(), img.layers[0].size + 5, layers[0].2.clone())];
+    let wrong = vec![upload(&layers_of(&img)[0].digest, layers_of(&img)[0].size + 5, layers[0].path.clone())];
     let bad = c.push_blobs(&image(&reg, "copies/bad"), (&img.config, &img.config_digest), &wrong).await;
     assert!(matches!(bad, Err(RegistryError::SizeMismatch { .. })), "{bad:?}");
 }
@@ -190,10 +207,36 @@ async fn mounts_blob_across_repositories() {
     let src = image(&reg, "src/bb");
     let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
     let dst = image(&reg, "dst/bb");
-    let layer = &img.layers[0].digest;
+    let layer = &layers_of(&img)[0].digest;
     assert!(!c.blob_exists(&dst, layer).await.unwrap());
     assert!(c.mount_blob(&dst, &src, layer).await.unwrap());
     assert!(c.blob_exists(&dst, layer).await.unwrap());
+}
+
+#[tokio::test]
+async fn push_mounts_base_layers_instead_of_uploading_them() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("base/bb:latest");
+    let c = client();
+    let src = image(&reg, "base/bb:latest");
+    let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
+    let l = &layers_of(&img)[0];
+    // No file holds the layer: only a mount can put it in `app`.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-downloaded");
+    let dst = image(&reg, "app/bb:1");
+    let config = (img.config.as_slice(), img.config_digest.as_str());
+    let without = c.push_blobs(&dst, config, &[upload(&l.digest, l.size, missing.clone())]).await;
+    assert!(matches!(without, Err(RegistryError::ReadLayerFile { .. })), "{without:?}");
+    let mounted = LayerUpload { mount_from: Some(src.clone()), ..upload(&l.digest, l.size, missing.clone()) };
+    let digest = c.push_image(&dst, &img.manifest, &media_type(&img), config, &[mounted]).await.unwrap();
+    assert_eq!(digest, img.manifest_digest);
+    assert!(c.blob_exists(&dst, &l.digest).await.unwrap());
+    // Another registry cannot mount: the upload is tried (and fails here).
+    let elsewhere = ImageRef { registry: "127.0.0.1:1".into(), ..src.clone() };
+    let other = LayerUpload { mount_from: Some(elsewhere), ..upload(&l.digest, l.size, missing) };
+    let failed = c.push_blobs(&image(&reg, "app/other:1"), config, &[other]).await;
+    assert!(matches!(failed, Err(RegistryError::ReadLayerFile { .. })), "{failed:?}");
 }
 
 #[tokio::test]
@@ -202,13 +245,11 @@ async fn selects_platform_from_index() {
     reg.push_busybox_multiarch("multi:latest");
     let c = client();
     let r = image(&reg, "multi:latest");
-    let index_digest = skopeo_digest_raw_index(&reg, "multi:latest");
 
     let amd = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
-    assert_eq!(amd.platform, platform("linux/amd64"));
-    assert_eq!(amd.index_digest.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(platform_of(&amd), platform("linux/amd64"));
     let arm = c.resolve(&r, &platform("linux/arm64")).await.unwrap();
-    assert_eq!(arm.platform, platform("linux/arm64"));
+    assert_eq!(platform_of(&arm), platform("linux/arm64"));
     assert_ne!(arm.manifest_digest, amd.manifest_digest);
     assert_ne!(arm.config_digest, amd.config_digest);
     // arm64/v8 is arm64.
@@ -225,17 +266,6 @@ async fn selects_platform_from_index() {
         }
         other => panic!("expected NoMatchingPlatform, got {other:?}"),
     }
-}
-
-/// Digest of the index at `name`: sha256 of the exact bytes the registry
-/// serves, read with `curl`-free plain skopeo raw output.
-fn skopeo_digest_raw_index(reg: &TestRegistry, name: &str) -> String {
-    let out = util::run(
-        std::process::Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{}", reg.reference(name))),
-    );
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out)))
 }
 
 #[tokio::test]
@@ -281,7 +311,7 @@ async fn authenticates_with_docker_config() {
     });
     // Pull a layer and push the image elsewhere with the same credentials.
     let dir = tempfile::tempdir().unwrap();
-    let l = &img.layers[0];
+    let l = &layers_of(&img)[0];
     let path = dir.path().join("layer");
     let mut f = tokio::fs::File::create(&path).await.unwrap();
     c.fetch_blob(&r, &l.digest, l.size, &mut f).await.unwrap();
@@ -290,9 +320,9 @@ async fn authenticates_with_docker_config() {
         .push_image(
             &dst,
             &img.manifest,
-            &img.manifest_media_type,
+            &media_type(&img),
             (&img.config, &img.config_digest),
-            &[(l.digest.clone(), l.size, path)],
+            &[upload(&l.digest, l.size, path)],
         )
         .await
         .unwrap();
@@ -302,7 +332,7 @@ async fn authenticates_with_docker_config() {
 
 #[test]
 fn selects_platform_entries() {
-    let index: IndexJson = serde_json::from_str(
+    let index: Index = serde_json::from_str(
         r#"{"manifests":[
             {"digest":"sha256:a","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v6"}},
             {"digest":"sha256:b","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}},
@@ -492,7 +522,7 @@ async fn retries_server_errors_then_succeeds() {
     // Two 429s on blobs: absorbed too.
     let (addr, injected) = faulty_proxy(reg.addr.clone(), "/blobs/", Fault::Status(429), 2).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
-    let l = &img.layers[0];
+    let l = &layers_of(&img)[0];
     let mut sink = Vec::new();
     c.fetch_blob(&r, &l.digest, l.size, &mut sink).await.unwrap();
     assert_eq!(injected.load(Ordering::SeqCst), 2);

@@ -20,7 +20,7 @@ use rbuild_solver::graph::{NetworkMode, Platform};
 
 pub use cache::{CacheDirection, CacheSpec};
 pub use csv::CsvError;
-pub use output::{LayerCompression, OutputSpec};
+pub use output::Output;
 pub use secret::{SecretSpec, SshSpec};
 
 use crate::cli::BuildArgs;
@@ -126,7 +126,7 @@ pub struct BuildRequest {
     /// `-t` image names.
     pub tags: Vec<String>,
     /// Outputs (at least one; `type=image` when none was asked for).
-    pub outputs: Vec<OutputSpec>,
+    pub outputs: Vec<Output>,
     /// `--cache-from`.
     pub cache_from: Vec<CacheSpec>,
     /// `--cache-to`.
@@ -418,19 +418,15 @@ impl BuildRequest {
             })
             .collect();
         let contexts = args.build_context.iter().map(|c| parse_build_context(c)).collect::<Result<_, _>>()?;
-        let mut outputs = args.output.iter().map(|o| OutputSpec::parse(o)).collect::<Result<Vec<_>, _>>()?;
+        let mut outputs = args.output.iter().map(|o| output::parse(o)).collect::<Result<Vec<_>, _>>()?;
         if args.push {
-            outputs.push(OutputSpec::Image { names: Vec::new(), push: true, compression: LayerCompression::default() });
+            outputs.push(Output::Image { image: Default::default(), push: true });
         }
         if args.load {
             return Err(RequestError::Load);
         }
         if outputs.is_empty() {
-            outputs.push(OutputSpec::Image {
-                names: Vec::new(),
-                push: false,
-                compression: LayerCompression::default(),
-            });
+            outputs.push(Output::Image { image: Default::default(), push: false });
         }
         let mut cache_from = Vec::new();
         for c in &args.cache_from {
@@ -578,8 +574,8 @@ mod tests {
         assert_eq!(r.platforms.len(), 2);
         assert_eq!(r.tags, ["app:1"]);
         assert_eq!(r.outputs.len(), 2);
-        assert!(matches!(&r.outputs[0], OutputSpec::Image { names, push: true, .. } if names == &["a:1", "b:2"]));
-        assert!(matches!(&r.outputs[1], OutputSpec::Image { names, push: true, .. } if names.is_empty()));
+        assert!(matches!(&r.outputs[0], Output::Image { image, push: true } if image.names == ["a:1", "b:2"]));
+        assert!(matches!(&r.outputs[1], Output::Image { image, push: true } if image.names.is_empty()));
         assert_eq!(r.cache_from.len(), 1);
         assert_eq!(r.cache_to[0].backend, CacheBackend::Inline);
         assert_eq!(r.secrets[0].source, SecretSource::Env("TOKEN".into()));
@@ -590,7 +586,7 @@ mod tests {
         // No output asked for: the local store.
         let plain = Wrap::parse_from(["rbuild", &ctx]).build;
         let r = BuildRequest::from_cli(&plain).unwrap();
-        assert!(matches!(&r.outputs[..], [OutputSpec::Image { push: false, .. }]));
+        assert!(matches!(&r.outputs[..], [Output::Image { push: false, .. }]));
         let load = Wrap::parse_from(["rbuild", "--load", &ctx]).build;
         assert_eq!(
             BuildRequest::from_cli(&load).unwrap_err().to_string(),

@@ -51,6 +51,7 @@ pub use prune::{DiskUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
 
 use crate::fsutil;
+use crate::oci::{LayerDescriptor, sha256_digest};
 use lease::LeaseLog;
 
 /// Errors from store operations. Paths name the file that failed.
@@ -158,19 +159,6 @@ pub enum StoreError {
     /// No unique snapshot id could be generated.
     #[error("cannot generate a snapshot id")]
     Random(#[source] io::Error),
-}
-
-/// A layer blob as it appears in a manifest, plus its uncompressed digest.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct LayerDescriptor {
-    /// Digest of the compressed blob (`sha256:<hex>`).
-    pub digest: String,
-    /// Digest of the uncompressed tar.
-    pub diff_id: String,
-    /// Size of the compressed blob in bytes.
-    pub size: u64,
-    /// OCI media type of the blob.
-    pub media_type: String,
 }
 
 /// What a cache key resolves to.
@@ -773,11 +761,6 @@ struct IndexEntry {
 struct NamedEntry {
     name: String,
     digest: String,
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes).as_slice()))
 }
 
 /// Checks a digest and returns its hex part.

@@ -374,7 +374,7 @@ impl<'a> Ctx<'a> {
         )?;
         let mut mounts = Vec::new();
         for value in flags.list("mount") {
-            let mount = parse_mount(&value).map_err(|m| self.err(node, &value, m))?;
+            let mount = parse_mount(&value).map_err(|e| self.err(node, &value, e.to_string()))?;
             mounts.push(mount);
         }
         let network = match flags.string("network").as_deref() {
@@ -539,7 +539,7 @@ impl<'a> Ctx<'a> {
                 let mut interval = |name: &str| -> Result<Option<std::time::Duration>, Diagnostic> {
                     let Some(v) = flags.string(name) else { return Ok(None) };
                     let flag = format!("--{name}");
-                    let (negative, d) = parse_go_duration(&v).map_err(|m| self.err(node, &flag, m))?;
+                    let (negative, d) = parse_go_duration(&v).map_err(|e| self.err(node, &flag, e.to_string()))?;
                     if d.is_zero() {
                         return Ok(Some(d));
                     }

@@ -1,8 +1,99 @@
 //! `RUN --mount=...` values, validated as BuildKit's `runmount.go` does.
 
 use super::types::{MountSpec, MountType, Sharing};
-use super::values::{csv_fields, parse_go_bool, parse_ram_in_bytes};
+use super::values::{ValueError, csv_fields, parse_go_bool, parse_ram_in_bytes};
 use crate::diagnostic::closest;
+
+/// Why a `--mount` value is refused (BuildKit's checks, our wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    /// The value is not CSV.
+    #[error("invalid mount `{value}`: {reason}")]
+    Csv {
+        /// The whole value.
+        value: String,
+        /// What is wrong.
+        reason: ValueError,
+    },
+    /// `size=` is not a size.
+    #[error("invalid value for mount option `size`: {0}")]
+    Size(ValueError),
+    /// `mode=` is not octal.
+    #[error("invalid value `{0}` for mount option `mode`: it must be octal")]
+    Mode(String),
+    /// `uid=`/`gid=` is not a number.
+    #[error("invalid value `{value}` for mount option `{key}`")]
+    Id {
+        /// `uid` or `gid`.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Not one of `size`, `mode`, `uid`, `gid`.
+    #[error("`{0}` is not a numeric mount option")]
+    NotNumeric(String),
+    /// A field without `=` that is not a flag.
+    #[error("invalid mount field `{0}`: it must be a key=value pair")]
+    NotKeyValue(String),
+    /// A boolean option with a value that is not a boolean.
+    #[error("invalid value for mount option `{key}`: `{value}`")]
+    Bool {
+        /// The option.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// An unknown `type=`.
+    #[error("unsupported mount type `{value}`{}", suggestion.map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    Type {
+        /// The value.
+        value: String,
+        /// The closest known type.
+        suggestion: Option<&'static str>,
+    },
+    /// An unknown `sharing=`.
+    #[error("unsupported sharing value `{0}` (use shared, private or locked)")]
+    Sharing(String),
+    /// An unknown key.
+    #[error("unexpected key `{key}` in mount option `{field}`")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The whole field.
+        field: String,
+    },
+    /// `mode`/`uid`/`gid` on a mount type without files of its own.
+    #[error("`{option}` is not allowed for `{kind}` mounts")]
+    FileInfoNotAllowed {
+        /// The option.
+        option: &'static str,
+        /// The mount type.
+        kind: &'static str,
+    },
+    /// An option the mount type does not take.
+    #[error("unexpected key `{option}` for mount type `{kind}`")]
+    NotForType {
+        /// The option.
+        option: &'static str,
+        /// The mount type.
+        kind: &'static str,
+    },
+    /// `sharing=` on a mount that is not a cache.
+    #[error("invalid cache sharing set for `{0}` mount")]
+    SharingNotCache(&'static str),
+    /// `from=` on a secret.
+    #[error("secret mount should not have a `from`")]
+    SecretFrom,
+    /// A secret with nothing to name it.
+    #[error("invalid secret mount: one of `id`, `source` or `target` is required")]
+    SecretUnnamed,
+    /// A secret with both `source` and `id`.
+    #[error("secret mount: `source` and `id` can't both be set")]
+    SecretSourceAndId,
+    /// A mount without `target`.
+    #[error("`{0}` mount requires a `target`")]
+    NoTarget(&'static str),
+}
 
 const MOUNT_TYPES: [&str; 5] = ["bind", "cache", "tmpfs", "secret", "ssh"];
 
@@ -19,34 +110,31 @@ fn type_name(kind: MountType) -> &'static str {
 /// Sets a numeric mount option (`size`, `mode`, `uid`, `gid`) from its
 /// (expanded) text. Shared with lowering, which applies the options that
 /// were written with variables.
-pub fn set_numeric_option(m: &mut MountSpec, key: &str, val: &str) -> Result<(), String> {
+pub fn set_numeric_option(m: &mut MountSpec, key: &str, val: &str) -> Result<(), MountError> {
     match key {
         "size" => {
-            m.size = Some(parse_ram_in_bytes(val).map_err(|e| format!("invalid value for mount option `size`: {e}"))?);
+            m.size = Some(parse_ram_in_bytes(val).map_err(MountError::Size)?);
         }
         "mode" => {
-            m.mode = Some(
-                u32::from_str_radix(val, 8)
-                    .map_err(|_| format!("invalid value `{val}` for mount option `mode`: it must be octal"))?,
-            );
+            m.mode = Some(u32::from_str_radix(val, 8).map_err(|_| MountError::Mode(val.to_string()))?);
         }
         "uid" | "gid" => {
-            let id: u32 = val.parse().map_err(|_| format!("invalid value `{val}` for mount option `{key}`"))?;
+            let id: u32 = val.parse().map_err(|_| MountError::Id { key: key.to_string(), value: val.to_string() })?;
             if key == "uid" {
                 m.uid = Some(id);
             } else {
                 m.gid = Some(id);
             }
         }
-        other => return Err(format!("`{other}` is not a numeric mount option")),
+        other => return Err(MountError::NotNumeric(other.to_string())),
     }
     Ok(())
 }
 
 /// Parses one `--mount` value (`type=cache,target=/root/.cache,id=x`).
-/// Errors are messages; the caller adds the location.
-pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
-    let fields = csv_fields(value).map_err(|e| format!("invalid mount `{value}`: {e}"))?;
+/// The caller adds the location to errors.
+pub fn parse_mount(value: &str) -> Result<MountSpec, MountError> {
+    let fields = csv_fields(value).map_err(|reason| MountError::Csv { value: value.to_string(), reason })?;
     let mut m = MountSpec {
         kind: MountType::Bind,
         target: None,
@@ -78,12 +166,12 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
                     m.required = true;
                     required_set = true;
                 }
-                _ => return Err(format!("invalid mount field `{field}`: it must be a key=value pair")),
+                _ => return Err(MountError::NotKeyValue(field.clone())),
             }
             continue;
         };
         let bool_value =
-            || parse_go_bool(&val).ok_or_else(|| format!("invalid value for mount option `{key}`: `{val}`"));
+            || parse_go_bool(&val).ok_or_else(|| MountError::Bool { key: key.clone(), value: val.clone() });
         match key.as_str() {
             "type" => {
                 m.kind = match val.to_ascii_lowercase().as_str() {
@@ -92,13 +180,7 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
                     "tmpfs" => MountType::Tmpfs,
                     "secret" => MountType::Secret,
                     "ssh" => MountType::Ssh,
-                    _ => {
-                        let mut msg = format!("unsupported mount type `{val}`");
-                        if let Some(s) = closest(&val, &MOUNT_TYPES) {
-                            msg.push_str(&format!(" (did you mean `{s}`?)"));
-                        }
-                        return Err(msg);
-                    }
+                    _ => return Err(MountError::Type { suggestion: closest(&val, &MOUNT_TYPES), value: val }),
                 }
             }
             "from" => m.from = Some(val),
@@ -118,13 +200,13 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
                     "" | "shared" => Sharing::Shared,
                     "private" => Sharing::Private,
                     "locked" => Sharing::Locked,
-                    _ => return Err(format!("unsupported sharing value `{val}` (use shared, private or locked)")),
+                    _ => return Err(MountError::Sharing(val)),
                 };
                 sharing_set = !val.is_empty();
             }
             "mode" | "uid" | "gid" => set_numeric_option(&mut m, &key, &val)?,
             "env" => m.env = Some(val),
-            _ => return Err(format!("unexpected key `{key}` in mount option `{field}`")),
+            _ => return Err(MountError::UnknownKey { key, field: field.clone() }),
         }
     }
 
@@ -138,35 +220,35 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
             ("gid", m.gid.is_some() || deferred("gid")),
         ] {
             if set {
-                return Err(format!("`{name}` is not allowed for `{kind}` mounts"));
+                return Err(MountError::FileInfoNotAllowed { option: name, kind });
             }
         }
     }
     if required_set && !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-        return Err(format!("unexpected key `required` for mount type `{kind}`"));
+        return Err(MountError::NotForType { option: "required", kind });
     }
     if m.size.is_some() && m.kind != MountType::Tmpfs {
-        return Err(format!("unexpected key `size` for mount type `{kind}`"));
+        return Err(MountError::NotForType { option: "size", kind });
     }
     if sharing_set && m.kind != MountType::Cache {
-        return Err(format!("invalid cache sharing set for `{kind}` mount"));
+        return Err(MountError::SharingNotCache(kind));
     }
     match m.kind {
         MountType::Secret => {
             if m.from.is_some() {
-                return Err("secret mount should not have a `from`".into());
+                return Err(MountError::SecretFrom);
             }
             if m.source.is_none() && m.target.is_none() && m.id.is_none() {
-                return Err("invalid secret mount: one of `id`, `source` or `target` is required".into());
+                return Err(MountError::SecretUnnamed);
             }
             if m.source.is_some() && m.id.is_some() {
-                return Err("secret mount: `source` and `id` can't both be set".into());
+                return Err(MountError::SecretSourceAndId);
             }
         }
         MountType::Ssh => {}
         MountType::Bind | MountType::Cache | MountType::Tmpfs => {
             if m.target.as_deref().is_none_or(str::is_empty) {
-                return Err(format!("`{kind}` mount requires a `target`"));
+                return Err(MountError::NoTarget(kind));
             }
         }
     }
@@ -228,7 +310,7 @@ mod tests {
             ("type=cache,target=/a,uid=x", "uid"),
         ] {
             let err = parse_mount(bad).unwrap_err();
-            assert!(err.contains(needle), "{bad}: {err}");
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
         }
     }
 }

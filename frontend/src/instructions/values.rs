@@ -5,10 +5,49 @@
 
 use std::time::Duration;
 
+/// A value that does not parse (each message as BuildKit's, with the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a Go duration.
+    #[error("invalid duration `{0}`")]
+    Duration(String),
+    /// A duration number without a unit.
+    #[error("missing unit in duration `{0}`")]
+    DurationUnitMissing(String),
+    /// A duration unit Go does not know.
+    #[error("unknown unit `{unit}` in duration `{value}`")]
+    DurationUnit {
+        /// The unit.
+        unit: String,
+        /// The whole value.
+        value: String,
+    },
+    /// A duration beyond Go's `time.Duration`.
+    #[error("invalid duration `{0}`: out of range")]
+    DurationRange(String),
+    /// Not a size.
+    #[error("invalid size `{0}`")]
+    Size(String),
+    /// A quoted CSV field without its closing quote.
+    #[error("unterminated quoted field in `{0}`")]
+    UnterminatedField(String),
+    /// Text after a quoted CSV field.
+    #[error("unexpected `{found}` after quoted field in `{value}`")]
+    AfterQuotedField {
+        /// The character found.
+        found: char,
+        /// The whole value.
+        value: String,
+    },
+    /// A `"` inside an unquoted CSV field.
+    #[error("bare `\"` in non-quoted field in `{0}`")]
+    BareQuote(String),
+}
+
 /// A duration as Go's `time.ParseDuration` reads it (`1h30m`, `1.5s`,
 /// `300ms`, `0`). Returns whether it was negative and its magnitude.
-pub fn parse_go_duration(s: &str) -> Result<(bool, Duration), String> {
-    let bad = || format!("invalid duration `{s}`");
+pub fn parse_go_duration(s: &str) -> Result<(bool, Duration), ValueError> {
+    let bad = || ValueError::Duration(s.to_string());
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -37,15 +76,15 @@ pub fn parse_go_duration(s: &str) -> Result<(bool, Duration), String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("missing unit in duration `{s}`")),
-            unit => return Err(format!("unknown unit `{unit}` in duration `{s}`")),
+            "" => return Err(ValueError::DurationUnitMissing(s.to_string())),
+            unit => return Err(ValueError::DurationUnit { unit: unit.to_string(), value: s.to_string() }),
         };
         rest = &rest[unit_len..];
         total += value * nanos_per_unit;
     }
     // Go's limit: about 292 years in nanoseconds.
     if total > i64::MAX as f64 {
-        return Err(format!("invalid duration `{s}`: out of range"));
+        return Err(ValueError::DurationRange(s.to_string()));
     }
     Ok((negative && total > 0.0, Duration::from_nanos(total.round() as u64)))
 }
@@ -60,8 +99,8 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
 }
 
 /// docker's `units.RAMInBytes`: `64m`, `1.5GiB`, `100` (binary multiples).
-pub fn parse_ram_in_bytes(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size `{s}`");
+pub fn parse_ram_in_bytes(s: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::Size(s.to_string());
     let num_len = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let number = &s[..num_len];
     if number.is_empty() || number.starts_with('.') || number.ends_with('.') || number.contains("..") {
@@ -99,7 +138,7 @@ pub fn parse_ram_in_bytes(s: &str) -> Result<u64, String> {
 
 /// One CSV record as Go's `encoding/csv` reads it: comma-separated
 /// fields, a field starting with `"` is quoted (`""` is a literal quote).
-pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+pub fn csv_fields(s: &str) -> Result<Vec<String>, ValueError> {
     let mut fields = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -114,7 +153,7 @@ pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                     }
                     Some('"') => break,
                     Some(c) => field.push(c),
-                    None => return Err(format!("unterminated quoted field in `{s}`")),
+                    None => return Err(ValueError::UnterminatedField(s.to_string())),
                 }
             }
             match chars.next() {
@@ -123,7 +162,7 @@ pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                     return Ok(fields);
                 }
                 Some(',') => fields.push(field),
-                Some(c) => return Err(format!("unexpected `{c}` after quoted field in `{s}`")),
+                Some(c) => return Err(ValueError::AfterQuotedField { found: c, value: s.to_string() }),
             }
         } else {
             loop {
@@ -133,7 +172,7 @@ pub fn csv_fields(s: &str) -> Result<Vec<String>, String> {
                         return Ok(fields);
                     }
                     Some(',') => break,
-                    Some('"') => return Err(format!("bare `\"` in non-quoted field in `{s}`")),
+                    Some('"') => return Err(ValueError::BareQuote(s.to_string())),
                     Some(c) => field.push(c),
                 }
             }

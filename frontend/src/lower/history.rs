@@ -1,8 +1,8 @@
 //! How BuildKit spells history entries (`created_by`), so `docker history`
 //! of an rbuild image reads like one built by BuildKit.
 
+use rbuild_cache::oci::HealthConfig;
 use rbuild_solver::graph::Chown;
-use rbuild_solver::image_config::HealthConfig;
 
 use crate::parser::go_quote;
 

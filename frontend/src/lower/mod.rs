@@ -18,9 +18,10 @@ mod run;
 mod stage;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use rbuild_cache::oci::{History, ImageConfig};
 use rbuild_solver::graph::{Definition, Digest, Op, Platform, SourceOp, VertexMeta};
-use rbuild_solver::image_config::{History, ImageConfig};
 
 use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{self, CommandLine};
@@ -40,12 +41,26 @@ pub struct ResolvedBase {
     pub config: ImageConfig,
 }
 
+/// Why an [`ImageConfigResolver`] could not resolve a base image: the
+/// implementation's own error (registry, store...), shared because lowering
+/// keeps each result for every stage that names the same image.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ResolveError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ResolveError {
+    /// Wraps an implementation's error (or message, in tests).
+    pub fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ResolveError(Arc::from(e.into()))
+    }
+}
+
 /// Looks up base image configs. `builder` implements it with the registry
 /// client and the store; tests implement it in memory.
 pub trait ImageConfigResolver {
     /// Resolves every request; the implementation may do them concurrently.
-    /// Errors are plain messages (the lowering attaches the span).
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>>;
+    /// The lowering attaches the span to errors.
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>>;
 }
 
 /// What a `--build-context name=value` provides.
@@ -178,7 +193,7 @@ pub(crate) struct Lowering<'a> {
     /// Lowered stages by index.
     pub(crate) stages: HashMap<usize, stage::StageResult>,
     /// Resolved base images by (reference, platform).
-    bases: HashMap<(String, Platform), Result<ResolvedBase, String>>,
+    bases: HashMap<(String, Platform), Result<ResolvedBase, ResolveError>>,
     /// Vertex of the main context source, created on first use.
     pub(crate) context_vertex: HashMap<String, Digest>,
     /// Build args read by some ARG.
@@ -364,12 +379,21 @@ impl<'a> Lowering<'a> {
         let key = (reference.to_string(), platform.clone());
         if !self.bases.contains_key(&key) {
             let mut results = self.resolver.resolve_all(std::slice::from_ref(&key));
-            let result = results.pop().unwrap_or_else(|| Err("the resolver returned nothing".into()));
+            let result = results.pop().unwrap_or_else(|| Err(ResolveError::new("the resolver returned nothing")));
             self.bases.insert(key.clone(), result);
         }
-        self.bases[&key]
-            .clone()
-            .map_err(|e| Diagnostic::new(span, format!("failed to resolve base image `{reference}`: {e}")))
+        // A diagnostic is a located message: the resolver's error chain
+        // becomes part of its text.
+        self.bases[&key].clone().map_err(|e| {
+            let mut message = format!("failed to resolve base image `{reference}`");
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*e.0);
+            while let Some(err) = cur {
+                message.push_str(": ");
+                message.push_str(&err.to_string());
+                cur = err.source();
+            }
+            Diagnostic::new(span, message)
+        })
     }
 
     /// Adds an image source vertex.

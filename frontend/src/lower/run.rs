@@ -155,7 +155,7 @@ impl Lowering<'_> {
             for (key, raw) in &spec.deferred {
                 let value = expand(&lexer, raw, &|k| st.lookup(k), span)?;
                 crate::instructions::set_numeric_option(&mut s, key, &value)
-                    .map_err(|m| Diagnostic::new(span, format!("{m} (from `{raw}`)")))?;
+                    .map_err(|e| Diagnostic::new(span, format!("{e} (from `{raw}`)")))?;
             }
             resolved = s;
             &resolved

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use rbuild_cache::oci::{Empty, HealthConfig, History, ImageConfig};
 use rbuild_solver::graph::{Digest, FileAction, FileOp, Op, Platform, VertexMeta};
-use rbuild_solver::image_config::{Empty, HealthConfig, History, ImageConfig};
 
 use super::{DEFAULT_PATH, HistoryStep, Lowering, command_argv, expand, history};
 use crate::diagnostic::{Diagnostic, Span};
@@ -345,7 +345,7 @@ impl Lowering<'_> {
                 let mut added = Vec::new();
                 for p in ports {
                     let p = exp(st, p)?;
-                    for port in expand_port_spec(&p).map_err(|m| Diagnostic::new(span, m))? {
+                    for port in expand_port_spec(&p).map_err(|e| Diagnostic::new(span, e.to_string()))? {
                         st.config.config.exposed_ports.insert(port.clone(), Empty {});
                         added.push(port);
                     }
@@ -431,7 +431,7 @@ impl Lowering<'_> {
             }
             Instruction::Stopsignal(s) => {
                 let s = exp(st, s)?;
-                validate_signal(&s).map_err(|m| Diagnostic::new(span, m))?;
+                validate_signal(&s).map_err(|e| Diagnostic::new(span, e.to_string()))?;
                 st.config.config.stop_signal = s.clone();
                 st.commit_history(format!("STOPSIGNAL {s}"), None);
                 Ok(())
@@ -485,18 +485,51 @@ fn unreachable_from(span: Span) -> Result<(), Diagnostic> {
     Err(Diagnostic::new(span, "`FROM` cannot appear inside a stage's command list"))
 }
 
+/// An `EXPOSE` or `STOPSIGNAL` value Docker would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ConfigValueError {
+    /// Not tcp, udp or sctp.
+    #[error("invalid proto `{proto}` in `EXPOSE {spec}`")]
+    Proto {
+        /// The protocol.
+        proto: String,
+        /// The whole value.
+        spec: String,
+    },
+    /// Not a port number.
+    #[error("invalid containerPort `{port}` in `EXPOSE {spec}`")]
+    Port {
+        /// The port text.
+        port: String,
+        /// The whole value.
+        spec: String,
+    },
+    /// A range that ends before it starts.
+    #[error("invalid port range `{ports}` in `EXPOSE {spec}`")]
+    PortRange {
+        /// The range.
+        ports: String,
+        /// The whole value.
+        spec: String,
+    },
+    /// Not a signal name or number.
+    #[error("invalid signal `{0}` in `STOPSIGNAL`")]
+    Signal(String),
+}
+
 /// Expands `80`, `80/udp`, `8000-8002/tcp` into `port/proto` entries.
-pub(crate) fn expand_port_spec(spec: &str) -> Result<Vec<String>, String> {
+pub(crate) fn expand_port_spec(spec: &str) -> Result<Vec<String>, ConfigValueError> {
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto `{proto}` in `EXPOSE {spec}`"));
+        return Err(ConfigValueError::Proto { proto, spec: spec.to_string() });
     }
     // `ip:port` forms are accepted by Docker; only the container port counts.
     let ports = ports.rsplit(':').next().unwrap_or(ports);
-    let parse = |s: &str| s.parse::<u16>().map_err(|_| format!("invalid containerPort `{s}` in `EXPOSE {spec}`"));
+    let parse =
+        |s: &str| s.parse::<u16>().map_err(|_| ConfigValueError::Port { port: s.to_string(), spec: spec.to_string() });
     let (start, end) = match ports.split_once('-') {
         Some((a, b)) => (parse(a)?, parse(b)?),
         None => {
@@ -505,13 +538,13 @@ pub(crate) fn expand_port_spec(spec: &str) -> Result<Vec<String>, String> {
         }
     };
     if end < start {
-        return Err(format!("invalid port range `{ports}` in `EXPOSE {spec}`"));
+        return Err(ConfigValueError::PortRange { ports: ports.to_string(), spec: spec.to_string() });
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// Accepts `SIGTERM`, `TERM`, `SIGRTMIN+3` and numbers, as Docker does.
-pub(crate) fn validate_signal(s: &str) -> Result<(), String> {
+pub(crate) fn validate_signal(s: &str) -> Result<(), ConfigValueError> {
     const NAMES: &[&str] = &[
         "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
         "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
@@ -522,5 +555,5 @@ pub(crate) fn validate_signal(s: &str) -> Result<(), String> {
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     let base = name.split(['+', '-']).next().unwrap_or(name);
-    if NAMES.contains(&base) { Ok(()) } else { Err(format!("invalid signal `{s}` in `STOPSIGNAL`")) }
+    if NAMES.contains(&base) { Ok(()) } else { Err(ConfigValueError::Signal(s.to_string())) }
 }

@@ -11,13 +11,13 @@ struct Images {
 }
 
 impl ImageConfigResolver for Images {
-    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, String>> {
+    fn resolve_all(&self, requests: &[(String, Platform)]) -> Vec<Result<ResolvedBase, ResolveError>> {
         requests
             .iter()
             .map(|(r, p)| {
                 self.requests.borrow_mut().push(r.clone());
                 if r.contains("missing") {
-                    return Err("manifest unknown".into());
+                    return Err(ResolveError::new("manifest unknown"));
                 }
                 let mut config =
                     ImageConfig { architecture: p.architecture.clone(), os: p.os.clone(), ..Default::default() };

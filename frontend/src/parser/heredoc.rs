@@ -3,13 +3,13 @@
 //! (quotes and escapes kept) and every word of the form
 //! `[n]<<[-]WORD` starts a heredoc. A quoted `WORD` disables expansion.
 
-use super::{Heredoc, is_space};
+use super::{Heredoc, LineError, is_space};
 
 /// Splits `line` into shell words. With `raw`, quotes stay in the words.
 /// Escapes are always processed except inside single quotes; with
 /// `raw_escapes` the backslash is kept too. `$` is literal (BuildKit lexes
 /// with an empty environment and keeps unset variables as written).
-fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, String> {
+fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, LineError> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -41,7 +41,7 @@ fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, 
                         Some('\'') => break,
                         Some(c) => word.push(c),
                         None => {
-                            return Err("unexpected end of statement while looking for matching single-quote".into());
+                            return Err(LineError::UnmatchedQuote("single-quote"));
                         }
                     }
                 }
@@ -73,7 +73,7 @@ fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, 
                         }
                         Some(c) => word.push(c),
                         None => {
-                            return Err("unexpected end of statement while looking for matching double-quote".into());
+                            return Err(LineError::UnmatchedQuote("double-quote"));
                         }
                     }
                 }
@@ -95,7 +95,7 @@ fn shell_words(line: &str, raw: bool, raw_escapes: bool) -> Result<Vec<String>, 
 
 /// Parses one word as a heredoc start (`<<EOF`, `<<-EOF`, `3<<"EOF"`).
 /// `Ok(None)` when the word is not one.
-pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
+pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, LineError> {
     let digits = word.len() - word.trim_start_matches(|c: char| c.is_ascii_digit()).len();
     let Some(rest) = word[digits..].strip_prefix("<<") else { return Ok(None) };
     let (chomp, rest) = match rest.strip_prefix('-') {
@@ -117,7 +117,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
 }
 
 /// All heredocs started on `line`, in order.
-pub(super) fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
+pub(super) fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, LineError> {
     // BuildKit ignores lexing errors here: such a line has no heredocs.
     let Ok(words) = shell_words(line, true, true) else { return Ok(Vec::new()) };
     let mut docs = Vec::new();

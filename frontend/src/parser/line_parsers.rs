@@ -1,16 +1,31 @@
 //! Per-instruction argument splitting, after BuildKit's `line_parsers.go`
 //! and `split_command.go`: each instruction's arguments are split by the
 //! rule BuildKit uses for it (whitespace words, `name=value` pairs, maybe
-//! JSON, ...). Errors are plain messages; the caller adds the span.
+//! JSON, ...). Errors carry no position; the caller adds the span.
 
 use super::{Node, is_space};
+
+/// Why an instruction's arguments cannot be split (BuildKit's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// Legacy `ENV K V` / `LABEL K V` with no value.
+    #[error("{0} must have two arguments")]
+    NeedsTwoArguments(String),
+    /// A `name=value` list with a word that has no `=`.
+    #[error("syntax error - can't find = in {0}. Must be of the form: name=value")]
+    MissingEquals(String),
+    /// A JSON array with an element that is not a string.
+    #[error("when using JSON array syntax, arrays must be comprised of strings only")]
+    NotStringArray,
+    /// A heredoc word with an unterminated quote.
+    #[error("unexpected end of statement while looking for matching {0}")]
+    UnmatchedQuote(&'static str),
+}
 
 /// BuildKit's `reWhitespace`: `[\t\v\f\r ]`.
 fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\x0b' | '\x0c' | '\r' | ' ')
 }
-
-const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be comprised of strings only";
 
 /// The instruction word, the leading flags and the rest (trimmed).
 fn split_command(line: &str) -> (&str, Vec<String>, &str) {
@@ -113,7 +128,7 @@ impl Parsed {
 }
 
 /// Splits one instruction line into a [`Node`] (span left empty).
-pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
+pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, LineError> {
     let (cmd, flags, rest) = split_command(line);
     let name = cmd.to_lowercase();
     let parsed = match name.as_str() {
@@ -216,12 +231,12 @@ pub(super) fn parse_words(rest: &str, escape: char) -> Vec<String> {
 
 /// BuildKit's `parseNameVal` (ENV, LABEL): `k=v ...` or the legacy `K V`.
 /// Returns key, value, separator triples.
-fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, String> {
+fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, LineError> {
     let words = parse_words(rest, escape);
     let Some(first) = words.first() else { return Ok(Vec::new()) };
     if !first.contains('=') {
         let Some(cut) = rest.find(is_split_space) else {
-            return Err(format!("{key} must have two arguments"));
+            return Err(LineError::NeedsTwoArguments(key.to_string()));
         };
         let value = rest[cut..].trim_start_matches(is_split_space);
         return Ok(vec![rest[..cut].to_string(), value.to_string(), String::new()]);
@@ -229,10 +244,7 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
     let mut out = Vec::with_capacity(words.len() * 3);
     for word in &words {
         let Some((k, v)) = word.split_once('=') else {
-            return Err(format!(
-                "syntax error - can't find = in {}. Must be of the form: name=value",
-                super::go_quote(word)
-            ));
+            return Err(LineError::MissingEquals(super::go_quote(word)));
         };
         out.extend([k.to_string(), v.to_string(), "=".to_string()]);
     }
@@ -243,7 +255,7 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
 /// caller falls back to shell form), an error when it is one whose
 /// elements are not all strings. Like Go's `json.Decoder`, anything after
 /// the first JSON value is ignored.
-fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
+fn parse_json(rest: &str) -> Result<Option<Vec<String>>, LineError> {
     let rest = rest.trim_start_matches(is_space);
     if !rest.starts_with('[') {
         return Ok(None);
@@ -255,20 +267,20 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
             for item in items {
                 match item {
                     serde_json::Value::String(s) => out.push(s),
-                    _ => return Err(NOT_STRING_ARRAY.to_string()),
+                    _ => return Err(LineError::NotStringArray),
                 }
             }
             Ok(Some(out))
         }
         // Go has no nesting limit: deeply nested arrays are valid JSON
         // there, and then not an array of strings.
-        Some(Err(e)) if e.to_string().contains("recursion limit") => Err(NOT_STRING_ARRAY.to_string()),
+        Some(Err(e)) if e.to_string().contains("recursion limit") => Err(LineError::NotStringArray),
         _ => Ok(None),
     }
 }
 
 /// BuildKit's `parseMaybeJSON` (CMD, ENTRYPOINT, RUN, SHELL).
-fn parse_maybe_json(rest: &str) -> Result<Parsed, String> {
+fn parse_maybe_json(rest: &str) -> Result<Parsed, LineError> {
     if rest.is_empty() {
         return Ok(Parsed::words(Vec::new()));
     }
@@ -279,7 +291,7 @@ fn parse_maybe_json(rest: &str) -> Result<Parsed, String> {
 }
 
 /// BuildKit's `parseMaybeJSONToList` (ADD, COPY, VOLUME).
-fn parse_maybe_json_to_list(rest: &str) -> Result<Parsed, String> {
+fn parse_maybe_json_to_list(rest: &str) -> Result<Parsed, LineError> {
     Ok(match parse_json(rest)? {
         Some(args) => Parsed { args, json: true, sub: None },
         None => Parsed::words(split_whitespace(rest)),
@@ -287,7 +299,7 @@ fn parse_maybe_json_to_list(rest: &str) -> Result<Parsed, String> {
 }
 
 /// BuildKit's `parseHealthConfig`: a type word, then maybe-JSON.
-fn parse_health_config(rest: &str) -> Result<Parsed, String> {
+fn parse_health_config(rest: &str) -> Result<Parsed, LineError> {
     let sep = rest.find(is_space).unwrap_or(rest.len());
     if sep == 0 {
         return Ok(Parsed::words(Vec::new()));
@@ -322,7 +334,7 @@ mod tests {
     #[test]
     fn json_with_trailing_text_is_json() {
         assert_eq!(parse_json(r#"["a"] b"#), Ok(Some(vec!["a".to_string()])));
-        assert_eq!(parse_json(r#"["a", 1]"#), Err(NOT_STRING_ARRAY.to_string()));
+        assert_eq!(parse_json(r#"["a", 1]"#), Err(LineError::NotStringArray));
         assert_eq!(parse_json(r#"['a']"#), Ok(None));
     }
 }

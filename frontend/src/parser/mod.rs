@@ -18,6 +18,7 @@ use crate::diagnostic::{Diagnostic, Span};
 
 pub use dump::go_quote;
 pub use heredoc::parse_heredoc;
+pub use line_parsers::LineError;
 
 /// The default escape character.
 pub const DEFAULT_ESCAPE: char = '\\';
@@ -295,9 +296,10 @@ pub fn parse(text: &str) -> Result<Ast, Diagnostic> {
             ));
         }
 
-        let mut node = line_parsers::node_from_line(&line, d.escape).map_err(|m| Diagnostic::new(span, m))?;
+        let mut node =
+            line_parsers::node_from_line(&line, d.escape).map_err(|e| Diagnostic::new(span, e.to_string()))?;
         if node.can_contain_heredoc() && line.contains("<<") {
-            let docs = heredoc::heredocs_from_line(&line).map_err(|m| Diagnostic::new(span, m))?;
+            let docs = heredoc::heredocs_from_line(&line).map_err(|e| Diagnostic::new(span, e.to_string()))?;
             for mut doc in docs {
                 let mut terminated = false;
                 while next < lines.len() {

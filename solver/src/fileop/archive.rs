@@ -2,23 +2,24 @@
 //!
 //! A source is an archive when, after decompression chosen by magic bytes
 //! (gzip, bzip2, xz, zstd, or none), its first tar header parses — exactly
-//! BuildKit's `isArchivePath`; the file name plays no part. Extraction is
-//! confined to the destination directory: every entry path is resolved with
-//! [`super::path::resolve_in_root`] using the destination as root, so `../x`,
-//! `/abs` and symlinked parents (even ones created earlier by the same
-//! archive) all land inside it, as containerd's `archive.Apply` (BuildKit's
-//! unpacker) guarantees. Device nodes are skipped: a rootless builder cannot
-//! create them and an image should not get them from ADD.
+//! BuildKit's `isArchivePath`; the file name plays no part. Extraction goes
+//! through the same confined path as base-image layers
+//! ([`rbuild_cache::layer::extract`]): every entry's parent is opened with
+//! `openat2(RESOLVE_IN_ROOT)` under the destination, so `../x`, `/abs` and
+//! symlinked parents (even ones created earlier by the same archive) all
+//! land inside it, as containerd's `archive.Apply` (BuildKit's unpacker)
+//! guarantees. Names are content (no whiteouts); device nodes are skipped:
+//! a rootless builder cannot create them and an image should not get them
+//! from ADD; overlay and `security.*` attributes are dropped; an owner the
+//! user namespace cannot represent is an error.
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
 
-use super::{FileOpError, Owner, path::resolve_in_root, set_owner_path, set_times_path};
+use rbuild_cache::layer::{self, ExtractKind, ExtractOptions, Owners};
+
+use super::{FileOpError, Owner};
 
 /// Compression of a tar stream, told by magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,147 +90,19 @@ pub fn is_archive(path: &Path) -> bool {
 
 /// Extracts the archive at `src` into the existing directory `dest`.
 /// `owner`: `Some` forces the owner of every entry (`--chown`); `None` keeps
-/// the archive's ids. `can_chown` filters ids the sandbox cannot represent.
+/// the archive's ids. An owner `can_chown` refuses is an error.
 pub fn extract(
     src: &Path,
     dest: &Path,
     owner: Option<Owner>,
     can_chown: &dyn Fn(u32, u32) -> bool,
 ) -> Result<(), FileOpError> {
-    let read_err = |source: io::Error| FileOpError::ReadArchive { path: src.to_path_buf(), source };
-    let stream = open_stream(src).map_err(read_err)?;
-    let mut ar = tar::Archive::new(stream);
-    // Directory times are set last: creating children changes them.
-    let mut dir_times: Vec<(PathBuf, SystemTime)> = Vec::new();
-    for entry in ar.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
-        let raw_path = entry.path_bytes().into_owned();
-        let rel = String::from_utf8_lossy(&raw_path).into_owned();
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-        let mut uid = header.uid().unwrap_or(0) as u32;
-        let mut gid = header.gid().unwrap_or(0) as u32;
-        let mut mtime = header.mtime().unwrap_or(0);
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                let Ok(key) = ext.key() else { continue };
-                let value = ext.value_bytes();
-                let num = || std::str::from_utf8(value).ok().and_then(|v| v.split('.').next()?.parse::<u64>().ok());
-                match key {
-                    "uid" => uid = num().map_or(uid, |v| v as u32),
-                    "gid" => gid = num().map_or(gid, |v| v as u32),
-                    "mtime" => mtime = num().unwrap_or(mtime),
-                    k => {
-                        if let Some(name) = k.strip_prefix("SCHILY.xattr.")
-                            && !name.starts_with("security.")
-                        {
-                            xattrs.push((name.to_string(), value.to_vec()));
-                        }
-                    }
-                }
-            }
-        }
-        let parts =
-            resolve_in_root(dest, &rel, false).map_err(|source| FileOpError::Resolve { path: rel.clone(), source })?;
-        if parts.is_empty() {
-            // The entry names the destination itself (`./`): only its
-            // metadata could apply; BuildKit leaves the directory alone.
-            continue;
-        }
-        let mut target = dest.to_path_buf();
-        target.extend(&parts);
-        let write_err = |source: io::Error| FileOpError::Extract { entry: rel.clone(), source };
-        // Parents missing from the archive are created like `mkdir -p`.
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(write_err)?;
-        }
-        let existing = fs::symlink_metadata(&target).ok();
-        let is_dir_entry = kind.is_dir();
-        if let Some(m) = &existing {
-            // Any non-directory is replaced; a directory is only merged into
-            // by a directory entry (Docker's untar removes it otherwise).
-            if !(m.is_dir() && is_dir_entry) {
-                if m.is_dir() {
-                    fs::remove_dir_all(&target).map_err(write_err)?;
-                } else {
-                    fs::remove_file(&target).map_err(write_err)?;
-                }
-            }
-        }
-        let (uid, gid) = owner.map_or((uid, gid), |o| (o.uid, o.gid));
-        let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime);
-        match kind {
-            tar::EntryType::Directory => {
-                if existing.is_none() {
-                    fs::create_dir(&target).map_err(write_err)?;
-                }
-                set_owner_path(&target, uid, gid, can_chown).map_err(write_err)?;
-                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(write_err)?;
-                set_xattrs(&target, &xattrs);
-                dir_times.push((target, mtime));
-                continue;
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&target)
-                    .map_err(write_err)?;
-                io::copy(&mut entry, &mut f).map_err(write_err)?;
-                if can_chown(uid, gid) {
-                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(write_err)?;
-                }
-                f.set_permissions(fs::Permissions::from_mode(mode)).map_err(write_err)?;
-                set_xattrs(&target, &xattrs);
-                f.set_times(fs::FileTimes::new().set_accessed(mtime).set_modified(mtime)).map_err(write_err)?;
-                continue;
-            }
-            tar::EntryType::Symlink => {
-                let link = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(write_err)?;
-            }
-            tar::EntryType::Link => {
-                let link =
-                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                // The link target is resolved inside the destination too, and
-                // must be an entry extracted before (not a directory).
-                let src_path = super::path::root_path(dest, &link, false).map_err(write_err)?;
-                fs::hard_link(&src_path, &target).map_err(write_err)?;
-                continue;
-            }
-            tar::EntryType::Fifo => {
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &target,
-                    rustix::fs::FileType::Fifo,
-                    rustix::fs::Mode::from_raw_mode(mode),
-                    0,
-                )
-                .map_err(|e| write_err(e.into()))?;
-                fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(write_err)?;
-            }
-            // Devices are skipped (see the module doc); PAX/GNU metadata
-            // entries are consumed by the tar crate and never reach here.
-            _ => continue,
-        }
-        set_owner_path(&target, uid, gid, can_chown).map_err(write_err)?;
-        set_times_path(&target, mtime, mtime).map_err(write_err)?;
-    }
-    for (dir, mtime) in dir_times.into_iter().rev() {
-        set_times_path(&dir, mtime, mtime)
-            .map_err(|source| FileOpError::Extract { entry: dir.display().to_string(), source })?;
-    }
+    let stream = open_stream(src).map_err(|source| FileOpError::ReadArchive { path: src.to_path_buf(), source })?;
+    let owners = match owner {
+        Some(o) => Owners::Force { uid: o.uid, gid: o.gid, representable: can_chown },
+        None => Owners::Archive { representable: can_chown },
+    };
+    layer::extract(stream, dest, &ExtractOptions { kind: ExtractKind::Archive, owners })
+        .map_err(|source| FileOpError::Unpack { path: src.to_path_buf(), source })?;
     Ok(())
-}
-
-/// Best-effort xattr restore: like BuildKit's handler, failures (a file
-/// system without user xattrs) are ignored.
-fn set_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)]) {
-    for (k, v) in xattrs {
-        let _ = rustix::fs::lsetxattr(path, k.as_str(), v, rustix::fs::XattrFlags::empty());
-    }
 }

@@ -22,8 +22,9 @@ use rayon::prelude::*;
 
 use super::chmod::Chmod;
 use super::path::{clean_rel, join_slash, resolve_in_root, root_path};
-use super::pattern::{ExcludeMatcher, go_match, has_wildcard};
+use super::pattern::{go_match, has_wildcard};
 use super::{FileOpError, InputRoot, Owner, archive, mkdir_all, set_owner_path, set_times_path};
+use crate::dockerignore::PatternMatcher;
 
 /// A COPY/ADD action with its options resolved.
 pub(super) struct CopySpec<'a, 'b> {
@@ -36,7 +37,7 @@ pub(super) struct CopySpec<'a, 'b> {
     pub allow_empty_wildcard: bool,
     pub unpack: bool,
     pub parents: bool,
-    pub exclude: ExcludeMatcher,
+    pub exclude: PatternMatcher,
     pub dest_root: &'a Path,
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
 }
@@ -128,7 +129,7 @@ fn expand(
     allow_wildcard: bool,
     allow_empty_wildcard: bool,
     parents: bool,
-    exclude: &ExcludeMatcher,
+    exclude: &PatternMatcher,
 ) -> Result<Vec<Source>, FileOpError> {
     let root = input.root;
     let ignored = |rel: &str| !rel.is_empty() && input.exclude.is_some_and(|f| f(rel));
@@ -151,7 +152,7 @@ fn expand(
             for m in matches {
                 let is_dir = fs::symlink_metadata(&m.path).is_ok_and(|md| md.is_dir());
                 let exclude_rel = if parents { &m.rel } else { &m.base_rel };
-                if !exclude.excluded(exclude_rel, is_dir) {
+                if !exclude.excludes_entry(exclude_rel, is_dir) {
                     names.push(m.rel);
                 }
             }
@@ -200,7 +201,7 @@ fn walk(
     root_rel: &str,
     copy_rel: &str,
     ignore: Option<&dyn Fn(&str) -> bool>,
-    exclude: &ExcludeMatcher,
+    exclude: &PatternMatcher,
     f: &mut WalkFn<'_>,
 ) -> Result<(), FileOpError> {
     let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
@@ -215,7 +216,7 @@ fn walk(
         }
         let crel = join(copy_rel, &n);
         let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
-        if !exclude.is_empty() && exclude.excluded(&crel, meta.is_dir()) {
+        if !exclude.is_empty() && exclude.excludes_entry(&crel, meta.is_dir()) {
             continue;
         }
         let p = e.path();
@@ -231,7 +232,7 @@ pub(super) fn selected(
     input: &InputRoot,
     src: &[String],
     allow_wildcard: bool,
-    exclude: &ExcludeMatcher,
+    exclude: &PatternMatcher,
 ) -> Result<Vec<String>, FileOpError> {
     Ok(selected_with_meta(input, src, allow_wildcard, exclude)?.into_iter().map(|(p, _)| p).collect())
 }
@@ -242,7 +243,7 @@ pub(super) fn selected_with_meta(
     input: &InputRoot,
     src: &[String],
     allow_wildcard: bool,
-    exclude: &ExcludeMatcher,
+    exclude: &PatternMatcher,
 ) -> Result<Vec<(String, fs::Metadata)>, FileOpError> {
     let mut out = Vec::new();
     for s in expand(input, src, allow_wildcard, false, false, exclude)? {

@@ -28,6 +28,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::dockerignore::PatternMatcher;
 use crate::graph::{Chown, FileAction};
 
 pub use archive::Compression;
@@ -95,11 +96,8 @@ pub enum FileOpError {
         pattern: String,
     },
     /// A malformed `--exclude` pattern.
-    #[error("invalid --exclude pattern `{pattern}`")]
-    BadExclude {
-        /// The pattern.
-        pattern: String,
-    },
+    #[error("invalid --exclude pattern")]
+    BadExclude(#[source] crate::dockerignore::PatternError),
     /// A malformed `--chmod`.
     #[error("invalid --chmod value `{value}`: use octal (`755`) or symbolic (`u+x,g-w`)")]
     BadChmod {
@@ -184,14 +182,15 @@ pub enum FileOpError {
         #[source]
         source: io::Error,
     },
-    /// Extracting one archive entry failed.
-    #[error("extracting `{entry}`")]
-    Extract {
-        /// Entry path as stored in the archive.
-        entry: String,
+    /// Extracting an archive failed (an entry could not be written, or its
+    /// owner cannot be represented).
+    #[error("cannot extract `{}`", path.display())]
+    Unpack {
+        /// Host path of the archive.
+        path: PathBuf,
         /// Cause.
         #[source]
-        source: io::Error,
+        source: rbuild_cache::layer::UnpackError,
     },
     /// Removing a path failed.
     #[error("removing `{path}`")]
@@ -238,8 +237,7 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
                 .as_ref()
                 .map(|v| Chmod::parse(v).ok_or_else(|| FileOpError::BadChmod { value: v.clone() }))
                 .transpose()?;
-            let exclude =
-                pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
+            let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
             copy::copy(&copy::CopySpec {
                 input: inp,
                 src,
@@ -301,7 +299,7 @@ pub fn selected_files(
     exclude: &[String],
     ignore: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Vec<String>, FileOpError> {
-    let exclude = pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
+    let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected(&input, src, allow_wildcard, &exclude)
 }
@@ -453,7 +451,7 @@ pub fn selected_entries(
     exclude: &[String],
     ignore: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Vec<(String, std::fs::Metadata)>, FileOpError> {
-    let exclude = pattern::ExcludeMatcher::new(exclude).map_err(|pattern| FileOpError::BadExclude { pattern })?;
+    let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected_with_meta(&input, src, allow_wildcard, &exclude)
 }

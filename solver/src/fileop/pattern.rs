@@ -149,85 +149,6 @@ fn match_from(p: &[char], n: &[char]) -> bool {
     }
 }
 
-/// One `--exclude` pattern.
-#[derive(Debug, Clone)]
-struct ExcludePattern {
-    parts: Vec<String>,
-    negated: bool,
-    /// The cleaned pattern text, to find re-inclusions below a directory.
-    text: String,
-}
-
-/// Moby-style exclude patterns, evaluated in order, last match wins.
-#[derive(Debug, Clone, Default)]
-pub struct ExcludeMatcher {
-    patterns: Vec<ExcludePattern>,
-}
-
-impl ExcludeMatcher {
-    /// Compiles the patterns; `Err` carries the first malformed one.
-    pub fn new(patterns: &[String]) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for raw in patterns {
-            let trimmed = raw.trim();
-            let (negated, body) = match trimmed.strip_prefix('!') {
-                Some(rest) => (true, rest),
-                None => (false, trimmed),
-            };
-            let text = super::path::clean_rel(body);
-            if text.is_empty() {
-                continue;
-            }
-            let parts: Vec<String> = text.split('/').map(str::to_string).collect();
-            for p in &parts {
-                if p != "**" && validate(&p.chars().collect::<Vec<_>>()).is_err() {
-                    return Err(raw.clone());
-                }
-            }
-            out.push(ExcludePattern { parts, negated, text });
-        }
-        Ok(ExcludeMatcher { patterns: out })
-    }
-
-    /// No patterns at all.
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    /// Whether `rel` (slash path relative to the copy source) is excluded.
-    /// A directory that is excluded but has a `!` pattern below it is not
-    /// excluded, so the walk reaches the re-included files (as fsutil does).
-    pub fn excluded(&self, rel: &str, is_dir: bool) -> bool {
-        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-        let mut excluded = false;
-        for pat in &self.patterns {
-            // A pattern matches the path or any of its parents.
-            let hit = (1..=comps.len()).any(|k| match_parts(&pat.parts, &comps[..k]));
-            if hit {
-                excluded = !pat.negated;
-            }
-        }
-        if excluded && is_dir {
-            let prefix = format!("{rel}/");
-            if self.patterns.iter().any(|p| p.negated && p.text.starts_with(&prefix)) {
-                return false;
-            }
-        }
-        excluded
-    }
-}
-
-fn match_parts(pat: &[String], comps: &[&str]) -> bool {
-    match pat.split_first() {
-        None => comps.is_empty(),
-        Some((first, rest)) if first == "**" => (0..=comps.len()).any(|skip| match_parts(rest, &comps[skip..])),
-        Some((first, rest)) => match comps.split_first() {
-            Some((c, crest)) => go_match(first, c).unwrap_or(false) && match_parts(rest, crest),
-            None => false,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,19 +204,5 @@ mod tests {
         assert!(has_wildcard("a*"));
         assert!(has_wildcard("[ab]"));
         assert!(!has_wildcard("a\\*"));
-    }
-
-    #[test]
-    fn exclude_patterns() {
-        let m = ExcludeMatcher::new(&["*.txt".into(), "**/tmp".into(), "build".into(), "!build/keep".into()]).unwrap();
-        assert!(m.excluded("a.txt", false));
-        assert!(!m.excluded("sub/a.txt", false));
-        assert!(m.excluded("x/y/tmp/z", false));
-        assert!(m.excluded("tmp", true));
-        assert!(!m.excluded("build", true), "dir with a re-included child is walked");
-        assert!(m.excluded("build/other", false));
-        assert!(!m.excluded("build/keep", false));
-        assert!(!m.excluded("src/main.rs", false));
-        assert!(ExcludeMatcher::new(&["[".into()]).is_err());
     }
 }

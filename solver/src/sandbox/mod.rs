@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 pub use inroot::{canonical_in_root, open_in_root};
 pub use overlay::{MountGuard, mount_overlay};
+pub use passwd::UserError;
 pub use process::{SandboxChild, spawn};
 pub use user_ns::{IdMapping, init_process};
 
@@ -240,8 +241,9 @@ pub enum SandboxError {
     User {
         /// The spec's user string.
         user: String,
-        /// Why.
-        detail: String,
+        /// Why (in the message rather than `source()`: pid 1 reports it to
+        /// the parent as text).
+        detail: UserError,
     },
     /// The spec cannot be used as is.
     #[error("invalid run spec: {0}")]

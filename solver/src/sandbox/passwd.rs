@@ -58,8 +58,25 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     })
 }
 
+/// Why a `user[:group]` cannot be resolved in the image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// A user name the image's `/etc/passwd` does not have.
+    #[error("no user `{0}` in the image's /etc/passwd")]
+    NoUser(String),
+    /// Neither a name nor a number.
+    #[error("invalid user `{0}`")]
+    InvalidUser(String),
+    /// `user:` with nothing after the colon.
+    #[error("empty group")]
+    EmptyGroup,
+    /// A group name the image's `/etc/group` does not have.
+    #[error("no group `{0}` in the image's /etc/group")]
+    NoGroup(String),
+}
+
 /// Resolves `spec` with the contents of `/etc/passwd` and `/etc/group` (empty if absent).
-pub(crate) fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, String> {
+pub(crate) fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser, UserError> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -67,28 +84,26 @@ pub(crate) fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser,
     let user = if user.is_empty() { "0" } else { user };
     let entry = match user.parse::<u32>() {
         Ok(uid) => passwd_entries(passwd).find(|e| e.uid == uid),
-        Err(_) => Some(
-            passwd_entries(passwd)
-                .find(|e| e.name == user)
-                .ok_or_else(|| format!("no user `{user}` in the image's /etc/passwd"))?,
-        ),
+        Err(_) => {
+            Some(passwd_entries(passwd).find(|e| e.name == user).ok_or_else(|| UserError::NoUser(user.to_string()))?)
+        }
     };
     let uid = match &entry {
         Some(e) => e.uid,
-        None => user.parse::<u32>().map_err(|_| format!("invalid user `{user}`"))?,
+        None => user.parse::<u32>().map_err(|_| UserError::InvalidUser(user.to_string()))?,
     };
     let name = entry.as_ref().map(|e| e.name).unwrap_or("");
     let mut gid = entry.as_ref().map(|e| e.gid).unwrap_or(0);
     if let Some(g) = grp {
         if g.is_empty() {
-            return Err("empty group".into());
+            return Err(UserError::EmptyGroup);
         }
         gid = match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => group_entries(group)
                 .find(|e| e.name == g)
                 .map(|e| e.gid)
-                .ok_or_else(|| format!("no group `{g}` in the image's /etc/group"))?,
+                .ok_or_else(|| UserError::NoGroup(g.to_string()))?,
         };
     }
     let mut groups = vec![gid];
@@ -137,8 +152,8 @@ mod tests {
 
     #[test]
     fn unknown_names_fail() {
-        assert!(resolve("nobody", PASSWD, GROUP).unwrap_err().contains("nobody"));
-        assert!(resolve("0:nogroup", PASSWD, GROUP).unwrap_err().contains("nogroup"));
+        assert_eq!(resolve("nobody", PASSWD, GROUP).unwrap_err(), UserError::NoUser("nobody".into()));
+        assert_eq!(resolve("0:nogroup", PASSWD, GROUP).unwrap_err(), UserError::NoGroup("nogroup".into()));
         assert!(resolve("0:", PASSWD, GROUP).is_err());
     }
 }

@@ -228,7 +228,7 @@ fn enter(planned: IdMapping) -> Result<IdMapping, SandboxError> {
                         HELPER_OK.to_string()
                     }
                 }
-                Err(e) => e,
+                Err(e) => e.to_string(),
             },
             // The parent gave up (unshare failed): nothing to do.
             _ => String::new(),
@@ -281,12 +281,27 @@ fn reap(pid: libc::pid_t) {
     }
 }
 
+/// Why the id-map helper could not map the new namespace (sent to the
+/// parent as text through a pipe).
+#[derive(Debug, thiserror::Error)]
+enum MapError {
+    /// Writing `/proc/<pid>/<file>` failed.
+    #[error("writing {file}: {source}")]
+    Write { file: &'static str, source: std::io::Error },
+    /// `newuidmap`/`newgidmap` could not be started.
+    #[error("running {helper}: {source}")]
+    Run { helper: &'static str, source: std::io::Error },
+    /// `newuidmap`/`newgidmap` failed.
+    #[error("{helper} failed ({status}): {stderr}")]
+    Helper { helper: &'static str, status: std::process::ExitStatus, stderr: String },
+}
+
 /// Runs in the helper (outside the namespace). `Ok(true)` means it fell back to a single id.
-fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, String> {
+fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, MapError> {
     let (uids, gids) = mapping.map_lines();
     let text = |lines: &[MapLine]| lines.iter().map(|(a, b, c)| format!("{a} {b} {c}\n")).collect::<String>();
-    let write = |file: &str, data: &str| {
-        std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|e| format!("writing {file}: {e}"))
+    let write = |file: &'static str, data: &str| {
+        std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| MapError::Write { file, source })
     };
     match mapping {
         IdMapping::Full => {
@@ -301,17 +316,18 @@ fn write_maps(pid: i32, mapping: &IdMapping) -> Result<bool, String> {
             Ok(false)
         }
         IdMapping::SubIds { uid, gid, .. } => {
-            let run = |helper: &str, lines: &[MapLine]| -> Result<(), String> {
+            let run = |helper: &'static str, lines: &[MapLine]| -> Result<(), MapError> {
                 let mut cmd = Command::new(find_helper(helper).unwrap_or_else(|| PathBuf::from(helper)));
                 cmd.arg(pid.to_string());
                 for (a, b, c) in lines {
                     cmd.args([a.to_string(), b.to_string(), c.to_string()]);
                 }
-                let out = cmd.output().map_err(|e| format!("running {helper}: {e}"))?;
+                let out = cmd.output().map_err(|source| MapError::Run { helper, source })?;
                 if out.status.success() {
                     Ok(())
                 } else {
-                    Err(format!("{helper} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+                    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    Err(MapError::Helper { helper, status: out.status, stderr })
                 }
             };
             if run("newuidmap", &uids).is_err() {

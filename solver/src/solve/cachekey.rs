@@ -4,7 +4,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Finished, Shared, VertexResult};
+use super::{Finished, Shared, StepError, VertexResult};
 use crate::graph::{Digest, FileAction, MountKind, Op, Vertex, canonical_encoding};
 
 /// Version tag of the cache-key format.
@@ -48,7 +48,7 @@ pub(crate) fn content_checksums(
     shared: &Shared<'_>,
     vertex: &Vertex,
     inputs: &[Finished],
-) -> Result<Vec<(usize, Digest)>, String> {
+) -> Result<Vec<(usize, Digest)>, StepError> {
     let mut out = Vec::new();
     let dir_of = |i: usize| match inputs.get(i).map(|f| &f.result) {
         Some(VertexResult::Directory(d)) => Some(d.clone()),
@@ -87,15 +87,14 @@ fn checksum_selection(
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-) -> Result<Digest, String> {
+) -> Result<Digest, StepError> {
     let ignore = dir.ignore.clone();
-    let entries = crate::fileop::selected_entries(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))
-        .map_err(|e| e.to_string())?;
+    let entries = crate::fileop::selected_entries(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))?;
     let checksums = shared.store.checksum_cache();
     // Per-entry digests in parallel (a miss reads and hashes the file; a hit
     // costs nothing more than the walk's stat), combined in path order.
     use rayon::prelude::*;
-    let per_entry: Vec<Result<[u8; 32], String>> = entries
+    let per_entry: Vec<Result<[u8; 32], StepError>> = entries
         .par_iter()
         .map(|(rel, meta)| {
             use std::os::unix::fs::PermissionsExt;
@@ -106,10 +105,13 @@ fn checksum_selection(
             let ft = meta.file_type();
             let path = dir.root.join(rel.trim_start_matches('/'));
             if ft.is_file() {
-                let sum = checksums.checksum(&path, meta).map_err(|e| format!("`{rel}`: {e}"))?;
+                let sum = checksums
+                    .checksum(&path, meta)
+                    .map_err(|source| StepError::Checksum { path: rel.clone(), source })?;
                 h.update(sum.as_bytes());
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(|e| format!("`{rel}`: {e}"))?;
+                let target =
+                    std::fs::read_link(&path).map_err(|source| StepError::Checksum { path: rel.clone(), source })?;
                 h.update(target.as_os_str().as_encoded_bytes());
             }
             Ok(h.finalize().into())

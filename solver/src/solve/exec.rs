@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::scratch::ScratchDir;
-use super::{Event, Finished, Shared, SolveError, VertexResult, chain_of, step_error};
+use super::{Event, Finished, Shared, SolveError, StepError, VertexResult, chain_of, step_error};
 use crate::graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode, Vertex};
 use crate::sandbox::{self, ExtraMount, MountSource, RunSpec};
 
@@ -39,10 +39,7 @@ pub(crate) fn run(
     for mount in exec.mounts.iter().skip(1) {
         let source = match &mount.kind {
             MountKind::Bind => {
-                let bind_err = |e: super::bind::BindError| {
-                    let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-                    step_error(vertex, format!("mount `{}`: {e}{cause}", mount.target))
-                };
+                let bind_err = |source| step_error(vertex, StepError::Bind { target: mount.target.clone(), source });
                 let bind = match mount.input.map(|i| &inputs[i].result) {
                     Some(VertexResult::Directory(dir)) => {
                         super::bind::context(store, dir, &mount.selector, mount.readonly).map_err(bind_err)?
@@ -63,12 +60,13 @@ pub(crate) fn run(
                 lock_name.push(".lock");
                 let lock_path = dir.with_file_name(lock_name);
                 let lock = std::fs::File::create(&lock_path)
-                    .map_err(|e| step_error(vertex, format!("cache mount `{id}`: {e}")))?;
+                    .map_err(|source| step_error(vertex, StepError::CacheMount { id: id.clone(), source }))?;
                 let source = match sharing {
                     CacheSharing::Shared => dir,
                     // Writers wait for each other.
                     CacheSharing::Locked => {
-                        lock.lock().map_err(|e| step_error(vertex, format!("cache mount `{id}`: {e}")))?;
+                        lock.lock()
+                            .map_err(|source| step_error(vertex, StepError::CacheMount { id: id.clone(), source }))?;
                         dir
                     }
                     // A busy cache gives this writer a fresh private directory.
@@ -76,7 +74,7 @@ pub(crate) fn run(
                         Ok(()) => dir,
                         Err(_) => {
                             let own = ScratchDir::new(store.root(), "cache")
-                                .map_err(|e| step_error(vertex, e.to_string()))?;
+                                .map_err(|e| step_error(vertex, StepError::Scratch(e)))?;
                             let p = own.path().to_path_buf();
                             scratch_dirs.push(own);
                             p
@@ -97,10 +95,7 @@ pub(crate) fn run(
             MountKind::Secret { id, required, env: as_env } => {
                 let Some(secret) = shared.opts.secrets.get(id) else {
                     if *required {
-                        return Err(step_error(
-                            vertex,
-                            format!("secret `{id}` is required but was not provided; pass `--secret id={id},src=PATH`"),
-                        ));
+                        return Err(step_error(vertex, StepError::SecretRequired(id.clone())));
                     }
                     continue;
                 };
@@ -113,7 +108,7 @@ pub(crate) fn run(
                     }
                 }
                 let dir = ScratchDir::new_tmpfs(store.root(), "secret")
-                    .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                    .map_err(|source| step_error(vertex, StepError::Secret { id: id.clone(), source }))?;
                 let file = dir.path().join("secret");
                 write_private(
                     &file,
@@ -122,17 +117,14 @@ pub(crate) fn run(
                     mount.uid.unwrap_or(0),
                     mount.gid.unwrap_or(0),
                 )
-                .map_err(|e| step_error(vertex, format!("secret `{id}`: {e}")))?;
+                .map_err(|source| step_error(vertex, StepError::Secret { id: id.clone(), source }))?;
                 scratch_dirs.push(dir);
                 MountSource::Bind { source: file, readonly: true }
             }
             MountKind::Ssh { id, required } => match shared.opts.ssh.get(id) {
                 Some(sock) => MountSource::Bind { source: sock.clone(), readonly: false },
                 None if *required => {
-                    return Err(step_error(
-                        vertex,
-                        format!("ssh agent `{id}` is required but was not provided; pass `--ssh {id}`"),
-                    ));
+                    return Err(step_error(vertex, StepError::SshRequired(id.clone())));
                 }
                 None => continue,
             },
@@ -161,7 +153,7 @@ pub(crate) fn run(
         hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
         resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
     };
-    let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e.to_string()))?;
+    let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e))?;
     shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
     if shared.is_cancelled() {
         child.kill();
@@ -191,18 +183,13 @@ pub(crate) fn run(
     shared.running.lock().expect("running map").remove(&vertex.digest);
     drop(scratch_dirs);
     drop(cache_locks);
-    let code = status.map_err(|e| step_error(vertex, e.to_string()))?;
+    let code = status.map_err(|e| step_error(vertex, e))?;
     if shared.is_cancelled() {
-        return Err(step_error(vertex, "cancelled"));
+        return Err(step_error(vertex, StepError::Cancelled));
     }
     if code != 0 {
         let tail: Vec<String> = tail.into_inner().expect("tail").into_iter().collect();
-        let mut message = format!("process `{}` did not complete successfully: exit code: {code}", exec.args.join(" "));
-        if !tail.is_empty() {
-            message.push_str("\n  last output:\n    ");
-            message.push_str(&tail.join("\n    "));
-        }
-        return Err(step_error(vertex, message));
+        return Err(step_error(vertex, StepError::ExitCode { command: exec.args.join(" "), code, tail }));
     }
     let id = draft.commit()?;
     chain.push(id);

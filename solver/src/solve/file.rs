@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::scratch::{ChainView, ScratchDir};
-use super::{Finished, Shared, SolveError, VertexResult, chain_of, step_error};
+use super::{Finished, Shared, SolveError, StepError, VertexResult, chain_of, step_error};
 use crate::fileop::{self, FileOpContext, InputRoot};
 use crate::graph::{Chown, FileAction, FileOp, Op, SourceOp, Vertex};
 use crate::sandbox::{self, MountGuard};
@@ -26,7 +26,7 @@ pub(crate) fn run(
     }
     let draft = store.new_snapshot()?;
     let mut views: Vec<ChainView> = Vec::new();
-    let err = |e: String| step_error(vertex, e);
+    let err = |e: StepError| step_error(vertex, e);
 
     // Every input as a read-only merged view.
     let mut roots: Vec<(PathBuf, Option<super::ContextDir>)> = Vec::new();
@@ -41,7 +41,8 @@ pub(crate) fn run(
             result @ VertexResult::Snapshots { .. } => {
                 let input_chain = chain_of(result);
                 input_layers.push(input_chain.iter().rev().map(|id| store.snapshot_diff(id)).collect());
-                let view = ChainView::mount(store, &input_chain, "src").map_err(|e| err(e.to_string()))?;
+                let view = ChainView::mount(store, &input_chain, "src")
+                    .map_err(|source| err(StepError::View { target: "input".into(), source }))?;
                 roots.push((view.path().to_path_buf(), None));
                 views.push(view);
             }
@@ -55,7 +56,9 @@ pub(crate) fn run(
     // whiteouts and existing directories merge.
     let direct = match op.base.and_then(|i| roots.get(i)) {
         _ if chain.is_empty() => true,
-        Some((view, _)) => prepare_direct_copy(op, view, &draft.diff_dir()).map_err(|e| err(e.to_string()))?,
+        Some((view, _)) => {
+            prepare_direct_copy(op, view, &draft.diff_dir()).map_err(|e| err(StepError::Destination(e)))?
+        }
         None => false,
     };
     // `--chown` names are looked up in the destination's /etc/passwd and
@@ -66,7 +69,7 @@ pub(crate) fn run(
         let mut resolved = op.actions.clone();
         for action in &mut resolved {
             if let FileAction::Copy { chown: Some(c), .. } = action {
-                let owner = fileop::resolve_owner(c, view).map_err(|e| err(e.to_string()))?;
+                let owner = fileop::resolve_owner(c, view).map_err(|e| err(e.into()))?;
                 *c = Chown { user: owner.uid.to_string(), group: Some(owner.gid.to_string()) };
             }
         }
@@ -80,11 +83,11 @@ pub(crate) fn run(
     let dest_root: PathBuf = if direct {
         draft.diff_dir()
     } else {
-        let view = dest_dir.insert(ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?);
+        let view = dest_dir.insert(ScratchDir::new(store.root(), "dest").map_err(|e| err(StepError::Scratch(e)))?);
         let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
         let (upper, work) = (draft.diff_dir(), draft.work_dir());
         dest_guard =
-            Some(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
+            Some(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.into()))?);
         view.path().to_path_buf()
     };
     let ignores: Vec<Option<super::IgnoreFn>> =
@@ -107,16 +110,13 @@ pub(crate) fn run(
     let ctx = FileOpContext { inputs: input_roots, dest_root: &dest_root, can_chown: &can_chown };
     for action in actions.iter() {
         if shared.is_cancelled() {
-            return Err(step_error(vertex, "cancelled"));
+            return Err(step_error(vertex, StepError::Cancelled));
         }
-        fileop::apply(action, &ctx).map_err(|e| err(e.to_string()))?;
+        fileop::apply(action, &ctx).map_err(|e| err(e.into()))?;
     }
     drop(ctx);
     if let Some(g) = dest_guard.take() {
-        g.finish().map_err(|e| {
-            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-            err(format!("{e}{cause}"))
-        })?;
+        g.finish().map_err(|e| err(e.into()))?;
     }
     drop(dest_dir);
     drop(views);
@@ -170,16 +170,18 @@ pub(crate) fn run_remote_source(shared: &Shared<'_>, vertex: &Vertex) -> Result<
     let dir = draft.diff_dir();
     let outcome = match &vertex.op {
         Op::Source(SourceOp::Http { url, checksum, filename }) => {
-            shared.source.fetch_http(url, checksum.as_deref(), &dir, filename)
+            shared.source.fetch_http(url, checksum.as_deref(), &dir, filename).map_err(StepError::Source)
         }
         Op::Source(SourceOp::Git { remote, git_ref, subdir, keep_git_dir }) => {
             let checkout = dir.join(".checkout");
-            shared
-                .source
-                .fetch_git(remote, git_ref, *keep_git_dir, &checkout)
-                .and_then(|()| move_subdir(&checkout, subdir, &dir).map_err(|e| format!("git subdir `{subdir}`: {e}")))
+            shared.source.fetch_git(remote, git_ref, *keep_git_dir, &checkout).map_err(StepError::Source).and_then(
+                |()| {
+                    move_subdir(&checkout, subdir, &dir)
+                        .map_err(|source| StepError::GitSubdir { subdir: subdir.clone(), source })
+                },
+            )
         }
-        _ => Err("not a remote source".into()),
+        _ => unreachable!("run_remote_source is called for HTTP and git sources"),
     };
     outcome.map_err(|e| step_error(vertex, e))?;
     let id = draft.commit()?;

@@ -10,6 +10,7 @@
 
 mod bind;
 mod cachekey;
+mod error;
 mod exec;
 mod file;
 mod scratch;
@@ -20,12 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rbuild_cache::store::{CacheRecord, LayerDescriptor, SnapshotId, Store, StoreError};
+use rbuild_cache::oci::LayerDescriptor;
+use rbuild_cache::store::{CacheRecord, SnapshotId, Store, StoreError};
 
 use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
 
 pub use bind::BindError;
 pub use cachekey::CACHE_KEY_VERSION;
+pub use error::{SourceError, StepError, error_chain};
 pub use scratch::{ChainView, ScratchDir};
 
 /// A base image made available as snapshots.
@@ -41,7 +44,7 @@ pub struct PulledImage {
 /// implements it with the registry client (all network I/O stays there).
 pub trait SourceProvider: Send + Sync {
     /// Makes `reference` (pinned by digest) available as snapshots.
-    fn pull_image(&self, reference: &str, platform: &Platform) -> Result<PulledImage, String>;
+    fn pull_image(&self, reference: &str, platform: &Platform) -> Result<PulledImage, SourceError>;
     /// Downloads `url` into `dest_dir/filename`, verifying `checksum`
     /// (`sha256:...`) when given.
     fn fetch_http(
@@ -50,7 +53,7 @@ pub trait SourceProvider: Send + Sync {
         checksum: Option<&str>,
         dest_dir: &std::path::Path,
         filename: &str,
-    ) -> Result<(), String>;
+    ) -> Result<(), SourceError>;
     /// Checks out `remote` at `git_ref` into `dest_dir`.
     fn fetch_git(
         &self,
@@ -58,7 +61,7 @@ pub trait SourceProvider: Send + Sync {
         git_ref: &str,
         keep_git_dir: bool,
         dest_dir: &std::path::Path,
-    ) -> Result<(), String>;
+    ) -> Result<(), SourceError>;
 }
 
 /// `.dockerignore` as a predicate: is this relative slash path excluded?
@@ -160,12 +163,13 @@ pub trait ProgressSink: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError {
     /// A step failed.
-    #[error("{name}: {message}")]
+    #[error("{name}")]
     Step {
         /// Vertex description.
         name: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: StepError,
     },
     /// The store failed.
     #[error("store: {0}")]
@@ -378,7 +382,7 @@ fn worker(shared: &Shared<'_>, state: &Mutex<Schedule>, wake: &Condvar, dependen
             }
             Err(e) => {
                 if s.error.is_none() {
-                    shared.progress.event(Event::Failed { digest: vertex.digest, error: e.to_string() });
+                    shared.progress.event(Event::Failed { digest: vertex.digest, error: error_chain(&e) });
                     s.error = Some(e);
                     shared.cancel();
                 }
@@ -388,21 +392,20 @@ fn worker(shared: &Shared<'_>, state: &Mutex<Schedule>, wake: &Condvar, dependen
     }
 }
 
-fn step_error(vertex: &Vertex, message: impl Into<String>) -> SolveError {
-    SolveError::Step { name: vertex.meta.description.clone(), message: message.into() }
+fn step_error(vertex: &Vertex, source: impl Into<StepError>) -> SolveError {
+    SolveError::Step { name: vertex.meta.description.clone(), source: source.into() }
 }
 
 fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Result<Finished, SolveError> {
     if shared.is_cancelled() {
-        return Err(step_error(vertex, "cancelled"));
+        return Err(step_error(vertex, StepError::Cancelled));
     }
     let name = vertex.meta.description.clone();
     // Build contexts are used in place; they are not snapshots.
     if let Op::Source(SourceOp::Context { name: ctx, origin, exclude, .. }) = &vertex.op {
         let wanted = ContextKey { name: ctx.clone(), origin: origin.clone() };
         let dir = shared.opts.contexts.get(&wanted).cloned().ok_or_else(|| {
-            let from = if origin.is_empty() { String::new() } else { format!(" from `{origin}`") };
-            step_error(vertex, format!("build context `{ctx}`{from} was not provided"))
+            step_error(vertex, StepError::MissingContext { name: ctx.clone(), origin: origin.clone() })
         })?;
         let key = cachekey::context_key(ctx, exclude);
         return Ok(Finished { result: VertexResult::Directory(dir), key });
@@ -439,7 +442,8 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
     let started = Instant::now();
     let result = match &vertex.op {
         Op::Source(SourceOp::Image { reference, platform }) => {
-            let pulled = shared.source.pull_image(reference, platform).map_err(|e| step_error(vertex, e))?;
+            let pulled =
+                shared.source.pull_image(reference, platform).map_err(|e| step_error(vertex, StepError::Source(e)))?;
             VertexResult::Snapshots { chain: pulled.chain, layers: pulled.layers.into_iter().map(Some).collect() }
         }
         Op::Source(SourceOp::Http { .. } | SourceOp::Git { .. }) => file::run_remote_source(shared, vertex)?,

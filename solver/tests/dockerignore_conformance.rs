@@ -1,12 +1,12 @@
 //! moby/patternmatcher's own vectors (`TestMatches`, `matchTests`) run
-//! against `rbuild_frontend::dockerignore`. Data:
+//! against `rbuild_solver::dockerignore`. Data:
 //! `/work/shared/conformance/patternmatcher` (formats in `SOURCES.md`).
 
 use std::path::PathBuf;
 
 mod common;
 
-use rbuild_frontend::dockerignore::PatternMatcher;
+use rbuild_solver::dockerignore::PatternMatcher;
 
 fn data_dir() -> PathBuf {
     common::conformance_dir("patternmatcher")

@@ -4,18 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{Context as _, Result, bail};
-use rbuild_cache::store::{LayerDescriptor, Store};
+use rbuild_cache::layer::{self, Compression, LayerOptions};
+use rbuild_cache::oci::{History, ImageConfig, LayerDescriptor, Platform};
+use rbuild_cache::store::{SnapshotId, Store};
 use rbuild_frontend::lower::LoweredBuild;
-use rbuild_solver::graph::Platform;
-use rbuild_solver::image_config::{History, ImageConfig};
 use rbuild_solver::solve::{self, Solved};
 
-use super::output::Output;
-use crate::cli::WriteLayerArgs;
-use crate::export::{self, Compression, LayerInfo, LayerOptions};
+use super::{ExportError, build_manifest};
 
 /// An assembled image, its blobs in the store.
 #[derive(Clone, Debug)]
@@ -29,37 +25,11 @@ pub struct BuiltImage {
     /// Config digest (the image ID).
     pub config_digest: String,
     /// Layers with their blob files.
-    pub layers: Vec<(LayerInfo, PathBuf)>,
+    pub layers: Vec<(LayerDescriptor, PathBuf)>,
     /// Platform.
     pub platform: Platform,
     /// The final snapshot chain (for local/tar outputs).
-    pub chain: Vec<rbuild_cache::store::SnapshotId>,
-}
-
-/// The compression requested by the outputs (`compression=zstd`,
-/// `compression-level=N`); gzip by default.
-pub fn compression_from_outputs(outputs: &[Output]) -> Result<Compression> {
-    let mut compression = Compression::Gzip { level: 6 };
-    for o in outputs {
-        let level = o
-            .attrs
-            .get("compression-level")
-            .map(|l| l.parse::<i32>())
-            .transpose()
-            .context("invalid compression-level")?;
-        match o.attrs.get("compression").map(String::as_str) {
-            None => {
-                if let (Some(l), Compression::Gzip { .. }) = (level, &compression) {
-                    compression = Compression::Gzip { level: l.clamp(0, 9) as u32 };
-                }
-            }
-            Some("gzip") => compression = Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 },
-            Some("zstd") => compression = Compression::Zstd { level: level.unwrap_or(3) },
-            Some("uncompressed") => compression = Compression::Uncompressed,
-            Some(other) => bail!("unknown compression `{other}`: use gzip, zstd or uncompressed"),
-        }
-    }
-    Ok(compression)
+    pub chain: Vec<SnapshotId>,
 }
 
 fn compression_name(c: &Compression) -> &'static str {
@@ -70,7 +40,8 @@ fn compression_name(c: &Compression) -> &'static str {
     }
 }
 
-fn threads() -> usize {
+/// Compression threads: one per core.
+pub fn threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
@@ -100,13 +71,13 @@ pub fn assemble(
     solved: &Solved,
     compression: &Compression,
     epoch: Option<i64>,
-) -> Result<BuiltImage> {
+) -> Result<BuiltImage, ExportError> {
     let (chain, known) = match &solved.result {
         Some(r) => solve::result_chain(r),
         None => (Vec::new(), Vec::new()),
     };
     let name = compression_name(compression);
-    let mut layers: Vec<(LayerInfo, PathBuf)> = Vec::new();
+    let mut layers: Vec<(LayerDescriptor, PathBuf)> = Vec::new();
     // Which chain entries produced no layer (empty diffs are dropped, as
     // BuildKit does, and their history entries become empty_layer).
     let mut empty: Vec<bool> = Vec::new();
@@ -117,10 +88,7 @@ pub fn assemble(
         };
         if let Some(d) = reuse.filter(|d| store.has_blob(&d.digest)) {
             let path = store.blob_path(&d.digest);
-            layers.push((
-                LayerInfo { digest: d.digest, diff_id: d.diff_id, size: d.size, media_type: d.media_type },
-                path,
-            ));
+            layers.push((d, path));
             empty.push(false);
             continue;
         }
@@ -131,22 +99,13 @@ pub fn assemble(
         }
         let mut writer = store.blob_writer()?;
         let opts = LayerOptions { compression: *compression, source_date_epoch: epoch, threads: threads() };
-        let info = export::write_layer(&diff, &opts, &mut writer)
-            .with_context(|| format!("writing layer for snapshot {id}"))?;
+        let info = layer::write_layer(&diff, &opts, &mut writer)
+            .map_err(|source| ExportError::WriteLayer { snapshot: id.clone(), source })?;
         let digest = writer.finish()?;
         if digest != info.digest {
-            bail!("layer digest mismatch: writer saw {digest}, layer writer reported {}", info.digest);
+            return Err(ExportError::LayerDigestMismatch { stored: digest, written: info.digest });
         }
-        store.set_layer_for_snapshot(
-            id,
-            name,
-            &LayerDescriptor {
-                digest: info.digest.clone(),
-                diff_id: info.diff_id.clone(),
-                size: info.size,
-                media_type: info.media_type.clone(),
-            },
-        )?;
+        store.set_layer_for_snapshot(id, name, &info)?;
         let path = store.blob_path(&info.digest);
         layers.push((info, path));
         empty.push(false);
@@ -162,11 +121,8 @@ pub fn assemble(
     config.history = history_for(lowered, &empty, &created);
     let config_bytes = config.to_canonical_json();
     let config_digest = store.write_blob(&config_bytes)?;
-    let (manifest, manifest_digest, manifest_config_digest) = export::build_manifest(
-        &config_bytes,
-        &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
-        BTreeMap::new(),
-    );
+    let (manifest, manifest_digest, manifest_config_digest) =
+        build_manifest(&config_bytes, &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), BTreeMap::new());
     debug_assert_eq!(manifest_config_digest, config_digest);
     let stored = store.write_blob(&manifest)?;
     debug_assert_eq!(stored, manifest_digest);
@@ -200,43 +156,6 @@ fn history_for(lowered: &LoweredBuild, empty: &[bool], created: &str) -> Vec<His
         out.push(h);
     }
     out
-}
-
-/// `rbuild debug write-layer`: packs a directory as a layer and prints its
-/// descriptor and throughput (for `bench/compression.sh`).
-pub fn write_layer_command(args: &WriteLayerArgs) -> Result<i32> {
-    let compression = match args.compression.as_str() {
-        "gzip" => Compression::Gzip { level: args.level.unwrap_or(6).clamp(0, 9) as u32 },
-        "zstd" => Compression::Zstd { level: args.level.unwrap_or(3) },
-        "uncompressed" => Compression::Uncompressed,
-        other => bail!("unknown compression `{other}`"),
-    };
-    let opts = LayerOptions { compression, source_date_epoch: None, threads: args.threads.unwrap_or_else(threads) };
-    let started = Instant::now();
-    let info = match &args.output {
-        Some(path) => {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-            export::write_layer(&args.dir, &opts, &mut f)?
-        }
-        None => export::write_layer(&args.dir, &opts, &mut std::io::sink())?,
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
-            "digest": info.digest, "diff_id": info.diff_id, "size": info.size, "media_type": info.media_type,
-            "threads": opts.threads, "seconds": elapsed,
-        })
-    );
-    Ok(0)
-}
-
-/// Reads a stored image's manifest and config by manifest digest.
-pub fn stored_image(store: &Store, manifest_digest: &str) -> Result<(serde_json::Value, ImageConfig)> {
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(manifest_digest)?)?;
-    let config_digest = manifest["config"]["digest"].as_str().context("manifest without config")?;
-    let config: ImageConfig = serde_json::from_slice(&store.read_blob(config_digest)?)?;
-    Ok((manifest, config))
 }
 
 #[cfg(test)]

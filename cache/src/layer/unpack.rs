@@ -16,6 +16,13 @@
 //! mounts use `userxattr`, which ignores `trusted.` markers even as root.
 //! For the same reason `*.overlay.*` xattrs inside archives are dropped: a
 //! hostile layer must not be able to forge overlay metadata.
+//!
+//! [`extract`] is the same path for any tar: [`ExtractKind::Layer`] is a
+//! layer as above; [`ExtractKind::Archive`] is `ADD`'s local-archive
+//! extraction, where names are taken literally (a `.wh.` file is a file, a
+//! 0:0 character device is skipped like any device) and `security.*`
+//! attributes are dropped, but confinement, replacement and metadata are
+//! the same.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -49,6 +56,58 @@ impl Default for UnpackOptions {
     fn default() -> Self {
         UnpackOptions { chown: true }
     }
+}
+
+/// What kind of tar [`extract`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtractKind {
+    /// An OCI layer: whiteouts become overlay whiteouts.
+    Layer,
+    /// An archive `ADD` unpacks: every name is content.
+    Archive,
+}
+
+/// Whose owner extracted entries get.
+#[derive(Clone, Copy)]
+pub enum Owners<'a> {
+    /// The archive's owners; an owner `representable` refuses is an error
+    /// (it could not be stored, and silently changing it would be wrong).
+    Archive {
+        /// Whether an owner can be set in this user namespace.
+        representable: &'a dyn Fn(u32, u32) -> bool,
+    },
+    /// Every entry gets this owner (`ADD --chown`); an error if it cannot
+    /// be represented.
+    Force {
+        /// Owner uid.
+        uid: u32,
+        /// Owner gid.
+        gid: u32,
+        /// Whether an owner can be set in this user namespace.
+        representable: &'a dyn Fn(u32, u32) -> bool,
+    },
+    /// Entries stay owned by the caller; those owned by anyone but 0:0 are
+    /// counted in [`UnpackStats::ownership_not_applied`].
+    Caller,
+}
+
+impl std::fmt::Debug for Owners<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owners::Archive { .. } => f.write_str("Archive"),
+            Owners::Force { uid, gid, .. } => write!(f, "Force({uid}:{gid})"),
+            Owners::Caller => f.write_str("Caller"),
+        }
+    }
+}
+
+/// How to extract.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractOptions<'a> {
+    /// Layer or `ADD` archive.
+    pub kind: ExtractKind,
+    /// Whose owners entries get.
+    pub owners: Owners<'a>,
 }
 
 /// What an unpack did.
@@ -146,6 +205,19 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// The owner an entry needs cannot be represented in this user
+    /// namespace.
+    #[error(
+        "`{path}` is owned by {uid}:{gid}, which this user namespace cannot represent; map more ids (/etc/subuid, /etc/subgid) or use `--chown`"
+    )]
+    UnmappedOwner {
+        /// Entry.
+        path: String,
+        /// Owner uid.
+        uid: u32,
+        /// Owner gid.
+        gid: u32,
+    },
     /// Owner could not be applied (with `chown` on).
     #[error("cannot set owner of `{path}` to {uid}:{gid}; is the id mapped in this user namespace?")]
     Chown {
@@ -193,11 +265,21 @@ pub enum UnpackError {
 /// Unpacks a layer (gzip, zstd or plain tar, detected by magic bytes) into
 /// `dest`, which must exist.
 pub fn unpack_layer(reader: impl Read, dest: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
+    let stream = decompress(reader).map_err(UnpackError::Read)?;
+    let all = |_: u32, _: u32| true;
+    // With `chown` on, the kernel itself refuses an unmapped owner (a
+    // `Chown` error naming the id).
+    let owners = if opts.chown { Owners::Archive { representable: &all } } else { Owners::Caller };
+    extract(stream, dest, &ExtractOptions { kind: ExtractKind::Layer, owners })
+}
+
+/// Extracts the (decompressed) tar stream `reader` into `dest`, which must
+/// exist, entry by entry and confined to it (see the module doc).
+pub fn extract(reader: impl Read, dest: &Path, opts: &ExtractOptions<'_>) -> Result<UnpackStats, UnpackError> {
     let root = rustix::fs::open(dest, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| UnpackError::OpenDest { path: dest.to_path_buf(), source: e.into() })?;
-    let stream = decompress(reader).map_err(UnpackError::Read)?;
-    let mut archive = tar::Archive::new(stream);
-    let mut u = Unpacker { root, opts: opts.clone(), stats: UnpackStats::default(), dirs: BTreeMap::new() };
+    let mut archive = tar::Archive::new(reader);
+    let mut u = Unpacker { root, opts: *opts, stats: UnpackStats::default(), dirs: BTreeMap::new() };
     for entry in archive.entries().map_err(UnpackError::Read)? {
         let mut entry = entry.map_err(UnpackError::Read)?;
         u.entry(&mut entry)?;
@@ -243,9 +325,9 @@ struct Meta {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
-struct Unpacker {
+struct Unpacker<'a> {
     root: OwnedFd,
-    opts: UnpackOptions,
+    opts: ExtractOptions<'a>,
     stats: UnpackStats,
     /// Directory path components -> (mode, mtime), applied at the end so
     /// read-only directories can still receive their content and
@@ -290,7 +372,7 @@ fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
     Some(Timespec { tv_sec, tv_nsec })
 }
 
-impl Unpacker {
+impl Unpacker<'_> {
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions()
@@ -311,11 +393,12 @@ impl Unpacker {
             return Ok(());
         };
         let base_bytes = base.as_bytes();
+        let layer = self.opts.kind == ExtractKind::Layer;
 
-        if base_bytes == OPAQUE_MARKER.as_bytes() {
+        if layer && base_bytes == OPAQUE_MARKER.as_bytes() {
             return self.opaque(parent_comps, &name);
         }
-        if let Some(hidden) = base_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+        if layer && let Some(hidden) = base_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             if hidden.is_empty() || hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 // aufs metadata such as `.wh..wh.plnk`: not content.
                 self.stats.other_skipped += 1;
@@ -336,7 +419,7 @@ impl Unpacker {
             T::Char | T::Block => {
                 let major = entry.header().device_major().ok().flatten().unwrap_or(1);
                 let minor = entry.header().device_minor().ok().flatten().unwrap_or(1);
-                if kind == T::Char && major == 0 && minor == 0 {
+                if layer && kind == T::Char && major == 0 && minor == 0 {
                     // Already in overlay format.
                     self.make_whiteout(parent, base, &meta)
                 } else {
@@ -354,10 +437,18 @@ impl Unpacker {
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: String) -> Result<Meta, UnpackError> {
         let h = entry.header();
         let hdr = |source| UnpackError::Header { path: name.clone(), source };
-        let mode = h.mode().map_err(hdr)? & 0o7777;
-        let mut uid = h.uid().map_err(hdr)?;
-        let mut gid = h.gid().map_err(hdr)?;
-        let mut mtime = Timespec { tv_sec: h.mtime().map_err(hdr)? as i64, tv_nsec: 0 };
+        // Hand-made archives for ADD often leave numeric fields empty, which
+        // Go's archive/tar (and so BuildKit) reads as 0; a layer must be
+        // well-formed.
+        let lenient = self.opts.kind == ExtractKind::Archive;
+        let field = |v: io::Result<u64>, default: u64| match v {
+            Err(_) if lenient => Ok(default),
+            v => v.map_err(hdr),
+        };
+        let mode = field(h.mode().map(u64::from), 0o644)? as u32 & 0o7777;
+        let mut uid = field(h.uid(), 0)?;
+        let mut gid = field(h.gid(), 0)?;
+        let mut mtime = Timespec { tv_sec: field(h.mtime(), 0)? as i64, tv_nsec: 0 };
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(hdr)? {
             for ext in pax {
@@ -380,7 +471,11 @@ impl Unpacker {
         let id = |v: u64| {
             u32::try_from(v).map_err(|_| hdr(io::Error::new(io::ErrorKind::InvalidData, "owner id above 2^32")))
         };
-        Ok(Meta { uid: id(uid)?, gid: id(gid)?, name, mode, mtime, xattrs })
+        let (uid, gid) = match self.opts.owners {
+            Owners::Force { uid, gid, .. } => (uid, gid),
+            _ => (id(uid)?, id(gid)?),
+        };
+        Ok(Meta { uid, gid, name, mode, mtime, xattrs })
     }
 
     /// Opens (creating as needed, mode 0755) the directory `comps`,
@@ -401,14 +496,74 @@ impl Unpacker {
                         Err(e) => return Err(e.into()),
                     }
                     // A dangling symlink named `last` makes mkdir report
-                    // EEXIST while the open keeps failing: give up then.
-                    return rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), ResolveFlags::IN_ROOT)
-                        .map_err(Into::into);
+                    // EEXIST while the open keeps failing: a layer gives up
+                    // then; an archive creates the directories the link
+                    // points at (inside the root), as moby's untar does.
+                    return match rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), ResolveFlags::IN_ROOT) {
+                        Err(Errno::NOENT) if self.opts.kind == ExtractKind::Archive => self.create_through_links(comps),
+                        r => r.map_err(Into::into),
+                    };
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Errno::AGAIN.into())
+    }
+
+    /// Walks `comps` from the root one component at a time, following
+    /// symlinks by their targets read as paths inside the root and creating
+    /// missing directories (mode 0755). Only directories that were checked
+    /// to be real ones are ever entered, and the final open is still
+    /// `RESOLVE_IN_ROOT`, so nothing outside the root is reached.
+    fn create_through_links(&self, comps: &[OsString]) -> io::Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let open = |resolved: &[OsString]| {
+            let path = if resolved.is_empty() { PathBuf::from(".") } else { join(resolved) };
+            rustix::fs::openat2(&self.root, &path, flags, Mode::empty(), ResolveFlags::IN_ROOT)
+        };
+        let mut resolved: Vec<OsString> = Vec::new();
+        let mut todo: std::collections::VecDeque<OsString> = comps.iter().cloned().collect();
+        let mut links = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == ".." {
+                resolved.pop();
+                continue;
+            }
+            if c.is_empty() || c == "." {
+                continue;
+            }
+            let dir = open(&resolved)?;
+            match rustix::fs::statat(&dir, c.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => match rustix::fs::mkdirat(&dir, c.as_os_str(), Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => resolved.push(c),
+                    Err(e) => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+                Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => resolved.push(c),
+                    FileType::Symlink => {
+                        links += 1;
+                        if links > 40 {
+                            return Err(Errno::LOOP.into());
+                        }
+                        let target = rustix::fs::readlinkat(&dir, c.as_os_str(), Vec::new())?;
+                        let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                        if target.is_absolute() {
+                            resolved.clear();
+                        }
+                        for part in target.components().rev() {
+                            match part {
+                                Component::Normal(n) => todo.push_front(n.to_owned()),
+                                Component::ParentDir => todo.push_front("..".into()),
+                                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                            }
+                        }
+                    }
+                    _ => return Err(Errno::NOTDIR.into()),
+                },
+            }
+        }
+        open(&resolved).map_err(Into::into)
     }
 
     fn open_parent(&self, comps: &[OsString], name: &str) -> Result<OwnedFd, UnpackError> {
@@ -437,14 +592,21 @@ impl Unpacker {
         }
     }
 
-    fn owner(&mut self, m: &Meta) -> Option<(rustix::fs::Uid, rustix::fs::Gid)> {
-        if self.opts.chown {
-            Some((rustix::fs::Uid::from_raw(m.uid), rustix::fs::Gid::from_raw(m.gid)))
-        } else {
-            if m.uid != 0 || m.gid != 0 {
-                self.stats.ownership_not_applied += 1;
+    /// The owner to set on the entry, `None` to leave the caller's.
+    fn owner(&mut self, m: &Meta) -> Result<Option<(rustix::fs::Uid, rustix::fs::Gid)>, UnpackError> {
+        match self.opts.owners {
+            Owners::Archive { representable } | Owners::Force { representable, .. } => {
+                if !representable(m.uid, m.gid) {
+                    return Err(UnpackError::UnmappedOwner { path: m.name.clone(), uid: m.uid, gid: m.gid });
+                }
+                Ok(Some((rustix::fs::Uid::from_raw(m.uid), rustix::fs::Gid::from_raw(m.gid))))
             }
-            None
+            Owners::Caller => {
+                if m.uid != 0 || m.gid != 0 {
+                    self.stats.ownership_not_applied += 1;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -480,7 +642,7 @@ impl Unpacker {
         let n = io::copy(entry, &mut f).map_err(create)?;
         self.stats.bytes += n;
         self.xattrs_fd(f.as_fd(), m)?;
-        if let Some((u, g)) = self.owner(m) {
+        if let Some((u, g)) = self.owner(m)? {
             rustix::fs::fchown(&f, Some(u), Some(g)).map_err(|e| Self::chown_err(m, e))?;
         }
         // After chown, which clears set-id bits.
@@ -503,7 +665,7 @@ impl Unpacker {
         )
         .map_err(|e| UnpackError::Create { path: m.name.clone(), source: e.into() })?;
         self.xattrs_fd(fd.as_fd(), m)?;
-        if let Some((u, g)) = self.owner(m) {
+        if let Some((u, g)) = self.owner(m)? {
             rustix::fs::fchown(&fd, Some(u), Some(g)).map_err(|e| Self::chown_err(m, e))?;
         }
         self.dirs.insert(comps.to_vec(), (m.mode, m.mtime));
@@ -534,7 +696,7 @@ impl Unpacker {
             let via = format!("/proc/self/fd/{}/", parent.as_raw_fd());
             let mut p = OsString::from(via);
             p.push(base);
-            if skip_xattr(name)
+            if self.skip_xattr(name)
                 || rustix::fs::lsetxattr(Path::new(&p), name.as_str(), value, XattrFlags::empty()).is_err()
             {
                 self.stats.xattrs_skipped += 1;
@@ -601,7 +763,7 @@ impl Unpacker {
     /// Owner, then mode (unless a symlink), then times, by name without
     /// following a final symlink.
     fn finish_at(&mut self, parent: BorrowedFd<'_>, base: &OsStr, m: &Meta, chmod: bool) -> Result<(), UnpackError> {
-        if let Some((u, g)) = self.owner(m) {
+        if let Some((u, g)) = self.owner(m)? {
             rustix::fs::chownat(parent, base, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| Self::chown_err(m, e))?;
         }
@@ -617,12 +779,14 @@ impl Unpacker {
 
     fn xattrs_fd(&mut self, fd: BorrowedFd<'_>, m: &Meta) -> Result<(), UnpackError> {
         for (name, value) in &m.xattrs {
-            if skip_xattr(name) {
+            if self.skip_xattr(name) {
                 self.stats.xattrs_skipped += 1;
                 continue;
             }
             if let Err(e) = rustix::fs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty()) {
-                if name.starts_with("user.") {
+                // A layer's user attributes are content; an ADDed archive's
+                // are restored where the file system allows, as BuildKit.
+                if name.starts_with("user.") && self.opts.kind == ExtractKind::Layer {
                     return Err(UnpackError::Xattr { path: m.name.clone(), name: name.clone(), source: e.into() });
                 }
                 self.stats.xattrs_skipped += 1;
@@ -708,10 +872,15 @@ impl Unpacker {
     }
 }
 
-/// Xattrs never restored from an archive: overlay's own metadata (a layer
-/// must not forge opaque/redirect markers).
-fn skip_xattr(name: &str) -> bool {
-    name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.")
+impl Unpacker<'_> {
+    /// Xattrs never restored: overlay's own metadata (an archive must not
+    /// forge opaque/redirect markers), and for `ADD` `security.*` (file
+    /// capabilities and labels do not come from build inputs).
+    fn skip_xattr(&self, name: &str) -> bool {
+        name.starts_with("user.overlay.")
+            || name.starts_with("trusted.overlay.")
+            || (self.opts.kind == ExtractKind::Archive && name.starts_with("security."))
+    }
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
-use super::ExportError;
+use super::LayerWriteError;
 
 /// How to write a tree.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct TreeOptions {
+pub struct TreeOptions {
     /// Convert overlay whiteouts (char device 0:0, opaque xattr) to OCI
     /// `.wh.` entries. Off for a merged root filesystem, which has none.
     pub whiteouts: bool,
@@ -46,10 +46,10 @@ struct Entry {
 
 /// Writes `root`'s contents (not `root` itself) as a tar stream, including
 /// the two zero end blocks.
-pub(crate) fn write_tree(root: &Path, opts: TreeOptions, out: &mut dyn Write) -> Result<(), ExportError> {
+pub fn write_tree(root: &Path, opts: TreeOptions, out: &mut dyn Write) -> Result<(), LayerWriteError> {
     let mut w = Walker { opts, out, links: HashMap::new(), buf: vec![0; 256 * 1024] };
     w.walk_dir(root, &[])?;
-    w.out.write_all(&[0u8; 1024]).map_err(|source| ExportError::Write { source })
+    w.out.write_all(&[0u8; 1024]).map_err(|source| LayerWriteError::Write { source })
 }
 
 struct Walker<'a> {
@@ -79,8 +79,8 @@ impl Walker<'_> {
         t.max(0) as u64
     }
 
-    fn walk_dir(&mut self, dir: &Path, rel: &[u8]) -> Result<(), ExportError> {
-        let read_err = |source| ExportError::ReadDir { path: dir.to_path_buf(), source };
+    fn walk_dir(&mut self, dir: &Path, rel: &[u8]) -> Result<(), LayerWriteError> {
+        let read_err = |source| LayerWriteError::ReadDir { path: dir.to_path_buf(), source };
         let mut names: Vec<OsString> = Vec::new();
         for entry in fs::read_dir(dir).map_err(read_err)? {
             names.push(entry.map_err(read_err)?.file_name());
@@ -88,7 +88,8 @@ impl Walker<'_> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let abs = dir.join(&name);
-            let md = fs::symlink_metadata(&abs).map_err(|source| ExportError::Stat { path: abs.clone(), source })?;
+            let md =
+                fs::symlink_metadata(&abs).map_err(|source| LayerWriteError::Stat { path: abs.clone(), source })?;
             let ft = md.file_type();
             // Sockets cannot be represented in a layer (BuildKit skips them too).
             if ft.is_socket() {
@@ -160,7 +161,7 @@ impl Walker<'_> {
             }
             if ft.is_symlink() {
                 let target =
-                    fs::read_link(&abs).map_err(|source| ExportError::ReadLink { path: abs.clone(), source })?;
+                    fs::read_link(&abs).map_err(|source| LayerWriteError::ReadLink { path: abs.clone(), source })?;
                 e.kind = EntryType::Symlink;
                 e.link = Some(target.into_os_string().into_vec());
                 self.write_entry(&e, None)?;
@@ -179,8 +180,8 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn write_entry(&mut self, e: &Entry, data: Option<&Path>) -> Result<(), ExportError> {
-        let werr = |source| ExportError::Write { source };
+    fn write_entry(&mut self, e: &Entry, data: Option<&Path>) -> Result<(), LayerWriteError> {
+        let werr = |source| LayerWriteError::Write { source };
         let mut pax: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let split = split_ustar(&e.path);
         if split.is_none() {
@@ -259,8 +260,8 @@ impl Walker<'_> {
 
     /// Copies exactly `size` bytes of `path` to the output; a file that
     /// shrank or grew since `lstat` is an error, not a corrupt tar.
-    fn copy_file(&mut self, path: &Path, size: u64) -> Result<(), ExportError> {
-        let rerr = |source| ExportError::ReadFile { path: path.to_path_buf(), source };
+    fn copy_file(&mut self, path: &Path, size: u64) -> Result<(), LayerWriteError> {
+        let rerr = |source| LayerWriteError::ReadFile { path: path.to_path_buf(), source };
         let mut f = File::open(path).map_err(rerr)?;
         let mut left = size;
         while left > 0 {
@@ -271,13 +272,13 @@ impl Walker<'_> {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(rerr(err)),
             };
-            self.out.write_all(&self.buf[..n]).map_err(|source| ExportError::Write { source })?;
+            self.out.write_all(&self.buf[..n]).map_err(|source| LayerWriteError::Write { source })?;
             left -= n as u64;
         }
         let mut probe = [0u8; 1];
         let extra = f.read(&mut probe).map_err(rerr)?;
         if left > 0 || extra > 0 {
-            return Err(ExportError::FileChanged {
+            return Err(LayerWriteError::FileChanged {
                 path: path.to_path_buf(),
                 expected: size,
                 read: size - left + extra as u64,
@@ -287,9 +288,9 @@ impl Walker<'_> {
     }
 }
 
-fn pad(out: &mut dyn Write, len: u64) -> Result<(), ExportError> {
+fn pad(out: &mut dyn Write, len: u64) -> Result<(), LayerWriteError> {
     let rem = (512 - len % 512) % 512;
-    out.write_all(&[0u8; 512][..rem as usize]).map_err(|source| ExportError::Write { source })
+    out.write_all(&[0u8; 512][..rem as usize]).map_err(|source| LayerWriteError::Write { source })
 }
 
 fn set_name(h: &mut Header, prefix: &[u8], name: &[u8]) {
@@ -339,8 +340,8 @@ fn pax_body(records: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
 
 /// Reads extended attributes to record in the tar, and whether the overlay
 /// opaque marker is set.
-fn read_xattrs(path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, bool), ExportError> {
-    let xerr = |e: rustix::io::Errno| ExportError::ReadXattr { path: path.to_path_buf(), source: e.into() };
+fn read_xattrs(path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, bool), LayerWriteError> {
+    let xerr = |e: rustix::io::Errno| LayerWriteError::ReadXattr { path: path.to_path_buf(), source: e.into() };
     let mut out = BTreeMap::new();
     let mut opaque = false;
     let size = match rustix::fs::llistxattr_query(path) {
@@ -370,7 +371,7 @@ fn read_xattrs(path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, bool), ExportE
         match overlay {
             Some("opaque") => opaque |= value == b"y",
             Some("redirect") | Some("metacopy") => {
-                return Err(ExportError::UnsupportedOverlayXattr { path: path.to_path_buf(), name });
+                return Err(LayerWriteError::UnsupportedOverlayXattr { path: path.to_path_buf(), name });
             }
             // origin, impure, nlink, upper, uuid...: overlay bookkeeping.
             Some(_) => {}

@@ -8,9 +8,10 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use crate::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
 use sha2::{Digest as _, Sha256};
 
-use super::ExportError;
+use super::LayerWriteError;
 use super::pgzip::ParGzip;
 use super::walk::{TreeOptions, write_tree};
 
@@ -35,9 +36,9 @@ impl Compression {
     /// The OCI media type of a layer with this compression.
     pub fn media_type(&self) -> &'static str {
         match self {
-            Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::Uncompressed => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip { .. } => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd { .. } => MEDIA_TYPE_LAYER_ZSTD,
+            Compression::Uncompressed => MEDIA_TYPE_LAYER_TAR,
         }
     }
 }
@@ -51,19 +52,6 @@ pub struct LayerOptions {
     pub source_date_epoch: Option<i64>,
     /// Compression threads (0 is treated as 1).
     pub threads: usize,
-}
-
-/// What a written layer is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerInfo {
-    /// `sha256:<hex>` of the blob as written (compressed).
-    pub digest: String,
-    /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
-    /// Blob size in bytes.
-    pub size: u64,
-    /// OCI media type of the blob.
-    pub media_type: String,
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -100,10 +88,14 @@ impl<W: Write> Write for Tee<W> {
 ///
 /// Entries are in a deterministic order with overlay whiteouts converted to
 /// OCI ones, so the same directory always gives the same digest.
-pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) -> Result<LayerInfo, ExportError> {
+pub fn write_layer(
+    diff_dir: &Path,
+    opts: &LayerOptions,
+    out: &mut dyn Write,
+) -> Result<LayerDescriptor, LayerWriteError> {
     let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
     let threads = opts.threads.max(1);
-    let werr = |source| ExportError::Write { source };
+    let werr = |source| LayerWriteError::Write { source };
     let mut blob = Tee::new(out);
     let diff_id = match opts.compression {
         Compression::Uncompressed => {
@@ -112,7 +104,7 @@ pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) ->
         }
         Compression::Gzip { level } => {
             let gz = ParGzip::new(&mut blob, level, threads)
-                .map_err(|source| ExportError::ThreadPool { threads, source })?;
+                .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
             let mut tar = Tee::new(gz);
             write_tree(diff_dir, tree, &mut tar)?;
             let (diff_id, _, gz) = tar.digest();
@@ -133,7 +125,7 @@ pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) ->
     };
     blob.flush().map_err(werr)?;
     let (digest, size, _) = blob.digest();
-    Ok(LayerInfo {
+    Ok(LayerDescriptor {
         diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,
         size,
@@ -142,7 +134,7 @@ pub fn write_layer(diff_dir: &Path, opts: &LayerOptions, out: &mut dyn Write) ->
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::fs;
@@ -150,7 +142,7 @@ pub(crate) mod tests {
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     /// A snapshot dir with every kind of entry; returns its path.
-    pub(crate) fn make_snapshot(root: &Path) {
+    fn make_snapshot(root: &Path) {
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::write(root.join("etc/hello.txt"), b"hello world\n").unwrap();
         fs::hard_link(root.join("etc/hello.txt"), root.join("etc/hello-link")).unwrap();
@@ -176,7 +168,7 @@ pub(crate) mod tests {
 
     /// (path, type, size, link, uid, gid, mode, xattrs) for each entry.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn list_tar(
+    fn list_tar(
         tar_bytes: &[u8],
     ) -> Vec<(String, tar::EntryType, u64, Option<String>, u64, u64, u32, BTreeMap<String, Vec<u8>>)> {
         let mut ar = tar::Archive::new(tar_bytes);
@@ -212,7 +204,7 @@ pub(crate) mod tests {
         v
     }
 
-    fn layer(dir: &Path, compression: Compression, threads: usize, epoch: Option<i64>) -> (LayerInfo, Vec<u8>) {
+    fn layer(dir: &Path, compression: Compression, threads: usize, epoch: Option<i64>) -> (LayerDescriptor, Vec<u8>) {
         let mut out = Vec::new();
         let info =
             write_layer(dir, &LayerOptions { compression, source_date_epoch: epoch, threads }, &mut out).unwrap();
@@ -316,40 +308,5 @@ pub(crate) mod tests {
         // Twice the same: same digest.
         let (again, _) = layer(tmp.path(), Compression::Gzip { level: 6 }, 2, Some(0));
         assert_eq!(again.digest, layer(tmp.path(), Compression::Gzip { level: 6 }, 1, Some(0)).0.digest);
-    }
-}
-
-/// Throughput measurement driven by `bench/compression.sh` until the binary
-/// has `rbuild debug write-layer`: run with `RBUILD_BENCH_DIR=<dir> cargo
-/// test --release -p rbuild bench_write_layer -- --ignored --nocapture`.
-#[cfg(test)]
-mod bench {
-    use super::*;
-
-    #[test]
-    #[ignore = "benchmark; needs RBUILD_BENCH_DIR and a release build"]
-    fn bench_write_layer() {
-        let dir = std::env::var_os("RBUILD_BENCH_DIR").expect("set RBUILD_BENCH_DIR to a directory to archive");
-        let dir = Path::new(&dir);
-        let cases = [
-            ("gzip", Compression::Gzip { level: 6 }),
-            ("zstd", Compression::Zstd { level: 3 }),
-            ("none", Compression::Uncompressed),
-        ];
-        for (name, compression) in cases {
-            let mut digests = Vec::new();
-            for threads in [1, 2] {
-                let opts = LayerOptions { compression, source_date_epoch: None, threads };
-                let start = std::time::Instant::now();
-                let info = write_layer(dir, &opts, &mut io::sink()).unwrap();
-                let secs = start.elapsed().as_secs_f64();
-                println!(
-                    "{{\"compression\":\"{name}\",\"threads\":{threads},\"elapsed_s\":{secs:.3},\"size\":{},\"digest\":\"{}\",\"diff_id\":\"{}\"}}",
-                    info.size, info.digest, info.diff_id
-                );
-                digests.push(info.digest);
-            }
-            assert_eq!(digests[0], digests[1], "{name}: digest depends on thread count");
-        }
     }
 }

@@ -27,11 +27,37 @@ pub enum PatternError {
         /// The pattern as cleaned.
         pattern: String,
         /// What is wrong with it.
-        reason: String,
+        reason: Syntax,
     },
     /// A line that is only `!`.
     #[error("illegal exclusion pattern: `!`")]
     IllegalExclusion,
+}
+
+/// What is wrong in a malformed pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Syntax {
+    /// `[` without `]`.
+    #[error("unterminated `[`")]
+    UnterminatedClass,
+    /// `-` or `]` where a class member belongs.
+    #[error("unescaped `{0}` in character class")]
+    UnescapedInClass(char),
+    /// A `\` at the end.
+    #[error("trailing `\\`")]
+    TrailingBackslash,
+    /// A Go-regex escape we do not interpret.
+    #[error("unsupported escape `\\{0}`")]
+    UnsupportedEscape(char),
+    /// A range whose end is below its start.
+    #[error("invalid character class range `{0}-{1}`")]
+    BadRange(char, char),
+    /// `[:name:]` with a name POSIX does not define.
+    #[error("invalid character class `[:{0}:]`")]
+    UnknownPosixClass(String),
+    /// A class escape (`\d`...) as a range end.
+    #[error("class escape `\\{0}` cannot be a range end")]
+    ClassEscapeRangeEnd(char),
 }
 
 /// `ignorefile.ReadAll`: the patterns of a `.dockerignore` file, in order.
@@ -74,7 +100,7 @@ pub fn parse_dockerignore(text: &str) -> Vec<String> {
 
 /// A compiled list of patterns: later patterns override earlier ones and
 /// `!` patterns re-include.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PatternMatcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
@@ -137,6 +163,19 @@ impl PatternMatcher {
         matched
     }
 
+    /// For a walker (a `.dockerignore`d context, COPY `--exclude`): should
+    /// the entry at `path` be skipped? An excluded directory is still walked
+    /// when a `!` pattern may re-include something inside it (as fsutil
+    /// does); its excluded entries are then skipped one by one.
+    pub fn excludes_entry(&self, path: &str, is_dir: bool) -> bool {
+        self.matches(path) && !(is_dir && self.exclusions && self.dir_may_contain_included(path))
+    }
+
+    /// No patterns at all: nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
     /// True if any pattern is an exclusion (`!`) — callers must then walk
     /// into excluded directories.
     pub fn has_exclusions(&self) -> bool {
@@ -180,7 +219,7 @@ impl Pattern {
             }
             p.remove(0);
         }
-        let bad = |reason: String| PatternError::BadPattern { pattern: p.clone(), reason };
+        let bad = |reason: Syntax| PatternError::BadPattern { pattern: p.clone(), reason };
         validate_glob(&p).map_err(bad)?;
         let kind = compile(&p).map_err(bad)?;
         Ok(Self { cleaned: p, exclusion, kind })
@@ -322,27 +361,27 @@ fn parent_prefixes(parent: &str) -> impl Iterator<Item = &str> {
 /// The syntax check of Go's `filepath.Match` (Unix): `\` must escape
 /// something, and `[...]` must be a non-empty list of characters or ranges
 /// where `-` and `]` must be escaped.
-fn validate_glob(p: &str) -> Result<(), String> {
+fn validate_glob(p: &str) -> Result<(), Syntax> {
     let chars: Vec<char> = p.chars().collect();
     let n = chars.len();
     let mut i = 0;
     // One class character (`getEsc`): must exist, may be escaped, and must
     // be followed by more of the class.
-    let class_char = |i: &mut usize| -> Result<(), String> {
+    let class_char = |i: &mut usize| -> Result<(), Syntax> {
         match chars.get(*i) {
-            None => return Err("unterminated `[`".into()),
-            Some('-' | ']') => return Err(format!("unescaped `{}` in character class", chars[*i])),
+            None => return Err(Syntax::UnterminatedClass),
+            Some('-' | ']') => return Err(Syntax::UnescapedInClass(chars[*i])),
             Some('\\') => {
                 *i += 1;
                 if *i >= n {
-                    return Err("trailing `\\`".into());
+                    return Err(Syntax::TrailingBackslash);
                 }
             }
             Some(_) => {}
         }
         *i += 1;
         if *i >= n {
-            return Err("unterminated `[`".into());
+            return Err(Syntax::UnterminatedClass);
         }
         Ok(())
     };
@@ -369,7 +408,7 @@ fn validate_glob(p: &str) -> Result<(), String> {
             }
             '\\' => {
                 if i + 1 >= n {
-                    return Err("trailing `\\`".into());
+                    return Err(Syntax::TrailingBackslash);
                 }
                 i += 2;
             }
@@ -381,7 +420,7 @@ fn validate_glob(p: &str) -> Result<(), String> {
 
 /// moby's `Pattern.compile`: classify the pattern and, when it needs one,
 /// build the matcher equivalent to moby's regex.
-fn compile(p: &str) -> Result<Kind, String> {
+fn compile(p: &str) -> Result<Kind, Syntax> {
     #[derive(PartialEq)]
     enum Detected {
         Exact,
@@ -436,7 +475,7 @@ fn compile(p: &str) -> Result<Kind, String> {
             '\\' => {
                 // A trailing `\` is rejected by `validate_glob`.
                 let Some(&c) = chars.get(i) else {
-                    return Err("trailing `\\`".into());
+                    return Err(Syntax::TrailingBackslash);
                 };
                 i += 1;
                 prog.push(Inst::Char(escape(c)?));
@@ -469,7 +508,7 @@ fn compile(p: &str) -> Result<Kind, String> {
 }
 
 /// What `\c` means in moby's generated regex (Go `regexp` syntax).
-fn escape(c: char) -> Result<Pred, String> {
+fn escape(c: char) -> Result<Pred, Syntax> {
     Ok(match c {
         'a' => Pred::Lit('\x07'),
         'f' => Pred::Lit('\x0c'),
@@ -481,7 +520,7 @@ fn escape(c: char) -> Result<Pred, String> {
             Pred::Class(Box::new(Class { negated: false, items: vec![perl_class(c)] }))
         }
         c if c.is_ascii() && !c.is_ascii_alphanumeric() => Pred::Lit(c),
-        c => return Err(format!("unsupported escape `\\{c}`")),
+        c => return Err(Syntax::UnsupportedEscape(c)),
     })
 }
 
@@ -520,7 +559,7 @@ fn posix_class(name: &str) -> Option<fn(char) -> bool> {
 /// A bracket expression with Go `regexp` semantics (what moby's regex
 /// does with it): `^` negates, ranges, `\` escapes, `[:alpha:]` classes,
 /// `\d`-style classes; a negated class also matches `/`.
-fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
+fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), Syntax> {
     let mut class = Class { negated: false, items: Vec::new() };
     if chars.get(i) == Some(&'^') {
         class.negated = true;
@@ -529,7 +568,7 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
     let mut first = true;
     loop {
         let Some(&c) = chars.get(i) else {
-            return Err("unterminated `[`".into());
+            return Err(Syntax::UnterminatedClass);
         };
         if c == ']' && !first {
             return Ok((class, i + 1));
@@ -543,7 +582,7 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
                     Some(n) => (true, n),
                     None => (false, name),
                 };
-                let set = posix_class(name).ok_or_else(|| format!("invalid character class `[:{name}:]`"))?;
+                let set = posix_class(name).ok_or_else(|| Syntax::UnknownPosixClass(name.to_string()))?;
                 class.items.push(ClassItem::Set { set, negated });
                 i += 2 + rest[..end].chars().count() + 2;
                 continue;
@@ -562,21 +601,21 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Class, usize), String> {
             hi = h;
             i = next;
             if hi < lo {
-                return Err(format!("invalid character class range `{lo}-{hi}`"));
+                return Err(Syntax::BadRange(lo, hi));
             }
         }
         class.items.push(ClassItem::Range(lo, hi));
     }
 }
 
-fn class_char(chars: &[char], i: usize) -> Result<(char, usize), String> {
+fn class_char(chars: &[char], i: usize) -> Result<(char, usize), Syntax> {
     match chars.get(i) {
-        None => Err("unterminated `[`".into()),
+        None => Err(Syntax::UnterminatedClass),
         Some('\\') => match chars.get(i + 1) {
-            None => Err("trailing `\\`".into()),
+            None => Err(Syntax::TrailingBackslash),
             Some(&c) => match escape(c)? {
                 Pred::Lit(l) => Ok((l, i + 2)),
-                _ => Err(format!("class escape `\\{c}` cannot be a range end")),
+                _ => Err(Syntax::ClassEscapeRangeEnd(c)),
             },
         },
         Some(&c) => Ok((c, i + 1)),
@@ -910,5 +949,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn walkers_skip_excluded_entries_but_enter_dirs_with_reinclusions() {
+        let m = PatternMatcher::new(&["*.txt".into(), "**/tmp".into(), "build".into(), "!build/keep".into()]).unwrap();
+        assert!(m.excludes_entry("a.txt", false));
+        assert!(!m.excludes_entry("sub/a.txt", false));
+        assert!(m.excludes_entry("x/y/tmp/z", false));
+        assert!(m.excludes_entry("tmp", true));
+        assert!(!m.excludes_entry("build", true), "dir with a re-included child is walked");
+        assert!(m.excludes_entry("build/other", false));
+        assert!(!m.excludes_entry("build/keep", false));
+        assert!(!m.excludes_entry("src/main.rs", false));
+        assert!(PatternMatcher::new(&["[".into()]).is_err());
+        assert!(PatternMatcher::default().is_empty() && !PatternMatcher::default().excludes_entry("a", false));
     }
 }

@@ -129,8 +129,10 @@ pub struct ImageConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author: String,
     /// GOARCH.
+    #[serde(default)]
     pub architecture: String,
     /// GOOS.
+    #[serde(default)]
     pub os: String,
     /// Architecture variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -448,7 +448,7 @@ fn whiteouts_work_in_a_user_namespace() {
     let out = Command::new("unshare")
         .args(["--user", "--map-root-user", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(["unpack::tests::userns_child_unpacks_whiteouts", "--exact", "--ignored", "--nocapture"])
+        .args(["layer::unpack::tests::userns_child_unpacks_whiteouts", "--exact", "--ignored", "--nocapture"])
         .env("RBUILD_UNPACK_DEST", &f.dest)
         .output()
         .unwrap();
@@ -460,4 +460,81 @@ fn whiteouts_work_in_a_user_namespace() {
     );
     assert!(is_overlay_whiteout(&fs::symlink_metadata(f.dest.join("d/gone")).unwrap()));
     assert!(is_opaque_dir(&f.dest.join("d")));
+}
+
+fn extract_archive(f: &Fixture, tar: &[u8], owners: Owners<'_>) -> Result<UnpackStats, UnpackError> {
+    extract(tar, &f.dest, &ExtractOptions { kind: ExtractKind::Archive, owners })
+}
+
+#[test]
+fn archives_take_whiteout_names_literally() {
+    // An ADDed archive written straight into a snapshot must not be able to
+    // delete lower-layer files or hide directories.
+    let f = fixture();
+    let all = |_: u32, _: u32| true;
+    let mut tb = Tb::new();
+    tb.dir("etc/", 0o755)
+        .file("etc/.wh.passwd", b"w")
+        .file("etc/.wh..wh..opq", b"o")
+        .dev("etc/shadow", EntryType::Char, 0, 0)
+        .pax(&[("SCHILY.xattr.user.overlay.opaque", b"y"), ("SCHILY.xattr.security.capability", b"\x01")])
+        .dir("opq/", 0o755);
+    let s = extract_archive(&f, &tb.bytes(), Owners::Archive { representable: &all }).unwrap();
+    assert_eq!((s.whiteouts, s.opaque_dirs), (0, 0));
+    assert_eq!(fs::read(f.dest.join("etc/.wh.passwd")).unwrap(), b"w");
+    assert_eq!(fs::read(f.dest.join("etc/.wh..wh..opq")).unwrap(), b"o");
+    assert!(fs::symlink_metadata(f.dest.join("etc/shadow")).is_err(), "0:0 device skipped, not a whiteout");
+    assert_eq!(s.devices_skipped, 1);
+    assert!(!is_opaque_dir(&f.dest.join("etc")) && !is_opaque_dir(&f.dest.join("opq")), "no forged opaque marker");
+    let mut buf = [0u8; 8];
+    assert!(rustix::fs::lgetxattr(f.dest.join("opq"), "security.capability", &mut buf).is_err());
+    assert_eq!(s.xattrs_skipped, 2);
+    // The same bytes as a layer are whiteouts.
+    let g = fixture();
+    let mut tb = Tb::new();
+    tb.dir("etc/", 0o755).file("etc/.wh.passwd", b"");
+    assert_eq!(g.unpack(&tb.bytes()).unwrap().whiteouts, 1);
+}
+
+#[test]
+fn archive_owners_are_kept_forced_or_refused() {
+    let f = fixture();
+    let all = |_: u32, _: u32| true;
+    let only_root = |u: u32, g: u32| u == 0 && g == 0;
+    let mut tb = Tb::new();
+    tb.owned("a", b"a", 0o640, 1000, 1001);
+    let tar = tb.bytes();
+    match extract_archive(&f, &tar, Owners::Archive { representable: &only_root }) {
+        Err(UnpackError::UnmappedOwner { path, uid: 1000, gid: 1001 }) => assert_eq!(path, "a"),
+        other => panic!("expected UnmappedOwner, got {other:?}"),
+    }
+    extract_archive(&f, &tar, Owners::Force { uid: 0, gid: 0, representable: &only_root }).unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    assert_eq!(
+        (fs::metadata(f.dest.join("a")).unwrap().uid(), fs::metadata(f.dest.join("a")).unwrap().mode() & 0o7777),
+        (me, 0o640)
+    );
+    if me == 0 {
+        extract_archive(&f, &tar, Owners::Archive { representable: &all }).unwrap();
+        let m = fs::metadata(f.dest.join("a")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1000, 1001));
+    }
+}
+
+#[test]
+fn archives_stay_inside_dest() {
+    let f = fixture();
+    let all = |_: u32, _: u32| true;
+    let outside = f.outside.to_str().unwrap().to_string();
+    let mut tb = Tb::new();
+    tb.file("../../escape", b"x").link("esc", EntryType::Symlink, &outside).file("esc/through", b"x").link(
+        "hl",
+        EntryType::Link,
+        "../outside/secret",
+    );
+    let res = extract_archive(&f, &tb.bytes(), Owners::Archive { representable: &all });
+    assert!(matches!(res, Err(UnpackError::Hardlink { .. })), "{res:?}");
+    f.assert_outside_untouched();
+    assert!(f.dest.join("escape").is_file());
+    assert!(f.dest.join(outside.trim_start_matches('/')).join("through").is_file());
 }
