@@ -111,6 +111,10 @@ pub fn load(args: &BuildArgs) -> Result<FrontendInput> {
         dockerignore: dockerignore.clone(),
         named_contexts,
         file_name: dockerfile_path.display().to_string(),
+        default_network: args.network,
+        entitlements: None,
+        ulimits: args.ulimit.clone(),
+        shm_size: args.shm_size.unwrap_or(0),
     };
     Ok(FrontendInput {
         dockerfile_name: dockerfile_path.display().to_string(),

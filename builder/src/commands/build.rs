@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use rbuild_frontend::dockerignore::PatternMatcher;
 use rbuild_frontend::lower;
-use rbuild_solver::sandbox::IdMapping;
-use rbuild_solver::solve::{self, ContextDir, Secret, SolveOptions};
+use rbuild_solver::graph::{NetworkMode, Op};
+use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
+use rbuild_solver::solve::{self, ContextDir, RunLimits, Secret, SolveOptions};
 
 use super::image::{self, BuiltImage};
 use super::output;
@@ -33,6 +34,9 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         return super::call::run(call, &input);
     }
     reject_unavailable(&args)?;
+    if args.network == NetworkMode::Host && !args.entitlements().network_host {
+        bail!("`--network=host` needs the `network.host` entitlement: pass `--allow network.host` as well");
+    }
     let outputs = output::parse_outputs(&args)?;
     let mode = Mode::parse(&args.progress, args.quiet)?;
     let printer = Printer::new(mode);
@@ -47,14 +51,25 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let epoch = source_date_epoch()?;
     let compression = image::compression_from_outputs(&outputs)?;
 
+    let mut solve_opts = solve_opts;
     let mut images: Vec<BuiltImage> = Vec::new();
+    let mut cgroups_checked = false;
     for platform in &input.platforms {
         let mut lower_opts = input.lower.clone();
         lower_opts.target_platform = platform.clone();
+        lower_opts.entitlements = Some(args.entitlements());
         let lowered =
             lower::parse_and_lower(&input.dockerfile, &lower_opts, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
         for unused in &lowered.unused_build_args {
             printer.message(&format!("warning: build arg `{unused}` was not consumed by any ARG"));
+        }
+        if !cgroups_checked && lowered.definition.vertices.iter().any(|v| matches!(v.op, Op::Exec(_))) {
+            cgroups_checked = true;
+            match CgroupRoot::create(args.cgroup_parent.as_deref()) {
+                Ok(root) => solve_opts.limits.cgroups = Some(Arc::new(root)),
+                // Said once per build; RUN steps still get their rlimits.
+                Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
+            }
         }
         let solved = solve::solve(&lowered.definition, &store, &sources, &solve_opts, &printer)?;
         printer.message(&format!("exporting layers for {platform}"));
@@ -122,6 +137,8 @@ fn solve_options(args: &BuildArgs, input: &FrontendInput, mapping: &IdMapping) -
         secrets,
         ssh,
         can_chown: Arc::new(move |u, g| mapping.can_chown(u, g)),
+        entitlements: args.entitlements(),
+        limits: RunLimits { cgroups: None },
     })
 }
 

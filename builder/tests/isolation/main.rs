@@ -5,5 +5,6 @@
 //!
 //! One module per area of confinement.
 
+mod network;
 #[path = "../util/mod.rs"]
 mod util;

@@ -19,8 +19,10 @@ mod stage;
 
 use std::collections::{BTreeMap, HashMap};
 
-use rbuild_solver::graph::{Definition, Digest, Op, Platform, SourceOp, VertexMeta};
+use rbuild_solver::graph::{Definition, Digest, NetworkMode, Op, Platform, SourceOp, VertexMeta};
 use rbuild_solver::image_config::{History, ImageConfig};
+use rbuild_solver::sandbox::Rlimit;
+use rbuild_solver::solve::Entitlements;
 
 use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{self, CommandLine};
@@ -80,6 +82,18 @@ pub struct LowerOptions {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// Dockerfile path as the user named it (for diagnostics).
     pub file_name: String,
+    /// Network of `RUN`s without `--network` (or with `--network=default`):
+    /// the build's `--network`, which BuildKit's frontend stores in each
+    /// exec op (`force-network-mode`), so it is part of their cache keys.
+    pub default_network: NetworkMode,
+    /// Granted entitlements (`--allow`): a `RUN` needing another one is an
+    /// error at its line. `None` does not check (graph dumps, golden tests);
+    /// the solver checks again before running anything.
+    pub entitlements: Option<Entitlements>,
+    /// `--ulimit`s of every `RUN` (stored in each exec op, as BuildKit does).
+    pub ulimits: Vec<Rlimit>,
+    /// `--shm-size` of every `RUN` in bytes; 0 is the default.
+    pub shm_size: u64,
 }
 
 impl Default for LowerOptions {
@@ -95,6 +109,10 @@ impl Default for LowerOptions {
             dockerignore: Vec::new(),
             named_contexts: BTreeMap::new(),
             file_name: "Dockerfile".into(),
+            default_network: NetworkMode::Default,
+            entitlements: None,
+            ulimits: Vec::new(),
+            shm_size: 0,
         }
     }
 }

@@ -29,8 +29,11 @@
 //! allowed to contain `unsafe`.
 #![allow(unsafe_code)]
 
+pub mod cgroup;
 mod copyfs;
 mod init;
+pub mod limits;
+pub mod network;
 mod overlay;
 mod passwd;
 mod process;
@@ -42,6 +45,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use cgroup::{CgroupRoot, StepCgroup};
+pub use limits::Rlimit;
+pub use network::PrivateNetwork;
 pub use overlay::{MountGuard, mount_overlay};
 pub use process::{SandboxChild, spawn};
 pub use user_ns::{IdMapping, init_process};
@@ -49,13 +55,21 @@ pub use user_ns::{IdMapping, init_process};
 /// Default `PATH` given to a `RUN` whose environment has none (same as BuildKit's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Docker's `/dev/shm` size (64 MiB), used when `--shm-size` is not given.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 /// Network namespace choice of a `RUN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// Share the host's (the rbuild process's) network namespace.
     Host,
     /// A fresh network namespace containing only `lo`, brought up.
     None,
+    /// Join the build's private network ([`PrivateNetwork::netns`]).
+    Private {
+        /// The namespace file.
+        netns: PathBuf,
+    },
 }
 
 /// Confinement of a `RUN` (`RUN --security=...`).
@@ -134,6 +148,15 @@ pub struct RunSpec {
     pub hosts: String,
     /// Contents of `/etc/resolv.conf` (bind-mounted; never written to the upper dir).
     pub resolv_conf: String,
+    /// rlimits set before the command runs (`--ulimit`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// Size of the `/dev/shm` tmpfs in bytes (`--shm-size`); 0 means [`DEFAULT_SHM_SIZE`].
+    #[serde(default)]
+    pub shm_size: u64,
+    /// cgroup (v2) directory the sandbox joins before pid 1 starts ([`StepCgroup::path`]).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Failures of the sandbox, one variant per failing step.
@@ -256,6 +279,33 @@ pub enum SandboxError {
         step: &'static str,
         /// The directory concerned.
         path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Joining the build's private network namespace failed.
+    #[error("cannot join the build's network namespace `{}`", path.display())]
+    JoinNetwork {
+        /// The namespace file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting an rlimit failed.
+    #[error("cannot set ulimit `{limit}`")]
+    Rlimit {
+        /// The limit.
+        limit: Rlimit,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Joining the step's cgroup failed.
+    #[error("cannot join cgroup `{}`", path.display())]
+    Cgroup {
+        /// The cgroup directory.
+        path: PathBuf,
         /// Cause.
         #[source]
         source: std::io::Error,

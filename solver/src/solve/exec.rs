@@ -145,6 +145,20 @@ pub(crate) fn run(
         extra.push(ExtraMount { target: mount.target.clone(), source });
     }
 
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (network, resolv_conf) = match exec.network {
+        NetworkMode::None => (sandbox::Network::None, host_resolv),
+        NetworkMode::Host => (sandbox::Network::Host, host_resolv),
+        NetworkMode::Default => {
+            let net = shared.network.get(store.root()).map_err(|e| step_error(vertex, error_chain(&*e)))?;
+            let resolv = net.resolv_conf(&host_resolv);
+            (sandbox::Network::Private { netns: net.netns().to_path_buf() }, resolv)
+        }
+    };
+    let cgroup = match &shared.opts.limits.cgroups {
+        Some(root) => Some(root.step().map_err(|e| step_error(vertex, error_chain(&e)))?),
+        None => None,
+    };
     let spec = RunSpec {
         lowerdirs,
         upperdir: draft.diff_dir(),
@@ -154,17 +168,17 @@ pub(crate) fn run(
         cwd: exec.cwd.clone(),
         user: exec.user.clone(),
         hostname: "buildkitsandbox".into(),
-        network: match exec.network {
-            NetworkMode::None => sandbox::Network::None,
-            NetworkMode::Default | NetworkMode::Host => sandbox::Network::Host,
-        },
+        network,
         security: match exec.security {
             SecurityMode::Sandbox => sandbox::Security::Sandbox,
             SecurityMode::Insecure => sandbox::Security::Insecure,
         },
         mounts: extra,
         hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        resolv_conf,
+        rlimits: exec.ulimits.clone(),
+        shm_size: exec.shm_size,
+        cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
     };
     let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e.to_string()))?;
     shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
@@ -172,6 +186,11 @@ pub(crate) fn run(
         child.kill();
     }
     let tail = Mutex::new(VecDeque::with_capacity(TAIL_LINES));
+    if shared.is_cancelled()
+        && let Some(cg) = &cgroup
+    {
+        cg.kill();
+    }
     let status = std::thread::scope(|scope| {
         for (stream, pipe) in [(1u8, child.take_stdout()), (2u8, child.take_stderr())] {
             let Some(pipe) = pipe else { continue };
@@ -194,6 +213,8 @@ pub(crate) fn run(
         child.wait()
     });
     shared.running.lock().expect("running map").remove(&vertex.digest);
+    // Kills whatever the command left behind, then removes the cgroup.
+    drop(cgroup);
     drop(views);
     drop(scratch_dirs);
     drop(cache_locks);
@@ -214,6 +235,18 @@ pub(crate) fn run(
     chain.push(id);
     layers.push(None);
     Ok(VertexResult::Snapshots { chain, layers })
+}
+
+/// An error with its causes, on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }
 
 /// `base/selector`, never leaving `base` (`..` clamps at the root).

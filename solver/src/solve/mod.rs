@@ -11,6 +11,7 @@
 mod cachekey;
 mod exec;
 mod file;
+mod network;
 mod scratch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +95,42 @@ pub struct SolveOptions {
     pub ssh: BTreeMap<String, PathBuf>,
     /// Whether an owner can be represented in this user namespace.
     pub can_chown: Arc<dyn Fn(u32, u32) -> bool + Send + Sync>,
+    /// Privileges `RUN` steps may ask for (`--allow`).
+    pub entitlements: Entitlements,
+    /// Resource limits of every `RUN`.
+    pub limits: RunLimits,
+}
+
+/// Privileges a build may grant (`--allow`, BuildKit's entitlements). A
+/// graph asking for one that is not granted is refused before anything runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `network.host`: `RUN --network=host`.
+    pub network_host: bool,
+    /// `security.insecure`: `RUN --security=insecure`.
+    pub security_insecure: bool,
+}
+
+impl Entitlements {
+    /// The entitlement `exec` needs and this set lacks, by BuildKit's name.
+    pub fn missing_for(&self, exec: &crate::graph::ExecOp) -> Option<&'static str> {
+        use crate::graph::{NetworkMode, SecurityMode};
+        if exec.network == NetworkMode::Host && !self.network_host {
+            return Some("network.host");
+        }
+        if exec.security == SecurityMode::Insecure && !self.security_insecure {
+            return Some("security.insecure");
+        }
+        None
+    }
+}
+
+/// Host-side limits of every `RUN` of a solve (those that are part of a
+/// step's identity, `--ulimit` and `--shm-size`, live in its exec op).
+#[derive(Clone, Debug, Default)]
+pub struct RunLimits {
+    /// Where each `RUN` gets its own cgroup (`None`: no usable cgroup v2).
+    pub cgroups: Option<Arc<crate::sandbox::CgroupRoot>>,
 }
 
 /// Progress of a build, for the UI.
@@ -161,6 +198,16 @@ pub enum SolveError {
     /// The graph refers to a vertex it does not contain.
     #[error("invalid graph: vertex {0} has an unknown input")]
     InvalidGraph(Digest),
+    /// A step needs an entitlement the build did not grant.
+    #[error(
+        "{name}: needs the `{entitlement}` entitlement, which this build does not grant; pass `--allow {entitlement}` to allow it"
+    )]
+    Entitlement {
+        /// Vertex description.
+        name: String,
+        /// BuildKit's name of the entitlement.
+        entitlement: &'static str,
+    },
 }
 
 /// The result of a vertex.
@@ -210,6 +257,8 @@ pub(crate) struct Shared<'a> {
     /// Pids of running sandboxes, killed on cancellation.
     pub running: Mutex<HashMap<Digest, i32>>,
     pub lease: rbuild_cache::store::Lease,
+    /// The private network of default-network `RUN`s, started on first use.
+    pub network: network::BuildNetwork,
 }
 
 impl Shared<'_> {
@@ -243,6 +292,14 @@ pub fn solve(
     opts: &SolveOptions,
     progress: &dyn ProgressSink,
 ) -> Result<Solved, SolveError> {
+    // Entitlements are checked for the whole graph before anything runs.
+    for v in &def.vertices {
+        if let Op::Exec(exec) = &v.op
+            && let Some(entitlement) = opts.entitlements.missing_for(exec)
+        {
+            return Err(SolveError::Entitlement { name: v.meta.description.clone(), entitlement });
+        }
+    }
     let index: HashMap<Digest, usize> = def.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
     let mut dependents: HashMap<Digest, Vec<usize>> = HashMap::new();
     let mut schedule =
@@ -275,6 +332,7 @@ pub fn solve(
         cancelled: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
         lease: store.lease()?,
+        network: network::BuildNetwork::default(),
     };
     let state = Mutex::new(schedule);
     let wake = Condvar::new();
