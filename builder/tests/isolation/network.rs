@@ -67,25 +67,25 @@ impl Case {
     }
 
     /// `rbuild --root STORE build --progress plain ARGS CTX`, with `env` set.
-    fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = match self.who {
-            Who::Root => {
-                let mut c = Command::new("env");
-                c.args(env.iter().map(|(k, v)| format!("{k}={v}"))).arg(rbuild().get_program());
-                c
-            }
+            Who::Root => Command::new("env"),
             Who::TestUser => {
                 // runuser resets PATH; `env` sets what the test asks for.
                 let mut c = Command::new("runuser");
                 c.args(["-u", "rbuildtest", "--", "env"]);
                 c.arg(format!("HOME={}", self.dir.path().display()));
-                c.args(env.iter().map(|(k, v)| format!("{k}={v}"))).arg(rbuild().get_program());
                 c
             }
         };
+        cmd.args(env.iter().map(|(k, v)| format!("{k}={v}"))).arg(rbuild().get_program());
         cmd.arg("--root").arg(self.store()).args(["build", "--progress", "plain"]).args(args);
         cmd.arg(self.dir.path().join("ctx"));
-        cmd.output().expect("run rbuild")
+        cmd
+    }
+
+    fn build_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().expect("run rbuild")
     }
 
     fn build(&self, args: &[&str]) -> Output {
@@ -364,4 +364,78 @@ fn run_gets_its_own_cgroup() {
             "{who:?}: not in a step cgroup: {line}"
         );
     }
+}
+
+/// Pids of processes whose command line mentions `path` and runs `program`.
+fn helper_pids(path: &Path, program: &str) -> Vec<u32> {
+    let needle = path.display().to_string();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            let args: Vec<String> =
+                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            if args.first().is_some_and(|a| a.ends_with(program)) && args.iter().any(|a| a.contains(&needle)) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Waits up to 20 s for the helper of the build using `store` to appear.
+fn wait_for_helper(store: &Path, program: &str) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(pid) = helper_pids(store, program).first() {
+            return *pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no `{program}` for {} appeared", store.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn network_helper_holds_no_store_descriptors_and_dies_with_rbuild() {
+    let reg = registry();
+    for who in users() {
+        for program in ["pasta", "slirp4netns"] {
+            let case = Case::new(who, &format!("FROM {}/busybox:latest\nRUN sleep 30\n", reg.addr));
+            let mut child = case
+                .command(&[], &[("RBUILD_NETWORK_HELPER", program)])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let helper = wait_for_helper(&case.store(), program);
+            // Its descriptors: nothing of the store but the namespace file.
+            let store = std::fs::canonicalize(case.store()).unwrap();
+            for fd in std::fs::read_dir(format!("/proc/{helper}/fd")).unwrap().flatten() {
+                let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+                assert!(
+                    !target.starts_with(&store) || target.ends_with("netns"),
+                    "{who:?} {program}: fd {:?} -> {}",
+                    fd.file_name(),
+                    target.display()
+                );
+            }
+            // Killing rbuild (as a user's ^C or an OOM kill would) takes the helper along.
+            let rbuild_pid = rbuild_pid(&case.store());
+            run(Command::new("kill").args(["-KILL", &rbuild_pid.to_string()]));
+            let _ = child.wait();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !helper_pids(&case.store(), program).is_empty() {
+                assert!(std::time::Instant::now() < deadline, "{who:?}: `{program}` outlived rbuild");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The rbuild process building into `store` (runuser may fork it).
+fn rbuild_pid(store: &Path) -> u32 {
+    let exe = rbuild().get_program().to_string_lossy().into_owned();
+    let name = Path::new(&exe).file_name().unwrap().to_string_lossy().into_owned();
+    let pids = helper_pids(store, &name);
+    *pids.iter().min().unwrap_or_else(|| panic!("no rbuild running for {}", store.display()))
 }

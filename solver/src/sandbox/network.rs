@@ -6,18 +6,18 @@
 //! user-mode TCP/IP stack running in the host's namespace: `pasta` (Debian
 //! package `passt`) or `slirp4netns`. Starting one per `RUN` would cost tens
 //! of milliseconds, so [`PrivateNetwork::start`] runs once per solve:
-//! 1. a holder child (this executable re-executed with [`HOLDER_ENV`])
-//!    unshares a network namespace, brings `lo` up and waits;
-//! 2. its namespace is bind-mounted onto a file (as `ip netns add` does), so
-//!    the helper and every sandbox init can open it by path without ptrace
-//!    rights over the holder;
+//! 1. a short-lived thread unshares a network namespace (a network
+//!    namespace belongs to a thread, so no process needs to be forked or
+//!    executed for it), brings `lo` up and bind-mounts the namespace onto a
+//!    file (as `ip netns add` does), so the helper and every sandbox init can
+//!    open it by path without ptrace rights over anyone;
 //! 3. the helper attaches to that file with everything that would reach the
 //!    host itself disabled: pasta with `--no-map-gw` and no port forwarding
 //!    in either direction (`-t/-u/-T/-U none`; its default `auto` would
 //!    forward the host's bound loopback ports into the namespace), slirp4netns
 //!    with `--disable-host-loopback`;
-//! 4. once the namespace has a default route the holder exits; the mount
-//!    keeps the namespace alive.
+//! 4. that thread waits until the namespace has a default route, then
+//!    exits; the mount keeps the namespace alive.
 //!
 //! Each sandbox init then `setns`es into it ([`join`]) before its own
 //! unshares. Abstract unix sockets belong to a network namespace, so the
@@ -34,8 +34,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Environment marker of the re-executed namespace holder.
-pub(crate) const HOLDER_ENV: &str = "RBUILD_NETNS_HOLDER";
 /// Forces one helper (`pasta` or `slirp4netns`) instead of the first found.
 pub const HELPER_ENV: &str = "RBUILD_NETWORK_HELPER";
 /// Address pasta answers DNS queries on (forwarding them to the host's
@@ -185,8 +183,8 @@ pub enum NetworkError {
 pub struct PrivateNetwork {
     helper: Helper,
     netns: PathBuf,
-    pid: i32,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The helper, as a pidfd: killing it can never hit a reused pid.
+    pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl PrivateNetwork {
@@ -197,32 +195,57 @@ impl PrivateNetwork {
         // Checked here for a message that says what to do; the helper
         // would only say that it failed to open a tun socket.
         std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").map_err(NetworkError::Tun)?;
-        let holder = Holder::spawn()?;
         let netns = dir.join("netns");
-        let ns_err = |step| move |source| NetworkError::Namespace { step, source };
-        std::fs::File::create(&netns).map_err(ns_err("create the file of"))?;
-        bind_mount(&PathBuf::from(format!("/proc/{}/ns/net", holder.pid())), &netns).map_err(ns_err("mount"))?;
+        std::fs::File::create(&netns)
+            .map_err(|source| NetworkError::Namespace { step: "create the file of", source })?;
         // From here on dropping `net` undoes everything.
-        let mut net = PrivateNetwork { helper, netns, pid: 0, thread: None };
+        let mut net = PrivateNetwork { helper, netns, pidfd: None };
         let log = Arc::new(Mutex::new(None::<String>));
-        let (pid, thread) = spawn_helper(helper, &program, &net.netns, log.clone())?;
-        (net.pid, net.thread) = (pid, Some(thread));
-        let route = PathBuf::from(format!("/proc/{}/net/route", holder.pid()));
-        let started = Instant::now();
-        loop {
-            if std::fs::read_to_string(&route).is_ok_and(|t| has_default_route(&t)) {
-                break;
-            }
-            if let Some(log) = log.lock().expect("helper log").take() {
-                net.pid = 0;
-                return Err(NetworkError::Exited { program: helper.program(), log });
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(NetworkError::Timeout { program: helper.program(), secs: READY_TIMEOUT.as_secs() });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        drop(holder);
+        let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            // This thread alone moves into the new namespace: the helper
+            // must be started from one that stays in the host's.
+            let inside = scope.spawn(|| -> Result<(), NetworkError> {
+                let created = create_namespace(&net.netns);
+                let ok = created.is_ok();
+                let _ = mounted_tx.send(created);
+                if !ok {
+                    return Ok(());
+                }
+                let started = Instant::now();
+                loop {
+                    if std::fs::read_to_string("/proc/thread-self/net/route").is_ok_and(|t| has_default_route(&t)) {
+                        return Ok(());
+                    }
+                    if let Some(log) = log.lock().expect("helper log").take() {
+                        return Err(NetworkError::Exited { program: helper.program(), log });
+                    }
+                    if started.elapsed() > READY_TIMEOUT {
+                        return Err(NetworkError::Timeout { program: helper.program(), secs: READY_TIMEOUT.as_secs() });
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            });
+            let mounted = mounted_rx.recv().unwrap_or_else(|_| {
+                Err(NetworkError::Namespace { step: "create", source: std::io::Error::other("the thread ended") })
+            });
+            let spawned = mounted.and_then(|()| spawn_helper(helper, &program, &net.netns, log.clone()));
+            let spawned = match spawned {
+                Ok(pidfd) => {
+                    net.pidfd = Some(pidfd);
+                    Ok(())
+                }
+                Err(e) => {
+                    // Unblock the waiting thread (it takes the log as "exited").
+                    *log.lock().expect("helper log") = Some(String::new());
+                    Err(e)
+                }
+            };
+            let ready = inside.join().unwrap_or_else(|_| {
+                Err(NetworkError::Namespace { step: "create", source: std::io::Error::other("the thread panicked") })
+            });
+            spawned.and(ready)
+        })?;
         Ok(net)
     }
 
@@ -254,11 +277,11 @@ impl PrivateNetwork {
 
 impl Drop for PrivateNetwork {
     fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // Not waited for: the kernel takes tens of milliseconds to tear
+        // down the helper's tap device, and the thread that started the
+        // helper reaps it on its own.
+        if let Some(fd) = self.pidfd.take() {
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
         }
         let _ = rustix::mount::unmount(&self.netns, rustix::mount::UnmountFlags::DETACH);
         let _ = std::fs::remove_file(&self.netns);
@@ -297,81 +320,28 @@ fn find_helper() -> Result<(Helper, PathBuf), NetworkError> {
     }
 }
 
-/// The namespace holder: a child that unshared a network namespace and
-/// waits for its stdin to close.
-struct Holder(std::process::Child);
-
-impl Holder {
-    fn spawn() -> Result<Holder, NetworkError> {
-        let err = |step| move |source| NetworkError::Namespace { step, source };
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0("rbuild-netns")
-            .env_clear()
-            .env(HOLDER_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        // SAFETY: the closure only makes async-signal-safe syscalls (prctl,
-        // unshare) in the forked child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(err("create"))?;
-        // One byte once `lo` is up; EOF means the holder failed.
-        let mut ready = [0u8; 1];
-        let n = child.stdout.take().map(|mut o| o.read(&mut ready)).unwrap_or(Ok(0)).map_err(err("create"))?;
-        let holder = Holder(child);
-        if n == 0 {
-            return Err(NetworkError::Namespace {
-                step: "bring up `lo` in",
-                source: std::io::Error::other("the namespace holder exited"),
-            });
-        }
-        Ok(holder)
+/// Moves the calling thread into a new network namespace, brings `lo` up
+/// and bind-mounts the namespace onto `file`.
+fn create_namespace(file: &Path) -> Result<(), NetworkError> {
+    let err = |step| move |source| NetworkError::Namespace { step, source };
+    // SAFETY: unshare(CLONE_NEWNET) only changes the calling thread's
+    // network namespace (unlike CLONE_NEWUSER it is allowed in a
+    // multi-threaded process); this thread exists for that purpose.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(err("create")(std::io::Error::last_os_error()));
     }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
+    super::init::loopback_up().map_err(err("bring up `lo` in"))?;
+    bind_mount(Path::new("/proc/thread-self/ns/net"), file).map_err(err("mount"))
 }
 
-impl Drop for Holder {
-    fn drop(&mut self) {
-        drop(self.0.stdin.take());
-        if !matches!(self.0.try_wait(), Ok(Some(_))) {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Body of the re-executed holder (called from `init_process` before any
-/// thread exists); never returns.
-pub(crate) fn hold() -> ! {
-    use std::io::Write;
-    if super::init::loopback_up().is_err() {
-        std::process::exit(1);
-    }
-    let _ = std::io::stdout().write_all(b"1");
-    let _ = std::io::stdout().flush();
-    let mut sink = [0u8; 64];
-    while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-    std::process::exit(0)
-}
-
-/// Starts the helper from a thread that waits for it; returns its pid.
-/// When it exits, `log` receives the end of its stderr.
+/// Starts the helper from a (detached) thread that waits for it; returns
+/// a pidfd of it. When it exits, `log` receives the end of its stderr.
 fn spawn_helper(
     helper: Helper,
     program: &Path,
     netns: &Path,
     log: Arc<Mutex<Option<String>>>,
-) -> Result<(i32, std::thread::JoinHandle<()>), NetworkError> {
+) -> Result<std::os::fd::OwnedFd, NetworkError> {
     let mut cmd = Command::new(program);
     cmd.args(helper.args(netns)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     // SAFETY: the closure only calls async-signal-safe prctl and close_range
@@ -401,7 +371,16 @@ fn spawn_helper(
                     return;
                 }
             };
-            let _ = tx.send(Ok(child.id() as i32));
+            // Opened before the child can have been reaped (only this
+            // thread waits for it), so it names the helper.
+            let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
+                .ok_or(rustix::io::Errno::SRCH)
+                .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()));
+            let failed = pidfd.is_err();
+            let _ = tx.send(pidfd.map_err(Into::into));
+            if failed {
+                let _ = child.kill();
+            }
             let mut tail = Vec::new();
             if let Some(mut err) = child.stderr.take() {
                 let mut buf = [0u8; 4096];
@@ -426,7 +405,7 @@ fn spawn_helper(
         })
         .map_err(start_err)?;
     match rx.recv() {
-        Ok(Ok(pid)) => Ok((pid, thread)),
+        Ok(Ok(pidfd)) => Ok(pidfd),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(start_err(e))
@@ -483,7 +462,7 @@ mod tests {
 
     #[test]
     fn resolv_conf_keeps_search_and_options_but_not_nameservers() {
-        let net = PrivateNetwork { helper: Helper::Slirp4netns, netns: PathBuf::new(), pid: 0, thread: None };
+        let net = PrivateNetwork { helper: Helper::Slirp4netns, netns: PathBuf::new(), pidfd: None };
         let host = "nameserver 127.0.0.53\nsearch example.com\noptions edns0\n";
         assert_eq!(net.resolv_conf(host), "nameserver 10.0.2.3\nsearch example.com\noptions edns0\n");
     }

@@ -112,9 +112,6 @@ pub fn init_process() -> Result<IdMapping, SandboxError> {
     if std::env::var_os(super::init::INIT_ENV).is_some() {
         super::init::run_init();
     }
-    if std::env::var_os(super::network::HOLDER_ENV).is_some() {
-        super::network::hold();
-    }
     if let Some(v) = std::env::var_os(USERNS_ENV) {
         return serde_json::from_str(&v.to_string_lossy()).map_err(SandboxError::SpecCodec);
     }

@@ -497,3 +497,94 @@ pub fn result_chain(result: &VertexResult) -> (Vec<SnapshotId>, Vec<Option<Layer
         VertexResult::Directory(_) => (Vec::new(), Vec::new()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{ExecOp, Mount, MountKind, NetworkMode, SecurityMode};
+
+    struct NoSources;
+
+    impl SourceProvider for NoSources {
+        fn pull_image(&self, reference: &str, _: &Platform) -> Result<PulledImage, String> {
+            panic!("nothing may run, yet `{reference}` was pulled")
+        }
+        fn fetch_http(&self, url: &str, _: Option<&str>, _: &std::path::Path, _: &str) -> Result<(), String> {
+            panic!("nothing may run, yet `{url}` was fetched")
+        }
+        fn fetch_git(&self, remote: &str, _: &str, _: bool, _: &std::path::Path) -> Result<(), String> {
+            panic!("nothing may run, yet `{remote}` was cloned")
+        }
+    }
+
+    struct Silent;
+
+    impl ProgressSink for Silent {
+        fn event(&self, event: Event) {
+            panic!("nothing may run, yet there was progress: {event:?}")
+        }
+    }
+
+    fn exec(network: NetworkMode, security: SecurityMode) -> ExecOp {
+        ExecOp {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network,
+            security,
+            mounts: vec![Mount {
+                input: Some(0),
+                selector: String::new(),
+                target: "/".into(),
+                readonly: false,
+                kind: MountKind::Bind,
+                mode: None,
+                uid: None,
+                gid: None,
+            }],
+            ulimits: vec![],
+            shm_size: 0,
+        }
+    }
+
+    #[test]
+    fn entitlements_are_checked_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (network, security, needed) in [
+            (NetworkMode::Host, SecurityMode::Sandbox, "network.host"),
+            (NetworkMode::Default, SecurityMode::Insecure, "security.insecure"),
+        ] {
+            let mut def = Definition::default();
+            let base = def.add(
+                Op::Source(SourceOp::Image { reference: "busybox".into(), platform: Platform::host() }),
+                vec![],
+                Default::default(),
+            );
+            let meta = crate::graph::VertexMeta { description: "[2/2] RUN privileged".into(), ..Default::default() };
+            let out = def.add(Op::Exec(exec(network, security)), vec![base], meta);
+            def.output = Some(out);
+            let opts = SolveOptions {
+                jobs: 1,
+                contexts: BTreeMap::new(),
+                secrets: BTreeMap::new(),
+                ssh: BTreeMap::new(),
+                can_chown: Arc::new(|_, _| true),
+                entitlements: Entitlements::default(),
+                limits: RunLimits::default(),
+            };
+            match solve(&def, &store, &NoSources, &opts, &Silent) {
+                Err(e @ SolveError::Entitlement { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("[2/2] RUN privileged: "), "{msg}");
+                    assert!(msg.contains(&format!("--allow {needed}")), "{msg}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let granted = Entitlements { network_host: true, security_insecure: true };
+        assert_eq!(granted.missing_for(&exec(NetworkMode::Host, SecurityMode::Insecure)), None);
+        assert_eq!(Entitlements::default().missing_for(&exec(NetworkMode::None, SecurityMode::Sandbox)), None);
+    }
+}
