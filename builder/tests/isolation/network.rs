@@ -146,13 +146,15 @@ impl LoopbackServer {
     }
 }
 
-/// A RUN script trying the host's loopback server at 127.0.0.1 and at the
+/// A RUN script trying the host's loopback server at 127.0.0.1, at the
 /// gateway address (where slirp4netns would map the host's loopback
-/// without `--disable-host-loopback`, and pasta without `--no-map-gw`).
+/// without `--disable-host-loopback`, and pasta without `--no-map-gw`) and
+/// at the DNS forwarder's address (pasta forwards port 53 there to the host).
 fn probe(port: u16) -> String {
     format!(
-        "gw=$(ip route | awk '/^default/ {{print $3}}'); echo \"gateway=$gw\"; \
-         for a in 127.0.0.1 $gw; do nc -w 3 $a {port} </dev/null && echo \"got\"\"-$a\" || echo \"no $a\"; done"
+        "gw=$(ip route | awk '/^default/ {{print $3}}'); ns=$(awk '/^nameserver/ {{print $2; exit}}' /etc/resolv.conf); \
+         echo \"gateway=$gw dns=$ns\"; \
+         for a in 127.0.0.1 $gw $ns; do nc -w 3 $a {port} </dev/null && echo \"got\"\"-$a\" || echo \"no $a\"; done"
     )
 }
 
@@ -177,13 +179,17 @@ fn default_network_cannot_reach_host_loopback() {
     let server = LoopbackServer::start();
     for who in users() {
         let case = Case::new(who, &format!("FROM {}/busybox:latest\nRUN {}\n", reg.addr, probe(server.port)));
-        let for_helper = |helper: &str| {
+        let for_helper = |helper: &str, tried: &[&str]| {
             let t = ok(who, &case.build_env(&["--no-cache"], &[("RBUILD_NETWORK_HELPER", helper)]));
-            assert!(t.contains("no 127.0.0.1"), "{who:?} {helper}: the probe did not run:\n{t}");
+            for a in tried {
+                assert!(t.contains(&format!("no {a}\n")), "{who:?} {helper}: `{a}` was not probed:\n{t}");
+            }
             assert!(!t.contains(SECRET) && !t.contains("got-"), "{who:?} {helper}: host loopback reached:\n{t}");
         };
-        for_helper("pasta");
-        for_helper("slirp4netns");
+        // pasta: the gateway is the host's real one (`--no-map-gw`); its DNS forwarder.
+        for_helper("pasta", &["127.0.0.1", "169.254.1.1"]);
+        // slirp4netns: 10.0.2.2 would be the host's loopback; 10.0.2.3 its DNS.
+        for_helper("slirp4netns", &["127.0.0.1", "10.0.2.2", "10.0.2.3"]);
         assert_eq!(server.hits(), 0, "{who:?}: the host's loopback server was connected to");
         // The helper is gone with the build.
         assert_eq!(processes_mentioning(&case.store()), Vec::<String>::new(), "{who:?}");

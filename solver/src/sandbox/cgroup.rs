@@ -90,7 +90,8 @@ impl CgroupRoot {
                 own_v2_cgroup(&t).ok_or(CgroupError::NoV2)?.to_string()
             }
         };
-        let parent = mount.join(rel.trim_start_matches('/'));
+        let rel = rel.trim_start_matches('/');
+        let parent = if rel.is_empty() { mount } else { mount.join(rel) };
         let controllers = read_trim(&parent.join("cgroup.controllers"))?;
         if !controllers.split_whitespace().any(|c| c == "pids") {
             return Err(CgroupError::NoPids { path: parent, controllers });

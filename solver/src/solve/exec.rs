@@ -184,13 +184,11 @@ pub(crate) fn run(
     shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
     if shared.is_cancelled() {
         child.kill();
+        if let Some(cg) = &cgroup {
+            cg.kill();
+        }
     }
     let tail = Mutex::new(VecDeque::with_capacity(TAIL_LINES));
-    if shared.is_cancelled()
-        && let Some(cg) = &cgroup
-    {
-        cg.kill();
-    }
     let status = std::thread::scope(|scope| {
         for (stream, pipe) in [(1u8, child.take_stdout()), (2u8, child.take_stderr())] {
             let Some(pipe) = pipe else { continue };
