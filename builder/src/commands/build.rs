@@ -67,6 +67,8 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
             cgroups_checked = true;
             match CgroupRoot::create(args.cgroup_parent.as_deref()) {
                 Ok(root) => solve_opts.limits.cgroups = Some(Arc::new(root)),
+                // Asked for explicitly: not silently dropped.
+                Err(e) if args.cgroup_parent.is_some() => bail!("`--cgroup-parent`: {e}"),
                 // Said once per build; RUN steps still get their rlimits.
                 Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
             }

@@ -355,11 +355,15 @@ fn missing_network_helper_error_names_the_package() {
 fn run_gets_its_own_cgroup() {
     let reg = registry();
     for who in users() {
-        let df = format!("FROM {}/busybox:latest\nRUN grep '^0::' /proc/self/cgroup\n", reg.addr);
+        let df = format!("FROM {}/busybox:latest\nRUN grep '^0::' /proc/self/cgroup\nRUN echo second\n", reg.addr);
         let case = Case::new(who, &df);
         let t = ok(who, &case.build(&[]));
         if let Some(line) = t.lines().find(|l| l.contains("no per-RUN cgroups")) {
-            // These CI machines run cgroup v1 (hybrid): nothing to test.
+            // These CI machines run cgroup v1 (hybrid): said once, and an
+            // explicit `--cgroup-parent` is refused rather than ignored.
+            assert_eq!(t.matches("no per-RUN cgroups").count(), 1, "{who:?}:\n{t}");
+            let e = fails(who, &case.build(&["--no-cache", "--cgroup-parent", "/rbuild-test"]));
+            assert!(e.contains("`--cgroup-parent`: "), "{who:?}:\n{e}");
             eprintln!("skipped for {who:?}: {line}");
             continue;
         }
