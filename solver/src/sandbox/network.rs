@@ -11,12 +11,12 @@
 //!    executed for it), brings `lo` up and bind-mounts the namespace onto a
 //!    file (as `ip netns add` does), so the helper and every sandbox init can
 //!    open it by path without ptrace rights over anyone;
-//! 3. the helper attaches to that file with everything that would reach the
+//! 2. the helper attaches to that file with everything that would reach the
 //!    host itself disabled: pasta with `--no-map-gw` and no port forwarding
 //!    in either direction (`-t/-u/-T/-U none`; its default `auto` would
 //!    forward the host's bound loopback ports into the namespace), slirp4netns
 //!    with `--disable-host-loopback`;
-//! 4. that thread waits until the namespace has a default route, then
+//! 3. that thread waits until the namespace has a default route, then
 //!    exits; the mount keeps the namespace alive.
 //!
 //! Each sandbox init then `setns`es into it ([`join`]) before its own
