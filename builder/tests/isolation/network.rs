@@ -325,6 +325,9 @@ fn ulimit_sets_rlimits() {
         assert!(t.contains("limits n=1000 hn=2000 u=300 c=0"), "{who:?}:\n{t}");
         let t = fails(who, &case.build(&["--ulimit", "nofiles=10"]));
         assert!(t.contains("unknown resource"), "{who:?}:\n{t}");
+        // Raising the hard limit is the kernel's to refuse; the error says why.
+        let t = fails(who, &case.build(&["--ulimit", "nofile=1024:-1"]));
+        assert!(t.contains("can only be lowered"), "{who:?}:\n{t}");
     }
 }
 

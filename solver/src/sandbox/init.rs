@@ -252,7 +252,7 @@ pub(crate) fn loopback_up() -> std::io::Result<()> {
 fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
     rootfs::setup(&Linux, spec, flat_root)?;
     // Before leaving root: raising a hard limit needs CAP_SYS_RESOURCE.
-    super::limits::apply(&spec.rlimits).map_err(|(limit, source)| SandboxError::Rlimit { limit, source })?;
+    super::limits::apply(&spec.rlimits)?;
     // From here on "/" is the container's root.
     let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();

@@ -147,11 +147,49 @@ impl std::fmt::Display for Rlimit {
     }
 }
 
+/// A limit the kernel refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RlimitError {
+    /// Above the current hard limit: the kernel only lets `CAP_SYS_RESOURCE`
+    /// in the initial user namespace raise it, which a process inside
+    /// rbuild's user namespace never has, even when rbuild runs as root.
+    #[error(
+        "cannot set ulimit `{limit}`: the hard limit rbuild started with is {hard}, and inside its user namespace it can only be lowered (raise it where rbuild starts, e.g. `ulimit -H`)"
+    )]
+    AboveHard {
+        /// The limit asked for.
+        limit: Rlimit,
+        /// The current hard limit (`unlimited` or a number).
+        hard: String,
+    },
+    /// Another refusal.
+    #[error("cannot set ulimit `{limit}`")]
+    Set {
+        /// The limit asked for.
+        limit: Rlimit,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Sets `limits` on the calling process (inherited across `execve`).
-pub(crate) fn apply(limits: &[Rlimit]) -> Result<(), (Rlimit, std::io::Error)> {
+pub(crate) fn apply(limits: &[Rlimit]) -> Result<(), RlimitError> {
     for l in limits {
         let r = rustix::process::Rlimit { current: l.soft, maximum: l.hard };
-        rustix::process::setrlimit(l.resource.raw(), r).map_err(|e| (*l, e.into()))?;
+        if let Err(e) = rustix::process::setrlimit(l.resource.raw(), r) {
+            let hard = rustix::process::getrlimit(l.resource.raw()).maximum;
+            let raises = match (l.hard, hard) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(want), Some(have)) => want > have,
+            };
+            return Err(if e == rustix::io::Errno::PERM && raises {
+                RlimitError::AboveHard { limit: *l, hard: hard.map_or("unlimited".into(), |h| h.to_string()) }
+            } else {
+                RlimitError::Set { limit: *l, source: e.into() }
+            });
+        }
     }
     Ok(())
 }

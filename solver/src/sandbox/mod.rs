@@ -293,14 +293,8 @@ pub enum SandboxError {
         source: std::io::Error,
     },
     /// Setting an rlimit failed.
-    #[error("cannot set ulimit `{limit}`")]
-    Rlimit {
-        /// The limit.
-        limit: Rlimit,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Rlimit(#[from] limits::RlimitError),
     /// Joining the step's cgroup failed.
     #[error("cannot join cgroup `{}`", path.display())]
     Cgroup {
