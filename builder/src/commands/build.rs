@@ -52,8 +52,9 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let compression = image::compression_from_outputs(&outputs)?;
 
     let mut solve_opts = solve_opts;
-    let mut images: Vec<BuiltImage> = Vec::new();
-    let mut cgroups_checked = false;
+    // Every platform is lowered before anything runs, so that a step
+    // needing an entitlement is refused first whichever platform it is in.
+    let mut lowered_all = Vec::new();
     for platform in &input.platforms {
         let mut lower_opts = input.lower.clone();
         lower_opts.target_platform = platform.clone();
@@ -63,19 +64,22 @@ pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
         for unused in &lowered.unused_build_args {
             printer.message(&format!("warning: build arg `{unused}` was not consumed by any ARG"));
         }
-        if !cgroups_checked && lowered.definition.vertices.iter().any(|v| matches!(v.op, Op::Exec(_))) {
-            cgroups_checked = true;
-            match CgroupRoot::create(args.cgroup_parent.as_deref()) {
-                Ok(root) => solve_opts.limits.cgroups = Some(Arc::new(root)),
-                // Asked for explicitly: not silently dropped.
-                Err(e) if args.cgroup_parent.is_some() => bail!("`--cgroup-parent`: {e}"),
-                // Said once per build; RUN steps still get their rlimits.
-                Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
-            }
+        lowered_all.push((platform, lowered));
+    }
+    if lowered_all.iter().any(|(_, l)| l.definition.vertices.iter().any(|v| matches!(v.op, Op::Exec(_)))) {
+        match CgroupRoot::create(args.cgroup_parent.as_deref()) {
+            Ok(root) => solve_opts.limits.cgroups = Some(Arc::new(root)),
+            // Asked for explicitly: not silently dropped.
+            Err(e) if args.cgroup_parent.is_some() => bail!("`--cgroup-parent`: {e}"),
+            // Said once per build; RUN steps still get their rlimits.
+            Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
         }
+    }
+    let mut images: Vec<BuiltImage> = Vec::new();
+    for (platform, lowered) in &lowered_all {
         let solved = solve::solve(&lowered.definition, &store, &sources, &solve_opts, &printer)?;
         printer.message(&format!("exporting layers for {platform}"));
-        let built = image::assemble(&store, &lowered, &solved, &compression, epoch)?;
+        let built = image::assemble(&store, lowered, &solved, &compression, epoch)?;
         images.push(built);
     }
     let result = output::export_all(&store, &runtime, &registry, &images, &outputs, &args, &printer)?;

@@ -467,3 +467,21 @@ fn rbuild_pid(store: &Path) -> u32 {
     let pids = helper_pids(store, &name);
     *pids.iter().min().unwrap_or_else(|| panic!("no rbuild running for {}", store.display()))
 }
+
+#[test]
+fn entitlement_needed_by_one_platform_is_refused_before_any_platform_runs() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    for who in users() {
+        let df = format!(
+            "FROM {r}/busybox:latest AS base-amd64\nRUN echo first-step-$((40+2))\n\
+             FROM {r}/busybox:latest AS base-arm64\nRUN --network=host echo arm\n\
+             FROM base-$TARGETARCH\n",
+            r = reg.addr
+        );
+        let case = Case::new(who, &df);
+        let t = fails(who, &case.build(&["--platform", "linux/amd64,linux/arm64"]));
+        assert!(t.contains("Dockerfile:4:1") && t.contains("--allow network.host"), "{who:?}:\n{t}");
+        assert!(!t.contains("first-step-42"), "{who:?}: the amd64 build ran first:\n{t}");
+    }
+}
