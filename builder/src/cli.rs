@@ -4,6 +4,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
+use rbuild_solver::graph::NetworkMode;
+use rbuild_solver::sandbox::Rlimit;
+use rbuild_solver::solve::Entitlements;
 
 /// rbuild: a daemonless, rootless container image builder.
 ///
@@ -204,11 +207,134 @@ pub struct BuildArgs {
     /// Registries to reach over plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registry: Vec<String>,
+    /// Extra privileged entitlement: `network.host`, `security.insecure`.
+    #[arg(long = "allow", value_parser = parse_entitlement)]
+    pub allow: Vec<Entitlement>,
+    /// Network of `RUN` instructions: `default` (private, outbound only), `none`, `host`.
+    #[arg(long, default_value = "default", value_parser = parse_network)]
+    pub network: NetworkMode,
+    /// Resource limit of every `RUN`: `NAME=SOFT[:HARD]` (e.g. `nofile=1024:2048`).
+    #[arg(long = "ulimit")]
+    pub ulimit: Vec<Rlimit>,
+    /// Size of `/dev/shm` in `RUN` (e.g. `128m`; default 64m).
+    #[arg(long = "shm-size", value_parser = parse_bytes)]
+    pub shm_size: Option<u64>,
+    /// Parent cgroup (v2) of the per-`RUN` cgroups (e.g. `/user.slice/build`).
+    #[arg(long = "cgroup-parent")]
+    pub cgroup_parent: Option<String>,
+}
+
+/// An `--allow` value (BuildKit's entitlement names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entitlement {
+    /// `network.host`.
+    NetworkHost,
+    /// `security.insecure`.
+    SecurityInsecure,
+}
+
+impl BuildArgs {
+    /// The entitlements granted with `--allow`.
+    pub fn entitlements(&self) -> Entitlements {
+        Entitlements {
+            network_host: self.allow.contains(&Entitlement::NetworkHost),
+            security_insecure: self.allow.contains(&Entitlement::SecurityInsecure),
+        }
+    }
+}
+
+fn parse_entitlement(s: &str) -> Result<Entitlement, String> {
+    match s {
+        "network.host" => Ok(Entitlement::NetworkHost),
+        "security.insecure" => Ok(Entitlement::SecurityInsecure),
+        _ => Err(format!("unknown entitlement `{s}`: use `network.host` or `security.insecure`")),
+    }
+}
+
+fn parse_network(s: &str) -> Result<NetworkMode, String> {
+    match s {
+        "default" | "sandbox" => Ok(NetworkMode::Default),
+        "none" => Ok(NetworkMode::None),
+        "host" => Ok(NetworkMode::Host),
+        _ => Err(format!("unknown network mode `{s}`: use `default`, `none` or `host`")),
+    }
+}
+
+/// Docker's byte sizes (`RAMInBytes`): a number with an optional binary
+/// unit `b`, `k`, `m`, `g`, `t`, `p` (optionally followed by `b`/`ib`).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size `{s}`: use a number of bytes with an optional unit, e.g. `128m`");
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let unit = unit.trim_start();
+    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = n * (1u64 << shift) as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build(args: &[&str]) -> Result<BuildArgs, clap::Error> {
+        let mut v = vec!["rbuild", "build"];
+        v.extend_from_slice(args);
+        match Cli::try_parse_from(v)?.command {
+            Command::Build(b) => Ok(*b),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ulimit_flags_parse_into_rlimits() {
+        let b = build(&["--ulimit", "nofile=1024:2048", "--ulimit", "nproc=64", "."]).unwrap();
+        assert_eq!(b.ulimit.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["nofile=1024:2048", "nproc=64:64"]);
+        let e = build(&["--ulimit", "nofiles=1", "."]).unwrap_err().to_string();
+        assert!(e.contains("unknown resource"), "{e}");
+        assert!(build(&["--ulimit", "nofile=9:8", "."]).is_err());
+    }
+
+    #[test]
+    fn allow_takes_buildkit_entitlement_names() {
+        let b = build(&["--allow", "network.host", "--allow=security.insecure", "."]).unwrap();
+        assert_eq!(b.entitlements(), Entitlements { network_host: true, security_insecure: true });
+        assert_eq!(build(&["."]).unwrap().entitlements(), Entitlements::default());
+        let e = build(&["--allow", "network.hots", "."]).unwrap_err().to_string();
+        assert!(e.contains("unknown entitlement `network.hots`"), "{e}");
+    }
+
+    #[test]
+    fn network_and_shm_size_and_cgroup_parent() {
+        let b = build(&["--network", "host", "--shm-size", "128m", "--cgroup-parent", "/x", "."]).unwrap();
+        assert_eq!(b.network, NetworkMode::Host);
+        assert_eq!(b.shm_size, Some(128 << 20));
+        assert_eq!(b.cgroup_parent.as_deref(), Some("/x"));
+        assert_eq!(build(&["."]).unwrap().network, NetworkMode::Default);
+        assert_eq!(build(&["--network=none", "."]).unwrap().network, NetworkMode::None);
+        assert!(build(&["--network=bridge", "."]).is_err());
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512k"), Ok(512 << 10));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5m"), Ok(3 << 19));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        for bad in ["", "m", "12x", "-1m", "0"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 
     fn argv(args: &[&str]) -> Vec<String> {
         let args = args.iter().map(OsString::from).collect();

@@ -77,6 +77,11 @@ pub fn load(request: &BuildRequest) -> Result<FrontendInput> {
         // Filled per build by the caller, which knows the other requests.
         context_origins: BTreeMap::new(),
         file_name: dockerfile_path.display().to_string(),
+        default_network: request.run_limits.network,
+        // Checked by the caller, which lowers for a build (not a graph dump).
+        entitlements: None,
+        ulimits: request.run_limits.ulimits.clone(),
+        shm_size: request.run_limits.shm_size.unwrap_or(0),
     };
     Ok(FrontendInput {
         dockerfile_name: dockerfile_path.display().to_string(),

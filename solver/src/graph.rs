@@ -216,6 +216,18 @@ pub struct ExecOp {
     pub security: SecurityMode,
     /// Mounts; `mounts[0]` is the root (`/`).
     pub mounts: Vec<Mount>,
+    /// rlimits (`--ulimit`). Part of the op, as in BuildKit's `Meta.ulimit`;
+    /// omitted when empty, so ops without any keep their digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<crate::sandbox::Rlimit>,
+    /// `/dev/shm` size in bytes (`--shm-size`, BuildKit's `Meta.shmSize`);
+    /// 0 is Docker's 64 MiB and is omitted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shm_size: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Owner of created files (`--chown`), unresolved: names are looked up in the

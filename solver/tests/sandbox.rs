@@ -83,6 +83,9 @@ impl Fixture {
             mounts: vec![],
             hosts: "127.0.0.1 localhost\n".into(),
             resolv_conf: "nameserver 192.0.2.1\n".into(),
+            rlimits: vec![],
+            shm_size: 0,
+            cgroup: None,
         }
     }
 

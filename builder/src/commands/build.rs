@@ -15,9 +15,9 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use rbuild_frontend::lower::{self, LoweredBuild};
 use rbuild_solver::dockerignore::PatternMatcher;
-use rbuild_solver::graph::{Definition, Platform};
-use rbuild_solver::sandbox::IdMapping;
-use rbuild_solver::solve::{self, ContextDir, ContextKey, SolveOptions};
+use rbuild_solver::graph::{Definition, NetworkMode, Op, Platform};
+use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
+use rbuild_solver::solve::{self, ContextDir, ContextKey, RunLimits, SolveOptions};
 use sha2::Digest as _;
 
 use crate::cli::BuildArgs;
@@ -61,6 +61,9 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let Some(first) = requests.first() else { return Ok(0) };
     for request in requests {
         reject_unavailable(request)?;
+        if request.run_limits.network == NetworkMode::Host && !request.entitlements.network_host {
+            bail!("`--network=host` needs the `network.host` entitlement: pass `--allow network.host` as well");
+        }
     }
     let mode = first.progress;
     let printer = Printer::new(mode);
@@ -83,6 +86,9 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             let mut lower_opts = input.lower.clone();
             lower_opts.target_platform = platform.clone();
             lower_opts.context_origins = origins.clone();
+            // Every platform of every request is lowered before anything
+            // runs, so a step needing an entitlement is refused first.
+            lower_opts.entitlements = Some(request.entitlements);
             let l =
                 lower::parse_and_lower(&input.dockerfile, &lower_opts, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;
             unused.extend(l.unused_build_args.iter().cloned());
@@ -96,7 +102,17 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         planned.push(Planned { request, input, origins, lowered });
     }
 
-    let solve_opts = solve_options(&planned, mapping)?;
+    let mut solve_opts = solve_options(&planned, mapping)?;
+    let cgroup_parent = requests.iter().find_map(|r| r.run_limits.cgroup_parent.as_deref());
+    if merged.vertices.iter().any(|v| matches!(v.op, Op::Exec(_))) {
+        match CgroupRoot::create(cgroup_parent) {
+            Ok(root) => solve_opts.limits.cgroups = Some(Arc::new(root)),
+            // Asked for explicitly: not silently dropped.
+            Err(e) if cgroup_parent.is_some() => bail!("`--cgroup-parent`: {e}"),
+            // Said once per build; RUN steps still get their rlimits.
+            Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
+        }
+    }
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
     let epoch = source_date_epoch()?;
@@ -211,10 +227,19 @@ fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOp
         secrets,
         ssh,
         can_chown: Arc::new(move |u, g| mapping.can_chown(u, g)),
+        // Lowering checked each request against its own `--allow`; the
+        // solver's check of the merged graph is against what any granted.
+        entitlements: planned.iter().fold(Default::default(), |a: rbuild_solver::solve::Entitlements, p| {
+            let e = p.request.entitlements;
+            rbuild_solver::solve::Entitlements {
+                network_host: a.network_host || e.network_host,
+                security_insecure: a.security_insecure || e.security_insecure,
+            }
+        }),
+        limits: RunLimits { cgroups: None },
     })
 }
 
-/// The exporters' attribute form of a typed output.
 /// What buildx prints at the end of a build that wrote an image: each
 /// manifest, the manifest list, the image id and the names it was given.
 fn summarize(request: &BuildRequest, images: &[BuiltImage], result: &ExportResult, printer: &Printer) -> Result<()> {

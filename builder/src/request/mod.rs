@@ -13,10 +13,12 @@ mod csv;
 pub mod output;
 pub mod secret;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rbuild_solver::graph::{NetworkMode, Platform};
+use rbuild_solver::sandbox::Rlimit;
+use rbuild_solver::solve::Entitlements;
 
 pub use cache::{CacheDirection, CacheSpec};
 pub use csv::CsvError;
@@ -44,57 +46,14 @@ pub enum ContextSource {
     Image(String),
 }
 
-/// A privilege a build may be granted (`--allow`), as BuildKit names them.
-// Granted by `--allow` and enforced by the RUN sandbox work; this is the value
-// both read.
-#[allow(dead_code)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Entitlement {
-    /// `network.host`: `RUN --network=host`.
-    NetworkHost,
-    /// `security.insecure`: `RUN --security=insecure`.
-    SecurityInsecure,
-}
-
-#[allow(dead_code)]
-impl Entitlement {
-    /// Parses `network.host` or `security.insecure`.
-    pub fn parse(s: &str) -> Result<Entitlement, RequestError> {
-        match s {
-            "network.host" => Ok(Entitlement::NetworkHost),
-            "security.insecure" => Ok(Entitlement::SecurityInsecure),
-            other => Err(RequestError::UnknownEntitlement { value: other.to_string() }),
-        }
-    }
-
-    /// The BuildKit name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Entitlement::NetworkHost => "network.host",
-            Entitlement::SecurityInsecure => "security.insecure",
-        }
-    }
-}
-
-/// One `--ulimit NAME=SOFT[:HARD]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ulimit {
-    /// Resource name as Docker spells it (`nofile`, `nproc`, ...).
-    pub name: String,
-    /// Soft limit.
-    pub soft: i64,
-    /// Hard limit.
-    pub hard: i64,
-}
-
 /// Limits and defaults of RUN steps (`--network`, `--ulimit`, `--shm-size`,
 /// `--cgroup-parent`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunLimits {
-    /// Default network of RUN steps that do not name one.
-    pub network: Option<NetworkMode>,
+    /// Network of RUN steps that do not name one.
+    pub network: NetworkMode,
     /// Resource limits.
-    pub ulimits: Vec<Ulimit>,
+    pub ulimits: Vec<Rlimit>,
     /// Size of `/dev/shm` in bytes.
     pub shm_size: Option<u64>,
     /// Parent cgroup of RUN processes.
@@ -140,10 +99,8 @@ pub struct BuildRequest {
     /// `--pull`: re-resolve base image tags.
     pub pull: bool,
     /// Granted privileges (`--allow`).
-    #[allow(dead_code)] // read once `--allow` is wired.
-    pub entitlements: BTreeSet<Entitlement>,
+    pub entitlements: Entitlements,
     /// RUN limits and defaults.
-    #[allow(dead_code)] // read once `--ulimit`/`--shm-size`/... are wired.
     pub run_limits: RunLimits,
     /// Progress output.
     pub progress: Mode,
@@ -306,13 +263,6 @@ pub enum RequestError {
         /// The value.
         value: String,
     },
-    /// An entitlement BuildKit does not define.
-    #[allow(dead_code)]
-    #[error("unknown entitlement `{value}`: use network.host or security.insecure")]
-    UnknownEntitlement {
-        /// The value.
-        value: String,
-    },
     /// `--load`.
     #[error("`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`")]
     Load,
@@ -461,8 +411,13 @@ impl BuildRequest {
             no_cache: args.no_cache,
             no_cache_filter: args.no_cache_filter.clone(),
             pull: args.pull,
-            entitlements: BTreeSet::new(),
-            run_limits: RunLimits::default(),
+            entitlements: args.entitlements(),
+            run_limits: RunLimits {
+                network: args.network,
+                ulimits: args.ulimit.clone(),
+                shm_size: args.shm_size,
+                cgroup_parent: args.cgroup_parent.clone(),
+            },
             progress,
             call: if args.check { "check".into() } else { args.call.clone() },
             jobs: args.jobs,
@@ -524,17 +479,6 @@ mod tests {
         for (spec, message) in table {
             assert_eq!(parse_build_context(spec).unwrap_err().to_string(), *message, "{spec}");
         }
-    }
-
-    #[test]
-    fn entitlements_parse_by_buildkit_name() {
-        for e in [Entitlement::NetworkHost, Entitlement::SecurityInsecure] {
-            assert_eq!(Entitlement::parse(e.name()).unwrap(), e);
-        }
-        assert_eq!(
-            Entitlement::parse("device").unwrap_err().to_string(),
-            "unknown entitlement `device`: use network.host or security.insecure"
-        );
     }
 
     #[test]

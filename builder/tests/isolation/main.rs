@@ -5,6 +5,7 @@
 //!
 //! One module per area of confinement.
 
+mod network;
 #[path = "../util/mod.rs"]
 mod util;
 

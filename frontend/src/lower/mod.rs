@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rbuild_cache::oci::{History, ImageConfig};
-use rbuild_solver::graph::{Definition, Digest, Op, Platform, SourceOp, VertexMeta};
+use rbuild_solver::graph::{Definition, Digest, NetworkMode, Op, Platform, SourceOp, VertexMeta};
+use rbuild_solver::sandbox::Rlimit;
+use rbuild_solver::solve::Entitlements;
 
 use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{self, CommandLine};
@@ -100,6 +102,18 @@ pub struct LowerOptions {
     pub context_origins: BTreeMap<String, String>,
     /// Dockerfile path as the user named it (for diagnostics).
     pub file_name: String,
+    /// Network of `RUN`s without `--network` (or with `--network=default`):
+    /// the build's `--network`, which BuildKit's frontend stores in each
+    /// exec op (`force-network-mode`), so it is part of their cache keys.
+    pub default_network: NetworkMode,
+    /// Granted entitlements (`--allow`): a `RUN` needing another one is an
+    /// error at its line. `None` does not check (graph dumps, golden tests);
+    /// the solver checks again before running anything.
+    pub entitlements: Option<Entitlements>,
+    /// `--ulimit`s of every `RUN` (stored in each exec op, as BuildKit does).
+    pub ulimits: Vec<Rlimit>,
+    /// `--shm-size` of every `RUN` in bytes; 0 is the default.
+    pub shm_size: u64,
 }
 
 impl Default for LowerOptions {
@@ -116,6 +130,10 @@ impl Default for LowerOptions {
             named_contexts: BTreeMap::new(),
             context_origins: BTreeMap::new(),
             file_name: "Dockerfile".into(),
+            default_network: NetworkMode::Default,
+            entitlements: None,
+            ulimits: Vec::new(),
+            shm_size: 0,
         }
     }
 }

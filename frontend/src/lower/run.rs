@@ -107,7 +107,7 @@ impl Lowering<'_> {
             },
             user: st.config.config.user.clone(),
             network: match run.network {
-                Network::Default => NetworkMode::Default,
+                Network::Default => self.opts.default_network,
                 Network::None => NetworkMode::None,
                 Network::Host => NetworkMode::Host,
             },
@@ -116,7 +116,22 @@ impl Lowering<'_> {
                 Security::Insecure => SecurityMode::Insecure,
             },
             mounts,
+            ulimits: self.opts.ulimits.clone(),
+            shm_size: self.opts.shm_size,
         };
+        if let Some(granted) = &self.opts.entitlements
+            && let Some(entitlement) = granted.missing_for(&exec)
+        {
+            let what = match entitlement {
+                "network.host" => "the host's network (`--network=host`)",
+                _ => "`--security=insecure`",
+            };
+            return Err(Diagnostic::new(
+                span,
+                format!("this RUN uses {what}, which needs the `{entitlement}` entitlement"),
+            )
+            .suggest(format!("pass `--allow {entitlement}` to rbuild build if you trust this Dockerfile")));
+        }
         let shown = history::run_command_string(&argv, &[]);
         let meta = st.meta(&format!("RUN {}", first_line(&shown)));
         let d = self.definition.add(Op::Exec(exec), inputs, meta);

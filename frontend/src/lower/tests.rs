@@ -202,3 +202,54 @@ fn mount_numeric_options_may_use_variables() {
     let err = lower_text(bad, &LowerOptions::default()).unwrap_err();
     assert!(err.message.contains("`nobody`") && err.message.contains("$UID"), "{err}");
 }
+
+#[test]
+fn build_network_is_the_default_of_runs_without_one() {
+    use rbuild_solver::graph::NetworkMode;
+    let text = "FROM busybox\nRUN echo a\nRUN --network=default echo b\nRUN --network=none echo c\n";
+    let plain = lower_text(text, &LowerOptions::default()).unwrap();
+    let nets: Vec<_> = execs(&plain).iter().map(|e| e.network).collect();
+    assert_eq!(nets, [NetworkMode::Default, NetworkMode::Default, NetworkMode::None]);
+    let host = lower_text(text, &LowerOptions { default_network: NetworkMode::Host, ..Default::default() }).unwrap();
+    let nets: Vec<_> = execs(&host).iter().map(|e| e.network).collect();
+    assert_eq!(nets, [NetworkMode::Host, NetworkMode::Host, NetworkMode::None]);
+    // As in BuildKit, the mode is part of the op: different cache keys.
+    assert_ne!(plain.definition.output(), host.definition.output());
+}
+
+#[test]
+fn runs_needing_an_entitlement_are_refused_at_their_line() {
+    let text = "FROM busybox\nRUN echo fine\nRUN --network=host echo net\n";
+    let granted = |network_host, security_insecure| LowerOptions {
+        entitlements: Some(Entitlements { network_host, security_insecure }),
+        ..Default::default()
+    };
+    let e = lower_text(text, &granted(false, false)).unwrap_err().to_string();
+    assert!(e.starts_with("Dockerfile:3:1: "), "{e}");
+    assert!(e.contains("`network.host`") && e.contains("--allow network.host"), "{e}");
+    assert!(e.contains("RUN --network=host echo net"), "{e}");
+    assert!(lower_text(text, &granted(true, false)).is_ok());
+    // Unchecked (graph dumps, golden tests): the solver checks again.
+    assert!(lower_text(text, &LowerOptions::default()).is_ok());
+
+    let text = "FROM busybox\n\nRUN --security=insecure echo all caps\n";
+    let e = lower_text(text, &granted(true, false)).unwrap_err().to_string();
+    assert!(e.starts_with("Dockerfile:3:1: ") && e.contains("--allow security.insecure"), "{e}");
+    assert!(lower_text(text, &granted(false, true)).is_ok());
+    // A stage the target does not reach asks for nothing.
+    let text = "FROM busybox AS unused\nRUN --network=host echo x\nFROM busybox\nRUN echo y\n";
+    assert!(lower_text(text, &granted(false, false)).is_ok());
+}
+
+#[test]
+fn ulimits_and_shm_size_are_part_of_every_run() {
+    let opts =
+        LowerOptions { ulimits: vec!["nofile=10:20".parse().unwrap()], shm_size: 128 << 20, ..Default::default() };
+    let text = "FROM busybox\nRUN echo a\n";
+    let limited = lower_text(text, &opts).unwrap();
+    let e = execs(&limited)[0];
+    assert_eq!(e.ulimits.iter().map(|l| l.to_string()).collect::<Vec<_>>(), ["nofile=10:20"]);
+    assert_eq!(e.shm_size, 128 << 20);
+    let plain = lower_text(text, &LowerOptions::default()).unwrap();
+    assert_ne!(limited.definition.output(), plain.definition.output());
+}

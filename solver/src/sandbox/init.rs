@@ -167,6 +167,12 @@ fn intermediate(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<i32, Sandbo
 }
 
 fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
+    if let Some(cg) = &spec.cgroup {
+        super::cgroup::join(cg).map_err(|source| SandboxError::Cgroup { path: cg.clone(), source })?;
+    }
+    if let Network::Private { netns } = &spec.network {
+        super::network::join(netns).map_err(|source| SandboxError::JoinNetwork { path: netns.clone(), source })?;
+    }
     let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
@@ -215,7 +221,7 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
 }
 
 /// Brings `lo` up in the (new) network namespace of the calling process.
-fn loopback_up() -> std::io::Result<()> {
+pub(crate) fn loopback_up() -> std::io::Result<()> {
     #[repr(C)]
     struct IfReq {
         name: [libc::c_char; libc::IFNAMSIZ],
@@ -251,6 +257,8 @@ fn loopback_up() -> std::io::Result<()> {
 /// Pid 1: build the root, become the user, exec. Returns only on failure.
 fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
     rootfs::setup(&Linux, spec, flat_root)?;
+    // Before leaving root: raising a hard limit needs CAP_SYS_RESOURCE.
+    super::limits::apply(&spec.rlimits)?;
     // From here on "/" is the container's root.
     let passwd_text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group_text = std::fs::read_to_string("/etc/group").unwrap_or_default();

@@ -33,10 +33,13 @@
 #![allow(unsafe_code)]
 
 mod caps;
+pub mod cgroup;
 mod copyfs;
 mod init;
 mod inroot;
+pub mod limits;
 mod masks;
+pub mod network;
 mod overlay;
 mod passwd;
 mod process;
@@ -48,7 +51,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use cgroup::{CgroupRoot, StepCgroup};
 pub use inroot::{canonical_in_root, open_in_root};
+pub use limits::Rlimit;
+pub use network::PrivateNetwork;
 pub use overlay::{MountGuard, mount_overlay};
 pub use passwd::UserError;
 pub use process::{SandboxChild, spawn};
@@ -57,13 +63,21 @@ pub use user_ns::{IdMapping, init_process};
 /// Default `PATH` given to a `RUN` whose environment has none (same as BuildKit's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Docker's `/dev/shm` size (64 MiB), used when `--shm-size` is not given.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
 /// Network namespace choice of a `RUN`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
     /// Share the host's (the rbuild process's) network namespace.
     Host,
     /// A fresh network namespace containing only `lo`, brought up.
     None,
+    /// Join the build's private network ([`PrivateNetwork::netns`]).
+    Private {
+        /// The namespace file.
+        netns: PathBuf,
+    },
 }
 
 /// Confinement of a `RUN` (`RUN --security=...`).
@@ -148,6 +162,15 @@ pub struct RunSpec {
     pub hosts: String,
     /// Contents of `/etc/resolv.conf` (bind-mounted; never written to the upper dir).
     pub resolv_conf: String,
+    /// rlimits set before the command runs (`--ulimit`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// Size of the `/dev/shm` tmpfs in bytes (`--shm-size`); 0 means [`DEFAULT_SHM_SIZE`].
+    #[serde(default)]
+    pub shm_size: u64,
+    /// cgroup (v2) directory the sandbox joins before pid 1 starts ([`StepCgroup::path`]).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Failures of the sandbox, one variant per failing step.
@@ -294,6 +317,27 @@ pub enum SandboxError {
     /// Marking inherited descriptors close-on-exec failed.
     #[error("cannot close the descriptors the command must not inherit")]
     CloseFds(#[source] std::io::Error),
+    /// Joining the build's private network namespace failed.
+    #[error("cannot join the build's network namespace `{}`", path.display())]
+    JoinNetwork {
+        /// The namespace file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting an rlimit failed.
+    #[error(transparent)]
+    Rlimit(#[from] limits::RlimitError),
+    /// Joining the step's cgroup failed.
+    #[error("cannot join cgroup `{}`", path.display())]
+    Cgroup {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting the host name failed.
     #[error("cannot set the host name to `{0}`")]
     Hostname(String, #[source] std::io::Error),

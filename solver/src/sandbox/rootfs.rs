@@ -229,10 +229,11 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         )
         .map_err(mount_err("mount devpts", "/dev/pts"))?;
     attach(&pts, "/dev/pts", "attach devpts")?;
+    let shm_size = if spec.shm_size == 0 { super::DEFAULT_SHM_SIZE } else { spec.shm_size }.to_string();
     let shm = sys
         .fs_mount(
             "tmpfs",
-            &[("mode", "1777"), ("size", "65536k")],
+            &[("mode", "1777"), ("size", &shm_size)],
             nosuid | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC,
         )
         .map_err(mount_err("mount tmpfs", "/dev/shm"))?;
@@ -390,6 +391,9 @@ mod tests {
             mounts: vec![ExtraMount { target: "/cache".into(), source: MountSource::Tmpfs { size: 0 } }],
             hosts: String::new(),
             resolv_conf: String::new(),
+            rlimits: vec![],
+            shm_size: 0,
+            cgroup: None,
         }
     }
 

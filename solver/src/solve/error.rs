@@ -91,6 +91,12 @@ pub enum StepError {
     /// A required ssh agent socket was not given.
     #[error("ssh agent `{0}` is required but was not provided; pass `--ssh {0}`")]
     SshRequired(String),
+    /// The build's private network could not be started.
+    #[error("cannot start the build's network")]
+    Network(#[source] std::sync::Arc<crate::sandbox::network::NetworkError>),
+    /// The step's cgroup could not be created.
+    #[error("cannot create the step's cgroup")]
+    Cgroup(#[source] crate::sandbox::cgroup::CgroupError),
     /// The sandbox failed (spawn, mounts, wait).
     #[error(transparent)]
     Sandbox(#[from] SandboxError),

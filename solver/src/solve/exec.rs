@@ -132,6 +132,20 @@ pub(crate) fn run(
         extra.push(ExtraMount { target: mount.target.clone(), source });
     }
 
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (network, resolv_conf) = match exec.network {
+        NetworkMode::None => (sandbox::Network::None, host_resolv),
+        NetworkMode::Host => (sandbox::Network::Host, host_resolv),
+        NetworkMode::Default => {
+            let net = shared.network.get(store.root()).map_err(|e| step_error(vertex, StepError::Network(e)))?;
+            let resolv = net.resolv_conf(&host_resolv);
+            (sandbox::Network::Private { netns: net.netns().to_path_buf() }, resolv)
+        }
+    };
+    let cgroup = match &shared.opts.limits.cgroups {
+        Some(root) => Some(root.step().map_err(|e| step_error(vertex, StepError::Cgroup(e)))?),
+        None => None,
+    };
     let spec = RunSpec {
         lowerdirs,
         upperdir: draft.diff_dir(),
@@ -141,22 +155,25 @@ pub(crate) fn run(
         cwd: exec.cwd.clone(),
         user: exec.user.clone(),
         hostname: "buildkitsandbox".into(),
-        network: match exec.network {
-            NetworkMode::None => sandbox::Network::None,
-            NetworkMode::Default | NetworkMode::Host => sandbox::Network::Host,
-        },
+        network,
         security: match exec.security {
             SecurityMode::Sandbox => sandbox::Security::Sandbox,
             SecurityMode::Insecure => sandbox::Security::Insecure,
         },
         mounts: extra,
         hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
-        resolv_conf: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        resolv_conf,
+        rlimits: exec.ulimits.clone(),
+        shm_size: exec.shm_size,
+        cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
     };
     let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e))?;
     shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
     if shared.is_cancelled() {
         child.kill();
+        if let Some(cg) = &cgroup {
+            cg.kill();
+        }
     }
     let tail = Mutex::new(VecDeque::with_capacity(TAIL_LINES));
     let status = std::thread::scope(|scope| {
@@ -181,6 +198,8 @@ pub(crate) fn run(
         child.wait()
     });
     shared.running.lock().expect("running map").remove(&vertex.digest);
+    // Kills whatever the command left behind, then removes the cgroup.
+    drop(cgroup);
     drop(scratch_dirs);
     drop(cache_locks);
     let code = status.map_err(|e| step_error(vertex, e))?;

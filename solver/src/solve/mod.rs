@@ -13,6 +13,7 @@ mod cachekey;
 mod error;
 mod exec;
 mod file;
+mod network;
 mod scratch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -109,6 +110,42 @@ pub struct SolveOptions {
     pub ssh: BTreeMap<String, PathBuf>,
     /// Whether an owner can be represented in this user namespace.
     pub can_chown: Arc<dyn Fn(u32, u32) -> bool + Send + Sync>,
+    /// Privileges `RUN` steps may ask for (`--allow`).
+    pub entitlements: Entitlements,
+    /// Resource limits of every `RUN`.
+    pub limits: RunLimits,
+}
+
+/// Privileges a build may grant (`--allow`, BuildKit's entitlements). A
+/// graph asking for one that is not granted is refused before anything runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `network.host`: `RUN --network=host`.
+    pub network_host: bool,
+    /// `security.insecure`: `RUN --security=insecure`.
+    pub security_insecure: bool,
+}
+
+impl Entitlements {
+    /// The entitlement `exec` needs and this set lacks, by BuildKit's name.
+    pub fn missing_for(&self, exec: &crate::graph::ExecOp) -> Option<&'static str> {
+        use crate::graph::{NetworkMode, SecurityMode};
+        if exec.network == NetworkMode::Host && !self.network_host {
+            return Some("network.host");
+        }
+        if exec.security == SecurityMode::Insecure && !self.security_insecure {
+            return Some("security.insecure");
+        }
+        None
+    }
+}
+
+/// Host-side limits of every `RUN` of a solve (those that are part of a
+/// step's identity, `--ulimit` and `--shm-size`, live in its exec op).
+#[derive(Clone, Debug, Default)]
+pub struct RunLimits {
+    /// Where each `RUN` gets its own cgroup (`None`: no usable cgroup v2).
+    pub cgroups: Option<Arc<crate::sandbox::CgroupRoot>>,
 }
 
 /// Progress of a build, for the UI.
@@ -177,6 +214,16 @@ pub enum SolveError {
     /// The graph refers to a vertex it does not contain.
     #[error("invalid graph: vertex {0} has an unknown input")]
     InvalidGraph(Digest),
+    /// A step needs an entitlement the build did not grant.
+    #[error(
+        "{name}: needs the `{entitlement}` entitlement, which this build does not grant; pass `--allow {entitlement}` to allow it"
+    )]
+    Entitlement {
+        /// Vertex description.
+        name: String,
+        /// BuildKit's name of the entitlement.
+        entitlement: &'static str,
+    },
 }
 
 /// The result of a vertex.
@@ -241,6 +288,8 @@ pub(crate) struct Shared<'a> {
     /// Pids of running sandboxes, killed on cancellation.
     pub running: Mutex<HashMap<Digest, i32>>,
     pub lease: rbuild_cache::store::Lease,
+    /// The private network of default-network `RUN`s, started on first use.
+    pub network: network::BuildNetwork,
 }
 
 impl Shared<'_> {
@@ -276,6 +325,14 @@ pub fn solve(
     opts: &SolveOptions,
     progress: &dyn ProgressSink,
 ) -> Result<Solution, SolveError> {
+    // Entitlements are checked for the whole graph before anything runs.
+    for v in &def.vertices {
+        if let Op::Exec(exec) = &v.op
+            && let Some(entitlement) = opts.entitlements.missing_for(exec)
+        {
+            return Err(SolveError::Entitlement { name: v.meta.description.clone(), entitlement });
+        }
+    }
     let index: HashMap<Digest, usize> = def.vertices.iter().enumerate().map(|(i, v)| (v.digest, i)).collect();
     let mut dependents: HashMap<Digest, Vec<usize>> = HashMap::new();
     let mut schedule =
@@ -308,6 +365,7 @@ pub fn solve(
         cancelled: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
         lease: store.lease()?,
+        network: network::BuildNetwork::default(),
     };
     let state = Mutex::new(schedule);
     let wake = Condvar::new();
@@ -480,5 +538,96 @@ pub fn result_chain(result: &VertexResult) -> (Vec<SnapshotId>, Vec<Option<Layer
     match result {
         VertexResult::Snapshots { chain, layers } => (chain.clone(), layers.clone()),
         VertexResult::Directory(_) => (Vec::new(), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{ExecOp, Mount, MountKind, NetworkMode, SecurityMode};
+
+    struct NoSources;
+
+    impl SourceProvider for NoSources {
+        fn pull_image(&self, reference: &str, _: &Platform) -> Result<PulledImage, SourceError> {
+            panic!("nothing may run, yet `{reference}` was pulled")
+        }
+        fn fetch_http(&self, url: &str, _: Option<&str>, _: &std::path::Path, _: &str) -> Result<(), SourceError> {
+            panic!("nothing may run, yet `{url}` was fetched")
+        }
+        fn fetch_git(&self, remote: &str, _: &str, _: bool, _: &std::path::Path) -> Result<(), SourceError> {
+            panic!("nothing may run, yet `{remote}` was cloned")
+        }
+    }
+
+    struct Silent;
+
+    impl ProgressSink for Silent {
+        fn event(&self, event: Event) {
+            panic!("nothing may run, yet there was progress: {event:?}")
+        }
+    }
+
+    fn exec(network: NetworkMode, security: SecurityMode) -> ExecOp {
+        ExecOp {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network,
+            security,
+            mounts: vec![Mount {
+                input: Some(0),
+                selector: String::new(),
+                target: "/".into(),
+                readonly: false,
+                kind: MountKind::Bind,
+                mode: None,
+                uid: None,
+                gid: None,
+            }],
+            ulimits: vec![],
+            shm_size: 0,
+        }
+    }
+
+    #[test]
+    fn entitlements_are_checked_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (network, security, needed) in [
+            (NetworkMode::Host, SecurityMode::Sandbox, "network.host"),
+            (NetworkMode::Default, SecurityMode::Insecure, "security.insecure"),
+        ] {
+            let mut def = Definition::default();
+            let base = def.add(
+                Op::Source(SourceOp::Image { reference: "busybox".into(), platform: Platform::host() }),
+                vec![],
+                Default::default(),
+            );
+            let meta = crate::graph::VertexMeta { description: "[2/2] RUN privileged".into(), ..Default::default() };
+            let out = def.add(Op::Exec(exec(network, security)), vec![base], meta);
+            def.set_output(crate::graph::MAIN_OUTPUT, Some(out));
+            let opts = SolveOptions {
+                jobs: 1,
+                contexts: BTreeMap::new(),
+                secrets: BTreeMap::new(),
+                ssh: BTreeMap::new(),
+                can_chown: Arc::new(|_, _| true),
+                entitlements: Entitlements::default(),
+                limits: RunLimits::default(),
+            };
+            match solve(&def, &store, &NoSources, &opts, &Silent) {
+                Err(e @ SolveError::Entitlement { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("[2/2] RUN privileged: "), "{msg}");
+                    assert!(msg.contains(&format!("--allow {needed}")), "{msg}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let granted = Entitlements { network_host: true, security_insecure: true };
+        assert_eq!(granted.missing_for(&exec(NetworkMode::Host, SecurityMode::Insecure)), None);
+        assert_eq!(Entitlements::default().missing_for(&exec(NetworkMode::None, SecurityMode::Sandbox)), None);
     }
 }

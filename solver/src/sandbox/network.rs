@@ -1,0 +1,469 @@
+//! The default `RUN` network: one private network namespace per solve,
+//! connected to the outside by a user-mode network stack.
+//!
+//! Rootless builders cannot create veth pairs into the host's network
+//! namespace, so, like rootless podman, outbound traffic goes through a
+//! user-mode TCP/IP stack running in the host's namespace: `pasta` (Debian
+//! package `passt`) or `slirp4netns`. Starting one per `RUN` would cost tens
+//! of milliseconds, so [`PrivateNetwork::start`] runs once per solve:
+//! 1. a short-lived thread unshares a network namespace (a network
+//!    namespace belongs to a thread, so no process needs to be forked or
+//!    executed for it), brings `lo` up and bind-mounts the namespace onto a
+//!    file (as `ip netns add` does), so the helper and every sandbox init can
+//!    open it by path without ptrace rights over anyone;
+//! 2. the helper attaches to that file with everything that would reach the
+//!    host itself disabled: pasta with `--no-map-gw` and no port forwarding
+//!    in either direction (`-t/-u/-T/-U none`; its default `auto` would
+//!    forward the host's bound loopback ports into the namespace), slirp4netns
+//!    with `--disable-host-loopback`;
+//! 3. that thread waits until the namespace has a default route, then
+//!    exits; the mount keeps the namespace alive.
+//!
+//! Each sandbox init then `setns`es into it ([`join`]) before its own
+//! unshares. Abstract unix sockets belong to a network namespace, so the
+//! host's are unreachable as well. The helper is a child of a dedicated
+//! thread that waits for it (its parent-death signal is tied to that thread),
+//! gets `SIGKILL` if rbuild dies, inherits only stdio, and is killed when the
+//! [`PrivateNetwork`] is dropped.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Forces one helper (`pasta` or `slirp4netns`) instead of the first found.
+pub const HELPER_ENV: &str = "RBUILD_NETWORK_HELPER";
+/// Address pasta answers DNS queries on (forwarding them to the host's
+/// resolver); link-local, so it never collides with a real network.
+const PASTA_DNS: &str = "169.254.1.1";
+/// slirp4netns' built-in DNS forwarder.
+const SLIRP_DNS: &str = "10.0.2.3";
+/// How long a helper may take to configure the namespace.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a helper's stderr is kept for an error message.
+const LOG_TAIL: usize = 4096;
+
+/// The user-mode network stack behind the private network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Helper {
+    /// `pasta`, from Debian's `passt` package.
+    Pasta,
+    /// `slirp4netns`.
+    Slirp4netns,
+}
+
+impl Helper {
+    /// Executable name.
+    pub fn program(self) -> &'static str {
+        match self {
+            Helper::Pasta => "pasta",
+            Helper::Slirp4netns => "slirp4netns",
+        }
+    }
+
+    /// The address of the helper's DNS forwarder inside the namespace.
+    pub fn dns(self) -> &'static str {
+        match self {
+            Helper::Pasta => PASTA_DNS,
+            Helper::Slirp4netns => SLIRP_DNS,
+        }
+    }
+
+    fn args(self, netns: &Path) -> Vec<String> {
+        let ns = netns.display().to_string();
+        let v: &[&str] = match self {
+            // `--runas 0:0`: container root of rbuild's user namespace (the
+            // invoking user on the host); pasta would otherwise switch to
+            // `nobody`, which a single-id mapping does not have.
+            Helper::Pasta => &[
+                "--foreground",
+                "--quiet",
+                "--runas",
+                "0:0",
+                "--config-net",
+                "--no-map-gw",
+                "--tcp-ports",
+                "none",
+                "--udp-ports",
+                "none",
+                "--tcp-ns",
+                "none",
+                "--udp-ns",
+                "none",
+                "--dns-forward",
+                PASTA_DNS,
+                "--netns",
+            ],
+            Helper::Slirp4netns => &[
+                "--configure",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                "--enable-sandbox",
+                "--enable-seccomp",
+                "--netns-type=path",
+            ],
+        };
+        let mut args: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        args.push(ns);
+        if self == Helper::Slirp4netns {
+            args.push("tap0".into());
+        }
+        args
+    }
+}
+
+/// Failures to provide the default network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// No helper is installed.
+    #[error(
+        "the default RUN network needs a user-mode network stack, but neither `pasta` (Debian package `passt`) nor `slirp4netns` (package `slirp4netns`) is in $PATH: install one (`scripts/setup.sh` does), or give the build the host's network with `--network=host --allow network.host`"
+    )]
+    NoHelper,
+    /// `/dev/net/tun` cannot be opened (the helpers need it).
+    #[error(
+        "the default RUN network needs `/dev/net/tun`, which cannot be opened here; Debian's udev makes it mode 0666: as root, `chmod 0666 /dev/net/tun` (`scripts/setup.sh` does), or use `--network=host --allow network.host`"
+    )]
+    Tun(#[source] std::io::Error),
+    /// The helper forced with [`HELPER_ENV`] is not installed.
+    #[error(
+        "`{HELPER_ENV}={program}`, but `{program}` is not in $PATH: install Debian package `{package}` (`scripts/setup.sh` does), or use `--network=host --allow network.host`"
+    )]
+    HelperMissing {
+        /// The program.
+        program: &'static str,
+        /// Its Debian package.
+        package: &'static str,
+    },
+    /// [`HELPER_ENV`] names something else.
+    #[error("`{HELPER_ENV}` must be `pasta` or `slirp4netns`, not `{0}`")]
+    UnknownHelper(String),
+    /// Creating or mounting the namespace failed.
+    #[error("cannot {step} the build's network namespace")]
+    Namespace {
+        /// The step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper could not be started.
+    #[error("cannot start `{program}`")]
+    Start {
+        /// The program.
+        program: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper exited before the namespace had a route.
+    #[error("`{program}` exited before the network was configured: {log}")]
+    Exited {
+        /// The program.
+        program: &'static str,
+        /// The end of its stderr.
+        log: String,
+    },
+    /// The helper took too long.
+    #[error("`{program}` did not configure the network within {secs} s")]
+    Timeout {
+        /// The program.
+        program: &'static str,
+        /// The limit.
+        secs: u64,
+    },
+}
+
+/// The private network of one solve. Dropping it stops the helper and
+/// releases the namespace.
+#[derive(Debug)]
+pub struct PrivateNetwork {
+    helper: Helper,
+    netns: PathBuf,
+    /// The helper, as a pidfd: killing it can never hit a reused pid.
+    pidfd: Option<std::os::fd::OwnedFd>,
+}
+
+impl PrivateNetwork {
+    /// Creates the namespace (its file in `dir`, which must exist and be
+    /// private to this process) and attaches the helper.
+    pub fn start(dir: &Path) -> Result<PrivateNetwork, NetworkError> {
+        let (helper, program) = find_helper()?;
+        // Checked here for a message that says what to do; the helper
+        // would only say that it failed to open a tun socket.
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").map_err(NetworkError::Tun)?;
+        let netns = dir.join("netns");
+        std::fs::File::create(&netns)
+            .map_err(|source| NetworkError::Namespace { step: "create the file of", source })?;
+        // From here on dropping `net` undoes everything.
+        let mut net = PrivateNetwork { helper, netns, pidfd: None };
+        let log = Arc::new(Mutex::new(None::<String>));
+        let (mounted_tx, mounted_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            // This thread alone moves into the new namespace: the helper
+            // must be started from one that stays in the host's.
+            let inside = scope.spawn(|| -> Result<(), NetworkError> {
+                let created = create_namespace(&net.netns);
+                let ok = created.is_ok();
+                let _ = mounted_tx.send(created);
+                if !ok {
+                    return Ok(());
+                }
+                let started = Instant::now();
+                loop {
+                    if std::fs::read_to_string("/proc/thread-self/net/route").is_ok_and(|t| has_default_route(&t)) {
+                        return Ok(());
+                    }
+                    if let Some(log) = log.lock().expect("helper log").take() {
+                        return Err(NetworkError::Exited { program: helper.program(), log });
+                    }
+                    if started.elapsed() > READY_TIMEOUT {
+                        return Err(NetworkError::Timeout { program: helper.program(), secs: READY_TIMEOUT.as_secs() });
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            });
+            let mounted = mounted_rx.recv().unwrap_or_else(|_| {
+                Err(NetworkError::Namespace { step: "create", source: std::io::Error::other("the thread ended") })
+            });
+            let spawned = mounted.and_then(|()| spawn_helper(helper, &program, &net.netns, log.clone()));
+            let spawned = match spawned {
+                Ok(pidfd) => {
+                    net.pidfd = Some(pidfd);
+                    Ok(())
+                }
+                Err(e) => {
+                    // Unblock the waiting thread (it takes the log as "exited").
+                    *log.lock().expect("helper log") = Some(String::new());
+                    Err(e)
+                }
+            };
+            let ready = inside.join().unwrap_or_else(|_| {
+                Err(NetworkError::Namespace { step: "create", source: std::io::Error::other("the thread panicked") })
+            });
+            spawned.and(ready)
+        })?;
+        Ok(net)
+    }
+
+    /// The namespace file a sandbox joins ([`super::Network::Private`]).
+    pub fn netns(&self) -> &Path {
+        &self.netns
+    }
+
+    /// The helper in use.
+    pub fn helper(&self) -> Helper {
+        self.helper
+    }
+
+    /// `/etc/resolv.conf` for a `RUN` in this network: the host's search
+    /// and options lines, with the helper's DNS forwarder as the only
+    /// nameserver (the host's may be a loopback address, unreachable here).
+    pub fn resolv_conf(&self, host: &str) -> String {
+        let mut out = format!("nameserver {}\n", self.helper.dns());
+        for line in host.lines() {
+            let l = line.trim_start();
+            if l.starts_with("search") || l.starts_with("domain") || l.starts_with("options") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for PrivateNetwork {
+    fn drop(&mut self) {
+        // Not waited for: the kernel takes tens of milliseconds to tear
+        // down the helper's tap device, and the thread that started the
+        // helper reaps it on its own.
+        if let Some(fd) = self.pidfd.take() {
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+        }
+        let _ = rustix::mount::unmount(&self.netns, rustix::mount::UnmountFlags::DETACH);
+        let _ = std::fs::remove_file(&self.netns);
+    }
+}
+
+/// `true` if a `/proc/net/route` table has a default route.
+fn has_default_route(table: &str) -> bool {
+    table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+}
+
+/// The helper to use and its path: [`HELPER_ENV`], else pasta, else slirp4netns.
+fn find_helper() -> Result<(Helper, PathBuf), NetworkError> {
+    let forced = match std::env::var(HELPER_ENV) {
+        Ok(v) if !v.is_empty() => match v.as_str() {
+            "pasta" => Some(Helper::Pasta),
+            "slirp4netns" => Some(Helper::Slirp4netns),
+            _ => return Err(NetworkError::UnknownHelper(v)),
+        },
+        _ => None,
+    };
+    let path = std::env::var("PATH").unwrap_or_default();
+    let lookup = |h: Helper| {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(h.program()))
+            .find(|p| p.is_file())
+            .map(|p| (h, p))
+    };
+    match forced {
+        Some(h) => lookup(h).ok_or(NetworkError::HelperMissing {
+            program: h.program(),
+            package: if h == Helper::Pasta { "passt" } else { "slirp4netns" },
+        }),
+        None => lookup(Helper::Pasta).or_else(|| lookup(Helper::Slirp4netns)).ok_or(NetworkError::NoHelper),
+    }
+}
+
+/// Moves the calling thread into a new network namespace, brings `lo` up
+/// and bind-mounts the namespace onto `file`.
+fn create_namespace(file: &Path) -> Result<(), NetworkError> {
+    let err = |step| move |source| NetworkError::Namespace { step, source };
+    // SAFETY: unshare(CLONE_NEWNET) only changes the calling thread's
+    // network namespace (unlike CLONE_NEWUSER it is allowed in a
+    // multi-threaded process); this thread exists for that purpose.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(err("create")(std::io::Error::last_os_error()));
+    }
+    super::init::loopback_up().map_err(err("bring up `lo` in"))?;
+    bind_mount(Path::new("/proc/thread-self/ns/net"), file).map_err(err("mount"))
+}
+
+/// Starts the helper from a (detached) thread that waits for it; returns
+/// a pidfd of it. When it exits, `log` receives the end of its stderr.
+fn spawn_helper(
+    helper: Helper,
+    program: &Path,
+    netns: &Path,
+    log: Arc<Mutex<Option<String>>>,
+) -> Result<std::os::fd::OwnedFd, NetworkError> {
+    let mut cmd = Command::new(program);
+    cmd.args(helper.args(netns)).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: the closure only calls async-signal-safe prctl and close_range
+    // in the forked child.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Dies with the thread that waits for it (and so with rbuild).
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Only stdio crosses: every other descriptor (store, locks,
+            // pipes of running sandboxes) becomes close-on-exec; std's own
+            // exec-error pipe already is.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let start_err = |source| NetworkError::Start { program: helper.program(), source };
+    let thread = std::thread::Builder::new()
+        .name("rbuild-net".into())
+        .spawn(move || {
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            // Opened before the child can have been reaped (only this
+            // thread waits for it), so it names the helper.
+            let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
+                .ok_or(rustix::io::Errno::SRCH)
+                .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()));
+            let failed = pidfd.is_err();
+            let _ = tx.send(pidfd.map_err(Into::into));
+            if failed {
+                let _ = child.kill();
+            }
+            let mut tail = Vec::new();
+            if let Some(mut err) = child.stderr.take() {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > LOG_TAIL {
+                        tail.drain(..tail.len() - LOG_TAIL);
+                    }
+                }
+            }
+            let status = child.wait();
+            let text = String::from_utf8_lossy(&tail);
+            // pasta complains on stderr for every line it cannot send to syslog.
+            let mut msg: Vec<&str> =
+                text.lines().filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty()).collect();
+            let st = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            msg.push(&st);
+            *log.lock().expect("helper log") = Some(msg.join("; "));
+        })
+        .map_err(start_err)?;
+    match rx.recv() {
+        Ok(Ok(pidfd)) => Ok(pidfd),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(start_err(e))
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(start_err(std::io::Error::other("the helper thread ended")))
+        }
+    }
+}
+
+fn bind_mount(source: &Path, target: &Path) -> std::io::Result<()> {
+    rustix::mount::mount_bind(source, target).map_err(Into::into)
+}
+
+/// Joins the network namespace mounted at `netns` (in a sandbox init,
+/// before its other unshares).
+pub(crate) fn join(netns: &Path) -> std::io::Result<()> {
+    let fd = std::fs::File::open(netns)?;
+    // SAFETY: setns on a descriptor we own; the kernel checks it is a
+    // network namespace.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_route_is_found_in_the_route_table() {
+        let table = "Iface\tDestination\tGateway \tFlags\n\
+                     eth0\t00000000\t010200C0\t0003\n";
+        assert!(has_default_route(table));
+        let only_local = "Iface\tDestination\tGateway \tFlags\neth0\t000200C0\t00000000\t0001\n";
+        assert!(!has_default_route(only_local));
+        assert!(!has_default_route(""));
+    }
+
+    #[test]
+    fn pasta_never_forwards_ports_or_maps_the_gateway() {
+        let args = Helper::Pasta.args(Path::new("/x/netns"));
+        for flag in ["--tcp-ports", "--udp-ports", "--tcp-ns", "--udp-ns"] {
+            let i = args.iter().position(|a| a == flag).expect(flag);
+            assert_eq!(args[i + 1], "none", "{flag}");
+        }
+        assert!(args.contains(&"--no-map-gw".to_string()));
+        assert_eq!(args.last().map(String::as_str), Some("/x/netns"));
+        let slirp = Helper::Slirp4netns.args(Path::new("/x/netns"));
+        assert!(slirp.contains(&"--disable-host-loopback".to_string()));
+    }
+
+    #[test]
+    fn resolv_conf_keeps_search_and_options_but_not_nameservers() {
+        let net = PrivateNetwork { helper: Helper::Slirp4netns, netns: PathBuf::new(), pidfd: None };
+        let host = "nameserver 127.0.0.53\nsearch example.com\noptions edns0\n";
+        assert_eq!(net.resolv_conf(host), "nameserver 10.0.2.3\nsearch example.com\noptions edns0\n");
+    }
+}
