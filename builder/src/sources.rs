@@ -139,8 +139,9 @@ impl Sources {
             .context("starting the I/O runtime")?;
         let registry = RegistryClient::new(RegistryOptions {
             insecure_registries: args.insecure_registry.clone(),
-            docker_config_dir: None,
-        });
+            ca_file: args.registry_ca.clone(),
+            ..RegistryOptions::default()
+        })?;
         let sources = Sources {
             store,
             registry,

@@ -73,6 +73,11 @@ pub struct ImageAttrs {
     pub compression: Option<CompressionKind>,
     /// `compression-level=`.
     pub compression_level: Option<i32>,
+    /// `oci-mediatypes=false`: push Docker schema-2 media types.
+    pub docker_media_types: bool,
+    /// `registry.insecure=true`: the image names' registries may be
+    /// reached over plain HTTP.
+    pub insecure: bool,
 }
 
 /// One `--output`.
@@ -186,7 +191,13 @@ fn image_attrs(attrs: &BTreeMap<String, String>) -> Result<ImageAttrs, OutputErr
         .map(|v| v.parse::<i32>().map_err(|source| OutputError::CompressionLevel { value: v.clone(), source }))
         .transpose()?;
     let names = attrs.get("name").map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default();
-    Ok(ImageAttrs { names, compression, compression_level })
+    Ok(ImageAttrs {
+        names,
+        compression,
+        compression_level,
+        docker_media_types: attrs.get("oci-mediatypes").is_some_and(|v| v == "false"),
+        insecure: attrs.get("registry.insecure").is_some_and(|v| v == "true"),
+    })
 }
 
 /// Parses `--output` values plus `--push`/`--load`; no output means the
@@ -250,6 +261,14 @@ mod tests {
         };
         assert_eq!((image.names, dest, tar), (vec!["a:1".to_string()], PathBuf::from("x"), false));
         assert!(matches!(Output::parse("type=image,push=true").unwrap(), Output::Image { push: true, .. }));
+        let Output::Registry { image } =
+            Output::parse("type=registry,oci-mediatypes=false,registry.insecure=true").unwrap()
+        else {
+            panic!("not registry")
+        };
+        assert!(image.docker_media_types && image.insecure);
+        let Output::Registry { image } = Output::parse("type=registry").unwrap() else { panic!("not registry") };
+        assert!(!image.docker_media_types && !image.insecure);
         assert!(matches!(Output::parse("type=docker").unwrap_err(), OutputError::MissingDest("docker")));
         assert!(matches!(Output::parse("type=ftp").unwrap_err(), OutputError::UnknownType(_)));
         assert!(matches!(Output::parse("dest=x").unwrap_err(), OutputError::MissingType { .. }));

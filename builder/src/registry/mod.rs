@@ -12,9 +12,12 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod credstore;
 mod reference;
+pub mod session;
+pub mod upload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,9 +34,11 @@ use rbuild_cache::oci::{
 };
 use serde::Deserialize;
 use sha2::Digest as _;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use reference::ImageRef;
+pub use session::SessionError;
+pub use upload::{BlobData, BlobOutcome};
 
 /// Manifest media types we ask for, most specific first.
 const ACCEPTED_MANIFEST_TYPES: &[&str] =
@@ -46,8 +51,6 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Image configs are small JSON documents; refuse absurd sizes rather than
 /// buffer them.
 const MAX_CONFIG_SIZE: u64 = 32 << 20;
-/// Read size when streaming a layer file to the registry.
-const UPLOAD_READ_SIZE: usize = 1 << 20;
 /// Layers uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 3;
 
@@ -258,6 +261,53 @@ pub enum RegistryError {
         /// The media type.
         media_type: String,
     },
+    /// Uploading a blob failed (push path).
+    #[error("cannot push blob `{digest}` to `{repository}`")]
+    UploadBlob {
+        /// `registry/repository`.
+        repository: String,
+        /// Blob digest.
+        digest: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// Uploading a manifest failed (push path).
+    #[error("cannot push manifest to `{reference}`")]
+    UploadManifest {
+        /// The reference.
+        reference: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// A request to a registry failed outside a blob or manifest upload.
+    #[error("request to `{registry}` failed")]
+    Session {
+        /// Registry host.
+        registry: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// The CA file (`--registry-ca`, `SSL_CERT_FILE`) cannot be read.
+    #[error("cannot read CA certificates `{}`", path.display())]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds no valid PEM certificate.
+    #[error("`{}` holds no valid PEM certificate", path.display())]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, if reqwest gave one.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     /// Uploading a manifest failed.
     #[error("cannot push manifest to `{reference}`")]
     PushManifest {
@@ -278,6 +328,13 @@ pub struct RegistryOptions {
     /// Directory holding Docker's `config.json`. `None`: `$DOCKER_CONFIG`,
     /// else `~/.docker`.
     pub docker_config_dir: Option<PathBuf>,
+    /// PEM file of extra CA certificates (`--registry-ca`); `SSL_CERT_FILE`
+    /// is read as well.
+    pub ca_file: Option<PathBuf>,
+    /// podman's `auth.json` (`None`: `$REGISTRY_AUTH_FILE`, else
+    /// `$XDG_RUNTIME_DIR/containers/auth.json`), read when `config.json`
+    /// has no entry for a registry.
+    pub podman_auth_file: Option<PathBuf>,
 }
 
 /// One platform's image, as found in the registry.
@@ -316,11 +373,23 @@ pub struct RegistryClient {
     opts: Arc<RegistryOptions>,
     /// Registry -> credentials, read from config.json once per registry.
     auths: Arc<Mutex<BTreeMap<String, RegistryAuth>>>,
+    /// The push path (see [`session`]).
+    session: Arc<session::Session>,
+    /// Blob digest -> repositories it is known to be in (pulled from
+    /// there), for cross-repository mounts.
+    blob_sources: Arc<Mutex<BTreeMap<String, BTreeSet<ImageRef>>>>,
 }
 
 impl RegistryClient {
-    /// A client with the given options.
-    pub fn new(opts: RegistryOptions) -> Self {
+    /// A client with the given options; fails if the CA file is unusable.
+    pub fn new(opts: RegistryOptions) -> Result<Self, RegistryError> {
+        let pems = load_ca_certs(&opts)?;
+        let roots =
+            pems.iter().map(|p| reqwest::Certificate::from_pem(p)).collect::<Result<Vec<_>, _>>().map_err(|e| {
+                RegistryError::BadCa { path: opts.ca_file.clone().unwrap_or_default(), source: Some(e) }
+            })?;
+        let session = session::Session::new(&roots)
+            .map_err(|source| RegistryError::Session { registry: String::new(), source: Box::new(source) })?;
         let config = |protocol| ClientConfig {
             protocol,
             // We pick the platform ourselves (see `resolve`).
@@ -331,14 +400,72 @@ impl RegistryClient {
             connect_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(300)),
             user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: pems
+                .iter()
+                .map(|p| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: p.clone(),
+                })
+                .collect(),
             ..ClientConfig::default()
         };
-        RegistryClient {
+        Ok(RegistryClient {
             https: oci_client::Client::new(config(ClientProtocol::Https)),
             http: oci_client::Client::new(config(ClientProtocol::Http)),
             opts: Arc::new(opts),
             auths: Arc::default(),
+            session: Arc::new(session),
+            blob_sources: Arc::default(),
+        })
+    }
+
+    /// This client, also reaching `registries` over plain HTTP (an output's
+    /// `registry.insecure=true`). Shares connections and credentials.
+    pub fn with_insecure(&self, registries: &[String]) -> RegistryClient {
+        let mut opts = (*self.opts).clone();
+        opts.insecure_registries.extend(registries.iter().cloned());
+        RegistryClient { opts: Arc::new(opts), ..self.clone() }
+    }
+
+    /// Remembers that blob `digest` is in `source`'s repository, so a push
+    /// to another repository of that registry can mount it.
+    pub fn note_blob_source(&self, digest: &str, source: &ImageRef) {
+        let bare = ImageRef { tag: None, digest: None, ..source.clone() };
+        self.blob_sources.lock().unwrap_or_else(|p| p.into_inner()).entry(digest.to_string()).or_default().insert(bare);
+    }
+
+    /// Repositories of `to`'s registry (other than `to`'s) known to hold `digest`.
+    fn mount_sources(&self, to: &ImageRef, digest: &str) -> Vec<ImageRef> {
+        let map = self.blob_sources.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(digest)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.registry == to.registry && s.repository != to.repository)
+            .cloned()
+            .collect()
+    }
+
+    /// The credentials for `registry`: Docker's config.json first, then
+    /// podman's auth.json; read once per registry.
+    pub fn creds_for(&self, registry: &str) -> Result<RegistryAuth, RegistryError> {
+        if let Some(a) = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
+            return Ok(a.clone());
         }
+        let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
+        let mut a = auth::credentials_for(dir.as_deref(), registry)?;
+        if a == RegistryAuth::Anonymous {
+            let file = self.opts.podman_auth_file.clone().or_else(auth::default_podman_auth_file);
+            if let Some(file) = file {
+                a = auth::credentials_from_auth_file(&file, registry)?;
+            }
+        }
+        self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_string(), a.clone());
+        Ok(a)
+    }
+
+    /// The session used for pushes and logins.
+    pub fn session(&self) -> &session::Session {
+        &self.session
     }
 
     /// Whether `registry` is reached over plain HTTP.
@@ -353,16 +480,7 @@ impl RegistryClient {
     /// The oci-client for `r`'s registry, with its credentials registered.
     async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
         let client = if self.is_plain_http(&r.registry) { &self.http } else { &self.https };
-        let cached = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(&r.registry).cloned();
-        let auth = match cached {
-            Some(a) => a,
-            None => {
-                let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
-                let a = auth::credentials_for(dir.as_deref(), &r.registry)?;
-                self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(r.registry.clone(), a.clone());
-                a
-            }
-        };
+        let auth = self.creds_for(&r.registry)?;
         // oci-client keeps credentials per registry and authenticates
         // (bearer token or basic) lazily on each request.
         client.store_auth_if_needed(r.to_oci().resolve_registry(), &auth).await;
@@ -565,20 +683,6 @@ impl RegistryClient {
         })
     }
 
-    /// Asks the registry to link blob `digest` from `from`'s repository into
-    /// `to`'s (cross-repository mount, same registry only). Returns whether
-    /// it did; `false` means "upload it yourself".
-    pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
-        if to.registry != from.registry {
-            return Ok(false);
-        }
-        let client = self.client_for(to).await?;
-        // A registry that cannot mount answers 202 and opens an upload
-        // session, which oci-client reports as an error; that session is
-        // simply abandoned (registries expire them).
-        Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
-    }
-
     /// Uploads blobs (unless the repository has them), then the manifest.
     /// `layers` are `(digest, size, file)`; they are streamed from the files.
     /// `r`'s tag names the manifest; with no tag it is pushed by digest.
@@ -596,13 +700,15 @@ impl RegistryClient {
     }
 
     /// The blob half of [`push_image`](Self::push_image): layers (up to
-    /// three at once), then the config.
+    /// three at once), then the config. Returns what happened to each
+    /// blob (layers in order, config last). Nothing is pushed after the
+    /// first failure, so a manifest never follows missing blobs.
     pub async fn push_blobs(
         &self,
         r: &ImageRef,
         config: (&[u8], &str),
         layers: &[(String, u64, PathBuf)],
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<(String, BlobOutcome)>, RegistryError> {
         let (config_bytes, config_digest) = config;
         reference::validate_digest(config_digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: config_digest.to_string(), reason })?;
@@ -610,52 +716,32 @@ impl RegistryClient {
         if actual != config_digest {
             return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
         }
-        stream::iter(layers.iter().map(Ok))
-            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |(digest, size, path)| {
-                self.push_layer_file(r, digest, *size, path)
+        let mut outcomes: Vec<(String, BlobOutcome)> = stream::iter(layers.iter().map(Ok))
+            .map_ok(|(digest, size, path)| async move {
+                let outcome = self.push_layer_file(r, digest, *size, path).await?;
+                Ok::<_, RegistryError>((digest.clone(), outcome))
             })
+            .try_buffered(UPLOAD_CONCURRENCY)
+            .try_collect()
             .await?;
-        if !self.blob_exists(r, config_digest).await? {
-            let client = self.client_for(r).await?;
-            let oref = r.to_oci();
-            let data = Bytes::copy_from_slice(config_bytes);
-            with_retry(|| client.push_blob(&oref, data.clone(), config_digest)).await.map_err(|source| {
-                RegistryError::PushBlob { repository: r.name(), digest: config_digest.to_string(), source }
-            })?;
-        }
-        Ok(())
+        let data = BlobData::Bytes(Bytes::copy_from_slice(config_bytes));
+        let outcome = self.push_blob_data(r, config_digest, config_bytes.len() as u64, data).await?;
+        outcomes.push((config_digest.to_string(), outcome));
+        Ok(outcomes)
     }
 
     /// Uploads one layer file unless the repository already has it.
-    async fn push_layer_file(&self, r: &ImageRef, digest: &str, size: u64, path: &Path) -> Result<(), RegistryError> {
+    async fn push_layer_file(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        path: &Path,
+    ) -> Result<BlobOutcome, RegistryError> {
         reference::validate_digest(digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
-        if self.blob_exists(r, digest).await? {
-            return Ok(());
-        }
-        let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
-        let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
-        if actual != size {
-            return Err(RegistryError::SizeMismatch {
-                digest: digest.to_string(),
-                expected: size,
-                actual: Some(actual),
-            });
-        }
-        let client = self.client_for(r).await?;
-        let oref = r.to_oci();
-        // A stream cannot be replayed, but a file can be re-opened: each
-        // attempt streams it afresh. The registry checks the digest.
-        with_retry(|| async {
-            let file = tokio::fs::File::open(path).await?;
-            client.push_blob_stream(&oref, file_stream(file), digest, Some(size)).await
-        })
-        .await
-        .map_err(|source| match source {
-            OciDistributionError::IoError(source) => read_err(source),
-            source => RegistryError::PushBlob { repository: r.name(), digest: digest.to_string(), source },
-        })?;
-        Ok(())
+        // The registry checks the digest when the upload is closed.
+        self.push_blob_data(r, digest, size, BlobData::File(path)).await
     }
 
     /// Uploads a manifest or index (its blobs must already be there) under
@@ -667,19 +753,36 @@ impl RegistryClient {
         media_type: &str,
     ) -> Result<String, RegistryError> {
         let digest = sha256_digest(manifest);
-        let target = if r.tag.is_some() { ImageRef { digest: None, ..r.clone() } } else { r.with_digest(&digest) };
-        let client = self.client_for(&target).await?;
-        let oref = target.to_oci();
-        let body = Bytes::copy_from_slice(manifest);
-        // Type inferred from `push_manifest_raw` (reqwest's HeaderValue,
-        // which oci-client does not re-export).
-        let content_type =
-            media_type.parse().map_err(|_| RegistryError::BadMediaType { media_type: media_type.to_string() })?;
-        with_retry(|| client.push_manifest_raw(&oref, body.clone(), Clone::clone(&content_type)))
-            .await
-            .map_err(|source| RegistryError::PushManifest { reference: target.to_string(), source })?;
+        let reference = r.tag.clone().unwrap_or_else(|| digest.clone());
+        self.put_manifest(r, &reference, manifest, media_type).await?;
         Ok(digest)
     }
+}
+
+/// The PEM certificates of `--registry-ca` and `SSL_CERT_FILE`, one
+/// `BEGIN CERTIFICATE` block each.
+fn load_ca_certs(opts: &RegistryOptions) -> Result<Vec<Vec<u8>>, RegistryError> {
+    let env = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut out = Vec::new();
+    for path in opts.ca_file.iter().chain(env.iter()) {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| RegistryError::ReadCa { path: path.clone(), source })?;
+        let before = out.len();
+        const END: &str = "-----END CERTIFICATE-----";
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+            let Some(end) = rest[start..].find(END) else { break };
+            let block = &rest[start..start + end + END.len()];
+            reqwest::Certificate::from_pem(block.as_bytes())
+                .map_err(|e| RegistryError::BadCa { path: path.clone(), source: Some(e) })?;
+            out.push(format!("{block}\n").into_bytes());
+            rest = &rest[start + end + END.len()..];
+        }
+        if out.len() == before {
+            return Err(RegistryError::BadCa { path: path.clone(), source: None });
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `op` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] run out.
@@ -735,21 +838,6 @@ fn is_retryable(e: &OciDistributionError) -> bool {
 /// Whether a body-stream error is oci-client's digest verification failing.
 fn is_digest_error(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
-}
-
-/// A file as a stream of chunks for `push_blob_stream`.
-fn file_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
-    stream::try_unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; UPLOAD_READ_SIZE];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), file)))
-    })
 }
 
 /// Incremental digest for the algorithm named in a digest string.

@@ -21,7 +21,12 @@ fn client() -> RegistryClient {
     // An empty config dir: the tests must not pick up the host's logins.
     let dir = std::env::temp_dir().join("rbuild-registry-tests-empty-docker-config");
     std::fs::create_dir_all(&dir).unwrap();
-    RegistryClient::new(RegistryOptions { docker_config_dir: Some(dir), ..Default::default() })
+    RegistryClient::new(RegistryOptions {
+        docker_config_dir: Some(dir.clone()),
+        podman_auth_file: Some(dir.join("no-auth.json")),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 fn image(reg: &TestRegistry, name: &str) -> ImageRef {
@@ -194,6 +199,21 @@ async fn mounts_blob_across_repositories() {
     assert!(!c.blob_exists(&dst, layer).await.unwrap());
     assert!(c.mount_blob(&dst, &src, layer).await.unwrap());
     assert!(c.blob_exists(&dst, layer).await.unwrap());
+
+    // A push to a third repository mounts the layer it knows the source of.
+    c.note_blob_source(layer, &src);
+    let third = image(&reg, "third/bb:1");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layer");
+    let mut f = tokio::fs::File::create(&path).await.unwrap();
+    c.fetch_blob(&src, layer, img.layers[0].size, &mut f).await.unwrap();
+    let outcomes = c
+        .push_blobs(&third, (&img.config, &img.config_digest), &[(layer.clone(), img.layers[0].size, path)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], (layer.clone(), BlobOutcome::Mounted { from: "src/bb".into() }));
+    assert_eq!(outcomes[1].1, BlobOutcome::Uploaded);
+    assert!(c.blob_exists(&third, layer).await.unwrap());
 }
 
 #[tokio::test]
@@ -256,7 +276,8 @@ async fn authenticates_with_docker_config() {
         let c = RegistryClient::new(RegistryOptions {
             docker_config_dir: Some(dir.path().to_path_buf()),
             ..Default::default()
-        });
+        })
+        .unwrap();
         (dir, c)
     };
     // Wrong password: refused, and the password is not in the error.
@@ -350,7 +371,8 @@ fn plain_http_only_for_loopback_and_listed_hosts() {
     let c = RegistryClient::new(RegistryOptions {
         insecure_registries: vec!["reg.lan:5000".into(), "plain.lan".into()],
         ..Default::default()
-    });
+    })
+    .unwrap();
     for plain in
         ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "reg.lan:5000", "plain.lan:443"]
     {
