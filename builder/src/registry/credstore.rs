@@ -119,7 +119,7 @@ impl RegistryClient {
     pub async fn verify_login(&self, registry: &str, user: &str, password: &str) -> Result<(), CredStoreError> {
         let verify = |source| CredStoreError::Verify { registry: registry.to_string(), source };
         let probe = ImageRef { registry: registry.to_string(), repository: "x".into(), tag: None, digest: None };
-        let base = self.v2_base(&probe).map_err(|_| CredStoreError::BadRegistry(registry.to_string()))?;
+        let base = self.v2_base(&probe).await.map_err(|_| CredStoreError::BadRegistry(registry.to_string()))?;
         let root =
             base.join("/v2/").map_err(|source| verify(SessionError::BadUrl { url: base.to_string(), source }))?;
         let client = self.session.client();

@@ -378,6 +378,8 @@ pub struct RegistryClient {
     /// Blob digest -> repositories it is known to be in (pulled from
     /// there), for cross-repository mounts.
     blob_sources: Arc<Mutex<BTreeMap<String, BTreeSet<ImageRef>>>>,
+    /// Registry -> whether it speaks plain HTTP, for those allowed to.
+    plain_http: Arc<Mutex<BTreeMap<String, bool>>>,
 }
 
 impl RegistryClient {
@@ -416,6 +418,7 @@ impl RegistryClient {
             auths: Arc::default(),
             session: Arc::new(session),
             blob_sources: Arc::default(),
+            plain_http: Arc::default(),
         })
     }
 
@@ -477,9 +480,28 @@ impl RegistryClient {
             || self.opts.insecure_registries.iter().any(|i| i == registry || i == host)
     }
 
+    /// Whether to talk plain HTTP to `registry`. As docker does for
+    /// insecure registries (and loopback ones), HTTPS is tried first and
+    /// plain HTTP only if no TLS server answers; the answer is kept for
+    /// the life of the client.
+    pub async fn uses_plain_http(&self, registry: &str) -> bool {
+        if !self.is_plain_http(registry) {
+            return false;
+        }
+        if let Some(&known) = self.plain_http.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
+            return known;
+        }
+        let probe = ImageRef { registry: registry.to_string(), repository: "x".into(), tag: None, digest: None };
+        let url = format!("https://{}/v2/", probe.to_oci().resolve_registry());
+        // Any HTTP answer (401 included) means a TLS server is there.
+        let tls = self.session.client().get(url).timeout(Duration::from_secs(10)).send().await.is_ok();
+        self.plain_http.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_string(), !tls);
+        !tls
+    }
+
     /// The oci-client for `r`'s registry, with its credentials registered.
     async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
-        let client = if self.is_plain_http(&r.registry) { &self.http } else { &self.https };
+        let client = if self.uses_plain_http(&r.registry).await { &self.http } else { &self.https };
         let auth = self.creds_for(&r.registry)?;
         // oci-client keeps credentials per registry and authenticates
         // (bearer token or basic) lazily on each request.
@@ -669,7 +691,9 @@ impl RegistryClient {
                 actual: Some(received),
             });
         }
-        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })
+        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })?;
+        self.note_blob_source(digest, r);
+        Ok(())
     }
 
     /// Whether `r`'s repository has blob `digest` (HEAD request).

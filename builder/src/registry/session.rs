@@ -107,6 +107,14 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    /// The registry no longer accepts an upload session we must resume
+    /// (distribution refuses to resume a session after a cut PATCH): the
+    /// blob starts over in a new session.
+    #[error("the registry dropped upload session {url}")]
+    UploadLost {
+        /// Upload URL without its query.
+        url: String,
+    },
     /// The HTTP client could not be built (bad CA certificate).
     #[error("cannot set up the HTTPS client")]
     Client(#[source] reqwest::Error),
@@ -127,6 +135,7 @@ impl SessionError {
                 source.is_connect() || source.is_timeout() || source.is_body() || source.is_request()
             }
             SessionError::Status { status, .. } => retryable_status(*status),
+            SessionError::UploadLost { .. } => true,
             _ => false,
         }
     }

@@ -47,8 +47,8 @@ pub enum BlobData<'a> {
 
 impl RegistryClient {
     /// `scheme://host/v2/<repository>/`.
-    pub(super) fn v2_base(&self, r: &ImageRef) -> Result<Url, RegistryError> {
-        let scheme = if self.is_plain_http(&r.registry) { "http" } else { "https" };
+    pub(super) async fn v2_base(&self, r: &ImageRef) -> Result<Url, RegistryError> {
+        let scheme = if self.uses_plain_http(&r.registry).await { "http" } else { "https" };
         let oref = r.to_oci();
         let text = format!("{scheme}://{}/v2/{}/", oref.resolve_registry(), r.repository);
         Url::parse(&text).map_err(|source| RegistryError::Session {
@@ -72,7 +72,7 @@ impl RegistryClient {
             source: Box::new(source),
         };
         let creds = self.creds_for(&r.registry)?;
-        let base = self.v2_base(r)?;
+        let base = self.v2_base(r).await?;
         let scope = format!("repository:{}:pull,push", r.repository);
         let session = &self.session;
 
@@ -157,7 +157,7 @@ impl RegistryClient {
             source: Box::new(source),
         };
         let creds = self.creds_for(&to.registry)?;
-        let base = self.v2_base(to)?;
+        let base = self.v2_base(to).await?;
         let scope = format!("repository:{}:pull,push repository:{}:pull", to.repository, from.repository);
         let mut url = join(&base, "blobs/uploads/").map_err(wrap)?;
         url.query_pairs_mut().append_pair("mount", digest).append_pair("from", &from.repository);
@@ -252,6 +252,9 @@ impl RegistryClient {
             // caller starts over.)
             let status = request(Method::GET, upload.clone(), scope);
             let resp = self.session.send(&r.registry, creds, &status).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Err(SessionError::UploadLost { url: session::without_query(&status.url) });
+            }
             if resp.status() != StatusCode::NO_CONTENT {
                 return Err(session::status_error(&status.method, &status.url, resp).await);
             }
@@ -280,7 +283,7 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let wrap = |source| RegistryError::UploadManifest { reference: r.to_string(), source: Box::new(source) };
         let creds = self.creds_for(&r.registry)?;
-        let base = self.v2_base(r)?;
+        let base = self.v2_base(r).await?;
         let scope = format!("repository:{}:pull,push", r.repository);
         let mut put = request(Method::PUT, join(&base, &format!("manifests/{reference}")).map_err(wrap)?, &scope);
         let content_type = HeaderValue::from_str(media_type)
