@@ -335,6 +335,8 @@ pub struct RegistryOptions {
     /// `$XDG_RUNTIME_DIR/containers/auth.json`), read when `config.json`
     /// has no entry for a registry.
     pub podman_auth_file: Option<PathBuf>,
+    /// Upload chunk size for large blobs (`None`: [`upload::CHUNK_SIZE`]).
+    pub upload_chunk_size: Option<u64>,
 }
 
 /// One platform's image, as found in the registry.

@@ -46,6 +46,11 @@ pub enum BlobData<'a> {
 }
 
 impl RegistryClient {
+    /// The upload chunk size ([`CHUNK_SIZE`] unless the options say otherwise).
+    fn chunk_size(&self) -> u64 {
+        self.opts.upload_chunk_size.filter(|&n| n > 0).unwrap_or(CHUNK_SIZE)
+    }
+
     /// `scheme://host/v2/<repository>/`.
     pub(super) async fn v2_base(&self, r: &ImageRef) -> Result<Url, RegistryError> {
         let scheme = if self.uses_plain_http(&r.registry).await { "http" } else { "https" };
@@ -121,13 +126,10 @@ impl RegistryClient {
                 Some(u) => u,
                 None => self.begin_upload(r, &creds, &base, &scope).await.map_err(wrap)?,
             };
-            let sent = if size <= CHUNK_SIZE {
+            let sent = if size <= self.chunk_size() {
                 self.put_whole(r, &creds, &scope, upload, digest, size, &data).await
             } else {
-                let BlobData::File(path) = &data else {
-                    unreachable!("in-memory blobs are configs, far below CHUNK_SIZE")
-                };
-                self.put_chunked(r, &creds, &scope, upload, digest, size, path).await
+                self.put_chunked(r, &creds, &scope, upload, digest, size, &data).await
             };
             match sent {
                 Ok(()) => return Ok(BlobOutcome::Uploaded),
@@ -222,17 +224,21 @@ impl RegistryClient {
         mut upload: Url,
         digest: &str,
         size: u64,
-        path: &Path,
+        data: &BlobData<'_>,
     ) -> Result<(), SessionError> {
+        let chunk_size = self.chunk_size();
         let mut offset = 0u64;
         let mut failures = 0;
         while offset < size {
-            let len = CHUNK_SIZE.min(size - offset);
+            let len = chunk_size.min(size - offset);
             let mut patch = request(Method::PATCH, upload.clone(), scope);
             patch.retry = false;
             patch.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             patch.headers.insert(CONTENT_RANGE, header(&format!("{offset}-{}", offset + len - 1)));
-            patch.body = Body::File { path: PathBuf::from(path), offset, len };
+            patch.body = match data {
+                BlobData::File(path) => Body::File { path: PathBuf::from(path), offset, len },
+                BlobData::Bytes(b) => Body::Bytes(b.slice(offset as usize..(offset + len) as usize)),
+            };
             let err = match self.session.send(&r.registry, creds, &patch).await {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                     upload = location(&patch.url, &resp)?;
