@@ -235,12 +235,20 @@ impl Session {
     ) -> Result<reqwest::Response, SessionError> {
         let mut attempt = 1;
         let mut authenticated = false;
+        // Credentials go only to the registry itself: an upload Location
+        // naming another host (storage redirect, or a hostile registry)
+        // gets the request without them.
+        let same_host = same_authority(&req.url, registry);
         loop {
             let key = (registry.to_string(), req.scope.to_string());
-            let auth = self.authorizations.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+            let auth = if same_host {
+                self.authorizations.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
+            } else {
+                None
+            };
             let result = self.send_once(req, auth).await;
             let err = match result {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated => {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated && same_host => {
                     authenticated = true;
                     let header = self.authorize(registry, creds, req.scope, resp).await?;
                     self.authorizations.lock().unwrap_or_else(|p| p.into_inner()).insert(key, header);
@@ -373,6 +381,18 @@ impl Session {
             .filter(|t| !t.is_empty())
             .ok_or(SessionError::BadToken { registry: registry.to_string(), source: None })
     }
+}
+
+/// Whether `url` points at `registry` (`host[:port]`; Docker Hub's API
+/// host for `docker.io`).
+fn same_authority(url: &Url, registry: &str) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let authority = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let registry = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+    authority.eq_ignore_ascii_case(registry) || authority.eq_ignore_ascii_case(registry.trim_end_matches(":443"))
 }
 
 /// A parsed `WWW-Authenticate` header.
@@ -542,6 +562,17 @@ mod tests {
             Challenge::parse(r#"Bearer realm=https://a/t, service="x,y""#),
             Challenge::Bearer { realm: "https://a/t".into(), service: Some("x,y".into()) }
         );
+    }
+
+    #[test]
+    fn credentials_only_for_the_registry_host() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(same_authority(&u("https://reg.example:5000/v2/x"), "reg.example:5000"));
+        assert!(same_authority(&u("http://127.0.0.1:8080/v2/"), "127.0.0.1:8080"));
+        assert!(same_authority(&u("https://registry-1.docker.io/v2/"), "docker.io"));
+        assert!(!same_authority(&u("https://evil.example/v2/x"), "reg.example:5000"));
+        assert!(!same_authority(&u("https://reg.example:5001/v2/x"), "reg.example:5000"));
+        assert!(!same_authority(&u("https://reg.example.evil/v2/x"), "reg.example"));
     }
 
     #[test]

@@ -659,3 +659,73 @@ async fn resumes_a_chunked_upload_from_the_registry_range() {
         "{log:#?}"
     );
 }
+
+/// A one-shot HTTP server: answers every request with `reply` and records
+/// each request head.
+fn recording_server(reply: impl Fn(&str) -> String + Send + 'static) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let heads2 = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+                head.push_str(&l);
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let _ = std::io::copy(&mut (&mut reader).take(len as u64), &mut std::io::sink());
+            let answer = reply(&head);
+            heads2.lock().unwrap().push(head);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn credentials_never_follow_an_upload_location_to_another_host() {
+    // A hostile registry that demands basic auth, then sends the upload to
+    // a host it controls, hoping the password comes along.
+    let (collector, collected) = recording_server(|_| "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".into());
+    let (registry, seen) = recording_server(move |head| {
+        if !head.to_ascii_lowercase().contains("authorization: basic") {
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n".into()
+        } else if head.starts_with("HEAD") {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into()
+        } else {
+            format!("HTTP/1.1 202 Accepted\r\nLocation: http://{collector}/upload/1\r\nContent-Length: 0\r\n\r\n")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = session::base64_encode(b"alice:hunter2");
+    std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths":{{"{registry}":{{"auth":"{b64}"}}}}}}"#))
+        .unwrap();
+    let c = RegistryClient::new(RegistryOptions {
+        docker_config_dir: Some(dir.path().to_path_buf()),
+        podman_auth_file: Some(dir.path().join("none.json")),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = ImageRef::parse(&format!("{registry}/app:1")).unwrap();
+    let data = Bytes::from_static(b"{}");
+    let digest = sha256_digest(&data);
+    // The collector "accepts" the blob; what matters is what it was sent.
+    c.push_blob_data(&r, &digest, 2, BlobData::Bytes(data)).await.unwrap();
+    assert!(seen.lock().unwrap().iter().any(|h| h.contains(&b64)), "the registry itself got the credentials");
+    let collected = collected.lock().unwrap();
+    assert_eq!(collected.len(), 1, "{collected:?}");
+    assert!(!collected[0].to_ascii_lowercase().contains("authorization"), "credentials leaked: {collected:?}");
+}
