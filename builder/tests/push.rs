@@ -426,3 +426,105 @@ fn truncated_or_tampered_base_layers_never_enter_the_store() {
     assert!(text(&out).contains("does not match its digest"), "{}", text(&out));
     assert!(!in_store(store.path()));
 }
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// The unprivileged test user with subordinate id ranges (as in e2e.rs).
+fn ensure_test_user() {
+    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
+        }
+    }
+}
+
+#[test]
+fn login_build_push_as_a_non_root_user() {
+    let root = is_root();
+    if root {
+        ensure_test_user();
+    } else {
+        eprintln!("not root: running as the current (non-root) user");
+    }
+    let reg = TestRegistry::start_tls_with_auth("alice", PASSWORD);
+    reg.push_busybox("busybox:latest");
+    let base = tempfile::Builder::new().prefix("rbuild-rootless-push").tempdir_in("/tmp").unwrap();
+    let home = base.path().join("home");
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {}\nRUN id -u > /uid\n", reg.reference("busybox"))).unwrap();
+    let ca = base.path().join("ca.pem");
+    std::fs::copy(&reg.tls.as_ref().unwrap().ca_cert, &ca).unwrap();
+    if root {
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+        run(Command::new("chmod").arg("755").arg(base.path()));
+    }
+    // rbuild as the test user, with only HOME pointing at its config.
+    let as_user = || {
+        let mut cmd = if root {
+            // runuser resets HOME to the user's own: set it through env.
+            let mut c = Command::new("runuser");
+            c.args(["-u", "rbuildtest", "--", "env"]).arg(format!("HOME={}", home.display()));
+            c.arg(rbuild().get_program());
+            c
+        } else {
+            rbuild()
+        };
+        cmd.env("HOME", &home)
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("SSL_CERT_FILE")
+            .env("RBUILD_REGISTRY_CA", &ca);
+        cmd
+    };
+    let mut all = String::new();
+    let mut login = as_user()
+        .args(["login", "-u", "alice", "--password-stdin", &reg.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    login.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    let out = ok(login.wait_with_output().unwrap());
+    all += &text(&out);
+    let config = home.join(".docker/config.json");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&config).expect("config.json written under ~/.docker");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    if root {
+        let uid = String::from_utf8(run(Command::new("id").args(["-u", "rbuildtest"]))).unwrap();
+        assert_eq!(meta.uid().to_string(), uid.trim(), "config.json must belong to the user");
+    }
+    let store = base.path().join("store");
+    let app = reg.reference("rootless:1");
+    let out = ok(as_user()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--push", "--progress", "rawjson", "-t", &app])
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    all += &text(&out);
+    let inspect = skopeo_tls(&reg, &config, &["inspect", &format!("docker://{app}")]);
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    let out = ok(as_user().args(["logout", &reg.addr]).output().unwrap());
+    all += &text(&out);
+    assert!(docker_config_at(&config)["auths"].get(&reg.addr).is_none());
+    assert!(!all.contains(PASSWORD), "password leaked:\n{all}");
+}
+
+fn docker_config_at(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}

@@ -51,6 +51,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// Image configs are small JSON documents; refuse absurd sizes rather than
 /// buffer them.
 const MAX_CONFIG_SIZE: u64 = 32 << 20;
+/// How long the HTTPS-first probe of a loopback/insecure registry waits.
+const HTTPS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Layers uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 3;
 
@@ -495,8 +497,10 @@ impl RegistryClient {
         }
         let probe = ImageRef { registry: registry.to_string(), repository: "x".into(), tag: None, digest: None };
         let url = format!("https://{}/v2/", probe.to_oci().resolve_registry());
-        // Any HTTP answer (401 included) means a TLS server is there.
-        let tls = self.session.client().get(url).timeout(Duration::from_secs(10)).send().await.is_ok();
+        // Any HTTP answer (401 included) means a TLS server is there. A
+        // plain-HTTP server fails the handshake at once; the timeout only
+        // bounds one that waits for a line end that never comes.
+        let tls = self.session.client().get(url).timeout(HTTPS_PROBE_TIMEOUT).send().await.is_ok();
         self.plain_http.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_string(), !tls);
         !tls
     }

@@ -89,6 +89,19 @@ impl RegistryClient {
             _ => return Err(wrap(session::status_error(&head.method, &head.url, resp).await)),
         }
 
+        if let BlobData::File(path) = &data {
+            // Checked after the HEAD (a blob the repository has is never
+            // opened) but before a mount, which would hide a broken file.
+            let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
+            let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
+            if actual != size {
+                return Err(RegistryError::SizeMismatch {
+                    digest: digest.to_string(),
+                    expected: size,
+                    actual: Some(actual),
+                });
+            }
+        }
         let mut opened: Option<Url> = None;
         for from in self.mount_sources(r, digest) {
             let mount_scope = format!("{scope} repository:{}:pull", from.repository);
@@ -108,18 +121,6 @@ impl RegistryClient {
             }
         }
 
-        if let BlobData::File(path) = &data {
-            // Checked only now: a blob the registry has is never opened.
-            let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
-            let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
-            if actual != size {
-                return Err(RegistryError::SizeMismatch {
-                    digest: digest.to_string(),
-                    expected: size,
-                    actual: Some(actual),
-                });
-            }
-        }
         let mut failures = 0;
         loop {
             let upload = match opened.take() {
