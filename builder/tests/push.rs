@@ -216,6 +216,26 @@ fn login_build_push_and_logout_against_a_tls_registry_with_auth() {
         assert_eq!(l["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
     }
 
+    // The same from the build's image output (`oci-mediatypes=false`).
+    let docker_build = reg.reference("docker-build:1");
+    ok(rbuild_in(env.path())
+        .env("SSL_CERT_FILE", &ca.ca_cert)
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "-o", &format!("type=registry,name={docker_build},oci-mediatypes=false")])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    let raw = skopeo_tls(&reg, &authfile, &["inspect", "--raw", &format!("docker://{docker_build}")]);
+    let raw: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(raw["layers"][1]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    // Same (cached) layers; the config differs only in its `created` time.
+    let digests =
+        |v: &serde_json::Value| v["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect::<Vec<_>>();
+    let pushed_raw = skopeo_tls(&reg, &authfile, &["inspect", "--raw", &format!("docker://{docker}")]);
+    assert_eq!(digests(&raw), digests(&serde_json::from_slice(&pushed_raw.stdout).unwrap()));
+
     // podman's auth.json is read when config.json has no entry.
     std::fs::rename(env.path().join("docker/config.json"), env.path().join("saved.json")).unwrap();
     std::fs::create_dir_all(env.path().join("run/containers")).unwrap();

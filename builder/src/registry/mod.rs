@@ -45,9 +45,7 @@ const ACCEPTED_MANIFEST_TYPES: &[&str] =
     &[MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST];
 
 /// Attempts per request (first try included) before giving up on 429/5xx.
-const MAX_ATTEMPTS: u32 = 5;
-/// First backoff delay; doubled after each failed attempt (0.2, 0.4, 0.8, 1.6 s).
-const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_ATTEMPTS: u32 = session::MAX_ATTEMPTS;
 /// Image configs are small JSON documents; refuse absurd sizes rather than
 /// buffer them.
 const MAX_CONFIG_SIZE: u64 = 32 << 20;
@@ -833,9 +831,10 @@ where
     }
 }
 
-/// Delay after failed attempt `n` (1-based).
+/// Delay after failed attempt `n` (1-based): the push path's jittered
+/// exponential backoff (0.2 s doubling, plus up to 50 %).
 fn backoff(n: u32) -> Duration {
-    INITIAL_BACKOFF * 2u32.saturating_pow(n.saturating_sub(1))
+    session::backoff(n)
 }
 
 /// Too many requests, server errors and broken connections are worth

@@ -363,8 +363,8 @@ fn classifies_retryable_errors() {
     let envelope: oci_client::errors::OciEnvelope =
         serde_json::from_str(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#).unwrap();
     assert!(!is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
-    assert_eq!(backoff(1), Duration::from_millis(200));
-    assert_eq!(backoff(4), Duration::from_millis(1600));
+    assert!((Duration::from_millis(200)..=Duration::from_millis(300)).contains(&backoff(1)));
+    assert!((Duration::from_millis(1600)..=Duration::from_millis(2400)).contains(&backoff(4)));
 }
 
 #[test]
@@ -379,6 +379,10 @@ fn plain_http_only_for_loopback_and_listed_hosts() {
     {
         assert!(c.is_plain_http(plain), "{plain}");
     }
+    // An output's `registry.insecure=true` adds its registries.
+    let out = c.with_insecure(&["10.0.0.1:5000".to_string()]);
+    assert!(out.is_plain_http("10.0.0.1:5000") && out.is_plain_http("reg.lan:5000"));
+    assert!(!c.is_plain_http("10.0.0.1:5000"));
     for tls in ["docker.io", "reg.lan:5001", "ghcr.io", "10.0.0.1:5000", "localhost.example.com"] {
         assert!(!c.is_plain_http(tls), "{tls}");
     }
