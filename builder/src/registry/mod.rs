@@ -290,6 +290,9 @@ pub enum RegistryError {
         #[source]
         source: Box<SessionError>,
     },
+    /// The HTTPS client could not be set up.
+    #[error("cannot set up the registry client")]
+    ClientSetup(#[source] Box<SessionError>),
     /// The CA file (`--registry-ca`, `SSL_CERT_FILE`) cannot be read.
     #[error("cannot read CA certificates `{}`", path.display())]
     ReadCa {
@@ -392,8 +395,7 @@ impl RegistryClient {
             pems.iter().map(|p| reqwest::Certificate::from_pem(p)).collect::<Result<Vec<_>, _>>().map_err(|e| {
                 RegistryError::BadCa { path: opts.ca_file.clone().unwrap_or_default(), source: Some(e) }
             })?;
-        let session = session::Session::new(&roots)
-            .map_err(|source| RegistryError::Session { registry: String::new(), source: Box::new(source) })?;
+        let session = session::Session::new(&roots).map_err(|source| RegistryError::ClientSetup(Box::new(source)))?;
         let config = |protocol| ClientConfig {
             protocol,
             // We pick the platform ourselves (see `resolve`).
