@@ -70,6 +70,12 @@ pub enum Command {
     Prune(PruneArgs),
     /// Show store disk usage.
     Du,
+    /// Push an image from the local store to a registry.
+    Push(PushArgs),
+    /// Log in to a registry (credentials go where `docker login` puts them).
+    Login(LoginArgs),
+    /// Log out of a registry.
+    Logout(LogoutArgs),
     /// Developer tools.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -113,6 +119,60 @@ pub struct WriteLayerArgs {
     pub output: Option<PathBuf>,
     /// Directory to pack.
     pub dir: PathBuf,
+}
+
+/// How to reach registries (push, login).
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Registries to reach over plain HTTP (loopback registries always are).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
+    /// PEM file of CA certificates to trust for registries (besides the
+    /// system's and `SSL_CERT_FILE`).
+    #[arg(long = "registry-ca", env = "RBUILD_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
+}
+
+/// `rbuild push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The stored image (`rbuild images`) and where to push it.
+    pub name: String,
+    /// Push under this name instead (`REGISTRY/REPO:TAG`).
+    pub destination: Option<String>,
+    /// Push Docker schema-2 media types instead of OCI ones.
+    #[arg(long = "oci-mediatypes", default_value_t = true, action = clap::ArgAction::Set)]
+    pub oci_mediatypes: bool,
+    /// Progress output: `auto`, `plain`, `rawjson`, `quiet`.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Registry connection flags.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `rbuild login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry host (`reg.example.com`, `localhost:5000`; default docker.io).
+    pub server: Option<String>,
+    /// User name.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Read the password from standard input (the only way to give it:
+    /// passwords on command lines leak into process lists and shell history).
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    /// Registry connection flags.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `rbuild logout`.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry host (default docker.io).
+    pub server: Option<String>,
 }
 
 /// `rbuild prune`.
@@ -222,6 +282,10 @@ pub struct BuildArgs {
     /// Parent cgroup (v2) of the per-`RUN` cgroups (e.g. `/user.slice/build`).
     #[arg(long = "cgroup-parent")]
     pub cgroup_parent: Option<String>,
+    /// PEM file of CA certificates to trust for registries (besides the
+    /// system's and `SSL_CERT_FILE`).
+    #[arg(long = "registry-ca", env = "RBUILD_REGISTRY_CA")]
+    pub registry_ca: Option<PathBuf>,
 }
 
 /// An `--allow` value (BuildKit's entitlement names).

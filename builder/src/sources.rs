@@ -132,6 +132,7 @@ impl Sources {
     pub fn open(
         root: &Path,
         insecure_registries: &[String],
+        registry_ca: Option<&Path>,
         pull: bool,
         mapping: &IdMapping,
     ) -> Result<(Runtime, Sources)> {
@@ -143,8 +144,9 @@ impl Sources {
             .context("starting the I/O runtime")?;
         let registry = RegistryClient::new(RegistryOptions {
             insecure_registries: insecure_registries.to_vec(),
-            docker_config_dir: None,
-        });
+            ca_file: registry_ca.map(Path::to_path_buf),
+            ..RegistryOptions::default()
+        })?;
         let sources = Sources {
             store,
             registry,
@@ -268,8 +270,7 @@ impl Sources {
                 chain: vec![id.clone()],
                 layers: vec![Some(desc.clone())],
                 created,
-                extra: [(LAYER_SOURCE.to_string(), ImageRef { tag: None, digest: None, ..r.clone() }.to_string())]
-                    .into(),
+                extra: Default::default(),
             },
         )?;
         self.store.set_layer_for_snapshot(&id, layer_compression_name(&desc.media_type), &desc)?;
@@ -277,19 +278,9 @@ impl Sources {
     }
 }
 
-/// The store record of a pulled layer (its snapshot, and where it came from).
+/// The store record of a pulled layer (its snapshot).
 fn layer_key(digest: &str) -> String {
     format!("layer:{digest}")
-}
-
-/// The record's `extra` entry naming the repository a layer was pulled from.
-const LAYER_SOURCE: &str = "source-repository";
-
-/// The repository a base-image layer was pulled from, if it was (a push to
-/// the same registry mounts it from there instead of uploading it).
-pub fn layer_source(store: &Store, digest: &str) -> Option<ImageRef> {
-    let record = store.lookup(&layer_key(digest)).ok()??;
-    ImageRef::parse(record.extra.get(LAYER_SOURCE)?).ok()
 }
 
 /// `name@digest` with the tag dropped, as BuildKit pins base images.

@@ -69,7 +69,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let printer = Printer::new(mode);
     let insecure: Vec<String> = requests.iter().flat_map(|r| r.insecure_registries.iter().cloned()).collect();
     let pull = requests.iter().any(|r| r.pull);
-    let (runtime, sources) = Sources::open(root, &insecure, pull, mapping)?;
+    let (runtime, sources) = Sources::open(root, &insecure, first.registry_ca.as_deref(), pull, mapping)?;
     let (store, registry) = (sources.store.clone(), sources.registry.clone());
     if let IdMapping::Single { .. } = mapping {
         printer.message(&format!("warning: {}", mapping.describe()));

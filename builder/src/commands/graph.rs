@@ -14,7 +14,8 @@ use crate::sources::Sources;
 pub fn run(graph_args: GraphArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let request = BuildRequest::from_cli(&graph_args.build)?;
     let input = frontend_input::load(&request)?;
-    let (_runtime, sources) = Sources::open(&root, &request.insecure_registries, request.pull, &mapping)?;
+    let (_runtime, sources) =
+        Sources::open(&root, &request.insecure_registries, request.registry_ca.as_deref(), request.pull, &mapping)?;
     let started = std::time::Instant::now();
     let lowered =
         lower::parse_and_lower(&input.dockerfile, &input.lower, &sources).map_err(|d| anyhow::anyhow!("{d}"))?;

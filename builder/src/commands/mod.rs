@@ -3,6 +3,8 @@
 mod build;
 mod call;
 mod graph;
+mod login;
+mod push;
 mod store_cmds;
 mod write_layer;
 
@@ -24,6 +26,9 @@ pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
         Command::Images => store_cmds::images(&root),
         Command::Prune(args) => store_cmds::prune(&root, &args),
         Command::Du => store_cmds::du(&root),
+        Command::Push(args) => push::run(&args, &root),
+        Command::Login(args) => login::login(&args),
+        Command::Logout(args) => login::logout(&args),
         Command::Debug(DebugCommand::Graph(args)) => graph::run(*args, root, mapping),
         Command::Debug(DebugCommand::WriteLayer(args)) => write_layer::write_layer_command(&args),
     }

@@ -13,6 +13,7 @@
 mod assemble;
 mod image;
 mod local;
+mod mediatypes;
 mod oci;
 mod output;
 mod push;
@@ -37,7 +38,7 @@ pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{DockerExporter, OciExporter};
 pub use output::{CompressionKind, ImageAttrs, Output, compression_from_outputs};
-pub use push::RegistryExporter;
+pub use push::{RegistryExporter, push_stored};
 pub use store::StoreExporter;
 
 /// Writes built images somewhere: one implementation per output type.
@@ -107,7 +108,10 @@ fn platform_dir(p: &Platform) -> String {
 
 /// The exporters that write `output`.
 pub fn exporters_for(output: &Output, registry: &RegistryClient, runtime: &Runtime) -> Vec<Box<dyn Exporter>> {
-    let push = || -> Box<dyn Exporter> { Box::new(RegistryExporter::new(registry.clone(), runtime.handle().clone())) };
+    let push = || -> Box<dyn Exporter> {
+        let attrs = output.image_attrs().cloned().unwrap_or_default();
+        Box::new(RegistryExporter::new(registry.clone(), runtime.handle().clone(), &attrs))
+    };
     match output {
         Output::Image { push: false, .. } => vec![Box::new(StoreExporter)],
         Output::Image { push: true, .. } => vec![Box::new(StoreExporter), push()],
@@ -281,6 +285,32 @@ pub enum ExportError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A manifest or index could not be re-encoded.
+    #[error("cannot encode the {what}")]
+    Encode {
+        /// What.
+        what: &'static str,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored manifest, index or config is not what it should be.
+    #[error("stored {what} `{digest}` is malformed")]
+    Decode {
+        /// What.
+        what: &'static str,
+        /// Its digest.
+        digest: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `rbuild push NAME` with no such image in the store.
+    #[error("no image `{name}` in the local store (see `rbuild images`)")]
+    NotInStore {
+        /// The name.
+        name: String,
+    },
     /// A snapshot could not be written as a layer.
     #[error("writing the layer for snapshot {snapshot}")]
     WriteLayer {

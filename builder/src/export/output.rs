@@ -26,6 +26,11 @@ pub struct ImageAttrs {
     pub compression: Option<CompressionKind>,
     /// `compression-level=`.
     pub compression_level: Option<i32>,
+    /// `oci-mediatypes=false`: push Docker schema-2 media types.
+    pub docker_media_types: bool,
+    /// `registry.insecure=true`: the image names' registries may be
+    /// reached over plain HTTP.
+    pub insecure: bool,
 }
 
 /// One `--output`.
@@ -110,7 +115,7 @@ mod tests {
     use super::*;
 
     fn image(compression: Option<CompressionKind>, compression_level: Option<i32>) -> Output {
-        Output::Image { image: ImageAttrs { names: vec![], compression, compression_level }, push: false }
+        Output::Image { image: ImageAttrs { compression, compression_level, ..Default::default() }, push: false }
     }
 
     #[test]

@@ -22,6 +22,46 @@ pub fn default_docker_config_dir() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
 }
 
+/// podman's auth file: `$REGISTRY_AUTH_FILE`, else
+/// `$XDG_RUNTIME_DIR/containers/auth.json`.
+pub fn default_podman_auth_file() -> Option<PathBuf> {
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(f));
+    }
+    std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()).map(|d| Path::new(&d).join("containers/auth.json"))
+}
+
+/// Credentials for `registry` from a podman/containers `auth.json` (the
+/// same `auths` format as Docker's `config.json`). A missing file means
+/// anonymous access.
+pub fn credentials_from_auth_file(path: &Path, registry: &str) -> Result<RegistryAuth, RegistryError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RegistryAuth::Anonymous),
+        Err(source) => return Err(RegistryError::ReadDockerConfig { path: path.to_path_buf(), source }),
+    };
+    // podman files docker.io under `docker.io`, Docker under its v1 URL.
+    for server in [registry, if registry == DOCKER_HUB { DOCKER_HUB_AUTH_KEY } else { registry }] {
+        match docker_credential::get_credential_from_reader(&bytes[..], server) {
+            Ok(DockerCredential::UsernamePassword(user, password)) => return Ok(RegistryAuth::Basic(user, password)),
+            Ok(DockerCredential::IdentityToken(_)) | Err(CredentialRetrievalError::NoCredentialConfigured) => {}
+            Err(source) => {
+                return Err(RegistryError::Credentials {
+                    registry: registry.to_string(),
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(RegistryAuth::Anonymous)
+}
+
+/// The key Docker files `registry`'s credentials under.
+pub fn server_key(registry: &str) -> &str {
+    if registry == DOCKER_HUB { DOCKER_HUB_AUTH_KEY } else { registry }
+}
+
 /// Credentials for `registry` (as written in an image reference, e.g.
 /// `docker.io`, `localhost:5000`) from `config_dir/config.json`.
 ///
@@ -85,6 +125,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(credentials_for(Some(dir.path()), "x.io").unwrap(), RegistryAuth::Anonymous);
         assert_eq!(credentials_for(None, "x.io").unwrap(), RegistryAuth::Anonymous);
+    }
+
+    #[test]
+    fn podman_auth_file_is_read() {
+        let dir = write_config(r#"{"auths":{"localhost:5000":{"auth":"YWxpY2U6czNjcjpldA=="}}}"#);
+        let file = dir.path().join("config.json");
+        let auth = credentials_from_auth_file(&file, "localhost:5000").unwrap();
+        assert_eq!(auth, RegistryAuth::Basic("alice".into(), "s3cr:et".into()));
+        assert_eq!(credentials_from_auth_file(&file, "other").unwrap(), RegistryAuth::Anonymous);
+        assert_eq!(credentials_from_auth_file(&dir.path().join("none"), "x").unwrap(), RegistryAuth::Anonymous);
     }
 
     #[test]

@@ -11,11 +11,14 @@
 //! loopback registries and those listed as insecure.
 
 pub mod auth;
+pub mod credstore;
 mod reference;
+pub mod session;
+pub mod upload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,23 +33,23 @@ use rbuild_cache::oci::{
 };
 use serde::Deserialize;
 use sha2::Digest as _;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use reference::ImageRef;
+pub use session::SessionError;
+pub use upload::{BlobData, BlobOutcome};
 
 /// Manifest media types we ask for, most specific first.
 const ACCEPTED_MANIFEST_TYPES: &[&str] =
     &[MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST];
 
 /// Attempts per request (first try included) before giving up on 429/5xx.
-const MAX_ATTEMPTS: u32 = 5;
-/// First backoff delay; doubled after each failed attempt (0.2, 0.4, 0.8, 1.6 s).
-const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_ATTEMPTS: u32 = session::MAX_ATTEMPTS;
 /// Image configs are small JSON documents; refuse absurd sizes rather than
 /// buffer them.
 const MAX_CONFIG_SIZE: u64 = 32 << 20;
-/// Read size when streaming a layer file to the registry.
-const UPLOAD_READ_SIZE: usize = 1 << 20;
+/// How long the HTTPS-first probe of a loopback/insecure registry waits.
+const HTTPS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Layers uploaded at once.
 const UPLOAD_CONCURRENCY: usize = 3;
 
@@ -230,19 +233,9 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// Checking whether the registry has a blob failed.
+    #[cfg(test)]
     #[error("cannot check for blob `{digest}` in `{repository}`")]
     CheckBlob {
-        /// `registry/repository`.
-        repository: String,
-        /// Blob digest.
-        digest: String,
-        /// The registry error.
-        #[source]
-        source: OciDistributionError,
-    },
-    /// Uploading a blob failed.
-    #[error("cannot push blob `{digest}` to `{repository}`")]
-    PushBlob {
         /// `registry/repository`.
         repository: String,
         /// Blob digest.
@@ -257,14 +250,55 @@ pub enum RegistryError {
         /// The media type.
         media_type: String,
     },
-    /// Uploading a manifest failed.
+    /// Uploading a blob failed (push path).
+    #[error("cannot push blob `{digest}` to `{repository}`")]
+    UploadBlob {
+        /// `registry/repository`.
+        repository: String,
+        /// Blob digest.
+        digest: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// Uploading a manifest failed (push path).
     #[error("cannot push manifest to `{reference}`")]
-    PushManifest {
+    UploadManifest {
         /// The reference.
         reference: String,
-        /// The registry error.
+        /// What went wrong.
         #[source]
-        source: OciDistributionError,
+        source: Box<SessionError>,
+    },
+    /// A request to a registry failed outside a blob or manifest upload.
+    #[error("request to `{registry}` failed")]
+    Session {
+        /// Registry host.
+        registry: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SessionError>,
+    },
+    /// The HTTPS client could not be set up.
+    #[error("cannot set up the registry client")]
+    ClientSetup(#[source] Box<SessionError>),
+    /// The CA file (`--registry-ca`, `SSL_CERT_FILE`) cannot be read.
+    #[error("cannot read CA certificates `{}`", path.display())]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds no valid PEM certificate.
+    #[error("`{}` holds no valid PEM certificate", path.display())]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, if reqwest gave one.
+        #[source]
+        source: Option<reqwest::Error>,
     },
 }
 
@@ -277,21 +311,15 @@ pub struct RegistryOptions {
     /// Directory holding Docker's `config.json`. `None`: `$DOCKER_CONFIG`,
     /// else `~/.docker`.
     pub docker_config_dir: Option<PathBuf>,
-}
-
-/// A layer to push: its blob file, and where the same registry may already
-/// hold it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerUpload {
-    /// Blob digest.
-    pub digest: String,
-    /// Blob size in bytes.
-    pub size: u64,
-    /// The file holding the blob.
-    pub path: PathBuf,
-    /// A repository the blob was pulled from (a base image's layer): on the
-    /// same registry it is mounted from there instead of uploaded.
-    pub mount_from: Option<ImageRef>,
+    /// PEM file of extra CA certificates (`--registry-ca`); `SSL_CERT_FILE`
+    /// is read as well.
+    pub ca_file: Option<PathBuf>,
+    /// podman's `auth.json` (`None`: `$REGISTRY_AUTH_FILE`, else
+    /// `$XDG_RUNTIME_DIR/containers/auth.json`), read when `config.json`
+    /// has no entry for a registry.
+    pub podman_auth_file: Option<PathBuf>,
+    /// Upload chunk size for large blobs (`None`: [`upload::CHUNK_SIZE`]).
+    pub upload_chunk_size: Option<u64>,
 }
 
 /// One platform's image, as found in the registry.
@@ -301,10 +329,24 @@ pub struct ResolvedImage {
     pub manifest_digest: String,
     /// Raw bytes of the platform manifest.
     pub manifest: Vec<u8>,
+    /// Media type of the platform manifest.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the registry tests of resolution"))]
+    pub manifest_media_type: String,
+    /// Digest of the index the manifest was selected from, if any.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the registry tests of resolution"))]
+    pub index_digest: Option<String>,
     /// Raw bytes of the image config blob.
     pub config: Vec<u8>,
     /// Digest of the config blob.
     pub config_digest: String,
+    /// Layers, base first (media types as the registry gave them: OCI or
+    /// Docker; gzip, zstd or uncompressed).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the registry tests of resolution"))]
+    pub layers: Vec<Descriptor>,
+    /// The image's platform, from its config (which is what it really is,
+    /// whatever was asked for).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the registry tests of resolution"))]
+    pub platform: Platform,
 }
 
 /// A registry client; cheap to clone (clones share connections, tokens and
@@ -320,11 +362,24 @@ pub struct RegistryClient {
     opts: Arc<RegistryOptions>,
     /// Registry -> credentials, read from config.json once per registry.
     auths: Arc<Mutex<BTreeMap<String, RegistryAuth>>>,
+    /// The push path (see [`session`]).
+    session: Arc<session::Session>,
+    /// Blob digest -> repositories it is known to be in (pulled from
+    /// there), for cross-repository mounts.
+    blob_sources: Arc<Mutex<BTreeMap<String, BTreeSet<ImageRef>>>>,
+    /// Registry -> whether it speaks plain HTTP, for those allowed to.
+    plain_http: Arc<Mutex<BTreeMap<String, bool>>>,
 }
 
 impl RegistryClient {
-    /// A client with the given options.
-    pub fn new(opts: RegistryOptions) -> Self {
+    /// A client with the given options; fails if the CA file is unusable.
+    pub fn new(opts: RegistryOptions) -> Result<Self, RegistryError> {
+        let pems = load_ca_certs(&opts)?;
+        let roots =
+            pems.iter().map(|p| reqwest::Certificate::from_pem(p)).collect::<Result<Vec<_>, _>>().map_err(|e| {
+                RegistryError::BadCa { path: opts.ca_file.clone().unwrap_or_default(), source: Some(e) }
+            })?;
+        let session = session::Session::new(&roots).map_err(|source| RegistryError::ClientSetup(Box::new(source)))?;
         let config = |protocol| ClientConfig {
             protocol,
             // We pick the platform ourselves (see `resolve`).
@@ -335,14 +390,68 @@ impl RegistryClient {
             connect_timeout: Some(Duration::from_secs(30)),
             read_timeout: Some(Duration::from_secs(300)),
             user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: pems
+                .iter()
+                .map(|p| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: p.clone(),
+                })
+                .collect(),
             ..ClientConfig::default()
         };
-        RegistryClient {
+        Ok(RegistryClient {
             https: oci_client::Client::new(config(ClientProtocol::Https)),
             http: oci_client::Client::new(config(ClientProtocol::Http)),
             opts: Arc::new(opts),
             auths: Arc::default(),
+            session: Arc::new(session),
+            blob_sources: Arc::default(),
+            plain_http: Arc::default(),
+        })
+    }
+
+    /// This client, also reaching `registries` over plain HTTP (an output's
+    /// `registry.insecure=true`). Shares connections and credentials.
+    pub fn with_insecure(&self, registries: &[String]) -> RegistryClient {
+        let mut opts = (*self.opts).clone();
+        opts.insecure_registries.extend(registries.iter().cloned());
+        RegistryClient { opts: Arc::new(opts), ..self.clone() }
+    }
+
+    /// Remembers that blob `digest` is in `source`'s repository, so a push
+    /// to another repository of that registry can mount it.
+    pub fn note_blob_source(&self, digest: &str, source: &ImageRef) {
+        let bare = ImageRef { tag: None, digest: None, ..source.clone() };
+        self.blob_sources.lock().unwrap_or_else(|p| p.into_inner()).entry(digest.to_string()).or_default().insert(bare);
+    }
+
+    /// Repositories of `to`'s registry (other than `to`'s) known to hold `digest`.
+    fn mount_sources(&self, to: &ImageRef, digest: &str) -> Vec<ImageRef> {
+        let map = self.blob_sources.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(digest)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.registry == to.registry && s.repository != to.repository)
+            .cloned()
+            .collect()
+    }
+
+    /// The credentials for `registry`: Docker's config.json first, then
+    /// podman's auth.json; read once per registry.
+    pub fn creds_for(&self, registry: &str) -> Result<RegistryAuth, RegistryError> {
+        if let Some(a) = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
+            return Ok(a.clone());
         }
+        let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
+        let mut a = auth::credentials_for(dir.as_deref(), registry)?;
+        if a == RegistryAuth::Anonymous {
+            let file = self.opts.podman_auth_file.clone().or_else(auth::default_podman_auth_file);
+            if let Some(file) = file {
+                a = auth::credentials_from_auth_file(&file, registry)?;
+            }
+        }
+        self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_string(), a.clone());
+        Ok(a)
     }
 
     /// Whether `registry` is reached over plain HTTP.
@@ -354,19 +463,31 @@ impl RegistryClient {
             || self.opts.insecure_registries.iter().any(|i| i == registry || i == host)
     }
 
+    /// Whether to talk plain HTTP to `registry`. As docker does for
+    /// insecure registries (and loopback ones), HTTPS is tried first and
+    /// plain HTTP only if no TLS server answers; the answer is kept for
+    /// the life of the client.
+    pub async fn uses_plain_http(&self, registry: &str) -> bool {
+        if !self.is_plain_http(registry) {
+            return false;
+        }
+        if let Some(&known) = self.plain_http.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
+            return known;
+        }
+        let probe = ImageRef { registry: registry.to_string(), repository: "x".into(), tag: None, digest: None };
+        let url = format!("https://{}/v2/", probe.to_oci().resolve_registry());
+        // Any HTTP answer (401 included) means a TLS server is there. A
+        // plain-HTTP server fails the handshake at once; the timeout only
+        // bounds one that waits for a line end that never comes.
+        let tls = self.session.client().get(url).timeout(HTTPS_PROBE_TIMEOUT).send().await.is_ok();
+        self.plain_http.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_string(), !tls);
+        !tls
+    }
+
     /// The oci-client for `r`'s registry, with its credentials registered.
     async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
-        let client = if self.is_plain_http(&r.registry) { &self.http } else { &self.https };
-        let cached = self.auths.lock().unwrap_or_else(|p| p.into_inner()).get(&r.registry).cloned();
-        let auth = match cached {
-            Some(a) => a,
-            None => {
-                let dir = self.opts.docker_config_dir.clone().or_else(auth::default_docker_config_dir);
-                let a = auth::credentials_for(dir.as_deref(), &r.registry)?;
-                self.auths.lock().unwrap_or_else(|p| p.into_inner()).insert(r.registry.clone(), a.clone());
-                a
-            }
-        };
+        let client = if self.uses_plain_http(&r.registry).await { &self.http } else { &self.https };
+        let auth = self.creds_for(&r.registry)?;
         // oci-client keeps credentials per registry and authenticates
         // (bearer token or basic) lazily on each request.
         client.store_auth_if_needed(r.to_oci().resolve_registry(), &auth).await;
@@ -385,7 +506,7 @@ impl RegistryClient {
         let client = self.client_for(r).await?;
         let (bytes, digest) = self.fetch_manifest(client, r).await?;
         let media_type = manifest_media_type(r, &digest, &bytes)?;
-        let (manifest_bytes, manifest_digest) = if is_index(&media_type) {
+        let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
             let index: Index = parse_manifest_json(r, &digest, &bytes)?;
             let entry =
                 select_platform(&index.manifests, platform).ok_or_else(|| RegistryError::NoMatchingPlatform {
@@ -412,9 +533,9 @@ impl RegistryClient {
                     actual: Some(child_bytes.len() as u64),
                 });
             }
-            (child_bytes, child_digest)
+            (child_bytes, child_digest, child_type, Some(digest))
         } else {
-            (bytes, digest)
+            (bytes, digest, media_type, None)
         };
         let manifest: Manifest = parse_manifest_json(r, &manifest_digest, &manifest_bytes)?;
 
@@ -427,17 +548,18 @@ impl RegistryClient {
         }
         let mut config = Vec::with_capacity(manifest.config.size as usize);
         self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
-        // Checked here so a broken base image fails at resolution, naming it.
-        serde_json::from_slice::<ImageConfig>(&config).map_err(|source| RegistryError::ParseConfig {
-            reference: r.to_string(),
-            digest: manifest.config.digest.clone(),
-            source,
+        let image_config: ImageConfig = serde_json::from_slice(&config).map_err(|source| {
+            RegistryError::ParseConfig { reference: r.to_string(), digest: manifest.config.digest.clone(), source }
         })?;
         Ok(ResolvedImage {
             manifest_digest,
             manifest: manifest_bytes.to_vec(),
+            manifest_media_type,
+            index_digest,
             config,
             config_digest: manifest.config.digest,
+            layers: manifest.layers,
+            platform: normalise_platform(&image_config.os, &image_config.architecture, image_config.variant.as_deref()),
         })
     }
 
@@ -554,10 +676,14 @@ impl RegistryClient {
                 actual: Some(received),
             });
         }
-        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })
+        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })?;
+        self.note_blob_source(digest, r);
+        Ok(())
     }
 
-    /// Whether `r`'s repository has blob `digest` (HEAD request).
+    /// Whether `r`'s repository has blob `digest` (HEAD request; the
+    /// tests' view of what a push left behind).
+    #[cfg(test)]
     pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
@@ -568,45 +694,33 @@ impl RegistryClient {
         })
     }
 
-    /// Asks the registry to link blob `digest` from `from`'s repository into
-    /// `to`'s (cross-repository mount, same registry only). Returns whether
-    /// it did; `false` means "upload it yourself".
-    pub async fn mount_blob(&self, to: &ImageRef, from: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
-        if to.registry != from.registry || to.repository == from.repository {
-            return Ok(false);
-        }
-        let client = self.client_for(to).await?;
-        // A registry that cannot mount answers 202 and opens an upload
-        // session, which oci-client reports as an error; that session is
-        // simply abandoned (registries expire them).
-        Ok(client.mount_blob(&to.to_oci(), &from.to_oci(), digest).await.is_ok())
-    }
-
-    /// Uploads blobs (unless the repository has them, or can mount them from
-    /// the repository they came from), then the manifest. Layers are
-    /// streamed from their files.
+    /// Uploads blobs (unless the repository has them), then the manifest.
+    /// `layers` are `(digest, size, file)`; they are streamed from the files.
     /// `r`'s tag names the manifest; with no tag it is pushed by digest.
     /// Returns the manifest digest.
+    #[cfg(test)]
     pub async fn push_image(
         &self,
         r: &ImageRef,
         manifest: &[u8],
         manifest_media_type: &str,
         config: (&[u8], &str),
-        layers: &[LayerUpload],
+        layers: &[(String, u64, PathBuf)],
     ) -> Result<String, RegistryError> {
         self.push_blobs(r, config, layers).await?;
         self.push_manifest(r, manifest, manifest_media_type).await
     }
 
     /// The blob half of [`push_image`](Self::push_image): layers (up to
-    /// three at once), then the config.
+    /// three at once), then the config. Returns what happened to each
+    /// blob (layers in order, config last). Nothing is pushed after the
+    /// first failure, so a manifest never follows missing blobs.
     pub async fn push_blobs(
         &self,
         r: &ImageRef,
         config: (&[u8], &str),
-        layers: &[LayerUpload],
-    ) -> Result<(), RegistryError> {
+        layers: &[(String, u64, PathBuf)],
+    ) -> Result<Vec<(String, BlobOutcome)>, RegistryError> {
         let (config_bytes, config_digest) = config;
         reference::validate_digest(config_digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: config_digest.to_string(), reason })?;
@@ -614,57 +728,32 @@ impl RegistryClient {
         if actual != config_digest {
             return Err(RegistryError::DigestMismatch { expected: config_digest.to_string(), actual });
         }
-        stream::iter(layers.iter().map(Ok))
-            .try_for_each_concurrent(UPLOAD_CONCURRENCY, |layer| self.push_layer_file(r, layer))
+        let mut outcomes: Vec<(String, BlobOutcome)> = stream::iter(layers.iter().map(Ok))
+            .map_ok(|(digest, size, path)| async move {
+                let outcome = self.push_layer_file(r, digest, *size, path).await?;
+                Ok::<_, RegistryError>((digest.clone(), outcome))
+            })
+            .try_buffered(UPLOAD_CONCURRENCY)
+            .try_collect()
             .await?;
-        if !self.blob_exists(r, config_digest).await? {
-            let client = self.client_for(r).await?;
-            let oref = r.to_oci();
-            let data = Bytes::copy_from_slice(config_bytes);
-            with_retry(|| client.push_blob(&oref, data.clone(), config_digest)).await.map_err(|source| {
-                RegistryError::PushBlob { repository: r.name(), digest: config_digest.to_string(), source }
-            })?;
-        }
-        Ok(())
+        let data = BlobData::Bytes(Bytes::copy_from_slice(config_bytes));
+        let outcome = self.push_blob_data(r, config_digest, config_bytes.len() as u64, data).await?;
+        outcomes.push((config_digest.to_string(), outcome));
+        Ok(outcomes)
     }
 
-    /// Uploads one layer file unless the repository already has it or can
-    /// mount it.
-    async fn push_layer_file(&self, r: &ImageRef, layer: &LayerUpload) -> Result<(), RegistryError> {
-        let (digest, size, path) = (layer.digest.as_str(), layer.size, layer.path.as_path());
+    /// Uploads one layer file unless the repository already has it.
+    async fn push_layer_file(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        path: &Path,
+    ) -> Result<BlobOutcome, RegistryError> {
         reference::validate_digest(digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
-        if self.blob_exists(r, digest).await? {
-            return Ok(());
-        }
-        if let Some(from) = &layer.mount_from
-            && self.mount_blob(r, from, digest).await?
-        {
-            return Ok(());
-        }
-        let read_err = |source| RegistryError::ReadLayerFile { path: path.to_path_buf(), source };
-        let actual = tokio::fs::metadata(path).await.map_err(read_err)?.len();
-        if actual != size {
-            return Err(RegistryError::SizeMismatch {
-                digest: digest.to_string(),
-                expected: size,
-                actual: Some(actual),
-            });
-        }
-        let client = self.client_for(r).await?;
-        let oref = r.to_oci();
-        // A stream cannot be replayed, but a file can be re-opened: each
-        // attempt streams it afresh. The registry checks the digest.
-        with_retry(|| async {
-            let file = tokio::fs::File::open(path).await?;
-            client.push_blob_stream(&oref, file_stream(file), digest, Some(size)).await
-        })
-        .await
-        .map_err(|source| match source {
-            OciDistributionError::IoError(source) => read_err(source),
-            source => RegistryError::PushBlob { repository: r.name(), digest: digest.to_string(), source },
-        })?;
-        Ok(())
+        // The registry checks the digest when the upload is closed.
+        self.push_blob_data(r, digest, size, BlobData::File(path)).await
     }
 
     /// Uploads a manifest or index (its blobs must already be there) under
@@ -676,19 +765,36 @@ impl RegistryClient {
         media_type: &str,
     ) -> Result<String, RegistryError> {
         let digest = sha256_digest(manifest);
-        let target = if r.tag.is_some() { ImageRef { digest: None, ..r.clone() } } else { r.with_digest(&digest) };
-        let client = self.client_for(&target).await?;
-        let oref = target.to_oci();
-        let body = Bytes::copy_from_slice(manifest);
-        // Type inferred from `push_manifest_raw` (reqwest's HeaderValue,
-        // which oci-client does not re-export).
-        let content_type =
-            media_type.parse().map_err(|_| RegistryError::BadMediaType { media_type: media_type.to_string() })?;
-        with_retry(|| client.push_manifest_raw(&oref, body.clone(), Clone::clone(&content_type)))
-            .await
-            .map_err(|source| RegistryError::PushManifest { reference: target.to_string(), source })?;
+        let reference = r.tag.clone().unwrap_or_else(|| digest.clone());
+        self.put_manifest(r, &reference, manifest, media_type).await?;
         Ok(digest)
     }
+}
+
+/// The PEM certificates of `--registry-ca` and `SSL_CERT_FILE`, one
+/// `BEGIN CERTIFICATE` block each.
+fn load_ca_certs(opts: &RegistryOptions) -> Result<Vec<Vec<u8>>, RegistryError> {
+    let env = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut out = Vec::new();
+    for path in opts.ca_file.iter().chain(env.iter()) {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| RegistryError::ReadCa { path: path.clone(), source })?;
+        let before = out.len();
+        const END: &str = "-----END CERTIFICATE-----";
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+            let Some(end) = rest[start..].find(END) else { break };
+            let block = &rest[start..start + end + END.len()];
+            reqwest::Certificate::from_pem(block.as_bytes())
+                .map_err(|e| RegistryError::BadCa { path: path.clone(), source: Some(e) })?;
+            out.push(format!("{block}\n").into_bytes());
+            rest = &rest[start + end + END.len()..];
+        }
+        if out.len() == before {
+            return Err(RegistryError::BadCa { path: path.clone(), source: None });
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `op` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] run out.
@@ -709,9 +815,10 @@ where
     }
 }
 
-/// Delay after failed attempt `n` (1-based).
+/// Delay after failed attempt `n` (1-based): the push path's jittered
+/// exponential backoff (0.2 s doubling, plus up to 50 %).
 fn backoff(n: u32) -> Duration {
-    INITIAL_BACKOFF * 2u32.saturating_pow(n.saturating_sub(1))
+    session::backoff(n)
 }
 
 /// Too many requests, server errors and broken connections are worth
@@ -744,21 +851,6 @@ fn is_retryable(e: &OciDistributionError) -> bool {
 /// Whether a body-stream error is oci-client's digest verification failing.
 fn is_digest_error(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
-}
-
-/// A file as a stream of chunks for `push_blob_stream`.
-fn file_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = Result<Bytes, OciDistributionError>> + Send + 'static {
-    stream::try_unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; UPLOAD_READ_SIZE];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), file)))
-    })
 }
 
 /// Incremental digest for the algorithm named in a digest string.

@@ -2,7 +2,7 @@
 //! loopback (started by the shared e2e harness), plus unit tests of
 //! platform selection and retry classification.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::Digest as _;
 
@@ -13,28 +13,6 @@ mod util;
 
 use util::TestRegistry;
 
-/// The layers of a resolved image's manifest.
-fn layers_of(img: &ResolvedImage) -> Vec<Descriptor> {
-    serde_json::from_slice::<Manifest>(&img.manifest).unwrap().layers
-}
-
-/// The media type of a resolved image's manifest (inferred, as the
-/// resolver does, where the document leaves it out).
-fn media_type(img: &ResolvedImage) -> String {
-    let r = ImageRef::parse("localhost/any").unwrap();
-    manifest_media_type(&r, &img.manifest_digest, &img.manifest).unwrap()
-}
-
-/// The platform a resolved image's config says it is.
-fn platform_of(img: &ResolvedImage) -> Platform {
-    let c: ImageConfig = serde_json::from_slice(&img.config).unwrap();
-    normalise_platform(&c.os, &c.architecture, c.variant.as_deref())
-}
-
-fn upload(digest: &str, size: u64, path: PathBuf) -> LayerUpload {
-    LayerUpload { digest: digest.to_string(), size, path, mount_from: None }
-}
-
 fn platform(s: &str) -> Platform {
     Platform::parse(s).unwrap()
 }
@@ -43,7 +21,12 @@ fn client() -> RegistryClient {
     // An empty config dir: the tests must not pick up the host's logins.
     let dir = std::env::temp_dir().join("rbuild-registry-tests-empty-docker-config");
     std::fs::create_dir_all(&dir).unwrap();
-    RegistryClient::new(RegistryOptions { docker_config_dir: Some(dir), ..Default::default() })
+    RegistryClient::new(RegistryOptions {
+        docker_config_dir: Some(dir.clone()),
+        podman_auth_file: Some(dir.join("no-auth.json")),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 fn image(reg: &TestRegistry, name: &str) -> ImageRef {
@@ -73,17 +56,18 @@ async fn resolves_and_fetches_busybox() {
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
 
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "library/busybox:latest"));
-    assert_eq!(media_type(&img), MEDIA_TYPE_MANIFEST);
-    assert_eq!(platform_of(&img), platform("linux/amd64"));
+    assert_eq!(img.manifest_media_type, MEDIA_TYPE_MANIFEST);
+    assert_eq!(img.index_digest, None);
+    assert_eq!(img.platform, platform("linux/amd64"));
     assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&img.config))), img.config_digest);
     let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
     assert_eq!(config, reg.inspect_config("library/busybox:latest"));
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]));
-    assert_eq!(layers_of(&img).len(), 1);
-    assert_eq!(layers_of(&img)[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(img.layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
 
     let dir = tempfile::tempdir().unwrap();
-    for layer in &layers_of(&img) {
+    for layer in &img.layers {
         let path = dir.path().join(layer.digest.replace(':', "-"));
         let mut f = tokio::fs::File::create(&path).await.unwrap();
         c.fetch_blob(&r, &layer.digest, layer.size, &mut f).await.unwrap();
@@ -100,8 +84,8 @@ async fn resolves_docker_schema2_manifest() {
     let reg = TestRegistry::start();
     reg.push_busybox_docker("bb:v2s2");
     let img = client().resolve(&image(&reg, "bb:v2s2"), &platform("linux/amd64")).await.unwrap();
-    assert_eq!(media_type(&img), MEDIA_TYPE_DOCKER_MANIFEST);
-    assert_eq!(layers_of(&img)[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(img.manifest_media_type, MEDIA_TYPE_DOCKER_MANIFEST);
+    assert_eq!(img.layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar.gzip");
     assert_eq!(img.manifest_digest, skopeo_digest(&reg, "bb:v2s2"));
 }
 
@@ -112,7 +96,7 @@ async fn rejects_tampered_and_missized_blobs() {
     let c = client();
     let r = image(&reg, "bb");
     let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
-    let layer = &layers_of(&img)[0];
+    let layer = &img.layers[0];
 
     // Wrong size in the descriptor, shorter: cut off as soon as it overflows.
     let mut sink = Vec::new();
@@ -159,19 +143,21 @@ async fn pushes_fetched_image_under_new_name() {
     let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut layers = Vec::new();
-    for l in &layers_of(&img) {
+    for l in &img.layers {
         let path = dir.path().join(l.digest.replace(':', "-"));
         let mut f = tokio::fs::File::create(&path).await.unwrap();
         c.fetch_blob(&src, &l.digest, l.size, &mut f).await.unwrap();
-        layers.push(upload(&l.digest, l.size, path));
+        layers.push((l.digest.clone(), l.size, path));
     }
 
     let dst = image(&reg, "copies/busybox:v1");
-    assert!(!c.blob_exists(&dst, &layers_of(&img)[0].digest).await.unwrap());
-    let digest =
-        c.push_image(&dst, &img.manifest, &media_type(&img), (&img.config, &img.config_digest), &layers).await.unwrap();
+    assert!(!c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
+    let digest = c
+        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &layers)
+        .await
+        .unwrap();
     assert_eq!(digest, img.manifest_digest);
-    assert!(c.blob_exists(&dst, &layers_of(&img)[0].digest).await.unwrap());
+    assert!(c.blob_exists(&dst, &img.layers[0].digest).await.unwrap());
 
     // Independent check with skopeo.
     assert_eq!(skopeo_digest(&reg, "copies/busybox:v1"), digest);
@@ -181,20 +167,22 @@ async fn pushes_fetched_image_under_new_name() {
 
     // Pushing again is a no-op for blobs (they exist) and still succeeds; a
     // missing layer file is then not even opened.
-    let gone = vec![upload(&layers_of(&img)[0].digest, layers_of(&img)[0].size, dir.path().join("does-not-exist"))];
-    let again =
-        c.push_image(&dst, &img.manifest, &media_type(&img), (&img.config, &img.config_digest), &gone).await.unwrap();
+    let gone = vec![(img.layers[0].digest.clone(), img.layers[0].size, dir.path().join("does-not-exist"))];
+    let again = c
+        .push_image(&dst, &img.manifest, &img.manifest_media_type, (&img.config, &img.config_digest), &gone)
+        .await
+        .unwrap();
     assert_eq!(again, digest);
 
     // By digest (no tag), as index children are pushed.
     let by_digest = ImageRef { tag: None, ..image(&reg, "copies/busybox") };
-    assert_eq!(c.push_manifest(&by_digest, &img.manifest, &media_type(&img)).await.unwrap(), digest);
+    assert_eq!(c.push_manifest(&by_digest, &img.manifest, &img.manifest_media_type).await.unwrap(), digest);
 
     // A config that does not match its digest is refused before upload.
     let bad = c.push_blobs(&image(&reg, "copies/bad"), (b"{}", &img.config_digest), &[]).await;
     assert!(matches!(bad, Err(RegistryError::DigestMismatch { .. })));
     // A layer file of the wrong size too.
-    let wrong = vec![upload(&layers_of(&img)[0].digest, layers_of(&img)[0].size + 5, layers[0].path.clone())];
+    let wrong = vec![(img.layers[0].digest.clone(), img.layers[0].size + 5, layers[0].2.clone())];
     let bad = c.push_blobs(&image(&reg, "copies/bad"), (&img.config, &img.config_digest), &wrong).await;
     assert!(matches!(bad, Err(RegistryError::SizeMismatch { .. })), "{bad:?}");
 }
@@ -207,36 +195,26 @@ async fn mounts_blob_across_repositories() {
     let src = image(&reg, "src/bb");
     let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
     let dst = image(&reg, "dst/bb");
-    let layer = &layers_of(&img)[0].digest;
+    let layer = &img.layers[0].digest;
     assert!(!c.blob_exists(&dst, layer).await.unwrap());
     assert!(c.mount_blob(&dst, &src, layer).await.unwrap());
     assert!(c.blob_exists(&dst, layer).await.unwrap());
-}
 
-#[tokio::test]
-async fn push_mounts_base_layers_instead_of_uploading_them() {
-    let reg = TestRegistry::start();
-    reg.push_busybox("base/bb:latest");
-    let c = client();
-    let src = image(&reg, "base/bb:latest");
-    let img = c.resolve(&src, &platform("linux/amd64")).await.unwrap();
-    let l = &layers_of(&img)[0];
-    // No file holds the layer: only a mount can put it in `app`.
+    // A push to a third repository mounts the layer it knows the source of.
+    c.note_blob_source(layer, &src);
+    let third = image(&reg, "third/bb:1");
     let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("not-downloaded");
-    let dst = image(&reg, "app/bb:1");
-    let config = (img.config.as_slice(), img.config_digest.as_str());
-    let without = c.push_blobs(&dst, config, &[upload(&l.digest, l.size, missing.clone())]).await;
-    assert!(matches!(without, Err(RegistryError::ReadLayerFile { .. })), "{without:?}");
-    let mounted = LayerUpload { mount_from: Some(src.clone()), ..upload(&l.digest, l.size, missing.clone()) };
-    let digest = c.push_image(&dst, &img.manifest, &media_type(&img), config, &[mounted]).await.unwrap();
-    assert_eq!(digest, img.manifest_digest);
-    assert!(c.blob_exists(&dst, &l.digest).await.unwrap());
-    // Another registry cannot mount: the upload is tried (and fails here).
-    let elsewhere = ImageRef { registry: "127.0.0.1:1".into(), ..src.clone() };
-    let other = LayerUpload { mount_from: Some(elsewhere), ..upload(&l.digest, l.size, missing) };
-    let failed = c.push_blobs(&image(&reg, "app/other:1"), config, &[other]).await;
-    assert!(matches!(failed, Err(RegistryError::ReadLayerFile { .. })), "{failed:?}");
+    let path = dir.path().join("layer");
+    let mut f = tokio::fs::File::create(&path).await.unwrap();
+    c.fetch_blob(&src, layer, img.layers[0].size, &mut f).await.unwrap();
+    let outcomes = c
+        .push_blobs(&third, (&img.config, &img.config_digest), &[(layer.clone(), img.layers[0].size, path)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0], (layer.clone(), BlobOutcome::Mounted { from: "src/bb".into() }));
+    // The config came from `src/bb` too (fetched by `resolve`).
+    assert_eq!(outcomes[1].1, BlobOutcome::Mounted { from: "src/bb".into() });
+    assert!(c.blob_exists(&third, layer).await.unwrap());
 }
 
 #[tokio::test]
@@ -245,11 +223,13 @@ async fn selects_platform_from_index() {
     reg.push_busybox_multiarch("multi:latest");
     let c = client();
     let r = image(&reg, "multi:latest");
+    let index_digest = skopeo_digest_raw_index(&reg, "multi:latest");
 
     let amd = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
-    assert_eq!(platform_of(&amd), platform("linux/amd64"));
+    assert_eq!(amd.platform, platform("linux/amd64"));
+    assert_eq!(amd.index_digest.as_deref(), Some(index_digest.as_str()));
     let arm = c.resolve(&r, &platform("linux/arm64")).await.unwrap();
-    assert_eq!(platform_of(&arm), platform("linux/arm64"));
+    assert_eq!(arm.platform, platform("linux/arm64"));
     assert_ne!(arm.manifest_digest, amd.manifest_digest);
     assert_ne!(arm.config_digest, amd.config_digest);
     // arm64/v8 is arm64.
@@ -266,6 +246,17 @@ async fn selects_platform_from_index() {
         }
         other => panic!("expected NoMatchingPlatform, got {other:?}"),
     }
+}
+
+/// Digest of the index at `name`: sha256 of the exact bytes the registry
+/// serves, read with `curl`-free plain skopeo raw output.
+fn skopeo_digest_raw_index(reg: &TestRegistry, name: &str) -> String {
+    let out = util::run(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}", reg.reference(name))),
+    );
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&out)))
 }
 
 #[tokio::test]
@@ -286,7 +277,8 @@ async fn authenticates_with_docker_config() {
         let c = RegistryClient::new(RegistryOptions {
             docker_config_dir: Some(dir.path().to_path_buf()),
             ..Default::default()
-        });
+        })
+        .unwrap();
         (dir, c)
     };
     // Wrong password: refused, and the password is not in the error.
@@ -311,7 +303,7 @@ async fn authenticates_with_docker_config() {
     });
     // Pull a layer and push the image elsewhere with the same credentials.
     let dir = tempfile::tempdir().unwrap();
-    let l = &layers_of(&img)[0];
+    let l = &img.layers[0];
     let path = dir.path().join("layer");
     let mut f = tokio::fs::File::create(&path).await.unwrap();
     c.fetch_blob(&r, &l.digest, l.size, &mut f).await.unwrap();
@@ -320,9 +312,9 @@ async fn authenticates_with_docker_config() {
         .push_image(
             &dst,
             &img.manifest,
-            &media_type(&img),
+            &img.manifest_media_type,
             (&img.config, &img.config_digest),
-            &[upload(&l.digest, l.size, path)],
+            &[(l.digest.clone(), l.size, path)],
         )
         .await
         .unwrap();
@@ -371,8 +363,8 @@ fn classifies_retryable_errors() {
     let envelope: oci_client::errors::OciEnvelope =
         serde_json::from_str(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#).unwrap();
     assert!(!is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
-    assert_eq!(backoff(1), Duration::from_millis(200));
-    assert_eq!(backoff(4), Duration::from_millis(1600));
+    assert!((Duration::from_millis(200)..=Duration::from_millis(300)).contains(&backoff(1)));
+    assert!((Duration::from_millis(1600)..=Duration::from_millis(2400)).contains(&backoff(4)));
 }
 
 #[test]
@@ -380,12 +372,17 @@ fn plain_http_only_for_loopback_and_listed_hosts() {
     let c = RegistryClient::new(RegistryOptions {
         insecure_registries: vec!["reg.lan:5000".into(), "plain.lan".into()],
         ..Default::default()
-    });
+    })
+    .unwrap();
     for plain in
         ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "reg.lan:5000", "plain.lan:443"]
     {
         assert!(c.is_plain_http(plain), "{plain}");
     }
+    // An output's `registry.insecure=true` adds its registries.
+    let out = c.with_insecure(&["10.0.0.1:5000".to_string()]);
+    assert!(out.is_plain_http("10.0.0.1:5000") && out.is_plain_http("reg.lan:5000"));
+    assert!(!c.is_plain_http("10.0.0.1:5000"));
     for tls in ["docker.io", "reg.lan:5001", "ghcr.io", "10.0.0.1:5000", "localhost.example.com"] {
         assert!(!c.is_plain_http(tls), "{tls}");
     }
@@ -433,6 +430,10 @@ async fn faulty_proxy(
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
+                    // The client's HTTPS-first probe: hang up.
+                    if buf[0] == 0x16 {
+                        return;
+                    }
                     if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         break i + 4;
                     }
@@ -522,7 +523,7 @@ async fn retries_server_errors_then_succeeds() {
     // Two 429s on blobs: absorbed too.
     let (addr, injected) = faulty_proxy(reg.addr.clone(), "/blobs/", Fault::Status(429), 2).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
-    let l = &layers_of(&img)[0];
+    let l = &img.layers[0];
     let mut sink = Vec::new();
     c.fetch_blob(&r, &l.digest, l.size, &mut sink).await.unwrap();
     assert_eq!(injected.load(Ordering::SeqCst), 2);
@@ -551,4 +552,200 @@ async fn retries_server_errors_then_succeeds() {
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     assert!(c.resolve(&r, &platform("linux/amd64")).await.is_err());
     assert_eq!(injected.load(Ordering::SeqCst), 1);
+}
+
+/// A minimal registry upload endpoint that, unlike distribution, tracks an
+/// upload's offset on the server (as zot and others do), so an upload whose
+/// PATCH answer was lost can be resumed. The first PATCH is applied but its
+/// answer is never sent. Returns its address and the request log.
+fn resumable_upload_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut data: Vec<u8> = Vec::new();
+        let mut patches = 0;
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            // The client's HTTPS-first probe: hang up, as an HTTP server would.
+            if reader.fill_buf().map(|b| b.first() == Some(&0x16)).unwrap_or(true) {
+                continue;
+            }
+            let mut lines = Vec::new();
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+                lines.push(l.trim_end().to_string());
+            }
+            let Some(first) = lines.first().cloned() else { continue };
+            let header = |name: &str| {
+                lines.iter().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+            };
+            let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let (method, target) = first.split_once(' ').map(|(m, r)| (m, r.split(' ').next().unwrap())).unwrap();
+            log2.lock().unwrap().push(format!("{method} {}", header("content-range").unwrap_or_default()));
+            let range = |n: usize| format!("Range: 0-{}\r\n", n.saturating_sub(1));
+            let loc = "Location: /v2/r/blobs/uploads/u1\r\n";
+            let reply = match method {
+                "HEAD" => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                "POST" => format!("HTTP/1.1 202 Accepted\r\n{loc}{}Content-Length: 0\r\n\r\n", range(0)),
+                "GET" => format!("HTTP/1.1 204 No Content\r\n{loc}{}\r\n", range(data.len())),
+                "PATCH" => {
+                    let start: usize = header("content-range")
+                        .and_then(|r| r.split('-').next().and_then(|s| s.parse().ok()))
+                        .unwrap_or(usize::MAX);
+                    if start != data.len() {
+                        "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n".to_string()
+                    } else {
+                        data.extend_from_slice(&body);
+                        patches += 1;
+                        if patches == 1 {
+                            // Applied, but the answer is lost.
+                            let _ = conn.shutdown(std::net::Shutdown::Both);
+                            continue;
+                        }
+                        format!("HTTP/1.1 202 Accepted\r\n{loc}{}Content-Length: 0\r\n\r\n", range(data.len()))
+                    }
+                }
+                "PUT" => {
+                    let want = target.split("digest=").nth(1).unwrap_or_default().replace("%3A", ":");
+                    let got = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+                    if want == got {
+                        "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".to_string()
+                    } else {
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_string()
+                    }
+                }
+                _ => "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n".to_string(),
+            };
+            // One request per connection, so a client never reuses a socket
+            // this loop has already dropped.
+            let reply = reply.replacen("\r\n", "\r\nConnection: close\r\n", 1);
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    (addr, log)
+}
+
+#[tokio::test]
+async fn resumes_a_chunked_upload_from_the_registry_range() {
+    let (addr, log) = resumable_upload_server();
+    let dir = tempfile::tempdir().unwrap();
+    let c = RegistryClient::new(RegistryOptions {
+        docker_config_dir: Some(dir.path().to_path_buf()),
+        podman_auth_file: Some(dir.path().join("none.json")),
+        upload_chunk_size: Some(1 << 20),
+        ..Default::default()
+    })
+    .unwrap();
+    // 3.5 chunks of data that cannot be mistaken for one another.
+    let data: Vec<u8> = (0..(7u32 << 19)).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&data)));
+    let r = ImageRef::parse(&format!("{addr}/r:1")).unwrap();
+    let outcome = c.push_blob_data(&r, &digest, data.len() as u64, BlobData::File(&path)).await.unwrap();
+    assert_eq!(outcome, BlobOutcome::Uploaded);
+    let log = log.lock().unwrap().clone();
+    // The lost first answer was followed by a status query, and the upload
+    // went on from the registry's offset: each chunk sent exactly once.
+    assert_eq!(
+        log.iter().filter(|l| !l.starts_with("HEAD")).cloned().collect::<Vec<_>>(),
+        vec![
+            "POST ".to_string(),
+            "PATCH 0-1048575".into(),
+            "GET ".into(),
+            "PATCH 1048576-2097151".into(),
+            "PATCH 2097152-3145727".into(),
+            "PATCH 3145728-3670015".into(),
+            "PUT ".into(),
+        ],
+        "{log:#?}"
+    );
+}
+
+/// A one-shot HTTP server: answers every request with `reply` and records
+/// each request head.
+fn recording_server(reply: impl Fn(&str) -> String + Send + 'static) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let heads2 = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            // The client's HTTPS-first probe: hang up, as an HTTP server would.
+            if reader.fill_buf().map(|b| b.first() == Some(&0x16)).unwrap_or(true) {
+                continue;
+            }
+            let mut head = String::new();
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+                head.push_str(&l);
+            }
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let _ = std::io::copy(&mut (&mut reader).take(len as u64), &mut std::io::sink());
+            let answer = reply(&head);
+            heads2.lock().unwrap().push(head);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn credentials_never_follow_an_upload_location_to_another_host() {
+    // A hostile registry that demands basic auth, then sends the upload to
+    // a host it controls, hoping the password comes along.
+    let (collector, collected) = recording_server(|_| "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n".into());
+    let (registry, seen) = recording_server(move |head| {
+        if !head.to_ascii_lowercase().contains("authorization: basic") {
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\n\r\n".into()
+        } else if head.starts_with("HEAD") {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into()
+        } else {
+            format!("HTTP/1.1 202 Accepted\r\nLocation: http://{collector}/upload/1\r\nContent-Length: 0\r\n\r\n")
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = session::base64_encode(b"alice:hunter2");
+    std::fs::write(dir.path().join("config.json"), format!(r#"{{"auths":{{"{registry}":{{"auth":"{b64}"}}}}}}"#))
+        .unwrap();
+    let c = RegistryClient::new(RegistryOptions {
+        docker_config_dir: Some(dir.path().to_path_buf()),
+        podman_auth_file: Some(dir.path().join("none.json")),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = ImageRef::parse(&format!("{registry}/app:1")).unwrap();
+    let data = Bytes::from_static(b"{}");
+    let digest = sha256_digest(&data);
+    // The collector "accepts" the blob; what matters is what it was sent.
+    c.push_blob_data(&r, &digest, 2, BlobData::Bytes(data)).await.unwrap();
+    assert!(seen.lock().unwrap().iter().any(|h| h.contains(&b64)), "the registry itself got the credentials");
+    let collected = collected.lock().unwrap();
+    assert_eq!(collected.len(), 1, "{collected:?}");
+    assert!(!collected[0].to_ascii_lowercase().contains("authorization"), "credentials leaked: {collected:?}");
 }

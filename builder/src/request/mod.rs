@@ -114,6 +114,8 @@ pub struct BuildRequest {
     pub metadata_file: Option<PathBuf>,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// `--registry-ca`: extra CA certificates for registries.
+    pub registry_ca: Option<PathBuf>,
 }
 
 /// Why a build request is invalid.
@@ -424,6 +426,7 @@ impl BuildRequest {
             iidfile: args.iidfile.clone(),
             metadata_file: args.metadata_file.clone(),
             insecure_registries: args.insecure_registry.clone(),
+            registry_ca: args.registry_ca.clone(),
         })
     }
 }

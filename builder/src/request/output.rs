@@ -10,7 +10,8 @@ use super::{RequestError, parse_bool, require_known};
 pub use crate::export::{CompressionKind, ImageAttrs, Output};
 
 const TYPES: &str = "image, registry, oci, docker, local, tar";
-const IMAGE_KEYS: &[&str] = &["type", "name", "push", "compression", "compression-level"];
+const IMAGE_KEYS: &[&str] =
+    &["type", "name", "push", "compression", "compression-level", "oci-mediatypes", "registry.insecure"];
 const OCI_KEYS: &[&str] = &["type", "dest", "tar", "name", "compression", "compression-level"];
 const DOCKER_KEYS: &[&str] = &["type", "dest", "name", "compression", "compression-level"];
 const FS_KEYS: &[&str] = &["type", "dest"];
@@ -106,7 +107,17 @@ fn image_attrs(
             expected: "an integer",
         })?),
     };
-    Ok(ImageAttrs { names, compression: kind, compression_level: level })
+    let flag = |key: &'static str, default: bool| match attrs.get(key) {
+        None => Ok(default),
+        Some(v) => parse_bool(FLAG, key, v),
+    };
+    Ok(ImageAttrs {
+        names,
+        compression: kind,
+        compression_level: level,
+        docker_media_types: !flag("oci-mediatypes", true)?,
+        insecure: flag("registry.insecure", false)?,
+    })
 }
 
 #[cfg(test)]
@@ -114,7 +125,12 @@ mod tests {
     use super::*;
 
     fn attrs(names: &[&str], compression: Option<CompressionKind>, compression_level: Option<i32>) -> ImageAttrs {
-        ImageAttrs { names: names.iter().map(|s| s.to_string()).collect(), compression, compression_level }
+        ImageAttrs {
+            names: names.iter().map(|s| s.to_string()).collect(),
+            compression,
+            compression_level,
+            ..Default::default()
+        }
     }
 
     fn image(names: &[&str], push: bool) -> Output {

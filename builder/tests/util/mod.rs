@@ -10,6 +10,8 @@
 //! test.
 #![allow(dead_code)]
 
+pub mod faultproxy;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +31,8 @@ pub struct TestRegistry {
     pub addr: String,
     /// Credentials the registry demands (htpasswd), if any.
     pub creds: Option<(String, String)>,
+    /// For a TLS registry: the CA that signed its certificate.
+    pub tls: Option<TestCa>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -36,17 +40,41 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts an anonymous registry.
     pub fn start() -> TestRegistry {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
     }
 
     /// Starts a registry that requires HTTP basic auth (`auth: htpasswd`)
     /// with one user.
     pub fn start_with_auth(user: &str, password: &str) -> TestRegistry {
-        Self::start_inner(Some((user.to_string(), password.to_string())))
+        Self::start_inner(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn start_inner(creds: Option<(String, String)>) -> TestRegistry {
+    /// Starts a registry behind TLS (a certificate for `127.0.0.1` signed
+    /// by a CA made for this registry) that requires basic auth, with its
+    /// access log on (see [`TestRegistry::log`]).
+    pub fn start_tls_with_auth(user: &str, password: &str) -> TestRegistry {
+        Self::start_inner(Some((user.to_string(), password.to_string())), true)
+    }
+
+    /// The registry's log (access log for TLS registries).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    fn start_inner(creds: Option<(String, String)>, tls: bool) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir for registry");
+        let ca = tls.then(|| TestCa::create(&dir.path().join("tls")));
+        let tls_section = match &ca {
+            Some(ca) => {
+                format!("  tls:\n    certificate: {}\n    key: {}\n", ca.server_cert.display(), ca.server_key.display())
+            }
+            None => String::new(),
+        };
+        let log_section = if tls {
+            "log:\n  level: info\n  accesslog:\n    disabled: false\n"
+        } else {
+            "log:\n  level: error\n  accesslog:\n    disabled: true\n"
+        };
         let mut auth_section = String::new();
         if let Some((user, password)) = &creds {
             let htpasswd = dir.path().join("htpasswd");
@@ -63,9 +91,9 @@ impl TestRegistry {
             fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                    "version: 0.1\n{log_section}\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n  secret: rbuild-test-secret\n{auth_section}",
+                     http:\n  addr: {addr}\n  secret: rbuild-test-secret\n{tls_section}{auth_section}",
                     dir.path().join("storage").display()
                 ),
             )
@@ -89,9 +117,10 @@ impl TestRegistry {
                     break;
                 }
                 if let Some(code) = http_status(&addr, "/v2/") {
-                    // 401 is "up, wants credentials".
-                    if code == 200 || code == 401 {
-                        return TestRegistry { addr, creds, child, dir };
+                    // 401 is "up, wants credentials"; 400 is a TLS server
+                    // refusing our plain-HTTP probe.
+                    if code == 200 || code == 401 || (code == 400 && ca.is_some()) {
+                        return TestRegistry { addr, creds, tls: ca, child, dir };
                     }
                 }
                 if Instant::now() > deadline {
@@ -160,6 +189,69 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throw-away CA and a server certificate it signed for `127.0.0.1` /
+/// `localhost`, made with `openssl`.
+pub struct TestCa {
+    /// The CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// A directory holding only `ca.crt` (for `skopeo --cert-dir`).
+    pub cert_dir: PathBuf,
+    /// Server certificate (PEM).
+    pub server_cert: PathBuf,
+    /// Server key (PEM).
+    pub server_key: PathBuf,
+}
+
+impl TestCa {
+    fn create(dir: &Path) -> TestCa {
+        fs::create_dir_all(dir.join("certs.d")).expect("tls dir");
+        let p = |n: &str| dir.join(n);
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-days", "2", "-subj", "/CN=rbuild test CA"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.crt"))
+            .stderr(Stdio::null()));
+        run(Command::new("openssl")
+            .args(["req", "-subj", "/CN=127.0.0.1"])
+            .args(ec)
+            .arg("-keyout")
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.csr"))
+            .stderr(Stdio::null()));
+        fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write ext.cnf");
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(p("server.csr"))
+            .arg("-CA")
+            .arg(p("ca.crt"))
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("server.crt"))
+            .arg("-extfile")
+            .arg(p("ext.cnf"))
+            .stderr(Stdio::null()));
+        fs::copy(p("ca.crt"), dir.join("certs.d/ca.crt")).expect("copy ca.crt");
+        TestCa {
+            ca_cert: p("ca.crt"),
+            cert_dir: dir.join("certs.d"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+        }
     }
 }
 

@@ -466,6 +466,11 @@ impl Store {
         self.set_named("refs", key, digest)
     }
 
+    /// Every remembered resolution as `(reference|platform, manifest digest)`.
+    pub fn resolved_refs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.list_named("refs")?.into_iter().map(|(_, e)| (e.name, e.digest)).collect())
+    }
+
     fn set_named(&self, dir: &str, name: &str, digest: &str) -> Result<(), StoreError> {
         parse_digest(digest)?;
         let entry = NamedEntry { name: name.to_string(), digest: digest.to_string() };
