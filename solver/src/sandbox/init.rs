@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use rustix::thread::UnshareFlags;
 
 use super::syscall::{Linux, Syscall};
-use super::{MountSource, Network, RunSpec, SandboxError, copyfs, error_chain, passwd, rootfs};
+use super::{MountSource, Network, RunSpec, SandboxError, Security, copyfs, error_chain, passwd, rootfs, seccomp};
 
 /// Environment marker of a re-executed sandbox init.
 pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
@@ -254,6 +254,13 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     // As BuildKit does, a missing working directory is created (by root,
     // before switching user) and stays in the snapshot.
     std::fs::create_dir_all(cwd).map_err(|source| SandboxError::Prepare { path: cwd.to_string(), source })?;
+
+    // Seccomp is installed while pid 1 still holds CAP_SYS_ADMIN, i.e.
+    // before the id switch and the capability drop, so that it needs no
+    // `no_new_privs` and setuid binaries keep working (see `seccomp::install`).
+    if spec.security == Security::Sandbox {
+        seccomp::install_default().map_err(SandboxError::Seccomp)?;
+    }
 
     let set_err = |what: String| move |source: rustix::io::Errno| SandboxError::SetIds { what, source: source.into() };
     let groups: Vec<rustix::process::Gid> = user.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();

@@ -35,6 +35,7 @@ mod overlay;
 mod passwd;
 mod process;
 mod rootfs;
+pub mod seccomp;
 mod syscall;
 mod user_ns;
 
@@ -260,6 +261,9 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// Building or installing the `RUN`'s seccomp filter failed.
+    #[error("cannot confine the command with seccomp")]
+    Seccomp(#[source] seccomp::SeccompError),
     /// Setting the host name failed.
     #[error("cannot set the host name to `{0}`")]
     Hostname(String, #[source] std::io::Error),
