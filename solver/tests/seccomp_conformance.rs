@@ -203,10 +203,17 @@ fn effective_rules_and_bpf_agree_with_default_json() {
                     agree += usize::from(ok);
                 }
                 // Numbers no name has (gaps, beyond the table) get the default.
-                for nr in [1000u32, 0x3fff_ffff, 4000] {
+                let named: BTreeSet<u32> = arch.syscalls().iter().map(|(_, nr)| *nr).collect();
+                for nr in (0..1024u32).filter(|n| !named.contains(n)).chain([0x3fff_ffff, 0x4000_0000, u32::MAX]) {
                     let data = SeccompData { nr, arch: arch.audit_arch(), instruction_pointer: 0, args: [0; 6] };
-                    assert_eq!(evaluate(&prog, &data), Some(set.default.ret()), "{label}: unknown syscall {nr}");
+                    // On x86_64 these are x32 calls, which we refuse outright.
+                    let want =
+                        if arch == Arch::X86_64 && nr >= 0x4000_0000 { Action::KillProcess } else { set.default };
+                    assert_eq!(evaluate(&prog, &data), Some(want.ret()), "{label}: unknown syscall {nr:#x}");
                 }
+                // Another ABI (i386 on x86_64, arm on aarch64) is refused outright.
+                let foreign = SeccompData { nr: 3, arch: 0x4000_0003, instruction_pointer: 0, args: [0; 6] };
+                assert_eq!(evaluate(&prog, &foreign), Some(Action::KillProcess.ret()), "{label}: foreign arch");
                 let total = arch.syscalls().len();
                 println!("{label}: {agree}/{total} syscalls agree ({} instructions)", prog.len());
             }

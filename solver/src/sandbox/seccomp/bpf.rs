@@ -10,7 +10,7 @@
 //! syscall would then run each filter, seccompiler's filters test syscalls
 //! one after the other (~370 comparisons for a late one), and `Seccomp_filters`
 //! would say 2. One program with a binary search over the syscall numbers
-//! needs about 2·log2(n) ≈ 20 instructions per syscall, and has room for
+//! needs about 2·log2(runs) ≈ 15 instructions per syscall, and has room for
 //! per-syscall argument checks with their own action. We keep seccompiler's
 //! instruction type ([`seccompiler::sock_filter`]) and action encoding.
 //!
@@ -18,8 +18,10 @@
 //! ```text
 //!   ld arch; jeq AUDIT_ARCH_<native> ? +1 : next; ret KILL_PROCESS
 //!   ld nr;   (x86_64) jge 0x40000000 (x32 ABI) ? next : +1; ret KILL_PROCESS
-//!   search tree: jge k ? next : +1; ja right; <left subtree>; right: <right subtree>
-//!   leaf:    jeq nr ? +1 : next; ret default; <rules of nr>; ret default
+//!   search tree over runs of syscall numbers:
+//!            jge start ? next : +1; ja right; <left subtree>; right: <right subtree>
+//!   leaf:    ret <action of the run>   or, for a syscall with argument rules:
+//!            <conditions of rule 1, failing to rule 2>; ret <action>; ...; ret default
 //! ```
 //! Conditional jumps only ever skip a few instructions (their offsets are 8
 //! bits); the tree's long jumps are `ja`, whose offset is 32 bits.
@@ -193,6 +195,14 @@ impl Asm {
     }
 }
 
+/// A run of syscall numbers, from `start` up to the next segment's start.
+enum Segment<'a> {
+    /// Every number of the run gets this action, whatever the arguments.
+    Uniform(Action),
+    /// One syscall whose rules check arguments.
+    Rules(&'a [Rule]),
+}
+
 /// Compiles `set` (see the module comment for the layout).
 pub(super) fn compile(set: &RuleSet) -> Result<Vec<sock_filter>, SeccompError> {
     let mut asm = Asm::default();
@@ -208,49 +218,73 @@ pub(super) fn compile(set: &RuleSet) -> Result<Vec<sock_filter>, SeccompError> {
         asm.ret(Action::KillProcess);
         asm.place(not_x32);
     }
-    let syscalls: Vec<(u32, &[Rule])> = set.syscalls.iter().map(|(nr, r)| (*nr, r.as_slice())).collect();
-    tree(&mut asm, &syscalls, set.default)?;
+    let segments = segments(set)?;
+    tree(&mut asm, &segments, set.default);
     asm.finish()
 }
 
-/// Binary search over `syscalls` (sorted by number); the accumulator holds
-/// the syscall number.
-fn tree(asm: &mut Asm, syscalls: &[(u32, &[Rule])], default: Action) -> Result<(), SeccompError> {
-    match syscalls {
-        [] => asm.ret(default),
-        [(nr, rules)] => {
-            let matched = asm.label();
-            asm.jump(JEQ, *nr, Target::Label(matched), Target::Next);
-            asm.ret(default);
-            asm.place(matched);
-            block(asm, *nr, rules, default)?;
+/// Splits the syscall numbers 0..=u32::MAX into runs: neighbouring numbers
+/// with the same unconditional action (most allowed syscalls, the gaps
+/// between them) share one run, so the search tree has a few dozen leaves
+/// rather than one per syscall.
+fn segments<'a>(set: &'a RuleSet) -> Result<Vec<(u32, Segment<'a>)>, SeccompError> {
+    let mut out: Vec<(u32, Segment<'a>)> = Vec::new();
+    let mut push = |start: u32, seg: Segment<'a>| {
+        if let (Segment::Uniform(a), Some((_, Segment::Uniform(last)))) = (&seg, out.last())
+            && a == last
+        {
+            return;
         }
-        _ => {
-            let mid = syscalls.len() / 2;
-            let (right_nr, _) = syscalls[mid];
-            let left = asm.label();
-            let right = asm.label();
-            asm.jump(JGE, right_nr, Target::Next, Target::Label(left));
-            asm.ja(right);
-            asm.place(left);
-            tree(asm, &syscalls[..mid], default)?;
-            asm.place(right);
-            tree(asm, &syscalls[mid..], default)?;
+        out.push((start, seg));
+    };
+    let mut next = 0u32;
+    for (&nr, rules) in &set.syscalls {
+        let Some(first) = rules.first() else { continue };
+        if let Some(other) = rules.iter().find(|r| r.action != first.action) {
+            return Err(SeccompError::ConflictingActions { nr, first: first.action, second: other.action });
         }
+        if nr > next {
+            push(next, Segment::Uniform(set.default));
+        }
+        // Rules are alternatives: one without conditions always matches.
+        let seg = if rules.iter().any(|r| r.args.is_empty()) {
+            Segment::Uniform(first.action)
+        } else {
+            Segment::Rules(rules)
+        };
+        push(nr, seg);
+        next = nr + 1;
     }
-    Ok(())
+    push(next, Segment::Uniform(set.default));
+    Ok(out)
 }
 
-/// The rules of one syscall: the first whose conditions all hold decides.
-fn block(asm: &mut Asm, nr: u32, rules: &[Rule], default: Action) -> Result<(), SeccompError> {
-    if let Some(other) = rules.iter().find(|r| r.action != rules[0].action) {
-        return Err(SeccompError::ConflictingActions { nr, first: rules[0].action, second: other.action });
-    }
-    for rule in rules {
-        if rule.args.is_empty() {
-            asm.ret(rule.action);
-            return Ok(());
+/// Binary search over `segments` (sorted by start, the first one starting
+/// at or below the accumulator, which holds the syscall number).
+fn tree(asm: &mut Asm, segments: &[(u32, Segment<'_>)], default: Action) {
+    match segments {
+        [] => asm.ret(default),
+        [(_, Segment::Uniform(action))] => asm.ret(*action),
+        [(_, Segment::Rules(rules))] => block(asm, rules, default),
+        _ => {
+            let mid = segments.len() / 2;
+            let left = asm.label();
+            let right = asm.label();
+            asm.jump(JGE, segments[mid].0, Target::Next, Target::Label(left));
+            asm.ja(right);
+            asm.place(left);
+            tree(asm, &segments[..mid], default);
+            asm.place(right);
+            tree(asm, &segments[mid..], default);
         }
+    }
+}
+
+/// The rules of one syscall (all with the same action and with
+/// conditions): the action if any rule's conditions all hold, else the
+/// default.
+fn block(asm: &mut Asm, rules: &[Rule], default: Action) {
+    for rule in rules {
         let next_rule = asm.label();
         for cond in rule.args {
             condition(asm, cond, next_rule);
@@ -259,7 +293,6 @@ fn block(asm: &mut Asm, nr: u32, rules: &[Rule], default: Action) -> Result<(), 
         asm.place(next_rule);
     }
     asm.ret(default);
-    Ok(())
 }
 
 /// Falls through when `c` holds, jumps to `fail` otherwise. Arguments are
