@@ -5,5 +5,6 @@
 //!
 //! One module per area of confinement.
 
+mod seccomp;
 #[path = "../util/mod.rs"]
 mod util;
