@@ -12,7 +12,9 @@
 //! - waits for pid 1 and exits with its status (128+signal if killed).
 //!
 //! Pid 1 builds the root ([`super::rootfs::setup`]), resolves the user in
-//! the image, switches ids, closes the error pipe (set-up done) and `execve`s.
+//! the image, installs the seccomp filter ([`super::seccomp`]; before the id
+//! switch, see there), switches ids, closes the error pipe (set-up done) and
+//! `execve`s.
 
 use std::convert::Infallible;
 use std::fs::File;

@@ -12,7 +12,8 @@
 //!    sandbox init instead of returning: it unshares pid/ipc/uts(/net)
 //!    namespaces, forks pid 1 of the new pid namespace, which builds the
 //!    overlay root, `/proc`, `/dev`, `/etc/hosts`, `/etc/resolv.conf` and the
-//!    extra mounts, calls `pivot_root`, switches user and `execve`s.
+//!    extra mounts, calls `pivot_root`, installs the seccomp filter
+//!    ([`seccomp`]: Docker's default profile), switches user and `execve`s.
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).
 //!

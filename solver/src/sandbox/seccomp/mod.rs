@@ -1,22 +1,23 @@
 //! Docker's default seccomp profile for `RUN`, as our own Rust data, compiled
 //! to a BPF program in pure Rust (no libseccomp).
 //!
-//! - [`profile`] is the profile: the entries of moby's `default.json`
+//! - [`PROFILE`] is the profile: the entries of moby's `default.json`
 //!   (names, action, argument conditions, capability / architecture /
 //!   kernel includes and excludes), written as Rust data.
 //! - [`effective`] selects the entries that apply to an architecture, a
 //!   capability set and a kernel exactly as moby's `setupSeccomp` does (caps
 //!   are the *configured* (bounding) set of the container, not the process's
 //!   effective set, so a non-root `USER` gets the same filter as root).
-//! - [`RuleSet::compile`] turns the selection into classic BPF
-//!   ([`bpf`]), which [`install`] loads right before the id switch of the
-//!   `RUN` process.
+//! - [`RuleSet::compile`] turns the selection into classic BPF (see
+//!   [`evaluate`] for running one), which `install` loads right before the
+//!   id switch of the `RUN` process.
 //!
-//! Only the native architecture is filtered: syscalls made through another
-//! ABI of the same kernel (i386 and x32 on x86_64, arm on aarch64) kill the
-//! process. Docker's filter also allows the profile's names there; we do not
-//! carry those tables and would rather refuse a foreign ABI than let it pass
-//! unfiltered. A 32-bit binary in a `RUN` therefore dies with `SIGSYS`.
+//! Only the native ABI is filtered: syscalls made through another ABI of the
+//! same kernel (i386 via `int 0x80` and x32 on x86_64, arm on aarch64) kill
+//! the process. Docker's filter applies the profile's names to those ABIs
+//! too; we do not carry their syscall tables, and a filter without them
+//! could only let such calls through unchecked. A 32-bit binary in a `RUN`
+//! therefore dies with `SIGSYS`.
 
 mod bpf;
 mod profile;
