@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use rbuild_solver::sandbox::seccomp::{
-    Action, Arch, ArgCmp, Cap, CapSet, CmpOp, Condition, KernelVersion, PROFILE, RuleSet, SeccompData, effective,
-    evaluate,
+    Action, Arch, ArgCmp, Cap, CapSet, CmpOp, Condition, KernelVersion, PROFILE, RuleSet, SeccompData, UNKNOWN_SYSCALL,
+    effective, evaluate,
 };
 use serde_json::Value;
 
@@ -202,13 +202,21 @@ fn effective_rules_and_bpf_agree_with_default_json() {
                     }
                     agree += usize::from(ok);
                 }
-                // Numbers no name has (gaps, beyond the table) get the default.
+                // Numbers no name has: gaps get the default; numbers above
+                // the newest syscall we know get ENOSYS, as under runc.
                 let named: BTreeSet<u32> = arch.syscalls().iter().map(|(_, nr)| *nr).collect();
+                let newest = *named.last().unwrap();
+                assert_eq!(set.first_unknown, newest + 1, "{label}");
                 for nr in (0..1024u32).filter(|n| !named.contains(n)).chain([0x3fff_ffff, 0x4000_0000, u32::MAX]) {
                     let data = SeccompData { nr, arch: arch.audit_arch(), instruction_pointer: 0, args: [0; 6] };
-                    // On x86_64 these are x32 calls, which we refuse outright.
-                    let want =
-                        if arch == Arch::X86_64 && nr >= 0x4000_0000 { Action::KillProcess } else { set.default };
+                    let want = if arch == Arch::X86_64 && nr >= 0x4000_0000 {
+                        // x32 calls, which we refuse outright.
+                        Action::KillProcess
+                    } else if nr > newest {
+                        UNKNOWN_SYSCALL
+                    } else {
+                        set.default
+                    };
                     assert_eq!(evaluate(&prog, &data), Some(want.ret()), "{label}: unknown syscall {nr:#x}");
                 }
                 // Another ABI (i386 on x86_64, arm on aarch64) is refused outright.

@@ -28,7 +28,7 @@
 
 use seccompiler::sock_filter;
 
-use super::{Action, Arch, ArgCmp, CmpOp, Rule, RuleSet, SeccompError};
+use super::{Action, Arch, ArgCmp, CmpOp, Rule, RuleSet, SeccompError, UNKNOWN_SYSCALL};
 
 /// `BPF_MAXINSNS`: the longest program the kernel accepts.
 const MAX_INSNS: usize = 4096;
@@ -238,7 +238,7 @@ fn segments<'a>(set: &'a RuleSet) -> Result<Vec<(u32, Segment<'a>)>, SeccompErro
         out.push((start, seg));
     };
     let mut next = 0u32;
-    for (&nr, rules) in &set.syscalls {
+    for (&nr, rules) in set.syscalls.range(..set.first_unknown) {
         let Some(first) = rules.first() else { continue };
         if let Some(other) = rules.iter().find(|r| r.action != first.action) {
             return Err(SeccompError::ConflictingActions { nr, first: first.action, second: other.action });
@@ -255,7 +255,10 @@ fn segments<'a>(set: &'a RuleSet) -> Result<Vec<(u32, Segment<'a>)>, SeccompErro
         push(nr, seg);
         next = nr + 1;
     }
-    push(next, Segment::Uniform(set.default));
+    if set.first_unknown > next {
+        push(next, Segment::Uniform(set.default));
+    }
+    push(set.first_unknown, Segment::Uniform(UNKNOWN_SYSCALL));
     Ok(out)
 }
 
@@ -360,7 +363,12 @@ mod tests {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
     fn set_with(nr: u32, rules: Vec<Rule>) -> RuleSet {
-        RuleSet { arch: Arch::X86_64, default: Action::Errno(1), syscalls: BTreeMap::from([(nr, rules)]) }
+        RuleSet {
+            arch: Arch::X86_64,
+            default: Action::Errno(1),
+            syscalls: BTreeMap::from([(nr, rules)]),
+            first_unknown: 1000,
+        }
     }
 
     fn run(prog: &[sock_filter], nr: u32, args: [u64; 6]) -> u32 {
@@ -395,6 +403,8 @@ mod tests {
         assert_eq!(run(&prog, X32_SYSCALL_BIT, [0; 6]), libc::SECCOMP_RET_KILL_PROCESS);
         assert_eq!(run(&prog, 0, [0; 6]), ALLOW);
         assert_eq!(run(&prog, 1, [0; 6]), libc::SECCOMP_RET_ERRNO | 1);
+        assert_eq!(run(&prog, 999, [0; 6]), libc::SECCOMP_RET_ERRNO | 1);
+        assert_eq!(run(&prog, 1000, [0; 6]), libc::SECCOMP_RET_ERRNO | 38, "newer than the table: ENOSYS");
     }
 
     #[test]

@@ -340,11 +340,23 @@ pub struct RuleSet {
     /// Rules by syscall number, in profile order. Several rules of one
     /// syscall are alternatives (any may match).
     pub syscalls: BTreeMap<u32, Vec<Rule>>,
+    /// Numbers from here on name no syscall we know of (they are newer
+    /// than our table) and get [`UNKNOWN_SYSCALL`] rather than `default`.
+    pub first_unknown: u32,
 }
+
+/// What syscalls newer than our table get: `ENOSYS`, as runc answers for
+/// numbers above the newest syscall libseccomp knows, so that a program
+/// built for a newer kernel falls back to an older call instead of failing
+/// on `EPERM` (what glibc's `faccessat2` and `clone3` fallbacks expect).
+pub const UNKNOWN_SYSCALL: Action = Action::Errno(38);
 
 impl RuleSet {
     /// What the profile does with syscall `nr` called with `args`.
     pub fn decide(&self, nr: u32, args: &[u64; 6]) -> Action {
+        if nr >= self.first_unknown {
+            return UNKNOWN_SYSCALL;
+        }
         self.syscalls
             .get(&nr)
             .and_then(|rules| rules.iter().find(|r| r.args.iter().all(|c| c.matches(args[usize::from(c.index)]))))
@@ -391,7 +403,8 @@ pub fn effective(profile: &Profile, arch: Arch, caps: CapSet, kernel: KernelVers
             }
         }
     }
-    RuleSet { arch, default: profile.default_action, syscalls }
+    let first_unknown = arch.syscalls().iter().map(|(_, nr)| nr + 1).max().unwrap_or(0);
+    RuleSet { arch, default: profile.default_action, syscalls, first_unknown }
 }
 
 /// Compiles Docker's default profile for the native architecture, `caps`
@@ -880,6 +893,7 @@ mod tests {
             ("personality(query)", libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0], 0),
             ("personality(READ_IMPLIES_EXEC)", libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0], EPERM),
             ("getpid", libc::SYS_getpid, [0; 6], 0),
+            ("a syscall newer than the table", 1000, [0; 6], ENOSYS),
         ];
         let mut fds = [0; 2];
         // SAFETY: pipe with a valid two-element array.
