@@ -6,7 +6,8 @@
 //! compared three ways:
 //! 1. entry by entry with our Rust profile (names, action, conditions,
 //!    includes/excludes);
-//! 2. per syscall number, for x86_64 and aarch64, for the default, the
+//! 2. per syscall number, for x86_64 (and its i386 and x32 ABIs) and
+//!    aarch64 (and 32-bit arm), for the default, the
 //!    empty and the full capability set and for an old and the running
 //!    kernel: the same rules (action + argument conditions);
 //! 3. the compiled BPF program's decision for every syscall number and for
@@ -18,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use rbuild_solver::sandbox::seccomp::{
-    Action, Arch, ArgCmp, Cap, CapSet, CmpOp, Condition, KernelVersion, PROFILE, RuleSet, SeccompData, UNKNOWN_SYSCALL,
-    effective, evaluate,
+    Abi, Action, Arch, ArgCmp, Cap, CapSet, CmpOp, Condition, KernelVersion, PROFILE, RuleSet, SeccompData,
+    UNKNOWN_SYSCALL, effective, evaluate,
 };
 use serde_json::Value;
 
@@ -96,7 +97,9 @@ fn json_applies(entry: &Value, arch: &str, caps: &BTreeSet<String>, running: Ker
 
 type Rules = BTreeSet<(Action, Vec<ArgCmp>)>;
 
-fn json_rules(json: &Value, arch: Arch, caps: CapSet, running: KernelVersion) -> BTreeMap<u32, Rules> {
+/// The JSON's rules: entries selected for the architecture, names resolved
+/// in one of its ABIs.
+fn json_rules(json: &Value, arch: Arch, abi: Abi, caps: CapSet, running: KernelVersion) -> BTreeMap<u32, Rules> {
     let names = caps_named(caps);
     let mut out: BTreeMap<u32, Rules> = BTreeMap::new();
     for entry in json["syscalls"].as_array().unwrap() {
@@ -104,7 +107,7 @@ fn json_rules(json: &Value, arch: Arch, caps: CapSet, running: KernelVersion) ->
             continue;
         }
         for name in strs(&entry["names"]) {
-            if let Some(nr) = arch.syscall_number(&name) {
+            if let Some(nr) = abi.syscall_number(&name) {
                 out.entry(nr).or_default().insert((action(entry), args(entry)));
             }
         }
@@ -112,14 +115,24 @@ fn json_rules(json: &Value, arch: Arch, caps: CapSet, running: KernelVersion) ->
     out
 }
 
-fn json_decides(rules: Option<&Rules>, default: Action, a: &[u64; 6]) -> Action {
-    rules
-        .and_then(|rs| rs.iter().find(|(_, conds)| conds.iter().all(|c| c.matches(a[usize::from(c.index)]))))
-        .map_or(default, |(act, _)| *act)
+/// The first JSON rule whose conditions hold decides; on 32-bit ABIs
+/// libseccomp compares the low 32 bits of argument and operand.
+fn json_decides(rules: Option<&Rules>, default: Action, a: &[u64; 6], abi: Abi) -> Action {
+    let holds = |c: &ArgCmp| {
+        let arg = a[usize::from(c.index)];
+        if abi.is_32bit() {
+            let (v, w) = (c.value & 0xffff_ffff, c.value_two & 0xffff_ffff);
+            ArgCmp { value: v, value_two: w, ..*c }.matches(arg & 0xffff_ffff)
+        } else {
+            c.matches(arg)
+        }
+    };
+    rules.and_then(|rs| rs.iter().find(|(_, conds)| conds.iter().all(holds))).map_or(default, |(act, _)| *act)
 }
 
-fn ours(set: &RuleSet) -> BTreeMap<u32, Rules> {
-    set.syscalls.iter().map(|(nr, rules)| (*nr, rules.iter().map(|r| (r.action, r.args.to_vec())).collect())).collect()
+fn ours(set: &RuleSet, abi: Abi) -> BTreeMap<u32, Rules> {
+    let rules = &set.abi(abi).expect("every ABI of the arch has rules").syscalls;
+    rules.iter().map(|(nr, rules)| (*nr, rules.iter().map(|r| (r.action, r.args.to_vec())).collect())).collect()
 }
 
 fn condition_eq(json: &Value, ours: &Condition) -> bool {
@@ -178,52 +191,54 @@ fn effective_rules_and_bpf_agree_with_default_json() {
     for arch in Arch::ALL {
         for (caps_label, caps) in capsets {
             for k in [running, old] {
-                let label = format!("{arch:?}, {caps_label}, kernel {}.{}", k.major, k.minor);
-                let theirs = json_rules(&json, arch, caps, k);
                 let set = effective(&PROFILE, arch, caps, k);
-                let mine = ours(&set);
-                let prog = set.compile().unwrap_or_else(|e| panic!("{label}: {e}"));
-                let mut agree = 0;
-                for (name, nr) in arch.syscalls() {
-                    let (t, m) = (theirs.get(nr), mine.get(nr));
-                    let mut ok = t == m;
-                    if !ok {
-                        deviations.push(format!("{label}: {name} ({nr}): json {t:?}, ours {m:?}"));
-                    }
-                    // The compiled program decides as the JSON's rules do.
-                    for a in probes(t.unwrap_or(&Rules::new())) {
-                        let data = SeccompData { nr: *nr, arch: arch.audit_arch(), instruction_pointer: 0, args: a };
-                        let want = json_decides(t, set.default, &a).ret();
-                        let got = evaluate(&prog, &data);
-                        if got != Some(want) {
-                            ok = false;
-                            deviations.push(format!("{label}: {name} {a:x?}: bpf {got:x?}, json {want:#x}"));
+                let prog = set.compile().unwrap_or_else(|e| panic!("{arch:?} {caps_label}: {e}"));
+                for &abi in arch.abis() {
+                    let label = format!("{arch:?}/{abi:?}, {caps_label}, kernel {}.{}", k.major, k.minor);
+                    let theirs = json_rules(&json, arch, abi, caps, k);
+                    let mine = ours(&set, abi);
+                    let mut agree = 0;
+                    for (name, nr) in abi.syscalls() {
+                        let (t, m) = (theirs.get(nr), mine.get(nr));
+                        let mut ok = t == m;
+                        if !ok {
+                            deviations.push(format!("{label}: {name} ({nr}): json {t:?}, ours {m:?}"));
                         }
+                        // The compiled program decides as the JSON's rules do.
+                        for a in probes(t.unwrap_or(&Rules::new())) {
+                            let data = SeccompData { nr: *nr, arch: abi.audit_arch(), instruction_pointer: 0, args: a };
+                            let want = json_decides(t, set.default, &a, abi).ret();
+                            let got = evaluate(&prog, &data);
+                            if got != Some(want) {
+                                ok = false;
+                                deviations.push(format!("{label}: {name} {a:x?}: bpf {got:x?}, json {want:#x}"));
+                            }
+                        }
+                        agree += usize::from(ok);
                     }
-                    agree += usize::from(ok);
-                }
-                // Numbers no name has: gaps get the default; numbers above
-                // the newest syscall we know get ENOSYS, as under runc.
-                let named: BTreeSet<u32> = arch.syscalls().iter().map(|(_, nr)| *nr).collect();
-                let newest = *named.last().unwrap();
-                assert_eq!(set.first_unknown, newest + 1, "{label}");
-                for nr in (0..1024u32).filter(|n| !named.contains(n)).chain([0x3fff_ffff, 0x4000_0000, u32::MAX]) {
-                    let data = SeccompData { nr, arch: arch.audit_arch(), instruction_pointer: 0, args: [0; 6] };
-                    let want = if arch == Arch::X86_64 && nr >= 0x4000_0000 {
-                        // x32 calls, which we refuse outright.
-                        Action::KillProcess
-                    } else if nr > newest {
-                        UNKNOWN_SYSCALL
-                    } else {
-                        set.default
+                    // Numbers no name has: gaps get the default; numbers above
+                    // the newest syscall we know get ENOSYS, as under runc.
+                    let named: BTreeSet<u32> = abi.syscalls().iter().map(|(_, nr)| *nr).collect();
+                    let newest = *named.last().unwrap();
+                    assert_eq!(set.abi(abi).unwrap().first_unknown, newest + 1, "{label}");
+                    // x32 numbers carry bit 30; on x86_64 those are x32's, not ours.
+                    let (base, top) = match abi {
+                        Abi::X32 => (0x4000_0000, u32::MAX),
+                        Abi::X86_64 => (0, 0x3fff_ffff),
+                        _ => (0, u32::MAX),
                     };
-                    assert_eq!(evaluate(&prog, &data), Some(want.ret()), "{label}: unknown syscall {nr:#x}");
+                    let unnamed = (base..base + 1024).filter(|n| !named.contains(n)).chain([top]);
+                    for nr in unnamed {
+                        let data = SeccompData { nr, arch: abi.audit_arch(), instruction_pointer: 0, args: [0; 6] };
+                        let want = if nr > newest { UNKNOWN_SYSCALL } else { set.default };
+                        assert_eq!(evaluate(&prog, &data), Some(want.ret()), "{label}: unknown syscall {nr:#x}");
+                    }
+                    let total = abi.syscalls().len();
+                    println!("{label}: {agree}/{total} syscalls agree ({} instructions)", prog.len());
                 }
-                // Another ABI (i386 on x86_64, arm on aarch64) is refused outright.
-                let foreign = SeccompData { nr: 3, arch: 0x4000_0003, instruction_pointer: 0, args: [0; 6] };
-                assert_eq!(evaluate(&prog, &foreign), Some(Action::KillProcess.ret()), "{label}: foreign arch");
-                let total = arch.syscalls().len();
-                println!("{label}: {agree}/{total} syscalls agree ({} instructions)", prog.len());
+                // Any other ABI (here ppc64le's) is refused outright.
+                let foreign = SeccompData { nr: 3, arch: 0xc000_0015, instruction_pointer: 0, args: [0; 6] };
+                assert_eq!(evaluate(&prog, &foreign), Some(Action::KillProcess.ret()), "{arch:?}: foreign arch");
             }
         }
     }
@@ -236,8 +251,9 @@ fn default_caps_deny_the_dangerous_calls() {
     let k = KernelVersion::running().unwrap();
     for arch in Arch::ALL {
         let set = effective(&PROFILE, arch, CapSet::DOCKER_DEFAULT, k);
-        let nr = |n: &str| arch.syscall_number(n).unwrap();
-        let decide = |n: &str, a: [u64; 6]| set.decide(nr(n), &a);
+        let abi = arch.native_abi();
+        let nr = |n: &str| abi.syscall_number(n).unwrap();
+        let decide = |n: &str, a: [u64; 6]| set.decide(abi, nr(n), &a);
         for denied in
             ["mount", "umount2", "unshare", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open"]
         {
@@ -254,7 +270,7 @@ fn default_caps_deny_the_dangerous_calls() {
         assert_eq!(decide("chroot", [0; 6]), Action::Allow, "{arch:?} chroot with CAP_SYS_CHROOT");
         assert_eq!(decide("ptrace", [0; 6]), Action::Allow, "{arch:?} ptrace on kernel >= 4.8");
         let all = effective(&PROFILE, arch, CapSet::all(), k);
-        assert_eq!(all.decide(nr("mount"), &[0; 6]), Action::Allow, "{arch:?} mount with CAP_SYS_ADMIN");
-        assert_eq!(all.decide(nr("clone"), &[clone_newuser, 0, 0, 0, 0, 0]), Action::Allow);
+        assert_eq!(all.decide(abi, nr("mount"), &[0; 6]), Action::Allow, "{arch:?} mount with CAP_SYS_ADMIN");
+        assert_eq!(all.decide(abi, nr("clone"), &[clone_newuser, 0, 0, 0, 0, 0]), Action::Allow);
     }
 }

@@ -16,19 +16,22 @@
 //!
 //! Layout of a program:
 //! ```text
-//!   ld arch; jeq AUDIT_ARCH_<native> ? +1 : next; ret KILL_PROCESS
-//!   ld nr;   (x86_64) jge 0x40000000 (x32 ABI) ? next : +1; ret KILL_PROCESS
-//!   search tree over runs of syscall numbers:
-//!            jge start ? next : +1; ja right; <left subtree>; right: <right subtree>
-//!   leaf:    ret <action of the run>   or, for a syscall with argument rules:
-//!            <conditions of rule 1, failing to rule 2>; ret <action>; ...; ret default
+//!   ld arch; for each ABI: jeq AUDIT_ARCH_<abi> ? next : +1; ja <abi block>
+//!   ret KILL_PROCESS                       (any other ABI)
+//!   <abi block>: ld nr; (x86_64: jge 0x40000000 ? next : +1; ja <x32 tree>)
+//!                <search tree over runs of syscall numbers>:
+//!                jge start ? next : +1; ja right; <left subtree>; right: <right subtree>
+//!   leaf:        ret <action of the run>   or, for a syscall with argument rules:
+//!                <conditions of rule 1, failing to rule 2>; ret <action>; ...; ret default
 //! ```
+//! Arguments are compared as 64-bit values on the 64-bit ABIs and on their
+//! low word on the 32-bit ones (i386, x32, arm), as libseccomp does.
 //! Conditional jumps only ever skip a few instructions (their offsets are 8
 //! bits); the tree's long jumps are `ja`, whose offset is 32 bits.
 
 use seccompiler::sock_filter;
 
-use super::{Action, Arch, ArgCmp, CmpOp, Rule, RuleSet, SeccompError, UNKNOWN_SYSCALL};
+use super::{Abi, AbiRules, Action, ArgCmp, CmpOp, Rule, RuleSet, SeccompError, UNKNOWN_SYSCALL};
 
 /// `BPF_MAXINSNS`: the longest program the kernel accepts.
 const MAX_INSNS: usize = 4096;
@@ -112,6 +115,8 @@ pub fn evaluate(program: &[sock_filter], data: &SeccompData) -> Option<u32> {
 enum Target {
     /// The next instruction.
     Next,
+    /// Skip this many instructions.
+    Skip(u8),
     /// A label.
     Label(usize),
 }
@@ -169,6 +174,7 @@ impl Asm {
             let offset = |t: Target| -> Result<u8, SeccompError> {
                 let d = match t {
                     Target::Next => 0,
+                    Target::Skip(n) => usize::from(n),
                     Target::Label(l) => at[l] - here,
                 };
                 u8::try_from(d).map_err(|_| SeccompError::JumpTooFar(d))
@@ -206,20 +212,35 @@ enum Segment<'a> {
 /// Compiles `set` (see the module comment for the layout).
 pub(super) fn compile(set: &RuleSet) -> Result<Vec<sock_filter>, SeccompError> {
     let mut asm = Asm::default();
-    let native = asm.label();
+    // Dispatch on the ABI's audit arch; x32 shares x86_64's and is told
+    // apart by the number.
     asm.ld(ARCH_OFFSET);
-    asm.jump(JEQ, set.arch.audit_arch(), Target::Label(native), Target::Next);
-    asm.ret(Action::KillProcess);
-    asm.place(native);
-    asm.ld(NR_OFFSET);
-    if set.arch == Arch::X86_64 {
-        let not_x32 = asm.label();
-        asm.jump(JGE, X32_SYSCALL_BIT, Target::Next, Target::Label(not_x32));
-        asm.ret(Action::KillProcess);
-        asm.place(not_x32);
+    let mut blocks = Vec::new();
+    for rules in set.abis.iter().filter(|r| r.abi != Abi::X32) {
+        let block = asm.label();
+        asm.jump(JEQ, rules.abi.audit_arch(), Target::Next, Target::Skip(1));
+        asm.ja(block);
+        blocks.push((block, rules));
     }
-    let segments = segments(set)?;
-    tree(&mut asm, &segments, set.default);
+    asm.ret(Action::KillProcess);
+    for (block, rules) in blocks {
+        asm.place(block);
+        asm.ld(NR_OFFSET);
+        if rules.abi == Abi::X86_64 {
+            // An x32 call; refused outright if the set has no x32 rules.
+            let x32 = asm.label();
+            asm.jump(JGE, X32_SYSCALL_BIT, Target::Next, Target::Skip(1));
+            asm.ja(x32);
+            tree(&mut asm, &segments(set, rules)?, set.default, true);
+            asm.place(x32);
+            match set.abi(Abi::X32) {
+                Some(x32_rules) => tree(&mut asm, &segments(set, x32_rules)?, set.default, false),
+                None => asm.ret(Action::KillProcess),
+            }
+        } else {
+            tree(&mut asm, &segments(set, rules)?, set.default, !rules.abi.is_32bit());
+        }
+    }
     asm.finish()
 }
 
@@ -227,7 +248,7 @@ pub(super) fn compile(set: &RuleSet) -> Result<Vec<sock_filter>, SeccompError> {
 /// with the same unconditional action (most allowed syscalls, the gaps
 /// between them) share one run, so the search tree has a few dozen leaves
 /// rather than one per syscall.
-fn segments<'a>(set: &'a RuleSet) -> Result<Vec<(u32, Segment<'a>)>, SeccompError> {
+fn segments<'a>(set: &RuleSet, abi: &'a AbiRules) -> Result<Vec<(u32, Segment<'a>)>, SeccompError> {
     let mut out: Vec<(u32, Segment<'a>)> = Vec::new();
     let mut push = |start: u32, seg: Segment<'a>| {
         if let (Segment::Uniform(a), Some((_, Segment::Uniform(last)))) = (&seg, out.last())
@@ -238,7 +259,7 @@ fn segments<'a>(set: &'a RuleSet) -> Result<Vec<(u32, Segment<'a>)>, SeccompErro
         out.push((start, seg));
     };
     let mut next = 0u32;
-    for (&nr, rules) in set.syscalls.range(..set.first_unknown) {
+    for (&nr, rules) in abi.syscalls.range(..abi.first_unknown) {
         let Some(first) = rules.first() else { continue };
         if let Some(other) = rules.iter().find(|r| r.action != first.action) {
             return Err(SeccompError::ConflictingActions { nr, first: first.action, second: other.action });
@@ -255,20 +276,21 @@ fn segments<'a>(set: &'a RuleSet) -> Result<Vec<(u32, Segment<'a>)>, SeccompErro
         push(nr, seg);
         next = nr + 1;
     }
-    if set.first_unknown > next {
+    if abi.first_unknown > next {
         push(next, Segment::Uniform(set.default));
     }
-    push(set.first_unknown, Segment::Uniform(UNKNOWN_SYSCALL));
+    push(abi.first_unknown, Segment::Uniform(UNKNOWN_SYSCALL));
     Ok(out)
 }
 
 /// Binary search over `segments` (sorted by start, the first one starting
 /// at or below the accumulator, which holds the syscall number).
-fn tree(asm: &mut Asm, segments: &[(u32, Segment<'_>)], default: Action) {
+/// `wide`: arguments are 64-bit (else only their low word is compared).
+fn tree(asm: &mut Asm, segments: &[(u32, Segment<'_>)], default: Action, wide: bool) {
     match segments {
         [] => asm.ret(default),
         [(_, Segment::Uniform(action))] => asm.ret(*action),
-        [(_, Segment::Rules(rules))] => block(asm, rules, default),
+        [(_, Segment::Rules(rules))] => block(asm, rules, default, wide),
         _ => {
             let mid = segments.len() / 2;
             let left = asm.label();
@@ -276,9 +298,9 @@ fn tree(asm: &mut Asm, segments: &[(u32, Segment<'_>)], default: Action) {
             asm.jump(JGE, segments[mid].0, Target::Next, Target::Label(left));
             asm.ja(right);
             asm.place(left);
-            tree(asm, &segments[..mid], default);
+            tree(asm, &segments[..mid], default, wide);
             asm.place(right);
-            tree(asm, &segments[mid..], default);
+            tree(asm, &segments[mid..], default, wide);
         }
     }
 }
@@ -286,11 +308,15 @@ fn tree(asm: &mut Asm, segments: &[(u32, Segment<'_>)], default: Action) {
 /// The rules of one syscall (all with the same action and with
 /// conditions): the action if any rule's conditions all hold, else the
 /// default.
-fn block(asm: &mut Asm, rules: &[Rule], default: Action) {
+fn block(asm: &mut Asm, rules: &[Rule], default: Action, wide: bool) {
     for rule in rules {
         let next_rule = asm.label();
         for cond in rule.args {
-            condition(asm, cond, next_rule);
+            if wide {
+                condition(asm, cond, next_rule);
+            } else {
+                condition32(asm, cond, next_rule);
+            }
         }
         asm.ret(rule.action);
         asm.place(next_rule);
@@ -354,10 +380,33 @@ fn condition(asm: &mut Asm, c: &ArgCmp, fail: usize) {
     asm.place(ok);
 }
 
+/// [`condition`] for 32-bit arguments: the low words of argument and
+/// operand only, as libseccomp compares on 32-bit ABIs.
+fn condition32(asm: &mut Asm, c: &ArgCmp, fail: usize) {
+    let lo_off = ARGS_OFFSET + 8 * u32::from(c.index);
+    let (v, w) = (c.value as u32, c.value_two as u32);
+    let fail = Target::Label(fail);
+    let next = Target::Next;
+    asm.ld(lo_off);
+    match c.op {
+        CmpOp::Eq => asm.jump(JEQ, v, next, fail),
+        CmpOp::Ne => asm.jump(JEQ, v, fail, next),
+        CmpOp::Gt => asm.jump(JGT, v, next, fail),
+        CmpOp::Ge => asm.jump(JGE, v, next, fail),
+        CmpOp::Lt => asm.jump(JGE, v, fail, next),
+        CmpOp::Le => asm.jump(JGT, v, fail, next),
+        CmpOp::MaskedEq => {
+            asm.and(v);
+            asm.jump(JEQ, w, next, fail);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
+    use super::super::Arch;
     use super::*;
 
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
@@ -366,13 +415,12 @@ mod tests {
         RuleSet {
             arch: Arch::X86_64,
             default: Action::Errno(1),
-            syscalls: BTreeMap::from([(nr, rules)]),
-            first_unknown: 1000,
+            abis: vec![AbiRules { abi: Abi::X86_64, syscalls: BTreeMap::from([(nr, rules)]), first_unknown: 1000 }],
         }
     }
 
     fn run(prog: &[sock_filter], nr: u32, args: [u64; 6]) -> u32 {
-        let data = SeccompData { nr, arch: Arch::X86_64.audit_arch(), instruction_pointer: 0, args };
+        let data = SeccompData { nr, arch: Abi::X86_64.audit_arch(), instruction_pointer: 0, args };
         evaluate(prog, &data).expect("program runs to a ret")
     }
 
@@ -396,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn foreign_arch_and_x32_are_killed() {
+    fn abis_without_rules_are_killed() {
         let prog = compile(&set_with(0, vec![Rule { action: Action::Allow, args: &[] }])).unwrap();
         let i386 = SeccompData { nr: 0, arch: 3 | 0x4000_0000, instruction_pointer: 0, args: [0; 6] };
         assert_eq!(evaluate(&prog, &i386), Some(libc::SECCOMP_RET_KILL_PROCESS));

@@ -12,12 +12,10 @@
 //!   [`evaluate`] for running one), which `install` loads right before the
 //!   id switch of the `RUN` process.
 //!
-//! Only the native ABI is filtered: syscalls made through another ABI of the
-//! same kernel (i386 via `int 0x80` and x32 on x86_64, arm on aarch64) kill
-//! the process. Docker's filter applies the profile's names to those ABIs
-//! too; we do not carry their syscall tables, and a filter without them
-//! could only let such calls through unchecked. A 32-bit binary in a `RUN`
-//! therefore dies with `SIGSYS`.
+//! A process can make syscalls through every ABI its kernel supports (i386
+//! via `int 0x80` and x32 on x86_64, 32-bit arm on aarch64), so the filter
+//! covers each of them with the same entries, as Docker's does (the
+//! profile's `archMap`); any other `seccomp_data.arch` kills the process.
 
 mod bpf;
 mod profile;
@@ -29,17 +27,17 @@ pub use bpf::{SeccompData, evaluate};
 pub use profile::{Condition, Entry, PROFILE, Profile};
 pub use seccompiler::BpfProgram;
 
-/// A CPU architecture (its native system-call ABI).
+/// A CPU architecture (the one `rbuild` runs on), with its syscall ABIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Arch {
-    /// x86_64 (64-bit ABI).
+    /// x86_64: native 64-bit, plus the i386 and x32 ABIs.
     X86_64,
-    /// aarch64 (arm64).
+    /// aarch64 (arm64): native, plus 32-bit arm.
     Aarch64,
 }
 
 impl Arch {
-    /// Every architecture we have a syscall table for.
+    /// Every architecture we have syscall tables for.
     pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
 
     /// The architecture this binary runs on, if we can filter it.
@@ -54,7 +52,8 @@ impl Arch {
     }
 
     /// The name the profile's `arches` lists use (moby's libseccomp names of
-    /// Go's `GOARCH`): `amd64`, `arm64`.
+    /// Go's `GOARCH`): `amd64`, `arm64`. Entries are selected with this name
+    /// for every ABI of the architecture, as moby does.
     pub fn profile_name(self) -> &'static str {
         match self {
             Arch::X86_64 => "amd64",
@@ -62,25 +61,72 @@ impl Arch {
         }
     }
 
+    /// The syscall ABIs a process on this architecture can use: the native
+    /// one first, then the profile's `archMap` sub-architectures.
+    pub fn abis(self) -> &'static [Abi] {
+        match self {
+            Arch::X86_64 => &[Abi::X86_64, Abi::I386, Abi::X32],
+            Arch::Aarch64 => &[Abi::Aarch64, Abi::Arm],
+        }
+    }
+
+    /// The native ABI.
+    pub fn native_abi(self) -> Abi {
+        self.abis()[0]
+    }
+}
+
+/// A system-call ABI: how a process names a syscall (its `seccomp_data.arch`
+/// and number space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Abi {
+    /// x86_64's native 64-bit ABI.
+    X86_64,
+    /// i386 (`int 0x80`, 32-bit binaries on x86_64).
+    I386,
+    /// x32: x86_64 registers, 32-bit pointers; `AUDIT_ARCH_X86_64` with
+    /// bit 30 set in the syscall number.
+    X32,
+    /// aarch64's native ABI.
+    Aarch64,
+    /// 32-bit arm (EABI) on aarch64.
+    Arm,
+}
+
+impl Abi {
     /// The `AUDIT_ARCH_*` value the kernel puts in `seccomp_data.arch`.
     pub fn audit_arch(self) -> u32 {
-        // EM_X86_64 = 62, EM_AARCH64 = 183, | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE.
-        const ARCH64_LE: u32 = 0x8000_0000 | 0x4000_0000;
+        // EM_386 = 3, EM_ARM = 40, EM_X86_64 = 62, EM_AARCH64 = 183;
+        // | __AUDIT_ARCH_64BIT (0x8000_0000) | __AUDIT_ARCH_LE (0x4000_0000).
+        const LE: u32 = 0x4000_0000;
+        const ARCH64: u32 = 0x8000_0000;
         match self {
-            Arch::X86_64 => 62 | ARCH64_LE,
-            Arch::Aarch64 => 183 | ARCH64_LE,
+            Abi::X86_64 | Abi::X32 => 62 | ARCH64 | LE,
+            Abi::I386 => 3 | LE,
+            Abi::Aarch64 => 183 | ARCH64 | LE,
+            Abi::Arm => 40 | LE,
         }
     }
 
-    /// All syscalls of this architecture, `(name, number)`, sorted by name.
+    /// Whether arguments are 32-bit: conditions then compare the low word
+    /// only, as libseccomp does for these ABIs (x32 counts as 32-bit there).
+    pub fn is_32bit(self) -> bool {
+        matches!(self, Abi::I386 | Abi::X32 | Abi::Arm)
+    }
+
+    /// All syscalls of this ABI, `(name, number)`, sorted by name (x32
+    /// numbers include their bit 30).
     pub fn syscalls(self) -> &'static [(&'static str, u32)] {
         match self {
-            Arch::X86_64 => tables::X86_64,
-            Arch::Aarch64 => tables::AARCH64,
+            Abi::X86_64 => tables::X86_64,
+            Abi::I386 => tables::I386,
+            Abi::X32 => tables::X32,
+            Abi::Aarch64 => tables::AARCH64,
+            Abi::Arm => tables::ARM,
         }
     }
 
-    /// The number of a syscall on this architecture; `None` where it does not exist.
+    /// The number of a syscall in this ABI; `None` where it does not exist.
     pub fn syscall_number(self, name: &str) -> Option<u32> {
         let table = self.syscalls();
         table.binary_search_by(|(n, _)| (*n).cmp(name)).ok().map(|i| table[i].1)
@@ -305,6 +351,11 @@ pub struct ArgCmp {
 }
 
 impl ArgCmp {
+    /// The condition on the low 32 bits only (how 32-bit ABIs compare).
+    pub fn low_word(&self) -> ArgCmp {
+        ArgCmp { value: self.value & 0xffff_ffff, value_two: self.value_two & 0xffff_ffff, ..*self }
+    }
+
     /// Whether `arg` satisfies the condition.
     pub fn matches(&self, arg: u64) -> bool {
         match self.op {
@@ -330,18 +381,28 @@ pub struct Rule {
 }
 
 /// The profile as it applies to one architecture, capability set and
-/// kernel: what moby's `setupSeccomp` hands to runc, resolved to numbers.
+/// kernel: what moby's `setupSeccomp` hands to runc, resolved to numbers
+/// for each ABI of the architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSet {
     /// The architecture.
     pub arch: Arch,
     /// Action for syscalls no rule matches.
     pub default: Action,
+    /// The rules of each ABI, native first.
+    pub abis: Vec<AbiRules>,
+}
+
+/// The rules of one ABI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbiRules {
+    /// The ABI.
+    pub abi: Abi,
     /// Rules by syscall number, in profile order. Several rules of one
     /// syscall are alternatives (any may match).
     pub syscalls: BTreeMap<u32, Vec<Rule>>,
     /// Numbers from here on name no syscall we know of (they are newer
-    /// than our table) and get [`UNKNOWN_SYSCALL`] rather than `default`.
+    /// than our table) and get [`UNKNOWN_SYSCALL`] rather than the default.
     pub first_unknown: u32,
 }
 
@@ -352,14 +413,26 @@ pub struct RuleSet {
 pub const UNKNOWN_SYSCALL: Action = Action::Errno(38);
 
 impl RuleSet {
-    /// What the profile does with syscall `nr` called with `args`.
-    pub fn decide(&self, nr: u32, args: &[u64; 6]) -> Action {
-        if nr >= self.first_unknown {
+    /// The rules of `abi`, if it is one of the architecture's.
+    pub fn abi(&self, abi: Abi) -> Option<&AbiRules> {
+        self.abis.iter().find(|a| a.abi == abi)
+    }
+
+    /// What the profile does with syscall `nr` of `abi` called with `args`
+    /// (a foreign ABI is killed).
+    pub fn decide(&self, abi: Abi, nr: u32, args: &[u64; 6]) -> Action {
+        let Some(rules) = self.abi(abi) else { return Action::KillProcess };
+        if nr >= rules.first_unknown {
             return UNKNOWN_SYSCALL;
         }
-        self.syscalls
+        let holds = |c: &ArgCmp| {
+            let arg = args[usize::from(c.index)];
+            if abi.is_32bit() { c.low_word().matches(arg & 0xffff_ffff) } else { c.matches(arg) }
+        };
+        rules
+            .syscalls
             .get(&nr)
-            .and_then(|rules| rules.iter().find(|r| r.args.iter().all(|c| c.matches(args[usize::from(c.index)]))))
+            .and_then(|rs| rs.iter().find(|r| r.args.iter().all(holds)))
             .map_or(self.default, |r| r.action)
     }
 
@@ -388,23 +461,57 @@ pub fn applies(entry: &Entry, arch: Arch, caps: CapSet, kernel: KernelVersion) -
 }
 
 /// The profile's rules for `arch`, `caps` (the container's configured
-/// capability set) and `kernel`. Names the architecture does not have are
-/// skipped, as runc does.
+/// capability set) and `kernel`. Entries are selected once for the
+/// architecture, then their names are resolved in each of its ABIs; names an
+/// ABI does not have are skipped, as runc does.
 pub fn effective(profile: &Profile, arch: Arch, caps: CapSet, kernel: KernelVersion) -> RuleSet {
-    let mut syscalls: BTreeMap<u32, Vec<Rule>> = BTreeMap::new();
-    for entry in profile.syscalls.iter().filter(|e| applies(e, arch, caps, kernel)) {
-        for name in entry.names {
-            if let Some(nr) = arch.syscall_number(name) {
-                let rule = Rule { action: entry.action, args: entry.args };
-                let rules = syscalls.entry(nr).or_default();
-                if !rules.contains(&rule) {
-                    rules.push(rule);
-                }
-            }
+    // Every (name, entry) pair, sorted by name, so that each ABI's table
+    // (sorted by name too) resolves them in one merge pass: this runs in
+    // every `RUN`, and a lookup per name per ABI cost ~4x more.
+    let mut names: Vec<(&str, usize)> = Vec::with_capacity(512);
+    for (i, entry) in profile.syscalls.iter().enumerate() {
+        if applies(entry, arch, caps, kernel) {
+            names.extend(entry.names.iter().map(|n| (*n, i)));
         }
     }
-    let first_unknown = arch.syscalls().iter().map(|(_, nr)| nr + 1).max().unwrap_or(0);
-    RuleSet { arch, default: profile.default_action, syscalls, first_unknown }
+    names.sort_unstable();
+    let abis = arch
+        .abis()
+        .iter()
+        .map(|&abi| {
+            let table = abi.syscalls();
+            let mut resolved: Vec<(u32, usize)> = Vec::with_capacity(names.len());
+            let mut t = table.iter().peekable();
+            for &(name, entry) in &names {
+                while t.next_if(|(n, _)| *n < name).is_some() {}
+                if let Some((n, nr)) = t.peek()
+                    && *n == name
+                {
+                    resolved.push((*nr, entry));
+                }
+            }
+            // By number, then in profile order.
+            resolved.sort_unstable();
+            let mut grouped: Vec<(u32, Vec<Rule>)> = Vec::with_capacity(resolved.len());
+            for (nr, entry) in resolved {
+                let e = &profile.syscalls[entry];
+                let rule = Rule { action: e.action, args: e.args };
+                match grouped.last_mut() {
+                    Some((last, rules)) if *last == nr => {
+                        if !rules.contains(&rule) {
+                            rules.push(rule);
+                        }
+                    }
+                    _ => grouped.push((nr, vec![rule])),
+                }
+            }
+            // Sorted input: the map is bulk-built.
+            let syscalls: BTreeMap<u32, Vec<Rule>> = grouped.into_iter().collect();
+            let first_unknown = table.iter().map(|(_, nr)| nr + 1).max().unwrap_or(0);
+            AbiRules { abi, syscalls, first_unknown }
+        })
+        .collect();
+    RuleSet { arch, default: profile.default_action, abis }
 }
 
 /// Compiles Docker's default profile for the native architecture, `caps`
@@ -483,13 +590,13 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_and_unique() {
-        for arch in Arch::ALL {
-            let t = arch.syscalls();
-            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{arch:?} table not sorted by name");
+        for abi in Arch::ALL.iter().flat_map(|a| a.abis()) {
+            let t = abi.syscalls();
+            assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{abi:?} table not sorted by name");
             let mut nrs: Vec<u32> = t.iter().map(|(_, n)| *n).collect();
             nrs.sort_unstable();
             nrs.dedup();
-            assert_eq!(nrs.len(), t.len(), "{arch:?} table has duplicate numbers");
+            assert_eq!(nrs.len(), t.len(), "{abi:?} table has duplicate numbers");
         }
     }
 
@@ -501,7 +608,7 @@ mod tests {
         macro_rules! sys {
             ($($name:ident),* $(,)?) => {
                 $(assert_eq!(
-                    Arch::X86_64.syscall_number(&stringify!($name)[4..]),
+                    Abi::X86_64.syscall_number(&stringify!($name)[4..]),
                     Some(libc::$name as u32),
                     stringify!($name)
                 );)*
@@ -894,7 +1001,21 @@ mod tests {
             ("personality(READ_IMPLIES_EXEC)", libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0], EPERM),
             ("getpid", libc::SYS_getpid, [0; 6], 0),
             ("a syscall newer than the table", 1000, [0; 6], ENOSYS),
+            // x32 `mount` (165 | bit 30): refused by the filter whether or not the kernel has x32.
+            ("x32 mount", 0x4000_0000 | 165, [0; 6], EPERM),
         ];
+        // i386 calls through `int 0x80` (nr, args, expected errno).
+        #[cfg(target_arch = "x86_64")]
+        let i386: &[(&str, u32, [u32; 3], i64)] = &[
+            ("i386 getpid", 20, [0; 3], 0),
+            ("i386 unshare(CLONE_NEWUSER)", 310, [libc::CLONE_NEWUSER as u32, 0, 0], EPERM),
+            ("i386 mount", 21, [0; 3], EPERM),
+            ("i386 socket(AF_VSOCK)", 359, [40, 1, 0], EPERM),
+            ("i386 socket(AF_UNIX)", 359, [1, 1, 0], 0),
+            ("i386 clone3", 435, [0; 3], ENOSYS),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        let i386: &[(&str, u32, [u32; 3], i64)] = &[];
         let mut fds = [0; 2];
         // SAFETY: pipe with a valid two-element array.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -916,13 +1037,19 @@ mod tests {
                     let res: i64 = if rc < 0 { i64::from(*libc::__errno_location()) } else { 0 };
                     libc::write(fds[1], (&res as *const i64).cast(), 8);
                 }
+                #[cfg(target_arch = "x86_64")]
+                for (_, nr, a, _) in i386 {
+                    let rc = int80(*nr, *a);
+                    let res: i64 = if rc < 0 { -i64::from(rc) } else { 0 };
+                    libc::write(fds[1], (&res as *const i64).cast(), 8);
+                }
                 libc::_exit(0);
             }
         }
         // SAFETY: closing our copy of the write end; reading into a buffer of the given size.
         unsafe { libc::close(fds[1]) };
-        let mut got = vec![0i64; calls.len()];
-        let want_bytes = calls.len() * 8;
+        let mut got = vec![0i64; calls.len() + i386.len()];
+        let want_bytes = got.len() * 8;
         let mut read = 0;
         while read < want_bytes {
             // SAFETY: the destination is `got`'s buffer, `want_bytes - read` bytes remain in it.
@@ -936,8 +1063,32 @@ mod tests {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
-        for ((what, _, _, want), got) in calls.iter().zip(&got) {
-            assert_eq!(got, want, "{what}: errno {got}, want {want}");
+        let wants = calls.iter().map(|(w, _, _, e)| (*w, *e)).chain(i386.iter().map(|(w, _, _, e)| (*w, *e)));
+        for ((what, want), got) in wants.zip(&got) {
+            assert_eq!(*got, want, "{what}: errno {got}, want {want}");
         }
+    }
+
+    /// An i386 syscall through `int 0x80`; returns eax (negative errno on failure).
+    ///
+    /// # Safety
+    /// The call must not touch memory of the caller (the tests pass no pointers).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn int80(nr: u32, a: [u32; 3]) -> i32 {
+        let ret: i32;
+        // SAFETY: rbx cannot be an asm operand, so the first argument goes
+        // through a scratch register and rbx is restored after the call.
+        unsafe {
+            std::arch::asm!(
+                "xchg {a0:r}, rbx",
+                "int 0x80",
+                "xchg {a0:r}, rbx",
+                a0 = inout(reg) u64::from(a[0]) => _,
+                inlateout("eax") nr as i32 => ret,
+                in("ecx") a[1],
+                in("edx") a[2],
+            );
+        }
+        ret
     }
 }
