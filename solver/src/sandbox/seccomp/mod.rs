@@ -1024,9 +1024,10 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            // SAFETY: plain prctl / syscall / write / _exit calls on valid
-            // arguments in the forked child. no_new_privs is set so that the
-            // test does not need CAP_SYS_ADMIN; the sandbox does not set it.
+            // SAFETY: plain prctl / syscall / `int 0x80` / write / _exit
+            // calls on valid arguments (no pointers but `res`) in the forked
+            // child. no_new_privs is set so that the test does not need
+            // CAP_SYS_ADMIN; the sandbox does not set it.
             unsafe {
                 libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
                 if install(&prog).is_err() {
