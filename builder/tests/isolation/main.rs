@@ -5,6 +5,7 @@
 //!
 //! One module per area of confinement.
 
-mod seccomp;
 #[path = "../util/mod.rs"]
 mod util;
+
+mod seccomp;

@@ -51,7 +51,13 @@ pub(crate) fn run_init() -> ! {
     let result = spec_pipe
         .read_to_end(&mut buf)
         .map_err(SandboxError::Pipe)
-        .and_then(|_| serde_json::from_slice::<RunSpec>(&buf).map_err(SandboxError::SpecCodec))
+        .and_then(|_| {
+            // The spec, then (after a NUL, which JSON never contains) the
+            // seccomp filter the parent compiled once for all `RUN`s.
+            let (json, filter) = buf.split_at(buf.iter().position(|b| *b == 0).unwrap_or(buf.len()));
+            seccomp::receive(filter.get(1..).unwrap_or_default());
+            serde_json::from_slice::<RunSpec>(json).map_err(SandboxError::SpecCodec)
+        })
         .and_then(|spec| {
             drop(spec_pipe);
             intermediate(&spec, &mut err)

@@ -34,7 +34,7 @@ use seccompiler::sock_filter;
 use super::{Abi, AbiRules, Action, ArgCmp, CmpOp, Rule, RuleSet, SeccompError, UNKNOWN_SYSCALL};
 
 /// `BPF_MAXINSNS`: the longest program the kernel accepts.
-const MAX_INSNS: usize = 4096;
+pub(super) const MAX_INSNS: usize = 4096;
 /// Syscall numbers with this bit set are the x32 ABI on x86_64.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
