@@ -9,8 +9,9 @@
 //!   are the *configured* (bounding) set of the container, not the process's
 //!   effective set, so a non-root `USER` gets the same filter as root).
 //! - [`RuleSet::compile`] turns the selection into classic BPF (see
-//!   [`evaluate`] for running one), which `install` loads right before the
-//!   id switch of the `RUN` process.
+//!   [`evaluate`] for running one). The rbuild process builds it once and
+//!   sends it to each sandbox init after the spec; `install` loads it right
+//!   before the id switch of the `RUN` process.
 //!
 //! A process can make syscalls through every ABI its kernel supports (i386
 //! via `int 0x80` and x32 on x86_64, 32-bit arm on aarch64), so the filter
