@@ -192,6 +192,38 @@ fn network_none_has_only_loopback_up() {
     assert!(check(&f.run(&host)).lines().count() > 3, "the host network has more than lo");
 }
 
+/// `Seccomp:` and `Seccomp_filters:` of the command's /proc/self/status.
+fn seccomp_status(f: &Fixture, security: Security, user: &str) -> (String, String) {
+    let mut spec = f.spec(&["cat", "/proc/self/status"]);
+    spec.security = security;
+    spec.user = user.into();
+    let status = check(&f.run(&spec));
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+    };
+    (field("Seccomp:"), field("Seccomp_filters:"))
+}
+
+#[test]
+fn seccomp_filter_for_sandbox_runs_none_for_insecure() {
+    let f = Fixture::new();
+    for user in ["", "builder"] {
+        assert_eq!(seccomp_status(&f, Security::Sandbox, user), ("2".into(), "1".into()), "user `{user}`");
+    }
+    assert_eq!(seccomp_status(&f, Security::Insecure, "").0, "0", "--security=insecure has no filter");
+    // The filter is installed without no_new_privs: setuid binaries work, as under Docker.
+    let mut spec = f.spec(&["grep", "NoNewPrivs", "/proc/self/status"]);
+    spec.user = "builder".into();
+    assert_eq!(check(&f.run(&spec)).split_whitespace().nth(1), Some("0"));
+    // mount(2) is refused (EPERM: busybox says "permission denied") in the
+    // sandbox, and works for the same root without the filter.
+    let mut mount = f.spec(&["mount", "-t", "tmpfs", "none", "/etc"]);
+    let o = f.run(&mount);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("permission denied"), "{o:?}");
+    mount.security = Security::Insecure;
+    check(&f.run(&mount));
+}
+
 #[test]
 fn hostname_pid_namespace_and_cwd() {
     let f = Fixture::new();

@@ -11,3 +11,4 @@ mod util;
 
 mod binds;
 mod process;
+mod seccomp;

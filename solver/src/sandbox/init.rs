@@ -12,7 +12,8 @@
 //! - waits for pid 1 and exits with its status (128+signal if killed).
 //!
 //! Pid 1 builds the root ([`super::rootfs::setup`]), resolves the user in
-//! the image, switches ids, drops capabilities to Docker's set
+//! the image, installs the seccomp filter ([`super::seccomp`]; before the id
+//! switch, see there), switches ids, drops capabilities to Docker's set
 //! ([`super::caps`]), marks every descriptor but stdio close-on-exec, closes
 //! the error pipe (set-up done) and `execve`s.
 
@@ -27,7 +28,9 @@ use std::path::{Path, PathBuf};
 use rustix::thread::UnshareFlags;
 
 use super::syscall::{Linux, Syscall};
-use super::{MountSource, Network, RunSpec, SandboxError, caps, copyfs, error_chain, passwd, rootfs};
+use super::{
+    MountSource, Network, RunSpec, SandboxError, Security, caps, copyfs, error_chain, passwd, rootfs, seccomp,
+};
 
 /// Environment marker of a re-executed sandbox init.
 pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
@@ -51,7 +54,13 @@ pub(crate) fn run_init() -> ! {
     let result = spec_pipe
         .read_to_end(&mut buf)
         .map_err(SandboxError::Pipe)
-        .and_then(|_| serde_json::from_slice::<RunSpec>(&buf).map_err(SandboxError::SpecCodec))
+        .and_then(|_| {
+            // The spec, then (after a NUL, which JSON never contains) the
+            // seccomp filter the parent compiled once for all `RUN`s.
+            let (json, filter) = buf.split_at(buf.iter().position(|b| *b == 0).unwrap_or(buf.len()));
+            seccomp::receive(filter.get(1..).unwrap_or_default());
+            serde_json::from_slice::<RunSpec>(json).map_err(SandboxError::SpecCodec)
+        })
         .and_then(|spec| {
             drop(spec_pipe);
             intermediate(&spec, &mut err)
@@ -268,6 +277,13 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     // As BuildKit does, a missing working directory is created (by root,
     // before switching user) and stays in the snapshot.
     std::fs::create_dir_all(cwd).map_err(|source| SandboxError::Prepare { path: cwd.to_string(), source })?;
+
+    // Seccomp is installed while pid 1 still holds CAP_SYS_ADMIN, i.e.
+    // before the id switch and the capability drop, so that it needs no
+    // `no_new_privs` and setuid binaries keep working (see `seccomp::install`).
+    if spec.security == Security::Sandbox {
+        seccomp::install_default().map_err(SandboxError::Seccomp)?;
+    }
 
     let caps = caps::Plan::new(spec.security, user.uid, caps::current().map_err(SandboxError::Capabilities)?);
     caps::keep_across_setuid().map_err(SandboxError::Capabilities)?;

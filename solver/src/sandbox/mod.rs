@@ -13,8 +13,9 @@
 //!    namespaces, forks pid 1 of the new pid namespace, which builds the
 //!    overlay root, `/proc`, `/sys`, `/dev`, `/etc/hosts`, `/etc/resolv.conf`
 //!    and the extra mounts, masks Docker's masked and read-only paths
-//!    (`masks`), calls `pivot_root`, switches user, drops to Docker's
-//!    capability set (`caps`), marks every descriptor but stdio
+//!    (`masks`), calls `pivot_root`, installs the seccomp filter
+//!    ([`seccomp`]: Docker's default profile), switches user, drops to
+//!    Docker's capability set (`caps`), marks every descriptor but stdio
 //!    close-on-exec and `execve`s.
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).
@@ -44,6 +45,7 @@ mod overlay;
 mod passwd;
 mod process;
 mod rootfs;
+pub mod seccomp;
 mod syscall;
 mod user_ns;
 
@@ -338,6 +340,9 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    /// Building or installing the `RUN`'s seccomp filter failed.
+    #[error("cannot confine the command with seccomp")]
+    Seccomp(#[source] seccomp::SeccompError),
     /// Setting the host name failed.
     #[error("cannot set the host name to `{0}`")]
     Hostname(String, #[source] std::io::Error),

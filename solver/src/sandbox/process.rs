@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::init::{ERR_FD, INIT_ENV, SPEC_FD};
 use super::user_ns::USERNS_ENV;
-use super::{RunSpec, SandboxError, copyfs};
+use super::{RunSpec, SandboxError, Security, copyfs, seccomp};
 
 /// A running sandbox.
 #[derive(Debug)]
@@ -94,7 +94,13 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     if spec.args.is_empty() {
         return Err(SandboxError::InvalidSpec("no command to run".into()));
     }
-    let json = serde_json::to_vec(spec).map_err(SandboxError::SpecCodec)?;
+    let mut json = serde_json::to_vec(spec).map_err(SandboxError::SpecCodec)?;
+    if spec.security == Security::Sandbox
+        && let Some(filter) = seccomp::encoded_default_filter()
+    {
+        json.push(0);
+        json.extend_from_slice(filter);
+    }
     let (spec_r, mut spec_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (mut err_r, err_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let mut cmd = Command::new("/proc/self/exe");
