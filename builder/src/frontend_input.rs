@@ -95,7 +95,7 @@ pub fn load(args: &BuildArgs) -> Result<FrontendInput> {
         if p.is_empty() {
             continue;
         }
-        platforms.push(Platform::parse(p).with_context(|| format!("invalid platform `{p}`: use os/arch[/variant]"))?);
+        platforms.push(Platform::try_parse(p).context("`--platform`: use os/arch[/variant], e.g. linux/amd64")?);
     }
     if platforms.is_empty() {
         platforms.push(Platform::host());

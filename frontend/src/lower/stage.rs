@@ -34,6 +34,24 @@ impl HistoryChain {
     }
 }
 
+impl Drop for HistoryChain {
+    /// Unlinks the list node by node: the derived drop recursed once per
+    /// step, so a stage with ~100,000 instructions overflowed the stack.
+    fn drop(&mut self) {
+        let mut cur = self.0.take();
+        while let Some(node) = cur {
+            cur = match std::rc::Rc::try_unwrap(node) {
+                Ok((_, mut rest)) => rest.0.take(),
+                // Shared with another stage: that stage still owns the rest.
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+/// Longest chain of stages built from (or copying from) one another.
+pub const MAX_STAGE_DEPTH: usize = 100;
+
 /// A lowered stage.
 #[derive(Clone, Debug)]
 pub(crate) struct StageResult {
@@ -177,6 +195,16 @@ impl Lowering<'_> {
         let stage = &self.dockerfile.stages[index];
         if visiting.contains(&index) {
             return Err(Diagnostic::new(stage.span, "circular dependency between stages"));
+        }
+        // Each stage a stage depends on is lowered by recursion, so a
+        // hostile chain of thousands of `FROM previous` stages would
+        // exhaust the stack; BuildKit (Go) has no such limit.
+        if visiting.len() >= MAX_STAGE_DEPTH {
+            return Err(Diagnostic::new(
+                stage.span,
+                format!("stages depend on each other more than {MAX_STAGE_DEPTH} levels deep"),
+            )
+            .suggest("split the build, or let stages share a common base instead of chaining"));
         }
         visiting.push(index);
         let name = stage.from.name.clone().unwrap_or_else(|| format!("stage-{index}"));
