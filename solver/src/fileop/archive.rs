@@ -4,7 +4,7 @@
 //! (gzip, bzip2, xz, zstd, or none), its first tar header parses — exactly
 //! BuildKit's `isArchivePath`; the file name plays no part. Extraction is
 //! confined to the destination directory: every entry path is resolved with
-//! [`super::path::resolve_in_root`] using the destination as root, so `../x`,
+//! [`super::path::resolve_bytes_in_root`] using the destination as root, so `../x`,
 //! `/abs` and symlinked parents (even ones created earlier by the same
 //! archive) all land inside it, as containerd's `archive.Apply` (BuildKit's
 //! unpacker) guarantees. Device nodes are skipped: a rootless builder cannot
@@ -18,7 +18,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{FileOpError, Owner, path::resolve_in_root, set_owner_path, set_times_path};
+use super::path::{resolve_bytes_in_root, root_path_bytes};
+use super::{FileOpError, Owner, check_owner, set_owner_path, set_times_path};
 
 /// Compression of a tar stream, told by magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,8 @@ pub fn is_archive(path: &Path) -> bool {
 
 /// Extracts the archive at `src` into the existing directory `dest`.
 /// `owner`: `Some` forces the owner of every entry (`--chown`); `None` keeps
-/// the archive's ids. `can_chown` filters ids the sandbox cannot represent.
+/// the archive's ids. An entry whose owner the sandbox cannot represent
+/// (`can_chown`) fails the extraction before it is written.
 pub fn extract(
     src: &Path,
     dest: &Path,
@@ -103,6 +105,8 @@ pub fn extract(
     let mut dir_times: Vec<(PathBuf, SystemTime)> = Vec::new();
     for entry in ar.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
+        // Names are bytes: the entry lands under exactly its stored name;
+        // `rel` is only for messages.
         let raw_path = entry.path_bytes().into_owned();
         let rel = String::from_utf8_lossy(&raw_path).into_owned();
         let header = entry.header().clone();
@@ -131,8 +135,22 @@ pub fn extract(
                 }
             }
         }
-        let parts =
-            resolve_in_root(dest, &rel, false).map_err(|source| FileOpError::Resolve { path: rel.clone(), source })?;
+        let (uid, gid) = owner.map_or((uid, gid), |o| (o.uid, o.gid));
+        // Only the entries created below get an owner (a hard link shares
+        // its target's inode; devices are skipped).
+        if matches!(
+            kind,
+            tar::EntryType::Directory
+                | tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse
+                | tar::EntryType::Symlink
+                | tar::EntryType::Fifo
+        ) {
+            check_owner(|| rel.clone(), uid, gid, can_chown)?;
+        }
+        let parts = resolve_bytes_in_root(dest, &raw_path, false)
+            .map_err(|source| FileOpError::Resolve { path: rel.clone(), source })?;
         if parts.is_empty() {
             // The entry names the destination itself (`./`): only its
             // metadata could apply; BuildKit leaves the directory alone.
@@ -158,14 +176,13 @@ pub fn extract(
                 }
             }
         }
-        let (uid, gid) = owner.map_or((uid, gid), |o| (o.uid, o.gid));
         let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(mtime);
         match kind {
             tar::EntryType::Directory => {
                 if existing.is_none() {
                     fs::create_dir(&target).map_err(write_err)?;
                 }
-                set_owner_path(&target, uid, gid, can_chown).map_err(write_err)?;
+                set_owner_path(&target, uid, gid).map_err(write_err)?;
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(write_err)?;
                 set_xattrs(&target, &xattrs);
                 dir_times.push((target, mtime));
@@ -180,9 +197,7 @@ pub fn extract(
                     .open(&target)
                     .map_err(write_err)?;
                 io::copy(&mut entry, &mut f).map_err(write_err)?;
-                if can_chown(uid, gid) {
-                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(write_err)?;
-                }
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(write_err)?;
                 f.set_permissions(fs::Permissions::from_mode(mode)).map_err(write_err)?;
                 set_xattrs(&target, &xattrs);
                 f.set_times(fs::FileTimes::new().set_accessed(mtime).set_modified(mtime)).map_err(write_err)?;
@@ -193,12 +208,16 @@ pub fn extract(
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(write_err)?;
             }
             tar::EntryType::Link => {
-                let link =
-                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let link = entry.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
                 // The link target is resolved inside the destination too, and
                 // must be an entry extracted before (not a directory).
-                let src_path = super::path::root_path(dest, &link, false).map_err(write_err)?;
-                fs::hard_link(&src_path, &target).map_err(write_err)?;
+                let link_err = |source| FileOpError::Hardlink {
+                    entry: rel.clone(),
+                    target: String::from_utf8_lossy(&link).into_owned(),
+                    source,
+                };
+                let src_path = root_path_bytes(dest, &link, false).map_err(link_err)?;
+                fs::hard_link(&src_path, &target).map_err(link_err)?;
                 continue;
             }
             tar::EntryType::Fifo => {
@@ -216,7 +235,7 @@ pub fn extract(
             // entries are consumed by the tar crate and never reach here.
             _ => continue,
         }
-        set_owner_path(&target, uid, gid, can_chown).map_err(write_err)?;
+        set_owner_path(&target, uid, gid).map_err(write_err)?;
         set_times_path(&target, mtime, mtime).map_err(write_err)?;
     }
     for (dir, mtime) in dir_times.into_iter().rev() {

@@ -42,13 +42,30 @@ pub(crate) fn context_key(name: &str, exclude: &[String]) -> Digest {
     Digest(h.finalize().into())
 }
 
+/// Why the content checksum of an op's context files failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChecksumError {
+    /// The files a COPY or bind mount reads could not be selected.
+    #[error("selecting the context files")]
+    Select(#[source] crate::fileop::FileOpError),
+    /// A selected file could not be read.
+    #[error("reading `{path}`")]
+    Read {
+        /// The file, relative to the context (lossy for display).
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Checksums of the context content each action or mount of `vertex` reads,
 /// tagged by action/mount slot.
 pub(crate) fn content_checksums(
     shared: &Shared<'_>,
     vertex: &Vertex,
     inputs: &[Finished],
-) -> Result<Vec<(usize, Digest)>, String> {
+) -> Result<Vec<(usize, Digest)>, ChecksumError> {
     let mut out = Vec::new();
     let dir_of = |i: usize| match inputs.get(i).map(|f| &f.result) {
         Some(VertexResult::Directory(d)) => Some(d.clone()),
@@ -79,37 +96,42 @@ pub(crate) fn content_checksums(
     Ok(out)
 }
 
-/// Hash of the files a copy selects: relative path, type, mode and content
-/// checksum (from the stat-keyed cache: an unchanged file costs a stat).
+/// Hash of the files a copy selects: relative path (its exact bytes: the
+/// same as before for UTF-8 names, and distinct for names that differ only
+/// in invalid UTF-8), type, mode and content checksum (from the stat-keyed
+/// cache: an unchanged file costs a stat).
 fn checksum_selection(
     shared: &Shared<'_>,
     dir: &super::ContextDir,
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-) -> Result<Digest, String> {
+) -> Result<Digest, ChecksumError> {
+    use std::os::unix::ffi::OsStrExt;
     let ignore = dir.ignore.clone();
     let entries = crate::fileop::selected_entries(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))
-        .map_err(|e| e.to_string())?;
+        .map_err(ChecksumError::Select)?;
     let checksums = shared.store.checksum_cache();
     // Per-entry digests in parallel (a miss reads and hashes the file; a hit
     // costs nothing more than the walk's stat), combined in path order.
     use rayon::prelude::*;
-    let per_entry: Vec<Result<[u8; 32], String>> = entries
+    let per_entry: Vec<Result<[u8; 32], ChecksumError>> = entries
         .par_iter()
         .map(|(rel, meta)| {
             use std::os::unix::fs::PermissionsExt;
+            let read_err =
+                |source| ChecksumError::Read { path: std::path::Path::new(rel).display().to_string(), source };
             let mut h = Sha256::new();
             h.update(rel.as_bytes());
             h.update([0]);
             h.update(meta.permissions().mode().to_le_bytes());
             let ft = meta.file_type();
-            let path = dir.root.join(rel.trim_start_matches('/'));
+            let path = dir.root.join(std::path::Path::new(rel).strip_prefix("/").unwrap_or(std::path::Path::new(rel)));
             if ft.is_file() {
-                let sum = checksums.checksum(&path, meta).map_err(|e| format!("`{rel}`: {e}"))?;
+                let sum = checksums.checksum(&path, meta).map_err(read_err)?;
                 h.update(sum.as_bytes());
             } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(|e| format!("`{rel}`: {e}"))?;
+                let target = std::fs::read_link(&path).map_err(read_err)?;
                 h.update(target.as_os_str().as_encoded_bytes());
             }
             Ok(h.finalize().into())

@@ -66,7 +66,8 @@ pub(crate) fn run(
         let mut resolved = op.actions.clone();
         for action in &mut resolved {
             if let FileAction::Copy { chown: Some(c), .. } = action {
-                let owner = fileop::resolve_owner(c, view).map_err(|e| err(e.to_string()))?;
+                let owner = fileop::resolve_owner(c, view)
+                    .map_err(|source| SolveError::File { name: vertex.meta.description.clone(), source })?;
                 *c = Chown { user: owner.uid.to_string(), group: Some(owner.gid.to_string()) };
             }
         }
@@ -109,7 +110,8 @@ pub(crate) fn run(
         if shared.is_cancelled() {
             return Err(step_error(vertex, "cancelled"));
         }
-        fileop::apply(action, &ctx).map_err(|e| err(e.to_string()))?;
+        fileop::apply(action, &ctx)
+            .map_err(|source| SolveError::File { name: vertex.meta.description.clone(), source })?;
     }
     drop(ctx);
     if let Some(g) = dest_guard.take() {

@@ -23,7 +23,7 @@ use rbuild_cache::store::{CacheRecord, LayerDescriptor, SnapshotId, Store, Store
 
 use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
 
-pub use cachekey::CACHE_KEY_VERSION;
+pub use cachekey::{CACHE_KEY_VERSION, ChecksumError};
 pub use scratch::{ChainView, ScratchDir};
 
 /// A base image made available as snapshots.
@@ -154,6 +154,24 @@ pub enum SolveError {
         name: String,
         /// What went wrong.
         message: String,
+    },
+    /// A file action (COPY/ADD/WORKDIR...) failed; the cause chain is kept.
+    #[error("{name}")]
+    File {
+        /// Vertex description.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: crate::fileop::FileOpError,
+    },
+    /// The content checksum of an op's context files failed.
+    #[error("{name}: computing the cache key")]
+    Checksum {
+        /// Vertex description.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: cachekey::ChecksumError,
     },
     /// The store failed.
     #[error("store: {0}")]
@@ -338,7 +356,7 @@ fn worker(shared: &Shared<'_>, state: &Mutex<Schedule>, wake: &Condvar, dependen
             }
             Err(e) => {
                 if s.error.is_none() {
-                    shared.progress.event(Event::Failed { digest: vertex.digest, error: e.to_string() });
+                    shared.progress.event(Event::Failed { digest: vertex.digest, error: error_chain(&e) });
                     s.error = Some(e);
                     shared.cancel();
                 }
@@ -346,6 +364,19 @@ fn worker(shared: &Shared<'_>, state: &Mutex<Schedule>, wake: &Condvar, dependen
         }
         wake.notify_all();
     }
+}
+
+/// `error: cause: cause...`, as `anyhow`'s `{:#}` prints it: progress
+/// shows the whole chain, not only the outermost message.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 fn step_error(vertex: &Vertex, message: impl Into<String>) -> SolveError {
@@ -382,7 +413,8 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
         return Ok(Finished { result: VertexResult::Snapshots { chain, layers }, key });
     }
 
-    let content = cachekey::content_checksums(shared, vertex, inputs).map_err(|e| step_error(vertex, e))?;
+    let content = cachekey::content_checksums(shared, vertex, inputs)
+        .map_err(|source| SolveError::Checksum { name: vertex.meta.description.clone(), source })?;
     let key = cachekey::key(vertex, inputs, &content);
     let key_text = key.to_string();
     if !vertex.meta.ignore_cache
