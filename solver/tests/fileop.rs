@@ -311,6 +311,16 @@ fn unrepresentable_owners_are_errors() {
     let mkfile = FileAction::Mkfile { path: "/m".into(), mode: 0o644, data: "x".into(), chown: chown("100000") };
     assert!(matches!(fileop::apply(&mkfile, &ctx(true)), Err(FileOpError::UnmappedOwner { .. })));
     assert!(!e.dest.join("m").exists());
+    // 4294967295 means "unchanged" to chown(2): never accepted.
+    let a = with(copy_action(&["f"], "/max"), |c, _, _, _, _, _| *c = chown("4294967295"));
+    let yes = |_: u32, _: u32| true;
+    let full = FileOpContext {
+        inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: true, link_layers: &[] }],
+        dest_root: &e.dest,
+        can_chown: &yes,
+    };
+    assert!(matches!(fileop::apply(&a, &full), Err(FileOpError::InvalidOwner { .. })));
+    assert!(!e.dest.join("max").exists());
     // Inside the range it works (as root here, so the chown is real).
     if is_root() {
         let a = with(copy_action(&["f"], "/ok"), |c, _, _, _, _, _| *c = chown("65536"));
@@ -330,6 +340,32 @@ fn unrepresentable_owners_are_errors() {
     h.set_gid(200000);
     h.set_size(3);
     b.append_data(&mut h, "suid", &b"bin"[..]).unwrap();
+    // A PAX uid beyond 32 bits is not truncated to a small id.
+    let mut wide = tar::Builder::new(Vec::new());
+    wide.append_pax_extensions([("uid", &b"4294967296"[..])]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(1);
+    wide.append_data(&mut h, "wide", &b"w"[..]).unwrap();
+    fs::write(e.src.join("wide.tar"), wide.into_inner().unwrap()).unwrap();
+    let add = with(copy_action(&["wide.tar"], "/wide/"), |_, _, u, _, _, _| *u = true);
+    let res = fileop::apply(&add, &full);
+    assert!(matches!(res, Err(FileOpError::InvalidOwner { uid: u32::MAX, .. })), "{res:?}");
+    assert!(!e.dest.join("wide/wide").exists());
+    // A garbage uid field is an error, not uid 0.
+    let mut bad = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_path("garbage").unwrap();
+    h.set_mode(0o4755);
+    h.set_size(1);
+    h.as_old_mut().uid.copy_from_slice(b"zzzzzzz\0");
+    h.set_cksum();
+    bad.append(&h, &b"g"[..]).unwrap();
+    fs::write(e.src.join("bad.tar"), bad.into_inner().unwrap()).unwrap();
+    let add = with(copy_action(&["bad.tar"], "/bad/"), |_, _, u, _, _, _| *u = true);
+    let res = fileop::apply(&add, &full);
+    assert!(matches!(&res, Err(FileOpError::Extract { entry, .. }) if entry == "garbage"), "{res:?}");
+    assert!(!e.dest.join("bad/garbage").exists());
     fs::write(e.src.join("owned.tar"), b.into_inner().unwrap()).unwrap();
     let add = with(copy_action(&["owned.tar"], "/t/"), |_, _, u, _, _, _| *u = true);
     let err = fileop::apply(&add, &ctx(true)).unwrap_err();

@@ -230,7 +230,17 @@ fn hostile_inputs_are_errors_not_crashes() {
         ("FROM busybox\nADD --chmod=u+q a /b\n".into(), Some("Dockerfile:2:1: invalid --chmod value `u+q`")),
         ("FROM --platform=../../etc busybox\n".into(), Some("Dockerfile:1:1: invalid platform `../../etc`")),
         ("FROM busybox\nEXPOSE 99999999\n".into(), Some("Dockerfile:2:1: invalid containerPort `99999999`")),
-        ("FROM busybox\nRUN echo \0 hi\0\nCOPY \0 /\0\n".into(), None),
+        // execve cannot pass a NUL byte: say so instead of "exit code 126".
+        (
+            "FROM busybox\nRUN echo \0 hi\0\n".into(),
+            Some("Dockerfile:2:1: RUN argument `echo \\0 hi\\0` contains a NUL byte"),
+        ),
+        (
+            "FROM busybox\nRUN [\"echo\", \"a\\u0000b\"]\n".into(),
+            Some("Dockerfile:2:1: RUN argument `a\\0b` contains a NUL byte"),
+        ),
+        ("FROM busybox\nENV X=a\0b\nRUN true\n".into(), Some("Dockerfile:3:1: RUN environment variable `X=a\\0b`")),
+        ("FROM busybox\nLABEL a=\0\nCOPY \0 /\0\n".into(), None),
     ];
     let got = std::thread::Builder::new()
         .stack_size(2 << 20)

@@ -111,8 +111,12 @@ pub fn extract(
         let rel = String::from_utf8_lossy(&raw_path).into_owned();
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let mut uid = header.uid().unwrap_or(0) as u32;
-        let mut gid = header.gid().unwrap_or(0) as u32;
+        let header_err = |source: io::Error| FileOpError::Extract { entry: rel.clone(), source };
+        // Ids beyond u32 become `u32::MAX`, which `check_owner` rejects:
+        // truncating them would silently pick another owner.
+        let id = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let mut uid = id(numeric(header.uid(), &header.as_old().uid).map_err(header_err)?);
+        let mut gid = id(numeric(header.gid(), &header.as_old().gid).map_err(header_err)?);
         let mut mtime = header.mtime().unwrap_or(0);
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
@@ -122,8 +126,8 @@ pub fn extract(
                 let value = ext.value_bytes();
                 let num = || std::str::from_utf8(value).ok().and_then(|v| v.split('.').next()?.parse::<u64>().ok());
                 match key {
-                    "uid" => uid = num().map_or(uid, |v| v as u32),
-                    "gid" => gid = num().map_or(gid, |v| v as u32),
+                    "uid" => uid = num().map_or(uid, id),
+                    "gid" => gid = num().map_or(gid, id),
                     "mtime" => mtime = num().unwrap_or(mtime),
                     k => {
                         if let Some(name) = k.strip_prefix("SCHILY.xattr.")
@@ -243,6 +247,16 @@ pub fn extract(
             .map_err(|source| FileOpError::Extract { entry: dir.display().to_string(), source })?;
     }
     Ok(())
+}
+
+/// A numeric header field as Go's `archive/tar` (BuildKit's reader) reads
+/// it: a field of only NULs and spaces is 0, anything else unparsable is
+/// an error (never silently 0).
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        other => other,
+    }
 }
 
 /// Best-effort xattr restore: like BuildKit's handler, failures (a file

@@ -221,6 +221,16 @@ pub enum FileOpError {
     /// `Rm` of `/`.
     #[error("refusing to remove the root directory")]
     RemoveRoot,
+    /// An owner id of 4294967295 (or an archive id beyond 32 bits).
+    #[error("cannot give `{path}` the owner {uid}:{gid}: ids must be below 4294967295")]
+    InvalidOwner {
+        /// The entry.
+        path: String,
+        /// Owner uid.
+        uid: u32,
+        /// Owner gid.
+        gid: u32,
+    },
     /// The owner an entry must get is not mapped in this user namespace.
     #[error(
         "cannot give `{path}` the owner {uid}:{gid}: that id is not mapped in this rootless user namespace; try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid (see `rbuild debug` for the mapping), or build as root"
@@ -235,13 +245,18 @@ pub enum FileOpError {
     },
 }
 
-/// Fails unless `can_chown` says the sandbox can represent `uid:gid`.
+/// Fails unless `uid:gid` is a real owner (not `4294967295`, which
+/// `chown(2)` reads as "leave unchanged") that `can_chown` says the
+/// sandbox can represent.
 pub(crate) fn check_owner(
     path: impl FnOnce() -> String,
     uid: u32,
     gid: u32,
     can_chown: &dyn Fn(u32, u32) -> bool,
 ) -> Result<(), FileOpError> {
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(FileOpError::InvalidOwner { path: path(), uid, gid });
+    }
     if can_chown(uid, gid) { Ok(()) } else { Err(FileOpError::UnmappedOwner { path: path(), uid, gid }) }
 }
 
