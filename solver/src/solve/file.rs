@@ -41,7 +41,8 @@ pub(crate) fn run(
             result @ VertexResult::Snapshots { .. } => {
                 let input_chain = chain_of(result);
                 input_layers.push(input_chain.iter().rev().map(|id| store.snapshot_diff(id)).collect());
-                let view = ChainView::mount(store, &input_chain, "src").map_err(|e| err(e.to_string()))?;
+                let view =
+                    ChainView::mount(store, &input_chain, "src").map_err(setup_error(vertex, "mounting an input"))?;
                 roots.push((view.path().to_path_buf(), None));
                 views.push(view);
             }
@@ -55,7 +56,8 @@ pub(crate) fn run(
     // whiteouts and existing directories merge.
     let direct = match op.base.and_then(|i| roots.get(i)) {
         _ if chain.is_empty() => true,
-        Some((view, _)) => prepare_direct_copy(op, view, &draft.diff_dir()).map_err(|e| err(e.to_string()))?,
+        Some((view, _)) => prepare_direct_copy(op, view, &draft.diff_dir())
+            .map_err(setup_error(vertex, "preparing the destination"))?,
         None => false,
     };
     // `--chown` names are looked up in the destination's /etc/passwd and
@@ -81,11 +83,15 @@ pub(crate) fn run(
     let dest_root: PathBuf = if direct {
         draft.diff_dir()
     } else {
-        let view = dest_dir.insert(ScratchDir::new(store.root(), "dest").map_err(|e| err(e.to_string()))?);
+        let view = dest_dir.insert(
+            ScratchDir::new(store.root(), "dest").map_err(setup_error(vertex, "creating the destination view"))?,
+        );
         let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
         let (upper, work) = (draft.diff_dir(), draft.work_dir());
-        dest_guard =
-            Some(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.to_string()))?);
+        dest_guard = Some(
+            sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path())
+                .map_err(setup_error(vertex, "mounting the destination overlay"))?,
+        );
         view.path().to_path_buf()
     };
     let ignores: Vec<Option<super::IgnoreFn>> =
@@ -126,6 +132,15 @@ pub(crate) fn run(
     chain.push(id);
     layers.push(None);
     Ok(VertexResult::Snapshots { chain, layers })
+}
+
+/// Maps a set-up failure of `vertex` to [`SolveError::Setup`], keeping it
+/// as the source.
+fn setup_error<'v, E: std::error::Error + Send + Sync + 'static>(
+    vertex: &'v Vertex,
+    what: &'static str,
+) -> impl FnOnce(E) -> SolveError + 'v {
+    move |e| SolveError::Setup { name: vertex.meta.description.clone(), what, source: Box::new(e) }
 }
 
 /// Whether a file op may write straight into the new snapshot's directory:

@@ -164,6 +164,18 @@ pub enum SolveError {
         #[source]
         source: crate::fileop::FileOpError,
     },
+    /// Preparing a step's file systems (views, overlays, scratch dirs)
+    /// failed; the cause chain is kept.
+    #[error("{name}: {what}")]
+    Setup {
+        /// Vertex description.
+        name: String,
+        /// The step that failed.
+        what: &'static str,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The content checksum of an op's context files failed.
     #[error("{name}: computing the cache key")]
     Checksum {
