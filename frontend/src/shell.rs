@@ -104,6 +104,14 @@ pub const MAX_EXPANSION_DEPTH: usize = 100;
 /// take (64 Mi: a 4096-character pattern against a 16 KiB value).
 pub const MAX_PATTERN_WORK: u64 = 1 << 26;
 
+impl ShellError {
+    /// Whether this is one of the resource limits ([`MAX_EXPANSION_DEPTH`],
+    /// [`MAX_EXPANDED_LEN`], [`MAX_PATTERN_WORK`]) rather than bad syntax.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, ShellError::TooDeep { .. } | ShellError::TooLong { .. } | ShellError::PatternTooLarge { .. })
+    }
+}
+
 /// The full result of expanding one word.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expansion {
