@@ -511,25 +511,31 @@ pub fn canonical_encoding(op: &Op, inputs: &[Digest]) -> Vec<u8> {
 /// The digest naming a vertex: SHA-256 of [`canonical_encoding`], hashed
 /// as it is serialised (no intermediate buffer).
 pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
+    vertex_digest_and_size(op, inputs).0
+}
+
+/// [`vertex_digest`] and the length of the [`canonical_encoding`] it hashed.
+fn vertex_digest_and_size(op: &Op, inputs: &[Digest]) -> (Digest, u64) {
     #[derive(Serialize)]
     struct Encoded<'a> {
         v: &'static str,
         op: &'a Op,
         inputs: &'a [Digest],
     }
-    struct HashWriter(Sha256);
+    struct HashWriter(Sha256, u64);
     impl std::io::Write for HashWriter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.update(buf);
+            self.1 += buf.len() as u64;
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut w = HashWriter(Sha256::new());
+    let mut w = HashWriter(Sha256::new(), 0);
     serde_json::to_writer(&mut w, &Encoded { v: OP_ENCODING_VERSION, op, inputs }).expect("graph ops always serialise");
-    Digest(w.0.finalize().into())
+    (Digest(w.0.finalize().into()), w.1)
 }
 
 /// A build graph: vertices in topological order (inputs before users), and
@@ -547,6 +553,10 @@ pub struct Definition {
     /// whose `vertices` were edited directly stays correct.
     #[serde(skip)]
     index: HashMap<Digest, usize>,
+    /// Total canonical-encoding bytes of the vertices [`Definition::add`]
+    /// added: what the graph costs in memory, for the frontend's bound.
+    #[serde(skip)]
+    encoded_bytes: u64,
 }
 
 impl PartialEq for Definition {
@@ -560,13 +570,20 @@ impl Eq for Definition {}
 impl Definition {
     /// Adds a vertex (deduplicated by digest) and returns its digest.
     pub fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> Digest {
-        let digest = vertex_digest(&op, &inputs);
+        let (digest, size) = vertex_digest_and_size(&op, &inputs);
         if self.get(&digest).is_none() {
             debug_assert!(inputs.iter().all(|i| self.get(i).is_some()), "inputs must be added first");
+            self.encoded_bytes += size;
             self.index.insert(digest, self.vertices.len());
             self.vertices.push(Vertex { digest, op, inputs, meta });
         }
         digest
+    }
+
+    /// Canonical-encoding bytes of the vertices added with
+    /// [`Definition::add`] (not counting duplicates).
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded_bytes
     }
 
     /// Looks a vertex up by digest.
@@ -641,6 +658,17 @@ mod tests {
         assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
         assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
         assert!(Platform::parse("linux//").is_none());
+    }
+
+    #[test]
+    fn definition_counts_encoded_bytes_once_per_vertex() {
+        let mut d = Definition::default();
+        let op = || Op::Source(SourceOp::Image { reference: "busybox".into(), platform: Platform::host() });
+        let a = d.add(op(), vec![], VertexMeta::default());
+        let one = d.encoded_bytes();
+        assert_eq!(one, canonical_encoding(&op(), &[]).len() as u64);
+        assert_eq!(d.add(op(), vec![], VertexMeta::default()), a);
+        assert_eq!(d.encoded_bytes(), one, "a duplicate adds nothing");
     }
 
     #[test]

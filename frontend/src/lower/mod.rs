@@ -26,7 +26,7 @@ use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{self, CommandLine};
 
 pub use args::{BuiltinArgs, PROXY_ARGS};
-pub use stage::MAX_STAGE_DEPTH;
+pub use stage::{MAX_GRAPH_BYTES, MAX_STAGE_DEPTH};
 
 /// The default `PATH` BuildKit gives Linux images that have none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -52,6 +52,10 @@ impl Drop for HistoryChain {
 /// Longest chain of stages built from (or copying from) one another.
 pub const MAX_STAGE_DEPTH: usize = 100;
 
+/// Most canonical-encoding bytes the lowered graph may hold (128 MiB; a
+/// 5,000-instruction Dockerfile with ordinary values needs a few MiB).
+pub const MAX_GRAPH_BYTES: u64 = 128 << 20;
+
 /// A lowered stage.
 #[derive(Clone, Debug)]
 pub(crate) struct StageResult {
@@ -298,18 +302,37 @@ impl Lowering<'_> {
             if let Some(mut command) = command {
                 command.span = stage.span;
                 self.dispatch(&mut st, &command, visiting)?;
+                self.check_graph_size(command.span)?;
             }
         }
 
         let commands = self.dockerfile.stages[index].commands.clone();
         for command in &commands {
             self.dispatch(&mut st, command, visiting)?;
+            self.check_graph_size(command.span)?;
         }
         visiting.pop();
         self.stages.insert(
             index,
             StageResult { name, state: st.state, config: st.config, history: st.history, platform: st.platform },
         );
+        Ok(())
+    }
+
+    /// The graph is held in memory and every `RUN` carries the whole
+    /// environment: a 5 KB Dockerfile with one 2 MiB ARG and 200 `RUN`s
+    /// made a 2 GB graph. Past [`MAX_GRAPH_BYTES`] the instruction that
+    /// crossed it is an error (BuildKit's gateway frontends meet gRPC's
+    /// message-size limit instead).
+    fn check_graph_size(&self, span: crate::diagnostic::Span) -> Result<(), Diagnostic> {
+        let bytes = self.definition.encoded_bytes();
+        if bytes > MAX_GRAPH_BYTES {
+            return Err(Diagnostic::new(
+                span,
+                format!("the build graph grew past {} MiB ({bytes} bytes)", MAX_GRAPH_BYTES >> 20),
+            )
+            .suggest("large ARG or ENV values are copied into every later RUN; pass big data as files"));
+        }
         Ok(())
     }
 

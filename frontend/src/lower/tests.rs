@@ -261,3 +261,16 @@ fn hostile_inputs_are_errors_not_crashes() {
         }
     }
 }
+
+/// One 4 MiB ARG is copied into the environment of every later RUN: the
+/// graph is bounded instead of growing with each RUN (2 GB for 200 RUNs).
+#[test]
+fn graph_size_is_bounded() {
+    let mut text = String::from("FROM busybox\nARG a=xxxxxxxx\n");
+    for _ in 0..19 {
+        text += "ARG a=${a}${a}\n";
+    }
+    text += &"RUN true\n".repeat(40);
+    let err = lower_text(&text, &LowerOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("Dockerfile:53:1: the build graph grew past 128 MiB"), "{}", &err[..err.len().min(300)]);
+}
