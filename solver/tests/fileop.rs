@@ -742,3 +742,36 @@ fn throughput_20k_small_files() {
         20000.0 * 5.0 / 1024.0 / took.as_secs_f64()
     );
 }
+
+/// A context with thousands of nested directories: the walk used to recurse
+/// once per level and overflowed the stack; now a tree within PATH_MAX is
+/// copied and a deeper one is a clean error.
+#[test]
+fn deeply_nested_directories_are_walked_without_recursion() {
+    use rustix::fs::{Mode, OFlags};
+    let e = env();
+    let make = |root: &Path, depth: usize| {
+        let mut fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        }
+        let f = rustix::fs::openat(&fd, "f", OFlags::CREATE | OFlags::WRONLY, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&f, b"deep").unwrap();
+    };
+    // 1,000 levels: `d/` x 1000 is 2,000 bytes, within PATH_MAX.
+    fs::create_dir(e.src.join("ok")).unwrap();
+    make(&e.src.join("ok"), 1000);
+    let got = fileop::selected_files(&e.src, &["ok".into()], false, &[], None).unwrap();
+    assert_eq!(got.len(), 1 + 1000 + 1);
+    run(&e, &copy_action(&["ok"], "/ok/")).unwrap();
+    assert_eq!(read(&e.dest.join(format!("ok/{}f", "d/".repeat(1000)))), "deep");
+    // 3,000 levels cannot be named by path: an error, not an abort.
+    fs::create_dir(e.src.join("deep")).unwrap();
+    make(&e.src.join("deep"), 3000);
+    let err = fileop::selected_files(&e.src, &["deep".into()], false, &[], None).unwrap_err();
+    let cause = std::error::Error::source(&err).map(|c| c.to_string()).unwrap_or_default();
+    assert!(cause.contains("File name too long"), "{err}: {cause}");
+    // GNU rm copes with trees deeper than PATH_MAX; the temp dir may not.
+    std::process::Command::new("rm").arg("-rf").arg(e.src.join("deep")).arg(e.dest.join("ok")).status().unwrap();
+}

@@ -196,7 +196,9 @@ type WalkFn<'f> = dyn FnMut(&Path, &Metadata, &[u8], &[u8]) -> Result<bool, File
 
 /// Walks `dir` depth-first in name order, calling `f(path, meta, root_rel,
 /// copy_rel)` for each entry that is neither ignored nor excluded; `f`'s
-/// `Ok(true)` on a directory descends into it.
+/// `Ok(true)` on a directory descends into it. Iterative: a context with
+/// thousands of nested directories overflowed the stack when this
+/// recursed once per level.
 fn walk(
     dir: &Path,
     root_rel: &[u8],
@@ -205,23 +207,31 @@ fn walk(
     exclude: &ExcludeMatcher,
     f: &mut WalkFn<'_>,
 ) -> Result<(), FileOpError> {
-    let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
-    let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
-    ents.sort_by_key(|e| e.file_name());
-    for e in ents {
-        let name = e.file_name();
-        let rrel = join_bytes(root_rel, name.as_bytes());
+    // Pending entries, the next one last: a directory's children are
+    // pushed (reversed) right after it is visited, giving pre-order.
+    let mut pending: Vec<(fs::DirEntry, Vec<u8>, Vec<u8>)> = Vec::new();
+    let push_children = |pending: &mut Vec<_>, dir: &Path, root_rel: &[u8], copy_rel: &[u8]| {
+        let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
+        let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
+        ents.sort_by_key(|e| e.file_name());
+        for e in ents.into_iter().rev() {
+            let name = e.file_name();
+            pending.push((e, join_bytes(root_rel, name.as_bytes()), join_bytes(copy_rel, name.as_bytes())));
+        }
+        Ok::<(), FileOpError>(())
+    };
+    push_children(&mut pending, dir, root_rel, copy_rel)?;
+    while let Some((e, rrel, crel)) = pending.pop() {
         if ignore.is_some_and(|f| f(&go_lossy(&rrel))) {
             continue;
         }
-        let crel = join_bytes(copy_rel, name.as_bytes());
         let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
         if !exclude.is_empty() && exclude.excluded(&go_lossy(&crel), meta.is_dir()) {
             continue;
         }
         let p = e.path();
         if f(&p, &meta, &rrel, &crel)? && meta.is_dir() {
-            walk(&p, &rrel, &crel, ignore, exclude, f)?;
+            push_children(&mut pending, &p, &rrel, &crel)?;
         }
     }
     Ok(())
