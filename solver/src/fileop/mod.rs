@@ -233,7 +233,7 @@ pub enum FileOpError {
     },
     /// The owner an entry must get is not mapped in this user namespace.
     #[error(
-        "cannot give `{path}` the owner {uid}:{gid}: that id is not mapped in this rootless user namespace; try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid (see `rbuild debug` for the mapping), or build as root"
+        "cannot give `{path}` the owner {uid}:{gid}: that id is not mapped in this rootless user namespace; try increasing the number of subordinate IDs in /etc/subuid and /etc/subgid, or build as root"
     )]
     UnmappedOwner {
         /// The entry (as written in the action or the archive).
