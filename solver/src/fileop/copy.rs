@@ -463,7 +463,11 @@ impl Plan<'_, '_, '_> {
         // outside the subordinate range) fails the copy.
         for e in &self.entries {
             let (uid, gid) = self.owner(e);
-            check_owner(|| e.src.display().to_string(), uid, gid, self.spec.can_chown)?;
+            let shown = || {
+                let rel = e.src.strip_prefix(self.spec.input.root).unwrap_or(&e.src);
+                Path::new("/").join(rel).display().to_string()
+            };
+            check_owner(shown, uid, gid, self.spec.can_chown)?;
         }
         for e in &self.entries {
             if let Kind::Dir = e.kind {
