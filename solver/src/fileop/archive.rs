@@ -117,8 +117,8 @@ pub fn extract(
         let id = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let mut uid = id(numeric(header.uid(), &header.as_old().uid).map_err(header_err)?);
         let mut gid = id(numeric(header.gid(), &header.as_old().gid).map_err(header_err)?);
-        let mut mtime = header.mtime().unwrap_or(0);
-        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let mut mtime = numeric(header.mtime(), &header.as_old().mtime).map_err(header_err)?;
+        let mode = numeric(header.mode().map(u64::from), &header.as_old().mode).map_err(header_err)? as u32 & 0o7777;
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
