@@ -100,7 +100,13 @@ impl Lowering<'_> {
         let plan = CopyPlan {
             sources,
             dest: exp(st, &copy.dest)?,
-            chown: copy.chown.as_deref().map(|c| exp(st, c)).transpose()?.map(|c| history::parse_chown(&c)),
+            chown: copy
+                .chown
+                .as_deref()
+                .map(|c| exp(st, c))
+                .transpose()?
+                .map(|c| checked_chown(&c, span))
+                .transpose()?,
             chmod: copy
                 .chmod
                 .as_deref()
@@ -167,7 +173,13 @@ impl Lowering<'_> {
         let plan = CopyPlan {
             sources,
             dest: exp(st, &add.dest)?,
-            chown: add.chown.as_deref().map(|c| exp(st, c)).transpose()?.map(|c| history::parse_chown(&c)),
+            chown: add
+                .chown
+                .as_deref()
+                .map(|c| exp(st, c))
+                .transpose()?
+                .map(|c| checked_chown(&c, span))
+                .transpose()?,
             chmod: add.chmod.as_deref().map(|c| exp(st, c)).transpose()?.map(|c| checked_chmod(c, span)).transpose()?,
             link: add.link,
             parents: false,
@@ -287,6 +299,21 @@ impl Lowering<'_> {
         st.commit_history(format!("{text} # buildkit"), Some(copied));
         Ok(())
     }
+}
+
+/// `--chown` after expansion: a numeric id must fit a uid (below
+/// 4294967295, which `chown(2)` reads as "unchanged"). A name is looked up
+/// in the image when the step runs.
+fn checked_chown(value: &str, span: Span) -> Result<Chown, Diagnostic> {
+    let chown = history::parse_chown(value);
+    for id in std::iter::once(&chown.user).chain(chown.group.as_ref()) {
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<u32>().map_or(true, |v| v == u32::MAX)
+        {
+            return Err(Diagnostic::new(span, format!("invalid --chown value `{value}`: id `{id}` is out of range"))
+                .suggest("ids go up to 4294967294"));
+        }
+    }
+    Ok(chown)
 }
 
 /// `--chmod` after expansion must be what the file op accepts: failing

@@ -228,6 +228,14 @@ fn hostile_inputs_are_errors_not_crashes() {
         ),
         ("FROM busybox\nCOPY --chmod=99999 a /b\n".into(), Some("Dockerfile:2:1: invalid --chmod value `99999`")),
         ("FROM busybox\nADD --chmod=u+q a /b\n".into(), Some("Dockerfile:2:1: invalid --chmod value `u+q`")),
+        (
+            "FROM busybox\nCOPY --chown=99999999999999999999:1 a /b\n".into(),
+            Some(
+                "Dockerfile:2:1: invalid --chown value `99999999999999999999:1`: id `99999999999999999999` is out of range",
+            ),
+        ),
+        ("FROM busybox\nADD --chown=1:4294967295 a /b\n".into(), Some("id `4294967295` is out of range")),
+        ("FROM busybox\nCOPY --chown=4294967294:app a /b\n".into(), None),
         ("FROM --platform=../../etc busybox\n".into(), Some("Dockerfile:1:1: invalid platform `../../etc`")),
         ("FROM busybox\nEXPOSE 99999999\n".into(), Some("Dockerfile:2:1: invalid containerPort `99999999`")),
         // execve cannot pass a NUL byte: say so instead of "exit code 126".
