@@ -663,9 +663,9 @@ fn hostile_archives_stay_inside_dest() {
     assert!(!e.dest.join("escape-dotdot").exists());
     // The message names the link, its target and the cause.
     let err = res.expect_err("hard link to a missing in-root target is an error");
-    assert_eq!(err.to_string(), "extracting `hl`: cannot hard-link to `../../../../etc/hostname`");
-    let cause = std::error::Error::source(&err).map(|c| c.to_string()).unwrap_or_default();
-    assert!(cause.contains("No such file or directory"), "{cause}");
+    let chain = rbuild_solver::solve::error_chain(&err);
+    // The target as resolved inside the destination (`..` clamped at its root).
+    assert!(chain.contains("cannot hardlink `hl` to `etc/hostname`: No such file or directory"), "{chain}");
 
     // Without the bad hard link the archive extracts and the device is skipped.
     let mut b = tar::Builder::new(Vec::new());

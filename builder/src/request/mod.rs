@@ -436,10 +436,10 @@ mod tests {
         let p = parse_platforms(["linux/amd64,linux/arm64", "linux/x86_64"]).unwrap();
         assert_eq!(p.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"]);
         assert_eq!(parse_platforms([]).unwrap(), vec![Platform::host()]);
-        assert_eq!(
-            parse_platforms(["linux//"]).unwrap_err().to_string(),
-            "invalid platform `linux//`: use os/arch[/variant]"
-        );
+        let e = parse_platforms(["linux//"]).unwrap_err();
+        assert_eq!(e.to_string(), "`--platform`: use os/arch[/variant], e.g. linux/amd64");
+        let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
+        assert_eq!(cause, "invalid platform `linux//`: the architecture is empty");
     }
 
     #[test]
