@@ -36,18 +36,20 @@ pub fn load(request: &BuildRequest) -> Result<FrontendInput> {
     if !context_dir.is_dir() {
         bail!("build context `{}` is not a directory", context_dir.display());
     }
-    let (dockerfile_path, dockerfile) = match &request.dockerfile {
+    let (dockerfile_path, dockerfile_bytes) = match &request.dockerfile {
         DockerfileSource::Stdin => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-            (PathBuf::from("-"), s)
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                .context("failed to read the Dockerfile from stdin")?;
+            (PathBuf::from("-"), b)
         }
         DockerfileSource::Path(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("failed to read Dockerfile `{}`", path.display()))?;
-            (path.clone(), text)
+            let bytes =
+                std::fs::read(path).with_context(|| format!("failed to read Dockerfile `{}`", path.display()))?;
+            (path.clone(), bytes)
         }
     };
+    let dockerfile = utf8_text(dockerfile_bytes, &dockerfile_path.display().to_string())?;
     let dockerignore = read_dockerignore(&context_dir, &dockerfile_path)?;
 
     let mut named_contexts = BTreeMap::new();
@@ -99,11 +101,43 @@ pub fn load(request: &BuildRequest) -> Result<FrontendInput> {
 fn read_dockerignore(context: &Path, dockerfile: &Path) -> Result<Vec<String>> {
     let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
     for candidate in [specific, context.join(".dockerignore")] {
-        match std::fs::read_to_string(&candidate) {
-            Ok(text) => return Ok(dockerignore::parse_dockerignore(&text)),
+        match std::fs::read(&candidate) {
+            Ok(bytes) => {
+                let text = utf8_text(bytes, &candidate.display().to_string())?;
+                return Ok(dockerignore::parse_dockerignore(&text));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("failed to read `{}`", candidate.display())),
         }
     }
     Ok(Vec::new())
+}
+
+/// The file's text, or an error naming the line and column of the first
+/// byte that is not UTF-8. Neither file is ever decoded lossily: that would
+/// silently change a `RUN` line, and moby's pattern compiler rejects
+/// invalid UTF-8 in `.dockerignore` patterns too.
+fn utf8_text(bytes: Vec<u8>, name: &str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        let byte = e.as_bytes()[valid.len()];
+        anyhow::anyhow!("{name}:{line}:{column}: invalid UTF-8 (byte 0x{byte:02x}): save the file as UTF-8")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_names_line_and_column() {
+        let err = utf8_text(b"FROM busybox\nRUN echo caf\xe9\n".to_vec(), "Dockerfile").unwrap_err();
+        assert_eq!(err.to_string(), "Dockerfile:2:13: invalid UTF-8 (byte 0xe9): save the file as UTF-8");
+        let err = utf8_text(b"\xff".to_vec(), "x/.dockerignore").unwrap_err();
+        assert_eq!(err.to_string(), "x/.dockerignore:1:1: invalid UTF-8 (byte 0xff): save the file as UTF-8");
+        assert_eq!(utf8_text("ünï\n".into(), "f").unwrap(), "ünï\n");
+    }
 }

@@ -1111,3 +1111,218 @@ fn tar_output_on_stdout_holds_the_final_filesystem() {
     assert!(names.lines().any(|l| l.trim_start_matches("./") == "bin/busybox"), "{names}");
     assert!(!ctx.path().join("-").exists() && !std::env::current_dir().unwrap().join("-").exists());
 }
+
+// ---- Bad input (project issue 6) and unrepresentable owners (issue 10) ----
+
+/// Writes a tar at `path` with python3's `tarfile` from a list of entries:
+/// `(name, kind, owner, mode, data_or_link)`, kind `f` file or `h` hard link.
+fn python_tar(path: &Path, entries: &[(&str, char, u32, u32, &str)]) {
+    let mut script =
+        String::from("import io, sys, tarfile\nt = tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT)\n");
+    for (name, kind, owner, mode, data) in entries {
+        script +=
+            &format!("i = tarfile.TarInfo({name:?}); i.uid = i.gid = {owner}; i.mode = {mode:#o}; i.mtime = 1000000\n");
+        match kind {
+            'h' => script += &format!("i.type = tarfile.LNKTYPE; i.linkname = {data:?}; t.addfile(i)\n"),
+            _ => script += &format!("d = {data:?}.encode(); i.size = len(d); t.addfile(i, io.BytesIO(d))\n"),
+        }
+    }
+    script += "t.close()\n";
+    run(Command::new("python3").arg("-c").arg(script).arg(path));
+}
+
+/// Runs `rbuild --root <base>/store build --progress plain -o type=oci,dest=<base>/layout,tar=false <base>/ctx`
+/// as `rbuildtest` (via runuser, when root) or as the current user.
+fn build_as_test_user(base: &Path) -> Output {
+    let mut cmd;
+    if rustix_is_root() {
+        ensure_test_user();
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base));
+        run(Command::new("chmod").arg("755").arg(base));
+        cmd = Command::new("runuser");
+        cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
+        cmd.env("HOME", base);
+    } else {
+        cmd = rbuild();
+    }
+    cmd.arg("--root").arg(base.join("store")).args(["build", "--progress", "plain", "-o"]);
+    cmd.arg(format!("type=oci,dest={},tar=false", base.join("layout").display())).arg(base.join("ctx"));
+    cmd.output().unwrap()
+}
+
+/// Every file under `dir` named `name`.
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let out = Command::new("find").arg(dir).args(["-name", name]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect()
+}
+
+#[test]
+fn nested_expansion_depth_limit_is_a_clear_error() {
+    let word = format!("{}x{}", "${a:-".repeat(20_000), "}".repeat(20_000));
+    let ctx = dockerfile_dir(&format!("FROM scratch\nENV A={word}\n"));
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), ctx.path(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "must exit with an error, not a signal:\n{}", &err[..err.len().min(2000)]);
+    assert!(
+        err.contains("Dockerfile:2:1: substitutions nested more than 100 levels deep"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(!err.contains("overflow"), "{}", &err[..err.len().min(2000)]);
+}
+
+#[test]
+fn copy_context_with_non_utf8_names() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let ctx = dockerfile_dir("FROM scratch\nCOPY . /ctx/\nCOPY caf?.txt /wild/\n");
+    let latin1 = OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(ctx.path().join(latin1), "latin-1 name\n").unwrap();
+    std::fs::create_dir(ctx.path().join(OsStr::from_bytes(b"dir\xff"))).unwrap();
+    std::fs::write(ctx.path().join(OsStr::from_bytes(b"dir\xff/inner\xfe")), "inner\n").unwrap();
+    // `.dockerignore` patterns see each invalid byte as one character, as
+    // Go's regexp does.
+    std::fs::write(ctx.path().join(OsStr::from_bytes(b"skip-\xfe\xfd")), "ignored\n").unwrap();
+    std::fs::write(ctx.path().join(".dockerignore"), "skip-??\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let dest = format!("type=oci,dest={},tar=false", layout.path().join("l").display());
+    ok(build(store.path(), ctx.path(), &["-o", &dest]));
+    let check = |want: &str| {
+        let unpacked = tempfile::tempdir().unwrap();
+        for listing_layer in layer_blobs(&layout.path().join("l")) {
+            run(Command::new("tar").arg("-xzf").arg(&listing_layer).arg("-C").arg(unpacked.path()));
+        }
+        let u = unpacked.path();
+        assert_eq!(std::fs::read_to_string(u.join("ctx").join(latin1)).unwrap(), want, "name kept byte-exact");
+        assert_eq!(std::fs::read_to_string(u.join("wild").join(latin1)).unwrap(), want, "wildcard matched it");
+        assert_eq!(std::fs::read_to_string(u.join(OsStr::from_bytes(b"ctx/dir\xff/inner\xfe"))).unwrap(), "inner\n");
+        assert!(!u.join("ctx").join(OsStr::from_bytes(b"skip-\xfe\xfd")).exists(), "ignored by `skip-??`");
+        // No name was mangled into U+FFFD on the way.
+        let listing = run(Command::new("find").arg(u));
+        assert!(!listing.windows(3).any(|w| w == "\u{fffd}".as_bytes()), "{}", String::from_utf8_lossy(&listing));
+    };
+    check("latin-1 name\n");
+    // The content checksum reads the file under its real name: a change is seen.
+    std::fs::write(ctx.path().join(latin1), "changed\n").unwrap();
+    ok(build(store.path(), ctx.path(), &["-o", &dest]));
+    check("changed\n");
+}
+
+/// The layer blobs of the (single) manifest of an OCI layout dir.
+fn layer_blobs(layout: &Path) -> Vec<PathBuf> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(layout, index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| blob(layout, l["digest"].as_str().unwrap())).collect()
+}
+
+#[test]
+fn from_platform_is_validated() {
+    let ctx = dockerfile_dir("FROM scratch AS ok\n\nFROM --platform=../../etc busybox\nRUN true\n");
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:3:1: invalid platform `../../etc`"), "{err}");
+    assert!(err.contains("only letters, digits"), "{err}");
+    // The same rule for `--platform` on the command line.
+    let ctx = dockerfile_dir("FROM scratch\n");
+    let out = build(store.path(), ctx.path(), &["--platform", "linux/../../x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("invalid platform `linux/../../x`"), "{err}");
+}
+
+#[test]
+fn add_tar_with_dangling_hardlink_names_the_cause() {
+    let ctx = dockerfile_dir("FROM scratch\nADD links.tar /out/\n");
+    python_tar(&ctx.path().join("links.tar"), &[("a", 'f', 0, 0o644, "a\n"), ("h", 'h', 0, 0o644, "missing")]);
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), ctx.path(), &["--progress", "plain"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot hardlink `h` to `missing`: No such file or directory"), "{err}");
+}
+
+#[test]
+fn long_workdir_error_says_file_name_too_long() {
+    let ctx = dockerfile_dir(&format!("FROM scratch\nWORKDIR /{}\nCOPY Dockerfile .\n", "w".repeat(300)));
+    let store = tempfile::tempdir().unwrap();
+    let out = build(store.path(), ctx.path(), &["--progress", "plain"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("File name too long"), "{err}");
+}
+
+/// Rootless with the test user's 65,536 subordinate ids, `--chown` above
+/// the range is an error that says what to do; as real root it works.
+#[test]
+fn unrepresentable_chown_is_an_error_rootless() {
+    let base = tempfile::Builder::new().prefix("rbuild-chown").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY --chown=70000:70000 hello.txt /owned/hello.txt\nCOPY --chown=65536:65536 hello.txt /fits.txt\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hi\n").unwrap();
+    let out = build_as_test_user(base.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot give `/owned/hello.txt` the owner 70000:70000"), "{err}");
+    assert!(err.contains("try increasing the number of subordinate IDs"), "{err}");
+    assert!(
+        find_named(base.path(), "hello.txt").iter().all(|p| p.starts_with(&ctx)),
+        "no copy of the file was written"
+    );
+    if !rustix_is_root() {
+        return;
+    }
+    // Real root maps every id: the owner is applied and reaches the layer.
+    let layout = base.path().join("root-layout");
+    let dest = format!("type=oci,dest={},tar=false", layout.display());
+    ok(build(&base.path().join("root-store"), &ctx, &["-o", &dest]));
+    let listings = layer_listings(&layout).join("\n");
+    let owned = listings.lines().find(|l| l.ends_with(" owned/hello.txt")).expect("owned/hello.txt in a layer");
+    assert!(owned.contains("70000/70000"), "{owned}");
+}
+
+/// Rootless, an ADDed tar whose entries are owned by an id above the range
+/// fails, and its setuid file never becomes a setuid file owned by root;
+/// as real root the owner and the setuid bit are both kept.
+#[test]
+fn unrepresentable_tar_owner_is_an_error_rootless() {
+    let base = tempfile::Builder::new().prefix("rbuild-tarowner").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD owned.tar /opt/\n").unwrap();
+    python_tar(
+        &ctx.join("owned.tar"),
+        &[("ok.txt", 'f', 0, 0o644, "ok\n"), ("suidbin", 'f', 200000, 0o4755, "#!/bin/sh\n")],
+    );
+    let out = build_as_test_user(base.path());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot give `suidbin` the owner 200000:200000"), "{err}");
+    assert!(err.contains("try increasing the number of subordinate IDs"), "{err}");
+    assert!(
+        find_named(base.path(), "suidbin").is_empty(),
+        "the entry was never written: {:?}",
+        find_named(base.path(), "suidbin")
+    );
+    assert!(!base.path().join("layout").exists(), "no image was written");
+    if !rustix_is_root() {
+        return;
+    }
+    let layout = base.path().join("root-layout");
+    let dest = format!("type=oci,dest={},tar=false", layout.display());
+    ok(build(&base.path().join("root-store"), &ctx, &["-o", &dest]));
+    let listings = layer_listings(&layout).join("\n");
+    let suid = listings.lines().find(|l| l.ends_with(" opt/suidbin")).expect("suidbin in a layer");
+    assert!(suid.starts_with("-rwsr-xr-x 200000/200000"), "{suid}");
+}

@@ -61,6 +61,55 @@ pub enum ShellError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `${...}` forms nested deeper than [`MAX_EXPANSION_DEPTH`]. BuildKit's
+    /// Go lexer has no limit (goroutine stacks grow); ours recurses on a
+    /// fixed stack, so hostile nesting must stop with an error, not abort.
+    #[error("substitutions nested more than {limit} levels deep")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// The expansion grew past [`MAX_EXPANDED_LEN`] bytes.
+    #[error("expansion is longer than the limit of {limit} bytes")]
+    TooLong {
+        /// The limit.
+        limit: usize,
+    },
+    /// A `#`, `%` or `/` pattern matched against a value whose size product
+    /// exceeds [`MAX_PATTERN_WORK`]: matching costs pattern × value steps.
+    #[error(
+        "substitution pattern too large: a {pattern_len}-character pattern against a {value_len}-character value exceeds the limit of {limit} steps"
+    )]
+    PatternTooLarge {
+        /// Characters (tokens) in the pattern.
+        pattern_len: usize,
+        /// Characters in the value.
+        value_len: usize,
+        /// The limit on their product.
+        limit: u64,
+    },
+}
+
+/// Longest result of one expansion (4 MiB). Expansion amplifies: a word
+/// may reference a long variable many times, and a chain of ARGs each
+/// doubling the previous one grows exponentially; past this the word is an
+/// error instead of an allocation failure.
+pub const MAX_EXPANDED_LEN: usize = 4 << 20;
+
+/// Deepest nesting of `${...}` inside the word of another `${...}`.
+/// Real Dockerfiles nest a handful of levels; each level costs stack.
+pub const MAX_EXPANSION_DEPTH: usize = 100;
+
+/// Most pattern-tokens × value-characters steps one `#`/`%`/`/` match may
+/// take (64 Mi: a 4096-character pattern against a 16 KiB value).
+pub const MAX_PATTERN_WORK: u64 = 1 << 26;
+
+impl ShellError {
+    /// Whether this is one of the resource limits ([`MAX_EXPANSION_DEPTH`],
+    /// [`MAX_EXPANDED_LEN`], [`MAX_PATTERN_WORK`]) rather than bad syntax.
+    pub fn is_limit(&self) -> bool {
+        matches!(self, ShellError::TooDeep { .. } | ShellError::TooLong { .. } | ShellError::PatternTooLarge { .. })
+    }
 }
 
 /// The full result of expanding one word.
@@ -123,6 +172,7 @@ impl Lexer {
             pos: 0,
             escape: self.escape,
             env,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -183,6 +233,8 @@ struct State<'e> {
     pos: usize,
     escape: char,
     env: &'e dyn Fn(&str) -> Option<String>,
+    /// Current `${...}` nesting (see [`MAX_EXPANSION_DEPTH`]).
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -227,6 +279,7 @@ impl State<'_> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
+            check_len(&result)?;
             if Some(ch) == stop {
                 self.pos += 1;
                 return Ok((result, words.finish()));
@@ -266,6 +319,7 @@ impl State<'_> {
                 }
             }
         }
+        check_len(&result)?;
         match stop {
             // The only stop characters are `}` and `/` inside `${...}`; the
             // caller turns this into the matching syntax error.
@@ -294,6 +348,7 @@ impl State<'_> {
         self.pos += 1;
         let mut result = String::new();
         loop {
+            check_len(&result)?;
             match self.peek() {
                 None => return Err(ShellError::UnterminatedDoubleQuote),
                 Some('"') => {
@@ -363,6 +418,19 @@ impl State<'_> {
             return Ok(self.get_env(&name).unwrap_or_default());
         }
         self.pos += 1; // `{`
+        // Every recursion of the lexer goes through here: `${...}` words
+        // are read with `process_until`, which may meet `${` again.
+        if self.depth >= MAX_EXPANSION_DEPTH {
+            return Err(ShellError::TooDeep { limit: MAX_EXPANSION_DEPTH });
+        }
+        self.depth += 1;
+        let result = self.process_braced();
+        self.depth -= 1;
+        result
+    }
+
+    /// The `${...}` forms, after the `{`.
+    fn process_braced(&mut self) -> Result<String, ShellError> {
         match self.peek() {
             None => return Err(ShellError::MissingBrace),
             Some('{' | '}' | ':') => return Err(ShellError::BadSubstitution),
@@ -422,11 +490,7 @@ impl State<'_> {
                     None => (false, word.as_str()),
                 };
                 let tokens = parse_pattern(pattern)?;
-                if op == '#' {
-                    Ok(trim_prefix(&tokens, &value, greedy))
-                } else {
-                    Ok(trim_suffix(&tokens, &value, greedy))
-                }
+                if op == '#' { trim_prefix(&tokens, &value, greedy) } else { trim_suffix(&tokens, &value, greedy) }
             }
             _ => Err(ShellError::UnsupportedModifier { name, modifier }),
         }
@@ -443,7 +507,7 @@ impl State<'_> {
         let value = self.get_env(name).unwrap_or_default();
         let tokens = parse_pattern(&pattern)?;
         let chars: Vec<char> = value.chars().collect();
-        let mut matcher = PrefixMatcher::new(&tokens, &chars, true);
+        let matcher = PrefixMatcher::new(&tokens, &chars, true)?;
         if !replace_all {
             // A single replacement is literal (Go's string slicing), unlike
             // replace-all below which goes through regexp template expansion.
@@ -468,13 +532,19 @@ impl State<'_> {
             if end > last_end || start == 0 {
                 let matched: String = chars[start..end].iter().collect();
                 expand_template(&mut out, &replacement, &matched);
+                check_len(&out)?;
             }
             last_end = end;
             search = if search + 1 > end { search + 1 } else { end };
         }
         out.extend(&chars[last_end.min(chars.len())..]);
+        check_len(&out)?;
         Ok(out)
     }
+}
+
+fn check_len(s: &str) -> Result<(), ShellError> {
+    if s.len() > MAX_EXPANDED_LEN { Err(ShellError::TooLong { limit: MAX_EXPANDED_LEN }) } else { Ok(()) }
 }
 
 /// Go's `Regexp.Expand` for a regex whose only group is the whole match:
@@ -556,88 +626,98 @@ fn parse_pattern(pattern: &str) -> Result<Vec<PatTok>, ShellError> {
 }
 
 /// Emulates a backtracking regex engine (Go's leftmost-first semantics) for
-/// patterns made of literals, `.` and `.*`/`.*?`, anchored at a start
-/// position. Results are memoised per (token, position), so matching is
-/// O(tokens × len²) at worst instead of exponential.
-struct PrefixMatcher<'a> {
-    tokens: &'a [PatTok],
-    s: &'a [char],
-    greedy: bool,
-    memo: Vec<Option<Option<usize>>>,
+/// patterns made of literals, `.` and `.*`/`.*?`, anchored at each start
+/// position. Computed bottom-up, one row per token from the last one, so it
+/// neither recurses (a long pattern cannot exhaust the stack) nor keeps more
+/// than two rows: O(tokens × len) time, O(len) memory, bounded by
+/// [`MAX_PATTERN_WORK`].
+struct PrefixMatcher {
+    /// `ends[si]`: end of the preferred match of the whole pattern at `si`.
+    ends: Vec<Option<usize>>,
 }
 
-impl<'a> PrefixMatcher<'a> {
-    fn new(tokens: &'a [PatTok], s: &'a [char], greedy: bool) -> Self {
-        Self { tokens, s, greedy, memo: vec![None; (tokens.len() + 1) * (s.len() + 1)] }
+impl PrefixMatcher {
+    fn new(tokens: &[PatTok], s: &[char], greedy: bool) -> Result<Self, ShellError> {
+        let work = (tokens.len() as u64).saturating_mul(s.len() as u64 + 1);
+        if work > MAX_PATTERN_WORK {
+            return Err(ShellError::PatternTooLarge {
+                pattern_len: tokens.len(),
+                value_len: s.len(),
+                limit: MAX_PATTERN_WORK,
+            });
+        }
+        let len = s.len();
+        // The row after the last token: the empty pattern matches anywhere.
+        let mut next: Vec<Option<usize>> = (0..=len).map(Some).collect();
+        let mut row: Vec<Option<usize>> = vec![None; len + 1];
+        for tok in tokens.iter().rev() {
+            match tok {
+                PatTok::Lit(c) => {
+                    for si in 0..=len {
+                        row[si] = if s.get(si) == Some(c) { next[si + 1] } else { None };
+                    }
+                }
+                PatTok::Any => {
+                    for si in 0..=len {
+                        row[si] = match s.get(si) {
+                            Some(c) if *c != '\n' => next[si + 1],
+                            _ => None,
+                        };
+                    }
+                }
+                PatTok::Star => {
+                    // A star at `si` may consume up to the next newline: the
+                    // rest of the pattern then starts at some `j` in
+                    // `si..=e(si)`. Greedy prefers the largest such `j` where
+                    // the rest matches, lazy the smallest. Scanning right to
+                    // left keeps that choice for the current window.
+                    let mut best: Option<usize> = None;
+                    for si in (0..=len).rev() {
+                        let here = next[si].is_some().then_some(si);
+                        best = if si == len || s[si] == '\n' {
+                            here
+                        } else if greedy {
+                            best.or(here)
+                        } else {
+                            here.or(best)
+                        };
+                        row[si] = best.and_then(|j| next[j]);
+                    }
+                }
+            }
+            std::mem::swap(&mut next, &mut row);
+        }
+        Ok(Self { ends: next })
     }
 
-    /// End of the preferred match of `tokens[ti..]` starting at `si`.
-    fn match_at(&mut self, ti: usize, si: usize) -> Option<usize> {
-        let key = ti * (self.s.len() + 1) + si;
-        if let Some(done) = self.memo[key] {
-            return done;
-        }
-        let result = match self.tokens.get(ti) {
-            None => Some(si),
-            Some(PatTok::Lit(c)) => {
-                if self.s.get(si) == Some(c) {
-                    self.match_at(ti + 1, si + 1)
-                } else {
-                    None
-                }
-            }
-            Some(PatTok::Any) => match self.s.get(si) {
-                Some(c) if *c != '\n' => self.match_at(ti + 1, si + 1),
-                _ => None,
-            },
-            Some(PatTok::Star) => {
-                let max = self.s[si..].iter().take_while(|c| **c != '\n').count();
-                let mut found = None;
-                if self.greedy {
-                    for k in (0..=max).rev() {
-                        found = self.match_at(ti + 1, si + k);
-                        if found.is_some() {
-                            break;
-                        }
-                    }
-                } else {
-                    for k in 0..=max {
-                        found = self.match_at(ti + 1, si + k);
-                        if found.is_some() {
-                            break;
-                        }
-                    }
-                }
-                found
-            }
-        };
-        self.memo[key] = Some(result);
-        result
+    /// End of the preferred match starting at `si`.
+    fn match_at(&self, si: usize) -> Option<usize> {
+        self.ends.get(si).copied().flatten()
     }
 
     /// Leftmost match starting at or after `from`: (start, end).
-    fn find(&mut self, from: usize) -> Option<(usize, usize)> {
-        (from..=self.s.len()).find_map(|start| self.match_at(0, start).map(|end| (start, end)))
+    fn find(&self, from: usize) -> Option<(usize, usize)> {
+        (from..self.ends.len()).find_map(|start| self.match_at(start).map(|end| (start, end)))
     }
 }
 
-fn trim_prefix(tokens: &[PatTok], value: &str, greedy: bool) -> String {
+fn trim_prefix(tokens: &[PatTok], value: &str, greedy: bool) -> Result<String, ShellError> {
     let chars: Vec<char> = value.chars().collect();
-    match PrefixMatcher::new(tokens, &chars, greedy).match_at(0, 0) {
+    Ok(match PrefixMatcher::new(tokens, &chars, greedy)?.match_at(0) {
         Some(end) => chars[end..].iter().collect(),
         None => value.to_string(),
-    }
+    })
 }
 
-fn trim_suffix(tokens: &[PatTok], value: &str, greedy: bool) -> String {
+fn trim_suffix(tokens: &[PatTok], value: &str, greedy: bool) -> Result<String, ShellError> {
     // As BuildKit: reverse both pattern and value, so the shortest/longest
     // suffix becomes the shortest/longest prefix.
     let reversed_tokens: Vec<PatTok> = tokens.iter().rev().copied().collect();
     let chars: Vec<char> = value.chars().rev().collect();
-    match PrefixMatcher::new(&reversed_tokens, &chars, greedy).match_at(0, 0) {
+    Ok(match PrefixMatcher::new(&reversed_tokens, &chars, greedy)?.match_at(0) {
         Some(end) => chars[end..].iter().rev().collect(),
         None => value.to_string(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -785,5 +865,74 @@ mod tests {
         assert_eq!(lex.expand_words("x${V}y", &get).unwrap(), ["x", "a", "b", "y"]);
         assert_eq!(lex.expand_words("x\"${V}\"y", &get).unwrap(), ["x a  b y"]);
         assert!(lex.expand_words("\"\"", &get).unwrap().is_empty());
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
+        let nested = |n: usize| format!("{}x{}", "${a:-".repeat(n), "}".repeat(n));
+        assert_eq!(expand(&nested(MAX_EXPANSION_DEPTH), &[]).unwrap(), "x");
+        assert_eq!(expand(&nested(MAX_EXPANSION_DEPTH + 1), &[]), Err(ShellError::TooDeep { limit: 100 }));
+        // The issue's reproducer: 20,000 levels, in a thread with a 1 MiB
+        // stack (debug builds spend ~4 KiB a level, so the limit fits and
+        // unbounded recursion would abort the test binary).
+        let word = nested(20_000);
+        let got = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || expand(&word, &[]))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(got, Err(ShellError::TooDeep { limit: MAX_EXPANSION_DEPTH }));
+        // Quotes and replacements nest through the same path.
+        let quoted = format!("{}x{}", "\"${a:-".repeat(200), "}\"".repeat(200));
+        assert!(matches!(expand(&quoted, &[]), Err(ShellError::TooDeep { .. })));
+        let replace = format!("{}x{}", "${a/b/".repeat(200), "}".repeat(200));
+        assert!(matches!(expand(&replace, &[]), Err(ShellError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn long_patterns_neither_recurse_nor_blow_up() {
+        // A 5,000-literal pattern against a matching value: the matcher used
+        // to recurse once per token.
+        let value = "x".repeat(5_000);
+        let word = format!("${{V#{value}}}|${{V%%{value}}}|${{V/{value}/y}}");
+        let got = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || expand(&word, &[("V", value.as_str())]).map(|s| s.len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(got, Ok(3));
+        // Pattern × value beyond the work limit is a clear error.
+        let big = "x".repeat(20_000);
+        let err = expand(&format!("${{V#{big}}}"), &[("V", &big)]).unwrap_err();
+        assert!(matches!(err, ShellError::PatternTooLarge { pattern_len: 20_000, value_len: 20_000, .. }), "{err}");
+    }
+
+    #[test]
+    fn star_preference_matches_go_regexp() {
+        let cases: &[Case] = &[
+            ("${V#a*b}", &[("V", "aXbYb")], "Yb"),
+            ("${V##a*b}", &[("V", "aXbYb")], ""),
+            ("${V%b*}", &[("V", "aXbYb")], "aXbY"),
+            ("${V%%b*}", &[("V", "aXbYb")], "aX"),
+            // `*` does not cross a newline (Go's `.`).
+            ("${V##*}", &[("V", "ab\ncd")], "\ncd"),
+            ("${V//?/-}", &[("V", "a\nb")], "-\n-"),
+            ("${V/*c/-}", &[("V", "abc\nxc")], "-\nxc"),
+        ];
+        for (word, env, want) in cases {
+            assert_eq!(expand(word, env).unwrap(), *want, "{word}");
+        }
+    }
+
+    #[test]
+    fn expansions_longer_than_the_limit_are_an_error() {
+        let mb = "x".repeat(1 << 20);
+        let env = [("V", mb.as_str())];
+        assert_eq!(expand("$V$V$V$V", &env).unwrap().len(), 4 << 20);
+        for word in ["$V$V$V$V$V", "\"$V$V$V$V$V\"", "${V//x/xxxxx}", "${V//?/${V}}", "${U:-$V$V$V$V$V}"] {
+            assert_eq!(expand(word, &env), Err(ShellError::TooLong { limit: MAX_EXPANDED_LEN }), "{word}");
+        }
     }
 }

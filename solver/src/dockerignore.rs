@@ -17,6 +17,15 @@
 //! whereas moby splices regex text into the class; and the Go-regex escapes
 //! `\b`, `\B`, `\A`, `\z`, `\p`, `\Q`, `\x..` and octal escapes are rejected
 //! as bad patterns instead of being interpreted.
+//!
+//! Paths are `&str`, but file names are bytes. moby matches Go strings,
+//! which are bytes too, and its regexp engine reads each byte of an invalid
+//! UTF-8 sequence as one U+FFFD; the solver hands this matcher exactly that
+//! view of a name that is not UTF-8 (`rbuild_solver::fileop` `go_lossy`),
+//! so `?` matches one such byte and `*` any run of them, as in moby, while
+//! the file itself is always copied under its real name. A `.dockerignore`
+//! that is not UTF-8 is an error naming its line and column (moby's pattern
+//! compiler rejects invalid UTF-8 as well).
 
 /// Why a pattern cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 /// changing it invalidates every cache entry ever written.
 pub const OP_ENCODING_VERSION: &str = "rbuild.op.v0";
 
-pub use rbuild_cache::oci::{Digest, Platform};
+pub use rbuild_cache::oci::{Digest, Platform, PlatformError};
 
 /// The closed set of graph operations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,25 +364,31 @@ pub fn canonical_encoding(op: &Op, inputs: &[Digest]) -> Vec<u8> {
 /// The digest naming a vertex: SHA-256 of [`canonical_encoding`], hashed
 /// as it is serialised (no intermediate buffer).
 pub fn vertex_digest(op: &Op, inputs: &[Digest]) -> Digest {
+    vertex_digest_and_size(op, inputs).0
+}
+
+/// [`vertex_digest`] and the length of the [`canonical_encoding`] it hashed.
+fn vertex_digest_and_size(op: &Op, inputs: &[Digest]) -> (Digest, u64) {
     #[derive(Serialize)]
     struct Encoded<'a> {
         v: &'static str,
         op: &'a Op,
         inputs: &'a [Digest],
     }
-    struct HashWriter(Sha256);
+    struct HashWriter(Sha256, u64);
     impl std::io::Write for HashWriter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0.update(buf);
+            self.1 += buf.len() as u64;
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-    let mut w = HashWriter(Sha256::new());
+    let mut w = HashWriter(Sha256::new(), 0);
     serde_json::to_writer(&mut w, &Encoded { v: OP_ENCODING_VERSION, op, inputs }).expect("graph ops always serialise");
-    Digest(w.0.finalize().into())
+    (Digest(w.0.finalize().into()), w.1)
 }
 
 /// The name a lowering gives its one result in [`Definition::outputs`].
@@ -404,6 +410,10 @@ pub struct Definition {
     /// whose `vertices` were edited directly stays correct.
     #[serde(skip)]
     index: HashMap<Digest, usize>,
+    /// Total canonical-encoding bytes of the vertices [`Definition::add`]
+    /// added: what the graph costs in memory, for the frontend's bound.
+    #[serde(skip)]
+    encoded_bytes: u64,
 }
 
 /// Merging a definition under an output name that is already taken.
@@ -422,13 +432,20 @@ impl Eq for Definition {}
 impl Definition {
     /// Adds a vertex (deduplicated by digest) and returns its digest.
     pub fn add(&mut self, op: Op, inputs: Vec<Digest>, meta: VertexMeta) -> Digest {
-        let digest = vertex_digest(&op, &inputs);
+        let (digest, size) = vertex_digest_and_size(&op, &inputs);
         if self.get(&digest).is_none() {
             debug_assert!(inputs.iter().all(|i| self.get(i).is_some()), "inputs must be added first");
+            self.encoded_bytes += size;
             self.index.insert(digest, self.vertices.len());
             self.vertices.push(Vertex { digest, op, inputs, meta });
         }
         digest
+    }
+
+    /// Canonical-encoding bytes of the vertices added with
+    /// [`Definition::add`] (not counting duplicates).
+    pub fn encoded_bytes(&self) -> u64 {
+        self.encoded_bytes
     }
 
     /// Looks a vertex up by digest.
@@ -615,5 +632,38 @@ mod tests {
         assert_eq!(Platform::parse("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
         assert_eq!(Platform::parse("arm64").unwrap().to_string(), "linux/arm64");
         assert!(Platform::parse("linux//").is_none());
+    }
+
+    #[test]
+    fn definition_counts_encoded_bytes_once_per_vertex() {
+        let mut d = Definition::default();
+        let op = || Op::Source(SourceOp::Image { reference: "busybox".into(), platform: Platform::host() });
+        let a = d.add(op(), vec![], VertexMeta::default());
+        let one = d.encoded_bytes();
+        assert_eq!(one, canonical_encoding(&op(), &[]).len() as u64);
+        assert_eq!(d.add(op(), vec![], VertexMeta::default()), a);
+        assert_eq!(d.encoded_bytes(), one, "a duplicate adds nothing");
+    }
+
+    #[test]
+    fn platform_components_are_validated() {
+        for bad in [
+            "../../etc",
+            "linux/../amd64",
+            "linux/amd64/v2/extra",
+            "",
+            "linux/amd 64",
+            "linux/amd64/\0",
+            "linux\\x/amd64",
+        ] {
+            assert!(Platform::try_parse(bad).is_err(), "{bad:?}");
+        }
+        let e = Platform::try_parse("../../etc").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid platform `../../etc`: the os `..` contains `.`: only letters, digits, `_` and `-` are allowed"
+        );
+        assert_eq!(Platform::try_parse("windows/amd64").unwrap().to_string(), "windows/amd64");
+        assert_eq!(Platform::try_parse(" linux/arm_x/v-1 ").unwrap().to_string(), "linux/arm_x/v-1");
     }
 }

@@ -8,7 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use rbuild_solver::fileop::{self, FileOpContext, FileOpError, InputRoot};
+use rbuild_cache::layer::UnpackError;
+use rbuild_solver::fileop::{self, FileOpContext, FileOpError, InputRoot, OwnerError};
 use rbuild_solver::graph::{Chown, FileAction};
 
 struct Env {
@@ -271,15 +272,168 @@ fn default_owner_context_vs_stage() {
     assert_eq!(owner(&e.dest.join("ctx")), (0, 0), "context files are root-owned");
     run_with(&e, &copy_action(&["f"], "/stage"), false, None).unwrap();
     assert_eq!(owner(&e.dest.join("stage")), (1000, 1001), "--from keeps owners");
-    // can_chown false leaves the builder's ids.
+    // An owner the sandbox cannot represent is an error, never the
+    // builder's ids in its place.
     let no = |_: u32, _: u32| false;
     let ctx = FileOpContext {
         inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: false, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &no,
     };
-    fileop::apply(&copy_action(&["f"], "/nochown"), &ctx).unwrap();
-    assert_eq!(owner(&e.dest.join("nochown")), (0, 0));
+    let err = fileop::apply(&copy_action(&["f"], "/nochown"), &ctx).unwrap_err();
+    assert!(matches!(err, FileOpError::Owner(OwnerError::Unmapped { uid: 1000, gid: 1001, .. })), "{err}");
+    assert!(!e.dest.join("nochown").exists());
+}
+
+/// Rootless with 65,536 subordinate ids: owners above the range fail the
+/// action before anything is written (issue 10 item 12), whether they come
+/// from `--chown`, from a stage's files or from an archive; a setuid entry
+/// owned by such an id never becomes a setuid file owned by the builder.
+#[test]
+fn unrepresentable_owners_are_errors() {
+    let range = |u: u32, g: u32| u <= 65536 && g <= 65536;
+    let e = env();
+    write(&e.src.join("f"), "f");
+    let ctx = |reset_owner| FileOpContext {
+        inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner, link_layers: &[] }],
+        dest_root: &e.dest,
+        can_chown: &range,
+    };
+    let chown = |user: &str| Some(Chown { user: user.into(), group: None });
+    // --chown=70000:70000: the destination directory is not even created.
+    let a = with(copy_action(&["f"], "/deep/dir/"), |c, _, _, _, _, _| *c = chown("70000"));
+    let err = fileop::apply(&a, &ctx(true)).unwrap_err();
+    assert!(matches!(err, FileOpError::Owner(OwnerError::Unmapped { uid: 70000, gid: 70000, .. })), "{err}");
+    assert!(err.to_string().contains("try increasing the number of subordinate IDs"), "{err}");
+    assert!(!e.dest.join("deep").exists());
+    let mkdir = FileAction::Mkdir { path: "/w".into(), mode: 0o755, make_parents: true, chown: chown("65537") };
+    assert!(matches!(fileop::apply(&mkdir, &ctx(true)), Err(FileOpError::Owner(OwnerError::Unmapped { .. }))));
+    assert!(!e.dest.join("w").exists());
+    let mkfile = FileAction::Mkfile { path: "/m".into(), mode: 0o644, data: "x".into(), chown: chown("100000") };
+    assert!(matches!(fileop::apply(&mkfile, &ctx(true)), Err(FileOpError::Owner(OwnerError::Unmapped { .. }))));
+    assert!(!e.dest.join("m").exists());
+    // 4294967295 means "unchanged" to chown(2): never accepted.
+    let a = with(copy_action(&["f"], "/max"), |c, _, _, _, _, _| *c = chown("4294967295"));
+    let yes = |_: u32, _: u32| true;
+    let full = FileOpContext {
+        inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: true, link_layers: &[] }],
+        dest_root: &e.dest,
+        can_chown: &yes,
+    };
+    assert!(matches!(fileop::apply(&a, &full), Err(FileOpError::Owner(OwnerError::Invalid { .. }))));
+    assert!(!e.dest.join("max").exists());
+    // Inside the range it works (as root here, so the chown is real).
+    if is_root() {
+        let a = with(copy_action(&["f"], "/ok"), |c, _, _, _, _, _| *c = chown("65536"));
+        fileop::apply(&a, &ctx(true)).unwrap();
+        assert_eq!(owner(&e.dest.join("ok")), (65536, 65536));
+    }
+
+    // ADD of a tar owned by uid 200000 with a setuid file.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(2);
+    b.append_data(&mut h, "first", &b"ok"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o4755);
+    h.set_uid(200000);
+    h.set_gid(200000);
+    h.set_size(3);
+    b.append_data(&mut h, "suid", &b"bin"[..]).unwrap();
+    // A PAX uid beyond 32 bits is not truncated to a small id.
+    let mut wide = tar::Builder::new(Vec::new());
+    wide.append_pax_extensions([("uid", &b"4294967296"[..])]).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(1);
+    wide.append_data(&mut h, "wide", &b"w"[..]).unwrap();
+    fs::write(e.src.join("wide.tar"), wide.into_inner().unwrap()).unwrap();
+    let add = with(copy_action(&["wide.tar"], "/wide/"), |_, _, u, _, _, _| *u = true);
+    let res = fileop::apply(&add, &full);
+    assert!(
+        matches!(&res, Err(FileOpError::Unpack { source: UnpackError::Header { path, .. }, .. }) if path == "wide"),
+        "{res:?}"
+    );
+    assert!(!e.dest.join("wide/wide").exists());
+    // A garbage uid field is an error, not uid 0.
+    let mut bad = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_path("garbage").unwrap();
+    h.set_mode(0o4755);
+    h.set_size(1);
+    h.as_old_mut().uid.copy_from_slice(b"zzzzzzz\0");
+    h.set_cksum();
+    bad.append(&h, &b"g"[..]).unwrap();
+    fs::write(e.src.join("bad.tar"), bad.into_inner().unwrap()).unwrap();
+    let add = with(copy_action(&["bad.tar"], "/bad/"), |_, _, u, _, _, _| *u = true);
+    let res = fileop::apply(&add, &full);
+    assert!(
+        matches!(&res, Err(FileOpError::Unpack { source: UnpackError::Header { path, .. }, .. }) if path == "garbage"),
+        "{res:?}"
+    );
+    assert!(!e.dest.join("bad/garbage").exists());
+    fs::write(e.src.join("owned.tar"), b.into_inner().unwrap()).unwrap();
+    let add = with(copy_action(&["owned.tar"], "/t/"), |_, _, u, _, _, _| *u = true);
+    let err = fileop::apply(&add, &ctx(true)).unwrap_err();
+    assert!(
+        matches!(&err, FileOpError::Unpack { source: UnpackError::Owner(OwnerError::Unmapped { path, uid: 200000, gid: 200000 }), .. } if path == "suid"),
+        "{err}"
+    );
+    assert!(!e.dest.join("t/suid").exists(), "the unrepresentable entry is never written");
+
+    // A stage file owned by an id outside the range (as root the test can
+    // create one) fails a COPY --from that keeps owners.
+    if is_root() {
+        write(&e.src.join("stage/x"), "x");
+        std::os::unix::fs::chown(e.src.join("stage/x"), Some(70000), Some(70000)).unwrap();
+        let err = fileop::apply(&copy_action(&["stage"], "/from/"), &ctx(false)).unwrap_err();
+        assert!(
+            matches!(&err, FileOpError::Owner(OwnerError::Unmapped { path, uid: 70000, .. }) if path == "/stage/x"),
+            "{err}"
+        );
+        assert!(!e.dest.join("from/x").exists());
+    }
+}
+
+/// File names are bytes: a name that is not UTF-8 is copied, selected and
+/// extracted under exactly its name, and patterns see it as Go would.
+#[test]
+fn non_utf8_names_are_copied_byte_exact() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let e = env();
+    let bad = OsStr::from_bytes(b"caf\xe9-\xff.txt");
+    write(&e.src.join("d").join(bad), "latin1");
+    write(&e.src.join("d/plain.txt"), "plain");
+    write(&e.src.join("top-\u{e9}.txt"), "utf8");
+    fs::write(e.src.join(OsStr::from_bytes(b"top-\xe9.txt")), "latin1-top").unwrap();
+    run(&e, &copy_action(&["d"], "/dir/")).unwrap();
+    assert_eq!(read(&e.dest.join("dir").join(bad)), "latin1");
+    // A wildcard matches the name (one U+FFFD per invalid byte for `?`)
+    // and the file keeps its bytes.
+    run(&e, &copy_action(&["top-?.txt"], "/wild/")).unwrap();
+    assert_eq!(read(&e.dest.join("wild").join(OsStr::from_bytes(b"top-\xe9.txt"))), "latin1-top");
+    assert_eq!(read(&e.dest.join("wild/top-\u{e9}.txt")), "utf8");
+    // Ignore patterns see the Go view of the name.
+    let ign = |p: &str| p == "d/caf\u{fffd}-\u{fffd}.txt";
+    run_with(&e, &copy_action(&["d"], "/ign/"), true, Some(&ign)).unwrap();
+    assert!(!e.dest.join("ign").join(bad).exists());
+    assert!(e.dest.join("ign/plain.txt").exists());
+    let got = fileop::selected_files(&e.src, &["d".into()], true, &[], None).unwrap();
+    assert_eq!(got, vec![OsStr::new("d"), OsStr::from_bytes(b"d/caf\xe9-\xff.txt"), OsStr::new("d/plain.txt")]);
+    // A tar entry with such a name.
+    let mut b = tar::Builder::new(Vec::new());
+    raw_entry(&mut b, "x", tar::EntryType::Regular, None, b"x");
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..5].copy_from_slice(b"n\xff\xfe.b");
+    h.set_mode(0o644);
+    h.set_size(1);
+    h.set_cksum();
+    b.append(&h, &b"n"[..]).unwrap();
+    fs::write(e.src.join("names.tar"), b.into_inner().unwrap()).unwrap();
+    run(&e, &with(copy_action(&["names.tar"], "/t/"), |_, _, u, _, _, _| *u = true)).unwrap();
+    assert_eq!(read(&e.dest.join("t").join(OsStr::from_bytes(b"n\xff\xfe.b"))), "n");
 }
 
 #[test]
@@ -507,7 +661,11 @@ fn hostile_archives_stay_inside_dest() {
     assert!(x.join(outside.trim_start_matches('/')).join("through-link").is_file());
     assert!(x.join("through-up").is_file());
     assert!(!e.dest.join("escape-dotdot").exists());
-    assert!(res.is_err(), "hard link to a missing in-root target is an error");
+    // The message names the link, its target and the cause.
+    let err = res.expect_err("hard link to a missing in-root target is an error");
+    let chain = rbuild_solver::solve::error_chain(&err);
+    // The target as resolved inside the destination (`..` clamped at its root).
+    assert!(chain.contains("cannot hardlink `hl` to `etc/hostname`: No such file or directory"), "{chain}");
 
     // Without the bad hard link the archive extracts and the device is skipped.
     let mut b = tar::Builder::new(Vec::new());
@@ -533,7 +691,7 @@ fn selected_files_sorted_and_filtered() {
     let ign = |p: &str| p == "ignored.txt";
     let got =
         fileop::selected_files(&e.src, &["blink".into(), "*.txt".into()], true, &["*.log".into()], Some(&ign)).unwrap();
-    assert_eq!(got, vec!["a.txt", "b", "b/sub", "b/sub/k.txt", "b/z.txt", "c.txt"]);
+    assert_eq!(got, ["a.txt", "b", "b/sub", "b/sub/k.txt", "b/z.txt", "c.txt"].map(std::ffi::OsString::from));
     let err = fileop::selected_files(&e.src, &["missing".into()], true, &[], None).unwrap_err();
     assert_eq!(err.to_string(), "`missing`: not found");
 }
@@ -629,4 +787,37 @@ fn add_archives_cannot_forge_overlay_metadata() {
     }
     assert_eq!(read(&dir.join(".wh.victim")), "w", "a .wh. name is a plain file in an ADD archive");
     assert!(fs::symlink_metadata(e.dest.join("f/gone")).is_err(), "a 0:0 device is skipped, not a whiteout");
+}
+
+/// A context with thousands of nested directories: the walk used to recurse
+/// once per level and overflowed the stack; now a tree within PATH_MAX is
+/// copied and a deeper one is a clean error.
+#[test]
+fn deeply_nested_directories_are_walked_without_recursion() {
+    use rustix::fs::{Mode, OFlags};
+    let e = env();
+    let make = |root: &Path, depth: usize| {
+        let mut fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        }
+        let f = rustix::fs::openat(&fd, "f", OFlags::CREATE | OFlags::WRONLY, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&f, b"deep").unwrap();
+    };
+    // 1,000 levels: `d/` x 1000 is 2,000 bytes, within PATH_MAX.
+    fs::create_dir(e.src.join("ok")).unwrap();
+    make(&e.src.join("ok"), 1000);
+    let got = fileop::selected_files(&e.src, &["ok".into()], false, &[], None).unwrap();
+    assert_eq!(got.len(), 1 + 1000 + 1);
+    run(&e, &copy_action(&["ok"], "/ok/")).unwrap();
+    assert_eq!(read(&e.dest.join(format!("ok/{}f", "d/".repeat(1000)))), "deep");
+    // 3,000 levels cannot be named by path: an error, not an abort.
+    fs::create_dir(e.src.join("deep")).unwrap();
+    make(&e.src.join("deep"), 3000);
+    let err = fileop::selected_files(&e.src, &["deep".into()], false, &[], None).unwrap_err();
+    let cause = std::error::Error::source(&err).map(|c| c.to_string()).unwrap_or_default();
+    assert!(cause.contains("File name too long"), "{err}: {cause}");
+    // GNU rm copes with trees deeper than PATH_MAX; the temp dir may not.
+    std::process::Command::new("rm").arg("-rf").arg(e.src.join("deep")).arg(e.dest.join("ok")).status().unwrap();
 }

@@ -16,7 +16,7 @@ pub mod secret;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rbuild_solver::graph::{NetworkMode, Platform};
+use rbuild_solver::graph::{NetworkMode, Platform, PlatformError};
 use rbuild_solver::sandbox::Rlimit;
 use rbuild_solver::solve::Entitlements;
 
@@ -234,11 +234,8 @@ pub enum RequestError {
         id: String,
     },
     /// A platform that does not parse.
-    #[error("invalid platform `{value}`: use os/arch[/variant]")]
-    InvalidPlatform {
-        /// The value.
-        value: String,
-    },
+    #[error("`--platform`: use os/arch[/variant], e.g. linux/amd64")]
+    InvalidPlatform(#[source] PlatformError),
     /// `--build-context` without `=`.
     #[error("invalid `--build-context {spec}`: expected NAME=PATH or NAME=docker-image://REF")]
     BuildContextSyntax {
@@ -305,7 +302,7 @@ pub(crate) fn require_known(
 pub fn parse_platforms<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<Platform>, RequestError> {
     let mut out: Vec<Platform> = Vec::new();
     for p in values.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty()) {
-        let platform = Platform::parse(p).ok_or_else(|| RequestError::InvalidPlatform { value: p.to_string() })?;
+        let platform = Platform::try_parse(p).map_err(RequestError::InvalidPlatform)?;
         if !out.contains(&platform) {
             out.push(platform);
         }
@@ -442,10 +439,10 @@ mod tests {
         let p = parse_platforms(["linux/amd64,linux/arm64", "linux/x86_64"]).unwrap();
         assert_eq!(p.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"]);
         assert_eq!(parse_platforms([]).unwrap(), vec![Platform::host()]);
-        assert_eq!(
-            parse_platforms(["linux//"]).unwrap_err().to_string(),
-            "invalid platform `linux//`: use os/arch[/variant]"
-        );
+        let e = parse_platforms(["linux//"]).unwrap_err();
+        assert_eq!(e.to_string(), "`--platform`: use os/arch[/variant], e.g. linux/amd64");
+        let cause = std::error::Error::source(&e).map(|c| c.to_string()).unwrap_or_default();
+        assert_eq!(cause, "invalid platform `linux//`: the architecture is empty");
     }
 
     #[test]

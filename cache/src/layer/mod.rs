@@ -13,6 +13,7 @@
 //! Everything here is synchronous; callers on an async runtime use
 //! `spawn_blocking`.
 
+mod owner;
 mod pgzip;
 pub mod unpack;
 mod walk;
@@ -21,6 +22,7 @@ mod write;
 use std::io;
 use std::path::PathBuf;
 
+pub use owner::{OwnerError, check_owner};
 pub use unpack::{
     ExtractKind, ExtractOptions, OPAQUE_XATTR, Owners, UnpackError, UnpackOptions, UnpackStats, extract, is_opaque_dir,
     is_overlay_whiteout, unpack_layer,

@@ -36,6 +36,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 
+use super::owner::{OwnerError, check_owner};
 use crate::fsutil;
 
 /// Overlay's opaque-directory marker in `userxattr` mode.
@@ -205,19 +206,10 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-    /// The owner an entry needs cannot be represented in this user
-    /// namespace.
-    #[error(
-        "`{path}` is owned by {uid}:{gid}, which this user namespace cannot represent; map more ids (/etc/subuid, /etc/subgid) or use `--chown`"
-    )]
-    UnmappedOwner {
-        /// Entry.
-        path: String,
-        /// Owner uid.
-        uid: u32,
-        /// Owner gid.
-        gid: u32,
-    },
+    /// The owner an entry needs is not a valid id or cannot be represented
+    /// in this user namespace; checked before the entry is written.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
     /// Owner could not be applied (with `chown` on).
     #[error("cannot set owner of `{path}` to {uid}:{gid}; is the id mapped in this user namespace?")]
     Chown {
@@ -407,9 +399,17 @@ impl Unpacker<'_> {
             return self.whiteout(parent_comps, OsStr::from_bytes(hidden), &meta);
         }
 
+        use tar::EntryType as T;
+        // An owner that cannot be given fails the entry before anything of
+        // it (parents included) is written. Hard links share their target's
+        // inode; devices are skipped.
+        if let Owners::Archive { representable } | Owners::Force { representable, .. } = self.opts.owners
+            && matches!(kind, T::Regular | T::Continuous | T::GNUSparse | T::Directory | T::Symlink | T::Fifo)
+        {
+            check_owner(|| meta.name.clone(), meta.uid, meta.gid, representable)?;
+        }
         let parent = self.open_parent(parent_comps, &name)?;
         let parent = parent.as_fd();
-        use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => self.file(parent, base, entry, &meta),
             T::Directory => self.dir(parent, base, &comps, &meta),
@@ -440,15 +440,18 @@ impl Unpacker<'_> {
         // Hand-made archives for ADD often leave numeric fields empty, which
         // Go's archive/tar (and so BuildKit) reads as 0; a layer must be
         // well-formed.
+        // A field of only NULs and spaces is 0 there; anything else that
+        // does not parse is an error naming the entry, never silently 0.
         let lenient = self.opts.kind == ExtractKind::Archive;
-        let field = |v: io::Result<u64>, default: u64| match v {
-            Err(_) if lenient => Ok(default),
+        let field = |v: io::Result<u64>, raw: &[u8]| match v {
+            Err(_) if lenient && raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
             v => v.map_err(hdr),
         };
-        let mode = field(h.mode().map(u64::from), 0o644)? as u32 & 0o7777;
-        let mut uid = field(h.uid(), 0)?;
-        let mut gid = field(h.gid(), 0)?;
-        let mut mtime = Timespec { tv_sec: field(h.mtime(), 0)? as i64, tv_nsec: 0 };
+        let old = h.as_old();
+        let mode = field(h.mode().map(u64::from), &old.mode)? as u32 & 0o7777;
+        let mut uid = field(h.uid(), &old.uid)?;
+        let mut gid = field(h.gid(), &old.gid)?;
+        let mut mtime = Timespec { tv_sec: field(h.mtime(), &old.mtime)? as i64, tv_nsec: 0 };
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(hdr)? {
             for ext in pax {
@@ -596,9 +599,7 @@ impl Unpacker<'_> {
     fn owner(&mut self, m: &Meta) -> Result<Option<(rustix::fs::Uid, rustix::fs::Gid)>, UnpackError> {
         match self.opts.owners {
             Owners::Archive { representable } | Owners::Force { representable, .. } => {
-                if !representable(m.uid, m.gid) {
-                    return Err(UnpackError::UnmappedOwner { path: m.name.clone(), uid: m.uid, gid: m.gid });
-                }
+                check_owner(|| m.name.clone(), m.uid, m.gid, representable)?;
                 Ok(Some((rustix::fs::Uid::from_raw(m.uid), rustix::fs::Gid::from_raw(m.gid))))
             }
             Owners::Caller => {

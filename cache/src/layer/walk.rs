@@ -14,7 +14,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
 
@@ -60,6 +60,17 @@ struct Walker<'a> {
     buf: Vec<u8>,
 }
 
+/// The names in `dir`, sorted by bytes.
+fn sorted_names(dir: &Path) -> Result<Vec<OsString>, LayerWriteError> {
+    let read_err = |source| LayerWriteError::ReadDir { path: dir.to_path_buf(), source };
+    let mut names: Vec<OsString> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        names.push(entry.map_err(read_err)?.file_name());
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(parent.len() + name.len() + 1);
     if !parent.is_empty() {
@@ -79,105 +90,117 @@ impl Walker<'_> {
         t.max(0) as u64
     }
 
+    /// Writes the entries below `dir` in byte order of their names, depth
+    /// first. Iterative (a stack of open directory listings): recursing
+    /// once per level overflowed the stack on a layer with ~2,000 nested
+    /// directories.
     fn walk_dir(&mut self, dir: &Path, rel: &[u8]) -> Result<(), LayerWriteError> {
-        let read_err = |source| LayerWriteError::ReadDir { path: dir.to_path_buf(), source };
-        let mut names: Vec<OsString> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(read_err)? {
-            names.push(entry.map_err(read_err)?.file_name());
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
-            let abs = dir.join(&name);
-            let md =
-                fs::symlink_metadata(&abs).map_err(|source| LayerWriteError::Stat { path: abs.clone(), source })?;
-            let ft = md.file_type();
-            // Sockets cannot be represented in a layer (BuildKit skips them too).
-            if ft.is_socket() {
+        let mut stack: Vec<(PathBuf, Vec<u8>, std::vec::IntoIter<OsString>)> =
+            vec![(dir.to_path_buf(), rel.to_vec(), sorted_names(dir)?.into_iter())];
+        while let Some((dir, rel, names)) = stack.last_mut() {
+            let Some(name) = names.next() else {
+                stack.pop();
                 continue;
+            };
+            if let Some((sub, sub_rel)) = self.visit(dir, rel, name)? {
+                let names = sorted_names(&sub)?;
+                stack.push((sub, sub_rel, names.into_iter()));
             }
-            if self.opts.whiteouts && ft.is_char_device() && md.rdev() == 0 {
-                let mut wh = b".wh.".to_vec();
-                wh.extend_from_slice(name.as_bytes());
-                let e = Entry {
-                    path: join_rel(rel, &wh),
+        }
+        Ok(())
+    }
+
+    /// Writes the entry `name` of `dir`; a directory is returned (host path,
+    /// layer path) for the caller to descend into.
+    fn visit(&mut self, dir: &Path, rel: &[u8], name: OsString) -> Result<Option<(PathBuf, Vec<u8>)>, LayerWriteError> {
+        let abs = dir.join(&name);
+        let md = fs::symlink_metadata(&abs).map_err(|source| LayerWriteError::Stat { path: abs.clone(), source })?;
+        let ft = md.file_type();
+        // Sockets cannot be represented in a layer (BuildKit skips them too).
+        if ft.is_socket() {
+            return Ok(None);
+        }
+        if self.opts.whiteouts && ft.is_char_device() && md.rdev() == 0 {
+            let mut wh = b".wh.".to_vec();
+            wh.extend_from_slice(name.as_bytes());
+            let e = Entry {
+                path: join_rel(rel, &wh),
+                kind: EntryType::Regular,
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime: self.mtime(&md),
+                size: 0,
+                link: None,
+                dev: (0, 0),
+                xattrs: BTreeMap::new(),
+            };
+            self.write_entry(&e, None)?;
+            return Ok(None);
+        }
+        let (xattrs, opaque) = read_xattrs(&abs)?;
+        let rel_path = join_rel(rel, name.as_bytes());
+        let mut e = Entry {
+            path: rel_path.clone(),
+            kind: EntryType::Regular,
+            mode: md.mode() & 0o7777,
+            uid: u64::from(md.uid()),
+            gid: u64::from(md.gid()),
+            mtime: self.mtime(&md),
+            size: 0,
+            link: None,
+            dev: (0, 0),
+            xattrs,
+        };
+        if ft.is_dir() {
+            e.kind = EntryType::Directory;
+            e.path.push(b'/');
+            self.write_entry(&e, None)?;
+            if self.opts.whiteouts && opaque {
+                let opq = Entry {
+                    path: join_rel(&rel_path, b".wh..wh..opq"),
                     kind: EntryType::Regular,
                     mode: 0,
                     uid: 0,
                     gid: 0,
-                    mtime: self.mtime(&md),
+                    mtime: e.mtime,
                     size: 0,
                     link: None,
                     dev: (0, 0),
                     xattrs: BTreeMap::new(),
                 };
-                self.write_entry(&e, None)?;
-                continue;
+                self.write_entry(&opq, None)?;
             }
-            let (xattrs, opaque) = read_xattrs(&abs)?;
-            let rel_path = join_rel(rel, name.as_bytes());
-            let mut e = Entry {
-                path: rel_path.clone(),
-                kind: EntryType::Regular,
-                mode: md.mode() & 0o7777,
-                uid: u64::from(md.uid()),
-                gid: u64::from(md.gid()),
-                mtime: self.mtime(&md),
-                size: 0,
-                link: None,
-                dev: (0, 0),
-                xattrs,
-            };
-            if ft.is_dir() {
-                e.kind = EntryType::Directory;
-                e.path.push(b'/');
-                self.write_entry(&e, None)?;
-                if self.opts.whiteouts && opaque {
-                    let opq = Entry {
-                        path: join_rel(&rel_path, b".wh..wh..opq"),
-                        kind: EntryType::Regular,
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime: e.mtime,
-                        size: 0,
-                        link: None,
-                        dev: (0, 0),
-                        xattrs: BTreeMap::new(),
-                    };
-                    self.write_entry(&opq, None)?;
-                }
-                self.walk_dir(&abs, &rel_path)?;
-                continue;
-            }
-            if md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = self.links.get(&key) {
-                    e.kind = EntryType::Link;
-                    e.link = Some(first.clone());
-                    self.write_entry(&e, None)?;
-                    continue;
-                }
-                self.links.insert(key, rel_path.clone());
-            }
-            if ft.is_symlink() {
-                let target =
-                    fs::read_link(&abs).map_err(|source| LayerWriteError::ReadLink { path: abs.clone(), source })?;
-                e.kind = EntryType::Symlink;
-                e.link = Some(target.into_os_string().into_vec());
-                self.write_entry(&e, None)?;
-            } else if ft.is_file() {
-                e.size = md.len();
-                self.write_entry(&e, Some(&abs))?;
-            } else if ft.is_fifo() {
-                e.kind = EntryType::Fifo;
-                self.write_entry(&e, None)?;
-            } else if ft.is_char_device() || ft.is_block_device() {
-                e.kind = if ft.is_char_device() { EntryType::Char } else { EntryType::Block };
-                e.dev = (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev()));
-                self.write_entry(&e, None)?;
-            }
+            return Ok(Some((abs, rel_path)));
         }
-        Ok(())
+        if md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = self.links.get(&key) {
+                e.kind = EntryType::Link;
+                e.link = Some(first.clone());
+                self.write_entry(&e, None)?;
+                return Ok(None);
+            }
+            self.links.insert(key, rel_path.clone());
+        }
+        if ft.is_symlink() {
+            let target =
+                fs::read_link(&abs).map_err(|source| LayerWriteError::ReadLink { path: abs.clone(), source })?;
+            e.kind = EntryType::Symlink;
+            e.link = Some(target.into_os_string().into_vec());
+            self.write_entry(&e, None)?;
+        } else if ft.is_file() {
+            e.size = md.len();
+            self.write_entry(&e, Some(&abs))?;
+        } else if ft.is_fifo() {
+            e.kind = EntryType::Fifo;
+            self.write_entry(&e, None)?;
+        } else if ft.is_char_device() || ft.is_block_device() {
+            e.kind = if ft.is_char_device() { EntryType::Char } else { EntryType::Block };
+            e.dev = (rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev()));
+            self.write_entry(&e, None)?;
+        }
+        Ok(None)
     }
 
     fn write_entry(&mut self, e: &Entry, data: Option<&Path>) -> Result<(), LayerWriteError> {
@@ -434,5 +457,50 @@ mod tests {
         assert_eq!((p.len(), n), (120, format!("{}/", "f".repeat(50)).as_bytes()));
         assert_eq!(split_ustar("x".repeat(101).as_bytes()), None);
         assert_eq!(split_ustar("d/".repeat(200).as_bytes()), None);
+    }
+
+    /// Entries in pre-order, by name bytes, names not UTF-8 kept; a tree of
+    /// 2,500 nested directories (deeper than the old recursion could go on
+    /// a 2 MiB thread) is written without overflowing the stack.
+    #[test]
+    fn tree_order_and_depth() {
+        use std::os::unix::ffi::OsStrExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("a/sub")).unwrap();
+        fs::write(root.join("a/sub/x"), "x").unwrap();
+        fs::write(root.join("a/y"), "y").unwrap();
+        fs::write(root.join(std::ffi::OsStr::from_bytes(b"b\xff")), "b").unwrap();
+        let names = |root: &Path| {
+            let mut out = Vec::new();
+            write_tree(root, TreeOptions { whiteouts: false, epoch: None }, &mut out).unwrap();
+            let mut ar = tar::Archive::new(&out[..]);
+            ar.entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect::<Vec<Vec<u8>>>()
+        };
+        let got = names(root);
+        let want: [&[u8]; 5] = [b"a/", b"a/sub/", b"a/sub/x", b"a/y", b"b\xff"];
+        assert_eq!(got, want.map(<[u8]>::to_vec));
+
+        let deep = tempfile::tempdir().unwrap();
+        let mut fd = rustix::fs::open(deep.path(), rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
+        for _ in 0..2500 {
+            rustix::fs::mkdirat(&fd, "d", rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty()).unwrap();
+        }
+        // Deeper than PATH_MAX: the walk reaches the limit and reports it.
+        let got = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn({
+                let p = deep.path().to_path_buf();
+                move || {
+                    let mut out = Vec::new();
+                    write_tree(&p, TreeOptions { whiteouts: false, epoch: None }, &mut out).map(|_| ())
+                }
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(got.is_err(), "a 5,000-byte path cannot be opened");
+        std::process::Command::new("rm").arg("-rf").arg(deep.path().join("d")).status().unwrap();
     }
 }

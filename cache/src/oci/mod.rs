@@ -99,13 +99,42 @@ impl Platform {
     }
 
     /// Parses `os/arch[/variant]`; a bare `arch` means `linux/arch`.
+    /// `None` where [`Platform::try_parse`] fails.
     pub fn parse(s: &str) -> Option<Self> {
+        Self::try_parse(s).ok()
+    }
+
+    /// Parses `os/arch[/variant]` (a bare `arch` means `linux/arch`) and
+    /// normalises it as containerd's `platforms.Parse` does. Each component
+    /// must be letters, digits, `_` or `-` (containerd's specifier rule):
+    /// platforms end up in paths, references and cache keys, so `..` or
+    /// `/` in one is never accepted.
+    pub fn try_parse(s: &str) -> Result<Self, PlatformError> {
+        let invalid = |reason: String| PlatformError { value: s.to_string(), reason };
         let parts: Vec<&str> = s.trim().split('/').collect();
+        if parts.len() > 3 {
+            return Err(invalid(format!("{} components, at most 3 allowed", parts.len())));
+        }
+        for (part, what) in parts.iter().zip(if parts.len() == 1 {
+            ["architecture"].iter()
+        } else {
+            ["os", "architecture", "variant"].iter()
+        }) {
+            if part.is_empty() {
+                return Err(invalid(format!("the {what} is empty")));
+            }
+            if let Some(c) = part.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+                return Err(invalid(format!(
+                    "the {what} `{part}` contains `{}`: only letters, digits, `_` and `-` are allowed",
+                    c.escape_debug()
+                )));
+            }
+        }
         let (os, arch, variant) = match parts.as_slice() {
-            [arch] if !arch.is_empty() => ("linux", *arch, None),
-            [os, arch] if !os.is_empty() && !arch.is_empty() => (*os, *arch, None),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => (*os, *arch, Some(v.to_string())),
-            _ => return None,
+            [arch] => ("linux", *arch, None),
+            [os, arch] => (*os, *arch, None),
+            [os, arch, v] => (*os, *arch, Some(v.to_string())),
+            _ => return Err(invalid("it is empty".to_string())),
         };
         let os = os.to_ascii_lowercase();
         let mut architecture = arch.to_ascii_lowercase();
@@ -132,8 +161,18 @@ impl Platform {
         if architecture == "amd64" && variant.as_deref() == Some("v1") {
             variant = None;
         }
-        Some(Platform { os, architecture, variant })
+        Ok(Platform { os, architecture, variant })
     }
+}
+
+/// A platform string that is not `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform `{value}`: {reason}")]
+pub struct PlatformError {
+    /// The string as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 impl fmt::Display for Platform {

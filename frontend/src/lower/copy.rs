@@ -94,14 +94,26 @@ impl Lowering<'_> {
         for s in &copy.sources {
             sources.push(match s {
                 CopySource::Path(p) => PlannedSource::Path(exp(st, p)?),
-                CopySource::Heredoc(doc) => heredoc_source(st, doc),
+                CopySource::Heredoc(doc) => heredoc_source(st, doc, span)?,
             });
         }
         let plan = CopyPlan {
             sources,
             dest: exp(st, &copy.dest)?,
-            chown: copy.chown.as_deref().map(|c| exp(st, c)).transpose()?.map(|c| history::parse_chown(&c)),
-            chmod: copy.chmod.as_deref().map(|c| exp(st, c)).transpose()?,
+            chown: copy
+                .chown
+                .as_deref()
+                .map(|c| exp(st, c))
+                .transpose()?
+                .map(|c| checked_chown(&c, span))
+                .transpose()?,
+            chmod: copy
+                .chmod
+                .as_deref()
+                .map(|c| exp(st, c))
+                .transpose()?
+                .map(|c| checked_chmod(c, span))
+                .transpose()?,
             link: copy.link,
             parents: copy.parents,
             exclude: copy.exclude.iter().map(|e| exp(st, e)).collect::<Result<_, _>>()?,
@@ -119,7 +131,7 @@ impl Lowering<'_> {
         let mut sources = Vec::new();
         for s in &add.sources {
             match s {
-                CopySource::Heredoc(doc) => sources.push(heredoc_source(st, doc)),
+                CopySource::Heredoc(doc) => sources.push(heredoc_source(st, doc, span)?),
                 CopySource::Path(p) => {
                     let p = exp(st, p)?;
                     if let Some(git) = parse_git_url(&p) {
@@ -161,8 +173,14 @@ impl Lowering<'_> {
         let plan = CopyPlan {
             sources,
             dest: exp(st, &add.dest)?,
-            chown: add.chown.as_deref().map(|c| exp(st, c)).transpose()?.map(|c| history::parse_chown(&c)),
-            chmod: add.chmod.as_deref().map(|c| exp(st, c)).transpose()?,
+            chown: add
+                .chown
+                .as_deref()
+                .map(|c| exp(st, c))
+                .transpose()?
+                .map(|c| checked_chown(&c, span))
+                .transpose()?,
+            chmod: add.chmod.as_deref().map(|c| exp(st, c)).transpose()?.map(|c| checked_chmod(c, span)).transpose()?,
             link: add.link,
             parents: false,
             exclude: add.exclude.iter().map(|e| exp(st, e)).collect::<Result<_, _>>()?,
@@ -283,18 +301,55 @@ impl Lowering<'_> {
     }
 }
 
-fn heredoc_source(st: &StageState, doc: &Heredoc) -> PlannedSource {
-    let content = if doc.expand { expand_vars(&doc.content, &|k| st.lookup(k)) } else { doc.content.clone() };
-    PlannedSource::Heredoc { name: doc.name.clone(), content }
+/// `--chown` after expansion: a numeric id must fit a uid (below
+/// 4294967295, which `chown(2)` reads as "unchanged"). A name is looked up
+/// in the image when the step runs.
+fn checked_chown(value: &str, span: Span) -> Result<Chown, Diagnostic> {
+    let chown = history::parse_chown(value);
+    for id in std::iter::once(&chown.user).chain(chown.group.as_ref()) {
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<u32>().map_or(true, |v| v == u32::MAX)
+        {
+            return Err(Diagnostic::new(span, format!("invalid --chown value `{value}`: id `{id}` is out of range"))
+                .suggest("ids go up to 4294967294"));
+        }
+    }
+    Ok(chown)
+}
+
+/// `--chmod` after expansion must be what the file op accepts: failing
+/// here names the instruction, failing at solve time would not.
+fn checked_chmod(value: String, span: Span) -> Result<String, Diagnostic> {
+    match rbuild_solver::fileop::Chmod::parse(&value) {
+        Some(_) => Ok(value),
+        None => Err(Diagnostic::new(span, format!("invalid --chmod value `{value}`"))
+            .suggest("use octal (`755`, at most 4 digits) or symbolic (`u+x,g-w`)")),
+    }
+}
+
+fn heredoc_source(st: &StageState, doc: &Heredoc, span: Span) -> Result<PlannedSource, Diagnostic> {
+    let content = if doc.expand {
+        expand_vars(&doc.content, &|k| st.lookup(k)).map_err(|e| Diagnostic::new(span, e.to_string()))?
+    } else {
+        doc.content.clone()
+    };
+    Ok(PlannedSource::Heredoc { name: doc.name.clone(), content })
 }
 
 /// `$VAR`/`${VAR}` substitution for heredoc file bodies: quotes in a file
 /// body are content, not shell syntax, so the word lexer does not apply.
-fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(text.len());
+/// The result is bounded like a word's ([`crate::shell::MAX_EXPANDED_LEN`]).
+fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, crate::shell::ShellError> {
+    let limit = crate::shell::MAX_EXPANDED_LEN;
+    let mut out = String::with_capacity(text.len().min(limit));
     let chars: Vec<char> = text.chars().collect();
+    // A `${` after the last `}` has no closing brace: knowing that up front
+    // keeps a body full of unclosed `${` linear instead of quadratic.
+    let last_close = chars.iter().rposition(|&c| c == '}');
     let mut i = 0;
     while i < chars.len() {
+        if out.len() > limit {
+            return Err(crate::shell::ShellError::TooLong { limit });
+        }
         let c = chars[i];
         if c == '\\' && chars.get(i + 1) == Some(&'$') {
             out.push('$');
@@ -303,7 +358,9 @@ fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         }
         if c == '$' {
             if chars.get(i + 1) == Some(&'{') {
-                if let Some(end) = chars[i + 2..].iter().position(|&c| c == '}') {
+                if last_close.is_some_and(|l| l > i + 1)
+                    && let Some(end) = chars[i + 2..].iter().position(|&c| c == '}')
+                {
                     let name: String = chars[i + 2..i + 2 + end].iter().collect();
                     out.push_str(&lookup(&name).unwrap_or_default());
                     i += end + 3;
@@ -322,7 +379,10 @@ fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         out.push(c);
         i += 1;
     }
-    out
+    if out.len() > limit {
+        return Err(crate::shell::ShellError::TooLong { limit });
+    }
+    Ok(out)
 }
 
 struct GitUrl {
@@ -372,7 +432,19 @@ mod tests {
 
     #[test]
     fn heredoc_bodies_expand_only_variables() {
-        let v = expand_vars("a=$A b=${B} \"q\" \\$A\n", &|k| Some(format!("<{k}>")));
+        let v = expand_vars("a=$A b=${B} \"q\" \\$A\n", &|k| Some(format!("<{k}>"))).unwrap();
         assert_eq!(v, "a=<A> b=<B> \"q\" $A\n");
+    }
+
+    #[test]
+    fn heredoc_bodies_are_bounded_and_linear() {
+        let mb = "x".repeat(1 << 20);
+        let err = expand_vars(&"$A".repeat(5), &|_| Some(mb.clone())).unwrap_err();
+        assert_eq!(err, crate::shell::ShellError::TooLong { limit: crate::shell::MAX_EXPANDED_LEN });
+        // 200,000 unclosed `${`: each used to scan to the end for a `}`.
+        let body = format!("}}{}", "${".repeat(200_000));
+        let start = std::time::Instant::now();
+        assert_eq!(expand_vars(&body, &|_| None).unwrap(), body);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
     }
 }

@@ -29,6 +29,7 @@ use crate::diagnostic::{Diagnostic, Span};
 use crate::instructions::{self, CommandLine};
 
 pub use args::{BuiltinArgs, PROXY_ARGS};
+pub use stage::{MAX_GRAPH_BYTES, MAX_STAGE_DEPTH};
 
 /// The default `PATH` BuildKit gives Linux images that have none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -330,9 +331,8 @@ impl<'a> Lowering<'a> {
             Some(p) => {
                 let lookup = |k: &str| self.global_lookup(k);
                 let value = expand(&self.lexer, p, &lookup, stage.span)?;
-                Platform::parse(&value).ok_or_else(|| {
-                    Diagnostic::new(stage.span, format!("invalid platform `{value}`"))
-                        .suggest("use `os/arch[/variant]`, e.g. `linux/amd64`")
+                Platform::try_parse(&value).map_err(|e| {
+                    Diagnostic::new(stage.span, e.to_string()).suggest("use `os/arch[/variant]`, e.g. `linux/amd64`")
                 })
             }
         }

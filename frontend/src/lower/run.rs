@@ -96,6 +96,17 @@ impl Lowering<'_> {
             .collect();
         let mut env = st.run_env(&proxies);
         env.extend(extra_env);
+        // `execve` takes C strings: a NUL byte cannot reach the process, and
+        // failing in the sandbox would only say "exit code 126".
+        let cwd = &st.config.config.working_dir;
+        let user = &st.config.config.user;
+        let with_nul = argv.iter().map(|a| ("argument", a)).chain(env.iter().map(|e| ("environment variable", e)));
+        if let Some((what, value)) =
+            with_nul.chain([("working directory", cwd), ("user", user)]).find(|(_, v)| v.contains('\0'))
+        {
+            let shown: String = value.chars().take(60).collect::<String>().escape_debug().to_string();
+            return Err(Diagnostic::new(span, format!("RUN {what} `{shown}` contains a NUL byte")));
+        }
 
         let exec = ExecOp {
             args: argv.clone(),

@@ -34,6 +34,28 @@ impl HistoryChain {
     }
 }
 
+impl Drop for HistoryChain {
+    /// Unlinks the list node by node: the derived drop recursed once per
+    /// step, so a stage with ~100,000 instructions overflowed the stack.
+    fn drop(&mut self) {
+        let mut cur = self.0.take();
+        while let Some(node) = cur {
+            cur = match std::rc::Rc::try_unwrap(node) {
+                Ok((_, mut rest)) => rest.0.take(),
+                // Shared with another stage: that stage still owns the rest.
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+/// Longest chain of stages built from (or copying from) one another.
+pub const MAX_STAGE_DEPTH: usize = 100;
+
+/// Most canonical-encoding bytes the lowered graph may hold (128 MiB; a
+/// 5,000-instruction Dockerfile with ordinary values needs a few MiB).
+pub const MAX_GRAPH_BYTES: u64 = 128 << 20;
+
 /// A lowered stage.
 #[derive(Clone, Debug)]
 pub(crate) struct StageResult {
@@ -178,6 +200,16 @@ impl Lowering<'_> {
         if visiting.contains(&index) {
             return Err(Diagnostic::new(stage.span, "circular dependency between stages"));
         }
+        // Each stage a stage depends on is lowered by recursion, so a
+        // hostile chain of thousands of `FROM previous` stages would
+        // exhaust the stack; BuildKit (Go) has no such limit.
+        if visiting.len() >= MAX_STAGE_DEPTH {
+            return Err(Diagnostic::new(
+                stage.span,
+                format!("stages depend on each other more than {MAX_STAGE_DEPTH} levels deep"),
+            )
+            .suggest("split the build, or let stages share a common base instead of chaining"));
+        }
         visiting.push(index);
         let name = stage.from.name.clone().unwrap_or_else(|| format!("stage-{index}"));
         let platform = self.stage_platform(index)?;
@@ -270,18 +302,37 @@ impl Lowering<'_> {
             if let Some(mut command) = command {
                 command.span = stage.span;
                 self.dispatch(&mut st, &command, visiting)?;
+                self.check_graph_size(command.span)?;
             }
         }
 
         let commands = self.dockerfile.stages[index].commands.clone();
         for command in &commands {
             self.dispatch(&mut st, command, visiting)?;
+            self.check_graph_size(command.span)?;
         }
         visiting.pop();
         self.stages.insert(
             index,
             StageResult { name, state: st.state, config: st.config, history: st.history, platform: st.platform },
         );
+        Ok(())
+    }
+
+    /// The graph is held in memory and every `RUN` carries the whole
+    /// environment: a 5 KB Dockerfile with one 2 MiB ARG and 200 `RUN`s
+    /// made a 2 GB graph. Past [`MAX_GRAPH_BYTES`] the instruction that
+    /// crossed it is an error (BuildKit's gateway frontends meet gRPC's
+    /// message-size limit instead).
+    fn check_graph_size(&self, span: crate::diagnostic::Span) -> Result<(), Diagnostic> {
+        let bytes = self.definition.encoded_bytes();
+        if bytes > MAX_GRAPH_BYTES {
+            return Err(Diagnostic::new(
+                span,
+                format!("the build graph grew past {} MiB ({bytes} bytes)", MAX_GRAPH_BYTES >> 20),
+            )
+            .suggest("large ARG or ENV values are copied into every later RUN; pass big data as files"));
+        }
         Ok(())
     }
 

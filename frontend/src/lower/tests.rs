@@ -253,3 +253,83 @@ fn ulimits_and_shm_size_are_part_of_every_run() {
     let plain = lower_text(text, &LowerOptions::default()).unwrap();
     assert_ne!(limited.definition.output(), plain.definition.output());
 }
+
+/// Hostile Dockerfiles found by probing: each must be an error that names
+/// the line (or a success), never a stack overflow or an abort. Runs on a
+/// 2 MiB thread, like a tokio worker.
+#[test]
+fn hostile_inputs_are_errors_not_crashes() {
+    let chain: String = (0..3000)
+        .map(|i| format!("FROM {} AS a{i}\n", if i == 0 { "busybox".into() } else { format!("a{}", i - 1) }))
+        .collect();
+    let mut doubling = String::from("ARG a0=x\n");
+    for i in 1..200 {
+        doubling += &format!("ARG a{i}=${{a{p}}}${{a{p}}}\n", p = i - 1);
+    }
+    doubling += "FROM busybox\n";
+    let cases: Vec<(String, Option<&str>)> = vec![
+        // Dropping the history of 100,000 steps recursed once per step.
+        (format!("FROM busybox\n{}", "ENV A=1\n".repeat(100_000)), None),
+        (chain, Some("Dockerfile:2900:1: stages depend on each other more than 100 levels deep")),
+        (format!("FROM busybox\nONBUILD {}RUN x\n", "ONBUILD ".repeat(100_000)), Some("chaining ONBUILD")),
+        (doubling, Some("Dockerfile:24:1: expansion is longer than the limit of 4194304 bytes")),
+        (
+            format!("FROM busybox\nENV A={}x{}\n", "${a:-".repeat(20_000), "}".repeat(20_000)),
+            Some("Dockerfile:2:1: substitutions nested more than 100 levels deep"),
+        ),
+        ("FROM busybox\nCOPY --chmod=99999 a /b\n".into(), Some("Dockerfile:2:1: invalid --chmod value `99999`")),
+        ("FROM busybox\nADD --chmod=u+q a /b\n".into(), Some("Dockerfile:2:1: invalid --chmod value `u+q`")),
+        (
+            "FROM busybox\nCOPY --chown=99999999999999999999:1 a /b\n".into(),
+            Some(
+                "Dockerfile:2:1: invalid --chown value `99999999999999999999:1`: id `99999999999999999999` is out of range",
+            ),
+        ),
+        ("FROM busybox\nADD --chown=1:4294967295 a /b\n".into(), Some("id `4294967295` is out of range")),
+        ("FROM busybox\nCOPY --chown=4294967294:app a /b\n".into(), None),
+        ("FROM --platform=../../etc busybox\n".into(), Some("Dockerfile:1:1: invalid platform `../../etc`")),
+        ("FROM busybox\nEXPOSE 99999999\n".into(), Some("Dockerfile:2:1: invalid containerPort `99999999`")),
+        // execve cannot pass a NUL byte: say so instead of "exit code 126".
+        (
+            "FROM busybox\nRUN echo \0 hi\0\n".into(),
+            Some("Dockerfile:2:1: RUN argument `echo \\0 hi\\0` contains a NUL byte"),
+        ),
+        (
+            "FROM busybox\nRUN [\"echo\", \"a\\u0000b\"]\n".into(),
+            Some("Dockerfile:2:1: RUN argument `a\\0b` contains a NUL byte"),
+        ),
+        ("FROM busybox\nENV X=a\0b\nRUN true\n".into(), Some("Dockerfile:3:1: RUN environment variable `X=a\\0b`")),
+        ("FROM busybox\nLABEL a=\0\nCOPY \0 /\0\n".into(), None),
+    ];
+    let got = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            cases
+                .into_iter()
+                .map(|(text, want)| (want, lower_text(&text, &LowerOptions::default()).err().map(|e| e.to_string())))
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    for (want, err) in got {
+        match (want, err) {
+            (None, None) => {}
+            (Some(want), Some(err)) => assert!(err.contains(want), "want `{want}` in:\n{}", &err[..err.len().min(400)]),
+            (want, err) => panic!("want {want:?}, got {:?}", err.map(|e| e.chars().take(300).collect::<String>())),
+        }
+    }
+}
+
+/// One 4 MiB ARG is copied into the environment of every later RUN: the
+/// graph is bounded instead of growing with each RUN (2 GB for 200 RUNs).
+#[test]
+fn graph_size_is_bounded() {
+    let mut text = String::from("FROM busybox\nARG a=xxxxxxxx\n");
+    for _ in 0..19 {
+        text += "ARG a=${a}${a}\n";
+    }
+    text += &"RUN true\n".repeat(40);
+    let err = lower_text(&text, &LowerOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("Dockerfile:53:1: the build graph grew past 128 MiB"), "{}", &err[..err.len().min(300)]);
+}

@@ -325,7 +325,7 @@ fn semantic_rules(df: &Dockerfile, opts: &LowerOptions, lint: &mut Linter) {
             let lookup = |k: &str| {
                 declared.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| v.clone()).or_else(|| builtin.get(k))
             };
-            let value = default.as_ref().map(|d| lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone()));
+            let value = default.as_ref().map(|d| super::lenient_default(&lexer, d, &lookup));
             declared.push((name.clone(), value));
         }
     }

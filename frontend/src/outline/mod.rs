@@ -102,7 +102,7 @@ pub fn outline(df: &Dockerfile, opts: &LowerOptions) -> Result<String, Diagnosti
                             v.clone()
                         } else if let Some(d) = default {
                             let lookup = |k: &str| scope.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                            lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone())
+                            lenient_default(&lexer, d, &lookup)
                         } else {
                             global_lookup(name).unwrap_or_default()
                         };
@@ -175,6 +175,18 @@ fn target_index(df: &Dockerfile, target: Option<&str>) -> Result<usize, Diagnost
 
 /// Global ARG values in declaration order: `--build-arg`, else the default
 /// expanded with the globals before it and the builtin platform ARGs.
+/// An ARG default for outline and lint purposes, where a word that fails to
+/// expand shows as written. Past a resource limit it is empty instead: the
+/// raw text would be expanded again by the next `ARG a=${a}${a}` and grow
+/// to the limit once more, making a long chain of such ARGs quadratic.
+pub(crate) fn lenient_default(lexer: &Lexer, word: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    match lexer.expand_word(word, env) {
+        Ok(v) => v,
+        Err(e) if e.is_limit() => String::new(),
+        Err(_) => word.to_string(),
+    }
+}
+
 fn global_values(
     df: &Dockerfile,
     opts: &LowerOptions,
@@ -193,7 +205,7 @@ fn global_values(
                 let lookup = |k: &str| {
                     out.iter().rev().find(|(n, _)| n == k).and_then(|(_, v)| v.clone()).or_else(|| builtin.get(k))
                 };
-                Some(lexer.expand_word(d, &lookup).unwrap_or_else(|_| d.clone()))
+                Some(lenient_default(lexer, d, &lookup))
             } else {
                 None
             };
@@ -331,5 +343,17 @@ mod tests {
     #[test]
     fn tabulate_pads_all_but_last_cell() {
         assert_eq!(tabulate(&[vec!["a".into(), "b".into()], vec!["ccc".into(), "d".into()]], 3), "a     b\nccc   d\n");
+    }
+
+    #[test]
+    fn lenient_defaults_stop_growing_at_the_limit() {
+        let lexer = Lexer::default();
+        let big = "x".repeat(3 << 20);
+        let env = |k: &str| (k == "a").then(|| big.clone());
+        // Past the limit the value is empty, so `ARG a=${a}${a}` chains stop
+        // re-growing to the limit (outline of 400 such ARGs took 9 s).
+        assert_eq!(lenient_default(&lexer, "${a}${a}", &env), "");
+        assert_eq!(lenient_default(&lexer, "${a", &env), "${a");
+        assert_eq!(lenient_default(&lexer, "v-${b:-1}", &env), "v-1");
     }
 }

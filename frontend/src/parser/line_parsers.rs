@@ -129,6 +129,14 @@ impl Parsed {
 
 /// Splits one instruction line into a [`Node`] (span left empty).
 pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, LineError> {
+    node_from_line_at(line, escape, false)
+}
+
+/// `in_onbuild`: the line is the trigger of an ONBUILD. A trigger that is
+/// itself ONBUILD is an error later (BuildKit: no chaining), so its own
+/// trigger is not parsed: parsing it recursed once per `ONBUILD` word, and
+/// 100,000 of them on one line overflowed the stack.
+fn node_from_line_at(line: &str, escape: char, in_onbuild: bool) -> Result<Node, LineError> {
     let (cmd, flags, rest) = split_command(line);
     let name = cmd.to_lowercase();
     let parsed = match name.as_str() {
@@ -142,8 +150,9 @@ pub(super) fn node_from_line(line: &str, escape: char) -> Result<Node, LineError
         "maintainer" | "stopsignal" | "user" | "workdir" => {
             Parsed::words(if rest.is_empty() { Vec::new() } else { vec![rest.to_string()] })
         }
+        "onbuild" if in_onbuild => Parsed::words(Vec::new()),
         "onbuild" => {
-            let sub = if rest.is_empty() { None } else { Some(Box::new(node_from_line(rest, escape)?)) };
+            let sub = if rest.is_empty() { None } else { Some(Box::new(node_from_line_at(rest, escape, true)?)) };
             Parsed { args: Vec::new(), json: false, sub }
         }
         // Unknown words are kept without arguments; the instructions layer

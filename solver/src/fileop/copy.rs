@@ -10,10 +10,11 @@
 //! disturb the directories' mtimes.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -21,9 +22,11 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use super::chmod::Chmod;
-use super::path::{clean_rel, join_slash, resolve_in_root, root_path};
+use super::path::{
+    clean_rel, go_lossy, join_bytes, join_slash, resolve_bytes_in_root, resolve_in_root, root_path, root_path_bytes,
+};
 use super::pattern::{go_match, has_wildcard};
-use super::{FileOpError, InputRoot, Owner, archive, mkdir_all, set_owner_path, set_times_path};
+use super::{FileOpError, InputRoot, Owner, archive, check_owner, mkdir_all, set_owner_path, set_times_path};
 use crate::dockerignore::PatternMatcher;
 
 /// A COPY/ADD action with its options resolved.
@@ -42,14 +45,15 @@ pub(super) struct CopySpec<'a, 'b> {
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
 }
 
-/// One wildcard match.
+/// One wildcard match. Relative paths are byte-exact (names need not be
+/// UTF-8); patterns see them through [`go_lossy`].
 pub(super) struct Match {
     /// Host path (the match itself is not followed).
     pub path: PathBuf,
     /// Slash path relative to where the glob started.
-    pub rel: String,
+    pub rel: Vec<u8>,
     /// Slash path relative to the pattern's wildcard-free prefix.
-    pub base_rel: String,
+    pub base_rel: Vec<u8>,
 }
 
 /// Expands `pattern` (clean, relative) under the directory `start`, one
@@ -69,7 +73,7 @@ pub(super) fn glob(
         .map_err(|source| FileOpError::Resolve { path: pattern.into(), source })?;
     let mut dir = start.to_path_buf();
     dir.extend(&prefix_parts);
-    let mut level = vec![(dir, join_slash(&prefix_parts), String::new())];
+    let mut level = vec![(dir, join_slash(&prefix_parts), Vec::new())];
     let rest = &comps[split..];
     for (i, comp) in rest.iter().enumerate() {
         let last = i + 1 == rest.len();
@@ -81,19 +85,19 @@ pub(super) fn glob(
             };
             names.sort();
             for name in names {
-                let n = name.to_string_lossy();
-                if !go_match(comp, &n).map_err(|_| FileOpError::BadPattern { pattern: pattern.into() })? {
+                let n = name.as_bytes();
+                if !go_match(comp, &go_lossy(n)).map_err(|_| FileOpError::BadPattern { pattern: pattern.into() })? {
                     continue;
                 }
-                let rel = join(rel, &n);
-                if ignore.is_some_and(|f| f(&rel)) {
+                let rel = join_bytes(rel, n);
+                if ignore.is_some_and(|f| f(&go_lossy(&rel))) {
                     continue;
                 }
                 let p = d.join(&name);
                 if !last && !fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
                     continue;
                 }
-                next.push((p, rel, join(base_rel, &n)));
+                next.push((p, rel, join_bytes(base_rel, n)));
             }
         }
         level = next;
@@ -104,21 +108,18 @@ pub(super) fn glob(
     Ok(level.into_iter().map(|(path, rel, base_rel)| Match { path, rel, base_rel }).collect())
 }
 
-fn join(a: &str, b: &str) -> String {
-    if a.is_empty() { b.to_string() } else { format!("{a}/{b}") }
-}
-
-/// A source after wildcard expansion and symlink resolution.
+/// A source after wildcard expansion and symlink resolution. Slash paths
+/// are byte-exact.
 struct Source {
     /// Unresolved slash path relative to the pivot (the root unless
     /// `--parents` with `/./`): what `--parents` recreates at the dest.
-    name: String,
+    name: Vec<u8>,
     /// Host path of the pivot.
     pivot: PathBuf,
     /// Resolved host path.
     path: PathBuf,
     /// Resolved slash path relative to the input root.
-    rel: String,
+    rel: Vec<u8>,
     /// `lstat` of the resolved path.
     meta: Metadata,
 }
@@ -132,7 +133,7 @@ fn expand(
     exclude: &PatternMatcher,
 ) -> Result<Vec<Source>, FileOpError> {
     let root = input.root;
-    let ignored = |rel: &str| !rel.is_empty() && input.exclude.is_some_and(|f| f(rel));
+    let ignored = |rel: &[u8]| !rel.is_empty() && input.exclude.is_some_and(|f| f(&go_lossy(rel)));
     let mut out = Vec::new();
     for s in src {
         let (pivot_s, pat) = match s.split_once("/./") {
@@ -145,14 +146,14 @@ fn expand(
         let mut pivot = root.to_path_buf();
         pivot.extend(&pivot_parts);
         let pat = clean_rel(pat);
-        let names: Vec<String> = if allow_wildcard && has_wildcard(&pat) {
-            let ign = |rel: &str| ignored(&join(&pivot_rel, rel));
+        let names: Vec<Vec<u8>> = if allow_wildcard && has_wildcard(&pat) {
+            let ign = |rel: &str| ignored(&join_bytes(&pivot_rel, rel.as_bytes()));
             let matches = glob(&pivot, &pat, Some(&ign))?;
             let mut names = Vec::new();
             for m in matches {
                 let is_dir = fs::symlink_metadata(&m.path).is_ok_and(|md| md.is_dir());
                 let exclude_rel = if parents { &m.rel } else { &m.base_rel };
-                if !exclude.excludes_entry(exclude_rel, is_dir) {
+                if !exclude.excludes_entry(&go_lossy(exclude_rel), is_dir) {
                     names.push(m.rel);
                 }
             }
@@ -164,11 +165,11 @@ fn expand(
             }
             names
         } else {
-            vec![pat]
+            vec![pat.into_bytes()]
         };
         for name in names {
-            let full = join(&pivot_rel, &name);
-            let parts = resolve_in_root(root, &full, true).map_err(resolve_err)?;
+            let full = join_bytes(&pivot_rel, &name);
+            let parts = resolve_bytes_in_root(root, &full, true).map_err(resolve_err)?;
             let rel = join_slash(&parts);
             // Ignored paths never reach the builder in BuildKit (the context
             // transfer filters them), so they are simply absent.
@@ -190,38 +191,48 @@ fn expand(
     Ok(out)
 }
 
-/// Walk callback: `(path, lstat, root-relative, copy-relative) -> descend?`.
-type WalkFn<'f> = dyn FnMut(&Path, &Metadata, &str, &str) -> Result<bool, FileOpError> + 'f;
+/// Walk callback: `(path, lstat, root-relative, copy-relative) -> descend?`;
+/// the relative slash paths are byte-exact.
+type WalkFn<'f> = dyn FnMut(&Path, &Metadata, &[u8], &[u8]) -> Result<bool, FileOpError> + 'f;
 
 /// Walks `dir` depth-first in name order, calling `f(path, meta, root_rel,
 /// copy_rel)` for each entry that is neither ignored nor excluded; `f`'s
-/// `Ok(true)` on a directory descends into it.
+/// `Ok(true)` on a directory descends into it. Iterative: a context with
+/// thousands of nested directories overflowed the stack when this
+/// recursed once per level.
 fn walk(
     dir: &Path,
-    root_rel: &str,
-    copy_rel: &str,
+    root_rel: &[u8],
+    copy_rel: &[u8],
     ignore: Option<&dyn Fn(&str) -> bool>,
     exclude: &PatternMatcher,
     f: &mut WalkFn<'_>,
 ) -> Result<(), FileOpError> {
-    let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
-    let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
-    ents.sort_by_key(|e| e.file_name());
-    for e in ents {
-        let name = e.file_name();
-        let n = name.to_string_lossy();
-        let rrel = join(root_rel, &n);
-        if ignore.is_some_and(|f| f(&rrel)) {
+    // Pending entries, the next one last: a directory's children are
+    // pushed (reversed) right after it is visited, giving pre-order.
+    let mut pending: Vec<(fs::DirEntry, Vec<u8>, Vec<u8>)> = Vec::new();
+    let push_children = |pending: &mut Vec<_>, dir: &Path, root_rel: &[u8], copy_rel: &[u8]| {
+        let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
+        let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
+        ents.sort_by_key(|e| e.file_name());
+        for e in ents.into_iter().rev() {
+            let name = e.file_name();
+            pending.push((e, join_bytes(root_rel, name.as_bytes()), join_bytes(copy_rel, name.as_bytes())));
+        }
+        Ok::<(), FileOpError>(())
+    };
+    push_children(&mut pending, dir, root_rel, copy_rel)?;
+    while let Some((e, rrel, crel)) = pending.pop() {
+        if ignore.is_some_and(|f| f(&go_lossy(&rrel))) {
             continue;
         }
-        let crel = join(copy_rel, &n);
         let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
-        if !exclude.is_empty() && exclude.excludes_entry(&crel, meta.is_dir()) {
+        if !exclude.is_empty() && exclude.excludes_entry(&go_lossy(&crel), meta.is_dir()) {
             continue;
         }
         let p = e.path();
         if f(&p, &meta, &rrel, &crel)? && meta.is_dir() {
-            walk(&p, &rrel, &crel, ignore, exclude, f)?;
+            push_children(&mut pending, &p, &rrel, &crel)?;
         }
     }
     Ok(())
@@ -233,7 +244,7 @@ pub(super) fn selected(
     src: &[String],
     allow_wildcard: bool,
     exclude: &PatternMatcher,
-) -> Result<Vec<String>, FileOpError> {
+) -> Result<Vec<OsString>, FileOpError> {
     Ok(selected_with_meta(input, src, allow_wildcard, exclude)?.into_iter().map(|(p, _)| p).collect())
 }
 
@@ -244,15 +255,15 @@ pub(super) fn selected_with_meta(
     src: &[String],
     allow_wildcard: bool,
     exclude: &PatternMatcher,
-) -> Result<Vec<(String, fs::Metadata)>, FileOpError> {
+) -> Result<Vec<(OsString, fs::Metadata)>, FileOpError> {
     let mut out = Vec::new();
     for s in expand(input, src, allow_wildcard, false, false, exclude)? {
         if !s.rel.is_empty() {
-            out.push((s.rel.clone(), s.meta.clone()));
+            out.push((OsStr::from_bytes(&s.rel).to_os_string(), s.meta.clone()));
         }
         if s.meta.is_dir() {
-            walk(&s.path, &s.rel, "", input.exclude, exclude, &mut |_, meta, rrel, _| {
-                out.push((rrel.to_string(), meta.clone()));
+            walk(&s.path, &s.rel, b"", input.exclude, exclude, &mut |_, meta, rrel, _| {
+                out.push((OsStr::from_bytes(rrel).to_os_string(), meta.clone()));
                 Ok(true)
             })?;
         }
@@ -283,24 +294,28 @@ pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
     // mode 0755, owned by the --chown user.
     let ensure =
         if dest_is_dir { dest_clean.clone() } else { dest_clean.rsplit_once('/').map_or("", |(d, _)| d).to_string() };
-    mkdir_all(&resolve(&ensure)?, 0o755, spec.owner, spec.can_chown)?;
+    mkdir_all(&resolve(&ensure)?, 0o755, spec.owner)?;
     let dest = resolve(&dest_clean)?;
     for s in &sources {
         let mut plan = Plan { spec, entries: Vec::new(), inodes: HashMap::new() };
         if spec.unpack && s.meta.is_file() && archive::is_archive(&s.path) {
-            mkdir_all(&dest, 0o755, spec.owner, spec.can_chown)?;
+            mkdir_all(&dest, 0o755, spec.owner)?;
             archive::extract(&s.path, &dest, spec.owner, spec.can_chown)?;
             continue;
         }
         if spec.parents {
             // Recreate the source's directories below the pivot, with the
             // source directories' metadata (fsutil's createParentDirs).
-            let comps: Vec<&str> = s.name.split('/').filter(|c| !c.is_empty()).collect();
+            let comps: Vec<&[u8]> = s.name.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
             let mut src_dir = s.pivot.clone();
             for (i, c) in comps.iter().enumerate() {
-                src_dir.push(c);
-                let dst = root_path(spec.dest_root, &format!("{dest_clean}/{}", comps[..=i].join("/")), false)
-                    .map_err(|source| FileOpError::Resolve { path: spec.dest.into(), source })?;
+                src_dir.push(OsStr::from_bytes(c));
+                let dst = root_path_bytes(
+                    spec.dest_root,
+                    &join_bytes(dest_clean.as_bytes(), &comps[..=i].join(&b'/')),
+                    false,
+                )
+                .map_err(|source| FileOpError::Resolve { path: spec.dest.into(), source })?;
                 if i + 1 < comps.len() {
                     let meta = fs::metadata(&src_dir)
                         .map_err(|source| FileOpError::ReadSource { path: src_dir.clone(), source })?;
@@ -321,13 +336,13 @@ pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
             match fs::metadata(&dest) {
                 Ok(m) if !m.is_dir() => return Err(FileOpError::CopyToNonDir { path: dest }),
                 Ok(_) => {}
-                Err(_) => mkdir_all(&dest, 0o755, spec.owner, spec.can_chown)?,
+                Err(_) => mkdir_all(&dest, 0o755, spec.owner)?,
             }
             plan.walk_into(s, &dest)?;
         } else {
             let target = if fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
-                let base = s.name.rsplit('/').next().unwrap_or(&s.name);
-                dest.join(base)
+                let base = s.name.rsplit(|b| *b == b'/').next().unwrap_or(&s.name);
+                dest.join(OsStr::from_bytes(base))
             } else {
                 dest.clone()
             };
@@ -365,9 +380,8 @@ struct Entry {
     mtime: SystemTime,
 }
 
-/// A non-directory entry with its decided owner (`None`: leave as created)
-/// and mode.
-type Leaf<'e> = (&'e Entry, Option<(u32, u32)>, u32);
+/// A non-directory entry with its decided owner and mode.
+type Leaf<'e> = (&'e Entry, (u32, u32), u32);
 
 struct Plan<'s, 'a, 'b> {
     spec: &'s CopySpec<'a, 'b>,
@@ -426,8 +440,8 @@ impl Plan<'_, '_, '_> {
 
     fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
         let spec = self.spec;
-        walk(&s.path, &s.rel, "", spec.input.exclude, &spec.exclude, &mut |p, meta, _, crel| {
-            self.push(p, meta, dst.join(crel));
+        walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &mut |p, meta, _, crel| {
+            self.push(p, meta, dst.join(OsStr::from_bytes(crel)));
             Ok(true)
         })
     }
@@ -445,6 +459,17 @@ impl Plan<'_, '_, '_> {
     }
 
     fn execute(&self) -> Result<(), FileOpError> {
+        // Every owner is checked before anything is written: an entry the
+        // sandbox cannot give its owner (a stage file owned by an id
+        // outside the subordinate range) fails the copy.
+        for e in &self.entries {
+            let (uid, gid) = self.owner(e);
+            let shown = || {
+                let rel = e.src.strip_prefix(self.spec.input.root).unwrap_or(&e.src);
+                Path::new("/").join(rel).display().to_string()
+            };
+            check_owner(shown, uid, gid, self.spec.can_chown)?;
+        }
         for e in &self.entries {
             if let Kind::Dir = e.kind {
                 match fs::create_dir(&e.dst) {
@@ -464,11 +489,7 @@ impl Plan<'_, '_, '_> {
             .entries
             .iter()
             .filter(|e| !matches!(e.kind, Kind::Dir | Kind::Link(_)))
-            .map(|e| {
-                let (uid, gid) = self.owner(e);
-                let owner = (self.spec.can_chown)(uid, gid).then_some((uid, gid));
-                (e, owner, self.mode(e, false))
-            })
+            .map(|e| (e, self.owner(e), self.mode(e, false)))
             .collect();
         let link =
             (!self.spec.input.link_layers.is_empty()).then_some((self.spec.input.root, self.spec.input.link_layers));
@@ -488,7 +509,7 @@ impl Plan<'_, '_, '_> {
             if let Kind::Dir = e.kind {
                 let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
                 let (uid, gid) = self.owner(e);
-                set_owner_path(&e.dst, uid, gid, self.spec.can_chown).map_err(werr)?;
+                set_owner_path(&e.dst, uid, gid).map_err(werr)?;
                 fs::set_permissions(&e.dst, fs::Permissions::from_mode(self.mode(e, true))).map_err(werr)?;
                 copy_xattrs_path(&e.src, &e.dst);
                 set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)?;
@@ -514,20 +535,15 @@ fn layer_file(e: &Entry, root: &Path, layers: &[PathBuf]) -> Option<PathBuf> {
     None
 }
 
-/// Creates one non-directory entry with its metadata; `owner` is `None`
-/// when the ids must not be set. With `link` (the input's root and its
-/// snapshot layers), an unchanged file is hard-linked from its layer.
-fn materialize(
-    e: &Entry,
-    owner: Option<(u32, u32)>,
-    mode: u32,
-    link: Option<(&Path, &[PathBuf])>,
-) -> Result<(), FileOpError> {
+/// Creates one non-directory entry with its metadata. With `link` (the
+/// input's root and its snapshot layers), an unchanged file is hard-linked
+/// from its layer.
+fn materialize(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[PathBuf])>) -> Result<(), FileOpError> {
     let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
     match e.kind {
         Kind::File => {
             if let Some((root, layers)) = link
-                && owner == Some((e.uid, e.gid))
+                && owner == (e.uid, e.gid)
                 && mode == e.mode
                 && let Some(from) = layer_file(e, root, layers)
             {
@@ -542,9 +558,7 @@ fn materialize(
             let exact = mode & 0o7000 == 0 && mode & umask() == 0;
             let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
             copy_data(&src, &dst, e.size).map_err(werr)?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::fchown(&dst, Some(uid), Some(gid)).map_err(werr)?;
-            }
+            std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
             if !exact {
                 // After chown: chown clears setuid/setgid bits.
                 dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
@@ -585,11 +599,8 @@ fn materialize(
     set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)
 }
 
-fn lchown(p: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
-    match owner {
-        Some((uid, gid)) => std::os::unix::fs::lchown(p, Some(uid), Some(gid)),
-        None => Ok(()),
-    }
+fn lchown(p: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
 }
 
 /// Removes a non-directory at `p` (replaced by the copy); a directory there

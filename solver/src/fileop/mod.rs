@@ -33,6 +33,7 @@ use crate::graph::{Chown, FileAction};
 
 pub use archive::Compression;
 pub use chmod::Chmod;
+pub use rbuild_cache::layer::OwnerError;
 
 /// One input a file action can read from.
 pub struct InputRoot<'a> {
@@ -61,8 +62,12 @@ pub struct FileOpContext<'a> {
     pub inputs: Vec<InputRoot<'a>>,
     /// Root of the writable view of the result (overlay mount or directory).
     pub dest_root: &'a Path,
-    /// `false` for ids the sandbox cannot represent (single-id mapping):
-    /// their chown is skipped and the entry keeps the builder's ids.
+    /// `false` for ids the sandbox cannot represent (outside the
+    /// subordinate id range, or any non-root id with a single-id mapping).
+    /// An action that would give an entry such an owner fails with
+    /// [`FileOpError::Owner`] before writing it: an entry never
+    /// silently keeps the builder's ids (which would turn a setuid file
+    /// owned by an unmapped user into a setuid-root one).
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
 }
 
@@ -204,6 +209,21 @@ pub enum FileOpError {
     /// `Rm` of `/`.
     #[error("refusing to remove the root directory")]
     RemoveRoot,
+    /// The owner an entry must get is not a valid id, or is not mapped in
+    /// this user namespace (the check `ADD`'s archive extraction makes too).
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
+}
+
+/// Fails unless `uid:gid` is a real owner that `can_chown` says the
+/// sandbox can represent ([`rbuild_cache::layer::check_owner`]).
+pub(crate) fn check_owner(
+    path: impl FnOnce() -> String,
+    uid: u32,
+    gid: u32,
+    can_chown: &dyn Fn(u32, u32) -> bool,
+) -> Result<(), FileOpError> {
+    Ok(rbuild_cache::layer::check_owner(path, uid, gid, can_chown)?)
 }
 
 /// A resolved numeric owner.
@@ -233,6 +253,9 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
             let inp =
                 ctx.inputs.get(*input).ok_or(FileOpError::NoSuchInput { index: *input, count: ctx.inputs.len() })?;
             let owner = chown.as_ref().map(|c| resolve_owner(c, ctx.dest_root)).transpose()?;
+            if let Some(o) = owner {
+                check_owner(|| dest.clone(), o.uid, o.gid, ctx.can_chown)?;
+            }
             let chmod = chmod
                 .as_ref()
                 .map(|v| Chmod::parse(v).ok_or_else(|| FileOpError::BadChmod { value: v.clone() }))
@@ -255,28 +278,34 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
         }
         FileAction::Mkdir { path, mode, make_parents, chown } => {
             let owner = chown.as_ref().map(|c| resolve_owner(c, ctx.dest_root)).transpose()?;
+            if let Some(o) = owner {
+                check_owner(|| path.clone(), o.uid, o.gid, ctx.can_chown)?;
+            }
             let p = path::root_path(ctx.dest_root, path, true)
                 .map_err(|source| FileOpError::Resolve { path: path.clone(), source })?;
             if *make_parents {
-                mkdir_all(&p, *mode & 0o7777, owner, ctx.can_chown)?;
+                mkdir_all(&p, *mode & 0o7777, owner)?;
             } else {
                 match fs::create_dir(&p) {
                     // BuildKit: an existing path is left as it is.
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
                     Err(source) => return Err(FileOpError::CreateDir { path: p, source }),
-                    Ok(()) => finish_created_dir(&p, *mode & 0o7777, owner, ctx.can_chown)?,
+                    Ok(()) => finish_created_dir(&p, *mode & 0o7777, owner)?,
                 }
             }
             Ok(())
         }
         FileAction::Mkfile { path, mode, data, chown } => {
             let owner = chown.as_ref().map(|c| resolve_owner(c, ctx.dest_root)).transpose()?;
+            if let Some(o) = owner {
+                check_owner(|| path.clone(), o.uid, o.gid, ctx.can_chown)?;
+            }
             let p = path::root_path(ctx.dest_root, path, true)
                 .map_err(|source| FileOpError::Resolve { path: path.clone(), source })?;
             let werr = |source| FileOpError::Write { path: p.clone(), source };
             fs::write(&p, data.as_bytes()).map_err(werr)?;
             if let Some(o) = owner {
-                set_owner_path(&p, o.uid, o.gid, ctx.can_chown).map_err(werr)?;
+                set_owner_path(&p, o.uid, o.gid).map_err(werr)?;
             }
             fs::set_permissions(&p, fs::Permissions::from_mode(*mode & 0o7777)).map_err(werr)?;
             Ok(())
@@ -286,7 +315,8 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
 }
 
 /// The entries a COPY of `src` would read from the input at `root`, as
-/// sorted, de-duplicated slash paths relative to `root` (symlinks among the
+/// sorted (by bytes), de-duplicated slash paths relative to `root`, exactly
+/// as the file system names them (not necessarily UTF-8; symlinks among the
 /// sources resolved, so each path names what is really read). Directories
 /// are listed along with their contents. `exclude` are `--exclude`
 /// patterns, `ignore` the input's `.dockerignore` hook. Missing sources and
@@ -298,7 +328,7 @@ pub fn selected_files(
     allow_wildcard: bool,
     exclude: &[String],
     ignore: Option<&dyn Fn(&str) -> bool>,
-) -> Result<Vec<String>, FileOpError> {
+) -> Result<Vec<std::ffi::OsString>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected(&input, src, allow_wildcard, &exclude)
@@ -346,13 +376,8 @@ fn lookup(root: &Path, db: &str, name: &str) -> Result<Option<String>, FileOpErr
 
 /// Creates `p` and its missing parents (all resolved, symlink-free) with
 /// `mode`, chowning the ones created (fsutil's `MkdirAll`). An existing
-/// non-directory is an error.
-pub(crate) fn mkdir_all(
-    p: &Path,
-    mode: u32,
-    owner: Option<Owner>,
-    can_chown: &dyn Fn(u32, u32) -> bool,
-) -> Result<(), FileOpError> {
+/// non-directory is an error. `owner` must have passed [`check_owner`].
+pub(crate) fn mkdir_all(p: &Path, mode: u32, owner: Option<Owner>) -> Result<(), FileOpError> {
     let mut missing = Vec::new();
     let mut cur = Some(p);
     while let Some(c) = cur {
@@ -366,7 +391,7 @@ pub(crate) fn mkdir_all(
     }
     for c in missing.into_iter().rev() {
         match fs::create_dir(c) {
-            Ok(()) => finish_created_dir(c, mode, owner, can_chown)?,
+            Ok(()) => finish_created_dir(c, mode, owner)?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => return Err(FileOpError::CreateDir { path: c.to_path_buf(), source }),
         }
@@ -374,26 +399,18 @@ pub(crate) fn mkdir_all(
     Ok(())
 }
 
-fn finish_created_dir(
-    p: &Path,
-    mode: u32,
-    owner: Option<Owner>,
-    can_chown: &dyn Fn(u32, u32) -> bool,
-) -> Result<(), FileOpError> {
+fn finish_created_dir(p: &Path, mode: u32, owner: Option<Owner>) -> Result<(), FileOpError> {
     let werr = |source| FileOpError::Write { path: p.to_path_buf(), source };
     if let Some(o) = owner {
-        set_owner_path(p, o.uid, o.gid, can_chown).map_err(werr)?;
+        set_owner_path(p, o.uid, o.gid).map_err(werr)?;
     }
     // Set exactly: the process umask must not leak into the image.
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(werr)
 }
 
-/// `lchown` unless the sandbox cannot represent the ids.
-pub(crate) fn set_owner_path(p: &Path, uid: u32, gid: u32, can_chown: &dyn Fn(u32, u32) -> bool) -> io::Result<()> {
-    if can_chown(uid, gid) {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
-    }
-    Ok(())
+/// `lchown`; the ids must have passed [`check_owner`].
+pub(crate) fn set_owner_path(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid))
 }
 
 /// Sets atime and mtime without following a final symlink.
@@ -450,7 +467,7 @@ pub fn selected_entries(
     allow_wildcard: bool,
     exclude: &[String],
     ignore: Option<&dyn Fn(&str) -> bool>,
-) -> Result<Vec<(String, std::fs::Metadata)>, FileOpError> {
+) -> Result<Vec<(std::ffi::OsString, std::fs::Metadata)>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected_with_meta(&input, src, allow_wildcard, &exclude)

@@ -9,6 +9,7 @@
 //! hand to rayon workers; the roots are private to one build step, so nothing
 //! changes them while we resolve.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -48,8 +49,14 @@ pub fn clean_rel(p: &str) -> String {
 /// where such a path would be created. Returns the resolved path relative to
 /// the root, as components.
 pub fn resolve_in_root(root: &Path, rel: &str, follow_final: bool) -> io::Result<Vec<OsString>> {
+    resolve_bytes_in_root(root, rel.as_bytes(), follow_final)
+}
+
+/// [`resolve_in_root`] for a path given as bytes: file names need not be
+/// UTF-8 (a context file or tar entry named `\xff`), and are never altered.
+pub fn resolve_bytes_in_root(root: &Path, rel: &[u8], follow_final: bool) -> io::Result<Vec<OsString>> {
     let mut resolved: Vec<OsString> = Vec::new();
-    let mut pending: VecDeque<Vec<u8>> = components(rel.as_bytes()).map(<[u8]>::to_vec).collect();
+    let mut pending: VecDeque<Vec<u8>> = components(rel).map(<[u8]>::to_vec).collect();
     let mut links = 0usize;
     // Index of the first component known not to exist: below it nothing
     // can be a symlink, so resolution is lexical until `..` climbs back out.
@@ -104,15 +111,76 @@ pub fn root_path(root: &Path, rel: &str, follow_final: bool) -> io::Result<PathB
     Ok(p)
 }
 
-/// The components joined with `/` (for messages and cache keys).
-pub fn join_slash(parts: &[OsString]) -> String {
-    parts.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join("/")
+/// [`resolve_bytes_in_root`] joined onto `root`.
+pub fn root_path_bytes(root: &Path, rel: &[u8], follow_final: bool) -> io::Result<PathBuf> {
+    let mut p = root.to_path_buf();
+    p.extend(resolve_bytes_in_root(root, rel, follow_final)?);
+    Ok(p)
+}
+
+/// The components joined with `/`, byte-exact.
+pub fn join_slash(parts: &[OsString]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+/// `a/b` of two byte paths (`b` alone when `a` is empty).
+pub fn join_bytes(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len() + 1 + b.len());
+    if !a.is_empty() {
+        out.extend_from_slice(a);
+        out.push(b'/');
+    }
+    out.extend_from_slice(b);
+    out
+}
+
+/// A path as the string moby's pattern matcher sees it. Go strings are
+/// bytes and its regexp engine reads each byte of an invalid UTF-8
+/// sequence as one U+FFFD, so a name that is not UTF-8 becomes one U+FFFD
+/// per invalid byte: `?` matches one such byte, `*` any run of them, as in
+/// `.dockerignore` handling by BuildKit. Valid UTF-8 is borrowed unchanged.
+pub fn go_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => {
+            let mut out = String::with_capacity(bytes.len() + 8);
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(chunk.valid());
+                for _ in chunk.invalid() {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn non_utf8_names_resolve_byte_exact_and_match_as_go_does() {
+        let t = tempfile::tempdir().unwrap();
+        let name = OsStr::from_bytes(b"caf\xe9\xff");
+        std::fs::create_dir(t.path().join(name)).unwrap();
+        let parts = resolve_bytes_in_root(t.path(), b"/caf\xe9\xff/x", true).unwrap();
+        assert_eq!(join_slash(&parts), b"caf\xe9\xff/x");
+        // One U+FFFD per invalid byte, as Go's regexp decodes them.
+        assert_eq!(go_lossy(b"caf\xe9\xff"), "caf\u{fffd}\u{fffd}");
+        assert_eq!(go_lossy(b"\xe2\x82a"), "\u{fffd}\u{fffd}a");
+        assert!(matches!(go_lossy("ünï".as_bytes()), Cow::Borrowed("ünï")));
+        assert_eq!(join_bytes(b"", b"a"), b"a");
+        assert_eq!(join_bytes(b"a", b"\xff"), b"a/\xff");
+    }
 
     #[test]
     fn clean_clamps_dotdot() {

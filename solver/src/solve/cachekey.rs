@@ -60,7 +60,10 @@ pub(crate) fn content_checksums(
                 if let FileAction::Copy { input, src, allow_wildcard, exclude, .. } = action
                     && let Some(dir) = dir_of(*input)
                 {
-                    out.push((slot, checksum_selection(shared, &dir, src, *allow_wildcard, exclude)?));
+                    out.push((
+                        slot,
+                        checksum_selection(&shared.store.checksum_cache(), &dir, src, *allow_wildcard, exclude)?,
+                    ));
                 }
             }
         }
@@ -70,7 +73,7 @@ pub(crate) fn content_checksums(
                     && let Some(dir) = dir_of(i)
                 {
                     let src = if mount.selector.is_empty() { "/".to_string() } else { mount.selector.clone() };
-                    out.push((slot, checksum_selection(shared, &dir, &[src], false, &[])?));
+                    out.push((slot, checksum_selection(&shared.store.checksum_cache(), &dir, &[src], false, &[])?));
                 }
             }
         }
@@ -79,18 +82,20 @@ pub(crate) fn content_checksums(
     Ok(out)
 }
 
-/// Hash of the files a copy selects: relative path, type, mode and content
-/// checksum (from the stat-keyed cache: an unchanged file costs a stat).
+/// Hash of the files a copy selects: relative path (its exact bytes: the
+/// same as before for UTF-8 names, and distinct for names that differ only
+/// in invalid UTF-8), type, mode and content checksum (from the stat-keyed
+/// cache: an unchanged file costs a stat).
 fn checksum_selection(
-    shared: &Shared<'_>,
+    checksums: &rbuild_cache::store::ChecksumCache,
     dir: &super::ContextDir,
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
 ) -> Result<Digest, StepError> {
+    use std::os::unix::ffi::OsStrExt;
     let ignore = dir.ignore.clone();
     let entries = crate::fileop::selected_entries(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))?;
-    let checksums = shared.store.checksum_cache();
     // Per-entry digests in parallel (a miss reads and hashes the file; a hit
     // costs nothing more than the walk's stat), combined in path order.
     use rayon::prelude::*;
@@ -98,20 +103,19 @@ fn checksum_selection(
         .par_iter()
         .map(|(rel, meta)| {
             use std::os::unix::fs::PermissionsExt;
+            let read_err =
+                |source| StepError::Checksum { path: std::path::Path::new(rel).display().to_string(), source };
             let mut h = Sha256::new();
             h.update(rel.as_bytes());
             h.update([0]);
             h.update(meta.permissions().mode().to_le_bytes());
             let ft = meta.file_type();
-            let path = dir.root.join(rel.trim_start_matches('/'));
+            let path = dir.root.join(std::path::Path::new(rel).strip_prefix("/").unwrap_or(std::path::Path::new(rel)));
             if ft.is_file() {
-                let sum = checksums
-                    .checksum(&path, meta)
-                    .map_err(|source| StepError::Checksum { path: rel.clone(), source })?;
+                let sum = checksums.checksum(&path, meta).map_err(read_err)?;
                 h.update(sum.as_bytes());
             } else if ft.is_symlink() {
-                let target =
-                    std::fs::read_link(&path).map_err(|source| StepError::Checksum { path: rel.clone(), source })?;
+                let target = std::fs::read_link(&path).map_err(read_err)?;
                 h.update(target.as_os_str().as_encoded_bytes());
             }
             Ok(h.finalize().into())
@@ -122,4 +126,69 @@ fn checksum_selection(
         h.update(d?);
     }
     Ok(Digest(h.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The content checksum of a context is pinned: UTF-8 names hash as
+    /// they always did (relative path bytes, NUL, mode, content digest), so
+    /// cache entries written before names became bytes still hit; a name
+    /// that is not UTF-8 hashes its own bytes, distinct from any other.
+    #[test]
+    fn context_checksums_are_pinned_and_names_are_bytes() {
+        let t = tempfile::tempdir().unwrap();
+        let store = rbuild_cache::store::Store::open(&t.path().join("store")).unwrap();
+        let ctx = t.path().join("ctx");
+        std::fs::create_dir_all(ctx.join("d")).unwrap();
+        std::fs::write(ctx.join("d/a.txt"), "alpha\n").unwrap();
+        std::fs::write(ctx.join("é.txt"), "utf8\n").unwrap();
+        for p in ["d", "d/a.txt", "é.txt"] {
+            let mode = if p == "d" { 0o755 } else { 0o644 };
+            std::fs::set_permissions(ctx.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let dir = |root: &std::path::Path| super::super::ContextDir {
+            root: root.to_path_buf(),
+            ignore: Arc::new(|_: &str| false),
+        };
+        let sum = |root: &std::path::Path| {
+            checksum_selection(&store.checksum_cache(), &dir(root), &[".".into()], true, &[]).unwrap().to_string()
+        };
+        // The formula, written out independently of the code under test.
+        let entry = |rel: &str, mode: u32, content: Option<&str>| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update(rel.as_bytes());
+            h.update([0]);
+            h.update(mode.to_le_bytes());
+            if let Some(c) = content {
+                h.update(Digest(Sha256::digest(c.as_bytes()).into()).to_string().as_bytes());
+            }
+            h.finalize().into()
+        };
+        let mut h = Sha256::new();
+        h.update(entry("d", 0o40755, None));
+        h.update(entry("d/a.txt", 0o100644, Some("alpha\n")));
+        h.update(entry("é.txt", 0o100644, Some("utf8\n")));
+        let want = Digest(h.finalize().into()).to_string();
+        assert_eq!(sum(&ctx), want);
+        assert_eq!(want, "sha256:01784c4c0cb5af12c60ea09c99d795759e9f27734261816f7923d0752a5d8c03");
+        // Two names that differ only in invalid UTF-8 bytes differ.
+        let a = t.path().join("a");
+        let b = t.path().join("b");
+        for (root, name) in [(&a, &b"n\xfe"[..]), (&b, &b"n\xff"[..])] {
+            std::fs::create_dir_all(root).unwrap();
+            std::fs::write(root.join(std::ffi::OsStr::from_bytes(name)), "same\n").unwrap();
+            std::fs::set_permissions(
+                root.join(std::ffi::OsStr::from_bytes(name)),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        assert_ne!(sum(&a), sum(&b));
+    }
 }

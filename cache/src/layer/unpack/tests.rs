@@ -505,7 +505,7 @@ fn archive_owners_are_kept_forced_or_refused() {
     tb.owned("a", b"a", 0o640, 1000, 1001);
     let tar = tb.bytes();
     match extract_archive(&f, &tar, Owners::Archive { representable: &only_root }) {
-        Err(UnpackError::UnmappedOwner { path, uid: 1000, gid: 1001 }) => assert_eq!(path, "a"),
+        Err(UnpackError::Owner(OwnerError::Unmapped { path, uid: 1000, gid: 1001 })) => assert_eq!(path, "a"),
         other => panic!("expected UnmappedOwner, got {other:?}"),
     }
     extract_archive(&f, &tar, Owners::Force { uid: 0, gid: 0, representable: &only_root }).unwrap();
