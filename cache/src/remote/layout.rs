@@ -166,7 +166,7 @@ impl BlobSource for LayoutCache {
         Ok(self.read()?)
     }
 
-    fn fetch_blob(&self, digest: &str, size: u64, out: &mut dyn Write) -> Result<(), TransportError> {
+    fn fetch_blob(&self, digest: &str, size: u64, out: &mut (dyn Write + Send)) -> Result<(), TransportError> {
         let path = self.blob(digest)?;
         let file = fs::File::open(&path).map_err(io_err(&path))?;
         // One byte more than promised is enough to tell the caller the blob

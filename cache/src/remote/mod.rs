@@ -125,7 +125,7 @@ pub trait BlobSource: Send + Sync {
     /// artifact (yet).
     fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError>;
     /// Streams blob `digest` (`size` bytes) into `out`.
-    fn fetch_blob(&self, digest: &str, size: u64, out: &mut dyn std::io::Write) -> Result<(), TransportError>;
+    fn fetch_blob(&self, digest: &str, size: u64, out: &mut (dyn std::io::Write + Send)) -> Result<(), TransportError>;
 }
 
 /// Where a cache artifact is written to.
