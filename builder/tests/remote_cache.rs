@@ -108,6 +108,26 @@ fn cached_build(ctx: &Path, cache_from: &str, want_digest: &str) -> Vec<String> 
         ],
     ));
     assert_eq!(image_digest(&meta), want_digest, "the cached image differs");
+    // Lazy import: of the artifact's blobs, the store downloaded exactly the
+    // image's layers, never those of intermediate steps nobody needed.
+    let stored = |d: &str| store.path().join("blobs/sha256").join(d.trim_start_matches("sha256:")).exists();
+    let image_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.path().join("blobs/sha256").join(&want_digest[7..])).unwrap())
+            .unwrap();
+    let image_layers: Vec<String> = image_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    for layer in &image_layers {
+        assert!(stored(layer), "image layer {layer} is missing");
+    }
+    for layer in cache_layers(cache_from) {
+        if !image_layers.contains(&layer) {
+            assert!(!stored(&layer), "{layer}, not a layer of the image, was downloaded");
+        }
+    }
     // The exported files are really there (the final layers were fetched).
     assert_eq!(
         std::fs::read_to_string(out_dir.path().join("app/all")).unwrap(),
@@ -116,6 +136,29 @@ fn cached_build(ctx: &Path, cache_from: &str, want_digest: &str) -> Vec<String> 
             .unwrap()
     );
     started_runs(&out)
+}
+
+/// The layer digests of the cache artifact `cache_from` names.
+fn cache_layers(cache_from: &str) -> Vec<String> {
+    let manifest: serde_json::Value = match cache_from.strip_prefix("type=local,src=") {
+        Some(rest) => {
+            let (dir, tag) = rest.split_once(",tag=").unwrap_or((rest, "latest"));
+            let dir = Path::new(dir);
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+            let entry = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+                .unwrap()
+                .clone();
+            let digest = entry["digest"].as_str().unwrap();
+            serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap()
+        }
+        None => util::skopeo_inspect_raw(cache_from),
+    };
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
 }
 
 /// The round trip of one cache backend with `mode=max`: export on store A,
@@ -132,6 +175,9 @@ fn round_trip(reg: &TestRegistry, cache_to: &str, cache_from: &str) {
     assert_eq!(started_runs(&out).len(), 3, "the cold build runs every RUN: {:?}", started(&out));
     let digest = image_digest(&meta);
 
+    // mode=max holds the builder stage's three layers beside the image's
+    // four (base, two COPYs, RUN): those must not be downloaded below.
+    assert_eq!(cache_layers(cache_from).len(), 7);
     let runs = cached_build(ctx.path(), cache_from, &digest);
     assert!(runs.is_empty(), "a fully cached build ran {runs:?}");
 
