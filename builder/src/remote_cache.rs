@@ -15,6 +15,9 @@ use rbuild_cache::remote::{self, BlobSink, BlobSource, ExportPlan, ExportStats, 
 use rbuild_cache::store::Store;
 use tokio::runtime::Handle;
 
+use rbuild_solver::solve::{Solved, VertexResult};
+
+use crate::export::Output;
 use crate::fetch::SyncWriteBridge;
 use crate::registry::{ImageRef, RegistryClient};
 use crate::request::cache::{CacheBackend, CacheMode, CacheSpec};
@@ -147,6 +150,35 @@ pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes an output resolved from imported records exportable: outputs that
+/// write files (`type=local`, `type=tar`) need snapshots, so the chain is
+/// downloaded and unpacked; image outputs need only the layer blobs, which
+/// are downloaded (where missing) and never unpacked.
+pub fn fetch_output(
+    store: &Store,
+    imported: Option<&ImportedCache>,
+    solved: &Solved,
+    outputs: &[Output],
+) -> Result<Solved> {
+    let (Some(imported), Some(record), Some(key)) = (imported, &solved.imported, solved.key) else {
+        return Ok(solved.clone());
+    };
+    let needs_files = outputs.iter().any(|o| matches!(o, Output::Local { .. } | Output::Tar { .. }));
+    if needs_files {
+        let (chain, layers) =
+            imported.materialize(store, &key.to_string(), record).context("importing the build result")?;
+        return Ok(Solved {
+            result: Some(VertexResult::Snapshots { chain, layers }),
+            imported: None,
+            ..solved.clone()
+        });
+    }
+    for layer in record.layers.iter().flatten() {
+        imported.fetch_blob(store, record, layer).context("downloading a layer of the cached result")?;
+    }
+    Ok(solved.clone())
 }
 
 /// The keys of one platform's build, for both modes.

@@ -87,6 +87,29 @@ fn registry_with_busybox() -> TestRegistry {
     reg
 }
 
+/// Lazy import: of the artifact's blobs, `store` downloaded exactly the
+/// layers of the image `image_digest`, never those of intermediate steps
+/// nobody needed.
+fn assert_only_image_layers_downloaded(store: &Path, image_digest: &str, cache_from: &str) {
+    let stored = |d: &str| store.join("blobs/sha256").join(d.trim_start_matches("sha256:")).exists();
+    let image_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("blobs/sha256").join(&image_digest[7..])).unwrap()).unwrap();
+    let image_layers: Vec<String> = image_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    for layer in &image_layers {
+        assert!(stored(layer), "image layer {layer} is missing");
+    }
+    for layer in cache_layers(cache_from) {
+        if !image_layers.contains(&layer) {
+            assert!(!stored(&layer), "{layer}, not a layer of the image, was downloaded");
+        }
+    }
+}
+
 /// Builds W on an empty store with `cache_from`, checking the result has
 /// `want_digest`; returns the RUN steps that executed.
 fn cached_build(ctx: &Path, cache_from: &str, want_digest: &str) -> Vec<String> {
@@ -108,26 +131,7 @@ fn cached_build(ctx: &Path, cache_from: &str, want_digest: &str) -> Vec<String> 
         ],
     ));
     assert_eq!(image_digest(&meta), want_digest, "the cached image differs");
-    // Lazy import: of the artifact's blobs, the store downloaded exactly the
-    // image's layers, never those of intermediate steps nobody needed.
-    let stored = |d: &str| store.path().join("blobs/sha256").join(d.trim_start_matches("sha256:")).exists();
-    let image_manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(store.path().join("blobs/sha256").join(&want_digest[7..])).unwrap())
-            .unwrap();
-    let image_layers: Vec<String> = image_manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
-    for layer in &image_layers {
-        assert!(stored(layer), "image layer {layer} is missing");
-    }
-    for layer in cache_layers(cache_from) {
-        if !image_layers.contains(&layer) {
-            assert!(!stored(&layer), "{layer}, not a layer of the image, was downloaded");
-        }
-    }
+    assert_only_image_layers_downloaded(store.path(), want_digest, cache_from);
     // The exported files are really there (the final layers were fetched).
     assert_eq!(
         std::fs::read_to_string(out_dir.path().join("app/all")).unwrap(),
@@ -180,6 +184,18 @@ fn round_trip(reg: &TestRegistry, cache_to: &str, cache_from: &str) {
     assert_eq!(cache_layers(cache_from).len(), 7);
     let runs = cached_build(ctx.path(), cache_from, &digest);
     assert!(runs.is_empty(), "a fully cached build ran {runs:?}");
+    // With an image output only, the layers are downloaded, not unpacked.
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &["--cache-from", cache_from, "--metadata-file", meta.to_str().unwrap(), "-o", "type=image,name=w:latest"],
+    ));
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
+    assert_eq!(image_digest(&meta), digest);
+    let snapshots = std::fs::read_dir(store.path().join("snapshots")).unwrap().count();
+    assert_eq!(snapshots, 0, "an image-only cached build unpacked layers");
 
     // Only the final stage depends on app.txt: its COPY and RUN run, the
     // builder stage stays cached.
@@ -197,6 +213,33 @@ fn registry_cache_round_trip_with_mode_max() {
     let reg = registry_with_busybox();
     let cache = reg.reference("cache:w");
     round_trip(&reg, &format!("type=registry,ref={cache},mode=max"), &cache);
+    // CI's usual pair, `--cache-from X --cache-to Y` on a fresh runner: the
+    // records resolved lazily are exported again without downloading the
+    // intermediate blobs (the repository has them).
+    let ctx = workload(&reg);
+    let again = reg.reference("cache:again");
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &cache,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "--cache-to",
+            &format!("type=registry,ref={again},mode=max"),
+            "-o",
+            "type=image,name=w:latest",
+        ],
+    ));
+    assert_eq!(started_runs(&out).len(), 0);
+    assert_eq!(cache_layers(&again).len(), 7, "{:?}", cache_layers(&again));
+    assert_only_image_layers_downloaded(store.path(), &image_digest(&meta), &again);
+    let fresh = tempfile::tempdir().unwrap();
+    let out = ok(build(fresh.path(), ctx.path(), &["--cache-from", &again, "-o", "type=image,name=w:latest"]));
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
     // The artifact is a plain OCI image manifest with the records config.
     let raw = util::skopeo_inspect_raw(&cache);
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");

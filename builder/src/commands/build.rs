@@ -127,6 +127,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         let mut images: Vec<BuiltImage> = Vec::new();
         for (name, lowered) in &plan.lowered {
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
+            let solved = &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs)?;
             printer.message(&format!("exporting layers for {}", lowered.platform));
             images.push(export::assemble(&store, lowered, solved, &compression, epoch)?);
             if !request.cache_to.is_empty() {

@@ -281,6 +281,13 @@ pub struct Solved {
     /// output's (the output's own included): the base image and the steps
     /// whose layers make up the result, which `mode=min` exports.
     pub image_keys: Vec<Digest>,
+    /// The output vertex's cache key.
+    pub key: Option<Digest>,
+    /// Set when the output was resolved from imported records and nothing
+    /// needed its files: `result` then has the layers but no snapshots. The
+    /// caller fetches the blobs (an image export) or materializes the
+    /// snapshots (a filesystem export) with [`ImportedCache`].
+    pub imported: Option<ImportedRecord>,
 }
 
 /// What a solve produced: one [`Solved`] per output of the definition.
@@ -409,9 +416,6 @@ pub fn solve(
         let solved = match output {
             Some(out) => {
                 let finished = schedule.done.get(out).ok_or(SolveError::InvalidGraph(*out))?;
-                // The exporters need the files (or at least the blobs) of
-                // what the build produced: an imported hit is fetched now.
-                let finished = materialize(&shared, &def.vertices[index[out]], finished)?;
                 let reachable = def.reachable_from(*out);
                 let keys = reachable.iter().filter_map(|d| schedule.done.get(d).map(|f| (*d, f.key))).collect();
                 let image_keys = reachable
@@ -420,9 +424,15 @@ pub fn solve(
                     .filter(|f| is_prefix_of(f, &finished.result))
                     .map(|f| f.key)
                     .collect();
-                Solved { result: Some(finished.result.clone()), keys, image_keys }
+                Solved {
+                    result: Some(finished.result.clone()),
+                    keys,
+                    image_keys,
+                    key: Some(finished.key),
+                    imported: finished.lazy.clone(),
+                }
             }
-            None => Solved { result: None, keys: HashMap::new(), image_keys: Vec::new() },
+            None => Solved { result: None, keys: HashMap::new(), image_keys: Vec::new(), key: None, imported: None },
         };
         solution.outputs.insert(name.clone(), solved);
     }
@@ -571,6 +581,10 @@ fn is_prefix_of(part: &Finished, whole: &VertexResult) -> bool {
     let VertexResult::Snapshots { chain, layers } = whole else { return false };
     match (&part.lazy, &part.result) {
         (Some(record), _) => !record.layers.is_empty() && layers.starts_with(&record.layers),
+        // A lazy whole has no snapshots to compare: its layers tell.
+        (None, VertexResult::Snapshots { layers: l, .. }) if chain.is_empty() => {
+            !l.is_empty() && l.iter().all(Option::is_some) && layers.starts_with(l)
+        }
         (None, VertexResult::Snapshots { chain: c, .. }) => !c.is_empty() && chain.starts_with(c),
         (None, VertexResult::Directory(_)) => false,
     }
