@@ -109,7 +109,11 @@ impl BlobSink for RegistryCache {
 }
 
 fn local_cache(path: &std::path::Path, spec: &CacheSpec) -> LayoutCache {
-    LayoutCache::new(path.to_path_buf(), spec.options.get("tag").cloned())
+    let cache = LayoutCache::new(path.to_path_buf(), spec.options.get("tag").cloned());
+    match spec.options.get("digest") {
+        Some(digest) => cache.pinned(digest.clone()),
+        None => cache,
+    }
 }
 
 /// Reads the records of every `--cache-from` before the solve.
@@ -140,7 +144,8 @@ pub fn import(
     Ok(Some(Arc::new(imported)))
 }
 
-/// Refuses cache types this version cannot export, before anything runs.
+/// Refuses cache types and options this version cannot honour, before
+/// anything runs, rather than ignoring them.
 pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
     for spec in specs {
         if matches!(spec.backend, CacheBackend::Inline | CacheBackend::Gha { .. }) {
@@ -148,8 +153,39 @@ pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
                 "`--cache-to type=inline` and `type=gha` are not available yet in this rbuild version (use type=registry or type=local)"
             );
         }
+        for (key, unsupported) in
+            [("image-manifest", "false"), ("oci-mediatypes", "false"), ("force-compression", "true")]
+        {
+            if spec.options.get(key).is_some_and(|v| v.eq_ignore_ascii_case(unsupported)) {
+                bail!(
+                    "`--cache-to {key}={unsupported}` is not available yet in this rbuild version: the cache is always an OCI image manifest over existing layer blobs"
+                );
+            }
+        }
+        layer_compression(spec)?;
     }
     Ok(())
+}
+
+/// `compression=` and `compression-level=` of a cache export (for the layers
+/// of snapshots that have none yet).
+fn layer_compression(spec: &CacheSpec) -> Result<Compression> {
+    let level = match spec.options.get("compression-level") {
+        None => None,
+        Some(v) => Some(v.parse::<i32>().with_context(|| format!("`--cache-to`: invalid `compression-level={v}`"))?),
+    };
+    Ok(match spec.options.get("compression").map(String::as_str) {
+        None | Some("gzip") => {
+            let level = level.unwrap_or(6);
+            if !(0..=9).contains(&level) {
+                bail!("`--cache-to`: `compression-level={level}` is out of range for gzip (0-9)");
+            }
+            Compression::Gzip { level: level as u32 }
+        }
+        Some("zstd") => Compression::Zstd { level: level.unwrap_or(3) },
+        Some("uncompressed") => Compression::Uncompressed,
+        Some(other) => bail!("`--cache-to`: invalid `compression={other}`: expected gzip, zstd or uncompressed"),
+    })
 }
 
 /// Makes an output resolved from imported records exportable: outputs that
@@ -212,12 +248,7 @@ pub fn export(
         entry.sort();
         entry.dedup();
     }
-    let compression = match spec.options.get("compression").map(String::as_str) {
-        None | Some("gzip") => Compression::Gzip { level: 6 },
-        Some("zstd") => Compression::Zstd { level: 3 },
-        Some("uncompressed") => Compression::Uncompressed,
-        Some(other) => bail!("`--cache-to`: invalid `compression={other}`: expected gzip, zstd or uncompressed"),
-    };
+    let compression = layer_compression(spec)?;
     let plan = ExportPlan {
         platforms,
         imported,

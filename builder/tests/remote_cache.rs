@@ -265,6 +265,11 @@ fn local_cache_round_trip_with_tags() {
         .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
         .collect();
     assert_eq!(tags, ["w", "other"]);
+    // `digest=` picks a manifest whatever the tags say.
+    let w = index["manifests"][0]["digest"].as_str().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = ok(build(fresh.path(), ctx.path(), &["--cache-from", &format!("type=local,src={d},digest={w}")]));
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
 }
 
 #[test]
@@ -410,4 +415,12 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
     let out = build(store.path(), ctx.path(), &["--cache-to", "type=inline"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    // So do options this version cannot honour, before anything runs.
+    for option in ["image-manifest=false", "oci-mediatypes=false", "compression-level=12"] {
+        let spec = format!("type=registry,ref={},{option}", reg.reference("cache:x"));
+        let empty = tempfile::tempdir().unwrap();
+        let out = build(empty.path(), ctx.path(), &["--cache-to", &spec]);
+        assert!(!out.status.success(), "{option} was accepted");
+        assert!(started(&out).is_empty(), "{option}: steps ran before the refusal");
+    }
 }

@@ -17,6 +17,9 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub struct LayoutCache {
     dir: PathBuf,
     tag: String,
+    /// `digest=` of `--cache-from type=local`: this manifest, whatever the
+    /// tags say.
+    digest: Option<String>,
 }
 
 /// What is wrong with a layout directory.
@@ -60,7 +63,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
 impl LayoutCache {
     /// The cache tagged `tag` in `dir`.
     pub fn new(dir: PathBuf, tag: Option<String>) -> Self {
-        LayoutCache { dir, tag: tag.filter(|t| !t.is_empty()).unwrap_or_else(|| "latest".to_string()) }
+        LayoutCache { dir, tag: tag.filter(|t| !t.is_empty()).unwrap_or_else(|| "latest".to_string()), digest: None }
+    }
+
+    /// The same cache read by manifest digest instead of by tag.
+    pub fn pinned(self, digest: String) -> Self {
+        LayoutCache { digest: Some(digest), ..self }
     }
 
     fn blob(&self, digest: &str) -> Result<PathBuf, LayoutError> {
@@ -88,13 +96,20 @@ impl LayoutCache {
     }
 
     fn read(&self) -> Result<Option<(Manifest, Vec<u8>)>, LayoutError> {
-        let Some(index) = self.index()? else { return Ok(None) };
-        let Some(entry) = index.manifests.iter().find(|m| m.annotations.get(REF_NAME) == Some(&self.tag)) else {
-            return Ok(None);
+        let digest = match &self.digest {
+            Some(d) => d.clone(),
+            None => {
+                let Some(index) = self.index()? else { return Ok(None) };
+                let Some(entry) = index.manifests.iter().find(|m| m.annotations.get(REF_NAME) == Some(&self.tag))
+                else {
+                    return Ok(None);
+                };
+                entry.digest.clone()
+            }
         };
-        let bytes = self.read_verified(&entry.digest)?;
+        let bytes = self.read_verified(&digest)?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|source| LayoutError::Json { path: self.blob(&entry.digest).unwrap_or_default(), source })?;
+            .map_err(|source| LayoutError::Json { path: self.blob(&digest).unwrap_or_default(), source })?;
         let config = self.read_verified(&manifest.config.digest)?;
         Ok(Some((manifest, config)))
     }
