@@ -14,6 +14,8 @@
 pub mod export;
 pub mod import;
 pub mod layout;
+#[cfg(test)]
+mod layout_tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
