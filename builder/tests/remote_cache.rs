@@ -5,7 +5,7 @@
 mod util;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use util::{TestRegistry, rbuild};
 
@@ -423,4 +423,89 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
         assert!(!out.status.success(), "{option} was accepted");
         assert!(started(&out).is_empty(), "{option}: steps ran before the refusal");
     }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// Creates `rbuildtest` with a subordinate id range (idempotent; as in
+/// e2e.rs).
+fn ensure_test_user() {
+    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
+        }
+    }
+}
+
+/// A cache exported by root is imported by an unprivileged user on an empty
+/// store: nothing runs, owners survive the unpack in its user namespace, and
+/// the image is the same.
+#[test]
+fn rootless_import_of_a_cache() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here; skipped");
+        return;
+    }
+    ensure_test_user();
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-rc-rootless").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN touch /owned && chown 1000:1000 /owned\n", reg.addr),
+    )
+    .unwrap();
+    let cache = reg.reference("cache:rootless");
+    let root_store = tempfile::tempdir().unwrap();
+    let meta = root_store.path().join("meta.json");
+    ok(build(
+        root_store.path(),
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            "type=image,name=r:latest",
+        ],
+    ));
+    let digest = image_digest(&meta);
+    run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+    run(Command::new("chmod").arg("755").arg(base.path()));
+    let (store, fs, user_meta) = (base.path().join("store"), base.path().join("fs"), base.path().join("meta.json"));
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+    cmd.arg("--root").arg(&store).args(["build", "--progress", "rawjson", "--cache-from", &cache]);
+    cmd.arg("--metadata-file").arg(&user_meta).args(["-o", "type=image,name=r:latest", "-o"]);
+    cmd.arg(format!("type=local,dest={}", fs.display())).arg(&ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = ok(cmd.output().unwrap());
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
+    assert_eq!(image_digest(&user_meta), digest);
+    assert!(fs.join("owned").is_file());
+    // Container uid 1000 is host uid (first subordinate id + 999): the layer
+    // was unpacked with its owners inside the user namespace.
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let first: u32 = subuid
+        .lines()
+        .find_map(|l| l.strip_prefix("rbuildtest:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a subordinate range for rbuildtest");
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(fs.join("owned")).unwrap());
+    assert_eq!(uid, first + 999);
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().expect("spawn");
+    assert!(status.success(), "{cmd:?} failed");
 }
