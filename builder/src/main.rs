@@ -12,6 +12,7 @@ mod fetch;
 mod frontend_input;
 mod progress;
 mod registry;
+mod remote_cache;
 mod request;
 mod sources;
 

@@ -31,10 +31,7 @@ use crate::sources::Sources;
 /// Options that later work will implement answer clearly instead of being
 /// silently ignored.
 fn reject_unavailable(request: &BuildRequest) -> Result<()> {
-    if !request.cache_from.is_empty() || !request.cache_to.is_empty() {
-        bail!("`--cache-from`/`--cache-to` (registry cache) are not available yet in this rbuild version");
-    }
-    Ok(())
+    crate::remote_cache::check_exports(&request.cache_to)
 }
 
 pub fn run(args: BuildArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
@@ -103,6 +100,12 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     }
 
     let mut solve_opts = solve_options(&planned, mapping)?;
+    let cache_from: Vec<_> = requests.iter().flat_map(|r| r.cache_from.iter().cloned()).collect();
+    let chown = !matches!(mapping, IdMapping::Single { .. });
+    solve_opts.imported = crate::remote_cache::import(&cache_from, &registry, &runtime.handle().clone(), chown)?;
+    if let Some(imported) = &solve_opts.imported {
+        printer.message(&format!("importing cache: {} record(s)", imported.len()));
+    }
     let cgroup_parent = requests.iter().find_map(|r| r.run_limits.cgroup_parent.as_deref());
     if merged.vertices.iter().any(|v| matches!(v.op, Op::Exec(_))) {
         match CgroupRoot::create(cgroup_parent) {
@@ -116,6 +119,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
     let epoch = source_date_epoch()?;
+    let mut cache_keys = Vec::new();
     for plan in &planned {
         let request = plan.request;
         let outputs = &request.outputs;
@@ -123,8 +127,16 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         let mut images: Vec<BuiltImage> = Vec::new();
         for (name, lowered) in &plan.lowered {
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
+            let solved = &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs)?;
             printer.message(&format!("exporting layers for {}", lowered.platform));
             images.push(export::assemble(&store, lowered, solved, &compression, epoch)?);
+            if !request.cache_to.is_empty() {
+                cache_keys.push(crate::remote_cache::PlatformKeys {
+                    platform: lowered.platform.to_string(),
+                    all: solved.keys.values().map(|k| k.to_string()).collect(),
+                    image: solved.image_keys.iter().map(|k| k.to_string()).collect(),
+                });
+            }
         }
         let result = export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer)?;
         summarize(request, &images, &result, &printer)?;
@@ -137,6 +149,36 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         }
         if mode == Mode::Quiet {
             println!("{}", result.image_id);
+        }
+    }
+    // One export per `--cache-to` after every image is written, with the
+    // records of every platform built, so they land in one artifact.
+    let mut seen = BTreeSet::new();
+    for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
+        if !seen.insert(format!("{spec:?}")) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let exported = crate::remote_cache::export(
+            spec,
+            &store,
+            &registry,
+            runtime.handle(),
+            &cache_keys,
+            solve_opts.imported.as_deref(),
+            epoch,
+        );
+        match exported {
+            Ok(stats) => printer.message(&format!(
+                "exported cache: {} record(s), {} layer(s) ({} new), manifest {} in {:.2}s",
+                stats.records,
+                stats.layers,
+                stats.layers_written,
+                stats.manifest_digest,
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) if spec.ignore_error => printer.message(&format!("warning: cache export failed: {e:#}")),
+            Err(e) => return Err(e),
         }
     }
     Ok(0)
@@ -237,6 +279,7 @@ fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOp
             }
         }),
         limits: RunLimits { cgroups: None },
+        imported: None,
     })
 }
 

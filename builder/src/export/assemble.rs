@@ -81,6 +81,23 @@ pub fn assemble(
     // Which chain entries produced no layer (empty diffs are dropped, as
     // BuildKit does, and their history entries become empty_layer).
     let mut empty: Vec<bool> = Vec::new();
+    // A result resolved from an imported cache and not materialized has
+    // layers but no snapshots (its blobs are in the store; `None` is an
+    // empty diff).
+    if chain.is_empty() && !known.is_empty() {
+        for layer in &known {
+            match layer {
+                Some(d) if store.has_blob(&d.digest) => {
+                    layers.push((d.clone(), store.blob_path(&d.digest)));
+                    empty.push(false);
+                }
+                Some(d) => {
+                    return Err(ExportError::Store(rbuild_cache::store::StoreError::BlobNotFound(d.digest.clone())));
+                }
+                None => empty.push(true),
+            }
+        }
+    }
     for (i, id) in chain.iter().enumerate() {
         let reuse: Option<LayerDescriptor> = match known.get(i).cloned().flatten() {
             Some(d) => Some(d),

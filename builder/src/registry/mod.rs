@@ -233,7 +233,6 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// Checking whether the registry has a blob failed.
-    #[cfg(test)]
     #[error("cannot check for blob `{digest}` in `{repository}`")]
     CheckBlob {
         /// `registry/repository`.
@@ -576,6 +575,18 @@ impl RegistryClient {
             .map_err(|source| RegistryError::FetchManifest { reference: r.to_string(), source })
     }
 
+    /// The manifest `r` names as raw bytes and its digest, or `None` when
+    /// the registry has no such manifest or repository (a cache reference
+    /// before its first export).
+    pub async fn fetch_manifest_if_exists(&self, r: &ImageRef) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
+        let client = self.client_for(r).await?;
+        match self.fetch_manifest(client, r).await {
+            Ok((bytes, digest)) => Ok(Some((bytes.to_vec(), digest))),
+            Err(RegistryError::FetchManifest { source, .. }) if is_not_found(&source) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The credentials already registered for `r`'s registry (oci-client
     /// wants them passed again on some calls; the first ones stored win).
     fn auth_of(&self, r: &ImageRef) -> RegistryAuth {
@@ -681,9 +692,8 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Whether `r`'s repository has blob `digest` (HEAD request; the
-    /// tests' view of what a push left behind).
-    #[cfg(test)]
+    /// Whether `r`'s repository has blob `digest` (HEAD request): what a
+    /// cache export asks before fetching a blob it would otherwise upload.
     pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
         let client = self.client_for(r).await?;
         let oref = r.to_oci();
@@ -819,6 +829,18 @@ where
 /// exponential backoff (0.2 s doubling, plus up to 50 %).
 fn backoff(n: u32) -> Duration {
     session::backoff(n)
+}
+
+/// The registry says the manifest or repository does not exist.
+fn is_not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown))
+        }
+        _ => false,
+    }
 }
 
 /// Too many requests, server errors and broken connections are worth

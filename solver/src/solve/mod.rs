@@ -23,6 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rbuild_cache::oci::LayerDescriptor;
+use rbuild_cache::remote::{ImportedCache, RemoteError, import::ImportedRecord};
 use rbuild_cache::store::{CacheRecord, SnapshotId, Store, StoreError};
 
 use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
@@ -114,6 +115,9 @@ pub struct SolveOptions {
     pub entitlements: Entitlements,
     /// Resource limits of every `RUN`.
     pub limits: RunLimits,
+    /// Records of `--cache-from`: a key the store misses but these hold is
+    /// a hit whose blobs are fetched only when its files are needed.
+    pub imported: Option<Arc<ImportedCache>>,
 }
 
 /// Privileges a build may grant (`--allow`, BuildKit's entitlements). A
@@ -214,6 +218,15 @@ pub enum SolveError {
     /// The graph refers to a vertex it does not contain.
     #[error("invalid graph: vertex {0} has an unknown input")]
     InvalidGraph(Digest),
+    /// An imported cache hit could not be turned into snapshots.
+    #[error("{name}: importing from the remote cache")]
+    RemoteCache {
+        /// Vertex description.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: RemoteError,
+    },
     /// A step needs an entitlement the build did not grant.
     #[error(
         "{name}: needs the `{entitlement}` entitlement, which this build does not grant; pass `--allow {entitlement}` to allow it"
@@ -251,6 +264,9 @@ impl std::fmt::Debug for ContextDir {
 pub(crate) struct Finished {
     pub result: VertexResult,
     pub key: Digest,
+    /// Set for a hit in the imported records whose snapshots do not exist
+    /// yet (`result` is then an empty chain): see [`materialize`].
+    pub lazy: Option<ImportedRecord>,
 }
 
 /// What one output of the definition produced.
@@ -259,8 +275,19 @@ pub struct Solved {
     /// The result of the output vertex (`None` for an empty graph output).
     pub result: Option<VertexResult>,
     /// Cache keys of every vertex this output depends on, for remote-cache
-    /// export.
+    /// export (`mode=max`).
     pub keys: HashMap<Digest, Digest>,
+    /// Cache keys of the vertices whose snapshot chain is a prefix of the
+    /// output's (the output's own included): the base image and the steps
+    /// whose layers make up the result, which `mode=min` exports.
+    pub image_keys: Vec<Digest>,
+    /// The output vertex's cache key.
+    pub key: Option<Digest>,
+    /// Set when the output was resolved from imported records and nothing
+    /// needed its files: `result` then has the layers but no snapshots. The
+    /// caller fetches the blobs (an image export) or materializes the
+    /// snapshots (a filesystem export) with [`ImportedCache`].
+    pub imported: Option<ImportedRecord>,
 }
 
 /// What a solve produced: one [`Solved`] per output of the definition.
@@ -389,14 +416,23 @@ pub fn solve(
         let solved = match output {
             Some(out) => {
                 let finished = schedule.done.get(out).ok_or(SolveError::InvalidGraph(*out))?;
-                let keys = def
-                    .reachable_from(*out)
-                    .into_iter()
-                    .filter_map(|d| schedule.done.get(&d).map(|f| (d, f.key)))
+                let reachable = def.reachable_from(*out);
+                let keys = reachable.iter().filter_map(|d| schedule.done.get(d).map(|f| (*d, f.key))).collect();
+                let image_keys = reachable
+                    .iter()
+                    .filter_map(|d| schedule.done.get(d))
+                    .filter(|f| is_prefix_of(f, &finished.result))
+                    .map(|f| f.key)
                     .collect();
-                Solved { result: Some(finished.result.clone()), keys }
+                Solved {
+                    result: Some(finished.result.clone()),
+                    keys,
+                    image_keys,
+                    key: Some(finished.key),
+                    imported: finished.lazy.clone(),
+                }
             }
-            None => Solved { result: None, keys: HashMap::new() },
+            None => Solved { result: None, keys: HashMap::new(), image_keys: Vec::new(), key: None, imported: None },
         };
         solution.outputs.insert(name.clone(), solved);
     }
@@ -466,20 +502,21 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
             step_error(vertex, StepError::MissingContext { name: ctx.clone(), origin: origin.clone() })
         })?;
         let key = cachekey::context_key(ctx, exclude);
-        return Ok(Finished { result: VertexResult::Directory(dir), key });
+        return Ok(Finished { result: VertexResult::Directory(dir), key, lazy: None });
     }
     // Merges are pure bookkeeping: no snapshot of their own.
     if let Op::Merge(_) = &vertex.op {
+        let inputs = materialize_all(shared, vertex, inputs)?;
         let mut chain = Vec::new();
         let mut layers = Vec::new();
-        for input in inputs {
+        for input in &inputs {
             if let VertexResult::Snapshots { chain: c, layers: l } = &input.result {
                 chain.extend(c.iter().cloned());
                 layers.extend(l.iter().cloned());
             }
         }
-        let key = cachekey::key(vertex, inputs, &[]);
-        return Ok(Finished { result: VertexResult::Snapshots { chain, layers }, key });
+        let key = cachekey::key(vertex, &inputs, &[]);
+        return Ok(Finished { result: VertexResult::Snapshots { chain, layers }, key, lazy: None });
     }
 
     let content = cachekey::content_checksums(shared, vertex, inputs).map_err(|e| step_error(vertex, e))?;
@@ -493,8 +530,22 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
             shared.lease.add_snapshot(id)?;
         }
         shared.progress.event(Event::Cached { digest: vertex.digest, name });
-        return Ok(Finished { result: VertexResult::Snapshots { chain: record.chain, layers: record.layers }, key });
+        return Ok(Finished {
+            result: VertexResult::Snapshots { chain: record.chain, layers: record.layers },
+            key,
+            lazy: None,
+        });
     }
+    if !vertex.meta.ignore_cache
+        && let Some(imported) = &shared.opts.imported
+        && let Some(record) = imported.lookup(&key_text)
+    {
+        shared.progress.event(Event::Cached { digest: vertex.digest, name });
+        let result = VertexResult::Snapshots { chain: Vec::new(), layers: record.layers.clone() };
+        return Ok(Finished { result, key, lazy: Some(record.clone()) });
+    }
+    // This step runs: its inputs' files must exist.
+    let inputs = &materialize_all(shared, vertex, inputs)?[..];
 
     shared.progress.event(Event::Started { digest: vertex.digest, name });
     let started = Instant::now();
@@ -521,7 +572,42 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
         )?;
     }
     shared.progress.event(Event::Done { digest: vertex.digest, elapsed: started.elapsed() });
-    Ok(Finished { result, key })
+    Ok(Finished { result, key, lazy: None })
+}
+
+/// Whether `part`'s filesystem is a prefix of `whole`'s chain: the same
+/// snapshots, or for a hit not yet materialized, the same layer blobs.
+fn is_prefix_of(part: &Finished, whole: &VertexResult) -> bool {
+    let VertexResult::Snapshots { chain, layers } = whole else { return false };
+    match (&part.lazy, &part.result) {
+        (Some(record), _) => !record.layers.is_empty() && layers.starts_with(&record.layers),
+        // A lazy whole has no snapshots to compare: its layers tell.
+        (None, VertexResult::Snapshots { layers: l, .. }) if chain.is_empty() => {
+            !l.is_empty() && l.iter().all(Option::is_some) && layers.starts_with(l)
+        }
+        (None, VertexResult::Snapshots { chain: c, .. }) => !c.is_empty() && chain.starts_with(c),
+        (None, VertexResult::Directory(_)) => false,
+    }
+}
+
+/// Turns an imported hit into snapshots (downloading and unpacking what the
+/// store lacks); anything else is returned as it is.
+fn materialize(shared: &Shared<'_>, vertex: &Vertex, finished: &Finished) -> Result<Finished, SolveError> {
+    let Some(record) = &finished.lazy else { return Ok(finished.clone()) };
+    let imported = shared.opts.imported.as_ref().expect("a lazy hit comes from imported records");
+    let (chain, layers) = imported
+        .materialize(shared.store, &finished.key.to_string(), record)
+        .map_err(|source| SolveError::RemoteCache { name: vertex.meta.description.clone(), source })?;
+    for id in &chain {
+        shared.lease.add_snapshot(id)?;
+    }
+    Ok(Finished { result: VertexResult::Snapshots { chain, layers }, key: finished.key, lazy: None })
+}
+
+/// The inputs of `vertex` with every imported hit materialized (errors are
+/// named after the step that needed the files).
+fn materialize_all(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Result<Vec<Finished>, SolveError> {
+    inputs.iter().map(|f| materialize(shared, vertex, f)).collect()
 }
 
 /// The snapshot chain of an input, or an error for directories where a
@@ -616,6 +702,7 @@ mod tests {
                 can_chown: Arc::new(|_, _| true),
                 entitlements: Entitlements::default(),
                 limits: RunLimits::default(),
+                imported: None,
             };
             match solve(&def, &store, &NoSources, &opts, &Silent) {
                 Err(e @ SolveError::Entitlement { .. }) => {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Remote build cache on the bench/ci_workload.sh workload (multi-stage,
+# ~20,000 small files of context, busybox base on a loopback registry).
+# Prints: the cold build; the cost of a `--cache-to` export with mode=min and
+# mode=max (a warm build with the export minus the warm no-op rebuild, and
+# the export time rbuild reports itself); and a fresh-store build with
+# `--cache-from` (everything cached) vs the local no-op rebuild.
+#   bash bench/remote_cache.sh           (RBUILD_SKIP_BUILD=1 to reuse target/release)
+source "$(dirname "$0")/lib.sh"
+[ -n "${RBUILD_SKIP_BUILD:-}" ] || build_release
+start_registry
+
+ctx=$WORK/ctx
+if [ ! -f "$ctx/.complete" ]; then
+  rm -rf "$ctx" && mkdir -p "$ctx/src"
+  python3 - "$ctx/src" <<'PY'
+import os, random, sys
+root = sys.argv[1]; random.seed(42)
+for d in range(200):
+    dd = os.path.join(root, f"pkg{d:03d}"); os.makedirs(dd)
+    for f in range(100):
+        with open(os.path.join(dd, f"file{f:03d}.txt"), "wb") as fh:
+            fh.write(bytes(random.getrandbits(8) for _ in range(2500)) + b"x" * 2500)
+PY
+  seq 1 300 > "$ctx/package-list.txt"
+  touch "$ctx/.complete"
+fi
+cat > "$ctx/Dockerfile" <<DF
+FROM $REGISTRY/busybox:latest AS base
+RUN echo base > /base.txt
+FROM base AS deps
+COPY package-list.txt /app/
+RUN wc -l < /app/package-list.txt > /app/deps.txt
+FROM deps AS build
+COPY src/ /app/src/
+RUN find /app/src -type f | wc -l > /app/count.txt
+FROM base
+COPY --from=build /app/count.txt /app/deps.txt /app/
+COPY --from=build /app/src /app/src
+CMD ["cat", "/app/count.txt"]
+DF
+echo ".complete" > "$ctx/.dockerignore"
+export SOURCE_DATE_EPOCH=1700000000
+
+store=$WORK/rc-store; fresh=$WORK/rc-fresh
+rm -rf "$store" "$fresh"; sync
+b() { "$RBUILD" --root "$1" build --progress plain -o type=image,name=bench/rc:1 "${@:2}" "$ctx"; }
+# export_secs LOGFILE: the export time rbuild printed ("exported cache: ... in Xs").
+export_secs() { sed -n 's/.*exported cache: .* in \([0-9.]*\)s.*/\1/p' "$1" | tail -1; }
+
+cold=$(seconds b "$store")
+noop=$(seconds b "$store")
+start=$(date +%s.%N); b "$store" --cache-to "type=registry,ref=$REGISTRY/cache:min,mode=min" > "$WORK/rc-min.log" 2>&1
+t_min=$(echo "$(date +%s.%N) - $start" | bc -l)
+start=$(date +%s.%N); b "$store" --cache-to "type=registry,ref=$REGISTRY/cache:max,mode=max" > "$WORK/rc-max.log" 2>&1
+t_max=$(echo "$(date +%s.%N) - $start" | bc -l)
+# Again: the intermediate layers now exist locally and in the registry.
+start=$(date +%s.%N); b "$store" --cache-to "type=registry,ref=$REGISTRY/cache:max,mode=max" > "$WORK/rc-max2.log" 2>&1
+t_max2=$(echo "$(date +%s.%N) - $start" | bc -l)
+from=$(seconds b "$fresh" --cache-from "$REGISTRY/cache:max")
+# A fresh runner also has no checksum cache for the context: the local
+# no-op rebuild with that cache dropped is the like-for-like comparison.
+rm -f "$store/checksums"
+noop_cold=$(seconds b "$store")
+ran=$("$RBUILD" --root "$WORK/rc-fresh2" build --progress rawjson -o type=image,name=bench/rc:1 --cache-from "$REGISTRY/cache:max" "$ctx" 2>&1 | grep -c '"type":"started"' || true)
+final_bytes=$(du -sb "$fresh/blobs" | cut -f1)
+# The time to download the final image's layers alone (4 at once, as the
+# build does not need more): the floor of any fresh-store cached build.
+layers=$(python3 - "$fresh" <<'PY'
+import json, os, sys
+store = sys.argv[1]
+blobs = os.path.join(store, "blobs/sha256")
+best = []
+for name in os.listdir(blobs):
+    if os.path.getsize(os.path.join(blobs, name)) > 1 << 20:
+        continue
+    try:
+        m = json.load(open(os.path.join(blobs, name)))
+    except Exception:
+        continue
+    # The built image's manifest: the one with the most layers (the base
+    # image's manifest is in the store too).
+    if isinstance(m, dict) and m.get("config", {}).get("mediaType") == "application/vnd.oci.image.config.v1+json":
+        if len(m["layers"]) > len(best):
+            best = [l["digest"] for l in m["layers"]]
+print(" ".join(best))
+PY
+)
+dl() { for d in $layers; do echo "http://$REGISTRY/v2/cache/blobs/$d"; done | xargs -P4 -n1 curl -sfL -o /dev/null; }
+download=$(seconds dl)
+echo "image layers: $(echo $layers | wc -w)" >&2
+rm -rf "$WORK/rc-fresh2"
+
+printf 'cold build:                          %8.3f s\n' "$cold"
+printf 'local no-op rebuild:                 %8.3f s\n' "$noop"
+printf 'export mode=min (first):   wall +%6.3f s over no-op, rbuild says %s s\n' "$(echo "$t_min - $noop" | bc -l)" "$(export_secs "$WORK/rc-min.log")"
+printf 'export mode=max (first):   wall +%6.3f s over no-op, rbuild says %s s\n' "$(echo "$t_max - $noop" | bc -l)" "$(export_secs "$WORK/rc-max.log")"
+printf 'export mode=max (again):   wall +%6.3f s over no-op, rbuild says %s s\n' "$(echo "$t_max2 - $noop" | bc -l)" "$(export_secs "$WORK/rc-max2.log")"
+printf 'fresh store, --cache-from max:       %8.3f s (%s steps ran)\n' "$from" "$ran"
+printf 'download of the image layers alone:  %8.3f s (%s bytes of blobs in the fresh store)\n' "$download" "$final_bytes"
+printf 'no-op rebuild, checksum cache dropped:%7.3f s\n' "$noop_cold"
+printf 'fresh --cache-from / (1.5 x no-op + download):                 %.2f\n' "$(echo "$from / (1.5 * $noop + $download)" | bc -l)"
+printf 'fresh --cache-from / (1.5 x no-op without checksums + download): %.2f\n' "$(echo "$from / (1.5 * $noop_cold + $download)" | bc -l)"
+rm -rf "$store" "$fresh"

@@ -1,0 +1,266 @@
+//! The builder's side of the remote build cache: `--cache-from` /
+//! `--cache-to` specs turned into `cache::remote` sources and sinks — a
+//! registry reference through the registry client, or an OCI layout
+//! directory — and the export of a solved build's records.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use rbuild_cache::layer::{Compression, LayerOptions};
+use rbuild_cache::oci::{LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
+use rbuild_cache::remote::layout::LayoutCache;
+use rbuild_cache::remote::{self, BlobSink, BlobSource, ExportPlan, ExportStats, ImportedCache, TransportError};
+use rbuild_cache::store::Store;
+use tokio::runtime::Handle;
+
+use rbuild_solver::solve::{Solved, VertexResult};
+
+use crate::export::Output;
+use crate::fetch::SyncWriteBridge;
+use crate::registry::{ImageRef, RegistryClient};
+use crate::request::cache::{CacheBackend, CacheMode, CacheSpec};
+
+/// A cache artifact at a registry reference.
+pub struct RegistryCache {
+    registry: RegistryClient,
+    runtime: Handle,
+    reference: ImageRef,
+}
+
+impl RegistryCache {
+    /// The cache at `reference` (a reference without tag or digest means
+    /// `:latest`, as for images).
+    pub fn new(registry: RegistryClient, runtime: Handle, reference: &str) -> Result<Self> {
+        let mut r =
+            ImageRef::parse(reference).map_err(|e| anyhow::anyhow!("invalid cache reference `{reference}`: {e}"))?;
+        if r.tag.is_none() && r.digest.is_none() {
+            r.tag = Some("latest".to_string());
+        }
+        Ok(RegistryCache { registry, runtime, reference: r })
+    }
+
+    fn read(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        let Some((bytes, digest)) = self.runtime.block_on(self.registry.fetch_manifest_if_exists(&self.reference))?
+        else {
+            return Ok(None);
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        if manifest.config.size > 64 << 20 {
+            return Err(format!("cache config of `{}` ({digest}) is too large", self.reference).into());
+        }
+        let mut config = Vec::with_capacity(manifest.config.size as usize);
+        self.runtime.block_on(self.registry.fetch_blob(
+            &self.reference,
+            &manifest.config.digest,
+            manifest.config.size,
+            &mut config,
+        ))?;
+        Ok(Some((manifest, config)))
+    }
+}
+
+impl BlobSource for RegistryCache {
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        self.read()
+    }
+
+    fn fetch_blob(&self, digest: &str, size: u64, out: &mut (dyn std::io::Write + Send)) -> Result<(), TransportError> {
+        // The client checks size and digest while streaming.
+        let mut bridge = SyncWriteBridge::new(out);
+        Ok(self.runtime.block_on(self.registry.fetch_blob(&self.reference, digest, size, &mut bridge))?)
+    }
+}
+
+impl BlobSink for RegistryCache {
+    fn name(&self) -> String {
+        self.reference.to_string()
+    }
+
+    fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        self.read()
+    }
+
+    fn has_blob(&self, digest: &str) -> Result<bool, TransportError> {
+        Ok(self.runtime.block_on(self.registry.blob_exists(&self.reference, digest))?)
+    }
+
+    fn write_artifact(
+        &self,
+        manifest: &[u8],
+        config: &[u8],
+        layers: &[(LayerDescriptor, PathBuf)],
+    ) -> Result<(), TransportError> {
+        let config_digest = rbuild_cache::oci::sha256_digest(config);
+        let files: Vec<(String, u64, PathBuf)> =
+            layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
+        // Blobs the repository has (the pushed image's, a previous cache's)
+        // are skipped, known ones in other repositories mounted; the
+        // manifest goes last.
+        self.runtime.block_on(self.registry.push_blobs(&self.reference, (config, &config_digest), &files))?;
+        self.runtime.block_on(self.registry.push_manifest(&self.reference, manifest, MEDIA_TYPE_MANIFEST))?;
+        Ok(())
+    }
+}
+
+fn local_cache(path: &std::path::Path, spec: &CacheSpec) -> LayoutCache {
+    let cache = LayoutCache::new(path.to_path_buf(), spec.options.get("tag").cloned());
+    match spec.options.get("digest") {
+        Some(digest) => cache.pinned(digest.clone()),
+        None => cache,
+    }
+}
+
+/// Reads the records of every `--cache-from` before the solve.
+pub fn import(
+    specs: &[CacheSpec],
+    registry: &RegistryClient,
+    runtime: &Handle,
+    chown: bool,
+) -> Result<Option<Arc<ImportedCache>>> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let mut sources: Vec<Arc<dyn BlobSource>> = Vec::new();
+    for spec in specs {
+        match &spec.backend {
+            CacheBackend::Registry { reference } => {
+                sources.push(Arc::new(RegistryCache::new(registry.clone(), runtime.clone(), reference)?))
+            }
+            CacheBackend::Local { path } => sources.push(Arc::new(local_cache(path, spec))),
+            CacheBackend::Inline | CacheBackend::Gha { .. } => {
+                bail!(
+                    "`--cache-from` of this type is not available yet in this rbuild version (use type=registry or type=local)"
+                )
+            }
+        }
+    }
+    let imported = ImportedCache::load(sources, chown).context("importing the build cache")?;
+    Ok(Some(Arc::new(imported)))
+}
+
+/// Refuses cache types and options this version cannot honour, before
+/// anything runs, rather than ignoring them.
+pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
+    for spec in specs {
+        if matches!(spec.backend, CacheBackend::Inline | CacheBackend::Gha { .. }) {
+            bail!(
+                "`--cache-to type=inline` and `type=gha` are not available yet in this rbuild version (use type=registry or type=local)"
+            );
+        }
+        for (key, unsupported) in
+            [("image-manifest", "false"), ("oci-mediatypes", "false"), ("force-compression", "true")]
+        {
+            if spec.options.get(key).is_some_and(|v| v.eq_ignore_ascii_case(unsupported)) {
+                bail!(
+                    "`--cache-to {key}={unsupported}` is not available yet in this rbuild version: the cache is always an OCI image manifest over existing layer blobs"
+                );
+            }
+        }
+        layer_compression(spec)?;
+    }
+    Ok(())
+}
+
+/// `compression=` and `compression-level=` of a cache export (for the layers
+/// of snapshots that have none yet).
+fn layer_compression(spec: &CacheSpec) -> Result<Compression> {
+    let level = match spec.options.get("compression-level") {
+        None => None,
+        Some(v) => Some(v.parse::<i32>().with_context(|| format!("`--cache-to`: invalid `compression-level={v}`"))?),
+    };
+    Ok(match spec.options.get("compression").map(String::as_str) {
+        None | Some("gzip") => {
+            let level = level.unwrap_or(6);
+            if !(0..=9).contains(&level) {
+                bail!("`--cache-to`: `compression-level={level}` is out of range for gzip (0-9)");
+            }
+            Compression::Gzip { level: level as u32 }
+        }
+        Some("zstd") => Compression::Zstd { level: level.unwrap_or(3) },
+        Some("uncompressed") => Compression::Uncompressed,
+        Some(other) => bail!("`--cache-to`: invalid `compression={other}`: expected gzip, zstd or uncompressed"),
+    })
+}
+
+/// Makes an output resolved from imported records exportable: outputs that
+/// write files (`type=local`, `type=tar`) need snapshots, so the chain is
+/// downloaded and unpacked; image outputs need only the layer blobs, which
+/// are downloaded (where missing) and never unpacked.
+pub fn fetch_output(
+    store: &Store,
+    imported: Option<&ImportedCache>,
+    solved: &Solved,
+    outputs: &[Output],
+) -> Result<Solved> {
+    let (Some(imported), Some(record), Some(key)) = (imported, &solved.imported, solved.key) else {
+        return Ok(solved.clone());
+    };
+    let needs_files = outputs.iter().any(|o| matches!(o, Output::Local { .. } | Output::Tar { .. }));
+    if needs_files {
+        let (chain, layers) =
+            imported.materialize(store, &key.to_string(), record).context("importing the build result")?;
+        return Ok(Solved {
+            result: Some(VertexResult::Snapshots { chain, layers }),
+            imported: None,
+            ..solved.clone()
+        });
+    }
+    for layer in record.layers.iter().flatten() {
+        imported.fetch_blob(store, record, layer).context("downloading a layer of the cached result")?;
+    }
+    Ok(solved.clone())
+}
+
+/// The keys of one platform's build, for both modes.
+pub struct PlatformKeys {
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Every solved vertex (`mode=max`).
+    pub all: Vec<String>,
+    /// Those making up the image (`mode=min`).
+    pub image: Vec<String>,
+}
+
+/// Exports one `--cache-to`.
+pub fn export(
+    spec: &CacheSpec,
+    store: &Store,
+    registry: &RegistryClient,
+    runtime: &Handle,
+    keys: &[PlatformKeys],
+    imported: Option<&ImportedCache>,
+    epoch: Option<i64>,
+) -> Result<ExportStats> {
+    let mut platforms: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for k in keys {
+        let chosen = match spec.mode {
+            CacheMode::Min => &k.image,
+            CacheMode::Max => &k.all,
+        };
+        let entry = platforms.entry(k.platform.clone()).or_default();
+        entry.extend(chosen.iter().cloned());
+        entry.sort();
+        entry.dedup();
+    }
+    let compression = layer_compression(spec)?;
+    let plan = ExportPlan {
+        platforms,
+        imported,
+        layer: LayerOptions { compression, source_date_epoch: epoch, threads: crate::export::threads() },
+    };
+    let stats = match &spec.backend {
+        CacheBackend::Registry { reference } => {
+            let sink = RegistryCache::new(registry.clone(), runtime.clone(), reference)?;
+            remote::export(store, &sink, &plan)
+        }
+        CacheBackend::Local { path } => remote::export(store, &local_cache(path, spec), &plan),
+        CacheBackend::Inline | CacheBackend::Gha { .. } => unreachable!("refused by check_exports"),
+    };
+    stats.context("exporting the build cache")
+}

@@ -1,0 +1,511 @@
+//! Remote build cache end to end: `--cache-to` on one store, `--cache-from`
+//! on an empty one, against a real `docker-registry` on loopback and an OCI
+//! layout directory. What ran is read from `--progress rawjson` events.
+
+mod util;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use util::{TestRegistry, rbuild};
+
+fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
+    rbuild()
+        .arg("--root")
+        .arg(store)
+        .arg("build")
+        .args(["--progress", "rawjson"])
+        .args(extra)
+        .arg(ctx)
+        // Identical inputs give identical image digests on both stores.
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .expect("run rbuild")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "rbuild failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Names of the steps that started executing (not cached), in order.
+fn started(out: &Output) -> Vec<String> {
+    events(out)
+        .iter()
+        .filter(|e| e["type"] == "started")
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn started_runs(out: &Output) -> Vec<String> {
+    started(out).into_iter().filter(|n| n.contains("RUN ")).collect()
+}
+
+/// The image digest a build wrote (from `--metadata-file`).
+fn image_digest(metadata: &Path) -> String {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(metadata).unwrap()).unwrap();
+    m["containerimage.digest"].as_str().expect("containerimage.digest").to_string()
+}
+
+/// W: a builder stage with two RUNs over a source file, and a final stage
+/// copying its output next to a second source file and running over both.
+fn workload(reg: &TestRegistry) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {reg}/busybox:latest AS builder\n\
+             RUN echo toolchain > /toolchain\n\
+             COPY lib.txt /lib.txt\n\
+             RUN cat /toolchain /lib.txt > /built && echo compiled >> /built\n\
+             FROM {reg}/busybox:latest\n\
+             COPY --from=builder /built /app/built\n\
+             COPY app.txt /app/app.txt\n\
+             RUN cat /app/built /app/app.txt > /app/all\n",
+            reg = reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("lib.txt"), "lib v1\n").unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "app v1\n").unwrap();
+    ctx
+}
+
+fn registry_with_busybox() -> TestRegistry {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    reg
+}
+
+/// Lazy import: of the artifact's blobs, `store` downloaded exactly the
+/// layers of the image `image_digest`, never those of intermediate steps
+/// nobody needed.
+fn assert_only_image_layers_downloaded(store: &Path, image_digest: &str, cache_from: &str) {
+    let stored = |d: &str| store.join("blobs/sha256").join(d.trim_start_matches("sha256:")).exists();
+    let image_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("blobs/sha256").join(&image_digest[7..])).unwrap()).unwrap();
+    let image_layers: Vec<String> = image_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    for layer in &image_layers {
+        assert!(stored(layer), "image layer {layer} is missing");
+    }
+    for layer in cache_layers(cache_from) {
+        if !image_layers.contains(&layer) {
+            assert!(!stored(&layer), "{layer}, not a layer of the image, was downloaded");
+        }
+    }
+}
+
+/// Builds W on an empty store with `cache_from`, checking the result has
+/// `want_digest`; returns the RUN steps that executed.
+fn cached_build(ctx: &Path, cache_from: &str, want_digest: &str) -> Vec<String> {
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx,
+        &[
+            "--cache-from",
+            cache_from,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            &format!("type=local,dest={}", out_dir.path().display()),
+            "-o",
+            "type=image,name=w:latest",
+        ],
+    ));
+    assert_eq!(image_digest(&meta), want_digest, "the cached image differs");
+    assert_only_image_layers_downloaded(store.path(), want_digest, cache_from);
+    // The exported files are really there (the final layers were fetched).
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("app/all")).unwrap(),
+        std::fs::read_to_string(ctx.join("lib.txt"))
+            .map(|lib| format!("toolchain\n{lib}compiled\n{}", std::fs::read_to_string(ctx.join("app.txt")).unwrap()))
+            .unwrap()
+    );
+    started_runs(&out)
+}
+
+/// The layer digests of the cache artifact `cache_from` names.
+fn cache_layers(cache_from: &str) -> Vec<String> {
+    let manifest: serde_json::Value = match cache_from.strip_prefix("type=local,src=") {
+        Some(rest) => {
+            let (dir, tag) = rest.split_once(",tag=").unwrap_or((rest, "latest"));
+            let dir = Path::new(dir);
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+            let entry = index["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+                .unwrap()
+                .clone();
+            let digest = entry["digest"].as_str().unwrap();
+            serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap()
+        }
+        None => util::skopeo_inspect_raw(cache_from),
+    };
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// The round trip of one cache backend with `mode=max`: export on store A,
+/// import on empty stores, then a change of one source file.
+fn round_trip(reg: &TestRegistry, cache_to: &str, cache_from: &str) {
+    let ctx = workload(reg);
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", cache_to, "--metadata-file", meta.to_str().unwrap(), "-o", "type=image,name=w:latest"],
+    ));
+    assert_eq!(started_runs(&out).len(), 3, "the cold build runs every RUN: {:?}", started(&out));
+    let digest = image_digest(&meta);
+
+    // mode=max holds the builder stage's three layers beside the image's
+    // four (base, two COPYs, RUN): those must not be downloaded below.
+    assert_eq!(cache_layers(cache_from).len(), 7);
+    let runs = cached_build(ctx.path(), cache_from, &digest);
+    assert!(runs.is_empty(), "a fully cached build ran {runs:?}");
+    // With an image output only, the layers are downloaded, not unpacked.
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &["--cache-from", cache_from, "--metadata-file", meta.to_str().unwrap(), "-o", "type=image,name=w:latest"],
+    ));
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
+    assert_eq!(image_digest(&meta), digest);
+    let snapshots = std::fs::read_dir(store.path().join("snapshots")).unwrap().count();
+    assert_eq!(snapshots, 0, "an image-only cached build unpacked layers");
+
+    // Only the final stage depends on app.txt: its COPY and RUN run, the
+    // builder stage stays cached.
+    std::fs::write(ctx.path().join("app.txt"), "app v2\n").unwrap();
+    let store_b = tempfile::tempdir().unwrap();
+    let out = ok(build(store_b.path(), ctx.path(), &["--cache-from", cache_from, "-o", "type=image,name=w:latest"]));
+    let steps = started(&out);
+    assert_eq!(started_runs(&out).len(), 1, "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("COPY app.txt")), "{steps:?}");
+    assert!(!steps.iter().any(|s| s.contains("COPY lib.txt") || s.contains("echo toolchain")), "{steps:?}");
+}
+
+#[test]
+fn registry_cache_round_trip_with_mode_max() {
+    let reg = registry_with_busybox();
+    let cache = reg.reference("cache:w");
+    round_trip(&reg, &format!("type=registry,ref={cache},mode=max"), &cache);
+    // CI's usual pair, `--cache-from X --cache-to Y` on a fresh runner: the
+    // records resolved lazily are exported again without downloading the
+    // intermediate blobs (the repository has them).
+    let ctx = workload(&reg);
+    let again = reg.reference("cache:again");
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &cache,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "--cache-to",
+            &format!("type=registry,ref={again},mode=max"),
+            "-o",
+            "type=image,name=w:latest",
+        ],
+    ));
+    assert_eq!(started_runs(&out).len(), 0);
+    assert_eq!(cache_layers(&again).len(), 7, "{:?}", cache_layers(&again));
+    assert_only_image_layers_downloaded(store.path(), &image_digest(&meta), &again);
+    let fresh = tempfile::tempdir().unwrap();
+    let out = ok(build(fresh.path(), ctx.path(), &["--cache-from", &again, "-o", "type=image,name=w:latest"]));
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
+    // The artifact is a plain OCI image manifest with the records config.
+    let raw = util::skopeo_inspect_raw(&cache);
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(raw["config"]["mediaType"], "application/vnd.rbuild.cache.config.v1+json");
+}
+
+#[test]
+fn local_cache_round_trip_with_tags() {
+    let reg = registry_with_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    round_trip(&reg, &format!("type=local,dest={d},tag=w,mode=max"), &format!("type=local,src={d},tag=w"));
+    // Another tag in the same directory is kept beside it.
+    let ctx = workload(&reg);
+    let store = tempfile::tempdir().unwrap();
+    ok(build(store.path(), ctx.path(), &["--cache-to", &format!("type=local,dest={d},tag=other")]));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let tags: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert_eq!(tags, ["w", "other"]);
+    // `digest=` picks a manifest whatever the tags say.
+    let w = index["manifests"][0]["digest"].as_str().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = ok(build(fresh.path(), ctx.path(), &["--cache-from", &format!("type=local,src={d},digest={w}")]));
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
+}
+
+#[test]
+fn mode_min_caches_only_the_image_steps() {
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let (min, max) = (reg.reference("cache:min"), reg.reference("cache:max"));
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    ok(build(
+        store_a.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={min}"),
+            "--cache-to",
+            &format!("type=registry,ref={max},mode=max"),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            "type=image,name=w:latest",
+        ],
+    ));
+    let digest = image_digest(&meta);
+    // min: the builder stage's RUNs run again (their records were not
+    // exported); the final stage's steps hit.
+    let runs = cached_build(ctx.path(), &min, &digest);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| !r.contains("/app/all")), "{runs:?}");
+    let runs = cached_build(ctx.path(), &max, &digest);
+    assert!(runs.is_empty(), "{runs:?}");
+}
+
+#[test]
+fn two_platforms_share_one_cache_ref() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:multi");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM --platform=$BUILDPLATFORM {reg}/busybox:multi AS build\n\
+             RUN echo built > /built\n\
+             FROM {reg}/busybox:multi\n\
+             ARG TARGETARCH\n\
+             COPY --from=build /built /built\n\
+             COPY app.txt /app.txt\n\
+             LABEL arch=$TARGETARCH\n",
+            reg = reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "app\n").unwrap();
+    let cache = reg.reference("cache:multi");
+    let mut digests = Vec::new();
+    // Two runners, one platform each, exporting to the same ref: the second
+    // export keeps the first one's records.
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let store = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        ok(build(
+            store.path(),
+            ctx.path(),
+            &[
+                "--platform",
+                platform,
+                "--cache-to",
+                &format!("type=registry,ref={cache},mode=max"),
+                "--metadata-file",
+                meta.to_str().unwrap(),
+                "-o",
+                "type=image,name=m:latest",
+            ],
+        ));
+        digests.push(image_digest(&meta));
+    }
+    for (platform, digest) in ["linux/amd64", "linux/arm64"].iter().zip(&digests) {
+        let store = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        let out = ok(build(
+            store.path(),
+            ctx.path(),
+            &[
+                "--platform",
+                platform,
+                "--cache-from",
+                &cache,
+                "--metadata-file",
+                meta.to_str().unwrap(),
+                "-o",
+                "type=image,name=m:latest",
+            ],
+        ));
+        let steps = started(&out);
+        assert!(steps.is_empty(), "{platform}: not fully cached, ran {steps:?}");
+        assert_eq!(&image_digest(&meta), digest, "{platform}");
+    }
+}
+
+#[test]
+fn a_tampered_cache_blob_is_rejected() {
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let store_a = tempfile::tempdir().unwrap();
+    ok(build(store_a.path(), ctx.path(), &["--cache-to", &format!("type=local,dest={d},mode=max")]));
+    // Every layer blob of the artifact gets its bytes changed (same size):
+    // whichever the build needs, it must refuse it.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = |digest: &str| dir.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(manifest_digest)).unwrap()).unwrap();
+    let mut tampered = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let digest = layer["digest"].as_str().unwrap();
+        let mut bytes = std::fs::read(blob(digest)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::remove_file(blob(digest)).unwrap(); // may be a hard link into store A
+        std::fs::write(blob(digest), bytes).unwrap();
+        tampered.push(digest.to_string());
+    }
+    let store_b = tempfile::tempdir().unwrap();
+    let out = build(store_b.path(), ctx.path(), &["--cache-from", &format!("type=local,src={d}")]);
+    assert!(!out.status.success(), "a build over tampered blobs succeeded");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("digest"), "the error names the digest mismatch:\n{text}");
+    for digest in tampered {
+        assert!(!store_b.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:")).exists());
+    }
+}
+
+#[test]
+fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:none")]));
+    assert_eq!(started_runs(&out).len(), 3);
+    // An unknown type still answers clearly.
+    let out = build(store.path(), ctx.path(), &["--cache-to", "type=inline"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    // So do options this version cannot honour, before anything runs.
+    for option in ["image-manifest=false", "oci-mediatypes=false", "compression-level=12"] {
+        let spec = format!("type=registry,ref={},{option}", reg.reference("cache:x"));
+        let empty = tempfile::tempdir().unwrap();
+        let out = build(empty.path(), ctx.path(), &["--cache-to", &spec]);
+        assert!(!out.status.success(), "{option} was accepted");
+        assert!(started(&out).is_empty(), "{option}: steps ran before the refusal");
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// Creates `rbuildtest` with a subordinate id range (idempotent; as in
+/// e2e.rs).
+fn ensure_test_user() {
+    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
+            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
+        }
+    }
+}
+
+/// A cache exported by root is imported by an unprivileged user on an empty
+/// store: nothing runs, owners survive the unpack in its user namespace, and
+/// the image is the same.
+#[test]
+fn rootless_import_of_a_cache() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here; skipped");
+        return;
+    }
+    ensure_test_user();
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-rc-rootless").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN touch /owned && chown 1000:1000 /owned\n", reg.addr),
+    )
+    .unwrap();
+    let cache = reg.reference("cache:rootless");
+    let root_store = tempfile::tempdir().unwrap();
+    let meta = root_store.path().join("meta.json");
+    ok(build(
+        root_store.path(),
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            "type=image,name=r:latest",
+        ],
+    ));
+    let digest = image_digest(&meta);
+    run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+    run(Command::new("chmod").arg("755").arg(base.path()));
+    let (store, fs, user_meta) = (base.path().join("store"), base.path().join("fs"), base.path().join("meta.json"));
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+    cmd.arg("--root").arg(&store).args(["build", "--progress", "rawjson", "--cache-from", &cache]);
+    cmd.arg("--metadata-file").arg(&user_meta).args(["-o", "type=image,name=r:latest", "-o"]);
+    cmd.arg(format!("type=local,dest={}", fs.display())).arg(&ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = ok(cmd.output().unwrap());
+    assert!(started(&out).is_empty(), "{:?}", started(&out));
+    assert_eq!(image_digest(&user_meta), digest);
+    assert!(fs.join("owned").is_file());
+    // Container uid 1000 is host uid (first subordinate id + 999): the layer
+    // was unpacked with its owners inside the user namespace.
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let first: u32 = subuid
+        .lines()
+        .find_map(|l| l.strip_prefix("rbuildtest:"))
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a subordinate range for rbuildtest");
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(fs.join("owned")).unwrap());
+    assert_eq!(uid, first + 999);
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().expect("spawn");
+    assert!(status.success(), "{cmd:?} failed");
+}

@@ -1,0 +1,185 @@
+//! `--cache-from`: the records of one or more cache artifacts, read before
+//! the solve, and the lazy half of a hit — a key found here is satisfied
+//! with layer descriptors only; blobs are downloaded and unpacked when a
+//! step or an exporter needs the files ([`ImportedCache::materialize`]).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use super::{BlobSource, RemoteError, read_config};
+use crate::layer::{UnpackOptions, unpack_layer};
+use crate::oci::{LayerDescriptor, layer_compression_name};
+use crate::store::{CacheRecord, SnapshotId, Store};
+
+/// The store's record of the snapshot unpacked from layer blob `digest`
+/// (shared with base-image pulls: a layer is unpacked once, whichever way
+/// it arrived).
+pub fn layer_record_key(digest: &str) -> String {
+    format!("layer:{digest}")
+}
+
+/// The store's record of the one empty snapshot imported chains use for
+/// steps whose diff was empty.
+const EMPTY_RECORD_KEY: &str = "layer:empty";
+
+/// A key found in imported records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedRecord {
+    /// The chain's layers, base first (`None`: empty diff).
+    pub layers: Vec<Option<LayerDescriptor>>,
+    /// Which source has the blobs.
+    source: usize,
+}
+
+/// The records of every `--cache-from`, by cache key.
+pub struct ImportedCache {
+    sources: Vec<Arc<dyn BlobSource>>,
+    records: HashMap<String, ImportedRecord>,
+    chown: bool,
+}
+
+impl std::fmt::Debug for ImportedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.sources.iter().map(|s| s.name()).collect();
+        write!(f, "ImportedCache({names:?}, {} keys)", self.records.len())
+    }
+}
+
+impl ImportedCache {
+    /// Reads the artifact of each source (a source without one adds no
+    /// records, as a first CI run has none). The first source naming a key
+    /// wins. `chown`: whether unpacking may apply the archives' owners.
+    pub fn load(sources: Vec<Arc<dyn BlobSource>>, chown: bool) -> Result<ImportedCache, RemoteError> {
+        let mut records = HashMap::new();
+        for (i, source) in sources.iter().enumerate() {
+            let name = source.name();
+            let artifact = source.read_artifact().map_err(|e| RemoteError::Transport {
+                what: "reading cache",
+                name: name.clone(),
+                source: e,
+            })?;
+            let Some(config) = read_config(&name, artifact)? else { continue };
+            for (key, entry) in config.platforms.into_values().flatten() {
+                records.entry(key).or_insert(ImportedRecord { layers: entry.layers, source: i });
+            }
+        }
+        Ok(ImportedCache { sources, records, chown })
+    }
+
+    /// How many keys the imported records resolve.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no key is resolved.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The imported record of `key`.
+    pub fn lookup(&self, key: &str) -> Option<&ImportedRecord> {
+        self.records.get(key)
+    }
+
+    /// Makes sure the store holds `layer`'s blob, downloading it from the
+    /// source of `record` when missing. A blob of the wrong size or digest
+    /// is rejected and never enters the store.
+    pub fn fetch_blob(
+        &self,
+        store: &Store,
+        record: &ImportedRecord,
+        layer: &LayerDescriptor,
+    ) -> Result<(), RemoteError> {
+        if store.has_blob(&layer.digest) {
+            return Ok(());
+        }
+        let source = &self.sources[record.source];
+        let mut writer = store.blob_writer()?;
+        source.fetch_blob(&layer.digest, layer.size, &mut writer).map_err(|e| RemoteError::Transport {
+            what: "downloading a cache blob from",
+            name: source.name(),
+            source: e,
+        })?;
+        writer.flush().map_err(|source| RemoteError::Read { path: store.blob_path(&layer.digest), source })?;
+        if writer.size() != layer.size {
+            return Err(RemoteError::SizeMismatch {
+                digest: layer.digest.clone(),
+                expected: layer.size,
+                actual: writer.size(),
+            });
+        }
+        writer.finish_expecting(&layer.digest)?;
+        Ok(())
+    }
+
+    /// Turns an imported record into snapshots: each layer is unpacked once
+    /// per store (a snapshot already unpacked from the same blob, by a pull
+    /// or an earlier import, is reused). Records the chain under `key` in
+    /// the store, so the next build finds it locally.
+    pub fn materialize(
+        &self,
+        store: &Store,
+        key: &str,
+        record: &ImportedRecord,
+    ) -> Result<(Vec<SnapshotId>, Vec<Option<LayerDescriptor>>), RemoteError> {
+        let mut chain = Vec::with_capacity(record.layers.len());
+        for layer in &record.layers {
+            chain.push(self.layer_snapshot(store, record, layer.as_ref())?);
+        }
+        store.record(
+            key,
+            &CacheRecord {
+                chain: chain.clone(),
+                layers: record.layers.clone(),
+                created: now(),
+                extra: Default::default(),
+            },
+        )?;
+        Ok((chain, record.layers.clone()))
+    }
+
+    fn layer_snapshot(
+        &self,
+        store: &Store,
+        record: &ImportedRecord,
+        layer: Option<&LayerDescriptor>,
+    ) -> Result<SnapshotId, RemoteError> {
+        let key = layer.map(|l| layer_record_key(&l.digest)).unwrap_or_else(|| EMPTY_RECORD_KEY.to_string());
+        if let Some(rec) = store.lookup(&key)?
+            && let Some(id) = rec.chain.first()
+        {
+            return Ok(id.clone());
+        }
+        let draft = store.new_snapshot()?;
+        if let Some(layer) = layer {
+            self.fetch_blob(store, record, layer)?;
+            let path = store.blob_path(&layer.digest);
+            let file = std::fs::File::open(&path).map_err(|source| RemoteError::Read { path, source })?;
+            unpack_layer(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                &draft.diff_dir(),
+                &UnpackOptions { chown: self.chown },
+            )
+            .map_err(|source| RemoteError::Unpack { digest: layer.digest.clone(), source })?;
+        }
+        let id = draft.commit()?;
+        store.record(
+            &key,
+            &CacheRecord {
+                chain: vec![id.clone()],
+                layers: vec![layer.cloned()],
+                created: now(),
+                extra: Default::default(),
+            },
+        )?;
+        if let Some(layer) = layer {
+            store.set_layer_for_snapshot(&id, layer_compression_name(&layer.media_type), layer)?;
+        }
+        Ok(id)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! Export and import through an OCI layout directory: merging of platform
+//! groups, lazy import, and refusal of tampered blobs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::layout::LayoutCache;
+use super::*;
+use crate::layer::{Compression, LayerOptions};
+use crate::store::{CacheRecord, Store};
+
+fn snapshot(store: &Store, file: &str, text: &str) -> crate::store::SnapshotId {
+    let draft = store.new_snapshot().unwrap();
+    std::fs::write(draft.diff_dir().join(file), text).unwrap();
+    draft.commit().unwrap()
+}
+
+fn plan<'a>(platforms: &[(&str, &[&str])], imported: Option<&'a ImportedCache>) -> ExportPlan<'a> {
+    ExportPlan {
+        platforms: platforms
+            .iter()
+            .map(|(p, keys)| (p.to_string(), keys.iter().map(|k| k.to_string()).collect()))
+            .collect::<BTreeMap<_, _>>(),
+        imported,
+        layer: LayerOptions { compression: Compression::Gzip { level: 6 }, source_date_epoch: Some(0), threads: 1 },
+    }
+}
+
+fn records(dir: &std::path::Path) -> CacheConfig {
+    let cache = LayoutCache::new(dir.to_path_buf(), None);
+    read_config("t", BlobSource::read_artifact(&cache).unwrap()).unwrap().expect("an artifact")
+}
+
+#[test]
+fn exports_merge_platforms_and_import_lazily() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("a")).unwrap();
+    let base = snapshot(&store, "base", "base\n");
+    let step = snapshot(&store, "step", "step\n");
+    // No layer blobs yet: the export writes them (as for mode=max steps).
+    let record =
+        |chain: Vec<_>| CacheRecord { layers: vec![None; chain.len()], chain, created: 0, extra: BTreeMap::new() };
+    store.record("k-base", &record(vec![base.clone()])).unwrap();
+    store.record("k-step", &record(vec![base, step])).unwrap();
+    let dir = tmp.path().join("cache");
+    let sink = LayoutCache::new(dir.clone(), None);
+
+    let stats = export(&store, &sink, &plan(&[("linux/amd64", &["k-base", "k-step"])], None)).unwrap();
+    assert_eq!((stats.records, stats.layers, stats.layers_written), (2, 2, 2));
+    export(&store, &sink, &plan(&[("linux/arm64", &["k-base", "unknown-key"])], None)).unwrap();
+    let c = records(&dir);
+    assert_eq!(c.platforms["linux/amd64"].len(), 2, "the arm64 export kept the amd64 records");
+    assert_eq!(c.platforms["linux/arm64"].len(), 1, "keys not in the store are not exported");
+    // A second export of one platform replaces that platform's records only.
+    export(&store, &sink, &plan(&[("linux/amd64", &["k-base"])], None)).unwrap();
+    let c = records(&dir);
+    assert_eq!((c.platforms["linux/amd64"].len(), c.platforms["linux/arm64"].len()), (1, 1));
+    export(&store, &sink, &plan(&[("linux/amd64", &["k-base", "k-step"])], None)).unwrap();
+
+    // Import on an empty store: a lookup downloads nothing; materializing
+    // fetches and unpacks, once per blob.
+    let fresh = Store::open(&tmp.path().join("b")).unwrap();
+    let imported = ImportedCache::load(vec![Arc::new(LayoutCache::new(dir.clone(), None))], true).unwrap();
+    let rec = imported.lookup("k-step").expect("imported").clone();
+    assert_eq!(rec.layers.len(), 2);
+    assert!(std::fs::read_dir(fresh.root().join("blobs/sha256")).unwrap().next().is_none());
+    let (chain, _) = imported.materialize(&fresh, "k-step", &rec).unwrap();
+    assert_eq!(std::fs::read_to_string(fresh.snapshot_diff(&chain[1]).join("step")).unwrap(), "step\n");
+    assert_eq!(fresh.lookup("k-step").unwrap().unwrap().chain, chain, "recorded locally for the next build");
+    let base_rec = imported.lookup("k-base").unwrap().clone();
+    let (base_chain, _) = imported.materialize(&fresh, "k-base", &base_rec).unwrap();
+    assert_eq!(base_chain[0], chain[0], "the base layer was unpacked once");
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("a")).unwrap();
+    let id = snapshot(&store, "f", "content\n");
+    store
+        .record("k", &CacheRecord { chain: vec![id], layers: vec![None], created: 0, extra: BTreeMap::new() })
+        .unwrap();
+    let dir = tmp.path().join("cache");
+    export(&store, &LayoutCache::new(dir.clone(), None), &plan(&[("linux/amd64", &["k"])], None)).unwrap();
+    let layer = records(&dir).layers().remove(0);
+    let path = dir.join("blobs/sha256").join(&layer.digest[7..]);
+    for tamper in [|b: &mut Vec<u8>| *b.last_mut().unwrap() ^= 1, |b: &mut Vec<u8>| b.truncate(b.len() / 2)] {
+        let fresh = Store::open(&tmp.path().join(format!("fresh-{}", rand_suffix()))).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let original = bytes.clone();
+        tamper(&mut bytes);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let imported = ImportedCache::load(vec![Arc::new(LayoutCache::new(dir.clone(), None))], true).unwrap();
+        let rec = imported.lookup("k").unwrap().clone();
+        let err = imported.materialize(&fresh, "k", &rec).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RemoteError::SizeMismatch { .. } | RemoteError::Store(crate::store::StoreError::DigestMismatch { .. })
+            ),
+            "{err:?}"
+        );
+        assert!(!fresh.has_blob(&layer.digest));
+        std::fs::write(&path, original).unwrap();
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
