@@ -1,0 +1,203 @@
+//! Compose files as bake reads them: each service with a `build:` section is
+//! a target (its name with `.` replaced by `_`), all of them in the
+//! `default` group. `${VAR}`, `${VAR:-default}` and `$VAR` are interpolated
+//! from the environment, as compose does.
+
+use std::collections::BTreeMap;
+
+use serde_yaml::Value as Y;
+
+use super::entries::{CacheEntry, SecretEntry, SshEntry};
+use super::error::{BakeError, SourceText};
+use super::parse::{Config, ParseOptions, local_file_dir};
+use super::target::{Group, Target};
+
+/// Whether `text` is YAML with a `services` mapping.
+pub fn looks_like_compose(text: &str) -> bool {
+    matches!(serde_yaml::from_str::<Y>(text), Ok(Y::Mapping(m)) if m.contains_key("services"))
+}
+
+fn interpolate(s: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'$') {
+            out.push('$');
+            i += 2;
+            continue;
+        }
+        if chars.get(i + 1) == Some(&'{') {
+            let Some(end) = chars[i..].iter().position(|c| *c == '}') else {
+                out.push('$');
+                i += 1;
+                continue;
+            };
+            let inner: String = chars[i + 2..i + end].iter().collect();
+            let (name, default, unset_only) = if let Some((n, d)) = inner.split_once(":-") {
+                (n.to_string(), Some(d.to_string()), false)
+            } else if let Some((n, d)) = inner.split_once('-') {
+                (n.to_string(), Some(d.to_string()), true)
+            } else {
+                (inner.clone(), None, false)
+            };
+            let v = env.get(&name).cloned();
+            let v = match (v, default) {
+                (Some(v), Some(d)) if v.is_empty() && !unset_only => d,
+                (Some(v), _) => v,
+                (None, Some(d)) => d,
+                (None, None) => String::new(),
+            };
+            out.push_str(&v);
+            i += end + 1;
+            continue;
+        }
+        let name: String = chars[i + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == '_').collect();
+        if name.is_empty() {
+            out.push('$');
+            i += 1;
+        } else {
+            out.push_str(env.get(&name).map(String::as_str).unwrap_or(""));
+            i += 1 + name.chars().count();
+        }
+    }
+    out
+}
+
+fn scalar(v: &Y, env: &BTreeMap<String, String>) -> Option<String> {
+    match v {
+        Y::String(s) => Some(interpolate(s, env)),
+        Y::Number(n) => Some(n.to_string()),
+        Y::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn list(v: Option<&Y>, env: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    match v? {
+        Y::Sequence(s) => Some(s.iter().filter_map(|x| scalar(x, env)).collect()),
+        other => scalar(other, env).map(|s| vec![s]),
+    }
+}
+
+/// A compose map or `KEY=VALUE` list.
+fn map(v: Option<&Y>, env: &BTreeMap<String, String>) -> Option<BTreeMap<String, Option<String>>> {
+    match v? {
+        Y::Mapping(m) => Some(
+            m.iter()
+                .filter_map(|(k, v)| Some((scalar(k, env)?, if v.is_null() { None } else { scalar(v, env) })))
+                .collect(),
+        ),
+        Y::Sequence(s) => Some(
+            s.iter()
+                .filter_map(|x| scalar(x, env))
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (kv.clone(), env.get(&kv).cloned()),
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Parses compose files into targets and a `default` group.
+pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeError> {
+    let mut c = Config::default();
+    let env = &opts.env;
+    let mut names = Vec::new();
+    for f in files {
+        let doc: Y =
+            serde_yaml::from_str(&f.text).map_err(|source| BakeError::Yaml { file: f.name.clone(), source })?;
+        let Some(Y::Mapping(services)) = doc.get("services") else {
+            return Err(BakeError::Unlocated {
+                file: f.name.clone(),
+                message: "compose file has no `services`".into(),
+            });
+        };
+        for (name, svc) in services {
+            let Some(name) = name.as_str() else { continue };
+            let name = name.replace('.', "_");
+            let Some(build) = svc.get("build") else { continue };
+            let mut t = Target { name: name.clone(), ..Default::default() };
+            match build {
+                Y::String(ctx) => t.context = Some(interpolate(ctx, env)),
+                Y::Mapping(_) => {
+                    let get = |k: &str| build.get(k).and_then(|v| scalar(v, env));
+                    t.context = get("context");
+                    t.dockerfile = get("dockerfile");
+                    t.dockerfile_inline = get("dockerfile_inline");
+                    t.target = get("target");
+                    t.network = get("network");
+                    t.shm_size = get("shm_size");
+                    t.args = map(build.get("args"), env)
+                        .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, Some(v?)))).collect());
+                    t.labels = map(build.get("labels"), env);
+                    t.platforms = list(build.get("platforms"), env);
+                    t.tags = list(build.get("tags"), env);
+                    t.no_cache = build.get("no_cache").and_then(Y::as_bool);
+                    t.pull = build.get("pull").and_then(Y::as_bool);
+                    t.entitlements = list(build.get("entitlements"), env);
+                    t.extra_hosts = map(build.get("extra_hosts"), env);
+                    t.ulimits = None;
+                    let parse_cache =
+                        |k: &str| -> Result<Option<Vec<CacheEntry>>, BakeError> {
+                            let Some(items) = list(build.get(k), env) else { return Ok(None) };
+                            let mut out = Vec::new();
+                            for i in items {
+                                out.extend(CacheEntry::parse_list(&i).map_err(|e| BakeError::Unlocated {
+                                    file: f.name.clone(),
+                                    message: e.to_string(),
+                                })?);
+                            }
+                            Ok(Some(out))
+                        };
+                    t.cache_from = parse_cache("cache_from")?;
+                    t.cache_to = parse_cache("cache_to")?;
+                    t.ssh = list(build.get("ssh"), env).map(|v| v.iter().map(|s| SshEntry::parse(s)).collect());
+                    if let Some(secrets) = list(build.get("secrets"), env) {
+                        let top = doc.get("secrets");
+                        let mut out = Vec::new();
+                        for id in secrets {
+                            let def = top.and_then(|t| t.get(id.as_str()));
+                            let src = def.and_then(|d| d.get("file")).and_then(|v| scalar(v, env)).unwrap_or_default();
+                            let envv =
+                                def.and_then(|d| d.get("environment")).and_then(|v| scalar(v, env)).unwrap_or_default();
+                            out.push(SecretEntry { id, src, env: envv });
+                        }
+                        t.secret = Some(out);
+                    }
+                }
+                _ => {}
+            }
+            if let Some(image) = svc.get("image").and_then(|v| scalar(v, env)) {
+                t.tags.get_or_insert_with(Vec::new).insert(0, image);
+            }
+            if t.context.is_none() {
+                t.context = Some(".".into());
+            }
+            if opts.file_relative_paths
+                && let Some(base) = local_file_dir(&f.name)
+                && let Some(ctx) = &t.context
+            {
+                t.context = Some(super::resolve::rebase_path(&base, ctx));
+            }
+            match c.targets.iter_mut().find(|x| x.name == t.name) {
+                Some(existing) => existing.merge(&t),
+                None => {
+                    names.push(name.clone());
+                    c.targets.push(t);
+                }
+            }
+        }
+    }
+    if !names.is_empty() {
+        c.groups.push(Group { name: "default".into(), description: String::new(), targets: names });
+    }
+    Ok(c)
+}

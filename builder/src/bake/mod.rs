@@ -1,0 +1,33 @@
+//! `rbuild bake`: build definitions from bake files, as `docker buildx bake`
+//! reads them.
+//!
+//! The pipeline, one module per step:
+//! - [`parse`] reads `docker-bake.{hcl,json}`, overrides and compose files
+//!   ([`compose`]) and evaluates them: HCL syntax from hcl-rs (its hcl-edit
+//!   tree, which keeps spans for errors), expressions by our own evaluator
+//!   ([`eval`], [`value`]) with buildx's function library ([`functions`]),
+//!   bake semantics (variables, env overrides, validation, user functions,
+//!   matrix, `target.X.attr`) in [`parse`]. The result is a [`Config`].
+//! - [`resolve`] turns a `Config` and the requested names plus `--set`
+//!   overrides into the targets to build ([`target`] holds the target model,
+//!   merge and override rules; [`entries`] the structured list entries).
+//! - [`print`] writes `--print`'s JSON.
+//!
+//! Running the resolved targets is the binary's job (`bake/run.rs`, compiled
+//! into the `rbuild` binary because it drives `rbuild build`).
+
+pub mod compose;
+pub mod entries;
+pub mod error;
+pub mod eval;
+pub mod functions;
+pub mod parse;
+pub mod print;
+pub mod resolve;
+pub mod target;
+pub mod value;
+
+pub use error::BakeError;
+pub use parse::{BakeFile, Config, DEFAULT_FILES, ParseOptions, parse_files};
+pub use resolve::{Resolved, read_targets};
+pub use target::{Group, Target};
