@@ -138,6 +138,8 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
                     t.args = map(build.get("args"), env)
                         .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, Some(v?)))).collect());
                     t.labels = map(build.get("labels"), env);
+                    t.contexts = map(build.get("additional_contexts"), env)
+                        .map(|m| m.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect());
                     t.platforms = list(build.get("platforms"), env);
                     t.tags = list(build.get("tags"), env);
                     t.no_cache = build.get("no_cache").and_then(Y::as_bool);

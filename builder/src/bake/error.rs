@@ -89,7 +89,7 @@ pub enum BakeError {
     #[error("invalid override {0}")]
     OverrideSyntax(String),
     /// An override or resolved value that is not valid for its field.
-    #[error("target `{target}`: {source}")]
+    #[error("{source}")]
     Field {
         /// The target.
         target: String,

@@ -194,67 +194,73 @@ fn convert_json(j: &serde_json::Value, file: usize, src: &SourceText) -> Result<
     let mut body = SBody::default();
     for (k, v) in top {
         if BLOCK_KINDS.contains(&k.as_str()) {
-            let serde_json::Value::Object(labels) = v else {
-                return Err(src.diagnostic(None, format!("`{k}` must be an object of labelled blocks")));
+            let groups: Vec<&serde_json::Value> = match v {
+                serde_json::Value::Array(a) => a.iter().collect(),
+                other => vec![other],
             };
-            for (label, b) in labels {
-                let bodies: Vec<&serde_json::Value> = match b {
-                    serde_json::Value::Array(a) => a.iter().collect(),
-                    other => vec![other],
+            for labels in groups {
+                let serde_json::Value::Object(labels) = labels else {
+                    return Err(src.diagnostic(None, format!("`{k}` must be an object of labelled blocks")));
                 };
-                for bj in bodies {
-                    let serde_json::Value::Object(attrs) = bj else {
-                        return Err(src.diagnostic(None, format!("{k} `{label}` must be an object")));
+                for (label, b) in labels {
+                    let bodies: Vec<&serde_json::Value> = match b {
+                        serde_json::Value::Array(a) => a.iter().collect(),
+                        other => vec![other],
                     };
-                    let mut block = SBlock {
-                        kind: k.clone(),
-                        labels: vec![label.clone()],
-                        attrs: Vec::new(),
-                        blocks: Vec::new(),
-                        file,
-                        offset: None,
-                    };
-                    for (an, av) in attrs {
-                        if k == "variable" && an == "validation" {
-                            let vals: Vec<&serde_json::Value> = match av {
-                                serde_json::Value::Array(a) => a.iter().collect(),
-                                other => vec![other],
-                            };
-                            for vj in vals {
-                                let serde_json::Value::Object(vo) = vj else { continue };
-                                let mut vb = SBlock {
-                                    kind: "validation".into(),
-                                    labels: vec![],
-                                    attrs: vec![],
-                                    blocks: vec![],
-                                    file,
-                                    offset: None,
+                    for bj in bodies {
+                        let serde_json::Value::Object(attrs) = bj else {
+                            return Err(src.diagnostic(None, format!("{k} `{label}` must be an object")));
+                        };
+                        let mut block = SBlock {
+                            kind: k.clone(),
+                            labels: vec![label.clone()],
+                            attrs: Vec::new(),
+                            blocks: Vec::new(),
+                            file,
+                            offset: None,
+                        };
+                        for (an, av) in attrs {
+                            if k == "variable" && an == "validation" {
+                                let vals: Vec<&serde_json::Value> = match av {
+                                    serde_json::Value::Array(a) => a.iter().collect(),
+                                    other => vec![other],
                                 };
-                                for (vn, vv) in vo {
-                                    vb.attrs.push(SAttr {
-                                        name: vn.clone(),
-                                        expr: json_expr(vv, src)?,
+                                for vj in vals {
+                                    let serde_json::Value::Object(vo) = vj else { continue };
+                                    let mut vb = SBlock {
+                                        kind: "validation".into(),
+                                        labels: vec![],
+                                        attrs: vec![],
+                                        blocks: vec![],
                                         file,
                                         offset: None,
-                                    });
+                                    };
+                                    for (vn, vv) in vo {
+                                        vb.attrs.push(SAttr {
+                                            name: vn.clone(),
+                                            expr: json_expr(vv, src)?,
+                                            file,
+                                            offset: None,
+                                        });
+                                    }
+                                    block.blocks.push(vb);
                                 }
-                                block.blocks.push(vb);
+                                continue;
                             }
-                            continue;
+                            let expr = if k == "variable" && an == "type" {
+                                match av {
+                                    serde_json::Value::String(s) => hcl::edit::parser::parse_expr(s).map_err(|e| {
+                                        src.diagnostic(None, format!("invalid type expression {s:?}: {}", e.message()))
+                                    })?,
+                                    other => json_expr(other, src)?,
+                                }
+                            } else {
+                                json_expr(av, src)?
+                            };
+                            block.attrs.push(SAttr { name: an.clone(), expr, file, offset: None });
                         }
-                        let expr = if k == "variable" && an == "type" {
-                            match av {
-                                serde_json::Value::String(s) => hcl::edit::parser::parse_expr(s).map_err(|e| {
-                                    src.diagnostic(None, format!("invalid type expression {s:?}: {}", e.message()))
-                                })?,
-                                other => json_expr(other, src)?,
-                            }
-                        } else {
-                            json_expr(av, src)?
-                        };
-                        block.attrs.push(SAttr { name: an.clone(), expr, file, offset: None });
+                        body.blocks.push(block);
                     }
-                    body.blocks.push(block);
                 }
             }
         } else {
@@ -414,7 +420,7 @@ struct Ctx<'a> {
 }
 
 fn undefined_var(name: &str) -> EvalError {
-    EvalError::msg(format!("unknown variable; there is no variable named `{name}`"))
+    EvalError::msg(format!("unknown variable; There is no variable named \"{name}\"."))
 }
 
 impl<'a> Ctx<'a> {
@@ -853,46 +859,37 @@ impl<'a> Ctx<'a> {
     }
 
     fn validate(&self) -> Result<(), BakeError> {
+        const BAD_MESSAGE: &str = "This check failed, but has an invalid error message.";
         for b in self.vars.values() {
             for v in b.blocks.iter().filter(|x| x.kind == "validation") {
-                let Some(cond) = v.attr("condition") else {
-                    return Err(self.err(
-                        v.file,
-                        v.offset,
-                        "missing required argument `condition` in validation block",
-                    ));
+                // A missing condition is null, which is then rejected.
+                let (r, file, offset) = match v.attr("condition") {
+                    Some(c) => (self.ev(c.file).eval(&c.expr).map_err(|e| self.eval_err(c.file, e))?, c.file, c.offset),
+                    None => (Value::Null, v.file, v.offset),
                 };
-                let r = self.ev(cond.file).eval(&cond.expr).map_err(|e| self.eval_err(cond.file, e))?;
                 let ok = match r {
                     Value::Null => {
                         return Err(self.err(
-                            cond.file,
-                            cond.offset,
-                            "invalid condition result: condition expression must return either true or false, not null",
+                            file,
+                            offset,
+                            "Invalid condition result: Condition expression must return either true or false, not null.",
                         ));
                     }
                     other => match value::convert(&other, &Type::Bool) {
                         Ok(Value::Bool(b)) => b,
-                        _ => {
-                            return Err(self.err(
-                                cond.file,
-                                cond.offset,
-                                format!("invalid condition result value: bool required, not {}", other.kind()),
-                            ));
-                        }
+                        Ok(_) => false,
+                        Err(e) => return Err(self.err(file, offset, format!("Invalid condition result value: {e}"))),
                     },
                 };
                 if !ok {
                     let msg = match v.attr("error_message") {
                         Some(m) => match self.ev(m.file).eval(&m.expr).map_err(|e| self.eval_err(m.file, e))? {
-                            Value::Null => "This check failed, but has an invalid error message.".to_string(),
-                            other => other
-                                .as_string()
-                                .unwrap_or_else(|| "This check failed, but has an invalid error message.".into()),
+                            Value::Null => BAD_MESSAGE.to_string(),
+                            other => other.as_string().unwrap_or_else(|| BAD_MESSAGE.into()),
                         },
-                        None => "This check failed, but has an invalid error message.".to_string(),
+                        None => BAD_MESSAGE.to_string(),
                     };
-                    return Err(self.err(cond.file, cond.offset, format!("validation failed: {msg}")));
+                    return Err(self.err(file, offset, format!("validation failed: {msg}")));
                 }
             }
         }
@@ -1187,7 +1184,12 @@ fn csv_value(name: &str, v: &str, t: &Type) -> Result<Value, String> {
             if !et.is_primitive() {
                 return Err(format!("unsupported type {t} for CSV specification"));
             }
-            let items = fields.iter().map(|f| convert_primitive(name, f, et)).collect::<Result<Vec<_>, _>>()?;
+            let items = fields
+                .iter()
+                .map(|f| {
+                    convert_primitive(name, f, et).map_err(|e| format!("failed to parse element of type {t}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Value::List(if matches!(t, Type::Set(_)) { value::set_of(items) } else { items }))
         }
         Type::Tuple(ts) => {
@@ -1199,7 +1201,9 @@ fn csv_value(name: &str, v: &str, t: &Type) -> Result<Value, String> {
                 if !et.is_primitive() {
                     return Err(format!("unsupported type {t} for CSV specification"));
                 }
-                out.push(convert_primitive(name, f, et)?);
+                out.push(
+                    convert_primitive(name, f, et).map_err(|e| format!("failed to parse element of type {t}: {e}"))?,
+                );
             }
             Ok(Value::List(out))
         }
@@ -1213,7 +1217,11 @@ fn csv_value(name: &str, v: &str, t: &Type) -> Result<Value, String> {
                 if kv.len() != 2 {
                     return Err(format!("expected one k/v pair but got {} pieces from {f}", kv.len()));
                 }
-                m.insert(kv[0].to_string(), convert_primitive(name, kv[1], et)?);
+                m.insert(
+                    kv[0].to_string(),
+                    convert_primitive(name, kv[1], et)
+                        .map_err(|e| format!("failed to parse element from type {t}: {e}"))?,
+                );
             }
             Ok(Value::Map(m))
         }

@@ -140,7 +140,7 @@ pub enum DecodeError {
     #[error("unsupported argument; an argument named `{0}` is not expected here")]
     Unknown(String),
     /// Wrong type.
-    #[error("unsuitable value for `{attr}`: {message}")]
+    #[error("Unsuitable value type for `{attr}`: {message}")]
     Type {
         /// The attribute.
         attr: String,

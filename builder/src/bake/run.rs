@@ -1,0 +1,177 @@
+//! Runs resolved bake targets: each becomes the `BuildArgs` of an
+//! `rbuild build` and runs through `commands::build::run`, one after another
+//! in this process. A target that another reaches through a `target:NAME`
+//! context builds first, into a directory (`type=local`) that the linking
+//! build gets as a named local context.
+//!
+//! This is the interim path until all targets are lowered into one solve;
+//! everything that maps a bake target onto a build lives here so it can be
+//! replaced in one place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use rbuild::bake::Resolved;
+use rbuild::bake::resolve::{build_context_path, is_remote};
+use rbuild::bake::target::Target;
+use rbuild_solver::sandbox::IdMapping;
+
+use crate::cli::{BakeArgs, BuildArgs};
+
+/// `BuildArgs` with every flag at its default, however many flags the build
+/// command grows.
+#[derive(Parser)]
+struct DefaultBuild {
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+fn default_build_args() -> BuildArgs {
+    DefaultBuild::parse_from(["rbuild"]).build
+}
+
+/// Entitlements a target may need without `--allow`.
+fn check_entitlements(name: &str, t: &Target, allow: &[String]) -> Result<()> {
+    for e in t.entitlements.iter().flatten() {
+        if !allow.iter().any(|a| a == e) {
+            bail!("target `{name}` requires entitlement `{e}`; pass `--allow {e}` to grant it");
+        }
+    }
+    Ok(())
+}
+
+/// The order to build in: every `target:` dependency before its user.
+fn build_order(r: &Resolved) -> Vec<String> {
+    fn visit(name: &str, r: &Resolved, seen: &mut Vec<String>, out: &mut Vec<String>) {
+        if seen.iter().any(|s| s == name) {
+            return;
+        }
+        seen.push(name.to_string());
+        if let Some(t) = r.targets.get(name) {
+            for dep in links(t) {
+                visit(&dep, r, seen, out);
+            }
+        }
+        out.push(name.to_string());
+    }
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for name in r.targets.keys() {
+        visit(name, r, &mut seen, &mut out);
+    }
+    out
+}
+
+fn links(t: &Target) -> Vec<String> {
+    t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:").map(str::to_string)).collect()
+}
+
+/// The `rbuild build` flags for one target.
+fn build_args(
+    name: &str,
+    t: &Target,
+    args: &BakeArgs,
+    linked: &BTreeMap<String, PathBuf>,
+    tmp: &Path,
+) -> Result<BuildArgs> {
+    let mut b = default_build_args();
+    let ctx = build_context_path(t.context.as_deref().unwrap_or("."));
+    if is_remote(&ctx) {
+        bail!("target `{name}`: remote build contexts (`{ctx}`) are not supported by rbuild yet");
+    }
+    b.context = PathBuf::from(&ctx);
+    if let Some(inline) = &t.dockerfile_inline {
+        let p = tmp.join(format!("{name}.Dockerfile"));
+        std::fs::write(&p, inline).with_context(|| format!("writing `{}`", p.display()))?;
+        b.file = Some(p);
+    } else if let Some(df) = &t.dockerfile {
+        let df = df.strip_prefix("cwd://").map(PathBuf::from).unwrap_or_else(|| b.context.join(df));
+        b.file = Some(df);
+    }
+    b.target = t.target.clone();
+    b.tags = t.tags.clone().unwrap_or_default();
+    b.platform = t.platforms.clone().unwrap_or_default();
+    b.build_args = t.args.iter().flatten().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}"))).collect();
+    b.label = t.labels.iter().flatten().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}"))).collect();
+    b.secret = t.secret.iter().flatten().map(|s| s.canonical()).collect();
+    b.ssh = t.ssh.iter().flatten().map(|s| s.canonical()).collect();
+    b.cache_from = t.cache_from.iter().flatten().map(|c| c.canonical()).collect();
+    b.cache_to = t.cache_to.iter().flatten().map(|c| c.canonical()).collect();
+    b.output = t.output.iter().flatten().filter(|o| o.kind != "cacheonly").map(|o| o.canonical()).collect();
+    b.no_cache = t.no_cache.unwrap_or(false);
+    b.no_cache_filter = t.no_cache_filter.clone().unwrap_or_default();
+    b.pull = t.pull.unwrap_or(false);
+    if let Some(call) = &t.call {
+        b.call = call.clone();
+    }
+    b.progress = args.progress.clone();
+    b.jobs = args.jobs;
+    b.insecure_registry = args.insecure_registry.clone();
+    for (k, v) in t.contexts.iter().flatten() {
+        let value = match v.strip_prefix("target:") {
+            Some(dep) => linked
+                .get(dep)
+                .with_context(|| format!("target `{name}`: `target:{dep}` was not built"))?
+                .display()
+                .to_string(),
+            None => v.strip_prefix("cwd://").unwrap_or(v).to_string(),
+        };
+        b.build_context.push(format!("{k}={value}"));
+    }
+    Ok(b)
+}
+
+/// Builds every resolved target; writes one metadata entry per target.
+pub fn build_all(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
+    for (name, t) in &r.targets {
+        check_entitlements(name, t, &args.allow)?;
+    }
+    let tmp = std::env::temp_dir().join(format!("rbuild-bake-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating `{}`", tmp.display()))?;
+    let result = build_in(r, args, root, mapping, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn build_in(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMapping, tmp: &Path) -> Result<i32> {
+    let needed: Vec<String> = r.targets.values().flat_map(links).collect();
+    let mut linked: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut metadata = serde_json::Map::new();
+    for name in build_order(r) {
+        let t = &r.targets[&name];
+        if !t.linked {
+            let mut b = build_args(&name, t, args, &linked, tmp)?;
+            let meta = tmp.join(format!("{name}.metadata.json"));
+            b.metadata_file = Some(meta.clone());
+            eprintln!("#bake target `{name}`");
+            let code = crate::commands::build::run(b, root.clone(), mapping.clone())?;
+            if code != 0 {
+                return Ok(code);
+            }
+            if let Ok(text) = std::fs::read_to_string(&meta)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                metadata.insert(name.clone(), v);
+            }
+        }
+        if needed.contains(&name) {
+            let dir = tmp.join(format!("{name}.rootfs"));
+            let mut b = build_args(&name, t, args, &linked, tmp)?;
+            b.output = vec![format!("type=local,dest={}", dir.display())];
+            b.tags.clear();
+            eprintln!("#bake target `{name}` (for target: contexts)");
+            let code = crate::commands::build::run(b, root.clone(), mapping.clone())?;
+            if code != 0 {
+                return Ok(code);
+            }
+            linked.insert(name.clone(), dir);
+        }
+    }
+    if let Some(path) = &args.metadata_file {
+        let json = serde_json::to_vec_pretty(&serde_json::Value::Object(metadata))?;
+        std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))?;
+    }
+    Ok(0)
+}

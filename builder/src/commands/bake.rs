@@ -1,0 +1,134 @@
+//! `rbuild bake`: read the bake files, resolve the requested targets, then
+//! print, list, or build them (`bake/run.rs`).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use rbuild::bake::print::{Json, print_json};
+use rbuild::bake::{self, BakeError, BakeFile, DEFAULT_FILES, ParseOptions};
+use rbuild_solver::sandbox::IdMapping;
+
+use crate::cli::BakeArgs;
+
+#[path = "../bake/run.rs"]
+mod run;
+
+/// Reads `-f` files (or the default names that exist).
+fn read_files(args: &BakeArgs) -> Result<Vec<BakeFile>, BakeError> {
+    let mut out = Vec::new();
+    if args.files.is_empty() {
+        for name in DEFAULT_FILES {
+            match std::fs::read(name) {
+                Ok(data) => out.push(BakeFile { name: name.to_string(), data }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(BakeError::Read { path: name.to_string(), source }),
+            }
+        }
+        if out.is_empty() {
+            return Err(BakeError::NoFile(DEFAULT_FILES.join(", ")));
+        }
+        return Ok(out);
+    }
+    for name in &args.files {
+        let data = if name == "-" {
+            let mut d = Vec::new();
+            std::io::stdin().read_to_end(&mut d).map_err(|source| BakeError::Read { path: "-".into(), source })?;
+            d
+        } else {
+            std::fs::read(name).map_err(|source| BakeError::Read { path: name.clone(), source })?
+        };
+        out.push(BakeFile { name: name.clone(), data });
+    }
+    Ok(out)
+}
+
+/// The host platform as `os/arch[/variant]`.
+fn local_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm/v7",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+/// Parse options for the CLI: the process environment, buildx's built-in
+/// variables, `BUILDX_BAKE_FILE_RELATIVE_PATHS`.
+fn parse_options() -> ParseOptions {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let file_relative_paths =
+        env.get("BUILDX_BAKE_FILE_RELATIVE_PATHS").is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    let defaults = BTreeMap::from([
+        ("BAKE_CMD_CONTEXT".to_string(), "cwd://".to_string()),
+        ("BAKE_LOCAL_PLATFORM".to_string(), local_platform()),
+    ]);
+    ParseOptions { env, defaults, file_relative_paths }
+}
+
+pub fn run(args: BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
+    let files = read_files(&args)?;
+    let opts = parse_options();
+    let config = bake::parse_files(&files, &opts)?;
+
+    if let Some(what) = &args.list {
+        return list(&config, what);
+    }
+
+    let requested = if args.targets.is_empty() { vec!["default".to_string()] } else { args.targets.clone() };
+    let mut sets = args.set.clone();
+    for (flag, key) in [(args.push, "push"), (args.load, "load"), (args.no_cache, "no-cache"), (args.pull, "pull")] {
+        if flag {
+            sets.push(format!("*.{key}=true"));
+        }
+    }
+    if let Some(call) = &args.call {
+        sets.push(format!("*.call={call}"));
+    }
+    let resolved = bake::read_targets(&config, &requested, &sets, &opts.env)?;
+
+    if args.print {
+        println!("{}", print_json(&resolved).pretty());
+        return Ok(0);
+    }
+    run::build_all(&resolved, &args, root, mapping)
+}
+
+/// `--list targets|variables`.
+fn list(config: &bake::Config, what: &str) -> Result<i32> {
+    match what.split(',').next().unwrap_or_default() {
+        "targets" => {
+            println!("{:<24} DESCRIPTION", "TARGET");
+            for g in &config.groups {
+                let d = if g.description.is_empty() { g.targets.join(", ") } else { g.description.clone() };
+                println!("{:<24} {d}", g.name);
+            }
+            for t in &config.targets {
+                println!("{:<24} {}", t.name, t.description);
+            }
+        }
+        "variables" => {
+            println!("{:<24} {:<12} {:<24} DESCRIPTION", "VARIABLE", "TYPE", "VALUE");
+            for v in &config.variables {
+                println!(
+                    "{:<24} {:<12} {:<24} {}",
+                    v.name,
+                    v.type_name.as_deref().unwrap_or(""),
+                    v.value.as_deref().unwrap_or("<null>"),
+                    v.description
+                );
+            }
+        }
+        "type=json" | "json" => {
+            let j = Json::Obj(vec![
+                ("groups".into(), Json::Arr(config.groups.iter().map(|g| Json::Str(g.name.clone())).collect())),
+                ("targets".into(), Json::Arr(config.targets.iter().map(|t| Json::Str(t.name.clone())).collect())),
+            ]);
+            println!("{}", j.pretty());
+        }
+        other => bail!("invalid `--list {other}`: use `targets` or `variables`"),
+    }
+    Ok(0)
+}
