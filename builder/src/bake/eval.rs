@@ -384,13 +384,21 @@ impl<'a> Evaluator<'a> {
                         ev.eval(ke)?.as_string().ok_or_else(|| self.err(ke, "for-expression key must be a string"))?;
                     if f.grouping {
                         groups.entry(key).or_default().push(val);
-                    } else if map.contains_key(&key) {
-                        return Err(self.err(
-                            ke,
-                            format!("duplicate object key `{key}`; use `...` after the value to group values by key"),
-                        ));
                     } else {
-                        map.insert(key, val);
+                        match map.entry(key) {
+                            std::collections::btree_map::Entry::Occupied(o) => {
+                                return Err(self.err(
+                                    ke,
+                                    format!(
+                                        "duplicate object key `{}`; use `...` after the value to group values by key",
+                                        o.key()
+                                    ),
+                                ));
+                            }
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(val);
+                            }
+                        }
                     }
                 }
             }
@@ -412,10 +420,16 @@ impl<'a> Evaluator<'a> {
         {
             return self.eval(&i.expr);
         }
+        Ok(Value::String(self.template_text(t, false, false)?))
+    }
+
+    /// A template's text. `trim_start`/`trim_end` come from the strip
+    /// markers of an enclosing directive (`%{ for x in y ~}` ... `%{~ endfor }`).
+    fn template_text(&self, t: &Template, trim_start: bool, trim_end: bool) -> Result<String, EvalError> {
+        let elements: Vec<&Element> = t.iter().collect();
         let mut out = String::new();
-        // (text, strip leading whitespace) pieces; strip markers trim the
-        // neighbouring literals.
-        let mut strip_next = false;
+        // Strip markers trim the whitespace of the neighbouring literals.
+        let mut strip_next = trim_start;
         for (idx, el) in elements.iter().enumerate() {
             let strip_before_next = |i: usize| -> bool {
                 match elements.get(i + 1) {
@@ -433,7 +447,7 @@ impl<'a> Evaluator<'a> {
                     if strip_next {
                         text = text.trim_start();
                     }
-                    if strip_before_next(idx) {
+                    if strip_before_next(idx) || (trim_end && idx + 1 == elements.len()) {
                         text = text.trim_end();
                     }
                     out.push_str(text);
@@ -451,10 +465,15 @@ impl<'a> Evaluator<'a> {
                         Ok(Value::Bool(b)) => b,
                         _ => return Err(self.err(&d.if_expr.cond_expr, "the `%{if}` condition must be a bool")),
                     };
+                    let endif_start = d.endif_expr.strip.strip_start();
                     if branch {
-                        out.push_str(&self.template_str(&d.if_expr.template)?);
+                        let end = match &d.else_expr {
+                            Some(e) => e.strip.strip_start(),
+                            None => endif_start,
+                        };
+                        out.push_str(&self.template_text(&d.if_expr.template, d.if_expr.strip.strip_end(), end)?);
                     } else if let Some(e) = &d.else_expr {
-                        out.push_str(&self.template_str(&e.template)?);
+                        out.push_str(&self.template_text(&e.template, e.strip.strip_end(), endif_start)?);
                     }
                     strip_next = d.endif_expr.strip.strip_end();
                 }
@@ -478,20 +497,17 @@ impl<'a> Evaluator<'a> {
                         }
                         vars.insert(fe.value_var.as_str().to_string(), v);
                         let locals = Locals { parent: self.scope, vars };
-                        out.push_str(&self.with(&locals).template_str(&fe.template)?);
+                        out.push_str(&self.with(&locals).template_text(
+                            &fe.template,
+                            fe.strip.strip_end(),
+                            d.endfor_expr.strip.strip_start(),
+                        )?);
                     }
                     strip_next = d.endfor_expr.strip.strip_end();
                 }
             }
         }
-        Ok(Value::String(out))
-    }
-
-    fn template_str(&self, t: &Template) -> Result<String, EvalError> {
-        match self.template(t, false)? {
-            Value::String(s) => Ok(s),
-            other => Ok(other.as_string().unwrap_or_default()),
-        }
+        Ok(out)
     }
 
     fn interpolate(&self, e: &Expression, v: &Value) -> Result<String, EvalError> {

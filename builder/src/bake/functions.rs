@@ -1143,7 +1143,18 @@ fn semver_check(version: &str, constraint: &str) -> Result<bool, EvalError> {
     let v = Version::parse(version).ok_or_else(|| e(format!("invalid semantic version {version:?}")))?;
     for alt in constraint.split("||") {
         let mut ok = true;
-        for c in alt.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()) {
+        // `>= 1.2` may have a space after the operator: glue it back on.
+        let mut parts: Vec<String> = Vec::new();
+        let mut pending = String::new();
+        for tok in alt.split([',', ' ', '\t']).map(str::trim).filter(|c| !c.is_empty()) {
+            if tok.chars().all(|c| "=<>!~^".contains(c)) {
+                pending.push_str(tok);
+            } else {
+                parts.push(format!("{pending}{tok}"));
+                pending.clear();
+            }
+        }
+        for c in &parts {
             if !semver_one(&v, c)? {
                 ok = false;
             }
