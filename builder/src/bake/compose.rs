@@ -183,11 +183,14 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
             if t.context.is_none() {
                 t.context = Some(".".into());
             }
+            // Paths are made relative to the file later, with the HCL ones
+            // (buildx `setComposeContextBase`).
             if opts.file_relative_paths
                 && let Some(base) = local_file_dir(&f.name)
-                && let Some(ctx) = &t.context
             {
-                t.context = Some(super::resolve::rebase_path(&base, ctx));
+                t.default_context_base = Some(base.clone());
+                t.context_base = Some(base.clone());
+                t.contexts_base = t.contexts.iter().flatten().map(|(k, _)| (k.clone(), base.clone())).collect();
             }
             match c.targets.iter_mut().find(|x| x.name == t.name) {
                 Some(existing) => existing.merge(&t),

@@ -25,6 +25,9 @@ pub enum BakeError {
     /// validation: anything that points into a file.
     #[error("{0}")]
     Source(Diagnostic),
+    /// Several errors in one block.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<BakeError>),
     /// An error in a file that has no position (JSON values, compose).
     #[error("{file}: {message}")]
     Unlocated {

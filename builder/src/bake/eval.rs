@@ -112,9 +112,23 @@ impl<'a> Evaluator<'a> {
             Expression::Bool(b) => Ok(Value::Bool(*b.value())),
             Expression::Number(n) => Ok(Value::Number(n.value().as_f64().unwrap_or(0.0))),
             Expression::String(s) => Ok(Value::String(s.value().clone())),
-            Expression::Array(a) => Ok(Value::List(a.iter().map(|e| self.eval(e)).collect::<Result<_, _>>()?)),
+            // Elements are all evaluated so that every error is reported, as
+            // HCL collects diagnostics.
+            Expression::Array(a) => {
+                let mut out = Vec::new();
+                let mut errs = Vec::new();
+                for e in a.iter() {
+                    match self.eval(e) {
+                        Ok(v) => out.push(v),
+                        Err(e) => errs.push(e),
+                    }
+                }
+                combine(errs)?;
+                Ok(Value::List(out))
+            }
             Expression::Object(o) => {
                 let mut m = BTreeMap::new();
+                let mut errs = Vec::new();
                 for (k, v) in o.iter() {
                     let key = match k {
                         ObjectKey::Ident(i) => i.as_str().to_string(),
@@ -123,8 +137,14 @@ impl<'a> Evaluator<'a> {
                             kv.as_string().ok_or_else(|| self.err(e, "object key must be a string"))?
                         }
                     };
-                    m.insert(key, self.eval(v.expr())?);
+                    match self.eval(v.expr()) {
+                        Ok(x) => {
+                            m.insert(key, x);
+                        }
+                        Err(e) => errs.push(e),
+                    }
                 }
+                combine(errs)?;
                 Ok(Value::Map(m))
             }
             Expression::StringTemplate(t) => {
@@ -520,6 +540,17 @@ impl<'a> Evaluator<'a> {
             other => Ok(other.as_string().unwrap_or_default()),
         }
     }
+}
+
+/// Several errors as one, located at the first.
+fn combine(errs: Vec<EvalError>) -> Result<(), EvalError> {
+    let mut it = errs.into_iter();
+    let Some(mut first) = it.next() else { return Ok(()) };
+    for e in it {
+        first.message.push_str("; ");
+        first.message.push_str(&e.message);
+    }
+    Err(first)
 }
 
 /// HCL's `==`: deep equality where a number never equals a string.

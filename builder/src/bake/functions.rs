@@ -841,6 +841,7 @@ pub fn csv_fields(line: &str) -> Result<Vec<String>, EvalError> {
                 quoted = true;
                 at_start = false;
             }
+            '"' => return Err(e(format!("bare \" in non-quoted-field: {line:?}"))),
             ',' => {
                 out.push(std::mem::take(&mut cur));
                 at_start = true;

@@ -21,6 +21,7 @@ pub mod entries;
 pub mod error;
 pub mod eval;
 pub mod functions;
+pub mod ojson;
 pub mod parse;
 pub mod print;
 pub mod resolve;

@@ -15,6 +15,7 @@ use super::compose;
 use super::error::{BakeError, SourceText, from_eval};
 use super::eval::{EvalError, Evaluator, Loc, Locals, Scope};
 use super::functions;
+use super::ojson::OJson;
 use super::target::{Group, TARGET_ATTRS, Target};
 use super::value::{self, Type, Value};
 
@@ -146,13 +147,13 @@ fn convert_hcl_body(body: &Body, file: usize) -> (Vec<SAttr>, Vec<SBlock>) {
 }
 
 /// A JSON value as an HCL expression: strings are templates.
-fn json_expr(v: &serde_json::Value, src: &SourceText) -> Result<Expression, BakeError> {
+fn json_expr(v: &OJson, src: &SourceText) -> Result<Expression, BakeError> {
     use hcl::edit::expr::{Array, Object, ObjectKey, ObjectValue};
     use hcl::edit::{Decorated, Formatted, Number};
     Ok(match v {
-        serde_json::Value::Null => Expression::null(),
-        serde_json::Value::Bool(b) => Expression::Bool(Decorated::new(*b)),
-        serde_json::Value::Number(n) => {
+        OJson::Null => Expression::null(),
+        OJson::Bool(b) => Expression::Bool(Decorated::new(*b)),
+        OJson::Number(n) => {
             let num = n
                 .as_i64()
                 .map(Number::from)
@@ -160,19 +161,19 @@ fn json_expr(v: &serde_json::Value, src: &SourceText) -> Result<Expression, Bake
                 .unwrap_or_else(|| Number::from(0));
             Expression::Number(Formatted::new(num))
         }
-        serde_json::Value::String(s) => {
+        OJson::String(s) => {
             let t = hcl::edit::parser::parse_template(s)
                 .map_err(|e| src.diagnostic(None, format!("invalid template {s:?}: {}", e.message())))?;
             Expression::StringTemplate(t.into())
         }
-        serde_json::Value::Array(items) => {
+        OJson::Array(items) => {
             let mut a = Array::new();
             for i in items {
                 a.push(json_expr(i, src)?);
             }
             Expression::Array(a)
         }
-        serde_json::Value::Object(o) => {
+        OJson::Object(o) => {
             let mut obj = Object::new();
             for (k, v) in o {
                 obj.insert(
@@ -187,28 +188,28 @@ fn json_expr(v: &serde_json::Value, src: &SourceText) -> Result<Expression, Bake
 
 const BLOCK_KINDS: &[&str] = &["target", "group", "variable", "function"];
 
-fn convert_json(j: &serde_json::Value, file: usize, src: &SourceText) -> Result<SBody, BakeError> {
-    let serde_json::Value::Object(top) = j else {
+fn convert_json(j: &OJson, file: usize, src: &SourceText) -> Result<SBody, BakeError> {
+    let OJson::Object(top) = j else {
         return Err(src.diagnostic(None, "the top level of a JSON bake file must be an object"));
     };
     let mut body = SBody::default();
     for (k, v) in top {
         if BLOCK_KINDS.contains(&k.as_str()) {
-            let groups: Vec<&serde_json::Value> = match v {
-                serde_json::Value::Array(a) => a.iter().collect(),
+            let groups: Vec<&OJson> = match v {
+                OJson::Array(a) => a.iter().collect(),
                 other => vec![other],
             };
             for labels in groups {
-                let serde_json::Value::Object(labels) = labels else {
+                let OJson::Object(labels) = labels else {
                     return Err(src.diagnostic(None, format!("`{k}` must be an object of labelled blocks")));
                 };
                 for (label, b) in labels {
-                    let bodies: Vec<&serde_json::Value> = match b {
-                        serde_json::Value::Array(a) => a.iter().collect(),
+                    let bodies: Vec<&OJson> = match b {
+                        OJson::Array(a) => a.iter().collect(),
                         other => vec![other],
                     };
                     for bj in bodies {
-                        let serde_json::Value::Object(attrs) = bj else {
+                        let OJson::Object(attrs) = bj else {
                             return Err(src.diagnostic(None, format!("{k} `{label}` must be an object")));
                         };
                         let mut block = SBlock {
@@ -221,12 +222,12 @@ fn convert_json(j: &serde_json::Value, file: usize, src: &SourceText) -> Result<
                         };
                         for (an, av) in attrs {
                             if k == "variable" && an == "validation" {
-                                let vals: Vec<&serde_json::Value> = match av {
-                                    serde_json::Value::Array(a) => a.iter().collect(),
+                                let vals: Vec<&OJson> = match av {
+                                    OJson::Array(a) => a.iter().collect(),
                                     other => vec![other],
                                 };
                                 for vj in vals {
-                                    let serde_json::Value::Object(vo) = vj else { continue };
+                                    let OJson::Object(vo) = vj else { continue };
                                     let mut vb = SBlock {
                                         kind: "validation".into(),
                                         labels: vec![],
@@ -249,7 +250,7 @@ fn convert_json(j: &serde_json::Value, file: usize, src: &SourceText) -> Result<
                             }
                             let expr = if k == "variable" && an == "type" {
                                 match av {
-                                    serde_json::Value::String(s) => hcl::edit::parser::parse_expr(s).map_err(|e| {
+                                    OJson::String(s) => hcl::edit::parser::parse_expr(s).map_err(|e| {
                                         src.diagnostic(None, format!("invalid type expression {s:?}: {}", e.message()))
                                     })?,
                                     other => json_expr(other, src)?,
@@ -322,7 +323,7 @@ pub fn parse_files(files: &[BakeFile], opts: &ParseOptions) -> Result<Config, Ba
             }
             Format::Json => {
                 src.spans = false;
-                let j: serde_json::Value = serde_json::from_str(&src.text)
+                let j: OJson = serde_json::from_str(&src.text)
                     .map_err(|source| BakeError::Json { file: f.name.clone(), source })?;
                 bodies.push(convert_json(&j, i, &src)?);
             }
@@ -334,7 +335,7 @@ pub fn parse_files(files: &[BakeFile], opts: &ParseOptions) -> Result<Config, Ba
                 } else {
                     match parse_hcl(&src, i) {
                         Ok(b) => bodies.push(b),
-                        Err(hcl_err) => match serde_json::from_str::<serde_json::Value>(&src.text) {
+                        Err(hcl_err) => match serde_json::from_str::<OJson>(&src.text) {
                             Ok(j) => {
                                 src.spans = false;
                                 bodies.push(convert_json(&j, i, &src)?);
@@ -906,6 +907,7 @@ impl<'a> Ctx<'a> {
             ));
         }
         let base = local_file_dir(&self.files[block.file].name);
+        let mut errors = Vec::new();
         for a in &block.attrs {
             if a.name == "matrix" || a.name == "name" {
                 continue;
@@ -917,8 +919,17 @@ impl<'a> Ctx<'a> {
                 }
                 return Err(self.err(a.file, a.offset, msg));
             }
-            let v = self.instance_attr(idx, &a.name).map_err(|e| self.eval_err(a.file, e))?;
-            t.set_attr(&a.name, &v).map_err(|e| self.err(a.file, a.offset, e.to_string()))?;
+            match self.instance_attr(idx, &a.name) {
+                Ok(v) => t.set_attr(&a.name, &v).map_err(|e| self.err(a.file, a.offset, e.to_string()))?,
+                // Every attribute is evaluated so that all errors are reported.
+                Err(e) => errors.push(self.eval_err(a.file, e)),
+            }
+        }
+        if errors.len() == 1 {
+            return Err(errors.remove(0));
+        }
+        if !errors.is_empty() {
+            return Err(BakeError::Several(errors));
         }
         if let Some(base) = base {
             t.default_context_base = Some(base.clone());
@@ -1178,7 +1189,7 @@ fn convert_primitive(name: &str, v: &str, t: &Type) -> Result<Value, String> {
 
 /// buildx `valueFromCSV`.
 fn csv_value(name: &str, v: &str, t: &Type) -> Result<Value, String> {
-    let fields = functions::csv_fields(v).map_err(|e| e.message)?;
+    let fields = functions::csv_fields(v).map_err(|e| format!("failed to parse {v} as CSV: {}", e.message))?;
     match t {
         Type::List(et) | Type::Set(et) => {
             if !et.is_primitive() {
