@@ -127,11 +127,31 @@ impl SourceText {
         match offset.filter(|_| self.spans) {
             Some(off) => {
                 let (line, col) = self.position(off);
-                BakeError::Source(Diagnostic::new(Span::at(line, col), message).with_source(&self.name, &self.text))
+                let mut d = Diagnostic::new(Span::at(line, col), message).with_source(&self.name, &self.text);
+                shorten(&mut d);
+                BakeError::Source(d)
             }
             None => BakeError::Unlocated { file: self.name.clone(), message: message.into() },
         }
     }
+}
+
+/// Longest source line shown under an error.
+const MAX_SHOWN: usize = 160;
+
+/// Cuts a very long source line (minified or generated files) to a window
+/// around the column, so an error never prints megabytes.
+pub fn shorten(d: &mut Diagnostic) {
+    let Some(line) = &d.source_line else { return };
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_SHOWN {
+        return;
+    }
+    let col = d.span.column.saturating_sub(1);
+    let start = col.saturating_sub(MAX_SHOWN / 2);
+    let end = (start + MAX_SHOWN).min(chars.len());
+    d.source_line = Some(chars[start..end].iter().collect());
+    d.span.column = col - start + 1;
 }
 
 /// Turns an evaluation error into a located error against the parsed files.

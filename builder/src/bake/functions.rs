@@ -17,6 +17,10 @@ use super::value::{self, Type, Value, format_number, set_of};
 
 type R = Result<Value, EvalError>;
 
+/// Largest padding `format` and `indent` produce: a hostile file must not
+/// make one call allocate gigabytes.
+const MAX_PAD: f64 = 4096.0;
+
 fn e(msg: impl Into<String>) -> EvalError {
     EvalError::msg(msg)
 }
@@ -237,7 +241,11 @@ pub fn call(name: &str, args: Vec<Value>) -> Option<R> {
         })(),
         "indent" => (|| {
             arity(name, a, 2)?;
-            let pad = " ".repeat(n(a, 0)? as usize);
+            let width = n(a, 0)?;
+            if !(0.0..=MAX_PAD).contains(&width) {
+                return Err(e(format!("indent must be between 0 and {MAX_PAD}")));
+            }
+            let pad = " ".repeat(width as usize);
             let text = s(a, 1)?;
             Ok(Value::String(text.split('\n').collect::<Vec<_>>().join(&format!("\n{pad}"))))
         })(),
@@ -897,7 +905,7 @@ fn format_go(fmt: &str, args: &[Value]) -> Result<String, EvalError> {
                 p.push(d);
                 chars.next();
             }
-            prec = Some(p.parse().unwrap_or(0));
+            prec = Some(if p.is_empty() { 0 } else { p.parse().unwrap_or(usize::MAX) });
         }
         let verb = chars.next().ok_or_else(|| e("unterminated format verb"))?;
         let arg = args.get(argi).ok_or_else(|| e(format!("not enough arguments for `%{verb}` in format string")))?;
@@ -944,7 +952,10 @@ fn format_go(fmt: &str, args: &[Value]) -> Result<String, EvalError> {
             'b' => format!("{:b}", num()? as i128),
             other => return Err(e(format!("unsupported format verb `%{other}`"))),
         };
-        let w: usize = width.parse().unwrap_or(0);
+        let w: usize = if width.is_empty() { 0 } else { width.parse().unwrap_or(usize::MAX) };
+        if w as f64 > MAX_PAD || prec.is_some_and(|p| p as f64 > MAX_PAD) {
+            return Err(e(format!("format width and precision must be at most {MAX_PAD}")));
+        }
         let len = text.chars().count();
         if len < w {
             let pad = w - len;

@@ -295,13 +295,13 @@ fn format_of(name: &str) -> Format {
 fn parse_hcl(src: &SourceText, file: usize) -> Result<SBody, BakeError> {
     let body = hcl::edit::parser::parse_body(&src.text).map_err(|e| {
         let loc = e.location();
-        BakeError::Source(
-            rbuild_frontend::diagnostic::Diagnostic::new(
-                rbuild_frontend::diagnostic::Span::at(loc.line(), loc.column()),
-                e.message().to_string(),
-            )
-            .with_source(&src.name, &src.text),
+        let mut d = rbuild_frontend::diagnostic::Diagnostic::new(
+            rbuild_frontend::diagnostic::Span::at(loc.line(), loc.column()),
+            e.message().to_string(),
         )
+        .with_source(&src.name, &src.text);
+        super::error::shorten(&mut d);
+        BakeError::Source(d)
     })?;
     let (attrs, blocks) = convert_hcl_body(&body, file);
     Ok(SBody { attrs, blocks })
@@ -418,6 +418,38 @@ struct Ctx<'a> {
     computing_instances: RefCell<bool>,
     attr_cache: RefCell<BTreeMap<(usize, String), Value>>,
     attr_progress: RefCell<BTreeSet<(usize, String)>>,
+    /// How deep variable, attribute and function evaluations nest right now.
+    depth: std::cell::Cell<usize>,
+}
+
+/// Nested evaluations allowed (a chain of variables each reading the next):
+/// deep enough for any real file, shallow enough that a hostile one cannot
+/// overflow the stack.
+const MAX_DEPTH: usize = 200;
+
+/// Targets one `matrix` may expand to; a hostile file could otherwise ask
+/// for billions.
+pub const MAX_MATRIX: usize = 10_000;
+
+/// Counts one level of nested evaluation while alive.
+struct DepthGuard<'c>(&'c std::cell::Cell<usize>);
+
+impl<'c> DepthGuard<'c> {
+    fn enter(c: &'c std::cell::Cell<usize>) -> Result<Self, EvalError> {
+        if c.get() >= MAX_DEPTH {
+            return Err(EvalError::msg(format!(
+                "evaluation nests deeper than {MAX_DEPTH} levels (a chain of variables, target references or function calls)"
+            )));
+        }
+        c.set(c.get() + 1);
+        Ok(DepthGuard(c))
+    }
+}
+
+impl Drop for DepthGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 fn undefined_var(name: &str) -> EvalError {
@@ -464,6 +496,7 @@ impl<'a> Ctx<'a> {
             computing_instances: RefCell::new(false),
             attr_cache: RefCell::new(BTreeMap::new()),
             attr_progress: RefCell::new(BTreeSet::new()),
+            depth: std::cell::Cell::new(0),
         }
     }
 
@@ -533,6 +566,7 @@ impl<'a> Ctx<'a> {
         if typed {
             self.types.borrow_mut().insert(name.to_string(), ty.clone());
         }
+        let _depth = DepthGuard::enter(&self.depth)?;
         self.progress.borrow_mut().insert(name.to_string());
         let result = self.compute_value(name, def, &ty, typed, var_block.is_some());
         self.progress.borrow_mut().remove(name);
@@ -635,6 +669,7 @@ impl<'a> Ctx<'a> {
         if let Some(v) = variadic {
             vars.insert(v, Value::List(it.collect()));
         }
+        let _depth = DepthGuard::enter(&self.depth)?;
         self.calling.borrow_mut().push(name.to_string());
         let locals = Locals { parent: self, vars };
         let r = Evaluator { scope: &locals, file: result.file }.eval(&result.expr);
@@ -704,6 +739,12 @@ impl<'a> Ctx<'a> {
                                 message: "matrix values must be a list".into(),
                             });
                         };
+                        if combos.len().saturating_mul(vals.len()) > MAX_MATRIX {
+                            return Err(EvalError {
+                                loc: Self::loc(b, m.offset),
+                                message: format!("matrix expands to more than {MAX_MATRIX} targets"),
+                            });
+                        }
                         let mut next = Vec::new();
                         for v in &vals {
                             for c in &combos {
@@ -768,6 +809,7 @@ impl<'a> Ctx<'a> {
             return Err(EvalError::msg(format!("reference cycle not allowed for {}.{name}.{attr}", block.kind)));
         }
         let Some(a) = block.attr(attr) else { return Ok(Value::Null) };
+        let _depth = DepthGuard::enter(&self.depth)?;
         self.attr_progress.borrow_mut().insert(key.clone());
         let locals = Locals { parent: self, vars: matrix };
         let r = Evaluator { scope: &locals, file: a.file }.eval(&a.expr);
