@@ -99,7 +99,17 @@ fn build_args(
     b.ssh = t.ssh.iter().flatten().map(|s| s.canonical()).collect();
     b.cache_from = t.cache_from.iter().flatten().map(|c| c.canonical()).collect();
     b.cache_to = t.cache_to.iter().flatten().map(|c| c.canonical()).collect();
-    b.output = t.output.iter().flatten().filter(|o| o.kind != "cacheonly").map(|o| o.canonical()).collect();
+    b.output = t
+        .output
+        .iter()
+        .flatten()
+        .filter(|o| o.kind != "cacheonly")
+        .map(|o| {
+            // `--load` (`type=docker` without a file) means "into the local
+            // store" for a daemonless builder.
+            if o.kind == "docker" && o.dest.is_empty() { "type=image".to_string() } else { o.canonical() }
+        })
+        .collect();
     b.no_cache = t.no_cache.unwrap_or(false);
     b.no_cache_filter = t.no_cache_filter.clone().unwrap_or_default();
     b.pull = t.pull.unwrap_or(false);
