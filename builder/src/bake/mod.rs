@@ -13,6 +13,13 @@
 //!   merge and override rules; [`entries`] the structured list entries).
 //! - [`print`] writes `--print`'s JSON.
 //!
+//! Why not hcl-rs's own evaluator: its functions are plain `fn` pointers (no
+//! closures, so user `function` blocks and lookups into the bake state
+//! cannot be functions), its context is filled up front while bake resolves
+//! variables and `target.X.attr` lazily (with cycle errors), and its value
+//! model has no typed nulls or type constraints. The syntax tree, with
+//! spans for `file:line:column` errors, is what we take from it.
+//!
 //! Running the resolved targets is the binary's job (`bake/run.rs`, compiled
 //! into the `rbuild` binary because it drives `rbuild build`).
 

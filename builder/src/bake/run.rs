@@ -64,6 +64,14 @@ fn build_order(r: &Resolved) -> Vec<String> {
     out
 }
 
+/// Whether some target that links to `dep` really builds (rather than
+/// running a `--call` method), directly or through another link.
+fn users_build(r: &Resolved, dep: &str) -> bool {
+    r.targets.iter().any(|(name, t)| {
+        links(t).iter().any(|l| l == dep) && (t.call.as_deref().is_none_or(|c| c == "build") || users_build(r, name))
+    })
+}
+
 fn links(t: &Target) -> Vec<String> {
     t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:").map(str::to_string)).collect()
 }
@@ -168,13 +176,20 @@ fn build_in(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMapping, tm
         }
         if needed.contains(&name) {
             let dir = tmp.join(format!("{name}.rootfs"));
-            let mut b = build_args(&name, t, args, &linked, tmp)?;
-            b.output = vec![format!("type=local,dest={}", dir.display())];
-            b.tags.clear();
-            eprintln!("#bake target `{name}` (for target: contexts)");
-            let code = crate::commands::build::run(b, root.clone(), mapping.clone())?;
-            if code != 0 {
-                return Ok(code);
+            if users_build(r, &name) {
+                let mut b = build_args(&name, t, args, &linked, tmp)?;
+                b.output = vec![format!("type=local,dest={}", dir.display())];
+                b.tags.clear();
+                b.call = "build".into();
+                eprintln!("#bake target `{name}` (for target: contexts)");
+                let code = crate::commands::build::run(b, root.clone(), mapping.clone())?;
+                if code != 0 {
+                    return Ok(code);
+                }
+            } else {
+                // Only `--call check|outline|targets` reads it: the
+                // Dockerfile is inspected, the dependency need not be built.
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating `{}`", dir.display()))?;
             }
             linked.insert(name.clone(), dir);
         }

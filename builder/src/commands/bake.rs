@@ -56,11 +56,17 @@ fn local_platform() -> String {
 }
 
 /// Parse options for the CLI: the process environment, buildx's built-in
-/// variables, `BUILDX_BAKE_FILE_RELATIVE_PATHS`.
+/// variables, `BUILDX_BAKE_FILE_RELATIVE_PATHS`,
+/// `BUILDX_BAKE_DISABLE_VARS_ENV_LOOKUP`.
 fn parse_options() -> ParseOptions {
-    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
     let file_relative_paths =
         env.get("BUILDX_BAKE_FILE_RELATIVE_PATHS").is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+    // buildx's switch to stop variables (and `--set x.args.NAME`) reading
+    // the environment.
+    if env.get("BUILDX_BAKE_DISABLE_VARS_ENV_LOOKUP").is_some_and(|v| matches!(v.as_str(), "1" | "true")) {
+        env.clear();
+    }
     let defaults = BTreeMap::from([
         ("BAKE_CMD_CONTEXT".to_string(), "cwd://".to_string()),
         ("BAKE_LOCAL_PLATFORM".to_string(), local_platform()),
