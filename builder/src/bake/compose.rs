@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value as Y;
 
-use super::entries::{CacheEntry, SecretEntry, SshEntry};
+use super::entries::{CacheEntry, Export, SecretEntry, SshEntry, dedup, dedup_by_key};
 use super::error::{BakeError, SourceText};
 use super::parse::{Config, ParseOptions, local_file_dir};
 use super::target::{Group, Target};
@@ -106,6 +106,64 @@ fn map(v: Option<&Y>, env: &BTreeMap<String, String>) -> Option<BTreeMap<String,
     }
 }
 
+/// The `x-bake` extension of a service's `build:` (buildx `composeExtTarget`):
+/// lists append, `pull`/`no-cache` replace, `contexts` fill gaps.
+fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), String> {
+    fn add(field: &mut Option<Vec<String>>, more: Option<Vec<String>>) {
+        if let Some(more) = more.filter(|m| !m.is_empty()) {
+            let mut all = field.take().unwrap_or_default();
+            all.extend(more);
+            *field = Some(dedup(all));
+        }
+    }
+    add(&mut t.tags, list(xb.get("tags"), env));
+    add(&mut t.platforms, list(xb.get("platforms"), env));
+    add(&mut t.no_cache_filter, list(xb.get("no-cache-filter"), env));
+    for (key, field) in [("cache-from", &mut t.cache_from), ("cache-to", &mut t.cache_to)] {
+        if let Some(items) = list(xb.get(key), env) {
+            let mut all = field.take().unwrap_or_default();
+            for i in items {
+                all.extend(CacheEntry::parse_list(&i).map_err(|e| e.to_string())?);
+            }
+            *field = Some(dedup(all));
+        }
+    }
+    if let Some(items) = list(xb.get("secret"), env) {
+        let mut all = t.secret.take().unwrap_or_default();
+        for i in items {
+            all.push(SecretEntry::parse(&i).map_err(|e| e.to_string())?);
+        }
+        t.secret = Some(dedup_by_key(all, |s| s.id.clone()));
+    }
+    if let Some(items) = list(xb.get("ssh"), env) {
+        let mut all = t.ssh.take().unwrap_or_default();
+        all.extend(items.iter().map(|s| SshEntry::parse(s)));
+        let mut all = dedup_by_key(all, |s| s.id.clone());
+        all.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.paths.cmp(&b.paths)));
+        t.ssh = Some(all);
+    }
+    if let Some(items) = list(xb.get("output"), env) {
+        let mut all = t.output.take().unwrap_or_default();
+        for i in items {
+            all.push(Export::parse(&i).map_err(|e| e.to_string())?);
+        }
+        t.output = Some(dedup(all));
+    }
+    if let Some(b) = xb.get("pull").and_then(Y::as_bool) {
+        t.pull = Some(b);
+    }
+    if let Some(b) = xb.get("no-cache").and_then(Y::as_bool) {
+        t.no_cache = Some(b);
+    }
+    if let Some(m) = map(xb.get("contexts"), env) {
+        let c = t.contexts.get_or_insert_with(BTreeMap::new);
+        for (k, v) in m {
+            c.entry(k).or_insert_with(|| v.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
 /// Parses compose files into targets and a `default` group.
 pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeError> {
     let mut c = Config::default();
@@ -177,8 +235,13 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
                 }
                 _ => {}
             }
-            if let Some(image) = svc.get("image").and_then(|v| scalar(v, env)) {
-                t.tags.get_or_insert_with(Vec::new).insert(0, image);
+            if t.tags.as_ref().is_none_or(Vec::is_empty)
+                && let Some(image) = svc.get("image").and_then(|v| scalar(v, env))
+            {
+                t.tags = Some(vec![image]);
+            }
+            if let Some(xb) = build.get("x-bake") {
+                x_bake(&mut t, xb, env).map_err(|e| BakeError::Unlocated { file: f.name.clone(), message: e })?;
             }
             if t.context.is_none() {
                 t.context = Some(".".into());
