@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value as Y;
 
-use super::entries::{CacheEntry, Export, SecretEntry, SshEntry, dedup, dedup_by_key};
+use super::entries::{CacheEntry, EntryError, Export, SecretEntry, SshEntry, dedup, dedup_by_key};
 use super::error::{BakeError, SourceText};
 use super::parse::{Config, ParseOptions, local_file_dir};
 use super::target::{Group, Target};
@@ -108,7 +108,7 @@ fn map(v: Option<&Y>, env: &BTreeMap<String, String>) -> Option<BTreeMap<String,
 
 /// The `x-bake` extension of a service's `build:` (buildx `composeExtTarget`):
 /// lists append, `pull`/`no-cache` replace, `contexts` fill gaps.
-fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), String> {
+fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), EntryError> {
     fn add(field: &mut Option<Vec<String>>, more: Option<Vec<String>>) {
         if let Some(more) = more.filter(|m| !m.is_empty()) {
             let mut all = field.take().unwrap_or_default();
@@ -123,7 +123,7 @@ fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), 
         if let Some(items) = list(xb.get(key), env) {
             let mut all = field.take().unwrap_or_default();
             for i in items {
-                all.extend(CacheEntry::parse_list(&i).map_err(|e| e.to_string())?);
+                all.extend(CacheEntry::parse_list(&i)?);
             }
             *field = Some(dedup(all));
         }
@@ -131,7 +131,7 @@ fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), 
     if let Some(items) = list(xb.get("secret"), env) {
         let mut all = t.secret.take().unwrap_or_default();
         for i in items {
-            all.push(SecretEntry::parse(&i).map_err(|e| e.to_string())?);
+            all.push(SecretEntry::parse(&i)?);
         }
         t.secret = Some(dedup_by_key(all, |s| s.id.clone()));
     }
@@ -145,7 +145,7 @@ fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), 
     if let Some(items) = list(xb.get("output"), env) {
         let mut all = t.output.take().unwrap_or_default();
         for i in items {
-            all.push(Export::parse(&i).map_err(|e| e.to_string())?);
+            all.push(Export::parse(&i)?);
         }
         t.output = Some(dedup(all));
     }
@@ -241,7 +241,8 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
                 t.tags = Some(vec![image]);
             }
             if let Some(xb) = build.get("x-bake") {
-                x_bake(&mut t, xb, env).map_err(|e| BakeError::Unlocated { file: f.name.clone(), message: e })?;
+                x_bake(&mut t, xb, env)
+                    .map_err(|e| BakeError::Unlocated { file: f.name.clone(), message: format!("x-bake: {e}") })?;
             }
             if t.context.is_none() {
                 t.context = Some(".".into());

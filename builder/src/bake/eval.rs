@@ -557,3 +557,99 @@ fn combine(errs: Vec<EvalError>) -> Result<(), EvalError> {
 pub fn values_equal(a: &Value, b: &Value) -> bool {
     a == b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scope with a few variables and the built-in functions.
+    struct TestScope(BTreeMap<String, Value>);
+
+    impl Scope for TestScope {
+        fn var(&self, name: &str) -> Result<Value, EvalError> {
+            self.0.get(name).cloned().ok_or_else(|| EvalError::msg(format!("unknown variable `{name}`")))
+        }
+        fn block_ref(&self, _: &str, _: &str, _: Option<&str>) -> Result<Value, EvalError> {
+            Err(EvalError::msg("no blocks"))
+        }
+        fn is_block_kind(&self, _: &str) -> bool {
+            false
+        }
+        fn call(&self, name: &str, args: Vec<Value>) -> Result<Value, EvalError> {
+            super::super::functions::call(name, args).unwrap_or_else(|| Err(EvalError::msg("unknown function")))
+        }
+    }
+
+    fn eval(src: &str) -> Result<Value, EvalError> {
+        let scope = TestScope(BTreeMap::from([
+            ("list".to_string(), Value::List(vec![Value::String("a".into()), Value::String("b".into())])),
+            ("obj".to_string(), Value::Map(BTreeMap::from([("k".to_string(), Value::Number(1.0))]))),
+            (
+                "items".to_string(),
+                Value::List(vec![Value::Map(BTreeMap::from([("n".to_string(), Value::String("x".into()))]))]),
+            ),
+        ]));
+        let expr = hcl::edit::parser::parse_expr(src).expect("parses");
+        Evaluator { scope: &scope, file: 0 }.eval(&expr)
+    }
+
+    fn s(x: &str) -> Value {
+        Value::String(x.into())
+    }
+
+    #[test]
+    fn single_interpolation_keeps_the_value() {
+        assert_eq!(eval(r#""${list}""#).unwrap(), eval("list").unwrap());
+        assert_eq!(eval(r#""x-${obj.k}""#).unwrap(), s("x-1"));
+    }
+
+    #[test]
+    fn operators_and_conditionals() {
+        assert_eq!(eval("1 + 2 * 3").unwrap(), Value::Number(7.0));
+        assert_eq!(eval(r#""2" + 1"#).unwrap(), Value::Number(3.0));
+        assert_eq!(eval("1 == \"1\"").unwrap(), Value::Bool(false));
+        assert_eq!(eval("!(1 > 2) && true ? \"y\" : \"n\"").unwrap(), s("y"));
+        assert!(eval("null ? 1 : 2").is_err());
+        assert!(eval("1 / 0").is_err());
+    }
+
+    #[test]
+    fn for_expressions_and_splats() {
+        assert_eq!(eval("[for i, v in list : \"${i}${v}\"]").unwrap(), Value::List(vec![s("0a"), s("1b")]));
+        assert_eq!(
+            eval("{for v in list : v => upper(v) if v != \"a\"}").unwrap(),
+            Value::Map(BTreeMap::from([("b".into(), s("B"))]))
+        );
+        assert_eq!(
+            eval("{for v in [\"a\", \"a\"] : v => 1...}").unwrap(),
+            Value::Map(BTreeMap::from([("a".into(), Value::List(vec![Value::Number(1.0); 2]))]))
+        );
+        assert!(eval("{for v in [\"a\", \"a\"] : v => 1}").is_err());
+        assert_eq!(eval("items[*].n").unwrap(), Value::List(vec![s("x")]));
+        assert_eq!(eval("items.*.n").unwrap(), Value::List(vec![s("x")]));
+        assert_eq!(eval("list[1]").unwrap(), s("b"));
+        assert!(eval("list[5]").is_err());
+    }
+
+    #[test]
+    fn template_directives_and_strip_markers() {
+        assert_eq!(eval(r#""%{ if length(list) > 1 }many%{ else }one%{ endif }""#).unwrap(), s("many"));
+        assert_eq!(eval(r#""%{ for v in list ~} ${v} %{~ endfor }""#).unwrap(), s("ab"));
+        assert_eq!(eval(r#""a ${"b"} c""#).unwrap(), s("a b c"));
+        assert_eq!(eval(r#""a ${~ "b" ~} c""#).unwrap(), s("abc"));
+        assert_eq!(eval(r#""$${literal}""#).unwrap(), s("${literal}"));
+    }
+
+    #[test]
+    fn try_can_and_expansion() {
+        assert_eq!(eval("try(nope, \"fallback\")").unwrap(), s("fallback"));
+        assert_eq!(eval("can(nope)").unwrap(), Value::Bool(false));
+        assert_eq!(eval("max([3, 9, 4]...)").unwrap(), Value::Number(9.0));
+    }
+
+    #[test]
+    fn interpolating_a_list_or_null_is_an_error() {
+        assert!(eval(r#""x${list}""#).is_err());
+        assert!(eval(r#""x${null}""#).is_err());
+    }
+}

@@ -17,7 +17,7 @@ use super::eval::{EvalError, Evaluator, Loc, Locals, Scope};
 use super::functions;
 use super::ojson::OJson;
 use super::target::{Group, TARGET_ATTRS, Target};
-use super::value::{self, Type, Value};
+use super::value::{self, ConvertError, InvalidType, Type, Value};
 
 /// One input file.
 #[derive(Debug, Clone)]
@@ -550,7 +550,8 @@ impl<'a> Ctx<'a> {
         } else if let Some(b) = self.vars.get(name) {
             let (ty, typed) = match b.attr("type") {
                 Some(t) => {
-                    let ty = type_expr(&t.expr).map_err(|m| EvalError { loc: Self::loc(b, t.offset), message: m })?;
+                    let ty = type_expr(&t.expr)
+                        .map_err(|m| EvalError { loc: Self::loc(b, t.offset), message: m.to_string() })?;
                     match ty {
                         // `type = null` means untyped.
                         None => (Type::Any, false),
@@ -612,7 +613,7 @@ impl<'a> Ctx<'a> {
         } else if matches!(ty, Type::List(_) | Type::Set(_) | Type::Tuple(_) | Type::Map(_)) {
             csv_value(name, &env, ty).map_err(|e| fail(format!("failed to convert variable {name} from CSV: {e}")))?
         } else if typed && ty.is_primitive() {
-            convert_primitive(name, &env, ty).map_err(fail)?
+            convert_primitive(name, &env, ty).map_err(|e| fail(e.to_string()))?
         } else if typed {
             return Err(fail(format!("unsupported type {ty} for variable {name}")));
         } else if def.is_none() || v.is_null() {
@@ -620,8 +621,8 @@ impl<'a> Ctx<'a> {
         } else {
             match &v {
                 Value::String(_) => Value::String(env),
-                Value::Number(_) => convert_primitive(name, &env, &Type::Number).map_err(fail)?,
-                Value::Bool(_) => convert_primitive(name, &env, &Type::Bool).map_err(fail)?,
+                Value::Number(_) => convert_primitive(name, &env, &Type::Number).map_err(|e| fail(e.to_string()))?,
+                Value::Bool(_) => convert_primitive(name, &env, &Type::Bool).map_err(|e| fail(e.to_string()))?,
                 other => {
                     let kind = if matches!(other, Value::List(_)) { "tuple" } else { "object" };
                     return Err(fail(format!("unsupported type {kind} for variable {name}")));
@@ -1159,23 +1160,23 @@ pub fn local_file_dir(name: &str) -> Option<String> {
 
 /// A type expression (`string`, `list(number)`, `object({a = string})`);
 /// `Ok(None)` for `null` (untyped).
-pub fn type_expr(e: &Expression) -> Result<Option<Type>, String> {
-    fn go(e: &Expression) -> Result<Type, String> {
+pub fn type_expr(e: &Expression) -> Result<Option<Type>, InvalidType> {
+    fn go(e: &Expression) -> Result<Type, InvalidType> {
         match e {
             Expression::Variable(v) => match v.as_str() {
                 "string" => Ok(Type::String),
                 "number" => Ok(Type::Number),
                 "bool" => Ok(Type::Bool),
                 "any" => Ok(Type::Any),
-                "list" | "map" | "set" => Err(format!("invalid type specification: the {} type constructor requires one argument specifying the element type", v.as_str())),
-                other => Err(format!("invalid type specification: the keyword `{other}` is not a valid type specification")),
+                "list" | "map" | "set" => Err(InvalidType(format!("invalid type specification: the {} type constructor requires one argument specifying the element type", v.as_str()))),
+                other => Err(InvalidType(format!("invalid type specification: the keyword `{other}` is not a valid type specification"))),
             },
             Expression::FuncCall(f) => {
                 let name = f.name.name.as_str();
                 let args: Vec<&Expression> = f.args.iter().collect();
-                let one = || -> Result<Type, String> {
+                let one = || -> Result<Type, InvalidType> {
                     if args.len() != 1 {
-                        return Err(format!("invalid type specification: the {name} type constructor requires one argument"));
+                        return Err(InvalidType(format!("invalid type specification: the {name} type constructor requires one argument")));
                     }
                     go(args[0])
                 };
@@ -1185,7 +1186,7 @@ pub fn type_expr(e: &Expression) -> Result<Option<Type>, String> {
                     "map" => Ok(Type::Map(Box::new(one()?))),
                     "tuple" => match args.as_slice() {
                         [Expression::Array(a)] => Ok(Type::Tuple(a.iter().map(go).collect::<Result<_, _>>()?)),
-                        _ => Err("invalid type specification: the tuple type constructor requires a list of element types".into()),
+                        _ => Err(InvalidType("invalid type specification: the tuple type constructor requires a list of element types".into())),
                     },
                     "object" => match args.as_slice() {
                         [Expression::Object(o)] => {
@@ -1195,18 +1196,18 @@ pub fn type_expr(e: &Expression) -> Result<Option<Type>, String> {
                                     hcl::edit::expr::ObjectKey::Ident(i) => i.as_str().to_string(),
                                     hcl::edit::expr::ObjectKey::Expression(Expression::String(s)) => s.value().clone(),
                                     hcl::edit::expr::ObjectKey::Expression(Expression::Variable(s)) => s.as_str().to_string(),
-                                    _ => return Err("invalid type specification: object attribute names must be identifiers".into()),
+                                    _ => return Err(InvalidType("invalid type specification: object attribute names must be identifiers".into())),
                                 };
                                 m.insert(key, go(v.expr())?);
                             }
                             Ok(Type::Object(m))
                         }
-                        _ => Err("invalid type specification: the object type constructor requires an object of attribute types".into()),
+                        _ => Err(InvalidType("invalid type specification: the object type constructor requires an object of attribute types".into())),
                     },
-                    other => Err(format!("invalid type specification: keyword `{other}` is not a valid type constructor")),
+                    other => Err(InvalidType(format!("invalid type specification: keyword `{other}` is not a valid type constructor"))),
                 }
             }
-            _ => Err("invalid type specification: a type specification is either a primitive type keyword (bool, number, string) or a complex type constructor call, like list(string); this is not a valid type".into()),
+            _ => Err(InvalidType("invalid type specification: a type specification is either a primitive type keyword (bool, number, string) or a complex type constructor call, like list(string); this is not a valid type".into())),
         }
     }
     match e {
@@ -1216,69 +1217,76 @@ pub fn type_expr(e: &Expression) -> Result<Option<Type>, String> {
 }
 
 /// buildx `convertPrimitive`.
-fn convert_primitive(name: &str, v: &str, t: &Type) -> Result<Value, String> {
+fn convert_primitive(name: &str, v: &str, t: &Type) -> Result<Value, ConvertError> {
     match t {
         Type::String => Ok(Value::String(v.to_string())),
-        Type::Bool => super::entries::parse_go_bool(v)
-            .map(Value::Bool)
-            .ok_or_else(|| format!("failed to parse {name} as bool: strconv.ParseBool: parsing {v:?}: invalid syntax")),
+        Type::Bool => super::entries::parse_go_bool(v).map(Value::Bool).ok_or_else(|| {
+            ConvertError(format!("failed to parse {name} as bool: strconv.ParseBool: parsing {v:?}: invalid syntax"))
+        }),
         Type::Number => value::parse_number(v)
             .map(Value::Number)
-            .ok_or_else(|| format!("failed to parse {name} as number: invalid number value {v:?}")),
-        other => Err(format!("{name} of type {other} is not a primitive")),
+            .ok_or_else(|| ConvertError(format!("failed to parse {name} as number: invalid number value {v:?}"))),
+        other => Err(ConvertError(format!("{name} of type {other} is not a primitive"))),
     }
 }
 
 /// buildx `valueFromCSV`.
-fn csv_value(name: &str, v: &str, t: &Type) -> Result<Value, String> {
-    let fields = functions::csv_fields(v).map_err(|e| format!("failed to parse {v} as CSV: {}", e.message))?;
+fn csv_value(name: &str, v: &str, t: &Type) -> Result<Value, ConvertError> {
+    let fields =
+        functions::csv_fields(v).map_err(|e| ConvertError(format!("failed to parse {v} as CSV: {}", e.message)))?;
     match t {
         Type::List(et) | Type::Set(et) => {
             if !et.is_primitive() {
-                return Err(format!("unsupported type {t} for CSV specification"));
+                return Err(ConvertError(format!("unsupported type {t} for CSV specification")));
             }
             let items = fields
                 .iter()
                 .map(|f| {
-                    convert_primitive(name, f, et).map_err(|e| format!("failed to parse element of type {t}: {e}"))
+                    convert_primitive(name, f, et)
+                        .map_err(|e| ConvertError(format!("failed to parse element of type {t}: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Value::List(if matches!(t, Type::Set(_)) { value::set_of(items) } else { items }))
         }
         Type::Tuple(ts) => {
             if ts.len() != fields.len() {
-                return Err(format!("{t} expects {} elements but only {} provided", ts.len(), fields.len()));
+                return Err(ConvertError(format!(
+                    "{t} expects {} elements but only {} provided",
+                    ts.len(),
+                    fields.len()
+                )));
             }
             let mut out = Vec::new();
             for (f, et) in fields.iter().zip(ts) {
                 if !et.is_primitive() {
-                    return Err(format!("unsupported type {t} for CSV specification"));
+                    return Err(ConvertError(format!("unsupported type {t} for CSV specification")));
                 }
                 out.push(
-                    convert_primitive(name, f, et).map_err(|e| format!("failed to parse element of type {t}: {e}"))?,
+                    convert_primitive(name, f, et)
+                        .map_err(|e| ConvertError(format!("failed to parse element of type {t}: {e}")))?,
                 );
             }
             Ok(Value::List(out))
         }
         Type::Map(et) => {
             if !et.is_primitive() {
-                return Err(format!("unsupported type {t} for CSV specification"));
+                return Err(ConvertError(format!("unsupported type {t} for CSV specification")));
             }
             let mut m = BTreeMap::new();
             for f in fields {
                 let kv: Vec<&str> = f.splitn(3, ':').collect();
                 if kv.len() != 2 {
-                    return Err(format!("expected one k/v pair but got {} pieces from {f}", kv.len()));
+                    return Err(ConvertError(format!("expected one k/v pair but got {} pieces from {f}", kv.len())));
                 }
                 m.insert(
                     kv[0].to_string(),
                     convert_primitive(name, kv[1], et)
-                        .map_err(|e| format!("failed to parse element from type {t}: {e}"))?,
+                        .map_err(|e| ConvertError(format!("failed to parse element from type {t}: {e}")))?,
                 );
             }
             Ok(Value::Map(m))
         }
-        other => Err(format!("unsupported type {other} for CSV specification")),
+        other => Err(ConvertError(format!("unsupported type {other} for CSV specification"))),
     }
 }
 

@@ -142,6 +142,11 @@ impl fmt::Display for Type {
     }
 }
 
+/// A `type = ...` expression that is not a type.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidType(pub String);
+
 /// Why a value does not fit a type.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{0}")]
