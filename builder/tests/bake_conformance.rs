@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rbuild::bake::inputs::build_inputs;
 use rbuild::bake::print::target_json;
 use rbuild::bake::{BakeFile, Config, ParseOptions, Target, parse_files, read_targets};
 use serde_json::Value as J;
@@ -253,12 +254,26 @@ fn check_level(
     Ok(())
 }
 
+/// A target's build options in the shape `expect_build` names.
+fn build_value(t: &Target) -> Result<J, String> {
+    let b = build_inputs(t, Path::new("/CWD")).map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({
+        "context_path": b.context_path,
+        "dockerfile_path": b.dockerfile_path,
+        "named_contexts": b.named_contexts,
+        "allow": b.allow,
+        "network_mode": b.network_mode,
+        "attests": b.attests,
+        "exports": b.exports.iter().map(|e| serde_json::json!({"type": e.kind, "attrs": e.attrs})).collect::<Vec<_>>(),
+    }))
+}
+
 fn group_value(g: &rbuild::bake::Group) -> J {
     serde_json::json!({"targets": g.targets, "description": g.description})
 }
 
 /// Target names and values, group names and values.
-type Actual = (Vec<String>, BTreeMap<String, J>, Vec<String>, BTreeMap<String, J>);
+type Actual = (Vec<String>, BTreeMap<String, J>, Vec<String>, BTreeMap<String, J>, BTreeMap<String, J>);
 
 fn run_case(dir: &Path) -> Result<(), String> {
     let case: J = serde_json::from_slice(&std::fs::read(dir.join("case.json")).map_err(|e| e.to_string())?)
@@ -292,7 +307,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             let tv = config.targets.iter().map(|t| (t.name.clone(), target_value(t, false))).collect();
             let gn = config.groups.iter().map(|g| g.name.clone()).collect();
             let gv = config.groups.iter().map(|g| (g.name.clone(), group_value(g))).collect();
-            return Ok((tn, tv, gn, gv));
+            return Ok((tn, tv, gn, gv, BTreeMap::new()));
         }
         let r = read_targets(&config, &strs("targets"), &strs("overrides"), &env).map_err(|e| e.to_string())?;
         let print = level == "print";
@@ -301,6 +316,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             r.targets.iter().map(|(n, t)| (n.clone(), target_value(t, print))).collect(),
             r.groups.keys().cloned().collect(),
             r.groups.iter().map(|(n, g)| (n.clone(), group_value(g))).collect(),
+            r.targets.iter().map(|(n, t)| Ok((n.clone(), build_value(t)?))).collect::<Result<_, String>>()?,
         ))
     })();
     if let Some(want) = case.get("expect_error") {
@@ -323,13 +339,21 @@ fn run_case(dir: &Path) -> Result<(), String> {
         }
         return Ok(());
     }
-    let (tn, tv, gn, gv) = result?;
+    let (tn, tv, gn, gv, builds) = result?;
     let expect = &case["expect"];
     if let Some(t) = expect.get("target") {
         check_level(t, &tn, &tv, "target", level == "parse")?;
     }
     if let Some(g) = expect.get("group") {
         check_level(g, &gn, &gv, "group", level == "parse")?;
+    }
+    for (name, fields) in case.get("expect_build").and_then(J::as_object).into_iter().flatten() {
+        let actual = builds.get(name).ok_or_else(|| format!("build options for {name} missing"))?;
+        for (f, fv) in fields.as_object().into_iter().flatten() {
+            // `${CWD}` in expectations is the working directory (`/CWD` here).
+            let fv: J = serde_json::from_str(&fv.to_string().replace("${CWD}", "/CWD")).expect("JSON");
+            check(&fv, actual.get(f), f == "exports", &format!("build.{name}.{f}"))?;
+        }
     }
     Ok(())
 }

@@ -11,7 +11,9 @@
 //! - [`resolve`] turns a `Config` and the requested names plus `--set`
 //!   overrides into the targets to build ([`target`] holds the target model,
 //!   merge and override rules; [`entries`] the structured list entries).
-//! - [`print`] writes `--print`'s JSON.
+//! - [`print`] writes `--print`'s JSON; [`inputs`] derives what a target
+//!   means for its build (context and Dockerfile paths, named contexts,
+//!   exports with annotations).
 //!
 //! Why not hcl-rs's own evaluator: its functions are plain `fn` pointers (no
 //! closures, so user `function` blocks and lookups into the bake state
@@ -28,6 +30,7 @@ pub mod entries;
 pub mod error;
 pub mod eval;
 pub mod functions;
+pub mod inputs;
 pub mod ojson;
 pub mod parse;
 pub mod print;

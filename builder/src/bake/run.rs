@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use rbuild::bake::Resolved;
-use rbuild::bake::resolve::{build_context_path, is_remote};
+use rbuild::bake::inputs::build_inputs;
+use rbuild::bake::resolve::is_remote;
 use rbuild::bake::target::Target;
 use rbuild_solver::sandbox::IdMapping;
 
@@ -76,6 +77,39 @@ fn links(t: &Target) -> Vec<String> {
     t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:").map(str::to_string)).collect()
 }
 
+/// Target attributes `rbuild build` has no flag for yet: said out loud
+/// rather than dropped silently.
+fn warn_unapplied(name: &str, t: &Target) {
+    let mut unapplied = Vec::new();
+    if t.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
+        unapplied.push("annotations");
+    }
+    if t.attest.as_ref().is_some_and(|a| !a.is_empty()) {
+        unapplied.push("attest");
+    }
+    if t.shm_size.is_some() {
+        unapplied.push("shm-size");
+    }
+    if t.ulimits.as_ref().is_some_and(|a| !a.is_empty()) {
+        unapplied.push("ulimits");
+    }
+    if t.resources.is_some() {
+        unapplied.push("resources");
+    }
+    if t.extra_hosts.as_ref().is_some_and(|a| !a.is_empty()) {
+        unapplied.push("extra-hosts");
+    }
+    if t.network.as_deref().is_some_and(|n| n != "default") {
+        unapplied.push("network");
+    }
+    if !unapplied.is_empty() {
+        eprintln!(
+            "warning: target `{name}`: {} not applied by this rbuild version",
+            unapplied.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+}
+
 /// The `rbuild build` flags for one target.
 fn build_args(
     name: &str,
@@ -84,19 +118,20 @@ fn build_args(
     linked: &BTreeMap<String, PathBuf>,
     tmp: &Path,
 ) -> Result<BuildArgs> {
+    warn_unapplied(name, t);
     let mut b = default_build_args();
-    let ctx = build_context_path(t.context.as_deref().unwrap_or("."));
-    if is_remote(&ctx) {
-        bail!("target `{name}`: remote build contexts (`{ctx}`) are not supported by rbuild yet");
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let inputs = build_inputs(t, &cwd).with_context(|| format!("target `{name}`"))?;
+    if is_remote(&inputs.context_path) {
+        bail!("target `{name}`: remote build contexts (`{}`) are not supported by rbuild yet", inputs.context_path);
     }
-    b.context = PathBuf::from(&ctx);
-    if let Some(inline) = &t.dockerfile_inline {
+    b.context = PathBuf::from(&inputs.context_path);
+    if let Some(inline) = &inputs.dockerfile_inline {
         let p = tmp.join(format!("{name}.Dockerfile"));
         std::fs::write(&p, inline).with_context(|| format!("writing `{}`", p.display()))?;
         b.file = Some(p);
-    } else if let Some(df) = &t.dockerfile {
-        let df = df.strip_prefix("cwd://").map(PathBuf::from).unwrap_or_else(|| b.context.join(df));
-        b.file = Some(df);
+    } else {
+        b.file = Some(PathBuf::from(&inputs.dockerfile_path));
     }
     b.target = t.target.clone();
     b.tags = t.tags.clone().unwrap_or_default();
