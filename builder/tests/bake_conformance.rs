@@ -273,7 +273,7 @@ fn group_value(g: &rbuild::bake::Group) -> J {
 }
 
 /// Target names and values, group names and values.
-type Actual = (Vec<String>, BTreeMap<String, J>, Vec<String>, BTreeMap<String, J>, BTreeMap<String, J>);
+type Actual = (Vec<String>, BTreeMap<String, J>, Vec<String>, BTreeMap<String, J>, BTreeMap<String, J>, Vec<String>);
 
 fn run_case(dir: &Path) -> Result<(), String> {
     let case: J = serde_json::from_slice(&std::fs::read(dir.join("case.json")).map_err(|e| e.to_string())?)
@@ -307,7 +307,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             let tv = config.targets.iter().map(|t| (t.name.clone(), target_value(t, false))).collect();
             let gn = config.groups.iter().map(|g| g.name.clone()).collect();
             let gv = config.groups.iter().map(|g| (g.name.clone(), group_value(g))).collect();
-            return Ok((tn, tv, gn, gv, BTreeMap::new()));
+            return Ok((tn, tv, gn, gv, BTreeMap::new(), Vec::new()));
         }
         let r = read_targets(&config, &strs("targets"), &strs("overrides"), &env).map_err(|e| e.to_string())?;
         let print = level == "print";
@@ -317,6 +317,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
             r.groups.keys().cloned().collect(),
             r.groups.iter().map(|(n, g)| (n.clone(), group_value(g))).collect(),
             r.targets.iter().map(|(n, t)| Ok((n.clone(), build_value(t)?))).collect::<Result<_, String>>()?,
+            r.fs_read.clone(),
         ))
     })();
     if let Some(want) = case.get("expect_error") {
@@ -339,13 +340,16 @@ fn run_case(dir: &Path) -> Result<(), String> {
         }
         return Ok(());
     }
-    let (tn, tv, gn, gv, builds) = result?;
+    let (tn, tv, gn, gv, builds, fs_read) = result?;
     let expect = &case["expect"];
     if let Some(t) = expect.get("target") {
         check_level(t, &tn, &tv, "target", level == "parse")?;
     }
     if let Some(g) = expect.get("group") {
         check_level(g, &gn, &gv, "group", level == "parse")?;
+    }
+    if let Some(fs) = case.pointer("/expect_entitlements/fs_read") {
+        check(fs, Some(&serde_json::json!(fs_read)), false, "entitlements.fs_read")?;
     }
     for (name, fields) in case.get("expect_build").and_then(J::as_object).into_iter().flatten() {
         let actual = builds.get(name).ok_or_else(|| format!("build options for {name} missing"))?;
