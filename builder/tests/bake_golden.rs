@@ -1,7 +1,8 @@
 //! Golden tests of `rbuild bake --print` output: each directory under
 //! `testdata/bake/` holds bake files, an optional `cmd.json` (`files`,
 //! `targets`, `set`, `env`) and `expected.json`, the printed definition.
-//! `UPDATE_GOLDEN=1` rewrites `expected.json`.
+//! `UPDATE_GOLDEN=1` rewrites `expected.json`. Files that must fail live in
+//! `testdata/bake-negative/<case>/` with the error message in `expected.txt`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,11 @@ use rbuild::bake::print::print_json;
 use rbuild::bake::{BakeFile, ParseOptions, parse_files, read_targets};
 
 fn cases() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/bake");
+    cases_in("bake")
+}
+
+fn cases_in(sub: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(sub);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("testdata/bake")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -69,6 +74,39 @@ fn bake_print_golden() {
         let want = std::fs::read_to_string(&path).unwrap_or_default();
         if got != want {
             failures.push(format!("{}:\n--- got\n{got}\n--- want\n{want}", dir.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The error `rbuild bake --print` would show for a failing case.
+fn render_error(dir: &Path) -> String {
+    let name = "docker-bake.hcl";
+    let files = [BakeFile { name: name.into(), data: std::fs::read(dir.join(name)).expect("docker-bake.hcl") }];
+    let opts = ParseOptions::default();
+    let result = parse_files(&files, &opts).and_then(|c| read_targets(&c, &["default".into()], &[], &BTreeMap::new()));
+    match result {
+        Ok(_) => panic!("{}: expected an error", dir.display()),
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+#[test]
+fn bake_errors_golden() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    let all = cases_in("bake-negative");
+    assert!(all.len() >= 10, "negative cases missing");
+    for dir in all {
+        let got = render_error(&dir);
+        let path = dir.join("expected.txt");
+        if update {
+            std::fs::write(&path, &got).expect("write expected.txt");
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        if got != want {
+            failures.push(format!("{}:\n--- got\n{got}--- want\n{want}", dir.display()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -266,7 +266,7 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
         }
     }
     if !names.is_empty() {
-        c.groups.push(Group { name: "default".into(), description: String::new(), targets: names });
+        c.groups.push(Group { name: "default".into(), targets: names, ..Default::default() });
     }
     Ok(c)
 }

@@ -62,9 +62,19 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// All `variable` blocks, by name.
     pub variables: Vec<VariableInfo>,
+    /// The files' text, for locating errors found while resolving.
+    pub sources: Vec<SourceText>,
 }
 
 impl Config {
+    /// `err` located at `loc` (an attribute), when the file has positions.
+    pub fn locate(&self, loc: Option<Loc>, err: BakeError) -> BakeError {
+        match loc.and_then(|l| self.sources.get(l.file).map(|s| (s, l.offset))) {
+            Some((src, off)) if src.spans => src.diagnostic(Some(off), err.to_string()),
+            _ => err,
+        }
+    }
+
     /// The target called `name`.
     pub fn target(&self, name: &str) -> Option<&Target> {
         self.targets.iter().find(|t| t.name == name)
@@ -366,6 +376,7 @@ pub fn parse_files(files: &[BakeFile], opts: &ParseOptions) -> Result<Config, Ba
     if opts.file_relative_paths {
         super::resolve::rebase_context_paths(&mut config);
     }
+    config.sources = sources;
     Ok(config)
 }
 
@@ -890,7 +901,7 @@ impl<'a> Ctx<'a> {
             if names.len() == 1 && names[0] == label {
                 continue;
             }
-            config.groups.push(Group { name: label, description: String::new(), targets: names });
+            config.groups.push(Group { name: label, targets: names, ..Default::default() });
         }
         for g in &mut config.groups {
             g.targets = super::entries::dedup(std::mem::take(&mut g.targets));
@@ -962,6 +973,9 @@ impl<'a> Ctx<'a> {
                 }
                 return Err(self.err(a.file, a.offset, msg));
             }
+            if let Some(off) = a.offset {
+                t.locs.insert(a.name.clone(), Loc { file: a.file, offset: off });
+            }
             match self.instance_attr(idx, &a.name) {
                 Ok(v) => t.set_attr(&a.name, &v).map_err(|e| self.err(a.file, a.offset, e.to_string()))?,
                 // Every attribute is evaluated so that all errors are reported.
@@ -993,6 +1007,9 @@ impl<'a> Ctx<'a> {
         let mut g = Group { name: name.to_string(), ..Default::default() };
         for a in &block.attrs {
             let v = self.instance_attr(idx, &a.name).map_err(|e| self.eval_err(a.file, e))?;
+            if a.name == "targets" {
+                g.loc = a.offset.map(|offset| Loc { file: a.file, offset });
+            }
             match a.name.as_str() {
                 "targets" => match v {
                     Value::List(items) => {

@@ -225,7 +225,13 @@ impl Config {
         stack.push(name.to_string());
         let mut merged = Target::default();
         for parent in &own.inherits {
-            let p = self.inherit(parent, stack, done, overrides, fs_read)?;
+            let p = self.inherit(parent, stack, done, overrides, fs_read).map_err(|e| match e {
+                // Point at the `inherits` that names the missing or cyclic target.
+                BakeError::UnknownTarget(_) | BakeError::InheritsCycle(_) => {
+                    self.locate(own.locs.get("inherits").copied(), e)
+                }
+                other => other,
+            })?;
             merged.merge(&p);
         }
         stack.pop();
@@ -255,15 +261,19 @@ impl Config {
             .flatten()
             .filter_map(|(_, v)| v.strip_prefix("target:").map(str::to_string))
             .collect();
+        let at = targets[name].locs.get("contexts").copied();
         for link in links {
             if link == name {
-                return Err(BakeError::LinkSelf(link));
+                return Err(self.locate(at, BakeError::LinkSelf(link)));
             }
             if visited.contains(&link) {
-                return Err(BakeError::LinkLoop { from: name.to_string(), to: link });
+                return Err(self.locate(at, BakeError::LinkLoop { from: name.to_string(), to: link }));
             }
             if !targets.contains_key(&link) {
-                let mut t2 = self.resolve_target(&link, overrides, fs_read)?;
+                let mut t2 = self.resolve_target(&link, overrides, fs_read).map_err(|e| match e {
+                    BakeError::UnknownTarget(_) => self.locate(at, e),
+                    other => other,
+                })?;
                 t2.output = Some(vec![super::entries::Export { kind: "cacheonly".into(), ..Default::default() }]);
                 t2.linked = true;
                 targets.insert(link.clone(), t2);
@@ -318,7 +328,14 @@ pub fn read_targets(
     for n in &names {
         let (ts, gs) = config.resolve_group(n);
         for t in ts {
-            let target = config.resolve_target(&t, &overrides, &mut out.fs_read)?;
+            let target = config.resolve_target(&t, &overrides, &mut out.fs_read).map_err(|e| match e {
+                // A group names a target that does not exist: point at the group.
+                BakeError::UnknownTarget(ref missing) if missing == &t => {
+                    let group = config.groups.iter().find(|g| g.targets.contains(&t));
+                    config.locate(group.and_then(|g| g.loc), e)
+                }
+                other => other,
+            })?;
             out.targets.insert(t, target);
         }
         for g in gs {

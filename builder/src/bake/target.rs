@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::entries::{self, AttestEntry, CacheEntry, EntryError, Export, SecretEntry, SshEntry};
+use super::eval::Loc;
 use super::value::{Value, format_number};
 
 /// A group: a named list of targets and groups.
@@ -17,6 +18,8 @@ pub struct Group {
     pub description: String,
     /// Member targets or groups.
     pub targets: Vec<String>,
+    /// Where `targets` is written, for errors about its members.
+    pub(crate) loc: Option<Loc>,
 }
 
 /// A string map whose values may be null (`args`, `labels`, `extra-hosts`):
@@ -68,6 +71,8 @@ pub struct Target {
     pub(crate) rebased: bool,
     /// The target was pulled in only through a `target:` context.
     pub linked: bool,
+    /// Where each attribute is written (the last block that set it).
+    pub(crate) locs: BTreeMap<String, Loc>,
 }
 
 /// `resources` (cgroup limits).
@@ -535,6 +540,7 @@ impl Target {
             self.description = o.description.clone();
         }
         self.inherits.extend(o.inherits.iter().cloned());
+        self.locs.extend(o.locs.iter().map(|(k, v)| (k.clone(), *v)));
     }
 
     /// Removes duplicates and empty values, adds `network.host` for
