@@ -185,7 +185,7 @@ impl<'a> Evaluator<'a> {
                     },
                 }
             }
-            Expression::BinaryOp(b) => self.binary(expr, b),
+            Expression::BinaryOp(b) => self.binary(b),
             Expression::ForExpr(f) => self.for_expr(f),
         }
     }
@@ -323,7 +323,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn binary(&self, expr: &Expression, b: &hcl::edit::expr::BinaryOp) -> Result<Value, EvalError> {
+    fn binary(&self, b: &hcl::edit::expr::BinaryOp) -> Result<Value, EvalError> {
         let op = *b.operator.value();
         let l = self.eval(&b.lhs_expr)?;
         // `&&`/`||` still evaluate both sides in HCL; keep that.
@@ -340,7 +340,6 @@ impl<'a> Evaluator<'a> {
                 _ => Err(self
                     .err(side, format!("unsuitable value for `{op}` operand: a bool is required, not {}", v.kind()))),
             };
-        let _ = expr;
         Ok(match op {
             BinaryOperator::Eq => Value::Bool(values_equal(&l, &r)),
             BinaryOperator::NotEq => Value::Bool(!values_equal(&l, &r)),

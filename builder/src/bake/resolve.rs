@@ -194,7 +194,8 @@ impl Config {
         let mut t = self.inherit(name, &mut stack, &mut done, overrides, fs_read)?;
         t.inherits.clear();
         if t.context.is_none() {
-            t.context = Some(match (&t.default_context_base, t.use_default_base()) {
+            // Under file-relative paths the default context is the file's directory.
+            t.context = Some(match (&t.default_context_base, t.rebased) {
                 (Some(base), true) => rebase_path(base, "."),
                 _ => ".".to_string(),
             });
@@ -301,12 +302,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-impl Target {
-    fn use_default_base(&self) -> bool {
-        self.rebased
     }
 }
 

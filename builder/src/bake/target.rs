@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::entries::{self, AttestEntry, CacheEntry, EntryError, Export, SecretEntry, SshEntry};
 use super::eval::Loc;
-use super::value::{Value, format_number};
+use super::value::Value;
 
 /// A group: a named list of targets and groups.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -817,10 +817,4 @@ fn set_load(mut outputs: Vec<Export>, load: bool) -> Vec<Export> {
     }
     outputs.push(Export { kind: "docker".into(), attrs: BTreeMap::new(), dest: String::new() });
     outputs
-}
-
-/// Formats a number attribute the way the Go decoder turned numbers into
-/// strings.
-pub fn number_string(n: f64) -> String {
-    format_number(n)
 }

@@ -96,29 +96,62 @@ pub fn run(args: BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let resolved = bake::read_targets(&config, &requested, &sets, &opts.env)?;
 
     if args.print {
-        println!("{}", print_json(&resolved).pretty());
+        write_stdout(&(print_json(&resolved).pretty() + "\n"))?;
         return Ok(0);
     }
     run::build_all(&resolved, &args, root, mapping)
 }
 
-/// `--list targets|variables`.
+/// `--list targets|variables`, or buildx's long form
+/// `--list type=targets|variables[,format=table|json]`.
 fn list(config: &bake::Config, what: &str) -> Result<i32> {
-    match what.split(',').next().unwrap_or_default() {
-        "targets" => {
-            println!("{:<24} DESCRIPTION", "TARGET");
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut kind = "";
+    let mut format = "table";
+    for part in what.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = v,
+            Some(("format", v)) => format = v,
+            None => kind = part,
+            Some(_) => bail!("invalid `--list {what}`: use `targets`, `variables` or `type=...,format=json`"),
+        }
+    }
+    let text = |s: &str| Json::Str(s.to_string());
+    match (kind, format) {
+        ("targets", "table") => {
+            let _ = writeln!(out, "{:<24} DESCRIPTION", "TARGET");
             for g in &config.groups {
                 let d = if g.description.is_empty() { g.targets.join(", ") } else { g.description.clone() };
-                println!("{:<24} {d}", g.name);
+                let _ = writeln!(out, "{:<24} {d}", g.name);
             }
             for t in &config.targets {
-                println!("{:<24} {}", t.name, t.description);
+                let _ = writeln!(out, "{:<24} {}", t.name, t.description);
             }
         }
-        "variables" => {
-            println!("{:<24} {:<12} {:<24} DESCRIPTION", "VARIABLE", "TYPE", "VALUE");
+        ("targets", "json") => {
+            let mut rows = Vec::new();
+            for g in &config.groups {
+                rows.push(Json::Obj(vec![
+                    ("name".into(), text(&g.name)),
+                    ("description".into(), text(&g.description)),
+                    ("group".into(), Json::Bool(true)),
+                    ("targets".into(), Json::Arr(g.targets.iter().map(|t| text(t)).collect())),
+                ]));
+            }
+            for t in &config.targets {
+                rows.push(Json::Obj(vec![
+                    ("name".into(), text(&t.name)),
+                    ("description".into(), text(&t.description)),
+                ]));
+            }
+            let _ = writeln!(out, "{}", Json::Arr(rows).pretty());
+        }
+        ("variables", "table") => {
+            let _ = writeln!(out, "{:<24} {:<12} {:<24} DESCRIPTION", "VARIABLE", "TYPE", "VALUE");
             for v in &config.variables {
-                println!(
+                let _ = writeln!(
+                    out,
                     "{:<24} {:<12} {:<24} {}",
                     v.name,
                     v.type_name.as_deref().unwrap_or(""),
@@ -127,14 +160,38 @@ fn list(config: &bake::Config, what: &str) -> Result<i32> {
                 );
             }
         }
-        "type=json" | "json" => {
-            let j = Json::Obj(vec![
-                ("groups".into(), Json::Arr(config.groups.iter().map(|g| Json::Str(g.name.clone())).collect())),
-                ("targets".into(), Json::Arr(config.targets.iter().map(|t| Json::Str(t.name.clone())).collect())),
-            ]);
-            println!("{}", j.pretty());
+        ("variables", "json") => {
+            let rows = config
+                .variables
+                .iter()
+                .map(|v| {
+                    let mut o = vec![("name".to_string(), text(&v.name))];
+                    if !v.description.is_empty() {
+                        o.push(("description".into(), text(&v.description)));
+                    }
+                    if let Some(t) = &v.type_name {
+                        o.push(("type".into(), text(t)));
+                    }
+                    if let Some(val) = &v.value {
+                        o.push(("value".into(), text(val)));
+                    }
+                    Json::Obj(o)
+                })
+                .collect();
+            let _ = writeln!(out, "{}", Json::Arr(rows).pretty());
         }
-        other => bail!("invalid `--list {other}`: use `targets` or `variables`"),
+        _ => bail!("invalid `--list {what}`: use `targets`, `variables` or `type=targets|variables,format=table|json`"),
     }
+    write_stdout(&out)?;
     Ok(0)
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
