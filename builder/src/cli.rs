@@ -180,6 +180,9 @@ pub struct BakeArgs {
     /// Override a target value: `TARGET.KEY=VALUE` or `TARGET.KEY+=VALUE`; TARGET may be a glob.
     #[arg(long)]
     pub set: Vec<String>,
+    /// Set a variable: `NAME=VALUE` (looked up before the environment).
+    #[arg(long = "var")]
+    pub vars: Vec<String>,
     /// Print the resolved definition as JSON instead of building.
     #[arg(long)]
     pub print: bool,
@@ -207,6 +210,12 @@ pub struct BakeArgs {
     /// Run a frontend method instead of building: `build`, `check`, `outline`, `targets`.
     #[arg(long = "call")]
     pub call: Option<String>,
+    /// Shorthand for `--set=*.attest=type=sbom` (`true`, `false` or attributes).
+    #[arg(long)]
+    pub sbom: Option<String>,
+    /// Shorthand for `--set=*.attest=type=provenance` (`true`, `false` or attributes).
+    #[arg(long)]
+    pub provenance: Option<String>,
     /// Write build result metadata (one entry per target) to this file.
     #[arg(long = "metadata-file")]
     pub metadata_file: Option<std::path::PathBuf>,

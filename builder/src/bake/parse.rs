@@ -38,6 +38,8 @@ pub struct ParseOptions {
     pub defaults: BTreeMap<String, String>,
     /// Paths relative to each file's directory (`BUILDX_BAKE_FILE_RELATIVE_PATHS`).
     pub file_relative_paths: bool,
+    /// `--var NAME=VALUE`: like environment variables, looked up first.
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A variable as `--list variables` shows it.
@@ -527,8 +529,9 @@ impl<'a> Ctx<'a> {
         offset.or(block.offset).map(|o| Loc { file: block.file, offset: o })
     }
 
+    /// `--var NAME=VALUE` first, then the environment (buildx `LookupVar`).
     fn lookup_env(&self, name: &str) -> Option<String> {
-        self.opts.env.get(name).cloned()
+        self.opts.vars.get(name).or_else(|| self.opts.env.get(name)).cloned()
     }
 
     /// buildx `valueHasOverride`: the env value, and whether it came from `NAME_JSON`.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use rbuild::bake::print::{Json, print_json};
 use rbuild::bake::{self, BakeError, BakeFile, DEFAULT_FILES, ParseOptions};
 use rbuild_solver::sandbox::IdMapping;
@@ -71,12 +71,16 @@ fn parse_options() -> ParseOptions {
         ("BAKE_CMD_CONTEXT".to_string(), "cwd://".to_string()),
         ("BAKE_LOCAL_PLATFORM".to_string(), local_platform()),
     ]);
-    ParseOptions { env, defaults, file_relative_paths }
+    ParseOptions { env, defaults, file_relative_paths, vars: BTreeMap::new() }
 }
 
 pub fn run(args: BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     let files = read_files(&args)?;
-    let opts = parse_options();
+    let mut opts = parse_options();
+    for v in &args.vars {
+        let (k, val) = v.split_once('=').with_context(|| format!("invalid `--var {v}`: expected NAME=VALUE"))?;
+        opts.vars.insert(k.to_string(), val.to_string());
+    }
     let config = bake::parse_files(&files, &opts)?;
 
     if let Some(what) = &args.list {
@@ -93,13 +97,35 @@ pub fn run(args: BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     if let Some(call) = &args.call {
         sets.push(format!("*.call={call}"));
     }
-    let resolved = bake::read_targets(&config, &requested, &sets, &opts.env)?;
+    for (kind, value) in [("sbom", &args.sbom), ("provenance", &args.provenance)] {
+        if let Some(v) = value {
+            sets.push(format!("*.attest={}", canonical_attest(kind, v)));
+        }
+    }
+    let mut resolved = bake::read_targets(&config, &requested, &sets, &opts.env)?;
+    // As buildx: `SOURCE_DATE_EPOCH` from the environment becomes a build
+    // arg of every target that does not set it.
+    if let Some(epoch) = opts.env.get("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
+        for t in resolved.targets.values_mut() {
+            let args = t.args.get_or_insert_with(BTreeMap::new);
+            args.entry("SOURCE_DATE_EPOCH".into()).or_insert_with(|| Some(epoch.clone()));
+        }
+    }
 
     if args.print {
         write_stdout(&(print_json(&resolved).pretty() + "\n"))?;
         return Ok(0);
     }
     run::build_all(&resolved, &args, root, mapping)
+}
+
+/// buildx `CanonicalizeAttest`: `--sbom=true` is `type=sbom,disabled=false`,
+/// anything else is attributes after `type=sbom,`.
+fn canonical_attest(kind: &str, v: &str) -> String {
+    match bake::entries::parse_go_bool(v) {
+        Some(b) => format!("type={kind},disabled={}", !b),
+        None => format!("type={kind},{v}"),
+    }
 }
 
 /// `--list targets|variables`, or buildx's long form
