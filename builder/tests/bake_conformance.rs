@@ -289,6 +289,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
         env: env.clone(),
         defaults: strmap("defaults"),
         file_relative_paths: case.pointer("/parse_opts/file_relative_paths").and_then(J::as_bool).unwrap_or(false),
+        vars: strmap("vars"),
     };
     let mut files = Vec::new();
     for f in case["files"].as_array().into_iter().flatten() {
