@@ -17,6 +17,71 @@ pub fn looks_like_compose(text: &str) -> bool {
     matches!(serde_yaml::from_str::<Y>(text), Ok(Y::Mapping(m)) if m.contains_key("services"))
 }
 
+/// One `${...}`: `NAME`, `NAME:-default`/`NAME-default` (unset or empty /
+/// unset), `NAME:+alt`/`NAME+alt` (set and non-empty / set); `NAME:?msg` and
+/// `NAME?msg` are checked up front by [`check_required`].
+fn expand(inner: &str, env: &BTreeMap<String, String>) -> String {
+    let op_at = inner.find([':', '-', '+', '?']).unwrap_or(inner.len());
+    let (name, rest) = inner.split_at(op_at);
+    let value = env.get(name);
+    let set_nonempty = value.is_some_and(|v| !v.is_empty());
+    match rest {
+        "" => value.cloned().unwrap_or_default(),
+        r if r.starts_with(":-") => {
+            if set_nonempty {
+                value.cloned().unwrap_or_default()
+            } else {
+                r[2..].to_string()
+            }
+        }
+        r if r.starts_with('-') => value.cloned().unwrap_or_else(|| r[1..].to_string()),
+        r if r.starts_with(":+") => {
+            if set_nonempty {
+                r[2..].to_string()
+            } else {
+                String::new()
+            }
+        }
+        r if r.starts_with('+') => {
+            if value.is_some() {
+                r[1..].to_string()
+            } else {
+                String::new()
+            }
+        }
+        _ => value.cloned().unwrap_or_default(),
+    }
+}
+
+/// `${NAME:?message}` / `${NAME?message}` with NAME unset (or empty, for
+/// `:?`) is an error, as in compose.
+fn check_required(text: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let escaped = i > 0 && rest[..i].ends_with('$');
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else { break };
+        let inner = &after[..end];
+        rest = &after[end..];
+        if escaped {
+            continue;
+        }
+        let op_at = inner.find([':', '-', '+', '?']).unwrap_or(inner.len());
+        let (name, op) = inner.split_at(op_at);
+        let value = env.get(name);
+        let missing = match op {
+            o if o.starts_with(":?") => value.is_none_or(|v| v.is_empty()),
+            o if o.starts_with('?') => value.is_none(),
+            _ => false,
+        };
+        if missing {
+            let msg = op.trim_start_matches(':').trim_start_matches('?');
+            return Err(format!("required variable {name} is missing a value: {msg}"));
+        }
+    }
+    Ok(())
+}
+
 fn interpolate(s: &str, env: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let chars: Vec<char> = s.chars().collect();
@@ -39,20 +104,7 @@ fn interpolate(s: &str, env: &BTreeMap<String, String>) -> String {
                 continue;
             };
             let inner: String = chars[i + 2..i + end].iter().collect();
-            let (name, default, unset_only) = if let Some((n, d)) = inner.split_once(":-") {
-                (n.to_string(), Some(d.to_string()), false)
-            } else if let Some((n, d)) = inner.split_once('-') {
-                (n.to_string(), Some(d.to_string()), true)
-            } else {
-                (inner.clone(), None, false)
-            };
-            let v = env.get(&name).cloned();
-            let v = match (v, default) {
-                (Some(v), Some(d)) if v.is_empty() && !unset_only => d,
-                (Some(v), _) => v,
-                (None, Some(d)) => d,
-                (None, None) => String::new(),
-            };
+            let v = expand(&inner, env);
             out.push_str(&v);
             i += end + 1;
             continue;
@@ -269,4 +321,20 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
         c.groups.push(Group { name: "default".into(), targets: names, ..Default::default() });
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_interpolation() {
+        let env = BTreeMap::from([("SET".to_string(), "v".to_string()), ("EMPTY".to_string(), String::new())]);
+        assert_eq!(interpolate("a-${SET}-$SET-$${SET}", &env), "a-v-v-${SET}");
+        assert_eq!(interpolate("${EMPTY:-d} ${EMPTY-d} ${NONE-d}", &env), "d  d");
+        assert_eq!(interpolate("${SET:+alt} ${EMPTY:+alt} ${EMPTY+alt}", &env), "alt  alt");
+        assert!(check_required("x: ${NONE:?need it}", &env).unwrap_err().contains("need it"));
+        assert!(check_required("x: ${EMPTY:?need it}", &env).is_err());
+        assert!(check_required("x: ${EMPTY?need it} $${NONE:?no}", &env).is_ok());
+    }
 }
