@@ -53,9 +53,19 @@ fn expand(inner: &str, env: &BTreeMap<String, String>) -> String {
     }
 }
 
+/// A `${NAME:?message}` whose variable is not set.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("required variable {name} is missing a value: {message}")]
+pub struct RequiredVariable {
+    /// The variable.
+    pub name: String,
+    /// The file's message.
+    pub message: String,
+}
+
 /// `${NAME:?message}` / `${NAME?message}` with NAME unset (or empty, for
 /// `:?`) is an error, as in compose.
-fn check_required(text: &str, env: &BTreeMap<String, String>) -> Result<(), String> {
+fn check_required(text: &str, env: &BTreeMap<String, String>) -> Result<(), RequiredVariable> {
     let mut rest = text;
     while let Some(i) = rest.find("${") {
         let escaped = i > 0 && rest[..i].ends_with('$');
@@ -76,7 +86,7 @@ fn check_required(text: &str, env: &BTreeMap<String, String>) -> Result<(), Stri
         };
         if missing {
             let msg = op.trim_start_matches(':').trim_start_matches('?');
-            return Err(format!("required variable {name} is missing a value: {msg}"));
+            return Err(RequiredVariable { name: name.to_string(), message: msg.to_string() });
         }
     }
     Ok(())
@@ -222,6 +232,8 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
     let env = &opts.env;
     let mut names = Vec::new();
     for f in files {
+        check_required(&f.text, env)
+            .map_err(|e| BakeError::Unlocated { file: f.name.clone(), message: e.to_string() })?;
         let doc: Y =
             serde_yaml::from_str(&f.text).map_err(|source| BakeError::Yaml { file: f.name.clone(), source })?;
         let Some(Y::Mapping(services)) = doc.get("services") else {
@@ -333,7 +345,7 @@ mod tests {
         assert_eq!(interpolate("a-${SET}-$SET-$${SET}", &env), "a-v-v-${SET}");
         assert_eq!(interpolate("${EMPTY:-d} ${EMPTY-d} ${NONE-d}", &env), "d  d");
         assert_eq!(interpolate("${SET:+alt} ${EMPTY:+alt} ${EMPTY+alt}", &env), "alt  alt");
-        assert!(check_required("x: ${NONE:?need it}", &env).unwrap_err().contains("need it"));
+        assert_eq!(check_required("x: ${NONE:?need it}", &env).unwrap_err().message, "need it");
         assert!(check_required("x: ${EMPTY:?need it}", &env).is_err());
         assert!(check_required("x: ${EMPTY?need it} $${NONE:?no}", &env).is_ok());
     }
