@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value as Y;
 
-use super::entries::{CacheEntry, EntryError, Export, SecretEntry, SshEntry, dedup, dedup_by_key};
+use super::entries::{CacheEntry, EntryError, Export, SecretEntry, SshEntry, dedup, dedup_by_key, go_remove_dupes};
 use super::error::{BakeError, SourceText};
 use super::parse::{Config, ParseOptions, local_file_dir};
 use super::target::{Group, Target};
@@ -187,7 +187,7 @@ fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), 
             for i in items {
                 all.extend(CacheEntry::parse_list(&i)?);
             }
-            *field = Some(dedup(all));
+            *field = Some(go_remove_dupes(all));
         }
     }
     if let Some(items) = list(xb.get("secret"), env) {
@@ -209,7 +209,7 @@ fn x_bake(t: &mut Target, xb: &Y, env: &BTreeMap<String, String>) -> Result<(), 
         for i in items {
             all.push(Export::parse(&i)?);
         }
-        t.output = Some(dedup(all));
+        t.output = Some(go_remove_dupes(all));
     }
     if let Some(b) = xb.get("pull").and_then(Y::as_bool) {
         t.pull = Some(b);

@@ -396,8 +396,7 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// Removes later duplicates of equal entries (buildx's `removeDupes` keeps
-/// the last occurrence's position semantics close enough: first kept).
+/// Removes duplicates, keeping the first occurrence in place.
 pub fn dedup<T: PartialEq + Clone>(v: Vec<T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
     for x in v {
@@ -406,6 +405,40 @@ pub fn dedup<T: PartialEq + Clone>(v: Vec<T>) -> Vec<T> {
         }
     }
     out
+}
+
+/// buildx's `removeDupes` for outputs and cache entries, order included:
+/// walking from the end, a later duplicate is swapped with the last element
+/// and dropped, so the surviving order is not simply "first kept".
+pub fn go_remove_dupes<T: PartialEq>(mut s: Vec<T>) -> Vec<T> {
+    if s.len() < 2 {
+        return s;
+    }
+    for i in (0..s.len() - 1).rev() {
+        let mut j = i + 1;
+        while j < s.len() {
+            if s[i] == s[j] {
+                let last = s.len() - 1;
+                s.swap(j, last);
+                s.pop();
+                break;
+            }
+            j += 1;
+        }
+    }
+    s
+}
+
+/// Go's in-place removal of element `i` by swapping the last one into it.
+pub fn go_swap_remove<T>(s: &mut Vec<T>, keep: impl Fn(&T) -> bool) {
+    let mut i = 0;
+    while i < s.len() {
+        if keep(&s[i]) {
+            i += 1;
+        } else {
+            s.swap_remove(i);
+        }
+    }
 }
 
 /// Dedups by a key, a later entry replacing an earlier one in place
@@ -424,6 +457,15 @@ pub fn dedup_by_key<T, K: PartialEq>(v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_dedup_order() {
+        assert_eq!(go_remove_dupes(vec![1, 2, 1, 3]), vec![1, 2, 3]);
+        assert_eq!(go_remove_dupes(vec![1, 1, 2, 3]), vec![1, 3, 2]);
+        let mut v = vec![1, 2, 3, 4];
+        go_swap_remove(&mut v, |x| *x != 2);
+        assert_eq!(v, vec![1, 4, 3]);
+    }
 
     #[test]
     fn canonical_forms() {

@@ -531,7 +531,7 @@ impl Target {
         if let Some(b) = &o.cache_from {
             let mut v = self.cache_from.take().unwrap_or_default();
             v.extend(b.iter().cloned());
-            self.cache_from = Some(entries::dedup(v));
+            self.cache_from = Some(entries::go_remove_dupes(v));
         }
         if let Some(r) = &o.resources {
             self.resources.get_or_insert_with(Resources::default).merge(r);
@@ -566,9 +566,9 @@ impl Target {
         list(&mut self.attest, |x| entries::dedup_by_key(x, |a| a.kind.clone()));
         list(&mut self.secret, |x| entries::dedup_by_key(x, |a| a.id.clone()));
         list(&mut self.ssh, |x| entries::dedup_by_key(x, |a| a.id.clone()));
-        list(&mut self.cache_from, entries::dedup);
-        list(&mut self.cache_to, entries::dedup);
-        list(&mut self.output, entries::dedup);
+        list(&mut self.cache_from, entries::go_remove_dupes);
+        list(&mut self.cache_to, entries::go_remove_dupes);
+        list(&mut self.output, entries::go_remove_dupes);
         if self.network.as_deref() == Some("host") {
             self.entitlements.get_or_insert_with(Vec::new).push("network.host".into());
         }
@@ -667,7 +667,7 @@ impl Target {
                 "ulimits" => apply_list(&mut self.ulimits, o.values.clone(), o.append),
                 "cache-from" => {
                     let v = parse_all(&o.values, CacheEntry::parse_list)?;
-                    merge_entries(&mut self.cache_from, v, o.append);
+                    merge_entries(&mut self.cache_from, v, o.append, entries::go_remove_dupes);
                     for c in self.cache_from.iter().flatten() {
                         if c.kind == "local"
                             && let Some(src) = c.attrs.get("src")
@@ -678,7 +678,7 @@ impl Target {
                 }
                 "cache-to" => {
                     let v = parse_all(&o.values, CacheEntry::parse_list)?;
-                    merge_entries(&mut self.cache_to, v, o.append);
+                    merge_entries(&mut self.cache_to, v, o.append, entries::go_remove_dupes);
                 }
                 "target" => self.target = Some(value),
                 "call" => self.call = Some(value),
@@ -686,18 +686,18 @@ impl Target {
                 "secrets" => {
                     let v = parse_all(&o.values, |s| SecretEntry::parse(s).map(|x| vec![x]))?;
                     secret_ids.extend(v.iter().map(|s| s.id.clone()));
-                    merge_entries(&mut self.secret, v, o.append);
+                    merge_entries(&mut self.secret, v, o.append, |x| entries::dedup_by_key(x, |s| s.id.clone()));
                 }
                 "ssh" => {
                     let v = parse_all(&o.values, |s| Ok(vec![SshEntry::parse(s)]))?;
-                    merge_entries(&mut self.ssh, v, o.append);
+                    merge_entries(&mut self.ssh, v, o.append, |x| entries::dedup_by_key(x, |s| s.id.clone()));
                     for s in self.ssh.iter().flatten() {
                         fs_read.extend(s.paths.iter().cloned());
                     }
                 }
                 "output" => {
                     let v = parse_all(&o.values, |s| Export::parse(s).map(|x| vec![x]))?;
-                    merge_entries(&mut self.output, v, o.append);
+                    merge_entries(&mut self.output, v, o.append, entries::go_remove_dupes);
                 }
                 "entitlements" => self.entitlements.get_or_insert_with(Vec::new).extend(o.values.iter().cloned()),
                 "annotations" => self.annotations.get_or_insert_with(Vec::new).extend(o.values.iter().cloned()),
@@ -763,11 +763,13 @@ fn apply_list(field: &mut Option<Vec<String>>, values: Vec<String>, append: bool
     }
 }
 
-fn merge_entries<T: PartialEq + Clone>(field: &mut Option<Vec<T>>, values: Vec<T>, append: bool) {
+/// `+=` appends and normalises the way that entry kind merges in buildx;
+/// `=` replaces.
+fn merge_entries<T>(field: &mut Option<Vec<T>>, values: Vec<T>, append: bool, normalize: impl Fn(Vec<T>) -> Vec<T>) {
     if append {
         let mut all = field.take().unwrap_or_default();
         all.extend(values);
-        *field = Some(entries::dedup(all));
+        *field = Some(normalize(all));
     } else {
         *field = Some(values);
     }
@@ -776,7 +778,7 @@ fn merge_entries<T: PartialEq + Clone>(field: &mut Option<Vec<T>>, values: Vec<T
 /// `--set T.push=BOOL` (buildx `setPushOverride`).
 fn set_push(mut outputs: Vec<Export>, push: bool) -> Vec<Export> {
     if !push {
-        outputs.retain(|o| o.kind != "registry");
+        entries::go_swap_remove(&mut outputs, |o| o.kind != "registry");
         for o in &mut outputs {
             if o.kind == "image" {
                 o.attrs.insert("push".into(), "false".into());
