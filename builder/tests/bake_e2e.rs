@@ -182,3 +182,30 @@ fn bake_reads_stdin_sets_overrides_and_lists() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("V") && text.contains("the v"), "{text}");
 }
+
+#[test]
+fn target_context_feeds_one_target_into_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("gen.txt"), "generated\n").unwrap();
+    std::fs::write(p.join("gen.Dockerfile"), "FROM scratch\nCOPY gen.txt /out/gen.txt\n").unwrap();
+    std::fs::write(p.join("Dockerfile"), "FROM scratch\nCOPY --from=gen /out/gen.txt /app/from-gen.txt\n").unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+target "gen" {
+  dockerfile = "gen.Dockerfile"
+}
+target "default" {
+  contexts = { gen = "target:gen" }
+  output   = ["type=local,dest=out"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(bake(store.path(), p, &["--progress", "plain"]));
+    assert_eq!(std::fs::read_to_string(p.join("out/app/from-gen.txt")).unwrap(), "generated\n");
+    // The linked target was only built for the context: no output of its own.
+    assert!(!p.join("out/out").exists());
+}
