@@ -2,12 +2,15 @@
 //! reads them.
 //!
 //! The pipeline, one module per step:
-//! - [`parse`] reads `docker-bake.{hcl,json}`, overrides and compose files
-//!   ([`compose`]) and evaluates them: HCL syntax from hcl-rs (its hcl-edit
-//!   tree, which keeps spans for errors), expressions by our own evaluator
-//!   ([`eval`], [`value`]) with buildx's function library ([`functions`]),
-//!   bake semantics (variables, env overrides, validation, user functions,
-//!   matrix, `target.X.attr`) in [`parse`]. The result is a [`Config`].
+//! - [`parse`] reads `docker-bake.{hcl,json}` ([`ojson`] keeps JSON key
+//!   order), overrides and compose files ([`compose`]) into one syntax tree:
+//!   HCL syntax from hcl-rs (its hcl-edit tree, which keeps spans for
+//!   errors).
+//! - [`hcl_eval`] evaluates it with bake's semantics (variables with
+//!   [`vartypes`], env overrides, validation, user functions, matrix,
+//!   `target.X.attr`); expressions go through our evaluator ([`eval`],
+//!   [`value`]) and buildx's function library ([`functions`]). The result
+//!   is a [`Config`].
 //! - [`resolve`] turns a `Config` and the requested names plus `--set`
 //!   overrides into the targets to build ([`target`] holds the target model,
 //!   merge and override rules; [`entries`] the structured list entries).
@@ -30,6 +33,7 @@ pub mod entries;
 pub mod error;
 pub mod eval;
 pub mod functions;
+pub mod hcl_eval;
 pub mod inputs;
 pub mod ojson;
 pub mod parse;
@@ -37,6 +41,7 @@ pub mod print;
 pub mod resolve;
 pub mod target;
 pub mod value;
+pub mod vartypes;
 
 pub use error::BakeError;
 pub use parse::{BakeFile, Config, DEFAULT_FILES, ParseOptions, parse_files};
