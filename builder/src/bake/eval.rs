@@ -207,6 +207,18 @@ impl<'a> Evaluator<'a> {
                 }
                 return Err(last.unwrap_or_else(|| self.err(expr, "`try` needs at least one argument")));
             }
+            "convert" => {
+                let args: Vec<&Expression> = f.args.iter().collect();
+                let [value_expr, type_expr] = args.as_slice() else {
+                    return Err(self.err(expr, "`convert` takes a value and a type"));
+                };
+                let v = self.eval(value_expr)?;
+                let ty = super::vartypes::type_expr(type_expr)
+                    .map_err(|e| self.err(*type_expr, e.to_string()))?
+                    .unwrap_or(value::Type::Any);
+                return value::convert(&v, &ty)
+                    .map_err(|e| self.err(*value_expr, format!("invalid value for `convert`: {e}")));
+            }
             "can" => {
                 if f.args.len() != 1 {
                     return Err(self.err(expr, "`can` takes exactly one argument"));
@@ -644,6 +656,9 @@ mod tests {
         assert_eq!(eval("try(nope, \"fallback\")").unwrap(), s("fallback"));
         assert_eq!(eval("can(nope)").unwrap(), Value::Bool(false));
         assert_eq!(eval("max([3, 9, 4]...)").unwrap(), Value::Number(9.0));
+        assert_eq!(eval("convert(1, string)").unwrap(), s("1"));
+        assert_eq!(eval("convert([\"b\", \"a\", \"b\"], set(string))").unwrap(), Value::List(vec![s("a"), s("b")]));
+        assert!(eval("convert(\"x\", number)").is_err());
     }
 
     #[test]

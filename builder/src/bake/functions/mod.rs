@@ -4,16 +4,29 @@
 //! `basename`, `dirname`, `unixtimestampparse`). `try` and `can` live in the
 //! evaluator because their arguments are evaluated lazily.
 //!
-//! Not provided: `bcrypt`, `rsadecrypt` (crypto a build definition has no
-//! business doing at parse time), `byteslen`/`bytesslice` (cty capsule
-//! types) and `convert` (needs type expressions as arguments).
+//! `convert` is in the evaluator too (its second argument is a type, not a
+//! value). Not provided: `rsadecrypt` (the pure-Rust RSA crate carries an
+//! unfixed timing side-channel advisory, RUSTSEC-2023-0071, and decrypting
+//! secrets while parsing a build file invites leaking them into args) and
+//! `byteslen`/`bytesslice` (they take cty's bytes capsule values, which no
+//! bake function produces).
+
+mod net;
+mod semver;
+mod text;
+mod time;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::eval::EvalError;
-use super::value::{self, Type, Value, format_number, set_of};
+use super::value::{self, Type, Value, set_of};
+use net::{cidr, ip_string};
+use semver::semver_check;
+use text::{captures_value, format_go, path_base, path_dir, regex, title, urlencode};
+pub use text::{clean_path, csv_fields};
+use time::{formatdate, parse_go_duration, parse_rfc3339};
 
 type R = Result<Value, EvalError>;
 
@@ -654,6 +667,17 @@ pub fn call(name: &str, args: Vec<Value>) -> Option<R> {
             o.insert("iso_week".into(), num(t.iso_week().week() as i64));
             Ok(Value::Map(o))
         })(),
+        "bcrypt" => (|| {
+            if a.is_empty() || a.len() > 2 {
+                return Err(e("`bcrypt` takes a string and an optional cost"));
+            }
+            let cost = if a.len() == 2 { n(a, 1)? } else { 10.0 };
+            if !(4.0..=31.0).contains(&cost) || cost.fract() != 0.0 {
+                return Err(e("bcrypt cost must be a whole number from 4 to 31"));
+            }
+            let h = ::bcrypt::hash_with_result(s(a, 0)?, cost as u32).map_err(|x| e(format!("bcrypt: {x}")))?;
+            Ok(Value::String(h.format_for_version(::bcrypt::Version::TwoA)))
+        })(),
         "homedir" => (|| {
             arity(name, a, 0)?;
             Ok(Value::String(std::env::var("HOME").unwrap_or_else(|_| "/".into())))
@@ -722,511 +746,6 @@ fn unary_str(name: &str, a: &[Value], f: impl Fn(String) -> String) -> R {
     Ok(Value::String(f(s(a, 0)?)))
 }
 
-fn title(x: String) -> String {
-    let mut out = String::with_capacity(x.len());
-    let mut prev_letter = false;
-    for c in x.chars() {
-        if !prev_letter && c.is_alphabetic() {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        prev_letter = c.is_alphanumeric() || c == '\'';
-    }
-    out
-}
-
-/// Go's `path.Base`.
-fn path_base(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let t = p.trim_end_matches('/');
-    if t.is_empty() {
-        return "/".into();
-    }
-    t.rsplit('/').next().unwrap_or(t).to_string()
-}
-
-/// Go's `path.Dir`.
-fn path_dir(p: &str) -> String {
-    let dir = match p.rfind('/') {
-        Some(i) => &p[..=i],
-        None => "",
-    };
-    clean_path(dir)
-}
-
-/// Go's `path.Clean`.
-pub fn clean_path(p: &str) -> String {
-    if p.is_empty() {
-        return ".".into();
-    }
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
-}
-
-fn urlencode(x: &str) -> String {
-    let mut out = String::new();
-    for byte in x.bytes() {
-        match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
-            b' ' => out.push('+'),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
-fn regex(p: &str) -> Result<regex::Regex, EvalError> {
-    regex::Regex::new(p).map_err(|x| e(format!("invalid regular expression pattern: {x}")))
-}
-
-fn captures_value(re: &regex::Regex, caps: &regex::Captures<'_>) -> Value {
-    let names: Vec<Option<&str>> = re.capture_names().collect();
-    if names.len() == 1 {
-        return Value::String(caps.get(0).map(|x| x.as_str().to_string()).unwrap_or_default());
-    }
-    if names.iter().skip(1).all(|n| n.is_some()) {
-        let mut o = BTreeMap::new();
-        for name in names.iter().skip(1).flatten() {
-            o.insert(
-                name.to_string(),
-                caps.name(name).map(|x| Value::String(x.as_str().into())).unwrap_or(Value::Null),
-            );
-        }
-        return Value::Map(o);
-    }
-    Value::List(
-        (1..names.len())
-            .map(|i| caps.get(i).map(|x| Value::String(x.as_str().into())).unwrap_or(Value::Null))
-            .collect(),
-    )
-}
-
-/// One CSV record (RFC 4180 quoting), as Go's `encoding/csv` reads it.
-pub fn csv_fields(line: &str) -> Result<Vec<String>, EvalError> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    cur.push('"');
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-            continue;
-        }
-        match c {
-            '"' if at_start => {
-                quoted = true;
-                at_start = false;
-            }
-            '"' => return Err(e(format!("bare \" in non-quoted-field: {line:?}"))),
-            ',' => {
-                out.push(std::mem::take(&mut cur));
-                at_start = true;
-            }
-            other => {
-                cur.push(other);
-                at_start = false;
-            }
-        }
-    }
-    if quoted {
-        return Err(e(format!("extraneous or missing \" in quoted-field: {line:?}")));
-    }
-    out.push(cur);
-    Ok(out)
-}
-
-/// cty's `format`: Go-style verbs `%s %d %f %e %g %t %q %v %x %X %o %b %%`
-/// with flags, width and precision.
-fn format_go(fmt: &str, args: &[Value]) -> Result<String, EvalError> {
-    let mut out = String::new();
-    let mut chars = fmt.chars().peekable();
-    let mut argi = 0;
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'%') {
-            chars.next();
-            out.push('%');
-            continue;
-        }
-        let mut flags = String::new();
-        while let Some(&f) = chars.peek() {
-            if "-+ 0#".contains(f) {
-                flags.push(f);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let mut width = String::new();
-        while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            width.push(d);
-            chars.next();
-        }
-        let mut prec: Option<usize> = None;
-        if chars.peek() == Some(&'.') {
-            chars.next();
-            let mut p = String::new();
-            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                p.push(d);
-                chars.next();
-            }
-            prec = Some(if p.is_empty() { 0 } else { p.parse().unwrap_or(usize::MAX) });
-        }
-        let verb = chars.next().ok_or_else(|| e("unterminated format verb"))?;
-        let arg = args.get(argi).ok_or_else(|| e(format!("not enough arguments for `%{verb}` in format string")))?;
-        argi += 1;
-        let num = || match value::convert(arg, &Type::Number) {
-            Ok(Value::Number(x)) => Ok(x),
-            _ => Err(e(format!("unsupported value for `%{verb}`: a number is required"))),
-        };
-        let text = match verb {
-            's' => {
-                let t = arg.as_string().ok_or_else(|| e("unsupported value for `%s`: a string is required"))?;
-                match prec {
-                    Some(p) => t.chars().take(p).collect(),
-                    None => t,
-                }
-            }
-            'q' => serde_json::to_string(&arg.as_string().ok_or_else(|| e("unsupported value for `%q`"))?)
-                .unwrap_or_default(),
-            'v' => match arg {
-                Value::String(x) => x.clone(),
-                Value::Null => "null".into(),
-                other => {
-                    other.as_string().unwrap_or_else(|| serde_json::to_string(&other.to_json()).unwrap_or_default())
-                }
-            },
-            't' => match value::convert(arg, &Type::Bool) {
-                Ok(Value::Bool(x)) => x.to_string(),
-                _ => return Err(e("unsupported value for `%t`: a bool is required")),
-            },
-            'd' => {
-                let x = num()?;
-                if x.fract() != 0.0 {
-                    return Err(e("unsupported value for `%d`: a whole number is required"));
-                }
-                let s = format!("{}", x as i128);
-                if flags.contains('+') && x >= 0.0 { format!("+{s}") } else { s }
-            }
-            'f' | 'F' => format!("{:.*}", prec.unwrap_or(6), num()?),
-            'e' => format!("{:.*e}", prec.unwrap_or(6), num()?),
-            'g' => format_number(num()?),
-            'x' => format!("{:x}", num()? as i128),
-            'X' => format!("{:X}", num()? as i128),
-            'o' => format!("{:o}", num()? as i128),
-            'b' => format!("{:b}", num()? as i128),
-            other => return Err(e(format!("unsupported format verb `%{other}`"))),
-        };
-        let w: usize = if width.is_empty() { 0 } else { width.parse().unwrap_or(usize::MAX) };
-        if w as f64 > MAX_PAD || prec.is_some_and(|p| p as f64 > MAX_PAD) {
-            return Err(e(format!("format width and precision must be at most {MAX_PAD}")));
-        }
-        let len = text.chars().count();
-        if len < w {
-            let pad = w - len;
-            if flags.contains('-') {
-                out.push_str(&text);
-                out.push_str(&" ".repeat(pad));
-            } else if flags.contains('0') && "dfFeg".contains(verb) {
-                let (sign, digits) = match text.strip_prefix('-') {
-                    Some(d) => ("-", d.to_string()),
-                    None => ("", text.clone()),
-                };
-                out.push_str(sign);
-                out.push_str(&"0".repeat(pad));
-                out.push_str(&digits);
-            } else {
-                out.push_str(&" ".repeat(pad));
-                out.push_str(&text);
-            }
-        } else {
-            out.push_str(&text);
-        }
-    }
-    if argi < args.len() {
-        return Err(e(format!("too many arguments; only {argi} used by format string")));
-    }
-    Ok(out)
-}
-
-fn parse_rfc3339(x: &str) -> Result<DateTime<FixedOffset>, EvalError> {
-    DateTime::parse_from_rfc3339(x).map_err(|_| e(format!("not a valid RFC3339 timestamp: {x:?}")))
-}
-
-/// cty's `formatdate` spec: `YYYY YY MMMM MMM MM M DD D EEEE EEE hh h HH H
-/// AA aa mm m ss s ZZZZZ ZZZZ ZZZ Z` and `'literal'`.
-fn formatdate(fmt: &str, t: &DateTime<FixedOffset>) -> Result<String, EvalError> {
-    let chars: Vec<char> = fmt.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\'' {
-            let mut j = i + 1;
-            if j < chars.len() && chars[j] == '\'' {
-                out.push('\'');
-                i += 2;
-                continue;
-            }
-            while j < chars.len() && chars[j] != '\'' {
-                out.push(chars[j]);
-                j += 1;
-            }
-            if j >= chars.len() {
-                return Err(e("unterminated literal '"));
-            }
-            i = j + 1;
-            continue;
-        }
-        if !c.is_ascii_alphabetic() {
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        let mut j = i;
-        while j < chars.len() && chars[j] == c {
-            j += 1;
-        }
-        let run = j - i;
-        let off = t.offset().local_minus_utc();
-        let piece = match (c, run) {
-            ('Y', 4) => format!("{:04}", t.year()),
-            ('Y', 2) => format!("{:02}", t.year() % 100),
-            ('M', 4) => t.format("%B").to_string(),
-            ('M', 3) => t.format("%b").to_string(),
-            ('M', 2) => format!("{:02}", t.month()),
-            ('M', 1) => t.month().to_string(),
-            ('D', 2) => format!("{:02}", t.day()),
-            ('D', 1) => t.day().to_string(),
-            ('E', 4) => t.format("%A").to_string(),
-            ('E', 3) => t.format("%a").to_string(),
-            ('h', 2) => format!("{:02}", t.hour()),
-            ('h', 1) => t.hour().to_string(),
-            ('H', 2) => format!("{:02}", (t.hour() + 11) % 12 + 1),
-            ('H', 1) => ((t.hour() + 11) % 12 + 1).to_string(),
-            ('A', 2) => if t.hour() < 12 { "AM" } else { "PM" }.to_string(),
-            ('a', 2) => if t.hour() < 12 { "am" } else { "pm" }.to_string(),
-            ('m', 2) => format!("{:02}", t.minute()),
-            ('m', 1) => t.minute().to_string(),
-            ('s', 2) => format!("{:02}", t.second()),
-            ('s', 1) => t.second().to_string(),
-            ('Z', 1) if off == 0 => "Z".to_string(),
-            ('Z', 1) => {
-                format!("{}{:02}:{:02}", if off < 0 { '-' } else { '+' }, off.abs() / 3600, off.abs() % 3600 / 60)
-            }
-            ('Z', 3) => {
-                if off == 0 {
-                    "UTC".to_string()
-                } else {
-                    t.format("%:z").to_string()
-                }
-            }
-            ('Z', 4) => t.format("%z").to_string(),
-            ('Z', 5) => t.format("%:z").to_string(),
-            _ => return Err(e(format!("invalid date format verb {:?}", chars[i..j].iter().collect::<String>()))),
-        };
-        out.push_str(&piece);
-        i = j;
-    }
-    Ok(out)
-}
-
-/// A Go duration (`1h30m`, `-10s`, `1.5h`) in nanoseconds.
-fn parse_go_duration(x: &str) -> Result<i64, EvalError> {
-    let bad = || e(format!("invalid duration {x:?}"));
-    let (neg, mut rest) = match x.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, x.strip_prefix('+').unwrap_or(x)),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let num: f64 = rest[..num_end].parse().map_err(|_| bad())?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += num * mult;
-        rest = &rest[unit_end..];
-    }
-    Ok(if neg { -(total as i64) } else { total as i64 })
-}
-
-/// A network `(address, bit width)` and its prefix length.
-fn cidr(x: &str) -> Result<((u128, u32), u32), EvalError> {
-    let (addr, bits) = x.split_once('/').ok_or_else(|| e(format!("invalid CIDR expression {x:?}")))?;
-    let bits: u32 = bits.parse().map_err(|_| e(format!("invalid CIDR expression {x:?}")))?;
-    let ip: std::net::IpAddr = addr.parse().map_err(|_| e(format!("invalid CIDR expression {x:?}")))?;
-    let (v, width) = match ip {
-        std::net::IpAddr::V4(a) => (u32::from(a) as u128, 32),
-        std::net::IpAddr::V6(a) => (u128::from(a), 128),
-    };
-    if bits > width {
-        return Err(e(format!("invalid CIDR expression {x:?}")));
-    }
-    let mask = if bits == 0 { 0 } else { (u128::MAX << (128 - bits)) >> (128 - width) };
-    Ok(((v & mask, width), bits))
-}
-
-fn ip_string(v: u128, width: u32) -> String {
-    if width == 32 { std::net::Ipv4Addr::from(v as u32).to_string() } else { std::net::Ipv6Addr::from(v).to_string() }
-}
-
-/// A semantic version (`v1.2.3-rc.1`); missing minor/patch count as 0.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Version {
-    nums: [u64; 3],
-    pre: String,
-}
-
-impl Version {
-    fn parse(x: &str) -> Option<Version> {
-        let x = x.trim().trim_start_matches(['v', 'V']);
-        let x = x.split('+').next()?;
-        let (core, pre) = x.split_once('-').unwrap_or((x, ""));
-        let mut nums = [0u64; 3];
-        let parts: Vec<&str> = core.split('.').collect();
-        if parts.is_empty() || parts.len() > 3 {
-            return None;
-        }
-        for (i, p) in parts.iter().enumerate() {
-            nums[i] = p.parse().ok()?;
-        }
-        Some(Version { nums, pre: pre.to_string() })
-    }
-    fn cmp(&self, o: &Version) -> std::cmp::Ordering {
-        self.nums.cmp(&o.nums).then_with(|| match (self.pre.is_empty(), o.pre.is_empty()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            (false, false) => self.pre.cmp(&o.pre),
-        })
-    }
-}
-
-/// Masterminds/semver constraint check: `||` of comma/space-separated
-/// comparisons (`=`, `!=`, `>`, `>=`, `<`, `<=`, `~`, `^`, wildcards).
-fn semver_check(version: &str, constraint: &str) -> Result<bool, EvalError> {
-    let v = Version::parse(version).ok_or_else(|| e(format!("invalid semantic version {version:?}")))?;
-    for alt in constraint.split("||") {
-        let mut ok = true;
-        // `>= 1.2` may have a space after the operator: glue it back on.
-        let mut parts: Vec<String> = Vec::new();
-        let mut pending = String::new();
-        for tok in alt.split([',', ' ', '\t']).map(str::trim).filter(|c| !c.is_empty()) {
-            if tok.chars().all(|c| "=<>!~^".contains(c)) {
-                pending.push_str(tok);
-            } else {
-                parts.push(format!("{pending}{tok}"));
-                pending.clear();
-            }
-        }
-        for c in &parts {
-            if !semver_one(&v, c)? {
-                ok = false;
-            }
-        }
-        if ok {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-fn semver_one(v: &Version, c: &str) -> Result<bool, EvalError> {
-    let op_end =
-        c.find(|ch: char| ch.is_ascii_digit() || ch == 'v' || ch == 'x' || ch == 'X' || ch == '*').unwrap_or(c.len());
-    let (op, rest) = c.split_at(op_end);
-    let op = op.trim();
-    let parts: Vec<&str> = rest.trim_start_matches('v').split('-').next().unwrap_or("").split('.').collect();
-    let wild = |p: Option<&&str>| p.is_none_or(|p| matches!(*p, "x" | "X" | "*"));
-    let digits = parts.iter().take_while(|p| !matches!(**p, "x" | "X" | "*")).count();
-    if rest == "*" || rest.is_empty() {
-        return Ok(true);
-    }
-    let bound =
-        Version::parse(&parts.iter().map(|p| if wild(Some(p)) { "0" } else { p }).collect::<Vec<_>>().join("."))
-            .ok_or_else(|| e(format!("improper constraint: {c}")))?;
-    let bound = Version { pre: rest.split_once('-').map(|x| x.1.to_string()).unwrap_or_default(), ..bound };
-    let upper = |level: usize| {
-        let mut n = bound.nums;
-        n[level] += 1;
-        for x in n.iter_mut().skip(level + 1) {
-            *x = 0;
-        }
-        Version { nums: n, pre: String::new() }
-    };
-    use std::cmp::Ordering::*;
-    let ge = |b: &Version| v.cmp(b) != Less;
-    let lt = |b: &Version| v.cmp(b) == Less;
-    Ok(match op {
-        "" | "=" if digits < 3 => ge(&bound) && (digits == 0 || lt(&upper(digits - 1))),
-        "" | "=" => v.cmp(&bound) == Equal,
-        "!=" => v.cmp(&bound) != Equal,
-        ">" => v.cmp(&bound) == Greater,
-        ">=" | "=>" => ge(&bound),
-        "<" => lt(&bound),
-        "<=" | "=<" => v.cmp(&bound) != Greater,
-        "~" | "~>" => ge(&bound) && lt(&upper(if digits >= 2 { 1 } else { 0 })),
-        "^" => {
-            let level = if bound.nums[0] > 0 || digits == 1 {
-                0
-            } else if bound.nums[1] > 0 || digits == 2 {
-                1
-            } else {
-                2
-            };
-            ge(&bound) && lt(&upper(level))
-        }
-        _ => return Err(e(format!("improper constraint: {c}"))),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1270,6 +789,16 @@ mod tests {
             call("timeadd", vec![st("2024-01-01T00:00:00Z"), st("1h30m")]).unwrap().unwrap(),
             st("2024-01-01T01:30:00Z")
         );
+    }
+
+    #[test]
+    fn bcrypt_hash_verifies() {
+        let Value::String(h) = call("bcrypt", vec![st("secret"), Value::Number(4.0)]).unwrap().unwrap() else {
+            panic!("string")
+        };
+        assert!(h.starts_with("$2a$04$"), "{h}");
+        assert!(::bcrypt::verify("secret", &h).unwrap());
+        assert!(call("bcrypt", vec![st("x"), Value::Number(3.0)]).unwrap().is_err());
     }
 
     #[test]
