@@ -210,6 +210,9 @@ pub struct BakeArgs {
     /// Run a frontend method instead of building: `build`, `check`, `outline`, `targets`.
     #[arg(long = "call")]
     pub call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long)]
+    pub check: bool,
     /// Shorthand for `--set=*.attest=type=sbom` (`true`, `false` or attributes).
     #[arg(long)]
     pub sbom: Option<String>,

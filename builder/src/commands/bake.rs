@@ -94,7 +94,8 @@ pub fn run(args: BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
             sets.push(format!("*.{key}=true"));
         }
     }
-    if let Some(call) = &args.call {
+    let call = if args.check { Some("check") } else { args.call.as_deref() };
+    if let Some(call) = call {
         sets.push(format!("*.call={call}"));
     }
     for (kind, value) in [("sbom", &args.sbom), ("provenance", &args.provenance)] {
