@@ -268,7 +268,6 @@ pub fn parse(files: &[&SourceText], opts: &ParseOptions) -> Result<Config, BakeE
                     t.pull = build.get("pull").and_then(Y::as_bool);
                     t.entitlements = list(build.get("entitlements"), env);
                     t.extra_hosts = map(build.get("extra_hosts"), env);
-                    t.ulimits = None;
                     let parse_cache =
                         |k: &str| -> Result<Option<Vec<CacheEntry>>, BakeError> {
                             let Some(items) = list(build.get(k), env) else { return Ok(None) };

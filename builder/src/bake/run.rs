@@ -139,9 +139,22 @@ fn build_args(
     b.build_args = t.args.iter().flatten().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}"))).collect();
     b.label = t.labels.iter().flatten().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}"))).collect();
     b.secret = t.secret.iter().flatten().map(|s| s.canonical()).collect();
-    b.ssh = t.ssh.iter().flatten().map(|s| s.canonical()).collect();
-    b.cache_from = t.cache_from.iter().flatten().map(|c| c.canonical()).collect();
-    b.cache_to = t.cache_to.iter().flatten().map(|c| c.canonical()).collect();
+    // `rbuild build --ssh` takes `ID[=PATHS]` unquoted.
+    b.ssh = t
+        .ssh
+        .iter()
+        .flatten()
+        .map(|s| if s.paths.is_empty() { s.id.clone() } else { format!("{}={}", s.id, s.paths.join(",")) })
+        .collect();
+    // The long `type=...,ref=...` form, not the bare-ref short one.
+    let cache = |c: &rbuild::bake::entries::CacheEntry| {
+        std::iter::once(format!("type={}", c.kind))
+            .chain(c.attrs.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    b.cache_from = t.cache_from.iter().flatten().map(cache).collect();
+    b.cache_to = t.cache_to.iter().flatten().map(cache).collect();
     b.output = t
         .output
         .iter()
@@ -162,14 +175,14 @@ fn build_args(
     b.progress = args.progress.clone();
     b.jobs = args.jobs;
     b.insecure_registry = args.insecure_registry.clone();
-    for (k, v) in t.contexts.iter().flatten() {
+    for (k, v) in &inputs.named_contexts {
         let value = match v.strip_prefix("target:") {
             Some(dep) => linked
                 .get(dep)
                 .with_context(|| format!("target `{name}`: `target:{dep}` was not built"))?
                 .display()
                 .to_string(),
-            None => v.strip_prefix("cwd://").unwrap_or(v).to_string(),
+            None => v.clone(),
         };
         b.build_context.push(format!("{k}={value}"));
     }
