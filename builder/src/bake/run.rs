@@ -248,3 +248,70 @@ fn build_in(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMapping, tm
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild::bake::{BakeFile, ParseOptions, parse_files, read_targets};
+
+    fn bake_args() -> BakeArgs {
+        #[derive(Parser)]
+        struct W {
+            #[command(flatten)]
+            bake: BakeArgs,
+        }
+        W::parse_from(["rbuild", "--progress", "plain"]).bake
+    }
+
+    #[test]
+    fn a_target_becomes_build_flags() {
+        let hcl = r#"
+target "dep" {}
+target "default" {
+  context    = "app"
+  dockerfile = "Dockerfile.prod"
+  target     = "runtime"
+  args       = { A = "1" }
+  labels     = { team = "x" }
+  tags       = ["r/app:1"]
+  platforms  = ["linux/amd64", "linux/arm64"]
+  contexts   = { dep = "target:dep", img = "docker-image://alpine" }
+  ssh        = ["default", "k=/a,/b"]
+  cache-from = ["r/app:cache"]
+  output     = ["type=docker"]
+  no-cache   = true
+}
+"#;
+        let files = [BakeFile { name: "docker-bake.hcl".into(), data: hcl.as_bytes().to_vec() }];
+        let config = parse_files(&files, &ParseOptions::default()).unwrap();
+        let r = read_targets(&config, &["default".into()], &[], &BTreeMap::new()).unwrap();
+        let linked = BTreeMap::from([("dep".to_string(), PathBuf::from("/tmp/dep.rootfs"))]);
+        let b = build_args("default", &r.targets["default"], &bake_args(), &linked, Path::new("/tmp")).unwrap();
+        assert_eq!(b.context, PathBuf::from("app"));
+        assert_eq!(b.file, Some(PathBuf::from("app/Dockerfile.prod")));
+        assert_eq!(b.target.as_deref(), Some("runtime"));
+        assert_eq!(b.build_args, ["A=1"]);
+        assert_eq!(b.label, ["team=x"]);
+        assert_eq!(b.tags, ["r/app:1"]);
+        assert_eq!(b.platform, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(b.build_context, ["dep=/tmp/dep.rootfs", "img=docker-image://alpine"]);
+        assert_eq!(b.ssh, ["default", "k=/a,/b"]);
+        assert_eq!(b.cache_from, ["type=registry,ref=r/app:cache"]);
+        // `type=docker` without a file is the local store here.
+        assert_eq!(b.output, ["type=image"]);
+        assert!(b.no_cache);
+        assert_eq!(b.progress, "plain");
+        // The linked target itself has no outputs of its own (cacheonly).
+        let d = build_args("dep", &r.targets["dep"], &bake_args(), &linked, Path::new("/tmp")).unwrap();
+        assert!(d.output.is_empty());
+    }
+
+    #[test]
+    fn dependencies_build_first() {
+        let hcl = "target \"c\" {\n  contexts = { b = \"target:b\" }\n}\ntarget \"b\" {\n  contexts = { a = \"target:a\" }\n}\ntarget \"a\" {}\n";
+        let files = [BakeFile { name: "docker-bake.hcl".into(), data: hcl.as_bytes().to_vec() }];
+        let config = parse_files(&files, &ParseOptions::default()).unwrap();
+        let r = read_targets(&config, &["c".into()], &[], &BTreeMap::new()).unwrap();
+        assert_eq!(build_order(&r), ["a", "b", "c"]);
+    }
+}
