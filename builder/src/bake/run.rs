@@ -189,13 +189,30 @@ fn build_args(
     Ok(b)
 }
 
+/// A fresh directory only we can use: created (never reused, so a symlink
+/// planted under a guessable name in `/tmp` is refused) with mode 0700.
+fn private_temp_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let base = std::env::temp_dir();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    for attempt in 0..100u32 {
+        let dir = base.join(format!("rbuild-bake-{}-{nanos:x}-{attempt}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating `{}`", dir.display())),
+        }
+    }
+    bail!("could not create a private directory in `{}`", base.display())
+}
+
 /// Builds every resolved target; writes one metadata entry per target.
 pub fn build_all(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
     for (name, t) in &r.targets {
         check_entitlements(name, t, &args.allow)?;
     }
-    let tmp = std::env::temp_dir().join(format!("rbuild-bake-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating `{}`", tmp.display()))?;
+    let tmp = private_temp_dir()?;
     let result = build_in(r, args, root, mapping, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -304,6 +321,17 @@ target "default" {
         // The linked target itself has no outputs of its own (cacheonly).
         let d = build_args("dep", &r.targets["dep"], &bake_args(), &linked, Path::new("/tmp")).unwrap();
         assert!(d.output.is_empty());
+    }
+
+    #[test]
+    fn temp_dirs_are_private_and_fresh() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let a = private_temp_dir().unwrap();
+        let b = private_temp_dir().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(std::fs::metadata(&a).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::remove_dir(&b).unwrap();
     }
 
     #[test]
