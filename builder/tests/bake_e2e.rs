@@ -209,3 +209,27 @@ target "default" {
     // The linked target was only built for the context: no output of its own.
     assert!(!p.join("out/out").exists());
 }
+
+#[test]
+fn writing_outside_the_working_directory_needs_an_entitlement() {
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /x\n").unwrap();
+    // A bake file from someone else wants to write next to the checkout.
+    std::fs::write(
+        work.join("docker-bake.hcl"),
+        "target \"default\" {\n  output = [\"type=local,dest=../planted\"]\n}\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = bake(store.path(), &work, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("additional privileges requested"), "{err}");
+    assert!(err.contains("--allow=fs.write="), "{err}");
+    assert!(!root.path().join("planted").exists(), "nothing may be written before the grant");
+
+    ok(bake(store.path(), &work, &["--allow", "fs.write=../planted"]));
+    assert!(root.path().join("planted/x").is_file());
+}

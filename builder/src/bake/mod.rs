@@ -29,6 +29,7 @@
 //! into the `rbuild` binary because it drives `rbuild build`).
 
 pub mod compose;
+pub mod entitlements;
 pub mod entries;
 pub mod error;
 pub mod eval;

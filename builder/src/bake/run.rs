@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use rbuild::bake::Resolved;
+use rbuild::bake::entitlements::{self, Grants};
 use rbuild::bake::inputs::build_inputs;
 use rbuild::bake::resolve::is_remote;
 use rbuild::bake::target::Target;
@@ -31,16 +32,6 @@ struct DefaultBuild {
 
 fn default_build_args() -> BuildArgs {
     DefaultBuild::parse_from(["rbuild"]).build
-}
-
-/// Entitlements a target may need without `--allow`.
-fn check_entitlements(name: &str, t: &Target, allow: &[String]) -> Result<()> {
-    for e in t.entitlements.iter().flatten() {
-        if !allow.iter().any(|a| a == e) {
-            bail!("target `{name}` requires entitlement `{e}`; pass `--allow {e}` to grant it");
-        }
-    }
-    Ok(())
 }
 
 /// The order to build in: every `target:` dependency before its user.
@@ -209,9 +200,16 @@ fn private_temp_dir() -> Result<PathBuf> {
 
 /// Builds every resolved target; writes one metadata entry per target.
 pub fn build_all(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMapping) -> Result<i32> {
-    for (name, t) in &r.targets {
-        check_entitlements(name, t, &args.allow)?;
-    }
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let grants = Grants::parse(&args.allow, &cwd)?;
+    let inputs = r
+        .targets
+        .iter()
+        .map(|(name, t)| build_inputs(t, &cwd).map(|b| (t, b)).with_context(|| format!("target `{name}`")))
+        .collect::<Result<Vec<_>>>()?;
+    let fs_checks =
+        std::env::var("BUILDX_BAKE_ENTITLEMENTS_FS").map(|v| !matches!(v.as_str(), "0" | "false")).unwrap_or(true);
+    entitlements::check(inputs.iter().map(|(t, b)| (*t, b)), &grants, &cwd, fs_checks)?;
     let tmp = private_temp_dir()?;
     let result = build_in(r, args, root, mapping, &tmp);
     let _ = std::fs::remove_dir_all(&tmp);
