@@ -328,7 +328,7 @@ fn parse_network(s: &str) -> Result<NetworkMode, String> {
 
 /// Docker's byte sizes (`RAMInBytes`): a number with an optional binary
 /// unit `b`, `k`, `m`, `g`, `t`, `p` (optionally followed by `b`/`ib`).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let bad = || format!("invalid size `{s}`: use a number of bytes with an optional unit, e.g. `128m`");
     let t = s.trim().to_ascii_lowercase();
     let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());

@@ -233,3 +233,80 @@ fn writing_outside_the_working_directory_needs_an_entitlement() {
     ok(bake(store.path(), &work, &["--allow", "fs.write=../planted"]));
     assert!(root.path().join("planted/x").is_file());
 }
+
+fn find_files(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(find_files(&path, name));
+        } else if ft.is_file() && e.file_name() == name {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Two targets (different Dockerfiles, different context directories) share
+/// a base stage whose RUN appends to a cache mount: all targets go to one
+/// solve, so the RUN executes once — one `started` event, one line in the
+/// mount — even with `--no-cache`, where only sharing the vertex can keep it
+/// to one execution (running the targets one after another ran it twice).
+#[test]
+fn bake_shared_stage_runs_once() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let base = format!(
+        "FROM {}/busybox:latest AS base\n\
+         RUN --mount=type=cache,id=shared-runs,target=/cache sh -c 'echo ran >> /cache/runs && wc -l < /cache/runs > /built'\n",
+        reg.addr
+    );
+    for name in ["one", "two"] {
+        std::fs::create_dir_all(p.join(name)).unwrap();
+        std::fs::write(p.join(name).join("mine"), name).unwrap();
+        std::fs::write(p.join(name).join("Dockerfile"), format!("{base}FROM base\nCOPY mine /mine\n")).unwrap();
+    }
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+group "default" { targets = ["one", "two"] }
+target "one" {
+  context = "one"
+  output  = ["type=local,dest=out-one"]
+}
+target "two" {
+  context = "two"
+  output  = ["type=local,dest=out-two"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(bake(store.path(), p, &["--progress", "rawjson", "--no-cache", "--metadata-file", "meta.json"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let started = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            let name = e["name"].as_str().unwrap_or("");
+            e["type"] == "started" && name.contains("RUN") && name.contains("echo ran")
+        })
+        .count();
+    assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
+    let counters = find_files(&store.path().join("mounts"), "runs");
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n", "the RUN appended more than once");
+    for name in ["one", "two"] {
+        let out = p.join(format!("out-{name}"));
+        assert_eq!(std::fs::read_to_string(out.join("built")).unwrap().trim(), "1", "{name}");
+        // Each target still got its own context.
+        assert_eq!(std::fs::read_to_string(out.join("mine")).unwrap(), name);
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("meta.json")).unwrap()).unwrap();
+    let keys: Vec<&String> = meta.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["one", "two"], "{meta}");
+}

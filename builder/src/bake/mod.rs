@@ -25,8 +25,8 @@
 //! model has no typed nulls or type constraints. The syntax tree, with
 //! spans for `file:line:column` errors, is what we take from it.
 //!
-//! Running the resolved targets is the binary's job (`bake/run.rs`, compiled
-//! into the `rbuild` binary because it drives `rbuild build`).
+//! Running the resolved targets is the binary's job (`commands/bake/run.rs`:
+//! it turns them into build requests for `commands::build`).
 
 pub mod compose;
 pub mod entitlements;

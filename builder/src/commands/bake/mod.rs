@@ -1,5 +1,5 @@
 //! `rbuild bake`: read the bake files, resolve the requested targets, then
-//! print, list, or build them (`bake/run.rs`).
+//! print, list, or build them ([`run`]).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -12,7 +12,6 @@ use rbuild_solver::sandbox::IdMapping;
 
 use crate::cli::BakeArgs;
 
-#[path = "../bake/run.rs"]
 mod run;
 
 /// Reads `-f` files (or the default names that exist).
