@@ -310,3 +310,48 @@ target "two" {
     let keys: Vec<&String> = meta.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["one", "two"], "{meta}");
 }
+
+/// A `target:` dependency is part of the same solve as its user: a stage
+/// both build on runs once under `--no-cache` (built in two solves, the
+/// dependency first, it ran twice), and the user reads the dependency's
+/// result as written by it.
+#[test]
+fn target_context_is_solved_with_its_user() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let base = format!(
+        "FROM {}/busybox:latest AS base\n\
+         RUN --mount=type=cache,id=link-runs,target=/cache sh -c 'echo ran >> /cache/runs && wc -l < /cache/runs > /built'\n",
+        reg.addr
+    );
+    std::fs::write(p.join("gen.Dockerfile"), format!("{base}FROM base\nRUN echo generated > /gen.txt\n")).unwrap();
+    std::fs::write(p.join("Dockerfile"), format!("{base}FROM base\nCOPY --from=gen /gen.txt /app/gen.txt\n")).unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+target "gen" {
+  dockerfile = "gen.Dockerfile"
+}
+target "default" {
+  contexts = { gen = "target:gen" }
+  output   = ["type=local,dest=out"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(bake(store.path(), p, &["--progress", "rawjson", "--no-cache"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let started = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "started" && e["name"].as_str().unwrap_or("").contains("echo ran"))
+        .count();
+    assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
+    let counters = find_files(&store.path().join("mounts"), "runs");
+    assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n");
+    assert_eq!(std::fs::read_to_string(p.join("out/app/gen.txt")).unwrap(), "generated\n");
+    assert_eq!(std::fs::read_to_string(p.join("out/built")).unwrap().trim(), "1");
+}

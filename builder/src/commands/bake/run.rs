@@ -4,13 +4,10 @@
 //! a stage several targets share (same inputs) runs once, and independent
 //! work of different targets runs side by side within `--jobs`.
 //!
-//! `target:NAME` contexts: the solver cannot yet take one request's result
-//! as another's named context in the same solve, so a target another links
-//! to is built into a directory (`type=local`, a request of its own,
-//! `NAME.rootfs`) that the linking targets get as a named local context.
-//! Targets therefore run in levels — a level is everything whose `target:`
-//! dependencies are in lower levels — one solve per level; a bake file
-//! without `target:` contexts is one solve.
+//! `target:NAME` contexts are part of the same solve: the linking request
+//! names the dependency's request ([`ContextSource::Request`]), whose graph
+//! for the same platform is lowered into the linking one. A dependency that
+//! was not asked for itself is a request without outputs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,8 +41,8 @@ fn depth(r: &Resolved, name: &str, memo: &mut BTreeMap<String, usize>) -> usize 
     d
 }
 
-/// The targets in solve levels: every `target:` dependency in a level before
-/// its users'.
+/// The targets by depth in the `target:` graph: every dependency in a level
+/// before its users' (a request is lowered after the ones it builds on).
 fn levels(r: &Resolved) -> Vec<Vec<String>> {
     let mut memo = BTreeMap::new();
     let mut out: Vec<Vec<String>> = Vec::new();
@@ -105,16 +102,8 @@ fn network_mode(name: &str, value: Option<&str>) -> Result<NetworkMode> {
     })
 }
 
-/// The build request of one target. `linked` holds the directories of the
-/// `target:` dependencies built in earlier levels.
-fn build_request(
-    name: &str,
-    t: &Target,
-    inputs: &BuildInputs,
-    args: &BakeArgs,
-    linked: &BTreeMap<String, PathBuf>,
-    tmp: &Path,
-) -> Result<BuildRequest> {
+/// The build request of one target.
+fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, tmp: &Path) -> Result<BuildRequest> {
     warn_unapplied(name, t);
     let what = || format!("target `{name}`");
     if is_remote(&inputs.context_path) {
@@ -134,9 +123,7 @@ fn build_request(
     let mut contexts = BTreeMap::new();
     for (k, v) in &inputs.named_contexts {
         let source = match v.strip_prefix("target:") {
-            Some(dep) => ContextSource::Local(
-                linked.get(dep).with_context(|| format!("target `{name}`: `target:{dep}` was not built"))?.clone(),
-            ),
+            Some(dep) => ContextSource::Request(dep.to_string()),
             None => request::parse_build_context(&format!("{k}={v}")).with_context(what)?.1,
         };
         contexts.insert(k.clone(), source);
@@ -259,52 +246,38 @@ pub fn build_all(r: &Resolved, args: &BakeArgs, root: PathBuf, mapping: IdMappin
     result
 }
 
-/// One level's requests: the targets that build, and the `NAME.rootfs`
-/// builds of those a later level links to; `--call` targets separately.
-struct Level {
+/// The requests of a bake run, dependencies before their users: the targets
+/// that build, the `--call` ones, and a request without outputs for each
+/// `target:` dependency that is not built for itself.
+#[derive(Default)]
+struct Plan {
     builds: Vec<BuildRequest>,
     calls: Vec<BuildRequest>,
-    /// Dependencies only `--call` methods read: an empty directory will do.
-    empty: Vec<String>,
 }
 
-fn plan_level(
-    r: &Resolved,
-    names: &[String],
-    inputs: &BTreeMap<String, BuildInputs>,
-    args: &BakeArgs,
-    linked: &BTreeMap<String, PathBuf>,
-    tmp: &Path,
-) -> Result<Level> {
+fn plan(r: &Resolved, inputs: &BTreeMap<String, BuildInputs>, args: &BakeArgs, tmp: &Path) -> Result<Plan> {
     let needed: Vec<String> = r.targets.values().flat_map(links).collect();
-    let mut level = Level { builds: Vec::new(), calls: Vec::new(), empty: Vec::new() };
-    for name in names {
+    let mut plan = Plan::default();
+    for name in levels(r).iter().flatten() {
         let t = &r.targets[name];
+        let mut builds_itself = false;
         if !t.linked {
-            let request = build_request(name, t, &inputs[name], args, linked, tmp)?;
-            if request.call == "build" { level.builds.push(request) } else { level.calls.push(request) }
+            let request = build_request(name, t, &inputs[name], args, tmp)?;
+            builds_itself = request.call == "build";
+            if builds_itself { plan.builds.push(request) } else { plan.calls.push(request) }
         }
-        if needed.contains(name) {
-            if users_build(r, name) {
-                let mut request = build_request(name, t, &inputs[name], args, linked, tmp)?;
-                request.name = format!("{name}.rootfs");
-                request.outputs = vec![Output::Local { dest: rootfs_dir(tmp, name) }];
-                request.tags.clear();
-                request.call = "build".into();
-                request.metadata_file = None;
-                level.builds.push(request);
-            } else {
-                // Only `--call check|outline|targets` reads it: the
-                // Dockerfile is inspected, the dependency need not be built.
-                level.empty.push(name.clone());
-            }
+        // A `--call check|outline|targets` user only reads its Dockerfile:
+        // the dependency need not be built for it.
+        if needed.contains(name) && !builds_itself && users_build(r, name) {
+            let mut request = build_request(name, t, &inputs[name], args, tmp)?;
+            request.outputs.clear();
+            request.tags.clear();
+            request.call = "build".into();
+            request.metadata_file = None;
+            plan.builds.push(request);
         }
     }
-    Ok(level)
-}
-
-fn rootfs_dir(tmp: &Path, name: &str) -> PathBuf {
-    tmp.join(format!("{name}.rootfs"))
+    Ok(plan)
 }
 
 fn build_in(
@@ -315,41 +288,29 @@ fn build_in(
     mapping: &IdMapping,
     tmp: &Path,
 ) -> Result<i32> {
-    let mut linked: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let plan = plan(r, inputs, args, tmp)?;
+    if !plan.builds.is_empty() {
+        let pairs: usize = plan.builds.iter().map(|b| b.platforms.len()).sum();
+        eprintln!("#bake {} build(s), {pairs} (target, platform) pair(s), one solve", plan.builds.len());
+        let code = crate::commands::build::build(&plan.builds, root, mapping)?;
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    for request in &plan.calls {
+        let input = crate::frontend_input::load(request)?;
+        let code = super::super::call::run(&request.call, &input)?;
+        if code != 0 {
+            return Ok(code);
+        }
+    }
     let mut metadata = serde_json::Map::new();
-    for names in levels(r) {
-        let level = plan_level(r, &names, inputs, args, &linked, tmp)?;
-        if !level.builds.is_empty() {
-            let platforms: usize = level.builds.iter().map(|b| b.platforms.len()).sum();
-            eprintln!("#bake {} build(s), {platforms} (target, platform) pair(s), one solve", level.builds.len());
-            let code = crate::commands::build::build(&level.builds, root, mapping)?;
-            if code != 0 {
-                return Ok(code);
-            }
-        }
-        for request in &level.calls {
-            let input = crate::frontend_input::load(request)?;
-            let code = super::super::call::run(&request.call, &input)?;
-            if code != 0 {
-                return Ok(code);
-            }
-        }
-        for request in &level.builds {
-            if let Some(meta) = &request.metadata_file
-                && let Ok(text) = std::fs::read_to_string(meta)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                metadata.insert(request.name.clone(), v);
-            }
-        }
-        for name in &names {
-            let dir = rootfs_dir(tmp, name);
-            if level.empty.contains(name) {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating `{}`", dir.display()))?;
-            }
-            if dir.is_dir() {
-                linked.insert(name.clone(), dir);
-            }
+    for request in &plan.builds {
+        if let Some(meta) = &request.metadata_file
+            && let Ok(text) = std::fs::read_to_string(meta)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            metadata.insert(request.name.clone(), v);
         }
     }
     if let Some(path) = &args.metadata_file {
@@ -406,10 +367,9 @@ target "default" {
 "#;
         let r = resolve(hcl, &["default"]);
         let cwd = std::env::current_dir().unwrap();
-        let linked = BTreeMap::from([("dep".to_string(), PathBuf::from("/tmp/dep.rootfs"))]);
         let t = &r.targets["default"];
         let inputs = build_inputs(t, &cwd).unwrap();
-        let b = build_request("default", t, &inputs, &bake_args(), &linked, Path::new("/tmp")).unwrap();
+        let b = build_request("default", t, &inputs, &bake_args(), Path::new("/tmp")).unwrap();
         assert_eq!(b.name, "default");
         assert_eq!(b.context, PathBuf::from("."));
         assert_eq!(b.dockerfile, DockerfileSource::Path(PathBuf::from("Dockerfile.prod")));
@@ -418,7 +378,7 @@ target "default" {
         assert_eq!(b.labels, BTreeMap::from([("team".to_string(), "x".to_string())]));
         assert_eq!(b.tags, ["r/app:1"]);
         assert_eq!(b.platforms, [Platform::parse("linux/amd64").unwrap(), Platform::parse("linux/arm64").unwrap()]);
-        assert_eq!(b.contexts["dep"], ContextSource::Local("/tmp/dep.rootfs".into()));
+        assert_eq!(b.contexts["dep"], ContextSource::Request("dep".into()));
         assert_eq!(b.contexts["img"], ContextSource::Image("alpine".into()));
         assert_eq!(b.cache_from.len(), 1);
         // `type=docker` without a file is the local store here.
@@ -431,13 +391,12 @@ target "default" {
         assert!(b.entitlements.network_host && !b.entitlements.security_insecure);
         // A dependency with no outputs of its own goes to the local store.
         let d = &r.targets["dep"];
-        let d =
-            build_request("dep", d, &build_inputs(d, &cwd).unwrap(), &bake_args(), &linked, Path::new("/tmp")).unwrap();
+        let d = build_request("dep", d, &build_inputs(d, &cwd).unwrap(), &bake_args(), Path::new("/tmp")).unwrap();
         assert!(matches!(&d.outputs[..], [Output::Image { push: false, .. }]));
         let bad = resolve("target \"default\" {\n  network = \"bridge\"\n}\n", &["default"]);
         let t = &bad.targets["default"];
-        let e = build_request("default", t, &build_inputs(t, &cwd).unwrap(), &bake_args(), &linked, Path::new("/tmp"))
-            .unwrap_err();
+        let e =
+            build_request("default", t, &build_inputs(t, &cwd).unwrap(), &bake_args(), Path::new("/tmp")).unwrap_err();
         assert!(e.to_string().contains("unknown network mode `bridge`"), "{e}");
     }
 
@@ -462,5 +421,30 @@ target "default" {
             &["default"],
         );
         assert_eq!(levels(&flat), [vec!["p", "q"]]);
+    }
+
+    #[test]
+    fn a_dependency_not_asked_for_is_a_request_without_outputs_before_its_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let hcl = "target \"gen\" {}\ntarget \"app\" {\n  contexts = { g = \"target:gen\" }\n}\ntarget \"lint\" {\n  call = \"check\"\n  contexts = { g = \"target:gen\" }\n}\n";
+        let cwd = std::env::current_dir().unwrap();
+        let plan_of = |targets: &[&str]| {
+            let r = resolve(hcl, targets);
+            let inputs = r.targets.iter().map(|(n, t)| (n.clone(), build_inputs(t, &cwd).unwrap())).collect();
+            plan(&r, &inputs, &bake_args(), dir.path()).unwrap()
+        };
+        let p = plan_of(&["app"]);
+        let names: Vec<&str> = p.builds.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["gen", "app"]);
+        assert!(p.builds[0].outputs.is_empty() && p.builds[0].metadata_file.is_none());
+        assert_eq!(p.builds[1].contexts["g"], ContextSource::Request("gen".into()));
+        // Asked for too: one request, with its outputs, feeds the user.
+        let p = plan_of(&["app", "gen"]);
+        assert_eq!(p.builds.len(), 2);
+        assert!(p.builds.iter().all(|b| !b.outputs.is_empty()));
+        // Only a `--call check` reads it: nothing is built.
+        let p = plan_of(&["lint"]);
+        assert!(p.builds.is_empty());
+        assert_eq!(p.calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["lint"]);
     }
 }
