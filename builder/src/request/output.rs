@@ -182,7 +182,7 @@ mod tests {
             ),
             (
                 "type=image,dest=x",
-                "`--output type=image`: unknown key `dest`; valid keys: type, name, push, compression, compression-level",
+                "`--output type=image`: unknown key `dest`; valid keys: type, name, push, compression, compression-level, oci-mediatypes, registry.insecure",
             ),
             ("type=local,dest=x,name=y", "`--output type=local`: unknown key `name`; valid keys: type, dest"),
             (
