@@ -64,6 +64,8 @@ pub fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<BuildArgs>),
+    /// Build the targets of a bake file (`docker-bake.hcl`, compose).
+    Bake(Box<BakeArgs>),
     /// List tagged images in the local store.
     Images,
     /// Remove unreferenced data from the store.
@@ -326,7 +328,7 @@ fn parse_network(s: &str) -> Result<NetworkMode, String> {
 
 /// Docker's byte sizes (`RAMInBytes`): a number with an optional binary
 /// unit `b`, `k`, `m`, `g`, `t`, `p` (optionally followed by `b`/`ib`).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let bad = || format!("invalid size `{s}`: use a number of bytes with an optional unit, e.g. `128m`");
     let t = s.trim().to_ascii_lowercase();
     let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -433,4 +435,66 @@ mod tests {
             other => panic!("not two builds: {other:?}"),
         }
     }
+}
+
+/// `rbuild bake` flags: `docker buildx bake`'s set.
+#[derive(Debug, Args, Clone)]
+pub struct BakeArgs {
+    /// Targets or groups to build (default: the `default` group); globs allowed.
+    pub targets: Vec<String>,
+    /// Bake file(s), merged in order; `-` reads stdin (default: docker-bake.{json,hcl},
+    /// docker-bake.override.{json,hcl}, compose files).
+    #[arg(short = 'f', long = "file")]
+    pub files: Vec<String>,
+    /// Override a target value: `TARGET.KEY=VALUE` or `TARGET.KEY+=VALUE`; TARGET may be a glob.
+    #[arg(long)]
+    pub set: Vec<String>,
+    /// Set a variable: `NAME=VALUE` (looked up before the environment).
+    #[arg(long = "var")]
+    pub vars: Vec<String>,
+    /// Print the resolved definition as JSON instead of building.
+    #[arg(long)]
+    pub print: bool,
+    /// List `targets` or `variables` instead of building.
+    #[arg(long)]
+    pub list: Option<String>,
+    /// Shorthand for `--set=*.push=true`.
+    #[arg(long)]
+    pub push: bool,
+    /// Shorthand for `--set=*.load=true` (the local store).
+    #[arg(long)]
+    pub load: bool,
+    /// Progress output: `auto`, `tty`, `plain`, `rawjson`, `quiet`.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Do not use cache when building.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always re-resolve base image tags.
+    #[arg(long)]
+    pub pull: bool,
+    /// Grant entitlements (`network.host`, `security.insecure`, `fs.read=PATH`, ...).
+    #[arg(long)]
+    pub allow: Vec<String>,
+    /// Run a frontend method instead of building: `build`, `check`, `outline`, `targets`.
+    #[arg(long = "call")]
+    pub call: Option<String>,
+    /// Shorthand for `--call=check`.
+    #[arg(long)]
+    pub check: bool,
+    /// Shorthand for `--set=*.attest=type=sbom` (`true`, `false` or attributes).
+    #[arg(long)]
+    pub sbom: Option<String>,
+    /// Shorthand for `--set=*.attest=type=provenance` (`true`, `false` or attributes).
+    #[arg(long)]
+    pub provenance: Option<String>,
+    /// Write build result metadata (one entry per target) to this file.
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<std::path::PathBuf>,
+    /// Parallel jobs per build (default: number of CPUs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Registries to reach over plain HTTP (loopback registries always are).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registry: Vec<String>,
 }

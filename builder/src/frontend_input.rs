@@ -59,6 +59,12 @@ pub fn load(request: &BuildRequest) -> Result<FrontendInput> {
             ContextSource::Image(r) => {
                 named_contexts.insert(name.clone(), NamedContext::Image(r.clone()));
             }
+            // The other request's graph is filled in per platform by the
+            // build that lowers both; until then (a `--call` method that
+            // only reads the Dockerfile) an empty graph: scratch.
+            ContextSource::Request(_) => {
+                named_contexts.insert(name.clone(), NamedContext::Graph(Default::default()));
+            }
             ContextSource::Local(dir) => {
                 named_contexts.insert(name.clone(), NamedContext::Local);
                 local_contexts.insert(name.clone(), dir.clone());

@@ -480,6 +480,16 @@ impl Definition {
         if self.outputs.contains_key(name) {
             return Err(DuplicateOutput(name.to_string()));
         }
+        let result = self.absorb(other);
+        self.outputs.insert(name.to_string(), result);
+        Ok(())
+    }
+
+    /// Adds the vertices of `other` (each once, as [`Definition::merge_as`])
+    /// without naming an output; returns `other`'s [`MAIN_OUTPUT`], now a
+    /// vertex of `self`. A lowering uses it to build on another build's
+    /// result (a bake `target:` context) inside its own graph.
+    pub fn absorb(&mut self, other: &Definition) -> Option<Digest> {
         if self.index.len() != self.vertices.len() {
             self.reindex();
         }
@@ -493,8 +503,7 @@ impl Definition {
                 }
             }
         }
-        self.outputs.insert(name.to_string(), other.output());
-        Ok(())
+        other.output()
     }
 
     /// The digests `digest` depends on, itself included.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_frontend::lower::{self, LoweredBuild};
+use rbuild_frontend::lower::{self, LoweredBuild, NamedContext};
 use rbuild_solver::dockerignore::PatternMatcher;
 use rbuild_solver::graph::{Definition, NetworkMode, Op, Platform};
 use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
@@ -25,7 +25,7 @@ use crate::export::{self, BuiltImage, ExportResult};
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
-use crate::request::BuildRequest;
+use crate::request::{BuildRequest, ContextSource};
 use crate::sources::Sources;
 
 /// Options that later work will implement answer clearly instead of being
@@ -83,6 +83,13 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             let mut lower_opts = input.lower.clone();
             lower_opts.target_platform = platform.clone();
             lower_opts.context_origins = origins.clone();
+            for (name, source) in &request.contexts {
+                if let ContextSource::Request(dep) = source {
+                    let graph = request_result(&planned, dep, platform)
+                        .with_context(|| format!("`{}`: context `{name}`", request.name))?;
+                    lower_opts.named_contexts.insert(name.clone(), NamedContext::Graph(graph));
+                }
+            }
             // Every platform of every request is lowered before anything
             // runs, so a step needing an entitlement is refused first.
             lower_opts.entitlements = Some(request.entitlements);
@@ -123,6 +130,9 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     for plan in &planned {
         let request = plan.request;
         let outputs = &request.outputs;
+        if outputs.is_empty() {
+            continue; // built only as another request's context
+        }
         let compression = export::compression_from_outputs(outputs);
         let mut images: Vec<BuiltImage> = Vec::new();
         for (name, lowered) in &plan.lowered {
@@ -182,6 +192,23 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         }
     }
     Ok(0)
+}
+
+/// The lowered graph of the request named `dep` for `platform` (or for its
+/// only platform, which then serves every platform of the user, as buildx
+/// does), to be taken into another request's graph.
+fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Result<Arc<Definition>> {
+    let Some(plan) = planned.iter().find(|p| p.request.name == dep) else {
+        bail!("the build `{dep}` it names is not part of this build, or comes after it");
+    };
+    let found = match &plan.lowered[..] {
+        [(_, only)] => Some(only),
+        all => all.iter().map(|(_, l)| l).find(|l| &l.platform == platform),
+    };
+    match found {
+        Some(l) => Ok(Arc::new(l.definition.clone())),
+        None => bail!("`{dep}` is not built for {platform}"),
+    }
 }
 
 /// The name of one (request, platform) result in the merged graph.

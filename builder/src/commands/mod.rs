@@ -1,6 +1,7 @@
 //! Command implementations, one module per command family.
 
-mod build;
+mod bake;
+pub(crate) mod build;
 mod call;
 mod graph;
 mod login;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
     };
     match cli.command {
         Command::Build(args) => build::run(*args, root, mapping),
+        Command::Bake(args) => bake::run(*args, root, mapping),
         Command::Images => store_cmds::images(&root),
         Command::Prune(args) => store_cmds::prune(&root, &args),
         Command::Du => store_cmds::du(&root),

@@ -44,6 +44,9 @@ pub enum ContextSource {
     Local(PathBuf),
     /// An image (`docker-image://REF`).
     Image(String),
+    /// The result of another request of the same build, by its name (a bake
+    /// `target:NAME` context): lowered into the same graph, one solve.
+    Request(String),
 }
 
 /// Limits and defaults of RUN steps (`--network`, `--ulimit`, `--shm-size`,
@@ -84,7 +87,8 @@ pub struct BuildRequest {
     pub ssh: Vec<SshSpec>,
     /// `-t` image names.
     pub tags: Vec<String>,
-    /// Outputs (at least one; `type=image` when none was asked for).
+    /// Outputs (`type=image` when none was asked for; empty only for a
+    /// request built as another request's [`ContextSource::Request`]).
     pub outputs: Vec<Output>,
     /// `--cache-from`.
     pub cache_from: Vec<CacheSpec>,

@@ -50,6 +50,7 @@ impl Lowering<'_> {
         }
         match self.opts.named_contexts.get(name).cloned() {
             Some(NamedContext::Local) => return Ok(Some(self.context(name))),
+            Some(NamedContext::Graph(graph)) => return Ok(Some(self.built_context(&graph))),
             Some(NamedContext::Image(r)) => {
                 let base = self.resolve_base(&r, &st.platform, span)?;
                 return Ok(Some(self.image_vertex(&base, &st.platform, None)));
@@ -62,6 +63,15 @@ impl Lowering<'_> {
         let platform = st.platform.clone();
         let base = self.resolve_base(name, &platform, span)?;
         Ok(Some(self.image_vertex(&base, &platform, None)))
+    }
+
+    /// The result of another build's graph, taken into this one (an empty
+    /// filesystem when that build has no result, as `FROM scratch`).
+    pub(crate) fn built_context(&mut self, graph: &rbuild_solver::graph::Definition) -> Digest {
+        match self.definition.absorb(graph) {
+            Some(d) => d,
+            None => self.empty_vertex(),
+        }
     }
 
     /// A vertex for an empty filesystem.

@@ -73,6 +73,11 @@ pub enum NamedContext {
     Local,
     /// An image reference (`docker-image://ref`).
     Image(String),
+    /// The result of another build lowered for the same platform (a bake
+    /// `target:NAME` context): its graph is taken into this one, so both
+    /// run in one solve and the shared part once. Its filesystem is used;
+    /// its image config is not.
+    Graph(Arc<Definition>),
 }
 
 /// Inputs to lowering besides the Dockerfile.

@@ -259,6 +259,11 @@ impl Lowering<'_> {
                     st.state = Some(d);
                     String::new()
                 }
+                Some(super::NamedContext::Graph(graph)) => {
+                    let graph = graph.clone();
+                    st.state = Some(self.built_context(&graph));
+                    String::new()
+                }
                 None => base_name.clone(),
             };
             if !reference.is_empty() {

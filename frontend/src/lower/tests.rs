@@ -332,4 +332,23 @@ fn graph_size_is_bounded() {
     text += &"RUN true\n".repeat(40);
     let err = lower_text(&text, &LowerOptions::default()).unwrap_err().to_string();
     assert!(err.contains("Dockerfile:53:1: the build graph grew past 128 MiB"), "{}", &err[..err.len().min(300)]);
+/// A `target:` context (another build's graph) is taken into this graph:
+/// `FROM gen` and `COPY --from=gen` build on its result vertex, and the
+/// vertices both graphs hold are there once.
+#[test]
+fn a_graph_context_is_taken_into_the_lowering() {
+    let dep = lower_text("FROM busybox\nRUN echo dep > /dep\n", &LowerOptions::default()).unwrap();
+    let dep_result = dep.definition.output().unwrap();
+    let mut opts = LowerOptions::default();
+    opts.named_contexts.insert("gen".into(), NamedContext::Graph(Arc::new(dep.definition.clone())));
+    let b = lower_text("FROM busybox\nRUN echo user\nCOPY --from=gen /dep /dep\n", &opts).unwrap();
+    assert!(dep.definition.vertices.iter().all(|v| b.definition.get(&v.digest).is_some()));
+    let copy = b.definition.get(&b.definition.output().unwrap()).unwrap();
+    assert!(copy.inputs.contains(&dep_result), "COPY --from=gen reads the dependency's result");
+    // busybox's source vertex is shared, not duplicated.
+    let sources = b.definition.vertices.iter().filter(|v| matches!(v.op, Op::Source(_))).count();
+    assert_eq!(sources, 1);
+    let from = lower_text("FROM gen\nRUN echo on-top\n", &opts).unwrap();
+    let run = from.definition.get(&from.definition.output().unwrap()).unwrap();
+    assert_eq!(run.inputs, [dep_result]);
 }

@@ -1,0 +1,357 @@
+//! End-to-end `rbuild bake`: real builds from a bake file, pushed to a
+//! loopback registry and checked with skopeo.
+
+mod util;
+
+use std::path::Path;
+use std::process::Output;
+
+use util::{TestRegistry, rbuild, skopeo_inspect_raw};
+
+fn bake_env(store: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    rbuild()
+        .arg("--root")
+        .arg(store)
+        .arg("bake")
+        .args(args)
+        .current_dir(dir)
+        .env("SOURCE_DATE_EPOCH", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn bake(store: &Path, dir: &Path, args: &[&str]) -> Output {
+    bake_env(store, dir, args, &[])
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "rbuild bake failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn platforms_of(index: &serde_json::Value) -> Vec<String> {
+    let mut p: Vec<String> = index["manifests"]
+        .as_array()
+        .expect("an image index")
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
+        })
+        .collect();
+    p.sort();
+    p
+}
+
+const BAKE: &str = r#"
+variable "REG" {}
+variable "VERSION" { default = "1.0" }
+
+group "default" {
+  targets = ["app", "tools"]
+}
+
+target "_multi" {
+  platforms = ["linux/amd64", "linux/arm64"]
+  args      = { REG = REG }
+}
+
+# Built only because `app` reads it through a `target:` context.
+target "gen" {
+  dockerfile = "gen.Dockerfile"
+}
+
+target "app" {
+  inherits = ["_multi"]
+  contexts = { gen = "target:gen" }
+  tags     = ["${REG}/app:${VERSION}"]
+}
+
+target "tools" {
+  inherits = ["_multi"]
+  name     = "tool-${t}"
+  matrix   = { t = ["a", "b"] }
+  args     = { TOOL = t }
+  dockerfile = "tool.Dockerfile"
+  tags     = ["${REG}/tool-${t}:${VERSION}"]
+}
+"#;
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("docker-bake.hcl"), BAKE).unwrap();
+    std::fs::write(p.join("gen.txt"), "generated\n").unwrap();
+    std::fs::write(p.join("gen.Dockerfile"), "FROM scratch\nCOPY gen.txt /gen.txt\n").unwrap();
+    std::fs::write(
+        p.join("Dockerfile"),
+        "ARG REG\nFROM ${REG}/busybox:latest\nCOPY --from=gen /gen.txt /app/gen.txt\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("tool.Dockerfile"), "ARG REG\nFROM ${REG}/busybox:latest\nARG TOOL\nLABEL tool=${TOOL}\n")
+        .unwrap();
+    dir
+}
+
+#[test]
+fn bake_group_with_matrix_and_target_context_pushes_multi_platform_indexes() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    let dir = project();
+    let store = tempfile::tempdir().unwrap();
+    let meta = dir.path().join("meta.json");
+
+    // --print resolves the definition without building.
+    let env = [("REG", reg.addr.as_str())];
+    let out = ok(bake_env(store.path(), dir.path(), &["--print"], &env));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["group"]["default"]["targets"], serde_json::json!(["app", "tools"]));
+    assert_eq!(printed["target"]["gen"]["output"], serde_json::json!([{"type": "cacheonly"}]));
+    assert!(printed["target"]["tool-b"]["tags"][0].as_str().unwrap().ends_with("/tool-b:1.0"));
+
+    ok(bake_env(
+        store.path(),
+        dir.path(),
+        &["--push", "--progress", "plain", "--metadata-file", meta.to_str().unwrap()],
+        &env,
+    ));
+
+    for name in ["app:1.0", "tool-a:1.0", "tool-b:1.0"] {
+        let index = skopeo_inspect_raw(&reg.reference(name));
+        assert_eq!(platforms_of(&index), ["linux/amd64", "linux/arm64"], "{name}: {index}");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let mut keys: Vec<&String> = m.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["app", "tool-a", "tool-b"], "one metadata entry per built target: {m}");
+    assert!(m["app"]["containerimage.digest"].as_str().unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn bake_errors_point_into_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("docker-bake.hcl"), "target \"default\" {\n  dockerfil = \"x\"\n}\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = bake(store.path(), dir.path(), &["--print"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("docker-bake.hcl:2:3:"), "{err}");
+    assert!(err.contains("did you mean `dockerfile`?"), "{err}");
+    assert!(err.contains(" 2 |   dockerfil = \"x\"\n   |   ^"), "{err}");
+
+    let out = bake(store.path(), dir.path(), &["--print", "-f", "missing.hcl"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.hcl"));
+}
+
+#[test]
+fn bake_reads_stdin_sets_overrides_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut child = rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["bake", "-f", "-", "--print", "--set", "*.args.A=1", "--set", "web.tags+=x:2", "web"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"target \"web\" {\n  tags = [\"x:1\"]\n}\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["target"]["web"]["tags"], serde_json::json!(["x:1", "x:2"]));
+    assert_eq!(printed["target"]["web"]["args"]["A"], "1");
+
+    std::fs::write(
+        dir.path().join("docker-bake.hcl"),
+        "variable \"V\" {\n  default = \"x\"\n  description = \"the v\"\n}\ntarget \"t\" {\n  description = \"a target\"\n}\n",
+    )
+    .unwrap();
+    let out = ok(bake(store.path(), dir.path(), &["--list", "targets"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("t") && text.contains("a target"), "{text}");
+    let out = ok(bake(store.path(), dir.path(), &["--list", "variables"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("V") && text.contains("the v"), "{text}");
+}
+
+#[test]
+fn target_context_feeds_one_target_into_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("gen.txt"), "generated\n").unwrap();
+    std::fs::write(p.join("gen.Dockerfile"), "FROM scratch\nCOPY gen.txt /out/gen.txt\n").unwrap();
+    std::fs::write(p.join("Dockerfile"), "FROM scratch\nCOPY --from=gen /out/gen.txt /app/from-gen.txt\n").unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+target "gen" {
+  dockerfile = "gen.Dockerfile"
+}
+target "default" {
+  contexts = { gen = "target:gen" }
+  output   = ["type=local,dest=out"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(bake(store.path(), p, &["--progress", "plain"]));
+    assert_eq!(std::fs::read_to_string(p.join("out/app/from-gen.txt")).unwrap(), "generated\n");
+    // The linked target was only built for the context: no output of its own.
+    assert!(!p.join("out/out").exists());
+}
+
+#[test]
+fn writing_outside_the_working_directory_needs_an_entitlement() {
+    let root = tempfile::tempdir().unwrap();
+    let work = root.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /x\n").unwrap();
+    // A bake file from someone else wants to write next to the checkout.
+    std::fs::write(
+        work.join("docker-bake.hcl"),
+        "target \"default\" {\n  output = [\"type=local,dest=../planted\"]\n}\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = bake(store.path(), &work, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("additional privileges requested"), "{err}");
+    assert!(err.contains("--allow=fs.write="), "{err}");
+    assert!(!root.path().join("planted").exists(), "nothing may be written before the grant");
+
+    ok(bake(store.path(), &work, &["--allow", "fs.write=../planted"]));
+    assert!(root.path().join("planted/x").is_file());
+}
+
+fn find_files(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(find_files(&path, name));
+        } else if ft.is_file() && e.file_name() == name {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Two targets (different Dockerfiles, different context directories) share
+/// a base stage whose RUN appends to a cache mount: all targets go to one
+/// solve, so the RUN executes once — one `started` event, one line in the
+/// mount — even with `--no-cache`, where only sharing the vertex can keep it
+/// to one execution (running the targets one after another ran it twice).
+#[test]
+fn bake_shared_stage_runs_once() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let base = format!(
+        "FROM {}/busybox:latest AS base\n\
+         RUN --mount=type=cache,id=shared-runs,target=/cache sh -c 'echo ran >> /cache/runs && wc -l < /cache/runs > /built'\n",
+        reg.addr
+    );
+    for name in ["one", "two"] {
+        std::fs::create_dir_all(p.join(name)).unwrap();
+        std::fs::write(p.join(name).join("mine"), name).unwrap();
+        std::fs::write(p.join(name).join("Dockerfile"), format!("{base}FROM base\nCOPY mine /mine\n")).unwrap();
+    }
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+group "default" { targets = ["one", "two"] }
+target "one" {
+  context = "one"
+  output  = ["type=local,dest=out-one"]
+}
+target "two" {
+  context = "two"
+  output  = ["type=local,dest=out-two"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(bake(store.path(), p, &["--progress", "rawjson", "--no-cache", "--metadata-file", "meta.json"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let started = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            let name = e["name"].as_str().unwrap_or("");
+            e["type"] == "started" && name.contains("RUN") && name.contains("echo ran")
+        })
+        .count();
+    assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
+    let counters = find_files(&store.path().join("mounts"), "runs");
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n", "the RUN appended more than once");
+    for name in ["one", "two"] {
+        let out = p.join(format!("out-{name}"));
+        assert_eq!(std::fs::read_to_string(out.join("built")).unwrap().trim(), "1", "{name}");
+        // Each target still got its own context.
+        assert_eq!(std::fs::read_to_string(out.join("mine")).unwrap(), name);
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("meta.json")).unwrap()).unwrap();
+    let keys: Vec<&String> = meta.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["one", "two"], "{meta}");
+}
+
+/// A `target:` dependency is part of the same solve as its user: a stage
+/// both build on runs once under `--no-cache` (built in two solves, the
+/// dependency first, it ran twice), and the user reads the dependency's
+/// result as written by it.
+#[test]
+fn target_context_is_solved_with_its_user() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let base = format!(
+        "FROM {}/busybox:latest AS base\n\
+         RUN --mount=type=cache,id=link-runs,target=/cache sh -c 'echo ran >> /cache/runs && wc -l < /cache/runs > /built'\n",
+        reg.addr
+    );
+    std::fs::write(p.join("gen.Dockerfile"), format!("{base}FROM base\nRUN echo generated > /gen.txt\n")).unwrap();
+    std::fs::write(p.join("Dockerfile"), format!("{base}FROM base\nCOPY --from=gen /gen.txt /app/gen.txt\n")).unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+target "gen" {
+  dockerfile = "gen.Dockerfile"
+}
+target "default" {
+  contexts = { gen = "target:gen" }
+  output   = ["type=local,dest=out"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(bake(store.path(), p, &["--progress", "rawjson", "--no-cache"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let started = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "started" && e["name"].as_str().unwrap_or("").contains("echo ran"))
+        .count();
+    assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
+    let counters = find_files(&store.path().join("mounts"), "runs");
+    assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n");
+    assert_eq!(std::fs::read_to_string(p.join("out/app/gen.txt")).unwrap(), "generated\n");
+    assert_eq!(std::fs::read_to_string(p.join("out/built")).unwrap().trim(), "1");
+}

@@ -1,0 +1,5 @@
+variable "PORT" {
+  type    = number
+  default = "eighty"
+}
+target "default" {}

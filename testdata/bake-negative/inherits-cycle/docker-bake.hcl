@@ -1,0 +1,9 @@
+target "default" {
+  inherits = ["a"]
+}
+target "a" {
+  inherits = ["b"]
+}
+target "b" {
+  inherits = ["a"]
+}

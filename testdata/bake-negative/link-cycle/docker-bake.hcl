@@ -1,0 +1,6 @@
+target "default" {
+  contexts = { base = "target:base" }
+}
+target "base" {
+  contexts = { app = "target:default" }
+}

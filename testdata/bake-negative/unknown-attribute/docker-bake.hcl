@@ -1,0 +1,4 @@
+target "default" {
+  context = "."
+  platform = ["linux/amd64"]
+}

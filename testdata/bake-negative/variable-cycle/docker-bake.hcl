@@ -1,0 +1,7 @@
+variable "A" {
+  default = "${B}-a"
+}
+variable "B" {
+  default = "${A}-b"
+}
+target "default" {}
