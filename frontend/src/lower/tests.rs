@@ -332,6 +332,8 @@ fn graph_size_is_bounded() {
     text += &"RUN true\n".repeat(40);
     let err = lower_text(&text, &LowerOptions::default()).unwrap_err().to_string();
     assert!(err.contains("Dockerfile:53:1: the build graph grew past 128 MiB"), "{}", &err[..err.len().min(300)]);
+}
+
 /// A `target:` context (another build's graph) is taken into this graph:
 /// `FROM gen` and `COPY --from=gen` build on its result vertex, and the
 /// vertices both graphs hold are there once.
