@@ -8,9 +8,11 @@
 //! of milliseconds, so [`PrivateNetwork::start`] runs once per solve:
 //! 1. a short-lived thread unshares a network namespace (a network
 //!    namespace belongs to a thread, so no process needs to be forked or
-//!    executed for it), brings `lo` up and bind-mounts the namespace onto a
-//!    file (as `ip netns add` does), so the helper and every sandbox init can
-//!    open it by path without ptrace rights over anyone;
+//!    executed for it), brings `lo` up, opens ICMP echo sockets to every
+//!    group (`RUN`s here lack `CAP_NET_RAW`, see [`allow_ping`]) and
+//!    bind-mounts the namespace onto a file (as `ip netns add` does), so the
+//!    helper and every sandbox init can open it by path without ptrace
+//!    rights over anyone;
 //! 2. the helper attaches to that file with everything that would reach the
 //!    host itself disabled: pasta with `--no-map-gw` and no port forwarding
 //!    in either direction (`-t/-u/-T/-U none`; its default `auto` would
@@ -331,7 +333,43 @@ fn create_namespace(file: &Path) -> Result<(), NetworkError> {
         return Err(err("create")(std::io::Error::last_os_error()));
     }
     super::init::loopback_up().map_err(err("bring up `lo` in"))?;
+    allow_ping().map_err(err("open ICMP echo sockets to every group in"))?;
     bind_mount(Path::new("/proc/thread-self/ns/net"), file).map_err(err("mount"))
+}
+
+/// Highest gid `net.ipv4.ping_group_range` accepts (the kernel's `GID_T_MAX`).
+const PING_GID_MAX: u64 = (1 << 31) - 1;
+
+/// Lets every group open ICMP echo sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`,
+/// IPv6 too) in the calling thread's network namespace, as Docker does in
+/// its containers: `RUN`s on this network lack `CAP_NET_RAW` (see
+/// `caps::PRIVATE_NETWORK_DEFAULT`), and `ping` falls back to these sockets
+/// when it cannot open a raw one. `/proc/sys/net` shows the namespace of
+/// the calling thread, which is this new one.
+fn allow_ping() -> std::io::Result<()> {
+    let map = std::fs::read_to_string("/proc/thread-self/gid_map")?;
+    let range = ping_group_range(&map)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no gid mapped: {map:?}")))?;
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", range)
+}
+
+/// The `ping_group_range` value covering every gid of a user namespace's
+/// `gid_map`. The kernel refuses a bound its namespace does not map (so
+/// rootless rbuild cannot write Docker's `0 2147483647`) and one above
+/// [`PING_GID_MAX`].
+fn ping_group_range(gid_map: &str) -> Option<String> {
+    let (mut low, mut high) = (u64::MAX, 0u64);
+    for line in gid_map.lines() {
+        let f: Vec<u64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        if let [inside, _, count] = f[..]
+            && count > 0
+        {
+            low = low.min(inside);
+            high = high.max(inside + count - 1);
+        }
+    }
+    let high = high.min(PING_GID_MAX);
+    (low <= high).then(|| format!("{low} {high}"))
 }
 
 /// Starts the helper from a (detached) thread that waits for it; returns
@@ -458,6 +496,17 @@ mod tests {
         assert_eq!(args.last().map(String::as_str), Some("/x/netns"));
         let slirp = Helper::Slirp4netns.args(Path::new("/x/netns"));
         assert!(slirp.contains(&"--disable-host-loopback".to_string()));
+    }
+
+    #[test]
+    fn ping_group_range_covers_the_mapped_gids() {
+        // Real root: the whole range, capped where the kernel caps it.
+        assert_eq!(ping_group_range("         0          0 4294967295\n").as_deref(), Some("0 2147483647"));
+        // Rootless: the invoking user's gid as 0, then its subordinate range.
+        let rootless = "         0       1001          1\n         1     300000      65536\n";
+        assert_eq!(ping_group_range(rootless).as_deref(), Some("0 65536"));
+        assert_eq!(ping_group_range("         0       1001          1\n").as_deref(), Some("0 0"));
+        assert_eq!(ping_group_range(""), None);
     }
 
     #[test]
