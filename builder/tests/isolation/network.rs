@@ -542,11 +542,15 @@ fn settle(count: impl Fn() -> usize, before: usize, secs: u64) -> usize {
     count()
 }
 
-/// The user-mode stacks forward whatever leaves the namespace, so a `RUN`
-/// that can write raw frames (CAP_NET_RAW: AF_PACKET) addresses the host's
-/// 127.0.0.1 directly, bypassing the kernel's routing (which never sends
-/// 127.0.0.0/8 out of a device). As root and as a non-root `USER` running a
-/// setuid-root copy (which gains the bounding set), with both helpers.
+/// Escape: the user-mode stacks forward whatever leaves the namespace, so a
+/// `RUN` that can write raw frames (`CAP_NET_RAW`: `AF_PACKET`, or a raw IP
+/// socket with `IP_HDRINCL`) addresses the host's 127.0.0.1 directly,
+/// bypassing the kernel's routing (which never sends 127.0.0.0/8 out of a
+/// device). As root and as a non-root `USER` running a setuid-root copy
+/// (which gains the bounding set), with both helpers. Before the fix (the
+/// `RUN` held Docker's set, `NET_RAW` included) every one of those reached
+/// the host's servers, rootful and rootless: TCP handshake and data, and
+/// both UDP datagrams.
 #[test]
 fn escape_crafted_packets_reach_host_loopback() {
     let reg = registry();
