@@ -502,7 +502,11 @@ struct LoopbackUdp {
 
 impl LoopbackUdp {
     fn start() -> LoopbackUdp {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        LoopbackUdp::on("127.0.0.1:0")
+    }
+
+    fn on(addr: &str) -> LoopbackUdp {
+        let socket = UdpSocket::bind(addr).unwrap();
         let port = socket.local_addr().unwrap().port();
         let got = Arc::new(std::sync::Mutex::new(Vec::new()));
         let g = got.clone();
@@ -543,22 +547,28 @@ fn settle(count: impl Fn() -> usize, before: usize, secs: u64) -> usize {
 }
 
 /// Escape: the user-mode stacks forward whatever leaves the namespace, so a
-/// `RUN` that can write raw frames (`CAP_NET_RAW`: `AF_PACKET`, or a raw IP
-/// socket with `IP_HDRINCL`) addresses the host's 127.0.0.1 directly,
-/// bypassing the kernel's routing (which never sends 127.0.0.0/8 out of a
-/// device). As root and as a non-root `USER` running a setuid-root copy
-/// (which gains the bounding set), with both helpers. Before the fix (the
-/// `RUN` held Docker's set, `NET_RAW` included) every one of those reached
-/// the host's servers, rootful and rootless: TCP handshake and data, and
-/// both UDP datagrams.
+/// `RUN` that gets a packet for 127.0.0.1 or ::1 out of the namespace's
+/// device reaches the host's loopback. Three ways: raw frames (`AF_PACKET`,
+/// `CAP_NET_RAW`), a raw IP socket with `IP_HDRINCL` routed to the gateway
+/// (`CAP_NET_RAW`), and, with no capability at all, a socket bound to the
+/// device (`SO_BINDTODEVICE`: the kernel takes 127.0.0.1 as on-link there,
+/// and sends ::1 to the default route). As root and as a non-root `USER`
+/// running a setuid-root copy (which gains the bounding set), with both
+/// helpers. Before the fix, rootful and rootless alike: the raw paths got a
+/// TCP handshake and the server's data and both UDP datagrams through with
+/// pasta and slirp4netns; the bound sockets got UDP datagrams to 127.0.0.1
+/// through both and to [::1] through pasta, and TCP connections accepted by
+/// the host's server (the namespace's kernel dropped the SYN-ACK from
+/// 127.0.0.1 as martian, so no data came back).
 #[test]
 fn escape_crafted_packets_reach_host_loopback() {
     let reg = registry();
     let tcp = LoopbackServer::start();
     let udp = LoopbackUdp::start();
+    let udp6 = LoopbackUdp::on("[::1]:0");
     let bin = tempfile::Builder::new().prefix("rbuild-net-escape").tempdir_in("/tmp").unwrap();
     let escape = compile_raw_escape(bin.path());
-    let run_probe = format!("/escape {} {}", tcp.port, udp.port);
+    let run_probe = format!("/escape {} {} {}", tcp.port, udp.port, udp6.port);
     for who in users() {
         let df = format!(
             "FROM {}/busybox:latest\nCOPY escape /escape\nRUN chmod 4755 /escape && {run_probe}\n\
@@ -574,7 +584,7 @@ fn escape_crafted_packets_reach_host_loopback() {
         let control = Case::with_files(who, &df, &[("escape", &escape)]);
         for helper in ["pasta", "slirp4netns"] {
             let env = [("RBUILD_NETWORK_HELPER", helper)];
-            let (tcp_before, udp_before) = (tcp.hits(), udp.hits());
+            let (tcp_before, udp_before, udp6_before) = (tcp.hits(), udp.hits(), udp6.hits());
             let udp_count_before = ["rbuild-packet-udp-escape", "rbuild-hdrincl-udp-escape"].map(|p| (p, udp.count(p)));
             let t = ok(who, &case.build_env(&["--no-cache"], &env));
             assert_eq!(t.matches("packet_socket=").count(), 2, "{who:?} {helper}: the probe did not run twice:\n{t}");
@@ -586,7 +596,8 @@ fn escape_crafted_packets_reach_host_loopback() {
                 "{who:?} {helper}: a crafted SYN reached the host's loopback:\n{t}"
             );
             assert_eq!(tcp.hits(), tcp_before, "{who:?} {helper}: the host's TCP server was connected to:\n{t}");
-            assert_eq!(udp.hits(), udp_before, "{who:?} {helper}: the host's UDP server got the datagram:\n{t}");
+            assert_eq!(udp.hits(), udp_before, "{who:?} {helper}: the host's UDP server got a datagram:\n{t}");
+            assert_eq!(udp6.hits(), udp6_before, "{who:?} {helper}: the host's [::1] UDP server got a datagram:\n{t}");
 
             let t = ok(who, &control.build_env(&["--no-cache", "--allow", "security.insecure"], &env));
             assert!(

@@ -3,10 +3,13 @@
    frames on the namespace's interface (AF_PACKET, which needs CAP_NET_RAW)
    carry a TCP SYN and a UDP datagram addressed to 127.0.0.1, the gateway's MAC
    as link destination; a raw IP socket with IP_HDRINCL (CAP_NET_RAW too)
-   sends another datagram routed to the gateway but addressed to 127.0.0.1. The kernel never routes 127.0.0.0/8 out of a device,
+   sends another datagram routed to the gateway but addressed to 127.0.0.1;
+   plain UDP and TCP sockets bound to the interface (SO_BINDTODEVICE, no
+   capability needed) try too: with an output device given, the kernel
+   takes a destination it finds no route for as on-link. The kernel never routes 127.0.0.0/8 out of a device,
    but a user-mode stack (pasta, slirp4netns) terminates what reaches its tap
    and opens host sockets to the destination it reads: the host's loopback.
-   Usage: escape TCP_PORT UDP_PORT; prints key=value lines. */
+   Usage: escape TCP_PORT UDP_PORT [UDP6_PORT]; prints key=value lines. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,7 +94,7 @@ static ssize_t next(unsigned char *buf, size_t cap, long deadline) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) return 2;
+    if (argc < 3) return 2;
     uint16_t tport = atoi(argv[1]), uport = atoi(argv[2]);
     loopback = htonl(INADDR_LOOPBACK);
     srand(getpid() ^ time(0));
@@ -109,6 +113,47 @@ int main(int argc, char **argv) {
     if (ioctl(s, SIOCGIFHWADDR, &ifr) == 0) memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
     if (ioctl(s, SIOCGIFADDR, &ifr) == 0) myip = ((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr.s_addr;
     printf("iface=%s\n", ifname);
+
+    /* Without any capability: a UDP socket bound to the interface, sending to
+       127.0.0.1 (the kernel must keep it off the device). */
+    int bound = socket(AF_INET, SOCK_DGRAM, 0);
+    long brc = setsockopt(bound, SOL_SOCKET, SO_BINDTODEVICE, ifname, strlen(ifname));
+    if (brc == 0) {
+        struct sockaddr_in to = {0};
+        to.sin_family = AF_INET; to.sin_port = htons(uport); to.sin_addr.s_addr = loopback;
+        brc = sendto(bound, "rbuild-bound-udp-escape", 23, 0, (struct sockaddr *)&to, sizeof to);
+    }
+    printf("bound_udp=%d\n", brc < 0 ? errno : 0);
+    /* The same over IPv6 to [::1] (where the helper gives the namespace IPv6). */
+    if (argc > 3) {
+        int b6 = socket(AF_INET6, SOCK_DGRAM, 0);
+        long rc6 = setsockopt(b6, SOL_SOCKET, SO_BINDTODEVICE, ifname, strlen(ifname));
+        if (rc6 == 0) {
+            struct sockaddr_in6 to6 = {0};
+            to6.sin6_family = AF_INET6; to6.sin6_port = htons(atoi(argv[3])); to6.sin6_addr = in6addr_loopback;
+            rc6 = sendto(b6, "rbuild-bound6-udp-escape", 24, 0, (struct sockaddr *)&to6, sizeof to6);
+        }
+        printf("bound6_udp=%d\n", rc6 < 0 ? errno : 0);
+        close(b6);
+    }
+    /* The same for TCP: a connection bound to the interface. */
+    int btcp = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {3, 0};
+    setsockopt(btcp, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(btcp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (setsockopt(btcp, SOL_SOCKET, SO_BINDTODEVICE, ifname, strlen(ifname)) == 0) {
+        struct sockaddr_in to = {0};
+        to.sin_family = AF_INET; to.sin_port = htons(tport); to.sin_addr.s_addr = loopback;
+        char got[128] = "";
+        if (connect(btcp, (struct sockaddr *)&to, sizeof to) == 0) {
+            ssize_t n = read(btcp, got, sizeof got - 1);
+            if (n > 0) got[n] = 0;
+            printf("bound_tcp=connected data=%s\n", got);
+        } else {
+            printf("bound_tcp=%d\n", errno);
+        }
+    }
+    close(btcp);
 
     fd = socket(AF_PACKET, SOCK_RAW, htons(0x0003 /* ETH_P_ALL */));
     printf("packet_socket=%d\n", fd < 0 ? errno : 0);
