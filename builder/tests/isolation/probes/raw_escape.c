@@ -4,8 +4,8 @@
    carry a TCP SYN and a UDP datagram addressed to 127.0.0.1, the gateway's MAC
    as link destination; a raw IP socket with IP_HDRINCL (CAP_NET_RAW too)
    sends another datagram routed to the gateway but addressed to 127.0.0.1;
-   plain UDP and TCP sockets bound to the interface (SO_BINDTODEVICE, no
-   capability needed) try too: with an output device given, the kernel
+   plain UDP and TCP sockets bound to the interface (SO_BINDTODEVICE, or
+   IP_PKTINFO per datagram; no capability needed) try too: with an output device given, the kernel
    takes a destination it finds no route for as on-link. The kernel never routes 127.0.0.0/8 out of a device,
    but a user-mode stack (pasta, slirp4netns) terminates what reaches its tap
    and opens host sockets to the destination it reads: the host's loopback.
@@ -124,6 +124,23 @@ int main(int argc, char **argv) {
         brc = sendto(bound, "rbuild-bound-udp-escape", 23, 0, (struct sockaddr *)&to, sizeof to);
     }
     printf("bound_udp=%d\n", brc < 0 ? errno : 0);
+    /* The same without binding: the interface given per datagram (IP_PKTINFO). */
+    int pk = socket(AF_INET, SOCK_DGRAM, 0);
+    {
+        struct sockaddr_in to = {0};
+        to.sin_family = AF_INET; to.sin_port = htons(uport); to.sin_addr.s_addr = loopback;
+        char ctl[CMSG_SPACE(sizeof(struct in_pktinfo))] = {0};
+        struct iovec iov = {"rbuild-pktinfo-udp-escape", 25};
+        struct msghdr mh = {&to, sizeof to, &iov, 1, ctl, sizeof ctl, 0};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = IPPROTO_IP; c->cmsg_type = IP_PKTINFO; c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo info = {0};
+        info.ipi_ifindex = if_nametoindex(ifname);
+        memcpy(CMSG_DATA(c), &info, sizeof info);
+        long prc = sendmsg(pk, &mh, 0);
+        printf("pktinfo_udp=%d\n", prc < 0 ? errno : 0);
+    }
+    close(pk);
     /* The same over IPv6 to [::1] (where the helper gives the namespace IPv6). */
     if (argc > 3) {
         int b6 = socket(AF_INET6, SOCK_DGRAM, 0);
