@@ -551,13 +551,14 @@ fn settle(count: impl Fn() -> usize, before: usize, secs: u64) -> usize {
 /// device reaches the host's loopback. Three ways: raw frames (`AF_PACKET`,
 /// `CAP_NET_RAW`), a raw IP socket with `IP_HDRINCL` routed to the gateway
 /// (`CAP_NET_RAW`), and, with no capability at all, a socket bound to the
-/// device (`SO_BINDTODEVICE`: the kernel takes 127.0.0.1 as on-link there,
-/// and sends ::1 to the default route). As root and as a non-root `USER`
+/// device (`SO_BINDTODEVICE`, or `IP_PKTINFO` per datagram: the kernel
+/// takes 127.0.0.1 as on-link there, and sends ::1 to the default route). As root and as a non-root `USER`
 /// running a setuid-root copy (which gains the bounding set), with both
 /// helpers. Before the fix, rootful and rootless alike: the raw paths got a
 /// TCP handshake and the server's data and both UDP datagrams through with
 /// pasta and slirp4netns; the bound sockets got UDP datagrams to 127.0.0.1
-/// through both and to [::1] through pasta, and TCP connections accepted by
+/// through both (`SO_BINDTODEVICE` and `IP_PKTINFO`) and to [::1] through
+/// pasta, and TCP connections accepted by
 /// the host's server (the namespace's kernel dropped the SYN-ACK from
 /// 127.0.0.1 as martian, so no data came back).
 #[test]
