@@ -4,7 +4,7 @@
 //! unprivileged `rbuildtest` (through `runuser`).
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -52,9 +52,17 @@ struct Case {
 
 impl Case {
     fn new(who: Who, dockerfile: &str) -> Case {
+        Case::with_files(who, dockerfile, &[])
+    }
+
+    /// A case whose context also holds copies of `files` (name, source).
+    fn with_files(who: Who, dockerfile: &str, files: &[(&str, &Path)]) -> Case {
         let dir = tempfile::Builder::new().prefix("rbuild-net").tempdir_in("/tmp").unwrap();
         std::fs::create_dir_all(dir.path().join("ctx")).unwrap();
         std::fs::write(dir.path().join("ctx/Dockerfile"), dockerfile).unwrap();
+        for (name, source) in files {
+            std::fs::copy(source, dir.path().join("ctx").join(name)).unwrap();
+        }
         if let Who::TestUser = who {
             run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(dir.path()));
             run(Command::new("chmod").arg("755").arg(dir.path()));
@@ -483,5 +491,165 @@ fn entitlement_needed_by_one_platform_is_refused_before_any_platform_runs() {
         let t = fails(who, &case.build(&["--platform", "linux/amd64,linux/arm64"]));
         assert!(t.contains("Dockerfile:4:1") && t.contains("--allow network.host"), "{who:?}:\n{t}");
         assert!(!t.contains("first-step-42"), "{who:?}: the amd64 build ran first:\n{t}");
+    }
+}
+
+/// A UDP socket on the host's 127.0.0.1 that keeps what it receives.
+struct LoopbackUdp {
+    port: u16,
+    got: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LoopbackUdp {
+    fn start() -> LoopbackUdp {
+        LoopbackUdp::on("127.0.0.1:0")
+    }
+
+    fn on(addr: &str) -> LoopbackUdp {
+        let socket = UdpSocket::bind(addr).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = socket.recv(&mut buf) {
+                g.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        LoopbackUdp { port, got }
+    }
+
+    /// How many datagrams carried `payload`.
+    fn count(&self, payload: &str) -> usize {
+        self.got.lock().unwrap().iter().filter(|p| *p == payload).count()
+    }
+
+    fn hits(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+/// `gcc -static` of the crafted-packet probe (`probes/raw_escape.c`) into `dir`.
+fn compile_raw_escape(dir: &Path) -> PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/isolation/probes/raw_escape.c");
+    let out = dir.join("escape");
+    run(Command::new("gcc").args(["-static", "-O1", "-Wall", "-o"]).arg(&out).arg(src));
+    out
+}
+
+/// Waits up to `secs` for `count()` to exceed `before`; the last value seen.
+fn settle(count: impl Fn() -> usize, before: usize, secs: u64) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while count() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    count()
+}
+
+/// Escape: the user-mode stacks forward whatever leaves the namespace, so a
+/// `RUN` that gets a packet for 127.0.0.1 or ::1 out of the namespace's
+/// device reaches the host's loopback. Three ways: raw frames (`AF_PACKET`,
+/// `CAP_NET_RAW`), a raw IP socket with `IP_HDRINCL` routed to the gateway
+/// (`CAP_NET_RAW`), and, with no capability at all, a socket bound to the
+/// device (`SO_BINDTODEVICE`, or `IP_PKTINFO` per datagram: the kernel
+/// takes 127.0.0.1 as on-link there, and sends ::1 to the default route). As root and as a non-root `USER`
+/// running a setuid-root copy (which gains the bounding set), with both
+/// helpers. Before the fix, rootful and rootless alike: the raw paths got a
+/// TCP handshake and the server's data and both UDP datagrams through with
+/// pasta and slirp4netns; the bound sockets got UDP datagrams to 127.0.0.1
+/// through both (`SO_BINDTODEVICE` and `IP_PKTINFO`) and to [::1] through
+/// pasta, and TCP connections accepted by
+/// the host's server (the namespace's kernel dropped the SYN-ACK from
+/// 127.0.0.1 as martian, so no data came back).
+#[test]
+fn escape_crafted_packets_reach_host_loopback() {
+    let reg = registry();
+    let tcp = LoopbackServer::start();
+    let udp = LoopbackUdp::start();
+    let udp6 = LoopbackUdp::on("[::1]:0");
+    let bin = tempfile::Builder::new().prefix("rbuild-net-escape").tempdir_in("/tmp").unwrap();
+    let escape = compile_raw_escape(bin.path());
+    let run_probe = format!("/escape {} {} {}", tcp.port, udp.port, udp6.port);
+    for who in users() {
+        let df = format!(
+            "FROM {}/busybox:latest\nCOPY escape /escape\nRUN chmod 4755 /escape && {run_probe}\n\
+             USER user\nRUN echo as-$(id -u) && {run_probe}\n",
+            reg.addr
+        );
+        let case = Case::with_files(who, &df, &[("escape", &escape)]);
+        // Control, so that the probe cannot pass by being broken: with every
+        // capability (`--security=insecure`) the same frames do reach the
+        // host's loopback through the helper.
+        let df =
+            format!("FROM {}/busybox:latest\nCOPY escape /escape\nRUN --security=insecure {run_probe}\n", reg.addr);
+        let control = Case::with_files(who, &df, &[("escape", &escape)]);
+        for helper in ["pasta", "slirp4netns"] {
+            let env = [("RBUILD_NETWORK_HELPER", helper)];
+            let (tcp_before, udp_before, udp6_before) = (tcp.hits(), udp.hits(), udp6.hits());
+            let udp_count_before = ["rbuild-packet-udp-escape", "rbuild-hdrincl-udp-escape"].map(|p| (p, udp.count(p)));
+            let t = ok(who, &case.build_env(&["--no-cache"], &env));
+            assert_eq!(t.matches("packet_socket=").count(), 2, "{who:?} {helper}: the probe did not run twice:\n{t}");
+            assert!(t.contains("as-1000"), "{who:?} {helper}: the second probe did not run as `user`:\n{t}");
+            // The datagram would arrive a moment after the frame left.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(
+                !t.contains("tcp=synack") && !t.contains(SECRET),
+                "{who:?} {helper}: a crafted SYN reached the host's loopback:\n{t}"
+            );
+            assert_eq!(tcp.hits(), tcp_before, "{who:?} {helper}: the host's TCP server was connected to:\n{t}");
+            assert_eq!(udp.hits(), udp_before, "{who:?} {helper}: the host's UDP server got a datagram:\n{t}");
+            assert_eq!(udp6.hits(), udp6_before, "{who:?} {helper}: the host's [::1] UDP server got a datagram:\n{t}");
+
+            let t = ok(who, &control.build_env(&["--no-cache", "--allow", "security.insecure"], &env));
+            assert!(
+                t.contains("tcp=synack") && t.contains(SECRET),
+                "{who:?} {helper}: the control got no SYN-ACK:\n{t}"
+            );
+            for (path, payload) in
+                [("AF_PACKET", "rbuild-packet-udp-escape"), ("IP_HDRINCL", "rbuild-hdrincl-udp-escape")]
+            {
+                let before = udp_count_before.iter().find(|(p, _)| *p == payload).map_or(0, |(_, n)| *n);
+                let after = settle(|| udp.count(payload), before, 5);
+                assert!(after > before, "{who:?} {helper}: the control's {path} datagram did not arrive:\n{t}");
+            }
+        }
+        assert_helper_gone(&case.store(), who);
+    }
+}
+
+/// `RUN`s on the default network lack `CAP_NET_RAW`; ICMP echo keeps working
+/// through ICMP datagram sockets, which the build's namespace opens to every
+/// group (`ping_group_range`), as root and as a non-root `USER`. The targets
+/// stay on this machine: the namespace's loopback and own address, and with
+/// slirp4netns its gateway 10.0.2.2, which slirp answers itself (pasta's
+/// gateway is the host's real one, not pinged here). Busybox 1.35's `ping`
+/// (the test image's) only tries a raw socket, so it is not the probe.
+#[test]
+fn icmp_echo_works_on_the_default_network_without_net_raw() {
+    let reg = registry();
+    let bin = tempfile::Builder::new().prefix("rbuild-net-ping").tempdir_in("/tmp").unwrap();
+    let ping = bin.path().join("icmp_ping");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/isolation/probes/icmp_ping.c");
+    run(Command::new("gcc").args(["-static", "-O1", "-Wall", "-o"]).arg(&ping).arg(src));
+    let script = "grep CapBnd /proc/self/status; \
+                  own=$(ip -4 addr show scope global | awk '/inet / {sub(\"/.*\", \"\", $2); print $2; exit}'); \
+                  gw=$(ip route | awk '/^default/ {print $3}'); case $gw in 10.0.2.2) extra=$gw;; esac; \
+                  /icmp_ping 127.0.0.1 $own $extra";
+    for who in users() {
+        let df = format!(
+            "FROM {}/busybox:latest\nCOPY icmp_ping /icmp_ping\nRUN {script}\nUSER user\nRUN {script}\n",
+            reg.addr
+        );
+        let case = Case::with_files(who, &df, &[("icmp_ping", &ping)]);
+        for helper in ["pasta", "slirp4netns"] {
+            let t = ok(who, &case.build_env(&["--no-cache"], &[("RBUILD_NETWORK_HELPER", helper)]));
+            assert!(!t.contains("ping-FAILED"), "{who:?} {helper}: ICMP echo failed:\n{t}");
+            assert_eq!(t.matches("CapBnd:\t00000000a80405fb").count(), 2, "{who:?} {helper}: NET_RAW held:\n{t}");
+            let expected = if helper == "slirp4netns" { 3 } else { 2 };
+            for uid in [0, 1000] {
+                let pings = t.matches(&format!(" as {uid}\n")).count();
+                assert_eq!(pings, expected, "{who:?} {helper}: not every address answered uid {uid}:\n{t}");
+            }
+        }
     }
 }

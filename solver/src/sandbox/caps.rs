@@ -3,7 +3,8 @@
 //! Pid 1 starts as root of the process-wide user namespace with every
 //! capability. What the command gets ([`Plan`]):
 //! - `--security=sandbox` (the default): the bounding set is Docker's 14
-//!   default capabilities ([`DOCKER_DEFAULT`], moby `oci/caps/defaults.go`);
+//!   default capabilities ([`DOCKER_DEFAULT`], moby `oci/caps/defaults.go`),
+//!   less `CAP_NET_RAW` on the build's private network ([`configured`]);
 //!   root holds them permitted and effective, a non-root `USER` holds none
 //!   (Docker leaves its permitted and effective sets empty; a setuid binary
 //!   can still gain the bounding set, as under Docker);
@@ -23,7 +24,7 @@
 
 use rustix::thread::{CapabilitySet, CapabilitySets};
 
-use super::Security;
+use super::{Network, Security};
 
 /// Docker's default capabilities (moby `oci/caps/defaults.go`): `0xa80425fb`.
 pub(crate) const DOCKER_DEFAULT: CapabilitySet = CapabilitySet::CHOWN
@@ -41,6 +42,41 @@ pub(crate) const DOCKER_DEFAULT: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::KILL)
     .union(CapabilitySet::AUDIT_WRITE);
 
+/// The default set of a `RUN` on the build's private network: Docker's
+/// without `CAP_NET_RAW` (rootless podman's default set has none either).
+///
+/// Why: behind Docker's bridge a hand-made frame to 127.0.0.1 is a martian
+/// that the host's kernel drops; behind a user-mode stack (pasta,
+/// slirp4netns) it is read by a process that opens a host socket to the
+/// address it finds, i.e. the host's loopback. `CAP_NET_RAW` is what lets a
+/// `RUN` write such frames (`AF_PACKET`); without it the namespace's kernel
+/// routes 127.0.0.0/8 to its own `lo` only. Filtering in the namespace
+/// instead would not hold: `AF_PACKET` frames skip netfilter, and
+/// `PACKET_QDISC_BYPASS` skips tc. `ping` keeps working through ICMP
+/// datagram sockets, which `ping_group_range` opens to every group of the
+/// namespace (`super::network`).
+pub(crate) const PRIVATE_NETWORK_DEFAULT: CapabilitySet = DOCKER_DEFAULT.difference(CapabilitySet::NET_RAW);
+
+/// The configured capabilities of a `--security=sandbox` `RUN` on
+/// `network`: its bounding set (as far as pid 1 holds them) and the set the
+/// seccomp profile is evaluated against (as moby does with a container's
+/// configured set).
+pub(crate) fn configured(network: &Network) -> CapabilitySet {
+    match network {
+        Network::Private { .. } => PRIVATE_NETWORK_DEFAULT,
+        // The host's namespace: Docker's `--network=host` keeps the set,
+        // and what a frame can reach there a plain socket reaches as well.
+        // An empty namespace has no device to write frames to.
+        Network::Host | Network::None => DOCKER_DEFAULT,
+    }
+}
+
+/// [`configured`] as a set of the seccomp profile (same bit numbering):
+/// the filter is built for the capabilities the `RUN` can actually hold.
+pub(crate) fn configured_for_seccomp(network: &Network) -> super::seccomp::CapSet {
+    super::seccomp::CapSet::from_bits(configured(network).bits())
+}
+
 /// The capability sets a `RUN` command starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -51,11 +87,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The sets for `security` and the command's uid, given `all`, what pid 1
-    /// holds before dropping anything.
-    pub(crate) fn new(security: Security, uid: u32, all: CapabilitySet) -> Plan {
+    /// The sets for `security` on `network` and the command's uid, given
+    /// `all`, what pid 1 holds before dropping anything.
+    pub(crate) fn new(security: Security, network: &Network, uid: u32, all: CapabilitySet) -> Plan {
         let bounding = match security {
-            Security::Sandbox => DOCKER_DEFAULT & all,
+            Security::Sandbox => configured(network) & all,
             Security::Insecure => all,
         };
         Plan { bounding, held: if uid == 0 { bounding } else { CapabilitySet::empty() } }
@@ -122,25 +158,43 @@ mod tests {
         assert_eq!(DOCKER_DEFAULT.bits().count_ones(), 14);
     }
 
+    fn private() -> Network {
+        Network::Private { netns: "/x/netns".into() }
+    }
+
     #[test]
     fn root_holds_the_default_set_and_users_none() {
-        let root = Plan::new(Security::Sandbox, 0, ALL);
-        assert_eq!((root.bounding, root.held), (DOCKER_DEFAULT, DOCKER_DEFAULT));
-        let user = Plan::new(Security::Sandbox, 1000, ALL);
-        assert_eq!((user.bounding, user.held), (DOCKER_DEFAULT, CapabilitySet::empty()));
+        for net in [Network::Host, Network::None] {
+            let root = Plan::new(Security::Sandbox, &net, 0, ALL);
+            assert_eq!((root.bounding, root.held), (DOCKER_DEFAULT, DOCKER_DEFAULT), "{net:?}");
+            let user = Plan::new(Security::Sandbox, &net, 1000, ALL);
+            assert_eq!((user.bounding, user.held), (DOCKER_DEFAULT, CapabilitySet::empty()), "{net:?}");
+        }
+    }
+
+    #[test]
+    fn private_network_drops_net_raw_only() {
+        assert_eq!(PRIVATE_NETWORK_DEFAULT.bits(), 0xa804_05fb);
+        assert_eq!(DOCKER_DEFAULT.difference(PRIVATE_NETWORK_DEFAULT), CapabilitySet::NET_RAW);
+        let root = Plan::new(Security::Sandbox, &private(), 0, ALL);
+        assert_eq!((root.bounding, root.held), (PRIVATE_NETWORK_DEFAULT, PRIVATE_NETWORK_DEFAULT));
+        let user = Plan::new(Security::Sandbox, &private(), 1000, ALL);
+        assert_eq!((user.bounding, user.held), (PRIVATE_NETWORK_DEFAULT, CapabilitySet::empty()));
     }
 
     #[test]
     fn insecure_keeps_everything_for_root() {
-        let root = Plan::new(Security::Insecure, 0, ALL);
-        assert_eq!((root.bounding, root.held), (ALL, ALL));
-        let user = Plan::new(Security::Insecure, 1000, ALL);
-        assert_eq!((user.bounding, user.held), (ALL, CapabilitySet::empty()));
+        for net in [Network::Host, Network::None, private()] {
+            let root = Plan::new(Security::Insecure, &net, 0, ALL);
+            assert_eq!((root.bounding, root.held), (ALL, ALL));
+            let user = Plan::new(Security::Insecure, &net, 1000, ALL);
+            assert_eq!((user.bounding, user.held), (ALL, CapabilitySet::empty()));
+        }
     }
 
     #[test]
     fn nothing_is_added_that_pid1_does_not_hold() {
         let some = CapabilitySet::CHOWN | CapabilitySet::SYS_ADMIN;
-        assert_eq!(Plan::new(Security::Sandbox, 0, some).held, CapabilitySet::CHOWN);
+        assert_eq!(Plan::new(Security::Sandbox, &Network::None, 0, some).held, CapabilitySet::CHOWN);
     }
 }

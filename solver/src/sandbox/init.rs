@@ -14,7 +14,7 @@
 //! Pid 1 builds the root ([`super::rootfs::setup`]), resolves the user in
 //! the image, installs the seccomp filter ([`super::seccomp`]; before the id
 //! switch, see there), switches ids, drops capabilities to Docker's set
-//! ([`super::caps`]), marks every descriptor but stdio close-on-exec, closes
+//! (less `CAP_NET_RAW` on the private network, [`super::caps`]), marks every descriptor but stdio close-on-exec, closes
 //! the error pipe (set-up done) and `execve`s.
 
 use std::convert::Infallible;
@@ -282,10 +282,11 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     // before the id switch and the capability drop, so that it needs no
     // `no_new_privs` and setuid binaries keep working (see `seccomp::install`).
     if spec.security == Security::Sandbox {
-        seccomp::install_default().map_err(SandboxError::Seccomp)?;
+        seccomp::install_default(caps::configured_for_seccomp(&spec.network)).map_err(SandboxError::Seccomp)?;
     }
 
-    let caps = caps::Plan::new(spec.security, user.uid, caps::current().map_err(SandboxError::Capabilities)?);
+    let caps =
+        caps::Plan::new(spec.security, &spec.network, user.uid, caps::current().map_err(SandboxError::Capabilities)?);
     caps::keep_across_setuid().map_err(SandboxError::Capabilities)?;
     let set_err = |what: String| move |source: rustix::io::Errno| SandboxError::SetIds { what, source: source.into() };
     let groups: Vec<rustix::process::Gid> = user.groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();

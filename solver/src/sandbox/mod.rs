@@ -15,7 +15,8 @@
 //!    and the extra mounts, masks Docker's masked and read-only paths
 //!    (`masks`), calls `pivot_root`, installs the seccomp filter
 //!    ([`seccomp`]: Docker's default profile), switches user, drops to
-//!    Docker's capability set (`caps`), marks every descriptor but stdio
+//!    Docker's capability set (`caps`; less `CAP_NET_RAW` on the build's
+//!    private network), marks every descriptor but stdio
 //!    close-on-exec and `execve`s.
 //! 3. [`mount_overlay`] gives the solver merged views of snapshots in its own
 //!    mount namespace (file operations, exports).

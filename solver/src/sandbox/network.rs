@@ -8,16 +8,21 @@
 //! of milliseconds, so [`PrivateNetwork::start`] runs once per solve:
 //! 1. a short-lived thread unshares a network namespace (a network
 //!    namespace belongs to a thread, so no process needs to be forked or
-//!    executed for it), brings `lo` up and bind-mounts the namespace onto a
-//!    file (as `ip netns add` does), so the helper and every sandbox init can
-//!    open it by path without ptrace rights over anyone;
+//!    executed for it), brings `lo` up, opens ICMP echo sockets to every
+//!    group (`RUN`s here lack `CAP_NET_RAW`, see [`allow_ping`]) and
+//!    bind-mounts the namespace onto a file (as `ip netns add` does), so the
+//!    helper and every sandbox init can open it by path without ptrace
+//!    rights over anyone;
 //! 2. the helper attaches to that file with everything that would reach the
 //!    host itself disabled: pasta with `--no-map-gw` and no port forwarding
 //!    in either direction (`-t/-u/-T/-U none`; its default `auto` would
 //!    forward the host's bound loopback ports into the namespace), slirp4netns
 //!    with `--disable-host-loopback`;
-//! 3. that thread waits until the namespace has a default route, then
-//!    exits; the mount keeps the namespace alive.
+//! 3. that thread waits until the namespace has a default route, adds
+//!    local routes for 127.0.0.0/8 and ::1 on the helper's device (a socket
+//!    bound to that device would otherwise send loopback addresses out to
+//!    the helper, see [`keep_loopback_local`]), then exits; the mount keeps
+//!    the namespace alive.
 //!
 //! Each sandbox init then `setns`es into it ([`join`]) before its own
 //! unshares. Abstract unix sockets belong to a network namespace, so the
@@ -27,7 +32,7 @@
 //! [`PrivateNetwork`] is dropped.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -214,8 +219,12 @@ impl PrivateNetwork {
                 }
                 let started = Instant::now();
                 loop {
-                    if std::fs::read_to_string("/proc/thread-self/net/route").is_ok_and(|t| has_default_route(&t)) {
-                        return Ok(());
+                    let table = std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default();
+                    if let Some(device) = default_route_device(&table) {
+                        return keep_loopback_local(device).map_err(|source| NetworkError::Namespace {
+                            step: "route 127.0.0.0/8 locally on the helper's device in",
+                            source,
+                        });
                     }
                     if let Some(log) = log.lock().expect("helper log").take() {
                         return Err(NetworkError::Exited { program: helper.program(), log });
@@ -288,9 +297,135 @@ impl Drop for PrivateNetwork {
     }
 }
 
-/// `true` if a `/proc/net/route` table has a default route.
-fn has_default_route(table: &str) -> bool {
-    table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+/// The device of the default route in a `/proc/net/route` table, if any.
+fn default_route_device(table: &str) -> Option<&str> {
+    table.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let device = f.next()?;
+        (f.next()? == "00000000").then_some(device)
+    })
+}
+
+/// Adds `local 127.0.0.0/8 dev DEVICE table local metric 1`, and the same
+/// for `::1/128`, in the calling thread's network namespace (as `ip route
+/// add` would, over rtnetlink).
+///
+/// Why: a socket bound to a device (`SO_BINDTODEVICE`, `IP_UNICAST_IF`, an
+/// `IP_PKTINFO` interface index; none needs a capability) makes the kernel
+/// look routes up on that device only; finding none for 127.0.0.1 (the
+/// loopback route is on `lo`), it takes the address as on-link and sends
+/// the packet out of the helper's tap, and the helper connects to the
+/// host's loopback. With this route the lookup on the device finds a local
+/// route, and the packet stays in the namespace, delivered over its `lo`.
+fn keep_loopback_local(device: &str) -> std::io::Result<()> {
+    let name = std::ffi::CString::new(device).map_err(std::io::Error::other)?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for lo in &LOOPBACKS {
+        add_route(&local_route_request(lo, index))?;
+    }
+    Ok(())
+}
+
+/// Sends one rtnetlink request and reads the kernel's acknowledgement.
+fn add_route(request: &[u8]) -> std::io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero `sockaddr_nl` is valid; pid 0 addresses the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `request` and `kernel` live across the call, with the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 1024];
+    // SAFETY: `reply` is writable for its whole length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    netlink_ack(&reply[..n as usize])
+}
+
+/// A loopback prefix to keep local: address family, prefix, prefix length.
+struct Loopback {
+    family: u8,
+    prefix: &'static [u8],
+    len: u8,
+}
+
+/// 127.0.0.0/8 and ::1/128.
+const LOOPBACKS: [Loopback; 2] = [
+    Loopback { family: libc::AF_INET as u8, prefix: &[127, 0, 0, 0], len: 8 },
+    Loopback { family: libc::AF_INET6 as u8, prefix: &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], len: 128 },
+];
+
+/// The `RTM_NEWROUTE` message for `local PREFIX dev INDEX table local
+/// metric 1`.
+fn local_route_request(lo: &Loopback, index: u32) -> Vec<u8> {
+    let attr = |m: &mut Vec<u8>, kind: u16, data: &[u8]| {
+        m.extend_from_slice(&(4 + data.len() as u16).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(data);
+    };
+    let mut m = Vec::with_capacity(64);
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    m.extend_from_slice(&0u32.to_ne_bytes()); // nlmsghdr: length (below),
+    m.extend_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes()); // type,
+    m.extend_from_slice(&flags.to_ne_bytes()); // flags,
+    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence,
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port id.
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    m.extend_from_slice(&[
+        lo.family,
+        lo.len,
+        0,
+        0,
+        libc::RT_TABLE_LOCAL,
+        libc::RTPROT_STATIC,
+        libc::RT_SCOPE_HOST,
+        libc::RTN_LOCAL,
+    ]);
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    // The table already holds `local PREFIX dev lo` with metric 0: metric 1
+    // makes this a route of its own, looked at after that one.
+    attr(&mut m, libc::RTA_DST, lo.prefix);
+    attr(&mut m, libc::RTA_OIF, &index.to_ne_bytes());
+    attr(&mut m, libc::RTA_PRIORITY, &1u32.to_ne_bytes());
+    let len = m.len() as u32;
+    m[..4].copy_from_slice(&len.to_ne_bytes());
+    m
+}
+
+/// The kernel's answer to a request sent with `NLM_F_ACK`: an `NLMSG_ERROR`
+/// message whose error is 0 on success, a negative errno otherwise.
+fn netlink_ack(reply: &[u8]) -> std::io::Result<()> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed rtnetlink reply");
+    let kind = u16::from_ne_bytes(reply.get(4..6).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let error = i32::from_ne_bytes(reply.get(16..20).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    match (kind as i32, error) {
+        (libc::NLMSG_ERROR, 0) => Ok(()),
+        (libc::NLMSG_ERROR, e) => Err(std::io::Error::from_raw_os_error(-e)),
+        _ => Err(bad()),
+    }
 }
 
 /// The helper to use and its path: [`HELPER_ENV`], else pasta, else slirp4netns.
@@ -331,7 +466,43 @@ fn create_namespace(file: &Path) -> Result<(), NetworkError> {
         return Err(err("create")(std::io::Error::last_os_error()));
     }
     super::init::loopback_up().map_err(err("bring up `lo` in"))?;
+    allow_ping().map_err(err("open ICMP echo sockets to every group in"))?;
     bind_mount(Path::new("/proc/thread-self/ns/net"), file).map_err(err("mount"))
+}
+
+/// Highest gid `net.ipv4.ping_group_range` accepts (the kernel's `GID_T_MAX`).
+const PING_GID_MAX: u64 = (1 << 31) - 1;
+
+/// Lets every group open ICMP echo sockets (`SOCK_DGRAM`, `IPPROTO_ICMP`,
+/// IPv6 too) in the calling thread's network namespace, as Docker does in
+/// its containers: `RUN`s on this network lack `CAP_NET_RAW` (see
+/// `caps::PRIVATE_NETWORK_DEFAULT`), and `ping` falls back to these sockets
+/// when it cannot open a raw one. `/proc/sys/net` shows the namespace of
+/// the calling thread, which is this new one.
+fn allow_ping() -> std::io::Result<()> {
+    let map = std::fs::read_to_string("/proc/thread-self/gid_map")?;
+    let range = ping_group_range(&map)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no gid mapped: {map:?}")))?;
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", range)
+}
+
+/// The `ping_group_range` value covering every gid of a user namespace's
+/// `gid_map`. The kernel refuses a bound its namespace does not map (so
+/// rootless rbuild cannot write Docker's `0 2147483647`) and one above
+/// [`PING_GID_MAX`].
+fn ping_group_range(gid_map: &str) -> Option<String> {
+    let (mut low, mut high) = (u64::MAX, 0u64);
+    for line in gid_map.lines() {
+        let f: Vec<u64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        if let [inside, _, count] = f[..]
+            && count > 0
+        {
+            low = low.min(inside);
+            high = high.max(inside + count - 1);
+        }
+    }
+    let high = high.min(PING_GID_MAX);
+    (low <= high).then(|| format!("{low} {high}"))
 }
 
 /// Starts the helper from a (detached) thread that waits for it; returns
@@ -440,11 +611,34 @@ mod tests {
     #[test]
     fn default_route_is_found_in_the_route_table() {
         let table = "Iface\tDestination\tGateway \tFlags\n\
+                     tap0\t000200C0\t00000000\t0001\n\
                      eth0\t00000000\t010200C0\t0003\n";
-        assert!(has_default_route(table));
+        assert_eq!(default_route_device(table), Some("eth0"));
         let only_local = "Iface\tDestination\tGateway \tFlags\neth0\t000200C0\t00000000\t0001\n";
-        assert!(!has_default_route(only_local));
-        assert!(!has_default_route(""));
+        assert_eq!(default_route_device(only_local), None);
+        assert_eq!(default_route_device(""), None);
+    }
+
+    #[test]
+    fn local_route_request_is_ip_route_add_local() {
+        let m = local_route_request(&LOOPBACKS[0], 7);
+        assert_eq!(m.len(), 52);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 52);
+        // rtmsg: AF_INET /8 in table local (255), static, scope host (254), type local (2).
+        assert_eq!(&m[16..24], &[2, 8, 0, 0, 255, 4, 254, 2]);
+        assert_eq!(&m[32..36], &[127, 0, 0, 0]);
+        assert_eq!(u32::from_ne_bytes(m[40..44].try_into().unwrap()), 7);
+        assert_eq!(u32::from_ne_bytes(m[48..52].try_into().unwrap()), 1);
+        let m6 = local_route_request(&LOOPBACKS[1], 7);
+        assert_eq!(m6.len(), 64);
+        assert_eq!(&m6[16..18], &[libc::AF_INET6 as u8, 128]);
+        assert_eq!(m6[47], 1, "::1");
+        let mut ack = vec![0u8; 36];
+        ack[4..6].copy_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        assert!(netlink_ack(&ack).is_ok());
+        ack[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(netlink_ack(&ack).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert!(netlink_ack(&[0; 8]).is_err());
     }
 
     #[test]
@@ -458,6 +652,17 @@ mod tests {
         assert_eq!(args.last().map(String::as_str), Some("/x/netns"));
         let slirp = Helper::Slirp4netns.args(Path::new("/x/netns"));
         assert!(slirp.contains(&"--disable-host-loopback".to_string()));
+    }
+
+    #[test]
+    fn ping_group_range_covers_the_mapped_gids() {
+        // Real root: the whole range, capped where the kernel caps it.
+        assert_eq!(ping_group_range("         0          0 4294967295\n").as_deref(), Some("0 2147483647"));
+        // Rootless: the invoking user's gid as 0, then its subordinate range.
+        let rootless = "         0       1001          1\n         1     300000      65536\n";
+        assert_eq!(ping_group_range(rootless).as_deref(), Some("0 65536"));
+        assert_eq!(ping_group_range("         0       1001          1\n").as_deref(), Some("0 0"));
+        assert_eq!(ping_group_range(""), None);
     }
 
     #[test]

@@ -96,7 +96,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     }
     let mut json = serde_json::to_vec(spec).map_err(SandboxError::SpecCodec)?;
     if spec.security == Security::Sandbox
-        && let Some(filter) = seccomp::encoded_default_filter()
+        && let Some(filter) = seccomp::encoded_filter(super::caps::configured_for_seccomp(&spec.network))
     {
         json.push(0);
         json.extend_from_slice(filter);

@@ -23,7 +23,7 @@ mod profile;
 mod tables;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 pub use bpf::{SeccompData, evaluate};
 pub use profile::{Condition, Entry, PROFILE, Profile};
@@ -236,6 +236,11 @@ impl CapSet {
         Cap::Kill,
         Cap::AuditWrite,
     ]);
+
+    /// The set with bit mask `bits` (bit `n` = capability number `n`).
+    pub const fn from_bits(bits: u64) -> CapSet {
+        CapSet(bits)
+    }
 
     /// The set holding `caps`.
     pub const fn of(caps: &[Cap]) -> CapSet {
@@ -523,23 +528,36 @@ pub fn default_filter(caps: CapSet) -> Result<BpfProgram, SeccompError> {
     effective(&PROFILE, arch, caps, KernelVersion::running()?).compile()
 }
 
-/// The filter every sandboxed `RUN` gets: Docker's default profile for the
-/// default capability set (what Docker evaluates the profile against, for
-/// root and non-root users alike).
-fn run_filter() -> Result<BpfProgram, SeccompError> {
-    default_filter(CapSet::DOCKER_DEFAULT)
+/// The filter a sandboxed `RUN` with the configured capability set `caps`
+/// gets: Docker's default profile evaluated against that set (for root and
+/// non-root users alike, as Docker does). `caps` is Docker's default set, or
+/// that set less `CAP_NET_RAW` on the private network (`caps::configured`).
+fn run_filter(caps: CapSet) -> Result<BpfProgram, SeccompError> {
+    default_filter(caps)
 }
 
-/// [`run_filter`] as bytes for the sandbox init, built once per process.
+/// A filter as bytes (`None`: it could not be built), kept for the process's life.
+type Encoded = Option<&'static [u8]>;
+
+/// [`run_filter`] as bytes for the sandbox init, built once per process and
+/// capability set.
 ///
 /// Why in the parent: building the program in each freshly executed init
 /// cost ~0.3 ms of CPU per `RUN` (cold caches and page faults, ten times
 /// the warm cost); the parent builds it once per build and the init only
 /// reads ~8 KB. `None` if it cannot be built: the init then builds it
 /// itself and reports the error.
-pub(crate) fn encoded_default_filter() -> Option<&'static [u8]> {
-    static ENCODED: OnceLock<Option<Vec<u8>>> = OnceLock::new();
-    ENCODED.get_or_init(|| run_filter().ok().map(|p| encode(&p))).as_deref()
+pub(crate) fn encoded_filter(caps: CapSet) -> Option<&'static [u8]> {
+    // One entry per configured set in use: two at most (see `run_filter`),
+    // each built once and kept for the process's life.
+    static ENCODED: Mutex<Vec<(CapSet, Encoded)>> = Mutex::new(Vec::new());
+    let mut cache = ENCODED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, bytes)) = cache.iter().find(|(c, _)| *c == caps) {
+        return *bytes;
+    }
+    let bytes = run_filter(caps).ok().map(|p| &*Box::leak(encode(&p).into_boxed_slice()));
+    cache.push((caps, bytes));
+    bytes
 }
 
 /// The filter received from the parent ([`encoded_default_filter`]), if any.
@@ -573,12 +591,12 @@ fn decode(bytes: &[u8]) -> Option<BpfProgram> {
     Some(program)
 }
 
-/// Loads the `RUN`'s filter (received from the parent, or built here); see
-/// [`install`].
-pub(crate) fn install_default() -> Result<(), SeccompError> {
+/// Loads the filter of a `RUN` configured with `caps` (received from the
+/// parent, which built it for the same set, or built here); see [`install`].
+pub(crate) fn install_default(caps: CapSet) -> Result<(), SeccompError> {
     match RECEIVED.get() {
         Some(program) => install(program),
-        None => install(&run_filter()?),
+        None => install(&run_filter(caps)?),
     }
 }
 
@@ -644,11 +662,28 @@ mod tests {
 
     #[test]
     fn the_filter_survives_the_trip_to_the_init() {
-        let program = run_filter().unwrap();
-        assert_eq!(encoded_default_filter().map(|b| b.len()), Some(program.len() * 8));
-        assert_eq!(decode(encoded_default_filter().unwrap()), Some(program));
+        let program = run_filter(CapSet::DOCKER_DEFAULT).unwrap();
+        assert_eq!(encoded_filter(CapSet::DOCKER_DEFAULT).map(|b| b.len()), Some(program.len() * 8));
+        assert_eq!(decode(encoded_filter(CapSet::DOCKER_DEFAULT).unwrap()), Some(program));
+        // Each configured set gets its own program.
+        let all = run_filter(CapSet::all()).unwrap();
+        assert_ne!(
+            decode(encoded_filter(CapSet::all()).unwrap()).as_ref(),
+            decode(encoded_filter(CapSet::DOCKER_DEFAULT).unwrap()).as_ref()
+        );
+        assert_eq!(decode(encoded_filter(CapSet::all()).unwrap()), Some(all));
         assert_eq!(decode(&[]), None);
         assert_eq!(decode(&[0; 12]), None, "not whole instructions");
+    }
+
+    #[test]
+    fn the_private_network_set_gets_the_same_rules() {
+        // No entry of Docker's profile names CAP_NET_RAW, so dropping it for
+        // the private network (`caps::PRIVATE_NETWORK_DEFAULT`) changes no
+        // syscall's action: the same program, evaluated for the set held.
+        let private = CapSet::from_bits(CapSet::DOCKER_DEFAULT.bits() & !(1 << Cap::NetRaw as u8));
+        assert!(!private.contains(Cap::NetRaw) && CapSet::DOCKER_DEFAULT.contains(Cap::NetRaw));
+        assert_eq!(run_filter(private).unwrap(), run_filter(CapSet::DOCKER_DEFAULT).unwrap());
     }
 
     #[test]
