@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use util::{TestRegistry, rbuild, run};
+use util::{ensure_test_user, is_root};
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
 
@@ -450,7 +451,7 @@ fn independent_stages_run_in_parallel() {
 /// The whole build as an ordinary user with subordinate id ranges.
 #[test]
 fn rootless_build_as_a_non_root_user() {
-    if !rustix_is_root() {
+    if !is_root() {
         eprintln!("not root: the test user cannot be created here; the current user is already non-root");
     } else {
         ensure_test_user();
@@ -471,7 +472,7 @@ fn rootless_build_as_a_non_root_user() {
     let layout = base.path().join("layout");
     let store = base.path().join("store");
     let mut cmd;
-    if rustix_is_root() {
+    if is_root() {
         run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
         run(Command::new("chmod").arg("755").arg(base.path()));
         cmd = Command::new("runuser");
@@ -496,7 +497,7 @@ fn rootless_build_as_a_non_root_user() {
 /// ownership it cannot represent, and still builds.
 #[test]
 fn rootless_build_with_a_single_mapped_id() {
-    if !rustix_is_root() {
+    if !is_root() {
         eprintln!("not root: cannot create the single-id test user; skipped");
         return;
     }
@@ -540,25 +541,6 @@ fn rootless_build_with_a_single_mapped_id() {
     assert_eq!(std::fs::read_to_string(local.join("single")).unwrap(), "single\n");
     assert_eq!(std::fs::read_to_string(local.join("uid")).unwrap(), "0\n");
     assert_eq!(std::fs::read_to_string(local.join("hello.txt")).unwrap(), "hi\n");
-}
-
-fn rustix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
-}
-
-/// Creates `rbuildtest` with a subordinate id range (idempotent).
-fn ensure_test_user() {
-    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
-        }
-    }
 }
 
 /// A static HTTP server (`python3 -m http.server`) on a free loopback port.
@@ -1135,7 +1117,7 @@ fn python_tar(path: &Path, entries: &[(&str, char, u32, u32, &str)]) {
 /// as `rbuildtest` (via runuser, when root) or as the current user.
 fn build_as_test_user(base: &Path) -> Output {
     let mut cmd;
-    if rustix_is_root() {
+    if is_root() {
         ensure_test_user();
         run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base));
         run(Command::new("chmod").arg("755").arg(base));
@@ -1280,7 +1262,7 @@ fn unrepresentable_chown_is_an_error_rootless() {
         find_named(base.path(), "hello.txt").iter().all(|p| p.starts_with(&ctx)),
         "no copy of the file was written"
     );
-    if !rustix_is_root() {
+    if !is_root() {
         return;
     }
     // Real root maps every id: the owner is applied and reaches the layer.
@@ -1316,7 +1298,7 @@ fn unrepresentable_tar_owner_is_an_error_rootless() {
         find_named(base.path(), "suidbin")
     );
     assert!(!base.path().join("layout").exists(), "no image was written");
-    if !rustix_is_root() {
+    if !is_root() {
         return;
     }
     let layout = base.path().join("root-layout");

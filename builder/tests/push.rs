@@ -10,6 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use util::faultproxy::{Fault, FaultProxy, Rule};
 use util::{TestRegistry, rbuild, run};
+use util::{ensure_test_user, is_root};
 
 /// A password no output may ever contain.
 const PASSWORD: &str = "pw-Zq8rbuildSECRET";
@@ -445,25 +446,6 @@ fn truncated_or_tampered_base_layers_never_enter_the_store() {
     assert!(!out.status.success());
     assert!(text(&out).contains("does not match its digest"), "{}", text(&out));
     assert!(!in_store(store.path()));
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
-}
-
-/// The unprivileged test user with subordinate id ranges (as in e2e.rs).
-fn ensure_test_user() {
-    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
-        }
-    }
 }
 
 #[test]

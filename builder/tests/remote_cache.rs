@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use util::{TestRegistry, rbuild};
+use util::{ensure_test_user, is_root};
 
 fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
     rbuild()
@@ -422,26 +423,6 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
         let out = build(empty.path(), ctx.path(), &["--cache-to", &spec]);
         assert!(!out.status.success(), "{option} was accepted");
         assert!(started(&out).is_empty(), "{option}: steps ran before the refusal");
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
-}
-
-/// Creates `rbuildtest` with a subordinate id range (idempotent; as in
-/// e2e.rs).
-fn ensure_test_user() {
-    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
-        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::util::{TestRegistry, rbuild, run};
+use crate::util::{ensure_test_user, is_root};
 
 /// Who runs `rbuild`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,10 +20,6 @@ pub(crate) enum User {
     Rootless,
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
 /// The users every isolation test runs as: root and `rbuildtest` when
 /// running as root, else just the current (unprivileged) user.
 pub(crate) fn users() -> Vec<User> {
@@ -31,21 +28,6 @@ pub(crate) fn users() -> Vec<User> {
         vec![User::Root, User::Rootless]
     } else {
         vec![User::Rootless]
-    }
-}
-
-/// Creates `rbuildtest` with a subordinate id range (idempotent).
-fn ensure_test_user() {
-    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
-        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::util::ensure_test_user;
 use crate::util::{TestRegistry, rbuild, run};
 
 /// Who runs rbuild.
@@ -27,20 +28,6 @@ fn users() -> Vec<Who> {
     } else {
         eprintln!("not root: the test user cannot be created; running as the current (non-root) user only");
         vec![Who::Root]
-    }
-}
-
-fn ensure_test_user() {
-    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            f.write_all(b"rbuildtest:300000:65536\n").unwrap();
-        }
     }
 }
 

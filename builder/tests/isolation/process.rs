@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::{TestRegistry, rbuild, run};
+use crate::util::{ensure_test_user, is_root};
 
 const TEST_USER: &str = "rbuildtest";
 
@@ -20,10 +21,6 @@ enum Runner {
     User,
 }
 
-fn is_root() -> bool {
-    rustix::process::getuid().is_root()
-}
-
 /// Runs `test` as root and as the test user (or once, as the current
 /// non-root user, where the test user cannot be created).
 fn for_each_runner(test: impl Fn(Runner)) {
@@ -34,20 +31,6 @@ fn for_each_runner(test: impl Fn(Runner)) {
     ensure_test_user();
     test(Runner::Root);
     test(Runner::User);
-}
-
-fn ensure_test_user() {
-    let exists = Command::new("id").arg(TEST_USER).output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        run(Command::new("useradd").args(["-m", TEST_USER]));
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, format!("{TEST_USER}:300000:65536\n").as_bytes()).unwrap();
-        }
-    }
 }
 
 /// A build whose `RUN`s write what they see into the image: the Dockerfile

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::util::{self, TestRegistry};
+use crate::util::{ensure_test_user, is_root};
 
 /// Tries each refused call and prints `name=errno` (0 = it succeeded).
 const PROBE_C: &str = r#"
@@ -82,25 +83,6 @@ const SUID_C: &str = r#"
 #include <unistd.h>
 int main(void) { printf("ruid=%d euid=%d\n", getuid(), geteuid()); return 0; }
 "#;
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Creates `rbuildtest` with a subordinate id range (idempotent; as in e2e.rs).
-fn ensure_test_user() {
-    let exists = Command::new("id").arg("rbuildtest").output().map(|o| o.status.success()).unwrap_or(false);
-    if !exists {
-        let _ = Command::new("useradd").args(["-m", "rbuildtest"]).status();
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with("rbuildtest:")) {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, b"rbuildtest:300000:65536\n").unwrap();
-        }
-    }
-}
 
 /// `gcc -static` of `source` into `out`.
 fn compile_static(source: &str, out: &Path) {

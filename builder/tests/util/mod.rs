@@ -426,3 +426,27 @@ fn bcrypt_hash(password: &str) -> String {
     assert!(hash.starts_with("$2y$"), "crypt(3) has no bcrypt here: {hash:?}");
     hash
 }
+
+/// Whether the tests run as real root (then they also run each case as the
+/// unprivileged [`TEST_USER`]).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The unprivileged user the tests run rbuild as, with a subordinate id range.
+pub const TEST_USER: &str = "rbuildtest";
+
+/// Creates [`TEST_USER`] with a 65,536-id subordinate range (idempotent).
+pub fn ensure_test_user() {
+    let exists = Command::new("id").arg(TEST_USER).output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        run(Command::new("useradd").args(["-m", TEST_USER]));
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with(&format!("{TEST_USER}:"))) {
+            let mut f = fs::OpenOptions::new().create(true).append(true).open(file).expect("open subordinate id file");
+            f.write_all(format!("{TEST_USER}:300000:65536\n").as_bytes()).expect("add subordinate ids");
+        }
+    }
+}
