@@ -355,3 +355,74 @@ target "default" {
     assert_eq!(std::fs::read_to_string(p.join("out/app/gen.txt")).unwrap(), "generated\n");
     assert_eq!(std::fs::read_to_string(p.join("out/built")).unwrap().trim(), "1");
 }
+
+/// The scale-out recipe's mechanics: one bake file, its targets spread over
+/// two processes on two empty stores (two CI runners), each pushing its
+/// targets' cache to the shared registry and reading everyone's; a third
+/// process on a third empty store then builds every target from that cache
+/// without executing a single RUN.
+#[test]
+fn bake_targets_split_over_runners_share_the_registry_cache() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("Dockerfile"),
+        "ARG REG\nFROM ${REG}/busybox:latest AS base\n\
+         RUN echo base-work > /base\n\
+         FROM base\nARG N\n\
+         RUN echo \"target $N\" > /mine && cat /base >> /mine\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+variable "REG" {}
+group "default" { targets = ["all"] }
+target "all" {
+  name       = "t${n}"
+  matrix     = { n = ["1", "2", "3", "4"] }
+  args       = { REG = REG, N = n }
+  cache-to   = ["type=registry,ref=${REG}/cache:t${n},mode=max"]
+  cache-from = [for c in ["1", "2", "3", "4"] : "type=registry,ref=${REG}/cache:t${c}"]
+  output     = ["type=cacheonly"]
+}
+"#,
+    )
+    .unwrap();
+    let env = [("REG", reg.addr.as_str())];
+    let runs = |out: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["type"] == "started")
+            .filter_map(|e| e["name"].as_str().map(str::to_string))
+            .filter(|n| n.contains("RUN "))
+            .collect()
+    };
+
+    let store_a = tempfile::tempdir().unwrap();
+    let out = ok(bake_env(store_a.path(), p, &["--progress", "rawjson", "t1", "t2"], &env));
+    // The shared base RUN once, plus one RUN per target.
+    assert_eq!(runs(&out).len(), 3, "{:?}", runs(&out));
+
+    let store_b = tempfile::tempdir().unwrap();
+    let out = ok(bake_env(store_b.path(), p, &["--progress", "rawjson", "t3", "t4"], &env));
+    let ran = runs(&out);
+    // The base came from runner A's cache; only the two new targets' RUNs ran.
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(ran.iter().all(|r| r.contains("target $N")), "{ran:?}");
+
+    let store_c = tempfile::tempdir().unwrap();
+    let out = ok(bake_env(store_c.path(), p, &["--progress", "rawjson"], &env));
+    assert_eq!(runs(&out), Vec::<String>::new(), "a RUN executed despite the shared cache");
+    let cached = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("\"cached\"")).count();
+    assert!(cached > 0, "no step reported as cached:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    // The control: the same bake on an empty store without the cache runs
+    // every RUN (the shared one once).
+    let store_d = tempfile::tempdir().unwrap();
+    let out = ok(bake_env(store_d.path(), p, &["--progress", "rawjson", "--set", "*.cache-from="], &env));
+    assert_eq!(runs(&out).len(), 5, "{:?}", runs(&out));
+}
