@@ -972,22 +972,59 @@ fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
     })
 }
 
-/// The index entry for `want`: an exact os/arch/variant match first; with no
-/// variant asked for, the first os/arch match (registries list the preferred
-/// variant first, as containerd assumes). Entries without a platform
+/// `p` as containerd compares it: normalised, and a 32-bit `arm` without a
+/// variant is `arm/v7` (containerd's `platforms.Normalize`).
+fn comparable(p: &Platform) -> Platform {
+    let mut p = normalise(p);
+    if p.architecture == "arm" && p.variant.is_none() {
+        p.variant = Some("v7".into());
+    }
+    p
+}
+
+/// The platforms an image for `want` may be, most preferred first, as
+/// containerd's `platforms.Only` orders them: `amd64/vN` falls back to lower
+/// `amd64` levels, `arm/vN` to lower `arm` variants down to `v5`, and
+/// `arm64` to 32-bit `arm/v8` and below (an arm64 CPU runs those). Nothing
+/// else falls back: `amd64` never takes a `386` image here.
+fn platform_vector(want: &Platform) -> Vec<Platform> {
+    let want = comparable(want);
+    let with =
+        |arch: &str, variant: Option<String>| Platform { os: want.os.clone(), architecture: arch.to_string(), variant };
+    let level = |v: &Option<String>| v.as_deref().and_then(|v| v.strip_prefix('v')?.parse::<u32>().ok());
+    let arm_from = |top: u32| (5..=top).rev().map(|n| with("arm", Some(format!("v{n}")))).collect::<Vec<_>>();
+    let mut vector = vec![want.clone()];
+    match want.architecture.as_str() {
+        "amd64" => {
+            if let Some(n) = level(&want.variant) {
+                vector.extend((2..n).rev().map(|n| with("amd64", Some(format!("v{n}")))));
+                vector.push(with("amd64", None));
+            }
+        }
+        "arm" => {
+            if let Some(n) = level(&want.variant).filter(|n| *n > 5) {
+                vector.extend(arm_from(n - 1));
+            }
+        }
+        "arm64" => {
+            if want.variant.is_some() {
+                vector.push(with("arm64", None));
+            }
+            vector.extend(arm_from(8));
+        }
+        _ => {}
+    }
+    vector
+}
+
+/// The index entry for `want`, as containerd's ordered matcher picks it:
+/// the first platform of [`platform_vector`] any entry has, and among
+/// entries of that platform the first listed. Entries without a platform
 /// (attestations, artifacts) never match.
 fn select_platform<'a>(entries: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
-    let want = normalise_platform(&want.os, &want.architecture, want.variant.as_deref());
-    let candidates = || {
-        entries.iter().filter_map(|e| {
-            let p = normalise(e.platform.as_ref()?);
-            (p.os == want.os && p.architecture == want.architecture).then_some((e, p))
-        })
-    };
-    candidates()
-        .find(|(_, p)| p.variant == want.variant)
-        .or_else(|| if want.variant.is_none() { candidates().next() } else { None })
-        .map(|(e, _)| e)
+    let offered: Vec<(&Descriptor, Platform)> =
+        entries.iter().filter_map(|e| Some((e, comparable(e.platform.as_ref()?)))).collect();
+    platform_vector(want).iter().find_map(|w| offered.iter().find(|(_, p)| p == w)).map(|(e, _)| *e)
 }
 
 #[cfg(test)]

@@ -342,10 +342,66 @@ fn selects_platform_entries() {
     assert_eq!(pick("linux/arm64/v8"), Some("sha256:c"));
     assert_eq!(pick("linux/arm/v7"), Some("sha256:b"));
     assert_eq!(pick("linux/arm/v6"), Some("sha256:a"));
-    assert_eq!(pick("linux/arm"), Some("sha256:a"));
+    // containerd: a bare `arm` is `arm/v7`.
+    assert_eq!(pick("linux/arm"), Some("sha256:b"));
     assert_eq!(pick("windows/amd64"), Some("sha256:d"));
     assert_eq!(pick("linux/arm/v5"), None);
     assert_eq!(pick("linux/riscv64"), None);
+}
+
+fn index_of(platforms: &[&str]) -> Index {
+    let manifests: Vec<serde_json::Value> = platforms
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let parts: Vec<&str> = p.split('/').collect();
+            let mut platform = serde_json::json!({"os": parts[0], "architecture": parts[1]});
+            if let Some(v) = parts.get(2) {
+                platform["variant"] = serde_json::json!(v);
+            }
+            serde_json::json!({"digest": format!("sha256:{i}"), "size": 1, "platform": platform})
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({ "manifests": manifests })).unwrap()
+}
+
+/// containerd's `platforms.Only`: the requested platform first, then the
+/// variants it can run, in that order of preference (not index order).
+#[test]
+fn platform_variants_fall_back_as_containerd_orders_them() {
+    let pick = |offered: &[&str], want: &str| {
+        let index = index_of(offered);
+        select_platform(&index.manifests, &platform(want)).map(|e| {
+            let p = e.platform.as_ref().unwrap();
+            match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            }
+        })
+    };
+    let some = |s: &str| Some(s.to_string());
+    // arm64 is arm64/v8, whichever way either side spells it.
+    assert_eq!(pick(&["linux/arm64/v8"], "linux/arm64"), some("linux/arm64/v8"));
+    assert_eq!(pick(&["linux/arm64"], "linux/arm64/v8"), some("linux/arm64"));
+    // arm/v7 takes v6, then v5; the highest offered wins, wherever listed.
+    assert_eq!(pick(&["linux/arm/v5", "linux/arm/v6"], "linux/arm/v7"), some("linux/arm/v6"));
+    assert_eq!(pick(&["linux/arm/v5"], "linux/arm/v7"), some("linux/arm/v5"));
+    assert_eq!(pick(&["linux/arm/v6", "linux/arm/v7"], "linux/arm/v7"), some("linux/arm/v7"));
+    // ... but never upwards: a v6 CPU cannot run v7 code.
+    assert_eq!(pick(&["linux/arm/v7"], "linux/arm/v6"), None);
+    assert_eq!(pick(&["linux/arm/v7", "linux/arm/v6"], "linux/arm/v5"), None);
+    // An arm64 CPU runs 32-bit arm, preferring its own architecture.
+    assert_eq!(pick(&["linux/arm/v7", "linux/arm64"], "linux/arm64"), some("linux/arm64"));
+    assert_eq!(pick(&["linux/arm/v6", "linux/arm/v7"], "linux/arm64"), some("linux/arm/v7"));
+    // amd64 micro-architecture levels fall back down to plain amd64.
+    assert_eq!(pick(&["linux/amd64", "linux/amd64/v2"], "linux/amd64/v3"), some("linux/amd64/v2"));
+    assert_eq!(pick(&["linux/amd64"], "linux/amd64/v3"), some("linux/amd64"));
+    assert_eq!(pick(&["linux/amd64/v3"], "linux/amd64"), None);
+    // No cross-architecture or cross-OS matches otherwise.
+    assert_eq!(pick(&["linux/386"], "linux/amd64"), None);
+    assert_eq!(pick(&["linux/arm64"], "linux/arm/v7"), None);
+    assert_eq!(pick(&["windows/arm64"], "linux/arm64"), None);
+    assert_eq!(pick(&["linux/amd64", "linux/arm64"], "linux/s390x"), None);
 }
 
 #[test]
