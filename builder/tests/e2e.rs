@@ -1308,3 +1308,46 @@ fn unrepresentable_tar_owner_is_an_error_rootless() {
     let suid = listings.lines().find(|l| l.ends_with(" opt/suidbin")).expect("suidbin in a layer");
     assert!(suid.starts_with("-rwsr-xr-x 200000/200000"), "{suid}");
 }
+
+/// A RUN for an architecture the host cannot execute fails before it
+/// starts, naming the architecture and the host command that registers an
+/// emulator. binfmt_misc is mounted in a private mount namespace (this
+/// host's /proc/sys/fs/binfmt_misc may not be), which shows the kernel's
+/// registrations without changing them.
+#[test]
+fn foreign_architecture_run_without_binfmt_names_the_fix() {
+    if !is_root() {
+        eprintln!("skipped: mounting binfmt_misc needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /x\nRUN [\"/x\"]\n").unwrap();
+    let store = p.join("store");
+    let out_dir = p.join("out");
+    let exe = rbuild().get_program().to_owned();
+    let script = "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 78; \
+                  [ -e /proc/sys/fs/binfmt_misc/qemu-s390x ] && exit 77; \
+                  exec \"$0\" --root \"$1\" build --platform linux/s390x --progress plain -o \"type=local,dest=$2\" \"$3\"";
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", script])
+        .arg(&exe)
+        .arg(&store)
+        .arg(&out_dir)
+        .arg(p)
+        .output()
+        .unwrap();
+    match out.status.code() {
+        Some(77) => return eprintln!("skipped: this host has an s390x emulator registered"),
+        Some(78) => return eprintln!("skipped: binfmt_misc cannot be mounted here"),
+        _ => {}
+    }
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RUN for `s390x` on this") && err.contains("host needs an emulator"), "{err}");
+    assert!(err.contains("sudo apt-get install qemu-user-static"), "{err}");
+    assert!(err.contains("cat /usr/lib/binfmt.d/qemu-s390x.conf > /proc/sys/fs/binfmt_misc/register"), "{err}");
+    assert!(err.contains("docker run --privileged --rm tonistiigi/binfmt --install s390x"), "{err}");
+    assert!(!err.contains("exit code"), "the command must not have been started: {err}");
+    assert!(!out_dir.exists());
+}

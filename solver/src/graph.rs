@@ -224,6 +224,12 @@ pub struct ExecOp {
     /// 0 is Docker's 64 MiB and is omitted.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shm_size: u64,
+    /// The platform of the stage the command runs in, to check before it
+    /// starts that this host can execute its binaries. Not part of the
+    /// op's digest: what runs is fixed by the inputs, and a RUN on the
+    /// same inputs for two target platforms stays one vertex.
+    #[serde(skip)]
+    pub platform: Option<Platform>,
 }
 
 fn is_zero(n: &u64) -> bool {

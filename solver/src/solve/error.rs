@@ -17,6 +17,9 @@ pub enum StepError {
     /// Another step failed first (or the build was interrupted).
     #[error("cancelled")]
     Cancelled,
+    /// A RUN for another architecture, and no emulator registered for it.
+    #[error(transparent)]
+    NoEmulator(#[from] super::emulation::NoEmulator),
     /// A named build context the graph uses was not given.
     #[error("build context `{name}`{} was not provided", from_origin(origin))]
     MissingContext {

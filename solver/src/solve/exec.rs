@@ -21,6 +21,11 @@ pub(crate) fn run(
     exec: &ExecOp,
     inputs: &[Finished],
 ) -> Result<VertexResult, SolveError> {
+    if let Some(platform) = &exec.platform {
+        let host = crate::graph::Platform::host();
+        super::emulation::check(&host.architecture, &platform.architecture, Path::new(super::emulation::BINFMT_DIR))
+            .map_err(|e| step_error(vertex, StepError::NoEmulator(e)))?;
+    }
     let store = shared.store;
     let root_input = exec.mounts.first().and_then(|m| m.input);
     let (mut chain, mut layers) = match root_input.map(|i| &inputs[i].result) {

@@ -10,6 +10,7 @@
 
 mod bind;
 mod cachekey;
+mod emulation;
 mod error;
 mod exec;
 mod file;
@@ -674,6 +675,7 @@ mod tests {
             }],
             ulimits: vec![],
             shm_size: 0,
+            platform: None,
         }
     }
 
