@@ -1351,3 +1351,67 @@ fn foreign_architecture_run_without_binfmt_names_the_fix() {
     assert!(!err.contains("exit code"), "the command must not have been started: {err}");
     assert!(!out_dir.exists());
 }
+
+/// `-o type=oci,oci-mediatypes=false` over two platforms: the layout's top
+/// document is a Docker manifest list whose entries are Docker schema-2
+/// manifests with Docker config and layer types, every digest matching its
+/// blob. (skopeo's `oci:` transport only looks up OCI-typed entries of
+/// `index.json`, so it cannot open such a layout by name; BuildKit writes
+/// the same.)
+#[test]
+fn oci_layout_with_docker_media_types_holds_a_manifest_list() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nCOPY Dockerfile /d\n", reg.addr))
+        .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "dm:1",
+            "-o",
+            &format!("type=oci,dest={},tar=false,oci-mediatypes=false", layout.display()),
+        ],
+    ));
+    let blob = |digest: &str| -> Vec<u8> {
+        let bytes = std::fs::read(layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();
+        use sha2::Digest as _;
+        assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))), digest, "a blob does not match");
+        bytes
+    };
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    let top = json(&std::fs::read(layout.join("index.json")).unwrap());
+    let entry = &top["manifests"][0];
+    assert_eq!(entry["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json", "{top}");
+    let list_bytes = blob(entry["digest"].as_str().unwrap());
+    assert_eq!(entry["size"].as_u64().unwrap(), list_bytes.len() as u64);
+    let list = json(&list_bytes);
+    assert_eq!(list["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    let mut platforms = Vec::new();
+    for m in list["manifests"].as_array().unwrap() {
+        assert_eq!(m["mediaType"], "application/vnd.docker.distribution.manifest.v2+json", "{list}");
+        let bytes = blob(m["digest"].as_str().unwrap());
+        assert_eq!(m["size"].as_u64().unwrap(), bytes.len() as u64);
+        let manifest = json(&bytes);
+        assert_eq!(manifest["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+        assert_eq!(manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+        let config = json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+        for layer in manifest["layers"].as_array().unwrap() {
+            assert_eq!(layer["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+            blob(layer["digest"].as_str().unwrap());
+        }
+        assert_eq!(m["platform"]["architecture"], config["architecture"]);
+        platforms.push(m["platform"]["architecture"].as_str().unwrap().to_string());
+    }
+    platforms.sort();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+    // The entry carries the names, as in an OCI-typed layout.
+    assert_eq!(entry["annotations"]["org.opencontainers.image.ref.name"], "1", "{top}");
+}

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rbuild_cache::oci::{
-    Descriptor, Index, LayerDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform,
-    sha256_digest,
+    Descriptor, Index, LayerDescriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform, sha256_digest,
 };
 use serde::Serialize;
 
@@ -95,6 +95,9 @@ pub struct ImageBundle {
     pub index: Option<Vec<u8>>,
     /// Image names (`-t`), e.g. `app:1.0`, `localhost:5000/ns/app`.
     pub names: Vec<String>,
+    /// The documents carry Docker schema-2 media types (see
+    /// [`ImageBundle::with_docker_media_types`]).
+    pub docker_media_types: bool,
 }
 
 /// A blob of the bundle, in memory or in a file.
@@ -119,14 +122,54 @@ impl ImageBundle {
         layers: Vec<(LayerDescriptor, PathBuf)>,
         names: Vec<String>,
     ) -> Self {
-        ImageBundle { images: vec![PlatformImage { manifest, config, layers }], index: None, names }
+        ImageBundle {
+            images: vec![PlatformImage { manifest, config, layers }],
+            index: None,
+            names,
+            docker_media_types: false,
+        }
+    }
+
+    /// The same images with Docker schema-2 media types
+    /// (`oci-mediatypes=false`): each manifest converted, and the index
+    /// becomes a manifest list whose entries point at the converted
+    /// manifests (new digests and sizes). Configs and layers are unchanged.
+    pub(crate) fn with_docker_media_types(&self) -> Result<ImageBundle, ExportError> {
+        let encode = |what| move |source| ExportError::Encode { what, source };
+        let mut moved: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        let mut images = Vec::with_capacity(self.images.len());
+        for image in &self.images {
+            let manifest = super::mediatypes::to_docker(&image.manifest).map_err(encode("manifest"))?;
+            moved.insert(sha256_digest(&image.manifest), (sha256_digest(&manifest), manifest.len() as u64));
+            images.push(PlatformImage { manifest, ..image.clone() });
+        }
+        let index = match &self.index {
+            None => None,
+            Some(bytes) => {
+                let mut index: Index = serde_json::from_slice(bytes).map_err(encode("index"))?;
+                for entry in &mut index.manifests {
+                    let (digest, size) = moved
+                        .get(&entry.digest)
+                        .ok_or(ExportError::BadBundle("an index entry is not one of the bundle's manifests"))?;
+                    entry.digest = digest.clone();
+                    entry.size = *size;
+                }
+                Some(super::mediatypes::to_docker(&to_json(&index)).map_err(encode("index"))?)
+            }
+        };
+        Ok(ImageBundle { images, index, names: self.names.clone(), docker_media_types: true })
     }
 
     /// The top-level document: (media type, bytes).
     pub(crate) fn top(&self) -> Result<(&'static str, &[u8]), ExportError> {
+        let (index_type, manifest_type) = if self.docker_media_types {
+            (MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_DOCKER_MANIFEST)
+        } else {
+            (MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST)
+        };
         match (&self.index, self.images.as_slice()) {
-            (Some(index), [_, ..]) => Ok((MEDIA_TYPE_INDEX, index)),
-            (None, [one]) => Ok((MEDIA_TYPE_MANIFEST, &one.manifest)),
+            (Some(index), [_, ..]) => Ok((index_type, index)),
+            (None, [one]) => Ok((manifest_type, &one.manifest)),
             (_, []) => Err(ExportError::BadBundle("the image bundle has no image")),
             (None, _) => Err(ExportError::BadBundle("several images need an index")),
         }

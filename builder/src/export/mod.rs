@@ -80,6 +80,7 @@ impl ExportInput<'_> {
                 .collect(),
             index: self.index.map(<[u8]>::to_vec),
             names: self.names.to_vec(),
+            docker_media_types: false,
         }
     }
 
@@ -115,7 +116,9 @@ pub fn exporters_for(output: &Output, registry: &RegistryClient, runtime: &Runti
     match output {
         Output::Image { push: false, .. } => vec![Box::new(StoreExporter)],
         Output::Image { push: true, .. } => vec![Box::new(StoreExporter), push()],
-        Output::Oci { dest, tar, .. } => vec![Box::new(OciExporter { dest: dest.clone(), tar: *tar })],
+        Output::Oci { dest, tar, image } => {
+            vec![Box::new(OciExporter { dest: dest.clone(), tar: *tar, docker_media_types: image.docker_media_types })]
+        }
         Output::Docker { dest, .. } => vec![Box::new(DockerExporter { dest: dest.clone() })],
         Output::Local { dest } => vec![Box::new(LocalExporter { dest: dest.clone() })],
         Output::Tar { dest } => vec![Box::new(TarExporter { dest: dest.clone() })],

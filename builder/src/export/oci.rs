@@ -260,12 +260,17 @@ pub struct OciExporter {
     pub dest: PathBuf,
     /// Write a tar file (buildx's default) rather than a directory.
     pub tar: bool,
+    /// `oci-mediatypes=false`: Docker schema-2 manifests and, for several
+    /// platforms, a Docker manifest list.
+    pub docker_media_types: bool,
 }
 
 impl Exporter for OciExporter {
     fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
         input.printer.message(&format!("exporting to oci {}", self.dest.display()));
-        export_oci(&input.bundle(), &self.dest, self.tar)
+        let bundle = input.bundle();
+        let bundle = if self.docker_media_types { bundle.with_docker_media_types()? } else { bundle };
+        export_oci(&bundle, &self.dest, self.tar)
     }
 }
 

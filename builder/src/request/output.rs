@@ -12,7 +12,7 @@ pub use crate::export::{CompressionKind, ImageAttrs, Output};
 const TYPES: &str = "image, registry, oci, docker, local, tar";
 const IMAGE_KEYS: &[&str] =
     &["type", "name", "push", "compression", "compression-level", "oci-mediatypes", "registry.insecure"];
-const OCI_KEYS: &[&str] = &["type", "dest", "tar", "name", "compression", "compression-level"];
+const OCI_KEYS: &[&str] = &["type", "dest", "tar", "name", "compression", "compression-level", "oci-mediatypes"];
 const DOCKER_KEYS: &[&str] = &["type", "dest", "name", "compression", "compression-level"];
 const FS_KEYS: &[&str] = &["type", "dest"];
 
@@ -187,7 +187,7 @@ mod tests {
             ("type=local,dest=x,name=y", "`--output type=local`: unknown key `name`; valid keys: type, dest"),
             (
                 "type=oci,dest=x,unpack=true",
-                "`--output type=oci`: unknown key `unpack`; valid keys: type, dest, tar, name, compression, compression-level",
+                "`--output type=oci`: unknown key `unpack`; valid keys: type, dest, tar, name, compression, compression-level, oci-mediatypes",
             ),
             (
                 "type=docker,dest=x,tar=false",
