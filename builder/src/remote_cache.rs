@@ -46,7 +46,7 @@ impl RegistryCache {
         else {
             return Ok(None);
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        let mut manifest: Manifest = serde_json::from_slice(&bytes)?;
         if manifest.config.size > 64 << 20 {
             return Err(format!("cache config of `{}` ({digest}) is too large", self.reference).into());
         }
@@ -57,8 +57,26 @@ impl RegistryCache {
             manifest.config.size,
             &mut config,
         ))?;
+        if manifest.config.media_type != remote::MEDIA_TYPE_CACHE_CONFIG
+            && let Some(records) = inline_records(&config)?
+        {
+            // An image pushed with `--cache-to type=inline`: its records
+            // name the image's own layers, in this repository.
+            manifest.config.media_type = remote::MEDIA_TYPE_CACHE_CONFIG.to_string();
+            manifest.config.digest = rbuild_cache::oci::sha256_digest(&records);
+            manifest.config.size = records.len() as u64;
+            return Ok(Some((manifest, records)));
+        }
         Ok(Some((manifest, config)))
     }
+}
+
+/// The inline cache records of an image config (`--cache-to type=inline`),
+/// as config-blob bytes; `None` for an image without them (or a config that
+/// is not an image's).
+fn inline_records(config: &[u8]) -> Result<Option<Vec<u8>>, TransportError> {
+    let Ok(image) = serde_json::from_slice::<rbuild_cache::oci::ImageConfig>(config) else { return Ok(None) };
+    Ok(image.inline_cache.map(|records| serde_json::to_vec(&records)).transpose()?)
 }
 
 impl BlobSource for RegistryCache {
@@ -148,10 +166,14 @@ pub fn import(
 /// anything runs, rather than ignoring them.
 pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
     for spec in specs {
-        if matches!(spec.backend, CacheBackend::Inline | CacheBackend::Gha { .. }) {
+        if matches!(spec.backend, CacheBackend::Gha { .. }) {
             bail!(
-                "`--cache-to type=inline` and `type=gha` are not available yet in this rbuild version (use type=registry or type=local)"
+                "`--cache-to type=gha` is not available yet in this rbuild version (use type=registry or type=local)"
             );
+        }
+        if matches!(spec.backend, CacheBackend::Inline) && spec.mode == CacheMode::Max {
+            // The image's config can only name the image's own layers.
+            bail!("`--cache-to type=inline` supports only `mode=min` (use type=registry for mode=max)");
         }
         for (key, unsupported) in
             [("image-manifest", "false"), ("oci-mediatypes", "false"), ("force-compression", "true")]
@@ -217,6 +239,33 @@ pub fn fetch_output(
     Ok(solved.clone())
 }
 
+/// Whether any `--cache-to` is `type=inline` (records in the image config).
+pub fn wants_inline(specs: &[CacheSpec]) -> bool {
+    specs.iter().any(|s| matches!(s.backend, CacheBackend::Inline))
+}
+
+/// The image's own keys with their chain lengths, for the inline cache of
+/// `solved`'s image: keys the store holds (their chain must be a prefix of
+/// the image's) or the imported records resolved.
+pub fn inline_keys(store: &Store, imported: Option<&ImportedCache>, solved: &Solved) -> Result<Vec<(String, usize)>> {
+    let (chain, _) = match &solved.result {
+        Some(r) => rbuild_solver::solve::result_chain(r),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut out = Vec::new();
+    for key in &solved.image_keys {
+        let key = key.to_string();
+        if let Some(record) = store.lookup(&key)? {
+            if chain.is_empty() || chain.starts_with(&record.chain) {
+                out.push((key, record.chain.len()));
+            }
+        } else if let Some(record) = imported.and_then(|i| i.lookup(&key)) {
+            out.push((key, record.layers.len()));
+        }
+    }
+    Ok(out)
+}
+
 /// The keys of one platform's build, for both modes.
 pub struct PlatformKeys {
     /// `os/arch[/variant]`.
@@ -260,7 +309,7 @@ pub fn export(
             remote::export(store, &sink, &plan)
         }
         CacheBackend::Local { path } => remote::export(store, &local_cache(path, spec), &plan),
-        CacheBackend::Inline | CacheBackend::Gha { .. } => unreachable!("refused by check_exports"),
+        CacheBackend::Inline | CacheBackend::Gha { .. } => unreachable!("inline: in the image; gha: refused"),
     };
     stats.context("exporting the build cache")
 }

@@ -490,3 +490,108 @@ fn run(cmd: &mut Command) {
     let status = cmd.status().expect("spawn");
     assert!(status.success(), "{cmd:?} failed");
 }
+
+/// The image config blob as pushed (`skopeo inspect --config` alone
+/// re-encodes it, dropping fields it does not know).
+fn raw_config(reference: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--config", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("config JSON")
+}
+
+/// `--cache-to type=inline`: the records travel in the pushed image's
+/// config, and `--cache-from IMAGE` rebuilds it on an empty store without
+/// running anything; an image built FROM it does not inherit them.
+#[test]
+fn inline_cache_round_trip_through_the_image() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             COPY app.txt /app.txt\n\
+             RUN cat /app.txt > /built && echo compiled >> /built\n\
+             RUN true\n\
+             RUN wc -c /built > /size\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "app v1\n").unwrap();
+    let image = reg.reference("app:inline");
+    let push = |name: &str| format!("type=image,name={name},push=true");
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", "type=inline", "--metadata-file", meta.to_str().unwrap(), "-o", &push(&image)],
+    ));
+    assert_eq!(started_runs(&out).len(), 3, "{:?}", started(&out));
+    let digest = image_digest(&meta);
+    let config = raw_config(&image);
+    let records = &config["org.rbuild.cache.v1"];
+    assert_eq!(records["version"], 1, "{config}");
+    // base, COPY and the three RUNs (`RUN true` has an empty diff).
+    let keys = records["platforms"]["linux/amd64"].as_object().expect("amd64 records");
+    assert_eq!(keys.len(), 5, "{records}");
+    assert!(
+        keys.values().any(|e| e["layers"].as_array().unwrap().iter().any(|l| l.is_null())),
+        "the empty RUN is recorded as null: {records}"
+    );
+
+    // An empty store, the image itself as the cache (a bare ref).
+    let store_b = tempfile::tempdir().unwrap();
+    let meta_b = store_b.path().join("meta.json");
+    let again = reg.reference("app:again");
+    let out = ok(build(
+        store_b.path(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &image,
+            "--cache-to",
+            "type=inline",
+            "--metadata-file",
+            meta_b.to_str().unwrap(),
+            "-o",
+            &push(&again),
+        ],
+    ));
+    assert!(started_runs(&out).is_empty(), "a fully cached build ran {:?}", started(&out));
+    assert_eq!(image_digest(&meta_b), digest, "the image rebuilt from its inline cache differs");
+    assert_eq!(raw_config(&again)["org.rbuild.cache.v1"], *records);
+
+    // A change of the source: the COPY and the RUNs after it run again.
+    std::fs::write(ctx.path().join("app.txt"), "app v2\n").unwrap();
+    let store_c = tempfile::tempdir().unwrap();
+    let out = ok(build(store_c.path(), ctx.path(), &["--cache-from", &image, "-o", "type=image,name=w:latest"]));
+    assert_eq!(started_runs(&out).len(), 3, "{:?}", started(&out));
+
+    // FROM the inline-cached image, without type=inline: the base's records
+    // describe the base's build, so they are not carried over.
+    let child = tempfile::tempdir().unwrap();
+    std::fs::write(child.path().join("Dockerfile"), format!("FROM {image}\nRUN echo child > /child\n")).unwrap();
+    let derived = reg.reference("app:child");
+    ok(build(store_a.path(), child.path(), &["-o", &push(&derived)]));
+    let derived_config = raw_config(&derived);
+    assert!(derived_config.get("org.rbuild.cache.v1").is_none(), "{derived_config}");
+    // An image without inline records is not a cache source.
+    let store_d = tempfile::tempdir().unwrap();
+    let out = build(store_d.path(), child.path(), &["--cache-from", &derived, "-o", "type=image,name=w:latest"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an rbuild cache"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // mode=max cannot be inline.
+    let out =
+        build(store_d.path(), ctx.path(), &["--cache-to", "type=inline,mode=max", "-o", "type=image,name=w:latest"]);
+    assert!(!out.status.success());
+}

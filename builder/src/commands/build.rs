@@ -25,6 +25,7 @@ use crate::export::{self, BuiltImage, ExportResult};
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
+use crate::request::cache::CacheBackend;
 use crate::request::{BuildRequest, ContextSource};
 use crate::sources::Sources;
 
@@ -139,7 +140,12 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
             let solved = &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs)?;
             printer.message(&format!("exporting layers for {}", lowered.platform));
-            images.push(export::assemble(&store, lowered, solved, &compression, epoch)?);
+            let inline = if crate::remote_cache::wants_inline(&request.cache_to) {
+                Some(crate::remote_cache::inline_keys(&store, solve_opts.imported.as_deref(), solved)?)
+            } else {
+                None
+            };
+            images.push(export::assemble(&store, lowered, solved, &compression, epoch, inline.as_deref())?);
             if !request.cache_to.is_empty() {
                 cache_keys.push(crate::remote_cache::PlatformKeys {
                     platform: lowered.platform.to_string(),
@@ -165,8 +171,8 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     // records of every platform built, so they land in one artifact.
     let mut seen = BTreeSet::new();
     for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
-        if !seen.insert(format!("{spec:?}")) {
-            continue;
+        if !seen.insert(format!("{spec:?}")) || matches!(spec.backend, CacheBackend::Inline) {
+            continue; // inline records were written into the image config
         }
         let started = std::time::Instant::now();
         let exported = crate::remote_cache::export(
