@@ -11,10 +11,13 @@ use anyhow::{Context as _, Result, bail};
 use rbuild_cache::layer::{Compression, LayerOptions};
 use rbuild_cache::oci::{LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
 use rbuild_cache::remote::layout::LayoutCache;
-use rbuild_cache::remote::{self, BlobSink, BlobSource, ExportPlan, ExportStats, ImportedCache, TransportError};
+use rbuild_cache::remote::{
+    self, BlobSink, BlobSource, ExportPlan, ExportStats, ImportedCache, MountToExport, TransportError,
+};
 use rbuild_cache::store::Store;
 use tokio::runtime::Handle;
 
+use rbuild_solver::graph::{CacheSharing, Definition, MountKind, Op};
 use rbuild_solver::solve::{Solved, VertexResult};
 
 use crate::export::Output;
@@ -171,10 +174,6 @@ pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
                 "`--cache-to type=gha` is not available yet in this rbuild version (use type=registry or type=local)"
             );
         }
-        if matches!(spec.backend, CacheBackend::Inline) && spec.mode == CacheMode::Max {
-            // The image's config can only name the image's own layers.
-            bail!("`--cache-to type=inline` supports only `mode=min` (use type=registry for mode=max)");
-        }
         for (key, unsupported) in
             [("image-manifest", "false"), ("oci-mediatypes", "false"), ("force-compression", "true")]
         {
@@ -185,8 +184,39 @@ pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
             }
         }
         layer_compression(spec)?;
+        cache_mounts(spec)?;
     }
     Ok(())
+}
+
+/// `cache-mounts=true|false` of a `--cache-to` (default false).
+fn cache_mounts(spec: &CacheSpec) -> Result<bool> {
+    match spec.options.get("cache-mounts").map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => bail!("`--cache-to`: invalid `cache-mounts={v}`: expected true or false"),
+    }
+}
+
+/// The cache mounts (`RUN --mount=type=cache`) a build graph uses: id and
+/// sharing mode, each id once.
+pub fn cache_mounts_of(def: &Definition) -> Vec<MountToExport> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for vertex in &def.vertices {
+        let Op::Exec(exec) = &vertex.op else { continue };
+        for mount in &exec.mounts {
+            if let MountKind::Cache { id, sharing } = &mount.kind {
+                let sharing = match sharing {
+                    CacheSharing::Shared => "shared",
+                    CacheSharing::Private => "private",
+                    CacheSharing::Locked => "locked",
+                };
+                out.entry(id.clone()).or_insert_with(|| sharing.to_string());
+            }
+        }
+    }
+    out.into_iter().map(|(id, sharing)| MountToExport { id, sharing }).collect()
 }
 
 /// `compression=` and `compression-level=` of a cache export (for the layers
@@ -276,16 +306,27 @@ pub struct PlatformKeys {
     pub image: Vec<String>,
 }
 
+/// What a build gives every `--cache-to`.
+pub struct BuildCache<'a> {
+    /// The keys of each platform built.
+    pub keys: &'a [PlatformKeys],
+    /// The build's `--cache-from` records.
+    pub imported: Option<&'a ImportedCache>,
+    /// The cache mounts the build used (exported with `cache-mounts=true`).
+    pub mounts: &'a [MountToExport],
+    /// `SOURCE_DATE_EPOCH`, for layers written at export.
+    pub epoch: Option<i64>,
+}
+
 /// Exports one `--cache-to`.
 pub fn export(
     spec: &CacheSpec,
     store: &Store,
     registry: &RegistryClient,
     runtime: &Handle,
-    keys: &[PlatformKeys],
-    imported: Option<&ImportedCache>,
-    epoch: Option<i64>,
+    build: &BuildCache<'_>,
 ) -> Result<ExportStats> {
+    let BuildCache { keys, imported, mounts, epoch } = *build;
     let mut platforms: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for k in keys {
         let chosen = match spec.mode {
@@ -302,6 +343,7 @@ pub fn export(
         platforms,
         imported,
         layer: LayerOptions { compression, source_date_epoch: epoch, threads: crate::export::threads() },
+        mounts: if cache_mounts(spec)? { mounts.to_vec() } else { Vec::new() },
     };
     let stats = match &spec.backend {
         CacheBackend::Registry { reference } => {

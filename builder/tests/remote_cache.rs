@@ -413,7 +413,7 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
     let out = ok(build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:none")]));
     assert_eq!(started_runs(&out).len(), 3);
     // An unknown type still answers clearly.
-    let out = build(store.path(), ctx.path(), &["--cache-to", "type=inline"]);
+    let out = build(store.path(), ctx.path(), &["--cache-to", "type=gha,scope=x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
     // So do options this version cannot honour, before anything runs.
@@ -590,8 +590,90 @@ fn inline_cache_round_trip_through_the_image() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // mode=max cannot be inline.
+    // mode=max cannot be inline (the config can name only the image's own
+    // layers): `mode` is not a key of type=inline.
     let out =
         build(store_d.path(), ctx.path(), &["--cache-to", "type=inline,mode=max", "-o", "type=image,name=w:latest"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key `mode`"));
+}
+
+/// A Dockerfile whose RUN reads what an earlier run left in cache mount
+/// `cm` (into `/found`) and appends to it.
+fn cache_mount_workload(reg: &TestRegistry) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=cm,target=/cache,sharing=locked \
+             sh -c 'cat /cache/file > /found 2>/dev/null || echo none > /found; echo from-a >> /cache/file'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    ctx
+}
+
+/// What the RUN found in its cache mount, building on `store` with `extra`.
+fn found_in_mount(store: &Path, ctx: &Path, extra: &[&str]) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out_dir.path().display());
+    let mut args = extra.to_vec();
+    args.extend(["--no-cache", "-o", &dest]);
+    let out = ok(build(store, ctx, &args));
+    assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
+    std::fs::read_to_string(out_dir.path().join("found")).unwrap()
+}
+
+/// `cache-mounts=true`: a cache mount's files exported to a registry and to
+/// a layout directory, and seeded on empty stores by `--cache-from`.
+#[test]
+fn cache_mounts_are_exported_and_seeded() {
+    let reg = registry_with_busybox();
+    let ctx = cache_mount_workload(&reg);
+    let store_a = tempfile::tempdir().unwrap();
+    assert_eq!(found_in_mount(store_a.path(), ctx.path(), &[]), "none\n");
+    let cache = reg.reference("cache:mounts");
+    let layout = tempfile::tempdir().unwrap();
+    let local_to = format!("type=local,dest={},cache-mounts=true", layout.path().display());
+    // The second build on A leaves two lines in the mount, and exports it.
+    let found = found_in_mount(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},cache-mounts=true"), "--cache-to", &local_to],
+    );
+    assert_eq!(found, "from-a\n");
+    let raw = util::skopeo_inspect_raw(&cache);
+    assert!(raw["layers"].as_array().unwrap().len() >= 3, "base, RUN and the mount blob: {raw}");
+
+    for cache_from in [cache.clone(), format!("type=local,src={}", layout.path().display())] {
+        // An empty store: the RUN (forced by --no-cache) finds A's files.
+        let store_b = tempfile::tempdir().unwrap();
+        assert_eq!(found_in_mount(store_b.path(), ctx.path(), &["--cache-from", &cache_from]), "from-a\nfrom-a\n");
+        // A mount with contents is never overwritten by a seed.
+        assert_eq!(
+            found_in_mount(store_b.path(), ctx.path(), &["--cache-from", &cache_from]),
+            "from-a\nfrom-a\nfrom-a\n"
+        );
+    }
+    // Without cache-mounts=true nothing of the mount is exported.
+    let plain = reg.reference("cache:plain");
+    found_in_mount(store_a.path(), ctx.path(), &["--cache-to", &format!("type=registry,ref={plain}")]);
+    let store_c = tempfile::tempdir().unwrap();
+    assert_eq!(found_in_mount(store_c.path(), ctx.path(), &["--cache-from", &plain]), "none\n");
+    // A build that uses other mount ids gets none of the cache's.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN --mount=type=cache,id=elsewhere,target=/c ls /c > /found\n", reg.addr),
+    )
+    .unwrap();
+    let store_d = tempfile::tempdir().unwrap();
+    assert_eq!(found_in_mount(store_d.path(), other.path(), &["--cache-from", &cache]), "");
+    assert!(!store_d.path().join("mounts/cm").exists());
+    // A bad value is refused before anything runs.
+    let out =
+        build(store_d.path(), ctx.path(), &["--cache-to", &format!("type=registry,ref={plain},cache-mounts=yes")]);
     assert!(!out.status.success());
 }

@@ -111,8 +111,14 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let cache_from: Vec<_> = requests.iter().flat_map(|r| r.cache_from.iter().cloned()).collect();
     let chown = !matches!(mapping, IdMapping::Single { .. });
     solve_opts.imported = crate::remote_cache::import(&cache_from, &registry, &runtime.handle().clone(), chown)?;
+    let cache_mounts = crate::remote_cache::cache_mounts_of(&merged);
     if let Some(imported) = &solve_opts.imported {
         printer.message(&format!("importing cache: {} record(s)", imported.len()));
+        // Before the solve, so the first RUN using a mount finds the files.
+        let ids: Vec<String> = cache_mounts.iter().map(|m| m.id.clone()).collect();
+        for id in imported.seed_mounts(&store, &ids).context("seeding cache mounts")? {
+            printer.message(&format!("seeded cache mount `{id}` from the imported cache"));
+        }
     }
     let cgroup_parent = requests.iter().find_map(|r| r.run_limits.cgroup_parent.as_deref());
     if merged.vertices.iter().any(|v| matches!(v.op, Op::Exec(_))) {
@@ -180,16 +186,20 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             &store,
             &registry,
             runtime.handle(),
-            &cache_keys,
-            solve_opts.imported.as_deref(),
-            epoch,
+            &crate::remote_cache::BuildCache {
+                keys: &cache_keys,
+                imported: solve_opts.imported.as_deref(),
+                mounts: &cache_mounts,
+                epoch,
+            },
         );
         match exported {
             Ok(stats) => printer.message(&format!(
-                "exported cache: {} record(s), {} layer(s) ({} new), manifest {} in {:.2}s",
+                "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
                 stats.records,
                 stats.layers,
                 stats.layers_written,
+                stats.mounts,
                 stats.manifest_digest,
                 started.elapsed().as_secs_f64()
             )),

@@ -23,6 +23,7 @@ fn plan<'a>(platforms: &[(&str, &[&str])], imported: Option<&'a ImportedCache>) 
             .collect::<BTreeMap<_, _>>(),
         imported,
         layer: LayerOptions { compression: Compression::Gzip { level: 6 }, source_date_epoch: Some(0), threads: 1 },
+        mounts: Vec::new(),
     }
 }
 
@@ -108,4 +109,46 @@ fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
 
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+#[test]
+fn cache_mounts_round_trip_and_never_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("a")).unwrap();
+    let m = store.cache_mount_dir("go-build").unwrap();
+    std::fs::create_dir(m.join("sub")).unwrap();
+    std::fs::write(m.join("sub/obj"), "compiled\n").unwrap();
+    let dir = tmp.path().join("cache");
+    let sink = LayoutCache::new(dir.clone(), None);
+    let mut p = plan(&[("linux/amd64", &[])], None);
+    p.mounts = vec![
+        MountToExport { id: "go-build".into(), sharing: "locked".into() },
+        // Never created on this store: nothing to export.
+        MountToExport { id: "absent".into(), sharing: "shared".into() },
+    ];
+    assert_eq!(export(&store, &sink, &p).unwrap().mounts, 1);
+    let c = records(&dir);
+    assert_eq!(c.mounts.keys().collect::<Vec<_>>(), ["go-build"]);
+    assert_eq!(c.mounts["go-build"].sharing, "locked");
+    assert!(c.layers().contains(&c.mounts["go-build"].layer), "the manifest names the mount blob");
+    // An export without mounts keeps the ones already exported.
+    export(&store, &sink, &plan(&[("linux/amd64", &[])], None)).unwrap();
+    assert_eq!(records(&dir).mounts.len(), 1);
+
+    let fresh = Store::open(&tmp.path().join("b")).unwrap();
+    let imported = ImportedCache::load(vec![Arc::new(LayoutCache::new(dir.clone(), None))], true).unwrap();
+    // Only ids the build uses are seeded.
+    let ids = ["go-build".to_string(), "other".to_string()];
+    assert_eq!(imported.seed_mounts(&fresh, &ids).unwrap(), ["go-build"]);
+    assert!(!fresh.cache_mount_path("other").exists());
+    let seeded = fresh.cache_mount_path("go-build");
+    assert_eq!(std::fs::read_to_string(seeded.join("sub/obj")).unwrap(), "compiled\n");
+    // A mount with contents is left as it is.
+    std::fs::write(seeded.join("sub/obj"), "local\n").unwrap();
+    assert!(imported.seed_mounts(&fresh, &ids).unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(seeded.join("sub/obj")).unwrap(), "local\n");
+    // An empty one (created by a build that wrote nothing) is seeded.
+    let empty = Store::open(&tmp.path().join("c")).unwrap();
+    empty.cache_mount_dir("go-build").unwrap();
+    assert_eq!(imported.seed_mounts(&empty, &ids).unwrap(), ["go-build"]);
 }

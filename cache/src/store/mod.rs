@@ -504,6 +504,35 @@ impl Store {
         Ok(path)
     }
 
+    /// Where the directory of cache mount `id` is (or would be), without
+    /// creating it.
+    pub fn cache_mount_path(&self, id: &str) -> PathBuf {
+        self.inner.root.join("mounts").join(mount_dir_name(id))
+    }
+
+    /// A fresh empty directory in the store's `tmp/` to fill and then
+    /// [`Store::install_cache_mount`].
+    pub fn cache_mount_draft(&self) -> Result<PathBuf, StoreError> {
+        let path = self.inner.tmp_path("mount-seed");
+        fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+        Ok(path)
+    }
+
+    /// Installs the filled `draft` as cache mount `id` if the store has no
+    /// such mount yet or only an empty one (returns whether it did): a mount
+    /// with contents is never replaced (rename(2) refuses a non-empty
+    /// target), and the draft is then removed.
+    pub fn install_cache_mount(&self, id: &str, draft: &Path) -> Result<bool, StoreError> {
+        let path = self.cache_mount_path(id);
+        let parent = self.inner.root.join("mounts");
+        fs::create_dir_all(&parent).map_err(|source| StoreError::CreateDir { path: parent, source })?;
+        if fs::rename(draft, &path).is_ok() {
+            return Ok(true);
+        }
+        let _ = fs::remove_dir_all(draft);
+        Ok(false)
+    }
+
     // --------------------------------------------------------------- leases
 
     /// A lease protects what is added to it from prune until it is dropped
