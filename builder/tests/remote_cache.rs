@@ -677,3 +677,67 @@ fn cache_mounts_are_exported_and_seeded() {
         build(store_d.path(), ctx.path(), &["--cache-to", &format!("type=registry,ref={plain},cache-mounts=yes")]);
     assert!(!out.status.success());
 }
+
+fn store_cmd(store: &Path, args: &[&str]) -> String {
+    let out = ok(rbuild().arg("--root").arg(store).args(args).output().expect("run rbuild"));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `rbuild du` lists cache mounts; `rbuild prune --cache-mounts [--filter
+/// id=ID]` removes them, never one a running build holds.
+#[test]
+fn cache_mounts_are_listed_and_pruned() {
+    let reg = registry_with_busybox();
+    let ctx = cache_mount_workload(&reg);
+    let store = tempfile::tempdir().unwrap();
+    found_in_mount(store.path(), ctx.path(), &[]);
+    let busy_ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        busy_ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=busy,target=/c sh -c 'echo x > /c/started; sleep 5; cat /c/started'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let du = store_cmd(store.path(), &["du"]);
+    assert!(du.lines().any(|l| l.starts_with("cm ") && l.contains('B')), "{du}");
+
+    // A build holding `busy` runs while prune does.
+    let running = rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "--progress", "plain"])
+        .arg(busy_ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = store.path().join("mounts/busy/started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the busy build never reached its RUN");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let du = store_cmd(store.path(), &["du"]);
+    assert!(du.lines().any(|l| l.starts_with("busy ") && l.trim_end().ends_with("yes")), "{du}");
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts", "--filter", "id=busy"]);
+    assert!(pruned.contains("(0 cache mounts; 1 held by running builds kept)"), "{pruned}");
+    assert!(started.exists());
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts"]);
+    assert!(pruned.contains("(1 cache mounts; 1 held by running builds kept)"), "{pruned}");
+    assert!(!store.path().join("mounts/cm").exists() && started.exists());
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "the build whose mount was spared failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Once it ended, its mount goes too; a filter names ids.
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts", "--filter", "id=other"]);
+    assert!(pruned.contains("(0 cache mounts; 0 held"), "{pruned}");
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts", "--filter", "id=busy"]);
+    assert!(pruned.contains("(1 cache mounts; 0 held"), "{pruned}");
+    assert!(!store_cmd(store.path(), &["du"]).contains("CACHE MOUNT"));
+    // The build's other data is untouched by --cache-mounts.
+    assert!(std::fs::read_dir(store.path().join("snapshots")).unwrap().count() > 0);
+    let bad = rbuild().arg("--root").arg(store.path()).args(["prune", "--filter", "id=x"]).output().unwrap();
+    assert!(!bad.status.success());
+}

@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 
 pub use checksum::ChecksumCache;
 pub use lease::Lease;
-pub use prune::{DiskUsage, PruneOptions, PruneReport};
+pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
 
 use crate::fsutil;
@@ -499,8 +499,16 @@ impl Store {
     /// The persistent directory for a `--mount=type=cache` id, created if
     /// missing. Ids that are not plain names (paths, say) are hashed.
     pub fn cache_mount_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
-        let path = self.inner.root.join("mounts").join(mount_dir_name(id));
+        let name = mount_dir_name(id);
+        let path = self.inner.root.join("mounts").join(&name);
         fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+        if name != id {
+            // `rbuild du` shows the id, which a hashed name no longer says.
+            let id_file = path.with_file_name(format!("{name}.id"));
+            if !id_file.exists() {
+                fs::write(&id_file, id).map_err(|source| StoreError::Write { path: id_file, source })?;
+            }
+        }
         Ok(path)
     }
 
