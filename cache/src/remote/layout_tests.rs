@@ -152,3 +152,95 @@ fn cache_mounts_round_trip_and_never_overwrite() {
     empty.cache_mount_dir("go-build").unwrap();
     assert_eq!(imported.seed_mounts(&empty, &ids).unwrap(), ["go-build"]);
 }
+
+/// A source serving one hand-made artifact (a hostile cache).
+struct FixedSource {
+    config: Vec<u8>,
+    blob: Vec<u8>,
+}
+
+impl BlobSource for FixedSource {
+    fn name(&self) -> String {
+        "hostile".into()
+    }
+
+    fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        let manifest: Manifest = serde_json::from_slice(&CacheConfig::parse(&self.config)?.manifest(&self.config))?;
+        Ok(Some((manifest, self.config.clone())))
+    }
+
+    fn fetch_blob(
+        &self,
+        _digest: &str,
+        _size: u64,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(), TransportError> {
+        Ok(out.write_all(&self.blob)?)
+    }
+}
+
+fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    tar.append(&h, data).unwrap();
+}
+
+/// A cache mount blob from an untrusted cache cannot write outside the
+/// mount: `..` names and symlinked parents are refused, and a failed seed
+/// leaves no mount behind.
+#[test]
+fn a_hostile_mount_blob_cannot_escape_the_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let cases: [(Vec<(&str, tar::EntryType, &str, &[u8])>, bool); 2] = [
+        // `..` is resolved inside the mount: contained, seeded.
+        (vec![("../../../../victim/escape", tar::EntryType::Regular, "", b"x")], true),
+        // A symlinked parent is never followed: refused, nothing installed.
+        (
+            vec![
+                ("link", tar::EntryType::Symlink, victim.to_str().unwrap(), b""),
+                ("link/escape", tar::EntryType::Regular, "", b"x"),
+            ],
+            false,
+        ),
+    ];
+    for (entries, contained) in cases {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut tar, name, kind, link, data);
+        }
+        let blob = tar.into_inner().unwrap();
+        let layer = LayerDescriptor {
+            digest: crate::oci::sha256_digest(&blob),
+            diff_id: crate::oci::sha256_digest(&blob),
+            size: blob.len() as u64,
+            media_type: crate::oci::MEDIA_TYPE_LAYER_TAR.into(),
+        };
+        let mut config = CacheConfig::new();
+        config.mounts.insert("m".into(), MountEntry { sharing: "shared".into(), layer });
+        let source = FixedSource { config: config.to_json(), blob };
+        let store = Store::open(&tmp.path().join(format!("s-{}", rand_suffix()))).unwrap();
+        let imported = ImportedCache::load(vec![Arc::new(source)], true).unwrap();
+        let result = imported.seed_mounts(&store, &["m".to_string()]);
+        assert!(!victim.join("escape").exists(), "a mount blob wrote outside its mount");
+        let seeded = store.cache_mount_path("m");
+        if contained {
+            assert_eq!(result.unwrap(), ["m"]);
+            assert!(seeded.join("victim/escape").is_file());
+        } else {
+            assert!(matches!(result, Err(RemoteError::SeedMount { .. })), "{result:?}");
+            assert!(!seeded.exists(), "a failed seed left a mount");
+            let leftovers = std::fs::read_dir(store.root().join("tmp")).unwrap().count();
+            assert_eq!(leftovers, 0, "a failed seed left its draft");
+        }
+    }
+}
