@@ -179,6 +179,9 @@ impl BlobSource for FixedSource {
     }
 }
 
+/// Name, kind, link target, data.
+type Entry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
 fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
     let mut h = tar::Header::new_gnu();
     h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
@@ -201,7 +204,7 @@ fn a_hostile_mount_blob_cannot_escape_the_mount() {
     let tmp = tempfile::tempdir().unwrap();
     let victim = tmp.path().join("victim");
     std::fs::create_dir(&victim).unwrap();
-    let cases: [(Vec<(&str, tar::EntryType, &str, &[u8])>, bool); 2] = [
+    let cases: [(Vec<Entry<'_>>, bool); 2] = [
         // `..` is resolved inside the mount: contained, seeded.
         (vec![("../../../../victim/escape", tar::EntryType::Regular, "", b"x")], true),
         // A symlinked parent is never followed: refused, nothing installed.
