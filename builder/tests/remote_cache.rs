@@ -741,3 +741,44 @@ fn cache_mounts_are_listed_and_pruned() {
     let bad = rbuild().arg("--root").arg(store.path()).args(["prune", "--filter", "id=x"]).output().unwrap();
     assert!(!bad.status.success());
 }
+
+/// Cache mounts exported by root are seeded for an unprivileged user on an
+/// empty store: the RUN finds the files, with their owners as the
+/// container sees them.
+#[test]
+fn rootless_seeding_of_cache_mounts() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here; skipped");
+        return;
+    }
+    ensure_test_user();
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-rc-mounts").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=cm,target=/cache \
+             sh -c 'if [ -f /cache/file ]; then stat -c %u /cache/file > /found; cat /cache/file >> /found; \
+             else echo none > /found; echo from-root > /cache/file; chown 1000:1000 /cache/file; fi'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let cache = reg.reference("cache:rootless-mounts");
+    let root_store = tempfile::tempdir().unwrap();
+    let spec = format!("type=registry,ref={cache},cache-mounts=true");
+    assert_eq!(found_in_mount(root_store.path(), &ctx, &["--cache-to", &spec]), "none\n");
+    run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+    run(Command::new("chmod").arg("755").arg(base.path()));
+    let (store, fs) = (base.path().join("store"), base.path().join("fs"));
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+    cmd.arg("--root").arg(&store).args(["build", "--progress", "rawjson", "--no-cache", "--cache-from", &cache]);
+    cmd.arg("-o").arg(format!("type=local,dest={}", fs.display())).arg(&ctx);
+    let out = ok(cmd.output().unwrap());
+    assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
+    assert_eq!(std::fs::read_to_string(fs.join("found")).unwrap(), "1000\nfrom-root\n");
+}
