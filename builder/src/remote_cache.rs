@@ -49,17 +49,13 @@ impl RegistryCache {
         else {
             return Ok(None);
         };
-        let mut manifest: Manifest = serde_json::from_slice(&bytes)?;
-        if manifest.config.size > 64 << 20 {
-            return Err(format!("cache config of `{}` ({digest}) is too large", self.reference).into());
+        let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+        if value.get("config").is_none() && value.get("manifests").is_some() {
+            // A multi-platform image pushed with `--cache-to type=inline`.
+            return self.read_index(&bytes, &digest).map(Some);
         }
-        let mut config = Vec::with_capacity(manifest.config.size as usize);
-        self.runtime.block_on(self.registry.fetch_blob(
-            &self.reference,
-            &manifest.config.digest,
-            manifest.config.size,
-            &mut config,
-        ))?;
+        let mut manifest: Manifest = serde_json::from_value(value)?;
+        let config = self.fetch_config(&manifest, &digest)?;
         if manifest.config.media_type != remote::MEDIA_TYPE_CACHE_CONFIG
             && let Some(records) = inline_records(&config)?
         {
@@ -71,6 +67,53 @@ impl RegistryCache {
             return Ok(Some((manifest, records)));
         }
         Ok(Some((manifest, config)))
+    }
+
+    fn fetch_config(&self, manifest: &Manifest, digest: &str) -> Result<Vec<u8>, TransportError> {
+        if manifest.config.size > 64 << 20 {
+            return Err(format!("cache config of `{}` ({digest}) is too large", self.reference).into());
+        }
+        let mut config = Vec::with_capacity(manifest.config.size as usize);
+        self.runtime.block_on(self.registry.fetch_blob(
+            &self.reference,
+            &manifest.config.digest,
+            manifest.config.size,
+            &mut config,
+        ))?;
+        Ok(config)
+    }
+
+    /// The inline records of every platform of an image index, merged into
+    /// one artifact (each platform's image carries its own group).
+    fn read_index(&self, bytes: &[u8], digest: &str) -> Result<(Manifest, Vec<u8>), TransportError> {
+        let index: rbuild_cache::oci::Index = serde_json::from_slice(bytes)?;
+        let mut merged = remote::CacheConfig::new();
+        for child in &index.manifests {
+            if child.media_type != rbuild_cache::oci::MEDIA_TYPE_MANIFEST
+                && child.media_type != "application/vnd.docker.distribution.manifest.v2+json"
+            {
+                continue; // a nested index: not something rbuild pushes
+            }
+            let r = ImageRef { tag: None, digest: Some(child.digest.clone()), ..self.reference.clone() };
+            let Some((bytes, _)) = self.runtime.block_on(self.registry.fetch_manifest_if_exists(&r))? else {
+                continue;
+            };
+            let manifest: Manifest = serde_json::from_slice(&bytes)?;
+            let config = self.fetch_config(&manifest, &child.digest)?;
+            let Some(records) = inline_records(&config)? else { continue };
+            let records = remote::CacheConfig::parse(&records)?;
+            for (platform, keys) in records.platforms {
+                merged.platforms.entry(platform).or_default().extend(keys);
+            }
+        }
+        if merged.platforms.is_empty() {
+            return Err(
+                format!("`{}` ({digest}) is an image index without inline cache records", self.reference).into()
+            );
+        }
+        let config = merged.to_json();
+        let manifest: Manifest = serde_json::from_slice(&merged.manifest(&config))?;
+        Ok((manifest, config))
     }
 }
 

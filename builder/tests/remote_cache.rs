@@ -782,3 +782,45 @@ fn rootless_seeding_of_cache_mounts() {
     assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
     assert_eq!(std::fs::read_to_string(fs.join("found")).unwrap(), "1000\nfrom-root\n");
 }
+
+/// `type=inline` on a multi-platform push: each platform's image carries
+/// its records, and `--cache-from` the index serves every platform.
+#[test]
+fn inline_cache_of_a_multi_platform_image() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:multi");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:multi\nARG TARGETARCH\nCOPY app.txt /app.txt\nLABEL arch=$TARGETARCH\n", reg.addr),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "app\n").unwrap();
+    let image = reg.reference("multi:inline");
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            "type=inline",
+            "-o",
+            &format!("type=image,name={image},push=true"),
+        ],
+    ));
+    assert!(started(&out).iter().any(|s| s.contains("COPY app.txt")), "{:?}", started(&out));
+    let raw = util::skopeo_inspect_raw(&image);
+    assert!(raw["manifests"].as_array().is_some_and(|m| m.len() == 2), "an index: {raw}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let fresh = tempfile::tempdir().unwrap();
+        let out = ok(build(
+            fresh.path(),
+            ctx.path(),
+            &["--platform", platform, "--cache-from", &image, "-o", "type=image,name=m"],
+        ));
+        let steps = started(&out);
+        assert!(steps.is_empty(), "{platform}: not fully cached, ran {steps:?}");
+    }
+}
