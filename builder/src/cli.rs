@@ -186,6 +186,13 @@ pub struct PruneArgs {
     /// Keep this much data (e.g. `10GB`, `512MB`), most recently used first.
     #[arg(long)]
     pub keep_storage: Option<String>,
+    /// Remove `RUN --mount=type=cache` directories (only those), except
+    /// the ones a running build holds.
+    #[arg(long)]
+    pub cache_mounts: bool,
+    /// With `--cache-mounts`: only the mount `id=ID` (repeatable).
+    #[arg(long)]
+    pub filter: Vec<String>,
 }
 
 /// `rbuild build` flags: `docker buildx build`'s set.

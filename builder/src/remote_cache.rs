@@ -11,10 +11,13 @@ use anyhow::{Context as _, Result, bail};
 use rbuild_cache::layer::{Compression, LayerOptions};
 use rbuild_cache::oci::{LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
 use rbuild_cache::remote::layout::LayoutCache;
-use rbuild_cache::remote::{self, BlobSink, BlobSource, ExportPlan, ExportStats, ImportedCache, TransportError};
+use rbuild_cache::remote::{
+    self, BlobSink, BlobSource, ExportPlan, ExportStats, ImportedCache, MountToExport, TransportError,
+};
 use rbuild_cache::store::Store;
 use tokio::runtime::Handle;
 
+use rbuild_solver::graph::{CacheSharing, Definition, MountKind, Op};
 use rbuild_solver::solve::{Solved, VertexResult};
 
 use crate::export::Output;
@@ -46,7 +49,27 @@ impl RegistryCache {
         else {
             return Ok(None);
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+        if value.get("config").is_none() && value.get("manifests").is_some() {
+            // A multi-platform image pushed with `--cache-to type=inline`.
+            return self.read_index(&bytes, &digest).map(Some);
+        }
+        let mut manifest: Manifest = serde_json::from_value(value)?;
+        let config = self.fetch_config(&manifest, &digest)?;
+        if manifest.config.media_type != remote::MEDIA_TYPE_CACHE_CONFIG
+            && let Some(records) = inline_records(&config)?
+        {
+            // An image pushed with `--cache-to type=inline`: its records
+            // name the image's own layers, in this repository.
+            manifest.config.media_type = remote::MEDIA_TYPE_CACHE_CONFIG.to_string();
+            manifest.config.digest = rbuild_cache::oci::sha256_digest(&records);
+            manifest.config.size = records.len() as u64;
+            return Ok(Some((manifest, records)));
+        }
+        Ok(Some((manifest, config)))
+    }
+
+    fn fetch_config(&self, manifest: &Manifest, digest: &str) -> Result<Vec<u8>, TransportError> {
         if manifest.config.size > 64 << 20 {
             return Err(format!("cache config of `{}` ({digest}) is too large", self.reference).into());
         }
@@ -57,8 +80,49 @@ impl RegistryCache {
             manifest.config.size,
             &mut config,
         ))?;
-        Ok(Some((manifest, config)))
+        Ok(config)
     }
+
+    /// The inline records of every platform of an image index, merged into
+    /// one artifact (each platform's image carries its own group).
+    fn read_index(&self, bytes: &[u8], digest: &str) -> Result<(Manifest, Vec<u8>), TransportError> {
+        let index: rbuild_cache::oci::Index = serde_json::from_slice(bytes)?;
+        let mut merged = remote::CacheConfig::new();
+        for child in &index.manifests {
+            if child.media_type != rbuild_cache::oci::MEDIA_TYPE_MANIFEST
+                && child.media_type != "application/vnd.docker.distribution.manifest.v2+json"
+            {
+                continue; // a nested index: not something rbuild pushes
+            }
+            let r = ImageRef { tag: None, digest: Some(child.digest.clone()), ..self.reference.clone() };
+            let Some((bytes, _)) = self.runtime.block_on(self.registry.fetch_manifest_if_exists(&r))? else {
+                continue;
+            };
+            let manifest: Manifest = serde_json::from_slice(&bytes)?;
+            let config = self.fetch_config(&manifest, &child.digest)?;
+            let Some(records) = inline_records(&config)? else { continue };
+            let records = remote::CacheConfig::parse(&records)?;
+            for (platform, keys) in records.platforms {
+                merged.platforms.entry(platform).or_default().extend(keys);
+            }
+        }
+        if merged.platforms.is_empty() {
+            return Err(
+                format!("`{}` ({digest}) is an image index without inline cache records", self.reference).into()
+            );
+        }
+        let config = merged.to_json();
+        let manifest: Manifest = serde_json::from_slice(&merged.manifest(&config))?;
+        Ok((manifest, config))
+    }
+}
+
+/// The inline cache records of an image config (`--cache-to type=inline`),
+/// as config-blob bytes; `None` for an image without them (or a config that
+/// is not an image's).
+fn inline_records(config: &[u8]) -> Result<Option<Vec<u8>>, TransportError> {
+    let Ok(image) = serde_json::from_slice::<rbuild_cache::oci::ImageConfig>(config) else { return Ok(None) };
+    Ok(image.inline_cache.map(|records| serde_json::to_vec(&records)).transpose()?)
 }
 
 impl BlobSource for RegistryCache {
@@ -148,9 +212,9 @@ pub fn import(
 /// anything runs, rather than ignoring them.
 pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
     for spec in specs {
-        if matches!(spec.backend, CacheBackend::Inline | CacheBackend::Gha { .. }) {
+        if matches!(spec.backend, CacheBackend::Gha { .. }) {
             bail!(
-                "`--cache-to type=inline` and `type=gha` are not available yet in this rbuild version (use type=registry or type=local)"
+                "`--cache-to type=gha` is not available yet in this rbuild version (use type=registry or type=local)"
             );
         }
         for (key, unsupported) in
@@ -163,8 +227,39 @@ pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
             }
         }
         layer_compression(spec)?;
+        cache_mounts(spec)?;
     }
     Ok(())
+}
+
+/// `cache-mounts=true|false` of a `--cache-to` (default false).
+fn cache_mounts(spec: &CacheSpec) -> Result<bool> {
+    match spec.options.get("cache-mounts").map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => bail!("`--cache-to`: invalid `cache-mounts={v}`: expected true or false"),
+    }
+}
+
+/// The cache mounts (`RUN --mount=type=cache`) a build graph uses: id and
+/// sharing mode, each id once.
+pub fn cache_mounts_of(def: &Definition) -> Vec<MountToExport> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for vertex in &def.vertices {
+        let Op::Exec(exec) = &vertex.op else { continue };
+        for mount in &exec.mounts {
+            if let MountKind::Cache { id, sharing } = &mount.kind {
+                let sharing = match sharing {
+                    CacheSharing::Shared => "shared",
+                    CacheSharing::Private => "private",
+                    CacheSharing::Locked => "locked",
+                };
+                out.entry(id.clone()).or_insert_with(|| sharing.to_string());
+            }
+        }
+    }
+    out.into_iter().map(|(id, sharing)| MountToExport { id, sharing }).collect()
 }
 
 /// `compression=` and `compression-level=` of a cache export (for the layers
@@ -217,6 +312,33 @@ pub fn fetch_output(
     Ok(solved.clone())
 }
 
+/// Whether any `--cache-to` is `type=inline` (records in the image config).
+pub fn wants_inline(specs: &[CacheSpec]) -> bool {
+    specs.iter().any(|s| matches!(s.backend, CacheBackend::Inline))
+}
+
+/// The image's own keys with their chain lengths, for the inline cache of
+/// `solved`'s image: keys the store holds (their chain must be a prefix of
+/// the image's) or the imported records resolved.
+pub fn inline_keys(store: &Store, imported: Option<&ImportedCache>, solved: &Solved) -> Result<Vec<(String, usize)>> {
+    let (chain, _) = match &solved.result {
+        Some(r) => rbuild_solver::solve::result_chain(r),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut out = Vec::new();
+    for key in &solved.image_keys {
+        let key = key.to_string();
+        if let Some(record) = store.lookup(&key)? {
+            if chain.is_empty() || chain.starts_with(&record.chain) {
+                out.push((key, record.chain.len()));
+            }
+        } else if let Some(record) = imported.and_then(|i| i.lookup(&key)) {
+            out.push((key, record.layers.len()));
+        }
+    }
+    Ok(out)
+}
+
 /// The keys of one platform's build, for both modes.
 pub struct PlatformKeys {
     /// `os/arch[/variant]`.
@@ -227,16 +349,27 @@ pub struct PlatformKeys {
     pub image: Vec<String>,
 }
 
+/// What a build gives every `--cache-to`.
+pub struct BuildCache<'a> {
+    /// The keys of each platform built.
+    pub keys: &'a [PlatformKeys],
+    /// The build's `--cache-from` records.
+    pub imported: Option<&'a ImportedCache>,
+    /// The cache mounts the build used (exported with `cache-mounts=true`).
+    pub mounts: &'a [MountToExport],
+    /// `SOURCE_DATE_EPOCH`, for layers written at export.
+    pub epoch: Option<i64>,
+}
+
 /// Exports one `--cache-to`.
 pub fn export(
     spec: &CacheSpec,
     store: &Store,
     registry: &RegistryClient,
     runtime: &Handle,
-    keys: &[PlatformKeys],
-    imported: Option<&ImportedCache>,
-    epoch: Option<i64>,
+    build: &BuildCache<'_>,
 ) -> Result<ExportStats> {
+    let BuildCache { keys, imported, mounts, epoch } = *build;
     let mut platforms: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for k in keys {
         let chosen = match spec.mode {
@@ -253,6 +386,7 @@ pub fn export(
         platforms,
         imported,
         layer: LayerOptions { compression, source_date_epoch: epoch, threads: crate::export::threads() },
+        mounts: if cache_mounts(spec)? { mounts.to_vec() } else { Vec::new() },
     };
     let stats = match &spec.backend {
         CacheBackend::Registry { reference } => {
@@ -260,7 +394,7 @@ pub fn export(
             remote::export(store, &sink, &plan)
         }
         CacheBackend::Local { path } => remote::export(store, &local_cache(path, spec), &plan),
-        CacheBackend::Inline | CacheBackend::Gha { .. } => unreachable!("refused by check_exports"),
+        CacheBackend::Inline | CacheBackend::Gha { .. } => unreachable!("inline: in the image; gha: refused"),
     };
     stats.context("exporting the build cache")
 }

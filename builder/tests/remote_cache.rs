@@ -413,7 +413,7 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
     let out = ok(build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:none")]));
     assert_eq!(started_runs(&out).len(), 3);
     // An unknown type still answers clearly.
-    let out = build(store.path(), ctx.path(), &["--cache-to", "type=inline"]);
+    let out = build(store.path(), ctx.path(), &["--cache-to", "type=gha,scope=x"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
     // So do options this version cannot honour, before anything runs.
@@ -489,4 +489,338 @@ fn rootless_import_of_a_cache() {
 fn run(cmd: &mut Command) {
     let status = cmd.status().expect("spawn");
     assert!(status.success(), "{cmd:?} failed");
+}
+
+/// The image config blob as pushed (`skopeo inspect --config` alone
+/// re-encodes it, dropping fields it does not know).
+fn raw_config(reference: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--config", "--raw"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("config JSON")
+}
+
+/// `--cache-to type=inline`: the records travel in the pushed image's
+/// config, and `--cache-from IMAGE` rebuilds it on an empty store without
+/// running anything; an image built FROM it does not inherit them.
+#[test]
+fn inline_cache_round_trip_through_the_image() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             COPY app.txt /app.txt\n\
+             RUN cat /app.txt > /built && echo compiled >> /built\n\
+             RUN true\n\
+             RUN wc -c /built > /size\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "app v1\n").unwrap();
+    let image = reg.reference("app:inline");
+    let push = |name: &str| format!("type=image,name={name},push=true");
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", "type=inline", "--metadata-file", meta.to_str().unwrap(), "-o", &push(&image)],
+    ));
+    assert_eq!(started_runs(&out).len(), 3, "{:?}", started(&out));
+    let digest = image_digest(&meta);
+    let config = raw_config(&image);
+    let records = &config["org.rbuild.cache.v1"];
+    assert_eq!(records["version"], 1, "{config}");
+    // base, COPY and the three RUNs (`RUN true` has an empty diff).
+    let keys = records["platforms"]["linux/amd64"].as_object().expect("amd64 records");
+    assert_eq!(keys.len(), 5, "{records}");
+    assert!(
+        keys.values().any(|e| e["layers"].as_array().unwrap().iter().any(|l| l.is_null())),
+        "the empty RUN is recorded as null: {records}"
+    );
+
+    // An empty store, the image itself as the cache (a bare ref).
+    let store_b = tempfile::tempdir().unwrap();
+    let meta_b = store_b.path().join("meta.json");
+    let again = reg.reference("app:again");
+    let out = ok(build(
+        store_b.path(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &image,
+            "--cache-to",
+            "type=inline",
+            "--metadata-file",
+            meta_b.to_str().unwrap(),
+            "-o",
+            &push(&again),
+        ],
+    ));
+    assert!(started_runs(&out).is_empty(), "a fully cached build ran {:?}", started(&out));
+    assert_eq!(image_digest(&meta_b), digest, "the image rebuilt from its inline cache differs");
+    assert_eq!(raw_config(&again)["org.rbuild.cache.v1"], *records);
+
+    // A change of the source: the COPY and the RUNs after it run again.
+    std::fs::write(ctx.path().join("app.txt"), "app v2\n").unwrap();
+    let store_c = tempfile::tempdir().unwrap();
+    let out = ok(build(store_c.path(), ctx.path(), &["--cache-from", &image, "-o", "type=image,name=w:latest"]));
+    assert_eq!(started_runs(&out).len(), 3, "{:?}", started(&out));
+
+    // FROM the inline-cached image, without type=inline: the base's records
+    // describe the base's build, so they are not carried over.
+    let child = tempfile::tempdir().unwrap();
+    std::fs::write(child.path().join("Dockerfile"), format!("FROM {image}\nRUN echo child > /child\n")).unwrap();
+    let derived = reg.reference("app:child");
+    ok(build(store_a.path(), child.path(), &["-o", &push(&derived)]));
+    let derived_config = raw_config(&derived);
+    assert!(derived_config.get("org.rbuild.cache.v1").is_none(), "{derived_config}");
+    // An image without inline records is not a cache source.
+    let store_d = tempfile::tempdir().unwrap();
+    let out = build(store_d.path(), child.path(), &["--cache-from", &derived, "-o", "type=image,name=w:latest"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an rbuild cache"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // mode=max cannot be inline (the config can name only the image's own
+    // layers): `mode` is not a key of type=inline.
+    let out =
+        build(store_d.path(), ctx.path(), &["--cache-to", "type=inline,mode=max", "-o", "type=image,name=w:latest"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key `mode`"));
+}
+
+/// A Dockerfile whose RUN reads what an earlier run left in cache mount
+/// `cm` (into `/found`) and appends to it.
+fn cache_mount_workload(reg: &TestRegistry) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=cm,target=/cache,sharing=locked \
+             sh -c 'cat /cache/file > /found 2>/dev/null || echo none > /found; echo from-a >> /cache/file'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    ctx
+}
+
+/// What the RUN found in its cache mount, building on `store` with `extra`.
+fn found_in_mount(store: &Path, ctx: &Path, extra: &[&str]) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out_dir.path().display());
+    let mut args = extra.to_vec();
+    args.extend(["--no-cache", "-o", &dest]);
+    let out = ok(build(store, ctx, &args));
+    assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
+    std::fs::read_to_string(out_dir.path().join("found")).unwrap()
+}
+
+/// `cache-mounts=true`: a cache mount's files exported to a registry and to
+/// a layout directory, and seeded on empty stores by `--cache-from`.
+#[test]
+fn cache_mounts_are_exported_and_seeded() {
+    let reg = registry_with_busybox();
+    let ctx = cache_mount_workload(&reg);
+    let store_a = tempfile::tempdir().unwrap();
+    assert_eq!(found_in_mount(store_a.path(), ctx.path(), &[]), "none\n");
+    let cache = reg.reference("cache:mounts");
+    let layout = tempfile::tempdir().unwrap();
+    let local_to = format!("type=local,dest={},cache-mounts=true", layout.path().display());
+    // The second build on A leaves two lines in the mount, and exports it.
+    let found = found_in_mount(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},cache-mounts=true"), "--cache-to", &local_to],
+    );
+    assert_eq!(found, "from-a\n");
+    let raw = util::skopeo_inspect_raw(&cache);
+    assert!(raw["layers"].as_array().unwrap().len() >= 3, "base, RUN and the mount blob: {raw}");
+
+    for cache_from in [cache.clone(), format!("type=local,src={}", layout.path().display())] {
+        // An empty store: the RUN (forced by --no-cache) finds A's files.
+        let store_b = tempfile::tempdir().unwrap();
+        assert_eq!(found_in_mount(store_b.path(), ctx.path(), &["--cache-from", &cache_from]), "from-a\nfrom-a\n");
+        // A mount with contents is never overwritten by a seed.
+        assert_eq!(
+            found_in_mount(store_b.path(), ctx.path(), &["--cache-from", &cache_from]),
+            "from-a\nfrom-a\nfrom-a\n"
+        );
+    }
+    // Without cache-mounts=true nothing of the mount is exported.
+    let plain = reg.reference("cache:plain");
+    found_in_mount(store_a.path(), ctx.path(), &["--cache-to", &format!("type=registry,ref={plain}")]);
+    let store_c = tempfile::tempdir().unwrap();
+    assert_eq!(found_in_mount(store_c.path(), ctx.path(), &["--cache-from", &plain]), "none\n");
+    // A build that uses other mount ids gets none of the cache's.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other.path().join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN --mount=type=cache,id=elsewhere,target=/c ls /c > /found\n", reg.addr),
+    )
+    .unwrap();
+    let store_d = tempfile::tempdir().unwrap();
+    assert_eq!(found_in_mount(store_d.path(), other.path(), &["--cache-from", &cache]), "");
+    assert!(!store_d.path().join("mounts/cm").exists());
+    // A bad value is refused before anything runs.
+    let out =
+        build(store_d.path(), ctx.path(), &["--cache-to", &format!("type=registry,ref={plain},cache-mounts=yes")]);
+    assert!(!out.status.success());
+}
+
+fn store_cmd(store: &Path, args: &[&str]) -> String {
+    let out = ok(rbuild().arg("--root").arg(store).args(args).output().expect("run rbuild"));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `rbuild du` lists cache mounts; `rbuild prune --cache-mounts [--filter
+/// id=ID]` removes them, never one a running build holds.
+#[test]
+fn cache_mounts_are_listed_and_pruned() {
+    let reg = registry_with_busybox();
+    let ctx = cache_mount_workload(&reg);
+    let store = tempfile::tempdir().unwrap();
+    found_in_mount(store.path(), ctx.path(), &[]);
+    let busy_ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        busy_ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=busy,target=/c sh -c 'echo x > /c/started; sleep 5; cat /c/started'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let du = store_cmd(store.path(), &["du"]);
+    assert!(du.lines().any(|l| l.starts_with("cm ") && l.contains('B')), "{du}");
+
+    // A build holding `busy` runs while prune does.
+    let running = rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "--progress", "plain"])
+        .arg(busy_ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = store.path().join("mounts/busy/started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the busy build never reached its RUN");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let du = store_cmd(store.path(), &["du"]);
+    assert!(du.lines().any(|l| l.starts_with("busy ") && l.trim_end().ends_with("yes")), "{du}");
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts", "--filter", "id=busy"]);
+    assert!(pruned.contains("(0 cache mounts; 1 held by running builds kept)"), "{pruned}");
+    assert!(started.exists());
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts"]);
+    assert!(pruned.contains("(1 cache mounts; 1 held by running builds kept)"), "{pruned}");
+    assert!(!store.path().join("mounts/cm").exists() && started.exists());
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "the build whose mount was spared failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Once it ended, its mount goes too; a filter names ids.
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts", "--filter", "id=other"]);
+    assert!(pruned.contains("(0 cache mounts; 0 held"), "{pruned}");
+    let pruned = store_cmd(store.path(), &["prune", "--cache-mounts", "--filter", "id=busy"]);
+    assert!(pruned.contains("(1 cache mounts; 0 held"), "{pruned}");
+    assert!(!store_cmd(store.path(), &["du"]).contains("CACHE MOUNT"));
+    // The build's other data is untouched by --cache-mounts.
+    assert!(std::fs::read_dir(store.path().join("snapshots")).unwrap().count() > 0);
+    let bad = rbuild().arg("--root").arg(store.path()).args(["prune", "--filter", "id=x"]).output().unwrap();
+    assert!(!bad.status.success());
+}
+
+/// Cache mounts exported by root are seeded for an unprivileged user on an
+/// empty store: the RUN finds the files, with their owners as the
+/// container sees them.
+#[test]
+fn rootless_seeding_of_cache_mounts() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here; skipped");
+        return;
+    }
+    ensure_test_user();
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-rc-mounts").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=cm,target=/cache \
+             sh -c 'if [ -f /cache/file ]; then stat -c %u /cache/file > /found; cat /cache/file >> /found; \
+             else echo none > /found; echo from-root > /cache/file; chown 1000:1000 /cache/file; fi'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let cache = reg.reference("cache:rootless-mounts");
+    let root_store = tempfile::tempdir().unwrap();
+    let spec = format!("type=registry,ref={cache},cache-mounts=true");
+    assert_eq!(found_in_mount(root_store.path(), &ctx, &["--cache-to", &spec]), "none\n");
+    run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+    run(Command::new("chmod").arg("755").arg(base.path()));
+    let (store, fs) = (base.path().join("store"), base.path().join("fs"));
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+    cmd.arg("--root").arg(&store).args(["build", "--progress", "rawjson", "--no-cache", "--cache-from", &cache]);
+    cmd.arg("-o").arg(format!("type=local,dest={}", fs.display())).arg(&ctx);
+    let out = ok(cmd.output().unwrap());
+    assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
+    assert_eq!(std::fs::read_to_string(fs.join("found")).unwrap(), "1000\nfrom-root\n");
+}
+
+/// `type=inline` on a multi-platform push: each platform's image carries
+/// its records, and `--cache-from` the index serves every platform.
+#[test]
+fn inline_cache_of_a_multi_platform_image() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:multi");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:multi\nARG TARGETARCH\nCOPY app.txt /app.txt\nLABEL arch=$TARGETARCH\n", reg.addr),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("app.txt"), "app\n").unwrap();
+    let image = reg.reference("multi:inline");
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            "type=inline",
+            "-o",
+            &format!("type=image,name={image},push=true"),
+        ],
+    ));
+    assert!(started(&out).iter().any(|s| s.contains("COPY app.txt")), "{:?}", started(&out));
+    let raw = util::skopeo_inspect_raw(&image);
+    assert!(raw["manifests"].as_array().is_some_and(|m| m.len() == 2), "an index: {raw}");
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let fresh = tempfile::tempdir().unwrap();
+        let out = ok(build(
+            fresh.path(),
+            ctx.path(),
+            &["--platform", platform, "--cache-from", &image, "-o", "type=image,name=m"],
+        ));
+        let steps = started(&out);
+        assert!(steps.is_empty(), "{platform}: not fully cached, ran {steps:?}");
+    }
 }

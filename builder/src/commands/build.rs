@@ -25,6 +25,7 @@ use crate::export::{self, BuiltImage, ExportResult};
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
+use crate::request::cache::CacheBackend;
 use crate::request::{BuildRequest, ContextSource};
 use crate::sources::Sources;
 
@@ -110,8 +111,14 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let cache_from: Vec<_> = requests.iter().flat_map(|r| r.cache_from.iter().cloned()).collect();
     let chown = !matches!(mapping, IdMapping::Single { .. });
     solve_opts.imported = crate::remote_cache::import(&cache_from, &registry, &runtime.handle().clone(), chown)?;
+    let cache_mounts = crate::remote_cache::cache_mounts_of(&merged);
     if let Some(imported) = &solve_opts.imported {
         printer.message(&format!("importing cache: {} record(s)", imported.len()));
+        // Before the solve, so the first RUN using a mount finds the files.
+        let ids: Vec<String> = cache_mounts.iter().map(|m| m.id.clone()).collect();
+        for id in imported.seed_mounts(&store, &ids).context("seeding cache mounts")? {
+            printer.message(&format!("seeded cache mount `{id}` from the imported cache"));
+        }
     }
     let cgroup_parent = requests.iter().find_map(|r| r.run_limits.cgroup_parent.as_deref());
     if merged.vertices.iter().any(|v| matches!(v.op, Op::Exec(_))) {
@@ -139,7 +146,12 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
             let solved = &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs)?;
             printer.message(&format!("exporting layers for {}", lowered.platform));
-            images.push(export::assemble(&store, lowered, solved, &compression, epoch)?);
+            let inline = if crate::remote_cache::wants_inline(&request.cache_to) {
+                Some(crate::remote_cache::inline_keys(&store, solve_opts.imported.as_deref(), solved)?)
+            } else {
+                None
+            };
+            images.push(export::assemble(&store, lowered, solved, &compression, epoch, inline.as_deref())?);
             if !request.cache_to.is_empty() {
                 cache_keys.push(crate::remote_cache::PlatformKeys {
                     platform: lowered.platform.to_string(),
@@ -165,8 +177,8 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     // records of every platform built, so they land in one artifact.
     let mut seen = BTreeSet::new();
     for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
-        if !seen.insert(format!("{spec:?}")) {
-            continue;
+        if !seen.insert(format!("{spec:?}")) || matches!(spec.backend, CacheBackend::Inline) {
+            continue; // inline records were written into the image config
         }
         let started = std::time::Instant::now();
         let exported = crate::remote_cache::export(
@@ -174,16 +186,20 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             &store,
             &registry,
             runtime.handle(),
-            &cache_keys,
-            solve_opts.imported.as_deref(),
-            epoch,
+            &crate::remote_cache::BuildCache {
+                keys: &cache_keys,
+                imported: solve_opts.imported.as_deref(),
+                mounts: &cache_mounts,
+                epoch,
+            },
         );
         match exported {
             Ok(stats) => printer.message(&format!(
-                "exported cache: {} record(s), {} layer(s) ({} new), manifest {} in {:.2}s",
+                "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
                 stats.records,
                 stats.layers,
                 stats.layers_written,
+                stats.mounts,
                 stats.manifest_digest,
                 started.elapsed().as_secs_f64()
             )),

@@ -84,6 +84,23 @@ pub fn images(root: &Path) -> Result<i32> {
 
 pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32> {
     let store = open(root)?;
+    if args.cache_mounts {
+        if args.all || args.keep_storage.is_some() {
+            bail!("`--cache-mounts` prunes only cache mounts: it does not combine with `--all` or `--keep-storage`");
+        }
+        let ids = mount_filter(&args.filter)?;
+        let report = store.prune_cache_mounts(ids.as_deref())?;
+        println!(
+            "Total reclaimed space: {} ({} cache mounts; {} held by running builds kept)",
+            human_size(report.bytes_freed),
+            report.mounts_removed,
+            report.mounts_held
+        );
+        return Ok(0);
+    }
+    if !args.filter.is_empty() {
+        bail!("`--filter` applies to `--cache-mounts` only");
+    }
     let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
     let report = store.prune(&PruneOptions { all: args.all, keep_storage })?;
     println!(
@@ -111,7 +128,32 @@ pub fn du(root: &Path) -> Result<i32> {
         "",
         human_size(usage.blobs_bytes + usage.snapshots_bytes + usage.mounts_bytes)
     );
+    let mounts = store.cache_mounts()?;
+    if !mounts.is_empty() {
+        println!();
+        println!("{:<40} {:>12} {:>8}", "CACHE MOUNT", "SIZE", "IN USE");
+        for m in mounts {
+            // The id comes from a Dockerfile: no control characters reach the terminal.
+            let id: String = m.id.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+            println!("{id:<40} {:>12} {:>8}", human_size(m.bytes), if m.held { "yes" } else { "" });
+        }
+    }
     Ok(0)
+}
+
+/// The ids of `--filter id=ID` (`None`: no filter, every mount).
+fn mount_filter(filters: &[String]) -> Result<Option<Vec<String>>> {
+    if filters.is_empty() {
+        return Ok(None);
+    }
+    let mut ids = Vec::new();
+    for f in filters {
+        match f.split_once('=') {
+            Some(("id", id)) if !id.is_empty() => ids.push(id.to_string()),
+            _ => bail!("invalid `--filter {f}`: expected `id=ID`"),
+        }
+    }
+    Ok(Some(ids))
 }
 
 /// Reads a stored image's manifest and config by manifest digest.

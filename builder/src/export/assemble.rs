@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use rbuild_cache::layer::{self, Compression, LayerOptions};
 use rbuild_cache::oci::{History, ImageConfig, LayerDescriptor, Platform};
+use rbuild_cache::remote::{CacheConfig, CacheEntry};
 use rbuild_cache::store::{SnapshotId, Store};
 use rbuild_frontend::lower::LoweredBuild;
 use rbuild_solver::solve::{self, Solved};
@@ -71,6 +72,7 @@ pub fn assemble(
     solved: &Solved,
     compression: &Compression,
     epoch: Option<i64>,
+    inline_cache: Option<&[(String, usize)]>,
 ) -> Result<BuiltImage, ExportError> {
     let (chain, known) = match &solved.result {
         Some(r) => solve::result_chain(r),
@@ -81,6 +83,8 @@ pub fn assemble(
     // Which chain entries produced no layer (empty diffs are dropped, as
     // BuildKit does, and their history entries become empty_layer).
     let mut empty: Vec<bool> = Vec::new();
+    // Each chain entry's layer (`None`: empty diff), for the inline cache.
+    let mut aligned: Vec<Option<LayerDescriptor>> = Vec::new();
     // A result resolved from an imported cache and not materialized has
     // layers but no snapshots (its blobs are in the store; `None` is an
     // empty diff).
@@ -90,11 +94,15 @@ pub fn assemble(
                 Some(d) if store.has_blob(&d.digest) => {
                     layers.push((d.clone(), store.blob_path(&d.digest)));
                     empty.push(false);
+                    aligned.push(Some(d.clone()));
                 }
                 Some(d) => {
                     return Err(ExportError::Store(rbuild_cache::store::StoreError::BlobNotFound(d.digest.clone())));
                 }
-                None => empty.push(true),
+                None => {
+                    empty.push(true);
+                    aligned.push(None);
+                }
             }
         }
     }
@@ -105,6 +113,7 @@ pub fn assemble(
         };
         if let Some(d) = reuse.filter(|d| store.has_blob(&d.digest)) {
             let path = store.blob_path(&d.digest);
+            aligned.push(Some(d.clone()));
             layers.push((d, path));
             empty.push(false);
             continue;
@@ -112,6 +121,7 @@ pub fn assemble(
         let diff = store.snapshot_diff(id);
         if std::fs::read_dir(&diff).map(|mut d| d.next().is_none()).unwrap_or(false) {
             empty.push(true);
+            aligned.push(None);
             continue;
         }
         let mut writer = store.blob_writer()?;
@@ -124,6 +134,7 @@ pub fn assemble(
         }
         store.set_layer_for_snapshot(id, name, &info)?;
         let path = store.blob_path(&info.digest);
+        aligned.push(Some(info.clone()));
         layers.push((info, path));
         empty.push(false);
     }
@@ -136,6 +147,8 @@ pub fn assemble(
     config.created = Some(created.clone());
     config.rootfs.diff_ids = layers.iter().map(|(l, _)| l.diff_id.clone()).collect();
     config.history = history_for(lowered, &empty, &created);
+    // A base image's inline cache describes the base's build, not this one.
+    config.inline_cache = inline_cache.map(|keys| inline_records(&lowered.platform.to_string(), keys, &aligned));
     let config_bytes = config.to_canonical_json();
     let config_digest = store.write_blob(&config_bytes)?;
     let (manifest, manifest_digest, manifest_config_digest) =
@@ -152,6 +165,20 @@ pub fn assemble(
         platform: lowered.platform.clone(),
         chain,
     })
+}
+
+/// The inline cache of an image: for each `(key, n)` of the image's own
+/// steps, the first `n` entries of the image's chain (a key whose chain is
+/// not a prefix of the image's is not given).
+fn inline_records(platform: &str, keys: &[(String, usize)], aligned: &[Option<LayerDescriptor>]) -> serde_json::Value {
+    let mut config = CacheConfig::new();
+    let records = config.platforms.entry(platform.to_string()).or_default();
+    for (key, n) in keys {
+        if let Some(layers) = aligned.get(..*n) {
+            records.insert(key.clone(), CacheEntry { layers: layers.to_vec() });
+        }
+    }
+    serde_json::to_value(&config).expect("cache config serialises")
 }
 
 /// History entries aligned with the layers: base entries keep their own

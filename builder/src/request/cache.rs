@@ -100,13 +100,13 @@ fn valid_keys(kind: &str, direction: CacheDirection) -> Option<Vec<&'static str>
         ("registry", CacheDirection::Export) => {
             keys.push("ref");
             keys.extend(EXPORT_FORMAT_KEYS);
-            keys.push("ignore-error");
+            keys.extend(["ignore-error", "cache-mounts"]);
         }
         ("local", CacheDirection::Import) => keys.extend(["src", "digest", "tag"]),
         ("local", CacheDirection::Export) => {
             keys.extend(["dest", "tag"]);
             keys.extend(EXPORT_FORMAT_KEYS);
-            keys.push("ignore-error");
+            keys.extend(["ignore-error", "cache-mounts"]);
         }
         ("inline", CacheDirection::Export) => {}
         ("gha", CacheDirection::Import) => keys.extend(["scope", "url", "url_v2", "token", "timeout", "version"]),
@@ -296,7 +296,7 @@ mod tests {
             (
                 "type=registry,ref=x,dest=y",
                 Export,
-                "`--cache-to type=registry`: unknown key `dest`; valid keys: type, ref, mode, oci-mediatypes, image-manifest, compression, compression-level, force-compression, ignore-error",
+                "`--cache-to type=registry`: unknown key `dest`; valid keys: type, ref, mode, oci-mediatypes, image-manifest, compression, compression-level, force-compression, ignore-error, cache-mounts",
             ),
             (
                 "type=local,dest=x",

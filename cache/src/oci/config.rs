@@ -146,6 +146,13 @@ pub struct ImageConfig {
     /// History, one entry per step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// The inline build cache of `--cache-to type=inline`: the records of
+    /// the image's own steps, in the format of the cache config blob
+    /// (`docs/cache-format.md`). Kept as raw JSON so a malformed value in a
+    /// base image never fails the pull; never inherited from a base (the
+    /// exporter sets or clears it).
+    #[serde(rename = "org.rbuild.cache.v1", default, skip_serializing_if = "Option::is_none")]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 impl ImageConfig {

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::import::{ImportedCache, ImportedRecord};
-use super::{BlobSink, CacheConfig, CacheEntry, RemoteError, is_empty_dir, read_config};
+use super::{BlobSink, CacheConfig, CacheEntry, MountEntry, RemoteError, is_empty_dir, read_config};
 use crate::layer::{LayerOptions, write_layer};
 use crate::oci::{LayerDescriptor, layer_compression_name};
 use crate::store::Store;
@@ -22,6 +22,18 @@ pub struct ExportPlan<'a> {
     pub imported: Option<&'a ImportedCache>,
     /// How to write a layer for a snapshot that has none yet.
     pub layer: LayerOptions,
+    /// `cache-mounts=true`: the cache mounts the build used, whose
+    /// directories are exported (one blob each).
+    pub mounts: Vec<MountToExport>,
+}
+
+/// A cache mount to export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountToExport {
+    /// The mount id.
+    pub id: String,
+    /// Its `sharing=` (`shared`, `private` or `locked`).
+    pub sharing: String,
 }
 
 /// What an export did.
@@ -35,6 +47,8 @@ pub struct ExportStats {
     pub layers_written: usize,
     /// Blobs handed to the sink (it skips those it has).
     pub blobs_offered: usize,
+    /// Cache mounts exported.
+    pub mounts: usize,
     /// Manifest digest of the artifact.
     pub manifest_digest: String,
 }
@@ -67,6 +81,19 @@ pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resu
         }
         stats.records += records.len();
         config.platforms.insert(platform.clone(), records);
+    }
+    for mount in &plan.mounts {
+        let dir = store.cache_mount_path(&mount.id);
+        if !dir.is_dir() {
+            continue; // the step never ran on this store (a cache hit)
+        }
+        let mut writer = store.blob_writer()?;
+        let layer = write_layer(&dir, &plan.layer, &mut writer)
+            .map_err(|source| RemoteError::WriteMount { id: mount.id.clone(), source })?;
+        writer.finish_expecting(&layer.digest)?;
+        // Replaces this id's previous contents, keeps other ids'.
+        config.mounts.insert(mount.id.clone(), MountEntry { sharing: mount.sharing.clone(), layer });
+        stats.mounts += 1;
     }
     let config_bytes = config.to_json();
     let manifest = config.manifest(&config_bytes);

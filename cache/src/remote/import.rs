@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use super::{BlobSource, RemoteError, read_config};
+use super::{BlobSource, MountEntry, RemoteError, read_config};
 use crate::layer::{UnpackOptions, unpack_layer};
 use crate::oci::{LayerDescriptor, layer_compression_name};
 use crate::store::{CacheRecord, SnapshotId, Store};
@@ -36,6 +36,8 @@ pub struct ImportedRecord {
 pub struct ImportedCache {
     sources: Vec<Arc<dyn BlobSource>>,
     records: HashMap<String, ImportedRecord>,
+    /// Exported cache mounts by id, with the index of their source.
+    mounts: HashMap<String, (MountEntry, usize)>,
     chown: bool,
 }
 
@@ -52,6 +54,7 @@ impl ImportedCache {
     /// wins. `chown`: whether unpacking may apply the archives' owners.
     pub fn load(sources: Vec<Arc<dyn BlobSource>>, chown: bool) -> Result<ImportedCache, RemoteError> {
         let mut records = HashMap::new();
+        let mut mounts = HashMap::new();
         for (i, source) in sources.iter().enumerate() {
             let name = source.name();
             let artifact = source.read_artifact().map_err(|e| RemoteError::Transport {
@@ -63,8 +66,48 @@ impl ImportedCache {
             for (key, entry) in config.platforms.into_values().flatten() {
                 records.entry(key).or_insert(ImportedRecord { layers: entry.layers, source: i });
             }
+            for (id, entry) in config.mounts {
+                mounts.entry(id).or_insert((entry, i));
+            }
         }
-        Ok(ImportedCache { sources, records, chown })
+        Ok(ImportedCache { sources, records, mounts, chown })
+    }
+
+    /// Seeds the cache mounts `ids` (those the build uses) that the store
+    /// lacks, or has only empty, from the imported mount blobs; a mount
+    /// with contents is left as it is. Returns the ids seeded. Ids the
+    /// build does not use are never touched, whatever the source holds.
+    pub fn seed_mounts(&self, store: &Store, ids: &[String]) -> Result<Vec<String>, RemoteError> {
+        let mut seeded = Vec::new();
+        for id in ids {
+            let Some((entry, source)) = self.mounts.get(id) else { continue };
+            let existing = store.cache_mount_path(id);
+            if existing.is_dir() && !super::is_empty_dir(&existing) {
+                continue;
+            }
+            let record = ImportedRecord { layers: vec![Some(entry.layer.clone())], source: *source };
+            self.fetch_blob(store, &record, &entry.layer)?;
+            let draft = store.cache_mount_draft()?;
+            let path = store.blob_path(&entry.layer.digest);
+            let unpacked = std::fs::File::open(&path)
+                .map_err(|source| RemoteError::Read { path: path.clone(), source })
+                .and_then(|file| {
+                    unpack_layer(
+                        std::io::BufReader::with_capacity(1 << 20, file),
+                        &draft,
+                        &UnpackOptions { chown: self.chown },
+                    )
+                    .map_err(|source| RemoteError::SeedMount { id: id.clone(), source })
+                });
+            if let Err(e) = unpacked {
+                let _ = std::fs::remove_dir_all(&draft);
+                return Err(e);
+            }
+            if store.install_cache_mount(id, &draft)? {
+                seeded.push(id.clone());
+            }
+        }
+        Ok(seeded)
     }
 
     /// How many keys the imported records resolve.

@@ -23,6 +23,7 @@ fn plan<'a>(platforms: &[(&str, &[&str])], imported: Option<&'a ImportedCache>) 
             .collect::<BTreeMap<_, _>>(),
         imported,
         layer: LayerOptions { compression: Compression::Gzip { level: 6 }, source_date_epoch: Some(0), threads: 1 },
+        mounts: Vec::new(),
     }
 }
 
@@ -108,4 +109,141 @@ fn a_blob_that_does_not_match_its_digest_never_enters_the_store() {
 
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+#[test]
+fn cache_mounts_round_trip_and_never_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("a")).unwrap();
+    let m = store.cache_mount_dir("go-build").unwrap();
+    std::fs::create_dir(m.join("sub")).unwrap();
+    std::fs::write(m.join("sub/obj"), "compiled\n").unwrap();
+    let dir = tmp.path().join("cache");
+    let sink = LayoutCache::new(dir.clone(), None);
+    let mut p = plan(&[("linux/amd64", &[])], None);
+    p.mounts = vec![
+        MountToExport { id: "go-build".into(), sharing: "locked".into() },
+        // Never created on this store: nothing to export.
+        MountToExport { id: "absent".into(), sharing: "shared".into() },
+    ];
+    assert_eq!(export(&store, &sink, &p).unwrap().mounts, 1);
+    let c = records(&dir);
+    assert_eq!(c.mounts.keys().collect::<Vec<_>>(), ["go-build"]);
+    assert_eq!(c.mounts["go-build"].sharing, "locked");
+    assert!(c.layers().contains(&c.mounts["go-build"].layer), "the manifest names the mount blob");
+    // An export without mounts keeps the ones already exported.
+    export(&store, &sink, &plan(&[("linux/amd64", &[])], None)).unwrap();
+    assert_eq!(records(&dir).mounts.len(), 1);
+
+    let fresh = Store::open(&tmp.path().join("b")).unwrap();
+    let imported = ImportedCache::load(vec![Arc::new(LayoutCache::new(dir.clone(), None))], true).unwrap();
+    // Only ids the build uses are seeded.
+    let ids = ["go-build".to_string(), "other".to_string()];
+    assert_eq!(imported.seed_mounts(&fresh, &ids).unwrap(), ["go-build"]);
+    assert!(!fresh.cache_mount_path("other").exists());
+    let seeded = fresh.cache_mount_path("go-build");
+    assert_eq!(std::fs::read_to_string(seeded.join("sub/obj")).unwrap(), "compiled\n");
+    // A mount with contents is left as it is.
+    std::fs::write(seeded.join("sub/obj"), "local\n").unwrap();
+    assert!(imported.seed_mounts(&fresh, &ids).unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(seeded.join("sub/obj")).unwrap(), "local\n");
+    // An empty one (created by a build that wrote nothing) is seeded.
+    let empty = Store::open(&tmp.path().join("c")).unwrap();
+    empty.cache_mount_dir("go-build").unwrap();
+    assert_eq!(imported.seed_mounts(&empty, &ids).unwrap(), ["go-build"]);
+}
+
+/// A source serving one hand-made artifact (a hostile cache).
+struct FixedSource {
+    config: Vec<u8>,
+    blob: Vec<u8>,
+}
+
+impl BlobSource for FixedSource {
+    fn name(&self) -> String {
+        "hostile".into()
+    }
+
+    fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        let manifest: Manifest = serde_json::from_slice(&CacheConfig::parse(&self.config)?.manifest(&self.config))?;
+        Ok(Some((manifest, self.config.clone())))
+    }
+
+    fn fetch_blob(
+        &self,
+        _digest: &str,
+        _size: u64,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<(), TransportError> {
+        Ok(out.write_all(&self.blob)?)
+    }
+}
+
+/// Name, kind, link target, data.
+type Entry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+fn raw_entry(tar: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    tar.append(&h, data).unwrap();
+}
+
+/// A cache mount blob from an untrusted cache cannot write outside the
+/// mount: `..` names and symlinked parents are refused, and a failed seed
+/// leaves no mount behind.
+#[test]
+fn a_hostile_mount_blob_cannot_escape_the_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let cases: [(Vec<Entry<'_>>, bool); 2] = [
+        // `..` is resolved inside the mount: contained, seeded.
+        (vec![("../../../../victim/escape", tar::EntryType::Regular, "", b"x")], true),
+        // A symlinked parent is never followed: refused, nothing installed.
+        (
+            vec![
+                ("link", tar::EntryType::Symlink, victim.to_str().unwrap(), b""),
+                ("link/escape", tar::EntryType::Regular, "", b"x"),
+            ],
+            false,
+        ),
+    ];
+    for (entries, contained) in cases {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, kind, link, data) in entries {
+            raw_entry(&mut tar, name, kind, link, data);
+        }
+        let blob = tar.into_inner().unwrap();
+        let layer = LayerDescriptor {
+            digest: crate::oci::sha256_digest(&blob),
+            diff_id: crate::oci::sha256_digest(&blob),
+            size: blob.len() as u64,
+            media_type: crate::oci::MEDIA_TYPE_LAYER_TAR.into(),
+        };
+        let mut config = CacheConfig::new();
+        config.mounts.insert("m".into(), MountEntry { sharing: "shared".into(), layer });
+        let source = FixedSource { config: config.to_json(), blob };
+        let store = Store::open(&tmp.path().join(format!("s-{}", rand_suffix()))).unwrap();
+        let imported = ImportedCache::load(vec![Arc::new(source)], true).unwrap();
+        let result = imported.seed_mounts(&store, &["m".to_string()]);
+        assert!(!victim.join("escape").exists(), "a mount blob wrote outside its mount");
+        let seeded = store.cache_mount_path("m");
+        if contained {
+            assert_eq!(result.unwrap(), ["m"]);
+            assert!(seeded.join("victim/escape").is_file());
+        } else {
+            assert!(matches!(result, Err(RemoteError::SeedMount { .. })), "{result:?}");
+            assert!(!seeded.exists(), "a failed seed left a mount");
+            let leftovers = std::fs::read_dir(store.root().join("tmp")).unwrap().count();
+            assert_eq!(leftovers, 0, "a failed seed left its draft");
+        }
+    }
 }

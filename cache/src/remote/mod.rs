@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{Descriptor, LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
 use crate::store::StoreError;
 
-pub use export::{ExportPlan, ExportStats, export};
+pub use export::{ExportPlan, ExportStats, MountToExport, export};
 pub use import::ImportedCache;
 
 /// Media type of the config blob holding the records.
@@ -46,6 +46,21 @@ pub struct CacheConfig {
     /// that exported them); each platform's records are replaced only by an
     /// export of the same platform.
     pub platforms: BTreeMap<String, BTreeMap<String, CacheEntry>>,
+    /// `cache-mounts=true`: the contents of `RUN --mount=type=cache`
+    /// directories by mount id. Added in version 1 as an optional key
+    /// (absent when empty), so readers that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, MountEntry>,
+}
+
+/// The exported contents of one cache mount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountEntry {
+    /// The mount's `sharing=` (`shared`, `private` or `locked`) in the build
+    /// that exported it.
+    pub sharing: String,
+    /// A layer-format tar of the directory (its root is the mount's root).
+    pub layer: LayerDescriptor,
 }
 
 /// What one cache key (the solver's key, `sha256:<hex>`) resolves to.
@@ -59,7 +74,7 @@ pub struct CacheEntry {
 impl CacheConfig {
     /// An empty config of the current version.
     pub fn new() -> Self {
-        CacheConfig { version: CACHE_FORMAT_VERSION, platforms: BTreeMap::new() }
+        CacheConfig { version: CACHE_FORMAT_VERSION, platforms: BTreeMap::new(), mounts: BTreeMap::new() }
     }
 
     /// Parses and validates a config blob: the version must be known and
@@ -70,7 +85,8 @@ impl CacheConfig {
         if config.version != CACHE_FORMAT_VERSION {
             return Err(RemoteError::UnknownVersion(config.version));
         }
-        for layer in config.platforms.values().flat_map(|r| r.values()).flat_map(|e| e.layers.iter().flatten()) {
+        let records = config.platforms.values().flat_map(|r| r.values()).flat_map(|e| e.layers.iter().flatten());
+        for layer in records.chain(config.mounts.values().map(|m| &m.layer)) {
             if crate::oci::Digest::parse(&layer.digest).is_none() {
                 return Err(RemoteError::InvalidDigest(layer.digest.clone()));
             }
@@ -84,11 +100,13 @@ impl CacheConfig {
     }
 
     /// Every distinct layer blob the records name, in first-seen order
-    /// (platforms and keys sorted).
+    /// (platforms and keys sorted), then the cache mounts' blobs (ids
+    /// sorted).
     pub fn layers(&self) -> Vec<LayerDescriptor> {
         let mut seen = std::collections::BTreeSet::new();
         let mut out = Vec::new();
-        for layer in self.platforms.values().flat_map(|r| r.values()).flat_map(|e| e.layers.iter().flatten()) {
+        let records = self.platforms.values().flat_map(|r| r.values()).flat_map(|e| e.layers.iter().flatten());
+        for layer in records.chain(self.mounts.values().map(|m| &m.layer)) {
             if seen.insert(layer.digest.clone()) {
                 out.push(layer.clone());
             }
@@ -211,6 +229,24 @@ pub enum RemoteError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing the tar of a cache mount failed.
+    #[error("writing the contents of cache mount `{id}`")]
+    WriteMount {
+        /// The mount id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: crate::layer::LayerWriteError,
+    },
+    /// Unpacking a cache mount's blob failed.
+    #[error("seeding cache mount `{id}`")]
+    SeedMount {
+        /// The mount id.
+        id: String,
+        /// Cause.
+        #[source]
+        source: crate::layer::UnpackError,
+    },
     /// Writing a layer for a snapshot failed.
     #[error("writing the layer of snapshot `{snapshot}`")]
     WriteLayer {
@@ -262,6 +298,20 @@ mod tests {
         assert_eq!(m.config.media_type, MEDIA_TYPE_CACHE_CONFIG);
         assert_eq!(m.config.digest, crate::oci::sha256_digest(&bytes));
         assert_eq!(m.layers.len(), 2);
+    }
+
+    #[test]
+    fn mounts_are_an_optional_key_of_version_1() {
+        let mut c = CacheConfig::new();
+        // Without mounts the bytes are those of a config written before the
+        // key existed.
+        assert_eq!(c.to_json(), br#"{"version":1,"platforms":{}}"#);
+        c.mounts.insert("go".into(), MountEntry { sharing: "locked".into(), layer: layer(3) });
+        let bytes = c.to_json();
+        assert_eq!(CacheConfig::parse(&bytes).unwrap(), c);
+        assert_eq!(c.layers(), vec![layer(3)]);
+        let bad = br#"{"version":1,"platforms":{},"mounts":{"go":{"sharing":"shared","layer":{"digest":"../x","diff_id":"x","size":1,"media_type":"m"}}}}"#;
+        assert!(matches!(CacheConfig::parse(bad), Err(RemoteError::InvalidDigest(_))));
     }
 
     #[test]

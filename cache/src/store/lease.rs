@@ -99,9 +99,15 @@ impl Lease {
         self.log.append('b', digest)
     }
 
-    /// Holds a cache-mount directory so `prune --all` leaves it alone.
+    /// Holds a cache-mount directory so prune leaves it alone. Under the
+    /// shared gc lock, and recreating the directory if a prune removed it
+    /// since the caller made it: once this returns, it exists and is held.
     pub fn add_mount(&self, id: &str) -> Result<(), StoreError> {
-        self.log.append('m', &mount_dir_name(id))
+        let name = mount_dir_name(id);
+        let _gc = self.inner.gc_shared()?;
+        let path = self.inner.root.join("mounts").join(&name);
+        fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path, source })?;
+        self.log.append('m', &name)
     }
 }
 

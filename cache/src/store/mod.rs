@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 
 pub use checksum::ChecksumCache;
 pub use lease::Lease;
-pub use prune::{DiskUsage, PruneOptions, PruneReport};
+pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
 
 use crate::fsutil;
@@ -499,9 +499,46 @@ impl Store {
     /// The persistent directory for a `--mount=type=cache` id, created if
     /// missing. Ids that are not plain names (paths, say) are hashed.
     pub fn cache_mount_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
-        let path = self.inner.root.join("mounts").join(mount_dir_name(id));
+        let name = mount_dir_name(id);
+        let path = self.inner.root.join("mounts").join(&name);
+        fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
+        if name != id {
+            // `rbuild du` shows the id, which a hashed name no longer says.
+            let id_file = path.with_file_name(format!("{name}.id"));
+            if !id_file.exists() {
+                fs::write(&id_file, id).map_err(|source| StoreError::Write { path: id_file, source })?;
+            }
+        }
+        Ok(path)
+    }
+
+    /// Where the directory of cache mount `id` is (or would be), without
+    /// creating it.
+    pub fn cache_mount_path(&self, id: &str) -> PathBuf {
+        self.inner.root.join("mounts").join(mount_dir_name(id))
+    }
+
+    /// A fresh empty directory in the store's `tmp/` to fill and then
+    /// [`Store::install_cache_mount`].
+    pub fn cache_mount_draft(&self) -> Result<PathBuf, StoreError> {
+        let path = self.inner.tmp_path("mount-seed");
         fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir { path: path.clone(), source })?;
         Ok(path)
+    }
+
+    /// Installs the filled `draft` as cache mount `id` if the store has no
+    /// such mount yet or only an empty one (returns whether it did): a mount
+    /// with contents is never replaced (rename(2) refuses a non-empty
+    /// target), and the draft is then removed.
+    pub fn install_cache_mount(&self, id: &str, draft: &Path) -> Result<bool, StoreError> {
+        let path = self.cache_mount_path(id);
+        let parent = self.inner.root.join("mounts");
+        fs::create_dir_all(&parent).map_err(|source| StoreError::CreateDir { path: parent, source })?;
+        if fs::rename(draft, &path).is_ok() {
+            return Ok(true);
+        }
+        let _ = fs::remove_dir_all(draft);
+        Ok(false)
     }
 
     // --------------------------------------------------------------- leases

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::lease::Held;
-use super::{IndexEntry, SnapshotId, Store, StoreError, list_dir, mtime, read_json};
+use super::{IndexEntry, SnapshotId, Store, StoreError, list_dir, mount_dir_name, mtime, read_json};
 use crate::fsutil;
 
 /// What to prune.
@@ -47,6 +47,19 @@ pub struct PruneReport {
     pub refs_removed: u64,
     /// Cache-mount directories removed.
     pub mounts_removed: u64,
+    /// Cache mounts kept because a running build holds them.
+    pub mounts_held: u64,
+}
+
+/// One cache mount of the store (`rbuild du`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountUsage {
+    /// The mount id, as the Dockerfile spells it.
+    pub id: String,
+    /// Bytes in the directory.
+    pub bytes: u64,
+    /// Whether a running build holds it.
+    pub held: bool,
 }
 
 /// Space used by the store.
@@ -244,20 +257,79 @@ impl Store {
                 }
             }
             if opts.all {
-                for path in list_dir(&self.inner.root.join("mounts"))? {
-                    if held.mounts.contains(&file_name(&path)) {
-                        continue;
-                    }
-                    report.bytes_freed += fsutil::tree_size(&path);
-                    report.mounts_removed += 1;
-                    trash.push(self.move_to_trash(&path)?);
-                }
+                self.sweep_mounts(&held, None, &mut report, &mut trash)?;
             }
         }
         for t in trash {
             fsutil::remove_tree(&t).map_err(|source| StoreError::Remove { path: t.clone(), source })?;
         }
         Ok(report)
+    }
+
+    /// Removes the cache mounts (every one, or those of `ids`) that no
+    /// running build holds; held ones are counted in
+    /// [`PruneReport::mounts_held`] and left alone.
+    pub fn prune_cache_mounts(&self, ids: Option<&[String]>) -> Result<PruneReport, StoreError> {
+        self.clean_dead_owners();
+        let mut report = PruneReport::default();
+        let mut trash = Vec::new();
+        {
+            let _gc = self.inner.gc_lock(true)?;
+            let held = self.live_leases()?;
+            let names: Option<HashSet<String>> = ids.map(|ids| ids.iter().map(|id| mount_dir_name(id)).collect());
+            self.sweep_mounts(&held, names.as_ref(), &mut report, &mut trash)?;
+        }
+        for t in trash {
+            fsutil::remove_tree(&t).map_err(|source| StoreError::Remove { path: t.clone(), source })?;
+        }
+        Ok(report)
+    }
+
+    /// Moves unheld mount directories (those named in `only`, if given)
+    /// to the trash, with their lock and id files. Under the exclusive gc
+    /// lock: a build takes it shared while it leases a mount.
+    fn sweep_mounts(
+        &self,
+        held: &Held,
+        only: Option<&HashSet<String>>,
+        report: &mut PruneReport,
+        trash: &mut Vec<PathBuf>,
+    ) -> Result<(), StoreError> {
+        for path in list_dir(&self.inner.root.join("mounts"))? {
+            let name = file_name(&path);
+            if !path.is_dir() || only.is_some_and(|o| !o.contains(&name)) {
+                continue;
+            }
+            if held.mounts.contains(&name) {
+                report.mounts_held += 1;
+                continue;
+            }
+            report.bytes_freed += fsutil::tree_size(&path);
+            report.mounts_removed += 1;
+            trash.push(self.move_to_trash(&path)?);
+            for side in [".lock", ".id"] {
+                let _ = fs::remove_file(path.with_file_name(format!("{name}{side}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every cache mount of the store: its id, size and whether a running
+    /// build holds it, sorted by id.
+    pub fn cache_mounts(&self) -> Result<Vec<MountUsage>, StoreError> {
+        let held = self.live_leases()?;
+        let mut out = Vec::new();
+        for path in list_dir(&self.inner.root.join("mounts"))? {
+            if !path.is_dir() {
+                continue;
+            }
+            let name = file_name(&path);
+            // Hashed names keep the id they came from beside them.
+            let id = fs::read_to_string(path.with_file_name(format!("{name}.id"))).unwrap_or_else(|_| name.clone());
+            out.push(MountUsage { id, bytes: fsutil::tree_size(&path), held: held.mounts.contains(&name) });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     /// Bytes and counts per area of the store.
@@ -272,8 +344,11 @@ impl Store {
             du.snapshots_bytes += self.snapshot_size(&file_name(&path));
         }
         for path in list_dir(&self.inner.root.join("mounts"))? {
-            du.mounts_count += 1;
-            du.mounts_bytes += fsutil::tree_size(&path);
+            // Not the `.lock` and `.id` files beside each directory.
+            if path.is_dir() {
+                du.mounts_count += 1;
+                du.mounts_bytes += fsutil::tree_size(&path);
+            }
         }
         du.records_count = list_dir(&self.inner.root.join("index"))?.len() as u64;
         Ok(du)

@@ -470,6 +470,39 @@ fn prune_all_removes_unleased_cache_mounts() {
     assert!(keep.is_dir() && !gone.exists());
 }
 
+#[test]
+fn cache_mounts_are_listed_and_pruned_by_id_but_never_when_held() {
+    let (_t, s) = tmp_store();
+    let go = s.cache_mount_dir("go").unwrap();
+    fs::write(go.join("obj"), b"123").unwrap();
+    let apt = s.cache_mount_dir("/var/cache/apt").unwrap();
+    fs::write(apt.join("pkg"), b"12345").unwrap();
+    let busy = s.cache_mount_dir("busy").unwrap();
+    let lease = s.lease().unwrap();
+    lease.add_mount("busy").unwrap();
+    let listed: Vec<(String, u64, bool)> =
+        s.cache_mounts().unwrap().into_iter().map(|m| (m.id, m.bytes, m.held)).collect();
+    assert_eq!(listed.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), ["/var/cache/apt", "busy", "go"]);
+    assert!(listed.iter().find(|m| m.0 == "go").unwrap().1 >= 3);
+    assert!(listed.iter().find(|m| m.0 == "busy").unwrap().2, "held by the lease");
+    // `.lock`/`.id` files beside the directories are not mounts.
+    assert_eq!(s.disk_usage().unwrap().mounts_count, 3);
+
+    let r = s.prune_cache_mounts(Some(&["/var/cache/apt".to_string(), "busy".to_string()])).unwrap();
+    assert_eq!((r.mounts_removed, r.mounts_held), (1, 1));
+    assert!(!apt.exists() && go.is_dir() && busy.is_dir());
+    let r = s.prune_cache_mounts(None).unwrap();
+    assert_eq!((r.mounts_removed, r.mounts_held), (1, 1));
+    assert!(!go.exists() && busy.is_dir());
+    drop(lease);
+    assert_eq!(s.prune_cache_mounts(None).unwrap().mounts_removed, 1);
+    assert!(s.cache_mounts().unwrap().is_empty());
+    // A lease taken after a prune removed the directory brings it back.
+    let lease = s.lease().unwrap();
+    lease.add_mount("busy").unwrap();
+    assert!(busy.is_dir());
+}
+
 fn set_mtime(path: &Path, secs: u64) {
     File::options().write(true).open(path).unwrap().set_modified(UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
 }
