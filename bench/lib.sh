@@ -42,3 +42,22 @@ seconds() {
   end=$(date +%s.%N)
   echo "$end - $start" | bc -l | xargs printf '%.3f'
 }
+
+# make_workload_context DIR: the CI-style context (20,000 files of 5 KB, half
+# random, in 200 directories, ~100 MB, plus package-list.txt), made once.
+make_workload_context() {
+  local ctx=$1
+  [ -f "$ctx/.complete" ] && return 0
+  rm -rf "$ctx" && mkdir -p "$ctx/src"
+  python3 - "$ctx/src" <<'PY'
+import os, random, sys
+root = sys.argv[1]; random.seed(42)
+for d in range(200):
+    dd = os.path.join(root, f"pkg{d:03d}"); os.makedirs(dd)
+    for f in range(100):
+        with open(os.path.join(dd, f"file{f:03d}.txt"), "wb") as fh:
+            fh.write(bytes(random.getrandbits(8) for _ in range(2500)) + b"x" * 2500)
+PY
+  seq 1 300 > "$ctx/package-list.txt"
+  touch "$ctx/.complete"
+}

@@ -11,20 +11,7 @@ source "$(dirname "$0")/lib.sh"
 start_registry
 
 ctx=$WORK/ctx
-if [ ! -f "$ctx/.complete" ]; then
-  rm -rf "$ctx" && mkdir -p "$ctx/src"
-  python3 - "$ctx/src" <<'PY'
-import os, random, sys
-root = sys.argv[1]; random.seed(42)
-for d in range(200):
-    dd = os.path.join(root, f"pkg{d:03d}"); os.makedirs(dd)
-    for f in range(100):
-        with open(os.path.join(dd, f"file{f:03d}.txt"), "wb") as fh:
-            fh.write(bytes(random.getrandbits(8) for _ in range(2500)) + b"x" * 2500)
-PY
-  seq 1 300 > "$ctx/package-list.txt"
-  touch "$ctx/.complete"
-fi
+make_workload_context "$ctx"
 cat > "$ctx/Dockerfile" <<DF
 FROM $REGISTRY/busybox:latest AS base
 RUN echo base > /base.txt
