@@ -6,7 +6,7 @@ mod util;
 use std::path::Path;
 use std::process::Output;
 
-use util::{TestRegistry, rbuild, skopeo_inspect_raw};
+use util::{TestRegistry, ok, rbuild, skopeo_inspect_raw};
 
 fn bake_env(store: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     rbuild()
@@ -23,16 +23,6 @@ fn bake_env(store: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Ou
 
 fn bake(store: &Path, dir: &Path, args: &[&str]) -> Output {
     bake_env(store, dir, args, &[])
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rbuild bake failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn platforms_of(index: &serde_json::Value) -> Vec<String> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{TestRegistry, rbuild, run};
+use util::{TestRegistry, ok, rbuild, run};
 use util::{ensure_test_user, is_root};
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata");
@@ -22,17 +22,6 @@ fn context(case: &str) -> tempfile::TempDir {
 
 fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
     rbuild().arg("--root").arg(store).arg("build").args(extra).arg(ctx).output().expect("run rbuild")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rbuild failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn stderr(out: &Output) -> String {

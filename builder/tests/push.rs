@@ -9,22 +9,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use util::faultproxy::{Fault, FaultProxy, Rule};
-use util::{TestRegistry, rbuild, run};
+use util::{TestRegistry, ok, rbuild, run};
 use util::{ensure_test_user, is_root};
 
 /// A password no output may ever contain.
 const PASSWORD: &str = "pw-Zq8rbuildSECRET";
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rbuild failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

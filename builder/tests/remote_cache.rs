@@ -7,7 +7,7 @@ mod util;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use util::{TestRegistry, rbuild};
+use util::{TestRegistry, ok, rbuild};
 use util::{ensure_test_user, is_root};
 
 fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
@@ -22,17 +22,6 @@ fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()
         .expect("run rbuild")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rbuild failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn events(out: &Output) -> Vec<serde_json::Value> {

@@ -450,3 +450,15 @@ pub fn ensure_test_user() {
         }
     }
 }
+
+/// Asserts that an rbuild command succeeded, showing its output if not.
+pub fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "rbuild failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
