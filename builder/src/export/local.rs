@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
+use super::dest::write_dest_file;
 use super::{ExportError, ExportInput, Exporter};
 use rbuild_cache::layer::{TreeOptions, write_tree};
 
@@ -42,18 +43,7 @@ pub fn write_rootfs_tar(
 
 /// The `tar` exporter: `rootfs_dir` as a tar file at `dest_file`.
 pub fn export_tar(rootfs_dir: &Path, dest_file: &Path) -> Result<(), ExportError> {
-    let derr = |source| ExportError::WriteDest { path: dest_file.to_path_buf(), source };
-    let tmp = dest_file.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut w = io::BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(derr)?);
-        write_rootfs_tar(rootfs_dir, None, &mut w)?;
-        w.into_inner().map_err(|e| derr(e.into_error()))?.sync_all().map_err(derr)?;
-        fs::rename(&tmp, dest_file).map_err(derr)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    write_dest_file(dest_file, |w| write_rootfs_tar(rootfs_dir, None, w))
 }
 
 /// The `local` exporter: copies `rootfs_dir` (the merged view of the final

@@ -11,6 +11,7 @@
 //! merged root filesystem copied to a directory or written as a tar.
 
 mod assemble;
+mod dest;
 mod image;
 mod local;
 mod mediatypes;

@@ -9,12 +9,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use super::dest::write_dest_file;
 use super::{ExportError, ExportInput, Exporter};
 use rbuild_cache::oci::{Descriptor, Index, MEDIA_TYPE_INDEX, Manifest, sha256_digest};
 
@@ -195,35 +196,12 @@ pub fn write_docker_archive(bundle: &ImageBundle, out: &mut dyn Write) -> Result
     write_layout_tar(bundle, true, out)
 }
 
-/// Writes `dest` through a temporary sibling, renamed into place only once
-/// complete, so a failed export never leaves a truncated file behind.
-fn write_atomic(dest: &Path, f: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> Result<(), ExportError> {
-    let derr = |source| ExportError::WriteDest { path: dest.to_path_buf(), source };
-    let file_name = dest.file_name().ok_or_else(|| derr(io::Error::other("destination has no file name")))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp: PathBuf = dest.with_file_name(tmp_name);
-    let result = (|| {
-        let file = File::create(&tmp).map_err(derr)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        f(&mut w)?;
-        let file = w.into_inner().map_err(|e| derr(e.into_error()))?;
-        file.sync_all().map_err(derr)?;
-        fs::rename(&tmp, dest).map_err(derr)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// Exports an OCI image layout to `dest`: a tar file when `tar` (buildx's
 /// default for `type=oci`), else a directory (existing blobs are kept,
 /// `index.json` is replaced).
 pub fn export_oci(bundle: &ImageBundle, dest: &Path, tar: bool) -> Result<(), ExportError> {
     if tar {
-        return write_atomic(dest, |w| write_oci_tar(bundle, w));
+        return write_dest_file(dest, |w| write_oci_tar(bundle, w));
     }
     let index = layout_index(bundle)?;
     let blob_dir = dest.join("blobs/sha256");
@@ -234,7 +212,7 @@ pub fn export_oci(bundle: &ImageBundle, dest: &Path, tar: bool) -> Result<(), Ex
         if fs::symlink_metadata(&target).map(|m| m.is_file() && m.len() == blob.size).unwrap_or(false) {
             continue;
         }
-        write_atomic(&target, |w| match blob.data {
+        write_dest_file(&target, |w| match blob.data {
             BlobData::Bytes(b) => w.write_all(b).map_err(|source| ExportError::Write { source }),
             BlobData::File(path) => {
                 let mut r = open_blob(path, blob.size)?;
@@ -243,15 +221,15 @@ pub fn export_oci(bundle: &ImageBundle, dest: &Path, tar: bool) -> Result<(), Ex
             }
         })?;
     }
-    write_atomic(&dest.join("oci-layout"), |w| {
+    write_dest_file(&dest.join("oci-layout"), |w| {
         w.write_all(OCI_LAYOUT).map_err(|source| ExportError::Write { source })
     })?;
-    write_atomic(&dest.join("index.json"), |w| w.write_all(&index).map_err(|source| ExportError::Write { source }))
+    write_dest_file(&dest.join("index.json"), |w| w.write_all(&index).map_err(|source| ExportError::Write { source }))
 }
 
 /// Exports a docker-archive tar file to `dest`.
 pub fn export_docker(bundle: &ImageBundle, dest: &Path) -> Result<(), ExportError> {
-    write_atomic(dest, |w| write_docker_archive(bundle, w))
+    write_dest_file(dest, |w| write_docker_archive(bundle, w))
 }
 
 /// `type=oci`: an OCI image layout, as a tar file or a directory.
