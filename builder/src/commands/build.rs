@@ -70,7 +70,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let (runtime, sources) = Sources::open(root, &insecure, first.registry_ca.as_deref(), pull, mapping)?;
     let (store, registry) = (sources.store.clone(), sources.registry.clone());
     if let IdMapping::Single { .. } = mapping {
-        printer.message(&format!("warning: {}", mapping.describe()));
+        printer.warn(&mapping.describe());
     }
 
     let mut planned = Vec::new();
@@ -102,7 +102,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             lowered.push((name, l));
         }
         for arg in unused {
-            printer.message(&format!("warning: build arg `{arg}` was not consumed by any ARG"));
+            printer.warn(&format!("build arg `{arg}` was not consumed by any ARG"));
         }
         planned.push(Planned { request, input, origins, lowered });
     }
@@ -141,6 +141,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             continue; // built only as another request's context
         }
         let compression = export::compression_from_outputs(outputs);
+        let phase = printer.phase(export_phase_name(outputs));
         let mut images: Vec<BuiltImage> = Vec::new();
         for (name, lowered) in &plan.lowered {
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
@@ -162,6 +163,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         }
         let result = export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer)?;
         summarize(request, &images, &result, &printer)?;
+        phase.done();
         if let Some(path) = &request.iidfile {
             std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
         }
@@ -181,6 +183,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             continue; // inline records were written into the image config
         }
         let started = std::time::Instant::now();
+        let phase = printer.phase("exporting cache");
         let exported = crate::remote_cache::export(
             spec,
             &store,
@@ -203,9 +206,10 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 stats.manifest_digest,
                 started.elapsed().as_secs_f64()
             )),
-            Err(e) if spec.ignore_error => printer.message(&format!("warning: cache export failed: {e:#}")),
+            Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
             Err(e) => return Err(e),
         }
+        phase.done();
     }
     Ok(0)
 }
@@ -355,7 +359,14 @@ fn summarize(request: &BuildRequest, images: &[BuiltImage], result: &ExportResul
             printer.message(&format!("naming to {full}"));
         }
     }
+    let digest = result.metadata["containerimage.digest"].as_str().unwrap_or(&result.image_id);
+    printer.summary(&seen.into_iter().collect::<Vec<_>>(), digest);
     Ok(())
+}
+
+/// The export step's name, as BuildKit's exporters call theirs.
+fn export_phase_name(outputs: &[export::Output]) -> &'static str {
+    if outputs.iter().any(|o| o.image_attrs().is_some()) { "exporting to image" } else { "exporting to client" }
 }
 
 /// `SOURCE_DATE_EPOCH` as seconds, if set.

@@ -7,6 +7,7 @@
 //! an image built on `REG/busybox` and pushed to `REG/app` mounts the base
 //! layers instead of uploading them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rbuild_cache::oci::{Index, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform, is_index, sha256_digest};
@@ -90,7 +91,7 @@ pub fn push_images(
     printer: &Printer,
 ) -> Result<String, ExportError> {
     let name = r.to_string();
-    printer.message(&format!("pushing {name}"));
+    let phase = printer.phase(&format!("pushing {name}"));
     note_known_blob_sources(registry, store);
     let err = |platform: Option<Platform>| {
         let name = name.clone();
@@ -114,13 +115,26 @@ pub fn push_images(
         } else {
             image.manifest.clone()
         };
+        let task = printer.task("pushing layers");
+        let started = std::time::Instant::now();
         let outcomes = runtime
             .block_on(registry.push_blobs(target, (&image.config, &image.config_digest), &image.layers))
             .map_err(err(Some(image.platform.clone())))?;
-        report(printer, &name, &outcomes);
+        let mut sizes: HashMap<&str, u64> = image.layers.iter().map(|(d, size, _)| (d.as_str(), *size)).collect();
+        sizes.insert(&image.config_digest, image.config.len() as u64);
+        let uploaded: u64 = outcomes
+            .iter()
+            .filter(|(_, o)| *o == BlobOutcome::Uploaded)
+            .map(|(d, _)| sizes.get(d.as_str()).copied().unwrap_or(0))
+            .sum();
+        task.set(uploaded, uploaded);
+        task.done();
+        report(printer, &outcomes, uploaded, started.elapsed());
+        let manifest_task = printer.task(&format!("pushing manifest for {name}"));
         top = runtime
             .block_on(registry.push_manifest(target, &manifest, manifest_type))
             .map_err(err(Some(image.platform.clone())))?;
+        manifest_task.done();
         pushed.push((manifest, image.platform.clone()));
     }
     if multi {
@@ -131,6 +145,7 @@ pub fn push_images(
         top = runtime.block_on(registry.push_manifest(r, &index, index_type)).map_err(err(None))?;
     }
     printer.message(&format!("pushed {name}@{top}"));
+    phase.done();
     Ok(top)
 }
 
@@ -202,15 +217,20 @@ fn note_known_blob_sources(registry: &RegistryClient, store: &Store) {
     }
 }
 
-/// One progress line per push: what was uploaded, mounted or already there.
-fn report(printer: &Printer, name: &str, outcomes: &[(String, BlobOutcome)]) {
+/// The blobs of one push: each one's fate, then the bytes sent and the
+/// rate (buildx shows `pushing layers` with a byte count).
+fn report(printer: &Printer, outcomes: &[(String, BlobOutcome)], uploaded_bytes: u64, took: std::time::Duration) {
     let (mut uploaded, mut existed) = (0, 0);
     for (digest, outcome) in outcomes {
         match outcome {
             BlobOutcome::Uploaded => uploaded += 1,
             BlobOutcome::Existed => existed += 1,
-            BlobOutcome::Mounted { from } => printer.message(&format!("{name}: mounted {digest} from {from}")),
+            BlobOutcome::Mounted { from } => printer.message(&format!("mounted {digest} from {from}")),
         }
     }
-    printer.message(&format!("{name}: {uploaded} blob(s) uploaded, {existed} already present"));
+    let rate = uploaded_bytes as f64 / took.as_secs_f64().max(0.001) / 1e6;
+    printer.message(&format!(
+        "{uploaded} blob(s) uploaded ({:.2} MB at {rate:.2} MB/s), {existed} already present",
+        uploaded_bytes as f64 / 1e6
+    ));
 }
