@@ -127,7 +127,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             // Asked for explicitly: not silently dropped.
             Err(e) if cgroup_parent.is_some() => bail!("`--cgroup-parent`: {e}"),
             // Said once per build; RUN steps still get their rlimits.
-            Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
+            Err(e) => printer.warn(&format!("no per-RUN cgroups: {e}; RUN steps get rlimits only")),
         }
     }
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
