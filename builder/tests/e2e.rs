@@ -519,7 +519,7 @@ fn rootless_build_with_a_single_mapped_id() {
         .output()
         .unwrap();
     let out = ok(out);
-    assert!(stderr(&out).contains("1 warning found:"), "no single-id warning:\n{}", stderr(&out));
+    assert!(stderr(&out).contains(" - rootless with a single id: "), "no single-id warning:\n{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(local.join("single")).unwrap(), "single\n");
     assert_eq!(std::fs::read_to_string(local.join("uid")).unwrap(), "0\n");
     assert_eq!(std::fs::read_to_string(local.join("hello.txt")).unwrap(), "hi\n");

@@ -11,6 +11,10 @@ use chrono::{DateTime, Utc};
 /// Log lines kept per vertex: BuildKit keeps 10 to print when a step fails.
 pub const LOG_TAIL: usize = 10;
 
+/// Characters kept of each tail line: more never fits a terminal, and a
+/// step printing one endless line must not grow the view's memory.
+const MAX_LINE: usize = 1024;
+
 /// A moment, as wall-clock time (for rawjson) and monotonic time (for
 /// durations that must not jump with the clock).
 #[derive(Clone, Copy, Debug)]
@@ -137,7 +141,7 @@ impl Trace {
         if tail.len() == LOG_TAIL {
             tail.pop_front();
         }
-        tail.push_back(terminal_safe(line));
+        tail.push_back(terminal_safe(line).chars().take(MAX_LINE).collect());
     }
 
     /// Steps counted in the header: (completed, total).

@@ -66,7 +66,7 @@ fn timer(seconds: f64) -> String {
     format!("{seconds:.1}s")
 }
 
-fn block(v: &VertexRec, now: Instant, width: usize) -> Block {
+fn block(v: &VertexRec, now: Instant, width: usize, last: bool) -> Block {
     // Lines end one column short of the edge: writing the last column
     // makes some terminals wrap.
     let w = width.saturating_sub(1);
@@ -98,7 +98,9 @@ fn block(v: &VertexRec, now: Instant, width: usize) -> Block {
         lines.push(Line { text: align(&text, &timer(secs), w), color });
     }
     let mut window = 0;
-    if v.is_running() {
+    // The last frame has no windows: steps still running then were cut
+    // short by another's failure.
+    if v.is_running() && !last {
         let skip = v.tail.len().saturating_sub(WINDOW);
         for l in v.tail.iter().skip(skip) {
             lines.push(Line { text: cut(&format!(" => => # {l}"), w), color: Some(FAINT) });
@@ -119,7 +121,8 @@ pub fn frame(trace: &Trace, start: Instant, now: Instant, width: usize, height: 
         now.duration_since(start).as_secs_f64(),
         if finished { " FINISHED" } else { "" }
     );
-    let mut blocks: Vec<Block> = trace.started_order.iter().map(|&i| block(&trace.vertices[i], now, width)).collect();
+    let mut blocks: Vec<Block> =
+        trace.started_order.iter().map(|&i| block(&trace.vertices[i], now, width, all)).collect();
     if !all {
         // The header and the line the cursor rests on take two rows.
         let budget = height.saturating_sub(2).max(1);

@@ -67,13 +67,20 @@ pub fn vertices(stderr: &str) -> Vec<Vertex> {
     out
 }
 
-/// Names of the steps that executed (not cached), once per execution, in
-/// the order they started.
+/// Names of the solve's steps that executed (not cached), once per
+/// execution, in the order they started. Solve steps are the vertices first
+/// sent announced (without times); the builder's export phases first appear
+/// started and are not counted.
 pub fn ran(stderr: &str) -> Vec<String> {
+    let mut announced: Vec<String> = Vec::new();
     let mut names = Vec::new();
     for status in solve_statuses(stderr) {
         for v in array(&status, "vertexes") {
-            if v.get("started").is_some() && v.get("completed").is_none() {
+            let digest = v["digest"].as_str().unwrap_or_default().to_string();
+            let (started, completed) = (v.get("started").is_some(), v.get("completed").is_some());
+            if !started && !completed {
+                announced.push(digest);
+            } else if started && !completed && announced.contains(&digest) {
                 names.push(v["name"].as_str().unwrap_or_default().to_string());
             }
         }
