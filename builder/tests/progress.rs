@@ -343,3 +343,38 @@ fn tty_view_in_a_terminal() {
     assert!(end.lines().any(|l| l.starts_with("built docker.io/library/tty:1 sha256:")), "{end}");
     assert_eq!(end.lines().filter(|l| l.starts_with("[+] Building ")).count(), 1, "{end}");
 }
+
+/// A push is a step with byte counts: `pushing layers` counts up to the
+/// image's size as blobs finish, each uploaded blob is a status, and the
+/// last line gives the bytes sent and the rate.
+#[test]
+fn push_progress_counts_bytes() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let ctx = context(&format!("FROM {}/busybox:latest\nRUN head -c 300000 /dev/urandom > /blob\n", reg.addr));
+    let store = tempfile::tempdir().unwrap();
+    let name = format!("{}/pushed:1", reg.addr);
+    let out = ok(build(store.path(), ctx.path(), &["--progress", "rawjson", "--push", "-t", &name]));
+    let err = stderr(&out);
+    let vs = vertices(&err);
+    let push = vs.iter().find(|v| v.name == format!("pushing {name}")).unwrap_or_else(|| panic!("{err}"));
+    assert!(push.completed && push.error.is_none(), "{push:?}");
+    let layers: Vec<serde_json::Value> = solve_statuses(&err)
+        .iter()
+        .flat_map(|s| s.get("statuses").and_then(|v| v.as_array()).cloned().unwrap_or_default())
+        .filter(|s| s["id"] == "pushing layers")
+        .collect();
+    let last = layers.last().unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(last["vertex"], push.digest.as_str());
+    assert!(last["completed"].is_string(), "{last}");
+    let total = last["total"].as_u64().unwrap();
+    assert_eq!(last["current"].as_u64(), Some(total), "{last}");
+    assert!(total > 300_000, "the image holds the 300 kB layer: {total}");
+    // Counted up as blobs finished, never past the total.
+    let currents: Vec<u64> = layers.iter().map(|s| s["current"].as_u64().unwrap()).collect();
+    assert!(currents.windows(2).all(|w| w[0] <= w[1]) && currents.len() >= 3, "{currents:?}");
+    let ids = statuses(&err);
+    assert!(ids.iter().filter(|id| id.starts_with("pushing sha256:")).count() >= 2, "{ids:?}");
+    let summary = ids.iter().find(|id| id.contains(" blob(s) uploaded (")).unwrap_or_else(|| panic!("{ids:?}"));
+    assert!(summary.contains("/s), "), "{summary}");
+}

@@ -19,6 +19,7 @@ use rbuild_solver::solve::{Event, ProgressSink};
 use sha2::Digest as _;
 
 use model::{Change, Stamp, StatusRec, Trace};
+pub use plain::bytes;
 
 /// Output modes of `--progress`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

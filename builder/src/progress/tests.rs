@@ -131,3 +131,27 @@ fn a_phase_left_by_an_error_is_marked_failed() {
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     assert_eq!(text, "#1 exporting to image\n#1 ERROR: failed\n");
 }
+
+#[test]
+fn tty_final_frame_lists_steps_then_the_failed_steps_logs() {
+    let out = Capture::default();
+    let p = Printer::with_output(Mode::Tty, Box::new(out.clone()));
+    p.event(Event::Planned { digest: digest(1), name: "[1/1] RUN make".into(), inputs: vec![] });
+    p.event(Event::Started { digest: digest(1), name: "[1/1] RUN make".into() });
+    for i in 0..12 {
+        p.event(Event::Log { digest: digest(1), stream: 2, line: format!("cc error {i}") });
+    }
+    p.event(Event::Failed { digest: digest(1), error: "exit code: 2".into() });
+    p.finish();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    // The last frame, after the last cursor-up.
+    let last = text.rsplit("\x1b[?25l").next().unwrap();
+    assert!(last.contains("[+] Building ") && last.contains("(1/1) FINISHED"), "{last:?}");
+    assert!(last.contains(" => ERROR [1/1] RUN make"), "{last:?}");
+    assert!(!last.contains(" => => # "), "{last:?}");
+    // Then the step's last 10 lines, as buildx prints them.
+    let tail = last.split("------\n").nth(1).unwrap();
+    let expected: String =
+        std::iter::once(" > [1/1] RUN make:\n".to_string()).chain((2..12).map(|i| format!("cc error {i}\n"))).collect();
+    assert_eq!(tail, expected);
+}
