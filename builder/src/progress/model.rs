@@ -141,7 +141,8 @@ impl Trace {
         if tail.len() == LOG_TAIL {
             tail.pop_front();
         }
-        tail.push_back(terminal_safe(line).chars().take(MAX_LINE).collect());
+        // A tab's width depends on the column: spaces keep lines measurable.
+        tail.push_back(terminal_safe(line).replace('\t', " ").chars().take(MAX_LINE).collect());
     }
 
     /// Steps counted in the header: (completed, total).
@@ -162,7 +163,9 @@ pub fn terminal_safe(line: &str) -> String {
     while let Some(c) = chars.next() {
         match c {
             '\x1b' => skip_escape(&mut chars),
-            '\t' => out.push(' '),
+            // Harmless to a terminal, and what `/proc` files separate
+            // fields with; the TTY view widens them itself.
+            '\t' => out.push('\t'),
             c if c.is_control() => {}
             c => out.push(c),
         }
@@ -206,7 +209,7 @@ mod tests {
         assert_eq!(terminal_safe("\x1b]0;pwned\x07title"), "title");
         assert_eq!(terminal_safe("\x1b]8;;http://x\x1b\\link"), "link");
         assert_eq!(terminal_safe("10%\r50%\r100%"), "100%");
-        assert_eq!(terminal_safe("a\tb\x08c\u{9b}d"), "a bcd");
+        assert_eq!(terminal_safe("a\tb\x08c\u{9b}d"), "a\tbcd");
         assert_eq!(terminal_safe("done\r"), "done");
     }
 }

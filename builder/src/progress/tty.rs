@@ -70,7 +70,7 @@ fn block(v: &VertexRec, now: Instant, width: usize, last: bool) -> Block {
     // Lines end one column short of the edge: writing the last column
     // makes some terminals wrap.
     let w = width.saturating_sub(1);
-    let mut name = terminal_safe(&v.name.replace('\n', " "));
+    let mut name = terminal_safe(&v.name.replace('\n', " ")).replace('\t', " ");
     if v.cached {
         name = format!("CACHED {name}");
     }
@@ -86,7 +86,7 @@ fn block(v: &VertexRec, now: Instant, width: usize, last: bool) -> Block {
     };
     let mut lines = vec![Line { text: align(&format!(" => {name}"), &timer(v.elapsed(now)), w), color }];
     for s in &v.statuses {
-        let mut text = format!(" => => {}", terminal_safe(&s.id));
+        let mut text = format!(" => => {}", terminal_safe(&s.id).replace('\t', " "));
         if s.total != 0 {
             text = format!("{text} {} / {}", bytes(s.current), bytes(s.total));
         } else if s.current != 0 {
