@@ -26,7 +26,7 @@ use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
 use crate::request::cache::CacheBackend;
-use crate::request::{BuildRequest, ContextSource};
+use crate::request::{BuildRequest, ContextSource, DockerfileSource};
 use crate::sources::Sources;
 
 /// Options that later work will implement answer clearly instead of being
@@ -76,7 +76,14 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let mut planned = Vec::new();
     let mut merged = Definition::default();
     for request in requests {
+        let file = match &request.dockerfile {
+            DockerfileSource::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            DockerfileSource::Stdin => None,
+        };
+        // BuildKit's first step; reading and lowering the Dockerfile is ours.
+        let phase = printer.phase(&format!("[internal] load build definition from {}", file.as_deref().unwrap_or("-")));
         let input = frontend_input::load(request)?;
+        printer.message(&format!("transferring dockerfile: {}B", input.dockerfile.len()));
         let origins = context_origins(&input)?;
         let mut lowered = Vec::new();
         let mut unused = BTreeSet::new();
@@ -101,6 +108,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             merged.merge_as(&name, &l.definition)?;
             lowered.push((name, l));
         }
+        phase.done();
         for arg in unused {
             printer.warn(&format!("build arg `{arg}` was not consumed by any ARG"));
         }
