@@ -49,7 +49,7 @@ from=$(seconds b "$fresh" --cache-from "$REGISTRY/cache:max")
 # no-op rebuild with that cache dropped is the like-for-like comparison.
 rm -f "$store/checksums"
 noop_cold=$(seconds b "$store")
-ran=$("$RBUILD" --root "$WORK/rc-fresh2" build --progress rawjson -o type=image,name=bench/rc:1 --cache-from "$REGISTRY/cache:max" "$ctx" 2>&1 | grep -c '"type":"started"' || true)
+ran=$("$RBUILD" --root "$WORK/rc-fresh2" build --progress rawjson -o type=image,name=bench/rc:1 --cache-from "$REGISTRY/cache:max" "$ctx" 2>&1 | grep '"started"' | grep -vc '"completed"' || true)
 final_bytes=$(du -sb "$fresh/blobs" | cut -f1)
 # The time to download the final image's layers alone (4 at once, as the
 # build does not need more): the floor of any fresh-store cached build.

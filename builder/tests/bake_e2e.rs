@@ -278,14 +278,8 @@ target "two" {
     let store = tempfile::tempdir().unwrap();
     let out = ok(bake(store.path(), p, &["--progress", "rawjson", "--no-cache", "--metadata-file", "meta.json"]));
     let err = String::from_utf8_lossy(&out.stderr);
-    let started = err
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            let name = e["name"].as_str().unwrap_or("");
-            e["type"] == "started" && name.contains("RUN") && name.contains("echo ran")
-        })
-        .count();
+    let started =
+        util::progress::ran(&err).iter().filter(|name| name.contains("RUN") && name.contains("echo ran")).count();
     assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
     let counters = find_files(&store.path().join("mounts"), "runs");
     assert_eq!(counters.len(), 1, "{counters:?}");
@@ -334,11 +328,7 @@ target "default" {
     let store = tempfile::tempdir().unwrap();
     let out = ok(bake(store.path(), p, &["--progress", "rawjson", "--no-cache"]));
     let err = String::from_utf8_lossy(&out.stderr);
-    let started = err
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["type"] == "started" && e["name"].as_str().unwrap_or("").contains("echo ran"))
-        .count();
+    let started = util::progress::ran(&err).iter().filter(|name| name.contains("echo ran")).count();
     assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
     let counters = find_files(&store.path().join("mounts"), "runs");
     assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n");
@@ -383,13 +373,7 @@ target "all" {
     .unwrap();
     let env = [("REG", reg.addr.as_str())];
     let runs = |out: &Output| -> Vec<String> {
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["type"] == "started")
-            .filter_map(|e| e["name"].as_str().map(str::to_string))
-            .filter(|n| n.contains("RUN "))
-            .collect()
+        util::progress::ran(&String::from_utf8_lossy(&out.stderr)).into_iter().filter(|n| n.contains("RUN ")).collect()
     };
 
     let store_a = tempfile::tempdir().unwrap();
@@ -407,7 +391,7 @@ target "all" {
     let store_c = tempfile::tempdir().unwrap();
     let out = ok(bake_env(store_c.path(), p, &["--progress", "rawjson"], &env));
     assert_eq!(runs(&out), Vec::<String>::new(), "a RUN executed despite the shared cache");
-    let cached = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("\"cached\"")).count();
+    let cached = util::progress::vertices(&String::from_utf8_lossy(&out.stderr)).iter().filter(|v| v.cached).count();
     assert!(cached > 0, "no step reported as cached:\n{}", String::from_utf8_lossy(&out.stderr));
 
     // The control: the same bake on an empty store without the cache runs

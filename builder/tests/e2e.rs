@@ -166,14 +166,7 @@ fn rebuilds_reuse_the_cache_until_a_source_changes() {
     let arg = format!("REGISTRY={}", reg.addr);
     let args = ["--build-arg", arg.as_str(), "-t", "cache:1", "--progress", "rawjson"];
     ok(build(store.path(), ctx.path(), &args));
-    let started = |out: &Output| -> Vec<String> {
-        stderr(out)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "started")
-            .map(|v| v["name"].as_str().unwrap_or_default().to_string())
-            .collect()
-    };
+    let started = |out: &Output| util::progress::ran(&stderr(out));
     let second = ok(build(store.path(), ctx.path(), &args));
     assert!(started(&second).is_empty(), "no-op rebuild ran steps: {:?}", started(&second));
 
@@ -526,7 +519,7 @@ fn rootless_build_with_a_single_mapped_id() {
         .output()
         .unwrap();
     let out = ok(out);
-    assert!(stderr(&out).contains("warning:"), "no single-id warning:\n{}", stderr(&out));
+    assert!(stderr(&out).contains(" - rootless with a single id: "), "no single-id warning:\n{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(local.join("single")).unwrap(), "single\n");
     assert_eq!(std::fs::read_to_string(local.join("uid")).unwrap(), "0\n");
     assert_eq!(std::fs::read_to_string(local.join("hello.txt")).unwrap(), "hi\n");
@@ -975,14 +968,9 @@ fn two_platforms_share_the_buildplatform_stage_and_run_it_once() {
             &format!("type=local,dest={}", local.display()),
         ],
     ));
-    let events: Vec<serde_json::Value> = stderr(&out).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let runs: Vec<&serde_json::Value> = events
-        .iter()
-        .filter(|e| {
-            e["type"] == "started"
-                && e["name"].as_str().unwrap_or("").contains("RUN")
-                && e["name"].as_str().unwrap_or("").contains("echo ran")
-        })
+    let runs: Vec<String> = util::progress::ran(&stderr(&out))
+        .into_iter()
+        .filter(|name| name.contains("RUN") && name.contains("echo ran"))
         .collect();
     assert_eq!(runs.len(), 1, "the shared RUN started {} times:\n{}", runs.len(), stderr(&out));
     let counters = find_files(&store.path().join("mounts"), "runs");
@@ -1000,8 +988,7 @@ fn two_platforms_share_the_buildplatform_stage_and_run_it_once() {
     }
     // The summary names the manifest list, as buildx does.
     assert!(
-        events.iter().any(|e| e["type"] == "message"
-            && e["text"].as_str().unwrap_or("").starts_with("exporting manifest list sha256:")),
+        util::progress::statuses(&stderr(&out)).iter().any(|id| id.starts_with("exporting manifest list sha256:")),
         "{}",
         stderr(&out)
     );

@@ -24,17 +24,9 @@ fn build(store: &Path, ctx: &Path, extra: &[&str]) -> Output {
         .expect("run rbuild")
 }
 
-fn events(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
 /// Names of the steps that started executing (not cached), in order.
 fn started(out: &Output) -> Vec<String> {
-    events(out)
-        .iter()
-        .filter(|e| e["type"] == "started")
-        .filter_map(|e| e["name"].as_str().map(str::to_string))
-        .collect()
+    util::progress::ran(&String::from_utf8_lossy(&out.stderr))
 }
 
 fn started_runs(out: &Output) -> Vec<String> {

@@ -26,7 +26,7 @@ use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
 use crate::request::cache::CacheBackend;
-use crate::request::{BuildRequest, ContextSource};
+use crate::request::{BuildRequest, ContextSource, DockerfileSource};
 use crate::sources::Sources;
 
 /// Options that later work will implement answer clearly instead of being
@@ -70,13 +70,20 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let (runtime, sources) = Sources::open(root, &insecure, first.registry_ca.as_deref(), pull, mapping)?;
     let (store, registry) = (sources.store.clone(), sources.registry.clone());
     if let IdMapping::Single { .. } = mapping {
-        printer.message(&format!("warning: {}", mapping.describe()));
+        printer.warn(&mapping.describe());
     }
 
     let mut planned = Vec::new();
     let mut merged = Definition::default();
     for request in requests {
+        let file = match &request.dockerfile {
+            DockerfileSource::Path(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()),
+            DockerfileSource::Stdin => None,
+        };
+        // BuildKit's first step; reading and lowering the Dockerfile is ours.
+        let phase = printer.phase(&format!("[internal] load build definition from {}", file.as_deref().unwrap_or("-")));
         let input = frontend_input::load(request)?;
+        printer.message(&format!("transferring dockerfile: {}B", input.dockerfile.len()));
         let origins = context_origins(&input)?;
         let mut lowered = Vec::new();
         let mut unused = BTreeSet::new();
@@ -101,8 +108,9 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             merged.merge_as(&name, &l.definition)?;
             lowered.push((name, l));
         }
+        phase.done();
         for arg in unused {
-            printer.message(&format!("warning: build arg `{arg}` was not consumed by any ARG"));
+            printer.warn(&format!("build arg `{arg}` was not consumed by any ARG"));
         }
         planned.push(Planned { request, input, origins, lowered });
     }
@@ -127,7 +135,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             // Asked for explicitly: not silently dropped.
             Err(e) if cgroup_parent.is_some() => bail!("`--cgroup-parent`: {e}"),
             // Said once per build; RUN steps still get their rlimits.
-            Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
+            Err(e) => printer.warn(&format!("no per-RUN cgroups: {e}; RUN steps get rlimits only")),
         }
     }
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
@@ -141,6 +149,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             continue; // built only as another request's context
         }
         let compression = export::compression_from_outputs(outputs);
+        let phase = printer.phase(export_phase_name(outputs));
         let mut images: Vec<BuiltImage> = Vec::new();
         for (name, lowered) in &plan.lowered {
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
@@ -162,6 +171,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         }
         let result = export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer)?;
         summarize(request, &images, &result, &printer)?;
+        phase.done();
         if let Some(path) = &request.iidfile {
             std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
         }
@@ -181,6 +191,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             continue; // inline records were written into the image config
         }
         let started = std::time::Instant::now();
+        let phase = printer.phase("exporting cache");
         let exported = crate::remote_cache::export(
             spec,
             &store,
@@ -203,9 +214,10 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 stats.manifest_digest,
                 started.elapsed().as_secs_f64()
             )),
-            Err(e) if spec.ignore_error => printer.message(&format!("warning: cache export failed: {e:#}")),
+            Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
             Err(e) => return Err(e),
         }
+        phase.done();
     }
     Ok(0)
 }
@@ -355,7 +367,14 @@ fn summarize(request: &BuildRequest, images: &[BuiltImage], result: &ExportResul
             printer.message(&format!("naming to {full}"));
         }
     }
+    let digest = result.metadata["containerimage.digest"].as_str().unwrap_or(&result.image_id);
+    printer.summary(&seen.into_iter().collect::<Vec<_>>(), digest);
     Ok(())
+}
+
+/// The export step's name, as BuildKit's exporters call theirs.
+fn export_phase_name(outputs: &[export::Output]) -> &'static str {
+    if outputs.iter().any(|o| o.image_attrs().is_some()) { "exporting to image" } else { "exporting to client" }
 }
 
 /// `SOURCE_DATE_EPOCH` as seconds, if set.

@@ -8,6 +8,7 @@
 //! layers instead of uploading them.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rbuild_cache::oci::{Index, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform, is_index, sha256_digest};
 use rbuild_cache::store::Store;
@@ -15,7 +16,7 @@ use tokio::runtime::Handle;
 
 use super::output::ImageAttrs;
 use super::{ExportError, ExportInput, Exporter, build_index, mediatypes};
-use crate::progress::Printer;
+use crate::progress::{self, Printer};
 use crate::registry::{BlobOutcome, ImageRef, RegistryClient};
 
 /// Pushes to the registries the image names point at.
@@ -90,7 +91,7 @@ pub fn push_images(
     printer: &Printer,
 ) -> Result<String, ExportError> {
     let name = r.to_string();
-    printer.message(&format!("pushing {name}"));
+    let phase = printer.phase(&format!("pushing {name}"));
     note_known_blob_sources(registry, store);
     let err = |platform: Option<Platform>| {
         let name = name.clone();
@@ -114,13 +115,40 @@ pub fn push_images(
         } else {
             image.manifest.clone()
         };
+        let total: u64 = image.layers.iter().map(|(_, size, _)| *size).sum::<u64>() + image.config.len() as u64;
+        let task = printer.task("pushing layers");
+        task.set(0, total);
+        let started = std::time::Instant::now();
+        // Bytes of the blobs done so far (uploaded or not: they count
+        // towards the total either way); uploaded bytes alone give the rate.
+        let (done, sent) = (AtomicU64::new(0), AtomicU64::new(0));
+        let on_blob = |digest: &str, size: u64, outcome: &BlobOutcome| {
+            let what = match outcome {
+                BlobOutcome::Uploaded => {
+                    sent.fetch_add(size, Ordering::SeqCst);
+                    format!("pushing {digest} {}", progress::bytes(size))
+                }
+                BlobOutcome::Existed => format!("{digest} already present"),
+                BlobOutcome::Mounted { from } => format!("mounted {digest} from {from}"),
+            };
+            task.set(done.fetch_add(size, Ordering::SeqCst) + size, total);
+            printer.message(&what);
+        };
         let outcomes = runtime
-            .block_on(registry.push_blobs(target, (&image.config, &image.config_digest), &image.layers))
+            .block_on(registry.push_blobs_reporting(
+                target,
+                (&image.config, &image.config_digest),
+                &image.layers,
+                &on_blob,
+            ))
             .map_err(err(Some(image.platform.clone())))?;
-        report(printer, &name, &outcomes);
+        task.done();
+        report(printer, &outcomes, sent.load(Ordering::SeqCst), started.elapsed());
+        let manifest_task = printer.task(&format!("pushing manifest for {name}"));
         top = runtime
             .block_on(registry.push_manifest(target, &manifest, manifest_type))
             .map_err(err(Some(image.platform.clone())))?;
+        manifest_task.done();
         pushed.push((manifest, image.platform.clone()));
     }
     if multi {
@@ -131,6 +159,7 @@ pub fn push_images(
         top = runtime.block_on(registry.push_manifest(r, &index, index_type)).map_err(err(None))?;
     }
     printer.message(&format!("pushed {name}@{top}"));
+    phase.done();
     Ok(top)
 }
 
@@ -202,15 +231,15 @@ fn note_known_blob_sources(registry: &RegistryClient, store: &Store) {
     }
 }
 
-/// One progress line per push: what was uploaded, mounted or already there.
-fn report(printer: &Printer, name: &str, outcomes: &[(String, BlobOutcome)]) {
-    let (mut uploaded, mut existed) = (0, 0);
-    for (digest, outcome) in outcomes {
-        match outcome {
-            BlobOutcome::Uploaded => uploaded += 1,
-            BlobOutcome::Existed => existed += 1,
-            BlobOutcome::Mounted { from } => printer.message(&format!("{name}: mounted {digest} from {from}")),
-        }
-    }
-    printer.message(&format!("{name}: {uploaded} blob(s) uploaded, {existed} already present"));
+/// The blobs of one push in all: how many were sent, the bytes and the rate
+/// (buildx shows `pushing layers` with a byte count).
+fn report(printer: &Printer, outcomes: &[(String, BlobOutcome)], uploaded_bytes: u64, took: std::time::Duration) {
+    let uploaded = outcomes.iter().filter(|(_, o)| *o == BlobOutcome::Uploaded).count();
+    let rate = uploaded_bytes as f64 / took.as_secs_f64().max(0.001);
+    printer.message(&format!(
+        "{uploaded} blob(s) uploaded ({} at {}/s), {} already there",
+        progress::bytes(uploaded_bytes),
+        progress::bytes(rate as u64),
+        outcomes.len() - uploaded
+    ));
 }

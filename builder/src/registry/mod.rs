@@ -731,6 +731,18 @@ impl RegistryClient {
         config: (&[u8], &str),
         layers: &[(String, u64, PathBuf)],
     ) -> Result<Vec<(String, BlobOutcome)>, RegistryError> {
+        self.push_blobs_reporting(r, config, layers, &|_, _, _| {}).await
+    }
+
+    /// [`push_blobs`](Self::push_blobs), calling `on_blob(digest, size,
+    /// outcome)` as each blob is done (for progress output).
+    pub async fn push_blobs_reporting(
+        &self,
+        r: &ImageRef,
+        config: (&[u8], &str),
+        layers: &[(String, u64, PathBuf)],
+        on_blob: &(dyn Fn(&str, u64, &BlobOutcome) + Sync),
+    ) -> Result<Vec<(String, BlobOutcome)>, RegistryError> {
         let (config_bytes, config_digest) = config;
         reference::validate_digest(config_digest)
             .map_err(|reason| RegistryError::InvalidDigest { digest: config_digest.to_string(), reason })?;
@@ -741,6 +753,7 @@ impl RegistryClient {
         let mut outcomes: Vec<(String, BlobOutcome)> = stream::iter(layers.iter().map(Ok))
             .map_ok(|(digest, size, path)| async move {
                 let outcome = self.push_layer_file(r, digest, *size, path).await?;
+                on_blob(digest, *size, &outcome);
                 Ok::<_, RegistryError>((digest.clone(), outcome))
             })
             .try_buffered(UPLOAD_CONCURRENCY)
@@ -748,6 +761,7 @@ impl RegistryClient {
             .await?;
         let data = BlobData::Bytes(Bytes::copy_from_slice(config_bytes));
         let outcome = self.push_blob_data(r, config_digest, config_bytes.len() as u64, data).await?;
+        on_blob(config_digest, config_bytes.len() as u64, &outcome);
         outcomes.push((config_digest.to_string(), outcome));
         Ok(outcomes)
     }

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod faultproxy;
+pub mod progress;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};

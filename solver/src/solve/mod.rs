@@ -17,7 +17,7 @@ mod file;
 mod network;
 mod scratch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -156,6 +156,18 @@ pub struct RunLimits {
 /// Progress of a build, for the UI.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// A vertex the solve will report on, sent for every such vertex before
+    /// anything runs (BuildKit's initial `vertexes`), so a progress view
+    /// knows the total. Build contexts and merges are bookkeeping that never
+    /// start, so they are not announced.
+    Planned {
+        /// Vertex.
+        digest: Digest,
+        /// Its description.
+        name: String,
+        /// The announced vertices it reads, in input order.
+        inputs: Vec<Digest>,
+    },
     /// A vertex started executing.
     Started {
         /// Vertex.
@@ -383,6 +395,7 @@ pub fn solve(
     }
     // Run in graph order: earlier stages first when there is a choice.
     schedule.ready.reverse();
+    announce(def, progress);
 
     let shared = Shared {
         def,
@@ -438,6 +451,21 @@ pub fn solve(
         solution.outputs.insert(name.clone(), solved);
     }
     Ok(solution)
+}
+
+/// Sends `Event::Planned` for each vertex that will report progress.
+fn announce(def: &Definition, progress: &dyn ProgressSink) {
+    let silent = |v: &Vertex| matches!(v.op, Op::Source(SourceOp::Context { .. }) | Op::Merge(_));
+    let reported: HashSet<Digest> = def.vertices.iter().filter(|v| !silent(v)).map(|v| v.digest).collect();
+    for v in def.vertices.iter().filter(|v| !silent(v)) {
+        let mut inputs: Vec<Digest> = Vec::new();
+        for input in v.inputs.iter().filter(|d| reported.contains(d)) {
+            if !inputs.contains(input) {
+                inputs.push(*input);
+            }
+        }
+        progress.event(Event::Planned { digest: v.digest, name: v.meta.description.clone(), inputs });
+    }
 }
 
 fn worker(shared: &Shared<'_>, state: &Mutex<Schedule>, wake: &Condvar, dependents: &HashMap<Digest, Vec<usize>>) {

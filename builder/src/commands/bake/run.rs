@@ -291,7 +291,10 @@ fn build_in(
     let plan = plan(r, inputs, args, tmp)?;
     if !plan.builds.is_empty() {
         let pairs: usize = plan.builds.iter().map(|b| b.platforms.len()).sum();
-        eprintln!("#bake {} build(s), {pairs} (target, platform) pair(s), one solve", plan.builds.len());
+        // rawjson is nothing but SolveStatus lines, for the tools that read it.
+        if matches!(plan.builds[0].progress, Mode::Plain | Mode::Tty) {
+            eprintln!("#bake {} build(s), {pairs} (target, platform) pair(s), one solve", plan.builds.len());
+        }
         let code = crate::commands::build::build(&plan.builds, root, mapping)?;
         if code != 0 {
             return Ok(code);
