@@ -7,9 +7,11 @@
 
 mod cli;
 mod commands;
+mod engine;
 mod export;
 mod fetch;
 mod frontend_input;
+mod import;
 mod progress;
 mod registry;
 mod remote_cache;

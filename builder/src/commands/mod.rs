@@ -3,7 +3,9 @@
 mod bake;
 pub(crate) mod build;
 mod call;
+mod completion;
 mod graph;
+mod image_cmds;
 mod login;
 mod push;
 mod store_cmds;
@@ -26,6 +28,13 @@ pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
         Command::Build(args) => build::run(*args, root, mapping),
         Command::Bake(args) => bake::run(*args, root, mapping),
         Command::Images => store_cmds::images(&root),
+        Command::Tag(args) => image_cmds::tag(&root, &args),
+        Command::Rmi(args) => image_cmds::rmi(&root, &args),
+        Command::Inspect(args) => image_cmds::inspect(&root, &args),
+        Command::History(args) => image_cmds::history(&root, &args),
+        Command::Save(args) => image_cmds::save(&root, &args),
+        Command::Load(args) => image_cmds::load(&root, &args),
+        Command::Completion(args) => completion::completion(&args),
         Command::Prune(args) => store_cmds::prune(&root, &args),
         Command::Du => store_cmds::du(&root),
         Command::Push(args) => push::run(&args, &root),
@@ -33,6 +42,7 @@ pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
         Command::Logout(args) => login::logout(&args),
         Command::Debug(DebugCommand::Graph(args)) => graph::run(*args, root, mapping),
         Command::Debug(DebugCommand::WriteLayer(args)) => write_layer::write_layer_command(&args),
+        Command::Debug(DebugCommand::Man(args)) => completion::man(&args),
     }
 }
 

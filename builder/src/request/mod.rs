@@ -266,9 +266,6 @@ pub enum RequestError {
         /// The value.
         value: String,
     },
-    /// `--load`.
-    #[error("`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`")]
-    Load,
     /// `--progress` value.
     #[error("invalid `--progress {value}`: use auto, tty, plain, rawjson or quiet")]
     InvalidProgress {
@@ -376,7 +373,7 @@ impl BuildRequest {
             outputs.push(Output::Image { image: Default::default(), push: true });
         }
         if args.load {
-            return Err(RequestError::Load);
+            outputs.push(Output::Load { image: Default::default() });
         }
         if outputs.is_empty() {
             outputs.push(Output::Image { image: Default::default(), push: false });
@@ -536,10 +533,8 @@ mod tests {
         let r = BuildRequest::from_cli(&plain).unwrap();
         assert!(matches!(&r.outputs[..], [Output::Image { push: false, .. }]));
         let load = Wrap::parse_from(["rbuild", "--load", &ctx]).build;
-        assert_eq!(
-            BuildRequest::from_cli(&load).unwrap_err().to_string(),
-            "`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`"
-        );
+        let r = BuildRequest::from_cli(&load).unwrap();
+        assert!(matches!(&r.outputs[..], [Output::Load { .. }]), "{:?}", r.outputs);
         let bad = Wrap::parse_from(["rbuild", "--progress", "fancy", &ctx]).build;
         assert_eq!(
             BuildRequest::from_cli(&bad).unwrap_err().to_string(),

@@ -139,10 +139,9 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
     }
     let mut outputs = Vec::new();
     for o in t.output.iter().flatten().filter(|o| o.kind != "cacheonly") {
-        // `--load` (`type=docker` without a file) means "into the local
-        // store" for a daemonless builder.
+        // `--load` is `type=docker` without a file: into the local engine.
         let output = if o.kind == "docker" && o.dest.is_empty() {
-            Output::Image { image: Default::default(), push: false }
+            Output::Load { image: Default::default() }
         } else {
             request::output::parse(&o.canonical()).with_context(what)?
         };
