@@ -165,10 +165,13 @@ struct StoredMember {
 struct Members {
     /// `blobs/sha256/<hex>` members by digest.
     blobs: BTreeMap<String, u64>,
-    /// Other big members (legacy `layer.tar`s) by path.
+    /// Other members (legacy layers) by path.
     files: BTreeMap<String, StoredMember>,
     /// JSON documents by path.
     docs: BTreeMap<String, Vec<u8>>,
+    /// Symlinks outside `blobs/` (skopeo's and docker's legacy archives link
+    /// `<id>/layer.tar` to the layer file), resolved inside the archive.
+    links: BTreeMap<String, String>,
     docs_total: u64,
 }
 
@@ -219,6 +222,25 @@ fn member_path(raw: &Path) -> Result<String, ImportError> {
     Ok(parts.join("/"))
 }
 
+/// Where a symlink member points, as a member path: resolved lexically
+/// against the link's directory, never leaving the archive.
+fn resolve_link(link: &str, target: &Path) -> Result<String, ImportError> {
+    let escape = || ImportError::PathTraversal { path: format!("{link} -> {}", target.display()) };
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for c in target.components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str().ok_or_else(escape)?),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop().ok_or_else(escape)?;
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(escape()),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 fn is_document(path: &str) -> bool {
     matches!(path, "index.json" | "manifest.json" | "repositories" | "oci-layout")
         || (!path.contains('/') && path.ends_with(".json"))
@@ -242,6 +264,11 @@ fn read_members(store: &Store, lease: &Lease, reader: impl Read) -> Result<Membe
             tar::EntryType::Fifo => Some("fifo"),
             _ => Some("special file"),
         };
+        if kind == Some("symlink") && !path.starts_with("blobs/") {
+            let target = entry.link_name().map_err(read_err)?.unwrap_or_default().into_owned();
+            members.links.insert(path.clone(), resolve_link(&path, &target)?);
+            continue;
+        }
         if let Some(kind) = kind {
             return Err(ImportError::NotRegular { path, kind });
         }
@@ -271,12 +298,14 @@ fn read_members(store: &Store, lease: &Lease, reader: impl Read) -> Result<Membe
             let mut bytes = Vec::with_capacity(size as usize);
             (&mut entry).take(MAX_DOCUMENT + 1).read_to_end(&mut bytes).map_err(read_err)?;
             members.docs.insert(path, bytes);
-        } else if path.ends_with("/layer.tar") {
+        } else if !path.ends_with("/VERSION") && !path.ends_with("/json") {
+            // A layer of a legacy archive: `<id>/layer.tar` as docker wrote
+            // them, `<hex>.tar` as skopeo does. (`<id>/VERSION` and
+            // `<id>/json` are docker v1 metadata nobody needs.)
             let stored = store_member(store, &mut entry)?;
             lease.add_blob(&stored.digest)?;
             members.files.insert(path, stored);
         }
-        // Anything else (`<id>/VERSION`, `<id>/json`) is not needed.
     }
     Ok(members)
 }
@@ -309,19 +338,14 @@ fn document(store: &Store, members: &Members, d: &Descriptor) -> Result<Vec<u8>,
     if d.size > MAX_DOCUMENT {
         return Err(ImportError::DocumentTooLarge { path: d.digest.clone(), size: d.size });
     }
-    check_blob(store, members, d)?;
+    check_blob(members, d)?;
     Ok(store.read_blob(&d.digest)?)
 }
 
-/// The blob is in the archive (or already in the store) with the right size.
-fn check_blob(store: &Store, members: &Members, d: &Descriptor) -> Result<(), ImportError> {
-    let actual = match members.blobs.get(&d.digest) {
-        Some(size) => *size,
-        None if store.has_blob(&d.digest) => std::fs::metadata(store.blob_path(&d.digest))
-            .map_err(|source| StoreError::Read { path: store.blob_path(&d.digest), source })?
-            .len(),
-        None => return Err(ImportError::Missing { what: d.digest.clone() }),
-    };
+/// The blob is in the archive with the right size. (One already in the
+/// store does not count: an archive must be whole, as for `docker load`.)
+fn check_blob(members: &Members, d: &Descriptor) -> Result<(), ImportError> {
+    let actual = *members.blobs.get(&d.digest).ok_or_else(|| ImportError::Missing { what: d.digest.clone() })?;
     if actual != d.size {
         return Err(ImportError::WrongSize { digest: d.digest.clone(), expected: d.size, actual });
     }
@@ -357,7 +381,7 @@ fn check_tree(store: &Store, members: &Members, d: &Descriptor, depth: usize) ->
     let config = document(store, members, &manifest.config)?;
     let _: ImageConfig = parse(&config, &manifest.config.digest, "image config")?;
     for layer in &manifest.layers {
-        check_blob(store, members, layer)?;
+        check_blob(members, layer)?;
     }
     Ok(manifest.config.digest)
 }
@@ -422,7 +446,14 @@ fn add_repo_tags(mj: &[u8], images: &mut [Loaded]) -> Result<(), ImportError> {
 /// The member a `manifest.json` path names: a document, a blob or a layer.
 fn legacy_member<'m>(members: &'m Members, path: &str) -> Result<LegacyMember<'m>, ImportError> {
     let missing = || ImportError::Missing { what: path.to_string() };
-    let clean = member_path(Path::new(path))?;
+    let mut clean = member_path(Path::new(path))?;
+    // Links to links are followed a few times, never in a loop.
+    for _ in 0..8 {
+        match members.links.get(&clean) {
+            Some(t) => clean = t.clone(),
+            None => break,
+        }
+    }
     if let Some(bytes) = members.docs.get(&clean) {
         return Ok(LegacyMember::Doc(bytes));
     }
@@ -525,6 +556,11 @@ mod tests {
         assert_eq!(member_path(Path::new("index.json")).unwrap(), "index.json");
         for bad in ["../x", "/etc/passwd", "blobs/../../x"] {
             assert!(matches!(member_path(Path::new(bad)), Err(ImportError::PathTraversal { .. })), "{bad}");
+        }
+        assert_eq!(resolve_link("id/layer.tar", Path::new("../abc.tar")).unwrap(), "abc.tar");
+        assert_eq!(resolve_link("a/b/layer.tar", Path::new("./c.tar")).unwrap(), "a/b/c.tar");
+        for bad in ["../../x", "/etc/shadow", "../../../etc/shadow"] {
+            assert!(resolve_link("id/layer.tar", Path::new(bad)).is_err(), "{bad}");
         }
     }
 

@@ -5,7 +5,6 @@
 //! `docker.io/library/busybox:latest`); an image ID (or a unique prefix of
 //! one, with or without `sha256:`) works wherever a name does.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 
@@ -491,12 +490,10 @@ pub fn load(root: &Path, args: &LoadArgs) -> Result<i32> {
     .with_context(|| {
         format!("loading {}", args.input.as_ref().map_or("standard input".into(), |p| format!("`{}`", p.display())))
     })?;
-    let mut seen = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for image in loaded {
-        if image.names.is_empty() {
-            if seen.insert(image.image_id.clone(), ()).is_none() {
-                println!("Loaded image ID: {}", image.image_id);
-            }
+        if image.names.is_empty() && seen.insert(image.image_id.clone()) {
+            println!("Loaded image ID: {}", image.image_id);
         }
         for n in &image.names {
             println!("Loaded image: {}", familiar(n));
