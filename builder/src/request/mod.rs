@@ -266,6 +266,11 @@ pub enum RequestError {
         /// The value.
         value: String,
     },
+    /// `--load` with several platforms.
+    #[error(
+        "`--load` loads one platform's image into the engine; build one platform, or use `-o type=oci` for several"
+    )]
+    LoadSeveralPlatforms,
     /// `--progress` value.
     #[error("invalid `--progress {value}`: use auto, tty, plain, rawjson or quiet")]
     InvalidProgress {
@@ -388,6 +393,11 @@ impl BuildRequest {
         }
         let progress = Mode::parse(&args.progress, args.quiet)
             .map_err(|_| RequestError::InvalidProgress { value: args.progress.clone() })?;
+        let platforms = parse_platforms(args.platform.iter().map(String::as_str))?;
+        // Said before building, not after: an engine takes one platform's image.
+        if platforms.len() > 1 && outputs.iter().any(|o| matches!(o, Output::Load { .. })) {
+            return Err(RequestError::LoadSeveralPlatforms);
+        }
         let dockerfile = match &args.file {
             Some(f) if f.as_os_str() == "-" => DockerfileSource::Stdin,
             Some(f) => DockerfileSource::Path(f.clone()),
@@ -399,7 +409,7 @@ impl BuildRequest {
             dockerfile,
             target: args.target.clone(),
             args: build_args,
-            platforms: parse_platforms(args.platform.iter().map(String::as_str))?,
+            platforms,
             contexts,
             secrets: args.secret.iter().map(|s| SecretSpec::parse(s)).collect::<Result<_, _>>()?,
             ssh: args.ssh.iter().map(|s| SshSpec::parse(s)).collect::<Result<_, _>>()?,
