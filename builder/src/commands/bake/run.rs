@@ -380,8 +380,8 @@ target "default" {
         assert_eq!(b.contexts["dep"], ContextSource::Request("dep".into()));
         assert_eq!(b.contexts["img"], ContextSource::Image("alpine".into()));
         assert_eq!(b.cache_from.len(), 1);
-        // `type=docker` without a file is the local store here.
-        assert!(matches!(&b.outputs[..], [Output::Image { push: false, .. }]));
+        // `type=docker` without a file loads into the local engine (`--load`).
+        assert!(matches!(&b.outputs[..], [Output::Load { .. }]));
         assert!(b.no_cache);
         assert_eq!(b.progress, Mode::Plain);
         assert_eq!(b.run_limits.network, NetworkMode::None);
