@@ -11,6 +11,8 @@ mod push;
 mod store_cmds;
 mod write_layer;
 
+pub(crate) use store_cmds::parse_size;
+
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
@@ -20,6 +22,11 @@ use crate::cli::{Cli, Command, DebugCommand};
 
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli, mapping: IdMapping) -> Result<i32> {
+    // Printing completions or man pages must work whatever the config file says.
+    let needs_config = !matches!(cli.command, Command::Completion(_) | Command::Debug(DebugCommand::Man(_)));
+    if needs_config {
+        crate::config::install(crate::config::Config::load(cli.config.as_deref())?);
+    }
     let root = match cli.root {
         Some(r) => r,
         None => default_root()?,
