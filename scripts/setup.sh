@@ -24,4 +24,8 @@ if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
 fi
 cd "$(dirname "$0")/.."
 # `--deps-only`: the test script builds what it tests itself.
-[ "${1:-}" = "--deps-only" ] || cargo build --release --locked -p rbuild
+if [ "${1:-}" != "--deps-only" ]; then
+  cargo build --release --locked -p rbuild
+  # Man pages from the CLI definitions (`man -M target/man rbuild-build`).
+  target/release/rbuild debug man target/man/man1
+fi

@@ -277,16 +277,50 @@ fn index_for(manifest: &[u8], size: usize) -> Vec<u8> {
     .unwrap()
 }
 
-fn load_bytes(store: &Path, archive: &[u8]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
+/// `rbuild load` of `archive` into `store`, as root or as `user`.
+fn load_bytes(store: &Path, archive: &[u8], user: Option<&str>) -> Output {
+    let dir = tempfile::tempdir_in(store.parent().unwrap()).unwrap();
     let path = dir.path().join("a.tar");
     std::fs::write(&path, archive).unwrap();
-    rb(store, &["load", "-i", path.to_str().unwrap()])
+    let mut cmd = match user {
+        Some(u) => {
+            run(Command::new("chown").args(["-R", &format!("{u}:{u}")]).arg(dir.path()));
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--"]).arg(rbuild().get_program()).env("HOME", store.parent().unwrap());
+            c
+        }
+        None => rbuild(),
+    };
+    cmd.arg("--root").arg(store).args(["load", "-i"]).arg(&path).output().unwrap()
 }
 
+/// As root and, when the tests run as root, as the unprivileged test user.
 #[test]
 fn load_refuses_hostile_archives_and_tags_nothing() {
-    let store = tempfile::tempdir().unwrap();
+    hostile_archives_as(None);
+    if util::is_root() {
+        util::ensure_test_user();
+        hostile_archives_as(Some(util::TEST_USER));
+    }
+}
+
+fn hostile_archives_as(user: Option<&str>) {
+    let base = tempfile::Builder::new().prefix("rbuild-load").tempdir_in("/tmp").unwrap();
+    let store = base.path().join("store");
+    if let Some(u) = user {
+        run(Command::new("chown").arg(format!("{u}:{u}")).arg(base.path()));
+    }
+    let images_of = |store: &Path| {
+        let mut cmd = match user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+                c
+            }
+            None => rbuild(),
+        };
+        stdout(&ok(cmd.arg("--root").arg(store).arg("images").output().unwrap()))
+    };
     let (config, layer, manifest) = valid_parts();
     let index = index_for(&manifest, manifest.len());
     let good = || {
@@ -394,15 +428,15 @@ fn load_refuses_hostile_archives_and_tags_nothing() {
         ("not a tar", b"this is not a tar file at all, just text".repeat(20), "cannot read the archive"),
     ];
     for (what, archive, want) in cases {
-        let out = load_bytes(store.path(), &archive);
-        assert!(!out.status.success(), "{what}: loaded:\n{}", stdout(&out));
+        let out = load_bytes(&store, &archive, user);
+        assert!(!out.status.success(), "{what} ({user:?}): loaded:\n{}", stdout(&out));
         let err = stderr(&out);
-        assert!(err.contains(want), "{what}: expected `{want}` in:\n{err}");
+        assert!(err.contains(want), "{what} ({user:?}): expected `{want}` in:\n{err}");
         assert!(!Path::new("/tmp/rbuild-evil").exists(), "{what} wrote outside");
     }
-    let images = stdout(&ok(rb(store.path(), &["images"])));
+    let images = images_of(&store);
     assert_eq!(images.lines().count(), 1, "a refused archive tagged something:\n{images}");
     // The same parts, well formed, load: the cases above fail for their reason only.
-    let out = ok(load_bytes(store.path(), &good().file("index.json", &index).finish()));
+    let out = ok(load_bytes(&store, &good().file("index.json", &index).finish(), user));
     assert_eq!(stdout(&out), "Loaded image: evil:1\n");
 }

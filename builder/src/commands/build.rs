@@ -60,6 +60,10 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let Some(first) = requests.first() else { return Ok(0) };
     for request in requests {
         reject_unavailable(request)?;
+        // Before anything runs (bake targets come here without `from_cli`).
+        if request.platforms.len() > 1 && request.outputs.iter().any(|o| matches!(o, export::Output::Load { .. })) {
+            bail!(crate::request::RequestError::LoadSeveralPlatforms);
+        }
         if request.run_limits.network == NetworkMode::Host && !request.entitlements.network_host {
             bail!("`--network=host` needs the `network.host` entitlement: pass `--allow network.host` as well");
         }
