@@ -236,3 +236,48 @@ fn automatic_gc_after_a_build_keeps_tagged_images_and_running_builds() {
         .unwrap());
     assert!(!stderr(&out).contains("automatic GC"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_ca_file_named_in_the_config_is_trusted_for_login_and_pull() {
+    let password = "pw-config-ca";
+    let reg = TestRegistry::start_tls_with_auth("alice", password);
+    reg.push_busybox("busybox:latest");
+    let ca = reg.tls.as_ref().unwrap();
+    let env = tempfile::tempdir().unwrap();
+    // Relative to the config file.
+    std::fs::copy(&ca.ca_cert, env.path().join("registry-ca.pem")).unwrap();
+    let config = write_config(env.path(), &format!("[registry.\"{}\"]\nca = [\"registry-ca.pem\"]\n", reg.addr));
+    let pw = env.path().join("pw");
+    std::fs::write(&pw, password).unwrap();
+    let login = |with_config: bool| {
+        let mut cmd = rbuild();
+        cmd.env("HOME", env.path()).env("DOCKER_CONFIG", env.path().join("docker")).env_remove("SSL_CERT_FILE");
+        if with_config {
+            cmd.arg("--config").arg(&config);
+        }
+        cmd.args(["login", "-u", "alice", "--password-stdin", &reg.addr]).stdin(std::fs::File::open(&pw).unwrap());
+        cmd.output().unwrap()
+    };
+    // Without the file the certificate is not trusted.
+    assert!(!login(false).status.success());
+    let out = ok(login(true));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"), "{}", stderr(&out));
+    // And a build pulls its base through the same trust.
+    let ctx = dockerfile(&format!("FROM {}\nRUN echo over-tls > /tls\n", reg.reference("busybox:latest")));
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(rbuild()
+        .env("HOME", env.path())
+        .env("DOCKER_CONFIG", env.path().join("docker"))
+        .env_remove("SSL_CERT_FILE")
+        .arg("--root")
+        .arg(store.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["build", "-q", "-o"])
+        .arg(format!("type=local,dest={}", local.path().display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    assert_eq!(std::fs::read_to_string(local.path().join("tls")).unwrap(), "over-tls\n");
+}
