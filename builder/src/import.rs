@@ -136,6 +136,13 @@ pub enum ImportError {
         /// The name.
         name: String,
     },
+    /// Writing a member into the store failed.
+    #[error("cannot write an archive member into the store")]
+    WriteBlob {
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -326,8 +333,7 @@ fn store_member(store: &Store, entry: &mut impl Read) -> Result<StoredMember, Im
             magic[size as usize..size as usize + take].copy_from_slice(&buf[..take]);
         }
         size += n as u64;
-        w.write_all(&buf[..n])
-            .map_err(|source| ImportError::Store(StoreError::Write { path: "blob".into(), source }))?;
+        w.write_all(&buf[..n]).map_err(|source| ImportError::WriteBlob { source })?;
     }
     let digest = w.finish()?;
     Ok(StoredMember { digest, size, magic })
