@@ -548,6 +548,12 @@ mod tests {
             (&["rbuild", "."], &["rbuild", "build", "."]),
             (&["rbuild", "--root", "/s", "-t", "a", "."], &["rbuild", "--root", "/s", "build", "-t", "a", "."]),
             (&["rbuild", "--root=/s", "ctx"], &["rbuild", "--root=/s", "build", "ctx"]),
+            (
+                &["rbuild", "--config", "c.toml", "-t", "a", "."],
+                &["rbuild", "--config", "c.toml", "build", "-t", "a", "."],
+            ),
+            (&["rbuild", "--config=c.toml", "images"], &["rbuild", "--config=c.toml", "images"]),
+            (&["rbuild", "--root", "/s", "completion", "zsh"], &["rbuild", "--root", "/s", "completion", "zsh"]),
             (&["rbuild", "build", "-t", "a", "."], &["rbuild", "build", "-t", "a", "."]),
             (&["rbuild", "--root", "/s", "images"], &["rbuild", "--root", "/s", "images"]),
             (&["rbuild", "debug", "graph", "."], &["rbuild", "debug", "graph", "."]),
