@@ -440,3 +440,56 @@ fn hostile_archives_as(user: Option<&str>) {
     let out = ok(load_bytes(&store, &good().file("index.json", &index).finish(), user));
     assert_eq!(stdout(&out), "Loaded image: evil:1\n");
 }
+
+#[test]
+fn multi_platform_images_inspect_save_and_load_per_platform() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nLABEL multi=yes\n", reg.addr))
+        .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "-q", "--platform", "linux/amd64,linux/arm64", "-t", "multi:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    let v = inspect(store.path(), "multi:1");
+    assert_eq!(v["Id"], v["Digest"], "an index's ID is its digest");
+    assert_eq!(v["MediaType"], "application/vnd.oci.image.index.v1+json");
+    let platforms: Vec<&str> =
+        v["Platforms"].as_array().unwrap().iter().map(|p| p["Platform"].as_str().unwrap()).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(v["Platforms"][1]["Config"]["architecture"], "arm64");
+    assert_eq!(v["Platforms"][1]["Config"]["config"]["Labels"]["multi"], "yes");
+
+    // history: the host's image by default, another with --platform.
+    let arm = stdout(&ok(rb(store.path(), &["history", "--platform", "linux/arm64", "-q", "multi:1"])));
+    let arm_id = v["Platforms"][1]["Manifest"]["config"]["digest"].as_str().unwrap();
+    assert_eq!(arm.lines().next(), Some(&arm_id[7..19]), "{arm}");
+    let err = failed(rb(store.path(), &["history", "--platform", "linux/s390x", "multi:1"]));
+    assert!(err.contains("has no `linux/s390x` image (it has linux/amd64, linux/arm64)"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let oci = dir.path().join("multi-oci.tar");
+    let docker_arm = dir.path().join("multi-arm.tar");
+    ok(rb(store.path(), &["save", "--format", "oci", "-o", oci.to_str().unwrap(), "multi:1"]));
+    ok(rb(store.path(), &["save", "--platform", "linux/arm64", "-o", docker_arm.to_str().unwrap(), "multi:1"]));
+    let raw: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", oci.display()))))
+    .unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+    let cfg: serde_json::Value = serde_json::from_slice(&run(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", docker_arm.display()))))
+    .unwrap();
+    assert_eq!(cfg["architecture"], "arm64");
+
+    // The OCI archive loads back as the same index.
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(stdout(&ok(rb(fresh.path(), &["load", "-i", oci.to_str().unwrap()]))), "Loaded image: multi:1\n");
+    assert_eq!(inspect(fresh.path(), "multi:1")["Digest"], v["Digest"]);
+}
