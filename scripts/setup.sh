@@ -2,7 +2,7 @@
 # Installs every Debian package rbuild's tests and examples need, then builds
 # the release binary. Idempotent; run as root (or with sudo available).
 set -euo pipefail
-packages=(busybox-static docker-registry skopeo umoci uidmap passt slirp4netns jq git xz-utils bzip2 zstd curl passwd python3 bc procps libbz2-dev liblzma-dev pkg-config openssl gcc libc6-dev tmux)
+packages=(busybox-static docker-registry docker.io podman skopeo umoci uidmap passt slirp4netns jq git xz-utils bzip2 zstd curl passwd python3 bc procps libbz2-dev liblzma-dev pkg-config openssl gcc libc6-dev tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,4 +24,8 @@ if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
 fi
 cd "$(dirname "$0")/.."
 # `--deps-only`: the test script builds what it tests itself.
-[ "${1:-}" = "--deps-only" ] || cargo build --release --locked -p rbuild
+if [ "${1:-}" != "--deps-only" ]; then
+  cargo build --release --locked -p rbuild
+  # Man pages from the CLI definitions (`man -M target/man rbuild-build`).
+  target/release/rbuild debug man target/man/man1
+fi

@@ -18,6 +18,10 @@ pub struct Cli {
     /// Store location (default: $XDG_DATA_HOME/rbuild or ~/.local/share/rbuild).
     #[arg(long, global = true, env = "RBUILD_ROOT")]
     pub root: Option<PathBuf>,
+    /// Configuration file (default: $XDG_CONFIG_HOME/rbuild/config.toml or
+    /// ~/.config/rbuild/config.toml, when present).
+    #[arg(long, global = true, env = "RBUILD_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -40,11 +44,11 @@ pub fn with_default_command(mut args: Vec<OsString>) -> Vec<OsString> {
     let mut i = 1;
     while i < args.len() {
         let arg = args[i].to_string_lossy();
-        if arg == "--root" {
+        if arg == "--root" || arg == "--config" {
             i += 2;
             continue;
         }
-        if arg.starts_with("--root=") {
+        if arg.starts_with("--root=") || arg.starts_with("--config=") {
             i += 1;
             continue;
         }
@@ -68,6 +72,22 @@ pub enum Command {
     Bake(Box<BakeArgs>),
     /// List tagged images in the local store.
     Images,
+    /// Give a stored image another name (`docker tag`).
+    Tag(TagArgs),
+    /// Remove image names from the store (`docker rmi`); the data goes with
+    /// the next prune.
+    #[command(alias = "image-rm")]
+    Rmi(RmiArgs),
+    /// Show a stored image's manifest or index, config and platforms as JSON.
+    Inspect(InspectArgs),
+    /// Show the history of a stored image (`docker history`).
+    History(HistoryArgs),
+    /// Write stored images to a docker-archive or OCI archive (`docker save`).
+    Save(SaveArgs),
+    /// Read a docker-archive or OCI archive into the store (`docker load`).
+    Load(LoadArgs),
+    /// Print a shell completion script (`bash`, `zsh`, `fish`, `elvish`, `powershell`).
+    Completion(CompletionArgs),
     /// Remove unreferenced data from the store.
     Prune(PruneArgs),
     /// Show store disk usage.
@@ -91,6 +111,112 @@ pub enum DebugCommand {
     /// Write one snapshot directory as a layer blob and print its descriptor
     /// (used by `bench/compression.sh`).
     WriteLayer(WriteLayerArgs),
+    /// Write the man pages (`rbuild.1`, `rbuild-build.1`, ...) into a directory.
+    Man(ManArgs),
+}
+
+/// `rbuild debug man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    pub dir: PathBuf,
+}
+
+/// `rbuild completion`.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+/// `rbuild tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The stored image (name or ID).
+    pub source: String,
+    /// The new name (`[REGISTRY/]REPO[:TAG]`).
+    pub target: String,
+}
+
+/// `rbuild rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Names or IDs of the images.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Remove every name of an image given by ID.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `rbuild inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Names or IDs of the images.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Print the top-level document (manifest or index) byte for byte, as
+    /// `docker buildx imagetools inspect --raw` does.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `rbuild history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Name or ID of the image.
+    pub name: String,
+    /// Print sizes and dates in human-readable form (`-H=false`: bytes and RFC 3339).
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub human: bool,
+    /// Do not truncate the output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// The platform of a multi-platform image (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Archive format of `rbuild save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaveFormat {
+    /// docker-archive (`docker load`); Docker 25's layout: OCI plus `manifest.json`.
+    Docker,
+    /// OCI image layout tar (`oci-archive`).
+    Oci,
+}
+
+/// `rbuild save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Names or IDs of the image (several names of one image).
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Archive format.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub format: SaveFormat,
+    /// The platform to save from a multi-platform image (docker format:
+    /// default the host's; OCI format: default all of them).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// `rbuild load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from this file instead of standard input.
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Accepted for docker compatibility (rbuild prints no progress here).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// `rbuild debug graph`.
@@ -234,7 +360,8 @@ pub struct BuildArgs {
     /// Shorthand for `--output=type=registry`.
     #[arg(long)]
     pub push: bool,
-    /// Shorthand for `--output=type=docker`.
+    /// Load the image into the local Docker engine (`DOCKER_HOST`, else
+    /// /var/run/docker.sock) or podman (`RBUILD_LOAD=docker|podman` chooses).
     #[arg(long)]
     pub load: bool,
     /// Progress output: `auto`, `tty`, `plain`, `rawjson`, `quiet`.
@@ -421,6 +548,12 @@ mod tests {
             (&["rbuild", "."], &["rbuild", "build", "."]),
             (&["rbuild", "--root", "/s", "-t", "a", "."], &["rbuild", "--root", "/s", "build", "-t", "a", "."]),
             (&["rbuild", "--root=/s", "ctx"], &["rbuild", "--root=/s", "build", "ctx"]),
+            (
+                &["rbuild", "--config", "c.toml", "-t", "a", "."],
+                &["rbuild", "--config", "c.toml", "build", "-t", "a", "."],
+            ),
+            (&["rbuild", "--config=c.toml", "images"], &["rbuild", "--config=c.toml", "images"]),
+            (&["rbuild", "--root", "/s", "completion", "zsh"], &["rbuild", "--root", "/s", "completion", "zsh"]),
             (&["rbuild", "build", "-t", "a", "."], &["rbuild", "build", "-t", "a", "."]),
             (&["rbuild", "--root", "/s", "images"], &["rbuild", "--root", "/s", "images"]),
             (&["rbuild", "debug", "graph", "."], &["rbuild", "debug", "graph", "."]),
@@ -468,7 +601,7 @@ pub struct BakeArgs {
     /// Shorthand for `--set=*.push=true`.
     #[arg(long)]
     pub push: bool,
-    /// Shorthand for `--set=*.load=true` (the local store).
+    /// Shorthand for `--set=*.load=true`: load into the local Docker engine or podman.
     #[arg(long)]
     pub load: bool,
     /// Progress output: `auto`, `tty`, `plain`, `rawjson`, `quiet`.

@@ -7,9 +7,12 @@
 
 mod cli;
 mod commands;
+mod config;
+mod engine;
 mod export;
 mod fetch;
 mod frontend_input;
+mod import;
 mod progress;
 mod registry;
 mod remote_cache;

@@ -142,11 +142,11 @@ impl Sources {
             .enable_all()
             .build()
             .context("starting the I/O runtime")?;
-        let registry = RegistryClient::new(RegistryOptions {
+        let registry = RegistryClient::new(crate::config::current().registry_options(RegistryOptions {
             insecure_registries: insecure_registries.to_vec(),
             ca_file: registry_ca.map(Path::to_path_buf),
             ..RegistryOptions::default()
-        })?;
+        }))?;
         let sources = Sources {
             store,
             registry,

@@ -20,6 +20,7 @@ use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
 use rbuild_solver::solve::{self, ContextDir, ContextKey, RunLimits, SolveOptions};
 use sha2::Digest as _;
 
+use super::store_cmds::human_size;
 use crate::cli::BuildArgs;
 use crate::export::{self, BuiltImage, ExportResult};
 use crate::frontend_input::{self, FrontendInput};
@@ -59,6 +60,10 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let Some(first) = requests.first() else { return Ok(0) };
     for request in requests {
         reject_unavailable(request)?;
+        // Before anything runs (bake targets come here without `from_cli`).
+        if request.platforms.len() > 1 && request.outputs.iter().any(|o| matches!(o, export::Output::Load { .. })) {
+            bail!(crate::request::RequestError::LoadSeveralPlatforms);
+        }
         if request.run_limits.network == NetworkMode::Host && !request.entitlements.network_host {
             bail!("`--network=host` needs the `network.host` entitlement: pass `--allow network.host` as well");
         }
@@ -219,7 +224,43 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         }
         phase.done();
     }
+    auto_gc(&store, &crate::config::current().gc, &printer)?;
     Ok(0)
+}
+
+/// The config file's GC policy, applied once the build's outputs are
+/// written: when the store holds more than `keep-storage` (or, with only
+/// `keep-duration`, after every build). Prune keeps tagged images and
+/// whatever a live process's lease holds, so running builds (and this
+/// one's own results) are never touched.
+fn auto_gc(store: &rbuild_cache::store::Store, policy: &crate::config::GcPolicy, printer: &Printer) -> Result<()> {
+    let over = match policy.keep_storage {
+        Some(limit) => {
+            let du = store.disk_usage()?;
+            let used = du.blobs_bytes + du.snapshots_bytes + du.mounts_bytes;
+            (used > limit).then_some(used)
+        }
+        None if policy.keep_duration.is_some() => Some(0),
+        None => None,
+    };
+    let Some(used) = over else { return Ok(()) };
+    let report = store.prune(&rbuild_cache::store::PruneOptions {
+        all: false,
+        keep_storage: policy.keep_storage,
+        keep_duration: policy.keep_duration,
+    })?;
+    let why = match policy.keep_storage {
+        Some(limit) => format!("store at {} > keep-storage {}", human_size(used), human_size(limit)),
+        None => "keep-duration".to_string(),
+    };
+    printer.message(&format!(
+        "automatic GC ({why}): reclaimed {} ({} blobs, {} snapshots, {} cache records)",
+        human_size(report.bytes_freed),
+        report.blobs_removed,
+        report.snapshots_removed,
+        report.records_removed
+    ));
+    Ok(())
 }
 
 /// The lowered graph of the request named `dep` for `platform` (or for its
@@ -316,7 +357,7 @@ fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOp
     }
     let secrets = secret_specs.iter().map(|(id, s)| Ok((id.clone(), s.load()?))).collect::<Result<_>>()?;
     let ssh = ssh_specs.iter().map(|(id, s)| Ok((id.clone(), s.resolve()?))).collect::<Result<_>>()?;
-    let jobs = planned.iter().find_map(|p| p.request.jobs);
+    let jobs = planned.iter().find_map(|p| p.request.jobs).or(crate::config::current().jobs);
     let mapping = mapping.clone();
     Ok(SolveOptions {
         jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),

@@ -12,11 +12,11 @@ use crate::registry::{ImageRef, RegistryClient, RegistryOptions};
 
 /// A registry client for the connection flags.
 pub fn registry_client(args: &RegistryArgs) -> Result<RegistryClient> {
-    Ok(RegistryClient::new(RegistryOptions {
+    Ok(RegistryClient::new(crate::config::current().registry_options(RegistryOptions {
         insecure_registries: args.insecure_registry.clone(),
         ca_file: args.registry_ca.clone(),
         ..RegistryOptions::default()
-    })?)
+    }))?)
 }
 
 pub fn run(args: &PushArgs, root: &Path) -> Result<i32> {

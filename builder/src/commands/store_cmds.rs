@@ -102,7 +102,7 @@ pub fn prune(root: &Path, args: &PruneArgs) -> Result<i32> {
         bail!("`--filter` applies to `--cache-mounts` only");
     }
     let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
-    let report = store.prune(&PruneOptions { all: args.all, keep_storage })?;
+    let report = store.prune(&PruneOptions { all: args.all, keep_storage, keep_duration: None })?;
     println!(
         "Total reclaimed space: {} ({} blobs, {} snapshots, {} cache records, {} cache mounts)",
         human_size(report.bytes_freed),

@@ -37,7 +37,9 @@ use crate::registry::{ImageRef, RegistryClient, RegistryError};
 pub use assemble::{BuiltImage, assemble, threads};
 pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
-pub use oci::{DockerExporter, OciExporter};
+pub use oci::{
+    DockerExporter, LoadExporter, OciExporter, export_docker, export_oci, write_docker_archive, write_oci_tar,
+};
 pub use output::{CompressionKind, ImageAttrs, Output, compression_from_outputs};
 pub use push::{RegistryExporter, push_stored};
 pub use store::StoreExporter;
@@ -121,6 +123,7 @@ pub fn exporters_for(output: &Output, registry: &RegistryClient, runtime: &Runti
             vec![Box::new(OciExporter { dest: dest.clone(), tar: *tar, docker_media_types: image.docker_media_types })]
         }
         Output::Docker { dest, .. } => vec![Box::new(DockerExporter { dest: dest.clone() })],
+        Output::Load { .. } => vec![Box::new(LoadExporter)],
         Output::Local { dest } => vec![Box::new(LocalExporter { dest: dest.clone() })],
         Output::Tar { dest } => vec![Box::new(TarExporter { dest: dest.clone() })],
     }
@@ -342,6 +345,18 @@ pub enum ExportError {
     /// A push without any image name.
     #[error("pushing needs an image name: pass `-t NAME` or `-o type=registry,name=NAME`")]
     PushNeedsName,
+    /// `--load` failed.
+    #[error("loading the image into {engine}")]
+    Load {
+        /// The engine.
+        engine: String,
+        /// What failed.
+        #[source]
+        source: Box<crate::engine::EngineError>,
+    },
+    /// `--load` found no engine.
+    #[error(transparent)]
+    NoEngine(Box<crate::engine::EngineError>),
     /// Pushing to a registry failed.
     #[error("pushing `{name}`{}", platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
     Push {

@@ -267,3 +267,26 @@ impl Exporter for DockerExporter {
         export_docker(&input.bundle(), &self.dest)
     }
 }
+
+/// `--load`: the image streamed into the local Docker engine or podman
+/// (see [`crate::engine`]).
+pub struct LoadExporter;
+
+impl Exporter for LoadExporter {
+    fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
+        if input.images.len() > 1 {
+            return Err(ExportError::BadBundle(
+                "`--load` loads one platform's image; build one platform, or use `type=oci` for several",
+            ));
+        }
+        let engine = crate::engine::Engine::detect().map_err(|e| ExportError::NoEngine(Box::new(e)))?;
+        input.printer.message(&format!("loading image into {}", engine.describe()));
+        let messages = engine
+            .load(&input.bundle())
+            .map_err(|source| ExportError::Load { engine: engine.describe(), source: Box::new(source) })?;
+        for m in messages {
+            input.printer.message(&m);
+        }
+        Ok(())
+    }
+}

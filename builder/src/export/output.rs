@@ -60,6 +60,12 @@ pub enum Output {
         /// `dest=`.
         dest: PathBuf,
     },
+    /// `--load` (`type=docker` without `dest=`): the image loaded into the
+    /// local Docker engine or podman.
+    Load {
+        /// Image attributes.
+        image: ImageAttrs,
+    },
     /// `type=local`: the final filesystem copied into a directory.
     Local {
         /// `dest=`.
@@ -76,7 +82,10 @@ impl Output {
     /// The image attributes of an output that writes an image.
     pub fn image_attrs(&self) -> Option<&ImageAttrs> {
         match self {
-            Output::Image { image, .. } | Output::Oci { image, .. } | Output::Docker { image, .. } => Some(image),
+            Output::Image { image, .. }
+            | Output::Oci { image, .. }
+            | Output::Docker { image, .. }
+            | Output::Load { image } => Some(image),
             Output::Local { .. } | Output::Tar { .. } => None,
         }
     }

@@ -319,6 +319,11 @@ pub struct RegistryOptions {
     pub podman_auth_file: Option<PathBuf>,
     /// Upload chunk size for large blobs (`None`: [`upload::CHUNK_SIZE`]).
     pub upload_chunk_size: Option<u64>,
+    /// Registry -> mirrors (`host[:port]`) tried in order before it for
+    /// pulls (the config file's `[registry."docker.io"] mirrors = [...]`).
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// More PEM CA files (the config file's `ca = [...]`).
+    pub extra_ca_files: Vec<PathBuf>,
 }
 
 /// One platform's image, as found in the registry.
@@ -497,7 +502,32 @@ impl RegistryClient {
     /// or Docker manifest list to the matching manifest, then fetches the
     /// config. A plain manifest is returned whatever its platform (as Docker
     /// does); [`ResolvedImage::platform`] says what it is.
+    ///
+    /// With mirrors configured for `r`'s registry, each is asked first, in
+    /// order (same repository, tag and digest); the first that has the
+    /// image answers, and on any failure the next one, then the registry
+    /// itself, is tried, as BuildKit's resolver does.
     pub async fn resolve(&self, r: &ImageRef, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
+        for m in self.mirrors_of(r) {
+            if let Ok(image) = self.resolve_at(&m, platform).await {
+                return Ok(image);
+            }
+        }
+        self.resolve_at(r, platform).await
+    }
+
+    /// `r` on each mirror of its registry, in the configured order.
+    fn mirrors_of(&self, r: &ImageRef) -> Vec<ImageRef> {
+        self.opts
+            .mirrors
+            .get(&r.registry)
+            .into_iter()
+            .flatten()
+            .map(|m| ImageRef { registry: m.clone(), ..r.clone() })
+            .collect()
+    }
+
+    async fn resolve_at(&self, r: &ImageRef, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
         // oci-client's `pull_image_manifest` picks a platform with a resolver
         // fixed at client construction, and returns a parsed manifest (the
         // raw bytes, whose digest we must keep, are lost). So we fetch raw
@@ -546,7 +576,7 @@ impl RegistryClient {
             });
         }
         let mut config = Vec::with_capacity(manifest.config.size as usize);
-        self.fetch_blob(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
+        self.fetch_blob_at(r, &manifest.config.digest, manifest.config.size, &mut config).await?;
         let image_config: ImageConfig = serde_json::from_slice(&config).map_err(|source| {
             RegistryError::ParseConfig { reference: r.to_string(), digest: manifest.config.digest.clone(), source }
         })?;
@@ -603,7 +633,26 @@ impl RegistryClient {
     /// is cut off) and the digest at the end; on a dropped connection,
     /// resumes with a range request. On error, `out` may hold partial data:
     /// write to a temp file and rename only on success.
+    ///
+    /// A mirror of `r`'s registry that has the blob (asked with a HEAD
+    /// request, so a fallback never follows a partial write) serves it in
+    /// place of the registry.
     pub async fn fetch_blob(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<(), RegistryError> {
+        for m in self.mirrors_of(r) {
+            if self.blob_exists(&m, digest).await.unwrap_or(false) {
+                return self.fetch_blob_at(&m, digest, size, out).await;
+            }
+        }
+        self.fetch_blob_at(r, digest, size, out).await
+    }
+
+    async fn fetch_blob_at(
         &self,
         r: &ImageRef,
         digest: &str,
@@ -800,7 +849,7 @@ impl RegistryClient {
 fn load_ca_certs(opts: &RegistryOptions) -> Result<Vec<Vec<u8>>, RegistryError> {
     let env = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut out = Vec::new();
-    for path in opts.ca_file.iter().chain(env.iter()) {
+    for path in opts.ca_file.iter().chain(&opts.extra_ca_files).chain(env.iter()) {
         let text =
             std::fs::read_to_string(path).map_err(|source| RegistryError::ReadCa { path: path.clone(), source })?;
         let before = out.len();

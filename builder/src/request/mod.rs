@@ -266,9 +266,11 @@ pub enum RequestError {
         /// The value.
         value: String,
     },
-    /// `--load`.
-    #[error("`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`")]
-    Load,
+    /// `--load` with several platforms.
+    #[error(
+        "`--load` loads one platform's image into the engine; build one platform, or use `-o type=oci` for several"
+    )]
+    LoadSeveralPlatforms,
     /// `--progress` value.
     #[error("invalid `--progress {value}`: use auto, tty, plain, rawjson or quiet")]
     InvalidProgress {
@@ -376,7 +378,7 @@ impl BuildRequest {
             outputs.push(Output::Image { image: Default::default(), push: true });
         }
         if args.load {
-            return Err(RequestError::Load);
+            outputs.push(Output::Load { image: Default::default() });
         }
         if outputs.is_empty() {
             outputs.push(Output::Image { image: Default::default(), push: false });
@@ -391,6 +393,11 @@ impl BuildRequest {
         }
         let progress = Mode::parse(&args.progress, args.quiet)
             .map_err(|_| RequestError::InvalidProgress { value: args.progress.clone() })?;
+        let platforms = parse_platforms(args.platform.iter().map(String::as_str))?;
+        // Said before building, not after: an engine takes one platform's image.
+        if platforms.len() > 1 && outputs.iter().any(|o| matches!(o, Output::Load { .. })) {
+            return Err(RequestError::LoadSeveralPlatforms);
+        }
         let dockerfile = match &args.file {
             Some(f) if f.as_os_str() == "-" => DockerfileSource::Stdin,
             Some(f) => DockerfileSource::Path(f.clone()),
@@ -402,7 +409,7 @@ impl BuildRequest {
             dockerfile,
             target: args.target.clone(),
             args: build_args,
-            platforms: parse_platforms(args.platform.iter().map(String::as_str))?,
+            platforms,
             contexts,
             secrets: args.secret.iter().map(|s| SecretSpec::parse(s)).collect::<Result<_, _>>()?,
             ssh: args.ssh.iter().map(|s| SshSpec::parse(s)).collect::<Result<_, _>>()?,
@@ -536,10 +543,8 @@ mod tests {
         let r = BuildRequest::from_cli(&plain).unwrap();
         assert!(matches!(&r.outputs[..], [Output::Image { push: false, .. }]));
         let load = Wrap::parse_from(["rbuild", "--load", &ctx]).build;
-        assert_eq!(
-            BuildRequest::from_cli(&load).unwrap_err().to_string(),
-            "`--load` needs a Docker daemon; use `-o type=docker,dest=FILE` and `docker load -i FILE`"
-        );
+        let r = BuildRequest::from_cli(&load).unwrap();
+        assert!(matches!(&r.outputs[..], [Output::Load { .. }]), "{:?}", r.outputs);
         let bad = Wrap::parse_from(["rbuild", "--progress", "fancy", &ctx]).build;
         assert_eq!(
             BuildRequest::from_cli(&bad).unwrap_err().to_string(),

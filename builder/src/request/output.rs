@@ -73,6 +73,10 @@ pub fn parse(spec: &str) -> Result<Output, RequestError> {
             Output::Image { image: image_attrs(names, &attrs)?, push: true }
         }
         "oci" => Output::Oci { dest: dest()?, tar: bool_attr("tar", true)?, image: image_attrs(names, &attrs)? },
+        // buildx: `type=docker` without `dest` loads into the local engine.
+        "docker" if attrs.get("dest").is_none_or(|d| d.is_empty()) => {
+            Output::Load { image: image_attrs(names, &attrs)? }
+        }
         "docker" => Output::Docker { dest: dest()?, image: image_attrs(names, &attrs)? },
         "local" => Output::Local { dest: dest()? },
         "tar" => Output::Tar { dest: dest()? },

@@ -30,6 +30,9 @@ pub struct PruneOptions {
     /// Keep the most recently used cache up to this many bytes (tagged and
     /// leased data count towards it but are never removed).
     pub keep_storage: Option<u64>,
+    /// Keep cache used within this long, whatever `keep_storage` says;
+    /// alone, drop everything older (BuildKit's `keepDuration`).
+    pub keep_duration: Option<std::time::Duration>,
 }
 
 /// What prune removed.
@@ -202,7 +205,19 @@ impl Store {
             roots.sort_by(|a, b| b.used.cmp(&a.used).then_with(|| a.file.cmp(&b.file)));
             let mut budget_exhausted = opts.all;
             let mut dropped: Vec<Root> = Vec::new();
+            let now = SystemTime::now();
+            let recent = |root: &Root| {
+                opts.keep_duration.is_some_and(|d| now.duration_since(root.used).map(|age| age < d).unwrap_or(true))
+            };
             for root in roots {
+                if !opts.all && recent(&root) {
+                    marker.mark(&root.snapshots, &root.blobs);
+                    continue;
+                }
+                // Older than `keep_duration` with no size budget: dropped.
+                if opts.keep_duration.is_some() && opts.keep_storage.is_none() {
+                    budget_exhausted = true;
+                }
                 if !budget_exhausted && let Some(limit) = opts.keep_storage {
                     let (_, _, extra) = marker.reach(&root.snapshots, &root.blobs);
                     if marker.bytes + extra > limit {

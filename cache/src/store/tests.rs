@@ -409,14 +409,14 @@ fn prune_keeps_tagged_leased_and_recorded() {
     }
     assert!(r.bytes_freed >= 5 + 10);
 
-    let r = s.prune(&PruneOptions { all: true, keep_storage: None }).unwrap();
+    let r = s.prune(&PruneOptions { all: true, keep_storage: None, keep_duration: None }).unwrap();
     assert_eq!((r.snapshots_removed, r.records_removed), (1, 1), "{r:?}");
     assert!(!s.has_snapshot(&recorded) && !s.has_blob(&snap_layer));
     assert!(s.has_snapshot(&leased), "lease still held");
     assert!(s.has_blob(&manifest) && s.has_blob(&config) && s.has_blob(&layer), "tag kept");
 
     drop(lease);
-    let r = s.prune(&PruneOptions { all: true, keep_storage: None }).unwrap();
+    let r = s.prune(&PruneOptions { all: true, keep_storage: None, keep_duration: None }).unwrap();
     assert_eq!(r.snapshots_removed, 1);
     assert!(s.has_blob(&layer));
     assert!(matches!(s.lease().unwrap().add_snapshot(&leased), Err(StoreError::SnapshotNotFound(_))));
@@ -446,7 +446,7 @@ fn prune_keep_storage_keeps_most_recently_used() {
     assert!(s.lookup("k0").unwrap().is_some());
     drop(s);
     let s = Store::open(t.path()).unwrap();
-    let r = s.prune(&PruneOptions { all: false, keep_storage: Some(2500) }).unwrap();
+    let r = s.prune(&PruneOptions { all: false, keep_storage: Some(2500), keep_duration: None }).unwrap();
     assert_eq!((r.records_removed, r.snapshots_removed, r.bytes_freed), (2, 2, 2000), "{r:?}");
     let kept: Vec<bool> = ids.iter().map(|id| s.has_snapshot(id)).collect();
     assert_eq!(kept, vec![true, false, false, true]);
@@ -454,6 +454,42 @@ fn prune_keep_storage_keeps_most_recently_used() {
     assert!(s.lookup("k3").unwrap().is_some());
     let du = s.disk_usage().unwrap();
     assert_eq!((du.snapshots_bytes, du.records_count), (2000, 2));
+}
+
+#[test]
+fn prune_keep_duration_keeps_recent_cache_and_drops_older() {
+    let t = tempfile::tempdir().unwrap();
+    let ids: Vec<SnapshotId> = {
+        let a = Store::open(t.path()).unwrap();
+        (0..3)
+            .map(|i| {
+                let id = commit_snapshot(&a, &vec![b'y'; 1000]);
+                a.record(&format!("d{i}"), &record_for(vec![id.clone()])).unwrap();
+                id
+            })
+            .collect()
+    };
+    // d0 used three days ago, d1 an hour ago, d2 just now.
+    let now = SystemTime::now();
+    for (i, age) in [(0, 3 * 86400), (1, 3600)] {
+        let f = key_file(&t.path().join("index"), &format!("d{i}"));
+        File::options().write(true).open(f).unwrap().set_modified(now - Duration::from_secs(age)).unwrap();
+    }
+    let s = Store::open(t.path()).unwrap();
+    let two_days = Some(Duration::from_secs(48 * 3600));
+    // Alone: everything older than the duration goes.
+    let r = s.prune(&PruneOptions { all: false, keep_storage: None, keep_duration: two_days }).unwrap();
+    assert_eq!((r.records_removed, r.snapshots_removed), (1, 1), "{r:?}");
+    assert_eq!(ids.iter().map(|id| s.has_snapshot(id)).collect::<Vec<_>>(), [false, true, true]);
+    // With a size budget smaller than what is recent: the recent stays anyway.
+    let r = s.prune(&PruneOptions { all: false, keep_storage: Some(10), keep_duration: two_days }).unwrap();
+    assert_eq!(r.records_removed, 0, "{r:?}");
+    // A short duration and a budget: the budget decides for the older one.
+    let r = s
+        .prune(&PruneOptions { all: false, keep_storage: Some(1500), keep_duration: Some(Duration::from_secs(60)) })
+        .unwrap();
+    assert_eq!((r.records_removed, r.snapshots_removed), (1, 1), "{r:?}");
+    assert_eq!(ids.iter().map(|id| s.has_snapshot(id)).collect::<Vec<_>>(), [false, false, true]);
 }
 
 #[test]
@@ -465,7 +501,7 @@ fn prune_all_removes_unleased_cache_mounts() {
     let lease = s.lease().unwrap();
     lease.add_mount("keep").unwrap();
     assert_eq!(s.prune(&PruneOptions::default()).unwrap().mounts_removed, 0);
-    let r = s.prune(&PruneOptions { all: true, keep_storage: None }).unwrap();
+    let r = s.prune(&PruneOptions { all: true, keep_storage: None, keep_duration: None }).unwrap();
     assert_eq!(r.mounts_removed, 1);
     assert!(keep.is_dir() && !gone.exists());
 }

@@ -139,10 +139,9 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
     }
     let mut outputs = Vec::new();
     for o in t.output.iter().flatten().filter(|o| o.kind != "cacheonly") {
-        // `--load` (`type=docker` without a file) means "into the local
-        // store" for a daemonless builder.
+        // `--load` is `type=docker` without a file: into the local engine.
         let output = if o.kind == "docker" && o.dest.is_empty() {
-            Output::Image { image: Default::default(), push: false }
+            Output::Load { image: Default::default() }
         } else {
             request::output::parse(&o.canonical()).with_context(what)?
         };
@@ -384,8 +383,8 @@ target "default" {
         assert_eq!(b.contexts["dep"], ContextSource::Request("dep".into()));
         assert_eq!(b.contexts["img"], ContextSource::Image("alpine".into()));
         assert_eq!(b.cache_from.len(), 1);
-        // `type=docker` without a file is the local store here.
-        assert!(matches!(&b.outputs[..], [Output::Image { push: false, .. }]));
+        // `type=docker` without a file loads into the local engine (`--load`).
+        assert!(matches!(&b.outputs[..], [Output::Load { .. }]));
         assert!(b.no_cache);
         assert_eq!(b.progress, Mode::Plain);
         assert_eq!(b.run_limits.network, NetworkMode::None);
