@@ -172,6 +172,9 @@ impl BlobSink for RegistryCache {
     }
 }
 
+/// Why `type=gha` is refused, and what to use instead (after the flag).
+const GHA_UNSUPPORTED: &str = "type=gha` is not supported by rbuild (it has no client for the GitHub Actions cache service): use type=registry,ref=ghcr.io/OWNER/APP:cache, or type=local with actions/cache saving the directory; supported types: registry, local, inline (export only)";
+
 fn local_cache(path: &std::path::Path, spec: &CacheSpec) -> LayoutCache {
     let cache = LayoutCache::new(path.to_path_buf(), spec.options.get("tag").cloned());
     match spec.options.get("digest") {
@@ -197,11 +200,8 @@ pub fn import(
                 sources.push(Arc::new(RegistryCache::new(registry.clone(), runtime.clone(), reference)?))
             }
             CacheBackend::Local { path } => sources.push(Arc::new(local_cache(path, spec))),
-            CacheBackend::Inline | CacheBackend::Gha { .. } => {
-                bail!(
-                    "`--cache-from` of this type is not available yet in this rbuild version (use type=registry or type=local)"
-                )
-            }
+            CacheBackend::Inline => bail!("`--cache-from type=inline` does not exist: name the image (`--cache-from IMAGE`)"),
+            CacheBackend::Gha { .. } => bail!("`--cache-from {GHA_UNSUPPORTED}"),
         }
     }
     let imported = ImportedCache::load(sources, chown).context("importing the build cache")?;
@@ -213,9 +213,7 @@ pub fn import(
 pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
     for spec in specs {
         if matches!(spec.backend, CacheBackend::Gha { .. }) {
-            bail!(
-                "`--cache-to type=gha` is not available yet in this rbuild version (use type=registry or type=local)"
-            );
+            bail!("`--cache-to {GHA_UNSUPPORTED}");
         }
         for (key, unsupported) in
             [("image-manifest", "false"), ("oci-mediatypes", "false"), ("force-compression", "true")]

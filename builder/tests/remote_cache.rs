@@ -401,10 +401,23 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
     let store = tempfile::tempdir().unwrap();
     let out = ok(build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:none")]));
     assert_eq!(started_runs(&out).len(), 3);
-    // An unknown type still answers clearly.
-    let out = build(store.path(), ctx.path(), &["--cache-to", "type=gha,scope=x"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    // The services buildx users will try answer with what works instead,
+    // before anything runs.
+    for (flag, spec) in [
+        ("--cache-to", "type=gha,scope=x"),
+        ("--cache-from", "type=gha,scope=x"),
+        ("--cache-to", "type=s3,region=eu-west-1,bucket=b"),
+        ("--cache-from", "type=azblob,name=c"),
+    ] {
+        let empty = tempfile::tempdir().unwrap();
+        let out = build(empty.path(), ctx.path(), &[flag, spec]);
+        assert!(!out.status.success(), "{flag} {spec} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let kind = spec.split(',').next().unwrap();
+        assert!(err.contains(&format!("`{flag} {kind}` is not supported by rbuild")), "{err}");
+        assert!(err.contains("type=registry") && err.contains("type=local"), "{err}");
+        assert!(started(&out).is_empty(), "{flag} {spec}: steps ran before the refusal");
+    }
     // So do options this version cannot honour, before anything runs.
     for option in ["image-manifest=false", "oci-mediatypes=false", "compression-level=12"] {
         let spec = format!("type=registry,ref={},{option}", reg.reference("cache:x"));
