@@ -200,7 +200,9 @@ pub fn import(
                 sources.push(Arc::new(RegistryCache::new(registry.clone(), runtime.clone(), reference)?))
             }
             CacheBackend::Local { path } => sources.push(Arc::new(local_cache(path, spec))),
-            CacheBackend::Inline => bail!("`--cache-from type=inline` does not exist: name the image (`--cache-from IMAGE`)"),
+            CacheBackend::Inline => {
+                bail!("`--cache-from type=inline` does not exist: name the image (`--cache-from IMAGE`)")
+            }
             CacheBackend::Gha { .. } => bail!("`--cache-from {GHA_UNSUPPORTED}"),
         }
     }
