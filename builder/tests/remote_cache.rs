@@ -4,9 +4,11 @@
 
 mod util;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use util::faultproxy::FaultProxy;
 use util::{TestRegistry, ok, rbuild};
 use util::{ensure_test_user, is_root};
 
@@ -825,4 +827,167 @@ fn inline_cache_of_a_multi_platform_image() {
         let steps = started(&out);
         assert!(steps.is_empty(), "{platform}: not fully cached, ran {steps:?}");
     }
+}
+
+/// The layer digests of the image manifest `digest` in `store`.
+fn stored_image_layers(store: &Path, digest: &str) -> Vec<String> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// Which of `candidates` the store holds as blobs.
+fn blobs_in_store(store: &Path, candidates: &[String]) -> BTreeSet<String> {
+    candidates.iter().filter(|d| store.join("blobs/sha256").join(&d[7..]).exists()).cloned().collect()
+}
+
+/// The layer blobs (of `layers`) among the GETs a counting proxy saw since
+/// its `since`-th (config blobs of the cache artifacts are not layers: they
+/// are always read).
+fn layer_gets(proxy: &FaultProxy, since: usize, layers: &[String]) -> BTreeSet<String> {
+    proxy.blob_gets()[since..].iter().filter(|d| layers.contains(d)).cloned().collect()
+}
+
+/// Lazy import, counted: on empty stores behind a counting proxy, for
+/// mode=min, mode=max, type=local and type=inline caches, a fully cached
+/// push-only build downloads no layer (the registry has them: HEAD, or a
+/// cross-repository mount from the cache's repository); an image-only
+/// local export downloads exactly the final image's layers; a `type=local`
+/// output unpacks exactly those; a miss below a hit downloads the hit's
+/// chain only because the step that runs needs its files, and nothing of
+/// the stage below that hit.
+#[test]
+fn a_fresh_store_downloads_exactly_the_blobs_the_rules_allow() {
+    let reg = registry_with_busybox();
+    let proxy = FaultProxy::start(&reg.addr, vec![]);
+    let via = |name: &str| format!("{}/{name}", proxy.addr);
+    let ctx = workload(&reg);
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    let local_dir = tempfile::tempdir().unwrap();
+    let local_from = format!("type=local,src={}", local_dir.path().display());
+    ok(build(
+        store_a.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={}", via("cache:min")),
+            "--cache-to",
+            &format!("type=registry,ref={},mode=max", via("cache:max")),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", local_dir.path().display()),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            "type=image,name=w:latest",
+        ],
+    ));
+    let digest = image_digest(&meta);
+    // The inline cache changes the config (it holds the records), so that
+    // image has its own digest; its layers are the same.
+    ok(build(
+        store_a.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            "type=inline",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            &format!("type=image,name={},push=true", via("app:inline")),
+        ],
+    ));
+    let inline_digest = image_digest(&meta);
+    let image: BTreeSet<String> = stored_image_layers(store_a.path(), &digest).into_iter().collect();
+    // Every layer any of the caches names (mode=max: the builder stage's too).
+    let all: Vec<String> = cache_layers(&via("cache:max"));
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert!(image.iter().all(|l| all.contains(l)));
+
+    // mode=min (and inline) has no records of the builder stage: its two
+    // RUNs run on the base image, a hit whose layer they need (a miss
+    // below a hit), so that one layer is downloaded; the final stage hits.
+    let inline = ["--cache-to", "type=inline"];
+    for (name, cache_from, runs, extra, want) in [
+        ("mode=min", via("cache:min"), 2, &[][..], &digest),
+        ("mode=max", via("cache:max"), 0, &[][..], &digest),
+        ("type=local", local_from.clone(), 0, &[][..], &digest),
+        ("type=inline", via("app:inline"), 2, &inline[..], &inline_digest),
+    ] {
+        // Push-only: no layer downloaded, none in the store, and the pushed
+        // image is the same image, complete in the registry.
+        let store = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        let before = proxy.blob_gets().len();
+        let target = via(&format!("app:pushed-{}", name.replace('=', "-")));
+        let out = ok(build(
+            store.path(),
+            ctx.path(),
+            &[
+                &["--cache-from", &cache_from, "--metadata-file", meta.to_str().unwrap()][..],
+                extra,
+                &["-o", &format!("type=registry,name={target}")][..],
+            ]
+            .concat(),
+        ));
+        assert_eq!(started_runs(&out).len(), runs, "{name}: {:?}", started(&out));
+        assert_eq!(&image_digest(&meta), want, "{name}");
+        let base: BTreeSet<String> = stored_image_layers(store_a.path(), &digest).into_iter().take(1).collect();
+        let allowed = if runs == 0 || cache_from.starts_with("type=local") { BTreeSet::new() } else { base };
+        let got = layer_gets(&proxy, before, &all);
+        assert_eq!(got, allowed, "{name}: layers a push-only cached build downloaded");
+        if runs == 0 {
+            assert!(blobs_in_store(store.path(), &all).is_empty(), "{name}: layers entered the store");
+        }
+        let pushed = util::skopeo_inspect_raw(&target);
+        let pushed_layers: BTreeSet<String> =
+            pushed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+        assert_eq!(pushed_layers, image, "{name}");
+        // skopeo reads every blob back: the registry holds them all.
+        let copy_dir = tempfile::tempdir().unwrap();
+        run(Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{target}"))
+            .arg(format!("dir:{}", copy_dir.path().display())));
+
+        // Image-only local export: exactly the image's layers.
+        let store = tempfile::tempdir().unwrap();
+        let before = proxy.blob_gets().len();
+        ok(build(store.path(), ctx.path(), &["--cache-from", &cache_from, "-o", "type=image,name=w:latest"]));
+        if !cache_from.starts_with("type=local") {
+            let got = layer_gets(&proxy, before, &all);
+            assert_eq!(got, image, "{name}: image-only export");
+            // Each at most once.
+            let n = proxy.blob_gets()[before..].iter().filter(|d| all.contains(d)).count();
+            assert_eq!(n, image.len(), "{name}: a layer was downloaded twice");
+        }
+        if runs == 0 {
+            assert_eq!(blobs_in_store(store.path(), &all), image, "{name}: image-only export");
+        }
+
+        // Files output: the same layers, unpacked.
+        let store = tempfile::tempdir().unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        ok(build(
+            store.path(),
+            ctx.path(),
+            &["--cache-from", &cache_from, "-o", &format!("type=local,dest={}", out_dir.path().display())],
+        ));
+        if runs == 0 {
+            assert_eq!(blobs_in_store(store.path(), &all), image, "{name}: type=local output");
+        }
+        assert!(out_dir.path().join("app/all").exists(), "{name}");
+    }
+
+    // A miss below a hit (mode=max): app.txt changes, so its COPY runs on
+    // the hit `COPY --from=builder` and needs that chain's files (base and
+    // the COPY's layer); the builder stage below that hit is never fetched.
+    std::fs::write(ctx.path().join("app.txt"), "app v2\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let before = proxy.blob_gets().len();
+    let out = ok(build(store.path(), ctx.path(), &["--cache-from", &via("cache:max"), "-o", "type=image,name=w:2"]));
+    assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
+    let first_two: BTreeSet<String> = stored_image_layers(store_a.path(), &digest).into_iter().take(2).collect();
+    let fetched = layer_gets(&proxy, before, &all);
+    assert_eq!(fetched, first_two, "only the chain below the miss is downloaded");
 }
