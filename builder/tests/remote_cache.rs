@@ -991,3 +991,69 @@ fn a_fresh_store_downloads_exactly_the_blobs_the_rules_allow() {
     let fetched = layer_gets(&proxy, before, &all);
     assert_eq!(fetched, first_two, "only the chain below the miss is downloaded");
 }
+
+/// Two real rbuild processes export to one cache ref at the same moment,
+/// for different platforms, several rounds over changing sources: each
+/// either succeeds with its records surviving beside the other's (read,
+/// merge, write, read back, merge again if replaced), or fails saying so;
+/// never a silently lost platform or a corrupt ref. After each round both
+/// platforms build fully cached on empty stores.
+#[test]
+fn concurrent_exports_from_two_processes_keep_both_platforms() {
+    let reg = TestRegistry::start();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\n").unwrap();
+    std::fs::write(ctx.path().join("b.txt"), "b\n").unwrap();
+    let cache = reg.reference("cache:shared");
+    let platforms = ["linux/amd64", "linux/arm64"];
+    for round in 0..4 {
+        std::fs::write(ctx.path().join("a.txt"), format!("round {round}\n")).unwrap();
+        let stores: Vec<tempfile::TempDir> = platforms.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        let children: Vec<std::process::Child> = platforms
+            .iter()
+            .zip(&stores)
+            .map(|(platform, store)| {
+                rbuild()
+                    .arg("--root")
+                    .arg(store.path())
+                    .args(["build", "--progress", "plain", "--platform", platform])
+                    .args(["--cache-to", &format!("type=registry,ref={cache},mode=max")])
+                    .args(["-o", "type=image,name=w:latest"])
+                    .arg(ctx.path())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn rbuild")
+            })
+            .collect();
+        let mut succeeded = Vec::new();
+        for (child, platform) in children.into_iter().zip(platforms) {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                succeeded.push(platform);
+            } else {
+                // The only acceptable failure: losing the race every round.
+                assert!(err.contains("another export replaced the cache artifact"), "round {round}: {err}");
+            }
+        }
+        assert!(!succeeded.is_empty(), "round {round}: neither export succeeded");
+        // The ref is a complete artifact: skopeo reads every blob back.
+        let copy = tempfile::tempdir().unwrap();
+        run(Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{cache}"))
+            .arg(format!("dir:{}", copy.path().display())));
+        let config = raw_config(&cache);
+        for platform in &succeeded {
+            assert!(config["platforms"][platform].is_object(), "round {round}: {platform} lost: {config}");
+            let fresh = tempfile::tempdir().unwrap();
+            let out = ok(build(
+                fresh.path(),
+                ctx.path(),
+                &["--platform", platform, "--cache-from", &cache, "-o", "type=image,name=w:latest"],
+            ));
+            assert!(started(&out).is_empty(), "round {round}: {platform} is not fully cached: {:?}", started(&out));
+        }
+    }
+}

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{Descriptor, LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
 use crate::store::StoreError;
 
-pub use export::{ExportPlan, ExportStats, MountToExport, export};
+pub use export::{ExportPlan, ExportStats, MERGE_ATTEMPTS, MountToExport, export};
 pub use import::ImportedCache;
 
 /// Media type of the config blob holding the records.
@@ -197,6 +197,16 @@ pub enum RemoteError {
         /// The transport's error.
         #[source]
         source: TransportError,
+    },
+    /// Concurrent exports kept replacing the artifact at the target.
+    #[error(
+        "`{name}`: another export replaced the cache artifact during each of {attempts} read-merge-write rounds; the cache there is intact but lacks this build's records (export again, or give concurrent builds their own refs)"
+    )]
+    ConcurrentExport {
+        /// The target.
+        name: String,
+        /// Rounds made.
+        attempts: u32,
     },
     /// A downloaded blob is not what the records promise.
     #[error("cache blob `{digest}` has {actual} bytes, the records say {expected}")]
