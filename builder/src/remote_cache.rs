@@ -168,19 +168,17 @@ impl BlobSink for RegistryCache {
         Ok(self.runtime.block_on(self.registry.blob_exists(&self.reference, digest))?)
     }
 
-    fn write_artifact(
-        &self,
-        manifest: &[u8],
-        config: &[u8],
-        layers: &[(LayerDescriptor, PathBuf)],
-    ) -> Result<(), TransportError> {
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
         let config_digest = rbuild_cache::oci::sha256_digest(config);
         let files: Vec<(String, u64, PathBuf)> =
             layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
         // Blobs the repository has (the pushed image's, a previous cache's)
-        // are skipped, known ones in other repositories mounted; the
-        // manifest goes last.
+        // are skipped, known ones in other repositories mounted.
         self.runtime.block_on(self.registry.push_blobs(&self.reference, (config, &config_digest), &files))?;
+        Ok(())
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError> {
         self.runtime.block_on(self.registry.push_manifest(&self.reference, manifest, MEDIA_TYPE_MANIFEST))?;
         Ok(())
     }

@@ -57,6 +57,10 @@ pub struct ExportStats {
 /// same target keep replacing its artifact under it.
 pub const MERGE_ATTEMPTS: u32 = 5;
 
+/// How long after writing its manifest an export waits before reading it
+/// back (see [`export`]).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Exports `plan` to `sink`: reads the artifact there, merges this build's
 /// records into it (each exported platform's records replace that
 /// platform's; other platforms are kept), uploads what the target lacks,
@@ -64,10 +68,13 @@ pub const MERGE_ATTEMPTS: u32 = 5;
 ///
 /// Registries have no compare-and-swap on a tag, so two exports to one ref
 /// at once (two CI runners) race. Each round therefore re-reads the
-/// artifact just before writing (if it changed since the merge, merge again
-/// with the new one) and after writing (if this build's records are not
-/// all there, another export replaced the artifact in between: merge with
-/// it and write again). Rounds after a conflict merge a platform's records
+/// artifact after uploading the blobs, just before writing the manifest
+/// (if it changed since the merge, merge again with the new one), and
+/// [`SETTLE`] after writing it (if this build's records are not all there,
+/// another export replaced the artifact in between: merge with it and
+/// write again). What is left is an export that checked before our write
+/// and wrote more than [`SETTLE`] after it: without compare-and-swap the
+/// registry cannot rule that out. Rounds after a conflict merge a platform's records
 /// as a union, so two exports of the same platform both survive. After
 /// [`MERGE_ATTEMPTS`] rounds the export fails with
 /// [`RemoteError::ConcurrentExport`]; the target always holds a complete
@@ -90,18 +97,21 @@ pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resu
     for _ in 0..MERGE_ATTEMPTS {
         let config = ours.merge_into(existing.clone().unwrap_or_else(CacheConfig::new), conflict);
         let (manifest, config_bytes, files) = prepare(store, sink, plan, &ours, &config, &mut stats)?;
-        // Changed since we read it: merge with the new one first.
+        let write_err = |source| RemoteError::Transport { what: "writing the cache to", name: name.clone(), source };
+        stats.blobs_offered = files.len();
+        sink.write_blobs(&config_bytes, &files).map_err(write_err)?;
+        // Changed since we read it: merge with the new one first. Checked
+        // after the uploads, right before the manifest, so the window in
+        // which another export can slip in is one request wide.
         let (now, now_bytes) = read()?;
         if now_bytes != existing_bytes {
             (existing, existing_bytes, conflict) = (now, now_bytes, true);
             continue;
         }
-        stats.blobs_offered = files.len();
-        sink.write_artifact(&manifest, &config_bytes, &files).map_err(|source| RemoteError::Transport {
-            what: "writing the cache to",
-            name: name.clone(),
-            source,
-        })?;
+        sink.write_manifest(&manifest).map_err(write_err)?;
+        // An export that checked just before our write lands its manifest
+        // within a request's time: wait that long, then see who won.
+        std::thread::sleep(SETTLE);
         let (after, after_bytes) = read()?;
         if after.as_ref().is_some_and(|a| ours.survives_in(a)) {
             stats.manifest_digest = crate::oci::sha256_digest(&manifest);

@@ -266,19 +266,18 @@ impl BlobSink for RacingSink {
     fn has_blob(&self, digest: &str) -> Result<bool, TransportError> {
         self.inner.has_blob(digest)
     }
-    fn write_artifact(
-        &self,
-        manifest: &[u8],
-        config: &[u8],
-        layers: &[(LayerDescriptor, PathBuf)],
-    ) -> Result<(), TransportError> {
-        self.inner.write_artifact(manifest, config, layers)?;
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
+        BlobSink::write_blobs(&self.inner, config, layers)
+    }
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError> {
+        BlobSink::write_manifest(&self.inner, manifest)?;
         let mut theirs = self.theirs.lock().unwrap();
         if theirs.0 > 0 {
             theirs.0 -= 1;
             let config = theirs.1.clone();
             let manifest = CacheConfig::parse(&config)?.manifest(&config);
-            self.inner.write_artifact(&manifest, &config, &[])?;
+            BlobSink::write_blobs(&self.inner, &config, &[])?;
+            BlobSink::write_manifest(&self.inner, &manifest)?;
         }
         Ok(())
     }

@@ -157,14 +157,11 @@ pub trait BlobSink: Send + Sync {
     /// Whether the target already holds blob `digest`.
     fn has_blob(&self, digest: &str) -> Result<bool, TransportError>;
     /// Writes the blobs in `layers` that the target lacks (each with its
-    /// file), then the config, then the manifest: the target never holds a
-    /// manifest whose blobs are missing.
-    fn write_artifact(
-        &self,
-        manifest: &[u8],
-        config: &[u8],
-        layers: &[(LayerDescriptor, PathBuf)],
-    ) -> Result<(), TransportError>;
+    /// file), then the config blob: everything the manifest will name.
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError>;
+    /// Points the target at `manifest` (its blobs are written): the
+    /// target never holds a manifest whose blobs are missing.
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError>;
 }
 
 /// Failures of remote-cache import and export.
