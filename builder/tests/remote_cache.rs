@@ -1057,3 +1057,165 @@ fn concurrent_exports_from_two_processes_keep_both_platforms() {
         }
     }
 }
+
+/// The HTTP status of `GET http://ADDR/PATH` (curl), straight at the registry.
+fn http_status(addr: &str, path: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg("Accept: application/vnd.oci.image.manifest.v1+json")
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Cache export and import through a fault-injecting proxy: dropped
+/// connections and 503/429 with `Retry-After` on a share of requests, and a
+/// truncated blob, are retried (a cut download resumed) and the round trip
+/// completes; beyond the retry budget the export fails naming the cause (a
+/// warning with `ignore-error=true`) and the registry holds no manifest at
+/// the ref; a blob cut short on every try, or of the wrong digest, fails the
+/// import and never enters the store.
+#[test]
+fn cache_export_and_import_through_faults() {
+    use util::faultproxy::{Fault, Rule};
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    ok(build(store_a.path(), ctx.path(), &["--metadata-file", meta.to_str().unwrap(), "-o", "type=image,name=w:1"]));
+    let digest = image_digest(&meta);
+    let every = |method, path, every, limit, fault| Rule { method, path_contains: path, every, limit, fault };
+
+    // Export: a share of every kind of request fails once or twice.
+    let flaky = FaultProxy::start(
+        &reg.addr,
+        vec![
+            every(Some("HEAD"), "/blobs/sha256:", 3, 2, Fault::Drop),
+            every(Some("POST"), "/blobs/uploads/", 2, 2, Fault::Status { code: 503, retry_after: Some(1) }),
+            every(Some("PUT"), "/blobs/uploads/", 2, 2, Fault::Status { code: 429, retry_after: Some(1) }),
+            every(Some("PUT"), "/manifests/", 1, 1, Fault::Status { code: 503, retry_after: None }),
+            every(Some("GET"), "/manifests/", 2, 2, Fault::Drop),
+        ],
+    );
+    let cache = format!("{}/cache:faulty", flaky.addr);
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max"), "-o", "type=image,name=w:1"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported cache"));
+    let injected: Vec<_> = flaky.log().into_iter().filter(|l| l.fault.is_some()).collect();
+    assert!(injected.len() >= 6, "too few faults to mean anything: {injected:#?}");
+    // Complete in the registry (read straight, not through the proxy).
+    let copy = tempfile::tempdir().unwrap();
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{}", reg.reference("cache:faulty")))
+        .arg(format!("dir:{}", copy.path().display())));
+
+    // Import through faults: 429s with Retry-After, a drop, and a body cut
+    // part-way (resumed with a range request).
+    let flaky = FaultProxy::start(
+        &reg.addr,
+        vec![
+            every(Some("GET"), "/blobs/sha256:", 2, 2, Fault::Status { code: 429, retry_after: Some(1) }),
+            every(Some("GET"), "/blobs/sha256:", 3, 1, Fault::Drop),
+            every(Some("GET"), "/blobs/sha256:", 1, 2, Fault::TruncateResponse(2048)),
+            every(Some("GET"), "/manifests/", 1, 1, Fault::Status { code: 503, retry_after: Some(1) }),
+        ],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &format!("{}/cache:faulty", flaky.addr),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            &format!("type=local,dest={}", out_dir.path().display()),
+            "-o",
+            "type=image,name=w:1",
+        ],
+    ));
+    assert!(started_runs(&out).is_empty(), "{:?}", started(&out));
+    assert_eq!(image_digest(&meta), digest);
+    assert!(out_dir.path().join("app/all").is_file());
+    let log = flaky.log();
+    assert!(log.iter().any(|l| l.fault == Some(Fault::TruncateResponse(2048))), "{log:#?}");
+    assert!(log.iter().any(|l| l.fault.is_some_and(|f| matches!(f, Fault::Status { code: 429, .. }))), "{log:#?}");
+
+    // Beyond the retry budget: every blob upload is refused. The export
+    // fails saying why, no manifest is sent, the ref does not exist.
+    let broken = FaultProxy::start(
+        &reg.addr,
+        vec![Rule::always(Some("PUT"), "/blobs/uploads/", Fault::Status { code: 503, retry_after: None })],
+    );
+    let spec = format!("type=registry,ref={}/brokencache:x,mode=max", broken.addr);
+    let out = build(store_a.path(), ctx.path(), &["--cache-to", &spec, "-o", "type=image,name=w:1"]);
+    assert!(!out.status.success(), "an export whose uploads all failed succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exporting the build cache") && err.contains("gave up after 5 attempts"), "{err}");
+    assert!(err.contains("503"), "{err}");
+    assert!(!broken.log().iter().any(|l| l.method == "PUT" && l.target.contains("/manifests/")), "a manifest was sent");
+    assert_eq!(http_status(&reg.addr, "/v2/brokencache/manifests/x"), 404);
+    // `ignore-error=true`: the same failure is a warning, the build succeeds.
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", &format!("{spec},ignore-error=true"), "-o", "type=image,name=w:1"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: cache export failed"));
+    assert_eq!(http_status(&reg.addr, "/v2/brokencache/manifests/x"), 404);
+
+    // Import beyond the budget: every download of the layers larger than
+    // the cut is cut short (the records, in the config blob, arrive
+    // whole). The build fails naming the blob, and no partial blob is in
+    // the store.
+    let layers = cache_layers(&reg.reference("cache:faulty"));
+    let big: Vec<String> = util::skopeo_inspect_raw(&reg.reference("cache:faulty"))["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["size"].as_u64().unwrap() > 8192)
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!big.is_empty(), "the base layer is larger than the cut");
+    let rules = big
+        .iter()
+        .map(|l| {
+            let path: &'static str = Box::leak(format!("/blobs/{l}").into_boxed_str());
+            Rule::always(Some("GET"), path, Fault::TruncateResponse(4096))
+        })
+        .collect();
+    let cut = FaultProxy::start(&reg.addr, rules);
+    let store = tempfile::tempdir().unwrap();
+    let from = format!("{}/cache:faulty", cut.addr);
+    let out = build(store.path(), ctx.path(), &["--cache-from", &from, "-o", "type=image,name=w:1"]);
+    assert!(!out.status.success(), "an import of truncated blobs succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("downloading") && big.iter().any(|b| err.contains(b.as_str())), "{err}");
+    assert!(cut.faults() >= 5, "{:#?}", cut.log());
+    let stored = blobs_in_store(store.path(), &big);
+    assert!(stored.is_empty(), "a truncated blob entered the store: {stored:?}");
+    let tmp_left = std::fs::read_dir(store.path().join("tmp")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(tmp_left, 0, "a partial download was left behind");
+
+    // Wrong digest: the registry serves other bytes (same size) under one
+    // of the image's layers. Refused, never stored; the others are fine.
+    let image = stored_image_layers(store_a.path(), &digest);
+    let victim = image.last().unwrap();
+    let data = reg.blob_data_path(victim);
+    let size = std::fs::metadata(&data).unwrap().len();
+    std::fs::write(&data, vec![0x5a; size as usize]).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out =
+        build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:faulty"), "-o", "type=image,name=w:1"]);
+    assert!(!out.status.success(), "an import of a tampered blob succeeded");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digest"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!blobs_in_store(store.path(), &layers).contains(victim), "the tampered blob entered the store");
+}
