@@ -193,6 +193,10 @@ impl RegistryClient {
             };
             match failure {
                 None => break,
+                // Every byte arrived before the connection broke: nothing
+                // to resume (a range from the end is unsatisfiable); the
+                // digest check below decides.
+                Some(_) if received == size => break,
                 Some(_) if attempt < MAX_ATTEMPTS => {
                     tokio::time::sleep(session::backoff(attempt)).await;
                     attempt += 1;
