@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use rbuild_cache::layer::{Compression, LayerOptions};
 use rbuild_cache::oci::{LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
+use rbuild_cache::remote::import::ImportedRecord;
 use rbuild_cache::remote::layout::LayoutCache;
 use rbuild_cache::remote::{
     self, BlobSink, BlobSource, ExportPlan, ExportStats, ImportedCache, MountToExport, TransportError,
@@ -20,7 +21,7 @@ use tokio::runtime::Handle;
 use rbuild_solver::graph::{CacheSharing, Definition, MountKind, Op};
 use rbuild_solver::solve::{Solved, VertexResult};
 
-use crate::export::Output;
+use crate::export::{ExportError, MissingBlobs, Output};
 use crate::fetch::SyncWriteBridge;
 use crate::registry::{ImageRef, RegistryClient};
 use crate::request::cache::{CacheBackend, CacheMode, CacheSpec};
@@ -44,7 +45,20 @@ impl RegistryCache {
         Ok(RegistryCache { registry, runtime, reference: r })
     }
 
+    /// The artifact, and the note to the client that this repository holds
+    /// its blobs (so a push to another repository of the registry mounts
+    /// them instead of downloading and uploading).
     fn read(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        let artifact = self.read_artifact_bytes()?;
+        if let Some((manifest, _)) = &artifact {
+            for layer in &manifest.layers {
+                self.registry.note_blob_source(&layer.digest, &self.reference);
+            }
+        }
+        Ok(artifact)
+    }
+
+    fn read_artifact_bytes(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
         let Some((bytes, digest)) = self.runtime.block_on(self.registry.fetch_manifest_if_exists(&self.reference))?
         else {
             return Ok(None);
@@ -154,23 +168,24 @@ impl BlobSink for RegistryCache {
         Ok(self.runtime.block_on(self.registry.blob_exists(&self.reference, digest))?)
     }
 
-    fn write_artifact(
-        &self,
-        manifest: &[u8],
-        config: &[u8],
-        layers: &[(LayerDescriptor, PathBuf)],
-    ) -> Result<(), TransportError> {
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
         let config_digest = rbuild_cache::oci::sha256_digest(config);
         let files: Vec<(String, u64, PathBuf)> =
             layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
         // Blobs the repository has (the pushed image's, a previous cache's)
-        // are skipped, known ones in other repositories mounted; the
-        // manifest goes last.
+        // are skipped, known ones in other repositories mounted.
         self.runtime.block_on(self.registry.push_blobs(&self.reference, (config, &config_digest), &files))?;
+        Ok(())
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError> {
         self.runtime.block_on(self.registry.push_manifest(&self.reference, manifest, MEDIA_TYPE_MANIFEST))?;
         Ok(())
     }
 }
+
+/// Why `type=gha` is refused, and what to use instead (after the flag).
+const GHA_UNSUPPORTED: &str = "type=gha` is not supported by rbuild (it has no client for the GitHub Actions cache service): use type=registry,ref=ghcr.io/OWNER/APP:cache, or type=local with actions/cache saving the directory; supported types: registry, local, inline (export only)";
 
 fn local_cache(path: &std::path::Path, spec: &CacheSpec) -> LayoutCache {
     let cache = LayoutCache::new(path.to_path_buf(), spec.options.get("tag").cloned());
@@ -197,11 +212,10 @@ pub fn import(
                 sources.push(Arc::new(RegistryCache::new(registry.clone(), runtime.clone(), reference)?))
             }
             CacheBackend::Local { path } => sources.push(Arc::new(local_cache(path, spec))),
-            CacheBackend::Inline | CacheBackend::Gha { .. } => {
-                bail!(
-                    "`--cache-from` of this type is not available yet in this rbuild version (use type=registry or type=local)"
-                )
+            CacheBackend::Inline => {
+                bail!("`--cache-from type=inline` does not exist: name the image (`--cache-from IMAGE`)")
             }
+            CacheBackend::Gha { .. } => bail!("`--cache-from {GHA_UNSUPPORTED}"),
         }
     }
     let imported = ImportedCache::load(sources, chown).context("importing the build cache")?;
@@ -213,9 +227,7 @@ pub fn import(
 pub fn check_exports(specs: &[CacheSpec]) -> Result<()> {
     for spec in specs {
         if matches!(spec.backend, CacheBackend::Gha { .. }) {
-            bail!(
-                "`--cache-to type=gha` is not available yet in this rbuild version (use type=registry or type=local)"
-            );
+            bail!("`--cache-to {GHA_UNSUPPORTED}");
         }
         for (key, unsupported) in
             [("image-manifest", "false"), ("oci-mediatypes", "false"), ("force-compression", "true")]
@@ -286,12 +298,17 @@ fn layer_compression(spec: &CacheSpec) -> Result<Compression> {
 /// Makes an output resolved from imported records exportable: outputs that
 /// write files (`type=local`, `type=tar`) need snapshots, so the chain is
 /// downloaded and unpacked; image outputs need only the layer blobs, which
-/// are downloaded (where missing) and never unpacked.
+/// are downloaded (where missing, several at once) and never unpacked.
+/// When every output is a registry push, nothing is downloaded here: the
+/// layers are noted in `lazy`, and the push takes each from the registry
+/// (the target has it, or mounts it from the cache's repository) or
+/// downloads it only then.
 pub fn fetch_output(
     store: &Store,
     imported: Option<&ImportedCache>,
     solved: &Solved,
     outputs: &[Output],
+    lazy: &mut LazyLayers,
 ) -> Result<Solved> {
     let (Some(imported), Some(record), Some(key)) = (imported, &solved.imported, solved.key) else {
         return Ok(solved.clone());
@@ -306,10 +323,43 @@ pub fn fetch_output(
             ..solved.clone()
         });
     }
-    for layer in record.layers.iter().flatten() {
-        imported.fetch_blob(store, record, layer).context("downloading a layer of the cached result")?;
+    let push_only = outputs.iter().all(|o| matches!(o, Output::Image { push: true, .. }));
+    if push_only {
+        for layer in record.layers.iter().flatten() {
+            lazy.records.entry(layer.digest.clone()).or_insert_with(|| (layer.clone(), record.clone()));
+        }
+        return Ok(solved.clone());
     }
+    let layers: Vec<_> = record.layers.iter().flatten().collect();
+    imported.fetch_blobs(store, record, &layers).context("downloading the layers of the cached result")?;
     Ok(solved.clone())
+}
+
+/// The layers of cached results a push-only build left in the cache's
+/// registry, downloaded only if a push target can neither find nor mount
+/// them.
+pub struct LazyLayers {
+    store: Store,
+    imported: Option<Arc<ImportedCache>>,
+    records: BTreeMap<String, (LayerDescriptor, ImportedRecord)>,
+}
+
+impl LazyLayers {
+    /// None yet, for a build with `imported` records.
+    pub fn new(store: &Store, imported: Option<Arc<ImportedCache>>) -> Self {
+        LazyLayers { store: store.clone(), imported, records: BTreeMap::new() }
+    }
+}
+
+impl MissingBlobs for LazyLayers {
+    fn fetch(&self, digest: &str) -> Result<(), ExportError> {
+        let (Some(imported), Some((layer, record))) = (&self.imported, self.records.get(digest)) else {
+            return Err(ExportError::Store(rbuild_cache::store::StoreError::BlobNotFound(digest.to_string())));
+        };
+        imported
+            .fetch_blob(&self.store, record, layer)
+            .map_err(|source| ExportError::FetchCachedLayer { digest: digest.to_string(), source: Box::new(source) })
+    }
 }
 
 /// Whether any `--cache-to` is `type=inline` (records in the image config).

@@ -4,9 +4,11 @@
 
 mod util;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use util::faultproxy::FaultProxy;
 use util::{TestRegistry, ok, rbuild};
 use util::{ensure_test_user, is_root};
 
@@ -393,10 +395,23 @@ fn a_cache_ref_that_does_not_exist_yet_is_an_empty_cache() {
     let store = tempfile::tempdir().unwrap();
     let out = ok(build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:none")]));
     assert_eq!(started_runs(&out).len(), 3);
-    // An unknown type still answers clearly.
-    let out = build(store.path(), ctx.path(), &["--cache-to", "type=gha,scope=x"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available yet"));
+    // The services buildx users will try answer with what works instead,
+    // before anything runs.
+    for (flag, spec) in [
+        ("--cache-to", "type=gha,scope=x"),
+        ("--cache-from", "type=gha,scope=x"),
+        ("--cache-to", "type=s3,region=eu-west-1,bucket=b"),
+        ("--cache-from", "type=azblob,name=c"),
+    ] {
+        let empty = tempfile::tempdir().unwrap();
+        let out = build(empty.path(), ctx.path(), &[flag, spec]);
+        assert!(!out.status.success(), "{flag} {spec} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let kind = spec.split(',').next().unwrap();
+        assert!(err.contains(&format!("`{flag} {kind}` is not supported by rbuild")), "{err}");
+        assert!(err.contains("type=registry") && err.contains("type=local"), "{err}");
+        assert!(started(&out).is_empty(), "{flag} {spec}: steps ran before the refusal");
+    }
     // So do options this version cannot honour, before anything runs.
     for option in ["image-manifest=false", "oci-mediatypes=false", "compression-level=12"] {
         let spec = format!("type=registry,ref={},{option}", reg.reference("cache:x"));
@@ -804,4 +819,395 @@ fn inline_cache_of_a_multi_platform_image() {
         let steps = started(&out);
         assert!(steps.is_empty(), "{platform}: not fully cached, ran {steps:?}");
     }
+}
+
+/// The layer digests of the image manifest `digest` in `store`.
+fn stored_image_layers(store: &Path, digest: &str) -> Vec<String> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// Which of `candidates` the store holds as blobs.
+fn blobs_in_store(store: &Path, candidates: &[String]) -> BTreeSet<String> {
+    candidates.iter().filter(|d| store.join("blobs/sha256").join(&d[7..]).exists()).cloned().collect()
+}
+
+/// The layer blobs (of `layers`) among the GETs a counting proxy saw since
+/// its `since`-th (config blobs of the cache artifacts are not layers: they
+/// are always read).
+fn layer_gets(proxy: &FaultProxy, since: usize, layers: &[String]) -> BTreeSet<String> {
+    proxy.blob_gets()[since..].iter().filter(|d| layers.contains(d)).cloned().collect()
+}
+
+/// Lazy import, counted: on empty stores behind a counting proxy, for
+/// mode=min, mode=max, type=local and type=inline caches, a fully cached
+/// push-only build downloads no layer (the registry has them: HEAD, or a
+/// cross-repository mount from the cache's repository); an image-only
+/// local export downloads exactly the final image's layers; a `type=local`
+/// output unpacks exactly those; a miss below a hit downloads the hit's
+/// chain only because the step that runs needs its files, and nothing of
+/// the stage below that hit.
+#[test]
+fn a_fresh_store_downloads_exactly_the_blobs_the_rules_allow() {
+    let reg = registry_with_busybox();
+    let proxy = FaultProxy::start(&reg.addr, vec![]);
+    let via = |name: &str| format!("{}/{name}", proxy.addr);
+    let ctx = workload(&reg);
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    let local_dir = tempfile::tempdir().unwrap();
+    let local_from = format!("type=local,src={}", local_dir.path().display());
+    ok(build(
+        store_a.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={}", via("cache:min")),
+            "--cache-to",
+            &format!("type=registry,ref={},mode=max", via("cache:max")),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", local_dir.path().display()),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            "type=image,name=w:latest",
+        ],
+    ));
+    let digest = image_digest(&meta);
+    // The inline cache changes the config (it holds the records), so that
+    // image has its own digest; its layers are the same.
+    ok(build(
+        store_a.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            "type=inline",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            &format!("type=image,name={},push=true", via("app:inline")),
+        ],
+    ));
+    let inline_digest = image_digest(&meta);
+    let image: BTreeSet<String> = stored_image_layers(store_a.path(), &digest).into_iter().collect();
+    // Every layer any of the caches names (mode=max: the builder stage's too).
+    let all: Vec<String> = cache_layers(&via("cache:max"));
+    assert_eq!(all.len(), 7, "{all:?}");
+    assert!(image.iter().all(|l| all.contains(l)));
+
+    // mode=min (and inline) has no records of the builder stage: its two
+    // RUNs run on the base image, a hit whose layer they need (a miss
+    // below a hit), so that one layer is downloaded; the final stage hits.
+    let inline = ["--cache-to", "type=inline"];
+    for (name, cache_from, runs, extra, want) in [
+        ("mode=min", via("cache:min"), 2, &[][..], &digest),
+        ("mode=max", via("cache:max"), 0, &[][..], &digest),
+        ("type=local", local_from.clone(), 0, &[][..], &digest),
+        ("type=inline", via("app:inline"), 2, &inline[..], &inline_digest),
+    ] {
+        // Push-only: no layer downloaded, none in the store, and the pushed
+        // image is the same image, complete in the registry.
+        let store = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        let before = proxy.blob_gets().len();
+        let target = via(&format!("app:pushed-{}", name.replace('=', "-")));
+        let out = ok(build(
+            store.path(),
+            ctx.path(),
+            &[
+                &["--cache-from", &cache_from, "--metadata-file", meta.to_str().unwrap()][..],
+                extra,
+                &["-o", &format!("type=registry,name={target}")][..],
+            ]
+            .concat(),
+        ));
+        assert_eq!(started_runs(&out).len(), runs, "{name}: {:?}", started(&out));
+        assert_eq!(&image_digest(&meta), want, "{name}");
+        let base: BTreeSet<String> = stored_image_layers(store_a.path(), &digest).into_iter().take(1).collect();
+        let allowed = if runs == 0 || cache_from.starts_with("type=local") { BTreeSet::new() } else { base };
+        let got = layer_gets(&proxy, before, &all);
+        assert_eq!(got, allowed, "{name}: layers a push-only cached build downloaded");
+        if runs == 0 {
+            assert!(blobs_in_store(store.path(), &all).is_empty(), "{name}: layers entered the store");
+        }
+        let pushed = util::skopeo_inspect_raw(&target);
+        let pushed_layers: BTreeSet<String> =
+            pushed["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+        assert_eq!(pushed_layers, image, "{name}");
+        // skopeo reads every blob back: the registry holds them all.
+        let copy_dir = tempfile::tempdir().unwrap();
+        run(Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{target}"))
+            .arg(format!("dir:{}", copy_dir.path().display())));
+
+        // Image-only local export: exactly the image's layers.
+        let store = tempfile::tempdir().unwrap();
+        let before = proxy.blob_gets().len();
+        ok(build(store.path(), ctx.path(), &["--cache-from", &cache_from, "-o", "type=image,name=w:latest"]));
+        if !cache_from.starts_with("type=local") {
+            let got = layer_gets(&proxy, before, &all);
+            assert_eq!(got, image, "{name}: image-only export");
+            // Each at most once.
+            let n = proxy.blob_gets()[before..].iter().filter(|d| all.contains(d)).count();
+            assert_eq!(n, image.len(), "{name}: a layer was downloaded twice");
+        }
+        if runs == 0 {
+            assert_eq!(blobs_in_store(store.path(), &all), image, "{name}: image-only export");
+        }
+
+        // Files output: the same layers, unpacked.
+        let store = tempfile::tempdir().unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        ok(build(
+            store.path(),
+            ctx.path(),
+            &["--cache-from", &cache_from, "-o", &format!("type=local,dest={}", out_dir.path().display())],
+        ));
+        if runs == 0 {
+            assert_eq!(blobs_in_store(store.path(), &all), image, "{name}: type=local output");
+        }
+        assert!(out_dir.path().join("app/all").exists(), "{name}");
+    }
+
+    // A miss below a hit (mode=max): app.txt changes, so its COPY runs on
+    // the hit `COPY --from=builder` and needs that chain's files (base and
+    // the COPY's layer); the builder stage below that hit is never fetched.
+    std::fs::write(ctx.path().join("app.txt"), "app v2\n").unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let before = proxy.blob_gets().len();
+    let out = ok(build(store.path(), ctx.path(), &["--cache-from", &via("cache:max"), "-o", "type=image,name=w:2"]));
+    assert_eq!(started_runs(&out).len(), 1, "{:?}", started(&out));
+    let first_two: BTreeSet<String> = stored_image_layers(store_a.path(), &digest).into_iter().take(2).collect();
+    let fetched = layer_gets(&proxy, before, &all);
+    assert_eq!(fetched, first_two, "only the chain below the miss is downloaded");
+}
+
+/// Two real rbuild processes export to one cache ref at the same moment,
+/// for different platforms, several rounds over changing sources: each
+/// either succeeds with its records surviving beside the other's (read,
+/// merge, write, read back, merge again if replaced), or fails saying so;
+/// never a silently lost platform or a corrupt ref. After each round both
+/// platforms build fully cached on empty stores.
+#[test]
+fn concurrent_exports_from_two_processes_keep_both_platforms() {
+    let reg = TestRegistry::start();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\n").unwrap();
+    std::fs::write(ctx.path().join("b.txt"), "b\n").unwrap();
+    let cache = reg.reference("cache:shared");
+    let platforms = ["linux/amd64", "linux/arm64"];
+    for round in 0..4 {
+        std::fs::write(ctx.path().join("a.txt"), format!("round {round}\n")).unwrap();
+        let stores: Vec<tempfile::TempDir> = platforms.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        let children: Vec<std::process::Child> = platforms
+            .iter()
+            .zip(&stores)
+            .map(|(platform, store)| {
+                rbuild()
+                    .arg("--root")
+                    .arg(store.path())
+                    .args(["build", "--progress", "plain", "--platform", platform])
+                    .args(["--cache-to", &format!("type=registry,ref={cache},mode=max")])
+                    .args(["-o", "type=image,name=w:latest"])
+                    .arg(ctx.path())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn rbuild")
+            })
+            .collect();
+        let mut succeeded = Vec::new();
+        for (child, platform) in children.into_iter().zip(platforms) {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                succeeded.push(platform);
+            } else {
+                // The only acceptable failure: losing the race every round.
+                assert!(err.contains("another export replaced the cache artifact"), "round {round}: {err}");
+            }
+        }
+        assert!(!succeeded.is_empty(), "round {round}: neither export succeeded");
+        // The ref is a complete artifact: skopeo reads every blob back.
+        let copy = tempfile::tempdir().unwrap();
+        run(Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{cache}"))
+            .arg(format!("dir:{}", copy.path().display())));
+        let config = raw_config(&cache);
+        for platform in &succeeded {
+            assert!(config["platforms"][platform].is_object(), "round {round}: {platform} lost: {config}");
+            let fresh = tempfile::tempdir().unwrap();
+            let out = ok(build(
+                fresh.path(),
+                ctx.path(),
+                &["--platform", platform, "--cache-from", &cache, "-o", "type=image,name=w:latest"],
+            ));
+            assert!(started(&out).is_empty(), "round {round}: {platform} is not fully cached: {:?}", started(&out));
+        }
+    }
+}
+
+/// The HTTP status of `GET http://ADDR/PATH` (curl), straight at the registry.
+fn http_status(addr: &str, path: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg("Accept: application/vnd.oci.image.manifest.v1+json")
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Cache export and import through a fault-injecting proxy: dropped
+/// connections and 503/429 with `Retry-After` on a share of requests, and a
+/// truncated blob, are retried (a cut download resumed) and the round trip
+/// completes; beyond the retry budget the export fails naming the cause (a
+/// warning with `ignore-error=true`) and the registry holds no manifest at
+/// the ref; a blob cut short on every try, or of the wrong digest, fails the
+/// import and never enters the store.
+#[test]
+fn cache_export_and_import_through_faults() {
+    use util::faultproxy::{Fault, Rule};
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let store_a = tempfile::tempdir().unwrap();
+    let meta = store_a.path().join("meta.json");
+    ok(build(store_a.path(), ctx.path(), &["--metadata-file", meta.to_str().unwrap(), "-o", "type=image,name=w:1"]));
+    let digest = image_digest(&meta);
+    let every = |method, path, every, limit, fault| Rule { method, path_contains: path, every, limit, fault };
+
+    // Export: a share of every kind of request fails once or twice.
+    let flaky = FaultProxy::start(
+        &reg.addr,
+        vec![
+            every(Some("HEAD"), "/blobs/sha256:", 3, 2, Fault::Drop),
+            every(Some("POST"), "/blobs/uploads/", 2, 2, Fault::Status { code: 503, retry_after: Some(1) }),
+            every(Some("PUT"), "/blobs/uploads/", 2, 2, Fault::Status { code: 429, retry_after: Some(1) }),
+            every(Some("PUT"), "/manifests/", 1, 1, Fault::Status { code: 503, retry_after: None }),
+            every(Some("GET"), "/manifests/", 2, 2, Fault::Drop),
+        ],
+    );
+    let cache = format!("{}/cache:faulty", flaky.addr);
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max"), "-o", "type=image,name=w:1"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported cache"));
+    let injected: Vec<_> = flaky.log().into_iter().filter(|l| l.fault.is_some()).collect();
+    assert!(injected.len() >= 6, "too few faults to mean anything: {injected:#?}");
+    // Complete in the registry (read straight, not through the proxy).
+    let copy = tempfile::tempdir().unwrap();
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{}", reg.reference("cache:faulty")))
+        .arg(format!("dir:{}", copy.path().display())));
+
+    // Import through faults: 429s with Retry-After, a drop, and a body cut
+    // part-way (resumed with a range request).
+    let flaky = FaultProxy::start(
+        &reg.addr,
+        vec![
+            every(Some("GET"), "/blobs/sha256:", 2, 2, Fault::Status { code: 429, retry_after: Some(1) }),
+            every(Some("GET"), "/blobs/sha256:", 3, 1, Fault::Drop),
+            every(Some("GET"), "/blobs/sha256:", 1, 2, Fault::TruncateResponse(2048)),
+            every(Some("GET"), "/manifests/", 1, 1, Fault::Status { code: 503, retry_after: Some(1) }),
+        ],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let meta = store.path().join("meta.json");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--cache-from",
+            &format!("{}/cache:faulty", flaky.addr),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            &format!("type=local,dest={}", out_dir.path().display()),
+            "-o",
+            "type=image,name=w:1",
+        ],
+    ));
+    assert!(started_runs(&out).is_empty(), "{:?}", started(&out));
+    assert_eq!(image_digest(&meta), digest);
+    assert!(out_dir.path().join("app/all").is_file());
+    let log = flaky.log();
+    assert!(log.iter().any(|l| l.fault == Some(Fault::TruncateResponse(2048))), "{log:#?}");
+    assert!(log.iter().any(|l| l.fault.is_some_and(|f| matches!(f, Fault::Status { code: 429, .. }))), "{log:#?}");
+
+    // Beyond the retry budget: every blob upload is refused. The export
+    // fails saying why, no manifest is sent, the ref does not exist.
+    let broken = FaultProxy::start(
+        &reg.addr,
+        vec![Rule::always(Some("PUT"), "/blobs/uploads/", Fault::Status { code: 503, retry_after: None })],
+    );
+    let spec = format!("type=registry,ref={}/brokencache:x,mode=max", broken.addr);
+    let out = build(store_a.path(), ctx.path(), &["--cache-to", &spec, "-o", "type=image,name=w:1"]);
+    assert!(!out.status.success(), "an export whose uploads all failed succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exporting the build cache") && err.contains("gave up after 5 attempts"), "{err}");
+    assert!(err.contains("503"), "{err}");
+    assert!(!broken.log().iter().any(|l| l.method == "PUT" && l.target.contains("/manifests/")), "a manifest was sent");
+    assert_eq!(http_status(&reg.addr, "/v2/brokencache/manifests/x"), 404);
+    // `ignore-error=true`: the same failure is a warning, the build succeeds.
+    let out = ok(build(
+        store_a.path(),
+        ctx.path(),
+        &["--cache-to", &format!("{spec},ignore-error=true"), "-o", "type=image,name=w:1"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: cache export failed"));
+    assert_eq!(http_status(&reg.addr, "/v2/brokencache/manifests/x"), 404);
+
+    // Import beyond the budget: every download of the layers larger than
+    // the cut is cut short (the records, in the config blob, arrive
+    // whole). The build fails naming the blob, and no partial blob is in
+    // the store.
+    let layers = cache_layers(&reg.reference("cache:faulty"));
+    let big: Vec<String> = util::skopeo_inspect_raw(&reg.reference("cache:faulty"))["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["size"].as_u64().unwrap() > 8192)
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!big.is_empty(), "the base layer is larger than the cut");
+    let rules = big
+        .iter()
+        .map(|l| {
+            let path: &'static str = Box::leak(format!("/blobs/{l}").into_boxed_str());
+            Rule::always(Some("GET"), path, Fault::TruncateResponse(4096))
+        })
+        .collect();
+    let cut = FaultProxy::start(&reg.addr, rules);
+    let store = tempfile::tempdir().unwrap();
+    let from = format!("{}/cache:faulty", cut.addr);
+    let out = build(store.path(), ctx.path(), &["--cache-from", &from, "-o", "type=image,name=w:1"]);
+    assert!(!out.status.success(), "an import of truncated blobs succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("downloading") && big.iter().any(|b| err.contains(b.as_str())), "{err}");
+    assert!(cut.faults() >= 5, "{:#?}", cut.log());
+    let stored = blobs_in_store(store.path(), &big);
+    assert!(stored.is_empty(), "a truncated blob entered the store: {stored:?}");
+    let tmp_left = std::fs::read_dir(store.path().join("tmp")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(tmp_left, 0, "a partial download was left behind");
+
+    // Wrong digest: the registry serves other bytes (same size) under one
+    // of the image's layers. Refused, never stored; the others are fine.
+    let image = stored_image_layers(store_a.path(), &digest);
+    let victim = image.last().unwrap();
+    let data = reg.blob_data_path(victim);
+    let size = std::fs::metadata(&data).unwrap().len();
+    std::fs::write(&data, vec![0x5a; size as usize]).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out =
+        build(store.path(), ctx.path(), &["--cache-from", &reg.reference("cache:faulty"), "-o", "type=image,name=w:1"]);
+    assert!(!out.status.success(), "an import of a tampered blob succeeded");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digest"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!blobs_in_store(store.path(), &layers).contains(victim), "the tampered blob entered the store");
 }

@@ -156,9 +156,11 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         let compression = export::compression_from_outputs(outputs);
         let phase = printer.phase(export_phase_name(outputs));
         let mut images: Vec<BuiltImage> = Vec::new();
+        let mut lazy = crate::remote_cache::LazyLayers::new(&store, solve_opts.imported.clone());
         for (name, lowered) in &plan.lowered {
             let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
-            let solved = &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs)?;
+            let solved =
+                &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs, &mut lazy)?;
             printer.message(&format!("exporting layers for {}", lowered.platform));
             let inline = if crate::remote_cache::wants_inline(&request.cache_to) {
                 Some(crate::remote_cache::inline_keys(&store, solve_opts.imported.as_deref(), solved)?)
@@ -174,7 +176,8 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 });
             }
         }
-        let result = export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer)?;
+        let result =
+            export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer, Some(&lazy))?;
         summarize(request, &images, &result, &printer)?;
         phase.done();
         if let Some(path) = &request.iidfile {

@@ -86,18 +86,16 @@ pub fn assemble(
     // Each chain entry's layer (`None`: empty diff), for the inline cache.
     let mut aligned: Vec<Option<LayerDescriptor>> = Vec::new();
     // A result resolved from an imported cache and not materialized has
-    // layers but no snapshots (its blobs are in the store; `None` is an
-    // empty diff).
+    // layers but no snapshots (`None` is an empty diff). Its blobs are in
+    // the store, except for a push-only build, whose exporter fetches only
+    // what the target registry lacks (see `MissingBlobs`).
     if chain.is_empty() && !known.is_empty() {
         for layer in &known {
             match layer {
-                Some(d) if store.has_blob(&d.digest) => {
+                Some(d) => {
                     layers.push((d.clone(), store.blob_path(&d.digest)));
                     empty.push(false);
                     aligned.push(Some(d.clone()));
-                }
-                Some(d) => {
-                    return Err(ExportError::Store(rbuild_cache::store::StoreError::BlobNotFound(d.digest.clone())));
                 }
                 None => {
                     empty.push(true);

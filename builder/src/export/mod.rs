@@ -50,6 +50,15 @@ pub trait Exporter {
     fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError>;
 }
 
+/// Downloads a layer blob that a result resolved from imported cache
+/// records names but the store lacks. Set when every output is a registry
+/// push: such a build downloads a layer only when the target registry
+/// neither has it nor can mount it from the cache's repository.
+pub trait MissingBlobs {
+    /// Makes sure the store holds blob `digest` (a layer of the result).
+    fn fetch(&self, digest: &str) -> Result<(), ExportError>;
+}
+
 /// What every exporter gets.
 pub struct ExportInput<'a> {
     /// The store holding the images' blobs and snapshots.
@@ -66,6 +75,9 @@ pub struct ExportInput<'a> {
     pub refs: &'a [ImageRef],
     /// Progress messages.
     pub printer: &'a Printer,
+    /// Layers of a cached result that were left in the cache's registry
+    /// (push-only builds; see [`MissingBlobs`]).
+    pub missing_blobs: Option<&'a dyn MissingBlobs>,
 }
 
 impl ExportInput<'_> {
@@ -140,6 +152,7 @@ pub struct ExportResult {
 /// Writes every output for the built images (one per platform, in the
 /// order of `--platform`). `tags` are the `-t` names; every image output
 /// gets them plus all outputs' `name=` values.
+#[allow(clippy::too_many_arguments)]
 pub fn export_all(
     store: &Store,
     runtime: &Runtime,
@@ -148,6 +161,7 @@ pub fn export_all(
     outputs: &[Output],
     tags: &[String],
     printer: &Printer,
+    missing_blobs: Option<&dyn MissingBlobs>,
 ) -> Result<ExportResult, ExportError> {
     let [first, ..] = images else {
         return Err(ExportError::BadBundle("the build produced no image"));
@@ -176,6 +190,7 @@ pub fn export_all(
         names: &names,
         refs: &refs,
         printer,
+        missing_blobs,
     };
     for output in outputs {
         for exporter in exporters_for(output, registry, runtime) {
@@ -201,6 +216,15 @@ pub fn export_all(
 /// Errors from writing layers and exporting images.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// A layer of a cached result could not be downloaded for a push.
+    #[error("cannot download layer `{digest}` of the cached result")]
+    FetchCachedLayer {
+        /// The layer blob.
+        digest: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Writing a tree as tar failed.
     #[error(transparent)]
     Tree(#[from] LayerWriteError),

@@ -15,7 +15,7 @@ use rbuild_cache::store::Store;
 use tokio::runtime::Handle;
 
 use super::output::ImageAttrs;
-use super::{ExportError, ExportInput, Exporter, build_index, mediatypes};
+use super::{ExportError, ExportInput, Exporter, MissingBlobs, build_index, mediatypes};
 use crate::progress::{self, Printer};
 use crate::registry::{BlobOutcome, ImageRef, RegistryClient};
 
@@ -73,23 +73,37 @@ impl Exporter for RegistryExporter {
             self.registry.clone()
         };
         for r in input.refs {
-            push_images(&registry, &self.runtime, input.store, r, &images, self.docker_media_types, input.printer)?;
+            let target = Target { registry: &registry, runtime: &self.runtime, store: input.store };
+            push_images(&target, r, &images, self.docker_media_types, input.printer, input.missing_blobs)?;
         }
         Ok(())
     }
 }
 
+/// Where a push goes and what it reads from.
+pub struct Target<'a> {
+    /// The client.
+    pub registry: &'a RegistryClient,
+    /// Its runtime.
+    pub runtime: &'a Handle,
+    /// The store holding the blobs.
+    pub store: &'a Store,
+}
+
 /// Pushes `images` (an index over them when there are several) as `r`.
-/// Returns the digest of the top-level manifest or index.
+/// Layers the store lacks (a cached result left in the cache's registry)
+/// are taken from the registry itself when `r`'s repository has them or
+/// can mount them, else downloaded through `missing`. Returns the digest of
+/// the top-level manifest or index.
 pub fn push_images(
-    registry: &RegistryClient,
-    runtime: &Handle,
-    store: &Store,
+    target_of: &Target<'_>,
     r: &ImageRef,
     images: &[PushImage],
     docker_media_types: bool,
     printer: &Printer,
+    missing: Option<&dyn MissingBlobs>,
 ) -> Result<String, ExportError> {
+    let Target { registry, runtime, store } = *target_of;
     let name = r.to_string();
     let phase = printer.phase(&format!("pushing {name}"));
     note_known_blob_sources(registry, store);
@@ -115,7 +129,28 @@ pub fn push_images(
         } else {
             image.manifest.clone()
         };
-        let total: u64 = image.layers.iter().map(|(_, size, _)| *size).sum::<u64>() + image.config.len() as u64;
+        // Layers the store does not hold (a push-only build from a remote
+        // cache): mounted or found in the target repository, else fetched.
+        let mut linked = Vec::new();
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            let (digest, _, path) = layer;
+            if store.has_blob(digest) || path.exists() {
+                layers.push(layer.clone());
+                continue;
+            }
+            match runtime.block_on(registry.link_blob(target, digest)).map_err(err(Some(image.platform.clone())))? {
+                Some(outcome) => linked.push((digest.clone(), outcome)),
+                None => {
+                    let Some(missing) = missing else {
+                        return Err(ExportError::Store(rbuild_cache::store::StoreError::BlobNotFound(digest.clone())));
+                    };
+                    missing.fetch(digest)?;
+                    layers.push(layer.clone());
+                }
+            }
+        }
+        let total: u64 = layers.iter().map(|(_, size, _)| *size).sum::<u64>() + image.config.len() as u64;
         let task = printer.task("pushing layers");
         task.set(0, total);
         let started = std::time::Instant::now();
@@ -134,15 +169,21 @@ pub fn push_images(
             task.set(done.fetch_add(size, Ordering::SeqCst) + size, total);
             printer.message(&what);
         };
-        let outcomes = runtime
+        let mut outcomes = runtime
             .block_on(registry.push_blobs_reporting(
                 target,
                 (&image.config, &image.config_digest),
-                &image.layers,
+                &layers,
                 &on_blob,
             ))
             .map_err(err(Some(image.platform.clone())))?;
         task.done();
+        for (digest, outcome) in &linked {
+            if let BlobOutcome::Mounted { from } = outcome {
+                printer.message(&format!("mounted {digest} from {from}"));
+            }
+        }
+        outcomes.extend(linked);
         report(printer, &outcomes, sent.load(Ordering::SeqCst), started.elapsed());
         let manifest_task = printer.task(&format!("pushing manifest for {name}"));
         top = runtime
@@ -201,7 +242,7 @@ pub fn push_stored(
         let layers = m.layers.iter().map(|l| (l.digest.clone(), l.size, store.blob_path(&l.digest))).collect();
         images.push(PushImage { manifest: bytes, config, config_digest: m.config.digest, layers, platform });
     }
-    push_images(registry, runtime, store, r, &images, docker_media_types, printer)
+    push_images(&Target { registry, runtime, store }, r, &images, docker_media_types, printer, None)
 }
 
 fn looks_like_index(bytes: &[u8]) -> bool {

@@ -1,31 +1,31 @@
 //! Registry client: resolve, pull and push images through the OCI
-//! distribution API, on top of `oci_client`.
+//! distribution API, over one authenticated, retrying HTTP session
+//! ([`session`]; pulls in [`pull`], pushes in [`upload`]).
 //!
 //! [`RegistryClient::resolve`] turns a reference into one platform's
 //! manifest and config (following image indexes and Docker manifest lists);
 //! [`RegistryClient::fetch_blob`] streams a blob to a writer, verifying its
 //! digest and size; [`RegistryClient::push_image`] uploads layers from files,
 //! then the config, then the manifest. Every request is retried with
-//! exponential backoff on 429, 5xx and connection failures. Credentials come
+//! exponential backoff on 429, 5xx and connection failures, waiting out a
+//! registry's `Retry-After`, with one policy for pulls and pushes. Credentials come
 //! from Docker's `config.json` (see [`auth`]); plain HTTP is used for
 //! loopback registries and those listed as insecure.
 
 pub mod auth;
 pub mod credstore;
+mod pull;
 mod reference;
 pub mod session;
 pub mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt, stream};
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use futures_util::{TryStreamExt, stream};
 use oci_client::secrets::RegistryAuth;
 use rbuild_cache::oci::{
     Descriptor, ImageConfig, Index, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_INDEX,
@@ -33,7 +33,6 @@ use rbuild_cache::oci::{
 };
 use serde::Deserialize;
 use sha2::Digest as _;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use reference::ImageRef;
 pub use session::SessionError;
@@ -43,8 +42,8 @@ pub use upload::{BlobData, BlobOutcome};
 const ACCEPTED_MANIFEST_TYPES: &[&str] =
     &[MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST];
 
-/// Attempts per request (first try included) before giving up on 429/5xx.
-const MAX_ATTEMPTS: u32 = session::MAX_ATTEMPTS;
+#[cfg(test)]
+use session::MAX_ATTEMPTS;
 /// Image configs are small JSON documents; refuse absurd sizes rather than
 /// buffer them.
 const MAX_CONFIG_SIZE: u64 = 32 << 20;
@@ -107,9 +106,23 @@ pub enum RegistryError {
     FetchManifest {
         /// The reference.
         reference: String,
-        /// The registry error.
+        /// What went wrong.
         #[source]
-        source: OciDistributionError,
+        source: Box<SessionError>,
+    },
+    /// The registry has no manifest under the reference.
+    #[error("`{reference}` not found in the registry")]
+    ManifestNotFound {
+        /// The reference.
+        reference: String,
+    },
+    /// A manifest is larger than any sane manifest.
+    #[error("manifest of `{reference}` is over the {limit}-byte limit")]
+    ManifestTooLarge {
+        /// The reference.
+        reference: String,
+        /// The limit.
+        limit: usize,
     },
     /// A manifest or index is not valid JSON of the expected shape.
     #[error("manifest `{digest}` of `{reference}` is malformed")]
@@ -178,9 +191,9 @@ pub enum RegistryError {
         repository: String,
         /// Blob digest.
         digest: String,
-        /// The registry error.
+        /// What went wrong.
         #[source]
-        source: OciDistributionError,
+        source: Box<SessionError>,
     },
     /// Reading a blob's body failed part-way, after all retries.
     #[error("reading blob `{digest}` from `{repository}` failed after {received} bytes")]
@@ -239,9 +252,9 @@ pub enum RegistryError {
         repository: String,
         /// Blob digest.
         digest: String,
-        /// The registry error.
+        /// What went wrong.
         #[source]
-        source: OciDistributionError,
+        source: Box<SessionError>,
     },
     /// A media type is not a valid HTTP header value.
     #[error("media type `{media_type}` is not a valid Content-Type")]
@@ -357,12 +370,6 @@ pub struct ResolvedImage {
 /// credentials).
 #[derive(Clone)]
 pub struct RegistryClient {
-    /// For registries reached over HTTPS.
-    https: oci_client::Client,
-    /// For loopback and insecure registries. oci-client chooses the scheme
-    /// from a fixed host list (`HttpsExcept`) that cannot say "any port on
-    /// localhost", so we keep one client per scheme instead.
-    http: oci_client::Client,
     opts: Arc<RegistryOptions>,
     /// Registry -> credentials, read from config.json once per registry.
     auths: Arc<Mutex<BTreeMap<String, RegistryAuth>>>,
@@ -384,28 +391,7 @@ impl RegistryClient {
                 RegistryError::BadCa { path: opts.ca_file.clone().unwrap_or_default(), source: Some(e) }
             })?;
         let session = session::Session::new(&roots).map_err(|source| RegistryError::ClientSetup(Box::new(source)))?;
-        let config = |protocol| ClientConfig {
-            protocol,
-            // We pick the platform ourselves (see `resolve`).
-            platform_resolver: None,
-            // One streaming PUT per blob: fewer round trips than 4 MiB
-            // PATCH chunks, and we can always re-open the file to retry.
-            use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
-            user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")),
-            extra_root_certificates: pems
-                .iter()
-                .map(|p| oci_client::client::Certificate {
-                    encoding: oci_client::client::CertificateEncoding::Pem,
-                    data: p.clone(),
-                })
-                .collect(),
-            ..ClientConfig::default()
-        };
         Ok(RegistryClient {
-            https: oci_client::Client::new(config(ClientProtocol::Https)),
-            http: oci_client::Client::new(config(ClientProtocol::Http)),
             opts: Arc::new(opts),
             auths: Arc::default(),
             session: Arc::new(session),
@@ -488,16 +474,6 @@ impl RegistryClient {
         !tls
     }
 
-    /// The oci-client for `r`'s registry, with its credentials registered.
-    async fn client_for(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
-        let client = if self.uses_plain_http(&r.registry).await { &self.http } else { &self.https };
-        let auth = self.creds_for(&r.registry)?;
-        // oci-client keeps credentials per registry and authenticates
-        // (bearer token or basic) lazily on each request.
-        client.store_auth_if_needed(r.to_oci().resolve_registry(), &auth).await;
-        Ok(client)
-    }
-
     /// Resolves `r` to the image for `platform`: follows an OCI image index
     /// or Docker manifest list to the matching manifest, then fetches the
     /// config. A plain manifest is returned whatever its platform (as Docker
@@ -528,12 +504,9 @@ impl RegistryClient {
     }
 
     async fn resolve_at(&self, r: &ImageRef, platform: &Platform) -> Result<ResolvedImage, RegistryError> {
-        // oci-client's `pull_image_manifest` picks a platform with a resolver
-        // fixed at client construction, and returns a parsed manifest (the
-        // raw bytes, whose digest we must keep, are lost). So we fetch raw
-        // bytes with `pull_manifest_raw` and walk the index ourselves.
-        let client = self.client_for(r).await?;
-        let (bytes, digest) = self.fetch_manifest(client, r).await?;
+        // Raw bytes (whose digest we keep), and the index walked here with
+        // containerd's platform order.
+        let (bytes, digest) = self.fetch_manifest(r).await?;
         let media_type = manifest_media_type(r, &digest, &bytes)?;
         let (manifest_bytes, manifest_digest, manifest_media_type, index_digest) = if is_index(&media_type) {
             let index: Index = parse_manifest_json(r, &digest, &bytes)?;
@@ -549,8 +522,8 @@ impl RegistryClient {
                         .join(", "),
                 })?;
             let child = r.with_digest(&entry.digest);
-            // pull_manifest_raw checks the body against the digest in `child`.
-            let (child_bytes, child_digest) = self.fetch_manifest(client, &child).await?;
+            // fetch_manifest checks the body against the digest in `child`.
+            let (child_bytes, child_digest) = self.fetch_manifest(&child).await?;
             let child_type = manifest_media_type(&child, &child_digest, &child_bytes)?;
             if is_index(&child_type) {
                 return Err(RegistryError::NestedIndex { reference: r.to_string(), digest: child_digest });
@@ -589,167 +562,6 @@ impl RegistryClient {
             config_digest: manifest.config.digest,
             layers: manifest.layers,
             platform: normalise_platform(&image_config.os, &image_config.architecture, image_config.variant.as_deref()),
-        })
-    }
-
-    /// Fetches a manifest (or index) as raw bytes plus its digest.
-    async fn fetch_manifest(
-        &self,
-        client: &oci_client::Client,
-        r: &ImageRef,
-    ) -> Result<(Bytes, String), RegistryError> {
-        let oref = r.to_oci();
-        let auth = self.auth_of(r);
-        with_retry(|| client.pull_manifest_raw(&oref, &auth, ACCEPTED_MANIFEST_TYPES))
-            .await
-            .map_err(|source| RegistryError::FetchManifest { reference: r.to_string(), source })
-    }
-
-    /// The manifest `r` names as raw bytes and its digest, or `None` when
-    /// the registry has no such manifest or repository (a cache reference
-    /// before its first export).
-    pub async fn fetch_manifest_if_exists(&self, r: &ImageRef) -> Result<Option<(Vec<u8>, String)>, RegistryError> {
-        let client = self.client_for(r).await?;
-        match self.fetch_manifest(client, r).await {
-            Ok((bytes, digest)) => Ok(Some((bytes.to_vec(), digest))),
-            Err(RegistryError::FetchManifest { source, .. }) if is_not_found(&source) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The credentials already registered for `r`'s registry (oci-client
-    /// wants them passed again on some calls; the first ones stored win).
-    fn auth_of(&self, r: &ImageRef) -> RegistryAuth {
-        self.auths
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&r.registry)
-            .cloned()
-            .unwrap_or(RegistryAuth::Anonymous)
-    }
-
-    /// Streams blob `digest` of `r`'s repository into `out`, never holding it
-    /// whole in memory. Checks the size while streaming (so an endless body
-    /// is cut off) and the digest at the end; on a dropped connection,
-    /// resumes with a range request. On error, `out` may hold partial data:
-    /// write to a temp file and rename only on success.
-    ///
-    /// A mirror of `r`'s registry that has the blob (asked with a HEAD
-    /// request, so a fallback never follows a partial write) serves it in
-    /// place of the registry.
-    pub async fn fetch_blob(
-        &self,
-        r: &ImageRef,
-        digest: &str,
-        size: u64,
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-    ) -> Result<(), RegistryError> {
-        for m in self.mirrors_of(r) {
-            if self.blob_exists(&m, digest).await.unwrap_or(false) {
-                return self.fetch_blob_at(&m, digest, size, out).await;
-            }
-        }
-        self.fetch_blob_at(r, digest, size, out).await
-    }
-
-    async fn fetch_blob_at(
-        &self,
-        r: &ImageRef,
-        digest: &str,
-        size: u64,
-        out: &mut (dyn AsyncWrite + Unpin + Send),
-    ) -> Result<(), RegistryError> {
-        reference::validate_digest(digest)
-            .map_err(|reason| RegistryError::InvalidDigest { digest: digest.to_string(), reason })?;
-        let client = self.client_for(r).await?;
-        let oref = r.to_oci();
-        let repository = r.name();
-        let mut hasher = Hasher::new(digest);
-        let mut received: u64 = 0;
-        let mut attempt = 1;
-        loop {
-            // (Re)open the body: whole at first, from `received` on resume.
-            let opened = if received == 0 {
-                with_retry(|| client.pull_blob_stream(&oref, digest)).await.map(|s| (s, 0))
-            } else {
-                with_retry(|| client.pull_blob_stream_partial(&oref, digest, received, None)).await.map(|resp| {
-                    match resp {
-                        BlobResponse::Partial(s) => (s, 0),
-                        // The registry ignored the range: skip what we have.
-                        BlobResponse::Full(s) => (s, received),
-                    }
-                })
-            };
-            let (mut body, mut skip) = opened.map_err(|source| RegistryError::FetchBlob {
-                repository: repository.clone(),
-                digest: digest.to_string(),
-                source,
-            })?;
-            let failure = loop {
-                match body.next().await {
-                    None => break None,
-                    Some(Ok(mut chunk)) => {
-                        if skip > 0 {
-                            let n = skip.min(chunk.len() as u64);
-                            let _ = chunk.split_to(n as usize);
-                            skip -= n;
-                        }
-                        received += chunk.len() as u64;
-                        if received > size {
-                            return Err(RegistryError::SizeMismatch {
-                                digest: digest.to_string(),
-                                expected: size,
-                                actual: None,
-                            });
-                        }
-                        hasher.update(&chunk);
-                        out.write_all(&chunk)
-                            .await
-                            .map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })?;
-                    }
-                    Some(Err(e)) => break Some(e),
-                }
-            };
-            match failure {
-                None => break,
-                // oci-client's own end-of-stream digest check: all bytes
-                // are in, so our check below gives the precise error.
-                Some(e) if is_digest_error(&e) => break,
-                Some(e) if attempt < MAX_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt - 1)).await;
-                    let _ = e;
-                }
-                Some(source) => {
-                    return Err(RegistryError::ReadBlob { repository, digest: digest.to_string(), received, source });
-                }
-            }
-        }
-        let actual = hasher.finish();
-        if actual != digest {
-            return Err(RegistryError::DigestMismatch { expected: digest.to_string(), actual });
-        }
-        if received != size {
-            return Err(RegistryError::SizeMismatch {
-                digest: digest.to_string(),
-                expected: size,
-                actual: Some(received),
-            });
-        }
-        out.flush().await.map_err(|source| RegistryError::WriteBlob { digest: digest.to_string(), source })?;
-        self.note_blob_source(digest, r);
-        Ok(())
-    }
-
-    /// Whether `r`'s repository has blob `digest` (HEAD request): what a
-    /// cache export asks before fetching a blob it would otherwise upload.
-    pub async fn blob_exists(&self, r: &ImageRef, digest: &str) -> Result<bool, RegistryError> {
-        let client = self.client_for(r).await?;
-        let oref = r.to_oci();
-        with_retry(|| client.blob_exists(&oref, digest)).await.map_err(|source| RegistryError::CheckBlob {
-            repository: r.name(),
-            digest: digest.to_string(),
-            source,
         })
     }
 
@@ -868,74 +680,6 @@ fn load_ca_certs(opts: &RegistryOptions) -> Result<Vec<Vec<u8>>, RegistryError> 
         }
     }
     Ok(out)
-}
-
-/// Runs `op` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] run out.
-async fn with_retry<T, F, Fut>(mut op: F) -> Result<T, OciDistributionError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, OciDistributionError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-            }
-            res => return res,
-        }
-    }
-}
-
-/// Delay after failed attempt `n` (1-based): the push path's jittered
-/// exponential backoff (0.2 s doubling, plus up to 50 %).
-fn backoff(n: u32) -> Duration {
-    session::backoff(n)
-}
-
-/// The registry says the manifest or repository does not exist.
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown))
-        }
-        _ => false,
-    }
-}
-
-/// Too many requests, server errors and broken connections are worth
-/// another try; anything the registry said clearly (404, 401, bad digest) is
-/// not.
-fn is_retryable(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ServerError { code, .. } => *code == 429 || ((500..600).contains(code) && *code != 501),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().any(|e| matches!(e.code, OciErrorCode::Toomanyrequests))
-        }
-        OciDistributionError::RequestError(e) => {
-            e.is_timeout()
-                || e.is_connect()
-                || e.is_body()
-                || e.status().is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
-        }
-        OciDistributionError::IoError(e) => matches!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::TimedOut
-                | std::io::ErrorKind::UnexpectedEof
-        ),
-        _ => false,
-    }
-}
-
-/// Whether a body-stream error is oci-client's digest verification failing.
-fn is_digest_error(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<oci_client::errors::DigestError>())
 }
 
 /// Incremental digest for the algorithm named in a digest string.

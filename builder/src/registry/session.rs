@@ -382,7 +382,11 @@ fn same_authority(url: &Url, registry: &str) -> bool {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    let registry = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
+    if registry == "docker.io" {
+        // Docker Hub's API answers on both names; requests are built with
+        // `index.docker.io` (oci-spec's resolution), docker uses `registry-1`.
+        return ["registry-1.docker.io", "index.docker.io"].iter().any(|h| authority.eq_ignore_ascii_case(h));
+    }
     authority.eq_ignore_ascii_case(registry) || authority.eq_ignore_ascii_case(registry.trim_end_matches(":443"))
 }
 
@@ -561,6 +565,8 @@ mod tests {
         assert!(same_authority(&u("https://reg.example:5000/v2/x"), "reg.example:5000"));
         assert!(same_authority(&u("http://127.0.0.1:8080/v2/"), "127.0.0.1:8080"));
         assert!(same_authority(&u("https://registry-1.docker.io/v2/"), "docker.io"));
+        assert!(same_authority(&u("https://index.docker.io/v2/library/busybox/manifests/latest"), "docker.io"));
+        assert!(!same_authority(&u("https://production.cloudflare.docker.com/blobs"), "docker.io"));
         assert!(!same_authority(&u("https://evil.example/v2/x"), "reg.example:5000"));
         assert!(!same_authority(&u("https://reg.example:5001/v2/x"), "reg.example:5000"));
         assert!(!same_authority(&u("https://reg.example.evil/v2/x"), "reg.example"));

@@ -267,7 +267,7 @@ async fn authenticates_with_docker_config() {
 
     // Anonymous: refused.
     match client().resolve(&r, &platform("linux/amd64")).await {
-        Err(RegistryError::FetchManifest { source: OciDistributionError::UnauthorizedError { .. }, .. }) => {}
+        Err(RegistryError::FetchManifest { source, .. }) if matches!(*source, SessionError::Unauthorized { .. }) => {}
         other => panic!("expected an unauthorized error, got {other:?}"),
     }
 
@@ -406,21 +406,65 @@ fn platform_variants_fall_back_as_containerd_orders_them() {
 
 #[test]
 fn classifies_retryable_errors() {
-    let server = |code| OciDistributionError::ServerError { code, url: String::new(), message: String::new() };
-    assert!(is_retryable(&server(429)));
-    assert!(is_retryable(&server(500)));
-    assert!(is_retryable(&server(503)));
-    assert!(!is_retryable(&server(501)));
-    assert!(!is_retryable(&server(404)));
-    assert!(!is_retryable(&OciDistributionError::UnauthorizedError { url: String::new() }));
-    let envelope: oci_client::errors::OciEnvelope =
-        serde_json::from_str(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#).unwrap();
-    assert!(is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
-    let envelope: oci_client::errors::OciEnvelope =
-        serde_json::from_str(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#).unwrap();
-    assert!(!is_retryable(&OciDistributionError::RegistryError { envelope, url: String::new() }));
-    assert!((Duration::from_millis(200)..=Duration::from_millis(300)).contains(&backoff(1)));
-    assert!((Duration::from_millis(1600)..=Duration::from_millis(2400)).contains(&backoff(4)));
+    let status = |code: u16, retry_after| SessionError::Status {
+        method: reqwest::Method::GET,
+        url: String::new(),
+        status: reqwest::StatusCode::from_u16(code).unwrap(),
+        body: String::new(),
+        retry_after,
+    };
+    assert!(status(429, None).is_retryable());
+    assert!(status(500, None).is_retryable());
+    assert!(status(503, None).is_retryable());
+    assert!(!status(501, None).is_retryable());
+    assert!(!status(404, None).is_retryable());
+    assert!(!status(401, None).is_retryable());
+    assert_eq!(status(429, Some(Duration::from_secs(2))).retry_after(), Some(Duration::from_secs(2)));
+    assert!((Duration::from_millis(200)..=Duration::from_millis(300)).contains(&session::backoff(1)));
+    assert!((Duration::from_millis(1600)..=Duration::from_millis(2400)).contains(&session::backoff(4)));
+}
+
+/// Pulls share the push path's retry policy: a 429 or 503 with
+/// `Retry-After` is waited out (not the 0.2 s backoff), and a connection
+/// dropped before any answer is retried, for manifests and blobs alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_honour_retry_after_and_retry_drops() {
+    use util::faultproxy::{Fault, FaultProxy, Rule};
+    let reg = TestRegistry::start();
+    reg.push_busybox("bb:latest");
+    let c = client();
+    let limited = |method, path, fault| Rule { method, path_contains: path, every: 1, limit: 1, fault };
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        vec![
+            limited(Some("GET"), "/manifests/", Fault::Status { code: 429, retry_after: Some(2) }),
+            limited(Some("GET"), "/blobs/", Fault::Status { code: 503, retry_after: Some(1) }),
+            limited(Some("HEAD"), "/blobs/", Fault::Drop),
+        ],
+    );
+    let r = ImageRef::parse(&format!("{}/bb:latest", proxy.addr)).unwrap();
+    let started = std::time::Instant::now();
+    let img = c.resolve(&r, &platform("linux/amd64")).await.unwrap();
+    // 2 s for the manifest's 429, 1 s for the config blob's 503.
+    assert!(started.elapsed() >= Duration::from_secs(3), "Retry-After not honoured: {:?}", started.elapsed());
+    let l = &img.layers[0];
+    assert!(c.blob_exists(&r, &l.digest).await.unwrap(), "a dropped HEAD was not retried");
+    let mut sink = Vec::new();
+    c.fetch_blob(&r, &l.digest, l.size, &mut sink).await.unwrap();
+    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&sink))), l.digest);
+    assert_eq!(proxy.faults(), 3, "{:?}", proxy.log());
+
+    // A registry that never stops answering 429: the budget runs out with
+    // an error saying so, after MAX_ATTEMPTS requests.
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        vec![Rule::always(Some("GET"), "/manifests/", Fault::Status { code: 429, retry_after: None })],
+    );
+    let r = ImageRef::parse(&format!("{}/bb:latest", proxy.addr)).unwrap();
+    let err = c.resolve(&r, &platform("linux/amd64")).await.unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert!(chain.contains("gave up after 5 attempts") && chain.contains("429"), "{chain}");
+    assert_eq!(proxy.faults(), MAX_ATTEMPTS as usize);
 }
 
 #[test]
@@ -598,7 +642,8 @@ async fn retries_server_errors_then_succeeds() {
     let (addr, injected) = faulty_proxy(reg.addr.clone(), "/manifests/", Fault::Status(503), 100).await;
     let r = ImageRef::parse(&format!("{addr}/bb:latest")).unwrap();
     match c.resolve(&r, &platform("linux/amd64")).await {
-        Err(RegistryError::FetchManifest { source: OciDistributionError::ServerError { code: 503, .. }, .. }) => {}
+        Err(RegistryError::FetchManifest { source, .. }) if matches!(&*source, SessionError::RetriesExhausted { last, .. } if matches!(**last, SessionError::Status { status, .. } if status == 503)) =>
+            {}
         other => panic!("expected a 503 error, got {other:?}"),
     }
     assert_eq!(injected.load(Ordering::SeqCst), MAX_ATTEMPTS as usize);

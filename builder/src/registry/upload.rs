@@ -45,6 +45,16 @@ pub enum BlobData<'a> {
     Bytes(Bytes),
 }
 
+/// What a mount attempt gave.
+enum Mount {
+    /// Linked, from this repository.
+    Mounted(String),
+    /// Not mounted; the registry opened this upload session instead.
+    Opened(Url),
+    /// No repository to mount from, or none could.
+    No,
+}
+
 impl RegistryClient {
     /// The upload chunk size ([`CHUNK_SIZE`] unless the options say otherwise).
     fn chunk_size(&self) -> u64 {
@@ -103,22 +113,10 @@ impl RegistryClient {
             }
         }
         let mut opened: Option<Url> = None;
-        for from in self.mount_sources(r, digest) {
-            let mount_scope = format!("{scope} repository:{}:pull", from.repository);
-            let mut url = join(&base, "blobs/uploads/").map_err(wrap)?;
-            url.query_pairs_mut().append_pair("mount", digest).append_pair("from", &from.repository);
-            let post = request(Method::POST, url, &mount_scope);
-            let resp = session.send(&r.registry, &creds, &post).await.map_err(wrap)?;
-            match resp.status() {
-                StatusCode::CREATED => return Ok(BlobOutcome::Mounted { from: from.repository }),
-                // The registry could not mount (no such blob there, or no
-                // read access) and opened an ordinary upload: use it.
-                StatusCode::ACCEPTED => {
-                    opened = Some(location(&post.url, &resp).map_err(wrap)?);
-                    break;
-                }
-                _ => {}
-            }
+        match self.mount_known(r, &creds, &base, &scope, digest).await.map_err(wrap)? {
+            Mount::Mounted(from) => return Ok(BlobOutcome::Mounted { from }),
+            Mount::Opened(url) => opened = Some(url),
+            Mount::No => {}
         }
 
         let mut failures = 0;
@@ -144,6 +142,57 @@ impl RegistryClient {
                 Err(e) => return Err(wrap(e)),
             }
         }
+    }
+
+    /// Links blob `digest` into `r`'s repository without its bytes: it is
+    /// there already (HEAD), or mounted from a repository of the same
+    /// registry known to hold it (a cache ref it was imported from, a base
+    /// image). `None`: neither, so the caller must upload it.
+    pub async fn link_blob(&self, r: &ImageRef, digest: &str) -> Result<Option<BlobOutcome>, RegistryError> {
+        let wrap = |source| RegistryError::UploadBlob {
+            repository: r.name(),
+            digest: digest.to_string(),
+            source: Box::new(source),
+        };
+        if self.blob_exists(r, digest).await? {
+            return Ok(Some(BlobOutcome::Existed));
+        }
+        let creds = self.creds_for(&r.registry)?;
+        let base = self.v2_base(r).await?;
+        let scope = format!("repository:{}:pull,push", r.repository);
+        // An upload session the registry opened instead of mounting is
+        // left to expire (the caller uploads in its own).
+        match self.mount_known(r, &creds, &base, &scope, digest).await.map_err(wrap)? {
+            Mount::Mounted(from) => Ok(Some(BlobOutcome::Mounted { from })),
+            Mount::Opened(_) | Mount::No => Ok(None),
+        }
+    }
+
+    /// Tries a cross-repository mount of `digest` from each repository of
+    /// `r`'s registry known to hold it.
+    async fn mount_known(
+        &self,
+        r: &ImageRef,
+        creds: &oci_client::secrets::RegistryAuth,
+        base: &Url,
+        scope: &str,
+        digest: &str,
+    ) -> Result<Mount, SessionError> {
+        for from in self.mount_sources(r, digest) {
+            let mount_scope = format!("{scope} repository:{}:pull", from.repository);
+            let mut url = join(base, "blobs/uploads/")?;
+            url.query_pairs_mut().append_pair("mount", digest).append_pair("from", &from.repository);
+            let post = request(Method::POST, url, &mount_scope);
+            let resp = self.session.send(&r.registry, creds, &post).await?;
+            match resp.status() {
+                StatusCode::CREATED => return Ok(Mount::Mounted(from.repository)),
+                // The registry could not mount (no such blob there, or no
+                // read access) and opened an ordinary upload: use it.
+                StatusCode::ACCEPTED => return Ok(Mount::Opened(location(&post.url, &resp)?)),
+                _ => {}
+            }
+        }
+        Ok(Mount::No)
     }
 
     /// Asks the registry to link blob `digest` from `from`'s repository into

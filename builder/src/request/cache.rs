@@ -90,6 +90,9 @@ pub struct CacheSpec {
 }
 
 const TYPES: &str = "registry, local, inline, gha";
+/// Cache services buildx knows that rbuild has no client for (`gha` is
+/// parsed, then refused by the builder with the same advice).
+const UNSUPPORTED_SERVICES: &[&str] = &["s3", "azblob"];
 const EXPORT_FORMAT_KEYS: &[&str] =
     &["mode", "oci-mediatypes", "image-manifest", "compression", "compression-level", "force-compression"];
 
@@ -148,6 +151,10 @@ impl CacheSpec {
         let Some(valid) = valid_keys(&kind, direction) else {
             if kind == "inline" {
                 return Err(RequestError::InlineImport);
+            }
+            if UNSUPPORTED_SERVICES.contains(&kind.as_str()) {
+                // buildx users try these: name what works instead.
+                return Err(RequestError::UnsupportedCacheService { flag, kind });
             }
             return Err(RequestError::UnknownType { flag, kind, types: TYPES });
         };
@@ -283,6 +290,16 @@ mod tests {
         let table: &[(&str, CacheDirection, &str)] = &[
             ("ref=x", Import, "`--cache-from`: missing `type=` (one of registry, local, inline, gha)"),
             ("type=s4,ref=x", Export, "`--cache-to`: unknown type `s4`; valid types: registry, local, inline, gha"),
+            (
+                "type=s3,region=eu-west-1,bucket=b",
+                Export,
+                "`--cache-to type=s3` is not supported by rbuild: use type=registry (any OCI registry) or type=local (a directory, e.g. saved by a CI cache action); supported types: registry, local, inline (export only)",
+            ),
+            (
+                "type=azblob,name=c",
+                Import,
+                "`--cache-from type=azblob` is not supported by rbuild: use type=registry (any OCI registry) or type=local (a directory, e.g. saved by a CI cache action); supported types: registry, local, inline (export only)",
+            ),
             (
                 "type=inline",
                 Import,

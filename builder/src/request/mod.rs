@@ -163,6 +163,16 @@ pub enum RequestError {
         /// Valid types.
         types: &'static str,
     },
+    /// A cache service buildx supports and rbuild does not (`s3`, `azblob`).
+    #[error(
+        "`{flag} type={kind}` is not supported by rbuild: use type=registry (any OCI registry) or type=local (a directory, e.g. saved by a CI cache action); supported types: registry, local, inline (export only)"
+    )]
+    UnsupportedCacheService {
+        /// The flag.
+        flag: &'static str,
+        /// `s3` or `azblob`.
+        kind: String,
+    },
     /// A key the type does not know.
     #[error("`{what}`: unknown key `{key}`; valid keys: {valid}")]
     UnknownKey {

@@ -3,7 +3,8 @@
 //! drops connections, answers 503/429 (with `Retry-After`), cuts a request
 //! body part-way, or truncates a response; everything else is forwarded.
 //! Every request is logged (method, path+query, status or fault), so tests
-//! can see what the client did (mount POSTs, upload-status GETs...).
+//! can see what the client did (mount POSTs, upload-status GETs...) and
+//! count the blobs it downloaded ([`FaultProxy::blob_gets`]).
 //!
 //! One request per connection: the proxy forces `Connection: close`, so
 //! each request is seen whole and a fault never hits a reused socket.
@@ -109,6 +110,21 @@ impl FaultProxy {
     /// Every request so far.
     pub fn log(&self) -> Vec<Logged> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The digests of the blobs downloaded through the proxy (answered GETs
+    /// of `/v2/<name>/blobs/<digest>`, a resumed one counted each time), in
+    /// order.
+    pub fn blob_gets(&self) -> Vec<String> {
+        self.log()
+            .iter()
+            .filter(|l| l.method == "GET" && l.fault.is_none() && matches!(l.status, Some(200) | Some(206)))
+            .filter_map(|l| {
+                let (_, rest) = l.target.split_once("/blobs/")?;
+                let digest = rest.split('?').next()?;
+                digest.starts_with("sha256:").then(|| digest.to_string())
+            })
+            .collect()
     }
 
     /// How many faults were injected.

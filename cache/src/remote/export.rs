@@ -53,34 +53,130 @@ pub struct ExportStats {
     pub manifest_digest: String,
 }
 
-/// Exports `plan` to `sink`.
+/// Read-merge-write rounds an export makes when concurrent exports to the
+/// same target keep replacing its artifact under it.
+pub const MERGE_ATTEMPTS: u32 = 5;
+
+/// How long after writing its manifest an export waits before reading it
+/// back (see [`export`]).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Exports `plan` to `sink`: reads the artifact there, merges this build's
+/// records into it (each exported platform's records replace that
+/// platform's; other platforms are kept), uploads what the target lacks,
+/// writes the manifest, and reads it back.
+///
+/// Registries have no compare-and-swap on a tag, so two exports to one ref
+/// at once (two CI runners) race. Each round therefore re-reads the
+/// artifact after uploading the blobs, just before writing the manifest
+/// (if it changed since the merge, merge again with the new one), and
+/// [`SETTLE`] after writing it (if this build's records are not all there,
+/// another export replaced the artifact in between: merge with it and
+/// write again). What is left is an export that checked before our write
+/// and wrote more than [`SETTLE`] after it: without compare-and-swap the
+/// registry cannot rule that out. Rounds after a conflict merge a platform's records
+/// as a union, so two exports of the same platform both survive. After
+/// [`MERGE_ATTEMPTS`] rounds the export fails with
+/// [`RemoteError::ConcurrentExport`]; the target always holds a complete
+/// artifact (blobs before manifest), never a corrupt one.
 pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Result<ExportStats, RemoteError> {
     let name = sink.name();
-    let existing = sink.read_artifact().map_err(|source| RemoteError::Transport {
-        what: "reading the cache at",
-        name: name.clone(),
-        source,
-    })?;
-    let mut config = read_config(&name, existing)?.unwrap_or_else(CacheConfig::new);
+    let read = || {
+        let artifact = sink.read_artifact().map_err(|source| RemoteError::Transport {
+            what: "reading the cache at",
+            name: name.clone(),
+            source,
+        })?;
+        let bytes = artifact.as_ref().map(|(_, config)| config.clone());
+        Ok::<_, RemoteError>((read_config(&name, artifact)?, bytes))
+    };
     let mut stats = ExportStats::default();
-    // Blobs only an imported record knows where to find.
-    let mut remote_only: HashMap<String, ImportedRecord> = HashMap::new();
+    let ours = collect(store, plan, &mut stats)?;
+    let (mut existing, mut existing_bytes) = read()?;
+    let mut conflict = false;
+    for _ in 0..MERGE_ATTEMPTS {
+        let config = ours.merge_into(existing.clone().unwrap_or_else(CacheConfig::new), conflict);
+        let (manifest, config_bytes, files) = prepare(store, sink, plan, &ours, &config, &mut stats)?;
+        let write_err = |source| RemoteError::Transport { what: "writing the cache to", name: name.clone(), source };
+        stats.blobs_offered = files.len();
+        sink.write_blobs(&config_bytes, &files).map_err(write_err)?;
+        // Changed since we read it: merge with the new one first. Checked
+        // after the uploads, right before the manifest, so the window in
+        // which another export can slip in is one request wide.
+        let (now, now_bytes) = read()?;
+        if now_bytes != existing_bytes {
+            (existing, existing_bytes, conflict) = (now, now_bytes, true);
+            continue;
+        }
+        sink.write_manifest(&manifest).map_err(write_err)?;
+        // An export that checked just before our write lands its manifest
+        // within a request's time: wait that long, then see who won.
+        std::thread::sleep(SETTLE);
+        let (after, after_bytes) = read()?;
+        if after.as_ref().is_some_and(|a| ours.survives_in(a)) {
+            stats.manifest_digest = crate::oci::sha256_digest(&manifest);
+            return Ok(stats);
+        }
+        // Replaced by a concurrent export between our write and the read.
+        (existing, existing_bytes, conflict) = (after, after_bytes, true);
+    }
+    Err(RemoteError::ConcurrentExport { name, attempts: MERGE_ATTEMPTS })
+}
+
+/// This build's part of an artifact.
+struct Ours {
+    /// Records by platform.
+    platforms: BTreeMap<String, BTreeMap<String, CacheEntry>>,
+    /// Cache mounts exported.
+    mounts: BTreeMap<String, MountEntry>,
+    /// Blobs only an imported record knows where to find.
+    remote_only: HashMap<String, ImportedRecord>,
+}
+
+impl Ours {
+    /// `existing` with our records in: each of our platforms replaced (or,
+    /// after a conflict, merged key by key), our mounts replacing theirs.
+    fn merge_into(&self, mut existing: CacheConfig, union: bool) -> CacheConfig {
+        for (platform, records) in &self.platforms {
+            if union {
+                existing.platforms.entry(platform.clone()).or_default().extend(records.clone());
+            } else {
+                existing.platforms.insert(platform.clone(), records.clone());
+            }
+        }
+        existing.mounts.extend(self.mounts.clone());
+        existing
+    }
+
+    /// Whether every record and mount of ours is in `config` as we wrote it.
+    fn survives_in(&self, config: &CacheConfig) -> bool {
+        let records = self.platforms.iter().all(|(platform, records)| {
+            config.platforms.get(platform).is_some_and(|there| records.iter().all(|(k, e)| there.get(k) == Some(e)))
+        });
+        records && self.mounts.iter().all(|(id, m)| config.mounts.get(id) == Some(m))
+    }
+}
+
+/// Gathers this build's records and mounts from the store (writing layer
+/// blobs for snapshots that have none).
+fn collect(store: &Store, plan: &ExportPlan<'_>, stats: &mut ExportStats) -> Result<Ours, RemoteError> {
+    let mut ours = Ours { platforms: BTreeMap::new(), mounts: BTreeMap::new(), remote_only: HashMap::new() };
     for (platform, keys) in &plan.platforms {
         let mut records = BTreeMap::new();
         for key in keys {
-            if let Some(layers) = local_entry(store, key, &plan.layer, &mut stats)? {
+            if let Some(layers) = local_entry(store, key, &plan.layer, stats)? {
                 records.insert(key.clone(), CacheEntry { layers });
             } else if let Some(rec) = plan.imported.and_then(|i| i.lookup(key)) {
                 for l in rec.layers.iter().flatten() {
                     if !store.has_blob(&l.digest) {
-                        remote_only.entry(l.digest.clone()).or_insert_with(|| rec.clone());
+                        ours.remote_only.entry(l.digest.clone()).or_insert_with(|| rec.clone());
                     }
                 }
                 records.insert(key.clone(), CacheEntry { layers: rec.layers.clone() });
             }
         }
         stats.records += records.len();
-        config.platforms.insert(platform.clone(), records);
+        ours.platforms.insert(platform.clone(), records);
     }
     for mount in &plan.mounts {
         let dir = store.cache_mount_path(&mount.id);
@@ -92,12 +188,30 @@ pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resu
             .map_err(|source| RemoteError::WriteMount { id: mount.id.clone(), source })?;
         writer.finish_expecting(&layer.digest)?;
         // Replaces this id's previous contents, keeps other ids'.
-        config.mounts.insert(mount.id.clone(), MountEntry { sharing: mount.sharing.clone(), layer });
+        ours.mounts.insert(mount.id.clone(), MountEntry { sharing: mount.sharing.clone(), layer });
         stats.mounts += 1;
     }
+    Ok(ours)
+}
+
+/// The manifest and config of `config`, and the blob files the sink needs
+/// from the store: every blob the records name that the sink may lack (a
+/// blob neither here nor there is downloaded from the imported cache that
+/// named it: a cache moved from one place to another).
+#[allow(clippy::type_complexity)]
+fn prepare(
+    store: &Store,
+    sink: &dyn BlobSink,
+    plan: &ExportPlan<'_>,
+    ours: &Ours,
+    config: &CacheConfig,
+    stats: &mut ExportStats,
+) -> Result<(Vec<u8>, Vec<u8>, Vec<(LayerDescriptor, PathBuf)>), RemoteError> {
+    let name = sink.name();
     let config_bytes = config.to_json();
     let manifest = config.manifest(&config_bytes);
     let mut files: Vec<(LayerDescriptor, PathBuf)> = Vec::new();
+    stats.layers = 0;
     for layer in config.layers() {
         stats.layers += 1;
         if !store.has_blob(&layer.digest) {
@@ -109,23 +223,14 @@ pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resu
             if at_sink {
                 continue;
             }
-            // Downloaded only because the target lacks it and nothing
-            // local has it: a cache moved from one place to another.
-            match (plan.imported, remote_only.get(&layer.digest)) {
+            match (plan.imported, ours.remote_only.get(&layer.digest)) {
                 (Some(imported), Some(rec)) => imported.fetch_blob(store, rec, &layer)?,
                 _ => return Err(RemoteError::Store(crate::store::StoreError::BlobNotFound(layer.digest.clone()))),
             }
         }
         files.push((layer.clone(), store.blob_path(&layer.digest)));
     }
-    stats.blobs_offered = files.len();
-    sink.write_artifact(&manifest, &config_bytes, &files).map_err(|source| RemoteError::Transport {
-        what: "writing the cache to",
-        name,
-        source,
-    })?;
-    stats.manifest_digest = crate::oci::sha256_digest(&manifest);
-    Ok(stats)
+    Ok((manifest, config_bytes, files))
 }
 
 /// The layers of `key`'s chain from the local store, writing the layer of

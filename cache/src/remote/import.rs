@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{BlobSource, MountEntry, RemoteError, read_config};
 use crate::layer::{UnpackOptions, unpack_layer};
@@ -18,6 +19,10 @@ use crate::store::{CacheRecord, SnapshotId, Store};
 pub fn layer_record_key(digest: &str) -> String {
     format!("layer:{digest}")
 }
+
+/// Blobs downloaded at once by [`ImportedCache::fetch_blobs`]: enough to
+/// hide per-request latency, few enough not to hog a registry's rate limit.
+pub const FETCH_CONCURRENCY: usize = 4;
 
 /// The store's record of the one empty snapshot imported chains use for
 /// steps whose diff was empty.
@@ -156,6 +161,51 @@ impl ImportedCache {
         Ok(())
     }
 
+    /// Makes sure the store holds every blob of `layers` (each once),
+    /// downloading up to [`FETCH_CONCURRENCY`] at a time from the source of
+    /// `record`. Each download streams into its own temporary file and is
+    /// checked as [`fetch_blob`](Self::fetch_blob) checks it; after the
+    /// first failure no new download starts, and the first error is
+    /// returned.
+    pub fn fetch_blobs(
+        &self,
+        store: &Store,
+        record: &ImportedRecord,
+        layers: &[&LayerDescriptor],
+    ) -> Result<(), RemoteError> {
+        let mut seen = std::collections::HashSet::new();
+        let missing: Vec<&LayerDescriptor> =
+            layers.iter().copied().filter(|l| seen.insert(l.digest.as_str()) && !store.has_blob(&l.digest)).collect();
+        if missing.len() <= 1 {
+            return missing.iter().try_for_each(|l| self.fetch_blob(store, record, l));
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let worker = || -> Result<(), RemoteError> {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= missing.len() || failed.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                if let Err(e) = self.fetch_blob(store, record, missing[i]) {
+                    failed.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..FETCH_CONCURRENCY.min(missing.len())).map(|_| s.spawn(worker)).collect();
+            let mut first = Ok(());
+            for w in workers {
+                let result = w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                if first.is_ok() {
+                    first = result;
+                }
+            }
+            first
+        })
+    }
+
     /// Turns an imported record into snapshots: each layer is unpacked once
     /// per store (a snapshot already unpacked from the same blob, by a pull
     /// or an earlier import, is reused). Records the chain under `key` in
@@ -166,6 +216,15 @@ impl ImportedCache {
         key: &str,
         record: &ImportedRecord,
     ) -> Result<(Vec<SnapshotId>, Vec<Option<LayerDescriptor>>), RemoteError> {
+        // Download what is not unpacked yet in parallel, then unpack in
+        // order (each unpack reads a complete, verified blob).
+        let mut to_fetch = Vec::new();
+        for layer in record.layers.iter().flatten() {
+            if store.lookup(&layer_record_key(&layer.digest))?.is_none_or(|rec| rec.chain.is_empty()) {
+                to_fetch.push(layer);
+            }
+        }
+        self.fetch_blobs(store, record, &to_fetch)?;
         let mut chain = Vec::with_capacity(record.layers.len());
         for layer in &record.layers {
             chain.push(self.layer_snapshot(store, record, layer.as_ref())?);

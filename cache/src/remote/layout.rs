@@ -137,7 +137,7 @@ impl LayoutCache {
         fs::rename(&tmp, &dest).map_err(io_err(&dest))
     }
 
-    fn write(&self, manifest: &[u8], config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), LayoutError> {
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), LayoutError> {
         let blobs = self.dir.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
         let layout = self.dir.join("oci-layout");
@@ -147,12 +147,19 @@ impl LayoutCache {
         for (layer, path) in layers {
             self.put_file(&layer.digest, path)?;
         }
-        for bytes in [config, manifest] {
-            let path = self.blob(&sha256_digest(bytes))?;
-            if !path.is_file() {
-                self.write_atomic(&path, bytes)?;
-            }
+        self.put_bytes(config)
+    }
+
+    fn put_bytes(&self, bytes: &[u8]) -> Result<(), LayoutError> {
+        let path = self.blob(&sha256_digest(bytes))?;
+        if !path.is_file() {
+            self.write_atomic(&path, bytes)?;
         }
+        Ok(())
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), LayoutError> {
+        self.put_bytes(manifest)?;
         let mut index = self.index()?.unwrap_or(Index {
             schema_version: 2,
             media_type: String::new(),
@@ -204,12 +211,11 @@ impl BlobSink for LayoutCache {
         Ok(self.blob(digest)?.is_file())
     }
 
-    fn write_artifact(
-        &self,
-        manifest: &[u8],
-        config: &[u8],
-        layers: &[(LayerDescriptor, PathBuf)],
-    ) -> Result<(), TransportError> {
-        Ok(self.write(manifest, config, layers)?)
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
+        Ok(LayoutCache::write_blobs(self, config, layers)?)
+    }
+
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError> {
+        Ok(LayoutCache::write_manifest(self, manifest)?)
     }
 }

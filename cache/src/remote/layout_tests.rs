@@ -247,3 +247,79 @@ fn a_hostile_mount_blob_cannot_escape_the_mount() {
         }
     }
 }
+
+/// A layout sink with a concurrent exporter beside it: after each of our
+/// first `races` writes, the other exporter writes its artifact (read
+/// before ours, so it lacks our records), as a second CI runner would.
+struct RacingSink {
+    inner: LayoutCache,
+    theirs: std::sync::Mutex<(usize, Vec<u8>)>,
+}
+
+impl BlobSink for RacingSink {
+    fn name(&self) -> String {
+        "racing".into()
+    }
+    fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        BlobSink::read_artifact(&self.inner)
+    }
+    fn has_blob(&self, digest: &str) -> Result<bool, TransportError> {
+        self.inner.has_blob(digest)
+    }
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
+        BlobSink::write_blobs(&self.inner, config, layers)
+    }
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError> {
+        BlobSink::write_manifest(&self.inner, manifest)?;
+        let mut theirs = self.theirs.lock().unwrap();
+        if theirs.0 > 0 {
+            theirs.0 -= 1;
+            let config = theirs.1.clone();
+            let manifest = CacheConfig::parse(&config)?.manifest(&config);
+            BlobSink::write_blobs(&self.inner, &config, &[])?;
+            BlobSink::write_manifest(&self.inner, &manifest)?;
+        }
+        Ok(())
+    }
+}
+
+/// Two exports to one target at once: a write replaced by the other
+/// exporter's is detected by reading back, merged and written again, so
+/// both exports' records survive (the same platform's as a union); one
+/// that keeps losing the race fails loudly after MERGE_ATTEMPTS rounds,
+/// leaving the other's complete artifact.
+#[test]
+fn concurrent_exports_merge_or_fail_loudly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("a")).unwrap();
+    let base = snapshot(&store, "base", "base\n");
+    store
+        .record("k-ours", &CacheRecord { layers: vec![None], chain: vec![base], created: 0, extra: BTreeMap::new() })
+        .unwrap();
+    // The other runner's artifact: records of another platform and of ours.
+    let mut other = CacheConfig::new();
+    other.platforms.entry("linux/arm64".into()).or_default().insert("k-arm".into(), CacheEntry { layers: vec![None] });
+    other
+        .platforms
+        .entry("linux/amd64".into())
+        .or_default()
+        .insert("k-theirs".into(), CacheEntry { layers: vec![None] });
+    let sink = |races| RacingSink {
+        inner: LayoutCache::new(tmp.path().join(format!("cache-{races}")), None),
+        theirs: std::sync::Mutex::new((races, other.to_json())),
+    };
+
+    let racing = sink(2);
+    export(&store, &racing, &plan(&[("linux/amd64", &["k-ours"])], None)).unwrap();
+    let c = read_config("t", BlobSink::read_artifact(&racing).unwrap()).unwrap().unwrap();
+    assert!(c.platforms["linux/arm64"].contains_key("k-arm"), "{c:?}");
+    assert!(c.platforms["linux/amd64"].contains_key("k-ours"), "{c:?}");
+    assert!(c.platforms["linux/amd64"].contains_key("k-theirs"), "same platform: a union after a conflict: {c:?}");
+
+    let losing = sink(usize::MAX);
+    let err = export(&store, &losing, &plan(&[("linux/amd64", &["k-ours"])], None)).unwrap_err();
+    assert!(matches!(err, RemoteError::ConcurrentExport { attempts: MERGE_ATTEMPTS, .. }), "{err:?}");
+    assert!(err.to_string().contains("another export replaced the cache artifact"), "{err}");
+    let c = read_config("t", BlobSink::read_artifact(&losing).unwrap()).unwrap().unwrap();
+    assert_eq!(c, other, "the target holds the other export's complete artifact");
+}

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{Descriptor, LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
 use crate::store::StoreError;
 
-pub use export::{ExportPlan, ExportStats, MountToExport, export};
+pub use export::{ExportPlan, ExportStats, MERGE_ATTEMPTS, MountToExport, export};
 pub use import::ImportedCache;
 
 /// Media type of the config blob holding the records.
@@ -157,14 +157,11 @@ pub trait BlobSink: Send + Sync {
     /// Whether the target already holds blob `digest`.
     fn has_blob(&self, digest: &str) -> Result<bool, TransportError>;
     /// Writes the blobs in `layers` that the target lacks (each with its
-    /// file), then the config, then the manifest: the target never holds a
-    /// manifest whose blobs are missing.
-    fn write_artifact(
-        &self,
-        manifest: &[u8],
-        config: &[u8],
-        layers: &[(LayerDescriptor, PathBuf)],
-    ) -> Result<(), TransportError>;
+    /// file), then the config blob: everything the manifest will name.
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError>;
+    /// Points the target at `manifest` (its blobs are written): the
+    /// target never holds a manifest whose blobs are missing.
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError>;
 }
 
 /// Failures of remote-cache import and export.
@@ -197,6 +194,16 @@ pub enum RemoteError {
         /// The transport's error.
         #[source]
         source: TransportError,
+    },
+    /// Concurrent exports kept replacing the artifact at the target.
+    #[error(
+        "`{name}`: another export replaced the cache artifact during each of {attempts} read-merge-write rounds; the cache there is intact but lacks this build's records (export again, or give concurrent builds their own refs)"
+    )]
+    ConcurrentExport {
+        /// The target.
+        name: String,
+        /// Rounds made.
+        attempts: u32,
     },
     /// A downloaded blob is not what the records promise.
     #[error("cache blob `{digest}` has {actual} bytes, the records say {expected}")]
