@@ -1161,7 +1161,8 @@ fn cache_export_and_import_through_faults() {
         ctx.path(),
         &["--cache-to", &format!("{spec},ignore-error=true"), "-o", "type=image,name=w:1"],
     ));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: cache export failed"));
+    let warnings = util::progress::warnings(&String::from_utf8_lossy(&out.stderr));
+    assert!(warnings.iter().any(|w| w.contains("cache export failed")), "{warnings:?}");
     assert_eq!(http_status(&reg.addr, "/v2/brokencache/manifests/x"), 404);
 
     // Import beyond the budget: every download of the layers larger than
