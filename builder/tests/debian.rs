@@ -32,8 +32,9 @@ enum Mode {
 /// store, in a directory the rootless user can use.
 struct Case {
     mode: Mode,
-    /// Kept for its `Drop` (stops the registry).
-    _reg: TestRegistry,
+    reg: TestRegistry,
+    /// The store directory's name under `dir`.
+    store: String,
     dir: tempfile::TempDir,
 }
 
@@ -67,7 +68,18 @@ impl Case {
             run(Command::new("chown").args(["-R", &format!("{TEST_USER}:{TEST_USER}")]).arg(dir.path()));
             run(Command::new("chmod").arg("755").arg(dir.path()));
         }
-        Some(Case { mode, _reg: reg, dir })
+        Some(Case { mode, reg, dir, store: "store".into() })
+    }
+
+    /// Replaces the context's Dockerfile (`REG` is the registry) and builds
+    /// later on with the fresh store `store`.
+    fn next_dockerfile(&mut self, dockerfile: &str, store: &str) {
+        let file = self.path("ctx/Dockerfile");
+        std::fs::write(&file, dockerfile.replace("REG", &self.reg.addr)).unwrap();
+        if self.mode == Mode::Rootless {
+            run(Command::new("chown").arg(format!("{TEST_USER}:{TEST_USER}")).arg(&file));
+        }
+        self.store = store.to_string();
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -86,7 +98,7 @@ impl Case {
                 c
             }
         };
-        cmd.arg("--root").arg(self.path("store")).args(["build", "--progress", "plain"]);
+        cmd.arg("--root").arg(self.path(&self.store)).args(["build", "--progress", "plain"]);
         cmd.args(args).arg(self.path("ctx"));
         let started = Instant::now();
         let out = ok(cmd.output().expect("run rbuild"));
@@ -315,14 +327,17 @@ const CAP_NET_RAW_EP_V2: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0
 
 fn dpkg_files(mode: Mode) {
     let dockerfile = format!(
-        "FROM REG/debian:bookworm\n{APT} \
+        "FROM REG/debian:bookworm AS caps\n{APT} \
          apt-get update && apt-get install -y --no-install-recommends libcap2-bin \
          && apt-get install -y --reinstall passwd perl-base\n\
          RUN cp /bin/true /usr/local/bin/captest && setcap cap_net_raw+ep /usr/local/bin/captest\n\
-         RUN getcap /usr/local/bin/captest > /getcap.txt && stat -c '%a %u:%g' /usr/bin/passwd /usr/bin/chage > /modes.txt\n"
+         RUN getcap /usr/local/bin/captest > /getcap.txt && stat -c '%a %u:%g' /usr/bin/passwd /usr/bin/chage > /modes.txt\n\
+         FROM REG/busybox:latest AS copied\n\
+         COPY --from=caps /usr/local/bin/captest /plain\n\
+         COPY --from=caps --chown=1000:1000 /usr/local/bin/captest /chowned\n"
     );
-    let Some(case) = Case::new(mode, &dockerfile, &[]) else { return };
-    let (layout, _) = case.build_oci("out", &[]);
+    let Some(mut case) = Case::new(mode, &dockerfile, &[]) else { return };
+    let (layout, _) = case.build_oci("out", &["--target", "caps"]);
     let layers = layer_entries(&layout, "latest");
     // Layers: base, apt.conf RUN, apt RUN, setcap RUN, getcap RUN.
     let dpkg = last_with(&layers, "usr/bin/perl5.36.0");
@@ -358,6 +373,26 @@ fn dpkg_files(mode: Mode) {
     assert_eq!(getcap.trim(), "/usr/local/bin/captest cap_net_raw=ep");
     let modes = std::fs::read_to_string(rootfs.join("modes.txt")).unwrap();
     assert_eq!(modes, "4755 0:0\n2755 0:42\n");
+
+    // COPY --from keeps the capability, with and without --chown (as
+    // BuildKit's copier, which copies every xattr).
+    let (copied, _) = case.build_oci("copied", &["--target", "copied"]);
+    let layers = layer_entries(&copied, "latest");
+    for (path, owner) in [("plain", (0, 0)), ("chowned", (1000, 1000))] {
+        let e = entry(last_with(&layers, path), path);
+        let xattr = e.xattrs.iter().find(|(n, _)| n == "security.capability");
+        assert_eq!(xattr.map(|(_, v)| v.as_slice()), Some(&CAP_NET_RAW_EP_V2[..]), "COPY lost it: {e:?}");
+        assert_eq!((e.uid, e.gid), owner, "{e:?}");
+    }
+
+    // Pulled as a base image into a fresh store, the capability is still
+    // there for a RUN (the unpacker used to chown after restoring it).
+    case.reg.push_layout(&layout, "latest", "caps:latest");
+    case.next_dockerfile("FROM REG/caps:latest\nRUN getcap /usr/local/bin/captest > /getcap-pulled.txt\n", "store2");
+    let local = case.path("pulled");
+    case.build(&["-o", &format!("type=local,dest={}", local.display())]);
+    let pulled = std::fs::read_to_string(local.join("getcap-pulled.txt")).unwrap();
+    assert_eq!(pulled.trim(), "/usr/local/bin/captest cap_net_raw=ep", "the pulled base lost the capability");
 }
 
 #[test]

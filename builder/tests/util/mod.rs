@@ -534,6 +534,11 @@ impl TestRegistry {
     pub fn push_debian(&self, name: &str) {
         self.skopeo_copy(&debian_layout(), "latest", name, &[]);
     }
+
+    /// Pushes the image tagged `tag` in the OCI layout `layout` as `NAME`.
+    pub fn push_layout(&self, layout: &Path, tag: &str, name: &str) {
+        self.skopeo_copy(layout, tag, name, &[]);
+    }
 }
 
 /// One entry of a layer tar, as the tests compare them.
