@@ -332,6 +332,8 @@ fn dpkg_files(mode: Mode) {
          && apt-get install -y --reinstall passwd perl-base\n\
          RUN cp /bin/true /usr/local/bin/captest && setcap cap_net_raw+ep /usr/local/bin/captest\n\
          RUN getcap /usr/local/bin/captest > /getcap.txt && stat -c '%a %u:%g' /usr/bin/passwd /usr/bin/chage > /modes.txt\n\
+         RUN /usr/local/bin/captest; echo \"default $?\" > /exec.txt\n\
+         RUN --network=none /usr/local/bin/captest; echo \"none $?\" >> /exec.txt\n\
          FROM REG/busybox:latest AS copied\n\
          COPY --from=caps /usr/local/bin/captest /plain\n\
          COPY --from=caps --chown=1000:1000 /usr/local/bin/captest /chowned\n"
@@ -339,7 +341,6 @@ fn dpkg_files(mode: Mode) {
     let Some(mut case) = Case::new(mode, &dockerfile, &[]) else { return };
     let (layout, _) = case.build_oci("out", &["--target", "caps"]);
     let layers = layer_entries(&layout, "latest");
-    // Layers: base, apt.conf RUN, apt RUN, setcap RUN, getcap RUN.
     let dpkg = last_with(&layers, "usr/bin/perl5.36.0");
 
     // Hard links: one regular file, the other names are links to it.
@@ -373,6 +374,11 @@ fn dpkg_files(mode: Mode) {
     assert_eq!(getcap.trim(), "/usr/local/bin/captest cap_net_raw=ep");
     let modes = std::fs::read_to_string(rootfs.join("modes.txt")).unwrap();
     assert_eq!(modes, "4755 0:0\n2755 0:42\n");
+    // The default network's RUN lacks NET_RAW, so the kernel refuses to
+    // exec a file that demands it (126, as Docker with --cap-drop NET_RAW);
+    // --network=none holds Docker's 14 capabilities and runs it.
+    let exec = std::fs::read_to_string(rootfs.join("exec.txt")).unwrap();
+    assert_eq!(exec, "default 126\nnone 0\n");
 
     // COPY --from keeps the capability, with and without --chown (as
     // BuildKit's copier, which copies every xattr).

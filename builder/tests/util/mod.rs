@@ -505,7 +505,9 @@ pub fn debian_unavailable() -> Option<String> {
 }
 
 fn debian_layout_path() -> PathBuf {
-    let script = fs::read(MAKE_DEBIAN).expect("read scripts/make-debian-image.sh");
+    let mut script = fs::read(MAKE_DEBIAN).expect("read scripts/make-debian-image.sh");
+    // The image's sources.list names the mirror: another mirror, another image.
+    script.extend_from_slice(debian_mirror().as_bytes());
     let key = &hex::encode(Sha256::digest(&script))[..12];
     shared_tmp().join(format!("debian-bookworm-oci-{key}"))
 }
