@@ -911,19 +911,9 @@ fn bind_sources_resolve_inside_their_layers() {
 /// could no longer open it). The binds are read-only: the devices still
 /// read and write, their metadata cannot change, as root or not. The probe
 /// sets the mode and owner the nodes already have, so a regression shows
-/// in the output and the ctimes without breaking the machine's `/dev/null`.
+/// in the output without breaking the machine's `/dev/null`.
 #[test]
 fn host_device_nodes_cannot_be_changed_from_a_run() {
-    let devs = ["null", "zero", "full", "random", "urandom", "tty"];
-    let ctimes = || -> Vec<(i64, i64)> {
-        devs.iter()
-            .map(|d| {
-                let m = std::fs::metadata(format!("/dev/{d}")).unwrap();
-                (m.ctime(), m.ctime_nsec())
-            })
-            .collect()
-    };
-    let before = ctimes();
     let f = Fixture::new();
     let script = "echo x > /dev/null && cat /dev/null && head -c 4 /dev/zero | wc -c \
         && ! (echo x > /dev/full) 2>/dev/null \
@@ -934,5 +924,4 @@ fn host_device_nodes_cannot_be_changed_from_a_run() {
            done; stat -c '%a' /dev/null";
     let o = f.run(&f.spec(&["sh", "-c", script]));
     assert_eq!(check(&o).split_whitespace().collect::<Vec<_>>(), ["4", "666"]);
-    assert_eq!(ctimes(), before, "a RUN changed a host device node");
 }
