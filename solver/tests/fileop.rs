@@ -821,3 +821,34 @@ fn deeply_nested_directories_are_walked_without_recursion() {
     // GNU rm copes with trees deeper than PATH_MAX; the temp dir may not.
     std::process::Command::new("rm").arg("-rf").arg(e.src.join("deep")).arg(e.dest.join("ok")).status().unwrap();
 }
+
+/// Regression: COPY dropped `security.capability` (it skipped every
+/// `security.*` xattr) when it copied a file, but kept it when it could
+/// hard-link the file from its layer, so `COPY --from=build /ping /` kept
+/// `cap_net_raw` and `COPY --chown=1000 --from=build /ping /` lost it.
+/// BuildKit keeps it in both. Other `security.*` labels are host state.
+#[test]
+fn copy_keeps_file_capabilities_with_and_without_chown() {
+    if !is_root() {
+        eprintln!("skipping: setting security.capability needs root");
+        return;
+    }
+    // cap_net_raw+ep, revision 2.
+    const CAP: &[u8] = &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let e = env();
+    write(&e.src.join("ping"), "\x7fELF");
+    fs::set_permissions(e.src.join("ping"), fs::Permissions::from_mode(0o755)).unwrap();
+    rustix::fs::lsetxattr(e.src.join("ping"), "security.capability", CAP, rustix::fs::XattrFlags::empty()).unwrap();
+    let cap = |p: &Path| {
+        let mut buf = [0u8; 64];
+        rustix::fs::lgetxattr(p, "security.capability", &mut buf).map(|n| buf[..n].to_vec()).ok()
+    };
+    run(&e, &copy_action(&["ping"], "/plain")).unwrap();
+    assert_eq!(cap(&e.dest.join("plain")).as_deref(), Some(CAP));
+    let chowned = with(copy_action(&["ping"], "/chowned"), |c, _, _, _, _, _| {
+        *c = Some(Chown { user: "1000".into(), group: None })
+    });
+    run(&e, &chowned).unwrap();
+    assert_eq!(owner(&e.dest.join("chowned")), (1000, 1000));
+    assert_eq!(cap(&e.dest.join("chowned")).as_deref(), Some(CAP), "the chown must not drop the capability");
+}

@@ -10,7 +10,7 @@ use rbuild_solver::sandbox::{ExtraMount, MountSource, Network, RunSpec, Security
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "ls", "touch", "rm", "sleep", "hostname", "mount", "true", "pwd", "mkdir", "chown",
-    "ifconfig", "stat", "grep", "wc",
+    "ifconfig", "stat", "grep", "wc", "chmod", "head",
 ];
 
 /// The `sandbox_run` example, rebuilt once per test run: `cargo test
@@ -902,4 +902,26 @@ fn bind_sources_resolve_inside_their_layers() {
         assert!(err.contains("No such file or directory"), "{err}");
         assert!(!err.contains(&f.path("stage").display().to_string()), "host layer path in {err}");
     }
+}
+
+/// Regression: `/dev/null` and the other device nodes are bind mounts of the
+/// host's inodes, and as real root the build's namespace maps host root, so
+/// a RUN could `chmod`/`chown` the host's `/dev/null` (found when a build
+/// machine's `/dev/null` was replaced mid-run and apt's `_apt` and `pasta`
+/// could no longer open it). The binds are read-only: the devices still
+/// read and write, their metadata cannot change, as root or not. The probe
+/// sets the mode and owner the nodes already have, so a regression shows
+/// in the output without breaking the machine's `/dev/null`.
+#[test]
+fn host_device_nodes_cannot_be_changed_from_a_run() {
+    let f = Fixture::new();
+    let script = "echo x > /dev/null && cat /dev/null && head -c 4 /dev/zero | wc -c \
+        && ! (echo x > /dev/full) 2>/dev/null \
+        && for d in null zero full random urandom tty; do \
+             chmod 666 /dev/$d 2>/dev/null && echo chmod $d; \
+             chown 0:0 /dev/$d 2>/dev/null && echo chown $d; \
+             touch /dev/$d 2>/dev/null && echo touch $d; \
+           done; stat -c '%a' /dev/null";
+    let o = f.run(&f.spec(&["sh", "-c", script]));
+    assert_eq!(check(&o).split_whitespace().collect::<Vec<_>>(), ["4", "666"]);
 }

@@ -296,3 +296,31 @@ fn capabilities_match_docker_defaults() {
         assert_eq!(cap_lines(&read(&out, "out/caps-user-none")), expect(DEFAULT, 0), "{who:?}: USER 1000, none");
     });
 }
+
+/// Escape: the `RUN`'s `/dev/null`, `/dev/zero`... are bind mounts of the
+/// host's device nodes. As real root, container root is host uid 0, so
+/// before the fix `chmod`/`chown` through the bind changed the host's nodes
+/// (`chmod 000 /dev/null` breaks every program on the machine), and any
+/// user could `touch` them. The probe sets the mode and owner they already
+/// have, so a regression is seen in the output without damage (ctimes would
+/// be a second witness, but other builds on a shared machine change them).
+#[test]
+fn escape_host_device_node_metadata() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    for_each_runner(|who| {
+        let p = Probe::new(
+            "FROM {base}\n\
+             RUN echo x > /dev/null && head -c 3 /dev/zero | wc -c > /zero; \
+             for d in null zero full random urandom tty; do \
+               chmod 666 /dev/$d 2>/dev/null && echo chmod $d; \
+               chown 0:0 /dev/$d 2>/dev/null && echo chown $d; \
+               touch /dev/$d 2>/dev/null && echo touch $d; \
+             done > /changed; true\n",
+            &reg,
+        );
+        let out = p.build(who, "");
+        assert_eq!(read(&out, "zero").trim(), "3", "{who:?}: the devices must still work");
+        assert_eq!(read(&out, "changed"), "", "{who:?}: a RUN changed host device nodes");
+    });
+}

@@ -463,3 +463,160 @@ pub fn ok(out: std::process::Output) -> std::process::Output {
     );
     out
 }
+
+/// The script that builds the Debian bookworm OCI layout.
+const MAKE_DEBIAN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-debian-image.sh");
+
+/// The Debian mirror the base image and the builds' `apt-get` use
+/// (`RBUILD_TEST_DEBIAN_MIRROR`, default Debian's CDN).
+pub fn debian_mirror() -> String {
+    std::env::var("RBUILD_TEST_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_string())
+}
+
+/// Whether the tests run under CI (`CI=true`), where a missing prerequisite
+/// is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Why the Debian tests cannot run here, if they cannot: the mirror does
+/// not answer, or the base layout is not cached and we are not root (so
+/// cannot debootstrap it). Under CI this panics instead: those tests must
+/// run there.
+pub fn debian_unavailable() -> Option<String> {
+    let mirror = debian_mirror();
+    let release = format!("{mirror}/dists/bookworm/Release");
+    let reachable = Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "--max-time", "20", &release])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let why = if !reachable {
+        Some(format!("the Debian mirror does not answer ({release}); set RBUILD_TEST_DEBIAN_MIRROR"))
+    } else if !is_root() && !debian_layout_path().join("index.json").exists() {
+        Some("not root: cannot debootstrap the Debian base image (run the tests as root once)".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = &why {
+        assert!(!in_ci(), "CI=true and the Debian tests cannot run: {why}");
+        eprintln!("SKIPPED (not CI): {why}");
+    }
+    why
+}
+
+fn debian_layout_path() -> PathBuf {
+    let mut script = fs::read(MAKE_DEBIAN).expect("read scripts/make-debian-image.sh");
+    // The image's sources.list names the mirror: another mirror, another image.
+    script.extend_from_slice(debian_mirror().as_bytes());
+    let key = &hex::encode(Sha256::digest(&script))[..12];
+    shared_tmp().join(format!("debian-bookworm-oci-{key}"))
+}
+
+/// The Debian bookworm (`debootstrap --variant=minbase`) OCI layout, tag
+/// `latest`. debootstrap takes minutes and is not reproducible, so the
+/// layout is made once per script version and kept under `target/tmp`; a
+/// file lock keeps parallel tests (threads or processes) from making it
+/// twice.
+pub fn debian_layout() -> PathBuf {
+    let dir = debian_layout_path();
+    let lock = File::create(shared_tmp().join("debian-oci.lock")).expect("lock file");
+    lock.lock().expect("lock debian cache");
+    if !dir.join("index.json").exists() {
+        let started = Instant::now();
+        run(Command::new("bash").arg(MAKE_DEBIAN).arg(&dir).arg(debian_mirror()));
+        eprintln!("made the Debian base image in {:.1}s: {}", started.elapsed().as_secs_f64(), dir.display());
+    }
+    drop(lock);
+    dir
+}
+
+impl TestRegistry {
+    /// Pushes the Debian bookworm base image (see [`debian_layout`]) as
+    /// `NAME`.
+    pub fn push_debian(&self, name: &str) {
+        self.skopeo_copy(&debian_layout(), "latest", name, &[]);
+    }
+
+    /// Pushes the image tagged `tag` in the OCI layout `layout` as `NAME`.
+    pub fn push_layout(&self, layout: &Path, tag: &str, name: &str) {
+        self.skopeo_copy(layout, tag, name, &[]);
+    }
+}
+
+/// One entry of a layer tar, as the tests compare them.
+#[derive(Clone, Debug)]
+pub struct LayerEntry {
+    /// Path without a leading `./` or `/`.
+    pub path: String,
+    /// Tar entry type.
+    pub kind: tar::EntryType,
+    /// Permission bits including setuid/setgid/sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Hard link or symlink target.
+    pub link: Option<String>,
+    /// `SCHILY.xattr.*` records, name without the prefix.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// The entries of every layer (in order) of the image tagged `tag` in the
+/// OCI layout `layout`; gzip, zstd and plain tar layers.
+pub fn layer_entries(layout: &Path, tag: &str) -> Vec<Vec<LayerEntry>> {
+    let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))).unwrap()
+    };
+    let index = json(layout.join("index.json"));
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .or_else(|| index["manifests"].get(0))
+        .unwrap_or_else(|| panic!("no manifest in {}", layout.display()));
+    let manifest = json(blob(desc["digest"].as_str().unwrap()));
+    let mut layers = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let path = blob(l["digest"].as_str().unwrap());
+        let media = l["mediaType"].as_str().unwrap_or_default();
+        let bytes = if media.ends_with("gzip") {
+            run(Command::new("gzip").arg("-dc").arg(&path))
+        } else if media.ends_with("zstd") {
+            run(Command::new("zstd").arg("-dcq").arg(&path))
+        } else {
+            fs::read(&path).unwrap()
+        };
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut entries = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let path = e.path().unwrap().to_string_lossy().trim_start_matches("./").trim_start_matches('/').to_string();
+            let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            let mut xattrs = Vec::new();
+            if let Some(pax) = e.pax_extensions().unwrap() {
+                for ext in pax {
+                    let ext = ext.unwrap();
+                    if let Some(name) = ext.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                        xattrs.push((name.to_string(), ext.value_bytes().to_vec()));
+                    }
+                }
+            }
+            entries.push(LayerEntry {
+                path,
+                kind: h.entry_type(),
+                mode: h.mode().unwrap() & 0o7777,
+                uid: h.uid().unwrap(),
+                gid: h.gid().unwrap(),
+                link,
+                xattrs,
+            });
+        }
+        layers.push(entries);
+    }
+    layers
+}

@@ -642,10 +642,12 @@ impl Unpacker<'_> {
         let mut f = File::from(fd);
         let n = io::copy(entry, &mut f).map_err(create)?;
         self.stats.bytes += n;
-        self.xattrs_fd(f.as_fd(), m)?;
         if let Some((u, g)) = self.owner(m)? {
             rustix::fs::fchown(&f, Some(u), Some(g)).map_err(|e| Self::chown_err(m, e))?;
         }
+        // After chown, which removes `security.capability` (the kernel
+        // drops file capabilities on any chown of a regular file).
+        self.xattrs_fd(f.as_fd(), m)?;
         // After chown, which clears set-id bits.
         rustix::fs::fchmod(&f, Mode::from_raw_mode(m.mode)).map_err(Self::meta_err(m))?;
         rustix::fs::futimens(&f, &Self::times(m)).map_err(Self::meta_err(m))?;
@@ -665,10 +667,10 @@ impl Unpacker<'_> {
             Mode::empty(),
         )
         .map_err(|e| UnpackError::Create { path: m.name.clone(), source: e.into() })?;
-        self.xattrs_fd(fd.as_fd(), m)?;
         if let Some((u, g)) = self.owner(m)? {
             rustix::fs::fchown(&fd, Some(u), Some(g)).map_err(|e| Self::chown_err(m, e))?;
         }
+        self.xattrs_fd(fd.as_fd(), m)?;
         self.dirs.insert(comps.to_vec(), (m.mode, m.mtime));
         self.stats.dirs += 1;
         Ok(())
@@ -875,12 +877,18 @@ impl Unpacker<'_> {
 
 impl Unpacker<'_> {
     /// Xattrs never restored: overlay's own metadata (an archive must not
-    /// forge opaque/redirect markers), and for `ADD` `security.*` (file
-    /// capabilities and labels do not come from build inputs).
+    /// forge opaque/redirect markers), and for `ADD` `security.*` other
+    /// than file capabilities (labels belong to the host that made the
+    /// archive). BuildKit's ADD restores an archive's
+    /// `security.capability` (moby's `Untar` sets every `SCHILY.xattr`),
+    /// and so does `RUN tar -x`; the Dockerfile could `setcap` in a RUN
+    /// just as well, so keeping it grants nothing.
     fn skip_xattr(&self, name: &str) -> bool {
         name.starts_with("user.overlay.")
             || name.starts_with("trusted.overlay.")
-            || (self.opts.kind == ExtractKind::Archive && name.starts_with("security."))
+            || (self.opts.kind == ExtractKind::Archive
+                && name.starts_with("security.")
+                && name != "security.capability")
     }
 }
 

@@ -677,10 +677,15 @@ fn umask() -> u32 {
     })
 }
 
-/// Xattr names from a `listxattr` buffer, without `security.*` (SELinux
-/// labels and capabilities belong to the build host, not the image).
+/// Xattr names from a `listxattr` buffer, without `security.*` but for
+/// `security.capability`: SELinux and other LSM labels belong to the build
+/// host, not the image, but file capabilities are the file's (BuildKit's
+/// copier copies every xattr, so `COPY --from=build /usr/bin/ping /` keeps
+/// `cap_net_raw`). Unchanged files that COPY hard-links from their layer
+/// keep theirs anyway; dropping them only on the copy path made the result
+/// depend on `--chown`.
 fn xattr_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    buf.split(|b| *b == 0).filter(|n| !n.is_empty() && !n.starts_with(b"security."))
+    buf.split(|b| *b == 0).filter(|n| !n.is_empty() && (!n.starts_with(b"security.") || *n == b"security.capability"))
 }
 
 /// Copies xattrs between open files. Failures are ignored, as BuildKit's

@@ -143,10 +143,16 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         };
         captured.push(src);
     }
+    // Read-only binds: these are the host's inodes, and as real root rbuild
+    // maps host root into the build's namespace, so through a writable bind
+    // a RUN could `chmod 000 /dev/null` or `chown` it on the host (and, as
+    // anyone, `touch` it). Reading and writing a device node does not need a
+    // writable mount (the kernel exempts device nodes from `EROFS` on open);
+    // changing its owner, mode, times or xattrs does, and now fails.
     let mut nodes = Vec::with_capacity(DEV_NODES.len());
     for n in DEV_NODES {
         let host = Path::new("/dev").join(n);
-        nodes.push(sys.clone_tree(&host, false).map_err(mount_err("bind-mount", &host.display().to_string()))?);
+        nodes.push(sys.clone_tree(&host, true).map_err(mount_err("bind-mount", &host.display().to_string()))?);
     }
 
     // 3. Scratch tmpfs.
