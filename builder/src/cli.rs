@@ -252,6 +252,10 @@ pub struct BuildArgs {
     /// Image label `KEY=VALUE`.
     #[arg(long)]
     pub label: Vec<String>,
+    /// OCI annotation `[TYPE[PLATFORM],...:]KEY=VALUE` (TYPE: `manifest`
+    /// (default), `manifest-descriptor`, `index`, `index-descriptor`).
+    #[arg(long)]
+    pub annotation: Vec<String>,
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,

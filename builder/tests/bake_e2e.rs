@@ -416,3 +416,95 @@ target "all" {
     let out = ok(bake_env(store_d.path(), p, &["--progress", "rawjson", "--set", "*.cache-from="], &env));
     assert_eq!(runs(&out).len(), 5, "{:?}", runs(&out));
 }
+
+/// `annotations` land where buildx puts them: the manifests (all, or the
+/// one platform named), each manifest's descriptor in the index, the
+/// index, and the index's descriptor in an OCI layout's `index.json`;
+/// read back from the registry and from the layout.
+#[test]
+fn bake_annotations_reach_manifests_index_and_descriptors() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("a.txt"), "a\n").unwrap();
+    std::fs::write(p.join("Dockerfile"), "FROM scratch\nCOPY a.txt /a.txt\n").unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+variable "REG" {}
+target "default" {
+  platforms   = ["linux/amd64", "linux/arm64"]
+  tags        = ["${REG}/ann:1"]
+  annotations = [
+    "org.opencontainers.image.title=all",
+    "manifest[linux/arm64]:org.example.arch=arm",
+    "index,manifest-descriptor:org.opencontainers.image.description=d",
+    "index-descriptor:org.example.top=1",
+  ]
+  output = ["type=registry", "type=oci,dest=layout,tar=false"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let env = [("REG", reg.addr.as_str())];
+    let out = bake_env(store.path(), p, &["--progress", "plain"], &env);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(!err.contains("not applied"), "{err}");
+
+    let index = skopeo_inspect_raw(&reg.reference("ann:1"));
+    assert_eq!(index["annotations"]["org.opencontainers.image.description"], "d", "{index}");
+    for m in index["manifests"].as_array().unwrap() {
+        assert_eq!(m["annotations"]["org.opencontainers.image.description"], "d", "{index}");
+        let arch = m["platform"]["architecture"].as_str().unwrap();
+        let manifest = skopeo_inspect_raw(&format!("{}@{}", reg.reference("ann"), m["digest"].as_str().unwrap()));
+        assert_eq!(manifest["annotations"]["org.opencontainers.image.title"], "all", "{manifest}");
+        let want = if arch == "arm64" { serde_json::json!("arm") } else { serde_json::Value::Null };
+        assert_eq!(manifest["annotations"]["org.example.arch"], want, "{arch}: {manifest}");
+        assert!(manifest["annotations"].get("org.opencontainers.image.description").is_none(), "{manifest}");
+    }
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("layout/index.json")).unwrap()).unwrap();
+    let top = &layout["manifests"][0];
+    assert_eq!(top["annotations"]["org.example.top"], "1", "{layout}");
+    // The layout holds the same index the registry got.
+    let pushed_digest = skopeo_inspect_raw(&reg.reference("ann:1"));
+    let layout_index = std::fs::read(
+        p.join("layout/blobs/sha256").join(top["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&layout_index).unwrap(), pushed_digest);
+}
+
+/// Annotations that cannot be written are refused before anything is
+/// exported, as BuildKit refuses them: a platform the build does not make,
+/// index annotations on a single-platform image, an unknown type, and a
+/// platform component that tries to escape (`..`).
+#[test]
+fn bake_refuses_annotations_that_do_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /d\n").unwrap();
+    for (ann, says) in [
+        ("manifest[linux/s390x]:k=v", "no platform linux/s390x"),
+        ("index:k=v", "single platform"),
+        ("config:k=v", "unknown type `config`"),
+        ("manifest[linux/../x]:k=v", "invalid platform"),
+        ("novalue", "expected key=value"),
+    ] {
+        std::fs::write(
+            p.join("docker-bake.hcl"),
+            format!(
+                "target \"default\" {{\n  platforms = [\"linux/amd64\"]\n  annotations = [\"{ann}\"]\n  output = [\"type=oci,dest=o.tar\"]\n}}\n"
+            ),
+        )
+        .unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let out = bake(store.path(), p, &["--progress", "plain"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{ann}: accepted");
+        assert!(err.contains(says), "{ann}: {err}");
+        assert!(!p.join("o.tar").exists(), "{ann}: exported anyway");
+    }
+}

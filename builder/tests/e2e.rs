@@ -1404,3 +1404,51 @@ fn oci_layout_with_docker_media_types_holds_a_manifest_list() {
     // The entry carries the names, as in an OCI-typed layout.
     assert_eq!(entry["annotations"]["org.opencontainers.image.ref.name"], "1", "{top}");
 }
+
+/// `--annotation` (buildx's syntax) and an output's `annotation.*`
+/// attributes on `rbuild build`: on the manifest, and `manifest-descriptor`
+/// ones on the layout's `index.json` entry of a single-platform image.
+#[test]
+fn build_annotation_flags_reach_the_manifest_and_its_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /d\n").unwrap();
+    let layout = dir.path().join("layout");
+    let store = dir.path().join("store");
+    ok(rbuild()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--progress", "plain"])
+        .args(["--annotation", "org.opencontainers.image.title=cli"])
+        .args(["--annotation", "manifest-descriptor:org.example.desc=1"])
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false,annotation.org.example.out=o", layout.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    let top: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = &top["manifests"][0];
+    assert_eq!(entry["annotations"]["org.example.desc"], "1", "{top}");
+    let digest = entry["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+    assert_eq!(manifest["annotations"]["org.opencontainers.image.title"], "cli", "{manifest}");
+    assert_eq!(manifest["annotations"]["org.example.out"], "o", "{manifest}");
+    assert!(manifest["annotations"].get("org.example.desc").is_none(), "{manifest}");
+
+    let out = rbuild()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--progress", "plain", "--annotation", "index:k=v", "-o"])
+        .arg(format!("type=oci,dest={}", dir.path().join("x.tar").display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("single platform"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

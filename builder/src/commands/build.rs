@@ -151,7 +151,16 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             } else {
                 None
             };
-            images.push(export::assemble(&store, lowered, solved, &compression, epoch, inline.as_deref())?);
+            let annotations = request.annotations.manifest(&lowered.platform);
+            images.push(export::assemble(
+                &store,
+                lowered,
+                solved,
+                &compression,
+                epoch,
+                inline.as_deref(),
+                annotations,
+            )?);
             if !request.cache_to.is_empty() {
                 cache_keys.push(crate::remote_cache::PlatformKeys {
                     platform: lowered.platform.to_string(),
@@ -160,7 +169,14 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 });
             }
         }
-        let result = export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer)?;
+        let result = export::export_all(
+            &store,
+            &runtime,
+            &registry,
+            &images,
+            &export::ExportSpec { outputs, tags: &request.tags, annotations: &request.annotations },
+            &printer,
+        )?;
         summarize(request, &images, &result, &printer)?;
         if let Some(path) = &request.iidfile {
             std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;

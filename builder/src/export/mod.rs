@@ -10,6 +10,7 @@
 //! a registry push, an OCI layout (dir or tar), a docker-archive tar, or the
 //! merged root filesystem copied to a directory or written as a tar.
 
+pub mod annotations;
 mod assemble;
 mod image;
 mod local;
@@ -22,6 +23,7 @@ mod store;
 #[cfg(test)]
 mod interop_tests;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
@@ -33,8 +35,9 @@ use tokio::runtime::Runtime;
 use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
+pub use annotations::{AnnotationError, ImageAnnotations};
 pub use assemble::{BuiltImage, assemble, threads};
-pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
+pub use image::{ImageBundle, IndexEntry, PlatformImage, build_annotated_index, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{DockerExporter, OciExporter};
 pub use output::{CompressionKind, ImageAttrs, Output, compression_from_outputs};
@@ -57,6 +60,10 @@ pub struct ExportInput<'a> {
     pub index: Option<&'a [u8]>,
     /// Digest of the top-level document (the index, or the one manifest).
     pub top_digest: &'a str,
+    /// Annotations of the top-level document's descriptor (an OCI
+    /// layout's `index.json` entry): `index-descriptor` ones over an index,
+    /// the `manifest-descriptor` ones of a lone manifest.
+    pub top_annotations: BTreeMap<String, String>,
     /// Image names as given (`-t`, `name=`).
     pub names: &'a [String],
     /// The same names parsed as registry references.
@@ -81,6 +88,7 @@ impl ExportInput<'_> {
             index: self.index.map(<[u8]>::to_vec),
             names: self.names.to_vec(),
             docker_media_types: false,
+            top_annotations: self.top_annotations.clone(),
         }
     }
 
@@ -133,6 +141,19 @@ pub struct ExportResult {
     pub metadata: serde_json::Value,
 }
 
+/// What to write for one request's images.
+#[derive(Clone, Copy)]
+pub struct ExportSpec<'a> {
+    /// The outputs.
+    pub outputs: &'a [Output],
+    /// The `-t` names.
+    pub tags: &'a [String],
+    /// Annotations for the manifests' descriptors, the index and its
+    /// descriptor (those of the manifests themselves are written by
+    /// [`assemble`]).
+    pub annotations: &'a ImageAnnotations,
+}
+
 /// Writes every output for the built images (one per platform, in the
 /// order of `--platform`). `tags` are the `-t` names; every image output
 /// gets them plus all outputs' `name=` values.
@@ -141,21 +162,39 @@ pub fn export_all(
     runtime: &Runtime,
     registry: &RegistryClient,
     images: &[BuiltImage],
-    outputs: &[Output],
-    tags: &[String],
+    what: &ExportSpec<'_>,
     printer: &Printer,
 ) -> Result<ExportResult, ExportError> {
+    let ExportSpec { outputs, tags, annotations } = *what;
     let [first, ..] = images else {
         return Err(ExportError::BadBundle("the build produced no image"));
     };
-    let index = (images.len() > 1).then(|| {
-        let entries: Vec<(Vec<u8>, Platform)> =
-            images.iter().map(|i| (i.manifest.clone(), i.platform.clone())).collect();
-        build_index(&entries)
+    let has_index = images.len() > 1;
+    let platforms: Vec<Platform> = images.iter().map(|i| i.platform.clone()).collect();
+    annotations.check(&platforms, has_index, false)?;
+    if annotations.entries.iter().any(|a| a.kind != annotations::AnnotationKind::Manifest)
+        && outputs.iter().filter_map(Output::image_attrs).any(|a| a.docker_media_types)
+    {
+        return Err(AnnotationError::DockerMediaTypes.into());
+    }
+    let index = has_index.then(|| {
+        let entries: Vec<IndexEntry> = images
+            .iter()
+            .map(|i| IndexEntry {
+                manifest: i.manifest.clone(),
+                platform: i.platform.clone(),
+                annotations: annotations.manifest_descriptor(&i.platform),
+            })
+            .collect();
+        build_annotated_index(&entries, annotations.index())
     });
     let (top_digest, top_media_type, top_size) = match &index {
         Some(ix) => (store.write_blob(ix)?, MEDIA_TYPE_INDEX, ix.len()),
         None => (first.manifest_digest.clone(), MEDIA_TYPE_MANIFEST, first.manifest.len()),
+    };
+    let top_annotations = match &index {
+        Some(_) => annotations.index_descriptor(),
+        None => annotations.manifest_descriptor(&first.platform),
     };
     let names = output::image_names(tags, outputs);
     let refs = names
@@ -169,6 +208,7 @@ pub fn export_all(
         images,
         index: index.as_deref(),
         top_digest: &top_digest,
+        top_annotations,
         names: &names,
         refs: &refs,
         printer,
@@ -341,6 +381,9 @@ pub enum ExportError {
     /// A push without any image name.
     #[error("pushing needs an image name: pass `-t NAME` or `-o type=registry,name=NAME`")]
     PushNeedsName,
+    /// Annotations that do not fit the export.
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
     /// Pushing to a registry failed.
     #[error("pushing `{name}`{}", platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
     Push {

@@ -36,7 +36,7 @@ fn layout_index(bundle: &ImageBundle) -> Result<Vec<u8>, ExportError> {
         media_type: media_type.to_string(),
         digest: sha256_digest(top),
         size: top.len() as u64,
-        annotations: BTreeMap::new(),
+        annotations: bundle.top_annotations.clone(),
         platform: None,
     };
     let mut manifests = Vec::new();

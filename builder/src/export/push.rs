@@ -72,20 +72,33 @@ impl Exporter for RegistryExporter {
             self.registry.clone()
         };
         for r in input.refs {
-            push_images(&registry, &self.runtime, input.store, r, &images, self.docker_media_types, input.printer)?;
+            push_images(
+                &registry,
+                &self.runtime,
+                input.store,
+                r,
+                &images,
+                input.index,
+                self.docker_media_types,
+                input.printer,
+            )?;
         }
         Ok(())
     }
 }
 
-/// Pushes `images` (an index over them when there are several) as `r`.
+/// Pushes `images` (and `index` over them, when there is one) as `r`.
+/// The index is pushed as given (its annotations and attestation entries
+/// kept), or rebuilt over the converted manifests for Docker media types.
 /// Returns the digest of the top-level manifest or index.
+#[allow(clippy::too_many_arguments)]
 pub fn push_images(
     registry: &RegistryClient,
     runtime: &Handle,
     store: &Store,
     r: &ImageRef,
     images: &[PushImage],
+    index: Option<&[u8]>,
     docker_media_types: bool,
     printer: &Printer,
 ) -> Result<String, ExportError> {
@@ -99,7 +112,7 @@ pub fn push_images(
     // With an index, the platform manifests are pushed by digest and only
     // the index gets the tag.
     let by_digest = ImageRef { tag: None, digest: None, ..r.clone() };
-    let multi = images.len() > 1;
+    let multi = index.is_some() || images.len() > 1;
     let target = if multi { &by_digest } else { r };
     let (manifest_type, index_type) = if docker_media_types {
         (mediatypes::docker_media_type(MEDIA_TYPE_MANIFEST), mediatypes::docker_media_type(MEDIA_TYPE_INDEX))
@@ -124,10 +137,12 @@ pub fn push_images(
         pushed.push((manifest, image.platform.clone()));
     }
     if multi {
-        let mut index = build_index(&pushed);
-        if docker_media_types {
-            index = mediatypes::to_docker(&index).map_err(|source| ExportError::Encode { what: "index", source })?;
-        }
+        let index = match index {
+            Some(given) if !docker_media_types => given.to_vec(),
+            _ if docker_media_types => mediatypes::to_docker(&build_index(&pushed))
+                .map_err(|source| ExportError::Encode { what: "index", source })?,
+            _ => build_index(&pushed),
+        };
         top = runtime.block_on(registry.push_manifest(r, &index, index_type)).map_err(err(None))?;
     }
     printer.message(&format!("pushed {name}@{top}"));
@@ -147,7 +162,8 @@ pub fn push_stored(
     let missing = || ExportError::NotInStore { name: local_name.to_string() };
     let top = store.tag(local_name)?.ok_or_else(missing)?;
     let top_bytes = store.read_blob(&top)?;
-    let manifests: Vec<Vec<u8>> = if looks_like_index(&top_bytes) {
+    let is_index = looks_like_index(&top_bytes);
+    let manifests: Vec<Vec<u8>> = if is_index {
         let index: Index = serde_json::from_slice(&top_bytes).map_err(|source| ExportError::Decode {
             what: "index",
             digest: top.clone(),
@@ -155,7 +171,7 @@ pub fn push_stored(
         })?;
         index.manifests.iter().map(|m| store.read_blob(&m.digest)).collect::<Result<_, _>>()?
     } else {
-        vec![top_bytes]
+        vec![top_bytes.clone()]
     };
     let mut images = Vec::new();
     for bytes in manifests {
@@ -172,7 +188,8 @@ pub fn push_stored(
         let layers = m.layers.iter().map(|l| (l.digest.clone(), l.size, store.blob_path(&l.digest))).collect();
         images.push(PushImage { manifest: bytes, config, config_digest: m.config.digest, layers, platform });
     }
-    push_images(registry, runtime, store, r, &images, docker_media_types, printer)
+    let index = is_index.then_some(top_bytes.as_slice());
+    push_images(registry, runtime, store, r, &images, index, docker_media_types, printer)
 }
 
 fn looks_like_index(bytes: &[u8]) -> bool {

@@ -26,6 +26,7 @@ pub use output::Output;
 pub use secret::{SecretSpec, SshSpec};
 
 use crate::cli::BuildArgs;
+use crate::export::annotations::{self, AnnotationError, ImageAnnotations};
 use crate::progress::Mode;
 
 /// Where the Dockerfile comes from.
@@ -96,6 +97,9 @@ pub struct BuildRequest {
     pub cache_to: Vec<CacheSpec>,
     /// `--label`s for the image config.
     pub labels: BTreeMap<String, String>,
+    /// `--annotation`s and the outputs' `annotation.*` attributes: one set
+    /// for every image output of the build (its manifests are written once).
+    pub annotations: ImageAnnotations,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter` stages.
@@ -275,6 +279,27 @@ pub enum RequestError {
         /// The value.
         value: String,
     },
+    /// An `--annotation` or an output's `annotation.*` attribute.
+    #[error("`--annotation`")]
+    Annotation(#[source] AnnotationError),
+}
+
+/// The annotations of a build: the `--annotation` specs, then each image
+/// output's `annotation*` attributes (buildx adds `--annotation` to every
+/// output; rbuild writes each platform's manifest once, so one set serves
+/// all outputs).
+pub fn collect_annotations<'a>(
+    specs: impl IntoIterator<Item = &'a str>,
+    outputs: &[Output],
+) -> Result<ImageAnnotations, RequestError> {
+    let mut all = ImageAnnotations::default();
+    for spec in specs {
+        all.entries.extend(annotations::parse_spec(spec).map_err(RequestError::Annotation)?);
+    }
+    for image in outputs.iter().filter_map(Output::image_attrs) {
+        all.entries.extend(image.annotations.iter().cloned());
+    }
+    Ok(all)
 }
 
 /// Go's `strconv.ParseBool`, which buildx uses for boolean attributes.
@@ -381,6 +406,7 @@ impl BuildRequest {
         if outputs.is_empty() {
             outputs.push(Output::Image { image: Default::default(), push: false });
         }
+        let annotations = collect_annotations(args.annotation.iter().map(String::as_str), &outputs)?;
         let mut cache_from = Vec::new();
         for c in &args.cache_from {
             cache_from.extend(CacheSpec::parse(c, CacheDirection::Import)?);
@@ -411,6 +437,7 @@ impl BuildRequest {
             cache_from,
             cache_to,
             labels,
+            annotations,
             no_cache: args.no_cache,
             no_cache_filter: args.no_cache_filter.clone(),
             pull: args.pull,

@@ -72,9 +72,6 @@ fn links(t: &Target) -> Vec<String> {
 /// rather than dropped silently.
 fn warn_unapplied(name: &str, t: &Target) {
     let mut unapplied = Vec::new();
-    if t.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
-        unapplied.push("annotations");
-    }
     if t.attest.as_ref().is_some_and(|a| !a.is_empty()) {
         unapplied.push("attest");
     }
@@ -171,7 +168,10 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
         Some(s) => Some(crate::cli::parse_bytes(s).map_err(|e| anyhow::anyhow!("target `{name}`: `shm-size`: {e}"))?),
         None => None,
     };
+    let annotations = request::collect_annotations(t.annotations.iter().flatten().map(String::as_str), &outputs)
+        .with_context(what)?;
     Ok(BuildRequest {
+        annotations,
         name: name.to_string(),
         context: PathBuf::from(&inputs.context_path),
         dockerfile,
