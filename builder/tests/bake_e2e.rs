@@ -508,3 +508,56 @@ fn bake_refuses_annotations_that_do_not_fit() {
         assert!(!p.join("o.tar").exists(), "{ann}: exported anyway");
     }
 }
+
+/// `FROM` a `target:` context starts from the dependency's image config,
+/// as buildx/BuildKit pass the dependency's result with its config: the
+/// dependent's RUN sees its ENV and WORKDIR, and the dependent's image
+/// keeps its ENV, WORKDIR, USER and labels.
+#[test]
+fn target_context_passes_the_dependency_image_config() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("base.Dockerfile"),
+        format!("FROM {}/busybox:latest\nENV GREETING=hi\nWORKDIR /srv\nLABEL from=base\n", reg.addr),
+    )
+    .unwrap();
+    std::fs::write(p.join("Dockerfile"), "FROM base\nRUN echo \"$GREETING $(pwd)\" > /srv/out.txt\nUSER 1000\n")
+        .unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+target "base" {
+  dockerfile = "base.Dockerfile"
+}
+target "default" {
+  contexts = { base = "target:base" }
+  output   = ["type=local,dest=out", "type=oci,dest=layout,tar=false"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(bake(store.path(), p, &["--progress", "plain"]));
+    assert_eq!(std::fs::read_to_string(p.join("out/srv/out.txt")).unwrap(), "hi /srv\n");
+    let blob = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(p.join("layout/blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let top: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("layout/index.json")).unwrap()).unwrap();
+    let manifest = blob(top["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    let c = &config["config"];
+    assert!(c["Env"].as_array().unwrap().iter().any(|e| e == "GREETING=hi"), "{config}");
+    assert_eq!(c["WorkingDir"], "/srv", "{config}");
+    assert_eq!(c["User"], "1000", "{config}");
+    assert_eq!(c["Labels"]["from"], "base", "{config}");
+    // One history entry per layer: busybox's, then the RUN's.
+    let layers = manifest["layers"].as_array().unwrap().len();
+    let with_layers = config["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(with_layers, layers, "{config}");
+}

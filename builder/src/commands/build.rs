@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_frontend::lower::{self, LoweredBuild, NamedContext};
+use rbuild_frontend::lower::{self, BuiltContext, LoweredBuild, NamedContext};
 use rbuild_solver::dockerignore::PatternMatcher;
 use rbuild_solver::graph::{Definition, NetworkMode, Op, Platform};
 use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
@@ -226,10 +226,11 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     Ok(0)
 }
 
-/// The lowered graph of the request named `dep` for `platform` (or for its
+/// The lowered result (graph, image config, history) of the request named
+/// `dep` for `platform` (or for its
 /// only platform, which then serves every platform of the user, as buildx
 /// does), to be taken into another request's graph.
-fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Result<Arc<Definition>> {
+fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Result<Arc<BuiltContext>> {
     let Some(plan) = planned.iter().find(|p| p.request.name == dep) else {
         bail!("the build `{dep}` it names is not part of this build, or comes after it");
     };
@@ -238,7 +239,7 @@ fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Re
         all => all.iter().map(|(_, l)| l).find(|l| &l.platform == platform),
     };
     match found {
-        Some(l) => Ok(Arc::new(l.definition.clone())),
+        Some(l) => Ok(Arc::new(BuiltContext::of(l))),
         None => bail!("`{dep}` is not built for {platform}"),
     }
 }
