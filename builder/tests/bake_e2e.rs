@@ -561,3 +561,64 @@ target "default" {
     let with_layers = config["history"].as_array().unwrap().iter().filter(|h| h["empty_layer"] != true).count();
     assert_eq!(with_layers, layers, "{config}");
 }
+
+/// `extra-hosts`, `shm-size` and `ulimits` from a bake file reach RUN:
+/// the hosts file has BuildKit's localhost lines then the extra entries,
+/// `/dev/shm` has the size, and the soft `nofile` limit is the one given.
+/// A name that would add lines to the hosts file, a non-address and
+/// `host-gateway` are refused before anything runs, and so are
+/// `resources` (not applied by rbuild).
+#[test]
+fn bake_extra_hosts_shm_size_and_ulimits_reach_run() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN cat /etc/hosts > /hosts && df -k /dev/shm | tail -1 | awk '{{print $2}}' > /shm && ulimit -n > /nofile\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let bake_file = |extra: &str| {
+        format!(
+            "target \"default\" {{\n  extra-hosts = {{ {extra} }}\n  shm-size = \"8m\"\n  ulimits = [\"nofile=1024:2048\"]\n  output = [\"type=local,dest=out\"]\n}}\n"
+        )
+    };
+    std::fs::write(p.join("docker-bake.hcl"), bake_file(r#"db = "10.1.2.3", "v6.example" = "fe80::1""#)).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = bake(store.path(), p, &["--progress", "plain"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(!err.contains("not applied"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(p.join("out/hosts")).unwrap(),
+        "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.2.3\tdb\nfe80::1\tv6.example\n"
+    );
+    assert_eq!(std::fs::read_to_string(p.join("out/shm")).unwrap().trim(), "8192");
+    assert_eq!(std::fs::read_to_string(p.join("out/nofile")).unwrap().trim(), "1024");
+
+    for (extra, says) in [
+        (r#""a\n6.6.6.6 evil" = "1.2.3.4""#, "letters, digits"),
+        (r#"a = "not-an-ip""#, "is not an IP address"),
+        (r#"a = "host-gateway""#, "`host-gateway` is not supported"),
+    ] {
+        std::fs::write(p.join("docker-bake.hcl"), bake_file(extra)).unwrap();
+        let out = bake(store.path(), p, &["--progress", "plain"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra}: accepted");
+        assert!(err.contains(says), "{extra}: {err}");
+    }
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        "target \"default\" {\n  resources = { memory = \"1g\" }\n  output = [\"type=local,dest=out2\"]\n}\n",
+    )
+    .unwrap();
+    let out = bake(store.path(), p, &["--progress", "plain"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`resources`"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!p.join("out2").exists());
+}

@@ -1452,3 +1452,36 @@ fn build_annotation_flags_reach_the_manifest_and_its_descriptor() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--add-host` on `rbuild build` adds `/etc/hosts` lines to RUN, and is
+/// part of the step's identity (BuildKit's `Meta.extraHosts`): another
+/// address re-runs the step.
+#[test]
+fn build_add_host_reaches_run_and_keys_the_step() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN grep -w db /etc/hosts > /db\n", reg.addr),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    for ip in ["10.9.8.7", "10.9.8.6"] {
+        let out = dir.path().join(ip);
+        ok(rbuild()
+            .arg("--root")
+            .arg(&store)
+            .args(["build", "--progress", "plain", "--add-host", &format!("db:{ip}"), "-o"])
+            .arg(&out)
+            .arg(&ctx)
+            .output()
+            .unwrap());
+        assert_eq!(std::fs::read_to_string(out.join("db")).unwrap(), format!("{ip}\tdb\n"));
+    }
+    let out = rbuild().args(["build", "--add-host", "db=host-gateway"]).arg(&ctx).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host-gateway"));
+}

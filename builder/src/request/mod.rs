@@ -62,6 +62,8 @@ pub struct RunLimits {
     pub shm_size: Option<u64>,
     /// Parent cgroup of RUN processes.
     pub cgroup_parent: Option<String>,
+    /// `--add-host` entries.
+    pub extra_hosts: Vec<rbuild_solver::graph::HostEntry>,
 }
 
 /// Everything one build of one target needs.
@@ -446,6 +448,7 @@ impl BuildRequest {
                 network: args.network,
                 ulimits: args.ulimit.clone(),
                 shm_size: args.shm_size,
+                extra_hosts: args.add_host.clone(),
                 cgroup_parent: args.cgroup_parent.clone(),
             },
             progress,

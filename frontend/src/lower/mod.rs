@@ -144,6 +144,8 @@ pub struct LowerOptions {
     pub ulimits: Vec<Rlimit>,
     /// `--shm-size` of every `RUN` in bytes; 0 is the default.
     pub shm_size: u64,
+    /// `--add-host` entries of every `RUN`'s `/etc/hosts`.
+    pub extra_hosts: Vec<rbuild_solver::graph::HostEntry>,
 }
 
 impl Default for LowerOptions {
@@ -164,6 +166,7 @@ impl Default for LowerOptions {
             entitlements: None,
             ulimits: Vec::new(),
             shm_size: 0,
+            extra_hosts: Vec::new(),
         }
     }
 }

@@ -75,12 +75,6 @@ fn warn_unapplied(name: &str, t: &Target) {
     if t.attest.as_ref().is_some_and(|a| !a.is_empty()) {
         unapplied.push("attest");
     }
-    if t.resources.is_some() {
-        unapplied.push("resources");
-    }
-    if t.extra_hosts.as_ref().is_some_and(|a| !a.is_empty()) {
-        unapplied.push("extra-hosts");
-    }
     if !unapplied.is_empty() {
         eprintln!(
             "warning: target `{name}`: {} not applied by this rbuild version",
@@ -103,6 +97,13 @@ fn network_mode(name: &str, value: Option<&str>) -> Result<NetworkMode> {
 fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, tmp: &Path) -> Result<BuildRequest> {
     warn_unapplied(name, t);
     let what = || format!("target `{name}`");
+    // Said before anything runs rather than building without the limits.
+    if t.resources.as_ref().is_some_and(|r| !r.json().is_empty()) {
+        bail!(
+            "target `{name}`: `resources` (cgroup memory and CPU limits) are not supported by rbuild: \
+             remove them (RUN steps get a `pids` limit, `ulimits` and `shm-size` only)"
+        );
+    }
     if is_remote(&inputs.context_path) {
         bail!("target `{name}`: remote build contexts (`{}`) are not supported by rbuild yet", inputs.context_path);
     }
@@ -170,6 +171,17 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
     };
     let annotations = request::collect_annotations(t.annotations.iter().flatten().map(String::as_str), &outputs)
         .with_context(what)?;
+    // buildx's order: sorted by name; an entry with several addresses
+    // (`a=1.2.3.4,5.6.7.8`) gives one line per address.
+    let mut extra_hosts = Vec::new();
+    for (host, ips) in t.extra_hosts.iter().flatten() {
+        for ip in ips.iter().flat_map(|v| v.split(',')) {
+            extra_hosts.push(
+                rbuild_solver::graph::HostEntry::parse(&format!("{host}={ip}"))
+                    .map_err(|e| anyhow::anyhow!("target `{name}`: `extra-hosts`: {e}"))?,
+            );
+        }
+    }
     Ok(BuildRequest {
         annotations,
         name: name.to_string(),
@@ -199,6 +211,7 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
             ulimits,
             shm_size,
             cgroup_parent: None,
+            extra_hosts,
         },
         progress: Mode::parse(&args.progress, false)?,
         call: t.call.clone().unwrap_or_else(|| "build".into()),
