@@ -1485,3 +1485,35 @@ fn build_add_host_reaches_run_and_keys_the_step() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("host-gateway"));
 }
+
+/// With binfmt_misc not mounted (hidden here by an empty tmpfs in a
+/// private mount namespace), a foreign-architecture RUN cannot be checked
+/// for an emulator: rbuild says so in the step's output, naming the mount
+/// command, before starting it (it may still work through a handler
+/// registered with the `F` flag, so it is not refused).
+#[test]
+fn foreign_run_without_binfmt_misc_mounted_says_it_cannot_verify() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a private mount namespace");
+        return;
+    }
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN true\n", reg.addr)).unwrap();
+    let exe = rbuild().get_program().to_owned();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /proc/sys/fs/binfmt_misc && exec \"$@\"")
+        .arg("sh")
+        .arg(exe)
+        .arg("--root")
+        .arg(dir.path().join("store"))
+        .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot verify that this `amd64` host runs `arm64` binaries"), "{err}");
+    assert!(err.contains("sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"), "{err}");
+}

@@ -23,8 +23,17 @@ pub(crate) fn run(
 ) -> Result<VertexResult, SolveError> {
     if let Some(platform) = &exec.platform {
         let host = crate::graph::Platform::host();
-        super::emulation::check(&host.architecture, &platform.architecture, Path::new(super::emulation::BINFMT_DIR))
-            .map_err(|e| step_error(vertex, StepError::NoEmulator(e)))?;
+        let found = super::emulation::check(
+            &host.architecture,
+            &platform.architecture,
+            Path::new(super::emulation::BINFMT_DIR),
+        )
+        .map_err(|e| step_error(vertex, StepError::NoEmulator(e)))?;
+        if let super::emulation::Emulation::Unverifiable(warning) = found {
+            // In the step's own output, where a following `exec format
+            // error` will appear.
+            shared.progress.event(Event::Log { digest: vertex.digest, stream: 2, line: warning });
+        }
     }
     let store = shared.store;
     let root_input = exec.mounts.first().and_then(|m| m.input);
