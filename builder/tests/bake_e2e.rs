@@ -353,9 +353,27 @@ target "default" {
 /// without executing a single RUN.
 #[test]
 fn bake_targets_split_over_runners_share_the_registry_cache() {
+    split_over_runners(false);
+}
+
+/// The same recipe run by the unprivileged `rbuildtest` user (as CI
+/// runners run it): rootless stores, the registry cache and its cache
+/// records work the same without root.
+#[test]
+fn bake_targets_split_over_runners_as_an_unprivileged_user() {
+    if !util::is_root() {
+        eprintln!("not root: the test user cannot be created here; the other variant already runs unprivileged");
+        return;
+    }
+    util::ensure_test_user();
+    split_over_runners(true);
+}
+
+fn split_over_runners(as_test_user: bool) {
     let reg = TestRegistry::start();
     reg.push_busybox("busybox:latest");
-    let dir = tempfile::tempdir().unwrap();
+    // Under /tmp, handed to the test user when it runs the builds.
+    let dir = tempfile::Builder::new().prefix("rbuild-scale-out").tempdir_in("/tmp").unwrap();
     let p = dir.path();
     std::fs::write(
         p.join("Dockerfile"),
@@ -382,6 +400,29 @@ target "all" {
     )
     .unwrap();
     let env = [("REG", reg.addr.as_str())];
+    let store_dir = |name: &str| p.join(name);
+    if as_test_user {
+        util::run(std::process::Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(p));
+        util::run(std::process::Command::new("chmod").arg("755").arg(p));
+    }
+    let bake_env = |store: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]| -> Output {
+        if !as_test_user {
+            return bake_env(store, dir, args, env);
+        }
+        std::process::Command::new("runuser")
+            .args(["-u", "rbuildtest", "--"])
+            .arg(rbuild().get_program())
+            .arg("--root")
+            .arg(store)
+            .arg("bake")
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", p)
+            .env("SOURCE_DATE_EPOCH", "1")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
     let runs = |out: &Output| -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
             .lines()
@@ -392,28 +433,33 @@ target "all" {
             .collect()
     };
 
-    let store_a = tempfile::tempdir().unwrap();
-    let out = ok(bake_env(store_a.path(), p, &["--progress", "rawjson", "t1", "t2"], &env));
+    let store_a = store_dir("store-a");
+    let out = ok(bake_env(&store_a, p, &["--progress", "rawjson", "t1", "t2"], &env));
     // The shared base RUN once, plus one RUN per target.
     assert_eq!(runs(&out).len(), 3, "{:?}", runs(&out));
 
-    let store_b = tempfile::tempdir().unwrap();
-    let out = ok(bake_env(store_b.path(), p, &["--progress", "rawjson", "t3", "t4"], &env));
+    if as_test_user {
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = String::from_utf8(util::run(std::process::Command::new("id").args(["-u", "rbuildtest"]))).unwrap();
+        assert_eq!(std::fs::metadata(&store_a).unwrap().uid().to_string(), uid.trim(), "the store is the test user's");
+    }
+    let store_b = store_dir("store-b");
+    let out = ok(bake_env(&store_b, p, &["--progress", "rawjson", "t3", "t4"], &env));
     let ran = runs(&out);
     // The base came from runner A's cache; only the two new targets' RUNs ran.
     assert_eq!(ran.len(), 2, "{ran:?}");
     assert!(ran.iter().all(|r| r.contains("target $N")), "{ran:?}");
 
-    let store_c = tempfile::tempdir().unwrap();
-    let out = ok(bake_env(store_c.path(), p, &["--progress", "rawjson"], &env));
+    let store_c = store_dir("store-c");
+    let out = ok(bake_env(&store_c, p, &["--progress", "rawjson"], &env));
     assert_eq!(runs(&out), Vec::<String>::new(), "a RUN executed despite the shared cache");
     let cached = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.contains("\"cached\"")).count();
     assert!(cached > 0, "no step reported as cached:\n{}", String::from_utf8_lossy(&out.stderr));
 
     // The control: the same bake on an empty store without the cache runs
     // every RUN (the shared one once).
-    let store_d = tempfile::tempdir().unwrap();
-    let out = ok(bake_env(store_d.path(), p, &["--progress", "rawjson", "--set", "*.cache-from="], &env));
+    let store_d = store_dir("store-d");
+    let out = ok(bake_env(&store_d, p, &["--progress", "rawjson", "--set", "*.cache-from="], &env));
     assert_eq!(runs(&out).len(), 5, "{:?}", runs(&out));
 }
 
