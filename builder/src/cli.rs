@@ -256,6 +256,16 @@ pub struct BuildArgs {
     /// (default), `manifest-descriptor`, `index`, `index-descriptor`).
     #[arg(long)]
     pub annotation: Vec<String>,
+    /// Attestation `type=provenance[,mode=min|max]` (`type=sbom` is not
+    /// supported).
+    #[arg(long)]
+    pub attest: Vec<String>,
+    /// Shorthand for `--attest=type=provenance`: `true`, `false` or `mode=min|max`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
+    /// Shorthand for `--attest=type=sbom` (not supported: an error unless `false`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sbom: Option<String>,
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,

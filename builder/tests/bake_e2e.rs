@@ -668,3 +668,98 @@ fn bake_extra_hosts_shm_size_and_ulimits_reach_run() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("`resources`"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!p.join("out2").exists());
 }
+
+/// `attest = ["type=provenance,mode=max"]`: the pushed index lists, after
+/// the image, an attestation manifest for `unknown/unknown` pointing at the
+/// image's manifest (BuildKit's storage layout), whose in-toto layer is SLSA
+/// provenance v1 naming the image as subject, the base image as resolved
+/// dependency with its digest, the build args and the secret's id; the
+/// secret's value appears in no blob written.
+#[test]
+fn bake_provenance_attestation_is_attached_as_buildkit_does() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nARG VERSION\nRUN --mount=type=secret,id=tok,env=TOK test -n \"$TOK\" && echo $VERSION > /v\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+variable "REG" {}
+target "default" {
+  tags   = ["${REG}/prov:1"]
+  args   = { VERSION = "1.2" }
+  secret = ["id=tok,env=PROV_SECRET"]
+  attest = ["type=provenance,mode=max", "type=sbom,disabled=true"]
+  output = ["type=registry", "type=oci,dest=layout,tar=false"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    const SECRET: &str = "s3cr3t-value-never-in-provenance";
+    let env = [("REG", reg.addr.as_str()), ("PROV_SECRET", SECRET)];
+    ok(bake_env(store.path(), p, &["--progress", "plain"], &env));
+
+    let index = skopeo_inspect_raw(&reg.reference("prov:1"));
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    let (image, att) = (&entries[0], &entries[1]);
+    assert_eq!(image["platform"]["architecture"], "amd64", "{index}");
+    assert_eq!(att["platform"], serde_json::json!({"architecture": "unknown", "os": "unknown"}), "{index}");
+    assert_eq!(att["annotations"]["vnd.docker.reference.type"], "attestation-manifest");
+    assert_eq!(att["annotations"]["vnd.docker.reference.digest"], image["digest"]);
+    let att_manifest = skopeo_inspect_raw(&format!("{}@{}", reg.reference("prov"), att["digest"].as_str().unwrap()));
+    let layer = &att_manifest["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.in-toto+json", "{att_manifest}");
+    assert_eq!(layer["annotations"]["in-toto.io/predicate-type"], "https://slsa.dev/provenance/v1");
+
+    let blobs = p.join("layout/blobs/sha256");
+    let blob = |d: &str| std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap();
+    let statement: serde_json::Value = serde_json::from_slice(&blob(layer["digest"].as_str().unwrap())).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    let image_hex = image["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], image_hex, "{statement}");
+    assert!(statement["subject"][0]["name"].as_str().unwrap().starts_with("pkg:docker/"), "{statement}");
+    let def = &statement["predicate"]["buildDefinition"];
+    let dep = &def["resolvedDependencies"][0];
+    assert!(dep["uri"].as_str().unwrap().contains("/busybox@latest?platform=linux%2Famd64"), "{dep}");
+    let busybox = skopeo_inspect_raw(&reg.reference("busybox:latest"));
+    let busybox_digest = {
+        use sha2::Digest as _;
+        let raw = std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}", reg.reference("busybox:latest")))
+            .output()
+            .unwrap()
+            .stdout;
+        hex::encode(sha2::Sha256::digest(&raw))
+    };
+    assert!(busybox.is_object());
+    assert_eq!(dep["digest"]["sha256"], busybox_digest, "the base image's manifest digest: {dep}");
+    let request = &def["externalParameters"]["request"];
+    assert_eq!(request["args"]["build-arg:VERSION"], "1.2", "{request}");
+    assert_eq!(request["secrets"], serde_json::json!([{"id": "tok"}]), "{request}");
+
+    // The secret's value is in no blob (the statement, configs and manifests
+    // are plain JSON).
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the secret leaked into a blob");
+    }
+
+    // An SBOM cannot be made honestly here: refused, not silently skipped.
+    std::fs::write(p.join("docker-bake.hcl"), "target \"default\" {\n  attest = [\"type=sbom\"]\n}\n").unwrap();
+    let out = bake(store.path(), p, &["--progress", "plain"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`type=sbom` attestations are not supported"), "{err}");
+}

@@ -1517,3 +1517,63 @@ fn foreign_run_without_binfmt_misc_mounted_says_it_cannot_verify() {
     assert!(err.contains("cannot verify that this `amd64` host runs `arm64` binaries"), "{err}");
     assert!(err.contains("sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"), "{err}");
 }
+
+/// `--provenance=mode=min` on `rbuild build`: a single-platform image gets
+/// an index with its attestation manifest (kept by a later `rbuild push`
+/// from the store), and `min` leaves build args out; `--sbom` and
+/// attestations with `oci-mediatypes=false` are refused clearly.
+#[test]
+fn build_provenance_flag_attaches_min_provenance_and_push_keeps_it() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nARG A\nCOPY Dockerfile /d\n").unwrap();
+    let store = dir.path().join("store");
+    let name = reg.reference("attested:1");
+    let layout = dir.path().join("layout");
+    ok(rbuild()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--progress", "plain", "--provenance=mode=min", "--build-arg", "A=hidden-in-min", "-t", &name])
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", layout.display()))
+        .arg("-o")
+        .arg("type=image")
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    ok(rbuild().arg("--root").arg(&store).args(["push", &name]).output().unwrap());
+    let index = util::skopeo_inspect_raw(&name);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    assert_eq!(entries[1]["annotations"]["vnd.docker.reference.type"], "attestation-manifest", "{index}");
+    let att =
+        util::skopeo_inspect_raw(&format!("{}@{}", reg.reference("attested"), entries[1]["digest"].as_str().unwrap()));
+    let statement = std::fs::read_to_string(
+        layout.join("blobs/sha256").join(att["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert!(statement.contains("https://slsa.dev/provenance/v1"), "{statement}");
+    assert!(!statement.contains("hidden-in-min"), "mode=min must leave build args out: {statement}");
+
+    for (flags, says) in [
+        (vec!["--sbom"], "`type=sbom` attestations are not supported"),
+        (vec!["--attest", "type=provenance", "-o", "type=oci,dest=x.tar,oci-mediatypes=false"], "oci-mediatypes=false"),
+    ] {
+        let out = rbuild()
+            .arg("--root")
+            .arg(&store)
+            .args(["build", "--progress", "plain"])
+            .args(&flags)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -130,6 +130,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             Err(e) => printer.message(&format!("note: no per-RUN cgroups: {e}; RUN steps get rlimits only")),
         }
     }
+    let started = unix_now();
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
     let epoch = source_date_epoch()?;
@@ -169,12 +170,24 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 });
             }
         }
+        let provenance = match request.attestations.provenance {
+            Some(mode) => {
+                let req = provenance_request(plan, started);
+                plan.lowered.iter().map(|(_, l)| export::attest::provenance_predicate(&req, mode, &bases(l))).collect()
+            }
+            None => Vec::new(),
+        };
         let result = export::export_all(
             &store,
             &runtime,
             &registry,
             &images,
-            &export::ExportSpec { outputs, tags: &request.tags, annotations: &request.annotations },
+            &export::ExportSpec {
+                outputs,
+                tags: &request.tags,
+                annotations: &request.annotations,
+                provenance: &provenance,
+            },
             &printer,
         )?;
         summarize(request, &images, &result, &printer)?;
@@ -242,6 +255,53 @@ fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Re
         Some(l) => Ok(Arc::new(BuiltContext::of(l))),
         None => bail!("`{dep}` is not built for {platform}"),
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// What the provenance says about `plan`'s request: ids of secrets and SSH
+/// agents only, never their values.
+fn provenance_request(plan: &Planned<'_>, started: i64) -> export::attest::ProvenanceRequest {
+    let request = plan.request;
+    let dockerfile = Path::new(&plan.input.dockerfile_name)
+        .strip_prefix(&plan.input.context_dir)
+        .ok()
+        .or_else(|| Path::new(&plan.input.dockerfile_name).file_name().map(Path::new))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "Dockerfile".into());
+    let mut locals = vec!["context".to_string(), "dockerfile".to_string()];
+    locals.extend(plan.input.local_contexts.keys().cloned());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let id = sha2::Sha256::digest(format!("{}-{nanos}-{}", std::process::id(), request.name).as_bytes());
+    export::attest::ProvenanceRequest {
+        dockerfile,
+        build_args: request.args.clone(),
+        labels: request.labels.clone(),
+        target: request.target.clone(),
+        secret_ids: request.secrets.iter().map(|s| s.id.clone()).collect(),
+        ssh_ids: request.ssh.iter().map(|s| s.id.clone()).collect(),
+        locals,
+        started: export::rfc3339(started),
+        finished: export::rfc3339(unix_now()),
+        invocation_id: hex::encode(&id[..13]),
+    }
+}
+
+/// The base images a lowering pulls, pinned, with their platforms.
+fn bases(lowered: &LoweredBuild) -> Vec<(String, Platform)> {
+    lowered
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Source(rbuild_solver::graph::SourceOp::Image { reference, platform }) => {
+                Some((reference.clone(), platform.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The name of one (request, platform) result in the merged graph.

@@ -12,6 +12,7 @@
 
 pub mod annotations;
 mod assemble;
+pub mod attest;
 mod image;
 mod local;
 mod mediatypes;
@@ -36,7 +37,7 @@ use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
 pub use annotations::{AnnotationError, ImageAnnotations};
-pub use assemble::{BuiltImage, assemble, threads};
+pub use assemble::{BuiltImage, assemble, rfc3339, threads};
 pub use image::{ImageBundle, IndexEntry, PlatformImage, build_annotated_index, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{DockerExporter, OciExporter};
@@ -66,6 +67,8 @@ pub struct ExportInput<'a> {
     pub top_annotations: BTreeMap<String, String>,
     /// Image names as given (`-t`, `name=`).
     pub names: &'a [String],
+    /// Attestation manifests, listed in the index after the images.
+    pub attestations: &'a [attest::AttestationImage],
     /// The same names parsed as registry references.
     pub refs: &'a [ImageRef],
     /// Progress messages.
@@ -73,8 +76,14 @@ pub struct ExportInput<'a> {
 }
 
 impl ExportInput<'_> {
-    /// The images as a bundle for the archive writers.
+    /// The images (and attestation manifests) as a bundle for the archive
+    /// writers.
     fn bundle(&self) -> ImageBundle {
+        let attestations = self.attestations.iter().map(|a| PlatformImage {
+            manifest: a.manifest.clone(),
+            config: a.config.clone(),
+            layers: a.layers.clone(),
+        });
         ImageBundle {
             images: self
                 .images
@@ -84,6 +93,7 @@ impl ExportInput<'_> {
                     config: i.config.clone(),
                     layers: i.layers.clone(),
                 })
+                .chain(attestations)
                 .collect(),
             index: self.index.map(<[u8]>::to_vec),
             names: self.names.to_vec(),
@@ -152,6 +162,8 @@ pub struct ExportSpec<'a> {
     /// descriptor (those of the manifests themselves are written by
     /// [`assemble`]).
     pub annotations: &'a ImageAnnotations,
+    /// One provenance predicate per image (same order), or none.
+    pub provenance: &'a [serde_json::Value],
 }
 
 /// Writes every output for the built images (one per platform, in the
@@ -165,17 +177,32 @@ pub fn export_all(
     what: &ExportSpec<'_>,
     printer: &Printer,
 ) -> Result<ExportResult, ExportError> {
-    let ExportSpec { outputs, tags, annotations } = *what;
+    let ExportSpec { outputs, tags, annotations, provenance } = *what;
     let [first, ..] = images else {
         return Err(ExportError::BadBundle("the build produced no image"));
     };
-    let has_index = images.len() > 1;
+    // Attestations need an index to hang from, even for one platform.
+    let has_index = images.len() > 1 || !provenance.is_empty();
+    if !provenance.is_empty() && outputs.iter().filter_map(Output::image_attrs).any(|a| a.docker_media_types) {
+        return Err(attest::AttestError::DockerMediaTypes.into());
+    }
     let platforms: Vec<Platform> = images.iter().map(|i| i.platform.clone()).collect();
     annotations.check(&platforms, has_index, false)?;
     if annotations.entries.iter().any(|a| a.kind != annotations::AnnotationKind::Manifest)
         && outputs.iter().filter_map(Output::image_attrs).any(|a| a.docker_media_types)
     {
         return Err(AnnotationError::DockerMediaTypes.into());
+    }
+    let names = output::image_names(tags, outputs);
+    let mut attestations = Vec::new();
+    for (image, predicate) in images.iter().zip(provenance) {
+        attestations.push(attest::write_attestation(
+            store,
+            predicate,
+            &image.manifest_digest,
+            &image.platform,
+            &names,
+        )?);
     }
     let index = has_index.then(|| {
         let entries: Vec<IndexEntry> = images
@@ -185,6 +212,7 @@ pub fn export_all(
                 platform: i.platform.clone(),
                 annotations: annotations.manifest_descriptor(&i.platform),
             })
+            .chain(attestations.iter().map(|a| a.entry.clone()))
             .collect();
         build_annotated_index(&entries, annotations.index())
     });
@@ -196,7 +224,6 @@ pub fn export_all(
         Some(_) => annotations.index_descriptor(),
         None => annotations.manifest_descriptor(&first.platform),
     };
-    let names = output::image_names(tags, outputs);
     let refs = names
         .iter()
         .map(|n| {
@@ -210,6 +237,7 @@ pub fn export_all(
         top_digest: &top_digest,
         top_annotations,
         names: &names,
+        attestations: &attestations,
         refs: &refs,
         printer,
     };
@@ -218,7 +246,7 @@ pub fn export_all(
             exporter.export(&input)?;
         }
     }
-    let image_id = if index.is_some() { top_digest.clone() } else { first.config_digest.clone() };
+    let image_id = if images.len() > 1 { top_digest.clone() } else { first.config_digest.clone() };
     let mut metadata = serde_json::json!({
         "containerimage.digest": top_digest,
         "containerimage.config.digest": first.config_digest,
@@ -384,6 +412,9 @@ pub enum ExportError {
     /// Annotations that do not fit the export.
     #[error(transparent)]
     Annotation(#[from] AnnotationError),
+    /// Attestations that do not fit the export.
+    #[error(transparent)]
+    Attest(#[from] attest::AttestError),
     /// Pushing to a registry failed.
     #[error("pushing `{name}`{}", platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
     Push {

@@ -286,6 +286,14 @@ impl Exporter for DockerExporter {
             return Err(ExportError::BadBundle("docker-archive output holds one platform; use `type=oci` for several"));
         }
         input.printer.message(&format!("exporting to docker {}", self.dest.display()));
-        export_docker(&input.bundle(), &self.dest)
+        // `docker load` takes one image: attestations (and the index that
+        // only they needed) stay out of the archive.
+        let mut bundle = input.bundle();
+        if !input.attestations.is_empty() {
+            bundle.images.truncate(input.images.len());
+            bundle.index = None;
+            bundle.top_annotations.clear();
+        }
+        export_docker(&bundle, &self.dest)
     }
 }

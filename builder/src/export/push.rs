@@ -64,6 +64,13 @@ impl Exporter for RegistryExporter {
                 layers: image.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect(),
                 platform: image.platform.clone(),
             })
+            .chain(input.attestations.iter().map(|a| PushImage {
+                manifest: a.manifest.clone(),
+                config: a.config.clone(),
+                config_digest: a.config_digest.clone(),
+                layers: a.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect(),
+                platform: super::attest::attestation_platform(),
+            }))
             .collect();
         let registry = if self.insecure {
             let hosts: Vec<String> = input.refs.iter().map(|r| r.registry.clone()).collect();

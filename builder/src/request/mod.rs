@@ -27,6 +27,7 @@ pub use secret::{SecretSpec, SshSpec};
 
 use crate::cli::BuildArgs;
 use crate::export::annotations::{self, AnnotationError, ImageAnnotations};
+use crate::export::attest::{AttestError, Attestations};
 use crate::progress::Mode;
 
 /// Where the Dockerfile comes from.
@@ -102,6 +103,8 @@ pub struct BuildRequest {
     /// `--annotation`s and the outputs' `annotation.*` attributes: one set
     /// for every image output of the build (its manifests are written once).
     pub annotations: ImageAnnotations,
+    /// `--attest`, `--provenance`: the attestations to attach.
+    pub attestations: Attestations,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter` stages.
@@ -284,6 +287,9 @@ pub enum RequestError {
     /// An `--annotation` or an output's `annotation.*` attribute.
     #[error("`--annotation`")]
     Annotation(#[source] AnnotationError),
+    /// An `--attest`, `--provenance` or `--sbom` value.
+    #[error("`--attest`")]
+    Attest(#[source] AttestError),
 }
 
 /// The annotations of a build: the `--annotation` specs, then each image
@@ -409,6 +415,21 @@ impl BuildRequest {
             outputs.push(Output::Image { image: Default::default(), push: false });
         }
         let annotations = collect_annotations(args.annotation.iter().map(String::as_str), &outputs)?;
+        let mut attestations = Attestations::default();
+        for a in &args.attest {
+            attestations.add(a).map_err(RequestError::Attest)?;
+        }
+        if let Some(v) = &args.provenance {
+            attestations.add_provenance_flag(v).map_err(RequestError::Attest)?;
+        }
+        if let Some(v) = &args.sbom {
+            let spec = match v.as_str() {
+                "false" | "0" => "type=sbom,disabled=true".to_string(),
+                "true" | "1" => "type=sbom".to_string(),
+                attrs => format!("type=sbom,{attrs}"),
+            };
+            attestations.add(&spec).map_err(RequestError::Attest)?;
+        }
         let mut cache_from = Vec::new();
         for c in &args.cache_from {
             cache_from.extend(CacheSpec::parse(c, CacheDirection::Import)?);
@@ -440,6 +461,7 @@ impl BuildRequest {
             cache_to,
             labels,
             annotations,
+            attestations,
             no_cache: args.no_cache,
             no_cache_filter: args.no_cache_filter.clone(),
             pull: args.pull,

@@ -68,21 +68,6 @@ fn links(t: &Target) -> Vec<String> {
     t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:").map(str::to_string)).collect()
 }
 
-/// Target attributes a build request has no field for yet: said out loud
-/// rather than dropped silently.
-fn warn_unapplied(name: &str, t: &Target) {
-    let mut unapplied = Vec::new();
-    if t.attest.as_ref().is_some_and(|a| !a.is_empty()) {
-        unapplied.push("attest");
-    }
-    if !unapplied.is_empty() {
-        eprintln!(
-            "warning: target `{name}`: {} not applied by this rbuild version",
-            unapplied.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
-        );
-    }
-}
-
 /// bake's `network` attribute as a RUN default.
 fn network_mode(name: &str, value: Option<&str>) -> Result<NetworkMode> {
     Ok(match value.unwrap_or("") {
@@ -95,7 +80,6 @@ fn network_mode(name: &str, value: Option<&str>) -> Result<NetworkMode> {
 
 /// The build request of one target.
 fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, tmp: &Path) -> Result<BuildRequest> {
-    warn_unapplied(name, t);
     let what = || format!("target `{name}`");
     // Said before anything runs rather than building without the limits.
     if t.resources.as_ref().is_some_and(|r| !r.json().is_empty()) {
@@ -182,7 +166,12 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
             );
         }
     }
+    let mut attestations = crate::export::attest::Attestations::default();
+    for a in inputs.attests.values().flatten() {
+        attestations.add(a).with_context(what)?;
+    }
     Ok(BuildRequest {
+        attestations,
         annotations,
         name: name.to_string(),
         context: PathBuf::from(&inputs.context_path),
