@@ -302,9 +302,9 @@ pub struct BuildArgs {
     /// Size of `/dev/shm` in `RUN` (e.g. `128m`; default 64m).
     #[arg(long = "shm-size", value_parser = parse_bytes)]
     pub shm_size: Option<u64>,
-    /// Extra `/etc/hosts` entry of every `RUN`: `HOST=IP` or `HOST:IP`.
+    /// Extra `/etc/hosts` entry of every `RUN`: `HOST=IP[,IP...]` or `HOST:IP`.
     #[arg(long = "add-host", value_parser = parse_add_host)]
-    pub add_host: Vec<rbuild_solver::graph::HostEntry>,
+    pub add_host: Vec<AddHost>,
     /// Parent cgroup (v2) of the per-`RUN` cgroups (e.g. `/user.slice/build`).
     #[arg(long = "cgroup-parent")]
     pub cgroup_parent: Option<String>,
@@ -314,8 +314,12 @@ pub struct BuildArgs {
     pub registry_ca: Option<PathBuf>,
 }
 
-fn parse_add_host(s: &str) -> Result<rbuild_solver::graph::HostEntry, String> {
-    rbuild_solver::graph::HostEntry::parse(s).map_err(|e| e.to_string())
+/// One `--add-host` value: a name with one or more addresses.
+#[derive(Clone, Debug)]
+pub struct AddHost(pub Vec<rbuild_solver::graph::HostEntry>);
+
+fn parse_add_host(s: &str) -> Result<AddHost, String> {
+    rbuild_solver::graph::HostEntry::parse_all(s).map(AddHost).map_err(|e| e.to_string())
 }
 
 /// An `--allow` value (BuildKit's entitlement names).

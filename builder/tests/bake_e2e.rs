@@ -634,7 +634,7 @@ fn bake_extra_hosts_shm_size_and_ulimits_reach_run() {
             "target \"default\" {{\n  extra-hosts = {{ {extra} }}\n  shm-size = \"8m\"\n  ulimits = [\"nofile=1024:2048\"]\n  output = [\"type=local,dest=out\"]\n}}\n"
         )
     };
-    std::fs::write(p.join("docker-bake.hcl"), bake_file(r#"db = "10.1.2.3", "v6.example" = "fe80::1""#)).unwrap();
+    std::fs::write(p.join("docker-bake.hcl"), bake_file(r#"db = "10.1.2.3", "v6.example" = "fe80::1,[::2]""#)).unwrap();
     let store = tempfile::tempdir().unwrap();
     let out = bake(store.path(), p, &["--progress", "plain"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -642,7 +642,7 @@ fn bake_extra_hosts_shm_size_and_ulimits_reach_run() {
     assert!(!err.contains("not applied"), "{err}");
     assert_eq!(
         std::fs::read_to_string(p.join("out/hosts")).unwrap(),
-        "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.2.3\tdb\nfe80::1\tv6.example\n"
+        "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.2.3\tdb\nfe80::1\tv6.example\n::2\tv6.example\n"
     );
     assert_eq!(std::fs::read_to_string(p.join("out/shm")).unwrap().trim(), "8192");
     assert_eq!(std::fs::read_to_string(p.join("out/nofile")).unwrap().trim(), "1024");

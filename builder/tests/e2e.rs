@@ -1465,7 +1465,7 @@ fn build_add_host_reaches_run_and_keys_the_step() {
     std::fs::create_dir(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM {}/busybox:latest\nRUN grep -w db /etc/hosts > /db\n", reg.addr),
+        format!("FROM {}/busybox:latest\nRUN grep -w db /etc/hosts > /db && grep -w two /etc/hosts > /two\n", reg.addr),
     )
     .unwrap();
     let store = dir.path().join("store");
@@ -1474,12 +1474,23 @@ fn build_add_host_reaches_run_and_keys_the_step() {
         ok(rbuild()
             .arg("--root")
             .arg(&store)
-            .args(["build", "--progress", "plain", "--add-host", &format!("db:{ip}"), "-o"])
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--add-host",
+                &format!("db:{ip}"),
+                "--add-host",
+                "two=10.0.0.1,10.0.0.2",
+                "-o",
+            ])
             .arg(&out)
             .arg(&ctx)
             .output()
             .unwrap());
         assert_eq!(std::fs::read_to_string(out.join("db")).unwrap(), format!("{ip}\tdb\n"));
+        // buildx's `HOST=IP,IP`: one line per address.
+        assert_eq!(std::fs::read_to_string(out.join("two")).unwrap(), "10.0.0.1\ttwo\n10.0.0.2\ttwo\n");
     }
     let out = rbuild().args(["build", "--add-host", "db=host-gateway"]).arg(&ctx).output().unwrap();
     assert!(!out.status.success());

@@ -267,23 +267,37 @@ pub enum HostEntryError {
 }
 
 impl HostEntry {
-    /// Parses buildx's `HOST=IP` or `HOST:IP` (`=` first, so IPv6 works;
-    /// an address in `[...]` is unwrapped).
-    pub fn parse(spec: &str) -> Result<Self, HostEntryError> {
-        let (host, ip) = spec
+    /// Parses buildx's `HOST=IP` or `HOST:IP` (`=` first, so IPv6 works),
+    /// where IP may be a comma-separated list (one entry each) and an
+    /// address in `[...]` is unwrapped (buildx `toBuildkitExtraHosts`).
+    pub fn parse_all(spec: &str) -> Result<Vec<Self>, HostEntryError> {
+        let (host, ips) = spec
             .split_once('=')
             .or_else(|| spec.split_once(':'))
             .filter(|(h, i)| !h.is_empty() && !i.is_empty())
             .ok_or_else(|| HostEntryError::Syntax(spec.to_string()))?;
-        if ip == "host-gateway" {
+        if ips == "host-gateway" {
             return Err(HostEntryError::HostGateway(spec.to_string()));
         }
         if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
             return Err(HostEntryError::BadName(spec.to_string()));
         }
-        let bare = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
-        let ip = bare.parse().map_err(|_| HostEntryError::NotAnIp(spec.to_string(), ip.to_string()))?;
-        Ok(HostEntry { host: host.to_string(), ip })
+        ips.split(',')
+            .map(|ip| {
+                let bare = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+                let ip = bare.parse().map_err(|_| HostEntryError::NotAnIp(spec.to_string(), ip.to_string()))?;
+                Ok(HostEntry { host: host.to_string(), ip })
+            })
+            .collect()
+    }
+
+    /// [`HostEntry::parse_all`] for a value naming one address.
+    pub fn parse(spec: &str) -> Result<Self, HostEntryError> {
+        let mut all = Self::parse_all(spec)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            _ => Err(HostEntryError::Syntax(spec.to_string())),
+        }
     }
 }
 

@@ -470,7 +470,7 @@ impl BuildRequest {
                 network: args.network,
                 ulimits: args.ulimit.clone(),
                 shm_size: args.shm_size,
-                extra_hosts: args.add_host.clone(),
+                extra_hosts: args.add_host.iter().flat_map(|h| h.0.iter().cloned()).collect(),
                 cgroup_parent: args.cgroup_parent.clone(),
             },
             progress,

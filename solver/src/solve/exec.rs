@@ -266,6 +266,8 @@ mod hosts_tests {
     fn host_entries_parse_as_buildx_does() {
         assert_eq!(HostEntry::parse("a:10.0.0.1").unwrap().host, "a");
         assert_eq!(HostEntry::parse("a=fe80::1").unwrap().ip.to_string(), "fe80::1");
+        let two = HostEntry::parse_all("a=1.2.3.4,[::1]").unwrap();
+        assert_eq!(two.iter().map(|h| h.ip.to_string()).collect::<Vec<_>>(), ["1.2.3.4", "::1"]);
         assert!(matches!(HostEntry::parse("a=host-gateway"), Err(HostEntryError::HostGateway(_))));
         assert!(matches!(HostEntry::parse("a=notanip"), Err(HostEntryError::NotAnIp(..))));
         assert!(matches!(HostEntry::parse("=1.2.3.4"), Err(HostEntryError::Syntax(_))));

@@ -155,16 +155,15 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
     };
     let annotations = request::collect_annotations(t.annotations.iter().flatten().map(String::as_str), &outputs)
         .with_context(what)?;
-    // buildx's order: sorted by name; an entry with several addresses
-    // (`a=1.2.3.4,5.6.7.8`) gives one line per address.
+    // buildx's order: sorted by name (a BTreeMap); a value `a,b` gives one
+    // line per address.
     let mut extra_hosts = Vec::new();
-    for (host, ips) in t.extra_hosts.iter().flatten() {
-        for ip in ips.iter().flat_map(|v| v.split(',')) {
-            extra_hosts.push(
-                rbuild_solver::graph::HostEntry::parse(&format!("{host}={ip}"))
-                    .map_err(|e| anyhow::anyhow!("target `{name}`: `extra-hosts`: {e}"))?,
-            );
-        }
+    for (host, ip) in t.extra_hosts.iter().flatten() {
+        let Some(ip) = ip else { continue };
+        extra_hosts.extend(
+            rbuild_solver::graph::HostEntry::parse_all(&format!("{host}={ip}"))
+                .map_err(|e| anyhow::anyhow!("target `{name}`: `extra-hosts`: {e}"))?,
+        );
     }
     let mut attestations = crate::export::attest::Attestations::default();
     for a in inputs.attests.values().flatten() {
