@@ -763,3 +763,51 @@ target "default" {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`type=sbom` attestations are not supported"), "{err}");
 }
+
+/// Two platforms with provenance: one attestation manifest per platform,
+/// each after the images and pointing at its own platform's manifest, and
+/// each statement naming that platform in its subject and dependencies.
+#[test]
+fn bake_provenance_per_platform() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("Dockerfile"), format!("FROM {}/busybox:latest\nCOPY Dockerfile /d\n", reg.addr)).unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        r#"
+variable "REG" {}
+target "default" {
+  platforms = ["linux/amd64", "linux/arm64"]
+  tags      = ["${REG}/multi-prov:1"]
+  attest    = ["type=provenance,mode=min"]
+  output    = ["type=registry", "type=oci,dest=layout,tar=false"]
+}
+"#,
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(bake_env(store.path(), p, &["--progress", "plain"], &[("REG", reg.addr.as_str())]));
+    let index = skopeo_inspect_raw(&reg.reference("multi-prov:1"));
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{index}");
+    let blobs = p.join("layout/blobs/sha256");
+    for (image, att) in entries[..2].iter().zip(&entries[2..]) {
+        assert_eq!(att["annotations"]["vnd.docker.reference.digest"], image["digest"], "{index}");
+        assert_eq!(att["platform"]["os"], "unknown", "{index}");
+        let arch = image["platform"]["architecture"].as_str().unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(blobs.join(att["digest"].as_str().unwrap().trim_start_matches("sha256:"))).unwrap(),
+        )
+        .unwrap();
+        let statement = std::fs::read_to_string(
+            blobs.join(m["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+        )
+        .unwrap();
+        let s: serde_json::Value = serde_json::from_str(&statement).unwrap();
+        assert!(s["subject"][0]["name"].as_str().unwrap().ends_with(&format!("platform=linux%2F{arch}")), "{s}");
+        let dep = &s["predicate"]["buildDefinition"]["resolvedDependencies"][0]["uri"];
+        assert!(dep.as_str().unwrap().ends_with(&format!("platform=linux%2F{arch}")), "{dep}");
+    }
+}
