@@ -59,6 +59,16 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     let Some(first) = requests.first() else { return Ok(0) };
     for request in requests {
         reject_unavailable(request)?;
+        // Annotations that cannot be written are refused before anything
+        // runs (the export checks again, against what was built).
+        if !request.outputs.is_empty() {
+            let has_index = request.platforms.len() > 1 || request.attestations.provenance.is_some();
+            let checked = request.annotations.check(&request.platforms, has_index, false);
+            match checked {
+                Err(e) if requests.len() > 1 => return Err(e).with_context(|| format!("target `{}`", request.name)),
+                other => other?,
+            }
+        }
         if request.run_limits.network == NetworkMode::Host && !request.entitlements.network_host {
             bail!("`--network=host` needs the `network.host` entitlement: pass `--allow network.host` as well");
         }
