@@ -811,3 +811,61 @@ target "default" {
         assert!(dep.as_str().unwrap().ends_with(&format!("platform=linux%2F{arch}")), "{dep}");
     }
 }
+
+/// A `type=local` output with provenance gets `provenance.json` beside
+/// the files, as BuildKit's local exporter writes it: the statement's
+/// subjects are the exported regular files with their sha256.
+#[test]
+fn local_output_gets_provenance_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("a.txt"), "a\n").unwrap();
+    std::fs::write(p.join("Dockerfile"), "FROM scratch\nCOPY a.txt /sub/a.txt\n").unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        "target \"default\" {\n  attest = [\"type=provenance,mode=min\"]\n  output = [\"type=local,dest=out\"]\n}\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(bake(store.path(), p, &["--progress", "plain"]));
+    let path = p.join("out/provenance.json");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(s["predicateType"], "https://slsa.dev/provenance/v1");
+    let a_hex = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(b"a\n"))
+    };
+    assert_eq!(s["subject"], serde_json::json!([{"name": "sub/a.txt", "digest": {"sha256": a_hex}}]), "{s}");
+    assert_eq!(std::fs::read_to_string(p.join("out/sub/a.txt")).unwrap(), "a\n");
+}
+
+/// A build result holding a `provenance.json` symlink (pointing out of the
+/// output directory) does not make rbuild write the statement through it:
+/// the link is replaced by a regular file and its target is untouched.
+#[test]
+fn provenance_json_is_never_written_through_a_planted_symlink() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let victim = p.join("victim.txt");
+    std::fs::write(&victim, "original\n").unwrap();
+    std::fs::write(
+        p.join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN ln -s {} /provenance.json\n", reg.addr, victim.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("docker-bake.hcl"),
+        "target \"default\" {\n  attest = [\"type=provenance\"]\n  output = [\"type=local,dest=out\"]\n}\n",
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    ok(bake(store.path(), p, &["--progress", "plain"]));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original\n");
+    let md = std::fs::symlink_metadata(p.join("out/provenance.json")).unwrap();
+    assert!(md.file_type().is_file(), "provenance.json must be a regular file");
+    assert!(std::fs::read_to_string(p.join("out/provenance.json")).unwrap().contains("slsa.dev/provenance/v1"));
+}

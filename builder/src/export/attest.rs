@@ -290,6 +290,55 @@ pub fn provenance_predicate(req: &ProvenanceRequest, mode: ProvenanceMode, bases
     })
 }
 
+/// The in-toto statement of `predicate` about `subjects` (name, sha256 hex).
+pub fn statement(predicate: &Value, subjects: &[(String, String)]) -> Value {
+    let subject: Vec<Value> = subjects.iter().map(|(n, hex)| json!({"name": n, "digest": {"sha256": hex}})).collect();
+    json!({
+        "_type": STATEMENT_V1,
+        "predicateType": PREDICATE_SLSA_PROVENANCE_V1,
+        "subject": subject,
+        "predicate": predicate,
+    })
+}
+
+/// The subjects of an attestation over a filesystem tree, as BuildKit's
+/// local exporter makes them: every regular file (walked in name order,
+/// symlinks not followed), by its path relative to `root` and its sha256.
+pub fn file_subjects(root: &std::path::Path) -> std::io::Result<Vec<(String, String)>> {
+    use sha2::Digest as _;
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(&rel))?.collect::<Result<Vec<_>, _>>()?;
+        names.sort_by_key(|e| e.file_name());
+        // Directories are pushed in reverse so they pop in name order.
+        let mut dirs = Vec::new();
+        for entry in names {
+            let path = rel.join(entry.file_name());
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                dirs.push(path);
+            } else if ft.is_file() {
+                use std::io::Read as _;
+                let mut hasher = sha2::Sha256::new();
+                let mut file = std::fs::File::open(root.join(&path))?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                out.push((path.to_string_lossy().into_owned(), hex::encode(hasher.finalize())));
+            }
+        }
+        stack.extend(dirs.into_iter().rev());
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// An attestation manifest written to the store, ready for the exporters.
 #[derive(Clone, Debug)]
 pub struct AttestationImage {
@@ -321,15 +370,10 @@ pub fn write_attestation(
     names: &[String],
 ) -> Result<AttestationImage, ExportError> {
     let hex = image_manifest_digest.strip_prefix("sha256:").unwrap_or(image_manifest_digest);
-    let subject: Vec<Value> =
-        names.iter().map(|n| json!({"name": image_purl(n, Some(image_platform)), "digest": {"sha256": hex}})).collect();
-    let statement = json!({
-        "_type": STATEMENT_V1,
-        "predicateType": PREDICATE_SLSA_PROVENANCE_V1,
-        "subject": subject,
-        "predicate": predicate,
-    });
-    let bytes = serde_json::to_vec(&statement).map_err(|source| ExportError::Encode { what: "provenance", source })?;
+    let subjects: Vec<(String, String)> =
+        names.iter().map(|n| (image_purl(n, Some(image_platform)), hex.to_string())).collect();
+    let bytes = serde_json::to_vec(&statement(predicate, &subjects))
+        .map_err(|source| ExportError::Encode { what: "provenance", source })?;
     let digest = store.write_blob(&bytes)?;
     let layer = LayerDescriptor {
         digest: digest.clone(),

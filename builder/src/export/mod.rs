@@ -69,6 +69,9 @@ pub struct ExportInput<'a> {
     pub names: &'a [String],
     /// Attestation manifests, listed in the index after the images.
     pub attestations: &'a [attest::AttestationImage],
+    /// The provenance predicate of each image (same order), or none: the
+    /// filesystem exporters write it as `provenance.json`.
+    pub provenance: &'a [serde_json::Value],
     /// The same names parsed as registry references.
     pub refs: &'a [ImageRef],
     /// Progress messages.
@@ -103,19 +106,19 @@ impl ExportInput<'_> {
     }
 
     /// Runs `f` on a read-only merged view of each image's filesystem, with
-    /// the destination for it: `dest` itself for one platform, else
-    /// `dest/<os>_<arch>[_<variant>]`.
+    /// the destination for it (`dest` itself for one platform, else
+    /// `dest/<os>_<arch>[_<variant>]`) and the image's provenance predicate.
     fn for_each_rootfs(
         &self,
         dest: &std::path::Path,
-        mut f: impl FnMut(&std::path::Path, &std::path::Path) -> Result<(), ExportError>,
+        mut f: impl FnMut(&std::path::Path, &std::path::Path, Option<&serde_json::Value>) -> Result<(), ExportError>,
     ) -> Result<(), ExportError> {
         let multi = self.images.len() > 1;
-        for image in self.images {
+        for (i, image) in self.images.iter().enumerate() {
             let target = if multi { dest.join(platform_dir(&image.platform)) } else { dest.to_path_buf() };
             let view = rbuild_solver::solve::ChainView::mount(self.store, &image.chain, "rootfs")
                 .map_err(|source| ExportError::MountRootfs { source })?;
-            f(view.path(), &target)?;
+            f(view.path(), &target, self.provenance.get(i))?;
         }
         Ok(())
     }
@@ -238,6 +241,7 @@ pub fn export_all(
         top_annotations,
         names: &names,
         attestations: &attestations,
+        provenance,
         refs: &refs,
         printer,
     };
