@@ -379,6 +379,20 @@ pub struct BuildArgs {
     /// Image label `KEY=VALUE`.
     #[arg(long)]
     pub label: Vec<String>,
+    /// OCI annotation `[TYPE[PLATFORM],...:]KEY=VALUE` (TYPE: `manifest`
+    /// (default), `manifest-descriptor`, `index`, `index-descriptor`).
+    #[arg(long)]
+    pub annotation: Vec<String>,
+    /// Attestation `type=provenance[,mode=min|max]` (`type=sbom` is not
+    /// supported).
+    #[arg(long)]
+    pub attest: Vec<String>,
+    /// Shorthand for `--attest=type=provenance`: `true`, `false` or `mode=min|max`.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
+    /// Shorthand for `--attest=type=sbom` (not supported: an error unless `false`).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub sbom: Option<String>,
     /// Write the image ID to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
@@ -415,6 +429,9 @@ pub struct BuildArgs {
     /// Size of `/dev/shm` in `RUN` (e.g. `128m`; default 64m).
     #[arg(long = "shm-size", value_parser = parse_bytes)]
     pub shm_size: Option<u64>,
+    /// Extra `/etc/hosts` entry of every `RUN`: `HOST=IP[,IP...]` or `HOST:IP`.
+    #[arg(long = "add-host", value_parser = parse_add_host)]
+    pub add_host: Vec<AddHost>,
     /// Parent cgroup (v2) of the per-`RUN` cgroups (e.g. `/user.slice/build`).
     #[arg(long = "cgroup-parent")]
     pub cgroup_parent: Option<String>,
@@ -422,6 +439,14 @@ pub struct BuildArgs {
     /// system's and `SSL_CERT_FILE`).
     #[arg(long = "registry-ca", env = "RBUILD_REGISTRY_CA")]
     pub registry_ca: Option<PathBuf>,
+}
+
+/// One `--add-host` value: a name with one or more addresses.
+#[derive(Clone, Debug)]
+pub struct AddHost(pub Vec<rbuild_solver::graph::HostEntry>);
+
+fn parse_add_host(s: &str) -> Result<AddHost, String> {
+    rbuild_solver::graph::HostEntry::parse_all(s).map(AddHost).map_err(|e| e.to_string())
 }
 
 /// An `--allow` value (BuildKit's entitlement names).

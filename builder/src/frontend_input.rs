@@ -90,6 +90,7 @@ pub fn load(request: &BuildRequest) -> Result<FrontendInput> {
         entitlements: None,
         ulimits: request.run_limits.ulimits.clone(),
         shm_size: request.run_limits.shm_size.unwrap_or(0),
+        extra_hosts: request.run_limits.extra_hosts.clone(),
     };
     Ok(FrontendInput {
         dockerfile_name: dockerfile_path.display().to_string(),

@@ -1391,3 +1391,187 @@ fn oci_layout_with_docker_media_types_holds_a_manifest_list() {
     // The entry carries the names, as in an OCI-typed layout.
     assert_eq!(entry["annotations"]["org.opencontainers.image.ref.name"], "1", "{top}");
 }
+
+/// `--annotation` (buildx's syntax) and an output's `annotation.*`
+/// attributes on `rbuild build`: on the manifest, and `manifest-descriptor`
+/// ones on the layout's `index.json` entry of a single-platform image.
+#[test]
+fn build_annotation_flags_reach_the_manifest_and_its_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /d\n").unwrap();
+    let layout = dir.path().join("layout");
+    let store = dir.path().join("store");
+    ok(rbuild()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--progress", "plain"])
+        .args(["--annotation", "org.opencontainers.image.title=cli"])
+        .args(["--annotation", "manifest-descriptor:org.example.desc=1"])
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false,annotation.org.example.out=o", layout.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    let top: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entry = &top["manifests"][0];
+    assert_eq!(entry["annotations"]["org.example.desc"], "1", "{top}");
+    let digest = entry["digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(digest)).unwrap()).unwrap();
+    assert_eq!(manifest["annotations"]["org.opencontainers.image.title"], "cli", "{manifest}");
+    assert_eq!(manifest["annotations"]["org.example.out"], "o", "{manifest}");
+    assert!(manifest["annotations"].get("org.example.desc").is_none(), "{manifest}");
+
+    let out = rbuild()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--progress", "plain", "--annotation", "index:k=v", "-o"])
+        .arg(format!("type=oci,dest={}", dir.path().join("x.tar").display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("single platform"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--add-host` on `rbuild build` adds `/etc/hosts` lines to RUN, and is
+/// part of the step's identity (BuildKit's `Meta.extraHosts`): another
+/// address re-runs the step.
+#[test]
+fn build_add_host_reaches_run_and_keys_the_step() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/busybox:latest\nRUN grep -w db /etc/hosts > /db && grep -w two /etc/hosts > /two\n", reg.addr),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    for ip in ["10.9.8.7", "10.9.8.6"] {
+        let out = dir.path().join(ip);
+        ok(rbuild()
+            .arg("--root")
+            .arg(&store)
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "--add-host",
+                &format!("db:{ip}"),
+                "--add-host",
+                "two=10.0.0.1,10.0.0.2",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&ctx)
+            .output()
+            .unwrap());
+        assert_eq!(std::fs::read_to_string(out.join("db")).unwrap(), format!("{ip}\tdb\n"));
+        // buildx's `HOST=IP,IP`: one line per address.
+        assert_eq!(std::fs::read_to_string(out.join("two")).unwrap(), "10.0.0.1\ttwo\n10.0.0.2\ttwo\n");
+    }
+    let out = rbuild().args(["build", "--add-host", "db=host-gateway"]).arg(&ctx).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host-gateway"));
+}
+
+/// With binfmt_misc not mounted (hidden here by an empty tmpfs in a
+/// private mount namespace), a foreign-architecture RUN cannot be checked
+/// for an emulator: rbuild says so in the step's output, naming the mount
+/// command, before starting it (it may still work through a handler
+/// registered with the `F` flag, so it is not refused).
+#[test]
+fn foreign_run_without_binfmt_misc_mounted_says_it_cannot_verify() {
+    if !is_root() {
+        eprintln!("skipped: needs root for a private mount namespace");
+        return;
+    }
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:latest");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), format!("FROM {}/busybox:latest\nRUN true\n", reg.addr)).unwrap();
+    let exe = rbuild().get_program().to_owned();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tmpfs /proc/sys/fs/binfmt_misc && exec \"$@\"")
+        .arg("sh")
+        .arg(exe)
+        .arg("--root")
+        .arg(dir.path().join("store"))
+        .args(["build", "--progress", "plain", "--platform", "linux/arm64"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot verify that this `amd64` host runs `arm64` binaries"), "{err}");
+    assert!(err.contains("sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"), "{err}");
+}
+
+/// `--provenance=mode=min` on `rbuild build`: a single-platform image gets
+/// an index with its attestation manifest (kept by a later `rbuild push`
+/// from the store), and `min` leaves build args out; `--sbom` and
+/// attestations with `oci-mediatypes=false` are refused clearly.
+#[test]
+fn build_provenance_flag_attaches_min_provenance_and_push_keeps_it() {
+    let reg = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nARG A\nCOPY Dockerfile /d\n").unwrap();
+    let store = dir.path().join("store");
+    let name = reg.reference("attested:1");
+    let layout = dir.path().join("layout");
+    ok(rbuild()
+        .arg("--root")
+        .arg(&store)
+        .args(["build", "--progress", "plain", "--provenance=mode=min", "--build-arg", "A=hidden-in-min", "-t", &name])
+        .arg("-o")
+        .arg(format!("type=oci,dest={},tar=false", layout.display()))
+        .arg("-o")
+        .arg("type=image")
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    ok(rbuild().arg("--root").arg(&store).args(["push", &name]).output().unwrap());
+    let index = util::skopeo_inspect_raw(&name);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    assert_eq!(entries[1]["annotations"]["vnd.docker.reference.type"], "attestation-manifest", "{index}");
+    let att =
+        util::skopeo_inspect_raw(&format!("{}@{}", reg.reference("attested"), entries[1]["digest"].as_str().unwrap()));
+    let statement = std::fs::read_to_string(
+        layout.join("blobs/sha256").join(att["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert!(statement.contains("https://slsa.dev/provenance/v1"), "{statement}");
+    assert!(!statement.contains("hidden-in-min"), "mode=min must leave build args out: {statement}");
+
+    for (flags, says) in [
+        (vec!["--sbom"], "`type=sbom` attestations are not supported"),
+        (vec!["--attest", "type=provenance", "-o", "type=oci,dest=x.tar,oci-mediatypes=false"], "oci-mediatypes=false"),
+    ] {
+        let out = rbuild()
+            .arg("--root")
+            .arg(&store)
+            .args(["build", "--progress", "plain"])
+            .args(&flags)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

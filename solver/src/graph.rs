@@ -224,12 +224,81 @@ pub struct ExecOp {
     /// 0 is Docker's 64 MiB and is omitted.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shm_size: u64,
+    /// Extra `/etc/hosts` entries (`--add-host`, bake `extra-hosts`),
+    /// BuildKit's `Meta.extraHosts`; omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
     /// The platform of the stage the command runs in, to check before it
     /// starts that this host can execute its binaries. Not part of the
     /// op's digest: what runs is fixed by the inputs, and a RUN on the
     /// same inputs for two target platforms stays one vertex.
     #[serde(skip)]
     pub platform: Option<Platform>,
+}
+
+/// One `/etc/hosts` line a `RUN` gets besides localhost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The name.
+    pub host: String,
+    /// Its address.
+    pub ip: std::net::IpAddr,
+}
+
+/// Why an `--add-host` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostEntryError {
+    /// Not `HOST=IP` / `HOST:IP`, or an empty side.
+    #[error("invalid host `{0}`: expected HOST=IP or HOST:IP")]
+    Syntax(String),
+    /// The address is not an IP address.
+    #[error("invalid host `{0}`: `{1}` is not an IP address")]
+    NotAnIp(String, String),
+    /// A name that would break the hosts file (whitespace, `#`, control
+    /// characters) or that no resolver accepts.
+    #[error("invalid host `{0}`: the name may hold letters, digits, `.`, `-` and `_` only")]
+    BadName(String),
+    /// Docker's `host-gateway`: the private RUN network reaches no host
+    /// address by design.
+    #[error(
+        "`{0}`: `host-gateway` is not supported: RUN's private network cannot reach the host; give an IP address (and `--network=host` to reach the host's own)"
+    )]
+    HostGateway(String),
+}
+
+impl HostEntry {
+    /// Parses buildx's `HOST=IP` or `HOST:IP` (`=` first, so IPv6 works),
+    /// where IP may be a comma-separated list (one entry each) and an
+    /// address in `[...]` is unwrapped (buildx `toBuildkitExtraHosts`).
+    pub fn parse_all(spec: &str) -> Result<Vec<Self>, HostEntryError> {
+        let (host, ips) = spec
+            .split_once('=')
+            .or_else(|| spec.split_once(':'))
+            .filter(|(h, i)| !h.is_empty() && !i.is_empty())
+            .ok_or_else(|| HostEntryError::Syntax(spec.to_string()))?;
+        if ips == "host-gateway" {
+            return Err(HostEntryError::HostGateway(spec.to_string()));
+        }
+        if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+            return Err(HostEntryError::BadName(spec.to_string()));
+        }
+        ips.split(',')
+            .map(|ip| {
+                let bare = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']')).unwrap_or(ip);
+                let ip = bare.parse().map_err(|_| HostEntryError::NotAnIp(spec.to_string(), ip.to_string()))?;
+                Ok(HostEntry { host: host.to_string(), ip })
+            })
+            .collect()
+    }
+
+    /// [`HostEntry::parse_all`] for a value naming one address.
+    pub fn parse(spec: &str) -> Result<Self, HostEntryError> {
+        let mut all = Self::parse_all(spec)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            _ => Err(HostEntryError::Syntax(spec.to_string())),
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use rbuild_frontend::lower::{self, LoweredBuild, NamedContext};
+use rbuild_frontend::lower::{self, BuiltContext, LoweredBuild, NamedContext};
 use rbuild_solver::dockerignore::PatternMatcher;
 use rbuild_solver::graph::{Definition, NetworkMode, Op, Platform};
 use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
@@ -63,6 +63,16 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         // Before anything runs (bake targets come here without `from_cli`).
         if request.platforms.len() > 1 && request.outputs.iter().any(|o| matches!(o, export::Output::Load { .. })) {
             bail!(crate::request::RequestError::LoadSeveralPlatforms);
+        }
+        // Annotations that cannot be written are refused before anything
+        // runs (the export checks again, against what was built).
+        if !request.outputs.is_empty() {
+            let has_index = request.platforms.len() > 1 || request.attestations.provenance.is_some();
+            let checked = request.annotations.check(&request.platforms, has_index, false);
+            match checked {
+                Err(e) if requests.len() > 1 => return Err(e).with_context(|| format!("target `{}`", request.name)),
+                other => other?,
+            }
         }
         if request.run_limits.network == NetworkMode::Host && !request.entitlements.network_host {
             bail!("`--network=host` needs the `network.host` entitlement: pass `--allow network.host` as well");
@@ -143,6 +153,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             Err(e) => printer.warn(&format!("no per-RUN cgroups: {e}; RUN steps get rlimits only")),
         }
     }
+    let started = unix_now();
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
     let epoch = source_date_epoch()?;
@@ -167,7 +178,16 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             } else {
                 None
             };
-            images.push(export::assemble(&store, lowered, solved, &compression, epoch, inline.as_deref())?);
+            let annotations = request.annotations.manifest(&lowered.platform);
+            images.push(export::assemble(
+                &store,
+                lowered,
+                solved,
+                &compression,
+                epoch,
+                inline.as_deref(),
+                annotations,
+            )?);
             if !request.cache_to.is_empty() {
                 cache_keys.push(crate::remote_cache::PlatformKeys {
                     platform: lowered.platform.to_string(),
@@ -176,8 +196,27 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 });
             }
         }
-        let result =
-            export::export_all(&store, &runtime, &registry, &images, outputs, &request.tags, &printer, Some(&lazy))?;
+        let provenance = match request.attestations.provenance {
+            Some(mode) => {
+                let req = provenance_request(plan, started);
+                plan.lowered.iter().map(|(_, l)| export::attest::provenance_predicate(&req, mode, &bases(l))).collect()
+            }
+            None => Vec::new(),
+        };
+        let result = export::export_all(
+            &store,
+            &runtime,
+            &registry,
+            &images,
+            &export::ExportSpec {
+                outputs,
+                tags: &request.tags,
+                annotations: &request.annotations,
+                provenance: &provenance,
+            },
+            &printer,
+            Some(&lazy),
+        )?;
         summarize(request, &images, &result, &printer)?;
         phase.done();
         if let Some(path) = &request.iidfile {
@@ -266,10 +305,11 @@ fn auto_gc(store: &rbuild_cache::store::Store, policy: &crate::config::GcPolicy,
     Ok(())
 }
 
-/// The lowered graph of the request named `dep` for `platform` (or for its
+/// The lowered result (graph, image config, history) of the request named
+/// `dep` for `platform` (or for its
 /// only platform, which then serves every platform of the user, as buildx
 /// does), to be taken into another request's graph.
-fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Result<Arc<Definition>> {
+fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Result<Arc<BuiltContext>> {
     let Some(plan) = planned.iter().find(|p| p.request.name == dep) else {
         bail!("the build `{dep}` it names is not part of this build, or comes after it");
     };
@@ -278,9 +318,56 @@ fn request_result(planned: &[Planned<'_>], dep: &str, platform: &Platform) -> Re
         all => all.iter().map(|(_, l)| l).find(|l| &l.platform == platform),
     };
     match found {
-        Some(l) => Ok(Arc::new(l.definition.clone())),
+        Some(l) => Ok(Arc::new(BuiltContext::of(l))),
         None => bail!("`{dep}` is not built for {platform}"),
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// What the provenance says about `plan`'s request: ids of secrets and SSH
+/// agents only, never their values.
+fn provenance_request(plan: &Planned<'_>, started: i64) -> export::attest::ProvenanceRequest {
+    let request = plan.request;
+    let dockerfile = Path::new(&plan.input.dockerfile_name)
+        .strip_prefix(&plan.input.context_dir)
+        .ok()
+        .or_else(|| Path::new(&plan.input.dockerfile_name).file_name().map(Path::new))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "Dockerfile".into());
+    let mut locals = vec!["context".to_string(), "dockerfile".to_string()];
+    locals.extend(plan.input.local_contexts.keys().cloned());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let id = sha2::Sha256::digest(format!("{}-{nanos}-{}", std::process::id(), request.name).as_bytes());
+    export::attest::ProvenanceRequest {
+        dockerfile,
+        build_args: request.args.clone(),
+        labels: request.labels.clone(),
+        target: request.target.clone(),
+        secret_ids: request.secrets.iter().map(|s| s.id.clone()).collect(),
+        ssh_ids: request.ssh.iter().map(|s| s.id.clone()).collect(),
+        locals,
+        started: export::rfc3339(started),
+        finished: export::rfc3339(unix_now()),
+        invocation_id: hex::encode(&id[..13]),
+    }
+}
+
+/// The base images a lowering pulls, pinned, with their platforms.
+fn bases(lowered: &LoweredBuild) -> Vec<(String, Platform)> {
+    lowered
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Source(rbuild_solver::graph::SourceOp::Image { reference, platform }) => {
+                Some((reference.clone(), platform.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The name of one (request, platform) result in the merged graph.

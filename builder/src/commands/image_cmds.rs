@@ -436,6 +436,7 @@ fn save_bundle(store: &Store, names: &[String], format: SaveFormat, platform: Op
         index: None,
         names: tags.clone(),
         docker_media_types: docker_types(&p.manifest_bytes),
+        top_annotations: Default::default(),
     };
     Ok(match (format, index) {
         (SaveFormat::Oci, Some(_)) if platform.is_none() => ImageBundle {
@@ -443,6 +444,7 @@ fn save_bundle(store: &Store, names: &[String], format: SaveFormat, platform: Op
             index: Some(image.bytes.clone()),
             names: tags.clone(),
             docker_media_types: docker_types(&image.bytes),
+            top_annotations: Default::default(),
         },
         _ => single(pick_platform(&platforms, platform, &names[0])?),
     })

@@ -73,6 +73,7 @@ pub fn assemble(
     compression: &Compression,
     epoch: Option<i64>,
     inline_cache: Option<&[(String, usize)]>,
+    annotations: BTreeMap<String, String>,
 ) -> Result<BuiltImage, ExportError> {
     let (chain, known) = match &solved.result {
         Some(r) => solve::result_chain(r),
@@ -150,7 +151,7 @@ pub fn assemble(
     let config_bytes = config.to_canonical_json();
     let config_digest = store.write_blob(&config_bytes)?;
     let (manifest, manifest_digest, manifest_config_digest) =
-        build_manifest(&config_bytes, &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), BTreeMap::new());
+        build_manifest(&config_bytes, &layers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), annotations);
     debug_assert_eq!(manifest_config_digest, config_digest);
     let stored = store.write_blob(&manifest)?;
     debug_assert_eq!(stored, manifest_digest);

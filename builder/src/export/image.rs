@@ -56,20 +56,45 @@ pub fn build_manifest(
 /// Builds an OCI image index over per-platform manifests, in the given
 /// order.
 pub fn build_index(manifests: &[(Vec<u8>, Platform)]) -> Vec<u8> {
+    let entries: Vec<IndexEntry> = manifests
+        .iter()
+        .map(|(manifest, platform)| IndexEntry {
+            manifest: manifest.clone(),
+            platform: platform.clone(),
+            annotations: BTreeMap::new(),
+        })
+        .collect();
+    build_annotated_index(&entries, BTreeMap::new())
+}
+
+/// One manifest of an index, with its descriptor's annotations.
+#[derive(Clone, Debug)]
+pub struct IndexEntry {
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// Its platform.
+    pub platform: Platform,
+    /// Annotations on its descriptor.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Builds an OCI image index over `entries`, in order, carrying
+/// `annotations`.
+pub fn build_annotated_index(entries: &[IndexEntry], annotations: BTreeMap<String, String>) -> Vec<u8> {
     let index = Index {
         schema_version: 2,
         media_type: MEDIA_TYPE_INDEX.into(),
-        manifests: manifests
+        manifests: entries
             .iter()
-            .map(|(bytes, platform)| Descriptor {
+            .map(|e| Descriptor {
                 media_type: MEDIA_TYPE_MANIFEST.into(),
-                digest: sha256_digest(bytes),
-                size: bytes.len() as u64,
-                annotations: BTreeMap::new(),
-                platform: Some(platform.clone()),
+                digest: sha256_digest(&e.manifest),
+                size: e.manifest.len() as u64,
+                annotations: e.annotations.clone(),
+                platform: Some(e.platform.clone()),
             })
             .collect(),
-        annotations: BTreeMap::new(),
+        annotations,
     };
     to_json(&index)
 }
@@ -98,6 +123,9 @@ pub struct ImageBundle {
     /// The documents carry Docker schema-2 media types (see
     /// [`ImageBundle::with_docker_media_types`]).
     pub docker_media_types: bool,
+    /// Annotations of the top-level document's descriptor in a layout's
+    /// `index.json`.
+    pub top_annotations: BTreeMap<String, String>,
 }
 
 /// A blob of the bundle, in memory or in a file.
@@ -127,6 +155,7 @@ impl ImageBundle {
             index: None,
             names,
             docker_media_types: false,
+            top_annotations: BTreeMap::new(),
         }
     }
 
@@ -157,7 +186,13 @@ impl ImageBundle {
                 Some(super::mediatypes::to_docker(&to_json(&index)).map_err(encode("index"))?)
             }
         };
-        Ok(ImageBundle { images, index, names: self.names.clone(), docker_media_types: true })
+        Ok(ImageBundle {
+            images,
+            index,
+            names: self.names.clone(),
+            docker_media_types: true,
+            top_annotations: self.top_annotations.clone(),
+        })
     }
 
     /// The top-level document: (media type, bytes).

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
@@ -159,9 +159,25 @@ pub struct LocalExporter {
 
 impl Exporter for LocalExporter {
     fn export(&self, input: &ExportInput<'_>) -> Result<(), ExportError> {
-        input.for_each_rootfs(&self.dest, |rootfs, target| {
+        input.for_each_rootfs(&self.dest, |rootfs, target, provenance| {
             input.printer.message(&format!("exporting filesystem to {}", target.display()));
-            export_local(rootfs, target).map(drop)
+            export_local(rootfs, target)?;
+            // As BuildKit's local exporter: the statement beside the files,
+            // its subjects every regular file of the result.
+            if let Some(predicate) = provenance {
+                let read_err = |source| ExportError::ReadDir { path: rootfs.to_path_buf(), source };
+                let subjects = super::attest::file_subjects(rootfs).map_err(read_err)?;
+                let statement = super::attest::statement(predicate, &subjects);
+                let bytes = serde_json::to_vec_pretty(&statement)
+                    .map_err(|source| ExportError::Encode { what: "provenance", source })?;
+                let path = target.join("provenance.json");
+                let werr = |source| ExportError::WriteDest { path: path.clone(), source };
+                let _ = fs::remove_file(&path);
+                let mut f =
+                    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(werr)?;
+                f.write_all(&bytes).map_err(werr)?;
+            }
+            Ok(())
         })
     }
 }
@@ -186,7 +202,7 @@ impl Exporter for TarExporter {
             write_rootfs_tar(view.path(), None, &mut out)?;
             return out.flush().map_err(|source| ExportError::Write { source });
         }
-        input.for_each_rootfs(&self.dest, |rootfs, target| {
+        input.for_each_rootfs(&self.dest, |rootfs, target, _| {
             input.printer.message(&format!("exporting filesystem to {}", target.display()));
             export_tar(rootfs, target)
         })

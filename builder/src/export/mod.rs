@@ -10,8 +10,10 @@
 //! a registry push, an OCI layout (dir or tar), a docker-archive tar, or the
 //! merged root filesystem copied to a directory or written as a tar.
 
+pub mod annotations;
 mod assemble;
 mod dest;
+pub mod attest;
 mod image;
 mod local;
 mod mediatypes;
@@ -23,6 +25,7 @@ mod store;
 #[cfg(test)]
 mod interop_tests;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 
@@ -34,8 +37,9 @@ use tokio::runtime::Runtime;
 use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
-pub use assemble::{BuiltImage, assemble, threads};
-pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
+pub use annotations::{AnnotationError, ImageAnnotations};
+pub use assemble::{BuiltImage, assemble, rfc3339, threads};
+pub use image::{ImageBundle, IndexEntry, PlatformImage, build_annotated_index, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{
     DockerExporter, LoadExporter, OciExporter, export_docker, export_oci, write_docker_archive, write_oci_tar,
@@ -69,8 +73,17 @@ pub struct ExportInput<'a> {
     pub index: Option<&'a [u8]>,
     /// Digest of the top-level document (the index, or the one manifest).
     pub top_digest: &'a str,
+    /// Annotations of the top-level document's descriptor (an OCI
+    /// layout's `index.json` entry): `index-descriptor` ones over an index,
+    /// the `manifest-descriptor` ones of a lone manifest.
+    pub top_annotations: BTreeMap<String, String>,
     /// Image names as given (`-t`, `name=`).
     pub names: &'a [String],
+    /// Attestation manifests, listed in the index after the images.
+    pub attestations: &'a [attest::AttestationImage],
+    /// The provenance predicate of each image (same order), or none: the
+    /// filesystem exporters write it as `provenance.json`.
+    pub provenance: &'a [serde_json::Value],
     /// The same names parsed as registry references.
     pub refs: &'a [ImageRef],
     /// Progress messages.
@@ -81,8 +94,14 @@ pub struct ExportInput<'a> {
 }
 
 impl ExportInput<'_> {
-    /// The images as a bundle for the archive writers.
+    /// The images (and attestation manifests) as a bundle for the archive
+    /// writers.
     fn bundle(&self) -> ImageBundle {
+        let attestations = self.attestations.iter().map(|a| PlatformImage {
+            manifest: a.manifest.clone(),
+            config: a.config.clone(),
+            layers: a.layers.clone(),
+        });
         ImageBundle {
             images: self
                 .images
@@ -92,27 +111,29 @@ impl ExportInput<'_> {
                     config: i.config.clone(),
                     layers: i.layers.clone(),
                 })
+                .chain(attestations)
                 .collect(),
             index: self.index.map(<[u8]>::to_vec),
             names: self.names.to_vec(),
             docker_media_types: false,
+            top_annotations: self.top_annotations.clone(),
         }
     }
 
     /// Runs `f` on a read-only merged view of each image's filesystem, with
-    /// the destination for it: `dest` itself for one platform, else
-    /// `dest/<os>_<arch>[_<variant>]`.
+    /// the destination for it (`dest` itself for one platform, else
+    /// `dest/<os>_<arch>[_<variant>]`) and the image's provenance predicate.
     fn for_each_rootfs(
         &self,
         dest: &std::path::Path,
-        mut f: impl FnMut(&std::path::Path, &std::path::Path) -> Result<(), ExportError>,
+        mut f: impl FnMut(&std::path::Path, &std::path::Path, Option<&serde_json::Value>) -> Result<(), ExportError>,
     ) -> Result<(), ExportError> {
         let multi = self.images.len() > 1;
-        for image in self.images {
+        for (i, image) in self.images.iter().enumerate() {
             let target = if multi { dest.join(platform_dir(&image.platform)) } else { dest.to_path_buf() };
             let view = rbuild_solver::solve::ChainView::mount(self.store, &image.chain, "rootfs")
                 .map_err(|source| ExportError::MountRootfs { source })?;
-            f(view.path(), &target)?;
+            f(view.path(), &target, self.provenance.get(i))?;
         }
         Ok(())
     }
@@ -149,6 +170,21 @@ pub struct ExportResult {
     pub metadata: serde_json::Value,
 }
 
+/// What to write for one request's images.
+#[derive(Clone, Copy)]
+pub struct ExportSpec<'a> {
+    /// The outputs.
+    pub outputs: &'a [Output],
+    /// The `-t` names.
+    pub tags: &'a [String],
+    /// Annotations for the manifests' descriptors, the index and its
+    /// descriptor (those of the manifests themselves are written by
+    /// [`assemble`]).
+    pub annotations: &'a ImageAnnotations,
+    /// One provenance predicate per image (same order), or none.
+    pub provenance: &'a [serde_json::Value],
+}
+
 /// Writes every output for the built images (one per platform, in the
 /// order of `--platform`). `tags` are the `-t` names; every image output
 /// gets them plus all outputs' `name=` values.
@@ -158,24 +194,57 @@ pub fn export_all(
     runtime: &Runtime,
     registry: &RegistryClient,
     images: &[BuiltImage],
-    outputs: &[Output],
-    tags: &[String],
+    what: &ExportSpec<'_>,
     printer: &Printer,
     missing_blobs: Option<&dyn MissingBlobs>,
 ) -> Result<ExportResult, ExportError> {
+    let ExportSpec { outputs, tags, annotations, provenance } = *what;
     let [first, ..] = images else {
         return Err(ExportError::BadBundle("the build produced no image"));
     };
-    let index = (images.len() > 1).then(|| {
-        let entries: Vec<(Vec<u8>, Platform)> =
-            images.iter().map(|i| (i.manifest.clone(), i.platform.clone())).collect();
-        build_index(&entries)
+    // Attestations need an index to hang from, even for one platform.
+    let has_index = images.len() > 1 || !provenance.is_empty();
+    if !provenance.is_empty() && outputs.iter().filter_map(Output::image_attrs).any(|a| a.docker_media_types) {
+        return Err(attest::AttestError::DockerMediaTypes.into());
+    }
+    let platforms: Vec<Platform> = images.iter().map(|i| i.platform.clone()).collect();
+    annotations.check(&platforms, has_index, false)?;
+    if annotations.entries.iter().any(|a| a.kind != annotations::AnnotationKind::Manifest)
+        && outputs.iter().filter_map(Output::image_attrs).any(|a| a.docker_media_types)
+    {
+        return Err(AnnotationError::DockerMediaTypes.into());
+    }
+    let names = output::image_names(tags, outputs);
+    let mut attestations = Vec::new();
+    for (image, predicate) in images.iter().zip(provenance) {
+        attestations.push(attest::write_attestation(
+            store,
+            predicate,
+            &image.manifest_digest,
+            &image.platform,
+            &names,
+        )?);
+    }
+    let index = has_index.then(|| {
+        let entries: Vec<IndexEntry> = images
+            .iter()
+            .map(|i| IndexEntry {
+                manifest: i.manifest.clone(),
+                platform: i.platform.clone(),
+                annotations: annotations.manifest_descriptor(&i.platform),
+            })
+            .chain(attestations.iter().map(|a| a.entry.clone()))
+            .collect();
+        build_annotated_index(&entries, annotations.index())
     });
     let (top_digest, top_media_type, top_size) = match &index {
         Some(ix) => (store.write_blob(ix)?, MEDIA_TYPE_INDEX, ix.len()),
         None => (first.manifest_digest.clone(), MEDIA_TYPE_MANIFEST, first.manifest.len()),
     };
-    let names = output::image_names(tags, outputs);
+    let top_annotations = match &index {
+        Some(_) => annotations.index_descriptor(),
+        None => annotations.manifest_descriptor(&first.platform),
+    };
     let refs = names
         .iter()
         .map(|n| {
@@ -187,7 +256,10 @@ pub fn export_all(
         images,
         index: index.as_deref(),
         top_digest: &top_digest,
+        top_annotations,
         names: &names,
+        attestations: &attestations,
+        provenance,
         refs: &refs,
         printer,
         missing_blobs,
@@ -197,7 +269,7 @@ pub fn export_all(
             exporter.export(&input)?;
         }
     }
-    let image_id = if index.is_some() { top_digest.clone() } else { first.config_digest.clone() };
+    let image_id = if images.len() > 1 { top_digest.clone() } else { first.config_digest.clone() };
     let mut metadata = serde_json::json!({
         "containerimage.digest": top_digest,
         "containerimage.config.digest": first.config_digest,
@@ -381,6 +453,12 @@ pub enum ExportError {
     /// `--load` found no engine.
     #[error(transparent)]
     NoEngine(Box<crate::engine::EngineError>),
+    /// Annotations that do not fit the export.
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    /// Attestations that do not fit the export.
+    #[error(transparent)]
+    Attest(#[from] attest::AttestError),
     /// Pushing to a registry failed.
     #[error("pushing `{name}`{}", platform.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
     Push {

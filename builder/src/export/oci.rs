@@ -37,7 +37,7 @@ fn layout_index(bundle: &ImageBundle) -> Result<Vec<u8>, ExportError> {
         media_type: media_type.to_string(),
         digest: sha256_digest(top),
         size: top.len() as u64,
-        annotations: BTreeMap::new(),
+        annotations: bundle.top_annotations.clone(),
         platform: None,
     };
     let mut manifests = Vec::new();
@@ -264,7 +264,15 @@ impl Exporter for DockerExporter {
             return Err(ExportError::BadBundle("docker-archive output holds one platform; use `type=oci` for several"));
         }
         input.printer.message(&format!("exporting to docker {}", self.dest.display()));
-        export_docker(&input.bundle(), &self.dest)
+        // `docker load` takes one image: attestations (and the index that
+        // only they needed) stay out of the archive.
+        let mut bundle = input.bundle();
+        if !input.attestations.is_empty() {
+            bundle.images.truncate(input.images.len());
+            bundle.index = None;
+            bundle.top_annotations.clear();
+        }
+        export_docker(&bundle, &self.dest)
     }
 }
 

@@ -31,6 +31,8 @@ pub struct ImageAttrs {
     /// `registry.insecure=true`: the image names' registries may be
     /// reached over plain HTTP.
     pub insecure: bool,
+    /// `annotation.KEY=VALUE`, `annotation-TYPE[PLATFORM].KEY=VALUE`.
+    pub annotations: Vec<super::annotations::Annotation>,
 }
 
 /// One `--output`.

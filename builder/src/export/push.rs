@@ -65,6 +65,13 @@ impl Exporter for RegistryExporter {
                 layers: image.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect(),
                 platform: image.platform.clone(),
             })
+            .chain(input.attestations.iter().map(|a| PushImage {
+                manifest: a.manifest.clone(),
+                config: a.config.clone(),
+                config_digest: a.config_digest.clone(),
+                layers: a.layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect(),
+                platform: super::attest::attestation_platform(),
+            }))
             .collect();
         let registry = if self.insecure {
             let hosts: Vec<String> = input.refs.iter().map(|r| r.registry.clone()).collect();
@@ -74,7 +81,7 @@ impl Exporter for RegistryExporter {
         };
         for r in input.refs {
             let target = Target { registry: &registry, runtime: &self.runtime, store: input.store };
-            push_images(&target, r, &images, self.docker_media_types, input.printer, input.missing_blobs)?;
+            push_images(&target, r, &images, input.index, self.docker_media_types, input.printer, input.missing_blobs)?;
         }
         Ok(())
     }
@@ -90,7 +97,9 @@ pub struct Target<'a> {
     pub store: &'a Store,
 }
 
-/// Pushes `images` (an index over them when there are several) as `r`.
+/// Pushes `images` (and `index` over them, when there is one) as `r`.
+/// The index is pushed as given (its annotations and attestation entries
+/// kept), or rebuilt over the converted manifests for Docker media types.
 /// Layers the store lacks (a cached result left in the cache's registry)
 /// are taken from the registry itself when `r`'s repository has them or
 /// can mount them, else downloaded through `missing`. Returns the digest of
@@ -99,6 +108,7 @@ pub fn push_images(
     target_of: &Target<'_>,
     r: &ImageRef,
     images: &[PushImage],
+    index: Option<&[u8]>,
     docker_media_types: bool,
     printer: &Printer,
     missing: Option<&dyn MissingBlobs>,
@@ -114,7 +124,7 @@ pub fn push_images(
     // With an index, the platform manifests are pushed by digest and only
     // the index gets the tag.
     let by_digest = ImageRef { tag: None, digest: None, ..r.clone() };
-    let multi = images.len() > 1;
+    let multi = index.is_some() || images.len() > 1;
     let target = if multi { &by_digest } else { r };
     let (manifest_type, index_type) = if docker_media_types {
         (mediatypes::docker_media_type(MEDIA_TYPE_MANIFEST), mediatypes::docker_media_type(MEDIA_TYPE_INDEX))
@@ -193,10 +203,12 @@ pub fn push_images(
         pushed.push((manifest, image.platform.clone()));
     }
     if multi {
-        let mut index = build_index(&pushed);
-        if docker_media_types {
-            index = mediatypes::to_docker(&index).map_err(|source| ExportError::Encode { what: "index", source })?;
-        }
+        let index = match index {
+            Some(given) if !docker_media_types => given.to_vec(),
+            _ if docker_media_types => mediatypes::to_docker(&build_index(&pushed))
+                .map_err(|source| ExportError::Encode { what: "index", source })?,
+            _ => build_index(&pushed),
+        };
         top = runtime.block_on(registry.push_manifest(r, &index, index_type)).map_err(err(None))?;
     }
     printer.message(&format!("pushed {name}@{top}"));
@@ -217,7 +229,8 @@ pub fn push_stored(
     let missing = || ExportError::NotInStore { name: local_name.to_string() };
     let top = store.tag(local_name)?.ok_or_else(missing)?;
     let top_bytes = store.read_blob(&top)?;
-    let manifests: Vec<Vec<u8>> = if looks_like_index(&top_bytes) {
+    let is_index = looks_like_index(&top_bytes);
+    let manifests: Vec<Vec<u8>> = if is_index {
         let index: Index = serde_json::from_slice(&top_bytes).map_err(|source| ExportError::Decode {
             what: "index",
             digest: top.clone(),
@@ -225,7 +238,7 @@ pub fn push_stored(
         })?;
         index.manifests.iter().map(|m| store.read_blob(&m.digest)).collect::<Result<_, _>>()?
     } else {
-        vec![top_bytes]
+        vec![top_bytes.clone()]
     };
     let mut images = Vec::new();
     for bytes in manifests {
@@ -242,7 +255,8 @@ pub fn push_stored(
         let layers = m.layers.iter().map(|l| (l.digest.clone(), l.size, store.blob_path(&l.digest))).collect();
         images.push(PushImage { manifest: bytes, config, config_digest: m.config.digest, layers, platform });
     }
-    push_images(&Target { registry, runtime, store }, r, &images, docker_media_types, printer, None)
+    let index = is_index.then_some(top_bytes.as_slice());
+    push_images(&Target { registry, runtime, store }, r, &images, index, docker_media_types, printer, None)
 }
 
 fn looks_like_index(bytes: &[u8]) -> bool {

@@ -779,45 +779,119 @@ fn normalise_platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
     })
 }
 
-/// `p` as containerd compares it: normalised, and a 32-bit `arm` without a
-/// variant is `arm/v7` (containerd's `platforms.Normalize`).
+/// `p` as containerd's matcher compares it (`platforms.Normalize`,
+/// `normalizeArch` in containerd/platforms `database.go`): lower case,
+/// `macos` is `darwin`, `i386` is `386`, `x86_64`/`amd64/v1` are `amd64`,
+/// `aarch64`/`arm64/v8`/`arm64/v8.0` are `arm64`, `arm64/9.0` is
+/// `arm64/v9`, `armhf` is `arm/v7`, `armel` is `arm/v6`, and a 32-bit
+/// `arm` without a variant (or `7`) is `arm/v7`, `arm/5|6|8` get their `v`.
 fn comparable(p: &Platform) -> Platform {
-    let mut p = normalise(p);
-    if p.architecture == "arm" && p.variant.is_none() {
-        p.variant = Some("v7".into());
+    let mut os = p.os.to_ascii_lowercase();
+    if os == "macos" {
+        os = "darwin".into();
     }
-    p
+    let mut arch = p.architecture.to_ascii_lowercase();
+    let mut variant = p.variant.as_deref().unwrap_or("").to_ascii_lowercase();
+    match arch.as_str() {
+        "i386" => {
+            arch = "386".into();
+            variant.clear();
+        }
+        "x86_64" | "x86-64" | "amd64" => {
+            arch = "amd64".into();
+            if variant == "v1" {
+                variant.clear();
+            }
+        }
+        "aarch64" | "arm64" => {
+            arch = "arm64".into();
+            match variant.as_str() {
+                "8" | "v8" | "v8.0" => variant.clear(),
+                "9" | "9.0" | "v9.0" => variant = "v9".into(),
+                _ => {}
+            }
+        }
+        "armhf" => {
+            arch = "arm".into();
+            variant = "v7".into();
+        }
+        "armel" => {
+            arch = "arm".into();
+            variant = "v6".into();
+        }
+        "arm" => match variant.as_str() {
+            "" | "7" => variant = "v7".into(),
+            "5" | "6" | "8" => variant = format!("v{variant}"),
+            _ => {}
+        },
+        _ => {}
+    }
+    Platform { os, architecture: arch, variant: (!variant.is_empty()).then_some(variant) }
 }
 
-/// The platforms an image for `want` may be, most preferred first, as
-/// containerd's `platforms.Only` orders them: `amd64/vN` falls back to lower
-/// `amd64` levels, `arm/vN` to lower `arm` variants down to `v5`, and
-/// `arm64` to 32-bit `arm/v8` and below (an arm64 CPU runs those). Nothing
-/// else falls back: `amd64` never takes a `386` image here.
+/// The platforms an image for `want` may be, most preferred first: a line
+/// by line port of containerd/platforms' `platformVector` (`compare.go`),
+/// which `platforms.Only` (BuildKit's pull matcher) orders by. `amd64/vN`
+/// falls back to lower levels, then `386`; `arm/vN` to lower variants down
+/// to `v5`; `arm64/v9.x` to `v9.(x-1)..v9`, then `v8.(x+5)` (capped at
+/// `v8.9`) and down; `arm64/v8.x` to `v8.(x-1)..v8`; every `arm64` then to
+/// 32-bit `arm/v8` and below. Each entry is compared after [`comparable`].
 fn platform_vector(want: &Platform) -> Vec<Platform> {
     let want = comparable(want);
-    let with =
-        |arch: &str, variant: Option<String>| Platform { os: want.os.clone(), architecture: arch.to_string(), variant };
-    let level = |v: &Option<String>| v.as_deref().and_then(|v| v.strip_prefix('v')?.parse::<u32>().ok());
-    let arm_from = |top: u32| (5..=top).rev().map(|n| with("arm", Some(format!("v{n}")))).collect::<Vec<_>>();
+    let with = |arch: &str, variant: &str| {
+        comparable(&Platform {
+            os: want.os.clone(),
+            architecture: arch.to_string(),
+            variant: (!variant.is_empty()).then(|| variant.to_string()),
+        })
+    };
+    let level = |v: &str| v.strip_prefix('v').unwrap_or(v).parse::<i64>().ok();
+    let variant = want.variant.clone().unwrap_or_default();
     let mut vector = vec![want.clone()];
     match want.architecture.as_str() {
         "amd64" => {
-            if let Some(n) = level(&want.variant) {
-                vector.extend((2..n).rev().map(|n| with("amd64", Some(format!("v{n}")))));
-                vector.push(with("amd64", None));
+            if let Some(n) = level(&variant).filter(|n| *n > 1) {
+                vector.extend((1..n).rev().map(|n| with("amd64", &format!("v{n}"))));
             }
+            vector.push(with("386", ""));
         }
         "arm" => {
-            if let Some(n) = level(&want.variant).filter(|n| *n > 5) {
-                vector.extend(arm_from(n - 1));
+            if let Some(n) = level(&variant).filter(|n| *n > 5) {
+                vector.extend((5..n).rev().map(|n| with("arm", &format!("v{n}"))));
             }
         }
         "arm64" => {
-            if want.variant.is_some() {
-                vector.push(with("arm64", None));
+            let mut variant = if variant.is_empty() { "v8".to_string() } else { variant };
+            let (major, minor) = match variant.split_once('.') {
+                Some((ma, mi)) => (ma.to_string(), Some(mi.to_string())),
+                None => (variant.clone(), None),
+            };
+            if let Some(mut major) = level(&major).filter(|m| *m >= 8) {
+                // As containerd: a minor is only read from a `vN.M` spelling.
+                let mut minor = match minor {
+                    Some(m) if variant.len() == 4 => m.parse::<i64>().unwrap_or(0),
+                    _ => 0,
+                };
+                let spelled = |major: i64, minor: i64| {
+                    if minor == 0 { format!("v{major}") } else { format!("v{major}.{minor}") }
+                };
+                if major == 9 {
+                    vector.extend((0..minor).rev().map(|m| with("arm64", &spelled(9, m))));
+                    // v9.0 diverged from v8.5: v9.x runs v8.(x+5), up to v8.9.
+                    minor = (minor + 5).min(9);
+                    major = 8;
+                    vector.push(with("arm64", &format!("v8.{minor}")));
+                }
+                vector.extend((0..minor).rev().map(|m| with("arm64", &spelled(major, m))));
             }
-            vector.extend(arm_from(8));
+            if variant.starts_with("v8.") || variant.starts_with("v9.") {
+                variant = "v8".into();
+            }
+            vector.extend(platform_vector(&Platform {
+                os: want.os.clone(),
+                architecture: "arm".into(),
+                variant: Some(variant),
+            }));
         }
         _ => {}
     }

@@ -397,8 +397,14 @@ fn platform_variants_fall_back_as_containerd_orders_them() {
     assert_eq!(pick(&["linux/amd64", "linux/amd64/v2"], "linux/amd64/v3"), some("linux/amd64/v2"));
     assert_eq!(pick(&["linux/amd64"], "linux/amd64/v3"), some("linux/amd64"));
     assert_eq!(pick(&["linux/amd64/v3"], "linux/amd64"), None);
+    // containerd: an amd64 CPU runs 386 images, as the last resort.
+    assert_eq!(pick(&["linux/386"], "linux/amd64"), some("linux/386"));
+    assert_eq!(pick(&["linux/386", "linux/amd64"], "linux/amd64/v2"), some("linux/amd64"));
+    // arm64/v9.x falls back through v9.(x-1).. then v8.(x+5)..
+    assert_eq!(pick(&["linux/arm64/v8.4", "linux/arm64/v8.6"], "linux/arm64/v9"), some("linux/arm64/v8.4"));
+    assert_eq!(pick(&["linux/arm64", "linux/arm/v7"], "linux/arm64/v9"), some("linux/arm64"));
     // No cross-architecture or cross-OS matches otherwise.
-    assert_eq!(pick(&["linux/386"], "linux/amd64"), None);
+    assert_eq!(pick(&["linux/amd64"], "linux/386"), None);
     assert_eq!(pick(&["linux/arm64"], "linux/arm/v7"), None);
     assert_eq!(pick(&["windows/arm64"], "linux/arm64"), None);
     assert_eq!(pick(&["linux/amd64", "linux/arm64"], "linux/s390x"), None);
@@ -849,4 +855,132 @@ async fn credentials_never_follow_an_upload_location_to_another_host() {
     let collected = collected.lock().unwrap();
     assert_eq!(collected.len(), 1, "{collected:?}");
     assert!(!collected[0].to_ascii_lowercase().contains("authorization"), "credentials leaked: {collected:?}");
+}
+
+/// containerd/platforms `compare_test.go` `TestOnly`, row by row: for each
+/// requested platform, the platforms `platforms.Only` must and must not
+/// match. (Its `windows(10.0.17763)/amd64` entries are left out: rbuild's
+/// platforms carry no OS version.)
+#[test]
+fn matches_containerd_only_table() {
+    let parse = |s: &str| {
+        let parts: Vec<&str> = s.split('/').collect();
+        Platform {
+            os: parts[0].to_string(),
+            architecture: parts[1].to_string(),
+            variant: parts.get(2).map(|v| v.to_string()),
+        }
+    };
+    let table: &[(&str, &[&str], &[&str])] = &[
+        (
+            "linux/amd64",
+            &["linux/amd64", "linux/386"],
+            &["linux/amd64/v2", "linux/arm/v7", "linux/arm64", "windows/amd64", "windows/arm"],
+        ),
+        (
+            "linux/amd64/v2",
+            &["linux/amd64", "linux/amd64/v1", "linux/amd64/v2", "linux/386"],
+            &["linux/amd64/v3", "linux/amd64/v4", "linux/arm/v7", "linux/arm64", "windows/amd64", "windows/arm"],
+        ),
+        ("linux/386", &["linux/386"], &["linux/amd64", "linux/arm/v7", "linux/arm64", "windows/amd64", "windows/arm"]),
+        ("windows/amd64", &["windows/amd64"], &["linux/amd64", "linux/arm/v7", "linux/arm64", "windows/arm"]),
+        (
+            "linux/arm/v8",
+            &["linux/arm", "linux/arm/v5", "linux/arm/v6", "linux/arm/v7", "linux/arm/v8"],
+            &["linux/amd64", "linux/arm/v4", "linux/arm64", "windows/amd64", "windows/arm"],
+        ),
+        (
+            "linux/arm/v7",
+            &["linux/arm", "linux/arm/v5", "linux/arm/v6", "linux/arm/v7"],
+            &["linux/amd64", "linux/arm/v4", "linux/arm/v8", "linux/arm64", "windows/amd64", "windows/arm"],
+        ),
+        (
+            "linux/arm/v6",
+            &["linux/arm/v5", "linux/arm/v6"],
+            &[
+                "linux/amd64",
+                "linux/arm",
+                "linux/arm/v4",
+                "linux/arm/v7",
+                "linux/arm/v8",
+                "linux/arm64",
+                "windows/amd64",
+                "windows/arm",
+            ],
+        ),
+        (
+            "linux/arm/v5",
+            &["linux/arm/v5"],
+            &[
+                "linux/amd64",
+                "linux/arm",
+                "linux/arm/v4",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm/v8",
+                "linux/arm64",
+                "windows/amd64",
+                "windows/arm",
+            ],
+        ),
+        (
+            "linux/arm/v4",
+            &["linux/arm/v4"],
+            &[
+                "linux/amd64",
+                "linux/arm",
+                "linux/arm/v5",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm/v8",
+                "linux/arm64",
+                "windows/amd64",
+                "windows/arm",
+            ],
+        ),
+        (
+            "linux/arm64",
+            &[
+                "linux/arm",
+                "linux/arm/v5",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm/v8",
+                "linux/arm64",
+                "linux/arm64/v8",
+            ],
+            &[
+                "linux/amd64",
+                "linux/arm/v4",
+                "linux/arm/v9",
+                "linux/arm64/v7",
+                "linux/arm64/v9",
+                "windows/amd64",
+                "windows/arm",
+            ],
+        ),
+        (
+            "linux/arm64/v9",
+            &[
+                "linux/arm",
+                "linux/arm/v5",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm/v8",
+                "linux/arm64",
+                "linux/arm64/v8",
+                "linux/arm64/v9",
+            ],
+            &["linux/amd64", "linux/arm/v4", "linux/arm64/v7", "linux/arm64/v10", "windows/arm64", "windows/arm"],
+        ),
+    ];
+    for (want, yes, no) in table {
+        let vector = platform_vector(&parse(want));
+        for m in *yes {
+            assert!(vector.contains(&comparable(&parse(m))), "Only({want}) must match {m}: {vector:?}");
+        }
+        for m in *no {
+            assert!(!vector.contains(&comparable(&parse(m))), "Only({want}) must not match {m}: {vector:?}");
+        }
+    }
 }

@@ -26,6 +26,8 @@ pub use output::Output;
 pub use secret::{SecretSpec, SshSpec};
 
 use crate::cli::BuildArgs;
+use crate::export::annotations::{self, AnnotationError, ImageAnnotations};
+use crate::export::attest::{AttestError, Attestations};
 use crate::progress::Mode;
 
 /// Where the Dockerfile comes from.
@@ -61,6 +63,8 @@ pub struct RunLimits {
     pub shm_size: Option<u64>,
     /// Parent cgroup of RUN processes.
     pub cgroup_parent: Option<String>,
+    /// `--add-host` entries.
+    pub extra_hosts: Vec<rbuild_solver::graph::HostEntry>,
 }
 
 /// Everything one build of one target needs.
@@ -96,6 +100,11 @@ pub struct BuildRequest {
     pub cache_to: Vec<CacheSpec>,
     /// `--label`s for the image config.
     pub labels: BTreeMap<String, String>,
+    /// `--annotation`s and the outputs' `annotation.*` attributes: one set
+    /// for every image output of the build (its manifests are written once).
+    pub annotations: ImageAnnotations,
+    /// `--attest`, `--provenance`: the attestations to attach.
+    pub attestations: Attestations,
     /// `--no-cache`.
     pub no_cache: bool,
     /// `--no-cache-filter` stages.
@@ -287,6 +296,30 @@ pub enum RequestError {
         /// The value.
         value: String,
     },
+    /// An `--annotation` or an output's `annotation.*` attribute.
+    #[error("`--annotation`")]
+    Annotation(#[source] AnnotationError),
+    /// An `--attest`, `--provenance` or `--sbom` value.
+    #[error("`--attest`")]
+    Attest(#[source] AttestError),
+}
+
+/// The annotations of a build: the `--annotation` specs, then each image
+/// output's `annotation*` attributes (buildx adds `--annotation` to every
+/// output; rbuild writes each platform's manifest once, so one set serves
+/// all outputs).
+pub fn collect_annotations<'a>(
+    specs: impl IntoIterator<Item = &'a str>,
+    outputs: &[Output],
+) -> Result<ImageAnnotations, RequestError> {
+    let mut all = ImageAnnotations::default();
+    for spec in specs {
+        all.entries.extend(annotations::parse_spec(spec).map_err(RequestError::Annotation)?);
+    }
+    for image in outputs.iter().filter_map(Output::image_attrs) {
+        all.entries.extend(image.annotations.iter().cloned());
+    }
+    Ok(all)
 }
 
 /// Go's `strconv.ParseBool`, which buildx uses for boolean attributes.
@@ -393,6 +426,22 @@ impl BuildRequest {
         if outputs.is_empty() {
             outputs.push(Output::Image { image: Default::default(), push: false });
         }
+        let annotations = collect_annotations(args.annotation.iter().map(String::as_str), &outputs)?;
+        let mut attestations = Attestations::default();
+        for a in &args.attest {
+            attestations.add(a).map_err(RequestError::Attest)?;
+        }
+        if let Some(v) = &args.provenance {
+            attestations.add_provenance_flag(v).map_err(RequestError::Attest)?;
+        }
+        if let Some(v) = &args.sbom {
+            let spec = match v.as_str() {
+                "false" | "0" => "type=sbom,disabled=true".to_string(),
+                "true" | "1" => "type=sbom".to_string(),
+                attrs => format!("type=sbom,{attrs}"),
+            };
+            attestations.add(&spec).map_err(RequestError::Attest)?;
+        }
         let mut cache_from = Vec::new();
         for c in &args.cache_from {
             cache_from.extend(CacheSpec::parse(c, CacheDirection::Import)?);
@@ -428,6 +477,8 @@ impl BuildRequest {
             cache_from,
             cache_to,
             labels,
+            annotations,
+            attestations,
             no_cache: args.no_cache,
             no_cache_filter: args.no_cache_filter.clone(),
             pull: args.pull,
@@ -436,6 +487,7 @@ impl BuildRequest {
                 network: args.network,
                 ulimits: args.ulimit.clone(),
                 shm_size: args.shm_size,
+                extra_hosts: args.add_host.iter().flat_map(|h| h.0.iter().cloned()).collect(),
                 cgroup_parent: args.cgroup_parent.clone(),
             },
             progress,

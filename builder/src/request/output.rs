@@ -42,7 +42,21 @@ pub fn parse(spec: &str) -> Result<Output, RequestError> {
         "local" | "tar" => FS_KEYS,
         _ => return Err(RequestError::UnknownType { flag: FLAG, kind, types: TYPES }),
     };
-    require_known(FLAG, &kind, &attrs, valid)?;
+    // `annotation.KEY`, `annotation-TYPE[PLATFORM].KEY` on image outputs.
+    let mut annotations = Vec::new();
+    if valid.contains(&"name") {
+        for (k, v) in &attrs {
+            if let Some(a) = crate::export::annotations::parse_attr(k, v).map_err(RequestError::Annotation)? {
+                annotations.push(a);
+            }
+        }
+    }
+    let plain: std::collections::BTreeMap<String, String> = attrs
+        .iter()
+        .filter(|(k, _)| !valid.contains(&"name") || !k.starts_with("annotation"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    require_known(FLAG, &kind, &plain, valid)?;
     let names: Vec<String> = attrs
         .get("name")
         .map(|n| n.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
@@ -59,7 +73,7 @@ pub fn parse(spec: &str) -> Result<Output, RequestError> {
         Some(v) => parse_bool(FLAG, key, v),
     };
     Ok(match kind.as_str() {
-        "image" => Output::Image { image: image_attrs(names, &attrs)?, push: bool_attr("push", false)? },
+        "image" => Output::Image { image: image_attrs(names, &attrs, annotations)?, push: bool_attr("push", false)? },
         "registry" => {
             // `type=registry` is `type=image,push=true`; `push=false` contradicts it.
             if !bool_attr("push", true)? {
@@ -70,14 +84,16 @@ pub fn parse(spec: &str) -> Result<Output, RequestError> {
                     expected: "`true` for `type=registry` (use `type=image` not to push)",
                 });
             }
-            Output::Image { image: image_attrs(names, &attrs)?, push: true }
+            Output::Image { image: image_attrs(names, &attrs, annotations)?, push: true }
         }
-        "oci" => Output::Oci { dest: dest()?, tar: bool_attr("tar", true)?, image: image_attrs(names, &attrs)? },
+        "oci" => {
+            Output::Oci { dest: dest()?, tar: bool_attr("tar", true)?, image: image_attrs(names, &attrs, annotations)? }
+        }
         // buildx: `type=docker` without `dest` loads into the local engine.
         "docker" if attrs.get("dest").is_none_or(|d| d.is_empty()) => {
-            Output::Load { image: image_attrs(names, &attrs)? }
+            Output::Load { image: image_attrs(names, &attrs, annotations)? }
         }
-        "docker" => Output::Docker { dest: dest()?, image: image_attrs(names, &attrs)? },
+        "docker" => Output::Docker { dest: dest()?, image: image_attrs(names, &attrs, annotations)? },
         "local" => Output::Local { dest: dest()? },
         "tar" => Output::Tar { dest: dest()? },
         _ => unreachable!("type checked above"),
@@ -87,6 +103,7 @@ pub fn parse(spec: &str) -> Result<Output, RequestError> {
 fn image_attrs(
     names: Vec<String>,
     attrs: &std::collections::BTreeMap<String, String>,
+    annotations: Vec<crate::export::annotations::Annotation>,
 ) -> Result<ImageAttrs, RequestError> {
     let kind = match attrs.get("compression").map(String::as_str) {
         None => None,
@@ -121,6 +138,7 @@ fn image_attrs(
         compression_level: level,
         docker_media_types: !flag("oci-mediatypes", true)?,
         insecure: flag("registry.insecure", false)?,
+        annotations,
     })
 }
 

@@ -50,7 +50,7 @@ impl Lowering<'_> {
         }
         match self.opts.named_contexts.get(name).cloned() {
             Some(NamedContext::Local) => return Ok(Some(self.context(name))),
-            Some(NamedContext::Graph(graph)) => return Ok(Some(self.built_context(&graph))),
+            Some(NamedContext::Graph(built)) => return Ok(Some(self.built_context(&built.definition))),
             Some(NamedContext::Image(r)) => {
                 let base = self.resolve_base(&r, &st.platform, span)?;
                 return Ok(Some(self.image_vertex(&base, &st.platform, None)));

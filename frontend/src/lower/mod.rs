@@ -67,7 +67,7 @@ pub trait ImageConfigResolver {
 }
 
 /// What a `--build-context name=value` provides.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NamedContext {
     /// A local directory, used like the main context.
     Local,
@@ -75,9 +75,33 @@ pub enum NamedContext {
     Image(String),
     /// The result of another build lowered for the same platform (a bake
     /// `target:NAME` context): its graph is taken into this one, so both
-    /// run in one solve and the shared part once. Its filesystem is used;
-    /// its image config is not.
-    Graph(Arc<Definition>),
+    /// run in one solve and the shared part once.
+    Graph(Arc<BuiltContext>),
+}
+
+/// Another build's result used as a context (BuildKit's `input:` contexts,
+/// which carry the result's image config as metadata).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BuiltContext {
+    /// Its graph; `definition.output()` is its result.
+    pub definition: Definition,
+    /// Its image config: `FROM` the context starts from it (Env,
+    /// WorkingDir, User, Entrypoint, Cmd, Labels, ONBUILD triggers...), as
+    /// `FROM` an image does. `None`: a bare filesystem, like `scratch`.
+    pub config: Option<ImageConfig>,
+    /// Its history, base entries first, aligned with its layers.
+    pub history: Vec<HistoryStep>,
+}
+
+impl BuiltContext {
+    /// The result of `lowered`, to be used as a context.
+    pub fn of(lowered: &LoweredBuild) -> Self {
+        BuiltContext {
+            definition: lowered.definition.clone(),
+            config: Some(lowered.config.clone()),
+            history: lowered.history.clone(),
+        }
+    }
 }
 
 /// Inputs to lowering besides the Dockerfile.
@@ -120,6 +144,8 @@ pub struct LowerOptions {
     pub ulimits: Vec<Rlimit>,
     /// `--shm-size` of every `RUN` in bytes; 0 is the default.
     pub shm_size: u64,
+    /// `--add-host` entries of every `RUN`'s `/etc/hosts`.
+    pub extra_hosts: Vec<rbuild_solver::graph::HostEntry>,
 }
 
 impl Default for LowerOptions {
@@ -140,6 +166,7 @@ impl Default for LowerOptions {
             entitlements: None,
             ulimits: Vec::new(),
             shm_size: 0,
+            extra_hosts: Vec::new(),
         }
     }
 }

@@ -129,6 +129,7 @@ impl Lowering<'_> {
             mounts,
             ulimits: self.opts.ulimits.clone(),
             shm_size: self.opts.shm_size,
+            extra_hosts: self.opts.extra_hosts.clone(),
             platform: Some(st.platform.clone()),
         };
         if let Some(granted) = &self.opts.entitlements

@@ -259,9 +259,22 @@ impl Lowering<'_> {
                     st.state = Some(d);
                     String::new()
                 }
-                Some(super::NamedContext::Graph(graph)) => {
-                    let graph = graph.clone();
-                    st.state = Some(self.built_context(&graph));
+                Some(super::NamedContext::Graph(built)) => {
+                    let built = built.clone();
+                    st.state = Some(self.built_context(&built.definition));
+                    // As BuildKit does with an `input:` context's image
+                    // config: the stage starts from it like from an image.
+                    if let Some(config) = &built.config {
+                        st.config = config.clone();
+                        st.config.architecture = platform.architecture.clone();
+                        st.config.os = platform.os.clone();
+                        st.config.variant = platform.variant.clone();
+                        onbuild = std::mem::take(&mut st.config.config.on_build);
+                        st.history = HistoryChain::default();
+                        for h in &built.history {
+                            st.history.push(h.clone());
+                        }
+                    }
                     String::new()
                 }
                 None => base_name.clone(),

@@ -342,7 +342,8 @@ fn a_graph_context_is_taken_into_the_lowering() {
     let dep = lower_text("FROM busybox\nRUN echo dep > /dep\n", &LowerOptions::default()).unwrap();
     let dep_result = dep.definition.output().unwrap();
     let mut opts = LowerOptions::default();
-    opts.named_contexts.insert("gen".into(), NamedContext::Graph(Arc::new(dep.definition.clone())));
+    let bare = BuiltContext { definition: dep.definition.clone(), ..Default::default() };
+    opts.named_contexts.insert("gen".into(), NamedContext::Graph(Arc::new(bare)));
     let b = lower_text("FROM busybox\nRUN echo user\nCOPY --from=gen /dep /dep\n", &opts).unwrap();
     assert!(dep.definition.vertices.iter().all(|v| b.definition.get(&v.digest).is_some()));
     let copy = b.definition.get(&b.definition.output().unwrap()).unwrap();
@@ -353,4 +354,50 @@ fn a_graph_context_is_taken_into_the_lowering() {
     let from = lower_text("FROM gen\nRUN echo on-top\n", &opts).unwrap();
     let run = from.definition.get(&from.definition.output().unwrap()).unwrap();
     assert_eq!(run.inputs, [dep_result]);
+}
+
+/// A `target:` context brings its image config along, as BuildKit's
+/// `input:` contexts do: `FROM gen` sees its ENV, WORKDIR, USER, labels and
+/// entrypoint, runs its ONBUILD triggers, and continues its history; a
+/// `COPY --from=gen` takes files only.
+#[test]
+fn a_graph_context_brings_its_image_config() {
+    let dep = lower_text(
+        "FROM busybox\nENV GREETING=hi\nWORKDIR /srv\nUSER 1000:1000\nLABEL from=dep\n\
+         ENTRYPOINT [\"/bin/dep\"]\nONBUILD RUN echo triggered\nRUN echo dep > /dep\n",
+        &LowerOptions::default(),
+    )
+    .unwrap();
+    let mut opts = LowerOptions::default();
+    opts.named_contexts.insert("gen".into(), NamedContext::Graph(Arc::new(BuiltContext::of(&dep))));
+    let user = lower_text("FROM gen\nRUN echo $GREETING\n", &opts).unwrap();
+    let c = &user.config.config;
+    assert!(c.env.iter().any(|e| e == "GREETING=hi"), "{:?}", c.env);
+    assert_eq!(c.working_dir, "/srv");
+    assert_eq!(c.user, "1000:1000");
+    assert_eq!(c.labels.get("from").map(String::as_str), Some("dep"));
+    assert_eq!(c.entrypoint.as_deref(), Some(&["/bin/dep".to_string()][..]));
+    assert!(c.on_build.is_empty(), "triggers run once, they are not inherited further");
+    let runs: Vec<String> = user
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.args.join(" ")),
+            _ => None,
+        })
+        .collect();
+    assert!(runs.iter().any(|r| r.contains("echo triggered")), "{runs:?}");
+    let run = user.definition.vertices.iter().find_map(|v| match &v.op {
+        Op::Exec(e) if e.args.join(" ").contains("echo $GREETING") => Some(e.clone()),
+        _ => None,
+    });
+    let run = run.expect("the user's RUN");
+    assert_eq!(run.cwd, "/srv");
+    assert!(run.user.starts_with("1000"), "{}", run.user);
+    assert_eq!(user.history.len(), dep.history.len() + 2, "the dependency's history continues");
+
+    let copy = lower_text("FROM scratch\nCOPY --from=gen /dep /dep\n", &opts).unwrap();
+    assert!(copy.config.config.env.iter().all(|e| !e.starts_with("GREETING=")));
+    assert!(copy.config.config.user.is_empty());
 }

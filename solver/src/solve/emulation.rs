@@ -49,18 +49,37 @@ fn runs_natively(host: &str, architecture: &str) -> bool {
     host == architecture || matches!((host, architecture), ("amd64", "386") | ("arm64", "arm"))
 }
 
-/// `Ok` when a RUN for `architecture` can execute on `host` with the
-/// binfmt_misc registrations in `dir`. A `dir` that is not a mounted
-/// binfmt_misc (no `status` file: a container that does not show it) cannot
-/// tell, so it is not held against the build: the kernel may still have a
-/// handler registered with the `F` flag.
-pub(crate) fn check(host: &str, architecture: &str, dir: &Path) -> Result<(), NoEmulator> {
+/// What [`check`] found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Emulation {
+    /// The host runs the architecture itself, or an enabled handler is
+    /// registered.
+    Ready,
+    /// binfmt_misc is not mounted at the directory looked at (a container
+    /// that does not show it, or a host that never mounted it): no way to
+    /// tell. The RUN still starts — a handler registered with the `F` flag
+    /// works without the mount — but the user is told, with this text.
+    Unverifiable(String),
+}
+
+/// Whether a RUN for `architecture` can execute on `host` with the
+/// binfmt_misc registrations in `dir`: an error when it surely cannot,
+/// [`Emulation::Unverifiable`] when `dir` is not a mounted binfmt_misc (no
+/// `status` file).
+pub(crate) fn check(host: &str, architecture: &str, dir: &Path) -> Result<Emulation, NoEmulator> {
     if runs_natively(host, architecture) {
-        return Ok(());
+        return Ok(Emulation::Ready);
     }
     let enabled = |p: &Path| std::fs::read_to_string(p).is_ok_and(|s| s.lines().next() == Some("enabled"));
     if !dir.join("status").exists() {
-        return Ok(());
+        return Ok(Emulation::Unverifiable(format!(
+            "warning: cannot verify that this `{host}` host runs `{architecture}` binaries: binfmt_misc is not \
+             mounted at {dir} (mount it with `sudo mount -t binfmt_misc binfmt_misc {BINFMT_DIR}` so rbuild can \
+             check for an emulator); starting the RUN anyway, it fails with `exec format error` unless a \
+             `qemu-{qemu}` handler is registered",
+            dir = dir.display(),
+            qemu = qemu_name(architecture),
+        )));
     }
     let qemu = qemu_name(architecture);
     let registered = || -> Option<bool> {
@@ -83,7 +102,7 @@ pub(crate) fn check(host: &str, architecture: &str, dir: &Path) -> Result<(), No
         Some(false)
     };
     if enabled(&dir.join("status")) && registered() == Some(true) {
-        return Ok(());
+        return Ok(Emulation::Ready);
     }
     Err(NoEmulator {
         architecture: architecture.to_string(),
@@ -112,15 +131,15 @@ mod tests {
     #[test]
     fn native_architectures_need_nothing() {
         let none = binfmt(&[], "enabled");
-        assert_eq!(check("amd64", "amd64", none.path()), Ok(()));
-        assert_eq!(check("amd64", "386", none.path()), Ok(()));
-        assert_eq!(check("arm64", "arm", none.path()), Ok(()));
+        assert_eq!(check("amd64", "amd64", none.path()), Ok(Emulation::Ready));
+        assert_eq!(check("amd64", "386", none.path()), Ok(Emulation::Ready));
+        assert_eq!(check("arm64", "arm", none.path()), Ok(Emulation::Ready));
     }
 
     #[test]
     fn a_foreign_architecture_needs_an_enabled_handler() {
         let dir = binfmt(&[("qemu-aarch64", AARCH64)], "enabled");
-        assert_eq!(check("amd64", "arm64", dir.path()), Ok(()));
+        assert_eq!(check("amd64", "arm64", dir.path()), Ok(Emulation::Ready));
         let err = check("amd64", "s390x", dir.path()).unwrap_err();
         assert_eq!(err.qemu, "s390x");
         let text = err.to_string();
@@ -144,16 +163,23 @@ mod tests {
     #[test]
     fn handlers_are_found_by_interpreter_too() {
         let dir = binfmt(&[("aarch64", "enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\n")], "enabled");
-        assert_eq!(check("amd64", "arm64", dir.path()), Ok(()));
+        assert_eq!(check("amd64", "arm64", dir.path()), Ok(Emulation::Ready));
         let riscv =
             binfmt(&[("qemu-riscv64-static", "enabled\ninterpreter /usr/bin/qemu-riscv64-static\n")], "enabled");
-        assert_eq!(check("amd64", "riscv64", riscv.path()), Ok(()));
+        assert_eq!(check("amd64", "riscv64", riscv.path()), Ok(Emulation::Ready));
         assert!(check("amd64", "riscv32", riscv.path()).is_err(), "riscv32 is not riscv64");
     }
 
     #[test]
-    fn an_unmounted_binfmt_misc_cannot_tell() {
+    fn an_unmounted_binfmt_misc_cannot_tell_and_says_so() {
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(check("amd64", "arm64", empty.path()), Ok(()));
+        let Ok(Emulation::Unverifiable(text)) = check("amd64", "arm64", empty.path()) else {
+            panic!("an unmounted binfmt_misc must be reported");
+        };
+        assert!(text.contains("cannot verify that this `amd64` host runs `arm64` binaries"), "{text}");
+        assert!(text.contains("sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"), "{text}");
+        assert!(text.contains("qemu-aarch64"), "{text}");
+        // Native work needs no binfmt_misc at all.
+        assert_eq!(check("amd64", "amd64", empty.path()), Ok(Emulation::Ready));
     }
 }

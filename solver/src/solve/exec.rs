@@ -23,8 +23,17 @@ pub(crate) fn run(
 ) -> Result<VertexResult, SolveError> {
     if let Some(platform) = &exec.platform {
         let host = crate::graph::Platform::host();
-        super::emulation::check(&host.architecture, &platform.architecture, Path::new(super::emulation::BINFMT_DIR))
-            .map_err(|e| step_error(vertex, StepError::NoEmulator(e)))?;
+        let found = super::emulation::check(
+            &host.architecture,
+            &platform.architecture,
+            Path::new(super::emulation::BINFMT_DIR),
+        )
+        .map_err(|e| step_error(vertex, StepError::NoEmulator(e)))?;
+        if let super::emulation::Emulation::Unverifiable(warning) = found {
+            // In the step's own output, where a following `exec format
+            // error` will appear.
+            shared.progress.event(Event::Log { digest: vertex.digest, stream: 2, line: warning });
+        }
     }
     let store = shared.store;
     let root_input = exec.mounts.first().and_then(|m| m.input);
@@ -166,7 +175,7 @@ pub(crate) fn run(
             SecurityMode::Insecure => sandbox::Security::Insecure,
         },
         mounts: extra,
-        hosts: "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n".into(),
+        hosts: hosts_file(&exec.extra_hosts),
         resolv_conf,
         rlimits: exec.ulimits.clone(),
         shm_size: exec.shm_size,
@@ -227,4 +236,43 @@ fn write_private(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> std
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
     Ok(())
+}
+
+/// `/etc/hosts` of a RUN: BuildKit's two localhost lines, then one line per
+/// extra host (`executor/oci/hosts.go`).
+fn hosts_file(extra: &[crate::graph::HostEntry]) -> String {
+    let mut hosts = String::from("127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for h in extra {
+        hosts.push_str(&format!("{}\t{}\n", h.ip, h.host));
+    }
+    hosts
+}
+
+#[cfg(test)]
+mod hosts_tests {
+    use super::hosts_file;
+    use crate::graph::{HostEntry, HostEntryError};
+
+    #[test]
+    fn extra_hosts_are_appended_after_localhost() {
+        let extra = [HostEntry::parse("db=10.1.2.3").unwrap(), HostEntry::parse("v6=[::1]").unwrap()];
+        assert_eq!(
+            hosts_file(&extra),
+            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n10.1.2.3\tdb\n::1\tv6\n"
+        );
+    }
+
+    #[test]
+    fn host_entries_parse_as_buildx_does() {
+        assert_eq!(HostEntry::parse("a:10.0.0.1").unwrap().host, "a");
+        assert_eq!(HostEntry::parse("a=fe80::1").unwrap().ip.to_string(), "fe80::1");
+        let two = HostEntry::parse_all("a=1.2.3.4,[::1]").unwrap();
+        assert_eq!(two.iter().map(|h| h.ip.to_string()).collect::<Vec<_>>(), ["1.2.3.4", "::1"]);
+        assert!(matches!(HostEntry::parse("a=host-gateway"), Err(HostEntryError::HostGateway(_))));
+        assert!(matches!(HostEntry::parse("a=notanip"), Err(HostEntryError::NotAnIp(..))));
+        assert!(matches!(HostEntry::parse("=1.2.3.4"), Err(HostEntryError::Syntax(_))));
+        // A name cannot smuggle more lines or fields into the hosts file.
+        assert!(matches!(HostEntry::parse("a\n6.6.6.6 evil=1.2.3.4"), Err(HostEntryError::BadName(_))));
+        assert!(matches!(HostEntry::parse("a b=1.2.3.4"), Err(HostEntryError::BadName(_))));
+    }
 }

@@ -703,6 +703,7 @@ mod tests {
             }],
             ulimits: vec![],
             shm_size: 0,
+            extra_hosts: Vec::new(),
             platform: None,
         }
     }

@@ -5,12 +5,14 @@
 //! evaluator because their arguments are evaluated lazily.
 //!
 //! `convert` is in the evaluator too (its second argument is a type, not a
-//! value). Not provided: `rsadecrypt` (the pure-Rust RSA crate carries an
-//! unfixed timing side-channel advisory, RUSTSEC-2023-0071, and decrypting
-//! secrets while parsing a build file invites leaking them into args) and
-//! `byteslen`/`bytesslice` (they take cty's bytes capsule values, which no
-//! bake function produces).
+//! value). `rsadecrypt` is in [`crypto`] (with why the `rsa` crate's timing
+//! advisory does not matter here). `byteslen` and `bytesslice` take cty's
+//! `bytes` capsule type, which no function buildx registers produces and no
+//! literal has, so in buildx every call fails argument conversion; rbuild
+//! gives the same outcome with cty's message rather than an "unknown
+//! function" error.
 
+mod crypto;
 mod net;
 mod semver;
 mod text;
@@ -678,6 +680,20 @@ pub fn call(name: &str, args: Vec<Value>) -> Option<R> {
             let h = ::bcrypt::hash_with_result(s(a, 0)?, cost as u32).map_err(|x| e(format!("bcrypt: {x}")))?;
             Ok(Value::String(h.format_for_version(::bcrypt::Version::TwoA)))
         })(),
+        "rsadecrypt" => (|| {
+            arity(name, a, 2)?;
+            crypto::rsadecrypt(&s(a, 0)?, &s(a, 1)?).map(Value::String).map_err(|x| e(x.to_string()))
+        })(),
+        "byteslen" => (|| {
+            arity(name, a, 1)?;
+            Err(bytes_required(&a[0]))
+        })(),
+        "bytesslice" => (|| {
+            arity(name, a, 3)?;
+            n(a, 1)?;
+            n(a, 2)?;
+            Err(bytes_required(&a[0]))
+        })(),
         "homedir" => (|| {
             arity(name, a, 0)?;
             Ok(Value::String(std::env::var("HOME").unwrap_or_else(|_| "/".into())))
@@ -741,6 +757,17 @@ pub fn call(name: &str, args: Vec<Value>) -> Option<R> {
     Some(r)
 }
 
+/// cty's conversion error for a `bytes` parameter given any bake value.
+fn bytes_required(v: &Value) -> EvalError {
+    if v.is_null() {
+        return e("invalid value for \"buf\" parameter: argument must not be null");
+    }
+    e(format!(
+        "invalid value for \"buf\" parameter: bytes required, not {} (cty's bytes values come from no bake function)",
+        v.kind()
+    ))
+}
+
 fn unary_str(name: &str, a: &[Value], f: impl Fn(String) -> String) -> R {
     arity(name, a, 1)?;
     Ok(Value::String(f(s(a, 0)?)))
@@ -789,6 +816,23 @@ mod tests {
             call("timeadd", vec![st("2024-01-01T00:00:00Z"), st("1h30m")]).unwrap().unwrap(),
             st("2024-01-01T01:30:00Z")
         );
+    }
+
+    #[test]
+    fn bytes_functions_reject_every_bake_value_as_cty_does() {
+        for v in [st("abc"), Value::Number(1.0), Value::List(vec![]), Value::Null] {
+            let err = call("byteslen", vec![v.clone()]).unwrap().unwrap_err().to_string();
+            assert!(err.contains("\"buf\" parameter"), "{err}");
+            let err = call("bytesslice", vec![v, Value::Number(0.0), Value::Number(1.0)]).unwrap().unwrap_err();
+            assert!(err.to_string().contains("\"buf\" parameter"), "{err}");
+        }
+        assert!(call("byteslen", vec![]).unwrap().unwrap_err().to_string().contains("takes 1 argument"));
+    }
+
+    #[test]
+    fn rsadecrypt_is_registered() {
+        let plain = call("rsadecrypt", vec![st(crypto::tests::CIPHERTEXT.trim()), st(crypto::tests::KEY)]);
+        assert_eq!(plain.unwrap().unwrap(), st("hello"));
     }
 
     #[test]

@@ -68,30 +68,6 @@ fn links(t: &Target) -> Vec<String> {
     t.contexts.iter().flatten().filter_map(|(_, v)| v.strip_prefix("target:").map(str::to_string)).collect()
 }
 
-/// Target attributes a build request has no field for yet: said out loud
-/// rather than dropped silently.
-fn warn_unapplied(name: &str, t: &Target) {
-    let mut unapplied = Vec::new();
-    if t.annotations.as_ref().is_some_and(|a| !a.is_empty()) {
-        unapplied.push("annotations");
-    }
-    if t.attest.as_ref().is_some_and(|a| !a.is_empty()) {
-        unapplied.push("attest");
-    }
-    if t.resources.is_some() {
-        unapplied.push("resources");
-    }
-    if t.extra_hosts.as_ref().is_some_and(|a| !a.is_empty()) {
-        unapplied.push("extra-hosts");
-    }
-    if !unapplied.is_empty() {
-        eprintln!(
-            "warning: target `{name}`: {} not applied by this rbuild version",
-            unapplied.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ")
-        );
-    }
-}
-
 /// bake's `network` attribute as a RUN default.
 fn network_mode(name: &str, value: Option<&str>) -> Result<NetworkMode> {
     Ok(match value.unwrap_or("") {
@@ -104,8 +80,14 @@ fn network_mode(name: &str, value: Option<&str>) -> Result<NetworkMode> {
 
 /// The build request of one target.
 fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, tmp: &Path) -> Result<BuildRequest> {
-    warn_unapplied(name, t);
     let what = || format!("target `{name}`");
+    // Said before anything runs rather than building without the limits.
+    if t.resources.as_ref().is_some_and(|r| !r.json().is_empty()) {
+        bail!(
+            "target `{name}`: `resources` (cgroup memory and CPU limits) are not supported by rbuild: \
+             remove them (RUN steps get a `pids` limit, `ulimits` and `shm-size` only)"
+        );
+    }
     if is_remote(&inputs.context_path) {
         bail!("target `{name}`: remote build contexts (`{}`) are not supported by rbuild yet", inputs.context_path);
     }
@@ -170,7 +152,25 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
         Some(s) => Some(crate::cli::parse_bytes(s).map_err(|e| anyhow::anyhow!("target `{name}`: `shm-size`: {e}"))?),
         None => None,
     };
+    let annotations = request::collect_annotations(t.annotations.iter().flatten().map(String::as_str), &outputs)
+        .with_context(what)?;
+    // buildx's order: sorted by name (a BTreeMap); a value `a,b` gives one
+    // line per address.
+    let mut extra_hosts = Vec::new();
+    for (host, ip) in t.extra_hosts.iter().flatten() {
+        let Some(ip) = ip else { continue };
+        extra_hosts.extend(
+            rbuild_solver::graph::HostEntry::parse_all(&format!("{host}={ip}"))
+                .map_err(|e| anyhow::anyhow!("target `{name}`: `extra-hosts`: {e}"))?,
+        );
+    }
+    let mut attestations = crate::export::attest::Attestations::default();
+    for a in inputs.attests.values().flatten() {
+        attestations.add(a).with_context(what)?;
+    }
     Ok(BuildRequest {
+        attestations,
+        annotations,
         name: name.to_string(),
         context: PathBuf::from(&inputs.context_path),
         dockerfile,
@@ -198,6 +198,7 @@ fn build_request(name: &str, t: &Target, inputs: &BuildInputs, args: &BakeArgs, 
             ulimits,
             shm_size,
             cgroup_parent: None,
+            extra_hosts,
         },
         progress: Mode::parse(&args.progress, false)?,
         call: t.call.clone().unwrap_or_else(|| "build".into()),
