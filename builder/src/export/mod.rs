@@ -11,6 +11,7 @@
 //! merged root filesystem copied to a directory or written as a tar.
 
 mod assemble;
+mod background;
 mod image;
 mod local;
 mod mediatypes;
@@ -34,6 +35,7 @@ use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
 pub use assemble::{BuiltImage, assemble, threads};
+pub use background::BackgroundPlan;
 pub use image::{ImageBundle, PlatformImage, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{DockerExporter, OciExporter};

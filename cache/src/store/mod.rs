@@ -35,6 +35,7 @@
 //! everything the dead owner left behind. Using a lock rather than the pid
 //! alone makes pid reuse harmless.
 
+mod background;
 mod checksum;
 mod lease;
 mod prune;
@@ -210,6 +211,8 @@ pub(crate) struct Inner {
     /// concurrent prune until the process ends.
     session: LeaseLog,
     checksums: OnceLock<ChecksumCache>,
+    /// Layer blobs being written in the background.
+    background: background::Background,
 }
 
 impl Drop for Inner {
@@ -243,6 +246,7 @@ impl Store {
                 counter: AtomicU64::new(0),
                 session,
                 checksums: OnceLock::new(),
+                background: background::Background::default(),
             }),
         };
         store.clean_dead_owners();
@@ -385,7 +389,18 @@ impl Store {
 
     /// The layer blob already made from this snapshot's diff with this
     /// compression (`gzip`, `zstd`, ...), if its blob is still present.
+    /// Waits for a [`Store::compress_in_background`] job writing it.
     pub fn layer_for_snapshot(
+        &self,
+        id: &SnapshotId,
+        compression: &str,
+    ) -> Result<Option<LayerDescriptor>, StoreError> {
+        self.inner.background.wait(id, compression);
+        self.layer_for_snapshot_now(id, compression)
+    }
+
+    /// [`Store::layer_for_snapshot`] without waiting for background jobs.
+    fn layer_for_snapshot_now(
         &self,
         id: &SnapshotId,
         compression: &str,
