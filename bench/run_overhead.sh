@@ -21,6 +21,14 @@ t_base=$(for _ in $(seq "$REPEAT"); do seconds "$RBUILD" --root "$store" build -
 # shellcheck disable=SC2086
 t_runs=$(for _ in $(seq "$REPEAT"); do seconds "$RBUILD" --root "$store" build --no-cache --progress plain ${RBUILD_FLAGS:-} "$runs"; echo; done | median)
 per_run=$(echo "($t_runs - $t_base) * 1000 / 50" | bc -l | xargs printf '%.1f')
+# CPU time (user + sys of rbuild and everything it waited for: sandboxes,
+# the network helper), which a loaded shared machine distorts far less than
+# wall time. Median of REPEAT.
+cpu() { local TIMEFORMAT='%U %S'; { time "$RBUILD" --root "$store" build --no-cache --progress plain ${RBUILD_FLAGS:-} "$1" >/dev/null 2>&1; } 2>&1 | awk '{print $1 + $2}'; }
+c_base=$(for _ in $(seq "$REPEAT"); do cpu "$base"; done | median)
+c_runs=$(for _ in $(seq "$REPEAT"); do cpu "$runs"; done | median)
+cpu_per_run=$(echo "($c_runs - $c_base) * 1000 / 50" | bc -l | xargs printf '%.1f')
 printf '%-40s %8ss\n' "base only (median of $REPEAT)" "$t_base"
 printf '%-40s %8ss\n' "50 x RUN echo (median of $REPEAT)" "$t_runs"
 printf '%-40s %8sms\n' "per uncached RUN step" "$per_run"
+printf '%-40s %8sms (load %s)\n' "CPU per uncached RUN step" "$cpu_per_run" "$(cut -d' ' -f1 /proc/loadavg)"

@@ -245,7 +245,12 @@ pub struct WriteLayerArgs {
     /// Where to write the blob (default: discard).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
-    /// Directory to pack.
+    /// Treat `dir` as a file (a tar) and only compress its bytes, with the
+    /// layer writer's own compressor: the compressor-alone baseline of
+    /// `bench/compression.sh`.
+    #[arg(long)]
+    pub compress_only: bool,
+    /// Directory to pack (a file with `--compress-only`).
     pub dir: PathBuf,
 }
 

@@ -276,7 +276,7 @@ pub fn cache_mounts_of(def: &Definition) -> Vec<MountToExport> {
 
 /// `compression=` and `compression-level=` of a cache export (for the layers
 /// of snapshots that have none yet).
-fn layer_compression(spec: &CacheSpec) -> Result<Compression> {
+pub fn layer_compression(spec: &CacheSpec) -> Result<Compression> {
     let level = match spec.options.get("compression-level") {
         None => None,
         Some(v) => Some(v.parse::<i32>().with_context(|| format!("`--cache-to`: invalid `compression-level={v}`"))?),

@@ -1212,3 +1212,46 @@ fn cache_export_and_import_through_faults() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("digest"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!blobs_in_store(store.path(), &layers).contains(victim), "the tampered blob entered the store");
 }
+
+/// The layers a `mode=max` export needs are written in the background while
+/// the build runs: the export then writes none itself, and the image and
+/// the cache are byte for byte those of a build that compresses everything
+/// at export (`RBUILD_BACKGROUND_LAYERS=0`).
+#[test]
+fn background_layers_change_nothing_but_when_they_are_written() {
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let mut results = Vec::new();
+    for background in ["1", "0"] {
+        let store = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let meta = store.path().join("meta.json");
+        let cache_to = format!("type=local,dest={},mode=max", cache.path().display());
+        let out = rbuild()
+            .arg("--root")
+            .arg(store.path())
+            .arg("build")
+            .args(["--progress", "rawjson", "--cache-to", &cache_to, "--metadata-file", meta.to_str().unwrap()])
+            .args(["-o", "type=image,name=w:latest"])
+            .arg(ctx.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("RBUILD_BACKGROUND_LAYERS", background)
+            .output()
+            .expect("run rbuild");
+        let out = ok(out);
+        let export = util::progress::statuses(&String::from_utf8_lossy(&out.stderr))
+            .into_iter()
+            .find(|t| t.starts_with("exported cache:"))
+            .expect("an export message");
+        let mut layers = cache_layers(&format!("type=local,src={}", cache.path().display()));
+        layers.sort();
+        results.push((background, image_digest(&meta), layers, export));
+    }
+    let (_, digest_bg, layers_bg, export_bg) = &results[0];
+    let (_, digest_fg, layers_fg, export_fg) = &results[1];
+    assert_eq!(digest_bg, digest_fg, "the image differs with background layers");
+    assert_eq!(layers_bg, layers_fg, "the cache's layers differ with background layers");
+    assert_eq!(layers_bg.len(), 7);
+    assert!(export_bg.contains("(0 new)"), "the export compressed layers itself: {export_bg}");
+    assert!(!export_fg.contains("(0 new)"), "without background layers the export writes them: {export_fg}");
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use rbuild_cache::layer::LayerOptions;
 use rbuild_frontend::lower::{self, BuiltContext, LoweredBuild, NamedContext};
 use rbuild_solver::dockerignore::PatternMatcher;
 use rbuild_solver::graph::{Definition, NetworkMode, Op, Platform};
@@ -22,11 +23,11 @@ use sha2::Digest as _;
 
 use super::store_cmds::human_size;
 use crate::cli::BuildArgs;
-use crate::export::{self, BuiltImage, ExportResult};
+use crate::export::{self, BuiltImage, ExportResult, Output};
 use crate::frontend_input::{self, FrontendInput};
 use crate::progress::{Mode, Printer};
 use crate::registry::ImageRef;
-use crate::request::cache::CacheBackend;
+use crate::request::cache::{CacheBackend, CacheMode};
 use crate::request::{BuildRequest, ContextSource, DockerfileSource};
 use crate::sources::Sources;
 
@@ -154,9 +155,12 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         }
     }
     let started = unix_now();
+    let epoch = source_date_epoch()?;
+    if export::BackgroundPlan::enabled() {
+        solve_opts.on_commit = background_plan(&planned, &merged, epoch)?.into_hook(&store);
+    }
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
-    let epoch = source_date_epoch()?;
     let mut cache_keys = Vec::new();
     for plan in &planned {
         let request = plan.request;
@@ -303,6 +307,51 @@ fn auto_gc(store: &rbuild_cache::store::Store, policy: &crate::config::GcPolicy,
         report.records_removed
     ));
     Ok(())
+}
+
+/// The layers to write while the build runs (see [`export::BackgroundPlan`]):
+/// each image's chain with its compression, and what each `--cache-to`
+/// exports with the cache's.
+fn background_plan(planned: &[Planned<'_>], merged: &Definition, epoch: Option<i64>) -> Result<export::BackgroundPlan> {
+    let mut plan = export::BackgroundPlan::default();
+    let threads = export::threads();
+    for p in planned {
+        let images = p.request.outputs.iter().any(|o| !matches!(o, Output::Local { .. } | Output::Tar { .. }));
+        let image_opts = LayerOptions {
+            compression: export::compression_from_outputs(&p.request.outputs),
+            source_date_epoch: epoch,
+            threads,
+        };
+        for spec in &p.request.cache_to {
+            if matches!(spec.backend, CacheBackend::Inline) {
+                continue;
+            }
+            let opts = LayerOptions {
+                compression: crate::remote_cache::layer_compression(spec)?,
+                source_date_epoch: epoch,
+                threads,
+            };
+            match spec.mode {
+                CacheMode::Max => plan.add_every(opts),
+                CacheMode::Min => {
+                    for (name, _) in &p.lowered {
+                        if let Some(Some(out)) = merged.outputs.get(name) {
+                            plan.add_image(merged, *out, opts);
+                        }
+                    }
+                }
+            }
+        }
+        if !images {
+            continue;
+        }
+        for (name, _) in &p.lowered {
+            if let Some(Some(out)) = merged.outputs.get(name) {
+                plan.add_image(merged, *out, image_opts);
+            }
+        }
+    }
+    Ok(plan)
 }
 
 /// The lowered result (graph, image config, history) of the request named
@@ -466,6 +515,7 @@ fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOp
         }),
         limits: RunLimits { cgroups: None },
         imported: None,
+        on_commit: None,
     })
 }
 

@@ -19,6 +19,19 @@ pub fn write_layer_command(args: &WriteLayerArgs) -> Result<i32> {
     };
     let opts = LayerOptions { compression, source_date_epoch: None, threads: args.threads.unwrap_or_else(threads) };
     let started = Instant::now();
+    if args.compress_only {
+        let mut input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&args.dir)?);
+        let size = match &args.output {
+            Some(path) => {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+                layer::compress_stream(&mut input, compression, opts.threads, &mut f)?
+            }
+            None => layer::compress_stream(&mut input, compression, opts.threads, &mut std::io::sink())?,
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        println!("{}", serde_json::json!({ "size": size, "threads": opts.threads, "seconds": elapsed }));
+        return Ok(0);
+    }
     let info = match &args.output {
         Some(path) => {
             let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);

@@ -12,6 +12,7 @@
 
 pub mod annotations;
 mod assemble;
+mod background;
 mod dest;
 pub mod attest;
 mod image;
@@ -39,6 +40,7 @@ use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
 pub use annotations::{AnnotationError, ImageAnnotations};
 pub use assemble::{BuiltImage, assemble, rfc3339, threads};
+pub use background::BackgroundPlan;
 pub use image::{ImageBundle, IndexEntry, PlatformImage, build_annotated_index, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{

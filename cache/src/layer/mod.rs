@@ -28,7 +28,7 @@ pub use unpack::{
     is_overlay_whiteout, unpack_layer,
 };
 pub use walk::{TreeOptions, write_tree};
-pub use write::{Compression, LayerOptions, write_layer};
+pub use write::{Compression, LayerOptions, compress_stream, write_layer};
 
 /// Errors from writing a layer (or any tree) as tar.
 #[derive(Debug, thiserror::Error)]

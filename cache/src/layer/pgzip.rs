@@ -13,25 +13,44 @@
 //! drags in C `libz-sys`) it compresses chunks without a dictionary, which
 //! costs ratio; flate2's zlib-rs backend does support preset dictionaries.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::mpsc;
 
 use flate2::{Crc, FlushCompress, Status};
-use rayon::prelude::*;
 
 /// Input bytes per independently compressed chunk.
 const CHUNK: usize = 1 << 20;
 /// Deflate's window: the dictionary each chunk is primed with.
 const DICT: usize = 32 * 1024;
 
-/// A gzip writer compressing `threads` chunks at a time.
+/// A compressed chunk (or why it failed), by sequence number.
+type Done = (u64, io::Result<(Vec<u8>, Crc)>);
+
+/// A gzip writer compressing up to `threads` chunks at a time.
+///
+/// Compression is asynchronous (pigz's pipeline): a full chunk is handed to
+/// the pool and `write` returns at once, so the caller's own work (walking
+/// the tree, building tar headers, hashing the tar for the diff id) overlaps
+/// the compression instead of alternating with it. Finished chunks are
+/// written to `inner` in input order on the caller's thread. At most
+/// `2 * threads` chunks are in flight, which bounds memory to a few MiB.
 pub(crate) struct ParGzip<W: Write> {
     inner: W,
     level: u32,
-    pool: Option<rayon::ThreadPool>,
+    pool: rayon::ThreadPool,
     threads: usize,
+    /// The chunk being filled.
     buf: Vec<u8>,
     /// Last `DICT` input bytes before `buf`.
     dict: Vec<u8>,
+    /// Sequence number of the next chunk handed out / written.
+    next_seq: u64,
+    next_write: u64,
+    tx: mpsc::Sender<Done>,
+    rx: mpsc::Receiver<Done>,
+    /// Chunks finished out of order, waiting for their predecessors.
+    ready: BTreeMap<u64, (Vec<u8>, Crc)>,
     crc: Crc,
     header_written: bool,
 }
@@ -40,18 +59,22 @@ impl<W: Write> ParGzip<W> {
     /// A writer with `threads` (>= 1) compression workers at `level` (0-9).
     pub(crate) fn new(inner: W, level: u32, threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
         let threads = threads.max(1);
-        let pool = if threads > 1 {
-            Some(rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("gzip-{i}")).build()?)
-        } else {
-            None
-        };
+        // Even one compression thread is a worker of its own: the caller's
+        // thread keeps producing input meanwhile.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("gzip-{i}")).build()?;
+        let (tx, rx) = mpsc::channel();
         Ok(ParGzip {
             inner,
             level: level.min(9),
             pool,
             threads,
-            buf: Vec::with_capacity(threads * CHUNK),
+            buf: Vec::with_capacity(CHUNK),
             dict: Vec::new(),
+            next_seq: 0,
+            next_write: 0,
+            tx,
+            rx,
+            ready: BTreeMap::new(),
             crc: Crc::new(),
             header_written: false,
         })
@@ -71,44 +94,53 @@ impl<W: Write> ParGzip<W> {
         Ok(())
     }
 
-    /// Compresses and writes every complete chunk in `buf`.
-    fn flush_chunks(&mut self) -> io::Result<()> {
-        let n = self.buf.len() / CHUNK;
-        if n == 0 {
-            return Ok(());
+    /// Hands `buf` to the pool as the next chunk (the final one when `last`).
+    fn submit(&mut self, last: bool) {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(if last { 0 } else { CHUNK }));
+        let dict = std::mem::take(&mut self.dict);
+        if !last {
+            // Chunks are always full here, so the next dictionary is the
+            // tail of this one.
+            self.dict = chunk[chunk.len() - DICT..].to_vec();
         }
-        self.write_header()?;
-        let level = self.level;
-        let (buf, dict) = (&self.buf, &self.dict);
-        let job = |i: usize| {
-            let chunk = &buf[i * CHUNK..(i + 1) * CHUNK];
-            let d: &[u8] = if i == 0 { dict } else { &buf[i * CHUNK - DICT..i * CHUNK] };
-            compress_chunk(chunk, d, level, false)
-        };
-        let results: Vec<io::Result<(Vec<u8>, Crc)>> = match &self.pool {
-            Some(pool) => pool.install(|| (0..n).into_par_iter().map(job).collect()),
-            None => (0..n).map(job).collect(),
-        };
-        for r in results {
-            let (bytes, crc) = r?;
-            self.inner.write_all(&bytes)?;
-            self.crc.combine(&crc);
+        let (seq, level, tx) = (self.next_seq, self.level, self.tx.clone());
+        self.next_seq += 1;
+        self.pool.spawn(move || {
+            // The receiver only goes away with the writer (an error path).
+            let _ = tx.send((seq, compress_chunk(&chunk, &dict, level, last)));
+        });
+    }
+
+    /// Writes finished chunks in order; waits until at most `keep` remain in flight.
+    fn drain(&mut self, keep: u64) -> io::Result<()> {
+        loop {
+            while let Some((bytes, crc)) = self.ready.remove(&self.next_write) {
+                self.write_header()?;
+                self.inner.write_all(&bytes)?;
+                self.crc.combine(&crc);
+                self.next_write += 1;
+            }
+            let in_flight = self.next_seq - self.next_write;
+            let done = if in_flight > keep {
+                // The sender half lives in `self`, so this never disconnects.
+                self.rx.recv().map_err(io::Error::other)?
+            } else {
+                match self.rx.try_recv() {
+                    Ok(done) => done,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let (seq, result) = done;
+            self.ready.insert(seq, result?);
         }
-        let end = n * CHUNK;
-        self.dict.clear();
-        self.dict.extend_from_slice(&self.buf[end - DICT..end]);
-        self.buf.drain(..end);
-        Ok(())
     }
 
     /// Ends the stream (last chunk, CRC and length trailer) and returns the
     /// inner writer.
     pub(crate) fn finish(mut self) -> io::Result<W> {
-        self.flush_chunks()?;
         self.write_header()?;
-        let (bytes, crc) = compress_chunk(&self.buf, &self.dict, self.level, true)?;
-        self.inner.write_all(&bytes)?;
-        self.crc.combine(&crc);
+        self.submit(true);
+        self.drain(0)?;
         self.inner.write_all(&self.crc.sum().to_le_bytes())?;
         // ISIZE is the length modulo 2^32 (RFC 1952).
         self.inner.write_all(&self.crc.amount().to_le_bytes())?;
@@ -119,11 +151,11 @@ impl<W: Write> ParGzip<W> {
 
 impl<W: Write> Write for ParGzip<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = (self.threads * CHUNK).saturating_sub(self.buf.len()).max(1);
-        let n = data.len().min(room);
+        let n = data.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= self.threads * CHUNK {
-            self.flush_chunks()?;
+        if self.buf.len() == CHUNK {
+            self.submit(false);
+            self.drain(2 * self.threads as u64)?;
         }
         Ok(n)
     }

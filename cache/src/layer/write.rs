@@ -133,6 +133,57 @@ pub fn write_layer(
     })
 }
 
+/// A writer that only counts what passes through it.
+struct Count<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for Count<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compresses `input` exactly as [`write_layer`] compresses a tar stream
+/// (same encoder, level and threads) and returns the compressed size: the
+/// compressor alone, without walk, tar or digests. `bench/compression.sh`
+/// measures the layer writer against it.
+pub fn compress_stream(
+    input: &mut dyn io::Read,
+    compression: Compression,
+    threads: usize,
+    out: &mut dyn Write,
+) -> Result<u64, LayerWriteError> {
+    let threads = threads.max(1);
+    let werr = |source| LayerWriteError::Write { source };
+    let mut counted = Count { inner: out, count: 0 };
+    match compression {
+        Compression::Uncompressed => {
+            io::copy(input, &mut counted).map_err(werr)?;
+        }
+        Compression::Gzip { level } => {
+            let mut gz = ParGzip::new(&mut counted, level, threads)
+                .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
+            io::copy(input, &mut gz).map_err(werr)?;
+            gz.finish().map_err(werr)?;
+        }
+        Compression::Zstd { level } => {
+            let mut enc = zstd::stream::write::Encoder::new(&mut counted, level).map_err(werr)?;
+            enc.multithread(threads as u32).map_err(werr)?;
+            io::copy(input, &mut enc).map_err(werr)?;
+            enc.finish().map_err(werr)?;
+        }
+    }
+    Ok(counted.count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +355,14 @@ mod tests {
                 }
             }
             assert!(back == tar, "{compression:?} round trip");
+        }
+        // The compressor alone gives the layer writer's very bytes.
+        for compression in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }] {
+            let (_, blob) = layer(tmp.path(), compression, 2, Some(0));
+            let mut alone = Vec::new();
+            let n = compress_stream(&mut &tar[..], compression, 2, &mut alone).unwrap();
+            assert_eq!(n, alone.len() as u64);
+            assert!(alone == blob, "{compression:?}: compressor alone differs from the layer writer");
         }
         // Twice the same: same digest.
         let (again, _) = layer(tmp.path(), Compression::Gzip { level: 6 }, 2, Some(0));

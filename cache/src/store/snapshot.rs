@@ -64,7 +64,9 @@ impl SnapshotDraft {
             match rustix::fs::renameat_with(CWD, &self.dir, CWD, &dest, RenameFlags::NOREPLACE) {
                 Ok(()) => {
                     self.committed = true;
-                    super::sync_parent(&dest);
+                    // No fsync of `snapshots/`: the diff's own files never
+                    // were, and a record naming a snapshot lost to a power
+                    // cut is a miss (`lookup` checks the snapshot exists).
                     self.inner.session.append('s', &id.0)?;
                     return Ok(id);
                 }

@@ -119,7 +119,14 @@ pub struct SolveOptions {
     /// Records of `--cache-from`: a key the store misses but these hold is
     /// a hit whose blobs are fetched only when its files are needed.
     pub imported: Option<Arc<ImportedCache>>,
+    /// Called with the vertex and its new snapshot each time an exec or
+    /// file vertex commits one (the builder starts writing layer blobs in
+    /// the background from here, while later steps run).
+    pub on_commit: Option<CommitHook>,
 }
+
+/// See [`SolveOptions::on_commit`].
+pub type CommitHook = Arc<dyn Fn(&Digest, &SnapshotId) + Send + Sync>;
 
 /// Privileges a build may grant (`--allow`, BuildKit's entitlements). A
 /// graph asking for one that is not granted is refused before anything runs.
@@ -599,6 +606,9 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
             &key_text,
             &CacheRecord { chain: chain.clone(), layers: layers.clone(), created, extra: BTreeMap::new() },
         )?;
+        if let (Some(hook), Op::Exec(_) | Op::File(_), Some(top)) = (&shared.opts.on_commit, &vertex.op, chain.last()) {
+            hook(&vertex.digest, top);
+        }
     }
     shared.progress.event(Event::Done { digest: vertex.digest, elapsed: started.elapsed() });
     Ok(Finished { result, key, lazy: None })
@@ -734,6 +744,7 @@ mod tests {
                 entitlements: Entitlements::default(),
                 limits: RunLimits::default(),
                 imported: None,
+                on_commit: None,
             };
             match solve(&def, &store, &NoSources, &opts, &Silent) {
                 Err(e @ SolveError::Entitlement { .. }) => {
