@@ -207,6 +207,107 @@ impl PatternMatcher {
     }
 }
 
+/// fsutil's `patternWithoutTrailingGlob`: a pattern without a final `/**`
+/// or `/*`.
+fn without_trailing_glob(p: &str) -> &str {
+    let p = p.strip_suffix("/**").unwrap_or(p);
+    p.strip_suffix("/*").unwrap_or(p)
+}
+
+impl PatternMatcher {
+    /// fsutil's `onlyPrefixExcludeExceptions`: no `!` pattern has a
+    /// wildcard character (`*[]?^\\`) once a trailing `/**` or `/*` is
+    /// dropped. Only then does its walk skip excluded directories.
+    fn only_prefix_exceptions(&self) -> bool {
+        !self
+            .patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| without_trailing_glob(&p.cleaned).contains(['*', '[', ']', '?', '^', '\\']))
+    }
+
+    /// fsutil's `SkipDir` for an excluded directory `dir`: with only prefix
+    /// exceptions, the directory is not walked unless some `!` pattern
+    /// (without its trailing glob) starts with `dir/`. With a wildcard
+    /// exception anywhere, every excluded directory is walked.
+    fn skips_excluded_dir(&self, dir: &str) -> bool {
+        if !self.only_prefix_exceptions() {
+            return false;
+        }
+        let dir_slash = format!("{dir}/");
+        !self
+            .patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| format!("{}/", without_trailing_glob(&p.cleaned)).starts_with(&dir_slash))
+    }
+}
+
+/// Which paths of a context directory BuildKit's context transfer sends,
+/// exactly as fsutil's filtered walk decides: an excluded file is not sent;
+/// an excluded directory is either skipped whole (see
+/// [`PatternMatcher::skips_excluded_dir`]) — even when a pattern would
+/// re-include something below it — or walked, and then sent only as the
+/// parent of something inside it that is sent.
+pub struct ContextFilter {
+    matcher: PatternMatcher,
+    root: std::path::PathBuf,
+    only_prefix: bool,
+    /// Walked excluded directory -> whether anything below it is sent.
+    sends_below: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+}
+
+impl ContextFilter {
+    /// A filter for the context at `root` with `.dockerignore` `matcher`.
+    pub fn new(matcher: PatternMatcher, root: std::path::PathBuf) -> Self {
+        let only_prefix = matcher.only_prefix_exceptions();
+        Self { matcher, root, only_prefix, sends_below: Default::default() }
+    }
+
+    /// Is `path` (relative, clean, slash-separated) left out of the context?
+    pub fn ignored(&self, path: &str) -> bool {
+        if path.is_empty() || path == "." || self.matcher.is_empty() {
+            return false;
+        }
+        // A skipped ancestor hides everything below it, re-included or not.
+        // (Without exceptions a matched ancestor also matches `path`; with
+        // wildcard exceptions nothing is skipped.)
+        if self.only_prefix && self.matcher.exclusions {
+            let mut end = 0;
+            while let Some(i) = path[end..].find('/') {
+                let dir = &path[..end + i];
+                if self.matcher.matches(dir) && self.matcher.skips_excluded_dir(dir) {
+                    return true;
+                }
+                end += i + 1;
+            }
+        }
+        if !self.matcher.matches(path) {
+            return false;
+        }
+        let is_dir = std::fs::symlink_metadata(self.root.join(path)).is_ok_and(|m| m.is_dir());
+        if !is_dir || self.matcher.skips_excluded_dir(path) {
+            return true;
+        }
+        !self.sends_something_below(path)
+    }
+
+    fn sends_something_below(&self, dir: &str) -> bool {
+        if let Some(v) = self.sends_below.lock().expect("filter memo").get(dir) {
+            return *v;
+        }
+        let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(self.root.join(dir)) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        // Names are matched as moby sees them (invalid UTF-8 as U+FFFD).
+        let sends = names.iter().any(|n| !self.ignored(&format!("{dir}/{}", n.to_string_lossy())));
+        self.sends_below.lock().expect("filter memo").insert(dir.to_string(), sends);
+        sends
+    }
+}
+
 /// One compiled pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {

@@ -59,8 +59,9 @@ pub(crate) fn run(
                 bind.source
             }
             MountKind::Cache { id, sharing } => {
-                let dir = store.cache_mount_dir(id)?;
-                shared.lease.add_mount(id)?;
+                let key = cache_dir_key(id, mount);
+                let dir = store.cache_mount_dir(&key)?;
+                shared.lease.add_mount(&key)?;
                 let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
                 lock_name.push(".lock");
                 let lock_path = dir.with_file_name(lock_name);
@@ -227,4 +228,19 @@ fn write_private(path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32) -> std
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(gid));
     Ok(())
+}
+
+/// The store key of a cache mount's directory. BuildKit keys a cache on its
+/// id plus the mount's base: `uid=`, `gid=` or `mode=` make that base a
+/// directory made with those options (`setCacheUIDGID`), so such a mount
+/// never shares the default cache of the same id, nor one with other
+/// options. The frontend fills in the defaults (0, 0, 0755), so options
+/// spelling out exactly the defaults share the default cache here, where
+/// BuildKit would give them their own (an empty one).
+fn cache_dir_key(id: &str, mount: &crate::graph::Mount) -> String {
+    let (uid, gid, mode) = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0), mount.mode.unwrap_or(0o755));
+    if (uid, gid, mode) == (0, 0, 0o755) {
+        return id.to_string();
+    }
+    format!("{id} uid={uid} gid={gid} mode={mode:o}")
 }
