@@ -275,13 +275,24 @@ fn context(case: &Path, cf: &CaseFile, work: &Path) -> PathBuf {
 struct Rbuild<'a> {
     reg: &'a TestRegistry,
     store: PathBuf,
+    /// Run as the unprivileged `rbuildtest` user (with a subuid range).
+    rootless: bool,
 }
 
 impl Rbuild<'_> {
     /// Builds `ctx`; `Err(stderr)` when the build fails.
     fn build(&self, ctx: &Path, cf: &CaseFile, out: &Path) -> Result<Image, String> {
         let _ = fs::remove_dir_all(out);
-        let mut cmd = rbuild();
+        let mut cmd = if self.rootless {
+            // The user reads the context and writes the store and output.
+            util::run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(ctx));
+            let mut c = Command::new("runuser");
+            c.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
+            c.env("HOME", self.store.parent().unwrap());
+            c
+        } else {
+            rbuild()
+        };
         cmd.arg("--root").arg(&self.store).args(["build", "--progress", "plain"]);
         cmd.arg("--build-context").arg(format!("busybox=docker-image://{}", self.reg.reference("busybox:latest")));
         for (k, v) in &cf.build_args {
@@ -356,13 +367,36 @@ fn first_diff(want: &str, got: &str) -> String {
 
 #[test]
 fn compat_cases_match_buildkit() {
+    run_cases(false);
+}
+
+/// The same cases built by an unprivileged user: a rootless build must
+/// give the same image.
+#[test]
+fn compat_cases_match_buildkit_rootless() {
+    if !util::is_root() {
+        eprintln!("not root: cannot switch to the test user; the other test already runs unprivileged");
+        return;
+    }
+    if std::env::var("COMPAT_REGEN").is_ok() {
+        return;
+    }
+    util::ensure_test_user();
+    run_cases(true);
+}
+
+fn run_cases(rootless: bool) {
     let regen = std::env::var("COMPAT_REGEN").ok();
     let only: Option<Vec<String>> =
         std::env::var("COMPAT_CASES").ok().map(|s| s.split(',').map(str::to_string).collect());
     let reg = TestRegistry::start();
     reg.push_busybox("busybox:latest");
-    let work = tempfile::Builder::new().prefix("rbuild-compat").tempdir_in(util::shared_tmp()).unwrap();
-    let rb = Rbuild { reg: &reg, store: work.path().join("store") };
+    // Under /tmp, which the test user can reach.
+    let work = tempfile::Builder::new().prefix("rbuild-compat").tempdir_in("/tmp").unwrap();
+    if rootless {
+        util::run(Command::new("chown").arg("rbuildtest:rbuildtest").arg(work.path()));
+    }
+    let rb = Rbuild { reg: &reg, store: work.path().join("store"), rootless };
     let docker = regen.as_deref() == Some("docker");
     if docker {
         Docker::prepare(&reg);
@@ -414,14 +448,14 @@ fn compat_cases_match_buildkit() {
         }
         let want = fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
         if want == text {
-            println!("ok   {name}");
+            println!("ok   {name}{}", if rootless { " (rootless)" } else { "" });
             passed += 1;
         } else {
             let why = match &got {
                 Err(e) => format!("build failed: {}", e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")),
                 Ok(_) => first_diff(&want, &text),
             };
-            println!("FAIL {name}: {why}");
+            println!("FAIL {name}{}: {why}", if rootless { " (rootless)" } else { "" });
             failed.push(name);
         }
     }
