@@ -46,9 +46,6 @@ struct CaseFile {
     target: Option<String>,
     setup: Option<String>,
     pinned: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    note: Option<String>,
 }
 
 /// One tree entry, rendered as its golden line after the path.

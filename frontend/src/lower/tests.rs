@@ -354,3 +354,61 @@ fn a_graph_context_is_taken_into_the_lowering() {
     let run = from.definition.get(&from.definition.output().unwrap()).unwrap();
     assert_eq!(run.inputs, [dep_result]);
 }
+
+/// Issue 10, difference 1: `FROM scratch` has BuildKit's `emptyImage`
+/// config, WorkingDir `/` included.
+#[test]
+fn diff01_scratch_config_has_working_dir_root() {
+    let b = lower_text("FROM scratch\nCOPY a /a\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/");
+    assert_eq!(b.config.env_get("PATH"), Some(DEFAULT_PATH));
+}
+
+/// Issue 10, difference 8: an absolute WORKDIR is recorded as written
+/// (trailing slash kept), a relative one is joined and cleaned, and
+/// `WORKDIR /` adds no layer.
+#[test]
+fn diff08_workdir_keeps_absolute_paths_as_written() {
+    let b = lower_text("FROM busybox\nWORKDIR /tmp/\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/tmp/");
+    let b = lower_text("FROM busybox\nWORKDIR /srv/\nWORKDIR a/../b/\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/srv/b");
+    let mkdirs: Vec<String> = b
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::File(f) => match &f.actions[0] {
+                FileAction::Mkdir { path, .. } => Some(path.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mkdirs, ["/srv", "/srv/b"]);
+    let b = lower_text("FROM busybox\nWORKDIR /\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/");
+    let last = b.history.last().unwrap();
+    assert_eq!(last.history.created_by, "WORKDIR /");
+    assert!(last.history.empty_layer && last.layer.is_none());
+}
+
+/// Issue 10, difference 2: COPY sources allow an empty wildcard match
+/// (BuildKit's `AllowEmptyWildcard`).
+#[test]
+fn diff02_copy_sources_allow_empty_wildcards() {
+    let b = lower_text("FROM busybox\nCOPY a.txt missing* /d/\n", &LowerOptions::default()).unwrap();
+    let copies: Vec<bool> = b
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::File(f) => f.actions.iter().find_map(|a| match a {
+                FileAction::Copy { allow_empty_wildcard, .. } => Some(*allow_empty_wildcard),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies, [true]);
+}

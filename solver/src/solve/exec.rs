@@ -244,3 +244,40 @@ fn cache_dir_key(id: &str, mount: &crate::graph::Mount) -> String {
     }
     format!("{id} uid={uid} gid={gid} mode={mode:o}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::cache_dir_key;
+    use crate::graph::{CacheSharing, Mount, MountKind};
+
+    fn cache(uid: u32, gid: u32, mode: u32) -> Mount {
+        Mount {
+            input: None,
+            selector: String::new(),
+            target: "/cache".into(),
+            readonly: false,
+            kind: MountKind::Cache { id: "/cache".into(), sharing: CacheSharing::Shared },
+            mode: Some(mode),
+            uid: Some(uid),
+            gid: Some(gid),
+        }
+    }
+
+    /// Issue 10, difference 6: a cache mount's owner and mode are part of
+    /// which cache it is.
+    #[test]
+    fn diff06_cache_mounts_are_keyed_on_uid_gid_and_mode() {
+        let default = cache_dir_key("/cache", &cache(0, 0, 0o755));
+        assert_eq!(default, "/cache", "the default cache keeps its id as key");
+        let keys = [
+            cache_dir_key("/cache", &cache(10, 0, 0o755)),
+            cache_dir_key("/cache", &cache(0, 10, 0o755)),
+            cache_dir_key("/cache", &cache(0, 0, 0o700)),
+            cache_dir_key("/cache", &cache(10, 10, 0o755)),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            assert_ne!(k, &default);
+            assert!(keys[i + 1..].iter().all(|o| o != k), "{keys:?}");
+        }
+    }
+}
