@@ -249,6 +249,10 @@ impl Lowering<'_> {
             st.config = parent.config.clone();
             st.history = parent.history.clone();
             st.platform = parent.platform.clone();
+            // The parent stage's own ONBUILD instructions trigger here, as
+            // an image's do (BuildKit's `resolveStages` takes them from
+            // `d.base.commands`).
+            onbuild = std::mem::take(&mut st.config.config.on_build);
         } else if base_name.eq_ignore_ascii_case("scratch") {
             // BuildKit's `emptyImage`: PATH and a WorkingDir of `/`.
             st.config.env_set("PATH", DEFAULT_PATH);

@@ -412,3 +412,17 @@ fn diff02_copy_sources_allow_empty_wildcards() {
         .collect();
     assert_eq!(copies, [true]);
 }
+
+/// Found by the compat cases: ONBUILD triggers of a parent *stage* run in
+/// the stage built on it (BuildKit's `resolveStages`), and are not kept in
+/// the child's config.
+#[test]
+fn onbuild_of_a_parent_stage_triggers_in_the_child() {
+    let text = "FROM busybox AS parent\nONBUILD RUN echo triggered\nFROM parent\nRUN echo child\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    let args: Vec<&str> = execs(&b).iter().map(|e| e.args[2].as_str()).collect();
+    assert_eq!(args, ["echo triggered", "echo child"]);
+    assert!(b.config.config.on_build.is_empty());
+    let b = lower_text(text, &LowerOptions { target: Some("parent".into()), ..Default::default() }).unwrap();
+    assert_eq!(b.config.config.on_build, ["RUN echo triggered"]);
+}
