@@ -9,7 +9,9 @@
 //! the copied context first, for what git cannot hold: ownership, empty
 //! directories, tars with special headers), `pinned` (a string saying why
 //! the golden follows current BuildKit's source rather than the reference
-//! builder at hand; regenerating from a reference skips the case).
+//! builder at hand; regenerating from a reference skips the case),
+//! `intentional` (the golden is rbuild's on purpose, differing from
+//! BuildKit for the reason given, also listed in the README).
 //! `FROM busybox` names the test registry's busybox (a `--build-context`).
 //!
 //! The golden lists the image's config fields (`config Field=json`) and each
@@ -46,6 +48,7 @@ struct CaseFile {
     target: Option<String>,
     setup: Option<String>,
     pinned: Option<String>,
+    intentional: Option<String>,
 }
 
 /// One tree entry, rendered as its golden line after the path.
@@ -425,6 +428,10 @@ fn run_cases(rootless: bool) {
         let got = if docker {
             if let Some(why) = &cf.pinned {
                 println!("skip {name}: golden pinned to current BuildKit ({why})");
+                continue;
+            }
+            if let Some(why) = &cf.intentional {
+                println!("skip {name}: intentional difference from BuildKit ({why})");
                 continue;
             }
             Docker::build(&ctx, &cf, work.path())
