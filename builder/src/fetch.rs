@@ -110,6 +110,14 @@ async fn download(url: &str, checksum: Option<&str>, dest: &Path) -> Result<(), 
     if !response.status().is_success() {
         return Err(FetchError::Status { url: url.to_string(), status: response.status() });
     }
+    // BuildKit's HTTP source dates the file by `Last-Modified` (in any
+    // format Go's `http.ParseTime` reads), or the Unix epoch without one.
+    let mtime = response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_time)
+        .unwrap_or(std::time::UNIX_EPOCH);
     let mut file = std::fs::File::create(dest).map_err(write_err)?;
     let mut hasher = Sha256::new();
     let mut stream = response.bytes_stream();
@@ -128,5 +136,34 @@ async fn download(url: &str, checksum: Option<&str>, dest: &Path) -> Result<(), 
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600)).map_err(write_err)?;
+    file.set_times(std::fs::FileTimes::new().set_accessed(mtime).set_modified(mtime)).map_err(write_err)?;
     Ok(())
+}
+
+/// Go's `http.ParseTime`: RFC 1123 with `GMT`, RFC 850, or ANSI C
+/// `asctime` (always UTC).
+fn parse_http_time(v: &str) -> Option<std::time::SystemTime> {
+    let v = v.trim();
+    let formats = ["%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"];
+    let t = formats.iter().find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())?;
+    let secs = t.and_utc().timestamp();
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_http_time;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn last_modified_formats_of_go_http_parse_time() {
+        let want = Some(UNIX_EPOCH + Duration::from_secs(784111777));
+        assert_eq!(parse_http_time("Sun, 06 Nov 1994 08:49:37 GMT"), want);
+        assert_eq!(parse_http_time("Sunday, 06-Nov-94 08:49:37 GMT"), want);
+        assert_eq!(parse_http_time("Sun Nov  6 08:49:37 1994"), want);
+        assert_eq!(parse_http_time("yesterday"), None);
+        // Go's `TimeFormat` demands the literal `GMT`.
+        assert_eq!(parse_http_time("Sun, 06 Nov 1994 08:49:37 +0200"), None);
+    }
 }

@@ -606,6 +606,33 @@ fn add_http_with_checksum_and_git_over_http() {
     assert!(stderr(&out).contains("checksum mismatch"), "{}", stderr(&out));
 }
 
+/// Issue 10, difference 7: `ADD http://...` dates the file by the
+/// response's `Last-Modified` (BuildKit's HTTP source), not the build time.
+#[test]
+fn add_http_file_gets_the_last_modified_time() {
+    let served = tempfile::tempdir().unwrap();
+    let file = served.path().join("dated.txt");
+    std::fs::write(&file, "dated\n").unwrap();
+    // python's http.server sends the file's mtime as `Last-Modified`.
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(when).unwrap();
+    let server = HttpServer::serve(served.path());
+    let ctx = dockerfile_dir(&format!("FROM scratch\nADD http://{}/dated.txt /dated.txt\n", server.addr));
+    let store = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("fs.tar");
+    ok(build(store.path(), ctx.path(), &["-o", &format!("type=tar,dest={}", tar.display())]));
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mtime = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy().trim_start_matches("./") == "dated.txt")
+        .map(|e| e.header().mtime().unwrap())
+        .expect("dated.txt in the image");
+    assert_eq!(mtime, 1_000_000_000);
+}
+
 #[test]
 fn source_date_epoch_and_zstd_give_reproducible_images() {
     let reg = registry_with_busybox();

@@ -207,6 +207,169 @@ impl PatternMatcher {
     }
 }
 
+/// fsutil's `patternWithoutTrailingGlob`: a pattern without a final `/**`
+/// or `/*`.
+fn without_trailing_glob(p: &str) -> &str {
+    let p = p.strip_suffix("/**").unwrap_or(p);
+    p.strip_suffix("/*").unwrap_or(p)
+}
+
+impl PatternMatcher {
+    /// fsutil's `onlyPrefixExcludeExceptions`: no `!` pattern has a
+    /// wildcard character (`*[]?^\\`) once a trailing `/**` or `/*` is
+    /// dropped. Only then does its walk skip excluded directories.
+    fn only_prefix_exceptions(&self) -> bool {
+        !self
+            .patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| without_trailing_glob(&p.cleaned).contains(['*', '[', ']', '?', '^', '\\']))
+    }
+
+    /// fsutil's `SkipDir` for an excluded directory `dir`: with only prefix
+    /// exceptions, the directory is not walked unless some `!` pattern
+    /// (without its trailing glob) starts with `dir/`. With a wildcard
+    /// exception anywhere, every excluded directory is walked.
+    fn skips_excluded_dir(&self, dir: &str) -> bool {
+        if !self.only_prefix_exceptions() {
+            return false;
+        }
+        let dir_slash = format!("{dir}/");
+        !self
+            .patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| format!("{}/", without_trailing_glob(&p.cleaned)).starts_with(&dir_slash))
+    }
+}
+
+/// Which paths of a context directory BuildKit's context transfer sends,
+/// exactly as fsutil's filtered walk decides: an excluded file is not sent;
+/// an excluded directory is either skipped whole (see
+/// [`PatternMatcher::skips_excluded_dir`]) — even when a pattern would
+/// re-include something below it — or walked, and then sent only as the
+/// parent of something inside it that is sent.
+pub struct ContextFilter {
+    matcher: PatternMatcher,
+    root: std::path::PathBuf,
+    only_prefix: bool,
+    /// Walked excluded directory -> whether anything below it is sent.
+    sends_below: std::sync::Mutex<std::collections::HashMap<String, bool>>,
+}
+
+impl ContextFilter {
+    /// A filter for the context at `root` with `.dockerignore` `matcher`.
+    pub fn new(matcher: PatternMatcher, root: std::path::PathBuf) -> Self {
+        let only_prefix = matcher.only_prefix_exceptions();
+        Self { matcher, root, only_prefix, sends_below: Default::default() }
+    }
+
+    /// Is `path` (relative, clean, slash-separated) left out of the context?
+    pub fn ignored(&self, path: &str) -> bool {
+        match self.decide(path) {
+            Decision::Sent => false,
+            Decision::NotSent => true,
+            Decision::WalkedExcluded => !self.sends_something_below(path),
+        }
+    }
+
+    /// What fsutil's walk does with `path`, without looking below it.
+    fn decide(&self, path: &str) -> Decision {
+        if path.is_empty() || path == "." || self.matcher.is_empty() {
+            return Decision::Sent;
+        }
+        // A skipped ancestor hides everything below it, re-included or not.
+        // (Without exceptions a matched ancestor also matches `path`; with
+        // wildcard exceptions nothing is skipped.)
+        if self.only_prefix && self.matcher.exclusions {
+            let mut end = 0;
+            while let Some(i) = path[end..].find('/') {
+                let dir = &path[..end + i];
+                if self.matcher.matches(dir) && self.matcher.skips_excluded_dir(dir) {
+                    return Decision::NotSent;
+                }
+                end += i + 1;
+            }
+        }
+        if !self.matcher.matches(path) {
+            return Decision::Sent;
+        }
+        let is_dir = std::fs::symlink_metadata(self.root.join(path)).is_ok_and(|m| m.is_dir());
+        if !is_dir || self.matcher.skips_excluded_dir(path) {
+            return Decision::NotSent;
+        }
+        Decision::WalkedExcluded
+    }
+
+    /// Whether anything below the walked excluded directory `dir` is sent.
+    /// Iterative (a context may nest directories thousands deep) and
+    /// memoised for every directory it settles, so a walk that asks about
+    /// each directory of an excluded tree reads the tree once.
+    fn sends_something_below(&self, dir: &str) -> bool {
+        let memo = |d: &str| self.sends_below.lock().expect("filter memo").get(d).copied();
+        let mark_sent = |from: &str| {
+            let mut m = self.sends_below.lock().expect("filter memo");
+            let mut p = from;
+            loop {
+                m.insert(p.to_string(), true);
+                if p == dir {
+                    break;
+                }
+                p = p.rsplit_once('/').map_or(dir, |(parent, _)| parent);
+            }
+        };
+        if let Some(v) = memo(dir) {
+            return v;
+        }
+        let mut stack = vec![dir.to_string()];
+        let mut settled = Vec::new();
+        while let Some(d) = stack.pop() {
+            match memo(&d) {
+                Some(true) => {
+                    mark_sent(&d);
+                    return true;
+                }
+                Some(false) => continue,
+                None => {}
+            }
+            let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(self.root.join(&d)) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+                Err(_) => Vec::new(),
+            };
+            names.sort();
+            for n in names {
+                // Names are matched as moby sees them (invalid UTF-8 as U+FFFD).
+                let q = format!("{d}/{}", n.to_string_lossy());
+                match self.decide(&q) {
+                    Decision::Sent => {
+                        mark_sent(&d);
+                        return true;
+                    }
+                    Decision::NotSent => {}
+                    Decision::WalkedExcluded => stack.push(q),
+                }
+            }
+            settled.push(d);
+        }
+        let mut m = self.sends_below.lock().expect("filter memo");
+        for d in settled {
+            m.insert(d, false);
+        }
+        false
+    }
+}
+
+/// [`ContextFilter::decide`]'s answer.
+enum Decision {
+    /// Sent (and so are its parents).
+    Sent,
+    /// Not sent, nor anything below it.
+    NotSent,
+    /// An excluded directory that is walked: sent only as the parent of
+    /// something below it that is sent.
+    WalkedExcluded,
+}
+
 /// One compiled pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -973,5 +1136,70 @@ mod tests {
         assert!(!m.excludes_entry("src/main.rs", false));
         assert!(PatternMatcher::new(&["[".into()]).is_err());
         assert!(PatternMatcher::default().is_empty() && !PatternMatcher::default().excludes_entry("a", false));
+    }
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = t.path().join(f);
+            if let Some(d) = f.strip_suffix('/') {
+                std::fs::create_dir_all(t.path().join(d)).unwrap();
+            } else {
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, "x").unwrap();
+            }
+        }
+        t
+    }
+
+    /// Issue 10, difference 10: what fsutil's filtered walk sends.
+    #[test]
+    fn context_filter_sends_what_fsutil_walk_sends() {
+        let t =
+            tree(&["volume/two.txt", "volume/data/oneline.txt", "volume/empty/x.txt", "volume/hollow/", "keep.txt"]);
+        let f = ContextFilter::new(pm(&["volume/", "!**/oneline.txt"]), t.path().to_path_buf());
+        // A wildcard exception: every excluded directory is walked, and
+        // sent only as the parent of something sent.
+        assert!(!f.ignored("volume"));
+        assert!(!f.ignored("volume/data"));
+        assert!(!f.ignored("volume/data/oneline.txt"));
+        assert!(f.ignored("volume/two.txt"));
+        assert!(f.ignored("volume/empty"), "an excluded directory with nothing sent below it");
+        assert!(f.ignored("volume/hollow"));
+        assert!(!f.ignored("keep.txt"));
+
+        // Literal exceptions: an excluded directory is walked only when an
+        // exception (without a trailing `/*` or `/**`) starts with its path.
+        let t = tree(&["a/keep/k", "a/other/o", "b/x", "c/d/e"]);
+        let f = ContextFilter::new(pm(&["a", "b", "c", "!a/keep/**", "!c/d/e"]), t.path().to_path_buf());
+        assert!(!f.ignored("a") && !f.ignored("a/keep") && !f.ignored("a/keep/k"));
+        assert!(f.ignored("a/other") && f.ignored("a/other/o"));
+        assert!(f.ignored("b") && f.ignored("b/x"));
+        assert!(!f.ignored("c/d/e") && !f.ignored("c/d") && !f.ignored("c"));
+        let f = ContextFilter::new(pm(&["a"]), t.path().to_path_buf());
+        assert!(f.ignored("a") && f.ignored("a/keep/k"));
+    }
+
+    /// A hostile context nests excluded directories thousands deep: the
+    /// filter neither overflows the stack nor rescans the tree per level.
+    #[test]
+    fn context_filter_survives_deeply_nested_excluded_dirs() {
+        let t = tempfile::tempdir().unwrap();
+        // As deep as a path can name (PATH_MAX 4096).
+        let depth = 1000;
+        let mut deep = t.path().join("junk");
+        std::fs::create_dir(&deep).unwrap();
+        for _ in 0..depth {
+            deep.push("d");
+            std::fs::create_dir(&deep).unwrap();
+        }
+        let f = ContextFilter::new(pm(&["junk", "!**/wanted"]), t.path().to_path_buf());
+        assert!(f.ignored("junk"));
+        let mid = format!("junk{}", "/d".repeat(depth / 2));
+        assert!(f.ignored(&mid));
+        std::fs::write(deep.join("wanted"), "w").unwrap();
+        let f = ContextFilter::new(pm(&["junk", "!**/wanted"]), t.path().to_path_buf());
+        assert!(!f.ignored("junk"));
+        assert!(!f.ignored(&mid));
     }
 }

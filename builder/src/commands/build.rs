@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use rbuild_cache::layer::LayerOptions;
 use rbuild_frontend::lower::{self, BuiltContext, LoweredBuild, NamedContext};
-use rbuild_solver::dockerignore::PatternMatcher;
+use rbuild_solver::dockerignore::{ContextFilter, PatternMatcher};
 use rbuild_solver::graph::{Definition, NetworkMode, Op, Platform};
 use rbuild_solver::sandbox::{CgroupRoot, IdMapping};
 use rbuild_solver::solve::{self, ContextDir, ContextKey, RunLimits, SolveOptions};
@@ -457,21 +457,12 @@ fn solve_options(planned: &[Planned<'_>], mapping: &IdMapping) -> Result<SolveOp
         let (input, origins) = (&plan.input, &plan.origins);
         let main_ignore =
             PatternMatcher::new(&input.dockerignore).map_err(|e| anyhow::anyhow!("invalid .dockerignore: {e}"))?;
-        let main_ignore = Arc::new(main_ignore);
-        let root = input.context_dir.clone();
+        // Exactly the paths BuildKit's context transfer (fsutil's filtered
+        // walk) would send.
+        let filter = ContextFilter::new(main_ignore, input.context_dir.clone());
         contexts.insert(
             ContextKey { name: "context".into(), origin: origins["context"].clone() },
-            ContextDir {
-                root: input.context_dir.clone(),
-                // An excluded directory is still walked when a `!` pattern may
-                // re-include something inside it.
-                ignore: Arc::new(move |p: &str| {
-                    main_ignore.matches(p)
-                        && !(main_ignore.has_exclusions()
-                            && main_ignore.dir_may_contain_included(p)
-                            && root.join(p).is_dir())
-                }),
-            },
+            ContextDir { root: input.context_dir.clone(), ignore: Arc::new(move |p: &str| filter.ignored(p)) },
         );
         for (name, dir) in &input.local_contexts {
             contexts.insert(

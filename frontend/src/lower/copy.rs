@@ -272,7 +272,10 @@ impl Lowering<'_> {
                 chown: plan.chown.clone(),
                 chmod: plan.chmod.clone(),
                 allow_wildcard: true,
-                allow_empty_wildcard: false,
+                // BuildKit's COPY lowering sets `AllowEmptyWildcard` on every
+                // context/stage source: a wildcard matching nothing copies
+                // nothing (and creates no destination).
+                allow_empty_wildcard: true,
                 unpack_archive: plan.unpack_archive,
                 parents: plan.parents,
                 exclude: plan.exclude.clone(),

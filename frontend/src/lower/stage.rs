@@ -249,8 +249,14 @@ impl Lowering<'_> {
             st.config = parent.config.clone();
             st.history = parent.history.clone();
             st.platform = parent.platform.clone();
+            // The parent stage's own ONBUILD instructions trigger here, as
+            // an image's do (BuildKit's `resolveStages` takes them from
+            // `d.base.commands`).
+            onbuild = std::mem::take(&mut st.config.config.on_build);
         } else if base_name.eq_ignore_ascii_case("scratch") {
+            // BuildKit's `emptyImage`: PATH and a WorkingDir of `/`.
             st.config.env_set("PATH", DEFAULT_PATH);
+            st.config.config.working_dir = "/".into();
         } else {
             let reference = match self.opts.named_contexts.get(&base_name) {
                 Some(super::NamedContext::Image(r)) => r.clone(),
@@ -447,8 +453,17 @@ impl Lowering<'_> {
             }
             Instruction::Workdir(w) => {
                 let w = exp(st, w)?;
-                let path = clean_path(&st.abs_path(&w));
+                // BuildKit's `NormalizeWorkdir`: an absolute path is recorded as
+                // written (`/tmp/` keeps its slash); a relative one is joined to
+                // the current directory and cleaned.
+                let path = if w.starts_with('/') { w.clone() } else { clean_path(&st.abs_path(&w)) };
                 st.config.config.working_dir = path.clone();
+                let dir = clean_path(&path);
+                if dir == "/" {
+                    // `/` always exists: BuildKit adds no mkdir and no layer.
+                    st.commit_history(format!("WORKDIR {path}"), None);
+                    return Ok(());
+                }
                 // BuildKit creates the directory so later steps can rely on it.
                 let chown = history::chown_for_user(&st.config.config.user);
                 let meta = st.meta(&format!("WORKDIR {path}"));
@@ -457,7 +472,7 @@ impl Lowering<'_> {
                 let d = self.definition.add(
                     Op::File(FileOp {
                         base: base.map(|_| 0),
-                        actions: vec![FileAction::Mkdir { path: path.clone(), mode: 0o755, make_parents: true, chown }],
+                        actions: vec![FileAction::Mkdir { path: dir, mode: 0o755, make_parents: true, chown }],
                     }),
                     inputs,
                     meta,

@@ -401,3 +401,75 @@ fn a_graph_context_brings_its_image_config() {
     assert!(copy.config.config.env.iter().all(|e| !e.starts_with("GREETING=")));
     assert!(copy.config.config.user.is_empty());
 }
+
+/// Issue 10, difference 1: `FROM scratch` has BuildKit's `emptyImage`
+/// config, WorkingDir `/` included.
+#[test]
+fn diff01_scratch_config_has_working_dir_root() {
+    let b = lower_text("FROM scratch\nCOPY a /a\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/");
+    assert_eq!(b.config.env_get("PATH"), Some(DEFAULT_PATH));
+}
+
+/// Issue 10, difference 8: an absolute WORKDIR is recorded as written
+/// (trailing slash kept), a relative one is joined and cleaned, and
+/// `WORKDIR /` adds no layer.
+#[test]
+fn diff08_workdir_keeps_absolute_paths_as_written() {
+    let b = lower_text("FROM busybox\nWORKDIR /tmp/\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/tmp/");
+    let b = lower_text("FROM busybox\nWORKDIR /srv/\nWORKDIR a/../b/\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/srv/b");
+    let mkdirs: Vec<String> = b
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::File(f) => match &f.actions[0] {
+                FileAction::Mkdir { path, .. } => Some(path.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mkdirs, ["/srv", "/srv/b"]);
+    let b = lower_text("FROM busybox\nWORKDIR /\n", &LowerOptions::default()).unwrap();
+    assert_eq!(b.config.config.working_dir, "/");
+    let last = b.history.last().unwrap();
+    assert_eq!(last.history.created_by, "WORKDIR /");
+    assert!(last.history.empty_layer && last.layer.is_none());
+}
+
+/// Issue 10, difference 2: COPY sources allow an empty wildcard match
+/// (BuildKit's `AllowEmptyWildcard`).
+#[test]
+fn diff02_copy_sources_allow_empty_wildcards() {
+    let b = lower_text("FROM busybox\nCOPY a.txt missing* /d/\n", &LowerOptions::default()).unwrap();
+    let copies: Vec<bool> = b
+        .definition
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.op {
+            Op::File(f) => f.actions.iter().find_map(|a| match a {
+                FileAction::Copy { allow_empty_wildcard, .. } => Some(*allow_empty_wildcard),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies, [true]);
+}
+
+/// Found by the compat cases: ONBUILD triggers of a parent *stage* run in
+/// the stage built on it (BuildKit's `resolveStages`), and are not kept in
+/// the child's config.
+#[test]
+fn onbuild_of_a_parent_stage_triggers_in_the_child() {
+    let text = "FROM busybox AS parent\nONBUILD RUN echo triggered\nFROM parent\nRUN echo child\n";
+    let b = lower_text(text, &LowerOptions::default()).unwrap();
+    let args: Vec<&str> = execs(&b).iter().map(|e| e.args[2].as_str()).collect();
+    assert_eq!(args, ["echo triggered", "echo child"]);
+    assert!(b.config.config.on_build.is_empty());
+    let b = lower_text(text, &LowerOptions { target: Some("parent".into()), ..Default::default() }).unwrap();
+    assert_eq!(b.config.config.on_build, ["RUN echo triggered"]);
+}

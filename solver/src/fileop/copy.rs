@@ -257,7 +257,9 @@ pub(super) fn selected_with_meta(
     exclude: &PatternMatcher,
 ) -> Result<Vec<(OsString, fs::Metadata)>, FileOpError> {
     let mut out = Vec::new();
-    for s in expand(input, src, allow_wildcard, false, false, exclude)? {
+    // An empty wildcard selects nothing (BuildKit's checksum of no paths);
+    // whether it is an error is the copy's own decision at execution.
+    for s in expand(input, src, allow_wildcard, true, false, exclude)? {
         if !s.rel.is_empty() {
             out.push((OsStr::from_bytes(&s.rel).to_os_string(), s.meta.clone()));
         }

@@ -319,9 +319,8 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
 /// as the file system names them (not necessarily UTF-8; symlinks among the
 /// sources resolved, so each path names what is really read). Directories
 /// are listed along with their contents. `exclude` are `--exclude`
-/// patterns, `ignore` the input's `.dockerignore` hook. Missing sources and
-/// empty wildcards are errors as in [`apply`] with `allow_empty_wildcard`
-/// false.
+/// patterns, `ignore` the input's `.dockerignore` hook. Missing sources are
+/// errors as in [`apply`]; a wildcard that matches nothing selects nothing.
 pub fn selected_files(
     root: &Path,
     src: &[String],

@@ -1,7 +1,8 @@
 //! Resolving `USER` strings (`user[:group]`) against the rootfs's `/etc/passwd` and `/etc/group`.
 //!
 //! Follows runc's `GetExecUser`: numeric ids need no entry; names must
-//! exist; supplementary groups are the groups listing the user's name; the
+//! exist; supplementary groups are the groups listing the user's name (none
+//! when a group is given); the
 //! home directory comes from the passwd entry (default `/`).
 
 /// A resolved user.
@@ -106,8 +107,11 @@ pub(crate) fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser,
                 .ok_or_else(|| UserError::NoGroup(g.to_string()))?,
         };
     }
-    let mut groups = vec![gid];
-    if !name.is_empty() {
+    // runc's `GetExecUser` (what BuildKit hands runc as `AdditionalGids`):
+    // supplementary groups are the groups listing the user, and only in
+    // the implicit form — `user:group` gets none, not even its own gid.
+    let mut groups = Vec::new();
+    if grp.is_none() && !name.is_empty() {
         for e in group_entries(group) {
             if e.members.contains(&name) && !groups.contains(&e.gid) {
                 groups.push(e.gid);
@@ -135,17 +139,18 @@ mod tests {
     fn names_and_supplementary_groups() {
         let u = resolve("builder", PASSWD, GROUP).unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1001));
-        assert_eq!(u.groups, vec![1001, 50, 10]);
+        // The primary group is not listed unless /etc/group names the user.
+        assert_eq!(u.groups, vec![50, 10]);
         assert_eq!(u.home, "/home/builder");
         let u = resolve("builder:staff", PASSWD, GROUP).unwrap();
         assert_eq!(u.gid, 50);
-        assert_eq!(u.groups, vec![50, 10]);
+        assert_eq!(u.groups, Vec::<u32>::new(), "an explicit group gives no supplementary groups");
     }
 
     #[test]
     fn numeric_ids_need_no_files() {
         let u = resolve("1000:1000", "", "").unwrap();
-        assert_eq!((u.uid, u.gid, u.groups.clone(), u.home.as_str()), (1000, 1000, vec![1000], "/"));
+        assert_eq!((u.uid, u.gid, u.groups.clone(), u.home.as_str()), (1000, 1000, vec![], "/"));
         let u = resolve("1000", PASSWD, GROUP).unwrap();
         assert_eq!(u.gid, 1001, "gid of a numeric uid comes from passwd");
     }

@@ -68,8 +68,9 @@ pub(crate) fn run(
                 bind.source
             }
             MountKind::Cache { id, sharing } => {
-                let dir = store.cache_mount_dir(id)?;
-                shared.lease.add_mount(id)?;
+                let key = cache_dir_key(id, mount);
+                let dir = store.cache_mount_dir(&key)?;
+                shared.lease.add_mount(&key)?;
                 let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
                 lock_name.push(".lock");
                 let lock_path = dir.with_file_name(lock_name);
@@ -274,5 +275,57 @@ mod hosts_tests {
         // A name cannot smuggle more lines or fields into the hosts file.
         assert!(matches!(HostEntry::parse("a\n6.6.6.6 evil=1.2.3.4"), Err(HostEntryError::BadName(_))));
         assert!(matches!(HostEntry::parse("a b=1.2.3.4"), Err(HostEntryError::BadName(_))));
+    }
+}
+
+/// The store key of a cache mount's directory. BuildKit keys a cache on its
+/// id plus the mount's base: `uid=`, `gid=` or `mode=` make that base a
+/// directory made with those options (`setCacheUIDGID`), so such a mount
+/// never shares the default cache of the same id, nor one with other
+/// options. The frontend fills in the defaults (0, 0, 0755), so options
+/// spelling out exactly the defaults share the default cache here, where
+/// BuildKit would give them their own (an empty one).
+fn cache_dir_key(id: &str, mount: &crate::graph::Mount) -> String {
+    let (uid, gid, mode) = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0), mount.mode.unwrap_or(0o755));
+    if (uid, gid, mode) == (0, 0, 0o755) {
+        return id.to_string();
+    }
+    format!("{id} uid={uid} gid={gid} mode={mode:o}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cache_dir_key;
+    use crate::graph::{CacheSharing, Mount, MountKind};
+
+    fn cache(uid: u32, gid: u32, mode: u32) -> Mount {
+        Mount {
+            input: None,
+            selector: String::new(),
+            target: "/cache".into(),
+            readonly: false,
+            kind: MountKind::Cache { id: "/cache".into(), sharing: CacheSharing::Shared },
+            mode: Some(mode),
+            uid: Some(uid),
+            gid: Some(gid),
+        }
+    }
+
+    /// Issue 10, difference 6: a cache mount's owner and mode are part of
+    /// which cache it is.
+    #[test]
+    fn diff06_cache_mounts_are_keyed_on_uid_gid_and_mode() {
+        let default = cache_dir_key("/cache", &cache(0, 0, 0o755));
+        assert_eq!(default, "/cache", "the default cache keeps its id as key");
+        let keys = [
+            cache_dir_key("/cache", &cache(10, 0, 0o755)),
+            cache_dir_key("/cache", &cache(0, 10, 0o755)),
+            cache_dir_key("/cache", &cache(0, 0, 0o700)),
+            cache_dir_key("/cache", &cache(10, 10, 0o755)),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            assert_ne!(k, &default);
+            assert!(keys[i + 1..].iter().all(|o| o != k), "{keys:?}");
+        }
     }
 }
