@@ -2,11 +2,15 @@
 # busybox base image built from the busybox-static package.
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# RBUILD=/path/to/rbuild runs the benchmarks against that binary (for
+# before/after figures) instead of building the worktree's release binary.
+RBUILD_GIVEN=${RBUILD:+1}
 RBUILD=${RBUILD:-$ROOT_DIR/target/release/rbuild}
 WORK=${BENCH_DIR:-/tmp/rbuild-bench}
 mkdir -p "$WORK"
 
 build_release() {
+  [ -n "$RBUILD_GIVEN" ] && return 0
   (cd "$ROOT_DIR" && cargo build --release --locked -p rbuild >/dev/null 2>&1) || { echo "cargo build --release failed" >&2; exit 1; }
 }
 

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use super::chmod::Chmod;
+use super::incremental::{Incremental, Wanted};
 use super::path::{
     clean_rel, go_lossy, join_bytes, join_slash, resolve_bytes_in_root, resolve_in_root, root_path, root_path_bytes,
 };
@@ -43,6 +44,7 @@ pub(super) struct CopySpec<'a, 'b> {
     pub exclude: PatternMatcher,
     pub dest_root: &'a Path,
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
+    pub incremental: Option<&'a Incremental<'a>>,
 }
 
 /// One wildcard match. Relative paths are byte-exact (names need not be
@@ -493,10 +495,11 @@ impl Plan<'_, '_, '_> {
             .collect();
         let link =
             (!self.spec.input.link_layers.is_empty()).then_some((self.spec.input.root, self.spec.input.link_layers));
+        let inc = self.spec.incremental.map(|i| (i, self.spec.dest_root));
         if leaves.len() > 64 {
-            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link))?;
+            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link, inc))?;
         } else {
-            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link))?;
+            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link, inc))?;
         }
         for e in &self.entries {
             if let Kind::Link(i) = e.kind {
@@ -535,37 +538,62 @@ fn layer_file(e: &Entry, root: &Path, layers: &[PathBuf]) -> Option<PathBuf> {
     None
 }
 
+/// A file entry's destination path (relative to the destination root), its
+/// source's content digest and the attributes a shared file must have.
+type SourceSum = (Vec<u8>, [u8; 32], Wanted);
+
+/// The source digest of a file entry for an incremental copy, and the path
+/// it is recorded under (relative to the destination root); `None` when
+/// the source changed since planning (then nothing is shared or recorded).
+fn incremental_sum(
+    e: &Entry,
+    inc: &Incremental,
+    dest_root: &Path,
+) -> Result<Option<SourceSum>, FileOpError> {
+    let Ok(rel) = e.dst.strip_prefix(dest_root) else { return Ok(None) };
+    let rerr = |source| FileOpError::ReadSource { path: e.src.clone(), source };
+    let md = fs::symlink_metadata(&e.src).map_err(rerr)?;
+    if !md.is_file() || md.len() != e.size || time(md.mtime(), md.mtime_nsec()) != e.mtime {
+        return Ok(None);
+    }
+    let sum = (inc.content_sum)(&e.src, &md).map_err(rerr)?;
+    let want = Wanted { size: e.size, mode: 0, owner: (0, 0), mtime: (md.mtime(), md.mtime_nsec()) };
+    Ok(Some((rel.as_os_str().as_bytes().to_vec(), sum, want)))
+}
+
 /// Creates one non-directory entry with its metadata. With `link` (the
 /// input's root and its snapshot layers), an unchanged file is hard-linked
-/// from its layer.
-fn materialize(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[PathBuf])>) -> Result<(), FileOpError> {
+/// from its layer; with `inc` (an incremental copy and the destination
+/// root), from the previous snapshot of the same copy.
+fn materialize(
+    e: &Entry,
+    owner: (u32, u32),
+    mode: u32,
+    link: Option<(&Path, &[PathBuf])>,
+    inc: Option<(&Incremental, &Path)>,
+) -> Result<(), FileOpError> {
     let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
     match e.kind {
         Kind::File => {
-            if let Some((root, layers)) = link
-                && owner == (e.uid, e.gid)
-                && mode == e.mode
-                && let Some(from) = layer_file(e, root, layers)
-            {
-                clear_target(&e.dst)?;
-                if fs::hard_link(&from, &e.dst).is_ok() {
-                    return Ok(());
+            let recorded = match inc {
+                Some((inc, dest_root)) => incremental_sum(e, inc, dest_root)?.map(|r| (inc, r)),
+                None => None,
+            };
+            if let Some((inc, (rel, sum, mut want))) = recorded {
+                (want.mode, want.owner) = (mode, owner);
+                if let Some(from) = inc.shareable(&rel, &sum, &want, &e.src) {
+                    clear_target(&e.dst)?;
+                    if fs::hard_link(&from, &e.dst).is_ok() {
+                        inc.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        inc.record(rel, sum);
+                        return Ok(());
+                    }
                 }
+                write_file(e, owner, mode, None)?;
+                inc.record(rel, sum);
+                return Ok(());
             }
-            let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
-            // Created with its final mode when the umask cannot alter it
-            // and no chown will clear set-id bits, saving an fchmod.
-            let exact = mode & 0o7000 == 0 && mode & umask() == 0;
-            let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
-            copy_data(&src, &dst, e.size).map_err(werr)?;
-            std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
-            if !exact {
-                // After chown: chown clears setuid/setgid bits.
-                dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
-            }
-            copy_xattrs_fd(&src, &dst);
-            dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)?;
-            return Ok(());
+            return write_file(e, owner, mode, link);
         }
         Kind::Symlink => {
             let target =
@@ -597,6 +625,37 @@ fn materialize(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[P
     lchown(&e.dst, owner).map_err(werr)?;
     fs::set_permissions(&e.dst, fs::Permissions::from_mode(mode)).map_err(werr)?;
     set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)
+}
+
+/// Writes a regular file entry: hard-linked from its input layer when
+/// `link` allows, otherwise a new file with the entry's data and metadata.
+/// Never opens an existing file for writing (an existing one is replaced):
+/// it may be an inode shared with another snapshot.
+fn write_file(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[PathBuf])>) -> Result<(), FileOpError> {
+    let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+    if let Some((root, layers)) = link
+        && owner == (e.uid, e.gid)
+        && mode == e.mode
+        && let Some(from) = layer_file(e, root, layers)
+    {
+        clear_target(&e.dst)?;
+        if fs::hard_link(&from, &e.dst).is_ok() {
+            return Ok(());
+        }
+    }
+    let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+    // Created with its final mode when the umask cannot alter it
+    // and no chown will clear set-id bits, saving an fchmod.
+    let exact = mode & 0o7000 == 0 && mode & umask() == 0;
+    let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
+    copy_data(&src, &dst, e.size).map_err(werr)?;
+    std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
+    if !exact {
+        // After chown: chown clears setuid/setgid bits.
+        dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+    }
+    copy_xattrs_fd(&src, &dst);
+    dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)
 }
 
 fn lchown(p: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {

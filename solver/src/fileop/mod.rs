@@ -19,6 +19,7 @@
 mod archive;
 mod chmod;
 mod copy;
+pub mod incremental;
 mod path;
 mod pattern;
 
@@ -69,6 +70,11 @@ pub struct FileOpContext<'a> {
     /// silently keeps the builder's ids (which would turn a setuid file
     /// owned by an unmapped user into a setuid-root one).
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
+    /// An incremental COPY ([`incremental`]): share unchanged files with the
+    /// previous snapshot of the same copy and record this one's manifest.
+    /// Only for a destination written directly (no overlay), on the store's
+    /// file system.
+    pub incremental: Option<&'a incremental::Incremental<'a>>,
 }
 
 /// Errors of file actions.
@@ -274,6 +280,7 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
                 exclude,
                 dest_root: ctx.dest_root,
                 can_chown: ctx.can_chown,
+                incremental: ctx.incremental,
             })
         }
         FileAction::Mkdir { path, mode, make_parents, chown } => {
