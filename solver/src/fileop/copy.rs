@@ -545,11 +545,7 @@ type SourceSum = (Vec<u8>, [u8; 32], Wanted);
 /// The source digest of a file entry for an incremental copy, and the path
 /// it is recorded under (relative to the destination root); `None` when
 /// the source changed since planning (then nothing is shared or recorded).
-fn incremental_sum(
-    e: &Entry,
-    inc: &Incremental,
-    dest_root: &Path,
-) -> Result<Option<SourceSum>, FileOpError> {
+fn incremental_sum(e: &Entry, inc: &Incremental, dest_root: &Path) -> Result<Option<SourceSum>, FileOpError> {
     let Ok(rel) = e.dst.strip_prefix(dest_root) else { return Ok(None) };
     let rerr = |source| FileOpError::ReadSource { path: e.src.clone(), source };
     let md = fs::symlink_metadata(&e.src).map_err(rerr)?;
