@@ -73,7 +73,7 @@ fn run_with(
     e: &Env,
     a: &FileAction,
     reset_owner: bool,
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<(), FileOpError> {
     let yes = |_: u32, _: u32| true;
     let ctx = FileOpContext {

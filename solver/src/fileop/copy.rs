@@ -14,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -66,7 +66,7 @@ pub(super) struct Match {
 pub(super) fn glob(
     start: &Path,
     pattern: &str,
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Vec<Match>, FileOpError> {
     let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
     let split = comps.iter().position(|c| has_wildcard(c)).unwrap_or(comps.len());
@@ -193,51 +193,78 @@ fn expand(
     Ok(out)
 }
 
-/// Walk callback: `(path, lstat, root-relative, copy-relative) -> descend?`;
-/// the relative slash paths are byte-exact.
-type WalkFn<'f> = dyn FnMut(&Path, &Metadata, &[u8], &[u8]) -> Result<bool, FileOpError> + 'f;
+/// One entry of a walk: host path, `lstat`, and its slash paths (byte-exact)
+/// relative to the input root and to the copied directory.
+struct Walked {
+    path: PathBuf,
+    meta: Metadata,
+    root_rel: Vec<u8>,
+    copy_rel: Vec<u8>,
+}
 
-/// Walks `dir` depth-first in name order, calling `f(path, meta, root_rel,
-/// copy_rel)` for each entry that is neither ignored nor excluded; `f`'s
-/// `Ok(true)` on a directory descends into it. Iterative: a context with
-/// thousands of nested directories overflowed the stack when this
-/// recursed once per level.
-fn walk(
+/// Lists `dir`'s tree depth-first in name order (a directory before its
+/// contents), without the ignored or excluded entries (an excluded
+/// directory is not descended), each entry passed through `map`.
+///
+/// The subtrees of `dir`'s entries are walked in parallel (rayon) and
+/// concatenated in order: the time of a walk over many files goes into
+/// `getdents` and `statx`, and a context's files are usually spread over
+/// several directories. Only the results are held, not the tree. Each
+/// subtree is walked iteratively: a context with thousands of nested
+/// directories overflowed the stack when this recursed once per level.
+fn walk<T: Send>(
     dir: &Path,
     root_rel: &[u8],
     copy_rel: &[u8],
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
     exclude: &PatternMatcher,
-    f: &mut WalkFn<'_>,
-) -> Result<(), FileOpError> {
-    // Pending entries, the next one last: a directory's children are
-    // pushed (reversed) right after it is visited, giving pre-order.
-    let mut pending: Vec<(fs::DirEntry, Vec<u8>, Vec<u8>)> = Vec::new();
-    let push_children = |pending: &mut Vec<_>, dir: &Path, root_rel: &[u8], copy_rel: &[u8]| {
+    map: &(dyn Fn(Walked) -> T + Sync),
+) -> Result<Vec<T>, FileOpError> {
+    let read = |dir: &Path, root_rel: &[u8], copy_rel: &[u8]| -> Result<Vec<Walked>, FileOpError> {
         let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
         let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
         ents.sort_by_key(|e| e.file_name());
-        for e in ents.into_iter().rev() {
+        let mut out = Vec::with_capacity(ents.len());
+        for e in ents {
             let name = e.file_name();
-            pending.push((e, join_bytes(root_rel, name.as_bytes()), join_bytes(copy_rel, name.as_bytes())));
+            let rrel = join_bytes(root_rel, name.as_bytes());
+            if ignore.is_some_and(|f| f(&go_lossy(&rrel))) {
+                continue;
+            }
+            let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
+            let crel = join_bytes(copy_rel, name.as_bytes());
+            if !exclude.is_empty() && exclude.excludes_entry(&go_lossy(&crel), meta.is_dir()) {
+                continue;
+            }
+            out.push(Walked { path: e.path(), meta, root_rel: rrel, copy_rel: crel });
         }
-        Ok::<(), FileOpError>(())
+        Ok(out)
     };
-    push_children(&mut pending, dir, root_rel, copy_rel)?;
-    while let Some((e, rrel, crel)) = pending.pop() {
-        if ignore.is_some_and(|f| f(&go_lossy(&rrel))) {
-            continue;
+    // One entry of `dir` and everything below it, in pre-order.
+    let subtree = |top: Walked| -> Result<Vec<T>, FileOpError> {
+        let mut out = Vec::new();
+        // Pending entries, the next one last.
+        let mut pending = vec![top];
+        while let Some(w) = pending.pop() {
+            let below = if w.meta.is_dir() { Some(read(&w.path, &w.root_rel, &w.copy_rel)?) } else { None };
+            out.push(map(w));
+            if let Some(children) = below {
+                pending.extend(children.into_iter().rev());
+            }
         }
-        let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
-        if !exclude.is_empty() && exclude.excludes_entry(&go_lossy(&crel), meta.is_dir()) {
-            continue;
-        }
-        let p = e.path();
-        if f(&p, &meta, &rrel, &crel)? && meta.is_dir() {
-            push_children(&mut pending, &p, &rrel, &crel)?;
-        }
+        Ok(out)
+    };
+    let top = read(dir, root_rel, copy_rel)?;
+    let parts: Vec<Result<Vec<T>, FileOpError>> = if top.iter().filter(|w| w.meta.is_dir()).count() > 1 {
+        top.into_par_iter().map(subtree).collect()
+    } else {
+        top.into_iter().map(subtree).collect()
+    };
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(part?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// See [`super::selected_files`].
@@ -264,10 +291,9 @@ pub(super) fn selected_with_meta(
             out.push((OsStr::from_bytes(&s.rel).to_os_string(), s.meta.clone()));
         }
         if s.meta.is_dir() {
-            walk(&s.path, &s.rel, b"", input.exclude, exclude, &mut |_, meta, rrel, _| {
-                out.push((OsStr::from_bytes(rrel).to_os_string(), meta.clone()));
-                Ok(true)
-            })?;
+            out.extend(walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| {
+                (OsString::from_vec(w.root_rel), w.meta)
+            })?);
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -442,10 +468,14 @@ impl Plan<'_, '_, '_> {
 
     fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
         let spec = self.spec;
-        walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &mut |p, meta, _, crel| {
-            self.push(p, meta, dst.join(OsStr::from_bytes(crel)));
-            Ok(true)
-        })
+        let walked = walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &|w| {
+            let dst = dst.join(OsStr::from_bytes(&w.copy_rel));
+            (w.path, w.meta, dst)
+        })?;
+        for (path, meta, dst) in walked {
+            self.push(&path, &meta, dst);
+        }
+        Ok(())
     }
 
     fn owner(&self, e: &Entry) -> (u32, u32) {
@@ -577,13 +607,12 @@ fn materialize(
             };
             if let Some((inc, (rel, sum, mut want))) = recorded {
                 (want.mode, want.owner) = (mode, owner);
-                if let Some(from) = inc.shareable(&rel, &sum, &want, &e.src) {
-                    clear_target(&e.dst)?;
-                    if fs::hard_link(&from, &e.dst).is_ok() {
-                        inc.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        inc.record(rel, sum);
-                        return Ok(());
-                    }
+                if let Some(from) = inc.shareable(&rel, &sum, &want, &e.src)
+                    && link_replacing(&from, &e.dst)?
+                {
+                    inc.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inc.record(rel, sum);
+                    return Ok(());
                 }
                 write_file(e, owner, mode, None)?;
                 inc.record(rel, sum);
@@ -633,11 +662,9 @@ fn write_file(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[Pa
         && owner == (e.uid, e.gid)
         && mode == e.mode
         && let Some(from) = layer_file(e, root, layers)
+        && link_replacing(&from, &e.dst)?
     {
-        clear_target(&e.dst)?;
-        if fs::hard_link(&from, &e.dst).is_ok() {
-            return Ok(());
-        }
+        return Ok(());
     }
     let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
     // Created with its final mode when the umask cannot alter it
@@ -652,6 +679,20 @@ fn write_file(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[Pa
     }
     copy_xattrs_fd(&src, &dst);
     dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)
+}
+
+/// Hard-links `from` at `dst`, replacing a non-directory there; `false`
+/// when the link cannot be made (another file system): then copy. Tries the
+/// link first, so the common case (nothing at `dst`) costs one syscall.
+fn link_replacing(from: &Path, dst: &Path) -> Result<bool, FileOpError> {
+    match fs::hard_link(from, dst) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            clear_target(dst)?;
+            Ok(fs::hard_link(from, dst).is_ok())
+        }
+        Err(_) => Ok(false),
+    }
 }
 
 fn lchown(p: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {

@@ -44,7 +44,7 @@ pub struct InputRoot<'a> {
     /// An excluded path is treated as absent. An excluded directory is not
     /// walked, so the hook must answer `false` for a directory that has
     /// re-included (`!pattern`) descendants.
-    pub exclude: Option<&'a dyn Fn(&str) -> bool>,
+    pub exclude: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     /// Files from this input are owned by 0:0 unless `--chown` says otherwise
     /// (a local build context); `false` keeps the source's owners (a stage
     /// or image).
@@ -334,7 +334,7 @@ pub fn selected_files(
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Vec<std::ffi::OsString>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
@@ -473,7 +473,7 @@ pub fn selected_entries(
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Vec<(std::ffi::OsString, std::fs::Metadata)>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };

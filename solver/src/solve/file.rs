@@ -98,7 +98,7 @@ pub(crate) fn run(
         .zip(&input_layers)
         .map(|(((root, _), ignore), layers)| InputRoot {
             root: root.as_path(),
-            exclude: ignore.as_ref().map(|f| &**f as &dyn Fn(&str) -> bool),
+            exclude: ignore.as_ref().map(|f| &**f as &(dyn Fn(&str) -> bool + Sync)),
             // Context files arrive owned by root, as BuildKit's file sync resets them.
             reset_owner: ignore.is_some(),
             // Writing straight into the new snapshot (same file system as
