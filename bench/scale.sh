@@ -9,7 +9,6 @@
 source "$(dirname "$0")/lib.sh"
 build_release
 start_registry
-store=$WORK/scale-store
 sizes=${SCALE_SIZES:-20000 100000 200000}
 
 # make_context DIR N: N files of 1 KB (half random) in directories of 100.
@@ -27,13 +26,18 @@ for i in range(n):
     with open(os.path.join(d, f"f{i % 100:03d}.txt"), "wb") as fh:
         fh.write(random.randbytes(512) + b"x" * 512)
 PY
-  cat > "$dir/Dockerfile" <<DF
+  echo ".complete" > "$dir/.dockerignore"
+  touch "$dir/.complete"
+}
+
+# write_dockerfile DIR: the context's Dockerfile (the registry's port is
+# new on every run).
+write_dockerfile() {
+  cat > "$1/Dockerfile" <<DF
 FROM $REGISTRY/busybox:latest
 COPY src/ /app/src/
 RUN find /app/src -type f | wc -l > /app/count.txt
 DF
-  echo ".complete" > "$dir/.dockerignore"
-  touch "$dir/.complete"
 }
 
 # measured OUT COMMAND...: wall seconds; peak RSS (KB) in OUT.rss.
@@ -53,7 +57,12 @@ declare -A NOOP PEAK
 for n in $sizes; do
   ctx=$WORK/scale-ctx-$n
   make_context "$ctx" "$n"
-  rm -rf "$store"; sync
+  write_dockerfile "$ctx"
+  # A new store per size, all removed at the end: ext4 skips inodes freed
+  # in the last seconds when allocating, so creating files right after
+  # deleting a large store costs superlinearly more (seen in perf as
+  # `recently_deleted`), which is not what this measures.
+  store=$WORK/scale-store-$n; rm -rf "$store"
   cold=$(measured "$logs/cold-$n" "$RBUILD" --root "$store" build --progress rawjson -t scale:$n "$ctx")
   noop=$(measured "$logs/noop-$n" "$RBUILD" --root "$store" build --progress rawjson -t scale:$n "$ctx")
   echo "changed $(date +%s%N)" >> "$ctx/src/d00000/f050.txt"
@@ -64,7 +73,8 @@ for n in $sizes; do
   NOOP[$n]=$noop; PEAK[$n]=$peak
   printf '%-10s %8ss %8ss %10ss %14s %14s\n' "$n" "$cold" "$noop" "$one" "$rss_cold" "$rss_noop"
 done
-rm -rf "$store"
+rm -rf "$WORK"/scale-store-*
+store=$WORK/scale-store-runs; rm -rf "$store"
 first=$(echo "$sizes" | awk '{print $1}'); last=$(echo "$sizes" | awk '{print $NF}')
 if [ "$first" != "$last" ]; then
   ratio=$(echo "${NOOP[$last]} / ${NOOP[$first]}" | bc -l | xargs printf '%.1f')

@@ -426,54 +426,74 @@ fn time(secs: i64, nsecs: i64) -> SystemTime {
     }
 }
 
+/// The plan entry for `src` (with its `lstat`) copied to `dst`, and the
+/// (dev, inode) of a file with several links; `None` for a socket (which
+/// cannot be copied; fsutil skips them too).
+fn planned_entry(src: PathBuf, meta: &Metadata, dst: PathBuf) -> Option<(Entry, Option<(u64, u64)>)> {
+    let ft = meta.file_type();
+    let mut inode = None;
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        if meta.nlink() > 1 {
+            inode = Some((meta.dev(), meta.ino()));
+        }
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Kind::Device { rdev: meta.rdev(), block: ft.is_block_device() }
+    } else {
+        return None;
+    };
+    let entry = Entry {
+        src,
+        dst,
+        kind,
+        mode: meta.mode() & 0o7777,
+        size: meta.len(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        atime: time(meta.atime(), meta.atime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+    };
+    Some((entry, inode))
+}
+
 impl Plan<'_, '_, '_> {
     fn push(&mut self, src: &Path, meta: &Metadata, dst: PathBuf) {
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                match self.inodes.get(&(meta.dev(), meta.ino())) {
-                    Some(&i) => Kind::Link(i),
-                    None => {
-                        self.inodes.insert((meta.dev(), meta.ino()), self.entries.len());
-                        Kind::File
-                    }
+        if let Some(planned) = planned_entry(src.to_path_buf(), meta, dst) {
+            self.push_planned(planned);
+        }
+    }
+
+    /// Adds an entry, turning a file into a link to the first entry of its
+    /// hard-link group (in walk order).
+    fn push_planned(&mut self, (mut entry, inode): (Entry, Option<(u64, u64)>)) {
+        if let Some(inode) = inode {
+            match self.inodes.get(&inode) {
+                Some(&i) => entry.kind = Kind::Link(i),
+                None => {
+                    self.inodes.insert(inode, self.entries.len());
                 }
-            } else {
-                Kind::File
             }
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else if ft.is_char_device() || ft.is_block_device() {
-            Kind::Device { rdev: meta.rdev(), block: ft.is_block_device() }
-        } else {
-            // Sockets cannot be copied; fsutil skips them too.
-            return;
-        };
-        self.entries.push(Entry {
-            src: src.to_path_buf(),
-            dst,
-            kind,
-            mode: meta.mode() & 0o7777,
-            size: meta.len(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            atime: time(meta.atime(), meta.atime_nsec()),
-            mtime: time(meta.mtime(), meta.mtime_nsec()),
-        });
+        }
+        self.entries.push(entry);
     }
 
     fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
         let spec = self.spec;
+        // Entries are made on the walk's threads: only the compact plan is
+        // held for the whole tree, not every entry's `Metadata`.
         let walked = walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &|w| {
             let dst = dst.join(OsStr::from_bytes(&w.copy_rel));
-            (w.path, w.meta, dst)
+            planned_entry(w.path, &w.meta, dst)
         })?;
-        for (path, meta, dst) in walked {
-            self.push(&path, &meta, dst);
+        self.entries.reserve(walked.len());
+        for planned in walked.into_iter().flatten() {
+            self.push_planned(planned);
         }
         Ok(())
     }
