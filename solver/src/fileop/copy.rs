@@ -219,7 +219,7 @@ fn walk<T: Send>(
     ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
     exclude: &PatternMatcher,
     map: &(dyn Fn(Walked) -> T + Sync),
-) -> Result<Vec<T>, FileOpError> {
+) -> Result<Vec<Vec<T>>, FileOpError> {
     let read = |dir: &Path, root_rel: &[u8], copy_rel: &[u8]| -> Result<Vec<Walked>, FileOpError> {
         let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
         let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
@@ -260,11 +260,10 @@ fn walk<T: Send>(
     } else {
         top.into_iter().map(subtree).collect()
     };
-    let mut out = Vec::new();
-    for part in parts {
-        out.extend(part?);
-    }
-    Ok(out)
+    // In parts (one per entry of `dir`), not concatenated: a caller that
+    // consumes them in order with `flatten` frees each part as it goes, so
+    // the whole listing is never held twice.
+    parts.into_iter().collect()
 }
 
 /// See [`super::selected_files`].
@@ -291,9 +290,11 @@ pub(super) fn selected_with_meta(
             out.push((OsStr::from_bytes(&s.rel).to_os_string(), s.meta.clone()));
         }
         if s.meta.is_dir() {
-            out.extend(walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| {
-                (OsString::from_vec(w.root_rel), w.meta)
-            })?);
+            out.extend(
+                walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| (OsString::from_vec(w.root_rel), w.meta))?
+                    .into_iter()
+                    .flatten(),
+            );
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -491,8 +492,8 @@ impl Plan<'_, '_, '_> {
             let dst = dst.join(OsStr::from_bytes(&w.copy_rel));
             planned_entry(w.path, &w.meta, dst)
         })?;
-        self.entries.reserve(walked.len());
-        for planned in walked.into_iter().flatten() {
+        self.entries.reserve(walked.iter().map(Vec::len).sum());
+        for planned in walked.into_iter().flatten().flatten() {
             self.push_planned(planned);
         }
         Ok(())
