@@ -2,11 +2,15 @@
 # busybox base image built from the busybox-static package.
 set -euo pipefail
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# RBUILD=/path/to/rbuild runs the benchmarks against that binary (for
+# before/after figures) instead of building the worktree's release binary.
+RBUILD_GIVEN=${RBUILD:+1}
 RBUILD=${RBUILD:-$ROOT_DIR/target/release/rbuild}
 WORK=${BENCH_DIR:-/tmp/rbuild-bench}
 mkdir -p "$WORK"
 
 build_release() {
+  [ -n "$RBUILD_GIVEN" ] && return 0
   (cd "$ROOT_DIR" && cargo build --release --locked -p rbuild >/dev/null 2>&1) || { echo "cargo build --release failed" >&2; exit 1; }
 }
 
@@ -60,4 +64,50 @@ for d in range(200):
 PY
   seq 1 300 > "$ctx/package-list.txt"
   touch "$ctx/.complete"
+}
+
+# timed_json OUT COMMAND...: like `seconds`, keeping the command's output
+# (a `--progress rawjson` build) in OUT for `breakdown`.
+timed_json() {
+  local out=$1 start end; shift
+  start=$(date +%s.%N)
+  "$@" >"$out" 2>&1 || { echo "command failed: $*" >&2; tail -20 "$out" >&2; exit 1; }
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l | xargs printf '%.3f'
+}
+
+# breakdown OUT WALL [RUN-NAME]: the step breakdown of a rawjson build log:
+# seconds in COPY/ADD steps, in RUN steps and in export (from the
+# "exporting layers" message to the end of the process, WALL seconds), and
+# with RUN-NAME, the duration of the RUN step whose name contains it.
+# Prints "copy run export [named-run]".
+breakdown() {
+  python3 - "$@" <<'PY'
+import json, sys
+path, wall = sys.argv[1], float(sys.argv[2])
+want = sys.argv[3] if len(sys.argv) > 3 else None
+names, dur = {}, {}
+export_start = None
+for line in open(path, errors="replace"):
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        continue
+    t = ev.get("type")
+    if t == "started":
+        names[ev["vertex"]] = ev["name"]
+    elif t == "done":
+        dur[ev["vertex"]] = dur.get(ev["vertex"], 0.0) + ev["duration"]
+    elif t == "message" and export_start is None and ev["text"].startswith("exporting layers"):
+        export_start = ev["time"]
+def total(word):
+    return sum(d for v, d in dur.items() if f" {word} " in f" {names.get(v, '')} ".replace("]", "] "))
+copy = total("COPY") + total("ADD")
+run = total("RUN")
+export = wall - export_start if export_start is not None else 0.0
+out = [f"{copy:.3f}", f"{run:.3f}", f"{export:.3f}"]
+if want:
+    out.append(f"{sum(d for v, d in dur.items() if want in names.get(v, '')):.3f}")
+print(" ".join(out))
+PY
 }

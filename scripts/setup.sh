@@ -2,7 +2,7 @@
 # Installs every Debian package rbuild's tests and examples need, then builds
 # the release binary. Idempotent; run as root (or with sudo available).
 set -euo pipefail
-packages=(busybox-static docker-registry docker.io podman skopeo umoci uidmap passt slirp4netns jq git xz-utils bzip2 zstd curl passwd python3 bc procps libbz2-dev liblzma-dev pkg-config openssl gcc libc6-dev tmux debootstrap)
+packages=(busybox-static docker-registry docker.io podman skopeo umoci uidmap passt slirp4netns jq git xz-utils bzip2 zstd curl passwd python3 bc procps libbz2-dev liblzma-dev pkg-config openssl gcc libc6-dev tmux debootstrap time)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

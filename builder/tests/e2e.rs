@@ -1602,3 +1602,131 @@ fn build_provenance_flag_attaches_min_provenance_and_push_keeps_it() {
         );
     }
 }
+
+/// The manifest's layer digests of the single image in an OCI layout.
+fn layout_layers(layout: &Path) -> Vec<String> {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(layout, index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// Incremental COPY (issue 11) under attack: a RUN after the COPY appends
+/// to, chmods, touches, removes and hard-links the COPY's files, which the
+/// next build's incremental COPY shares by inode with the previous
+/// snapshot. Neither snapshot may change: the rebuilt image's layers are
+/// byte-identical to a fresh store's build of the same context, the store
+/// really shares the unchanged file between the two COPY snapshots, and
+/// the file the RUN appended to has its own inode.
+fn incremental_copy_shared_inodes_are_never_written(as_test_user: bool, overlay_copy: bool) {
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-incremental").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("src/sub")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nCOPY src/ /app/src/\n\
+             RUN echo evil >> /app/src/keep.txt && chmod 777 /app/src/mode.txt && touch -d @0 /app/src/time.txt \
+             && rm /app/src/gone.txt && ln -f /app/src/sub/deep.txt /app/src/linked && cat /app/src/other.txt\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    for (name, text) in [
+        ("keep.txt", "keep\n"),
+        ("mode.txt", "mode\n"),
+        ("time.txt", "time\n"),
+        ("gone.txt", "gone\n"),
+        ("other.txt", "one\n"),
+        ("sub/deep.txt", "deep\n"),
+    ] {
+        std::fs::write(ctx.join("src").join(name), text).unwrap();
+    }
+    // Fixed context mtimes and SOURCE_DATE_EPOCH after them: directories
+    // made at build time get the epoch, so two stores' layers can agree.
+    let set_times =
+        || run(Command::new("find").arg(&ctx).args(["-exec", "touch", "-h", "-d", "@1000000000", "{}", "+"]));
+    set_times();
+    let store = base.path().join("store");
+    let fresh_store = base.path().join("fresh");
+    if as_test_user {
+        ensure_test_user();
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+        run(Command::new("chmod").arg("755").arg(base.path()));
+    }
+    let build_into = |store: &Path, layout: &Path| {
+        let mut cmd;
+        if as_test_user {
+            cmd = Command::new("runuser");
+            cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
+            cmd.env("HOME", base.path());
+        } else {
+            cmd = rbuild();
+        }
+        cmd.env("SOURCE_DATE_EPOCH", "1500000000");
+        if overlay_copy {
+            // The copy fallback for kernels without overlayfs: RUN roots are
+            // flattened copies, and their changes diffed into the upper.
+            cmd.env("RBUILD_OVERLAY", "copy");
+        }
+        cmd.arg("--root").arg(store).args(["build", "--progress", "plain", "-o"]);
+        cmd.arg(format!("type=oci,dest={},tar=false", layout.display())).arg(&ctx);
+        ok(cmd.output().unwrap());
+    };
+    build_into(&store, &base.path().join("one"));
+    // Another size: with the mtime put back, only the size (or inode)
+    // tells the stat-keyed checksum cache that the file changed.
+    std::fs::write(ctx.join("src/other.txt"), "second\n").unwrap();
+    set_times();
+    let rebuilt = base.path().join("two");
+    build_into(&store, &rebuilt);
+    let fresh = base.path().join("three");
+    build_into(&fresh_store, &fresh);
+    if layout_layers(&rebuilt) != layout_layers(&fresh) {
+        panic!(
+            "incremental COPY + RUN vs a fresh store (kept in {}):\n{}\n--- fresh:\n{}",
+            base.keep().display(),
+            layer_listings(&rebuilt).join("\n"),
+            layer_listings(&fresh).join("\n")
+        );
+    }
+    assert_eq!(std::fs::read_to_string(ctx.join("src/keep.txt")).unwrap(), "keep\n", "the context is untouched");
+    // The store's copies of keep.txt: both COPY snapshots share one inode
+    // holding the original bytes; each RUN's append went to its own inode.
+    let mut by_inode: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for snap in std::fs::read_dir(store.join("snapshots")).unwrap() {
+        let p = snap.unwrap().path().join("diff/app/src/keep.txt");
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            use std::os::unix::fs::MetadataExt;
+            by_inode.entry(md.ino()).or_default().push(std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    let shared: Vec<&Vec<String>> = by_inode.values().filter(|v| v.len() > 1).collect();
+    assert_eq!(shared.len(), 1, "one inode shared by the two COPY snapshots: {by_inode:?}");
+    assert_eq!(shared[0], &vec!["keep\n".to_string(); 2], "{by_inode:?}");
+    let appended: Vec<&Vec<String>> = by_inode.values().filter(|v| v[0] == "keep\nevil\n").collect();
+    assert_eq!(appended.len(), 2, "each RUN wrote its own copy: {by_inode:?}");
+    assert!(appended.iter().all(|v| v.len() == 1), "{by_inode:?}");
+}
+
+#[test]
+fn incremental_copy_shared_inodes_are_never_written_as_root() {
+    incremental_copy_shared_inodes_are_never_written(false, false);
+}
+
+#[test]
+fn incremental_copy_shared_inodes_are_never_written_with_the_copy_fallback() {
+    incremental_copy_shared_inodes_are_never_written(false, true);
+}
+
+#[test]
+fn incremental_copy_shared_inodes_are_never_written_as_a_non_root_user() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here");
+        return;
+    }
+    incremental_copy_shared_inodes_are_never_written(true, false);
+}

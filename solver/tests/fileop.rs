@@ -73,13 +73,14 @@ fn run_with(
     e: &Env,
     a: &FileAction,
     reset_owner: bool,
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<(), FileOpError> {
     let yes = |_: u32, _: u32| true;
     let ctx = FileOpContext {
         inputs: vec![InputRoot { root: &e.src, exclude: ignore, reset_owner, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &yes,
+        incremental: None,
     };
     fileop::apply(a, &ctx)
 }
@@ -279,6 +280,7 @@ fn default_owner_context_vs_stage() {
         inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: false, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &no,
+        incremental: None,
     };
     let err = fileop::apply(&copy_action(&["f"], "/nochown"), &ctx).unwrap_err();
     assert!(matches!(err, FileOpError::Owner(OwnerError::Unmapped { uid: 1000, gid: 1001, .. })), "{err}");
@@ -298,6 +300,7 @@ fn unrepresentable_owners_are_errors() {
         inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &range,
+        incremental: None,
     };
     let chown = |user: &str| Some(Chown { user: user.into(), group: None });
     // --chown=70000:70000: the destination directory is not even created.
@@ -319,6 +322,7 @@ fn unrepresentable_owners_are_errors() {
         inputs: vec![InputRoot { root: &e.src, exclude: None, reset_owner: true, link_layers: &[] }],
         dest_root: &e.dest,
         can_chown: &yes,
+        incremental: None,
     };
     assert!(matches!(fileop::apply(&a, &full), Err(FileOpError::Owner(OwnerError::Invalid { .. }))));
     assert!(!e.dest.join("max").exists());
@@ -700,7 +704,7 @@ fn selected_files_sorted_and_filtered() {
 fn mkdir_mkfile_rm() {
     let e = env();
     let yes = |_: u32, _: u32| true;
-    let ctx = FileOpContext { inputs: vec![], dest_root: &e.dest, can_chown: &yes };
+    let ctx = FileOpContext { inputs: vec![], dest_root: &e.dest, can_chown: &yes, incremental: None };
     let mk =
         |p: &str, parents: bool| FileAction::Mkdir { path: p.into(), mode: 0o700, make_parents: parents, chown: None };
     fileop::apply(&mk("/a/b/c", true), &ctx).unwrap();

@@ -330,6 +330,12 @@ impl Store {
         self.inner.snapshot_dir(id).join("diff")
     }
 
+    /// The directory of a committed snapshot (parent of its `diff`), where
+    /// metadata about it lives beside the layer.
+    pub fn snapshot_dir(&self, id: &SnapshotId) -> PathBuf {
+        self.inner.snapshot_dir(id)
+    }
+
     /// Whether a committed snapshot exists.
     pub fn has_snapshot(&self, id: &SnapshotId) -> bool {
         valid_snapshot_id(&id.0) && self.snapshot_diff(id).is_dir()

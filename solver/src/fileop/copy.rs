@@ -14,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use super::chmod::Chmod;
+use super::incremental::{Incremental, Wanted};
 use super::path::{
     clean_rel, go_lossy, join_bytes, join_slash, resolve_bytes_in_root, resolve_in_root, root_path, root_path_bytes,
 };
@@ -43,6 +44,7 @@ pub(super) struct CopySpec<'a, 'b> {
     pub exclude: PatternMatcher,
     pub dest_root: &'a Path,
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
+    pub incremental: Option<&'a Incremental<'a>>,
 }
 
 /// One wildcard match. Relative paths are byte-exact (names need not be
@@ -64,7 +66,7 @@ pub(super) struct Match {
 pub(super) fn glob(
     start: &Path,
     pattern: &str,
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Vec<Match>, FileOpError> {
     let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
     let split = comps.iter().position(|c| has_wildcard(c)).unwrap_or(comps.len());
@@ -191,51 +193,77 @@ fn expand(
     Ok(out)
 }
 
-/// Walk callback: `(path, lstat, root-relative, copy-relative) -> descend?`;
-/// the relative slash paths are byte-exact.
-type WalkFn<'f> = dyn FnMut(&Path, &Metadata, &[u8], &[u8]) -> Result<bool, FileOpError> + 'f;
+/// One entry of a walk: host path, `lstat`, and its slash paths (byte-exact)
+/// relative to the input root and to the copied directory.
+struct Walked {
+    path: PathBuf,
+    meta: Metadata,
+    root_rel: Vec<u8>,
+    copy_rel: Vec<u8>,
+}
 
-/// Walks `dir` depth-first in name order, calling `f(path, meta, root_rel,
-/// copy_rel)` for each entry that is neither ignored nor excluded; `f`'s
-/// `Ok(true)` on a directory descends into it. Iterative: a context with
-/// thousands of nested directories overflowed the stack when this
-/// recursed once per level.
-fn walk(
+/// Lists `dir`'s tree depth-first in name order (a directory before its
+/// contents), without the ignored or excluded entries (an excluded
+/// directory is not descended), each entry passed through `map`.
+///
+/// The subtrees of `dir`'s entries are walked in parallel (rayon) and
+/// concatenated in order: the time of a walk over many files goes into
+/// `getdents` and `statx`, and a context's files are usually spread over
+/// several directories. Only the results are held, not the tree. Each
+/// subtree is walked iteratively: a context with thousands of nested
+/// directories overflowed the stack when this recursed once per level.
+fn walk<T: Send>(
     dir: &Path,
     root_rel: &[u8],
     copy_rel: &[u8],
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
     exclude: &PatternMatcher,
-    f: &mut WalkFn<'_>,
-) -> Result<(), FileOpError> {
-    // Pending entries, the next one last: a directory's children are
-    // pushed (reversed) right after it is visited, giving pre-order.
-    let mut pending: Vec<(fs::DirEntry, Vec<u8>, Vec<u8>)> = Vec::new();
-    let push_children = |pending: &mut Vec<_>, dir: &Path, root_rel: &[u8], copy_rel: &[u8]| {
+    map: &(dyn Fn(Walked) -> T + Sync),
+) -> Result<Vec<Vec<T>>, FileOpError> {
+    let read = |dir: &Path, root_rel: &[u8], copy_rel: &[u8]| -> Result<Vec<Walked>, FileOpError> {
         let rerr = |source| FileOpError::ReadSource { path: dir.to_path_buf(), source };
         let mut ents: Vec<fs::DirEntry> = fs::read_dir(dir).map_err(rerr)?.collect::<Result<_, _>>().map_err(rerr)?;
         ents.sort_by_key(|e| e.file_name());
-        for e in ents.into_iter().rev() {
+        let mut out = Vec::with_capacity(ents.len());
+        for e in ents {
             let name = e.file_name();
-            pending.push((e, join_bytes(root_rel, name.as_bytes()), join_bytes(copy_rel, name.as_bytes())));
+            let rrel = join_bytes(root_rel, name.as_bytes());
+            if ignore.is_some_and(|f| f(&go_lossy(&rrel))) {
+                continue;
+            }
+            let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
+            let crel = join_bytes(copy_rel, name.as_bytes());
+            if !exclude.is_empty() && exclude.excludes_entry(&go_lossy(&crel), meta.is_dir()) {
+                continue;
+            }
+            out.push(Walked { path: e.path(), meta, root_rel: rrel, copy_rel: crel });
         }
-        Ok::<(), FileOpError>(())
+        Ok(out)
     };
-    push_children(&mut pending, dir, root_rel, copy_rel)?;
-    while let Some((e, rrel, crel)) = pending.pop() {
-        if ignore.is_some_and(|f| f(&go_lossy(&rrel))) {
-            continue;
+    // One entry of `dir` and everything below it, in pre-order.
+    let subtree = |top: Walked| -> Result<Vec<T>, FileOpError> {
+        let mut out = Vec::new();
+        // Pending entries, the next one last.
+        let mut pending = vec![top];
+        while let Some(w) = pending.pop() {
+            let below = if w.meta.is_dir() { Some(read(&w.path, &w.root_rel, &w.copy_rel)?) } else { None };
+            out.push(map(w));
+            if let Some(children) = below {
+                pending.extend(children.into_iter().rev());
+            }
         }
-        let meta = e.metadata().map_err(|source| FileOpError::ReadSource { path: e.path(), source })?;
-        if !exclude.is_empty() && exclude.excludes_entry(&go_lossy(&crel), meta.is_dir()) {
-            continue;
-        }
-        let p = e.path();
-        if f(&p, &meta, &rrel, &crel)? && meta.is_dir() {
-            push_children(&mut pending, &p, &rrel, &crel)?;
-        }
-    }
-    Ok(())
+        Ok(out)
+    };
+    let top = read(dir, root_rel, copy_rel)?;
+    let parts: Vec<Result<Vec<T>, FileOpError>> = if top.iter().filter(|w| w.meta.is_dir()).count() > 1 {
+        top.into_par_iter().map(subtree).collect()
+    } else {
+        top.into_iter().map(subtree).collect()
+    };
+    // In parts (one per entry of `dir`), not concatenated: a caller that
+    // consumes them in order with `flatten` frees each part as it goes, so
+    // the whole listing is never held twice.
+    parts.into_iter().collect()
 }
 
 /// See [`super::selected_files`].
@@ -264,10 +292,11 @@ pub(super) fn selected_with_meta(
             out.push((OsStr::from_bytes(&s.rel).to_os_string(), s.meta.clone()));
         }
         if s.meta.is_dir() {
-            walk(&s.path, &s.rel, b"", input.exclude, exclude, &mut |_, meta, rrel, _| {
-                out.push((OsStr::from_bytes(rrel).to_os_string(), meta.clone()));
-                Ok(true)
-            })?;
+            out.extend(
+                walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| (OsString::from_vec(w.root_rel), w.meta))?
+                    .into_iter()
+                    .flatten(),
+            );
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -400,52 +429,76 @@ fn time(secs: i64, nsecs: i64) -> SystemTime {
     }
 }
 
+/// The plan entry for `src` (with its `lstat`) copied to `dst`, and the
+/// (dev, inode) of a file with several links; `None` for a socket (which
+/// cannot be copied; fsutil skips them too).
+fn planned_entry(src: PathBuf, meta: &Metadata, dst: PathBuf) -> Option<(Entry, Option<(u64, u64)>)> {
+    let ft = meta.file_type();
+    let mut inode = None;
+    let kind = if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        if meta.nlink() > 1 {
+            inode = Some((meta.dev(), meta.ino()));
+        }
+        Kind::File
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_char_device() || ft.is_block_device() {
+        Kind::Device { rdev: meta.rdev(), block: ft.is_block_device() }
+    } else {
+        return None;
+    };
+    let entry = Entry {
+        src,
+        dst,
+        kind,
+        mode: meta.mode() & 0o7777,
+        size: meta.len(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        atime: time(meta.atime(), meta.atime_nsec()),
+        mtime: time(meta.mtime(), meta.mtime_nsec()),
+    };
+    Some((entry, inode))
+}
+
 impl Plan<'_, '_, '_> {
     fn push(&mut self, src: &Path, meta: &Metadata, dst: PathBuf) {
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                match self.inodes.get(&(meta.dev(), meta.ino())) {
-                    Some(&i) => Kind::Link(i),
-                    None => {
-                        self.inodes.insert((meta.dev(), meta.ino()), self.entries.len());
-                        Kind::File
-                    }
+        if let Some(planned) = planned_entry(src.to_path_buf(), meta, dst) {
+            self.push_planned(planned);
+        }
+    }
+
+    /// Adds an entry, turning a file into a link to the first entry of its
+    /// hard-link group (in walk order).
+    fn push_planned(&mut self, (mut entry, inode): (Entry, Option<(u64, u64)>)) {
+        if let Some(inode) = inode {
+            match self.inodes.get(&inode) {
+                Some(&i) => entry.kind = Kind::Link(i),
+                None => {
+                    self.inodes.insert(inode, self.entries.len());
                 }
-            } else {
-                Kind::File
             }
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else if ft.is_char_device() || ft.is_block_device() {
-            Kind::Device { rdev: meta.rdev(), block: ft.is_block_device() }
-        } else {
-            // Sockets cannot be copied; fsutil skips them too.
-            return;
-        };
-        self.entries.push(Entry {
-            src: src.to_path_buf(),
-            dst,
-            kind,
-            mode: meta.mode() & 0o7777,
-            size: meta.len(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            atime: time(meta.atime(), meta.atime_nsec()),
-            mtime: time(meta.mtime(), meta.mtime_nsec()),
-        });
+        }
+        self.entries.push(entry);
     }
 
     fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
         let spec = self.spec;
-        walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &mut |p, meta, _, crel| {
-            self.push(p, meta, dst.join(OsStr::from_bytes(crel)));
-            Ok(true)
-        })
+        // Entries are made on the walk's threads: only the compact plan is
+        // held for the whole tree, not every entry's `Metadata`.
+        let walked = walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &|w| {
+            let dst = dst.join(OsStr::from_bytes(&w.copy_rel));
+            planned_entry(w.path, &w.meta, dst)
+        })?;
+        self.entries.reserve(walked.iter().map(Vec::len).sum());
+        for planned in walked.into_iter().flatten().flatten() {
+            self.push_planned(planned);
+        }
+        Ok(())
     }
 
     fn owner(&self, e: &Entry) -> (u32, u32) {
@@ -495,10 +548,11 @@ impl Plan<'_, '_, '_> {
             .collect();
         let link =
             (!self.spec.input.link_layers.is_empty()).then_some((self.spec.input.root, self.spec.input.link_layers));
+        let inc = self.spec.incremental.map(|i| (i, self.spec.dest_root));
         if leaves.len() > 64 {
-            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link))?;
+            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link, inc))?;
         } else {
-            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link))?;
+            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link, inc))?;
         }
         for e in &self.entries {
             if let Kind::Link(i) = e.kind {
@@ -537,37 +591,57 @@ fn layer_file(e: &Entry, root: &Path, layers: &[PathBuf]) -> Option<PathBuf> {
     None
 }
 
+/// A file entry's destination path (relative to the destination root), its
+/// source's content digest and the attributes a shared file must have.
+type SourceSum = (Vec<u8>, [u8; 32], Wanted);
+
+/// The source digest of a file entry for an incremental copy, and the path
+/// it is recorded under (relative to the destination root); `None` when
+/// the source changed since planning (then nothing is shared or recorded).
+fn incremental_sum(e: &Entry, inc: &Incremental, dest_root: &Path) -> Result<Option<SourceSum>, FileOpError> {
+    let Ok(rel) = e.dst.strip_prefix(dest_root) else { return Ok(None) };
+    let rerr = |source| FileOpError::ReadSource { path: e.src.clone(), source };
+    let md = fs::symlink_metadata(&e.src).map_err(rerr)?;
+    if !md.is_file() || md.len() != e.size || time(md.mtime(), md.mtime_nsec()) != e.mtime {
+        return Ok(None);
+    }
+    let sum = (inc.content_sum)(&e.src, &md).map_err(rerr)?;
+    let want = Wanted { size: e.size, mode: 0, owner: (0, 0), mtime: (md.mtime(), md.mtime_nsec()) };
+    Ok(Some((rel.as_os_str().as_bytes().to_vec(), sum, want)))
+}
+
 /// Creates one non-directory entry with its metadata. With `link` (the
 /// input's root and its snapshot layers), an unchanged file is hard-linked
-/// from its layer.
-fn materialize(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[PathBuf])>) -> Result<(), FileOpError> {
+/// from its layer; with `inc` (an incremental copy and the destination
+/// root), from the previous snapshot of the same copy.
+fn materialize(
+    e: &Entry,
+    owner: (u32, u32),
+    mode: u32,
+    link: Option<(&Path, &[PathBuf])>,
+    inc: Option<(&Incremental, &Path)>,
+) -> Result<(), FileOpError> {
     let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
     match e.kind {
         Kind::File => {
-            if let Some((root, layers)) = link
-                && owner == (e.uid, e.gid)
-                && mode == e.mode
-                && let Some(from) = layer_file(e, root, layers)
-            {
-                clear_target(&e.dst)?;
-                if fs::hard_link(&from, &e.dst).is_ok() {
+            let recorded = match inc {
+                Some((inc, dest_root)) => incremental_sum(e, inc, dest_root)?.map(|r| (inc, r)),
+                None => None,
+            };
+            if let Some((inc, (rel, sum, mut want))) = recorded {
+                (want.mode, want.owner) = (mode, owner);
+                if let Some(from) = inc.shareable(&rel, &sum, &want, &e.src)
+                    && link_replacing(&from, &e.dst)?
+                {
+                    inc.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inc.record(rel, sum);
                     return Ok(());
                 }
+                write_file(e, owner, mode, None)?;
+                inc.record(rel, sum);
+                return Ok(());
             }
-            let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
-            // Created with its final mode when the umask cannot alter it
-            // and no chown will clear set-id bits, saving an fchmod.
-            let exact = mode & 0o7000 == 0 && mode & umask() == 0;
-            let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
-            copy_data(&src, &dst, e.size).map_err(werr)?;
-            std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
-            if !exact {
-                // After chown: chown clears setuid/setgid bits.
-                dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
-            }
-            copy_xattrs_fd(&src, &dst);
-            dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)?;
-            return Ok(());
+            return write_file(e, owner, mode, link);
         }
         Kind::Symlink => {
             let target =
@@ -599,6 +673,49 @@ fn materialize(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[P
     lchown(&e.dst, owner).map_err(werr)?;
     fs::set_permissions(&e.dst, fs::Permissions::from_mode(mode)).map_err(werr)?;
     set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)
+}
+
+/// Writes a regular file entry: hard-linked from its input layer when
+/// `link` allows, otherwise a new file with the entry's data and metadata.
+/// Never opens an existing file for writing (an existing one is replaced):
+/// it may be an inode shared with another snapshot.
+fn write_file(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[PathBuf])>) -> Result<(), FileOpError> {
+    let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+    if let Some((root, layers)) = link
+        && owner == (e.uid, e.gid)
+        && mode == e.mode
+        && let Some(from) = layer_file(e, root, layers)
+        && link_replacing(&from, &e.dst)?
+    {
+        return Ok(());
+    }
+    let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+    // Created with its final mode when the umask cannot alter it
+    // and no chown will clear set-id bits, saving an fchmod.
+    let exact = mode & 0o7000 == 0 && mode & umask() == 0;
+    let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
+    copy_data(&src, &dst, e.size).map_err(werr)?;
+    std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
+    if !exact {
+        // After chown: chown clears setuid/setgid bits.
+        dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+    }
+    copy_xattrs_fd(&src, &dst);
+    dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)
+}
+
+/// Hard-links `from` at `dst`, replacing a non-directory there; `false`
+/// when the link cannot be made (another file system): then copy. Tries the
+/// link first, so the common case (nothing at `dst`) costs one syscall.
+fn link_replacing(from: &Path, dst: &Path) -> Result<bool, FileOpError> {
+    match fs::hard_link(from, dst) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            clear_target(dst)?;
+            Ok(fs::hard_link(from, dst).is_ok())
+        }
+        Err(_) => Ok(false),
+    }
 }
 
 fn lchown(p: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {

@@ -19,6 +19,7 @@
 mod archive;
 mod chmod;
 mod copy;
+pub mod incremental;
 mod path;
 mod pattern;
 
@@ -43,7 +44,7 @@ pub struct InputRoot<'a> {
     /// An excluded path is treated as absent. An excluded directory is not
     /// walked, so the hook must answer `false` for a directory that has
     /// re-included (`!pattern`) descendants.
-    pub exclude: Option<&'a dyn Fn(&str) -> bool>,
+    pub exclude: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     /// Files from this input are owned by 0:0 unless `--chown` says otherwise
     /// (a local build context); `false` keeps the source's owners (a stage
     /// or image).
@@ -69,6 +70,11 @@ pub struct FileOpContext<'a> {
     /// silently keeps the builder's ids (which would turn a setuid file
     /// owned by an unmapped user into a setuid-root one).
     pub can_chown: &'a dyn Fn(u32, u32) -> bool,
+    /// An incremental COPY ([`incremental`]): share unchanged files with the
+    /// previous snapshot of the same copy and record this one's manifest.
+    /// Only for a destination written directly (no overlay), on the store's
+    /// file system.
+    pub incremental: Option<&'a incremental::Incremental<'a>>,
 }
 
 /// Errors of file actions.
@@ -274,6 +280,7 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
                 exclude,
                 dest_root: ctx.dest_root,
                 can_chown: ctx.can_chown,
+                incremental: ctx.incremental,
             })
         }
         FileAction::Mkdir { path, mode, make_parents, chown } => {
@@ -326,7 +333,7 @@ pub fn selected_files(
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Vec<std::ffi::OsString>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
@@ -465,7 +472,7 @@ pub fn selected_entries(
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-    ignore: Option<&dyn Fn(&str) -> bool>,
+    ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> Result<Vec<(std::ffi::OsString, std::fs::Metadata)>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };

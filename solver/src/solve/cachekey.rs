@@ -28,6 +28,25 @@ pub(crate) fn key(vertex: &Vertex, inputs: &[Finished], content: &[(usize, Diges
     Digest(h.finalize().into())
 }
 
+/// Version tag of the incremental-COPY key format.
+pub const INCREMENTAL_KEY_VERSION: &str = "rbuild.incremental.v0";
+
+/// The key that finds the previous snapshot of the same COPY for an
+/// incremental copy: the op and its inputs' keys like [`key`], but without
+/// the content checksums, so it stays the same when the files change. Never
+/// a cache hit by itself; tagged apart from cache keys (`incremental:`).
+pub(crate) fn incremental_key(vertex: &Vertex, inputs: &[Finished]) -> String {
+    let mut h = Sha256::new();
+    h.update(INCREMENTAL_KEY_VERSION.as_bytes());
+    h.update([0]);
+    h.update(canonical_encoding(&vertex.op, &[]));
+    for input in inputs {
+        h.update([1]);
+        h.update(input.key.0);
+    }
+    format!("incremental:{}", Digest(h.finalize().into()))
+}
+
 /// The key of a context source: its name and ignore rules. Its content
 /// enters the keys of the ops that read it.
 pub(crate) fn context_key(name: &str, exclude: &[String]) -> Digest {

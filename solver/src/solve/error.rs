@@ -119,6 +119,15 @@ pub enum StepError {
     /// Preparing a direct write into the snapshot failed.
     #[error("cannot prepare the destination")]
     Destination(#[source] io::Error),
+    /// The incremental-COPY manifest could not be written beside the snapshot.
+    #[error("cannot write the copy manifest `{}`", path.display())]
+    Manifest {
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn last_output(tail: &[String]) -> String {

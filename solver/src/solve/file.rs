@@ -98,7 +98,7 @@ pub(crate) fn run(
         .zip(&input_layers)
         .map(|(((root, _), ignore), layers)| InputRoot {
             root: root.as_path(),
-            exclude: ignore.as_ref().map(|f| &**f as &dyn Fn(&str) -> bool),
+            exclude: ignore.as_ref().map(|f| &**f as &(dyn Fn(&str) -> bool + Sync)),
             // Context files arrive owned by root, as BuildKit's file sync resets them.
             reset_owner: ignore.is_some(),
             // Writing straight into the new snapshot (same file system as
@@ -107,7 +107,28 @@ pub(crate) fn run(
         })
         .collect();
     let can_chown = |u: u32, g: u32| (shared.opts.can_chown)(u, g);
-    let ctx = FileOpContext { inputs: input_roots, dest_root: &dest_root, can_chown: &can_chown };
+    // Incremental COPY: a single copy from a context, written directly into
+    // the new snapshot, starts from the previous snapshot of the same copy.
+    let incremental_key =
+        (direct && incremental_candidate(op, inputs)).then(|| super::cachekey::incremental_key(vertex, inputs));
+    let previous = match &incremental_key {
+        Some(key) => previous_copy(shared, key)?,
+        None => None,
+    };
+    let checksums = store.checksum_cache();
+    let content_sum = |path: &Path, meta: &std::fs::Metadata| -> std::io::Result<[u8; 32]> {
+        let text = checksums.checksum(path, meta)?;
+        parse_sha256(&text).ok_or_else(|| std::io::Error::other(format!("malformed checksum `{text}`")))
+    };
+    let incremental = incremental_key
+        .as_ref()
+        .map(|_| fileop::incremental::Incremental::new(previous.as_ref().map(|(p, m)| (p.as_path(), m)), &content_sum));
+    let ctx = FileOpContext {
+        inputs: input_roots,
+        dest_root: &dest_root,
+        can_chown: &can_chown,
+        incremental: incremental.as_ref(),
+    };
     for action in actions.iter() {
         if shared.is_cancelled() {
             return Err(step_error(vertex, StepError::Cancelled));
@@ -115,6 +136,12 @@ pub(crate) fn run(
         fileop::apply(action, &ctx).map_err(|e| err(e.into()))?;
     }
     drop(ctx);
+    if let Some(inc) = incremental {
+        let path = draft.path().join(fileop::incremental::MANIFEST_FILE);
+        if let Err(source) = std::fs::write(&path, inc.into_manifest().encode()) {
+            return Err(err(StepError::Manifest { path, source }));
+        }
+    }
     if let Some(g) = dest_guard.take() {
         g.finish().map_err(|e| err(e.into()))?;
     }
@@ -123,7 +150,61 @@ pub(crate) fn run(
     let id = draft.commit()?;
     chain.push(id);
     layers.push(None);
+    if let Some(key) = &incremental_key {
+        let created =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let record = rbuild_cache::store::CacheRecord {
+            chain: chain.clone(),
+            layers: layers.clone(),
+            created,
+            extra: Default::default(),
+        };
+        store.record(key, &record)?;
+    }
     Ok(VertexResult::Snapshots { chain, layers })
+}
+
+/// Whether `op` can be an incremental copy: one COPY/ADD whose source is a
+/// local context (whose files the stat-keyed checksum cache knows).
+fn incremental_candidate(op: &FileOp, inputs: &[Finished]) -> bool {
+    match op.actions.as_slice() {
+        [FileAction::Copy { input, .. }] => {
+            matches!(inputs.get(*input).map(|f| &f.result), Some(VertexResult::Directory(_)))
+        }
+        _ => false,
+    }
+}
+
+/// The previous snapshot of the copy with this incremental key: its `diff`
+/// directory (leased for this build, so a concurrent prune keeps it) and
+/// manifest. Missing, pruned or without a manifest: `None`, a fresh copy.
+fn previous_copy(
+    shared: &Shared<'_>,
+    key: &str,
+) -> Result<Option<(PathBuf, fileop::incremental::Manifest)>, SolveError> {
+    let Some(record) = shared.store.lookup(key)? else { return Ok(None) };
+    let Some(id) = record.chain.last() else { return Ok(None) };
+    shared.lease.add_snapshot(id)?;
+    if !shared.store.has_snapshot(id) {
+        return Ok(None);
+    }
+    let Some(manifest) = fileop::incremental::Manifest::load(&shared.store.snapshot_dir(id)) else {
+        return Ok(None);
+    };
+    Ok(Some((shared.store.snapshot_diff(id), manifest)))
+}
+
+/// The 32 bytes of a `sha256:<hex>` digest.
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    let hex = text.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Whether a file op may write straight into the new snapshot's directory:
