@@ -76,38 +76,50 @@ timed_json() {
   echo "$end - $start" | bc -l | xargs printf '%.3f'
 }
 
-# breakdown OUT WALL [RUN-NAME]: the step breakdown of a rawjson build log:
-# seconds in COPY/ADD steps, in RUN steps and in export (from the
-# "exporting layers" message to the end of the process, WALL seconds), and
-# with RUN-NAME, the duration of the RUN step whose name contains it.
-# Prints "copy run export [named-run]".
+# breakdown OUT WALL [RUN-NAME]: the step breakdown of a rawjson build log
+# (BuildKit SolveStatus lines): seconds in COPY/ADD steps, in RUN steps and
+# in export (from the start of the "exporting to image" vertex to the end of
+# the process, WALL seconds), and with RUN-NAME, the duration of the RUN
+# step whose name contains it. Prints "copy run export [named-run]".
 breakdown() {
   python3 - "$@" <<'PY'
 import json, sys
+from datetime import datetime
 path, wall = sys.argv[1], float(sys.argv[2])
 want = sys.argv[3] if len(sys.argv) > 3 else None
-names, dur = {}, {}
-export_start = None
+def ts(s):
+    # RFC 3339 with nanoseconds: keep microseconds for fromisoformat.
+    head, frac = s.rstrip("Z").split(".") if "." in s else (s.rstrip("Z"), "0")
+    return datetime.fromisoformat(head).timestamp() + float("0." + frac)
+names, started, completed, cached = {}, {}, {}, set()
+first = None
 for line in open(path, errors="replace"):
     try:
-        ev = json.loads(line)
+        status = json.loads(line)
     except ValueError:
         continue
-    t = ev.get("type")
-    if t == "started":
-        names[ev["vertex"]] = ev["name"]
-    elif t == "done":
-        dur[ev["vertex"]] = dur.get(ev["vertex"], 0.0) + ev["duration"]
-    elif t == "message" and export_start is None and ev["text"].startswith("exporting layers"):
-        export_start = ev["time"]
+    for v in status.get("vertexes") or []:
+        d = v["digest"]
+        names[d] = v.get("name", names.get(d, ""))
+        if v.get("cached"):
+            cached.add(d)
+        if v.get("started"):
+            started[d] = ts(v["started"])
+            first = started[d] if first is None else min(first, started[d])
+        if v.get("completed"):
+            completed[d] = ts(v["completed"])
+dur = {d: completed[d] - started[d] for d in completed if d in started and d not in cached}
 def total(word):
-    return sum(d for v, d in dur.items() if f" {word} " in f" {names.get(v, '')} ".replace("]", "] "))
+    return sum(t for d, t in dur.items() if f" {word} " in f" {names.get(d, '')} ".replace("]", "] "))
 copy = total("COPY") + total("ADD")
 run = total("RUN")
-export = wall - export_start if export_start is not None else 0.0
+export = 0.0
+for d, n in names.items():
+    if n.startswith("exporting to image") and d in started and d in completed:
+        export += completed[d] - started[d]
 out = [f"{copy:.3f}", f"{run:.3f}", f"{export:.3f}"]
 if want:
-    out.append(f"{sum(d for v, d in dur.items() if want in names.get(v, '')):.3f}")
+    out.append(f"{sum(t for d, t in dur.items() if want in names.get(d, '')):.3f}")
 print(" ".join(out))
 PY
 }
