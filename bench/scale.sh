@@ -96,17 +96,7 @@ for layers in 10 60 120; do
   "$RBUILD" --root "$store" build --progress plain "$dir" >/dev/null 2>&1
   { cat "$dir/Dockerfile.base"; echo "RUN echo $(date +%s%N) > /top"; } > "$dir/Dockerfile"
   "$RBUILD" --root "$store" build --progress rawjson "$dir" > "$logs/chain-$layers" 2>&1
-  top=$(python3 - "$logs/chain-$layers" <<'PY'
-import json, sys
-names, dur = {}, {}
-for line in open(sys.argv[1]):
-    try: ev = json.loads(line)
-    except ValueError: continue
-    if ev.get("type") == "started": names[ev["vertex"]] = ev["name"]
-    if ev.get("type") == "done": dur[ev["vertex"]] = ev["duration"]
-print(f"{sum(d * 1000 for v, d in dur.items() if '> /top' in names.get(v, '')):.1f}")
-PY
-)
+  top=$(breakdown "$logs/chain-$layers" 0 "> /top" | awk '{printf "%.1f", $4 * 1000}')
   printf '%-14s %12sms\n' "$layers" "$top"
 done
 
