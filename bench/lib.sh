@@ -47,6 +47,29 @@ seconds() {
   echo "$end - $start" | bc -l | xargs printf '%.3f'
 }
 
+# write_workload_dockerfile DIR BASE: the CI-style workload's Dockerfile
+# (four stages used, one unused that must never run) on base image BASE,
+# and its .dockerignore.
+write_workload_dockerfile() {
+  cat > "$1/Dockerfile" <<DF
+FROM $2 AS base
+RUN echo base > /base.txt
+FROM base AS deps
+COPY package-list.txt /app/
+RUN wc -l < /app/package-list.txt > /app/deps.txt
+FROM base AS unused
+RUN sleep 100
+FROM deps AS build
+COPY src/ /app/src/
+RUN find /app/src -type f | wc -l > /app/count.txt
+FROM base
+COPY --from=build /app/count.txt /app/deps.txt /app/
+COPY --from=build /app/src /app/src
+CMD ["cat", "/app/count.txt"]
+DF
+  echo ".complete" > "$1/.dockerignore"
+}
+
 # make_workload_context DIR: the CI-style context (20,000 files of 5 KB, half
 # random, in 200 directories, ~100 MB, plus package-list.txt), made once.
 make_workload_context() {

@@ -14,21 +14,7 @@ start_registry
 
 ctx=$WORK/ctx
 make_workload_context "$ctx"
-cat > "$ctx/Dockerfile" <<DF
-FROM $REGISTRY/busybox:latest AS base
-RUN echo base > /base.txt
-FROM base AS deps
-COPY package-list.txt /app/
-RUN wc -l < /app/package-list.txt > /app/deps.txt
-FROM deps AS build
-COPY src/ /app/src/
-RUN find /app/src -type f | wc -l > /app/count.txt
-FROM base
-COPY --from=build /app/count.txt /app/deps.txt /app/
-COPY --from=build /app/src /app/src
-CMD ["cat", "/app/count.txt"]
-DF
-echo ".complete" > "$ctx/.dockerignore"
+write_workload_dockerfile "$ctx" "$REGISTRY/busybox:latest"
 export SOURCE_DATE_EPOCH=1700000000
 
 store=$WORK/rc-store; fresh=$WORK/rc-fresh

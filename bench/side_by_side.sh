@@ -22,22 +22,7 @@ bash "$PEERS/registry-and-base.sh" >/dev/null
 wl=$WORK/side-by-side
 rm -rf "$wl"; make_workload_context "$wl"
 mkdir -p "$wl/src/pkg007" && echo "the file the peers' scripts change" > "$wl/src/pkg007/f00007.txt"
-cat > "$wl/Dockerfile" <<DF
-FROM 127.0.0.1:5000/busybox:latest AS base
-RUN echo base > /base.txt
-FROM base AS deps
-COPY package-list.txt /app/
-RUN wc -l < /app/package-list.txt > /app/deps.txt
-FROM base AS unused
-RUN sleep 100
-FROM deps AS build
-COPY src/ /app/src/
-RUN find /app/src -type f | wc -l > /app/count.txt
-FROM base
-COPY --from=build /app/count.txt /app/deps.txt /app/
-COPY --from=build /app/src /app/src
-CMD ["cat", "/app/count.txt"]
-DF
+write_workload_dockerfile "$wl" "127.0.0.1:5000/busybox:latest"
 echo "context: $(find "$wl/src" -type f | wc -l) files, $(du -sm "$wl/src" | cut -f1) MB"
 
 # rbuild, the same three scenarios as the peers' scripts time.

@@ -12,9 +12,9 @@
 
 pub mod annotations;
 mod assemble;
+pub mod attest;
 mod background;
 mod dest;
-pub mod attest;
 mod image;
 mod local;
 mod mediatypes;

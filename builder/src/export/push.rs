@@ -180,12 +180,7 @@ pub fn push_images(
             printer.message(&what);
         };
         let mut outcomes = runtime
-            .block_on(registry.push_blobs_reporting(
-                target,
-                (&image.config, &image.config_digest),
-                &layers,
-                &on_blob,
-            ))
+            .block_on(registry.push_blobs_reporting(target, (&image.config, &image.config_digest), &layers, &on_blob))
             .map_err(err(Some(image.platform.clone())))?;
         task.done();
         for (digest, outcome) in &linked {

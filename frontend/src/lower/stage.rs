@@ -175,19 +175,10 @@ impl StageState {
     }
 }
 
-/// Cleans a path like Go's `path.Clean` (absolute paths only).
+/// Cleans a path like Go's `path.Clean` (absolute paths only; `..`
+/// clamps at the root), with the solver's lexical cleaning.
 pub(crate) fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    format!("/{}", rbuild_solver::fileop::clean_rel(p))
 }
 
 impl Lowering<'_> {

@@ -34,6 +34,7 @@ use crate::graph::{Chown, FileAction};
 
 pub use archive::Compression;
 pub use chmod::Chmod;
+pub use path::clean_rel;
 pub use rbuild_cache::layer::OwnerError;
 
 /// One input a file action can read from.
