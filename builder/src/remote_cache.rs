@@ -255,7 +255,8 @@ fn cache_mounts(spec: &CacheSpec) -> Result<bool> {
 }
 
 /// The cache mounts (`RUN --mount=type=cache`) a build graph uses: id and
-/// sharing mode, each id once.
+/// sharing mode, each store key ([`rbuild_solver::solve::cache_mount_key`])
+/// once.
 pub fn cache_mounts_of(def: &Definition) -> Vec<MountToExport> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for vertex in &def.vertices {
@@ -267,7 +268,9 @@ pub fn cache_mounts_of(def: &Definition) -> Vec<MountToExport> {
                     CacheSharing::Private => "private",
                     CacheSharing::Locked => "locked",
                 };
-                out.entry(id.clone()).or_insert_with(|| sharing.to_string());
+                // The store's key: a mount with its own `uid=`/`gid=`/`mode=`
+                // is another cache than the default one of the same id.
+                out.entry(rbuild_solver::solve::cache_mount_key(id, mount)).or_insert_with(|| sharing.to_string());
             }
         }
     }

@@ -674,6 +674,57 @@ fn cache_mounts_are_exported_and_seeded() {
     assert!(!out.status.success());
 }
 
+/// A cache mount with its own owner (`uid=`/`gid=`/`mode=`) is another
+/// cache than the default one of its id (BuildKit keys it so): its export
+/// and its seed on an empty store are that mount's files, not the default
+/// mount's.
+#[test]
+fn a_cache_mount_with_an_owner_is_exported_and_seeded_as_itself() {
+    let reg = registry_with_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN --mount=type=cache,id=cm,target=/cache echo default >> /cache/file\n\
+             RUN --mount=type=cache,id=cm,target=/cache,uid=1000,gid=1000,mode=0700 \
+             sh -c 'cat /cache/file > /found 2>/dev/null || echo none > /found; echo owned >> /cache/file; \
+             stat -c %u:%g:%a /cache >> /found'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let store_a = tempfile::tempdir().unwrap();
+    let cache = reg.reference("cache:owned-mounts");
+    assert_eq!(found_in_owned_mount(store_a.path(), ctx.path(), &[]), "none\n1000:1000:700\n");
+    let to = format!("type=registry,ref={cache},cache-mounts=true");
+    assert_eq!(found_in_owned_mount(store_a.path(), ctx.path(), &["--cache-to", &to]), "owned\n1000:1000:700\n");
+    let store_b = tempfile::tempdir().unwrap();
+    assert_eq!(
+        found_in_owned_mount(store_b.path(), ctx.path(), &["--cache-from", &cache]),
+        "owned\nowned\n1000:1000:700\n",
+        "the owned mount was seeded with the owned mount's files"
+    );
+    // `prune --filter id=cm` removes both caches of the id.
+    let mounts = |store: &Path| {
+        std::fs::read_dir(store.join("mounts")).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count()
+    };
+    assert_eq!(mounts(store_a.path()), 2);
+    store_cmd(store_a.path(), &["prune", "--cache-mounts", "--filter", "id=other"]);
+    assert_eq!(mounts(store_a.path()), 2);
+    store_cmd(store_a.path(), &["prune", "--cache-mounts", "--filter", "id=cm"]);
+    assert_eq!(mounts(store_a.path()), 0);
+}
+
+fn found_in_owned_mount(store: &Path, ctx: &Path, extra: &[&str]) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out_dir.path().display());
+    let mut args = extra.to_vec();
+    args.extend(["--no-cache", "-o", &dest]);
+    ok(build(store, ctx, &args));
+    std::fs::read_to_string(out_dir.path().join("found")).unwrap()
+}
+
 fn store_cmd(store: &Path, args: &[&str]) -> String {
     let out = ok(rbuild().arg("--root").arg(store).args(args).output().expect("run rbuild"));
     String::from_utf8(out.stdout).unwrap()

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::lease::Held;
-use super::{IndexEntry, SnapshotId, Store, StoreError, list_dir, mount_dir_name, mtime, read_json};
+use super::{IndexEntry, SnapshotId, Store, StoreError, list_dir, mtime, read_json};
 use crate::fsutil;
 
 /// What to prune.
@@ -291,8 +291,8 @@ impl Store {
         {
             let _gc = self.inner.gc_lock(true)?;
             let held = self.live_leases()?;
-            let names: Option<HashSet<String>> = ids.map(|ids| ids.iter().map(|id| mount_dir_name(id)).collect());
-            self.sweep_mounts(&held, names.as_ref(), &mut report, &mut trash)?;
+            let ids: Option<HashSet<String>> = ids.map(|ids| ids.iter().cloned().collect());
+            self.sweep_mounts(&held, ids.as_ref(), &mut report, &mut trash)?;
         }
         for t in trash {
             fsutil::remove_tree(&t).map_err(|source| StoreError::Remove { path: t.clone(), source })?;
@@ -300,9 +300,12 @@ impl Store {
         Ok(report)
     }
 
-    /// Moves unheld mount directories (those named in `only`, if given)
-    /// to the trash, with their lock and id files. Under the exclusive gc
-    /// lock: a build takes it shared while it leases a mount.
+    /// Moves unheld mount directories (those of the ids in `only`, if
+    /// given) to the trash, with their lock and id files. Under the
+    /// exclusive gc lock: a build takes it shared while it leases a mount.
+    /// An id also names the mounts of that id with their own owner or mode
+    /// (store keys `ID uid=U gid=G mode=M`, see the solver's
+    /// `cache_mount_key`), as `rbuild du` lists them under the id.
     fn sweep_mounts(
         &self,
         held: &Held,
@@ -312,8 +315,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         for path in list_dir(&self.inner.root.join("mounts"))? {
             let name = file_name(&path);
-            if !path.is_dir() || only.is_some_and(|o| !o.contains(&name)) {
+            if !path.is_dir() {
                 continue;
+            }
+            if let Some(only) = only {
+                // Hashed names keep their key in a side file.
+                let key =
+                    fs::read_to_string(path.with_file_name(format!("{name}.id"))).unwrap_or_else(|_| name.clone());
+                let id = key.split(" uid=").next().unwrap_or(&key);
+                if !only.contains(&key) && !only.contains(id) {
+                    continue;
+                }
             }
             if held.mounts.contains(&name) {
                 report.mounts_held += 1;

@@ -68,7 +68,7 @@ pub(crate) fn run(
                 bind.source
             }
             MountKind::Cache { id, sharing } => {
-                let key = cache_dir_key(id, mount);
+                let key = cache_mount_key(id, mount);
                 let dir = store.cache_mount_dir(&key)?;
                 shared.lease.add_mount(&key)?;
                 let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
@@ -278,14 +278,15 @@ mod hosts_tests {
     }
 }
 
-/// The store key of a cache mount's directory. BuildKit keys a cache on its
+/// The store key of a cache mount's directory (also the id its
+/// `cache-mounts=true` export and seeding use). BuildKit keys a cache on its
 /// id plus the mount's base: `uid=`, `gid=` or `mode=` make that base a
 /// directory made with those options (`setCacheUIDGID`), so such a mount
 /// never shares the default cache of the same id, nor one with other
 /// options. The frontend fills in the defaults (0, 0, 0755), so options
 /// spelling out exactly the defaults share the default cache here, where
 /// BuildKit would give them their own (an empty one).
-fn cache_dir_key(id: &str, mount: &crate::graph::Mount) -> String {
+pub fn cache_mount_key(id: &str, mount: &crate::graph::Mount) -> String {
     let (uid, gid, mode) = (mount.uid.unwrap_or(0), mount.gid.unwrap_or(0), mount.mode.unwrap_or(0o755));
     if (uid, gid, mode) == (0, 0, 0o755) {
         return id.to_string();
@@ -295,7 +296,7 @@ fn cache_dir_key(id: &str, mount: &crate::graph::Mount) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::cache_dir_key;
+    use super::cache_mount_key;
     use crate::graph::{CacheSharing, Mount, MountKind};
 
     fn cache(uid: u32, gid: u32, mode: u32) -> Mount {
@@ -315,13 +316,13 @@ mod tests {
     /// which cache it is.
     #[test]
     fn diff06_cache_mounts_are_keyed_on_uid_gid_and_mode() {
-        let default = cache_dir_key("/cache", &cache(0, 0, 0o755));
+        let default = cache_mount_key("/cache", &cache(0, 0, 0o755));
         assert_eq!(default, "/cache", "the default cache keeps its id as key");
         let keys = [
-            cache_dir_key("/cache", &cache(10, 0, 0o755)),
-            cache_dir_key("/cache", &cache(0, 10, 0o755)),
-            cache_dir_key("/cache", &cache(0, 0, 0o700)),
-            cache_dir_key("/cache", &cache(10, 10, 0o755)),
+            cache_mount_key("/cache", &cache(10, 0, 0o755)),
+            cache_mount_key("/cache", &cache(0, 10, 0o755)),
+            cache_mount_key("/cache", &cache(0, 0, 0o700)),
+            cache_mount_key("/cache", &cache(10, 10, 0o755)),
         ];
         for (i, k) in keys.iter().enumerate() {
             assert_ne!(k, &default);

@@ -32,6 +32,7 @@ use crate::graph::{Definition, Digest, Op, Platform, SourceOp, Vertex};
 pub use bind::BindError;
 pub use cachekey::CACHE_KEY_VERSION;
 pub use error::{SourceError, StepError, error_chain};
+pub use exec::cache_mount_key;
 pub use scratch::{ChainView, ScratchDir};
 
 /// A base image made available as snapshots.
