@@ -5,7 +5,11 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use futures_util::StreamExt as _;
 use futures_util::future::join_all;
+
+/// Base-image layers downloaded and unpacked at once.
+const LAYER_PULL_CONCURRENCY: usize = 3;
 use rbuild_cache::layer::UnpackError;
 use rbuild_cache::layer::{UnpackOptions, unpack_layer};
 use rbuild_cache::oci::{
@@ -206,13 +210,24 @@ impl Sources {
         let manifest: Manifest = parse_json("manifest", &manifest_digest, &self.store.read_blob(&manifest_digest)?)?;
         let config_digest = &manifest.config.digest;
         let config: ImageConfig = parse_json("image config", config_digest, &self.store.read_blob(config_digest)?)?;
-        let pulls = manifest.layers.iter().enumerate().map(|(i, layer)| {
-            let diff_id = config.rootfs.diff_ids.get(i).cloned().unwrap_or_default();
-            self.layer_snapshot(&r, layer, diff_id)
-        });
+        // Collected first: a lazy `map` in the stream trips rustc's
+        // higher-ranked `Send` check of the whole future.
+        let pulls: Vec<_> = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let diff_id = config.rootfs.diff_ids.get(i).cloned().unwrap_or_default();
+                self.layer_snapshot(&r, layer, diff_id)
+            })
+            .collect();
+        // A bounded number at once, in order (dockerd's
+        // max-concurrent-downloads default): an image of thousands of
+        // layers must not open thousands of connections and files.
+        let results: Vec<_> = futures_util::stream::iter(pulls).buffered(LAYER_PULL_CONCURRENCY).collect().await;
         let mut chain = Vec::new();
         let mut layers = Vec::new();
-        for result in join_all(pulls).await {
+        for result in results {
             let (id, desc) = result?;
             chain.push(id);
             layers.push(desc);
