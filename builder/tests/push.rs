@@ -437,6 +437,50 @@ fn truncated_or_tampered_base_layers_never_enter_the_store() {
     assert!(!in_store(store.path()));
 }
 
+/// Base-image layers are downloaded a bounded number at once (3, as
+/// dockerd): an image of 12 layers, each download held 300 ms by the proxy,
+/// never has more than 3 in flight, yet more than one (they do overlap),
+/// and the image comes out whole and in order.
+#[test]
+fn base_layers_are_pulled_a_bounded_number_at_once() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    let env = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let runs: String = (1..=11).map(|i| format!("RUN echo {i} >> /order\n")).collect();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}\n{runs}", reg.reference("busybox"))).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let many = reg.reference("many:layers");
+    let out = rbuild_in(env.path())
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "-o", &format!("type=registry,name={many}")])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let proxy = FaultProxy::start(&reg.addr, vec![Rule::always(Some("GET"), "/blobs/sha256:", Fault::Delay(300))]);
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {}/many:layers\nRUN cat /order > /seen\n", proxy.addr))
+        .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = rbuild_in(env.path())
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "-o", &format!("type=local,dest={}", dest.path().display())])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let expected: String = (1..=11).map(|i| format!("{i}\n")).collect();
+    assert_eq!(std::fs::read_to_string(dest.path().join("seen")).unwrap(), expected);
+    let layers = proxy.blob_gets().len();
+    assert!(layers >= 12, "{layers} blobs fetched: {:#?}", proxy.log());
+    let most = proxy.max_delayed_in_flight();
+    assert!((2..=3).contains(&most), "{most} downloads in flight at once");
+}
+
 #[test]
 fn login_build_push_as_a_non_root_user() {
     let root = is_root();

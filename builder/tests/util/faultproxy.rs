@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -31,6 +31,9 @@ pub enum Fault {
     CutRequestBody(usize),
     /// Forward only this many bytes of the response, then close.
     TruncateResponse(usize),
+    /// Wait this many milliseconds, then forward normally; delayed requests
+    /// in flight at once are counted ([`FaultProxy::max_delayed_in_flight`]).
+    Delay(u64),
 }
 
 /// Which requests get a fault.
@@ -80,6 +83,14 @@ pub struct FaultProxy {
     pub addr: String,
     log: Arc<Mutex<Vec<Logged>>>,
     stop: Arc<AtomicBool>,
+    delayed: Arc<InFlight>,
+}
+
+/// Delayed requests in flight now, and the most at once.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
 }
 
 impl FaultProxy {
@@ -93,18 +104,25 @@ impl FaultProxy {
         let rules = Arc::new(Mutex::new(
             rules.into_iter().map(|rule| RuleState { rule, seen: 0, injected: 0 }).collect::<Vec<_>>(),
         ));
-        let (upstream, log2, stop2) = (upstream.to_string(), log.clone(), stop.clone());
+        let delayed: Arc<InFlight> = Arc::default();
+        let (upstream, log2, stop2, delayed2) = (upstream.to_string(), log.clone(), stop.clone(), delayed.clone());
         thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                let (upstream, log, rules) = (upstream.clone(), log2.clone(), rules.clone());
-                thread::spawn(move || handle(conn, &upstream, &log, &rules));
+                let (upstream, log, rules, delayed) = (upstream.clone(), log2.clone(), rules.clone(), delayed2.clone());
+                thread::spawn(move || handle(conn, &upstream, &log, &rules, &delayed));
             }
         });
-        FaultProxy { addr, log, stop }
+        FaultProxy { addr, log, stop, delayed }
+    }
+
+    /// The most requests with a [`Fault::Delay`] that were in flight at
+    /// once (from the start of the delay to the end of the response).
+    pub fn max_delayed_in_flight(&self) -> usize {
+        self.delayed.max.load(Ordering::SeqCst)
     }
 
     /// Every request so far.
@@ -113,12 +131,13 @@ impl FaultProxy {
     }
 
     /// The digests of the blobs downloaded through the proxy (answered GETs
-    /// of `/v2/<name>/blobs/<digest>`, a resumed one counted each time), in
-    /// order.
+    /// of `/v2/<name>/blobs/<digest>`, delayed ones included, a resumed one
+    /// counted each time), in order.
     pub fn blob_gets(&self) -> Vec<String> {
         self.log()
             .iter()
-            .filter(|l| l.method == "GET" && l.fault.is_none() && matches!(l.status, Some(200) | Some(206)))
+            .filter(|l| l.method == "GET" && matches!(l.fault, None | Some(Fault::Delay(_))))
+            .filter(|l| matches!(l.status, Some(200) | Some(206)))
             .filter_map(|l| {
                 let (_, rest) = l.target.split_once("/blobs/")?;
                 let digest = rest.split('?').next()?;
@@ -141,7 +160,13 @@ impl Drop for FaultProxy {
     }
 }
 
-fn handle(client: TcpStream, upstream: &str, log: &Mutex<Vec<Logged>>, rules: &Mutex<Vec<RuleState>>) {
+fn handle(
+    client: TcpStream,
+    upstream: &str,
+    log: &Mutex<Vec<Logged>>,
+    rules: &Mutex<Vec<RuleState>>,
+    delayed: &InFlight,
+) {
     let mut reader = BufReader::new(client.try_clone().expect("clone client socket"));
     // A TLS ClientHello (a client probing for HTTPS first): not HTTP, so
     // hang up at once, as a plain-HTTP server would fail the handshake.
@@ -209,8 +234,23 @@ fn handle(client: TcpStream, upstream: &str, log: &Mutex<Vec<Logged>>, rules: &M
             let _ = client_w.shutdown(Shutdown::Both);
             return;
         }
+        Some(Fault::Delay(ms)) => {
+            let now = delayed.now.fetch_add(1, Ordering::SeqCst) + 1;
+            delayed.max.fetch_max(now, Ordering::SeqCst);
+            thread::sleep(std::time::Duration::from_millis(ms));
+        }
         _ => {}
     }
+    // Leaves the in-flight count however the forwarding below ends.
+    struct Leave<'a>(Option<&'a InFlight>);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            if let Some(d) = self.0 {
+                d.now.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let _leave = Leave(matches!(fault, Some(Fault::Delay(_))).then_some(delayed));
     let Ok(mut up) = TcpStream::connect(upstream) else {
         record(None);
         return;
