@@ -10,7 +10,7 @@ use rbuild_solver::sandbox::{ExtraMount, MountSource, Network, RunSpec, Security
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "ls", "touch", "rm", "sleep", "hostname", "mount", "true", "pwd", "mkdir", "chown",
-    "ifconfig", "stat", "grep", "wc", "chmod", "head",
+    "ifconfig", "stat", "grep", "wc", "chmod", "head", "env",
 ];
 
 /// The `sandbox_run` example, rebuilt once per test run: `cargo test
@@ -222,6 +222,27 @@ fn seccomp_filter_for_sandbox_runs_none_for_insecure() {
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("permission denied"), "{o:?}");
     mount.security = Security::Insecure;
     check(&f.run(&mount));
+}
+
+/// The command's environment is the step's and nothing else: none of the
+/// variables rbuild gives its sandbox init (its re-exec marker, allocator
+/// tuning) or has itself reaches RUN, where it would end up in images.
+#[test]
+fn the_command_gets_exactly_the_steps_environment() {
+    let f = Fixture::new();
+    let mut spec = f.spec(&["env"]);
+    spec.env = vec!["PATH=/bin".into(), "A=1".into()];
+    let out = Command::new(example())
+        .env_remove("RBUILD_OVERLAY")
+        .env("RBUILD_FROM_THE_HOST", "leaked")
+        .arg("run")
+        .arg(f.write_spec(&spec))
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = check(&out).lines().map(str::to_string).collect();
+    lines.sort();
+    // HOME from the user's passwd entry when the step sets none, as runc does.
+    assert_eq!(lines, ["A=1", "HOME=/root", "PATH=/bin"]);
 }
 
 #[test]
