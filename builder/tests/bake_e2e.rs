@@ -224,21 +224,6 @@ fn writing_outside_the_working_directory_needs_an_entitlement() {
     assert!(root.path().join("planted/x").is_file());
 }
 
-fn find_files(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries.flatten() {
-        let path = e.path();
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            out.extend(find_files(&path, name));
-        } else if ft.is_file() && e.file_name() == name {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// Two targets (different Dockerfiles, different context directories) share
 /// a base stage whose RUN appends to a cache mount: all targets go to one
 /// solve, so the RUN executes once — one `started` event, one line in the
@@ -281,7 +266,7 @@ target "two" {
     let started =
         util::progress::ran(&err).iter().filter(|name| name.contains("RUN") && name.contains("echo ran")).count();
     assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
-    let counters = find_files(&store.path().join("mounts"), "runs");
+    let counters = util::find_files(&store.path().join("mounts"), "runs");
     assert_eq!(counters.len(), 1, "{counters:?}");
     assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n", "the RUN appended more than once");
     for name in ["one", "two"] {
@@ -330,7 +315,7 @@ target "default" {
     let err = String::from_utf8_lossy(&out.stderr);
     let started = util::progress::ran(&err).iter().filter(|name| name.contains("echo ran")).count();
     assert_eq!(started, 1, "the shared RUN started {started} times:\n{err}");
-    let counters = find_files(&store.path().join("mounts"), "runs");
+    let counters = util::find_files(&store.path().join("mounts"), "runs");
     assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n");
     assert_eq!(std::fs::read_to_string(p.join("out/app/gen.txt")).unwrap(), "generated\n");
     assert_eq!(std::fs::read_to_string(p.join("out/built")).unwrap().trim(), "1");

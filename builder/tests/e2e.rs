@@ -940,22 +940,6 @@ fn bind_mounts_from_context_and_stage_are_read_only_and_leave_no_trace() {
     assert!(!local.path().join("mnt/data/a.txt").exists(), "bind mount content leaked into the image");
 }
 
-/// Every file named `name` under `dir`, recursively.
-fn find_files(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for e in entries.flatten() {
-        let path = e.path();
-        let ft = e.file_type().unwrap();
-        if ft.is_dir() {
-            out.extend(find_files(&path, name));
-        } else if ft.is_file() && e.file_name() == name {
-            out.push(path);
-        }
-    }
-    out
-}
-
 /// Two target platforms are solved as one graph: the `FROM
 /// --platform=$BUILDPLATFORM` stage is the same vertex for both, so its RUN
 /// (which appends to a cache mount) executes once; each platform's image
@@ -1000,7 +984,7 @@ fn two_platforms_share_the_buildplatform_stage_and_run_it_once() {
         .filter(|name| name.contains("RUN") && name.contains("echo ran"))
         .collect();
     assert_eq!(runs.len(), 1, "the shared RUN started {} times:\n{}", runs.len(), stderr(&out));
-    let counters = find_files(&store.path().join("mounts"), "runs");
+    let counters = util::find_files(&store.path().join("mounts"), "runs");
     assert_eq!(counters.len(), 1, "{counters:?}");
     assert_eq!(std::fs::read_to_string(&counters[0]).unwrap(), "ran\n", "the RUN appended more than once");
     for (arch, dir) in [("amd64", "linux_amd64"), ("arm64", "linux_arm64")] {

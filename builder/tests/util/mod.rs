@@ -452,6 +452,22 @@ pub fn ensure_test_user() {
     }
 }
 
+/// Every file named `name` under `dir`, recursively.
+pub fn find_files(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(find_files(&path, name));
+        } else if ft.is_file() && e.file_name() == name {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// Asserts that an rbuild command succeeded, showing its output if not.
 pub fn ok(out: std::process::Output) -> std::process::Output {
     assert!(
