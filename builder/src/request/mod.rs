@@ -9,7 +9,7 @@
 //! and lists the valid ones.
 
 pub mod cache;
-mod csv;
+use rbuild::csv;
 pub mod output;
 pub mod secret;
 

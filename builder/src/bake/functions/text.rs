@@ -111,46 +111,12 @@ pub(super) fn captures_value(re: &regex::Regex, caps: &regex::Captures<'_>) -> V
 
 /// One CSV record (RFC 4180 quoting), as Go's `encoding/csv` reads it.
 pub fn csv_fields(line: &str) -> Result<Vec<String>, EvalError> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    cur.push('"');
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-            continue;
-        }
-        match c {
-            '"' if at_start => {
-                quoted = true;
-                at_start = false;
-            }
-            '"' => return Err(e(format!("bare \" in non-quoted-field: {line:?}"))),
-            ',' => {
-                out.push(std::mem::take(&mut cur));
-                at_start = true;
-            }
-            other => {
-                cur.push(other);
-                at_start = false;
-            }
-        }
+    // One parser for every CSV value rbuild reads (flags and bake alike);
+    // bake treats an empty value as one empty field, as its callers expect.
+    if line.is_empty() {
+        return Ok(vec![String::new()]);
     }
-    if quoted {
-        return Err(e(format!("extraneous or missing \" in quoted-field: {line:?}")));
-    }
-    out.push(cur);
-    Ok(out)
+    crate::csv::fields(line).map_err(|err| e(format!("{err}: {line:?}")))
 }
 
 /// cty's `format`: Go-style verbs `%s %d %f %e %g %t %q %v %x %X %o %b %%`
