@@ -19,9 +19,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${1:-100}
-work=$(mktemp -d "${TMPDIR:-/tmp}/rbuild-bench.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# CORPUS_DIR=dir keeps the corpus there (and reuses it on the next run), for
+# comparing binaries on the very same bytes.
+if [ -n "${CORPUS_DIR:-}" ]; then
+  work=$CORPUS_DIR; mkdir -p "$work"
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/rbuild-bench.XXXXXX")
+  trap 'rm -rf "$work"' EXIT
+fi
 corpus="$work/corpus"
+if [ ! -f "$work/corpus.tar" ]; then
+rm -rf "$corpus"
 mkdir -p "$corpus/text" "$corpus/random"
 
 half=$((size_mb * 1000000 / 2))
@@ -52,6 +60,7 @@ while [ "$left" -gt 0 ]; do
 done
 bytes=$(du -sb --apparent-size "$corpus" | cut -f1)
 tar -cf "$work/corpus.tar" -C "$corpus" .
+fi
 echo "corpus: $bytes bytes in $(find "$corpus" -type f | wc -l) files; $(nproc) CPUs"
 
 now() { date +%s.%N; }
@@ -64,7 +73,7 @@ for tool in "gzip -6 -c" "zstd -3 -T1 -c -q" "zstd -3 -T2 -c -q"; do
   report "cli: $tool" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$out"
 done
 
-rbuild=target/release/rbuild
+rbuild=${RBUILD:-target/release/rbuild}  # RBUILD=path compares another binary
 [ -x "$rbuild" ] || { echo "build rbuild first: cargo build --release" >&2; exit 1; }
 # Each figure is the best of REPEAT (default 3) runs: the machine is shared.
 REPEAT=${REPEAT:-3}

@@ -9,9 +9,9 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
-use sha2::{Digest as _, Sha256};
 
 use super::LayerWriteError;
+use super::digest::HashingWriter;
 use super::pgzip::ParGzip;
 use super::walk::{TreeOptions, write_tree};
 
@@ -54,36 +54,6 @@ pub struct LayerOptions {
     pub threads: usize,
 }
 
-/// A writer that hashes and counts what passes through it.
-struct Tee<W> {
-    inner: W,
-    hash: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Tee<W> {
-    fn new(inner: W) -> Self {
-        Tee { inner, hash: Sha256::new(), count: 0 }
-    }
-
-    fn digest(self) -> (String, u64, W) {
-        (format!("sha256:{}", hex::encode(self.hash.finalize())), self.count, self.inner)
-    }
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes the layer for the overlay-format snapshot `diff_dir` to `out`.
 ///
 /// Entries are in a deterministic order with overlay whiteouts converted to
@@ -96,7 +66,7 @@ pub fn write_layer(
     let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
     let threads = opts.threads.max(1);
     let werr = |source| LayerWriteError::Write { source };
-    let mut blob = Tee::new(out);
+    let mut blob = HashingWriter::new(out, "sha256-blob");
     let diff_id = match opts.compression {
         Compression::Uncompressed => {
             write_tree(diff_dir, tree, &mut blob)?;
@@ -105,9 +75,9 @@ pub fn write_layer(
         Compression::Gzip { level } => {
             let gz = ParGzip::new(&mut blob, level, threads)
                 .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
-            let mut tar = Tee::new(gz);
+            let mut tar = HashingWriter::new(gz, "sha256-tar");
             write_tree(diff_dir, tree, &mut tar)?;
-            let (diff_id, _, gz) = tar.digest();
+            let (diff_id, _, gz) = tar.finish();
             gz.finish().map_err(werr)?;
             Some(diff_id)
         }
@@ -116,15 +86,15 @@ pub fn write_layer(
             // multithread(0) would be a different (single-threaded) format
             // path; >= 1 gives the same bytes for any count.
             enc.multithread(threads as u32).map_err(werr)?;
-            let mut tar = Tee::new(enc);
+            let mut tar = HashingWriter::new(enc, "sha256-tar");
             write_tree(diff_dir, tree, &mut tar)?;
-            let (diff_id, _, enc) = tar.digest();
+            let (diff_id, _, enc) = tar.finish();
             enc.finish().map_err(werr)?;
             Some(diff_id)
         }
     };
     blob.flush().map_err(werr)?;
-    let (digest, size, _) = blob.digest();
+    let (digest, size, _) = blob.finish();
     Ok(LayerDescriptor {
         diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,
@@ -191,6 +161,8 @@ mod tests {
     use std::fs;
     use std::io::Read;
     use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use sha2::{Digest as _, Sha256};
 
     /// A snapshot dir with every kind of entry; returns its path.
     fn make_snapshot(root: &Path) {
