@@ -13,7 +13,7 @@ use crate::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, M
 use super::LayerWriteError;
 use super::digest::HashingWriter;
 use super::pgzip::ParGzip;
-use super::walk::{TreeOptions, write_tree};
+use super::walk::{TreeOptions, write_tree_to};
 
 /// Layer compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,17 +66,20 @@ pub fn write_layer(
     let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
     let threads = opts.threads.max(1);
     let werr = |source| LayerWriteError::Write { source };
-    let mut blob = HashingWriter::new(out, "sha256-blob");
+    // `threads` workers compress; the caller's thread walks, feeds them and
+    // mostly waits for them. Plain tar: the caller's thread is the only one.
+    let off_thread = spare_core(if opts.compression == Compression::Uncompressed { 1 } else { threads });
+    let mut blob = HashingWriter::new(out, "sha256-blob", off_thread);
     let diff_id = match opts.compression {
         Compression::Uncompressed => {
-            write_tree(diff_dir, tree, &mut blob)?;
+            write_tree_to(diff_dir, tree, &mut blob)?;
             None
         }
         Compression::Gzip { level } => {
             let gz = ParGzip::new(&mut blob, level, threads)
                 .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
-            let mut tar = HashingWriter::new(gz, "sha256-tar");
-            write_tree(diff_dir, tree, &mut tar)?;
+            let mut tar = HashingWriter::new(gz, "sha256-tar", off_thread);
+            write_tree_to(diff_dir, tree, &mut tar)?;
             let (diff_id, _, gz) = tar.finish();
             gz.finish().map_err(werr)?;
             Some(diff_id)
@@ -86,8 +89,8 @@ pub fn write_layer(
             // multithread(0) would be a different (single-threaded) format
             // path; >= 1 gives the same bytes for any count.
             enc.multithread(threads as u32).map_err(werr)?;
-            let mut tar = HashingWriter::new(enc, "sha256-tar");
-            write_tree(diff_dir, tree, &mut tar)?;
+            let mut tar = HashingWriter::new(enc, "sha256-tar", off_thread);
+            write_tree_to(diff_dir, tree, &mut tar)?;
             let (diff_id, _, enc) = tar.finish();
             enc.finish().map_err(werr)?;
             Some(diff_id)
@@ -101,6 +104,17 @@ pub fn write_layer(
         size,
         media_type: opts.compression.media_type().to_string(),
     })
+}
+
+/// Whether the machine has a core left over when `busy` threads are at work.
+///
+/// The two digests are then taken on threads of their own (see
+/// `digest.rs`), in the time the compressor leaves that core idle. When
+/// every core already compresses, a hashing thread only takes turns with a
+/// compression worker and adds copies, thread switches and cache misses:
+/// then hashing inline, on bytes still in cache, is the cheaper of the two.
+fn spare_core(busy: usize) -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) > busy
 }
 
 /// A writer that only counts what passes through it.
