@@ -33,6 +33,27 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// zstd for BuildKit's `compression-level=N` (none: 3).
+    ///
+    /// BuildKit's zstd (klauspost/compress) has four encoder speeds, and
+    /// its exporter maps the level onto them: below 0 the default, 0-2
+    /// fastest, 3-6 default, 7-8 better, 9 and up best. libzstd levels of
+    /// about the same speed and ratio stand for them (1, 3, 7, 11, as
+    /// klauspost documents its speeds), so `compression-level=19` costs
+    /// what it costs in BuildKit, not libzstd's ultra levels (a 128 MiB
+    /// window, jobs of 512 MiB per compression thread, single-digit MB/s).
+    pub fn zstd_buildkit_level(level: Option<i32>) -> Compression {
+        let level = match level {
+            None => 3,
+            Some(l) if l < 0 => 3,
+            Some(0..=2) => 1,
+            Some(3..=6) => 3,
+            Some(7..=8) => 7,
+            Some(_) => 11,
+        };
+        Compression::Zstd { level }
+    }
+
     /// The OCI media type of a layer with this compression.
     pub fn media_type(&self) -> &'static str {
         match self {
@@ -299,6 +320,34 @@ mod tests {
         assert_eq!(get("etc/hello.txt").7.get("user.note").map(|v| v.as_slice()), Some(&b"v1"[..]));
         // Overlay's own xattrs never leak into the layer.
         assert!(entries.iter().all(|e| e.7.keys().all(|k| !k.contains("overlay"))));
+    }
+
+    #[test]
+    fn zstd_levels_follow_buildkit_speed_classes() {
+        let level = |l| match Compression::zstd_buildkit_level(l) {
+            Compression::Zstd { level } => level,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(level(None), 3);
+        for (asked, libzstd) in [
+            (-100, 3),
+            (-1, 3),
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (3, 3),
+            (5, 3),
+            (6, 3),
+            (7, 7),
+            (8, 7),
+            (9, 11),
+            (19, 11),
+            (22, 11),
+        ] {
+            assert_eq!(level(Some(asked)), libzstd, "compression-level={asked}");
+        }
+        assert_eq!(level(Some(i32::MAX)), 11);
+        assert_eq!(level(Some(i32::MIN)), 3);
     }
 
     #[test]
