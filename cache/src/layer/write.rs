@@ -199,6 +199,8 @@ mod tests {
 
     use sha2::{Digest as _, Sha256};
 
+    use crate::layer::walk::{SinkError, TarSink};
+
     /// A snapshot dir with every kind of entry; returns its path.
     fn make_snapshot(root: &Path) {
         fs::create_dir_all(root.join("etc")).unwrap();
@@ -320,6 +322,103 @@ mod tests {
         assert_eq!(get("etc/hello.txt").7.get("user.note").map(|v| v.as_slice()), Some(&b"v1"[..]));
         // Overlay's own xattrs never leak into the layer.
         assert!(entries.iter().all(|e| e.7.keys().all(|k| !k.contains("overlay"))));
+    }
+
+    /// A sink over the layer writer's hashing writer that changes a file
+    /// (`how`) the first time file contents are read into it: what a
+    /// process left running by a build step could do to a snapshot while it
+    /// is exported.
+    struct Meddling<'a> {
+        inner: HashingWriter<Vec<u8>>,
+        target: &'a Path,
+        how: fn(&Path),
+        done: bool,
+    }
+
+    impl Write for Meddling<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl TarSink for Meddling<'_> {
+        fn read_from(&mut self, file: &mut fs::File, max: usize) -> Result<usize, SinkError> {
+            if !self.done {
+                self.done = true;
+                (self.how)(self.target);
+            }
+            self.inner.read_from(file, max)
+        }
+    }
+
+    #[test]
+    fn a_file_that_grows_or_shrinks_while_archived_is_an_error_not_a_corrupt_tar() {
+        let grow: fn(&Path) = |p| {
+            let mut f = fs::OpenOptions::new().append(true).open(p).unwrap();
+            f.write_all(&[b'x'; 70_000]).unwrap();
+        };
+        let shrink: fn(&Path) = |p| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(10).unwrap();
+        for (how, read) in [(grow, 1_000_001u64), (shrink, 10)] {
+            for off_thread in [true, false] {
+                let tmp = tempfile::tempdir().unwrap();
+                let big = tmp.path().join("big");
+                fs::write(&big, vec![7u8; 1_000_000]).unwrap();
+                let mut sink = Meddling {
+                    inner: HashingWriter::new(Vec::new(), "sha256-test", off_thread),
+                    target: &big,
+                    how,
+                    done: false,
+                };
+                let tree = TreeOptions { whiteouts: true, epoch: None };
+                match write_tree_to(tmp.path(), tree, &mut sink) {
+                    Err(LayerWriteError::FileChanged { path, expected, read: got }) => {
+                        assert_eq!(path, big);
+                        assert_eq!(expected, 1_000_000);
+                        assert_eq!(got, read);
+                    }
+                    other => panic!("expected FileChanged, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Takes `left` bytes, then fails.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_output_is_an_error_for_every_compression_and_thread_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_snapshot(tmp.path());
+        for compression in [Compression::Gzip { level: 1 }, Compression::Zstd { level: 1 }, Compression::Uncompressed] {
+            // 1 thread hashes off-thread (with 2+ cores), 4 inline; the
+            // output fails early and late.
+            for threads in [1, 4] {
+                for left in [0, 20_000] {
+                    let opts = LayerOptions { compression, source_date_epoch: None, threads };
+                    let err = write_layer(tmp.path(), &opts, &mut Failing { left }).unwrap_err();
+                    assert!(matches!(err, LayerWriteError::Write { .. }), "{compression:?} t={threads}: {err:?}");
+                }
+            }
+        }
     }
 
     #[test]
