@@ -3,7 +3,9 @@
 //! The tar stream is hashed (diff_id) on its way into the compressor and the
 //! compressed stream is hashed and counted (digest, size) on its way out, so
 //! nothing is ever read back. Compression runs on `threads` workers with
-//! output that is identical for any thread count >= 1.
+//! output that is identical for any thread count >= 1. The two digests are
+//! taken on threads of their own when the workers leave a core free, so the
+//! thread feeding the compressor never waits for SHA-256 (`digest.rs`).
 
 use std::io::{self, Write};
 use std::path::Path;
