@@ -292,7 +292,7 @@ pub fn layer_compression(spec: &CacheSpec) -> Result<Compression> {
             }
             Compression::Gzip { level: level as u32 }
         }
-        Some("zstd") => Compression::Zstd { level: level.unwrap_or(3) },
+        Some("zstd") => Compression::zstd_buildkit_level(level),
         Some("uncompressed") => Compression::Uncompressed,
         Some(other) => bail!("`--cache-to`: invalid `compression={other}`: expected gzip, zstd or uncompressed"),
     })

@@ -107,7 +107,7 @@ pub fn compression_from_outputs(outputs: &[Output]) -> Compression {
             }
             (None, _) => compression,
             (Some(CompressionKind::Gzip), l) => Compression::Gzip { level: l.unwrap_or(6).clamp(0, 9) as u32 },
-            (Some(CompressionKind::Zstd), l) => Compression::Zstd { level: l.unwrap_or(3) },
+            (Some(CompressionKind::Zstd), l) => Compression::zstd_buildkit_level(l),
             (Some(CompressionKind::Uncompressed), _) => Compression::Uncompressed,
         };
     }
@@ -135,7 +135,9 @@ mod tests {
         assert_eq!(compression_from_outputs(&[]), Compression::Gzip { level: 6 });
         assert_eq!(compression_from_outputs(&[image(None, Some(12))]), Compression::Gzip { level: 9 });
         assert_eq!(compression_from_outputs(&[image(Some(Zstd), None)]), Compression::Zstd { level: 3 });
-        assert_eq!(compression_from_outputs(&[image(Some(Zstd), Some(5))]), Compression::Zstd { level: 5 });
+        // BuildKit's speed classes: 5 is the default speed, 8 the better one.
+        assert_eq!(compression_from_outputs(&[image(Some(Zstd), Some(5))]), Compression::Zstd { level: 3 });
+        assert_eq!(compression_from_outputs(&[image(Some(Zstd), Some(8))]), Compression::Zstd { level: 7 });
         assert_eq!(
             compression_from_outputs(&[image(Some(Zstd), None), image(None, Some(1))]),
             Compression::Zstd { level: 3 }

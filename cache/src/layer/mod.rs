@@ -13,6 +13,7 @@
 //! Everything here is synchronous; callers on an async runtime use
 //! `spawn_blocking`.
 
+mod digest;
 mod owner;
 mod pgzip;
 pub mod unpack;

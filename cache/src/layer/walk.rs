@@ -47,17 +47,75 @@ struct Entry {
 /// Writes `root`'s contents (not `root` itself) as a tar stream, including
 /// the two zero end blocks.
 pub fn write_tree(root: &Path, opts: TreeOptions, out: &mut dyn Write) -> Result<(), LayerWriteError> {
-    let mut w = Walker { opts, out, links: HashMap::new(), buf: vec![0; 256 * 1024] };
+    write_tree_to(root, opts, &mut Copying { out, buf: vec![0; 256 * 1024] })
+}
+
+/// [`write_tree`] to a sink that file contents are read straight into.
+pub(crate) fn write_tree_to(root: &Path, opts: TreeOptions, out: &mut dyn TarSink) -> Result<(), LayerWriteError> {
+    let mut w = Walker { opts, out, links: HashMap::new() };
     w.walk_dir(root, &[])?;
     w.out.write_all(&[0u8; 1024]).map_err(|source| LayerWriteError::Write { source })
 }
 
+/// Why [`TarSink::read_from`] failed.
+pub(crate) enum SinkError {
+    /// Reading the file.
+    Read(io::Error),
+    /// Writing the stream.
+    Write(io::Error),
+}
+
+/// Where a tar stream goes.
+///
+/// File contents are most of a layer's bytes; a sink with buffers of its
+/// own (the layer writer's hashing chunks) has them read straight into
+/// those, saving a copy of every byte.
+pub(crate) trait TarSink: Write {
+    /// Appends up to `max` (> 0) bytes read from `file` to the stream and
+    /// returns how many: 0 at the end of the file.
+    fn read_from(&mut self, file: &mut File, max: usize) -> Result<usize, SinkError>;
+}
+
+/// A [`TarSink`] over any writer: reads into a buffer, then writes.
+struct Copying<'a> {
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+}
+
+impl Write for Copying<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl TarSink for Copying<'_> {
+    fn read_from(&mut self, file: &mut File, max: usize) -> Result<usize, SinkError> {
+        let want = max.min(self.buf.len());
+        let n = read_retrying(file, &mut self.buf[..want]).map_err(SinkError::Read)?;
+        self.out.write_all(&self.buf[..n]).map_err(SinkError::Write)?;
+        Ok(n)
+    }
+}
+
+/// `read`, retried on `EINTR`.
+pub(crate) fn read_retrying(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 struct Walker<'a> {
     opts: TreeOptions,
-    out: &'a mut dyn Write,
+    out: &'a mut dyn TarSink,
     /// First path seen for each multiply-linked (dev, inode).
     links: HashMap<(u64, u64), Vec<u8>>,
-    buf: Vec<u8>,
 }
 
 /// The names in `dir`, sorted by bytes.
@@ -288,14 +346,12 @@ impl Walker<'_> {
         let mut f = File::open(path).map_err(rerr)?;
         let mut left = size;
         while left > 0 {
-            let want = (self.buf.len() as u64).min(left) as usize;
-            let n = match f.read(&mut self.buf[..want]) {
+            let n = match self.out.read_from(&mut f, usize::try_from(left).unwrap_or(usize::MAX)) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(rerr(err)),
+                Err(SinkError::Read(err)) => return Err(rerr(err)),
+                Err(SinkError::Write(source)) => return Err(LayerWriteError::Write { source }),
             };
-            self.out.write_all(&self.buf[..n]).map_err(|source| LayerWriteError::Write { source })?;
             left -= n as u64;
         }
         let mut probe = [0u8; 1];
@@ -311,7 +367,7 @@ impl Walker<'_> {
     }
 }
 
-fn pad(out: &mut dyn Write, len: u64) -> Result<(), LayerWriteError> {
+fn pad(out: &mut dyn TarSink, len: u64) -> Result<(), LayerWriteError> {
     let rem = (512 - len % 512) % 512;
     out.write_all(&[0u8; 512][..rem as usize]).map_err(|source| LayerWriteError::Write { source })
 }

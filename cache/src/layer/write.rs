@@ -3,17 +3,19 @@
 //! The tar stream is hashed (diff_id) on its way into the compressor and the
 //! compressed stream is hashed and counted (digest, size) on its way out, so
 //! nothing is ever read back. Compression runs on `threads` workers with
-//! output that is identical for any thread count >= 1.
+//! output that is identical for any thread count >= 1. The two digests are
+//! taken on threads of their own when the workers leave a core free, so the
+//! thread feeding the compressor never waits for SHA-256 (`digest.rs`).
 
 use std::io::{self, Write};
 use std::path::Path;
 
 use crate::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD};
-use sha2::{Digest as _, Sha256};
 
 use super::LayerWriteError;
+use super::digest::HashingWriter;
 use super::pgzip::ParGzip;
-use super::walk::{TreeOptions, write_tree};
+use super::walk::{TreeOptions, write_tree_to};
 
 /// Layer compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +35,27 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// zstd for BuildKit's `compression-level=N` (none: 3).
+    ///
+    /// BuildKit's zstd (klauspost/compress) has four encoder speeds, and
+    /// its exporter maps the level onto them: below 0 the default, 0-2
+    /// fastest, 3-6 default, 7-8 better, 9 and up best. libzstd levels of
+    /// about the same speed and ratio stand for them (1, 3, 7, 11, as
+    /// klauspost documents its speeds), so `compression-level=19` costs
+    /// what it costs in BuildKit, not libzstd's ultra levels (a 128 MiB
+    /// window, jobs of 512 MiB per compression thread, single-digit MB/s).
+    pub fn zstd_buildkit_level(level: Option<i32>) -> Compression {
+        let level = match level {
+            None => 3,
+            Some(l) if l < 0 => 3,
+            Some(0..=2) => 1,
+            Some(3..=6) => 3,
+            Some(7..=8) => 7,
+            Some(_) => 11,
+        };
+        Compression::Zstd { level }
+    }
+
     /// The OCI media type of a layer with this compression.
     pub fn media_type(&self) -> &'static str {
         match self {
@@ -54,36 +77,6 @@ pub struct LayerOptions {
     pub threads: usize,
 }
 
-/// A writer that hashes and counts what passes through it.
-struct Tee<W> {
-    inner: W,
-    hash: Sha256,
-    count: u64,
-}
-
-impl<W: Write> Tee<W> {
-    fn new(inner: W) -> Self {
-        Tee { inner, hash: Sha256::new(), count: 0 }
-    }
-
-    fn digest(self) -> (String, u64, W) {
-        (format!("sha256:{}", hex::encode(self.hash.finalize())), self.count, self.inner)
-    }
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Writes the layer for the overlay-format snapshot `diff_dir` to `out`.
 ///
 /// Entries are in a deterministic order with overlay whiteouts converted to
@@ -96,18 +89,21 @@ pub fn write_layer(
     let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
     let threads = opts.threads.max(1);
     let werr = |source| LayerWriteError::Write { source };
-    let mut blob = Tee::new(out);
+    // `threads` workers compress; the caller's thread walks, feeds them and
+    // mostly waits for them. Plain tar: the caller's thread is the only one.
+    let off_thread = spare_core(if opts.compression == Compression::Uncompressed { 1 } else { threads });
+    let mut blob = HashingWriter::new(out, "sha256-blob", off_thread);
     let diff_id = match opts.compression {
         Compression::Uncompressed => {
-            write_tree(diff_dir, tree, &mut blob)?;
+            write_tree_to(diff_dir, tree, &mut blob)?;
             None
         }
         Compression::Gzip { level } => {
             let gz = ParGzip::new(&mut blob, level, threads)
                 .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
-            let mut tar = Tee::new(gz);
-            write_tree(diff_dir, tree, &mut tar)?;
-            let (diff_id, _, gz) = tar.digest();
+            let mut tar = HashingWriter::new(gz, "sha256-tar", off_thread);
+            write_tree_to(diff_dir, tree, &mut tar)?;
+            let (diff_id, _, gz) = tar.finish();
             gz.finish().map_err(werr)?;
             Some(diff_id)
         }
@@ -116,21 +112,32 @@ pub fn write_layer(
             // multithread(0) would be a different (single-threaded) format
             // path; >= 1 gives the same bytes for any count.
             enc.multithread(threads as u32).map_err(werr)?;
-            let mut tar = Tee::new(enc);
-            write_tree(diff_dir, tree, &mut tar)?;
-            let (diff_id, _, enc) = tar.digest();
+            let mut tar = HashingWriter::new(enc, "sha256-tar", off_thread);
+            write_tree_to(diff_dir, tree, &mut tar)?;
+            let (diff_id, _, enc) = tar.finish();
             enc.finish().map_err(werr)?;
             Some(diff_id)
         }
     };
     blob.flush().map_err(werr)?;
-    let (digest, size, _) = blob.digest();
+    let (digest, size, _) = blob.finish();
     Ok(LayerDescriptor {
         diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,
         size,
         media_type: opts.compression.media_type().to_string(),
     })
+}
+
+/// Whether the machine has a core left over when `busy` threads are at work.
+///
+/// The two digests are then taken on threads of their own (see
+/// `digest.rs`), in the time the compressor leaves that core idle. When
+/// every core already compresses, a hashing thread only takes turns with a
+/// compression worker and adds copies, thread switches and cache misses:
+/// then hashing inline, on bytes still in cache, is the cheaper of the two.
+fn spare_core(busy: usize) -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) > busy
 }
 
 /// A writer that only counts what passes through it.
@@ -191,6 +198,10 @@ mod tests {
     use std::fs;
     use std::io::Read;
     use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use sha2::{Digest as _, Sha256};
+
+    use crate::layer::walk::{SinkError, TarSink};
 
     /// A snapshot dir with every kind of entry; returns its path.
     fn make_snapshot(root: &Path) {
@@ -313,6 +324,131 @@ mod tests {
         assert_eq!(get("etc/hello.txt").7.get("user.note").map(|v| v.as_slice()), Some(&b"v1"[..]));
         // Overlay's own xattrs never leak into the layer.
         assert!(entries.iter().all(|e| e.7.keys().all(|k| !k.contains("overlay"))));
+    }
+
+    /// A sink over the layer writer's hashing writer that changes a file
+    /// (`how`) the first time file contents are read into it: what a
+    /// process left running by a build step could do to a snapshot while it
+    /// is exported.
+    struct Meddling<'a> {
+        inner: HashingWriter<Vec<u8>>,
+        target: &'a Path,
+        how: fn(&Path),
+        done: bool,
+    }
+
+    impl Write for Meddling<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl TarSink for Meddling<'_> {
+        fn read_from(&mut self, file: &mut fs::File, max: usize) -> Result<usize, SinkError> {
+            if !self.done {
+                self.done = true;
+                (self.how)(self.target);
+            }
+            self.inner.read_from(file, max)
+        }
+    }
+
+    #[test]
+    fn a_file_that_grows_or_shrinks_while_archived_is_an_error_not_a_corrupt_tar() {
+        let grow: fn(&Path) = |p| {
+            let mut f = fs::OpenOptions::new().append(true).open(p).unwrap();
+            f.write_all(&[b'x'; 70_000]).unwrap();
+        };
+        let shrink: fn(&Path) = |p| fs::OpenOptions::new().write(true).open(p).unwrap().set_len(10).unwrap();
+        for (how, read) in [(grow, 1_000_001u64), (shrink, 10)] {
+            for off_thread in [true, false] {
+                let tmp = tempfile::tempdir().unwrap();
+                let big = tmp.path().join("big");
+                fs::write(&big, vec![7u8; 1_000_000]).unwrap();
+                let mut sink = Meddling {
+                    inner: HashingWriter::new(Vec::new(), "sha256-test", off_thread),
+                    target: &big,
+                    how,
+                    done: false,
+                };
+                let tree = TreeOptions { whiteouts: true, epoch: None };
+                match write_tree_to(tmp.path(), tree, &mut sink) {
+                    Err(LayerWriteError::FileChanged { path, expected, read: got }) => {
+                        assert_eq!(path, big);
+                        assert_eq!(expected, 1_000_000);
+                        assert_eq!(got, read);
+                    }
+                    other => panic!("expected FileChanged, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Takes `left` bytes, then fails.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.left);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_output_is_an_error_for_every_compression_and_thread_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_snapshot(tmp.path());
+        for compression in [Compression::Gzip { level: 1 }, Compression::Zstd { level: 1 }, Compression::Uncompressed] {
+            // 1 thread hashes off-thread (with 2+ cores), 4 inline; the
+            // output fails early and late.
+            for threads in [1, 4] {
+                for left in [0, 20_000] {
+                    let opts = LayerOptions { compression, source_date_epoch: None, threads };
+                    let err = write_layer(tmp.path(), &opts, &mut Failing { left }).unwrap_err();
+                    assert!(matches!(err, LayerWriteError::Write { .. }), "{compression:?} t={threads}: {err:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_levels_follow_buildkit_speed_classes() {
+        let level = |l| match Compression::zstd_buildkit_level(l) {
+            Compression::Zstd { level } => level,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(level(None), 3);
+        for (asked, libzstd) in [
+            (-100, 3),
+            (-1, 3),
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (3, 3),
+            (5, 3),
+            (6, 3),
+            (7, 7),
+            (8, 7),
+            (9, 11),
+            (19, 11),
+            (22, 11),
+        ] {
+            assert_eq!(level(Some(asked)), libzstd, "compression-level={asked}");
+        }
+        assert_eq!(level(Some(i32::MAX)), 11);
+        assert_eq!(level(Some(i32::MIN)), 3);
     }
 
     #[test]
