@@ -270,3 +270,70 @@ fn prune_keeps_deferred_layers_of_tagged_images_only() {
     assert!(du.lines().any(|l| l.starts_with("snapshots") && l.contains(" 0 ")), "{du}");
     assert_eq!(std::fs::read_dir(store.path().join("diffs")).unwrap().count(), 0);
 }
+
+/// As an unprivileged user (container ids mapped to subordinate ones), the
+/// push re-tars the snapshot with the same container owners the build
+/// hashed: the diff id checks out, and the pushed manifest is the eager
+/// build's.
+#[test]
+fn rootless_deferred_push_matches_an_eager_push() {
+    if util::is_root() {
+        util::ensure_test_user();
+    } else {
+        eprintln!("not root: the test user cannot be created here; the current user is already non-root");
+    }
+    let reg = registry();
+    let base = tempfile::Builder::new().prefix("rbuild-deferred").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN touch /owned && chown 1000:1000 /owned && chmod 4755 /owned && \
+             mkdir /d && chown 65534:65534 /d && seq 1 100000 > /d/data\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    if util::is_root() {
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+        run(Command::new("chmod").arg("755").arg(base.path()));
+    }
+    let as_user = |store: &str| {
+        let mut cmd = if util::is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
+            c.env("HOME", base.path());
+            c
+        } else {
+            rbuild()
+        };
+        cmd.arg("--root").arg(base.path().join(store)).env("SOURCE_DATE_EPOCH", "1700000000");
+        cmd
+    };
+    let name = reg.reference("rootless-lazy:1");
+    ok(as_user("lazy").args(["build", "-t", &name]).arg(&ctx).output().unwrap());
+    let pushed = ok(as_user("lazy").args(["push", "--progress", "plain", &name]).output().unwrap());
+    let log = stderr(&pushed);
+    assert_eq!(log.matches("compressed layer").count(), 1, "{log}");
+    let out = ok(as_user("eager")
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=registry,name={}", reg.reference("rootless-eager:1")),
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap());
+    assert_eq!(pushed_digest(&stderr(&out)), pushed_digest(&log));
+    // The owners in the pushed layer are the container's, not the host's.
+    let raw = util::skopeo_inspect_raw(&name);
+    let top = raw["layers"][1]["digest"].as_str().unwrap();
+    let listing = String::from_utf8(run(Command::new("tar").arg("-tvzf").arg(reg.blob_data_path(top)))).unwrap();
+    let owned = listing.lines().find(|l| l.ends_with(" owned")).expect(&listing);
+    assert!(owned.starts_with("-rwsr-xr-x") && owned.contains("1000/1000"), "{owned}");
+    let d = listing.lines().find(|l| l.ends_with(" d/")).expect(&listing);
+    assert!(d.contains("65534/65534"), "{d}");
+}
