@@ -337,3 +337,60 @@ fn rootless_deferred_push_matches_an_eager_push() {
     let d = listing.lines().find(|l| l.ends_with(" d/")).expect(&listing);
     assert!(d.contains("65534/65534"), "{d}");
 }
+
+/// Several platforms: the stored index names deferred manifests; the push
+/// rewrites each and the index over them, giving the eager build's index.
+#[test]
+fn multi_platform_deferred_push_matches_an_eager_push() {
+    let reg = TestRegistry::start();
+    reg.push_busybox_multiarch("busybox:multi");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}/busybox:multi\nARG TARGETARCH\nCOPY hello /hello-$TARGETARCH\nCOPY hello /again\n", reg.addr),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("hello"), "hi\n".repeat(10000)).unwrap();
+    let platforms = "linux/amd64,linux/arm64";
+    let lazy = tempfile::tempdir().unwrap();
+    let name = reg.reference("multi-lazy:1");
+    ok(rbuild_at(lazy.path()).args(["build", "--platform", platforms, "-t", &name]).arg(ctx.path()).output().unwrap());
+    let index = read_blob_json(lazy.path(), &tag_of(lazy.path(), &name));
+    let mut base = Vec::new();
+    for m in index["manifests"].as_array().unwrap() {
+        let manifest = read_blob_json(lazy.path(), m["digest"].as_str().unwrap());
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 3);
+        base.push(layers[0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string());
+        for l in &layers[1..] {
+            assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{manifest}");
+        }
+    }
+    base.sort();
+    base.dedup();
+    assert_eq!(gzip_blobs(lazy.path()), base, "only the base layers are gzip");
+    let pushed = ok(rbuild_at(lazy.path()).args(["push", "--progress", "plain", &name]).output().unwrap());
+    let log = stderr(&pushed);
+    // Two own layers per platform (the shared `COPY hello /again` may be
+    // one snapshot, compressed once and then reused).
+    let compressed = log.matches("compressed layer").count();
+    assert!(compressed >= 3, "{log}");
+    assert_eq!(compressed + log.matches("reusing its gzip-6 blob").count(), 4, "{log}");
+    let eager = tempfile::tempdir().unwrap();
+    let out = ok(rbuild_at(eager.path())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            platforms,
+            "--push",
+            "-t",
+            &reg.reference("multi-eager:1"),
+        ])
+        .arg(ctx.path())
+        .output()
+        .unwrap());
+    assert_eq!(pushed_digest(&stderr(&out)), pushed_digest(&log));
+    assert_eq!(util::skopeo_inspect_raw(&name), util::skopeo_inspect_raw(&reg.reference("multi-eager:1")));
+}
