@@ -216,6 +216,7 @@ fn killed_push_leaves_a_valid_store_and_the_next_push_completes() {
     let store = tempfile::tempdir().unwrap();
     let name = reg.reference("killed:1");
     ok(rbuild_at(store.path()).args(["build", "-t", &name]).arg(dir.path()).output().unwrap());
+    let mut drafts = 0;
     for delay in [300u64, 1500] {
         let mut child = rbuild_at(store.path())
             .args(["push", "--progress", "plain", &name])
@@ -226,7 +227,11 @@ fn killed_push_leaves_a_valid_store_and_the_next_push_completes() {
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         child.wait().unwrap();
+        // A blob draft of the dead push: it was killed mid-compression.
+        let tmp = std::fs::read_dir(store.path().join("tmp")).unwrap();
+        drafts += tmp.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".blob-")).count();
     }
+    assert!(drafts > 0, "no kill landed while a layer was being compressed");
     // Whatever the kills interrupted, the store opens clean and the push
     // completes, with the digest an eager build pushes.
     let start = Instant::now();
