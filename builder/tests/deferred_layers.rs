@@ -399,3 +399,53 @@ fn multi_platform_deferred_push_matches_an_eager_push() {
     assert_eq!(pushed_digest(&stderr(&out)), pushed_digest(&log));
     assert_eq!(util::skopeo_inspect_raw(&name), util::skopeo_inspect_raw(&reg.reference("multi-eager:1")));
 }
+
+/// A store-only build killed while it records its deferred layers (the
+/// export phase) leaves a store whose next build and push give the eager
+/// build's image: no half-written diff record or note is ever trusted.
+#[test]
+fn killed_store_only_build_leaves_a_valid_store() {
+    let reg = registry();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\nRUN seq 1 6000000 > /seq && mkdir /many && cd /many && seq 1 3000 | xargs touch\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let name = reg.reference("killed-build:1");
+    let log = store.path().join("log");
+    let mut child = rbuild_at(store.path())
+        .args(["build", "--progress", "plain", "-t", &name])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("exporting layers") {
+        assert!(start.elapsed() < Duration::from_secs(120), "never reached the export");
+        assert!(child.try_wait().unwrap().is_none(), "the build ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(rbuild_at(store.path()).args(["build", "-t", &name]).arg(dir.path()).output().unwrap());
+    let pushed = ok(rbuild_at(store.path()).args(["push", "--progress", "plain", &name]).output().unwrap());
+    let eager = tempfile::tempdir().unwrap();
+    let out = ok(rbuild_at(eager.path())
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=registry,name={}", reg.reference("killed-eager:1")),
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap());
+    assert_eq!(pushed_digest(&stderr(&out)), pushed_digest(&stderr(&pushed)));
+}
