@@ -3,15 +3,20 @@
 # build whose RUN writes a ~300 MB layer of real files (an `apt-get
 # install`-like tree: this machine's own /usr/lib/x86_64-linux-gnu, packed
 # into the context as a tar and unpacked by the RUN), followed by a COPY
-# and a CPU-bound RUN (a stand-in for a compile step). Output: the local
-# store only. Median of REPEAT (default 3) cold builds of each of
-#   - layers compressed at export, after the last step (RBUILD_BACKGROUND_LAYERS=0,
-#     how rbuild worked before),
-#   - layers compressed in the background as each step commits (the default),
-#   - `compression=uncompressed` (no compression at all: the floor of any
-#     scheme that defers compression to the first push),
-# and the wall time of the export phase (from "exporting layers" to the end)
-# as rbuild's plain progress shows it.
+# and a CPU-bound RUN (a stand-in for a compile step). Medians of REPEAT
+# (default 3) rounds, each round running every variant once (interleaved):
+#   - cold `-t app` with layers compressed in the background as each step
+#     commits (RBUILD_DEFER_LAYERS=0: how rbuild worked before deferred
+#     layers), then `rbuild push` of it (upload only);
+#   - cold `-t app` with deferred layers (the default: nothing compressed),
+#     then `rbuild push` of it (compresses once, then uploads), then a
+#     second `rbuild push` to another name (reuses the compressed blobs);
+#   - cold `-o type=registry` (build and push in one, compressed as each
+#     step commits);
+#   - `compression=uncompressed` into the store (writes tar blobs: the floor
+#     of any scheme that defers compression to the first push);
+# and the wall time of each build's export phase (from "exporting layers"
+# to the end) as rbuild's plain progress shows it.
 #   bash bench/big_layer.sh        (RBUILD_SKIP_BUILD=1 to reuse target/release)
 source "$(dirname "$0")/lib.sh"
 [ -n "${RBUILD_SKIP_BUILD:-}" ] || build_release
@@ -40,29 +45,56 @@ echo "layer: $(du -sm --apparent-size "$ctx/usr.tar" | cut -f1) MB of real files
 export SOURCE_DATE_EPOCH=1700000000
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# one VARIANT ENV...: wall seconds of a cold build; the export phase's
-# seconds (plain progress timestamps are not printed, so it is measured as
-# the time from the line "exporting layers" to the end) in $WORK/big-export.
-one() {
-  local store=$WORK/big-store log=$WORK/big-$1.log s e x
+# build VARIANT STORE ENV...: wall seconds of a cold build into STORE
+# (wiped first); the export phase's seconds (plain progress timestamps are
+# not printed, so it is measured as the time from the line "exporting
+# layers" to the end) go to $WORK/big-VARIANT.x.
+build() {
+  local v=$1 store=$2 log=$WORK/big-$1.log s e x
   rm -rf "$store"; sync
   s=$(date +%s.%N)
-  env "${@:2}" "$RBUILD" --root "$store" build --progress plain ${EXTRA:--t bench/big:1} "$ctx" 2>&1 |
-    while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done > "$log"
+  if ! env "${@:3}" "$RBUILD" --root "$store" build --progress plain ${EXTRA:--t bench/big:1} "$ctx" 2>&1 |
+    while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done > "$log"; then
+    tail -20 "$log" >&2; exit 1
+  fi
   e=$(date +%s.%N)
-  grep -q "writing image" "$log" || { tail -20 "$log" >&2; exit 1; }
   x=$(awk '/exporting layers/ {print $1; exit}' "$log")
-  echo "$e - $x" | bc -l >> "$WORK/big-$1.x"
-  echo "$e - $s" | bc -l
+  echo "$e - $x" | bc -l >> "$WORK/big-$v.x"
+  echo "$e - $s" | bc -l >> "$WORK/big-$v.t"
 }
-for v in export background uncompressed; do : > "$WORK/big-$v.t"; : > "$WORK/big-$v.x"; done
-for _ in $(seq "$REPEAT"); do
-  one export RBUILD_BACKGROUND_LAYERS=0 >> "$WORK/big-export.t"
-  one background RBUILD_BACKGROUND_LAYERS=1 >> "$WORK/big-background.t"
-  EXTRA="-o type=image,name=bench/big:1,compression=uncompressed" one uncompressed RBUILD_BACKGROUND_LAYERS=1 >> "$WORK/big-uncompressed.t"
+# push VARIANT STORE DEST: wall seconds of `rbuild push bench/big:1 DEST`.
+push() {
+  local s e
+  s=$(date +%s.%N)
+  "$RBUILD" --root "$2" push --progress plain bench/big:1 "$3" > "$WORK/big-$1.log" 2>&1 ||
+    { tail -20 "$WORK/big-$1.log" >&2; exit 1; }
+  e=$(date +%s.%N)
+  echo "$e - $s" | bc -l >> "$WORK/big-$1.t"
+}
+variants="eager eager-push deferred deferred-push deferred-push2 registry uncompressed"
+for v in $variants; do : > "$WORK/big-$v.t"; : > "$WORK/big-$v.x"; done
+for i in $(seq "$REPEAT"); do
+  # A new repository per push: the registry has no link to the blobs yet,
+  # so every push uploads.
+  build eager "$WORK/big-store-e" RBUILD_DEFER_LAYERS=0
+  push eager-push "$WORK/big-store-e" "$REGISTRY/bench/eager-$i-$$:1"
+  rm -rf "$WORK/big-store-e"
+  build deferred "$WORK/big-store-d"
+  push deferred-push "$WORK/big-store-d" "$REGISTRY/bench/deferred-$i-$$:1"
+  push deferred-push2 "$WORK/big-store-d" "$REGISTRY/bench/deferred2-$i-$$:1"
+  grep -q "reusing its gzip-6 blob" "$WORK/big-deferred-push2.log" || { echo "second push recompressed" >&2; exit 1; }
+  rm -rf "$WORK/big-store-d"
+  EXTRA="-o type=registry,name=$REGISTRY/bench/registry-$i-$$:1" build registry "$WORK/big-store-r"
+  rm -rf "$WORK/big-store-r"
+  EXTRA="-o type=image,name=bench/big:1,compression=uncompressed" build uncompressed "$WORK/big-store-u"
+  rm -rf "$WORK/big-store-u"
 done
-rm -rf "$WORK/big-store"
-for v in export background uncompressed; do
-  printf '%-44s %8.2f s   (export phase %5.2f s)\n' "cold -t app, layers compressed: $v" \
-    "$(median < "$WORK/big-$v.t")" "$(median < "$WORK/big-$v.x")"
-done
+row() { printf '%-58s %8.2f s%s\n' "$1" "$(median < "$WORK/big-$2.t")" "${3:-}"; }
+xp() { printf '   (export phase %5.2f s)' "$(median < "$WORK/big-$1.x")"; }
+row "cold -t app, compressed while building (before)" eager "$(xp eager)"
+row "  then rbuild push (upload only)" eager-push
+row "cold -t app, deferred layers (now)" deferred "$(xp deferred)"
+row "  then rbuild push (compress + upload)" deferred-push
+row "  then rbuild push again, other name (reuse + upload)" deferred-push2
+row "cold -o type=registry (build + push in one)" registry "$(xp registry)"
+row "cold -t app, compression=uncompressed (floor)" uncompressed "$(xp uncompressed)"

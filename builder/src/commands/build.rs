@@ -168,7 +168,11 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
         if outputs.is_empty() {
             continue; // built only as another request's context
         }
-        let compression = export::compression_from_outputs(outputs);
+        let form = export::LayerForm::for_outputs(
+            outputs,
+            !request.cache_to.is_empty(),
+            request.attestations.provenance.is_some(),
+        );
         let phase = printer.phase(export_phase_name(outputs));
         let mut images: Vec<BuiltImage> = Vec::new();
         let mut lazy = crate::remote_cache::LazyLayers::new(&store, solve_opts.imported.clone());
@@ -183,15 +187,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 None
             };
             let annotations = request.annotations.manifest(&lowered.platform);
-            images.push(export::assemble(
-                &store,
-                lowered,
-                solved,
-                &compression,
-                epoch,
-                inline.as_deref(),
-                annotations,
-            )?);
+            images.push(export::assemble(&store, lowered, solved, &form, epoch, inline.as_deref(), annotations)?);
             if !request.cache_to.is_empty() {
                 cache_keys.push(crate::remote_cache::PlatformKeys {
                     platform: lowered.platform.to_string(),
@@ -345,9 +341,17 @@ fn background_plan(planned: &[Planned<'_>], merged: &Definition, epoch: Option<i
         if !images {
             continue;
         }
+        let form = export::LayerForm::for_outputs(
+            &p.request.outputs,
+            !p.request.cache_to.is_empty(),
+            p.request.attestations.provenance.is_some(),
+        );
         for (name, _) in &p.lowered {
             if let Some(Some(out)) = merged.outputs.get(name) {
-                plan.add_image(merged, *out, image_opts);
+                match form {
+                    export::LayerForm::Deferred { .. } => plan.add_image_deferred(merged, *out, epoch),
+                    export::LayerForm::Compressed(_) => plan.add_image(merged, *out, image_opts),
+                }
             }
         }
     }

@@ -406,7 +406,13 @@ fn save_bundle(store: &Store, names: &[String], format: SaveFormat, platform: Op
             None => resolved = Some(r),
         }
     }
-    let image = resolved.context("name at least one image to save")?;
+    let mut image = resolved.context("name at least one image to save")?;
+    // Layers the store keeps deferred are compressed (once), as a push does.
+    let printer = crate::progress::Printer::new(crate::progress::Mode::Plain);
+    let bytes = crate::export::materialize(store, &image.bytes, &crate::export::PUSH_COMPRESSION, &printer)?;
+    if bytes != image.bytes {
+        image = Resolved { top: rbuild_cache::oci::sha256_digest(&bytes), bytes, tag: image.tag };
+    }
     let (index, platforms) = platforms_of(store, &image)?;
     let to_image = |p: &StoredPlatform| PlatformImage {
         manifest: p.manifest_bytes.clone(),

@@ -122,6 +122,9 @@ pub fn du(root: &Path) -> Result<i32> {
     println!("{:<16} {:>8} {:>12}", "snapshots", usage.snapshots_count, human_size(usage.snapshots_bytes));
     println!("{:<16} {:>8} {:>12}", "cache mounts", usage.mounts_count, human_size(usage.mounts_bytes));
     println!("{:<16} {:>8}", "cache records", usage.records_count);
+    // Their bytes are the snapshots': listed so a small `blobs` line is
+    // not mistaken for a store that holds no layers.
+    println!("{:<16} {:>8} {:>12}", "deferred layers", usage.deferred_layers, "(in snapshots)");
     println!(
         "{:<16} {:>8} {:>12}",
         "total",

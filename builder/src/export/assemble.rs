@@ -33,11 +33,47 @@ pub struct BuiltImage {
     pub chain: Vec<SnapshotId>,
 }
 
-fn compression_name(c: &Compression) -> &'static str {
-    match c {
-        Compression::Gzip { .. } => "gzip",
-        Compression::Zstd { .. } => "zstd",
-        Compression::Uncompressed => "uncompressed",
+/// How the image's layers are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerForm {
+    /// As blobs with this compression (written now, or reused).
+    Compressed(Compression),
+    /// Deferred (for an image only the local store reads): a layer that has
+    /// no blob yet is listed uncompressed, its digest its diff id, and left
+    /// as its snapshot ([`Store::deferred_layer`]); a push or export
+    /// compresses it then. Layers that already have a blob for `reference`
+    /// (pulled base layers, layers compressed for an earlier push) are
+    /// listed as that blob, exactly as a `Compressed(reference)` build would
+    /// list them, so the config (the image ID) is the same either way.
+    Deferred {
+        /// The compression a push will use.
+        reference: Compression,
+    },
+}
+
+impl LayerForm {
+    /// The form for a request's `outputs`: deferred when the local store is
+    /// its only reader (every output `type=image` without `push` and without
+    /// an explicit `compression=`/`compression-level=`), no cache is
+    /// exported (`exports_cache`: its records would name the blobs) and no
+    /// attestation names the manifest (`attests`: it would name the stored
+    /// manifest, not the pushed one); compressed otherwise.
+    /// `RBUILD_DEFER_LAYERS=0` always compresses, for measuring both ways.
+    pub fn for_outputs(outputs: &[super::Output], exports_cache: bool, attests: bool) -> LayerForm {
+        let compression = super::compression_from_outputs(outputs);
+        let store_only = !outputs.is_empty()
+            && outputs.iter().all(|o| match o {
+                super::Output::Image { image, push: false } => {
+                    image.compression.is_none() && image.compression_level.is_none()
+                }
+                _ => false,
+            });
+        let enabled = std::env::var("RBUILD_DEFER_LAYERS").map(|v| v != "0").unwrap_or(true);
+        if store_only && !exports_cache && !attests && enabled {
+            LayerForm::Deferred { reference: compression }
+        } else {
+            LayerForm::Compressed(compression)
+        }
     }
 }
 
@@ -70,7 +106,7 @@ pub fn assemble(
     store: &Store,
     lowered: &LoweredBuild,
     solved: &Solved,
-    compression: &Compression,
+    form: &LayerForm,
     epoch: Option<i64>,
     inline_cache: Option<&[(String, usize)]>,
     annotations: BTreeMap<String, String>,
@@ -79,7 +115,11 @@ pub fn assemble(
         Some(r) => solve::result_chain(r),
         None => (Vec::new(), Vec::new()),
     };
-    let name = compression_name(compression);
+    let compression = match form {
+        LayerForm::Compressed(c) => *c,
+        LayerForm::Deferred { reference } => *reference,
+    };
+    let name = layer::note_name(&compression, epoch);
     let mut layers: Vec<(LayerDescriptor, PathBuf)> = Vec::new();
     // Which chain entries produced no layer (empty diffs are dropped, as
     // BuildKit does, and their history entries become empty_layer).
@@ -108,13 +148,30 @@ pub fn assemble(
     for (i, id) in chain.iter().enumerate() {
         let reuse: Option<LayerDescriptor> = match known.get(i).cloned().flatten() {
             Some(d) => Some(d),
-            None => store.layer_for_snapshot(id, name)?,
+            None => store.layer_for_snapshot(id, &name)?,
         };
         if let Some(d) = reuse.filter(|d| store.has_blob(&d.digest)) {
             let path = store.blob_path(&d.digest);
             aligned.push(Some(d.clone()));
             layers.push((d, path));
             empty.push(false);
+            continue;
+        }
+        if matches!(form, LayerForm::Deferred { .. }) {
+            match store.deferred_layer(id, epoch)? {
+                Some(d) => {
+                    // No file behind it: exporters of this image go through
+                    // `super::store::materialize` first.
+                    let path = store.blob_path(&d.digest);
+                    aligned.push(Some(d.clone()));
+                    layers.push((d, path));
+                    empty.push(false);
+                }
+                None => {
+                    empty.push(true);
+                    aligned.push(None);
+                }
+            }
             continue;
         }
         let diff = store.snapshot_diff(id);
@@ -124,14 +181,14 @@ pub fn assemble(
             continue;
         }
         let mut writer = store.blob_writer()?;
-        let opts = LayerOptions { compression: *compression, source_date_epoch: epoch, threads: threads() };
+        let opts = LayerOptions { compression, source_date_epoch: epoch, threads: threads() };
         let info = layer::write_layer(&diff, &opts, &mut writer)
             .map_err(|source| ExportError::WriteLayer { snapshot: id.clone(), source })?;
         let digest = writer.finish()?;
         if digest != info.digest {
             return Err(ExportError::LayerDigestMismatch { stored: digest, written: info.digest });
         }
-        store.set_layer_for_snapshot(id, name, &info)?;
+        store.set_layer_for_snapshot(id, &name, &info)?;
         let path = store.blob_path(&info.digest);
         aligned.push(Some(info.clone()));
         layers.push((info, path));

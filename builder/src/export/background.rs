@@ -14,6 +14,10 @@
 //!   cache's compression (the intermediate stages' layers are exported too);
 //!   with `mode=min`, the image's snapshots with the cache's compression.
 //!
+//! An image only the local store reads is not compressed at all: its
+//! snapshots' deferred layers (one tar pass into a hash each) are recorded
+//! instead ([`super::LayerForm::Deferred`]).
+//!
 //! `RBUILD_BACKGROUND_LAYERS=0` turns this off (compress at export, as
 //! before), for measuring both ways.
 
@@ -31,6 +35,9 @@ pub struct BackgroundPlan {
     by_vertex: HashMap<Digest, Vec<LayerOptions>>,
     /// Applies to every exec/file vertex (`mode=max`).
     every: Vec<LayerOptions>,
+    /// Vertices whose deferred layer (diff id only) to record, with the
+    /// epoch (store-only builds, see [`super::LayerForm::Deferred`]).
+    deferred: HashMap<Digest, Option<i64>>,
 }
 
 impl BackgroundPlan {
@@ -56,15 +63,26 @@ impl BackgroundPlan {
         }
     }
 
+    /// Records the deferred layers of `output`'s image chain (nothing is
+    /// compressed for an image only the store reads).
+    pub fn add_image_deferred(&mut self, def: &Definition, output: Digest, epoch: Option<i64>) {
+        for digest in image_vertices(def, output) {
+            self.deferred.insert(digest, epoch);
+        }
+    }
+
     /// The solver's commit hook, or `None` when nothing is planned.
     pub fn into_hook(self, store: &Store) -> Option<CommitHook> {
-        if self.by_vertex.is_empty() && self.every.is_empty() {
+        if self.by_vertex.is_empty() && self.every.is_empty() && self.deferred.is_empty() {
             return None;
         }
         let store = store.clone();
         Some(Arc::new(move |digest: &Digest, id: &rbuild_cache::store::SnapshotId| {
             for opts in self.every.iter().chain(self.by_vertex.get(digest).into_iter().flatten()) {
                 store.compress_in_background(id, *opts);
+            }
+            if let Some(epoch) = self.deferred.get(digest) {
+                store.defer_in_background(id, *epoch);
             }
         }))
     }

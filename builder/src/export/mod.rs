@@ -39,7 +39,7 @@ use crate::progress::Printer;
 use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
 pub use annotations::{AnnotationError, ImageAnnotations};
-pub use assemble::{BuiltImage, assemble, rfc3339, threads};
+pub use assemble::{BuiltImage, LayerForm, assemble, rfc3339, threads};
 pub use background::BackgroundPlan;
 pub use image::{ImageBundle, IndexEntry, PlatformImage, build_annotated_index, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
@@ -47,8 +47,8 @@ pub use oci::{
     DockerExporter, LoadExporter, OciExporter, export_docker, export_oci, write_docker_archive, write_oci_tar,
 };
 pub use output::{CompressionKind, ImageAttrs, Output, compression_from_outputs};
-pub use push::{RegistryExporter, push_stored};
-pub use store::StoreExporter;
+pub use push::{PUSH_COMPRESSION, RegistryExporter, push_stored};
+pub use store::{StoreExporter, materialize};
 
 /// Writes built images somewhere: one implementation per output type.
 pub trait Exporter {

@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rbuild_cache::oci::{Index, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform, is_index, sha256_digest};
+use rbuild_cache::layer::Compression;
+use rbuild_cache::oci::{Index, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, Manifest, Platform, sha256_digest};
 use rbuild_cache::store::Store;
 use tokio::runtime::Handle;
 
@@ -211,6 +212,11 @@ pub fn push_images(
     Ok(top)
 }
 
+/// What `rbuild push` compresses a stored image's deferred layers with:
+/// a build's default, so the pushed manifest is the one an eager
+/// `--push` build would have pushed.
+pub const PUSH_COMPRESSION: Compression = Compression::Gzip { level: 6 };
+
 /// `rbuild push`: the image tagged `r` in the store, pushed to `r`.
 pub fn push_stored(
     registry: &RegistryClient,
@@ -223,8 +229,9 @@ pub fn push_stored(
 ) -> Result<String, ExportError> {
     let missing = || ExportError::NotInStore { name: local_name.to_string() };
     let top = store.tag(local_name)?.ok_or_else(missing)?;
-    let top_bytes = store.read_blob(&top)?;
-    let is_index = looks_like_index(&top_bytes);
+    // Layers the store keeps deferred are compressed (once) first.
+    let top_bytes = super::store::materialize(store, &store.read_blob(&top)?, &PUSH_COMPRESSION, printer)?;
+    let is_index = super::store::looks_like_index(&top_bytes);
     let manifests: Vec<Vec<u8>> = if is_index {
         let index: Index = serde_json::from_slice(&top_bytes).map_err(|source| ExportError::Decode {
             what: "index",
@@ -252,18 +259,6 @@ pub fn push_stored(
     }
     let index = is_index.then_some(top_bytes.as_slice());
     push_images(&Target { registry, runtime, store }, r, &images, index, docker_media_types, printer, None)
-}
-
-fn looks_like_index(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Probe {
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-    }
-    serde_json::from_slice::<Probe>(bytes)
-        .map(|p| p.media_type.as_deref().is_some_and(is_index) || p.manifests.is_some())
-        .unwrap_or(false)
 }
 
 /// Tells the client which repositories hold which layers, from the base

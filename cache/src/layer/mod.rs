@@ -31,6 +31,24 @@ pub use unpack::{
 pub use walk::{TreeOptions, write_tree};
 pub use write::{Compression, LayerOptions, compress_stream, write_layer};
 
+/// The name a snapshot's layer blob written with this compression and
+/// `SOURCE_DATE_EPOCH` is noted under in the store (`gzip-6`, `zstd-3`,
+/// `uncompressed`, with `-e<epoch>` when mtimes are clamped): both change
+/// the blob, so a blob made with one is never reused for another. Blobs
+/// that came from elsewhere (pulled, imported) are noted by their kind
+/// alone (`gzip`), whatever level made them.
+pub fn note_name(compression: &Compression, epoch: Option<i64>) -> String {
+    let base = match compression {
+        Compression::Gzip { level } => format!("gzip-{level}"),
+        Compression::Zstd { level } => format!("zstd-{level}"),
+        Compression::Uncompressed => "uncompressed".to_string(),
+    };
+    match epoch {
+        Some(e) => format!("{base}-e{e}"),
+        None => base,
+    }
+}
+
 /// Errors from writing a layer (or any tree) as tar.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerWriteError {

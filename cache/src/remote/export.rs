@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::import::{ImportedCache, ImportedRecord};
 use super::{BlobSink, CacheConfig, CacheEntry, MountEntry, RemoteError, is_empty_dir, read_config};
 use crate::layer::{LayerOptions, write_layer};
-use crate::oci::{LayerDescriptor, layer_compression_name};
+use crate::oci::LayerDescriptor;
 use crate::store::Store;
 
 /// What to export.
@@ -243,7 +243,7 @@ fn local_entry(
     stats: &mut ExportStats,
 ) -> Result<Option<Vec<Option<LayerDescriptor>>>, RemoteError> {
     let Some(record) = store.lookup(key)? else { return Ok(None) };
-    let compression = layer_compression_name(opts.compression.media_type());
+    let compression = &crate::layer::note_name(&opts.compression, opts.source_date_epoch);
     let mut out = Vec::with_capacity(record.chain.len());
     for (i, id) in record.chain.iter().enumerate() {
         let known = record.layers.get(i).cloned().flatten().filter(|l| store.has_blob(&l.digest));

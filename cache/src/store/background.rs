@@ -1,14 +1,16 @@
-//! Layer blobs written in the background, while later build steps run.
+//! Layer work done in the background, while later build steps run.
 //!
 //! [`Store::compress_in_background`] queues "write the layer blob of this
-//! snapshot with these options" on one worker thread per store handle.
-//! The blob and its layer-for-snapshot note are exactly what an exporter
-//! would write itself (same [`write_layer`] bytes), so nothing downstream
-//! changes: [`Store::layer_for_snapshot`] waits while a job for the same
-//! snapshot and compression is queued or running, then finds the note. A
-//! job that fails leaves no note, and the exporter writes the layer itself
-//! as before. A process that exits mid-job leaves only a `tmp/` draft of
-//! its dead owner, removed by the next [`Store::open`].
+//! snapshot with these options", and [`Store::defer_in_background`]
+//! "record the deferred (uncompressed, not stored) layer of this snapshot",
+//! on one worker thread per store handle. What a job leaves is exactly what
+//! the foreground would write itself (same [`write_layer`] bytes, same
+//! notes), so nothing downstream changes: [`Store::layer_for_snapshot`] and
+//! [`Store::deferred_layer`] wait while a job for the same snapshot and
+//! note name is queued or running, then find the note. A job that fails
+//! leaves no note, and the foreground does the work itself as before. A
+//! process that exits mid-job leaves only a `tmp/` draft of its dead owner,
+//! removed by the next [`Store::open`].
 //!
 //! The worker holds a weak reference to the store, so dropping the last
 //! [`Store`] handle stops it (after the job at hand).
@@ -18,19 +20,35 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Condvar, Mutex, Weak};
 
 use super::{Inner, SnapshotId, Store, StoreError};
-use crate::layer::{LayerOptions, LayerWriteError, write_layer};
-use crate::oci::layer_compression_name;
+use crate::layer::{LayerOptions, LayerWriteError, note_name, write_layer};
 
-/// One queued layer.
+/// One queued job.
 struct Job {
     id: SnapshotId,
-    opts: LayerOptions,
+    kind: JobKind,
 }
 
-/// Jobs queued or running, by (snapshot id, compression name).
+#[derive(Clone, Copy)]
+enum JobKind {
+    /// Write the blob.
+    Blob(LayerOptions),
+    /// Record the deferred layer (diff id only) for this epoch.
+    Deferred(Option<i64>),
+}
+
+impl JobKind {
+    fn note(&self) -> String {
+        match self {
+            JobKind::Blob(opts) => note_name(&opts.compression, opts.source_date_epoch),
+            JobKind::Deferred(epoch) => super::deferred::note(*epoch),
+        }
+    }
+}
+
+/// Jobs queued or running, by (snapshot id, note name).
 #[derive(Default)]
 pub(crate) struct Background {
-    pending: Mutex<HashSet<(SnapshotId, &'static str)>>,
+    pending: Mutex<HashSet<(SnapshotId, String)>>,
     changed: Condvar,
     queue: Mutex<Option<Sender<Job>>>,
 }
@@ -45,15 +63,15 @@ enum JobError {
 }
 
 impl Background {
-    /// Blocks while a job for `id` with `compression` is queued or running.
-    pub(crate) fn wait(&self, id: &SnapshotId, compression: &str) {
+    /// Blocks while a job for `id` under note `name` is queued or running.
+    pub(crate) fn wait(&self, id: &SnapshotId, name: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        while pending.iter().any(|(i, c)| i == id && *c == compression) {
+        while pending.iter().any(|(i, n)| i == id && n == name) {
             pending = self.changed.wait(pending).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    fn done(&self, key: &(SnapshotId, &'static str)) {
+    fn done(&self, key: &(SnapshotId, String)) {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         self.changed.notify_all();
     }
@@ -62,10 +80,20 @@ impl Background {
 impl Store {
     /// Writes the layer blob of snapshot `id` with `opts` on a background
     /// thread, unless it exists or is already queued. Readers of
-    /// [`Store::layer_for_snapshot`] for that compression wait for it.
+    /// [`Store::layer_for_snapshot`] for that note name wait for it.
     pub fn compress_in_background(&self, id: &SnapshotId, opts: LayerOptions) {
+        self.queue_job(Job { id: id.clone(), kind: JobKind::Blob(opts) });
+    }
+
+    /// Records the deferred layer of snapshot `id` (see
+    /// [`Store::deferred_layer`]) on a background thread.
+    pub fn defer_in_background(&self, id: &SnapshotId, epoch: Option<i64>) {
+        self.queue_job(Job { id: id.clone(), kind: JobKind::Deferred(epoch) });
+    }
+
+    fn queue_job(&self, job: Job) {
         let bg = &self.inner.background;
-        let key = (id.clone(), layer_compression_name(opts.compression.media_type()));
+        let key = (job.id.clone(), job.kind.note());
         if !bg.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
             return;
         }
@@ -75,14 +103,14 @@ impl Store {
             let weak = std::sync::Arc::downgrade(&self.inner);
             let started = std::thread::Builder::new().name("layer-bg".into()).spawn(move || worker(weak, rx));
             if started.is_err() {
-                // No thread: the exporter writes the layer itself.
+                // No thread: the foreground does the work itself.
                 drop(queue);
                 bg.done(&key);
                 return;
             }
             *queue = Some(tx);
         }
-        let sent = queue.as_ref().map(|tx| tx.send(Job { id: id.clone(), opts }).is_ok()).unwrap_or(false);
+        let sent = queue.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
         drop(queue);
         if !sent {
             bg.done(&key);
@@ -94,16 +122,19 @@ fn worker(store: Weak<Inner>, jobs: Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         let Some(inner) = store.upgrade() else { return };
         let store = Store { inner };
-        let key = (job.id.clone(), layer_compression_name(job.opts.compression.media_type()));
-        // A failure is not reported: the exporter finds no note and writes
-        // the layer itself, reporting whatever goes wrong then.
-        let _ = write_one(&store, &job.id, &job.opts, key.1);
+        let key = (job.id.clone(), job.kind.note());
+        // A failure is not reported: the foreground finds no note and does
+        // the work itself, reporting whatever goes wrong then.
+        let _ = match job.kind {
+            JobKind::Blob(opts) => write_one(&store, &job.id, &opts, &key.1),
+            JobKind::Deferred(epoch) => store.record_deferred(&job.id, epoch).map(drop).map_err(JobError::from),
+        };
         store.inner.background.done(&key);
     }
 }
 
-fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, compression: &str) -> Result<(), JobError> {
-    if store.layer_for_snapshot_now(id, compression)?.is_some() || !store.has_snapshot(id) {
+fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, name: &str) -> Result<(), JobError> {
+    if store.layer_for_snapshot_now(id, name)?.is_some() || !store.has_snapshot(id) {
         return Ok(());
     }
     let diff = store.snapshot_diff(id);
@@ -113,6 +144,6 @@ fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, compression: &
     let mut writer = store.blob_writer()?;
     let info = write_layer(&diff, opts, &mut writer).map_err(|e| JobError::Write(id.0.clone(), e))?;
     writer.finish_expecting(&info.digest)?;
-    store.set_layer_for_snapshot(id, compression, &info)?;
+    store.set_layer_for_snapshot(id, name, &info)?;
     Ok(())
 }

@@ -8,7 +8,11 @@
 //! snapshots/<id>/{diff,work}    committed snapshots (id: 12 hex chars, short
 //!                               because overlay `lowerdir=` strings must fit a page)
 //! snapshots/<id>/size           bytes in diff/, computed at commit
-//! snapshots/<id>/layers/<c>.json  layer blob known for this diff, per compression
+//! snapshots/<id>/layers/<n>.json  layer blob known for this diff, per note name
+//!                               (`gzip-6`, `zstd-3-e0`, ...; `tar[-e<epoch>]`:
+//!                               the deferred layer, whose blob is not stored)
+//! diffs/<hex>.json              diff id -> the snapshot (+ epoch) whose tar it
+//!                               is: a deferred layer, re-made on demand
 //! index/<sha256(key)>.json      cache key -> CacheRecord (mtime = last use)
 //! tags/<sha256(name)>.json      image name -> manifest digest
 //! refs/<sha256(key)>.json       image reference + platform -> manifest digest
@@ -37,6 +41,7 @@
 
 mod background;
 mod checksum;
+mod deferred;
 mod lease;
 mod prune;
 mod snapshot;
@@ -54,6 +59,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use checksum::ChecksumCache;
+pub use deferred::Materialized;
 pub use lease::Lease;
 pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
@@ -153,6 +159,33 @@ pub enum StoreError {
         /// Digest of the bytes actually written.
         actual: String,
     },
+    /// A snapshot could not be written as a layer tar.
+    #[error("cannot write the layer of snapshot `{snapshot}`")]
+    WriteLayer {
+        /// The snapshot.
+        snapshot: String,
+        /// Cause.
+        #[source]
+        source: crate::layer::LayerWriteError,
+    },
+    /// A deferred layer's snapshot no longer tars to the diff id its image
+    /// names: it was modified after it was committed.
+    #[error(
+        "snapshot `{snapshot}` no longer matches layer `{expected}` (its tar is now `{actual}`): the store was \
+         modified behind rbuild's back; remove the image and build it again"
+    )]
+    SnapshotChanged {
+        /// The snapshot.
+        snapshot: String,
+        /// The diff id recorded (and named by the image config).
+        expected: String,
+        /// The diff id of the tar made now.
+        actual: String,
+    },
+    /// A layer the store keeps as its snapshot (not as a blob) whose
+    /// snapshot is gone.
+    #[error("layer `{0}` is neither a blob nor a snapshot in the store; build the image again")]
+    LayerNotFound(String),
     /// The snapshot is not in the store (never committed, or pruned).
     #[error("snapshot `{0}` is not in the store")]
     SnapshotNotFound(String),
@@ -223,7 +256,8 @@ impl Drop for Inner {
     }
 }
 
-const DIRS: &[&str] = &["blobs/sha256", "snapshots", "index", "tags", "refs", "mounts", "locks", "leases", "tmp"];
+const DIRS: &[&str] =
+    &["blobs/sha256", "snapshots", "diffs", "index", "tags", "refs", "mounts", "locks", "leases", "tmp"];
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, and removes what dead
@@ -393,25 +427,30 @@ impl Store {
         self.inner.write_replace(&key_file(&self.inner.root.join("index"), key), &bytes)
     }
 
-    /// The layer blob already made from this snapshot's diff with this
-    /// compression (`gzip`, `zstd`, ...), if its blob is still present.
+    /// The layer blob already made from this snapshot's diff under note
+    /// `name` (see [`crate::layer::note_name`]: `gzip-6`, `zstd-3-e0`, ...),
+    /// or else one noted by the kind alone (`gzip`: a pulled or imported
+    /// blob, reused whatever its level), if its blob is still present.
     /// Waits for a [`Store::compress_in_background`] job writing it.
-    pub fn layer_for_snapshot(
-        &self,
-        id: &SnapshotId,
-        compression: &str,
-    ) -> Result<Option<LayerDescriptor>, StoreError> {
-        self.inner.background.wait(id, compression);
-        self.layer_for_snapshot_now(id, compression)
+    pub fn layer_for_snapshot(&self, id: &SnapshotId, name: &str) -> Result<Option<LayerDescriptor>, StoreError> {
+        self.inner.background.wait(id, name);
+        self.layer_for_snapshot_now(id, name)
     }
 
     /// [`Store::layer_for_snapshot`] without waiting for background jobs.
-    fn layer_for_snapshot_now(
-        &self,
-        id: &SnapshotId,
-        compression: &str,
-    ) -> Result<Option<LayerDescriptor>, StoreError> {
-        let path = self.layer_file(id, compression)?;
+    fn layer_for_snapshot_now(&self, id: &SnapshotId, name: &str) -> Result<Option<LayerDescriptor>, StoreError> {
+        if let Some(layer) = self.noted_layer(id, name)? {
+            return Ok(Some(layer));
+        }
+        match name.split_once('-') {
+            Some((kind, _)) => self.noted_layer(id, kind),
+            None => Ok(None),
+        }
+    }
+
+    /// The blob noted for `id` under exactly `name`, if present.
+    fn noted_layer(&self, id: &SnapshotId, name: &str) -> Result<Option<LayerDescriptor>, StoreError> {
+        let path = self.layer_file(id, name)?;
         let Some(layer) = read_json_or_miss::<LayerDescriptor>(&path)? else {
             return Ok(None);
         };
@@ -426,11 +465,11 @@ impl Store {
     pub fn set_layer_for_snapshot(
         &self,
         id: &SnapshotId,
-        compression: &str,
+        name: &str,
         layer: &LayerDescriptor,
     ) -> Result<(), StoreError> {
         parse_digest(&layer.digest)?;
-        let path = self.layer_file(id, compression)?;
+        let path = self.layer_file(id, name)?;
         let bytes =
             serde_json::to_vec(layer).map_err(|source| StoreError::Encode { what: "layer descriptor", source })?;
         let _gc = self.inner.gc_shared()?;
@@ -443,17 +482,17 @@ impl Store {
         self.inner.write_replace(&path, &bytes)
     }
 
-    fn layer_file(&self, id: &SnapshotId, compression: &str) -> Result<PathBuf, StoreError> {
+    fn layer_file(&self, id: &SnapshotId, name: &str) -> Result<PathBuf, StoreError> {
         if !valid_snapshot_id(&id.0) {
             return Err(StoreError::InvalidName { what: "snapshot id", value: id.0.clone() });
         }
-        let ok = !compression.is_empty()
-            && compression.len() <= 32
-            && compression.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-_".contains(&b));
+        let ok = !name.is_empty()
+            && name.len() <= 32
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-_".contains(&b));
         if !ok {
-            return Err(StoreError::InvalidName { what: "compression", value: compression.into() });
+            return Err(StoreError::InvalidName { what: "layer note name", value: name.into() });
         }
-        Ok(self.inner.snapshot_dir(id).join("layers").join(format!("{compression}.json")))
+        Ok(self.inner.snapshot_dir(id).join("layers").join(format!("{name}.json")))
     }
 
     // ------------------------------------------------------- tags and refs

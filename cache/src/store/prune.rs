@@ -17,6 +17,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+use super::deferred::DiffRecord;
 use super::lease::Held;
 use super::{IndexEntry, SnapshotId, Store, StoreError, list_dir, mtime, read_json};
 use crate::fsutil;
@@ -82,6 +83,9 @@ pub struct DiskUsage {
     pub mounts_count: u64,
     /// Number of cache-index records.
     pub records_count: u64,
+    /// Layers kept as their snapshot, not as a blob (their bytes are in
+    /// `snapshots_bytes`; a push or export compresses them).
+    pub deferred_layers: u64,
 }
 
 /// Manifest or index fields that name other blobs.
@@ -124,26 +128,32 @@ impl<'a> Marker<'a> {
         let mut bls = HashSet::new();
         let mut bytes = 0;
         let mut blob_stack: Vec<String> = blobs.to_vec();
-        for s in snapshots {
-            if self.snapshots.contains(s) || !snaps.insert(s.clone()) {
-                continue;
-            }
-            bytes += self.store.snapshot_size(s);
-            let layers = self.store.inner.root.join("snapshots").join(s).join("layers");
-            if let Ok(rd) = fs::read_dir(layers) {
-                for ent in rd.flatten() {
-                    if let Ok(Some(l)) = read_json::<super::LayerDescriptor>(&ent.path()) {
-                        blob_stack.push(l.digest);
+        let mut snap_stack: Vec<String> = snapshots.to_vec();
+        loop {
+            while let Some(s) = snap_stack.pop() {
+                if self.snapshots.contains(&s) || !snaps.insert(s.clone()) {
+                    continue;
+                }
+                bytes += self.store.snapshot_size(&s);
+                let layers = self.store.inner.root.join("snapshots").join(&s).join("layers");
+                if let Ok(rd) = fs::read_dir(layers) {
+                    for ent in rd.flatten() {
+                        if let Ok(Some(l)) = read_json::<super::LayerDescriptor>(&ent.path()) {
+                            blob_stack.push(l.digest);
+                        }
                     }
                 }
             }
-        }
-        while let Some(d) = blob_stack.pop() {
+            let Some(d) = blob_stack.pop() else { break };
             if self.blobs.contains(&d) || !bls.insert(d.clone()) {
                 continue;
             }
             let path = self.store.blob_path(&d);
             let Ok(meta) = fs::metadata(&path) else {
+                // A deferred layer: its bytes are its snapshot's.
+                if let Ok(Some(rec)) = self.store.diff_record_path(&d).and_then(|p| read_json::<DiffRecord>(&p)) {
+                    snap_stack.push(rec.snapshot.0);
+                }
                 continue;
             };
             bytes += meta.len();
@@ -255,6 +265,16 @@ impl Store {
                 report.bytes_freed += self.snapshot_size(&name);
                 report.snapshots_removed += 1;
                 trash.push(self.move_to_trash(&path)?);
+            }
+            // Deferred layers whose snapshot just went (or was gone).
+            for path in list_dir(&self.inner.root.join("diffs"))? {
+                let keep = read_json::<DiffRecord>(&path)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| marker.snapshots.contains(&r.snapshot.0));
+                if !keep {
+                    let _ = fs::remove_file(&path);
+                }
             }
             for path in list_dir(&self.inner.root.join("blobs/sha256"))? {
                 let digest = format!("sha256:{}", file_name(&path));
@@ -378,6 +398,13 @@ impl Store {
             }
         }
         du.records_count = list_dir(&self.inner.root.join("index"))?.len() as u64;
+        for path in list_dir(&self.inner.root.join("diffs"))? {
+            if let Ok(Some(r)) = read_json::<DiffRecord>(&path)
+                && self.has_snapshot(&r.snapshot)
+            {
+                du.deferred_layers += 1;
+            }
+        }
         Ok(du)
     }
 

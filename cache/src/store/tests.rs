@@ -700,22 +700,139 @@ fn background_layers_match_foreground_ones() {
     s.compress_in_background(&id, opts);
     s.compress_in_background(&id, opts); // queued once
     s.compress_in_background(&empty, opts);
-    let got = s.layer_for_snapshot(&id, "gzip").unwrap().expect("background layer");
+    let name = crate::layer::note_name(&opts.compression, opts.source_date_epoch);
+    assert_eq!(name, "gzip-6-e1");
+    let got = s.layer_for_snapshot(&id, &name).unwrap().expect("background layer");
     let mut direct = Vec::new();
     let want = write_layer(&s.snapshot_diff(&id), &opts, &mut direct).unwrap();
     assert_eq!(got, want);
     assert!(s.read_blob(&got.digest).unwrap() == direct);
     // An empty diff has no layer (the exporter drops it).
-    assert_eq!(s.layer_for_snapshot(&empty, "gzip").unwrap(), None);
-    // Another compression is not waited for, and not there.
-    assert_eq!(s.layer_for_snapshot(&id, "zstd").unwrap(), None);
+    assert_eq!(s.layer_for_snapshot(&empty, &name).unwrap(), None);
+    // Another compression, level or epoch is not waited for, and not there.
+    assert_eq!(s.layer_for_snapshot(&id, "zstd-3-e1").unwrap(), None);
+    assert_eq!(s.layer_for_snapshot(&id, "gzip-9-e1").unwrap(), None);
+    assert_eq!(s.layer_for_snapshot(&id, "gzip-6").unwrap(), None);
     // Dropping the store with a job queued neither hangs nor leaks a note.
     let (t2, s2) = tmp_store();
     let id2 = commit_snapshot(&s2, &big);
     s2.compress_in_background(&id2, opts);
     drop(s2);
     let s2 = Store::open(t2.path()).unwrap();
-    if let Some(l) = s2.layer_for_snapshot(&id2, "gzip").unwrap() {
+    if let Some(l) = s2.layer_for_snapshot(&id2, &name).unwrap() {
         assert!(s2.has_blob(&l.digest));
     }
+}
+
+fn blob_count(s: &Store) -> usize {
+    entries(&s.root().join("blobs/sha256")).len()
+}
+
+/// A deferred layer is one tar pass into a hash: no blob, the same diff id
+/// an eager layer has, and the compressed blob made later is the eager one,
+/// made once per (compression, level, epoch).
+#[test]
+fn deferred_layers_store_no_blob_and_compress_once() {
+    use crate::layer::{Compression, LayerOptions, write_layer};
+    let (_t, s) = tmp_store();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+    let id = commit_snapshot(&s, &big);
+    let empty = s.new_snapshot().unwrap().commit().unwrap();
+    let gzip = Compression::Gzip { level: 6 };
+    let eager_opts = LayerOptions { compression: gzip, source_date_epoch: Some(7), threads: 2 };
+    let mut eager_bytes = Vec::new();
+    let eager = write_layer(&s.snapshot_diff(&id), &eager_opts, &mut eager_bytes).unwrap();
+
+    s.defer_in_background(&id, Some(7));
+    let deferred = s.deferred_layer(&id, Some(7)).unwrap().expect("a layer");
+    assert_eq!(deferred.digest, eager.diff_id);
+    assert_eq!(deferred.diff_id, eager.diff_id);
+    assert_eq!(deferred.media_type, crate::oci::MEDIA_TYPE_LAYER_TAR);
+    assert_eq!(blob_count(&s), 0, "a deferred layer writes no blob");
+    assert_eq!(s.deferred_layer(&empty, Some(7)).unwrap(), None);
+    // Another epoch is another tar.
+    let other = s.deferred_layer(&id, None).unwrap().unwrap();
+    assert_ne!(other.digest, deferred.digest);
+    assert!(s.has_layer(&deferred.digest) && s.has_layer(&other.digest));
+    assert!(!s.has_blob(&deferred.digest));
+    assert_eq!(s.deferred_source(&deferred.digest), Some((id.clone(), Some(7))));
+
+    let first = s.materialize_layer(&deferred.diff_id, &gzip, 2).unwrap();
+    assert!(first.written);
+    assert_eq!(first.layer, eager);
+    assert!(s.read_blob(&eager.digest).unwrap() == eager_bytes);
+    let again = s.materialize_layer(&deferred.diff_id, &gzip, 1).unwrap();
+    assert_eq!(again, Materialized { layer: eager.clone(), written: false });
+    // The eager exporter finds it under the same note.
+    assert_eq!(s.layer_for_snapshot(&id, "gzip-6-e7").unwrap(), Some(eager.clone()));
+    // Another level is another blob.
+    let nine = s.materialize_layer(&deferred.diff_id, &Compression::Gzip { level: 9 }, 2).unwrap();
+    assert!(nine.written);
+    assert_ne!(nine.layer.digest, eager.digest);
+    assert_eq!(nine.layer.diff_id, eager.diff_id);
+    assert_eq!(blob_count(&s), 2);
+    let du = s.disk_usage().unwrap();
+    assert_eq!(du.deferred_layers, 2);
+}
+
+/// A snapshot changed behind the store's back does not become a blob
+/// whose config lies about it: materializing fails and keeps nothing.
+#[test]
+fn a_changed_snapshot_fails_to_materialize() {
+    use crate::layer::Compression;
+    let (_t, s) = tmp_store();
+    let id = commit_snapshot(&s, b"original content");
+    let layer = s.deferred_layer(&id, None).unwrap().unwrap();
+    // Same size, other bytes: only the tar's hash can tell.
+    fs::write(s.snapshot_diff(&id).join("f"), b"tampered content").unwrap();
+    let err = s.materialize_layer(&layer.diff_id, &Compression::Gzip { level: 6 }, 1).unwrap_err();
+    match &err {
+        StoreError::SnapshotChanged { snapshot, expected, actual } => {
+            assert_eq!(snapshot, &id.0);
+            assert_eq!(expected, &layer.diff_id);
+            assert_ne!(actual, &layer.diff_id);
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    assert!(err.to_string().contains("no longer matches"), "{err}");
+    assert_eq!(blob_count(&s), 0);
+    assert_eq!(entries(&s.root().join("tmp")).iter().filter(|n| n.contains("blob")).count(), 0);
+    assert!(s.layer_for_snapshot(&id, "gzip-6").unwrap().is_none());
+}
+
+/// Prune keeps the snapshot of a deferred layer a tagged manifest names,
+/// with the blobs compressed from it, and drops both (and the record)
+/// once nothing names them.
+#[test]
+fn prune_keeps_deferred_layers_of_tagged_images() {
+    use crate::layer::Compression;
+    let (t, s) = tmp_store();
+    let id = commit_snapshot(&s, b"layer bytes");
+    let layer = s.deferred_layer(&id, None).unwrap().unwrap();
+    let gz = s.materialize_layer(&layer.diff_id, &Compression::Gzip { level: 6 }, 1).unwrap().layer;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": s.write_blob(b"{}").unwrap(), "size": 2},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+    });
+    let m = s.write_blob(&serde_json::to_vec(&manifest).unwrap()).unwrap();
+    s.set_tag("app", &m).unwrap();
+    drop(s);
+    let s = Store::open(t.path()).unwrap();
+    s.prune(&PruneOptions { all: true, ..Default::default() }).unwrap();
+    assert!(s.has_snapshot(&id));
+    assert!(s.has_blob(&gz.digest), "the compressed blob of a kept snapshot stays");
+    assert_eq!(s.deferred_source(&layer.digest), Some((id.clone(), None)));
+    assert!(s.remove_tag("app").unwrap());
+    drop(s);
+    let s = Store::open(t.path()).unwrap();
+    let report = s.prune(&PruneOptions { all: true, ..Default::default() }).unwrap();
+    assert_eq!(report.snapshots_removed, 1);
+    assert!(!s.has_snapshot(&id) && !s.has_blob(&gz.digest));
+    assert_eq!(entries(&s.root().join("diffs")), Vec::<String>::new());
+    assert!(!s.has_layer(&layer.digest));
+    assert!(matches!(
+        s.materialize_layer(&layer.diff_id, &Compression::Gzip { level: 6 }, 1),
+        Err(StoreError::LayerNotFound(_))
+    ));
 }
