@@ -156,12 +156,60 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     }
     let started = unix_now();
     let epoch = source_date_epoch()?;
+    let uploads = if export::BackgroundPlan::enabled() && crate::remote_cache::CacheUploads::enabled() {
+        crate::remote_cache::CacheUploads::new(
+            requests.iter().flat_map(|r| r.cache_to.iter()),
+            &registry,
+            runtime.handle(),
+        )?
+    } else {
+        crate::remote_cache::CacheUploads::default()
+    };
     if export::BackgroundPlan::enabled() {
-        solve_opts.on_commit = background_plan(&planned, &merged, epoch)?.into_hook(&store);
+        solve_opts.on_commit = background_plan(&planned, &merged, epoch, &uploads)?.into_hook(&store);
     }
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
+    // The cache keys of every platform of every request, so each
+    // `--cache-to` gets one artifact with all of them.
     let mut cache_keys = Vec::new();
+    for plan in planned.iter().filter(|p| !p.request.outputs.is_empty() && !p.request.cache_to.is_empty()) {
+        for (name, lowered) in &plan.lowered {
+            let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
+            cache_keys.push(crate::remote_cache::PlatformKeys {
+                platform: lowered.platform.to_string(),
+                all: solved.keys.values().map(|k| k.to_string()).collect(),
+                image: solved.image_keys.iter().map(|k| k.to_string()).collect(),
+            });
+        }
+    }
+    let cache_build = crate::remote_cache::BuildCache {
+        keys: &cache_keys,
+        imported: solve_opts.imported.as_deref(),
+        mounts: &cache_mounts,
+        epoch,
+    };
+    // One export per `--cache-to`, before the images: its layers are
+    // uploaded (mostly in the background during the build), then config and
+    // manifest; the read-back that detects a concurrent writer waits until
+    // the images are written, so the settle time overlaps that work.
+    let mut pending = Vec::new();
+    let mut seen = BTreeSet::new();
+    for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
+        if !seen.insert(crate::remote_cache::spec_key(spec)) || matches!(spec.backend, CacheBackend::Inline) {
+            continue; // inline records are written into the image config
+        }
+        let started = std::time::Instant::now();
+        let phase = printer.phase("exporting cache");
+        let queue = uploads.queue(spec);
+        match crate::remote_cache::begin_export(spec, &store, &registry, runtime.handle(), &cache_build, queue) {
+            Ok(p) => pending.push((spec, p, started.elapsed())),
+            Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
+            Err(e) => return Err(e),
+        }
+        phase.done();
+    }
+
     for plan in &planned {
         let request = plan.request;
         let outputs = &request.outputs;
@@ -192,13 +240,6 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 inline.as_deref(),
                 annotations,
             )?);
-            if !request.cache_to.is_empty() {
-                cache_keys.push(crate::remote_cache::PlatformKeys {
-                    platform: lowered.platform.to_string(),
-                    all: solved.keys.values().map(|k| k.to_string()).collect(),
-                    image: solved.image_keys.iter().map(|k| k.to_string()).collect(),
-                });
-            }
         }
         let provenance = match request.attestations.provenance {
             Some(mode) => {
@@ -234,28 +275,11 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             println!("{}", result.image_id);
         }
     }
-    // One export per `--cache-to` after every image is written, with the
-    // records of every platform built, so they land in one artifact.
-    let mut seen = BTreeSet::new();
-    for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
-        if !seen.insert(format!("{spec:?}")) || matches!(spec.backend, CacheBackend::Inline) {
-            continue; // inline records were written into the image config
-        }
+    // The exports' read-back, once the images are written.
+    for (spec, pending, took) in pending {
         let started = std::time::Instant::now();
-        let phase = printer.phase("exporting cache");
-        let exported = crate::remote_cache::export(
-            spec,
-            &store,
-            &registry,
-            runtime.handle(),
-            &crate::remote_cache::BuildCache {
-                keys: &cache_keys,
-                imported: solve_opts.imported.as_deref(),
-                mounts: &cache_mounts,
-                epoch,
-            },
-        );
-        match exported {
+        let phase = printer.phase("exporting cache: checking the artifact");
+        match pending.confirm(&store) {
             Ok(stats) => printer.message(&format!(
                 "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
                 stats.records,
@@ -263,7 +287,7 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
                 stats.layers_written,
                 stats.mounts,
                 stats.manifest_digest,
-                started.elapsed().as_secs_f64()
+                (took + started.elapsed()).as_secs_f64()
             )),
             Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
             Err(e) => return Err(e),
@@ -312,7 +336,12 @@ fn auto_gc(store: &rbuild_cache::store::Store, policy: &crate::config::GcPolicy,
 /// The layers to write while the build runs (see [`export::BackgroundPlan`]):
 /// each image's chain with its compression, and what each `--cache-to`
 /// exports with the cache's.
-fn background_plan(planned: &[Planned<'_>], merged: &Definition, epoch: Option<i64>) -> Result<export::BackgroundPlan> {
+fn background_plan(
+    planned: &[Planned<'_>],
+    merged: &Definition,
+    epoch: Option<i64>,
+    uploads: &crate::remote_cache::CacheUploads,
+) -> Result<export::BackgroundPlan> {
     let mut plan = export::BackgroundPlan::default();
     let threads = export::threads();
     for p in planned {
@@ -331,13 +360,24 @@ fn background_plan(planned: &[Planned<'_>], merged: &Definition, epoch: Option<i
                 source_date_epoch: epoch,
                 threads,
             };
+            let queue = uploads.queue(spec);
             match spec.mode {
-                CacheMode::Max => plan.add_every(opts),
+                CacheMode::Max => {
+                    plan.add_every(opts);
+                    if let Some(queue) = queue {
+                        plan.add_upload(queue, opts, None);
+                    }
+                }
                 CacheMode::Min => {
+                    let mut chain = std::collections::HashSet::new();
                     for (name, _) in &p.lowered {
                         if let Some(Some(out)) = merged.outputs.get(name) {
                             plan.add_image(merged, *out, opts);
+                            chain.extend(export::image_vertices(merged, *out));
                         }
+                    }
+                    if let Some(queue) = queue {
+                        plan.add_upload(queue, opts, Some(chain));
                     }
                 }
             }

@@ -14,16 +14,26 @@
 //!   cache's compression (the intermediate stages' layers are exported too);
 //!   with `mode=min`, the image's snapshots with the cache's compression.
 //!
+//!
+//! A registry `--cache-to` also uploads each of its layers as soon as it is
+//! written ([`BackgroundPlan::add_upload`], the queue of
+//! [`crate::registry::queue`]): the export at the end then waits only for
+//! the uploads still in flight and writes the config and manifest.
+//!
 //! `RBUILD_BACKGROUND_LAYERS=0` turns this off (compress at export, as
-//! before), for measuring both ways.
+//! before), for measuring both ways; `RBUILD_BACKGROUND_UPLOADS=0` keeps
+//! the layers but uploads at export.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rbuild_cache::layer::LayerOptions;
+use rbuild_cache::oci::layer_compression_name;
 use rbuild_cache::store::Store;
 use rbuild_solver::graph::{Definition, Digest, Op};
 use rbuild_solver::solve::CommitHook;
+
+use crate::registry::queue::UploadQueue;
 
 /// Layer options to write in the background, per vertex.
 #[derive(Debug, Default)]
@@ -31,6 +41,23 @@ pub struct BackgroundPlan {
     by_vertex: HashMap<Digest, Vec<LayerOptions>>,
     /// Applies to every exec/file vertex (`mode=max`).
     every: Vec<LayerOptions>,
+    /// Background uploads of the layers written.
+    uploads: Vec<Upload>,
+}
+
+/// The layers one `--cache-to` uploads as they are written.
+#[derive(Clone)]
+struct Upload {
+    queue: Arc<UploadQueue>,
+    compression: &'static str,
+    /// `None`: every exec/file vertex's (`mode=max`).
+    vertices: Option<HashSet<Digest>>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("compression", &self.compression).field("vertices", &self.vertices).finish()
+    }
 }
 
 impl BackgroundPlan {
@@ -56,6 +83,15 @@ impl BackgroundPlan {
         }
     }
 
+    /// Uploads to `queue` the layer written with `opts` of each vertex in
+    /// `vertices` (`None`: of every step, `mode=max`) once it is written.
+    /// The layers must be planned (with [`add_image`](Self::add_image) or
+    /// [`add_every`](Self::add_every)); an upload waits for the write.
+    pub fn add_upload(&mut self, queue: Arc<UploadQueue>, opts: LayerOptions, vertices: Option<HashSet<Digest>>) {
+        let compression = layer_compression_name(opts.compression.media_type());
+        self.uploads.push(Upload { queue, compression, vertices });
+    }
+
     /// The solver's commit hook, or `None` when nothing is planned.
     pub fn into_hook(self, store: &Store) -> Option<CommitHook> {
         if self.by_vertex.is_empty() && self.every.is_empty() {
@@ -65,6 +101,12 @@ impl BackgroundPlan {
         Some(Arc::new(move |digest: &Digest, id: &rbuild_cache::store::SnapshotId| {
             for opts in self.every.iter().chain(self.by_vertex.get(digest).into_iter().flatten()) {
                 store.compress_in_background(id, *opts);
+            }
+            // Queued after the writes, so each waits for its layer.
+            for upload in &self.uploads {
+                if upload.vertices.as_ref().is_none_or(|v| v.contains(digest)) {
+                    crate::remote_cache::queue_layer(&upload.queue, &store, id, upload.compression);
+                }
             }
         }))
     }

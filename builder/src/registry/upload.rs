@@ -73,8 +73,24 @@ impl RegistryClient {
     }
 
     /// Pushes one blob unless `r`'s repository has it, mounting it from a
-    /// repository it is known to live in when the registry allows.
+    /// repository it is known to live in when the registry allows. If a
+    /// background [`UploadQueue`](super::queue::UploadQueue) is sending the
+    /// same blob to this registry, waits for it first (then finds the blob
+    /// or mounts it: it is never sent twice).
     pub async fn push_blob_data(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        data: BlobData<'_>,
+    ) -> Result<BlobOutcome, RegistryError> {
+        self.in_flight.wait(r, digest).await;
+        self.push_blob_now(r, digest, size, data).await
+    }
+
+    /// [`push_blob_data`](Self::push_blob_data) without waiting for the
+    /// background uploads (it is what they call).
+    pub(super) async fn push_blob_now(
         &self,
         r: &ImageRef,
         digest: &str,
@@ -154,6 +170,7 @@ impl RegistryClient {
             digest: digest.to_string(),
             source: Box::new(source),
         };
+        self.in_flight.wait(r, digest).await;
         if self.blob_exists(r, digest).await? {
             return Ok(Some(BlobOutcome::Existed));
         }

@@ -1,0 +1,207 @@
+//! Background blob uploads: a layer is uploaded to a repository as soon as
+//! it exists, while the build goes on, so the end of the build only waits
+//! for what is still in flight (a `--cache-to` uploads its layers while
+//! later steps run).
+//!
+//! An [`UploadQueue`] targets one repository. Jobs are keyed (a snapshot
+//! and compression, say) and each key is taken once; a job first produces
+//! its blob on a blocking thread (waiting, typically, for the store's
+//! background compression), then uploads it with
+//! [`RegistryClient::push_blob_now`]: the same existence check, mounts and
+//! retry policy as a push, at most [`UPLOAD_CONCURRENCY`] at once. A digest
+//! is uploaded once per queue however many jobs produce it.
+//!
+//! While a job uploads a digest, the client notes it in flight: a push of
+//! the same digest to any repository of that registry waits for it, then
+//! finds it there or mounts it (the job notes its repository as a blob
+//! source once done), so no blob is sent twice.
+//!
+//! Nothing here writes a manifest: [`UploadQueue::finish`] waits for every
+//! job and returns the first failure, and the caller writes its manifest
+//! only after a success. Dropping the queue, or the process dying, leaves
+//! at most unreferenced blobs in the repository (registries collect them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::{BlobData, BlobOutcome, ImageRef, RegistryClient, RegistryError, UPLOAD_CONCURRENCY};
+
+/// A blob to upload: digest, size and the file holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedBlob {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+    /// The file (a blob of the store).
+    pub path: PathBuf,
+}
+
+/// Uploads to one repository in the background (see the module docs).
+pub struct UploadQueue {
+    shared: Arc<Shared>,
+    runtime: Handle,
+}
+
+struct Shared {
+    client: RegistryClient,
+    /// The repository (no tag or digest).
+    target: ImageRef,
+    permits: Semaphore,
+    state: Mutex<State>,
+}
+
+/// A job's end: the blob it put in the repository and how, or `None` when
+/// it had nothing to send (or another job of the queue sent it).
+type JobResult = Result<Option<(String, BlobOutcome)>, RegistryError>;
+
+#[derive(Default)]
+struct State {
+    /// Job keys taken.
+    keys: BTreeSet<String>,
+    /// Digests a job has taken.
+    digests: BTreeSet<String>,
+    tasks: Vec<JoinHandle<JobResult>>,
+    /// Blobs sent (or found) by jobs [`UploadQueue::finish`] collected.
+    done: BTreeMap<String, BlobOutcome>,
+}
+
+/// Why a background job failed outside the registry client.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The blob's producer panicked or was cancelled.
+    #[error("the background job writing a blob for `{target}` did not finish")]
+    Producer {
+        /// The repository.
+        target: String,
+        /// Cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl UploadQueue {
+    /// A queue uploading to `target`'s repository with `client`, its jobs
+    /// run on `runtime`.
+    pub fn new(client: RegistryClient, runtime: Handle, target: &ImageRef) -> Self {
+        let target = ImageRef { tag: None, digest: None, ..target.clone() };
+        let shared =
+            Arc::new(Shared { client, target, permits: Semaphore::new(UPLOAD_CONCURRENCY), state: Mutex::default() });
+        UploadQueue { shared, runtime }
+    }
+
+    /// Queues job `key` (once: a key queued before is ignored): `produce`
+    /// runs on a blocking thread and names the blob to upload, or `None`
+    /// when there is nothing to send (an empty layer, a failed write that
+    /// the export will redo and upload itself).
+    pub fn enqueue(&self, key: String, produce: impl FnOnce() -> Option<QueuedBlob> + Send + 'static) {
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.keys.insert(key) {
+            return;
+        }
+        let shared = self.shared.clone();
+        let task = self.runtime.spawn(async move {
+            let blob = tokio::task::spawn_blocking(produce).await.map_err(|source| {
+                RegistryError::Background(Box::new(QueueError::Producer { target: shared.target.name(), source }))
+            })?;
+            let Some(blob) = blob else { return Ok(None) };
+            if !shared.state.lock().unwrap_or_else(|p| p.into_inner()).digests.insert(blob.digest.clone()) {
+                return Ok(None); // another job of this queue sends it
+            }
+            shared.upload(blob).await.map(Some)
+        });
+        state.tasks.push(task);
+    }
+
+    /// Waits for every job queued so far; every blob the queue's jobs have
+    /// put in the repository, with what happened to each, or the first
+    /// failure (after all jobs ended, so nothing is in flight when this
+    /// returns). Call it outside the runtime.
+    pub fn finish(&self) -> Result<BTreeMap<String, BlobOutcome>, RegistryError> {
+        let tasks = std::mem::take(&mut self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).tasks);
+        let target = self.shared.target.name();
+        let results = self.runtime.block_on(futures_util::future::join_all(tasks));
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first_error = None;
+        for result in results {
+            let result = result.map_err(|source| {
+                RegistryError::Background(Box::new(QueueError::Producer { target: target.clone(), source }))
+            });
+            match result.and_then(|r| r) {
+                Ok(Some((digest, outcome))) => {
+                    state.done.insert(digest, outcome);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(state.done.clone()),
+        }
+    }
+}
+
+impl Shared {
+    /// Uploads `blob` (noted in flight meanwhile), at most
+    /// [`UPLOAD_CONCURRENCY`] at once.
+    async fn upload(&self, blob: QueuedBlob) -> Result<(String, BlobOutcome), RegistryError> {
+        let (tx, rx) = watch::channel(false);
+        self.client.begin_in_flight(&self.target, &blob.digest, rx);
+        let _permit = self.permits.acquire().await.expect("the queue's semaphore is never closed");
+        let result = self.client.push_blob_now(&self.target, &blob.digest, blob.size, BlobData::File(&blob.path)).await;
+        if result.is_ok() {
+            self.client.note_blob_source(&blob.digest, &self.target);
+        }
+        self.client.end_in_flight(&self.target, &blob.digest);
+        let _ = tx.send(true);
+        result.map(|outcome| (blob.digest, outcome))
+    }
+}
+
+/// Digests being uploaded by a queue, by (registry, digest), for pushes of
+/// the same blob to wait on.
+#[derive(Default)]
+pub(super) struct InFlight {
+    map: Mutex<BTreeMap<(String, String), watch::Receiver<bool>>>,
+}
+
+impl InFlight {
+    fn begin(&self, r: &ImageRef, digest: &str, done: watch::Receiver<bool>) {
+        self.lock().insert((r.registry.clone(), digest.to_string()), done);
+    }
+
+    fn end(&self, r: &ImageRef, digest: &str) {
+        self.lock().remove(&(r.registry.clone(), digest.to_string()));
+    }
+
+    /// Waits while a queue uploads `digest` to `r`'s registry.
+    pub(super) async fn wait(&self, r: &ImageRef, digest: &str) {
+        let rx = self.lock().get(&(r.registry.clone(), digest.to_string())).cloned();
+        if let Some(mut rx) = rx {
+            // A dropped sender (the job cancelled) also ends the wait.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), watch::Receiver<bool>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RegistryClient {
+    fn begin_in_flight(&self, r: &ImageRef, digest: &str, done: watch::Receiver<bool>) {
+        self.in_flight.begin(r, digest, done);
+    }
+
+    fn end_in_flight(&self, r: &ImageRef, digest: &str) {
+        self.in_flight.end(r, digest);
+    }
+}
