@@ -1425,3 +1425,52 @@ fn a_build_killed_mid_upload_leaves_the_ref_untouched() {
     assert_eq!(after, before, "the ref changed");
     assert_blobs_present(&reg, &after);
 }
+
+/// A cold build that pushes its image and exports its cache to another
+/// repository of the same registry sends each layer once: the cache's
+/// background uploads send them, the push mounts them from the cache's
+/// repository (or finds them there).
+#[test]
+fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let proxy = FaultProxy::start(&reg.addr, vec![]);
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={}/bgcache:x,mode=max", proxy.addr),
+            "-o",
+            &format!("type=image,name={}/app:1,push=true", proxy.addr),
+        ],
+    ));
+    let log = proxy.log();
+    let mut sent: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in log.iter().filter(|l| l.method == "PUT" && l.status == Some(201)) {
+        if let Some(d) = l.target.split("digest=").nth(1) {
+            *sent.entry(d.replace("%3A", ":")).or_default() += 1;
+        }
+    }
+    assert!(sent.values().all(|&n| n == 1), "a blob was uploaded twice: {sent:#?}");
+    // The image's layers: each uploaded once (to the cache) or mounted.
+    let manifest = util::skopeo_inspect_raw(&reg.reference("app:1"));
+    let mounted = |d: &str| {
+        log.iter().any(|l| {
+            l.method == "POST"
+                && l.target.contains("/v2/app/")
+                && l.target.contains(&d.replace(':', "%3A"))
+                && l.status == Some(201)
+        })
+    };
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        assert!(sent.contains_key(d) || mounted(d), "{d} neither uploaded nor mounted: {log:#?}");
+        let uploads_to_app = log.iter().filter(|l| {
+            l.method == "PUT" && l.target.starts_with("/v2/app/") && l.target.contains(&d.replace(':', "%3A"))
+        });
+        assert_eq!(uploads_to_app.count(), 0, "{d} was uploaded to the image's repository too");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted sha256:"), "nothing was mounted");
+}
