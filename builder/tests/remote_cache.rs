@@ -1427,9 +1427,9 @@ fn a_build_killed_mid_upload_leaves_the_ref_untouched() {
 }
 
 /// A cold build that pushes its image and exports its cache to another
-/// repository of the same registry sends each layer once: the cache's
-/// background uploads send them, the push mounts them from the cache's
-/// repository (or finds them there).
+/// repository of the same registry sends each blob once: whichever of the
+/// cache's background uploads and the image push gets to a layer first
+/// sends it, the other waits and mounts it.
 #[test]
 fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
     let reg = registry_with_busybox();
@@ -1454,7 +1454,7 @@ fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
         }
     }
     assert!(sent.values().all(|&n| n == 1), "a blob was uploaded twice: {sent:#?}");
-    // The image's layers: each uploaded once (to the cache) or mounted.
+    // The image's layers: each uploaded (once, above) or mounted.
     let manifest = util::skopeo_inspect_raw(&reg.reference("app:1"));
     let mounted = |d: &str| {
         log.iter().any(|l| {
@@ -1467,10 +1467,6 @@ fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
     for layer in manifest["layers"].as_array().unwrap() {
         let d = layer["digest"].as_str().unwrap();
         assert!(sent.contains_key(d) || mounted(d), "{d} neither uploaded nor mounted: {log:#?}");
-        let uploads_to_app = log.iter().filter(|l| {
-            l.method == "PUT" && l.target.starts_with("/v2/app/") && l.target.contains(&d.replace(':', "%3A"))
-        });
-        assert_eq!(uploads_to_app.count(), 0, "{d} was uploaded to the image's repository too");
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("mounted sha256:"), "nothing was mounted");
 }

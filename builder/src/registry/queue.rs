@@ -7,14 +7,15 @@
 //! and compression, say) and each key is taken once; a job first produces
 //! its blob on a blocking thread (waiting, typically, for the store's
 //! background compression), then uploads it with
-//! [`RegistryClient::push_blob_now`]: the same existence check, mounts and
+//! [`RegistryClient::push_blob_data`]: the same existence check, mounts and
 //! retry policy as a push, at most [`UPLOAD_CONCURRENCY`] at once. A digest
 //! is uploaded once per queue however many jobs produce it.
 //!
-//! While a job uploads a digest, the client notes it in flight: a push of
-//! the same digest to any repository of that registry waits for it, then
-//! finds it there or mounts it (the job notes its repository as a blob
-//! source once done), so no blob is sent twice.
+//! Every push of a blob, a job's or an image's, first claims the digest for
+//! its registry: a push of a digest someone else is pushing to any
+//! repository of that registry waits for it, then finds the blob there or
+//! mounts it (a pushed blob's repository is noted as its source), so no
+//! blob is sent twice.
 //!
 //! Nothing here writes a manifest: [`UploadQueue::finish`] waits for every
 //! job and returns the first failure, and the caller writes its manifest
@@ -150,58 +151,71 @@ impl UploadQueue {
 }
 
 impl Shared {
-    /// Uploads `blob` (noted in flight meanwhile), at most
-    /// [`UPLOAD_CONCURRENCY`] at once.
+    /// Uploads `blob`, at most [`UPLOAD_CONCURRENCY`] at once.
     async fn upload(&self, blob: QueuedBlob) -> Result<(String, BlobOutcome), RegistryError> {
-        let (tx, rx) = watch::channel(false);
-        self.client.begin_in_flight(&self.target, &blob.digest, rx);
         let _permit = self.permits.acquire().await.expect("the queue's semaphore is never closed");
-        let result = self.client.push_blob_now(&self.target, &blob.digest, blob.size, BlobData::File(&blob.path)).await;
-        if result.is_ok() {
-            self.client.note_blob_source(&blob.digest, &self.target);
-        }
-        self.client.end_in_flight(&self.target, &blob.digest);
-        let _ = tx.send(true);
-        result.map(|outcome| (blob.digest, outcome))
+        let outcome =
+            self.client.push_blob_data(&self.target, &blob.digest, blob.size, BlobData::File(&blob.path)).await?;
+        Ok((blob.digest, outcome))
     }
 }
 
-/// Digests being uploaded by a queue, by (registry, digest), for pushes of
-/// the same blob to wait on.
+/// Which digests are being pushed to which registry, so that one push at a
+/// time handles a digest: the others wait, then find it or mount it.
 #[derive(Default)]
 pub(super) struct InFlight {
     map: Mutex<BTreeMap<(String, String), watch::Receiver<bool>>>,
 }
 
+/// The right to push a digest to a registry, held until dropped.
+pub(super) struct Claim {
+    in_flight: Arc<InFlight>,
+    key: (String, String),
+    done: watch::Sender<bool>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.in_flight.lock().remove(&self.key);
+        let _ = self.done.send(true);
+    }
+}
+
 impl InFlight {
-    fn begin(&self, r: &ImageRef, digest: &str, done: watch::Receiver<bool>) {
-        self.lock().insert((r.registry.clone(), digest.to_string()), done);
-    }
-
-    fn end(&self, r: &ImageRef, digest: &str) {
-        self.lock().remove(&(r.registry.clone(), digest.to_string()));
-    }
-
-    /// Waits while a queue uploads `digest` to `r`'s registry.
-    pub(super) async fn wait(&self, r: &ImageRef, digest: &str) {
-        let rx = self.lock().get(&(r.registry.clone(), digest.to_string())).cloned();
-        if let Some(mut rx) = rx {
-            // A dropped sender (the job cancelled) also ends the wait.
-            let _ = rx.wait_for(|done| *done).await;
+    /// Takes the claim on `digest` for `r`'s registry, first waiting for
+    /// whoever holds it (a background upload, another push).
+    pub(super) async fn claim(self: &Arc<Self>, r: &ImageRef, digest: &str) -> Claim {
+        let key = (r.registry.clone(), digest.to_string());
+        loop {
+            let busy = {
+                let mut map = self.lock();
+                match map.get(&key) {
+                    Some(rx) => rx.clone(),
+                    None => {
+                        let (done, rx) = watch::channel(false);
+                        map.insert(key.clone(), rx);
+                        return Claim { in_flight: self.clone(), key, done };
+                    }
+                }
+            };
+            Self::wait_on(busy).await;
         }
+    }
+
+    /// Waits while someone pushes `digest` to `r`'s registry.
+    pub(super) async fn wait(&self, r: &ImageRef, digest: &str) {
+        let busy = self.lock().get(&(r.registry.clone(), digest.to_string())).cloned();
+        if let Some(rx) = busy {
+            Self::wait_on(rx).await;
+        }
+    }
+
+    async fn wait_on(mut rx: watch::Receiver<bool>) {
+        // A dropped sender (the push cancelled) also ends the wait.
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), watch::Receiver<bool>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl RegistryClient {
-    fn begin_in_flight(&self, r: &ImageRef, digest: &str, done: watch::Receiver<bool>) {
-        self.in_flight.begin(r, digest, done);
-    }
-
-    fn end_in_flight(&self, r: &ImageRef, digest: &str) {
-        self.in_flight.end(r, digest);
     }
 }

@@ -73,10 +73,11 @@ impl RegistryClient {
     }
 
     /// Pushes one blob unless `r`'s repository has it, mounting it from a
-    /// repository it is known to live in when the registry allows. If a
-    /// background [`UploadQueue`](super::queue::UploadQueue) is sending the
-    /// same blob to this registry, waits for it first (then finds the blob
-    /// or mounts it: it is never sent twice).
+    /// repository it is known to live in when the registry allows. One push
+    /// of a digest at a time per registry: if another (a background
+    /// [`UploadQueue`](super::queue::UploadQueue) job, another image) is
+    /// pushing it, this waits, then finds the blob or mounts it: it is never
+    /// sent twice. Once pushed, `r`'s repository is noted as its source.
     pub async fn push_blob_data(
         &self,
         r: &ImageRef,
@@ -84,13 +85,13 @@ impl RegistryClient {
         size: u64,
         data: BlobData<'_>,
     ) -> Result<BlobOutcome, RegistryError> {
-        self.in_flight.wait(r, digest).await;
-        self.push_blob_now(r, digest, size, data).await
+        let _claim = self.in_flight.claim(r, digest).await;
+        let outcome = self.push_blob_claimed(r, digest, size, data).await?;
+        self.note_blob_source(digest, r);
+        Ok(outcome)
     }
 
-    /// [`push_blob_data`](Self::push_blob_data) without waiting for the
-    /// background uploads (it is what they call).
-    pub(super) async fn push_blob_now(
+    async fn push_blob_claimed(
         &self,
         r: &ImageRef,
         digest: &str,
