@@ -57,18 +57,24 @@ pub struct ExportStats {
 /// same target keep replacing its artifact under it.
 pub const MERGE_ATTEMPTS: u32 = 5;
 
-/// How long after writing its manifest an export waits at least before
-/// reading it back (see [`export`]).
-pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The least an export waits after writing its manifest before reading it
+/// back (see [`export`]).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+/// The most it waits, however slow the target.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// The wait, in multiples of this export's own re-read-to-write time.
+const SETTLE_FACTOR: u32 = 4;
 
 /// An export whose manifest is written, not yet read back: [`confirm`]
 /// finishes it. Whatever the build does in between (writing and pushing
-/// its images) counts towards [`SETTLE`].
+/// its images) counts towards the settle time.
 pub struct Written {
     ours: Ours,
     stats: ExportStats,
     manifest: Vec<u8>,
     at: std::time::Instant,
+    /// How long to wait after `at` before the read-back.
+    settle: std::time::Duration,
     /// Read-merge-write rounds used so far.
     rounds: u32,
 }
@@ -77,17 +83,20 @@ pub struct Written {
 /// records into it (each exported platform's records replace that
 /// platform's; other platforms are kept), uploads what the target lacks,
 /// writes the manifest, and reads it back: [`write`] then [`confirm`],
-/// with nothing in between but the [`SETTLE`] wait.
+/// with nothing in between but the settle wait.
 ///
 /// Registries have no compare-and-swap on a tag, so two exports to one ref
 /// at once (two CI runners) race. Each round therefore re-reads the
 /// artifact after uploading the blobs, just before writing the manifest
-/// (if it changed since the merge, merge again with the new one), and at
-/// least [`SETTLE`] after writing it (if this build's records are not all
+/// (if it changed since the merge, merge again with the new one), and
+/// again a while after writing it (if this build's records are not all
 /// there, another export replaced the artifact in between: merge with it
-/// and write again). What is left is an export that checked before our
-/// write and wrote more than the time we waited after it: without
-/// compare-and-swap the registry cannot rule that out. Rounds after a
+/// and write again). A concurrent export is exposed when its own re-read
+/// and manifest write (two reads and a write) fit in that while, so the
+/// wait is [`SETTLE_FACTOR`] times what ours took against this target
+/// (its latency), at least [`SETTLE`] and at most [`SETTLE_MAX`]. What is
+/// left is an export that re-read before our write and wrote after our
+/// read-back: without compare-and-swap the registry cannot rule that out. Rounds after a
 /// conflict merge a platform's records as a union, so two exports of the
 /// same platform both survive. After [`MERGE_ATTEMPTS`] rounds the export
 /// fails with [`RemoteError::ConcurrentExport`]; the target always holds a
@@ -107,10 +116,10 @@ pub fn write(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resul
     rounds(store, sink, plan, ours, stats, (existing, existing_bytes, false), 0)
 }
 
-/// The second half of [`export`]: once at least [`SETTLE`] has passed since
-/// the manifest was written, reads it back; if a concurrent export
-/// replaced it, merges with theirs and writes again (more rounds, each
-/// read back after [`SETTLE`]).
+/// The second half of [`export`]: once the settle time (see [`export`]) has
+/// passed since the manifest was written, reads it back; if a concurrent
+/// export replaced it, merges with theirs and writes again (more rounds,
+/// each read back the same way).
 pub fn confirm(
     store: &Store,
     sink: &dyn BlobSink,
@@ -122,8 +131,8 @@ pub fn confirm(
         // within a request's time: wait (what is left of) that long, then
         // see who won.
         let waited = written.at.elapsed();
-        if waited < SETTLE {
-            std::thread::sleep(SETTLE - waited);
+        if waited < written.settle {
+            std::thread::sleep(written.settle - waited);
         }
         let (after, after_bytes) = read(sink)?;
         if after.as_ref().is_some_and(|a| written.ours.survives_in(a)) {
@@ -173,6 +182,7 @@ fn rounds(
         // Changed since we read it: merge with the new one first. Checked
         // after the uploads, right before the manifest, so the window in
         // which another export can slip in is one request wide.
+        let checked = std::time::Instant::now();
         let (now, now_bytes) = read(sink)?;
         if now_bytes != existing_bytes {
             (existing, existing_bytes, conflict) = (now, now_bytes, true);
@@ -180,7 +190,8 @@ fn rounds(
         }
         sink.write_manifest(&manifest).map_err(write_err)?;
         let at = std::time::Instant::now();
-        return Ok(Written { ours, stats, manifest, at, rounds: round + 1 });
+        let settle = (at - checked).saturating_mul(SETTLE_FACTOR).clamp(SETTLE, SETTLE_MAX);
+        return Ok(Written { ours, stats, manifest, at, settle, rounds: round + 1 });
     }
     Err(RemoteError::ConcurrentExport { name, attempts: MERGE_ATTEMPTS })
 }
