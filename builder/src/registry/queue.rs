@@ -8,7 +8,8 @@
 //! its blob on a blocking thread (waiting, typically, for the store's
 //! background compression), then uploads it with
 //! [`RegistryClient::push_blob_data`]: the same existence check, mounts and
-//! retry policy as a push, at most [`UPLOAD_CONCURRENCY`] at once. A digest
+//! retry policy as a push; at most [`UPLOAD_CONCURRENCY`] jobs wait or
+//! upload at once. A digest
 //! is uploaded once per queue however many jobs produce it.
 //!
 //! Every push of a blob, a job's or an image's, first claims the digest for
@@ -107,6 +108,13 @@ impl UploadQueue {
         }
         let shared = self.shared.clone();
         let task = self.runtime.spawn(async move {
+            // Held from the wait for the blob to the end of its upload: a
+            // build of thousands of steps has at most this many blocking
+            // threads waiting and uploads running. Jobs take permits in
+            // the order they were queued (the semaphore is fair), which is
+            // the order the store writes layers in, so the holders are
+            // always the layers written next.
+            let _permit = shared.permits.acquire().await.expect("the queue's semaphore is never closed");
             let blob = tokio::task::spawn_blocking(produce).await.map_err(|source| {
                 RegistryError::Background(Box::new(QueueError::Producer { target: shared.target.name(), source }))
             })?;
@@ -151,9 +159,8 @@ impl UploadQueue {
 }
 
 impl Shared {
-    /// Uploads `blob`, at most [`UPLOAD_CONCURRENCY`] at once.
+    /// Uploads `blob` (the caller holds one of the permits).
     async fn upload(&self, blob: QueuedBlob) -> Result<(String, BlobOutcome), RegistryError> {
-        let _permit = self.permits.acquire().await.expect("the queue's semaphore is never closed");
         let outcome =
             self.client.push_blob_data(&self.target, &blob.digest, blob.size, BlobData::File(&blob.path)).await?;
         Ok((blob.digest, outcome))
@@ -217,5 +224,43 @@ impl InFlight {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), watch::Receiver<bool>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::registry::RegistryOptions;
+
+    /// However many jobs a build queues, at most UPLOAD_CONCURRENCY wait
+    /// for their blob at once (each on a blocking thread), and every job
+    /// is waited for by `finish`; a key queued twice runs once.
+    #[test]
+    fn jobs_are_bounded_and_each_key_runs_once() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let client = RegistryClient::new(RegistryOptions::default()).unwrap();
+        let target = ImageRef::parse("127.0.0.1:1/cache:x").unwrap();
+        let queue = UploadQueue::new(client, runtime.handle().clone(), &target);
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for i in 0..40 {
+            for _ in 0..2 {
+                let (now, most, ran) = (now.clone(), most.clone(), ran.clone());
+                queue.enqueue(format!("job-{i}"), move || {
+                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    None
+                });
+            }
+        }
+        assert!(queue.finish().unwrap().is_empty());
+        assert_eq!(ran.load(Ordering::SeqCst), 40);
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=UPLOAD_CONCURRENCY).contains(&most), "{most} jobs waited at once");
     }
 }
