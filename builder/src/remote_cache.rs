@@ -553,3 +553,84 @@ pub fn begin_export<'a>(
     let written = remote::write(store, sink.as_ref(), &plan).context("exporting the build cache")?;
     Ok(PendingExport { sink, plan, written })
 }
+
+/// What the cache exports of a build need, owned (they run on a thread).
+pub struct CacheExportJob {
+    /// Each `--cache-to` once, with its background upload queue.
+    pub specs: Vec<(CacheSpec, Option<Arc<UploadQueue>>)>,
+    /// The store.
+    pub store: Store,
+    /// The registry client.
+    pub registry: RegistryClient,
+    /// The I/O runtime.
+    pub runtime: Handle,
+    /// The keys of each platform built.
+    pub keys: Vec<PlatformKeys>,
+    /// The build's `--cache-from` records.
+    pub imported: Option<Arc<ImportedCache>>,
+    /// The cache mounts the build used.
+    pub mounts: Vec<MountToExport>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub epoch: Option<i64>,
+}
+
+/// One export's end: its spec, what happened, and when it ended.
+pub type ExportOutcome = (CacheSpec, Result<ExportStats>, std::time::Instant);
+
+/// A build's `--cache-to` exports, written on a thread while the images
+/// are exported, read back once [`CacheExports::finish`] says the images
+/// are written.
+pub struct CacheExports {
+    images_done: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<Vec<ExportOutcome>>>,
+}
+
+impl CacheExports {
+    /// Starts writing the exports of `job` (none: no thread).
+    pub fn start(job: CacheExportJob) -> Result<Self> {
+        let (images_done, wait) = std::sync::mpsc::channel();
+        if job.specs.is_empty() {
+            return Ok(CacheExports { images_done, thread: None });
+        }
+        let thread = std::thread::Builder::new()
+            .name("cache-export".into())
+            .spawn(move || run_exports(job, &wait))
+            .context("starting the cache export thread")?;
+        Ok(CacheExports { images_done, thread: Some(thread) })
+    }
+
+    /// Whether there is nothing to export.
+    pub fn is_empty(&self) -> bool {
+        self.thread.is_none()
+    }
+
+    /// The images are written: reads each export back; their outcomes.
+    pub fn finish(mut self) -> Result<Vec<ExportOutcome>> {
+        let Some(thread) = self.thread.take() else { return Ok(Vec::new()) };
+        // A thread that ended early (it never does) sees no receiver.
+        let _ = self.images_done.send(());
+        thread.join().map_err(|_| anyhow::anyhow!("the cache export thread panicked"))
+    }
+}
+
+/// The thread of [`CacheExports`]: every export written, then (once told the
+/// images are written) read back. If the build fails first (the sender is
+/// dropped), the exports stay written, unchecked.
+fn run_exports(job: CacheExportJob, images_done: &std::sync::mpsc::Receiver<()>) -> Vec<ExportOutcome> {
+    let CacheExportJob { specs, store, registry, runtime, keys, imported, mounts, epoch } = job;
+    let build = BuildCache { keys: &keys, imported: imported.as_deref(), mounts: &mounts, epoch };
+    let written: Vec<_> = specs
+        .iter()
+        .map(|(spec, queue)| (spec, begin_export(spec, &store, &registry, &runtime, &build, queue.clone())))
+        .collect();
+    if images_done.recv().is_err() {
+        return Vec::new();
+    }
+    written
+        .into_iter()
+        .map(|(spec, pending)| {
+            let result = pending.and_then(|p| p.confirm(&store));
+            (spec.clone(), result, std::time::Instant::now())
+        })
+        .collect()
+}

@@ -183,138 +183,114 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             });
         }
     }
-    let cache_build = crate::remote_cache::BuildCache {
-        keys: &cache_keys,
-        imported: solve_opts.imported.as_deref(),
-        mounts: &cache_mounts,
-        epoch,
-    };
-    // One export per `--cache-to`, written while the images are: a thread
-    // waits for the layer uploads (mostly done in the background during the
-    // build), writes config and manifest; the read-back that detects a
-    // concurrent writer comes after the images, so its wait overlaps them.
-    // What the build waits for after its images is the cache's own cost.
+    // One export per `--cache-to`, written on a thread of its own while the
+    // images are: it waits for the layer uploads (mostly done in the
+    // background during the build), writes config and manifest, and once
+    // the images are written reads the manifest back (the wait that
+    // detects a concurrent writer overlaps the image export). What the
+    // build waits for after its images is the cache's own cost.
     let mut specs = Vec::new();
     let mut seen = BTreeSet::new();
     for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
         if seen.insert(crate::remote_cache::spec_key(spec)) && !matches!(spec.backend, CacheBackend::Inline) {
-            specs.push(spec); // inline records are written into the image config
+            specs.push((spec.clone(), uploads.queue(spec))); // inline records are written into the image config
         }
     }
-    let pending = std::thread::scope(|scope| -> Result<(Vec<_>, std::time::Instant)> {
-        let writer = scope.spawn(|| {
-            let handle = runtime.handle();
-            specs
-                .iter()
-                .map(|&spec| {
-                    let queue = uploads.queue(spec);
-                    (spec, crate::remote_cache::begin_export(spec, &store, &registry, handle, &cache_build, queue))
-                })
-                .collect::<Vec<_>>()
-        });
-        let images = (|| -> Result<()> {
-            for plan in &planned {
-                let request = plan.request;
-                let outputs = &request.outputs;
-                if outputs.is_empty() {
-                    continue; // built only as another request's context
-                }
-                let compression = export::compression_from_outputs(outputs);
-                let phase = printer.phase(export_phase_name(outputs));
-                let mut images: Vec<BuiltImage> = Vec::new();
-                let mut lazy = crate::remote_cache::LazyLayers::new(&store, solve_opts.imported.clone());
-                for (name, lowered) in &plan.lowered {
-                    let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
-                    let solved = &crate::remote_cache::fetch_output(
-                        &store,
-                        solve_opts.imported.as_deref(),
-                        solved,
-                        outputs,
-                        &mut lazy,
-                    )?;
-                    printer.message(&format!("exporting layers for {}", lowered.platform));
-                    let inline = if crate::remote_cache::wants_inline(&request.cache_to) {
-                        Some(crate::remote_cache::inline_keys(&store, solve_opts.imported.as_deref(), solved)?)
-                    } else {
-                        None
-                    };
-                    let annotations = request.annotations.manifest(&lowered.platform);
-                    images.push(export::assemble(
-                        &store,
-                        lowered,
-                        solved,
-                        &compression,
-                        epoch,
-                        inline.as_deref(),
-                        annotations,
-                    )?);
-                }
-                let provenance = match request.attestations.provenance {
-                    Some(mode) => {
-                        let req = provenance_request(plan, started);
-                        plan.lowered
-                            .iter()
-                            .map(|(_, l)| export::attest::provenance_predicate(&req, mode, &bases(l)))
-                            .collect()
-                    }
-                    None => Vec::new(),
-                };
-                let result = export::export_all(
-                    &store,
-                    &runtime,
-                    &registry,
-                    &images,
-                    &export::ExportSpec {
-                        outputs,
-                        tags: &request.tags,
-                        annotations: &request.annotations,
-                        provenance: &provenance,
-                    },
-                    &printer,
-                    Some(&lazy),
-                )?;
-                summarize(request, &images, &result, &printer)?;
-                phase.done();
-                if let Some(path) = &request.iidfile {
-                    std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
-                }
-                if let Some(path) = &request.metadata_file {
-                    let json = serde_json::to_vec_pretty(&result.metadata)?;
-                    std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))?;
-                }
-                if mode == Mode::Quiet {
-                    println!("{}", result.image_id);
-                }
-            }
-            Ok(())
-        })();
-        let images_done = std::time::Instant::now();
-        let written = writer.join().map_err(|_| anyhow::anyhow!("the cache export thread panicked"))?;
-        images?;
-        Ok((written, images_done))
+    let cache_exports = crate::remote_cache::CacheExports::start(crate::remote_cache::CacheExportJob {
+        specs,
+        store: store.clone(),
+        registry: registry.clone(),
+        runtime: runtime.handle().clone(),
+        keys: cache_keys,
+        imported: solve_opts.imported.clone(),
+        mounts: cache_mounts.clone(),
+        epoch,
     })?;
-    // The exports' read-back, once the images are written. Each export's
-    // time is what the build waited for it after the images (and the
-    // exports before it).
-    let (pending, mut since) = pending;
-    for (spec, written) in pending {
-        let started = since;
+
+    for plan in &planned {
+        let request = plan.request;
+        let outputs = &request.outputs;
+        if outputs.is_empty() {
+            continue; // built only as another request's context
+        }
+        let compression = export::compression_from_outputs(outputs);
+        let phase = printer.phase(export_phase_name(outputs));
+        let mut images: Vec<BuiltImage> = Vec::new();
+        let mut lazy = crate::remote_cache::LazyLayers::new(&store, solve_opts.imported.clone());
+        for (name, lowered) in &plan.lowered {
+            let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
+            let solved =
+                &crate::remote_cache::fetch_output(&store, solve_opts.imported.as_deref(), solved, outputs, &mut lazy)?;
+            printer.message(&format!("exporting layers for {}", lowered.platform));
+            let inline = if crate::remote_cache::wants_inline(&request.cache_to) {
+                Some(crate::remote_cache::inline_keys(&store, solve_opts.imported.as_deref(), solved)?)
+            } else {
+                None
+            };
+            let annotations = request.annotations.manifest(&lowered.platform);
+            images.push(export::assemble(
+                &store,
+                lowered,
+                solved,
+                &compression,
+                epoch,
+                inline.as_deref(),
+                annotations,
+            )?);
+        }
+        let provenance = match request.attestations.provenance {
+            Some(mode) => {
+                let req = provenance_request(plan, started);
+                plan.lowered.iter().map(|(_, l)| export::attest::provenance_predicate(&req, mode, &bases(l))).collect()
+            }
+            None => Vec::new(),
+        };
+        let result = export::export_all(
+            &store,
+            &runtime,
+            &registry,
+            &images,
+            &export::ExportSpec {
+                outputs,
+                tags: &request.tags,
+                annotations: &request.annotations,
+                provenance: &provenance,
+            },
+            &printer,
+            Some(&lazy),
+        )?;
+        summarize(request, &images, &result, &printer)?;
+        phase.done();
+        if let Some(path) = &request.iidfile {
+            std::fs::write(path, &result.image_id).with_context(|| format!("writing `{}`", path.display()))?;
+        }
+        if let Some(path) = &request.metadata_file {
+            let json = serde_json::to_vec_pretty(&result.metadata)?;
+            std::fs::write(path, json).with_context(|| format!("writing `{}`", path.display()))?;
+        }
+        if mode == Mode::Quiet {
+            println!("{}", result.image_id);
+        }
+    }
+    let images_done = std::time::Instant::now();
+    if !cache_exports.is_empty() {
         let phase = printer.phase("exporting cache");
-        match written.and_then(|pending| pending.confirm(&store)) {
-            Ok(stats) => printer.message(&format!(
-                "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
-                stats.records,
-                stats.layers,
-                stats.layers_written,
-                stats.mounts,
-                stats.manifest_digest,
-                started.elapsed().as_secs_f64()
-            )),
-            Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
-            Err(e) => return Err(e),
+        for (spec, result, ended) in cache_exports.finish()? {
+            match result {
+                Ok(stats) => printer.message(&format!(
+                    "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
+                    stats.records,
+                    stats.layers,
+                    stats.layers_written,
+                    stats.mounts,
+                    stats.manifest_digest,
+                    ended.saturating_duration_since(images_done).as_secs_f64()
+                )),
+                Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
+                Err(e) => return Err(e),
+            }
         }
         phase.done();
-        since = std::time::Instant::now();
     }
     auto_gc(&store, &crate::config::current().gc, &printer)?;
     Ok(0)
