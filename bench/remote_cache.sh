@@ -33,9 +33,12 @@ t_max=$(echo "$(date +%s.%N) - $start" | bc -l)
 start=$(date +%s.%N); b "$store" --cache-to "type=registry,ref=$REGISTRY/cache:max,mode=max" > "$WORK/rc-max2.log" 2>&1
 t_max2=$(echo "$(date +%s.%N) - $start" | bc -l)
 # The CI case: a cold build on an empty store that exports its cache (issue
-# 8's figure). With mode=max the intermediate layers are written in the
-# background as their steps commit, so the export mostly uploads. Median of
-# COLD_REPEAT (default 3) runs of each, interleaved.
+# 8's figure), each to a repository of its own, so every layer is really
+# uploaded (as a runner whose source changed does; the base is mounted).
+# Layers are written and uploaded in the background as their steps commit,
+# so the export mostly waits for the last upload and writes the manifest.
+# Median of COLD_REPEAT (default 3) runs of each, interleaved.
+# RBUILD_BACKGROUND_UPLOADS=0 uploads at export instead, for comparison.
 COLD_REPEAT=${COLD_REPEAT:-3}
 cold_run() { # cold_run TAG [--cache-to ...]: wall seconds; the log in rc-cold-TAG.log
   rm -rf "$WORK/rc-cold"; sync
@@ -48,7 +51,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for i in $(seq "$COLD_REPEAT"); do
   cold_run none >> "$WORK/rc-cold-none.t"
   for m in min max; do
-    cold_run "$m" --cache-to "type=registry,ref=$REGISTRY/cache:cold-$m-$i,mode=$m" >> "$WORK/rc-cold-$m.t"
+    cold_run "$m" --cache-to "type=registry,ref=$REGISTRY/coldcache-$m-$i-$$:x,mode=$m" >> "$WORK/rc-cold-$m.t"
     export_secs "$WORK/rc-cold-$m.log" >> "$WORK/rc-cold-$m.e"
   done
 done
@@ -88,18 +91,27 @@ printf 'export mode=max (again):   wall +%6.3f s over no-op, rbuild says %s s\n'
 printf 'cold build, no --cache-to (median):  %8.3f s\n' "$c_none"
 printf 'cold build + export mode=min:        %8.3f s (wall +%.3f s), rbuild says export %s s\n' "$c_min" "$(echo "$c_min - $c_none" | bc -l)" "$e_min"
 printf 'cold build + export mode=max:        %8.3f s (wall +%.3f s), rbuild says export %s s\n' "$c_max" "$(echo "$c_max - $c_none" | bc -l)" "$e_max"
-# Issue 8: export cost mode=max <= 1.2 x mode=min, and <= 5 % of the cold
-# build. Two readings: the wall-clock cost over the cold build without
-# --cache-to (what a CI job pays, including layers written in the
-# background during the build; noisy by two cold builds' variance), and the
-# export step alone as rbuild reports it (what is left after the build).
+# Issue 8: export cost mode=max <= 1.2 x mode=min, and each <= 5 % of the
+# cold build. Two readings: the wall-clock cost over the cold build without
+# --cache-to (what a CI job pays, including layers written and uploaded in
+# the background during the build; noisy by two cold builds' variance), and
+# the export step as rbuild reports it (what the build waits for after its
+# images are written: the uploads still in flight, config, manifest, the
+# read-back).
 awk -v cn="$c_none" -v cmin="$c_min" -v cmax="$c_max" -v emin="$e_min" -v emax="$e_max" 'BEGIN {
   wmin = cmin - cn; wmax = cmax - cn
-  r = (wmin > 0) ? wmax / wmin : 0; p = wmax / cn * 100
-  printf "wall cost mode=max / mode=min:       %8.2f x (target <= 1.2): %s\n", r, (wmin > 0 && r <= 1.2 ? "met" : "not met")
+  # A cost at or below zero (within the noise of two cold builds) is met.
+  r = (wmin > 0) ? wmax / wmin : (wmax <= 0 ? 1 : 99)
+  printf "wall cost mode=max / mode=min:       %8.2f x (target <= 1.2): %s\n", r, (r <= 1.2 ? "met" : "not met")
+  p = wmin / cn * 100
+  printf "wall cost mode=min / cold build:     %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
+  p = wmax / cn * 100
   printf "wall cost mode=max / cold build:     %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
-  r = (emin > 0) ? emax / emin : 0; p = emax / cn * 100
+  r = (emin > 0) ? emax / emin : 0
   printf "export step mode=max / mode=min:     %8.2f x (target <= 1.2): %s\n", r, (emin > 0 && r <= 1.2 ? "met" : "not met")
+  p = emin / cn * 100
+  printf "export step mode=min / cold build:   %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
+  p = emax / cn * 100
   printf "export step mode=max / cold build:   %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
 }'
 printf 'fresh store, --cache-from max:       %8.3f s (%s RUN steps ran)\n' "$from" "$ran"

@@ -23,6 +23,7 @@ use rbuild_solver::solve::{Solved, VertexResult};
 
 use crate::export::{ExportError, MissingBlobs, Output};
 use crate::fetch::SyncWriteBridge;
+use crate::registry::queue::{QueuedBlob, UploadQueue};
 use crate::registry::{ImageRef, RegistryClient};
 use crate::request::cache::{CacheBackend, CacheMode, CacheSpec};
 
@@ -31,6 +32,9 @@ pub struct RegistryCache {
     registry: RegistryClient,
     runtime: Handle,
     reference: ImageRef,
+    /// The build's background uploads to this ref's repository, waited for
+    /// before the config and manifest are written.
+    queue: Option<Arc<UploadQueue>>,
 }
 
 impl RegistryCache {
@@ -42,7 +46,12 @@ impl RegistryCache {
         if r.tag.is_none() && r.digest.is_none() {
             r.tag = Some("latest".to_string());
         }
-        Ok(RegistryCache { registry, runtime, reference: r })
+        Ok(RegistryCache { registry, runtime, reference: r, queue: None })
+    }
+
+    /// This cache, its layers (some, all) sent already by `queue`.
+    fn with_queue(self, queue: Option<Arc<UploadQueue>>) -> Self {
+        RegistryCache { queue, ..self }
     }
 
     /// The artifact, and the note to the client that this repository holds
@@ -169,12 +178,27 @@ impl BlobSink for RegistryCache {
     }
 
     fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
+        // The background uploads first: a failed one fails the export here,
+        // before any manifest names its blob. What they sent is not checked
+        // again.
+        let sent = match &self.queue {
+            Some(queue) => queue.finish()?,
+            None => BTreeMap::new(),
+        };
         let config_digest = rbuild_cache::oci::sha256_digest(config);
-        let files: Vec<(String, u64, PathBuf)> =
-            layers.iter().map(|(l, p)| (l.digest.clone(), l.size, p.clone())).collect();
+        let files: Vec<(String, u64, PathBuf)> = layers
+            .iter()
+            .filter(|(l, _)| !sent.contains_key(&l.digest))
+            .map(|(l, p)| (l.digest.clone(), l.size, p.clone()))
+            .collect();
         // Blobs the repository has (the pushed image's, a previous cache's)
         // are skipped, known ones in other repositories mounted.
         self.runtime.block_on(self.registry.push_blobs(&self.reference, (config, &config_digest), &files))?;
+        // An image pushed to another repository of this registry mounts
+        // them from here.
+        for (layer, _) in layers {
+            self.registry.note_blob_source(&layer.digest, &self.reference);
+        }
         Ok(())
     }
 
@@ -414,14 +438,87 @@ pub struct BuildCache<'a> {
     pub epoch: Option<i64>,
 }
 
-/// Exports one `--cache-to`.
-pub fn export(
+/// The build's background uploads, one queue per registry `--cache-to`
+/// (see [`crate::registry::queue`]): each layer it will export is sent as
+/// soon as its snapshot is committed and compressed.
+#[derive(Default)]
+pub struct CacheUploads {
+    queues: BTreeMap<String, Arc<UploadQueue>>,
+}
+
+impl CacheUploads {
+    /// Whether `RBUILD_BACKGROUND_UPLOADS` leaves background uploads on
+    /// (`0`: upload at export, as before, for measuring both ways).
+    pub fn enabled() -> bool {
+        std::env::var("RBUILD_BACKGROUND_UPLOADS").map(|v| v != "0").unwrap_or(true)
+    }
+
+    /// A queue for each registry spec of `specs`.
+    pub fn new<'a>(
+        specs: impl IntoIterator<Item = &'a CacheSpec>,
+        registry: &RegistryClient,
+        runtime: &Handle,
+    ) -> Result<Self> {
+        let mut queues = BTreeMap::new();
+        for spec in specs {
+            let CacheBackend::Registry { reference } = &spec.backend else { continue };
+            let cache = RegistryCache::new(registry.clone(), runtime.clone(), reference)?;
+            let queue = UploadQueue::new(registry.clone(), runtime.clone(), &cache.reference);
+            queues.entry(spec_key(spec)).or_insert_with(|| Arc::new(queue));
+        }
+        Ok(CacheUploads { queues })
+    }
+
+    /// The queue of `spec`, if it has one.
+    pub fn queue(&self, spec: &CacheSpec) -> Option<Arc<UploadQueue>> {
+        self.queues.get(&spec_key(spec)).cloned()
+    }
+}
+
+/// Identifies a `--cache-to` (two identical ones are exported once).
+pub fn spec_key(spec: &CacheSpec) -> String {
+    format!("{spec:?}")
+}
+
+/// Queues the upload of snapshot `id`'s layer with `compression` (a store
+/// compression name) on `queue`, once the store has written it (it waits
+/// for the background writer's job).
+pub fn queue_layer(queue: &UploadQueue, store: &Store, id: &rbuild_cache::store::SnapshotId, note: &str) {
+    let (store, id, note) = (store.clone(), id.clone(), note.to_string());
+    queue.enqueue(format!("{}|{note}", id.0), move || {
+        // No layer (an empty diff, a failed background write): the export
+        // writes and uploads whatever is missing itself.
+        let layer = store.layer_for_snapshot(&id, &note).ok().flatten()?;
+        Some(QueuedBlob { path: store.blob_path(&layer.digest), digest: layer.digest, size: layer.size })
+    });
+}
+
+/// A `--cache-to` whose manifest is written; [`PendingExport::confirm`]
+/// reads it back (see [`remote::confirm`]) once the images are exported.
+pub struct PendingExport<'a> {
+    sink: Box<dyn BlobSink + 'a>,
+    plan: ExportPlan<'a>,
+    written: remote::Written,
+}
+
+impl PendingExport<'_> {
+    /// Finishes the export: the artifact read back, written again if a
+    /// concurrent export replaced it.
+    pub fn confirm(self, store: &Store) -> Result<ExportStats> {
+        remote::confirm(store, self.sink.as_ref(), &self.plan, self.written).context("exporting the build cache")
+    }
+}
+
+/// Exports one `--cache-to` up to its manifest (`queue`: the build's
+/// background uploads to it).
+pub fn begin_export<'a>(
     spec: &CacheSpec,
     store: &Store,
     registry: &RegistryClient,
     runtime: &Handle,
-    build: &BuildCache<'_>,
-) -> Result<ExportStats> {
+    build: &BuildCache<'a>,
+    queue: Option<Arc<UploadQueue>>,
+) -> Result<PendingExport<'a>> {
     let BuildCache { keys, imported, mounts, epoch } = *build;
     let mut platforms: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for k in keys {
@@ -441,13 +538,94 @@ pub fn export(
         layer: LayerOptions { compression, source_date_epoch: epoch, threads: crate::export::threads() },
         mounts: if cache_mounts(spec)? { mounts.to_vec() } else { Vec::new() },
     };
-    let stats = match &spec.backend {
+    let sink: Box<dyn BlobSink + 'a> = match &spec.backend {
         CacheBackend::Registry { reference } => {
-            let sink = RegistryCache::new(registry.clone(), runtime.clone(), reference)?;
-            remote::export(store, &sink, &plan)
+            Box::new(RegistryCache::new(registry.clone(), runtime.clone(), reference)?.with_queue(queue))
         }
-        CacheBackend::Local { path } => remote::export(store, &local_cache(path, spec), &plan),
+        CacheBackend::Local { path } => Box::new(local_cache(path, spec)),
         CacheBackend::Inline | CacheBackend::Gha { .. } => unreachable!("inline: in the image; gha: refused"),
     };
-    stats.context("exporting the build cache")
+    let written = remote::write(store, sink.as_ref(), &plan).context("exporting the build cache")?;
+    Ok(PendingExport { sink, plan, written })
+}
+
+/// What the cache exports of a build need, owned (they run on a thread).
+pub struct CacheExportJob {
+    /// Each `--cache-to` once, with its background upload queue.
+    pub specs: Vec<(CacheSpec, Option<Arc<UploadQueue>>)>,
+    /// The store.
+    pub store: Store,
+    /// The registry client.
+    pub registry: RegistryClient,
+    /// The I/O runtime.
+    pub runtime: Handle,
+    /// The keys of each platform built.
+    pub keys: Vec<PlatformKeys>,
+    /// The build's `--cache-from` records.
+    pub imported: Option<Arc<ImportedCache>>,
+    /// The cache mounts the build used.
+    pub mounts: Vec<MountToExport>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub epoch: Option<i64>,
+}
+
+/// One export's end: its spec, what happened, and when it ended.
+pub type ExportOutcome = (CacheSpec, Result<ExportStats>, std::time::Instant);
+
+/// A build's `--cache-to` exports, written on a thread while the images
+/// are exported, read back once [`CacheExports::finish`] says the images
+/// are written.
+pub struct CacheExports {
+    images_done: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<Vec<ExportOutcome>>>,
+}
+
+impl CacheExports {
+    /// Starts writing the exports of `job` (none: no thread).
+    pub fn start(job: CacheExportJob) -> Result<Self> {
+        let (images_done, wait) = std::sync::mpsc::channel();
+        if job.specs.is_empty() {
+            return Ok(CacheExports { images_done, thread: None });
+        }
+        let thread = std::thread::Builder::new()
+            .name("cache-export".into())
+            .spawn(move || run_exports(job, &wait))
+            .context("starting the cache export thread")?;
+        Ok(CacheExports { images_done, thread: Some(thread) })
+    }
+
+    /// Whether there is nothing to export.
+    pub fn is_empty(&self) -> bool {
+        self.thread.is_none()
+    }
+
+    /// The images are written: reads each export back; their outcomes.
+    pub fn finish(mut self) -> Result<Vec<ExportOutcome>> {
+        let Some(thread) = self.thread.take() else { return Ok(Vec::new()) };
+        // A thread that ended early (it never does) sees no receiver.
+        let _ = self.images_done.send(());
+        thread.join().map_err(|_| anyhow::anyhow!("the cache export thread panicked"))
+    }
+}
+
+/// The thread of [`CacheExports`]: every export written, then (once told the
+/// images are written) read back. If the build fails first (the sender is
+/// dropped), the exports stay written, unchecked.
+fn run_exports(job: CacheExportJob, images_done: &std::sync::mpsc::Receiver<()>) -> Vec<ExportOutcome> {
+    let CacheExportJob { specs, store, registry, runtime, keys, imported, mounts, epoch } = job;
+    let build = BuildCache { keys: &keys, imported: imported.as_deref(), mounts: &mounts, epoch };
+    let written: Vec<_> = specs
+        .iter()
+        .map(|(spec, queue)| (spec, begin_export(spec, &store, &registry, &runtime, &build, queue.clone())))
+        .collect();
+    if images_done.recv().is_err() {
+        return Vec::new();
+    }
+    written
+        .into_iter()
+        .map(|(spec, pending)| {
+            let result = pending.and_then(|p| p.confirm(&store));
+            (spec.clone(), result, std::time::Instant::now())
+        })
+        .collect()
 }

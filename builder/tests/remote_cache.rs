@@ -1315,3 +1315,167 @@ fn background_layers_change_nothing_but_when_they_are_written() {
     assert!(export_bg.contains("(0 new)"), "the export compressed layers itself: {export_bg}");
     assert!(!export_fg.contains("(0 new)"), "without background layers the export writes them: {export_fg}");
 }
+
+/// The first export of `ctx`'s cache straight to `reference` (mode=max);
+/// its manifest, and that every blob it names is in the registry.
+fn export_and_read_back(reg: &TestRegistry, ctx: &Path, reference: &str) -> serde_json::Value {
+    let store = tempfile::tempdir().unwrap();
+    ok(build(
+        store.path(),
+        ctx,
+        &["--cache-to", &format!("type=registry,ref={reference},mode=max"), "-o", "type=image,name=w:1"],
+    ));
+    let manifest = util::skopeo_inspect_raw(reference);
+    assert_blobs_present(reg, &manifest);
+    manifest
+}
+
+/// Every blob `manifest` (of repository `bgcache`) names is in the registry.
+fn assert_blobs_present(reg: &TestRegistry, manifest: &serde_json::Value) {
+    let mut digests = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+    digests.extend(manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()));
+    for d in digests {
+        assert_eq!(http_status(&reg.addr, &format!("/v2/bgcache/blobs/{d}")), 200, "{d} is missing");
+    }
+}
+
+/// A second version of the workload: every step but the base's changes.
+fn change_workload(ctx: &Path) {
+    std::fs::write(ctx.join("lib.txt"), "lib v2\n").unwrap();
+    std::fs::write(ctx.join("app.txt"), "app v2\n").unwrap();
+}
+
+/// Layers upload in the background as the steps commit, so a cold build's
+/// uploads reach the registry before the export reads the artifact there.
+/// When they fail beyond the retry budget, the build fails saying which
+/// blob and why, no manifest is sent, and the artifact already at the ref
+/// is untouched (its blobs all there).
+#[test]
+fn a_failing_background_upload_fails_the_build_and_leaves_the_ref_alone() {
+    use util::faultproxy::{Fault, Rule};
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let before = export_and_read_back(&reg, ctx.path(), &reg.reference("bgcache:x"));
+    change_workload(ctx.path());
+
+    let broken = FaultProxy::start(
+        &reg.addr,
+        vec![Rule::always(Some("PUT"), "/blobs/uploads/", Fault::Status { code: 503, retry_after: None })],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let spec = format!("type=registry,ref={}/bgcache:x,mode=max", broken.addr);
+    let out = build(store.path(), ctx.path(), &["--cache-to", &spec, "-o", "type=image,name=w:2"]);
+    assert!(!out.status.success(), "an export whose uploads all failed succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exporting the build cache") && err.contains("cannot push blob `sha256:"), "{err}");
+    assert!(err.contains("gave up after 5 attempts") && err.contains("503"), "{err}");
+    let log = broken.log();
+    let first_upload = log.iter().position(|l| l.method == "PUT" && l.target.contains("/blobs/uploads/"));
+    let first_read = log.iter().position(|l| l.method == "GET" && l.target.contains("/manifests/"));
+    let (Some(upload), Some(read)) = (first_upload, first_read) else { panic!("no upload or no read: {log:#?}") };
+    assert!(upload < read, "the layers were not uploaded before the export began: {log:#?}");
+    assert!(!log.iter().any(|l| l.method == "PUT" && l.target.contains("/manifests/")), "a manifest was sent");
+    let after = util::skopeo_inspect_raw(&reg.reference("bgcache:x"));
+    assert_eq!(after, before, "the ref changed");
+    assert_blobs_present(&reg, &after);
+
+    // Without background uploads the same failure reads the same.
+    let store = tempfile::tempdir().unwrap();
+    let out = rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "--progress", "rawjson", "--cache-to", &spec, "-o", "type=image,name=w:2"])
+        .arg(ctx.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("RBUILD_BACKGROUND_UPLOADS", "0")
+        .output()
+        .expect("run rbuild");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exporting the build cache") && err.contains("gave up after 5 attempts"), "{err}");
+    assert_eq!(util::skopeo_inspect_raw(&reg.reference("bgcache:x")), before, "the ref changed");
+}
+
+/// A build killed (SIGKILL) while a background upload is in flight leaves
+/// the artifact at the ref exactly as it was: a manifest is written only
+/// after every blob it names.
+#[test]
+fn a_build_killed_mid_upload_leaves_the_ref_untouched() {
+    use util::faultproxy::{Fault, Rule};
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let before = export_and_read_back(&reg, ctx.path(), &reg.reference("bgcache:x"));
+    change_workload(ctx.path());
+
+    // Uploads are held for a minute: the kill lands while one is in flight.
+    let held = FaultProxy::start(&reg.addr, vec![Rule::always(Some("PUT"), "/blobs/uploads/", Fault::Delay(60_000))]);
+    let store = tempfile::tempdir().unwrap();
+    let spec = format!("type=registry,ref={}/bgcache:x,mode=max", held.addr);
+    let mut child = rbuild()
+        .arg("--root")
+        .arg(store.path())
+        .args(["build", "--progress", "plain", "--cache-to", &spec, "-o", "type=image,name=w:2"])
+        .arg(ctx.path())
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run rbuild");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while held.delayed_in_flight() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "rbuild ended before uploading: {:#?}", held.log());
+        assert!(std::time::Instant::now() < deadline, "no upload reached the registry: {:#?}", held.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!held.log().iter().any(|l| l.method == "PUT" && l.target.contains("/manifests/")), "a manifest was sent");
+    let after = util::skopeo_inspect_raw(&reg.reference("bgcache:x"));
+    assert_eq!(after, before, "the ref changed");
+    assert_blobs_present(&reg, &after);
+}
+
+/// A cold build that pushes its image and exports its cache to another
+/// repository of the same registry sends each blob once: whichever of the
+/// cache's background uploads and the image push gets to a layer first
+/// sends it, the other waits and mounts it.
+#[test]
+fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
+    let reg = registry_with_busybox();
+    let ctx = workload(&reg);
+    let proxy = FaultProxy::start(&reg.addr, vec![]);
+    let store = tempfile::tempdir().unwrap();
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={}/bgcache:x,mode=max", proxy.addr),
+            "-o",
+            &format!("type=image,name={}/app:1,push=true", proxy.addr),
+        ],
+    ));
+    let log = proxy.log();
+    let mut sent: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in log.iter().filter(|l| l.method == "PUT" && l.status == Some(201)) {
+        if let Some(d) = l.target.split("digest=").nth(1) {
+            *sent.entry(d.replace("%3A", ":")).or_default() += 1;
+        }
+    }
+    assert!(sent.values().all(|&n| n == 1), "a blob was uploaded twice: {sent:#?}");
+    // The image's layers: each uploaded (once, above) or mounted.
+    let manifest = util::skopeo_inspect_raw(&reg.reference("app:1"));
+    let mounted = |d: &str| {
+        log.iter().any(|l| {
+            l.method == "POST"
+                && l.target.contains("/v2/app/")
+                && l.target.contains(&d.replace(':', "%3A"))
+                && l.status == Some(201)
+        })
+    };
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        assert!(sent.contains_key(d) || mounted(d), "{d} neither uploaded nor mounted: {log:#?}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted sha256:"), "nothing was mounted");
+}

@@ -156,12 +156,57 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
     }
     let started = unix_now();
     let epoch = source_date_epoch()?;
+    let uploads = if export::BackgroundPlan::enabled() && crate::remote_cache::CacheUploads::enabled() {
+        crate::remote_cache::CacheUploads::new(
+            requests.iter().flat_map(|r| r.cache_to.iter()),
+            &registry,
+            runtime.handle(),
+        )?
+    } else {
+        crate::remote_cache::CacheUploads::default()
+    };
     if export::BackgroundPlan::enabled() {
-        solve_opts.on_commit = background_plan(&planned, &merged, epoch)?.into_hook(&store);
+        solve_opts.on_commit = background_plan(&planned, &merged, epoch, &uploads)?.into_hook(&store);
     }
     let solution = solve::solve(&merged, &store, &sources, &solve_opts, &printer)?;
 
+    // The cache keys of every platform of every request, so each
+    // `--cache-to` gets one artifact with all of them.
     let mut cache_keys = Vec::new();
+    for plan in planned.iter().filter(|p| !p.request.outputs.is_empty() && !p.request.cache_to.is_empty()) {
+        for (name, lowered) in &plan.lowered {
+            let solved = solution.output(name).with_context(|| format!("the solve returned no `{name}`"))?;
+            cache_keys.push(crate::remote_cache::PlatformKeys {
+                platform: lowered.platform.to_string(),
+                all: solved.keys.values().map(|k| k.to_string()).collect(),
+                image: solved.image_keys.iter().map(|k| k.to_string()).collect(),
+            });
+        }
+    }
+    // One export per `--cache-to`, written on a thread of its own while the
+    // images are: it waits for the layer uploads (mostly done in the
+    // background during the build), writes config and manifest, and once
+    // the images are written reads the manifest back (the wait that
+    // detects a concurrent writer overlaps the image export). What the
+    // build waits for after its images is the cache's own cost.
+    let mut specs = Vec::new();
+    let mut seen = BTreeSet::new();
+    for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
+        if seen.insert(crate::remote_cache::spec_key(spec)) && !matches!(spec.backend, CacheBackend::Inline) {
+            specs.push((spec.clone(), uploads.queue(spec))); // inline records are written into the image config
+        }
+    }
+    let cache_exports = crate::remote_cache::CacheExports::start(crate::remote_cache::CacheExportJob {
+        specs,
+        store: store.clone(),
+        registry: registry.clone(),
+        runtime: runtime.handle().clone(),
+        keys: cache_keys,
+        imported: solve_opts.imported.clone(),
+        mounts: cache_mounts.clone(),
+        epoch,
+    })?;
+
     for plan in &planned {
         let request = plan.request;
         let outputs = &request.outputs;
@@ -188,13 +233,6 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             };
             let annotations = request.annotations.manifest(&lowered.platform);
             images.push(export::assemble(&store, lowered, solved, &form, epoch, inline.as_deref(), annotations)?);
-            if !request.cache_to.is_empty() {
-                cache_keys.push(crate::remote_cache::PlatformKeys {
-                    platform: lowered.platform.to_string(),
-                    all: solved.keys.values().map(|k| k.to_string()).collect(),
-                    image: solved.image_keys.iter().map(|k| k.to_string()).collect(),
-                });
-            }
         }
         let provenance = match request.attestations.provenance {
             Some(mode) => {
@@ -230,39 +268,23 @@ pub fn build(requests: &[BuildRequest], root: &Path, mapping: &IdMapping) -> Res
             println!("{}", result.image_id);
         }
     }
-    // One export per `--cache-to` after every image is written, with the
-    // records of every platform built, so they land in one artifact.
-    let mut seen = BTreeSet::new();
-    for spec in requests.iter().flat_map(|r| r.cache_to.iter()) {
-        if !seen.insert(format!("{spec:?}")) || matches!(spec.backend, CacheBackend::Inline) {
-            continue; // inline records were written into the image config
-        }
-        let started = std::time::Instant::now();
+    let images_done = std::time::Instant::now();
+    if !cache_exports.is_empty() {
         let phase = printer.phase("exporting cache");
-        let exported = crate::remote_cache::export(
-            spec,
-            &store,
-            &registry,
-            runtime.handle(),
-            &crate::remote_cache::BuildCache {
-                keys: &cache_keys,
-                imported: solve_opts.imported.as_deref(),
-                mounts: &cache_mounts,
-                epoch,
-            },
-        );
-        match exported {
-            Ok(stats) => printer.message(&format!(
-                "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
-                stats.records,
-                stats.layers,
-                stats.layers_written,
-                stats.mounts,
-                stats.manifest_digest,
-                started.elapsed().as_secs_f64()
-            )),
-            Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
-            Err(e) => return Err(e),
+        for (spec, result, ended) in cache_exports.finish()? {
+            match result {
+                Ok(stats) => printer.message(&format!(
+                    "exported cache: {} record(s), {} layer(s) ({} new), {} cache mount(s), manifest {} in {:.2}s",
+                    stats.records,
+                    stats.layers,
+                    stats.layers_written,
+                    stats.mounts,
+                    stats.manifest_digest,
+                    ended.saturating_duration_since(images_done).as_secs_f64()
+                )),
+                Err(e) if spec.ignore_error => printer.warn(&format!("cache export failed: {e:#}")),
+                Err(e) => return Err(e),
+            }
         }
         phase.done();
     }
@@ -308,7 +330,12 @@ fn auto_gc(store: &rbuild_cache::store::Store, policy: &crate::config::GcPolicy,
 /// The layers to write while the build runs (see [`export::BackgroundPlan`]):
 /// each image's chain with its compression, and what each `--cache-to`
 /// exports with the cache's.
-fn background_plan(planned: &[Planned<'_>], merged: &Definition, epoch: Option<i64>) -> Result<export::BackgroundPlan> {
+fn background_plan(
+    planned: &[Planned<'_>],
+    merged: &Definition,
+    epoch: Option<i64>,
+    uploads: &crate::remote_cache::CacheUploads,
+) -> Result<export::BackgroundPlan> {
     let mut plan = export::BackgroundPlan::default();
     let threads = export::threads();
     for p in planned {
@@ -327,13 +354,24 @@ fn background_plan(planned: &[Planned<'_>], merged: &Definition, epoch: Option<i
                 source_date_epoch: epoch,
                 threads,
             };
+            let queue = uploads.queue(spec);
             match spec.mode {
-                CacheMode::Max => plan.add_every(opts),
+                CacheMode::Max => {
+                    plan.add_every(opts);
+                    if let Some(queue) = queue {
+                        plan.add_upload(queue, opts, None);
+                    }
+                }
                 CacheMode::Min => {
+                    let mut chain = std::collections::HashSet::new();
                     for (name, _) in &p.lowered {
                         if let Some(Some(out)) = merged.outputs.get(name) {
                             plan.add_image(merged, *out, opts);
+                            chain.extend(export::image_vertices(merged, *out));
                         }
+                    }
+                    if let Some(queue) = queue {
+                        plan.add_upload(queue, opts, Some(chain));
                     }
                 }
             }

@@ -18,8 +18,14 @@
 //! snapshots' deferred layers (one tar pass into a hash each) are recorded
 //! instead ([`super::LayerForm::Deferred`]).
 //!
+//! A registry `--cache-to` also uploads each of its layers as soon as it is
+//! written ([`BackgroundPlan::add_upload`], the queue of
+//! [`crate::registry::queue`]): the export at the end then waits only for
+//! the uploads still in flight and writes the config and manifest.
+//!
 //! `RBUILD_BACKGROUND_LAYERS=0` turns this off (compress at export, as
-//! before), for measuring both ways.
+//! before), for measuring both ways; `RBUILD_BACKGROUND_UPLOADS=0` keeps
+//! the layers but uploads at export.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +34,8 @@ use rbuild_cache::layer::LayerOptions;
 use rbuild_cache::store::Store;
 use rbuild_solver::graph::{Definition, Digest, Op};
 use rbuild_solver::solve::CommitHook;
+
+use crate::registry::queue::UploadQueue;
 
 /// Layer options to write in the background, per vertex.
 #[derive(Debug, Default)]
@@ -38,6 +46,25 @@ pub struct BackgroundPlan {
     /// Vertices whose deferred layer (diff id only) to record, with the
     /// epoch (store-only builds, see [`super::LayerForm::Deferred`]).
     deferred: HashMap<Digest, Option<i64>>,
+    /// Background uploads of the layers written.
+    uploads: Vec<Upload>,
+}
+
+/// The layers one `--cache-to` uploads as they are written.
+#[derive(Clone)]
+struct Upload {
+    queue: Arc<UploadQueue>,
+    /// The layer's note name (compression, level, epoch): what the
+    /// background write it waits for is keyed by.
+    note: String,
+    /// `None`: every exec/file vertex's (`mode=max`).
+    vertices: Option<HashSet<Digest>>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("note", &self.note).field("vertices", &self.vertices).finish()
+    }
 }
 
 impl BackgroundPlan {
@@ -71,6 +98,15 @@ impl BackgroundPlan {
         }
     }
 
+    /// Uploads to `queue` the layer written with `opts` of each vertex in
+    /// `vertices` (`None`: of every step, `mode=max`) once it is written.
+    /// The layers must be planned (with [`add_image`](Self::add_image) or
+    /// [`add_every`](Self::add_every)); an upload waits for the write.
+    pub fn add_upload(&mut self, queue: Arc<UploadQueue>, opts: LayerOptions, vertices: Option<HashSet<Digest>>) {
+        let note = rbuild_cache::layer::note_name(&opts.compression, opts.source_date_epoch);
+        self.uploads.push(Upload { queue, note, vertices });
+    }
+
     /// The solver's commit hook, or `None` when nothing is planned.
     pub fn into_hook(self, store: &Store) -> Option<CommitHook> {
         if self.by_vertex.is_empty() && self.every.is_empty() && self.deferred.is_empty() {
@@ -83,6 +119,12 @@ impl BackgroundPlan {
             }
             if let Some(epoch) = self.deferred.get(digest) {
                 store.defer_in_background(id, *epoch);
+            }
+            // Queued after the writes, so each waits for its layer.
+            for upload in &self.uploads {
+                if upload.vertices.as_ref().is_none_or(|v| v.contains(digest)) {
+                    crate::remote_cache::queue_layer(&upload.queue, &store, id, &upload.note);
+                }
             }
         }))
     }

@@ -40,7 +40,7 @@ use crate::registry::{ImageRef, RegistryClient, RegistryError};
 
 pub use annotations::{AnnotationError, ImageAnnotations};
 pub use assemble::{BuiltImage, LayerForm, assemble, rfc3339, threads};
-pub use background::BackgroundPlan;
+pub use background::{BackgroundPlan, image_vertices};
 pub use image::{ImageBundle, IndexEntry, PlatformImage, build_annotated_index, build_index, build_manifest};
 pub use local::{LocalExporter, TarExporter};
 pub use oci::{

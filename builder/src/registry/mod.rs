@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod credstore;
 mod pull;
+pub mod queue;
 mod reference;
 pub mod session;
 pub mod upload;
@@ -50,7 +51,7 @@ const MAX_CONFIG_SIZE: u64 = 32 << 20;
 /// How long the HTTPS-first probe of a loopback/insecure registry waits.
 const HTTPS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Layers uploaded at once.
-const UPLOAD_CONCURRENCY: usize = 3;
+pub(crate) const UPLOAD_CONCURRENCY: usize = 3;
 
 /// Everything that can go wrong talking to a registry.
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +292,9 @@ pub enum RegistryError {
         #[source]
         source: Box<SessionError>,
     },
+    /// A background upload job failed before reaching the registry.
+    #[error("background upload")]
+    Background(#[source] Box<queue::QueueError>),
     /// The HTTPS client could not be set up.
     #[error("cannot set up the registry client")]
     ClientSetup(#[source] Box<SessionError>),
@@ -380,6 +384,9 @@ pub struct RegistryClient {
     blob_sources: Arc<Mutex<BTreeMap<String, BTreeSet<ImageRef>>>>,
     /// Registry -> whether it speaks plain HTTP, for those allowed to.
     plain_http: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// Blobs a background [`queue::UploadQueue`] is sending (pushes of the
+    /// same blob wait for them).
+    in_flight: Arc<queue::InFlight>,
 }
 
 impl RegistryClient {
@@ -397,6 +404,7 @@ impl RegistryClient {
             session: Arc::new(session),
             blob_sources: Arc::default(),
             plain_http: Arc::default(),
+            in_flight: Arc::default(),
         })
     }
 

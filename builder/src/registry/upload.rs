@@ -73,8 +73,25 @@ impl RegistryClient {
     }
 
     /// Pushes one blob unless `r`'s repository has it, mounting it from a
-    /// repository it is known to live in when the registry allows.
+    /// repository it is known to live in when the registry allows. One push
+    /// of a digest at a time per registry: if another (a background
+    /// [`UploadQueue`](super::queue::UploadQueue) job, another image) is
+    /// pushing it, this waits, then finds the blob or mounts it: it is never
+    /// sent twice. Once pushed, `r`'s repository is noted as its source.
     pub async fn push_blob_data(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        size: u64,
+        data: BlobData<'_>,
+    ) -> Result<BlobOutcome, RegistryError> {
+        let _claim = self.in_flight.claim(r, digest).await;
+        let outcome = self.push_blob_claimed(r, digest, size, data).await?;
+        self.note_blob_source(digest, r);
+        Ok(outcome)
+    }
+
+    async fn push_blob_claimed(
         &self,
         r: &ImageRef,
         digest: &str,
@@ -154,6 +171,7 @@ impl RegistryClient {
             digest: digest.to_string(),
             source: Box::new(source),
         };
+        self.in_flight.wait(r, digest).await;
         if self.blob_exists(r, digest).await? {
             return Ok(Some(BlobOutcome::Existed));
         }

@@ -125,6 +125,11 @@ impl FaultProxy {
         self.delayed.max.load(Ordering::SeqCst)
     }
 
+    /// The requests with a [`Fault::Delay`] in flight now.
+    pub fn delayed_in_flight(&self) -> usize {
+        self.delayed.now.load(Ordering::SeqCst)
+    }
+
     /// Every request so far.
     pub fn log(&self) -> Vec<Logged> {
         self.log.lock().unwrap().clone()

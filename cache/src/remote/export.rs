@@ -57,44 +57,123 @@ pub struct ExportStats {
 /// same target keep replacing its artifact under it.
 pub const MERGE_ATTEMPTS: u32 = 5;
 
-/// How long after writing its manifest an export waits before reading it
+/// The least an export waits after writing its manifest before reading it
 /// back (see [`export`]).
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+pub const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+/// The most it waits, however slow the target.
+const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// The wait, in multiples of this export's own re-read-to-write time.
+const SETTLE_FACTOR: u32 = 4;
+
+/// An export whose manifest is written, not yet read back: [`confirm`]
+/// finishes it. Whatever the build does in between (writing and pushing
+/// its images) counts towards the settle time.
+pub struct Written {
+    ours: Ours,
+    stats: ExportStats,
+    manifest: Vec<u8>,
+    at: std::time::Instant,
+    /// How long to wait after `at` before the read-back.
+    settle: std::time::Duration,
+    /// Read-merge-write rounds used so far.
+    rounds: u32,
+}
 
 /// Exports `plan` to `sink`: reads the artifact there, merges this build's
 /// records into it (each exported platform's records replace that
 /// platform's; other platforms are kept), uploads what the target lacks,
-/// writes the manifest, and reads it back.
+/// writes the manifest, and reads it back: [`write`] then [`confirm`],
+/// with nothing in between but the settle wait.
 ///
 /// Registries have no compare-and-swap on a tag, so two exports to one ref
 /// at once (two CI runners) race. Each round therefore re-reads the
 /// artifact after uploading the blobs, just before writing the manifest
 /// (if it changed since the merge, merge again with the new one), and
-/// [`SETTLE`] after writing it (if this build's records are not all there,
-/// another export replaced the artifact in between: merge with it and
-/// write again). What is left is an export that checked before our write
-/// and wrote more than [`SETTLE`] after it: without compare-and-swap the
-/// registry cannot rule that out. Rounds after a conflict merge a platform's records
-/// as a union, so two exports of the same platform both survive. After
-/// [`MERGE_ATTEMPTS`] rounds the export fails with
-/// [`RemoteError::ConcurrentExport`]; the target always holds a complete
-/// artifact (blobs before manifest), never a corrupt one.
+/// again a while after writing it (if this build's records are not all
+/// there, another export replaced the artifact in between: merge with it
+/// and write again). A concurrent export is exposed when its own re-read
+/// and manifest write (two reads and a write) fit in that while, so the
+/// wait is [`SETTLE_FACTOR`] times what ours took against this target
+/// (its latency), at least [`SETTLE`] and at most [`SETTLE_MAX`]. What is
+/// left is an export that re-read before our write and wrote after our
+/// read-back: without compare-and-swap the registry cannot rule that out. Rounds after a
+/// conflict merge a platform's records as a union, so two exports of the
+/// same platform both survive. After [`MERGE_ATTEMPTS`] rounds the export
+/// fails with [`RemoteError::ConcurrentExport`]; the target always holds a
+/// complete artifact (blobs before manifest), never a corrupt one.
 pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Result<ExportStats, RemoteError> {
-    let name = sink.name();
-    let read = || {
-        let artifact = sink.read_artifact().map_err(|source| RemoteError::Transport {
-            what: "reading the cache at",
-            name: name.clone(),
-            source,
-        })?;
-        let bytes = artifact.as_ref().map(|(_, config)| config.clone());
-        Ok::<_, RemoteError>((read_config(&name, artifact)?, bytes))
-    };
+    let written = write(store, sink, plan)?;
+    confirm(store, sink, plan, written)
+}
+
+/// The first half of [`export`]: gathers this build's records, merges them
+/// with the artifact at `sink`, uploads the blobs and writes the manifest.
+/// The caller may do other work, then must [`confirm`].
+pub fn write(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Result<Written, RemoteError> {
     let mut stats = ExportStats::default();
     let ours = collect(store, plan, &mut stats)?;
-    let (mut existing, mut existing_bytes) = read()?;
-    let mut conflict = false;
-    for _ in 0..MERGE_ATTEMPTS {
+    let (existing, existing_bytes) = read(sink)?;
+    rounds(store, sink, plan, ours, stats, (existing, existing_bytes, false), 0)
+}
+
+/// The second half of [`export`]: once the settle time (see [`export`]) has
+/// passed since the manifest was written, reads it back; if a concurrent
+/// export replaced it, merges with theirs and writes again (more rounds,
+/// each read back the same way).
+pub fn confirm(
+    store: &Store,
+    sink: &dyn BlobSink,
+    plan: &ExportPlan<'_>,
+    mut written: Written,
+) -> Result<ExportStats, RemoteError> {
+    loop {
+        // An export that checked just before our write lands its manifest
+        // within a request's time: wait (what is left of) that long, then
+        // see who won.
+        let waited = written.at.elapsed();
+        if waited < written.settle {
+            std::thread::sleep(written.settle - waited);
+        }
+        let (after, after_bytes) = read(sink)?;
+        if after.as_ref().is_some_and(|a| written.ours.survives_in(a)) {
+            let mut stats = written.stats;
+            stats.manifest_digest = crate::oci::sha256_digest(&written.manifest);
+            return Ok(stats);
+        }
+        // Replaced by a concurrent export between our write and the read.
+        let Written { ours, stats, rounds: used, .. } = written;
+        written = rounds(store, sink, plan, ours, stats, (after, after_bytes, true), used)?;
+    }
+}
+
+/// The artifact at `sink`, parsed, and its config bytes (to compare).
+fn read(sink: &dyn BlobSink) -> Result<(Option<CacheConfig>, Option<Vec<u8>>), RemoteError> {
+    let name = sink.name();
+    let artifact = sink.read_artifact().map_err(|source| RemoteError::Transport {
+        what: "reading the cache at",
+        name: name.clone(),
+        source,
+    })?;
+    let bytes = artifact.as_ref().map(|(_, config)| config.clone());
+    Ok((read_config(&name, artifact)?, bytes))
+}
+
+/// Read-merge-write rounds from round `used` on, until one writes its
+/// manifest over the artifact it merged with (`existing`: that artifact,
+/// its bytes, and whether a conflict was seen already).
+#[allow(clippy::type_complexity)]
+fn rounds(
+    store: &Store,
+    sink: &dyn BlobSink,
+    plan: &ExportPlan<'_>,
+    ours: Ours,
+    mut stats: ExportStats,
+    existing: (Option<CacheConfig>, Option<Vec<u8>>, bool),
+    used: u32,
+) -> Result<Written, RemoteError> {
+    let name = sink.name();
+    let (mut existing, mut existing_bytes, mut conflict) = existing;
+    for round in used..MERGE_ATTEMPTS {
         let config = ours.merge_into(existing.clone().unwrap_or_else(CacheConfig::new), conflict);
         let (manifest, config_bytes, files) = prepare(store, sink, plan, &ours, &config, &mut stats)?;
         let write_err = |source| RemoteError::Transport { what: "writing the cache to", name: name.clone(), source };
@@ -103,22 +182,16 @@ pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resu
         // Changed since we read it: merge with the new one first. Checked
         // after the uploads, right before the manifest, so the window in
         // which another export can slip in is one request wide.
-        let (now, now_bytes) = read()?;
+        let checked = std::time::Instant::now();
+        let (now, now_bytes) = read(sink)?;
         if now_bytes != existing_bytes {
             (existing, existing_bytes, conflict) = (now, now_bytes, true);
             continue;
         }
         sink.write_manifest(&manifest).map_err(write_err)?;
-        // An export that checked just before our write lands its manifest
-        // within a request's time: wait that long, then see who won.
-        std::thread::sleep(SETTLE);
-        let (after, after_bytes) = read()?;
-        if after.as_ref().is_some_and(|a| ours.survives_in(a)) {
-            stats.manifest_digest = crate::oci::sha256_digest(&manifest);
-            return Ok(stats);
-        }
-        // Replaced by a concurrent export between our write and the read.
-        (existing, existing_bytes, conflict) = (after, after_bytes, true);
+        let at = std::time::Instant::now();
+        let settle = (at - checked).saturating_mul(SETTLE_FACTOR).clamp(SETTLE, SETTLE_MAX);
+        return Ok(Written { ours, stats, manifest, at, settle, rounds: round + 1 });
     }
     Err(RemoteError::ConcurrentExport { name, attempts: MERGE_ATTEMPTS })
 }

@@ -323,3 +323,99 @@ fn concurrent_exports_merge_or_fail_loudly() {
     let c = read_config("t", BlobSink::read_artifact(&losing).unwrap()).unwrap().unwrap();
     assert_eq!(c, other, "the target holds the other export's complete artifact");
 }
+
+/// A layout sink whose reads and manifest writes take `latency` each (a
+/// distant registry), with an exporter beside it that re-read the target
+/// before our manifest and writes its own `late` after ours, and a log of
+/// when our manifest was written and read back.
+struct SlowSink {
+    inner: LayoutCache,
+    dir: PathBuf,
+    other: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    latency: std::time::Duration,
+    late: std::time::Duration,
+    theirs: std::sync::Mutex<Option<Vec<u8>>>,
+    log: std::sync::Mutex<Vec<(&'static str, std::time::Instant)>>,
+}
+
+impl BlobSink for SlowSink {
+    fn name(&self) -> String {
+        "slow".into()
+    }
+    fn read_artifact(&self) -> Result<Option<(Manifest, Vec<u8>)>, TransportError> {
+        std::thread::sleep(self.latency);
+        self.log.lock().unwrap().push(("read", std::time::Instant::now()));
+        BlobSink::read_artifact(&self.inner)
+    }
+    fn has_blob(&self, digest: &str) -> Result<bool, TransportError> {
+        self.inner.has_blob(digest)
+    }
+    fn write_blobs(&self, config: &[u8], layers: &[(LayerDescriptor, PathBuf)]) -> Result<(), TransportError> {
+        BlobSink::write_blobs(&self.inner, config, layers)
+    }
+    fn write_manifest(&self, manifest: &[u8]) -> Result<(), TransportError> {
+        std::thread::sleep(self.latency);
+        BlobSink::write_manifest(&self.inner, manifest)?;
+        self.log.lock().unwrap().push(("write", std::time::Instant::now()));
+        if let Some(config) = self.theirs.lock().unwrap().take() {
+            // Theirs lands `late` after ours, as a slow second runner's.
+            let (dir, late) = (self.dir.clone(), self.late);
+            *self.other.lock().unwrap() = Some(std::thread::spawn(move || {
+                std::thread::sleep(late);
+                let other = LayoutCache::new(dir, None);
+                let manifest = CacheConfig::parse(&config).unwrap().manifest(&config);
+                BlobSink::write_blobs(&other, &config, &[]).unwrap();
+                BlobSink::write_manifest(&other, &manifest).unwrap();
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// The read-back waits in proportion to the target's latency (at least
+/// SETTLE): against a target where a request takes 50 ms it comes 0.4 s
+/// after the write, so a concurrent export landing 250 ms after ours
+/// (which a fixed 0.1 s wait would miss, losing our records) is seen and
+/// merged with.
+#[test]
+fn the_read_back_waits_in_proportion_to_the_targets_latency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("a")).unwrap();
+    let base = snapshot(&store, "base", "base\n");
+    store
+        .record("k-ours", &CacheRecord { layers: vec![None], chain: vec![base], created: 0, extra: BTreeMap::new() })
+        .unwrap();
+    let mut other = CacheConfig::new();
+    other.platforms.entry("linux/arm64".into()).or_default().insert("k-arm".into(), CacheEntry { layers: vec![None] });
+    let ms = std::time::Duration::from_millis;
+    let sink = |latency, late, theirs: Option<Vec<u8>>| SlowSink {
+        inner: LayoutCache::new(tmp.path().join(format!("cache-{latency:?}")), None),
+        dir: tmp.path().join(format!("cache-{latency:?}")),
+        other: std::sync::Mutex::new(None),
+        latency,
+        late,
+        theirs: std::sync::Mutex::new(theirs),
+        log: std::sync::Mutex::new(Vec::new()),
+    };
+    // The write's time is measured from the check before it (a read and
+    // the write: 2 x 50 ms), so the read-back comes 4 x 100 ms after it.
+    let slow = sink(ms(50), ms(250), Some(other.to_json()));
+    export(&store, &slow, &plan(&[("linux/amd64", &["k-ours"])], None)).unwrap();
+    slow.other.lock().unwrap().take().expect("the other export ran").join().unwrap();
+    let c = read_config("t", BlobSink::read_artifact(&slow).unwrap()).unwrap().unwrap();
+    assert!(c.platforms["linux/arm64"].contains_key("k-arm"), "theirs was lost: {c:?}");
+    assert!(c.platforms["linux/amd64"].contains_key("k-ours"), "ours was lost: {c:?}");
+    let log = slow.log.lock().unwrap().clone();
+    let first_write = log.iter().position(|(what, _)| *what == "write").unwrap();
+    let (_, written) = log[first_write];
+    let (_, read_back) = log[first_write + 1];
+    assert!(read_back - written >= ms(400), "read back {:?} after the write", read_back - written);
+
+    // A fast target: the least wait, SETTLE.
+    let fast = sink(ms(0), ms(0), None);
+    export(&store, &fast, &plan(&[("linux/amd64", &["k-ours"])], None)).unwrap();
+    let log = fast.log.lock().unwrap().clone();
+    let first_write = log.iter().position(|(what, _)| *what == "write").unwrap();
+    let gap = log[first_write + 1].1 - log[first_write].1;
+    assert!(gap >= SETTLE && gap < SETTLE + ms(400), "read back {gap:?} after the write");
+}

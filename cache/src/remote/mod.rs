@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{Descriptor, LayerDescriptor, MEDIA_TYPE_MANIFEST, Manifest};
 use crate::store::StoreError;
 
-pub use export::{ExportPlan, ExportStats, MERGE_ATTEMPTS, MountToExport, export};
+pub use export::{ExportPlan, ExportStats, MERGE_ATTEMPTS, MountToExport, SETTLE, Written, confirm, export, write};
 pub use import::ImportedCache;
 
 /// Media type of the config blob holding the records.
