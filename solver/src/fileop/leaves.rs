@@ -111,10 +111,17 @@ struct Dirs {
 }
 
 /// An `O_PATH` handle on the directory `p`, not following a final symlink
-/// (the plan's directories are real ones; a symlink there now is a race
-/// and fails the open).
+/// (the plan's destination directories, and the snapshots' own, are real
+/// ones; a symlink there now is a race and fails the open).
 fn open_dir(p: &Path) -> rustix::io::Result<OwnedFd> {
     rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+}
+
+/// [`open_dir`] for a source directory, which may be reached through a
+/// symlink: a build context given as a symlinked path has its top-level
+/// files in a directory named by that symlink.
+fn open_src_dir(p: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
 }
 
 /// The last component of a planned path (every leaf has one).
@@ -129,7 +136,7 @@ impl Dirs {
         };
         Ok(Dirs {
             dst: open_dir(dst).map_err(|err| FileOpError::Write { path: dst.to_path_buf(), source: err.into() })?,
-            src: open_dir(src)
+            src: open_src_dir(src)
                 .map_err(|err| FileOpError::ReadSource { path: src.to_path_buf(), source: err.into() })?,
             prev: None,
             layers: HashMap::new(),
