@@ -175,7 +175,12 @@ impl ChecksumCache {
         if stable {
             let mut map = self.inner.map.write().unwrap_or_else(|p| p.into_inner());
             map.insert(key.into(), entry);
-            self.inner.dirty.store(true, Ordering::Relaxed);
+            // Only what `save` would write makes the cache dirty: a build
+            // that learnt nothing but racy entries (the file just edited)
+            // does not rewrite and fsync the whole cache before its export.
+            if entry.persist {
+                self.inner.dirty.store(true, Ordering::Relaxed);
+            }
         }
         Ok(digest)
     }
