@@ -16,18 +16,7 @@ make_workload_context "$ctx"
 write_workload_dockerfile "$ctx" "$REGISTRY/busybox:latest"
 files=$(find "$ctx/src" -type f | wc -l); size=$(du -sm "$ctx/src" | cut -f1)
 echo "context: $files files, ${size} MB"
-
-store=$WORK/store; rm -rf "$store"; sync   # as ../shared/peers does before its cold build
 logs=$WORK/logs; mkdir -p "$logs"
-cold=$(timed_json "$logs/cold.json" "$RBUILD" --root "$store" build --progress rawjson -t bench:cold "$ctx")
-noop=$(timed_json "$logs/noop.json" "$RBUILD" --root "$store" build --progress rawjson -t bench:cold "$ctx")
-echo "changed $(date +%s%N)" >> "$ctx/src/pkg100/file050.txt"
-onefile=$(timed_json "$logs/onefile.json" "$RBUILD" --root "$store" build --progress rawjson -t bench:cold "$ctx")
-read -r cold_copy cold_run cold_export < <(breakdown "$logs/cold.json" "$cold")
-read -r one_copy one_run one_export one_dep < <(breakdown "$logs/onefile.json" "$onefile" "find /app/src -type f")
-# The floor of a one-file change: re-running the RUN that reads the file
-# and exporting the layers that changed; the rest is overhead.
-floor=$(echo "1.3 * ($one_dep + $one_export)" | bc -l | xargs printf '%.3f')
 
 # Cold `COPY src/` against the old binary: a cold build each into a new
 # empty store, alternating old and new, all removed at the end. Not one
@@ -35,6 +24,9 @@ floor=$(echo "1.3 * ($one_dep + $one_export)" | bc -l | xargs printf '%.3f')
 # journal) skips inodes freed in the last 60 s when allocating, so creating
 # 20,000 files right after removing a store costs up to several times more
 # (`recently_deleted` in perf) -- whichever binary came second would pay.
+# For the same reason this runs before the workload's own store is removed,
+# and its stores are removed (and synced: freed inodes count as recent for
+# 300 s while their inode table block is dirty, 60 s after) only at the end.
 # The old binary's rawjson is an event stream ("started"/"done" with a
 # duration) rather than SolveStatus lines: copy_step reads both.
 copy_step() {
@@ -66,18 +58,27 @@ PY
 OLD_RBUILD=${OLD_RBUILD-/work/rbuild-893aa2d}
 copy_new=(); copy_old=()
 if [ -n "$OLD_RBUILD" ] && [ -x "$OLD_RBUILD" ]; then
-  rm -rf "$WORK"/copy-store-*; sync
   for pair in $(seq 1 "${COPY_PAIRS:-3}"); do
     for which in old new; do
       bin=$RBUILD; [ "$which" = old ] && bin=$OLD_RBUILD
-      cstore=$WORK/copy-store-$pair-$which
+      cstore=$WORK/copy-store-$$-$pair-$which   # new even after an interrupted run
       timed_json "$logs/copy-$which.json" "$bin" --root "$cstore" build --progress rawjson -t bench:copy "$ctx" >/dev/null
       t=$(copy_step "$logs/copy-$which.json")
       if [ "$which" = old ]; then copy_old+=("$t"); else copy_new+=("$t"); fi
     done
   done
-  rm -rf "$WORK"/copy-store-*
 fi
+store=$WORK/store; rm -rf "$store"; sync   # as ../shared/peers does before its cold build
+cold=$(timed_json "$logs/cold.json" "$RBUILD" --root "$store" build --progress rawjson -t bench:cold "$ctx")
+noop=$(timed_json "$logs/noop.json" "$RBUILD" --root "$store" build --progress rawjson -t bench:cold "$ctx")
+echo "changed $(date +%s%N)" >> "$ctx/src/pkg100/file050.txt"
+onefile=$(timed_json "$logs/onefile.json" "$RBUILD" --root "$store" build --progress rawjson -t bench:cold "$ctx")
+read -r cold_copy cold_run cold_export < <(breakdown "$logs/cold.json" "$cold")
+read -r one_copy one_run one_export one_dep < <(breakdown "$logs/onefile.json" "$onefile" "find /app/src -type f")
+# The floor of a one-file change: re-running the RUN that reads the file
+# and exporting the layers that changed; the rest is overhead.
+floor=$(echo "1.3 * ($one_dep + $one_export)" | bc -l | xargs printf '%.3f')
+
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 # Per-RUN overhead: 50 uncached `RUN true` minus 50 bare process runs.
@@ -124,3 +125,4 @@ if [ ${#copy_new[@]} -gt 0 ]; then
     "cold COPY src/ (20,000 files)" "${m_new}s" "$m_old" "$ratio" \
     "$(echo "$ratio <= 0.6" | bc -l | sed 's/1/met/;s/0/NOT met/')" "${COPY_PAIRS:-3}" "${copy_new[*]}" "${copy_old[*]}"
 fi
+rm -rf "$WORK"/copy-store-*; sync
