@@ -33,7 +33,11 @@ const RACY_NS: i64 = 2_000_000_000;
 /// FxHash (as in rustc): paths are trusted local input, so a fast
 /// non-DoS-resistant hash is fine and SipHash was a third of lookup time.
 #[derive(Default)]
-struct FxHasher(u64);
+pub struct FxHasher(u64);
+
+/// [`FxHasher`] for `HashMap`s keyed by the paths of a build's own files
+/// (the checksum cache, incremental COPY manifests).
+pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -61,7 +65,7 @@ impl FxHasher {
     }
 }
 
-type Map = HashMap<Box<[u8]>, Entry, BuildHasherDefault<FxHasher>>;
+type Map = HashMap<Box<[u8]>, Entry, FxBuildHasher>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {

@@ -53,7 +53,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use checksum::{ChecksumCache, StatKey};
+pub use checksum::{ChecksumCache, FxBuildHasher, FxHasher, StatKey};
 pub use lease::Lease;
 pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;

@@ -36,6 +36,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+use rbuild_cache::store::FxBuildHasher;
 pub use rbuild_cache::store::StatKey;
 
 /// Name of the manifest file in a snapshot's directory (beside `diff/`).
@@ -67,7 +68,9 @@ pub struct Recorded {
 /// relative to the snapshot's root.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    files: HashMap<Vec<u8>, Recorded>,
+    /// FxHash: decoding the previous manifest (20,000 inserts) with SipHash
+    /// cost half as much as the copy's 20,000 hard links.
+    files: HashMap<Vec<u8>, Recorded, FxBuildHasher>,
 }
 
 impl Manifest {
@@ -122,7 +125,8 @@ impl Manifest {
     /// manifest (truncated, another version): the copy is then a fresh one.
     pub fn decode(bytes: &[u8]) -> Option<Manifest> {
         let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
-        let mut files = HashMap::new();
+        // Paths of a few dozen bytes: a close guess, so the table is not regrown.
+        let mut files = HashMap::with_capacity_and_hasher(rest.len() / (RECORD_LEN + 40), FxBuildHasher::default());
         while !rest.is_empty() {
             let (len, tail) = rest.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len) as usize;
@@ -192,7 +196,13 @@ impl<'a> Incremental<'a> {
         Incremental {
             previous,
             content_sum,
-            manifest: Mutex::new(Manifest::default()),
+            // About as many files as last time: the table is not regrown.
+            manifest: Mutex::new(Manifest {
+                files: HashMap::with_capacity_and_hasher(
+                    previous.map_or(0, |(_, m)| m.len()),
+                    FxBuildHasher::default(),
+                ),
+            }),
             shared: std::sync::atomic::AtomicUsize::new(0),
         }
     }
