@@ -856,3 +856,32 @@ fn copy_keeps_file_capabilities_with_and_without_chown() {
     assert_eq!(owner(&e.dest.join("chowned")), (1000, 1000));
     assert_eq!(cap(&e.dest.join("chowned")).as_deref(), Some(CAP), "the chown must not drop the capability");
 }
+
+/// An input root given as a symlinked path: its top-level files live in
+/// the directory the symlink names (the copy opens source directories
+/// through it), its subdirectories' files too, on the parallel path (> 64
+/// files). (`COPY .` of such a root copies the symlink itself, as before.)
+#[test]
+fn a_context_reached_through_a_symlink_copies_its_files() {
+    let e = env();
+    for i in 0..80 {
+        write(&e.src.join(format!("top{i:02}.txt")), &format!("t{i}"));
+        write(&e.src.join(format!("sub/f{i:02}.txt")), &format!("s{i}"));
+    }
+    let linked = e.outside.join("ctx-link");
+    std::os::unix::fs::symlink(&e.src, &linked).unwrap();
+    let yes = |_: u32, _: u32| true;
+    let ctx = FileOpContext {
+        inputs: vec![InputRoot { root: &linked, exclude: None, reset_owner: true, link_layers: &[] }],
+        dest_root: &e.dest,
+        can_chown: &yes,
+        incremental: None,
+    };
+    fileop::apply(&copy_action(&["top*.txt"], "/app/"), &ctx).unwrap();
+    fileop::apply(&copy_action(&["sub"], "/app/sub/"), &ctx).unwrap();
+    fileop::apply(&copy_action(&["top07.txt"], "/one.txt"), &ctx).unwrap();
+    assert_eq!(read(&e.dest.join("app/top79.txt")), "t79");
+    assert_eq!(read(&e.dest.join("app/sub/f79.txt")), "s79");
+    assert_eq!(read(&e.dest.join("one.txt")), "t7");
+    assert_eq!(fs::read_dir(e.dest.join("app")).unwrap().count(), 81);
+}

@@ -482,3 +482,52 @@ fn a_broken_hard_link_pair_is_not_shared_twice() {
     let fresh_id = build(&fresh, &ctx, &def).last().cloned().unwrap();
     assert_eq!(layer(&store, &second), layer(&fresh, &fresh_id));
 }
+
+/// The xattrs of an unchanged file change (its content and mtime do not:
+/// only the ctime moves), and another file changes so the copy runs: the
+/// incremental copy carries the new xattrs as a fresh copy does, and a
+/// file that had xattrs is never shared (the previous snapshot's inode has
+/// them), also once they are removed again.
+#[test]
+fn xattr_changes_on_unchanged_files_reach_the_incremental_copy() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = t.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    for name in ["a", "b", "c"] {
+        fs::write(ctx.join(name), format!("{name}\n")).unwrap();
+    }
+    if rustix::fs::lsetxattr(ctx.join("a"), "user.probe", b"1", rustix::fs::XattrFlags::empty()).is_err() {
+        eprintln!("skipped: no user xattrs on this file system");
+        return;
+    }
+    rustix::fs::lremovexattr(ctx.join("a"), "user.probe").unwrap();
+    let store = Store::open(&t.path().join("store")).unwrap();
+    let def = graph(Shape::Scratch, None);
+    let mut prev = build(&store, &ctx, &def).last().cloned().unwrap();
+    let set = |v: Option<&[u8]>| match v {
+        Some(v) => rustix::fs::lsetxattr(ctx.join("a"), "user.origin", v, rustix::fs::XattrFlags::empty()).unwrap(),
+        None => rustix::fs::lremovexattr(ctx.join("a"), "user.origin").unwrap(),
+    };
+    for (round, value) in [Some(&b"one"[..]), Some(&b"two"[..]), None, None].into_iter().enumerate() {
+        if round < 3 {
+            set(value);
+        }
+        fs::write(ctx.join("c"), format!("c {round}\n")).unwrap();
+        let id = build(&store, &ctx, &def).last().cloned().unwrap();
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = Store::open(fresh_dir.path()).unwrap();
+        let fresh_id = build(&fresh, &ctx, &def).last().cloned().unwrap();
+        assert_eq!(layer(&store, &id), layer(&fresh, &fresh_id), "round {round} ({value:?})");
+        let (diff, prev_diff) = (store.snapshot_diff(&id), store.snapshot_diff(&prev));
+        let shared =
+            |n: &str| fs::metadata(diff.join(n)).unwrap().ino() == fs::metadata(prev_diff.join(n)).unwrap().ino();
+        let mut got = [0u8; 16];
+        let n = rustix::fs::lgetxattr(diff.join("a"), "user.origin", &mut got[..]).ok();
+        assert_eq!(n.map(|n| &got[..n]), value, "round {round}: the copy's xattr");
+        // `a` is written every round but the last (its previous copy had
+        // xattrs until round 2's removal); `b` is always shared.
+        assert_eq!(shared("a"), round == 3, "round {round}: a shared");
+        assert!(shared("b"), "round {round}: b shared");
+        prev = id;
+    }
+}

@@ -33,7 +33,11 @@ const RACY_NS: i64 = 2_000_000_000;
 /// FxHash (as in rustc): paths are trusted local input, so a fast
 /// non-DoS-resistant hash is fine and SipHash was a third of lookup time.
 #[derive(Default)]
-struct FxHasher(u64);
+pub struct FxHasher(u64);
+
+/// [`FxHasher`] for `HashMap`s keyed by the paths of a build's own files
+/// (the checksum cache, incremental COPY manifests).
+pub type FxBuildHasher = BuildHasherDefault<FxHasher>;
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -61,7 +65,7 @@ impl FxHasher {
     }
 }
 
-type Map = HashMap<Box<[u8]>, Entry, BuildHasherDefault<FxHasher>>;
+type Map = HashMap<Box<[u8]>, Entry, FxBuildHasher>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -74,11 +78,40 @@ struct Entry {
 }
 
 impl Entry {
-    fn matches(&self, meta: &fs::Metadata) -> bool {
-        self.size == meta.size()
-            && self.mtime_ns == mtime_ns(meta)
-            && self.ino == meta.ino()
-            && self.mode == meta.mode()
+    fn matches(&self, key: &StatKey) -> bool {
+        self.size == key.size && self.mtime_ns == key.mtime_ns && self.ino == key.ino && self.mode == key.mode
+    }
+}
+
+/// What a cached checksum is validated by: a file's size, mtime (ns),
+/// inode and `st_mode` (type and permission bits). Small and `Copy`, so a
+/// caller that walked a tree can keep it per file instead of the whole
+/// `Metadata` and ask [`ChecksumCache::checksum_key`] later without a
+/// second `lstat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatKey {
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime` in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_mode`, file type bits included.
+    pub mode: u32,
+}
+
+impl StatKey {
+    /// The key of a file's `symlink_metadata`.
+    pub fn of(meta: &fs::Metadata) -> StatKey {
+        StatKey { size: meta.size(), mtime_ns: mtime_ns(meta), ino: meta.ino(), mode: meta.mode() }
+    }
+
+    fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+
+    fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
     }
 }
 
@@ -119,30 +152,41 @@ impl ChecksumCache {
     /// symlink). `meta` must be the file's `symlink_metadata`. Reads and
     /// hashes only when the stat key does not match the cached entry.
     pub fn checksum(&self, path: &Path, meta: &fs::Metadata) -> io::Result<String> {
+        Ok(format_digest(&self.checksum_key(path, &StatKey::of(meta))?))
+    }
+
+    /// The SHA-256 bytes of [`ChecksumCache::checksum`], given the stat key
+    /// of the file's `symlink_metadata` taken by the caller.
+    pub fn checksum_key(&self, path: &Path, stat: &StatKey) -> io::Result<[u8; 32]> {
         let key = path.as_os_str().as_bytes();
         {
             let map = self.inner.map.read().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = map.get(key)
-                && e.matches(meta)
+                && e.matches(stat)
             {
-                return Ok(format_digest(&e.digest));
+                return Ok(e.digest);
             }
         }
-        let (digest, stable) = hash_file(path, meta)?;
+        let (digest, stable) = hash_file(path, stat)?;
         let entry = Entry {
-            size: meta.size(),
-            mtime_ns: mtime_ns(meta),
-            ino: meta.ino(),
-            mode: meta.mode(),
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            ino: stat.ino,
+            mode: stat.mode,
             digest,
-            persist: stable && mtime_ns(meta) < now_ns() - RACY_NS,
+            persist: stable && stat.mtime_ns < now_ns() - RACY_NS,
         };
         if stable {
             let mut map = self.inner.map.write().unwrap_or_else(|p| p.into_inner());
             map.insert(key.into(), entry);
-            self.inner.dirty.store(true, Ordering::Relaxed);
+            // Only what `save` would write makes the cache dirty: a build
+            // that learnt nothing but racy entries (the file just edited)
+            // does not rewrite and fsync the whole cache before its export.
+            if entry.persist {
+                self.inner.dirty.store(true, Ordering::Relaxed);
+            }
         }
-        Ok(format_digest(&digest))
+        Ok(digest)
     }
 
     /// Number of entries in memory.
@@ -203,13 +247,12 @@ impl ChecksumCache {
 
 /// Hashes the content; `stable` is false if the file changed under us
 /// (then the result is returned but not cached).
-fn hash_file(path: &Path, meta: &fs::Metadata) -> io::Result<([u8; 32], bool)> {
-    let ft = meta.file_type();
-    if ft.is_symlink() {
+fn hash_file(path: &Path, meta: &StatKey) -> io::Result<([u8; 32], bool)> {
+    if meta.is_symlink() {
         let target = fs::read_link(path)?;
         return Ok((Sha256::digest(target.as_os_str().as_bytes()).into(), true));
     }
-    if !ft.is_file() {
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("`{}` is not a regular file or symlink", path.display()),
@@ -226,7 +269,7 @@ fn hash_file(path: &Path, meta: &fs::Metadata) -> io::Result<([u8; 32], bool)> {
         h.update(&buf[..n]);
     }
     let after = f.metadata()?;
-    let stable = after.size() == meta.size() && mtime_ns(&after) == mtime_ns(meta) && after.ino() == meta.ino();
+    let stable = after.size() == meta.size && mtime_ns(&after) == meta.mtime_ns && after.ino() == meta.ino;
     Ok((h.finalize().into(), stable))
 }
 

@@ -58,7 +58,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use checksum::ChecksumCache;
+pub use checksum::{ChecksumCache, FxBuildHasher, FxHasher, StatKey};
 pub use deferred::Materialized;
 pub use lease::Lease;
 pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};

@@ -18,6 +18,8 @@ pub struct SnapshotDraft {
     inner: Arc<Inner>,
     dir: PathBuf,
     committed: bool,
+    /// The diff's size when the writer knows it (see [`SnapshotDraft::set_size`]).
+    size: Option<u64>,
 }
 
 impl SnapshotDraft {
@@ -27,7 +29,7 @@ impl SnapshotDraft {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|source| StoreError::CreateDir { path: p, source })?;
         }
-        Ok(SnapshotDraft { inner, dir, committed: false })
+        Ok(SnapshotDraft { inner, dir, committed: false, size: None })
     }
 
     /// The layer contents (overlay upper dir).
@@ -45,6 +47,14 @@ impl SnapshotDraft {
         &self.dir
     }
 
+    /// The bytes of the diff's non-directories (each path counted, as
+    /// [`fsutil::tree_size`] counts them), from a writer that made every
+    /// entry itself (a copy into an empty diff): commit then records it
+    /// instead of walking the tree again, one `lstat` per file.
+    pub fn set_size(&mut self, bytes: u64) {
+        self.size = Some(bytes);
+    }
+
     /// Makes the snapshot visible under a fresh short id. The snapshot is
     /// protected from prune for the life of this process.
     pub fn commit(mut self) -> Result<SnapshotId, StoreError> {
@@ -53,7 +63,7 @@ impl SnapshotDraft {
         let work = self.work_dir();
         fsutil::remove_tree(&work).map_err(|source| StoreError::Remove { path: work.clone(), source })?;
         fs::create_dir(&work).map_err(|source| StoreError::CreateDir { path: work.clone(), source })?;
-        let size = fsutil::tree_size(&self.diff_dir());
+        let size = self.size.unwrap_or_else(|| fsutil::tree_size(&self.diff_dir()));
         let size_path = self.dir.join("size");
         fs::write(&size_path, size.to_string()).map_err(|source| StoreError::Write { path: size_path, source })?;
 

@@ -624,6 +624,32 @@ fn checksum_cache_does_not_persist_racy_entries() {
     assert!(s.checksum_cache().is_empty());
 }
 
+/// Learning only racy entries (a file edited just before the build) leaves
+/// nothing to persist: `save` does not rewrite (and fsync) the cache file;
+/// a stable entry does.
+#[test]
+fn checksum_cache_save_skips_when_only_racy_entries_were_learnt() {
+    let (t, s) = tmp_store();
+    let (old, fresh) = (t.path().join("old"), t.path().join("fresh"));
+    fs::write(&old, b"old").unwrap();
+    set_mtime(&old, 1_600_000_000);
+    let cc = s.checksum_cache();
+    cc.checksum(&old, &fs::symlink_metadata(&old).unwrap()).unwrap();
+    cc.save().unwrap();
+    let ino = || fs::metadata(t.path().join("checksums")).unwrap().ino();
+    let first = ino();
+    fs::write(&fresh, b"fresh").unwrap();
+    cc.checksum(&fresh, &fs::symlink_metadata(&fresh).unwrap()).unwrap();
+    cc.save().unwrap();
+    assert_eq!(ino(), first, "a racy entry alone rewrote the cache");
+    set_mtime(&fresh, 1_600_000_000);
+    cc.checksum(&fresh, &fs::symlink_metadata(&fresh).unwrap()).unwrap();
+    cc.save().unwrap();
+    assert_ne!(ino(), first, "a stable entry is saved");
+    drop((cc, s));
+    assert_eq!(Store::open(t.path()).unwrap().checksum_cache().len(), 2);
+}
+
 #[test]
 fn checksum_cache_merges_concurrent_savers_and_survives_corruption() {
     let (t, s1) = tmp_store();

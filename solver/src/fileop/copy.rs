@@ -11,18 +11,19 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 
 use super::chmod::Chmod;
-use super::incremental::{Incremental, Wanted};
+use super::incremental::{Incremental, SourceStat};
+use super::leaves::{LayerLinks, Materialize, RUN_LEN, same_dirs};
 use super::path::{
     clean_rel, go_lossy, join_bytes, join_slash, resolve_bytes_in_root, resolve_in_root, root_path, root_path_bytes,
 };
@@ -304,13 +305,17 @@ pub(super) fn selected_with_meta(
     Ok(out)
 }
 
-/// Performs a COPY/ADD.
-pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
+/// Performs a COPY/ADD. Returns the bytes of the non-directories it
+/// created (each path counted, as [`rbuild_cache::fsutil::tree_size`]
+/// counts them) when that is known exactly: one source, no archive
+/// extracted (several sources may overwrite each other's files).
+pub(super) fn copy(spec: &CopySpec) -> Result<Option<u64>, FileOpError> {
     let sources =
         expand(spec.input, spec.src, spec.allow_wildcard, spec.allow_empty_wildcard, spec.parents, &spec.exclude)?;
     if sources.is_empty() {
-        return Ok(());
+        return Ok(Some(0));
     }
+    let mut bytes = (sources.len() == 1).then_some(0u64);
     let dest_clean = clean_rel(spec.dest);
     let dest_is_dir = spec.dest.ends_with('/') || spec.dest.ends_with("/.") || dest_clean.is_empty();
     // Docker counts sources after wildcard expansion (so `*.txt` matching
@@ -332,6 +337,7 @@ pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
         if spec.unpack && s.meta.is_file() && archive::is_archive(&s.path) {
             mkdir_all(&dest, 0o755, spec.owner)?;
             archive::extract(&s.path, &dest, spec.owner, spec.can_chown)?;
+            bytes = None;
             continue;
         }
         if spec.parents {
@@ -380,12 +386,15 @@ pub(super) fn copy(spec: &CopySpec) -> Result<(), FileOpError> {
             plan.push(&s.path, &s.meta, target);
         }
         plan.execute()?;
+        if let Some(b) = &mut bytes {
+            *b += plan.entries.iter().filter(|e| !matches!(e.kind, Kind::Dir)).map(|e| e.size).sum::<u64>();
+        }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// What an entry is.
-enum Kind {
+pub(super) enum Kind {
     Dir,
     File,
     Symlink,
@@ -399,20 +408,25 @@ enum Kind {
 }
 
 /// One path to create.
-struct Entry {
-    src: PathBuf,
-    dst: PathBuf,
-    kind: Kind,
-    mode: u32,
-    size: u64,
-    uid: u32,
-    gid: u32,
-    atime: SystemTime,
-    mtime: SystemTime,
+pub(super) struct Entry {
+    pub src: PathBuf,
+    pub dst: PathBuf,
+    pub kind: Kind,
+    pub mode: u32,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    /// The planning `lstat`'s stat key and ctime, for an incremental copy:
+    /// its source digest comes from the stat-keyed checksum cache without a
+    /// second `lstat`, and an unchanged ctime tells it the source's xattrs
+    /// did not change since the previous copy read them.
+    pub stat: SourceStat,
 }
 
 /// A non-directory entry with its decided owner and mode.
-type Leaf<'e> = (&'e Entry, (u32, u32), u32);
+pub(super) type Leaf<'e> = (&'e Entry, (u32, u32), u32);
 
 struct Plan<'s, 'a, 'b> {
     spec: &'s CopySpec<'a, 'b>,
@@ -461,6 +475,7 @@ fn planned_entry(src: PathBuf, meta: &Metadata, dst: PathBuf) -> Option<(Entry, 
         gid: meta.gid(),
         atime: time(meta.atime(), meta.atime_nsec()),
         mtime: time(meta.mtime(), meta.mtime_nsec()),
+        stat: SourceStat::of(meta),
     };
     Some((entry, inode))
 }
@@ -546,13 +561,20 @@ impl Plan<'_, '_, '_> {
             .filter(|e| !matches!(e.kind, Kind::Dir | Kind::Link(_)))
             .map(|e| (e, self.owner(e), self.mode(e, false)))
             .collect();
-        let link =
-            (!self.spec.input.link_layers.is_empty()).then_some((self.spec.input.root, self.spec.input.link_layers));
+        let links = (!self.spec.input.link_layers.is_empty())
+            .then(|| LayerLinks::new(self.spec.input.root, self.spec.input.link_layers));
         let inc = self.spec.incremental.map(|i| (i, self.spec.dest_root));
+        let how = Materialize { link: links.as_ref(), inc };
+        // Runs of leaves with one source and one destination directory
+        // (the walk lists a directory's files together), each run on open
+        // handles of the two; long runs are cut so one big directory still
+        // spreads over the threads.
+        let runs: Vec<&[Leaf]> =
+            leaves.chunk_by(|a, b| same_dirs(a.0, b.0)).flat_map(|run| run.chunks(RUN_LEN)).collect();
         if leaves.len() > 64 {
-            leaves.par_iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link, inc))?;
+            runs.par_iter().try_for_each(|run| how.run(run))?;
         } else {
-            leaves.iter().try_for_each(|(e, o, m)| materialize(e, *o, *m, link, inc))?;
+            runs.iter().try_for_each(|run| how.run(run))?;
         }
         for e in &self.entries {
             if let Kind::Link(i) = e.kind {
@@ -575,174 +597,17 @@ impl Plan<'_, '_, '_> {
     }
 }
 
-/// The file in the topmost snapshot layer that the merged view shows at
-/// `src`, if it is a plain file of the expected size.
-fn layer_file(e: &Entry, root: &Path, layers: &[PathBuf]) -> Option<PathBuf> {
-    let rel = e.src.strip_prefix(root).ok()?;
-    for layer in layers {
-        let candidate = layer.join(rel);
-        match fs::symlink_metadata(&candidate) {
-            Ok(m) if m.is_file() && m.len() == e.size => return Some(candidate),
-            // A whiteout or another type: the view's file is not a plain one here.
-            Ok(_) => return None,
-            Err(_) => continue,
-        }
-    }
-    None
-}
-
-/// A file entry's destination path (relative to the destination root), its
-/// source's content digest and the attributes a shared file must have.
-type SourceSum = (Vec<u8>, [u8; 32], Wanted);
-
-/// The source digest of a file entry for an incremental copy, and the path
-/// it is recorded under (relative to the destination root); `None` when
-/// the source changed since planning (then nothing is shared or recorded).
-fn incremental_sum(e: &Entry, inc: &Incremental, dest_root: &Path) -> Result<Option<SourceSum>, FileOpError> {
-    let Ok(rel) = e.dst.strip_prefix(dest_root) else { return Ok(None) };
-    let rerr = |source| FileOpError::ReadSource { path: e.src.clone(), source };
-    let md = fs::symlink_metadata(&e.src).map_err(rerr)?;
-    if !md.is_file() || md.len() != e.size || time(md.mtime(), md.mtime_nsec()) != e.mtime {
-        return Ok(None);
-    }
-    let sum = (inc.content_sum)(&e.src, &md).map_err(rerr)?;
-    let want = Wanted { size: e.size, mode: 0, owner: (0, 0), mtime: (md.mtime(), md.mtime_nsec()) };
-    Ok(Some((rel.as_os_str().as_bytes().to_vec(), sum, want)))
-}
-
-/// Creates one non-directory entry with its metadata. With `link` (the
-/// input's root and its snapshot layers), an unchanged file is hard-linked
-/// from its layer; with `inc` (an incremental copy and the destination
-/// root), from the previous snapshot of the same copy.
-fn materialize(
-    e: &Entry,
-    owner: (u32, u32),
-    mode: u32,
-    link: Option<(&Path, &[PathBuf])>,
-    inc: Option<(&Incremental, &Path)>,
-) -> Result<(), FileOpError> {
-    let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
-    match e.kind {
-        Kind::File => {
-            let recorded = match inc {
-                Some((inc, dest_root)) => incremental_sum(e, inc, dest_root)?.map(|r| (inc, r)),
-                None => None,
-            };
-            if let Some((inc, (rel, sum, mut want))) = recorded {
-                (want.mode, want.owner) = (mode, owner);
-                if let Some(from) = inc.shareable(&rel, &sum, &want, &e.src)
-                    && link_replacing(&from, &e.dst)?
-                {
-                    inc.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    inc.record(rel, sum);
-                    return Ok(());
-                }
-                write_file(e, owner, mode, None)?;
-                inc.record(rel, sum);
-                return Ok(());
-            }
-            return write_file(e, owner, mode, link);
-        }
-        Kind::Symlink => {
-            let target =
-                fs::read_link(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
-            clear_target(&e.dst)?;
-            std::os::unix::fs::symlink(&target, &e.dst).map_err(werr)?;
-            lchown(&e.dst, owner).map_err(werr)?;
-            set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)?;
-            return Ok(());
-        }
-        Kind::Fifo | Kind::Device { .. } => {
-            clear_target(&e.dst)?;
-            let (ft, dev) = match e.kind {
-                Kind::Device { rdev, block: true } => (rustix::fs::FileType::BlockDevice, rdev),
-                Kind::Device { rdev, block: false } => (rustix::fs::FileType::CharacterDevice, rdev),
-                _ => (rustix::fs::FileType::Fifo, 0),
-            };
-            let made = rustix::fs::mknodat(rustix::fs::CWD, &e.dst, ft, rustix::fs::Mode::from_raw_mode(0o600), dev);
-            match made {
-                Ok(()) => {}
-                // A rootless builder may not create device nodes; like
-                // an unprivileged `cp -a`, skip them.
-                Err(err) if err == rustix::io::Errno::PERM && !matches!(e.kind, Kind::Fifo) => return Ok(()),
-                Err(err) => return Err(werr(err.into())),
-            }
-        }
-        Kind::Dir | Kind::Link(_) => return Ok(()),
-    }
-    lchown(&e.dst, owner).map_err(werr)?;
-    fs::set_permissions(&e.dst, fs::Permissions::from_mode(mode)).map_err(werr)?;
-    set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)
-}
-
-/// Writes a regular file entry: hard-linked from its input layer when
-/// `link` allows, otherwise a new file with the entry's data and metadata.
-/// Never opens an existing file for writing (an existing one is replaced):
-/// it may be an inode shared with another snapshot.
-fn write_file(e: &Entry, owner: (u32, u32), mode: u32, link: Option<(&Path, &[PathBuf])>) -> Result<(), FileOpError> {
-    let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
-    if let Some((root, layers)) = link
-        && owner == (e.uid, e.gid)
-        && mode == e.mode
-        && let Some(from) = layer_file(e, root, layers)
-        && link_replacing(&from, &e.dst)?
-    {
-        return Ok(());
-    }
-    let src = File::open(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
-    // Created with its final mode when the umask cannot alter it
-    // and no chown will clear set-id bits, saving an fchmod.
-    let exact = mode & 0o7000 == 0 && mode & umask() == 0;
-    let dst = create_file(&e.dst, if exact { mode } else { 0o600 })?;
-    copy_data(&src, &dst, e.size).map_err(werr)?;
-    std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
-    if !exact {
-        // After chown: chown clears setuid/setgid bits.
-        dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
-    }
-    copy_xattrs_fd(&src, &dst);
-    dst.set_times(fs::FileTimes::new().set_accessed(e.atime).set_modified(e.mtime)).map_err(werr)
-}
-
-/// Hard-links `from` at `dst`, replacing a non-directory there; `false`
-/// when the link cannot be made (another file system): then copy. Tries the
-/// link first, so the common case (nothing at `dst`) costs one syscall.
-fn link_replacing(from: &Path, dst: &Path) -> Result<bool, FileOpError> {
-    match fs::hard_link(from, dst) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            clear_target(dst)?;
-            Ok(fs::hard_link(from, dst).is_ok())
-        }
-        Err(_) => Ok(false),
-    }
-}
-
-fn lchown(p: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
+pub(super) fn lchown(p: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
     std::os::unix::fs::lchown(p, Some(uid), Some(gid))
 }
 
 /// Removes a non-directory at `p` (replaced by the copy); a directory there
 /// is an error, as in fsutil's `ensureEmptyFileTarget`.
-fn clear_target(p: &Path) -> Result<(), FileOpError> {
+pub(super) fn clear_target(p: &Path) -> Result<(), FileOpError> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => Err(FileOpError::ReplaceDir { path: p.to_path_buf() }),
         Ok(_) => fs::remove_file(p).map_err(|source| FileOpError::Remove { path: p.to_path_buf(), source }),
         Err(_) => Ok(()),
-    }
-}
-
-/// Creates a new file at `p`, replacing an existing non-directory. Tries the
-/// create first so the common case costs one syscall.
-fn create_file(p: &Path, mode: u32) -> Result<File, FileOpError> {
-    let open = || OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(p);
-    match open() {
-        Ok(f) => Ok(f),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            clear_target(p)?;
-            open().map_err(|source| FileOpError::Write { path: p.to_path_buf(), source })
-        }
-        Err(source) => Err(FileOpError::Write { path: p.to_path_buf(), source }),
     }
 }
 
@@ -752,7 +617,7 @@ fn create_file(p: &Path, mode: u32) -> Result<File, FileOpError> {
 /// same but spends two `statx` and two `fcntl` per file finding that out.
 /// Falls back to a plain copy where the kernel refuses (across file systems
 /// on old kernels, special file systems).
-fn copy_data(src: &File, dst: &File, size: u64) -> io::Result<()> {
+pub(super) fn copy_data(src: &File, dst: &File, size: u64) -> io::Result<()> {
     let mut left = size;
     let mut first = true;
     while left > 0 {
@@ -784,7 +649,7 @@ fn copy_data(src: &File, dst: &File, size: u64) -> io::Result<()> {
 /// The process umask, read once from /proc (reading it with `umask(2)`
 /// would have to change it, racing other threads). Unknown: assume the
 /// worst, so every file gets an explicit fchmod.
-fn umask() -> u32 {
+pub(super) fn umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *UMASK.get_or_init(|| {
         fs::read_to_string("/proc/self/status")
@@ -803,21 +668,30 @@ fn umask() -> u32 {
 /// `cap_net_raw`). Unchanged files that COPY hard-links from their layer
 /// keep theirs anyway; dropping them only on the copy path made the result
 /// depend on `--chown`.
-fn xattr_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn xattr_names(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     buf.split(|b| *b == 0).filter(|n| !n.is_empty() && (!n.starts_with(b"security.") || *n == b"security.capability"))
 }
 
 /// Copies xattrs between open files. Failures are ignored, as BuildKit's
 /// file backend does (it logs them): many file systems refuse user xattrs.
-fn copy_xattrs_fd(src: &File, dst: &File) {
+/// `true` when the source has (or may have: unlistable) xattrs to copy.
+pub(super) fn copy_xattrs_fd(src: &File, dst: &File) -> bool {
     let mut list = [0u8; 4096];
-    let Ok(n) = rustix::fs::flistxattr(src.as_fd(), &mut list[..]) else { return };
+    let n = match rustix::fs::flistxattr(src.as_fd(), &mut list[..]) {
+        Ok(n) => n,
+        // No xattrs on this file system.
+        Err(rustix::io::Errno::NOTSUP) => return false,
+        Err(_) => return true,
+    };
+    let mut any = false;
     for name in xattr_names(&list[..n]) {
+        any = true;
         let mut val = vec![0u8; 64 * 1024];
         if let Ok(len) = rustix::fs::fgetxattr(src.as_fd(), name, &mut val[..]) {
             let _ = rustix::fs::fsetxattr(dst.as_fd(), name, &val[..len], rustix::fs::XattrFlags::empty());
         }
     }
+    any
 }
 
 /// [`copy_xattrs_fd`] by path, for directories.

@@ -20,6 +20,7 @@ mod archive;
 mod chmod;
 mod copy;
 pub mod incremental;
+mod leaves;
 mod path;
 mod pattern;
 
@@ -244,6 +245,13 @@ pub struct Owner {
 
 /// Performs one file action.
 pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError> {
+    apply_counted(action, ctx).map(|_| ())
+}
+
+/// [`apply`], returning the bytes of the non-directories a COPY/ADD into an
+/// empty destination created, when known exactly (see [`copy::copy`]): the
+/// snapshot's size without walking it again.
+pub fn apply_counted(action: &FileAction, ctx: &FileOpContext) -> Result<Option<u64>, FileOpError> {
     match action {
         FileAction::Copy {
             input,
@@ -296,12 +304,12 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
             } else {
                 match fs::create_dir(&p) {
                     // BuildKit: an existing path is left as it is.
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
                     Err(source) => return Err(FileOpError::CreateDir { path: p, source }),
                     Ok(()) => finish_created_dir(&p, *mode & 0o7777, owner)?,
                 }
             }
-            Ok(())
+            Ok(None)
         }
         FileAction::Mkfile { path, mode, data, chown } => {
             let owner = chown.as_ref().map(|c| resolve_owner(c, ctx.dest_root)).transpose()?;
@@ -316,9 +324,9 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
                 set_owner_path(&p, o.uid, o.gid).map_err(werr)?;
             }
             fs::set_permissions(&p, fs::Permissions::from_mode(*mode & 0o7777)).map_err(werr)?;
-            Ok(())
+            Ok(None)
         }
-        FileAction::Rm { path, allow_not_found } => rm(ctx.dest_root, path, *allow_not_found),
+        FileAction::Rm { path, allow_not_found } => rm(ctx.dest_root, path, *allow_not_found).map(|()| None),
     }
 }
 

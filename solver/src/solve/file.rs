@@ -24,7 +24,7 @@ pub(crate) fn run(
         // The empty filesystem (`scratch` used as an input).
         return Ok(VertexResult::Snapshots { chain, layers });
     }
-    let draft = store.new_snapshot()?;
+    let mut draft = store.new_snapshot()?;
     let mut views: Vec<ChainView> = Vec::new();
     let err = |e: StepError| step_error(vertex, e);
 
@@ -116,10 +116,7 @@ pub(crate) fn run(
         None => None,
     };
     let checksums = store.checksum_cache();
-    let content_sum = |path: &Path, meta: &std::fs::Metadata| -> std::io::Result<[u8; 32]> {
-        let text = checksums.checksum(path, meta)?;
-        parse_sha256(&text).ok_or_else(|| std::io::Error::other(format!("malformed checksum `{text}`")))
-    };
+    let content_sum = |path: &Path, stat: &fileop::incremental::StatKey| checksums.checksum_key(path, stat);
     let incremental = incremental_key
         .as_ref()
         .map(|_| fileop::incremental::Incremental::new(previous.as_ref().map(|(p, m)| (p.as_path(), m)), &content_sum));
@@ -129,13 +126,19 @@ pub(crate) fn run(
         can_chown: &can_chown,
         incremental: incremental.as_ref(),
     };
+    let mut size = None;
     for action in actions.iter() {
         if shared.is_cancelled() {
             return Err(step_error(vertex, StepError::Cancelled));
         }
-        fileop::apply(action, &ctx).map_err(|e| err(e.into()))?;
+        size = fileop::apply_counted(action, &ctx).map_err(|e| err(e.into()))?;
     }
     drop(ctx);
+    // A single action that wrote the whole (empty) diff knows its size:
+    // commit need not walk it again.
+    if let (true, [_], Some(bytes)) = (direct, actions.as_slice(), size) {
+        draft.set_size(bytes);
+    }
     if let Some(inc) = incremental {
         let path = draft.path().join(fileop::incremental::MANIFEST_FILE);
         if let Err(source) = std::fs::write(&path, inc.into_manifest().encode()) {
@@ -192,19 +195,6 @@ fn previous_copy(
         return Ok(None);
     };
     Ok(Some((shared.store.snapshot_diff(id), manifest)))
-}
-
-/// The 32 bytes of a `sha256:<hex>` digest.
-fn parse_sha256(text: &str) -> Option<[u8; 32]> {
-    let hex = text.strip_prefix("sha256:")?;
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Whether a file op may write straight into the new snapshot's directory:
