@@ -1,8 +1,9 @@
-//! The re-executed sandbox init (the `runc init` of rbuild).
+//! The sandbox init of one `RUN` (the `runc init` of rbuild).
 //!
-//! [`super::spawn`] starts `/proc/self/exe` with [`INIT_ENV`] set, the JSON
-//! spec readable on fd 3 and an error pipe on fd 4. [`run_init`] (reached
-//! through `init_process`, before any thread exists) then:
+//! The zygote ([`super::zygote`]) forks it for each step with the JSON spec
+//! readable on fd 3, an error pipe on fd 4 and the command's stdout/stderr
+//! pipes as fds 1 and 2. [`run_init`] (single-threaded: a fork of the
+//! single-threaded zygote) then:
 //! - unshares pid, ipc, uts (and net) namespaces — a new pid namespace only
 //!   applies to children, hence the fork;
 //! - forks pid 1 of the new pid namespace, which gets `PR_SET_PDEATHSIG
@@ -32,8 +33,6 @@ use super::{
     MountSource, Network, RunSpec, SandboxError, Security, caps, copyfs, error_chain, passwd, rootfs, seccomp,
 };
 
-/// Environment marker of a re-executed sandbox init.
-pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
 /// Descriptor carrying the JSON [`RunSpec`] into the init.
 pub(crate) const SPEC_FD: i32 = 3;
 /// Descriptor on which the init reports set-up failures; closed on success.
@@ -43,8 +42,8 @@ const SETUP_FAILED: i32 = 125;
 
 /// Runs the sandbox init; never returns.
 pub(crate) fn run_init() -> ! {
-    // SAFETY: `spawn` placed these two descriptors with dup2 right before
-    // exec; nothing else in this fresh process refers to them.
+    // SAFETY: the zygote placed these two descriptors with dup2 right after
+    // the fork; nothing else in this process refers to them.
     let (mut spec_pipe, err) = unsafe { (File::from_raw_fd(SPEC_FD), OwnedFd::from_raw_fd(ERR_FD)) };
     // Neither the spec pipe nor the error pipe may leak into the command.
     let _ = rustix::io::fcntl_setfd(&err, rustix::io::FdFlags::CLOEXEC);
@@ -190,8 +189,8 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
     if spec.network == Network::None {
         loopback_up().map_err(SandboxError::Loopback)?;
     }
-    // SAFETY: this re-executed process is single-threaded (it runs before
-    // `main` starts any thread), so the child may run arbitrary code.
+    // SAFETY: this process is single-threaded (a fork of the
+    // single-threaded zygote), so the child may run arbitrary code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(SandboxError::Fork { what: "the sandbox pid 1", source: std::io::Error::last_os_error() });

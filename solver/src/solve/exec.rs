@@ -183,7 +183,7 @@ pub(crate) fn run(
         cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
     };
     let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e))?;
-    shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
+    shared.running.lock().expect("running map").insert(vertex.digest, child.killer());
     if shared.is_cancelled() {
         child.kill();
         if let Some(cg) = &cgroup {
