@@ -48,6 +48,7 @@ pub(crate) fn run_init() -> ! {
     // Neither the spec pipe nor the error pipe may leak into the command.
     let _ = rustix::io::fcntl_setfd(&err, rustix::io::FdFlags::CLOEXEC);
     let _ = rustix::io::fcntl_setfd(&spec_pipe, rustix::io::FdFlags::CLOEXEC);
+    super::trace::mark("init");
     let mut err = Some(err);
     let mut buf = Vec::new();
     let result = spec_pipe
@@ -61,6 +62,7 @@ pub(crate) fn run_init() -> ! {
             serde_json::from_slice::<RunSpec>(json).map_err(SandboxError::SpecCodec)
         })
         .and_then(|spec| {
+            super::trace::mark("spec-read");
             drop(spec_pipe);
             intermediate(&spec, &mut err)
         });
@@ -189,6 +191,7 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
     if spec.network == Network::None {
         loopback_up().map_err(SandboxError::Loopback)?;
     }
+    super::trace::mark("namespaces");
     // SAFETY: this process is single-threaded (a fork of the
     // single-threaded zygote), so the child may run arbitrary code.
     let pid = unsafe { libc::fork() };
@@ -219,6 +222,7 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
             }
             return Err(SandboxError::Wait(e));
         }
+        super::trace::mark("pid1-exited");
         if libc::WIFEXITED(status) {
             return Ok(libc::WEXITSTATUS(status));
         }
@@ -264,7 +268,9 @@ pub(crate) fn loopback_up() -> std::io::Result<()> {
 
 /// Pid 1: build the root, become the user, exec. Returns only on failure.
 fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
+    super::trace::mark("pid1");
     rootfs::setup(&Linux, spec, flat_root)?;
+    super::trace::mark("pivoted");
     // Before leaving root: raising a hard limit needs CAP_SYS_RESOURCE.
     super::limits::apply(&spec.rlimits)?;
     // From here on "/" is the container's root.
@@ -284,6 +290,7 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
         seccomp::install_default(caps::configured_for_seccomp(&spec.network)).map_err(SandboxError::Seccomp)?;
     }
 
+    super::trace::mark("seccomp");
     let caps =
         caps::Plan::new(spec.security, &spec.network, user.uid, caps::current().map_err(SandboxError::Capabilities)?);
     caps::keep_across_setuid().map_err(SandboxError::Capabilities)?;
@@ -317,6 +324,7 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     // allow what follows: capset, prctl, close_range, execve.
     caps.apply().map_err(SandboxError::Capabilities)?;
     cloexec_above_stdio().map_err(SandboxError::CloseFds)?;
+    super::trace::mark("exec");
     // Set-up is complete: closing the error pipe lets `spawn` return. What
     // follows is the command's own business and goes to its stderr.
     *err = None;

@@ -50,6 +50,7 @@ mod process;
 mod rootfs;
 pub mod seccomp;
 mod syscall;
+pub mod trace;
 mod user_ns;
 mod zygote;
 

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use super::zygote::{self, Killer, StepFds};
-use super::{RunSpec, SandboxError, Security, copyfs, seccomp};
+use super::{RunSpec, SandboxError, Security, copyfs, seccomp, trace};
 
 /// A running sandbox.
 #[derive(Debug)]
@@ -97,6 +97,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     if spec.args.is_empty() {
         return Err(SandboxError::InvalidSpec("no command to run".into()));
     }
+    trace::mark("spawn");
     let mut json = serde_json::to_vec(spec).map_err(SandboxError::SpecCodec)?;
     if spec.security == Security::Sandbox
         && let Some(filter) = seccomp::encoded_filter(super::caps::configured_for_seccomp(&spec.network))
@@ -109,7 +110,10 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     let (out_r, out_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (errout_r, errout_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (status_r, status_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
-    let flags = if copyfs::use_copy() { zygote::REQ_COPY } else { 0 };
+    let mut flags = if copyfs::use_copy() { zygote::REQ_COPY } else { 0 };
+    if trace::enabled() {
+        flags |= zygote::REQ_TRACE;
+    }
     // The zygote forks the init and takes over the write ends (our copies
     // close when `fds` is dropped, so that the pipes reach end of file when
     // the sandbox ends).
@@ -121,6 +125,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         status: status_w.into(),
     };
     let (pid, pidfd) = zygote::fork_init(flags, fds)?;
+    trace::mark("forked");
     let mut sc = SandboxChild {
         pid,
         killer: Killer::new(pidfd),
@@ -134,6 +139,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     drop(spec_w);
     let mut msg = String::new();
     let read = err_r.read_to_string(&mut msg);
+    trace::mark("set-up");
     if !msg.is_empty() {
         let _ = sc.wait();
         return Err(SandboxError::Setup(msg));

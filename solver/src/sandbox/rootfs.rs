@@ -191,6 +191,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         overlay_root(sys, spec, &extra, &lowers, [&empty, &empty2, &stub], (&upper, &work), &root)?;
     }
     drop((upper, work));
+    super::trace::mark("overlay");
     // 5. Pseudo filesystems, hosts files, extra mounts.
     let attach = |fd: &OwnedFd, target: &str, step: &'static str| {
         sys.attach_in(fd.as_fd(), &root, target).map_err(mount_err(step, target))
@@ -252,6 +253,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         attach(&fd, &m.target, "attach mount")?;
     }
 
+    super::trace::mark("mounts");
     // 6. Masked and read-only paths (`--security=insecure` has none).
     if sandboxed {
         let cpus = std::fs::read_to_string(masks::POSSIBLE_CPUS).unwrap_or_default();
@@ -266,6 +268,7 @@ pub(crate) fn setup<S: Syscall>(sys: &S, spec: &RunSpec, flat_root: Option<&Path
         masks::apply(sys, &root, &masked, &file, &dir)?;
     }
 
+    super::trace::mark("masks");
     // 7. Host name and pivot_root.
     if !spec.hostname.is_empty() {
         sys.sethostname(&spec.hostname).map_err(|e| SandboxError::Hostname(spec.hostname.clone(), e))?;

@@ -45,6 +45,8 @@ pub(crate) const ZYGOTE_ENV: &str = "RBUILD_SANDBOX_ZYGOTE";
 const SOCK_FD: RawFd = 3;
 /// Request flag: build the root with the copy fallback (overlay refused).
 pub(crate) const REQ_COPY: u8 = 1;
+/// Request flag: write [`super::trace`] marks.
+pub(crate) const REQ_TRACE: u8 = 2;
 /// Descriptors of a request, in order.
 const REQ_FDS: usize = 5;
 
@@ -413,6 +415,9 @@ fn become_init(flags: u8, fds: &StepFds, zygote: libc::pid_t) -> ! {
     }
     if flags & REQ_COPY != 0 {
         copyfs::force_copy();
+    }
+    if flags & REQ_TRACE != 0 {
+        super::trace::enable();
     }
     init::run_init()
 }
