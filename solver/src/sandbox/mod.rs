@@ -66,7 +66,7 @@ pub use overlay::{MountGuard, mount_overlay};
 pub use passwd::UserError;
 pub use process::{SandboxChild, spawn};
 pub use user_ns::{IdMapping, init_process};
-pub use zygote::Killer;
+pub use zygote::{Killer, shutdown};
 
 /// Default `PATH` given to a `RUN` whose environment has none (same as BuildKit's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -67,7 +67,8 @@ pub(crate) struct StepFds {
 /// The zygote as seen from the solver.
 enum State {
     NotStarted,
-    Running(OwnedFd),
+    /// The socket, and the thread waiting for the zygote.
+    Running(OwnedFd, Option<std::thread::JoinHandle<()>>),
     Gone,
 }
 
@@ -78,9 +79,10 @@ static ZYGOTE: Mutex<State> = Mutex::new(State::NotStarted);
 pub(crate) fn fork_init(flags: u8, fds: StepFds) -> Result<(i32, OwnedFd), SandboxError> {
     let mut state = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
     if matches!(*state, State::NotStarted) {
-        *state = State::Running(start()?);
+        let (sock, keeper) = start()?;
+        *state = State::Running(sock, Some(keeper));
     }
-    let State::Running(sock) = &*state else { return Err(SandboxError::ZygoteGone) };
+    let State::Running(sock, _) = &*state else { return Err(SandboxError::ZygoteGone) };
     let raw = [&fds.spec, &fds.err, &fds.stdout, &fds.stderr, &fds.status].map(|f| f.as_raw_fd());
     let reply = send(sock, &[flags], &raw).and_then(|()| recv(sock, &mut [0u8; 4], 1));
     match reply {
@@ -104,12 +106,27 @@ pub(crate) fn fork_init(flags: u8, fds: StepFds) -> Result<(i32, OwnedFd), Sandb
     }
 }
 
+/// Ends the zygote, if one was started, and waits for it (so that its CPU
+/// time and its steps' count in this process's: `time rbuild build`).
+/// Later [`super::spawn`]s fail with [`SandboxError::ZygoteGone`]. Call it
+/// once no sandbox runs any more, before the process exits.
+pub fn shutdown() {
+    let mut state = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
+    if let State::Running(sock, keeper) = std::mem::replace(&mut *state, State::Gone) {
+        // End of file on its socket: the zygote exits.
+        drop(sock);
+        if let Some(k) = keeper {
+            let _ = k.join();
+        }
+    }
+}
+
 /// Starts the zygote from a thread of its own that then waits for it for
 /// its whole life: the zygote's parent-death signal is tied to that thread.
-fn start() -> Result<OwnedFd, SandboxError> {
+fn start() -> Result<(OwnedFd, std::thread::JoinHandle<()>), SandboxError> {
     let (ours, theirs) = socketpair().map_err(SandboxError::ZygoteStart)?;
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
+    let keeper = std::thread::Builder::new()
         .name("sandbox-zygote".into())
         .spawn(move || {
             let spawned = command(&theirs).spawn();
@@ -127,7 +144,7 @@ fn start() -> Result<OwnedFd, SandboxError> {
         })
         .map_err(SandboxError::ZygoteStart)?;
     match rx.recv() {
-        Ok(Ok(())) => Ok(ours),
+        Ok(Ok(())) => Ok((ours, keeper)),
         Ok(Err(e)) => Err(SandboxError::ZygoteStart(e)),
         Err(_) => Err(SandboxError::ZygoteGone),
     }
