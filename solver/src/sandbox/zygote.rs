@@ -68,7 +68,7 @@ pub(crate) struct StepFds {
 enum State {
     NotStarted,
     /// The socket, and the thread waiting for the zygote.
-    Running(OwnedFd, Option<std::thread::JoinHandle<()>>),
+    Running(OwnedFd, std::thread::JoinHandle<()>),
     Gone,
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn fork_init(flags: u8, fds: StepFds) -> Result<(i32, OwnedFd), Sandb
     let mut state = ZYGOTE.lock().unwrap_or_else(|p| p.into_inner());
     if matches!(*state, State::NotStarted) {
         let (sock, keeper) = start()?;
-        *state = State::Running(sock, Some(keeper));
+        *state = State::Running(sock, keeper);
     }
     let State::Running(sock, _) = &*state else { return Err(SandboxError::ZygoteGone) };
     let raw = [&fds.spec, &fds.err, &fds.stdout, &fds.stderr, &fds.status].map(|f| f.as_raw_fd());
@@ -115,9 +115,7 @@ pub fn shutdown() {
     if let State::Running(sock, keeper) = std::mem::replace(&mut *state, State::Gone) {
         // End of file on its socket: the zygote exits.
         drop(sock);
-        if let Some(k) = keeper {
-            let _ = k.join();
-        }
+        let _ = keeper.join();
     }
 }
 
