@@ -37,14 +37,20 @@ use super::{
 pub(crate) const SPEC_FD: i32 = 3;
 /// Descriptor on which the init reports set-up failures; closed on success.
 pub(crate) const ERR_FD: i32 = 4;
+/// The step's status pipe: the init writes its exit status there itself
+/// before exiting, so the solver need not wait for the zygote to reap it
+/// (the zygote writes it too, for an init killed before it could).
+pub(crate) const STATUS_FD: i32 = 5;
 /// Exit code of a sandbox whose set-up failed (as runc/Docker use 125).
 const SETUP_FAILED: i32 = 125;
 
 /// Runs the sandbox init; never returns.
 pub(crate) fn run_init() -> ! {
-    // SAFETY: the zygote placed these two descriptors with dup2 right after
+    // SAFETY: the zygote placed these three descriptors with dup2 right after
     // the fork; nothing else in this process refers to them.
-    let (mut spec_pipe, err) = unsafe { (File::from_raw_fd(SPEC_FD), OwnedFd::from_raw_fd(ERR_FD)) };
+    let (mut spec_pipe, err, status) =
+        unsafe { (File::from_raw_fd(SPEC_FD), OwnedFd::from_raw_fd(ERR_FD), File::from_raw_fd(STATUS_FD)) };
+    let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
     // Neither the spec pipe nor the error pipe may leak into the command.
     let _ = rustix::io::fcntl_setfd(&err, rustix::io::FdFlags::CLOEXEC);
     let _ = rustix::io::fcntl_setfd(&spec_pipe, rustix::io::FdFlags::CLOEXEC);
@@ -73,6 +79,10 @@ pub(crate) fn run_init() -> ! {
             SETUP_FAILED
         }
     };
+    // The solver may read this before we are gone: pid 1 and its namespaces
+    // are (their teardown precedes pid 1's exit notification), and the
+    // copy fallback's diff is written.
+    let _ = (&status).write_all(&code.to_ne_bytes());
     std::process::exit(code)
 }
 

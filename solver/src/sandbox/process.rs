@@ -71,6 +71,25 @@ impl Drop for SandboxChild {
     }
 }
 
+/// Writes what of `data` fits into the (empty) pipe without blocking;
+/// returns how much.
+fn prefill(pipe: &std::io::PipeWriter, data: &[u8]) -> std::io::Result<usize> {
+    use rustix::fs::OFlags;
+    let flags = rustix::fs::fcntl_getfl(pipe)?;
+    rustix::fs::fcntl_setfl(pipe, flags | OFlags::NONBLOCK)?;
+    let mut done = 0;
+    while done < data.len() {
+        match rustix::io::write(pipe, &data[done..]) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fcntl_setfl(pipe, flags)?;
+    Ok(done)
+}
+
 fn into_file(fd: impl Into<OwnedFd>) -> File {
     File::from(fd.into())
 }
@@ -105,7 +124,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         json.push(0);
         json.extend_from_slice(filter);
     }
-    let (spec_r, mut spec_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    let (spec_r, spec_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (mut err_r, err_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (out_r, out_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (errout_r, errout_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
@@ -114,6 +133,12 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     if trace::enabled() {
         flags |= zygote::REQ_TRACE;
     }
+    // Into the pipe before the init exists, as far as it holds without
+    // blocking (all of a usual spec), and our end closed if it all fit: the
+    // init then reads it to the end at once instead of waiting for us to be
+    // scheduled again after the zygote's reply.
+    let sent = prefill(&spec_w, &json).map_err(SandboxError::Pipe)?;
+    let mut spec_w = (sent < json.len()).then_some(spec_w);
     // The zygote forks the init and takes over the write ends (our copies
     // close when `fds` is dropped, so that the pipes reach end of file when
     // the sandbox ends).
@@ -135,8 +160,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         status: None,
     };
     // A write error means the init died early; its report follows on the error pipe.
-    let wrote = spec_w.write_all(&json);
-    drop(spec_w);
+    let wrote = spec_w.take().map_or(Ok(()), |mut w| w.write_all(&json[sent..]));
     let mut msg = String::new();
     let read = err_r.read_to_string(&mut msg);
     trace::mark("set-up");

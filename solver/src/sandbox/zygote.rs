@@ -18,8 +18,11 @@
 //! - reply: the host pid of the forked init (or `-errno`) and, by
 //!   `SCM_RIGHTS`, a pidfd of it: the solver kills through the pidfd, so a
 //!   pid reused after the zygote reaped the init is never signalled;
-//! - when the init exits, the zygote writes its status (exit code, or
-//!   128+signal) as 4 bytes to the status pipe and closes it.
+//! - the init writes its exit status (4 bytes) to the status pipe right
+//!   before it exits; when the zygote reaps it, it writes the status it
+//!   saw (exit code, or 128+signal) too and closes the pipe. The solver
+//!   reads the first 4 bytes: the init's own unless it was killed first,
+//!   and no wait for the zygote's wake-up on the way.
 //!
 //! Life: the zygote exits when its socket reaches end of file (the rbuild
 //! process is gone) and gets `SIGKILL` when the thread that started it —
@@ -413,6 +416,7 @@ fn become_init(flags: u8, fds: &StepFds, zygote: libc::pid_t) -> ! {
             (fds.stderr.as_raw_fd(), 2),
             (fds.spec.as_raw_fd(), init::SPEC_FD),
             (fds.err.as_raw_fd(), init::ERR_FD),
+            (fds.status.as_raw_fd(), init::STATUS_FD),
         ]
         .map(|(fd, to)| (libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10), to));
         for (high, to) in placed {
@@ -420,7 +424,7 @@ fn become_init(flags: u8, fds: &StepFds, zygote: libc::pid_t) -> ! {
                 libc::_exit(125);
             }
         }
-        let first = (init::ERR_FD + 1) as u32;
+        let first = (init::STATUS_FD + 1) as u32;
         if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) != 0 {
             // Before Linux 5.9: the init marks them close-on-exec anyway.
             for fd in first as RawFd..1024 {
