@@ -302,6 +302,9 @@ pub(crate) fn run_zygote() -> ! {
     // nothing else in this process refers to it.
     let sock = unsafe { OwnedFd::from_raw_fd(SOCK_FD) };
     let _ = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC);
+    // Settled once here (off: our environment has no such variable) rather
+    // than looked up again in every init; a request turns it on.
+    let _ = super::trace::enabled();
     let mut inits: Vec<Init> = Vec::new();
     loop {
         let mut polled: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
