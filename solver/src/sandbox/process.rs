@@ -150,7 +150,6 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         status: status_w.into(),
     };
     let (pid, pidfd) = zygote::fork_init(flags, fds)?;
-    trace::mark("forked");
     let mut sc = SandboxChild {
         pid,
         killer: Killer::new(pidfd),
