@@ -42,5 +42,8 @@ fn main() {
             1
         }
     };
+    // Every sandbox has ended: let the zygote exit and collect it (its CPU
+    // time, and its steps', then count as this process's).
+    rbuild_solver::sandbox::shutdown();
     std::process::exit(code);
 }

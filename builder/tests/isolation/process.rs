@@ -324,3 +324,164 @@ fn escape_host_device_node_metadata() {
         assert_eq!(read(&out, "changed"), "", "{who:?}: a RUN changed host device nodes");
     });
 }
+
+/// Processes whose command line (NUL-separated words joined by spaces)
+/// contains `needle`, with their pids.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if c.contains(needle) {
+                found.push((pid, c));
+            }
+        }
+    }
+    found
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits until `cond` holds (10 s at most); the kernel delivers
+/// parent-death signals asynchronously and the machine may be loaded.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A build of `p` as `who` started in the background (stderr to `log`),
+/// with `prelude` run in the same shell right before `exec rbuild`.
+fn start_build(p: &Probe, who: Runner, prelude: &str, log: &Path) -> std::process::Child {
+    let base = p.dir.path();
+    let script = format!(
+        "{prelude}\nexec \"$0\" --root \"$1\" build --progress plain --no-cache -o \"type=local,dest=$2\" \"$3\""
+    );
+    let mut cmd = if who == Runner::User && is_root() {
+        run(Command::new("chown").args(["-R", &format!("{TEST_USER}:{TEST_USER}")]).arg(base));
+        run(Command::new("chmod").arg("755").arg(base));
+        let mut c = Command::new("runuser");
+        c.args(["-u", TEST_USER, "--", "sh", "-c"]).env("HOME", base);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.arg("-c");
+        c
+    };
+    cmd.arg(script)
+        .arg(rbuild().get_program())
+        .arg(base.join(format!("store-{who:?}")))
+        .arg(base.join(format!("out-{who:?}")))
+        .arg(base.join("ctx"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The sandbox zygote started by the rbuild process building `p` as `who`,
+/// and that rbuild's pid (found through the store path on its command line).
+fn zygote_of(p: &Probe, who: Runner) -> (u32, u32) {
+    let store = p.dir.path().join(format!("store-{who:?}"));
+    let rbuild_pid = processes_with(&store.display().to_string())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == rbuild().get_program()))
+        .expect("rbuild is running");
+    let zygote = processes_with("rbuild-sandbox-zygote")
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| parent_of(*pid) == Some(rbuild_pid))
+        .expect("the zygote is running");
+    (rbuild_pid, zygote)
+}
+
+/// Escape: the sandbox zygote, which forks every `RUN`, lives as long as the
+/// build. Anything of the build process it held (a descriptor rbuild
+/// inherited, the caller's environment or working directory) would be one
+/// fork away from each `RUN`. And a killed build (^C, OOM) must take it and
+/// the running step along.
+#[test]
+fn escape_zygote_holds_nothing_of_the_build_and_dies_with_it() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    for_each_runner(|who| {
+        // A sleep no other test uses, to find it among all processes.
+        let sleep = format!("sleep {}", 2000 + std::process::id() % 8000 + who as u32);
+        let p = Probe::new(&format!("FROM {{base}}\nRUN echo step-started && {sleep} && echo after-$((1+1))\n"), &reg);
+        let secret = p.dir.path().join("secret");
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("file"), "host secret\n").unwrap();
+        let log = p.dir.path().join("log");
+        let prelude =
+            format!("exec 8</ 9<{s}/file; cd {s}; export ZYGOTE_PROBE_SECRET=do-not-leak", s = secret.display());
+        let mut child = start_build(&p, who, &prelude, &log);
+        eventually("the step runs", || processes_with(&sleep).iter().any(|(_, c)| c.trim() == sleep));
+        let (rbuild_pid, zygote) = zygote_of(&p, who);
+        // rbuild itself does hold all three (the test's premise).
+        let rbuild_env =
+            String::from_utf8_lossy(&std::fs::read(format!("/proc/{rbuild_pid}/environ")).unwrap()).into_owned();
+        assert!(rbuild_env.contains("ZYGOTE_PROBE_SECRET"), "{who:?}");
+
+        let environ = std::fs::read(format!("/proc/{zygote}/environ")).unwrap();
+        for var in environ.split(|b| *b == 0).filter(|v| !v.is_empty()) {
+            let var = String::from_utf8_lossy(var);
+            assert!(
+                var.starts_with("RBUILD_SANDBOX_ZYGOTE=") || var.starts_with("MIMALLOC_ARENA_EAGER_COMMIT="),
+                "{who:?}: the zygote has `{var}` in its environment"
+            );
+        }
+        assert_eq!(std::fs::read_link(format!("/proc/{zygote}/cwd")).unwrap(), Path::new("/"), "{who:?}");
+        for fd in std::fs::read_dir(format!("/proc/{zygote}/fd")).unwrap().flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default().display().to_string();
+            let n: u32 = fd.file_name().to_string_lossy().parse().unwrap();
+            let allowed = if n <= 2 {
+                target == "/dev/null"
+            } else {
+                // Its socket to rbuild, the running step's status pipe and pidfd.
+                target.starts_with("socket:") || target.starts_with("pipe:") || target == "anon_inode:[pidfd]"
+            };
+            assert!(allowed, "{who:?}: the zygote holds fd {n} -> {target}");
+        }
+
+        run(Command::new("kill").args(["-KILL", &rbuild_pid.to_string()]));
+        let _ = child.wait();
+        let zygote_alive =
+            || std::fs::read(format!("/proc/{zygote}/cmdline")).is_ok_and(|c| c.starts_with(b"rbuild-sandbox-zygote"));
+        eventually("the zygote is gone", || !zygote_alive());
+        eventually("the step is gone", || !processes_with(&sleep).iter().any(|(_, c)| c.trim() == sleep));
+        // The command never got past the sleep.
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(log.contains("step-started") && !log.contains("after-2"), "{who:?}:\n{log}");
+    });
+}
+
+/// A zygote killed from outside (the OOM killer, a stray `kill`) fails the
+/// running step, and the build, with a message that says so, instead of
+/// hanging or reporting a plain exit code.
+#[test]
+fn a_killed_zygote_fails_the_build_with_a_clear_error() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    for_each_runner(|who| {
+        let sleep = format!("sleep {}", 3000 + std::process::id() % 8000 + who as u32);
+        let p = Probe::new(&format!("FROM {{base}}\nRUN echo step-started && {sleep}\n"), &reg);
+        let log = p.dir.path().join("log");
+        let mut child = start_build(&p, who, "", &log);
+        eventually("the step runs", || processes_with(&sleep).iter().any(|(_, c)| c.trim() == sleep));
+        let (_, zygote) = zygote_of(&p, who);
+        run(Command::new("kill").args(["-KILL", &zygote.to_string()]));
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{who:?}");
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(log.contains("the sandbox zygote (the process starting every RUN) has exited"), "{who:?}:\n{log}");
+        eventually("the step is gone", || !processes_with(&sleep).iter().any(|(_, c)| c.trim() == sleep));
+    });
+}

@@ -32,6 +32,12 @@ pub(crate) fn use_copy() -> bool {
     *FORCED.get_or_init(|| std::env::var(MODE_ENV).is_ok_and(|v| v == "copy")) || REFUSED.load(Ordering::Relaxed)
 }
 
+/// Uses the copy fallback from now on in this process (a sandbox init told
+/// so by the solver, which saw the kernel refuse an overlay).
+pub(crate) fn force_copy() {
+    REFUSED.store(true, Ordering::Relaxed);
+}
+
 /// Whether `e` (from fsopen/fsconfig/fsmount of an overlay) means "overlayfs
 /// is not available here" rather than a bad path; remembers it so later
 /// views go straight to the fallback.

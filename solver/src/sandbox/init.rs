@@ -1,8 +1,9 @@
-//! The re-executed sandbox init (the `runc init` of rbuild).
+//! The sandbox init of one `RUN` (the `runc init` of rbuild).
 //!
-//! [`super::spawn`] starts `/proc/self/exe` with [`INIT_ENV`] set, the JSON
-//! spec readable on fd 3 and an error pipe on fd 4. [`run_init`] (reached
-//! through `init_process`, before any thread exists) then:
+//! The zygote ([`super::zygote`]) forks it for each step with the JSON spec
+//! readable on fd 3, an error pipe on fd 4 and the command's stdout/stderr
+//! pipes as fds 1 and 2. [`run_init`] (single-threaded: a fork of the
+//! single-threaded zygote) then:
 //! - unshares pid, ipc, uts (and net) namespaces — a new pid namespace only
 //!   applies to children, hence the fork;
 //! - forks pid 1 of the new pid namespace, which gets `PR_SET_PDEATHSIG
@@ -32,23 +33,28 @@ use super::{
     MountSource, Network, RunSpec, SandboxError, Security, caps, copyfs, error_chain, passwd, rootfs, seccomp,
 };
 
-/// Environment marker of a re-executed sandbox init.
-pub(crate) const INIT_ENV: &str = "RBUILD_SANDBOX_INIT";
 /// Descriptor carrying the JSON [`RunSpec`] into the init.
 pub(crate) const SPEC_FD: i32 = 3;
 /// Descriptor on which the init reports set-up failures; closed on success.
 pub(crate) const ERR_FD: i32 = 4;
+/// The step's status pipe: the init writes its exit status there itself
+/// before exiting, so the solver need not wait for the zygote to reap it
+/// (the zygote writes it too, for an init killed before it could).
+pub(crate) const STATUS_FD: i32 = 5;
 /// Exit code of a sandbox whose set-up failed (as runc/Docker use 125).
 const SETUP_FAILED: i32 = 125;
 
 /// Runs the sandbox init; never returns.
 pub(crate) fn run_init() -> ! {
-    // SAFETY: `spawn` placed these two descriptors with dup2 right before
-    // exec; nothing else in this fresh process refers to them.
-    let (mut spec_pipe, err) = unsafe { (File::from_raw_fd(SPEC_FD), OwnedFd::from_raw_fd(ERR_FD)) };
+    // SAFETY: the zygote placed these three descriptors with dup2 right after
+    // the fork; nothing else in this process refers to them.
+    let (mut spec_pipe, err, status) =
+        unsafe { (File::from_raw_fd(SPEC_FD), OwnedFd::from_raw_fd(ERR_FD), File::from_raw_fd(STATUS_FD)) };
+    let _ = rustix::io::fcntl_setfd(&status, rustix::io::FdFlags::CLOEXEC);
     // Neither the spec pipe nor the error pipe may leak into the command.
     let _ = rustix::io::fcntl_setfd(&err, rustix::io::FdFlags::CLOEXEC);
     let _ = rustix::io::fcntl_setfd(&spec_pipe, rustix::io::FdFlags::CLOEXEC);
+    super::trace::mark("init");
     let mut err = Some(err);
     let mut buf = Vec::new();
     let result = spec_pipe
@@ -62,6 +68,7 @@ pub(crate) fn run_init() -> ! {
             serde_json::from_slice::<RunSpec>(json).map_err(SandboxError::SpecCodec)
         })
         .and_then(|spec| {
+            super::trace::mark("spec-read");
             drop(spec_pipe);
             intermediate(&spec, &mut err)
         });
@@ -72,7 +79,14 @@ pub(crate) fn run_init() -> ! {
             SETUP_FAILED
         }
     };
-    std::process::exit(code)
+    // The solver may read this before we are gone: pid 1 and its namespaces
+    // are (their teardown precedes pid 1's exit notification), and the
+    // copy fallback's diff is written.
+    let _ = (&status).write_all(&code.to_ne_bytes());
+    // SAFETY: nothing is buffered (reports go out with one write each), and
+    // the exit handlers inherited from the zygote have nothing to do for
+    // this process but cost time (mimalloc's purge of its arenas).
+    unsafe { libc::_exit(code) }
 }
 
 fn report(err: Option<&OwnedFd>, e: &SandboxError) {
@@ -190,8 +204,9 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
     if spec.network == Network::None {
         loopback_up().map_err(SandboxError::Loopback)?;
     }
-    // SAFETY: this re-executed process is single-threaded (it runs before
-    // `main` starts any thread), so the child may run arbitrary code.
+    super::trace::mark("namespaces");
+    // SAFETY: this process is single-threaded (a fork of the
+    // single-threaded zygote), so the child may run arbitrary code.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(SandboxError::Fork { what: "the sandbox pid 1", source: std::io::Error::last_os_error() });
@@ -220,6 +235,7 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
             }
             return Err(SandboxError::Wait(e));
         }
+        super::trace::mark("pid1-exited");
         if libc::WIFEXITED(status) {
             return Ok(libc::WEXITSTATUS(status));
         }
@@ -265,7 +281,9 @@ pub(crate) fn loopback_up() -> std::io::Result<()> {
 
 /// Pid 1: build the root, become the user, exec. Returns only on failure.
 fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<Infallible, SandboxError> {
+    super::trace::mark("pid1");
     rootfs::setup(&Linux, spec, flat_root)?;
+    super::trace::mark("pivoted");
     // Before leaving root: raising a hard limit needs CAP_SYS_RESOURCE.
     super::limits::apply(&spec.rlimits)?;
     // From here on "/" is the container's root.
@@ -285,6 +303,7 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
         seccomp::install_default(caps::configured_for_seccomp(&spec.network)).map_err(SandboxError::Seccomp)?;
     }
 
+    super::trace::mark("seccomp");
     let caps =
         caps::Plan::new(spec.security, &spec.network, user.uid, caps::current().map_err(SandboxError::Capabilities)?);
     caps::keep_across_setuid().map_err(SandboxError::Capabilities)?;
@@ -318,6 +337,7 @@ fn pid1(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> 
     // allow what follows: capset, prctl, close_range, execve.
     caps.apply().map_err(SandboxError::Capabilities)?;
     cloexec_above_stdio().map_err(SandboxError::CloseFds)?;
+    super::trace::mark("exec");
     // Set-up is complete: closing the error pipe lets `spawn` return. What
     // follows is the command's own business and goes to its stderr.
     *err = None;

@@ -22,15 +22,32 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 /// path and is followed as given; `""`, `"."` and `"/"` name the root.
 pub fn open_in_root(root: &Path, selector: &str) -> io::Result<OwnedFd> {
     let rootfd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let rel = selector.trim_start_matches('/');
+    openat2_in_root(&rootfd, selector)
+}
+
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` of `path` (leading
+/// `/` ignored) under the directory `rootfd`, as an `O_PATH` descriptor.
+///
+/// The kernel answers `EAGAIN` when a mount or rename anywhere on the
+/// system (the seqcounts are global) raced with resolving a `..`: it cannot
+/// then prove the walk stayed inside the root. Retrying is what it asks
+/// for (as libpathrs does); concurrent sandboxes mounting make it common.
+pub(crate) fn openat2_in_root(rootfd: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
+    let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    Ok(rustix::fs::openat2(
-        &rootfd,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )?)
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            rootfd,
+            rel,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(rustix::io::Errno::AGAIN) if tries < 64 => tries += 1,
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// The canonical path (no symlinks, no `..`) of `selector` inside `root`,

@@ -2,18 +2,18 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::os::fd::OwnedFd;
 
-use super::init::{ERR_FD, INIT_ENV, SPEC_FD};
-use super::user_ns::USERNS_ENV;
-use super::{RunSpec, SandboxError, Security, copyfs, seccomp};
+use super::zygote::{self, Killer, StepFds};
+use super::{RunSpec, SandboxError, Security, copyfs, seccomp, trace};
 
 /// A running sandbox.
 #[derive(Debug)]
 pub struct SandboxChild {
-    child: Child,
+    pid: i32,
+    killer: Killer,
+    /// Where the zygote writes the init's exit status.
+    status_pipe: File,
     stdout: Option<File>,
     stderr: Option<File>,
     status: Option<i32>,
@@ -22,7 +22,12 @@ pub struct SandboxChild {
 impl SandboxChild {
     /// Host pid of the sandbox's supervising process (outside its pid namespace).
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.pid
+    }
+
+    /// A handle killing this sandbox from another thread (build cancellation).
+    pub fn killer(&self) -> Killer {
+        self.killer.clone()
     }
 
     /// Read end of the command's stdout (once).
@@ -40,8 +45,7 @@ impl SandboxChild {
         if let Some(code) = self.status {
             return Ok(code);
         }
-        let st = self.child.wait().map_err(SandboxError::Wait)?;
-        let code = st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(255);
+        let code = zygote::read_status(&mut self.status_pipe)?;
         self.status = Some(code);
         Ok(code)
     }
@@ -50,22 +54,40 @@ impl SandboxChild {
     /// through its parent-death signal, and the rest of the pid namespace
     /// with it). Does nothing once the sandbox has been waited for.
     pub fn kill(&self) {
-        if self.status.is_none()
-            && let Some(pid) = rustix::process::Pid::from_raw(self.pid())
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        if self.status.is_none() {
+            self.killer.kill();
         }
     }
 }
 
 impl Drop for SandboxChild {
     fn drop(&mut self) {
-        // Never leave a sandbox running (or a zombie) behind an abandoned handle.
+        // Never leave a sandbox running behind an abandoned handle (the
+        // zygote reaps it; its status, or the zygote's end, arrives soon).
         if self.status.is_none() {
             self.kill();
             let _ = self.wait();
         }
     }
+}
+
+/// Writes what of `data` fits into the (empty) pipe without blocking;
+/// returns how much.
+fn prefill(pipe: &std::io::PipeWriter, data: &[u8]) -> std::io::Result<usize> {
+    use rustix::fs::OFlags;
+    let flags = rustix::fs::fcntl_getfl(pipe)?;
+    rustix::fs::fcntl_setfl(pipe, flags | OFlags::NONBLOCK)?;
+    let mut done = 0;
+    while done < data.len() {
+        match rustix::io::write(pipe, &data[done..]) {
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::fcntl_setfl(pipe, flags)?;
+    Ok(done)
 }
 
 fn into_file(fd: impl Into<OwnedFd>) -> File {
@@ -76,8 +98,8 @@ fn into_file(fd: impl Into<OwnedFd>) -> File {
 /// and the command is about to be executed (set-up failures are returned as
 /// [`SandboxError::Setup`]). Stdin is `/dev/null`.
 ///
-/// Requires [`super::init_process`] to have run in this process and to run
-/// first in `main` (the sandbox init is this same executable).
+/// Requires [`super::init_process`] to run first in `main`: the zygote
+/// ([`super::zygote`]), started on the first call, is this same executable.
 pub fn spawn(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     match spawn_once(spec) {
         // The kernel refused the overlay root: nothing was written yet;
@@ -94,6 +116,7 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
     if spec.args.is_empty() {
         return Err(SandboxError::InvalidSpec("no command to run".into()));
     }
+    trace::mark("spawn");
     let mut json = serde_json::to_vec(spec).map_err(SandboxError::SpecCodec)?;
     if spec.security == Security::Sandbox
         && let Some(filter) = seccomp::encoded_filter(super::caps::configured_for_seccomp(&spec.network))
@@ -101,70 +124,45 @@ fn spawn_once(spec: &RunSpec) -> Result<SandboxChild, SandboxError> {
         json.push(0);
         json.extend_from_slice(filter);
     }
-    let (spec_r, mut spec_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    let (spec_r, spec_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
     let (mut err_r, err_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("rbuild-sandbox-init")
-        .env_clear()
-        .env(INIT_ENV, "1")
-        // The init allocates a few KiB and lives for one `RUN`: committing
-        // mimalloc's whole first arena up front (its default where the
-        // kernel overcommits) costs ~0.5 ms of page-table work per step.
-        // The command never sees this variable: it gets `spec.env` only.
-        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(v) = std::env::var_os(USERNS_ENV) {
-        cmd.env(USERNS_ENV, v);
+    let (out_r, out_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    let (errout_r, errout_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    let (status_r, status_w) = std::io::pipe().map_err(SandboxError::Pipe)?;
+    let mut flags = if copyfs::use_copy() { zygote::REQ_COPY } else { 0 };
+    if trace::enabled() {
+        flags |= zygote::REQ_TRACE;
     }
-    if copyfs::use_copy() {
-        cmd.env(copyfs::MODE_ENV, "copy");
-    }
-    let (sr, ew) = (spec_r.as_raw_fd(), err_w.as_raw_fd());
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure only calls async-signal-safe prctl/getppid/
-    // fcntl/dup2/close_range on descriptors that stay open in the parent
-    // until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            // If rbuild dies (even by SIGKILL), the sandbox goes with it:
-            // the supervisor gets SIGKILL, so does pid 1, and with it the
-            // whole pid namespace. The death signal is tied to the spawning
-            // thread, which waits for this child for its whole life.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before the prctl took effect.
-            if libc::getppid() != parent {
-                libc::_exit(125);
-            }
-            // Duplicate to high close-on-exec descriptors first, so that
-            // placing one at 3 cannot clobber the other sitting there.
-            let a = libc::fcntl(sr, libc::F_DUPFD_CLOEXEC, 10);
-            let b = libc::fcntl(ew, libc::F_DUPFD_CLOEXEC, 10);
-            if a < 0 || b < 0 || libc::dup2(a, SPEC_FD) < 0 || libc::dup2(b, ERR_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Only stdio and the two pipes cross: whatever rbuild inherited
-            // without O_CLOEXEC (a jobserver, `exec 8</`) stays behind. The
-            // init marks the rest once more before the command's execve, so
-            // an old kernel refusing this (before 5.11) is no leak.
-            libc::syscall(libc::SYS_close_range, (ERR_FD + 1) as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
-    drop(spec_r);
-    drop(err_w);
+    // Into the pipe before the init exists, as far as it holds without
+    // blocking (all of a usual spec), and our end closed if it all fit: the
+    // init then reads it to the end at once instead of waiting for us to be
+    // scheduled again after the zygote's reply.
+    let sent = prefill(&spec_w, &json).map_err(SandboxError::Pipe)?;
+    let mut spec_w = (sent < json.len()).then_some(spec_w);
+    // The zygote forks the init and takes over the write ends (our copies
+    // close when `fds` is dropped, so that the pipes reach end of file when
+    // the sandbox ends).
+    let fds = StepFds {
+        spec: spec_r.into(),
+        err: err_w.into(),
+        stdout: out_w.into(),
+        stderr: errout_w.into(),
+        status: status_w.into(),
+    };
+    let (pid, pidfd) = zygote::fork_init(flags, fds)?;
+    let mut sc = SandboxChild {
+        pid,
+        killer: Killer::new(pidfd),
+        status_pipe: File::from(OwnedFd::from(status_r)),
+        stdout: Some(into_file(out_r)),
+        stderr: Some(into_file(errout_r)),
+        status: None,
+    };
     // A write error means the init died early; its report follows on the error pipe.
-    let wrote = spec_w.write_all(&json);
-    drop(spec_w);
+    let wrote = spec_w.take().map_or(Ok(()), |mut w| w.write_all(&json[sent..]));
     let mut msg = String::new();
     let read = err_r.read_to_string(&mut msg);
-    let stdout = child.stdout.take().map(into_file);
-    let stderr = child.stderr.take().map(into_file);
-    let mut sc = SandboxChild { child, stdout, stderr, status: None };
+    trace::mark("set-up");
     if !msg.is_empty() {
         let _ = sc.wait();
         return Err(SandboxError::Setup(msg));

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::rootfs::{DEV_NODES, Stub};
 use rustix::mount::{
@@ -314,15 +314,7 @@ impl Syscall for Linux {
 
     fn attach_in(&self, mount: BorrowedFd<'_>, root: &Path, target: &str) -> io::Result<()> {
         let rootfd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        let rel = target.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let to = rustix::fs::openat2(
-            &rootfd,
-            rel,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )?;
+        let to = super::inroot::openat2_in_root(&rootfd, target)?;
         rustix::mount::move_mount(
             mount,
             "",
@@ -335,17 +327,10 @@ impl Syscall for Linux {
 
     fn open_in(&self, root: &Path, target: &str) -> io::Result<Option<OwnedFd>> {
         let rootfd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        let rel = target.trim_start_matches('/');
-        match rustix::fs::openat2(
-            &rootfd,
-            if rel.is_empty() { "." } else { rel },
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
+        match super::inroot::openat2_in_root(&rootfd, target) {
             Ok(fd) => Ok(Some(fd)),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -385,13 +370,7 @@ impl Syscall for Linux {
         let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         for keep in (0..=comps.len()).rev() {
             let prefix = if keep == 0 { ".".to_string() } else { comps[..keep].join("/") };
-            match rustix::fs::openat2(
-                &rootfd,
-                prefix.as_str(),
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            ) {
+            match super::inroot::openat2_in_root(&rootfd, &prefix) {
                 Ok(fd) => {
                     // The kernel's own name for the resolved object gives the
                     // canonical path with every in-root symlink followed.
@@ -409,8 +388,8 @@ impl Syscall for Linux {
                         .map_err(|_| io::Error::other(format!("`{target}` resolves outside the root")))?;
                     return Ok(Resolved { existing, missing: comps[keep..].iter().map(|c| c.to_string()).collect() });
                 }
-                Err(rustix::io::Errno::NOENT) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(io::Error::other("the root itself cannot be opened"))

@@ -103,14 +103,14 @@ impl IdMapping {
 
 /// Must be the first thing `main` calls, before any thread exists.
 ///
-/// If this process is a re-executed sandbox init (see [`super::spawn`]), runs
-/// it and never returns. Otherwise moves the process into one user namespace
+/// If this process is the sandbox zygote (see [`super::spawn`]), runs it
+/// and never returns. Otherwise moves the process into one user namespace
 /// and a private mount namespace, becomes container root and returns the
 /// mapping in force. Calling it again (or in a child that inherited the
 /// environment marker) does nothing but return the mapping.
 pub fn init_process() -> Result<IdMapping, SandboxError> {
-    if std::env::var_os(super::init::INIT_ENV).is_some() {
-        super::init::run_init();
+    if std::env::var_os(super::zygote::ZYGOTE_ENV).is_some() {
+        super::zygote::run_zygote();
     }
     if let Some(v) = std::env::var_os(USERNS_ENV) {
         return serde_json::from_str(&v.to_string_lossy()).map_err(SandboxError::SpecCodec);

@@ -21,6 +21,7 @@ pub(crate) fn run(
     exec: &ExecOp,
     inputs: &[Finished],
 ) -> Result<VertexResult, SolveError> {
+    sandbox::trace::mark("step");
     if let Some(platform) = &exec.platform {
         let host = crate::graph::Platform::host();
         let found = super::emulation::check(
@@ -183,7 +184,7 @@ pub(crate) fn run(
         cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
     };
     let mut child = sandbox::spawn(&spec).map_err(|e| step_error(vertex, e))?;
-    shared.running.lock().expect("running map").insert(vertex.digest, child.pid());
+    shared.running.lock().expect("running map").insert(vertex.digest, child.killer());
     if shared.is_cancelled() {
         child.kill();
         if let Some(cg) = &cgroup {
@@ -212,11 +213,13 @@ pub(crate) fn run(
         }
         child.wait()
     });
+    sandbox::trace::mark("exited");
     shared.running.lock().expect("running map").remove(&vertex.digest);
     // Kills whatever the command left behind, then removes the cgroup.
     drop(cgroup);
     drop(scratch_dirs);
     drop(cache_locks);
+    sandbox::trace::mark("released");
     let code = status.map_err(|e| step_error(vertex, e))?;
     if shared.is_cancelled() {
         return Err(step_error(vertex, StepError::Cancelled));
@@ -226,6 +229,7 @@ pub(crate) fn run(
         return Err(step_error(vertex, StepError::ExitCode { command: exec.args.join(" "), code, tail }));
     }
     let id = draft.commit()?;
+    sandbox::trace::mark("committed");
     chain.push(id);
     layers.push(None);
     Ok(VertexResult::Snapshots { chain, layers })

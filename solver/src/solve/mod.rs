@@ -333,8 +333,8 @@ pub(crate) struct Shared<'a> {
     pub opts: &'a SolveOptions,
     pub progress: &'a dyn ProgressSink,
     pub cancelled: AtomicBool,
-    /// Pids of running sandboxes, killed on cancellation.
-    pub running: Mutex<HashMap<Digest, i32>>,
+    /// Running sandboxes, killed on cancellation.
+    pub running: Mutex<HashMap<Digest, crate::sandbox::Killer>>,
     pub lease: rbuild_cache::store::Lease,
     /// The private network of default-network `RUN`s, started on first use.
     pub network: network::BuildNetwork,
@@ -347,10 +347,8 @@ impl Shared<'_> {
 
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
-        for pid in self.running.lock().expect("running map").values() {
-            if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+        for sandbox in self.running.lock().expect("running map").values() {
+            sandbox.kill();
         }
     }
 }
