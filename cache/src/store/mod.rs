@@ -45,7 +45,6 @@ mod deferred;
 mod lease;
 mod prune;
 mod snapshot;
-mod tee;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -64,7 +63,6 @@ pub use deferred::Materialized;
 pub use lease::Lease;
 pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
-pub use tee::LayerTee;
 
 use crate::fsutil;
 use crate::oci::{LayerDescriptor, sha256_digest};
