@@ -14,13 +14,27 @@
 //!
 //! The worker holds a weak reference to the store, so dropping the last
 //! [`Store`] handle stops it (after the job at hand).
+//!
+//! Two snapshots often hold the same layer: `COPY --from=build /app /app`
+//! of a stage whose own `COPY src/ /app` made the files gives the same tar
+//! (a `mode=max` cache exports both). Before compressing a large snapshot
+//! whose size matches a layer this process already wrote under the same
+//! note name, the worker tars it into a hash (a fraction of compressing
+//! it) and, on the same diff id, notes that blob for it instead of
+//! compressing the same bytes again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Condvar, Mutex, Weak};
 
 use super::{Inner, SnapshotId, Store, StoreError};
-use crate::layer::{LayerOptions, LayerWriteError, note_name, write_layer};
+use crate::layer::{Compression, LayerOptions, LayerWriteError, note_name, write_layer};
+use crate::oci::LayerDescriptor;
+
+/// Snapshots smaller than this are compressed without looking for a twin:
+/// hashing them first would cost about what it could save.
+const TWIN_MIN_BYTES: u64 = 4 << 20;
 
 /// One queued job.
 struct Job {
@@ -51,6 +65,11 @@ pub(crate) struct Background {
     pending: Mutex<HashSet<(SnapshotId, String)>>,
     changed: Condvar,
     queue: Mutex<Option<Sender<Job>>>,
+    /// The large layers written by this process, by (snapshot size, note
+    /// name): where a twin of the next one may be found.
+    written: Mutex<HashMap<(u64, String), Vec<LayerDescriptor>>>,
+    /// Layers compressed (not found as a twin), for tests and traces.
+    compressed: AtomicUsize,
 }
 
 /// Why a background layer could not be written (the foreground then writes it).
@@ -141,9 +160,51 @@ fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, name: &str) ->
     if std::fs::read_dir(&diff).map(|mut d| d.next().is_none()).unwrap_or(true) {
         return Ok(());
     }
+    let bg = &store.inner.background;
+    let size = store.snapshot_size(&id.0);
+    if let Some(twin) = twin_layer(store, id, opts, (size, name))? {
+        store.set_layer_for_snapshot(id, name, &twin)?;
+        return Ok(());
+    }
     let mut writer = store.blob_writer()?;
     let info = write_layer(&diff, opts, &mut writer).map_err(|e| JobError::Write(id.0.clone(), e))?;
     writer.finish_expecting(&info.digest)?;
     store.set_layer_for_snapshot(id, name, &info)?;
+    bg.compressed.fetch_add(1, Ordering::Relaxed);
+    if size >= TWIN_MIN_BYTES {
+        bg.written.lock().unwrap_or_else(|p| p.into_inner()).entry((size, name.to_string())).or_default().push(info);
+    }
     Ok(())
+}
+
+/// A layer this process wrote under note `key.1` whose tar is exactly
+/// snapshot `id`'s (same diff id, blob still stored), if one of the same
+/// size exists: found with one tar pass into a hash.
+fn twin_layer(
+    store: &Store,
+    id: &SnapshotId,
+    opts: &LayerOptions,
+    key: (u64, &str),
+) -> Result<Option<LayerDescriptor>, JobError> {
+    if key.0 < TWIN_MIN_BYTES {
+        return Ok(None);
+    }
+    let candidates =
+        match store.inner.background.written.lock().unwrap_or_else(|p| p.into_inner()).get(&(key.0, key.1.to_string()))
+        {
+            Some(c) => c.clone(),
+            None => return Ok(None),
+        };
+    let plain = LayerOptions { compression: Compression::Uncompressed, threads: 1, ..*opts };
+    let tar = write_layer(&store.snapshot_diff(id), &plain, &mut std::io::sink())
+        .map_err(|e| JobError::Write(id.0.clone(), e))?;
+    Ok(candidates.into_iter().find(|c| c.diff_id == tar.diff_id && store.has_blob(&c.digest)))
+}
+
+impl Store {
+    /// How many layers this store handle's background writer compressed
+    /// (a layer noted from its twin does not count).
+    pub fn background_compressions(&self) -> usize {
+        self.inner.background.compressed.load(Ordering::Relaxed)
+    }
 }

@@ -409,7 +409,7 @@ impl Store {
     }
 
     /// Size recorded at commit, or measured if the record is missing.
-    fn snapshot_size(&self, id: &str) -> u64 {
+    pub(super) fn snapshot_size(&self, id: &str) -> u64 {
         let dir = self.inner.root.join("snapshots").join(id);
         match fs::read_to_string(dir.join("size")).ok().and_then(|s| s.trim().parse().ok()) {
             Some(n) => n,

@@ -750,6 +750,35 @@ fn background_layers_match_foreground_ones() {
     }
 }
 
+/// A snapshot whose tar is one already compressed in this process (a
+/// stage's files copied again by a later stage) is noted with that blob,
+/// not compressed again; one of the same size with other bytes is.
+#[test]
+fn background_writer_reuses_the_blob_of_an_identical_layer() {
+    use crate::layer::{Compression, LayerOptions, note_name, write_layer};
+    let (_t, s) = tmp_store();
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let first = commit_snapshot(&s, &big);
+    let twin = commit_snapshot(&s, &big);
+    let mut other_bytes = big.clone();
+    other_bytes[3_000_000] ^= 1;
+    let other = commit_snapshot(&s, &other_bytes);
+    let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, source_date_epoch: Some(3), threads: 2 };
+    let name = note_name(&opts.compression, opts.source_date_epoch);
+    for id in [&first, &twin, &other] {
+        s.compress_in_background(id, opts);
+    }
+    let a = s.layer_for_snapshot(&first, &name).unwrap().expect("first layer");
+    let b = s.layer_for_snapshot(&twin, &name).unwrap().expect("twin layer");
+    let c = s.layer_for_snapshot(&other, &name).unwrap().expect("other layer");
+    assert_eq!(a, b);
+    assert_ne!(a.diff_id, c.diff_id);
+    assert_eq!(s.background_compressions(), 2, "the twin was compressed again");
+    // What the twin is noted with is exactly its own layer.
+    let want = write_layer(&s.snapshot_diff(&twin), &opts, &mut std::io::sink()).unwrap();
+    assert_eq!(b, want);
+}
+
 fn blob_count(s: &Store) -> usize {
     entries(&s.root().join("blobs/sha256")).len()
 }
