@@ -2,6 +2,7 @@
 //! committed by one rename to `snapshots/<id>`.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,6 +30,11 @@ impl SnapshotDraft {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|source| StoreError::CreateDir { path: p, source })?;
         }
+        // The root of a `RUN`'s view is the upper dir's: 0755 whatever the
+        // umask (and what [`diff_is_empty`] expects of an untouched diff).
+        let diff = dir.join("diff");
+        fs::set_permissions(&diff, fs::Permissions::from_mode(0o755))
+            .map_err(|source| StoreError::CreateDir { path: diff, source })?;
         Ok(SnapshotDraft { inner, dir, committed: false, size: None })
     }
 
@@ -88,6 +94,35 @@ impl SnapshotDraft {
         }
         Err(StoreError::Random(std::io::Error::other("16 snapshot id collisions in a row")))
     }
+}
+
+/// See [`super::Store::snapshot_is_empty`].
+pub(crate) fn diff_is_empty(diff: &Path) -> bool {
+    use rustix::fs::{Dir, Mode, OFlags};
+    let Ok(fd) =
+        rustix::fs::open(diff, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(&fd) else { return false };
+    if st.st_mode & 0o7777 != 0o755
+        || st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_gid != rustix::process::getegid().as_raw()
+    {
+        return false;
+    }
+    // Any name at all (ERANGE: more than fit) makes it not empty.
+    if !matches!(rustix::fs::flistxattr(&fd, &mut [0u8; 256][..]), Ok(0)) {
+        return false;
+    }
+    let Ok(mut dir) = Dir::read_from(&fd) else { return false };
+    while let Some(entry) = dir.read() {
+        let Ok(entry) = entry else { return false };
+        if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+            return false;
+        }
+    }
+    true
 }
 
 impl Drop for SnapshotDraft {

@@ -101,6 +101,45 @@ fn snapshots_commit_or_vanish() {
 }
 
 #[test]
+fn only_diffs_that_add_nothing_are_left_out_of_views() {
+    use std::os::unix::fs::symlink;
+    let (_t, s) = tmp_store();
+    let commit = |f: &dyn Fn(&Path)| {
+        let d = s.new_snapshot().unwrap();
+        f(&d.diff_dir());
+        d.commit().unwrap()
+    };
+    let empty = commit(&|_| {});
+    let file = commit(&|d| fs::write(d.join("f"), b"").unwrap());
+    // A whiteout (a 0:0 character device needs privilege; a symlink stands
+    // in for any entry) and an empty directory are entries.
+    let entry = commit(&|d| symlink("x", d.join(".wh.gone")).unwrap());
+    let dir = commit(&|d| fs::create_dir(d.join("empty-dir")).unwrap());
+    let chmodded = commit(&|d| fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap());
+    let xattr = commit(&|d| {
+        if rustix::fs::setxattr(d, "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).is_err() {
+            // No user xattrs on this filesystem: any other entry will do.
+            fs::write(d.join("f"), b"").unwrap();
+        }
+    });
+    assert!(s.snapshot_is_empty(&empty));
+    for id in [&file, &entry, &dir, &chmodded, &xattr] {
+        assert!(!s.snapshot_is_empty(id), "{id}");
+    }
+    let chain = [empty.clone(), file.clone(), empty.clone(), dir.clone(), empty.clone()];
+    assert_eq!(s.mount_layers(&chain), [s.snapshot_diff(&file), s.snapshot_diff(&dir)]);
+    assert_eq!(s.mount_layers(&[empty.clone(), empty.clone()]), [s.snapshot_diff(&empty)]);
+    assert!(s.mount_layers(&[]).is_empty());
+    // Memoised: the answer survives the diff (which nothing may write).
+    fs::write(s.snapshot_diff(&empty).join("late"), b"").unwrap();
+    assert!(s.snapshot_is_empty(&empty));
+    // Another process checks for itself.
+    let s2 = Store::open(s.root()).unwrap();
+    assert!(!s2.snapshot_is_empty(&empty));
+    assert!(!s2.snapshot_is_empty(&SnapshotId("../../etc".into())));
+}
+
+#[test]
 fn index_records_round_trip_and_check_their_contents() {
     let (_t, s) = tmp_store();
     let a = commit_snapshot(&s, b"a");
