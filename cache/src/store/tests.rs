@@ -140,6 +140,21 @@ fn only_diffs_that_add_nothing_are_left_out_of_views() {
 }
 
 #[test]
+fn a_lease_logs_each_snapshot_once() {
+    let (_t, s) = tmp_store();
+    let (a, b) = (commit_snapshot(&s, b"a"), commit_snapshot(&s, b"b"));
+    let lease = s.lease().unwrap();
+    for id in [&a, &b, &a, &b, &a] {
+        lease.add_snapshot(id).unwrap();
+    }
+    assert_eq!(fs::read_to_string(&lease.log.path).unwrap(), format!("s {a}\ns {b}\n"));
+    // A missing snapshot still fails, and is not remembered as held.
+    let gone = SnapshotId("0123456789ab".into());
+    assert!(matches!(lease.add_snapshot(&gone), Err(StoreError::SnapshotNotFound(_))));
+    assert!(matches!(lease.add_snapshot(&gone), Err(StoreError::SnapshotNotFound(_))));
+}
+
+#[test]
 fn index_records_round_trip_and_check_their_contents() {
     let (_t, s) = tmp_store();
     let a = commit_snapshot(&s, b"a");
