@@ -6,8 +6,10 @@
 //! ```text
 //! blobs/sha256/<hex>            content-addressed blobs
 //! snapshots/<id>/{diff,work}    committed snapshots (id: 12 hex chars, short
-//!                               because overlay `lowerdir=` strings must fit a page)
-//! snapshots/<id>/size           bytes in diff/, computed at commit
+//!                               because overlay `lowerdir=` strings must fit a page;
+//!                               work/: what overlay left there, empty directories)
+//! snapshots/<id>/size           bytes in diff/, computed at commit (absent: 0, or
+//!                               measured when asked for)
 //! snapshots/<id>/layers/<n>.json  layer blob known for this diff, per note name
 //!                               (`gzip-6`, `zstd-3-e0`, ...; `tar[-e<epoch>]`:
 //!                               the deferred layer, whose blob is not stored)
@@ -287,6 +289,7 @@ impl Store {
                 session,
                 checksums: OnceLock::new(),
                 background: background::Background::default(),
+                empty_diffs: Mutex::new(HashMap::new()),
             }),
         };
         store.clean_dead_owners();

@@ -481,6 +481,12 @@ fn prune_keeps_tagged_leased_and_recorded() {
     fs::create_dir(&ro).unwrap();
     fs::write(ro.join("f"), b"x").unwrap();
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
+    // Nor what overlay leaves in a work dir (kept since commit): mode 000.
+    let work = t.path().join("snapshots").join(&loose.0).join("work");
+    fs::create_dir_all(work.join("work/incompat/volatile")).unwrap();
+    for d in ["work/incompat/volatile", "work/incompat", "work"] {
+        fs::set_permissions(work.join(d), fs::Permissions::from_mode(0)).unwrap();
+    }
 
     let s = Store::open(t.path()).unwrap();
     let lease = s.lease().unwrap();
@@ -488,6 +494,7 @@ fn prune_keeps_tagged_leased_and_recorded() {
     let r = s.prune(&PruneOptions::default()).unwrap();
     assert_eq!((r.snapshots_removed, r.blobs_removed, r.records_removed), (1, 1, 0), "{r:?}");
     assert!(!s.has_snapshot(&loose) && !s.has_blob(&loose_blob));
+    assert!(!t.path().join("snapshots").join(&loose.0).exists());
     assert!(s.has_snapshot(&leased) && s.has_snapshot(&recorded));
     for d in [&manifest, &config, &layer, &snap_layer] {
         assert!(s.has_blob(d), "{d} kept");
