@@ -485,7 +485,7 @@ fn prune_keeps_tagged_leased_and_recorded() {
     let work = t.path().join("snapshots").join(&loose.0).join("work");
     fs::create_dir_all(work.join("work/incompat/volatile")).unwrap();
     for d in ["work/incompat/volatile", "work/incompat", "work"] {
-        fs::set_permissions(work.join(d), fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(work.join(d), fs::Permissions::from_mode(0o000)).unwrap();
     }
 
     let s = Store::open(t.path()).unwrap();
