@@ -940,6 +940,71 @@ fn bind_mounts_from_context_and_stage_are_read_only_and_leave_no_trace() {
     assert!(!local.path().join("mnt/data/a.txt").exists(), "bind mount content leaked into the image");
 }
 
+/// Empty diffs (`RUN true`) are left out of what later steps mount, never
+/// out of the image: later `RUN`s, a stage bind and a `COPY --from` still
+/// see exactly the merged files (whiteouts and an opaque directory on top
+/// of empty layers still hide what they hid), and every step keeps its layer.
+#[test]
+fn empty_runs_leave_views_and_layers_unchanged() {
+    let reg = registry_with_busybox();
+    let ctx = dockerfile_dir(&format!(
+        "FROM {r}/busybox:latest AS base\n\
+         RUN echo a > /a && mkdir -p /d/sub && echo x > /d/x && echo y > /keep\n\
+         RUN true\n\
+         RUN true\n\
+         RUN rm /a && rm -r /d && mkdir /d && echo z > /d/z\n\
+         RUN true\n\
+         RUN test ! -e /a && test ! -e /d/x && test ! -e /d/sub && cat /keep /d/z > /seen\n\
+         RUN true\n\
+         FROM {r}/busybox:latest\n\
+         RUN true\n\
+         COPY --from=base /seen /copied\n\
+         RUN --mount=type=bind,from=base,target=/b \
+         (test ! -e /b/a && test ! -e /b/d/x && ls /b/d && cat /b/seen) > /from-bind\n",
+        r = reg.addr
+    ));
+    let store = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    ok(build(store.path(), ctx.path(), &["-o", &format!("type=local,dest={}", local.path().display())]));
+    assert_eq!(std::fs::read_to_string(local.path().join("copied")).unwrap(), "y\nz\n");
+    assert_eq!(std::fs::read_to_string(local.path().join("from-bind")).unwrap(), "z\ny\nz\n");
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("layout");
+    ok(build(
+        store.path(),
+        ctx.path(),
+        &["--target", "base", "-t", "empty:latest", "-o", &format!("type=oci,dest={},tar=false", layout.display())],
+    ));
+    let listings = layer_listings(&layout);
+    let only = dockerfile_dir(&format!("FROM {}/busybox:latest\n", reg.addr));
+    let base_layout = out_dir.path().join("only");
+    ok(build(store.path(), only.path(), &["-o", &format!("type=oci,dest={},tar=false", base_layout.display())]));
+    let base_layers = layer_listings(&base_layout).len();
+    // The image keeps what it always had: the three RUNs that wrote
+    // something as layers (empty ones are history entries only, as in
+    // BuildKit), the whiteout and the opaque directory among them.
+    assert_eq!(listings.len(), base_layers + 3, "{listings:#?}");
+    let runs = &listings[base_layers..];
+    assert!(runs[1].contains(".wh.a") && runs[1].contains(".wh..wh..opq"), "{}", runs[1]);
+    let config = |layout: &Path| -> serde_json::Value {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(blob(layout, index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        serde_json::from_slice(&std::fs::read(blob(layout, manifest["config"]["digest"].as_str().unwrap())).unwrap())
+            .unwrap()
+    };
+    let history = |layout: &Path| config(layout)["history"].as_array().unwrap().len();
+    assert_eq!(history(&layout), history(&base_layout) + 7, "one history entry per RUN");
+    let bundle = umoci_unpack(&layout, "latest");
+    let rootfs = bundle.path().join("b/rootfs");
+    assert!(!rootfs.join("a").exists() && !rootfs.join("d/x").exists() && !rootfs.join("d/sub").exists());
+    assert_eq!(std::fs::read_to_string(rootfs.join("seen")).unwrap(), "y\nz\n");
+}
+
 /// Two target platforms are solved as one graph: the `FROM
 /// --platform=$BUILDPLATFORM` stage is the same vertex for both, so its RUN
 /// (which appends to a cache mount) executes once; each platform's image

@@ -6,7 +6,7 @@
 //! reader sees whole lines; a torn last line from a killed owner does not
 //! matter because a dead owner's lease is ignored anyway.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,7 +67,11 @@ impl Held {
 /// until the process dies: liveness is checked through the owner lock).
 pub struct Lease {
     inner: Arc<Inner>,
-    log: LeaseLog,
+    pub(crate) log: LeaseLog,
+    /// Snapshots already in the log: held until the lease ends, so adding
+    /// one again (every step adds its whole chain) needs no lock, check or
+    /// write.
+    snapshots: Mutex<HashSet<String>>,
 }
 
 impl Lease {
@@ -75,17 +79,23 @@ impl Lease {
         let n = inner.counter.fetch_add(1, Ordering::Relaxed);
         let path = inner.root.join("leases").join(format!("{}.lease-{n}", inner.owner));
         let log = LeaseLog::create(path)?;
-        Ok(Lease { inner, log })
+        Ok(Lease { inner, log, snapshots: Mutex::new(HashSet::new()) })
     }
 
     /// Holds a committed snapshot. Fails if it is not (or no longer) in the
     /// store: a concurrent prune may have removed it before the lease.
     pub fn add_snapshot(&self, id: &SnapshotId) -> Result<(), StoreError> {
+        let mut held = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        if held.contains(&id.0) {
+            return Ok(());
+        }
         let _gc = self.inner.gc_shared()?;
         if !super::valid_snapshot_id(&id.0) || !self.inner.snapshot_dir(id).join("diff").is_dir() {
             return Err(StoreError::SnapshotNotFound(id.0.clone()));
         }
-        self.log.append('s', &id.0)
+        self.log.append('s', &id.0)?;
+        held.insert(id.0.clone());
+        Ok(())
     }
 
     /// Holds a blob (and, if it is a manifest or index, what it names).

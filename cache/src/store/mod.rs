@@ -6,8 +6,10 @@
 //! ```text
 //! blobs/sha256/<hex>            content-addressed blobs
 //! snapshots/<id>/{diff,work}    committed snapshots (id: 12 hex chars, short
-//!                               because overlay `lowerdir=` strings must fit a page)
-//! snapshots/<id>/size           bytes in diff/, computed at commit
+//!                               because overlay `lowerdir=` strings must fit a page;
+//!                               work/: what overlay left there, empty directories)
+//! snapshots/<id>/size           bytes in diff/, computed at commit (absent: 0, or
+//!                               measured when asked for)
 //! snapshots/<id>/layers/<n>.json  layer blob known for this diff, per note name
 //!                               (`gzip-6`, `zstd-3-e0`, ...; `tar[-e<epoch>]`:
 //!                               the deferred layer, whose blob is not stored)
@@ -46,13 +48,13 @@ mod lease;
 mod prune;
 mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -246,6 +248,10 @@ pub(crate) struct Inner {
     checksums: OnceLock<ChecksumCache>,
     /// Layer blobs being written in the background.
     background: background::Background,
+    /// Per snapshot id, whether its diff is empty (see
+    /// [`Store::snapshot_is_empty`]); snapshots are immutable, so once known
+    /// it never changes.
+    empty_diffs: Mutex<HashMap<String, bool>>,
 }
 
 impl Drop for Inner {
@@ -281,6 +287,7 @@ impl Store {
                 session,
                 checksums: OnceLock::new(),
                 background: background::Background::default(),
+                empty_diffs: Mutex::new(HashMap::new()),
             }),
         };
         store.clean_dead_owners();
@@ -368,6 +375,36 @@ impl Store {
     /// metadata about it lives beside the layer.
     pub fn snapshot_dir(&self, id: &SnapshotId) -> PathBuf {
         self.inner.snapshot_dir(id)
+    }
+
+    /// Whether a committed snapshot's diff adds nothing to a view stacked
+    /// over it: no entry at all (a diff of only whiteouts, opaque markers or
+    /// empty directories is not empty) and a root directory as a fresh
+    /// draft's (mode 0755, this process's owner, no xattrs), so leaving it out
+    /// of an overlay changes neither its contents nor the attributes of its
+    /// root. Checked once per snapshot and process (one `getdents`; the
+    /// snapshot is immutable), and `false` for anything unreadable.
+    pub fn snapshot_is_empty(&self, id: &SnapshotId) -> bool {
+        if let Some(known) = self.inner.empty_diffs.lock().unwrap_or_else(|p| p.into_inner()).get(&id.0) {
+            return *known;
+        }
+        let empty = valid_snapshot_id(&id.0) && snapshot::diff_is_empty(&self.snapshot_diff(id));
+        self.inner.empty_diffs.lock().unwrap_or_else(|p| p.into_inner()).insert(id.0.clone(), empty);
+        empty
+    }
+
+    /// The diff directories a view of `chain` (base first) stacks: the
+    /// chain's, less the empty ones ([`Store::snapshot_is_empty`]); of a
+    /// chain of empty diffs only, the top one, so that a view still has a
+    /// root directory of the chain's own. Only what is mounted changes; the
+    /// chain, its layers and their history do not.
+    pub fn mount_layers(&self, chain: &[SnapshotId]) -> Vec<PathBuf> {
+        let layers: Vec<PathBuf> =
+            chain.iter().filter(|id| !self.snapshot_is_empty(id)).map(|id| self.snapshot_diff(id)).collect();
+        match chain.last() {
+            Some(top) if layers.is_empty() => vec![self.snapshot_diff(top)],
+            _ => layers,
+        }
     }
 
     /// Whether a committed snapshot exists.

@@ -101,6 +101,60 @@ fn snapshots_commit_or_vanish() {
 }
 
 #[test]
+fn only_diffs_that_add_nothing_are_left_out_of_views() {
+    use std::os::unix::fs::symlink;
+    let (_t, s) = tmp_store();
+    let commit = |f: &dyn Fn(&Path)| {
+        let d = s.new_snapshot().unwrap();
+        f(&d.diff_dir());
+        d.commit().unwrap()
+    };
+    let empty = commit(&|_| {});
+    let file = commit(&|d| fs::write(d.join("f"), b"").unwrap());
+    // A whiteout (a 0:0 character device needs privilege; a symlink stands
+    // in for any entry) and an empty directory are entries.
+    let entry = commit(&|d| symlink("x", d.join(".wh.gone")).unwrap());
+    let dir = commit(&|d| fs::create_dir(d.join("empty-dir")).unwrap());
+    let chmodded = commit(&|d| fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap());
+    let xattr = commit(&|d| {
+        if rustix::fs::setxattr(d, "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).is_err() {
+            // No user xattrs on this filesystem: any other entry will do.
+            fs::write(d.join("f"), b"").unwrap();
+        }
+    });
+    assert!(s.snapshot_is_empty(&empty));
+    for id in [&file, &entry, &dir, &chmodded, &xattr] {
+        assert!(!s.snapshot_is_empty(id), "{id}");
+    }
+    let chain = [empty.clone(), file.clone(), empty.clone(), dir.clone(), empty.clone()];
+    assert_eq!(s.mount_layers(&chain), [s.snapshot_diff(&file), s.snapshot_diff(&dir)]);
+    assert_eq!(s.mount_layers(&[empty.clone(), empty.clone()]), [s.snapshot_diff(&empty)]);
+    assert!(s.mount_layers(&[]).is_empty());
+    // Memoised: the answer survives the diff (which nothing may write).
+    fs::write(s.snapshot_diff(&empty).join("late"), b"").unwrap();
+    assert!(s.snapshot_is_empty(&empty));
+    // Another process checks for itself.
+    let s2 = Store::open(s.root()).unwrap();
+    assert!(!s2.snapshot_is_empty(&empty));
+    assert!(!s2.snapshot_is_empty(&SnapshotId("../../etc".into())));
+}
+
+#[test]
+fn a_lease_logs_each_snapshot_once() {
+    let (_t, s) = tmp_store();
+    let (a, b) = (commit_snapshot(&s, b"a"), commit_snapshot(&s, b"b"));
+    let lease = s.lease().unwrap();
+    for id in [&a, &b, &a, &b, &a] {
+        lease.add_snapshot(id).unwrap();
+    }
+    assert_eq!(fs::read_to_string(&lease.log.path).unwrap(), format!("s {a}\ns {b}\n"));
+    // A missing snapshot still fails, and is not remembered as held.
+    let gone = SnapshotId("0123456789ab".into());
+    assert!(matches!(lease.add_snapshot(&gone), Err(StoreError::SnapshotNotFound(_))));
+    assert!(matches!(lease.add_snapshot(&gone), Err(StoreError::SnapshotNotFound(_))));
+}
+
+#[test]
 fn index_records_round_trip_and_check_their_contents() {
     let (_t, s) = tmp_store();
     let a = commit_snapshot(&s, b"a");
@@ -427,6 +481,12 @@ fn prune_keeps_tagged_leased_and_recorded() {
     fs::create_dir(&ro).unwrap();
     fs::write(ro.join("f"), b"x").unwrap();
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
+    // Nor what overlay leaves in a work dir (kept since commit): mode 000.
+    let work = t.path().join("snapshots").join(&loose.0).join("work");
+    fs::create_dir_all(work.join("work/incompat/volatile")).unwrap();
+    for d in ["work/incompat/volatile", "work/incompat", "work"] {
+        fs::set_permissions(work.join(d), fs::Permissions::from_mode(0o000)).unwrap();
+    }
 
     let s = Store::open(t.path()).unwrap();
     let lease = s.lease().unwrap();
@@ -434,6 +494,7 @@ fn prune_keeps_tagged_leased_and_recorded() {
     let r = s.prune(&PruneOptions::default()).unwrap();
     assert_eq!((r.snapshots_removed, r.blobs_removed, r.records_removed), (1, 1, 0), "{r:?}");
     assert!(!s.has_snapshot(&loose) && !s.has_blob(&loose_blob));
+    assert!(!t.path().join("snapshots").join(&loose.0).exists());
     assert!(s.has_snapshot(&leased) && s.has_snapshot(&recorded));
     for d in [&manifest, &config, &layer, &snap_layer] {
         assert!(s.has_blob(d), "{d} kept");

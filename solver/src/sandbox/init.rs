@@ -1,16 +1,22 @@
 //! The sandbox init of one `RUN` (the `runc init` of rbuild).
 //!
-//! The zygote ([`super::zygote`]) forks it for each step with the JSON spec
+//! The zygote ([`super::zygote`]) starts it for each step with the JSON spec
 //! readable on fd 3, an error pipe on fd 4 and the command's stdout/stderr
-//! pipes as fds 1 and 2. [`run_init`] (single-threaded: a fork of the
-//! single-threaded zygote) then:
+//! pipes as fds 1 and 2. With the kernel overlay the zygote clones it
+//! straight into a new pid namespace: [`run_init`] (single-threaded: a copy
+//! of the single-threaded zygote) is then pid 1 itself, unshares the ipc,
+//! uts (and net) namespaces and goes on as pid 1 below; killing it (what
+//! [`super::SandboxChild::kill`] does) makes the kernel kill everything
+//! else in the namespace, and the zygote reaps it and reports its status.
+//! With the copy fallback, which has work to do once pid 1 has exited, the
+//! init is forked outside the namespace and
 //! - unshares pid, ipc, uts (and net) namespaces — a new pid namespace only
 //!   applies to children, hence the fork;
 //! - forks pid 1 of the new pid namespace, which gets `PR_SET_PDEATHSIG
-//!   = SIGKILL`: killing this intermediate process (what
-//!   [`super::SandboxChild::kill`] does) kills pid 1, and the kernel then
-//!   kills everything else in the namespace;
-//! - waits for pid 1 and exits with its status (128+signal if killed).
+//!   = SIGKILL`: killing this intermediate process kills pid 1, and the
+//!   kernel then kills everything else in the namespace;
+//! - waits for pid 1, writes the copy's changes to the upper dir and exits
+//!   with pid 1's status (128+signal if killed).
 //!
 //! Pid 1 builds the root ([`super::rootfs::setup`]), resolves the user in
 //! the image, installs the seccomp filter ([`super::seccomp`]; before the id
@@ -37,15 +43,19 @@ use super::{
 pub(crate) const SPEC_FD: i32 = 3;
 /// Descriptor on which the init reports set-up failures; closed on success.
 pub(crate) const ERR_FD: i32 = 4;
-/// The step's status pipe: the init writes its exit status there itself
-/// before exiting, so the solver need not wait for the zygote to reap it
-/// (the zygote writes it too, for an init killed before it could).
+/// The step's status pipe: an init that is not pid 1 (copy fallback)
+/// writes its exit status there itself before exiting, so the solver need
+/// not wait for the zygote to reap it, as does one whose set-up failed; the
+/// zygote writes the status it reaps too (for pid 1, which becomes the
+/// command, and for an init killed before it could).
 pub(crate) const STATUS_FD: i32 = 5;
 /// Exit code of a sandbox whose set-up failed (as runc/Docker use 125).
 const SETUP_FAILED: i32 = 125;
 
-/// Runs the sandbox init; never returns.
-pub(crate) fn run_init() -> ! {
+/// Runs the sandbox init; never returns. `as_pid1`: this process is already
+/// pid 1 of the step's new pid namespace (the zygote cloned it there), and
+/// becomes the command; otherwise it forks pid 1 and waits for it.
+pub(crate) fn run_init(as_pid1: bool) -> ! {
     // SAFETY: the zygote placed these three descriptors with dup2 right after
     // the fork; nothing else in this process refers to them.
     let (mut spec_pipe, err, status) =
@@ -70,7 +80,13 @@ pub(crate) fn run_init() -> ! {
         .and_then(|spec| {
             super::trace::mark("spec-read");
             drop(spec_pipe);
-            intermediate(&spec, &mut err)
+            if as_pid1 {
+                // Returns only on failure; the zygote reports the exit status.
+                let Err(e) = enter_namespaces(&spec, UnshareFlags::empty()).and_then(|()| pid1(&spec, None, &mut err));
+                Err(e)
+            } else {
+                intermediate(&spec, &mut err)
+            }
         });
     let code = match result {
         Ok(code) => code,
@@ -189,14 +205,18 @@ fn intermediate(spec: &RunSpec, err: &mut Option<OwnedFd>) -> Result<i32, Sandbo
     Ok(code)
 }
 
-fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
+/// Joins the step's cgroup and the build's network, and unshares the ipc,
+/// uts (and for `--network=none` net) namespaces, plus `extra` (the pid
+/// namespace, which only applies to children, where this process is not
+/// pid 1 already).
+fn enter_namespaces(spec: &RunSpec, extra: UnshareFlags) -> Result<(), SandboxError> {
     if let Some(cg) = &spec.cgroup {
         super::cgroup::join(cg).map_err(|source| SandboxError::Cgroup { path: cg.clone(), source })?;
     }
     if let Network::Private { netns } = &spec.network {
         super::network::join(netns).map_err(|source| SandboxError::JoinNetwork { path: netns.clone(), source })?;
     }
-    let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
+    let mut flags = extra | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
     if spec.network == Network::None {
         flags |= UnshareFlags::NEWNET;
     }
@@ -205,6 +225,11 @@ fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>
         loopback_up().map_err(SandboxError::Loopback)?;
     }
     super::trace::mark("namespaces");
+    Ok(())
+}
+
+fn supervise(spec: &RunSpec, flat_root: Option<&Path>, err: &mut Option<OwnedFd>) -> Result<i32, SandboxError> {
+    enter_namespaces(spec, UnshareFlags::NEWPID)?;
     // SAFETY: this process is single-threaded (a fork of the
     // single-threaded zygote), so the child may run arbitrary code.
     let pid = unsafe { libc::fork() };

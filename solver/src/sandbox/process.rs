@@ -20,7 +20,8 @@ pub struct SandboxChild {
 }
 
 impl SandboxChild {
-    /// Host pid of the sandbox's supervising process (outside its pid namespace).
+    /// Host pid of the sandbox's init (pid 1 of its pid namespace, or with
+    /// the copy fallback the process supervising it).
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -50,9 +51,10 @@ impl SandboxChild {
         Ok(code)
     }
 
-    /// Kills the whole sandbox (SIGKILL to the supervisor; pid 1 follows
-    /// through its parent-death signal, and the rest of the pid namespace
-    /// with it). Does nothing once the sandbox has been waited for.
+    /// Kills the whole sandbox (SIGKILL to its init: pid 1, or with the copy
+    /// fallback pid 1's parent, which pid 1 follows through its
+    /// parent-death signal; the rest of the pid namespace follows pid 1).
+    /// Does nothing once the sandbox has been waited for.
     pub fn kill(&self) {
         if self.status.is_none() {
             self.killer.kill();

@@ -18,11 +18,11 @@
 //! - reply: the host pid of the forked init (or `-errno`) and, by
 //!   `SCM_RIGHTS`, a pidfd of it: the solver kills through the pidfd, so a
 //!   pid reused after the zygote reaped the init is never signalled;
-//! - the init writes its exit status (4 bytes) to the status pipe right
-//!   before it exits; when the zygote reaps it, it writes the status it
-//!   saw (exit code, or 128+signal) too and closes the pipe. The solver
-//!   reads the first 4 bytes: the init's own unless it was killed first,
-//!   and no wait for the zygote's wake-up on the way.
+//! - the init is the step's pid 1 itself, cloned into a new pid namespace
+//!   (with the copy fallback: an init outside it that forks pid 1, waits
+//!   and writes its exit status to the status pipe before it exits); when
+//!   the zygote reaps it, it writes the status it saw (exit code, or
+//!   128+signal) and closes the pipe. The solver reads the first 4 bytes.
 //!
 //! Life: the zygote exits when its socket reaches end of file (the rbuild
 //! process is gone) and gets `SIGKILL` when the thread that started it —
@@ -305,6 +305,13 @@ pub(crate) fn run_zygote() -> ! {
     // Settled once here (off: our environment has no such variable) rather
     // than looked up again in every init; a request turns it on.
     let _ = super::trace::enabled();
+    // A pidfd of ourselves, through which a child in a new pid namespace
+    // (whose `getppid` reads 0 whoever its parent is) checks that we are
+    // still alive once its parent-death signal is armed.
+    // SAFETY: plain syscall; the result is checked and owned below.
+    let me = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0u32) };
+    // SAFETY: a fresh descriptor (close-on-exec) if non-negative.
+    let me = (me >= 0).then(|| unsafe { OwnedFd::from_raw_fd(me as RawFd) });
     let mut inits: Vec<Init> = Vec::new();
     loop {
         let mut polled: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
@@ -332,7 +339,7 @@ pub(crate) fn run_zygote() -> ! {
             Ok((_, flags, fds)) => {
                 let reply = match <[OwnedFd; REQ_FDS]>::try_from(fds) {
                     Ok([spec, err, stdout, stderr, status]) => {
-                        fork_step(flags[0], StepFds { spec, err, stdout, stderr, status }, &mut inits)
+                        fork_step(flags[0], StepFds { spec, err, stdout, stderr, status }, me.as_ref(), &mut inits)
                     }
                     Err(_) => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
                 };
@@ -369,17 +376,44 @@ fn reap(init: &Init) -> bool {
     true
 }
 
-/// Forks the init of one step; returns its pid and a pidfd for the solver.
-fn fork_step(flags: u8, fds: StepFds, inits: &mut Vec<Init>) -> std::io::Result<(i32, OwnedFd)> {
+/// Starts the init of one step; returns its pid and a pidfd for the solver.
+///
+/// With the kernel overlay (no [`REQ_COPY`]) the init is the step's pid 1
+/// itself: it is cloned straight into a new pid namespace, builds the root
+/// and executes the command, and this zygote reaps it (one fork and one
+/// exit fewer per `RUN` than an init that forks pid 1 and waits for it).
+/// The copy fallback keeps an init outside the namespace, which writes the
+/// copy's changes to the upper dir once pid 1 has exited.
+fn fork_step(flags: u8, fds: StepFds, me: Option<&OwnedFd>, inits: &mut Vec<Init>) -> std::io::Result<(i32, OwnedFd)> {
     let zygote = std::process::id() as libc::pid_t;
-    // SAFETY: the zygote is single-threaded (a fresh exec whose main does
-    // nothing but this loop), so the child may run arbitrary code.
-    let pid = unsafe { libc::fork() };
+    let as_pid1 = flags & REQ_COPY == 0;
+    let pid = match (as_pid1, me) {
+        // SAFETY: the zygote is single-threaded (a fresh exec whose main
+        // does nothing but this loop), so the child may run arbitrary code.
+        // Without CLONE_VM and with SIGCHLD, clone is fork with a new pid
+        // namespace: the child runs on its own copy of this stack. glibc's
+        // fork handlers do not run, and need not: no other thread can hold
+        // a lock, and the zygote registers none. (glibc's cached thread id
+        // in the child is stale; `raise` and `abort` ask the kernel.)
+        (true, Some(_)) => unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            ) as libc::pid_t
+        },
+        (true, None) => return Err(std::io::Error::from_raw_os_error(libc::ENOSYS)),
+        // SAFETY: as above.
+        (false, _) => unsafe { libc::fork() },
+    };
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
-        become_init(flags, &fds, zygote);
+        become_init(flags, &fds, if as_pid1 { Parent::Pidfd(me) } else { Parent::Pid(zygote) });
     }
     // SAFETY: plain syscall on our own child's pid; the result is checked.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
@@ -400,17 +434,35 @@ fn fork_step(flags: u8, fds: StepFds, inits: &mut Vec<Init>) -> std::io::Result<
     Ok((pid, pidfd))
 }
 
+/// How a child of the zygote checks that the zygote is still there.
+enum Parent<'a> {
+    /// Forked in the zygote's pid namespace: `getppid` is the zygote's pid.
+    Pid(libc::pid_t),
+    /// Pid 1 of a new namespace: the zygote's pidfd is readable once it has
+    /// exited.
+    Pidfd(Option<&'a OwnedFd>),
+}
+
 /// In the forked child: puts the step's descriptors in place, drops every
 /// other one (the socket, the other steps' status pipes and pidfds) and
 /// runs the sandbox init.
-fn become_init(flags: u8, fds: &StepFds, zygote: libc::pid_t) -> ! {
-    // SAFETY: single-threaded child of the zygote; prctl/getppid/fcntl/dup2/
-    // close_range only act on this process and its descriptor table.
+fn become_init(flags: u8, fds: &StepFds, parent: Parent<'_>) -> ! {
+    // SAFETY: single-threaded child of the zygote; prctl/getppid/poll/fcntl/
+    // dup2/close_range only act on this process and its descriptor table.
     unsafe {
         // Killing the zygote (or rbuild) takes the init, and with it the
         // step's pid namespace, along.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() != zygote {
+        // The zygote may have died before the prctl took effect.
+        let gone = match parent {
+            Parent::Pid(zygote) => libc::getppid() != zygote,
+            Parent::Pidfd(Some(fd)) => {
+                let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                libc::poll(&mut p, 1, 0) != 0
+            }
+            Parent::Pidfd(None) => true,
+        };
+        if gone {
             libc::_exit(125);
         }
         // To high numbers first, so that placing one cannot clobber another.
@@ -441,7 +493,7 @@ fn become_init(flags: u8, fds: &StepFds, zygote: libc::pid_t) -> ! {
     if flags & REQ_TRACE != 0 {
         super::trace::enable();
     }
-    init::run_init()
+    init::run_init(matches!(parent, Parent::Pidfd(_)))
 }
 
 /// A handle that kills a sandbox through its pidfd (never a reused pid).
@@ -453,8 +505,9 @@ impl Killer {
         Killer(Arc::new(pidfd))
     }
 
-    /// Sends `SIGKILL` to the sandbox's init (pid 1 and its pid namespace
-    /// follow); does nothing once it has exited.
+    /// Sends `SIGKILL` to the sandbox's init (its pid namespace follows: the
+    /// init is pid 1, or pid 1's parent, whose death kills pid 1); does
+    /// nothing once it has exited.
     pub fn kill(&self) {
         // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
         unsafe {

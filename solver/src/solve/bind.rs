@@ -81,7 +81,8 @@ pub(crate) fn layers(
         let empty = ScratchDir::new(store.root(), "empty").map_err(prep)?;
         (vec![empty.path().to_path_buf()], Some(empty))
     } else {
-        (chain.iter().map(|id| store.snapshot_diff(id)).collect(), None)
+        // Empty diffs are left out (see `Store::mount_layers`).
+        (store.mount_layers(chain), None)
     };
     Ok(BindSource { source: MountSource::Overlay { lowerdirs, readonly, selector: selector.to_string() }, keep })
 }

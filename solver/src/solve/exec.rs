@@ -42,7 +42,10 @@ pub(crate) fn run(
         Some(VertexResult::Snapshots { chain, layers }) => (chain.clone(), layers.clone()),
         _ => (Vec::new(), Vec::new()),
     };
-    let lowerdirs: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
+    // Empty diffs (a `RUN echo`'s) add nothing to the view: each one left
+    // out is one overlay layer fewer for the kernel to stack and look
+    // through, twice per `RUN` (layer probe and root).
+    let lowerdirs: Vec<PathBuf> = store.mount_layers(&chain);
     let draft = store.new_snapshot()?;
 
     // Scratch directories the mounts refer to, removed when the step ends.

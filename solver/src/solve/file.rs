@@ -84,7 +84,7 @@ pub(crate) fn run(
         draft.diff_dir()
     } else {
         let view = dest_dir.insert(ScratchDir::new(store.root(), "dest").map_err(|e| err(StepError::Scratch(e)))?);
-        let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
+        let lowers: Vec<PathBuf> = store.mount_layers(&chain);
         let (upper, work) = (draft.diff_dir(), draft.work_dir());
         dest_guard =
             Some(sandbox::mount_overlay(&lowers, Some((&upper, &work)), view.path()).map_err(|e| err(e.into()))?);

@@ -68,7 +68,7 @@ impl ChainView {
     /// Mounts `chain` from `store` at a fresh `<root>/tmp/<kind>-...` dir.
     pub fn mount(store: &Store, chain: &[SnapshotId], kind: &str) -> std::io::Result<ChainView> {
         let dir = ScratchDir::new(store.root(), kind)?;
-        let lowers: Vec<PathBuf> = chain.iter().map(|id| store.snapshot_diff(id)).collect();
+        let lowers: Vec<PathBuf> = store.mount_layers(chain);
         let guard = if lowers.is_empty() {
             None
         } else {
