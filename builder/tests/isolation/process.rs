@@ -124,6 +124,39 @@ fn escape_inherited_fds() {
     });
 }
 
+/// Escape: a `RUN` that looks for processes outside its pid namespace, to
+/// signal them. Its init is now pid 1 of the step's namespace and a direct
+/// child of the zygote (one process fewer per `RUN`), so the zygote, rbuild
+/// and the host's processes must stay out of reach: probing every pid up to
+/// 65536 with `kill -0` finds only the `RUN`'s own processes, pid 1 has no
+/// parent it can see, signals it sends to everything it can (`kill -1`)
+/// leave the build running, and the next `RUN` still starts.
+#[test]
+fn escape_run_reaches_no_process_outside_its_pid_namespace() {
+    let reg = TestRegistry::start();
+    reg.push_busybox("busybox:latest");
+    for_each_runner(|who| {
+        let p = Probe::new(
+            "FROM {base}\n\
+             RUN echo $$ > /self; grep PPid /proc/1/status > /ppid; \
+             i=1; while [ $i -le 65536 ]; do kill -0 $i 2>/dev/null && echo $i; i=$((i + 1)); done > /reachable; \
+             ls /proc | grep -E '^[0-9]+$' | sort -n > /listed; kill -KILL -1 2>/dev/null; true\n\
+             RUN echo survived > /after\n",
+            &reg,
+        );
+        let out = p.build(who, "");
+        assert_eq!(read(&out, "self").trim(), "1", "{who:?}: the RUN's shell is pid 1 of its namespace");
+        assert_eq!(read(&out, "ppid").split_whitespace().collect::<Vec<_>>(), ["PPid:", "0"], "{who:?}");
+        let reachable: Vec<u32> = read(&out, "reachable").lines().map(|l| l.parse().unwrap()).collect();
+        // pid 1 (the shell) and the short-lived helpers of the pipeline at
+        // most: a handful, never the host's hundreds.
+        assert!(reachable.contains(&1) && reachable.len() <= 8, "{who:?}: {reachable:?}");
+        let listed: Vec<u32> = read(&out, "listed").lines().map(|l| l.parse().unwrap()).collect();
+        assert!(listed.contains(&1) && listed.len() <= 8, "{who:?}: /proc lists {listed:?}");
+        assert_eq!(read(&out, "after"), "survived\n", "{who:?}");
+    });
+}
+
 /// The options of the mount at `target` in a `/proc/self/mountinfo` text
 /// (the last one mounted there, the one a process sees).
 fn mount_options(mountinfo: &str, target: &str) -> Option<Vec<String>> {
