@@ -175,7 +175,7 @@ pub fn assemble(
             continue;
         }
         let diff = store.snapshot_diff(id);
-        if std::fs::read_dir(&diff).map(|mut d| d.next().is_none()).unwrap_or(false) {
+        if store.diff_has_no_entries(id).unwrap_or(false) {
             empty.push(true);
             aligned.push(None);
             continue;

@@ -157,7 +157,7 @@ fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, name: &str) ->
         return Ok(());
     }
     let diff = store.snapshot_diff(id);
-    if std::fs::read_dir(&diff).map(|mut d| d.next().is_none()).unwrap_or(true) {
+    if store.diff_has_no_entries(id).unwrap_or(true) {
         return Ok(());
     }
     let bg = &store.inner.background;

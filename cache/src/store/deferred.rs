@@ -87,8 +87,7 @@ impl Store {
             return Err(StoreError::SnapshotNotFound(id.0.clone()));
         }
         let diff = self.snapshot_diff(id);
-        let empty =
-            fs::read_dir(&diff).map_err(|source| StoreError::Read { path: diff.clone(), source })?.next().is_none();
+        let empty = self.diff_has_no_entries(id).map_err(|source| StoreError::Read { path: diff.clone(), source })?;
         if empty {
             return Ok(None);
         }

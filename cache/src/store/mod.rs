@@ -393,6 +393,14 @@ impl Store {
         empty
     }
 
+    /// Whether snapshot `id`'s diff has no entry at all: such a snapshot has
+    /// no layer (the exporter leaves it out of the image, as BuildKit does).
+    /// Looser than [`Store::snapshot_is_empty`], which also asks that the
+    /// diff's root be untouched (what a mounted view may skip).
+    pub fn diff_has_no_entries(&self, id: &SnapshotId) -> std::io::Result<bool> {
+        Ok(fs::read_dir(self.snapshot_diff(id))?.next().is_none())
+    }
+
     /// The diff directories a view of `chain` (base first) stacks: the
     /// chain's, less the empty ones ([`Store::snapshot_is_empty`]); of a
     /// chain of empty diffs only, the top one, so that a view still has a
