@@ -56,9 +56,22 @@ impl Probe {
 
     /// [`Probe::build`] with `flags` (shell words) added to `rbuild build`.
     fn build_with(&self, who: Runner, prelude: &str, flags: &str) -> PathBuf {
+        let o = self.command(who, prelude, flags).output().unwrap();
+        assert!(
+            o.status.success(),
+            "build as {who:?} failed ({}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        self.dir.path().join(format!("out-{who:?}"))
+    }
+
+    /// The command that builds as `who` into `out-WHO` with store
+    /// `store-WHO` (for the test user, the probe's directory is handed over
+    /// to it first).
+    fn command(&self, who: Runner, prelude: &str, flags: &str) -> Command {
         let base = self.dir.path();
-        let out = base.join(format!("out-{who:?}"));
-        let store = base.join(format!("store-{who:?}"));
         let script = format!(
             "{prelude}\nexec \"$0\" --root \"$1\" build --progress plain --no-cache {flags} -o \"type=local,dest=$2\" \"$3\""
         );
@@ -73,16 +86,12 @@ impl Probe {
             c.arg("-c");
             c
         };
-        cmd.arg(script).arg(rbuild().get_program()).arg(&store).arg(&out).arg(base.join("ctx"));
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "build as {who:?} failed ({}):\n{}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        out
+        cmd.arg(script)
+            .arg(rbuild().get_program())
+            .arg(base.join(format!("store-{who:?}")))
+            .arg(base.join(format!("out-{who:?}")))
+            .arg(base.join("ctx"));
+        cmd
     }
 }
 
@@ -393,26 +402,7 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
 /// A build of `p` as `who` started in the background (stderr to `log`),
 /// with `prelude` run in the same shell right before `exec rbuild`.
 fn start_build(p: &Probe, who: Runner, prelude: &str, log: &Path) -> std::process::Child {
-    let base = p.dir.path();
-    let script = format!(
-        "{prelude}\nexec \"$0\" --root \"$1\" build --progress plain --no-cache -o \"type=local,dest=$2\" \"$3\""
-    );
-    let mut cmd = if who == Runner::User && is_root() {
-        run(Command::new("chown").args(["-R", &format!("{TEST_USER}:{TEST_USER}")]).arg(base));
-        run(Command::new("chmod").arg("755").arg(base));
-        let mut c = Command::new("runuser");
-        c.args(["-u", TEST_USER, "--", "sh", "-c"]).env("HOME", base);
-        c
-    } else {
-        let mut c = Command::new("sh");
-        c.arg("-c");
-        c
-    };
-    cmd.arg(script)
-        .arg(rbuild().get_program())
-        .arg(base.join(format!("store-{who:?}")))
-        .arg(base.join(format!("out-{who:?}")))
-        .arg(base.join("ctx"))
+    p.command(who, prelude, "")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
