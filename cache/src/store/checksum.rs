@@ -260,7 +260,10 @@ fn hash_file(path: &Path, meta: &StatKey) -> io::Result<([u8; 32], bool)> {
     }
     let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    // Sized to the file: a fixed 256 KiB buffer zeroed for every 5 KB
+    // source file was 6 % of a cold COPY's CPU (memset and page faults).
+    let len = usize::try_from(meta.size).unwrap_or(usize::MAX).saturating_add(1);
+    let mut buf = vec![0u8; len.min(256 * 1024)];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
