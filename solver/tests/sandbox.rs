@@ -21,13 +21,18 @@ fn example() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-q", "-p", "rbuild-solver", "--example", "sandbox_run", "--manifest-path"])
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-                .status()
-                .unwrap();
+            let mut build = Command::new(cargo);
+            build.args(["build", "-q", "-p", "rbuild-solver", "--example", "sandbox_run", "--manifest-path"]);
+            build.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+            // Into the profile directory this test binary runs from (looked
+            // up below): `cargo test --release` must not find a stale or
+            // missing release example beside a fresh debug one.
+            if !cfg!(debug_assertions) {
+                build.arg("--release");
+            }
+            let st = build.status().unwrap();
             assert!(st.success(), "building the sandbox_run example failed");
-            // target/debug/deps/sandbox-<hash> -> target/debug/examples/sandbox_run
+            // target/<profile>/deps/sandbox-<hash> -> target/<profile>/examples/sandbox_run
             let exe = std::env::current_exe().unwrap();
             let p = exe.parent().unwrap().parent().unwrap().join("examples/sandbox_run");
             assert!(p.is_file(), "`{}` missing", p.display());
