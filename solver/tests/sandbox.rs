@@ -168,6 +168,45 @@ fn a_noop_run_leaves_an_empty_upper() {
     assert!(entries(&f.path("upper")).is_empty());
 }
 
+/// Mount targets are looked up in the layers without a probe mount where
+/// the layers are plain (whiteouts, opaque directories, files hiding
+/// directories) and through the kernel where a symlink is on the way: both
+/// must agree with what the mounted overlay shows.
+#[test]
+fn mount_targets_are_looked_up_as_the_overlay_merges_the_layers() {
+    let f = Fixture::new();
+    // A layer over the base: /etc replaced (opaque, mode 750; a RUN cannot
+    // make it, its /etc holds mount points), a symlink to a directory.
+    std::fs::create_dir(f.path("upper/etc")).unwrap();
+    std::fs::write(f.path("upper/etc/marker"), "").unwrap();
+    std::fs::set_permissions(f.path("upper/etc"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    rustix::fs::setxattr(f.path("upper/etc"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    std::fs::create_dir(f.path("upper/srv")).unwrap();
+    std::os::unix::fs::symlink("/srv", f.path("upper/data")).unwrap();
+    let next = |n: &str, mounts: Vec<ExtraMount>, script: &str| {
+        let (upper, work) = (f.path(&format!("upper{n}")), f.path(&format!("work{n}")));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let mut spec = f.spec(&["sh", "-c", script]);
+        spec.lowerdirs.push(f.path("upper"));
+        spec.upperdir = upper;
+        spec.workdir = work;
+        spec.mounts = mounts;
+        check(&f.run(&spec))
+    };
+    let tmpfs = |target: &str| ExtraMount { target: target.into(), source: MountSource::Tmpfs { size: 1 << 20 } };
+    // Plain layers: the stubs sit in the opaque /etc, with its metadata;
+    // the base's passwd and group stay hidden.
+    let out = next("2", vec![tmpfs("/etc/conf.d")], "stat -c %a /etc; ls /etc; cat /etc/hosts");
+    assert_eq!(out, "750\nconf.d\nhosts\nmarker\nresolv.conf\n127.0.0.1 localhost\n");
+    // Through a symlink: resolved inside the root by the kernel.
+    let out = next("3", vec![tmpfs("/data/cache")], "ls /srv; ls -l /data | head -c 1");
+    assert_eq!(out, "cache\nl");
+    for n in ["2", "3"] {
+        assert!(entries(&f.path(&format!("upper{n}"))).is_empty(), "mount points left a trace in upper{n}");
+    }
+}
+
 #[test]
 fn deletions_make_whiteouts_and_opaque_dirs() {
     let f = Fixture::new();
