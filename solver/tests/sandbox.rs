@@ -21,13 +21,18 @@ fn example() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = Command::new(cargo)
-                .args(["build", "-q", "-p", "rbuild-solver", "--example", "sandbox_run", "--manifest-path"])
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-                .status()
-                .unwrap();
+            let mut build = Command::new(cargo);
+            build.args(["build", "-q", "-p", "rbuild-solver", "--example", "sandbox_run", "--manifest-path"]);
+            build.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+            // Into the profile directory this test binary runs from (looked
+            // up below): `cargo test --release` must not find a stale or
+            // missing release example beside a fresh debug one.
+            if !cfg!(debug_assertions) {
+                build.arg("--release");
+            }
+            let st = build.status().unwrap();
             assert!(st.success(), "building the sandbox_run example failed");
-            // target/debug/deps/sandbox-<hash> -> target/debug/examples/sandbox_run
+            // target/<profile>/deps/sandbox-<hash> -> target/<profile>/examples/sandbox_run
             let exe = std::env::current_exe().unwrap();
             let p = exe.parent().unwrap().parent().unwrap().join("examples/sandbox_run");
             assert!(p.is_file(), "`{}` missing", p.display());
@@ -161,6 +166,45 @@ fn a_noop_run_leaves_an_empty_upper() {
     let f = Fixture::new();
     check(&f.run(&f.spec(&["true"])));
     assert!(entries(&f.path("upper")).is_empty());
+}
+
+/// Mount targets are looked up in the layers without a probe mount where
+/// the layers are plain (whiteouts, opaque directories, files hiding
+/// directories) and through the kernel where a symlink is on the way: both
+/// must agree with what the mounted overlay shows.
+#[test]
+fn mount_targets_are_looked_up_as_the_overlay_merges_the_layers() {
+    let f = Fixture::new();
+    // A layer over the base: /etc replaced (opaque, mode 750; a RUN cannot
+    // make it, its /etc holds mount points), a symlink to a directory.
+    std::fs::create_dir(f.path("upper/etc")).unwrap();
+    std::fs::write(f.path("upper/etc/marker"), "").unwrap();
+    std::fs::set_permissions(f.path("upper/etc"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    rustix::fs::setxattr(f.path("upper/etc"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()).unwrap();
+    std::fs::create_dir(f.path("upper/srv")).unwrap();
+    std::os::unix::fs::symlink("/srv", f.path("upper/data")).unwrap();
+    let next = |n: &str, mounts: Vec<ExtraMount>, script: &str| {
+        let (upper, work) = (f.path(&format!("upper{n}")), f.path(&format!("work{n}")));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let mut spec = f.spec(&["sh", "-c", script]);
+        spec.lowerdirs.push(f.path("upper"));
+        spec.upperdir = upper;
+        spec.workdir = work;
+        spec.mounts = mounts;
+        check(&f.run(&spec))
+    };
+    let tmpfs = |target: &str| ExtraMount { target: target.into(), source: MountSource::Tmpfs { size: 1 << 20 } };
+    // Plain layers: the stubs sit in the opaque /etc, with its metadata;
+    // the base's passwd and group stay hidden.
+    let out = next("2", vec![tmpfs("/etc/conf.d")], "stat -c %a /etc; ls /etc; cat /etc/hosts");
+    assert_eq!(out, "750\nconf.d\nhosts\nmarker\nresolv.conf\n127.0.0.1 localhost\n");
+    // Through a symlink: resolved inside the root by the kernel.
+    let out = next("3", vec![tmpfs("/data/cache")], "ls /srv; ls -l /data | head -c 1");
+    assert_eq!(out, "cache\nl");
+    for n in ["2", "3"] {
+        assert!(entries(&f.path(&format!("upper{n}"))).is_empty(), "mount points left a trace in upper{n}");
+    }
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub mod cgroup;
 mod copyfs;
 mod init;
 mod inroot;
+mod layer_lookup;
 pub mod limits;
 mod masks;
 pub mod network;

@@ -29,6 +29,36 @@ pub(crate) struct Resolved {
     pub existing: PathBuf,
     /// Missing components under `existing` (empty if the whole path exists).
     pub missing: Vec<String>,
+    /// Metadata of each directory of `existing`, outermost first: what a
+    /// stub layer recreates them with.
+    pub ancestors: Vec<DirMeta>,
+}
+
+/// The metadata of a directory that a stub layer copies (the stub layer is
+/// the top-most lower layer, so its directories' owner, mode and times are
+/// what the container sees, and what a copy-up would copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirMeta {
+    /// Permission bits (with setuid/setgid/sticky).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Access time (seconds, nanoseconds).
+    pub atime: (i64, i64),
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+}
+
+impl DirMeta {
+    pub(crate) fn of(st: &rustix::fs::Stat) -> DirMeta {
+        DirMeta {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            atime: (st.st_atime, st.st_atime_nsec as i64),
+            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
+        }
+    }
 }
 
 /// The kernel operations the rootfs set-up needs.
@@ -68,6 +98,10 @@ pub(crate) trait Syscall {
     fn unmount(&self, target: &Path) -> io::Result<()>;
     /// Looks `target` up inside `root`.
     fn resolve(&self, root: &Path, target: &str) -> io::Result<Resolved>;
+    /// Looks `target` up in the merge of `layers` (base first) without
+    /// mounting them ([`super::layer_lookup`]); `None` where only the
+    /// kernel can tell.
+    fn resolve_in_layers(&self, layers: &[BorrowedFd<'_>], target: &str) -> io::Result<Option<Resolved>>;
     /// Creates directory `name` under `dir`.
     fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()>;
     /// Creates file `name` under `dir` with `data`.
@@ -76,9 +110,9 @@ pub(crate) trait Syscall {
     fn open_at(&self, dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd>;
     /// Whether the descriptor refers to a directory.
     fn is_dir(&self, fd: BorrowedFd<'_>) -> io::Result<bool>;
-    /// Creates a missing mount target in the stub layer `stub_dir`, copying
-    /// the metadata of existing ancestors from the mounted root `root`.
-    fn create_stub(&self, stub_dir: BorrowedFd<'_>, root: &Path, stub: &Stub) -> io::Result<()>;
+    /// Creates a missing mount target in the stub layer `stub_dir`, its
+    /// existing ancestors recreated with their metadata (`stub.ancestors`).
+    fn create_stub(&self, stub_dir: BorrowedFd<'_>, stub: &Stub) -> io::Result<()>;
     /// Fills a fresh `/dev` tmpfs: mount points for the device nodes,
     /// `pts`, `shm`, and the usual symlinks.
     fn prepare_dev(&self, dev: BorrowedFd<'_>) -> io::Result<()>;
@@ -140,21 +174,16 @@ impl Syscall for Linux {
         Ok(rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)
     }
 
-    fn create_stub(&self, stub_dir: BorrowedFd<'_>, root: &Path, stub: &Stub) -> io::Result<()> {
-        // Recreate each existing ancestor with the image's metadata: the
-        // stub layer is the top-most lower layer, so its directories'
-        // owner/mode/mtime are what the container sees (and what a copy-up
-        // would copy).
-        let mut rel = PathBuf::new();
+    fn create_stub(&self, stub_dir: BorrowedFd<'_>, stub: &Stub) -> io::Result<()> {
+        // Recreate each existing ancestor with the image's metadata.
         let mut cur: OwnedFd = rustix::io::fcntl_dupfd_cloexec(stub_dir, 0)?;
-        for comp in stub.existing.components() {
-            rel.push(comp);
+        let comps: Vec<_> = stub.existing.components().collect();
+        if comps.len() != stub.ancestors.len() {
+            return Err(io::Error::other("stub ancestors do not match its path"));
+        }
+        for (comp, meta) in comps.into_iter().zip(&stub.ancestors) {
             let name = comp.as_os_str();
-            let st = rustix::fs::stat(root.join(&rel))?;
-            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
-                return Err(rustix::io::Errno::NOTDIR.into());
-            }
-            match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(st.st_mode & 0o7777)) {
+            match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(meta.mode)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -167,13 +196,13 @@ impl Syscall for Linux {
             // Ownership that the namespace cannot represent stays root's.
             let _ = rustix::fs::fchown(
                 &next,
-                Some(rustix::fs::Uid::from_raw(st.st_uid)),
-                Some(rustix::fs::Gid::from_raw(st.st_gid)),
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
             );
-            rustix::fs::fchmod(&next, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+            rustix::fs::fchmod(&next, Mode::from_raw_mode(meta.mode))?;
             let times = rustix::fs::Timestamps {
-                last_access: rustix::fs::Timespec { tv_sec: st.st_atime as _, tv_nsec: st.st_atime_nsec as _ },
-                last_modification: rustix::fs::Timespec { tv_sec: st.st_mtime as _, tv_nsec: st.st_mtime_nsec as _ },
+                last_access: rustix::fs::Timespec { tv_sec: meta.atime.0 as _, tv_nsec: meta.atime.1 as _ },
+                last_modification: rustix::fs::Timespec { tv_sec: meta.mtime.0 as _, tv_nsec: meta.mtime.1 as _ },
             };
             rustix::fs::futimens(&next, &times)?;
             cur = next;
@@ -386,13 +415,33 @@ impl Syscall for Linux {
                         .strip_prefix(&root_canon)
                         .map(Path::to_path_buf)
                         .map_err(|_| io::Error::other(format!("`{target}` resolves outside the root")))?;
-                    return Ok(Resolved { existing, missing: comps[keep..].iter().map(|c| c.to_string()).collect() });
+                    let missing: Vec<String> = comps[keep..].iter().map(|c| c.to_string()).collect();
+                    // Only a stub (something missing) needs its ancestors'
+                    // metadata; each is a directory of the canonical path,
+                    // so no symlink is followed here.
+                    let mut ancestors = Vec::new();
+                    if !missing.is_empty() {
+                        let mut rel = PathBuf::new();
+                        for comp in existing.components() {
+                            rel.push(comp);
+                            let st = rustix::fs::statat(&rootfd, &rel, AtFlags::SYMLINK_NOFOLLOW)?;
+                            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+                                return Err(rustix::io::Errno::NOTDIR.into());
+                            }
+                            ancestors.push(DirMeta::of(&st));
+                        }
+                    }
+                    return Ok(Resolved { existing, missing, ancestors });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(io::Error::other("the root itself cannot be opened"))
+    }
+
+    fn resolve_in_layers(&self, layers: &[BorrowedFd<'_>], target: &str) -> io::Result<Option<Resolved>> {
+        super::layer_lookup::resolve(layers, target)
     }
 
     fn sethostname(&self, name: &str) -> io::Result<()> {
@@ -480,6 +529,9 @@ pub(crate) mod fake {
         last_open: RefCell<String>,
         /// `fs_mount` of these file system types fails with `EPERM`.
         pub refuse: BTreeSet<&'static str>,
+        /// `resolve_in_layers` answers (like `resolve`) instead of leaving
+        /// every lookup to a probe mount.
+        pub layer_lookup: bool,
     }
 
     impl Recorder {
@@ -527,7 +579,7 @@ pub(crate) mod fake {
         fn is_dir(&self, _: BorrowedFd<'_>) -> io::Result<bool> {
             Ok(!self.files.contains(self.last_open.borrow().as_str()))
         }
-        fn create_stub(&self, _: BorrowedFd<'_>, _: &Path, stub: &Stub) -> io::Result<()> {
+        fn create_stub(&self, _: BorrowedFd<'_>, stub: &Stub) -> io::Result<()> {
             self.log(format!("stub {} + {} file={}", stub.existing.display(), stub.missing.join("/"), stub.file));
             Ok(())
         }
@@ -584,10 +636,16 @@ pub(crate) mod fake {
             if self.missing.contains(&t) {
                 let mut comps: Vec<String> = t.split('/').map(str::to_string).collect();
                 let last = comps.pop().unwrap_or_default();
-                Ok(Resolved { existing: PathBuf::from(comps.join("/")), missing: vec![last] })
+                let existing = PathBuf::from(comps.join("/"));
+                let ancestors = existing.components().map(|_| DirMeta::of(&rustix::fs::stat("/").unwrap())).collect();
+                Ok(Resolved { existing, missing: vec![last], ancestors })
             } else {
-                Ok(Resolved { existing: PathBuf::from(t), missing: Vec::new() })
+                Ok(Resolved { existing: PathBuf::from(t), missing: Vec::new(), ancestors: Vec::new() })
             }
+        }
+        fn resolve_in_layers(&self, layers: &[BorrowedFd<'_>], target: &str) -> io::Result<Option<Resolved>> {
+            self.log(format!("layer lookup layers={} {target}", layers.len()));
+            if self.layer_lookup { self.resolve(Path::new("/"), target).map(Some) } else { Ok(None) }
         }
         fn sethostname(&self, name: &str) -> io::Result<()> {
             self.log(format!("hostname {name}"));
