@@ -87,18 +87,18 @@ impl Manifest {
         self.offsets.is_empty()
     }
 
-    /// The path and record at `offset` (checked by [`Manifest::decode`]).
-    fn at(&self, offset: u32) -> (&[u8], Recorded) {
+    /// The path at `offset` and the bytes after it (checked by
+    /// [`Manifest::decode`]).
+    fn path_at(&self, offset: u32) -> (&[u8], &[u8]) {
         let rest = &self.bytes[offset as usize..];
         let (len, rest) = rest.split_first_chunk::<4>().expect("decoded record");
-        let (path, rest) = rest.split_at(u32::from_le_bytes(*len) as usize);
-        (path, parse_record(&rest[..RECORD_LEN]).expect("decoded record"))
+        rest.split_at(u32::from_le_bytes(*len) as usize)
     }
 
     /// The record of `rel`.
     pub fn get(&self, rel: &[u8]) -> Option<Recorded> {
-        let i = self.offsets.binary_search_by(|o| self.at(*o).0.cmp(rel)).ok()?;
-        Some(self.at(self.offsets[i]).1)
+        let i = self.offsets.binary_search_by(|o| self.path_at(*o).0.cmp(rel)).ok()?;
+        parse_record(&self.path_at(self.offsets[i]).1[..RECORD_LEN])
     }
 
     /// The binary encoding: magic, then per file (sorted by path, so the
