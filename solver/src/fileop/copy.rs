@@ -2,7 +2,8 @@
 //!
 //! A copy runs in two phases. Planning walks the sources (sorted, as fsutil's
 //! `ReadDir` does) and records one [`Entry`] per path to create, noting
-//! hard-link groups by (device, inode). Execution creates the directories in
+//! hard-link groups by (device, inode); entries name their paths below a
+//! base pair of directories ([`Bases`]). Execution creates the directories in
 //! order, then materialises files, symlinks and fifos in parallel with rayon
 //! (each file is open/`copy_file_range`/`fchown`/`fchmod`/`futimens` on file
 //! descriptors, no path lookups beyond the two opens), then hard links, then
@@ -22,8 +23,8 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 
 use super::chmod::Chmod;
-use super::incremental::{Incremental, SourceStat};
-use super::leaves::{LayerLinks, Materialize, RUN_LEN, same_dirs};
+use super::incremental::{Incremental, SourceStat, StatKey};
+use super::leaves::{LayerLinks, Materialize, RUN_LEN};
 use super::path::{
     clean_rel, go_lossy, join_bytes, join_slash, resolve_bytes_in_root, resolve_in_root, root_path, root_path_bytes,
 };
@@ -277,27 +278,31 @@ pub(super) fn selected(
     Ok(selected_with_meta(input, src, allow_wildcard, exclude)?.into_iter().map(|(p, _)| p).collect())
 }
 
-/// [`selected`] with each entry's metadata from the walk, so callers that
-/// need it (cache keys) do not stat every file a second time.
+/// [`selected`] with each entry's stat key from the walk, so callers that
+/// need it (cache keys) do not stat every file a second time. The key, not
+/// the whole `Metadata` (five times its size): a selection of 200,000
+/// files is held at once.
 pub(super) fn selected_with_meta(
     input: &InputRoot,
     src: &[String],
     allow_wildcard: bool,
     exclude: &PatternMatcher,
-) -> Result<Vec<(OsString, fs::Metadata)>, FileOpError> {
+) -> Result<Vec<(OsString, StatKey)>, FileOpError> {
     let mut out = Vec::new();
     // An empty wildcard selects nothing (BuildKit's checksum of no paths);
     // whether it is an error is the copy's own decision at execution.
     for s in expand(input, src, allow_wildcard, true, false, exclude)? {
         if !s.rel.is_empty() {
-            out.push((OsStr::from_bytes(&s.rel).to_os_string(), s.meta.clone()));
+            out.push((OsStr::from_bytes(&s.rel).to_os_string(), StatKey::of(&s.meta)));
         }
         if s.meta.is_dir() {
-            out.extend(
-                walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| (OsString::from_vec(w.root_rel), w.meta))?
-                    .into_iter()
-                    .flatten(),
-            );
+            let parts = walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| {
+                (OsString::from_vec(w.root_rel), StatKey::of(&w.meta))
+            })?;
+            // Reserved once: growing by doubling held the old and the new
+            // buffer at once.
+            out.reserve(parts.iter().map(Vec::len).sum());
+            out.extend(parts.into_iter().flatten());
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -333,7 +338,7 @@ pub(super) fn copy(spec: &CopySpec) -> Result<Option<u64>, FileOpError> {
     mkdir_all(&resolve(&ensure)?, 0o755, spec.owner)?;
     let dest = resolve(&dest_clean)?;
     for s in &sources {
-        let mut plan = Plan { spec, entries: Vec::new(), inodes: HashMap::new() };
+        let mut plan = Plan { spec, bases: Bases::default(), entries: Vec::new(), inodes: HashMap::new() };
         if spec.unpack && s.meta.is_file() && archive::is_archive(&s.path) {
             mkdir_all(&dest, 0o755, spec.owner)?;
             archive::extract(&s.path, &dest, spec.owner, spec.can_chown)?;
@@ -407,10 +412,86 @@ pub(super) enum Kind {
     Link(usize),
 }
 
+/// The (source, destination) host directory pairs a plan's entries are
+/// below. Full host paths per entry were most of a large copy's memory (a
+/// source and a destination path of ~60 and ~100 bytes for each of 200,000
+/// files, held at once): a walk's entries share their walk's pair and keep
+/// only their path below it, and full paths are made when needed.
+#[derive(Default)]
+pub(super) struct Bases(Vec<(PathBuf, PathBuf)>);
+
+impl Bases {
+    /// Adds a pair; entries below it name it by the returned index.
+    fn add(&mut self, src: PathBuf, dst: PathBuf) -> u32 {
+        self.0.push((src, dst));
+        (self.0.len() - 1) as u32
+    }
+
+    fn pair(&self, e: &Entry) -> &(PathBuf, PathBuf) {
+        &self.0[e.base as usize]
+    }
+
+    /// The entry's source host path.
+    pub fn src(&self, e: &Entry) -> PathBuf {
+        below(&self.pair(e).0, &e.rel)
+    }
+
+    /// The entry's destination host path.
+    pub fn dst(&self, e: &Entry) -> PathBuf {
+        below(&self.pair(e).1, &e.rel)
+    }
+
+    /// The source's last component (every leaf has one).
+    pub fn src_name<'e>(&'e self, e: &'e Entry) -> &'e OsStr {
+        last_name(&self.pair(e).0, &e.rel)
+    }
+
+    /// The destination's last component.
+    pub fn dst_name<'e>(&'e self, e: &'e Entry) -> &'e OsStr {
+        last_name(&self.pair(e).1, &e.rel)
+    }
+
+    /// The directories holding the entry's source and destination.
+    pub fn parents(&self, e: &Entry) -> (PathBuf, PathBuf) {
+        let (src, dst) = self.pair(e);
+        match e.rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => (below(src, &e.rel[..i]), below(dst, &e.rel[..i])),
+            None if e.rel.is_empty() => (parent_or_self(src), parent_or_self(dst)),
+            None => (src.clone(), dst.clone()),
+        }
+    }
+
+    /// Whether two entries below one pair read from one directory and
+    /// write into one.
+    pub fn same_dirs(&self, a: &Entry, b: &Entry) -> bool {
+        let dir = |e: &Entry| e.rel.iter().rposition(|c| *c == b'/').map_or(0, |i| i);
+        a.base == b.base && !a.rel.is_empty() && !b.rel.is_empty() && a.rel[..dir(a)] == b.rel[..dir(b)]
+    }
+}
+
+/// `base/rel` (`base` itself for an empty `rel`).
+fn below(base: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() { base.to_path_buf() } else { base.join(OsStr::from_bytes(rel)) }
+}
+
+fn last_name<'p>(base: &'p Path, rel: &'p [u8]) -> &'p OsStr {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => OsStr::from_bytes(&rel[i + 1..]),
+        None if rel.is_empty() => base.file_name().unwrap_or(base.as_os_str()),
+        None => OsStr::from_bytes(rel),
+    }
+}
+
+fn parent_or_self(p: &Path) -> PathBuf {
+    p.parent().unwrap_or(p).to_path_buf()
+}
+
 /// One path to create.
 pub(super) struct Entry {
-    pub src: PathBuf,
-    pub dst: PathBuf,
+    /// Index of its pair in the plan's [`Bases`].
+    pub base: u32,
+    /// Slash path below that pair (empty: the pair's paths themselves).
+    pub rel: Box<[u8]>,
     pub kind: Kind,
     pub mode: u32,
     pub size: u64,
@@ -430,6 +511,7 @@ pub(super) type Leaf<'e> = (&'e Entry, (u32, u32), u32);
 
 struct Plan<'s, 'a, 'b> {
     spec: &'s CopySpec<'a, 'b>,
+    bases: Bases,
     entries: Vec<Entry>,
     /// (dev, ino) of multiply-linked files -> entry index.
     inodes: HashMap<(u64, u64), usize>,
@@ -443,10 +525,10 @@ fn time(secs: i64, nsecs: i64) -> SystemTime {
     }
 }
 
-/// The plan entry for `src` (with its `lstat`) copied to `dst`, and the
-/// (dev, inode) of a file with several links; `None` for a socket (which
-/// cannot be copied; fsutil skips them too).
-fn planned_entry(src: PathBuf, meta: &Metadata, dst: PathBuf) -> Option<(Entry, Option<(u64, u64)>)> {
+/// The plan entry for the source at `rel` below the pair `base` (with its
+/// `lstat`), and the (dev, inode) of a file with several links; `None` for
+/// a socket (which cannot be copied; fsutil skips them too).
+fn planned_entry(base: u32, rel: Box<[u8]>, meta: &Metadata) -> Option<(Entry, Option<(u64, u64)>)> {
     let ft = meta.file_type();
     let mut inode = None;
     let kind = if ft.is_dir() {
@@ -466,8 +548,8 @@ fn planned_entry(src: PathBuf, meta: &Metadata, dst: PathBuf) -> Option<(Entry, 
         return None;
     };
     let entry = Entry {
-        src,
-        dst,
+        base,
+        rel,
         kind,
         mode: meta.mode() & 0o7777,
         size: meta.len(),
@@ -482,7 +564,8 @@ fn planned_entry(src: PathBuf, meta: &Metadata, dst: PathBuf) -> Option<(Entry, 
 
 impl Plan<'_, '_, '_> {
     fn push(&mut self, src: &Path, meta: &Metadata, dst: PathBuf) {
-        if let Some(planned) = planned_entry(src.to_path_buf(), meta, dst) {
+        let base = self.bases.add(src.to_path_buf(), dst);
+        if let Some(planned) = planned_entry(base, Box::default(), meta) {
             self.push_planned(planned);
         }
     }
@@ -503,11 +586,11 @@ impl Plan<'_, '_, '_> {
 
     fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
         let spec = self.spec;
+        let base = self.bases.add(s.path.clone(), dst.to_path_buf());
         // Entries are made on the walk's threads: only the compact plan is
-        // held for the whole tree, not every entry's `Metadata`.
+        // held for the whole tree, not every entry's `Metadata` or paths.
         let walked = walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &|w| {
-            let dst = dst.join(OsStr::from_bytes(&w.copy_rel));
-            planned_entry(w.path, &w.meta, dst)
+            planned_entry(base, w.copy_rel.into_boxed_slice(), &w.meta)
         })?;
         self.entries.reserve(walked.iter().map(Vec::len).sum());
         for planned in walked.into_iter().flatten().flatten() {
@@ -535,21 +618,22 @@ impl Plan<'_, '_, '_> {
         for e in &self.entries {
             let (uid, gid) = self.owner(e);
             let shown = || {
-                let rel = e.src.strip_prefix(self.spec.input.root).unwrap_or(&e.src);
-                Path::new("/").join(rel).display().to_string()
+                let src = self.bases.src(e);
+                Path::new("/").join(src.strip_prefix(self.spec.input.root).unwrap_or(&src)).display().to_string()
             };
             check_owner(shown, uid, gid, self.spec.can_chown)?;
         }
         for e in &self.entries {
             if let Kind::Dir = e.kind {
-                match fs::create_dir(&e.dst) {
+                let dst = self.bases.dst(e);
+                match fs::create_dir(&dst) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-                        if !fs::symlink_metadata(&e.dst).is_ok_and(|m| m.is_dir()) {
-                            return Err(FileOpError::CopyToNonDir { path: e.dst.clone() });
+                        if !fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir()) {
+                            return Err(FileOpError::CopyToNonDir { path: dst });
                         }
                     }
-                    Err(source) => return Err(FileOpError::CreateDir { path: e.dst.clone(), source }),
+                    Err(source) => return Err(FileOpError::CreateDir { path: dst, source }),
                 }
             }
         }
@@ -564,13 +648,13 @@ impl Plan<'_, '_, '_> {
         let links = (!self.spec.input.link_layers.is_empty())
             .then(|| LayerLinks::new(self.spec.input.root, self.spec.input.link_layers));
         let inc = self.spec.incremental.map(|i| (i, self.spec.dest_root));
-        let how = Materialize { link: links.as_ref(), inc };
+        let how = Materialize { bases: &self.bases, link: links.as_ref(), inc };
         // Runs of leaves with one source and one destination directory
         // (the walk lists a directory's files together), each run on open
         // handles of the two; long runs are cut so one big directory still
         // spreads over the threads.
         let runs: Vec<&[Leaf]> =
-            leaves.chunk_by(|a, b| same_dirs(a.0, b.0)).flat_map(|run| run.chunks(RUN_LEN)).collect();
+            leaves.chunk_by(|a, b| self.bases.same_dirs(a.0, b.0)).flat_map(|run| run.chunks(RUN_LEN)).collect();
         if leaves.len() > 64 {
             runs.par_iter().try_for_each(|run| how.run(run))?;
         } else {
@@ -578,19 +662,22 @@ impl Plan<'_, '_, '_> {
         }
         for e in &self.entries {
             if let Kind::Link(i) = e.kind {
-                let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
-                clear_target(&e.dst)?;
-                fs::hard_link(&self.entries[i].dst, &e.dst).map_err(werr)?;
+                let dst = self.bases.dst(e);
+                clear_target(&dst)?;
+                if let Err(source) = fs::hard_link(self.bases.dst(&self.entries[i]), &dst) {
+                    return Err(FileOpError::Write { path: dst, source });
+                }
             }
         }
         for e in self.entries.iter().rev() {
             if let Kind::Dir = e.kind {
-                let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+                let dst = self.bases.dst(e);
+                let werr = |source| FileOpError::Write { path: dst.clone(), source };
                 let (uid, gid) = self.owner(e);
-                set_owner_path(&e.dst, uid, gid).map_err(werr)?;
-                fs::set_permissions(&e.dst, fs::Permissions::from_mode(self.mode(e, true))).map_err(werr)?;
-                copy_xattrs_path(&e.src, &e.dst);
-                set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)?;
+                set_owner_path(&dst, uid, gid).map_err(werr)?;
+                fs::set_permissions(&dst, fs::Permissions::from_mode(self.mode(e, true))).map_err(werr)?;
+                copy_xattrs_path(&self.bases.src(e), &dst);
+                set_times_path(&dst, e.atime, e.mtime).map_err(werr)?;
             }
         }
         Ok(())

@@ -30,13 +30,11 @@
 //! inode only when the source has them linked too (the layer writer would
 //! otherwise record a hard link a fresh copy does not have).
 
-use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rbuild_cache::store::FxBuildHasher;
 pub use rbuild_cache::store::StatKey;
 
 /// Name of the manifest file in a snapshot's directory (beside `diff/`).
@@ -65,69 +63,63 @@ pub struct Recorded {
 }
 
 /// The records of the regular files a copy wrote, by their slash path
-/// relative to the snapshot's root.
+/// relative to the snapshot's root, kept as their encoding
+/// ([`Manifest::as_bytes`]) with the offset of each record, looked up by
+/// binary search on the sorted paths. The previous copy's manifest is held
+/// through a whole copy: a hash table of owned paths and decoded records
+/// took ~1.6 times the encoding (36 MB against 22 MB for 200,000 files).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Manifest {
-    /// FxHash: decoding the previous manifest (20,000 inserts) with SipHash
-    /// cost half as much as the copy's 20,000 hard links.
-    files: HashMap<Vec<u8>, Recorded, FxBuildHasher>,
+    /// The encoding: magic, then the records in path order.
+    bytes: Vec<u8>,
+    /// Offset in `bytes` of each record (its path length field).
+    offsets: Vec<u32>,
 }
 
 impl Manifest {
     /// Number of files recorded.
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.offsets.len()
     }
 
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.offsets.is_empty()
+    }
+
+    /// The path at `offset` and the bytes after it (checked by
+    /// [`Manifest::decode`]).
+    fn path_at(&self, offset: u32) -> (&[u8], &[u8]) {
+        let rest = &self.bytes[offset as usize..];
+        let (len, rest) = rest.split_first_chunk::<4>().expect("decoded record");
+        rest.split_at(u32::from_le_bytes(*len) as usize)
     }
 
     /// The record of `rel`.
-    pub fn get(&self, rel: &[u8]) -> Option<&Recorded> {
-        self.files.get(rel)
-    }
-
-    /// Records `rel` (a later write of the same path wins).
-    pub fn insert(&mut self, rel: Vec<u8>, record: Recorded) {
-        self.files.insert(rel, record);
+    pub fn get(&self, rel: &[u8]) -> Option<Recorded> {
+        let i = self.offsets.binary_search_by(|o| self.path_at(*o).0.cmp(rel)).ok()?;
+        parse_record(&self.path_at(self.offsets[i]).1[..RECORD_LEN])
     }
 
     /// The binary encoding: magic, then per file (sorted by path, so the
     /// same manifest gives the same bytes) a little-endian `u32` path
     /// length, the path bytes and the record ([`RECORD_LEN`] bytes, little
     /// endian).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut entries: Vec<(&Vec<u8>, &Recorded)> = self.files.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let mut out =
-            Vec::with_capacity(MAGIC.len() + entries.iter().map(|(p, _)| p.len() + 4 + RECORD_LEN).sum::<usize>());
-        out.extend_from_slice(MAGIC);
-        for (path, r) in entries {
-            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
-            out.extend_from_slice(path);
-            out.extend_from_slice(&r.sum);
-            out.extend_from_slice(&r.attrs.size.to_le_bytes());
-            out.extend_from_slice(&r.attrs.mode.to_le_bytes());
-            out.extend_from_slice(&r.attrs.owner.0.to_le_bytes());
-            out.extend_from_slice(&r.attrs.owner.1.to_le_bytes());
-            out.extend_from_slice(&r.attrs.mtime.0.to_le_bytes());
-            out.extend_from_slice(&(r.attrs.mtime.1 as u32).to_le_bytes());
-            out.extend_from_slice(&r.src_ctime.0.to_le_bytes());
-            out.extend_from_slice(&(r.src_ctime.1 as u32).to_le_bytes());
-            out.push(u8::from(r.xattrs));
-        }
-        out
+    pub fn as_bytes(&self) -> &[u8] {
+        if self.bytes.is_empty() { MAGIC } else { &self.bytes }
     }
 
-    /// Decodes [`Manifest::encode`]'s bytes; `None` when they are not a
-    /// manifest (truncated, another version): the copy is then a fresh one.
-    pub fn decode(bytes: &[u8]) -> Option<Manifest> {
+    /// Decodes [`Manifest::as_bytes`]'s bytes; `None` when they are not a
+    /// manifest (truncated, another version, paths out of order): the copy
+    /// is then a fresh one.
+    pub fn decode(bytes: Vec<u8>) -> Option<Manifest> {
         let mut rest = bytes.strip_prefix(MAGIC.as_slice())?;
-        // Paths of a few dozen bytes: a close guess, so the table is not regrown.
-        let mut files = HashMap::with_capacity_and_hasher(rest.len() / (RECORD_LEN + 40), FxBuildHasher::default());
+        u32::try_from(bytes.len()).ok()?;
+        // Paths of a few dozen bytes: a close guess, so the index is not regrown.
+        let mut offsets = Vec::with_capacity(rest.len() / (RECORD_LEN + 28));
+        let mut last: Option<&[u8]> = None;
         while !rest.is_empty() {
+            offsets.push((bytes.len() - rest.len()) as u32);
             let (len, tail) = rest.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len) as usize;
             if tail.len() < len + RECORD_LEN {
@@ -135,31 +127,95 @@ impl Manifest {
             }
             let (path, tail) = tail.split_at(len);
             let (rec, tail) = tail.split_at(RECORD_LEN);
-            let mut r = Reader(rec);
-            let sum = r.take::<32>();
-            let size = u64::from_le_bytes(r.take());
-            let mode = u32::from_le_bytes(r.take());
-            let uid = u32::from_le_bytes(r.take());
-            let gid = u32::from_le_bytes(r.take());
-            let mtime = (i64::from_le_bytes(r.take()), i64::from(u32::from_le_bytes(r.take())));
-            let src_ctime = (i64::from_le_bytes(r.take()), i64::from(u32::from_le_bytes(r.take())));
-            let xattrs = match r.take::<1>() {
-                [0] => false,
-                [1] => true,
-                _ => return None,
-            };
-            let attrs = Wanted { size, mode, owner: (uid, gid), mtime };
-            files.insert(path.to_vec(), Recorded { sum, attrs, src_ctime, xattrs });
+            parse_record(rec)?;
+            if last.is_some_and(|l| l >= path) {
+                return None;
+            }
+            last = Some(path);
             rest = tail;
         }
-        Some(Manifest { files })
+        offsets.shrink_to_fit();
+        Some(Manifest { bytes, offsets })
     }
 
     /// Reads the manifest of the snapshot whose directory is `dir`; a
     /// missing or unreadable one is `None`.
     pub fn load(dir: &Path) -> Option<Manifest> {
-        Manifest::decode(&fs::read(dir.join(MANIFEST_FILE)).ok()?)
+        Manifest::decode(fs::read(dir.join(MANIFEST_FILE)).ok()?)
     }
+}
+
+/// The records of a manifest being written, as they come; sorted and
+/// encoded once at the end.
+#[derive(Debug, Default)]
+pub struct ManifestBuilder {
+    records: Vec<(Box<[u8]>, Recorded)>,
+}
+
+impl ManifestBuilder {
+    /// A builder with room for `n` records.
+    pub fn with_capacity(n: usize) -> ManifestBuilder {
+        ManifestBuilder { records: Vec::with_capacity(n) }
+    }
+
+    /// Records `rel` (a later record of the same path wins).
+    pub fn insert(&mut self, rel: impl Into<Box<[u8]>>, record: Recorded) {
+        self.records.push((rel.into(), record));
+    }
+
+    /// The manifest of what was recorded.
+    pub fn finish(mut self) -> Manifest {
+        // Stable: of records of one path, the last inserted stays last.
+        self.records.sort_by(|a, b| a.0.cmp(&b.0));
+        let kept = |i: usize| self.records.get(i + 1).is_none_or(|next| next.0 != self.records[i].0);
+        let len = MAGIC.len()
+            + (0..self.records.len())
+                .filter(|i| kept(*i))
+                .map(|i| 4 + self.records[i].0.len() + RECORD_LEN)
+                .sum::<usize>();
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(MAGIC);
+        let mut offsets = Vec::with_capacity(self.records.len());
+        for (i, (path, r)) in self.records.iter().enumerate() {
+            if !kept(i) {
+                continue;
+            }
+            offsets.push(bytes.len() as u32);
+            bytes.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(path);
+            bytes.extend_from_slice(&r.sum);
+            bytes.extend_from_slice(&r.attrs.size.to_le_bytes());
+            bytes.extend_from_slice(&r.attrs.mode.to_le_bytes());
+            bytes.extend_from_slice(&r.attrs.owner.0.to_le_bytes());
+            bytes.extend_from_slice(&r.attrs.owner.1.to_le_bytes());
+            bytes.extend_from_slice(&r.attrs.mtime.0.to_le_bytes());
+            bytes.extend_from_slice(&(r.attrs.mtime.1 as u32).to_le_bytes());
+            bytes.extend_from_slice(&r.src_ctime.0.to_le_bytes());
+            bytes.extend_from_slice(&(r.src_ctime.1 as u32).to_le_bytes());
+            bytes.push(u8::from(r.xattrs));
+        }
+        Manifest { bytes, offsets }
+    }
+}
+
+/// One record's fixed-size fields ([`RECORD_LEN`] bytes); `None` for an
+/// unknown flag.
+fn parse_record(rec: &[u8]) -> Option<Recorded> {
+    let mut r = Reader(rec);
+    let sum = r.take::<32>();
+    let size = u64::from_le_bytes(r.take());
+    let mode = u32::from_le_bytes(r.take());
+    let uid = u32::from_le_bytes(r.take());
+    let gid = u32::from_le_bytes(r.take());
+    let mtime = (i64::from_le_bytes(r.take()), i64::from(u32::from_le_bytes(r.take())));
+    let src_ctime = (i64::from_le_bytes(r.take()), i64::from(u32::from_le_bytes(r.take())));
+    let xattrs = match r.take::<1>() {
+        [0] => false,
+        [1] => true,
+        _ => return None,
+    };
+    let attrs = Wanted { size, mode, owner: (uid, gid), mtime };
+    Some(Recorded { sum, attrs, src_ctime, xattrs })
 }
 
 /// Fixed-size fields of a record whose length was checked.
@@ -185,7 +241,7 @@ pub struct Incremental<'a> {
     /// Source content digests.
     pub content_sum: &'a ContentSum<'a>,
     /// The manifest of the snapshot being written.
-    pub(super) manifest: Mutex<Manifest>,
+    pub(super) manifest: Mutex<ManifestBuilder>,
     /// Files shared with the previous snapshot.
     pub(super) shared: std::sync::atomic::AtomicUsize,
 }
@@ -196,20 +252,15 @@ impl<'a> Incremental<'a> {
         Incremental {
             previous,
             content_sum,
-            // About as many files as last time: the table is not regrown.
-            manifest: Mutex::new(Manifest {
-                files: HashMap::with_capacity_and_hasher(
-                    previous.map_or(0, |(_, m)| m.len()),
-                    FxBuildHasher::default(),
-                ),
-            }),
+            // About as many files as last time: the list is not regrown.
+            manifest: Mutex::new(ManifestBuilder::with_capacity(previous.map_or(0, |(_, m)| m.len()))),
             shared: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
     /// The manifest of what was written so far.
     pub fn into_manifest(self) -> Manifest {
-        self.manifest.into_inner().unwrap_or_else(|p| p.into_inner())
+        self.manifest.into_inner().unwrap_or_else(|p| p.into_inner()).finish()
     }
 
     /// How many files were shared with the previous snapshot.
@@ -244,7 +295,7 @@ impl<'a> Incremental<'a> {
     }
 
     /// Records a file written (or shared) at `rel`.
-    pub(super) fn record(&self, rel: Vec<u8>, record: Recorded) {
+    pub(super) fn record(&self, rel: &[u8], record: Recorded) {
         self.manifest.lock().unwrap_or_else(|p| p.into_inner()).insert(rel, record);
     }
 }
@@ -307,21 +358,45 @@ mod tests {
             src_ctime: (1_700_000_000, 12),
             xattrs,
         };
-        let mut m = Manifest::default();
-        m.insert(b"a/b.txt".to_vec(), rec(7, false));
-        m.insert(b"n\xff".to_vec(), rec(9, true));
-        m.insert(Vec::new(), rec(1, false));
-        let bytes = m.encode();
-        assert_eq!(Manifest::decode(&bytes), Some(m.clone()));
-        // Deterministic encoding.
-        assert_eq!(bytes, Manifest::decode(&bytes).unwrap().encode());
-        assert_eq!(Manifest::decode(&bytes[..bytes.len() - 1]), None);
+        let mut b = ManifestBuilder::default();
+        b.insert(b"n\xff".to_vec(), rec(2, false));
+        b.insert(b"a/b.txt".to_vec(), rec(7, false));
+        b.insert(b"n\xff".to_vec(), rec(9, true));
+        b.insert(Vec::new(), rec(1, false));
+        let m = b.finish();
+        assert_eq!(m.len(), 3);
+        // The later record of a path won.
+        assert_eq!(m.get(b"n\xff"), Some(rec(9, true)));
+        assert_eq!(m.get(b"a/b.txt"), Some(rec(7, false)));
+        assert_eq!(m.get(b""), Some(rec(1, false)));
+        assert_eq!(m.get(b"a"), None);
+        let bytes = m.as_bytes().to_vec();
+        assert_eq!(Manifest::decode(bytes.clone()), Some(m.clone()));
+        // Deterministic encoding, whatever the insertion order.
+        let mut again = ManifestBuilder::default();
+        again.insert(Vec::new(), rec(1, false));
+        again.insert(b"n\xff".to_vec(), rec(9, true));
+        again.insert(b"a/b.txt".to_vec(), rec(7, false));
+        assert_eq!(again.finish().as_bytes(), &bytes[..]);
+        assert_eq!(Manifest::decode(bytes[..bytes.len() - 1].to_vec()), None);
         // Version 1 (digests only) and unknown flags are not manifests.
-        assert_eq!(Manifest::decode(b"rbcsum\0\x01"), None);
+        assert_eq!(Manifest::decode(b"rbcsum\0\x01".to_vec()), None);
         let mut bad = bytes.clone();
         *bad.last_mut().unwrap() = 2;
-        assert_eq!(Manifest::decode(&bad), None);
-        assert_eq!(Manifest::decode(b"rbcsum\0\x03"), None);
-        assert_eq!(Manifest::decode(b""), None);
+        assert_eq!(Manifest::decode(bad), None);
+        assert_eq!(Manifest::decode(b"rbcsum\0\x03".to_vec()), None);
+        assert_eq!(Manifest::decode(Vec::new()), None);
+        // Paths out of order are not a manifest this code wrote.
+        let mut swapped = MAGIC.to_vec();
+        let (second, first) = (m.offsets[1] as usize, m.offsets[2] as usize);
+        swapped.extend_from_slice(&bytes[first..]);
+        swapped.extend_from_slice(&bytes[second..first]);
+        assert_eq!(Manifest::decode(swapped), None);
+        // An empty manifest encodes as the magic alone.
+        let empty = ManifestBuilder::default().finish();
+        assert_eq!(
+            Manifest::decode(empty.as_bytes().to_vec()),
+            Some(Manifest { bytes: MAGIC.to_vec(), offsets: Vec::new() })
+        );
     }
 }

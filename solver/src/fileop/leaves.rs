@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::copy::{Entry, Kind, Leaf, clear_target, copy_data, copy_xattrs_fd, lchown, umask};
+use super::copy::{Bases, Entry, Kind, Leaf, clear_target, copy_data, copy_xattrs_fd, lchown, umask};
 use super::incremental::{Incremental, Recorded, Wanted};
 use super::{FileOpError, set_times_path};
 
@@ -30,24 +30,21 @@ use super::{FileOpError, set_times_path};
 /// spread over the threads.
 pub(super) const RUN_LEN: usize = 256;
 
-/// Whether two leaves read from one directory and write into one.
-pub(super) fn same_dirs(a: &Entry, b: &Entry) -> bool {
-    a.src.parent() == b.src.parent() && a.dst.parent() == b.dst.parent()
-}
-
 /// How the leaves of one copy are made: hard-linked from the input's layers
 /// (`link`) or from the previous snapshot of an incremental copy (`inc`,
 /// with the destination root), else written.
 pub(super) struct Materialize<'a> {
+    /// Where the plan's entries are.
+    pub bases: &'a Bases,
     pub link: Option<&'a LayerLinks<'a>>,
     pub inc: Option<(&'a Incremental<'a>, &'a Path)>,
 }
 
 impl Materialize<'_> {
-    /// Makes one run of leaves (see [`same_dirs`]).
+    /// Makes one run of leaves (see [`Bases::same_dirs`]).
     pub fn run(&self, run: &[Leaf]) -> Result<(), FileOpError> {
         let Some((first, _, _)) = run.first() else { return Ok(()) };
-        let mut dirs = Dirs::open(first)?;
+        let mut dirs = Dirs::open(self.bases, first)?;
         for (e, owner, mode) in run {
             self.materialize(e, *owner, *mode, &mut dirs)?;
         }
@@ -56,31 +53,35 @@ impl Materialize<'_> {
 
     /// Creates one non-directory entry with its metadata.
     fn materialize(&self, e: &Entry, owner: (u32, u32), mode: u32, dirs: &mut Dirs) -> Result<(), FileOpError> {
-        let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+        let bases = self.bases;
+        if let Kind::File = e.kind {
+            return match self.inc {
+                Some((inc, dest_root)) => incremental(bases, e, owner, mode, inc, dest_root, dirs),
+                None => write_file(bases, e, owner, mode, self.link, dirs).map(|_| ()),
+            };
+        }
+        // The rare kinds are made by path.
+        let dst = bases.dst(e);
+        let werr = |source| FileOpError::Write { path: dst.clone(), source };
         match e.kind {
-            Kind::File => {
-                return match self.inc {
-                    Some((inc, dest_root)) => incremental(e, owner, mode, inc, dest_root, dirs),
-                    None => write_file(e, owner, mode, self.link, dirs).map(|_| ()),
-                };
-            }
+            Kind::File | Kind::Dir | Kind::Link(_) => return Ok(()),
             Kind::Symlink => {
-                let target =
-                    fs::read_link(&e.src).map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
-                clear_target(&e.dst)?;
-                std::os::unix::fs::symlink(&target, &e.dst).map_err(werr)?;
-                lchown(&e.dst, owner).map_err(werr)?;
-                set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)?;
+                let src = bases.src(e);
+                let target = fs::read_link(&src).map_err(|source| FileOpError::ReadSource { path: src, source })?;
+                clear_target(&dst)?;
+                std::os::unix::fs::symlink(&target, &dst).map_err(werr)?;
+                lchown(&dst, owner).map_err(werr)?;
+                set_times_path(&dst, e.atime, e.mtime).map_err(werr)?;
                 return Ok(());
             }
             Kind::Fifo | Kind::Device { .. } => {
-                clear_target(&e.dst)?;
+                clear_target(&dst)?;
                 let (ft, dev) = match e.kind {
                     Kind::Device { rdev, block: true } => (rustix::fs::FileType::BlockDevice, rdev),
                     Kind::Device { rdev, block: false } => (rustix::fs::FileType::CharacterDevice, rdev),
                     _ => (rustix::fs::FileType::Fifo, 0),
                 };
-                let made = rustix::fs::mknodat(rustix::fs::CWD, &e.dst, ft, Mode::from_raw_mode(0o600), dev);
+                let made = rustix::fs::mknodat(rustix::fs::CWD, &dst, ft, Mode::from_raw_mode(0o600), dev);
                 match made {
                     Ok(()) => {}
                     // A rootless builder may not create device nodes; like
@@ -89,11 +90,10 @@ impl Materialize<'_> {
                     Err(err) => return Err(werr(err.into())),
                 }
             }
-            Kind::Dir | Kind::Link(_) => return Ok(()),
         }
-        lchown(&e.dst, owner).map_err(werr)?;
-        fs::set_permissions(&e.dst, fs::Permissions::from_mode(mode)).map_err(werr)?;
-        set_times_path(&e.dst, e.atime, e.mtime).map_err(werr)
+        lchown(&dst, owner).map_err(werr)?;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(werr)?;
+        set_times_path(&dst, e.atime, e.mtime).map_err(werr)
     }
 }
 
@@ -124,20 +124,12 @@ fn open_src_dir(p: &Path) -> rustix::io::Result<OwnedFd> {
     rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
 }
 
-/// The last component of a planned path (every leaf has one).
-fn name(p: &Path) -> &OsStr {
-    p.file_name().unwrap_or(p.as_os_str())
-}
-
 impl Dirs {
-    fn open(e: &Entry) -> Result<Dirs, FileOpError> {
-        let (Some(dst), Some(src)) = (e.dst.parent(), e.src.parent()) else {
-            return Err(FileOpError::Write { path: e.dst.clone(), source: Errno::INVAL.into() });
-        };
+    fn open(bases: &Bases, e: &Entry) -> Result<Dirs, FileOpError> {
+        let (src, dst) = bases.parents(e);
         Ok(Dirs {
-            dst: open_dir(dst).map_err(|err| FileOpError::Write { path: dst.to_path_buf(), source: err.into() })?,
-            src: open_src_dir(src)
-                .map_err(|err| FileOpError::ReadSource { path: src.to_path_buf(), source: err.into() })?,
+            dst: open_dir(&dst).map_err(|err| FileOpError::Write { path: dst.clone(), source: err.into() })?,
+            src: open_src_dir(&src).map_err(|err| FileOpError::ReadSource { path: src.clone(), source: err.into() })?,
             prev: None,
             layers: HashMap::new(),
         })
@@ -194,10 +186,11 @@ impl<'l> LayerLinks<'l> {
     /// Hard-links the file of the topmost snapshot layer that the merged
     /// view shows at the entry's source into the destination, if it is a
     /// plain file of the expected size there; `false`: nothing linked.
-    fn link(&self, e: &Entry, dirs: &mut Dirs) -> Result<bool, FileOpError> {
-        let Some(rel_dir) = e.src.strip_prefix(self.root).ok().and_then(Path::parent) else { return Ok(false) };
+    fn link(&self, bases: &Bases, e: &Entry, dirs: &mut Dirs) -> Result<bool, FileOpError> {
+        let src = bases.src(e);
+        let Some(rel_dir) = src.strip_prefix(self.root).ok().and_then(Path::parent) else { return Ok(false) };
         let Some(start) = self.top_of(rel_dir) else { return Ok(false) };
-        let file = name(&e.src);
+        let file = bases.src_name(e);
         for (i, layer) in self.layers.iter().enumerate().skip(start) {
             dirs.layer(i, layer, rel_dir);
             // Borrowed apart from `dirs.dst`, which the link needs too.
@@ -207,7 +200,7 @@ impl<'l> LayerLinks<'l> {
                     if st.st_size as u64 != e.size {
                         return Ok(false);
                     }
-                    return link_replacing(dir.as_fd(), file, dirs.dst.as_fd(), name(&e.dst), &e.dst);
+                    return link_replacing(dir.as_fd(), file, dirs.dst.as_fd(), bases.dst_name(e), || bases.dst(e));
                 }
                 // A whiteout or another type: the view's file is not a plain one here.
                 Ok(_) => return Ok(false),
@@ -224,6 +217,7 @@ impl<'l> LayerLinks<'l> {
 /// planning walk's (the cache key of the copy was taken from the same
 /// stat-keyed digests a moment before): no second `lstat`.
 fn incremental(
+    bases: &Bases,
     e: &Entry,
     owner: (u32, u32),
     mode: u32,
@@ -231,28 +225,31 @@ fn incremental(
     dest_root: &Path,
     dirs: &mut Dirs,
 ) -> Result<(), FileOpError> {
-    let Ok(rel) = e.dst.strip_prefix(dest_root) else {
-        write_file(e, owner, mode, None, dirs)?;
+    let dst = bases.dst(e);
+    let Ok(rel) = dst.strip_prefix(dest_root) else {
+        write_file(bases, e, owner, mode, None, dirs)?;
         return Ok(());
     };
-    let sum = (inc.content_sum)(&e.src, &e.stat.key)
-        .map_err(|source| FileOpError::ReadSource { path: e.src.clone(), source })?;
+    let src = bases.src(e);
+    let sum =
+        (inc.content_sum)(&src, &e.stat.key).map_err(|source| FileOpError::ReadSource { path: src.clone(), source })?;
     let attrs = Wanted { size: e.size, mode, owner, mtime: e.stat.mtime };
     let mut record = Recorded { sum, attrs, src_ctime: e.stat.ctime, xattrs: false };
     let rel_bytes = rel.as_os_str().as_bytes();
     let mut shared = false;
-    if let Some(diff) = inc.shareable(rel_bytes, &sum, &attrs, e.stat.ctime, &e.src) {
+    if let Some(diff) = inc.shareable(rel_bytes, &sum, &attrs, e.stat.ctime, &src) {
         dirs.prev(diff, rel.parent().unwrap_or(Path::new("")));
         if let Some(prev) = dirs.prev.as_ref().and_then(Option::as_ref) {
-            shared = link_replacing(prev.as_fd(), name(&e.dst), dirs.dst.as_fd(), name(&e.dst), &e.dst)?;
+            let name = bases.dst_name(e);
+            shared = link_replacing(prev.as_fd(), name, dirs.dst.as_fd(), name, || dst.clone())?;
         }
     }
     if shared {
         inc.shared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     } else {
-        record.xattrs = write_file(e, owner, mode, None, dirs)?;
+        record.xattrs = write_file(bases, e, owner, mode, None, dirs)?;
     }
-    inc.record(rel_bytes.to_vec(), record);
+    inc.record(rel_bytes, record);
     Ok(())
 }
 
@@ -262,28 +259,29 @@ fn incremental(
 /// it may be an inode shared with another snapshot. `true` when the source
 /// had xattrs to carry over.
 fn write_file(
+    bases: &Bases,
     e: &Entry,
     owner: (u32, u32),
     mode: u32,
     link: Option<&LayerLinks>,
     dirs: &mut Dirs,
 ) -> Result<bool, FileOpError> {
-    let werr = |source| FileOpError::Write { path: e.dst.clone(), source };
+    let werr = |source| FileOpError::Write { path: bases.dst(e), source };
     if let Some(links) = link
         && owner == (e.uid, e.gid)
         && mode == e.mode
-        && links.link(e, dirs)?
+        && links.link(bases, e, dirs)?
     {
         return Ok(false);
     }
-    let src =
-        rustix::fs::openat(&dirs.src, name(&e.src), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map(File::from)
-            .map_err(|err| FileOpError::ReadSource { path: e.src.clone(), source: err.into() })?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let src = rustix::fs::openat(&dirs.src, bases.src_name(e), flags, Mode::empty())
+        .map(File::from)
+        .map_err(|err| FileOpError::ReadSource { path: bases.src(e), source: err.into() })?;
     // Created with its final mode when the umask cannot alter it
     // and no chown will clear set-id bits, saving an fchmod.
     let exact = mode & 0o7000 == 0 && mode & umask() == 0;
-    let dst = create_file(dirs.dst.as_fd(), name(&e.dst), &e.dst, if exact { mode } else { 0o600 })?;
+    let dst = create_file(dirs.dst.as_fd(), bases.dst_name(e), || bases.dst(e), if exact { mode } else { 0o600 })?;
     copy_data(&src, &dst, e.size).map_err(werr)?;
     std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
     if !exact {
@@ -295,7 +293,7 @@ fn write_file(
     Ok(xattrs)
 }
 
-/// Hard-links `from_dir/from` at `dir/to` (`path` names it in errors),
+/// Hard-links `from_dir/from` at `dir/to` (`path` makes its name for errors),
 /// replacing a non-directory there; `false` when the link cannot be made
 /// (another file system, gone): then copy. Tries the link first, so the
 /// common case (nothing there) costs one syscall.
@@ -304,7 +302,7 @@ fn link_replacing(
     from: &OsStr,
     dir: BorrowedFd,
     to: &OsStr,
-    path: &Path,
+    path: impl Fn() -> PathBuf,
 ) -> Result<bool, FileOpError> {
     match rustix::fs::linkat(from_dir, from, dir, to, AtFlags::empty()) {
         Ok(()) => Ok(true),
@@ -318,28 +316,28 @@ fn link_replacing(
 
 /// Removes a non-directory at `dir/name` (replaced by the copy); a
 /// directory there is an error, as in fsutil's `ensureEmptyFileTarget`.
-fn clear_target_at(dir: BorrowedFd, name: &OsStr, path: &Path) -> Result<(), FileOpError> {
+fn clear_target_at(dir: BorrowedFd, name: &OsStr, path: impl Fn() -> PathBuf) -> Result<(), FileOpError> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory => {
-            Err(FileOpError::ReplaceDir { path: path.to_path_buf() })
+            Err(FileOpError::ReplaceDir { path: path() })
         }
         Ok(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty())
-            .map_err(|err| FileOpError::Remove { path: path.to_path_buf(), source: err.into() }),
+            .map_err(|err| FileOpError::Remove { path: path(), source: err.into() }),
         Err(_) => Ok(()),
     }
 }
 
 /// Creates a new file at `dir/name`, replacing an existing non-directory.
 /// Tries the create first so the common case costs one syscall.
-fn create_file(dir: BorrowedFd, name: &OsStr, path: &Path, mode: u32) -> Result<File, FileOpError> {
+fn create_file(dir: BorrowedFd, name: &OsStr, path: impl Fn() -> PathBuf, mode: u32) -> Result<File, FileOpError> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let open = || rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode)).map(File::from);
     match open() {
         Ok(f) => Ok(f),
         Err(Errno::EXIST) => {
-            clear_target_at(dir, name, path)?;
-            open().map_err(|err| FileOpError::Write { path: path.to_path_buf(), source: err.into() })
+            clear_target_at(dir, name, &path)?;
+            open().map_err(|err| FileOpError::Write { path: path(), source: err.into() })
         }
-        Err(err) => Err(FileOpError::Write { path: path.to_path_buf(), source: err.into() }),
+        Err(err) => Err(FileOpError::Write { path: path(), source: err.into() }),
     }
 }

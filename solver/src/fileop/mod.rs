@@ -474,15 +474,16 @@ fn rm(root: &Path, p: &str, allow_not_found: bool) -> Result<(), FileOpError> {
     Ok(())
 }
 
-/// Like [`selected_files`], with each entry's `lstat` metadata (the source
-/// itself is stat-ed through a symlink, as COPY follows it).
+/// Like [`selected_files`], with the stat key of each entry's `lstat` (the
+/// source itself is stat-ed through a symlink, as COPY follows it); its
+/// `mode` holds the file type too.
 pub fn selected_entries(
     root: &Path,
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
     ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
-) -> Result<Vec<(std::ffi::OsString, std::fs::Metadata)>, FileOpError> {
+) -> Result<Vec<(std::ffi::OsString, incremental::StatKey)>, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected_with_meta(&input, src, allow_wildcard, &exclude)

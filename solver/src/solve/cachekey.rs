@@ -118,31 +118,34 @@ fn checksum_selection(
     // Per-entry digests in parallel (a miss reads and hashes the file; a hit
     // costs nothing more than the walk's stat), combined in path order.
     use rayon::prelude::*;
-    let per_entry: Vec<Result<[u8; 32], StepError>> = entries
+    let per_entry: Vec<[u8; 32]> = entries
         .par_iter()
-        .map(|(rel, meta)| {
-            use std::os::unix::fs::PermissionsExt;
+        .map(|(rel, stat)| {
             let read_err =
                 |source| StepError::Checksum { path: std::path::Path::new(rel).display().to_string(), source };
             let mut h = Sha256::new();
             h.update(rel.as_bytes());
             h.update([0]);
-            h.update(meta.permissions().mode().to_le_bytes());
-            let ft = meta.file_type();
+            // The whole `st_mode`, file type bits included.
+            h.update(stat.mode.to_le_bytes());
             let path = dir.root.join(std::path::Path::new(rel).strip_prefix("/").unwrap_or(std::path::Path::new(rel)));
-            if ft.is_file() {
-                let sum = checksums.checksum(&path, meta).map_err(read_err)?;
-                h.update(sum.as_bytes());
-            } else if ft.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(read_err)?;
-                h.update(target.as_os_str().as_encoded_bytes());
+            match stat.mode & libc::S_IFMT {
+                libc::S_IFREG => {
+                    let sum = checksums.checksum_stat(&path, stat).map_err(read_err)?;
+                    h.update(sum.as_bytes());
+                }
+                libc::S_IFLNK => {
+                    let target = std::fs::read_link(&path).map_err(read_err)?;
+                    h.update(target.as_os_str().as_encoded_bytes());
+                }
+                _ => {}
             }
             Ok(h.finalize().into())
         })
-        .collect();
+        .collect::<Result<_, StepError>>()?;
     let mut h = Sha256::new();
     for d in per_entry {
-        h.update(d?);
+        h.update(d);
     }
     Ok(Digest(h.finalize().into()))
 }

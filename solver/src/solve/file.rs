@@ -141,7 +141,7 @@ pub(crate) fn run(
     }
     if let Some(inc) = incremental {
         let path = draft.path().join(fileop::incremental::MANIFEST_FILE);
-        if let Err(source) = std::fs::write(&path, inc.into_manifest().encode()) {
+        if let Err(source) = std::fs::write(&path, inc.into_manifest().as_bytes()) {
             return Err(err(StepError::Manifest { path, source }));
         }
     }
