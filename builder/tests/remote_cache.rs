@@ -1599,7 +1599,9 @@ fn a_streamed_upload_whose_commit_fails_is_uploaded_from_the_file() {
     let refused_at = log.iter().position(|l| l.fault.is_some()).unwrap_or_else(|| panic!("no PUT refused: {log:#?}"));
     let session = log[refused_at].target.split('?').next().unwrap().to_string();
     assert!(
-        log[..refused_at].iter().any(|l| l.method == "PATCH" && l.target.starts_with(&session) && l.status == Some(202)),
+        log[..refused_at]
+            .iter()
+            .any(|l| l.method == "PATCH" && l.target.starts_with(&session) && l.status == Some(202)),
         "the refused PUT did not close a stream: {log:#?}"
     );
     assert_cache_blobs_complete(&reg, store.path(), "streamput:x");
