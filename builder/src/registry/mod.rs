@@ -18,7 +18,6 @@ mod pull;
 pub mod queue;
 mod reference;
 pub mod session;
-pub mod streaming;
 pub mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};
