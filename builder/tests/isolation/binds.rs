@@ -333,3 +333,33 @@ fn escape_dockerignore_bypass_through_bind() {
         }
     }
 }
+
+/// Mount targets reached through links an earlier step planted (one to a
+/// host directory, one climbing with `..` past `/`) are resolved inside
+/// the RUN's root: the stubs and mounts land there, the host directory is
+/// never written, and the layer lookup that decides where stubs go never
+/// answers for a path it cannot interpret (it hands those to the kernel).
+#[test]
+fn escape_mount_targets_through_planted_links() {
+    let reg = registry();
+    for user in users() {
+        let case = Case::new(user, &[]);
+        let host_dir = case.path("host").display().to_string();
+        std::fs::write(
+            case.ctx().join("Dockerfile"),
+            format!(
+                "FROM {}/busybox:latest\n\
+                 RUN ln -s {host_dir} /hostlink && mkdir -p /a && ln -s ../../../../../.. /a/up\n\
+                 RUN --mount=type=tmpfs,target=/hostlink/t --mount=type=cache,id=c,target=/a/up{host_dir}/c \
+                     sh -c 'echo pwned > /hostlink/t/x && echo pwned > /a/up{host_dir}/c/y && \
+                            (cat /hostlink/marker || echo absent) > /seen && ls /hostlink/t /a/up{host_dir}/c >> /seen'\n",
+                reg.addr
+            ),
+        )
+        .unwrap();
+        case.build_ok();
+        assert_eq!(case.out("seen"), format!("absent\n/a/up{host_dir}/c:\ny\n\n/hostlink/t:\nx\n"), "{user:?}");
+        assert_eq!(listing(&case.path("host")), ["marker"], "{user:?}: the host was written");
+        assert_eq!(std::fs::read_to_string(case.marker()).unwrap(), "host marker\n");
+    }
+}
