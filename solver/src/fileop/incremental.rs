@@ -294,6 +294,11 @@ impl<'a> Incremental<'a> {
         Some(diff)
     }
 
+    /// Makes room for `n` more records.
+    pub(super) fn reserve(&self, n: usize) {
+        self.manifest.lock().unwrap_or_else(|p| p.into_inner()).records.reserve(n);
+    }
+
     /// Records a file written (or shared) at `rel`.
     pub(super) fn record(&self, rel: &[u8], record: Recorded) {
         self.manifest.lock().unwrap_or_else(|p| p.into_inner()).insert(rel, record);

@@ -101,6 +101,12 @@ impl Materialize<'_> {
 struct Dirs {
     /// The destination directory.
     dst: OwnedFd,
+    /// The owner a new file in `dst` gets, learnt from the run's first
+    /// (the process's ids, or the directory's group where it is
+    /// set-group-ID or the file system is mounted `grpid`): a file that
+    /// must end with that owner needs no `fchown`. Asked of the file, not
+    /// predicted, so a mount option cannot make a file keep a wrong group.
+    created_owner: Option<(u32, u32)>,
     /// The source directory.
     src: OwnedFd,
     /// The previous snapshot's same directory (incremental copy), opened
@@ -129,6 +135,7 @@ impl Dirs {
         let (src, dst) = bases.parents(e);
         Ok(Dirs {
             dst: open_dir(&dst).map_err(|err| FileOpError::Write { path: dst.clone(), source: err.into() })?,
+            created_owner: None,
             src: open_src_dir(&src).map_err(|err| FileOpError::ReadSource { path: src.clone(), source: err.into() })?,
             prev: None,
             layers: HashMap::new(),
@@ -283,7 +290,19 @@ fn write_file(
     let exact = mode & 0o7000 == 0 && mode & umask() == 0;
     let dst = create_file(dirs.dst.as_fd(), bases.dst_name(e), || bases.dst(e), if exact { mode } else { 0o600 })?;
     copy_data(&src, &dst, e.size).map_err(werr)?;
-    std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
+    let created = match dirs.created_owner {
+        Some(o) => o,
+        None => {
+            let st = rustix::fs::fstat(&dst).map_err(|err| werr(err.into()))?;
+            *dirs.created_owner.insert((st.st_uid, st.st_gid))
+        }
+    };
+    // A chown to the owner the file already has is skipped: it would
+    // change nothing (set-id bits it would clear are set by the fchmod
+    // after it; xattrs, file capabilities included, are copied after it).
+    if owner != created {
+        std::os::unix::fs::fchown(&dst, Some(owner.0), Some(owner.1)).map_err(werr)?;
+    }
     if !exact {
         // After chown: chown clears setuid/setgid bits.
         dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
