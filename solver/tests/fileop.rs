@@ -885,3 +885,123 @@ fn a_context_reached_through_a_symlink_copies_its_files() {
     assert_eq!(read(&e.dest.join("one.txt")), "t7");
     assert_eq!(fs::read_dir(e.dest.join("app")).unwrap().count(), 81);
 }
+
+/// Everything a layer tar would show of the tree at `root`, by relative
+/// path: type, mode, owner, size, mtime (ns), content or link target, and
+/// which paths share an inode (as the index of the group's first path).
+fn tree_listing(root: &Path) -> Vec<(String, String)> {
+    fn visit(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, fs::Metadata)>) {
+        let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        for p in names {
+            let m = fs::symlink_metadata(&p).unwrap();
+            out.push((p.strip_prefix(root).unwrap().to_path_buf(), m.clone()));
+            if m.is_dir() {
+                visit(root, &p, out);
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    visit(root, root, &mut entries);
+    let mut first_of_inode = std::collections::HashMap::new();
+    entries
+        .iter()
+        .map(|(rel, m)| {
+            let full = root.join(rel);
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&full).unwrap().display())
+            } else if m.is_file() {
+                let group = first_of_inode.entry(m.ino()).or_insert_with(|| rel.display().to_string()).clone();
+                format!("{:?} group {group}", fs::read(&full).unwrap())
+            } else {
+                String::new()
+            };
+            // The copy's destination directory is made when it runs.
+            let mtime =
+                if rel == Path::new("out") { String::new() } else { format!("{}.{:09}", m.mtime(), m.mtime_nsec()) };
+            let desc = format!(
+                "{:o} {}:{} {} {mtime} {what}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                if m.is_dir() { 0 } else { m.size() },
+            );
+            (rel.display().to_string(), desc)
+        })
+        .collect()
+}
+
+/// A copy planned from its selection (what the solver hands it: the walk
+/// its cache key was taken from) writes exactly what a copy that walks the
+/// tree itself writes: over names whose byte order differs from the walk's
+/// order (`d-x` sorts before `d/h`), a hard-link group spanning both,
+/// symlinks, a fifo, set-id and odd modes, old mtimes, an ignored and an
+/// excluded path, with and without --chown/--chmod, for `.` and for a
+/// subdirectory source.
+#[test]
+fn a_copy_planned_from_its_selection_writes_what_a_walked_copy_writes() {
+    let e = env();
+    write(&e.src.join("tree/d/h"), "linked");
+    fs::hard_link(e.src.join("tree/d/h"), e.src.join("tree/d-x")).unwrap();
+    write(&e.src.join("tree/d/sub/deep.txt"), "deep");
+    write(&e.src.join("tree/d.c"), "dot");
+    write(&e.src.join("tree/d b"), "space");
+    write(&e.src.join("tree/skip.log"), "excluded");
+    write(&e.src.join("tree/secret/key"), "ignored");
+    write(&e.src.join("tree/suid"), "s");
+    fs::set_permissions(e.src.join("tree/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(e.src.join("tree/d.c"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(e.src.join("tree/d/sub"), fs::Permissions::from_mode(0o710)).unwrap();
+    symlink("d/h", e.src.join("tree/link")).unwrap();
+    symlink("../../outside", e.src.join("tree/d/escape")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        e.src.join("tree/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    for (i, p) in ["tree/d/h", "tree/d.c", "tree/d/sub", "tree/d", "tree"].iter().enumerate() {
+        set_mtime(&e.src.join(p), 1_000_000 + i as u64);
+    }
+    let ignore = |p: &str| p.starts_with("tree/secret");
+    let ignore: &(dyn Fn(&str) -> bool + Sync) = &ignore;
+    let yes = |_: u32, _: u32| true;
+    let cases: Vec<(Vec<&str>, FileAction)> = vec![
+        (vec!["tree"], copy_action(&["tree"], "/out/")),
+        (vec!["tree/."], copy_action(&["tree/."], "/out/")),
+        (vec!["tree/d"], copy_action(&["tree/d"], "/out/")),
+        (vec!["."], copy_action(&["."], "/")),
+        (
+            vec!["tree"],
+            with(copy_action(&["tree"], "/out/"), |chown, chmod, _, _, exclude, _| {
+                *chown = Some(Chown { user: "1234".into(), group: Some("55".into()) });
+                *chmod = Some("u+rwx,g-w".into());
+                *exclude = vec!["*.log".into()];
+            }),
+        ),
+        (vec!["tree"], with(copy_action(&["tree"], "/out/"), |_, _, _, _, exclude, _| *exclude = vec!["d/sub".into()])),
+    ];
+    for (i, (src, action)) in cases.into_iter().enumerate() {
+        let FileAction::Copy { allow_wildcard, exclude, .. } = &action else { unreachable!() };
+        let src: Vec<String> = src.iter().map(|s| s.to_string()).collect();
+        let mut listings = Vec::new();
+        for planned in [false, true] {
+            let dest = e.outside.join(format!("case{i}-{planned}"));
+            fs::create_dir(&dest).unwrap();
+            let ctx = FileOpContext {
+                inputs: vec![InputRoot { root: &e.src, exclude: Some(ignore), reset_owner: true, link_layers: &[] }],
+                dest_root: &dest,
+                can_chown: &yes,
+                incremental: None,
+            };
+            let selection =
+                planned.then(|| fileop::select(&e.src, &src, *allow_wildcard, exclude, Some(ignore)).unwrap());
+            fileop::apply_selected(&action, &ctx, selection).unwrap();
+            listings.push(tree_listing(&dest));
+        }
+        assert!(listings[0].len() > 3, "case {i} copied {:?}", listings[0]);
+        assert_eq!(listings[0], listings[1], "case {i}: planned from the selection vs walked");
+    }
+}

@@ -16,7 +16,7 @@ use std::fs::{self, File, Metadata};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -275,29 +275,105 @@ pub(super) fn selected(
     allow_wildcard: bool,
     exclude: &PatternMatcher,
 ) -> Result<Vec<OsString>, FileOpError> {
-    Ok(selected_with_meta(input, src, allow_wildcard, exclude)?.into_iter().map(|(p, _)| p).collect())
+    Ok(selected_with_meta(input, src, allow_wildcard, exclude)?.entries.into_iter().map(|(p, _)| p).collect())
 }
 
-/// [`selected`] with each entry's stat key from the walk, so callers that
-/// need it (cache keys) do not stat every file a second time. The key, not
-/// the whole `Metadata` (five times its size): a selection of 200,000
-/// files is held at once.
+/// An entry's `lstat` as a walk took it: what the cache key hashes (its
+/// stat key) and what a copy plans from ([`planned_entry`]). Compact, not
+/// the whole `Metadata`: a selection of 200,000 files is held at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryStat {
+    /// Size, mtime, inode and `st_mode` (file type included).
+    pub key: StatKey,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Whether a regular file has other links (its group is (`dev`, inode)).
+    pub multi_link: bool,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_rdev` (devices).
+    pub rdev: u64,
+    /// atime (seconds, nanoseconds).
+    pub atime: (i64, i64),
+    /// mtime (seconds, nanoseconds).
+    pub mtime: (i64, i64),
+    /// ctime (seconds, nanoseconds).
+    pub ctime: (i64, i64),
+}
+
+impl EntryStat {
+    /// The stat of an entry's `symlink_metadata`.
+    pub fn of(meta: &Metadata) -> EntryStat {
+        EntryStat {
+            key: StatKey::of(meta),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            multi_link: meta.nlink() > 1,
+            dev: meta.dev(),
+            rdev: meta.rdev(),
+            atime: (meta.atime(), meta.atime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// See [`super::select`].
+pub struct Selection {
+    /// Relative slash paths (sorted by bytes, de-duplicated) and stats.
+    pub(super) entries: Vec<(OsString, EntryStat)>,
+    /// When the selection is exactly the tree of one directory source:
+    /// that source's resolved slash path relative to the input root.
+    tree: Option<Vec<u8>>,
+    /// Content digests of the regular files, in entry order (empty: not
+    /// known).
+    sums: Vec<Option<[u8; 32]>>,
+}
+
+impl Selection {
+    /// The selected entries: relative slash paths, sorted by bytes, with
+    /// their walk's stat.
+    pub fn entries(&self) -> &[(OsString, EntryStat)] {
+        &self.entries
+    }
+
+    /// Gives the content digest of each entry ([`Selection::entries`]
+    /// order; `None` but for regular files) that the cache key took, so a
+    /// copy planned from the selection records them without asking the
+    /// checksum cache again. Ignored unless there is one per entry.
+    pub fn set_sums(&mut self, sums: Vec<Option<[u8; 32]>>) {
+        if sums.len() == self.entries.len() {
+            self.sums = sums;
+        }
+    }
+}
+
+/// [`selected`] with each entry's stat from the walk, so callers that
+/// need it (cache keys) do not stat every file a second time, and a copy
+/// of the same selection need not walk the tree again.
 pub(super) fn selected_with_meta(
     input: &InputRoot,
     src: &[String],
     allow_wildcard: bool,
     exclude: &PatternMatcher,
-) -> Result<Vec<(OsString, StatKey)>, FileOpError> {
+) -> Result<Selection, FileOpError> {
     let mut out = Vec::new();
     // An empty wildcard selects nothing (BuildKit's checksum of no paths);
     // whether it is an error is the copy's own decision at execution.
-    for s in expand(input, src, allow_wildcard, true, false, exclude)? {
+    let sources = expand(input, src, allow_wildcard, true, false, exclude)?;
+    let tree = match sources.as_slice() {
+        [s] if s.meta.is_dir() => Some(s.rel.clone()),
+        _ => None,
+    };
+    for s in sources {
         if !s.rel.is_empty() {
-            out.push((OsStr::from_bytes(&s.rel).to_os_string(), StatKey::of(&s.meta)));
+            out.push((OsStr::from_bytes(&s.rel).to_os_string(), EntryStat::of(&s.meta)));
         }
         if s.meta.is_dir() {
             let parts = walk(&s.path, &s.rel, b"", input.exclude, exclude, &|w| {
-                (OsString::from_vec(w.root_rel), StatKey::of(&w.meta))
+                (OsString::from_vec(w.root_rel), EntryStat::of(&w.meta))
             })?;
             // Reserved once: growing by doubling held the old and the new
             // buffer at once.
@@ -307,19 +383,29 @@ pub(super) fn selected_with_meta(
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out.dedup_by(|a, b| a.0 == b.0);
-    Ok(out)
+    Ok(Selection { entries: out, tree, sums: Vec::new() })
 }
 
 /// Performs a COPY/ADD. Returns the bytes of the non-directories it
 /// created (each path counted, as [`rbuild_cache::fsutil::tree_size`]
 /// counts them) when that is known exactly: one source, no archive
 /// extracted (several sources may overwrite each other's files).
-pub(super) fn copy(spec: &CopySpec) -> Result<Option<u64>, FileOpError> {
+///
+/// `selection`: the same copy's [`Selection`], taken for its cache key a
+/// moment before; when it is the tree of this copy's one directory
+/// source, the copy is planned from it instead of walking the tree a
+/// second time (the walk was an eighth of a cold `COPY src/` of 20,000
+/// files), and copies exactly the entries the key was computed from.
+pub(super) fn copy(spec: &CopySpec, selection: Option<Selection>) -> Result<Option<u64>, FileOpError> {
     let sources =
         expand(spec.input, spec.src, spec.allow_wildcard, spec.allow_empty_wildcard, spec.parents, &spec.exclude)?;
     if sources.is_empty() {
         return Ok(Some(0));
     }
+    let mut selection = selection.filter(|sel| match (sources.as_slice(), &sel.tree) {
+        ([s], Some(tree)) => s.meta.is_dir() && s.rel == *tree,
+        _ => false,
+    });
     let mut bytes = (sources.len() == 1).then_some(0u64);
     let dest_clean = clean_rel(spec.dest);
     let dest_is_dir = spec.dest.ends_with('/') || spec.dest.ends_with("/.") || dest_clean.is_empty();
@@ -365,12 +451,12 @@ pub(super) fn copy(spec: &CopySpec) -> Result<Option<u64>, FileOpError> {
                 } else {
                     plan.push(&s.path, &s.meta, dst.clone());
                     if s.meta.is_dir() {
-                        plan.walk_into(s, &dst)?;
+                        plan.walk_into(s, &dst, selection.take())?;
                     }
                 }
             }
             if comps.is_empty() && s.meta.is_dir() {
-                plan.walk_into(s, &dest)?;
+                plan.walk_into(s, &dest, selection.take())?;
             }
         } else if s.meta.is_dir() {
             // A directory's contents go into the destination; the
@@ -380,7 +466,7 @@ pub(super) fn copy(spec: &CopySpec) -> Result<Option<u64>, FileOpError> {
                 Ok(_) => {}
                 Err(_) => mkdir_all(&dest, 0o755, spec.owner)?,
             }
-            plan.walk_into(s, &dest)?;
+            plan.walk_into(s, &dest, selection.take())?;
         } else {
             let target = if fs::metadata(&dest).is_ok_and(|m| m.is_dir()) {
                 let base = s.name.rsplit(|b| *b == b'/').next().unwrap_or(&s.name);
@@ -528,36 +614,32 @@ fn time(secs: i64, nsecs: i64) -> SystemTime {
 /// The plan entry for the source at `rel` below the pair `base` (with its
 /// `lstat`), and the (dev, inode) of a file with several links; `None` for
 /// a socket (which cannot be copied; fsutil skips them too).
-fn planned_entry(base: u32, rel: Box<[u8]>, meta: &Metadata) -> Option<(Entry, Option<(u64, u64)>)> {
-    let ft = meta.file_type();
+fn planned_entry(base: u32, rel: Box<[u8]>, st: &EntryStat) -> Option<(Entry, Option<(u64, u64)>)> {
     let mut inode = None;
-    let kind = if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_file() {
-        if meta.nlink() > 1 {
-            inode = Some((meta.dev(), meta.ino()));
+    let kind = match st.key.mode & libc::S_IFMT {
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFREG => {
+            if st.multi_link {
+                inode = Some((st.dev, st.key.ino));
+            }
+            Kind::File
         }
-        Kind::File
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_fifo() {
-        Kind::Fifo
-    } else if ft.is_char_device() || ft.is_block_device() {
-        Kind::Device { rdev: meta.rdev(), block: ft.is_block_device() }
-    } else {
-        return None;
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFIFO => Kind::Fifo,
+        fmt @ (libc::S_IFCHR | libc::S_IFBLK) => Kind::Device { rdev: st.rdev, block: fmt == libc::S_IFBLK },
+        _ => return None,
     };
     let entry = Entry {
         base,
         rel,
         kind,
-        mode: meta.mode() & 0o7777,
-        size: meta.len(),
-        uid: meta.uid(),
-        gid: meta.gid(),
-        atime: time(meta.atime(), meta.atime_nsec()),
-        mtime: time(meta.mtime(), meta.mtime_nsec()),
-        stat: SourceStat::of(meta),
+        mode: st.key.mode & 0o7777,
+        size: st.key.size,
+        uid: st.uid,
+        gid: st.gid,
+        atime: time(st.atime.0, st.atime.1),
+        mtime: time(st.mtime.0, st.mtime.1),
+        stat: SourceStat { key: st.key, mtime: st.mtime, ctime: st.ctime, sum: None },
     };
     Some((entry, inode))
 }
@@ -565,7 +647,7 @@ fn planned_entry(base: u32, rel: Box<[u8]>, meta: &Metadata) -> Option<(Entry, O
 impl Plan<'_, '_, '_> {
     fn push(&mut self, src: &Path, meta: &Metadata, dst: PathBuf) {
         let base = self.bases.add(src.to_path_buf(), dst);
-        if let Some(planned) = planned_entry(base, Box::default(), meta) {
+        if let Some(planned) = planned_entry(base, Box::default(), &EntryStat::of(meta)) {
             self.push_planned(planned);
         }
     }
@@ -584,13 +666,44 @@ impl Plan<'_, '_, '_> {
         self.entries.push(entry);
     }
 
-    fn walk_into(&mut self, s: &Source, dst: &Path) -> Result<(), FileOpError> {
+    /// Plans the tree of the directory source `s` into `dst`: from the
+    /// selection of the same tree when there is one (see [`copy`]),
+    /// otherwise walking it.
+    fn walk_into(&mut self, s: &Source, dst: &Path, selection: Option<Selection>) -> Result<(), FileOpError> {
         let spec = self.spec;
         let base = self.bases.add(s.path.clone(), dst.to_path_buf());
+        if let Some(sel) = selection {
+            // Sorted by bytes rather than in walk order: parents still come
+            // before their contents (a prefix sorts first), which is all
+            // the plan's order has to give (directories made before their
+            // entries, their metadata set after); which path of a
+            // hard-link group is written first does not show in the
+            // snapshot, whose files are then one inode either way.
+            self.entries.reserve(sel.entries.len());
+            let mut sums = sel.sums.into_iter();
+            for (path, st) in sel.entries {
+                let sum = sums.next().flatten();
+                let path = path.into_vec();
+                let rel = if s.rel.is_empty() {
+                    &path[..]
+                } else {
+                    // The source itself is planned by the caller.
+                    match path.strip_prefix(&s.rel[..]).and_then(|r| r.strip_prefix(b"/")) {
+                        Some(r) => r,
+                        None => continue,
+                    }
+                };
+                if let Some(mut planned) = planned_entry(base, rel.into(), &st) {
+                    planned.0.stat.sum = sum;
+                    self.push_planned(planned);
+                }
+            }
+            return Ok(());
+        }
         // Entries are made on the walk's threads: only the compact plan is
         // held for the whole tree, not every entry's `Metadata` or paths.
         let walked = walk(&s.path, &s.rel, b"", spec.input.exclude, &spec.exclude, &|w| {
-            planned_entry(base, w.copy_rel.into_boxed_slice(), &w.meta)
+            planned_entry(base, w.copy_rel.into_boxed_slice(), &EntryStat::of(&w.meta))
         })?;
         self.entries.reserve(walked.iter().map(Vec::len).sum());
         for planned in walked.into_iter().flatten().flatten() {

@@ -31,7 +31,6 @@
 //! otherwise record a hard link a fresh copy does not have).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -281,14 +280,14 @@ impl<'a> Incremental<'a> {
         sum: &[u8; 32],
         want: &Wanted,
         src_ctime: (i64, i64),
-        src: &Path,
+        src: impl FnOnce() -> std::path::PathBuf,
     ) -> Option<&'a Path> {
         let (diff, manifest) = self.previous?;
         let prev = manifest.get(rel)?;
         if prev.sum != *sum || prev.attrs != *want || prev.xattrs {
             return None;
         }
-        if prev.src_ctime != src_ctime && has_xattrs(src) {
+        if prev.src_ctime != src_ctime && has_xattrs(&src()) {
             return None;
         }
         Some(diff)
@@ -300,7 +299,7 @@ impl<'a> Incremental<'a> {
     }
 
     /// Records a file written (or shared) at `rel`.
-    pub(super) fn record(&self, rel: &[u8], record: Recorded) {
+    pub(super) fn record(&self, rel: impl Into<Box<[u8]>>, record: Recorded) {
         self.manifest.lock().unwrap_or_else(|p| p.into_inner()).insert(rel, record);
     }
 }
@@ -328,16 +327,9 @@ pub(super) struct SourceStat {
     pub mtime: (i64, i64),
     /// ctime (seconds, nanoseconds).
     pub ctime: (i64, i64),
-}
-
-impl SourceStat {
-    pub fn of(meta: &fs::Metadata) -> SourceStat {
-        SourceStat {
-            key: StatKey::of(meta),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
+    /// The content digest the copy's cache key took for this file, when
+    /// the copy was planned from its selection: no checksum-cache lookup.
+    pub sum: Option<[u8; 32]>,
 }
 
 /// Whether `p` carries xattrs that a copy would carry over (the names

@@ -24,6 +24,7 @@ use rustix::io::Errno;
 
 use super::copy::{Bases, Entry, Kind, Leaf, clear_target, copy_data, copy_xattrs_fd, lchown, umask};
 use super::incremental::{Incremental, Recorded, Wanted};
+use super::path::join_bytes;
 use super::{FileOpError, set_times_path};
 
 /// At most this many leaves per run: a directory of 20,000 files is still
@@ -114,6 +115,10 @@ struct Dirs {
     prev: Option<Option<OwnedFd>>,
     /// Input layers' same directory by layer index, opened on first use.
     layers: HashMap<usize, Option<OwnedFd>>,
+    /// The destination directory's slash path relative to the destination
+    /// root (incremental copy), found on first use; `None` inside when it
+    /// is not below the root.
+    dst_rel: Option<Option<Vec<u8>>>,
 }
 
 /// An `O_PATH` handle on the directory `p`, not following a final symlink
@@ -139,6 +144,7 @@ impl Dirs {
             src: open_src_dir(&src).map_err(|err| FileOpError::ReadSource { path: src.clone(), source: err.into() })?,
             prev: None,
             layers: HashMap::new(),
+            dst_rel: None,
         })
     }
 
@@ -232,23 +238,33 @@ fn incremental(
     dest_root: &Path,
     dirs: &mut Dirs,
 ) -> Result<(), FileOpError> {
-    let dst = bases.dst(e);
-    let Ok(rel) = dst.strip_prefix(dest_root) else {
+    // The run's directory relative to the root once, not each file's
+    // whole path made and stripped again.
+    let dir_rel = dirs.dst_rel.get_or_insert_with(|| {
+        let (_, dir) = bases.parents(e);
+        dir.strip_prefix(dest_root).ok().map(|r| r.as_os_str().as_bytes().to_vec())
+    });
+    let name = bases.dst_name(e);
+    let Some(rel) = dir_rel.as_deref().map(|dir| join_bytes(dir, name.as_bytes())) else {
         write_file(bases, e, owner, mode, None, dirs)?;
         return Ok(());
     };
-    let src = bases.src(e);
-    let sum =
-        (inc.content_sum)(&src, &e.stat.key).map_err(|source| FileOpError::ReadSource { path: src.clone(), source })?;
+    let sum = match e.stat.sum {
+        Some(sum) => sum,
+        None => {
+            let src = bases.src(e);
+            (inc.content_sum)(&src, &e.stat.key).map_err(|source| FileOpError::ReadSource { path: src, source })?
+        }
+    };
     let attrs = Wanted { size: e.size, mode, owner, mtime: e.stat.mtime };
     let mut record = Recorded { sum, attrs, src_ctime: e.stat.ctime, xattrs: false };
-    let rel_bytes = rel.as_os_str().as_bytes();
     let mut shared = false;
-    if let Some(diff) = inc.shareable(rel_bytes, &sum, &attrs, e.stat.ctime, &src) {
-        dirs.prev(diff, rel.parent().unwrap_or(Path::new("")));
+    if let Some(diff) = inc.shareable(&rel, &sum, &attrs, e.stat.ctime, || bases.src(e)) {
+        let dir = &rel[..rel.len() - name.len()];
+        let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+        dirs.prev(diff, Path::new(OsStr::from_bytes(dir)));
         if let Some(prev) = dirs.prev.as_ref().and_then(Option::as_ref) {
-            let name = bases.dst_name(e);
-            shared = link_replacing(prev.as_fd(), name, dirs.dst.as_fd(), name, || dst.clone())?;
+            shared = link_replacing(prev.as_fd(), name, dirs.dst.as_fd(), name, || bases.dst(e))?;
         }
     }
     if shared {
@@ -256,7 +272,7 @@ fn incremental(
     } else {
         record.xattrs = write_file(bases, e, owner, mode, None, dirs)?;
     }
-    inc.record(rel_bytes, record);
+    inc.record(rel, record);
     Ok(())
 }
 

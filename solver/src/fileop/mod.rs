@@ -35,6 +35,7 @@ use crate::graph::{Chown, FileAction};
 
 pub use archive::Compression;
 pub use chmod::Chmod;
+pub use copy::{EntryStat, Selection};
 pub use path::clean_rel;
 pub use rbuild_cache::layer::OwnerError;
 
@@ -252,6 +253,17 @@ pub fn apply(action: &FileAction, ctx: &FileOpContext) -> Result<(), FileOpError
 /// empty destination created, when known exactly (see [`copy::copy`]): the
 /// snapshot's size without walking it again.
 pub fn apply_counted(action: &FileAction, ctx: &FileOpContext) -> Result<Option<u64>, FileOpError> {
+    apply_selected(action, ctx, None)
+}
+
+/// [`apply_counted`], given the [`select`]ion a COPY's cache key was taken
+/// from (the same action on the same input): a copy of one directory plans
+/// from it instead of walking the tree again.
+pub fn apply_selected(
+    action: &FileAction,
+    ctx: &FileOpContext,
+    selection: Option<Selection>,
+) -> Result<Option<u64>, FileOpError> {
     match action {
         FileAction::Copy {
             input,
@@ -276,21 +288,24 @@ pub fn apply_counted(action: &FileAction, ctx: &FileOpContext) -> Result<Option<
                 .map(|v| Chmod::parse(v).ok_or_else(|| FileOpError::BadChmod { value: v.clone() }))
                 .transpose()?;
             let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
-            copy::copy(&copy::CopySpec {
-                input: inp,
-                src,
-                dest,
-                owner,
-                chmod,
-                allow_wildcard: *allow_wildcard,
-                allow_empty_wildcard: *allow_empty_wildcard,
-                unpack: *unpack_archive,
-                parents: *parents,
-                exclude,
-                dest_root: ctx.dest_root,
-                can_chown: ctx.can_chown,
-                incremental: ctx.incremental,
-            })
+            copy::copy(
+                &copy::CopySpec {
+                    input: inp,
+                    src,
+                    dest,
+                    owner,
+                    chmod,
+                    allow_wildcard: *allow_wildcard,
+                    allow_empty_wildcard: *allow_empty_wildcard,
+                    unpack: *unpack_archive,
+                    parents: *parents,
+                    exclude,
+                    dest_root: ctx.dest_root,
+                    can_chown: ctx.can_chown,
+                    incremental: ctx.incremental,
+                },
+                selection,
+            )
         }
         FileAction::Mkdir { path, mode, make_parents, chown } => {
             let owner = chown.as_ref().map(|c| resolve_owner(c, ctx.dest_root)).transpose()?;
@@ -474,16 +489,17 @@ fn rm(root: &Path, p: &str, allow_not_found: bool) -> Result<(), FileOpError> {
     Ok(())
 }
 
-/// Like [`selected_files`], with the stat key of each entry's `lstat` (the
-/// source itself is stat-ed through a symlink, as COPY follows it); its
-/// `mode` holds the file type too.
-pub fn selected_entries(
+/// Like [`selected_files`], with the stat of each entry's `lstat` (the
+/// source itself is stat-ed through a symlink, as COPY follows it; the
+/// stat key's `mode` holds the file type too). Given back to
+/// [`apply_selected`] for the same copy, it spares the copy a second walk.
+pub fn select(
     root: &Path,
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
     ignore: Option<&(dyn Fn(&str) -> bool + Sync)>,
-) -> Result<Vec<(std::ffi::OsString, incremental::StatKey)>, FileOpError> {
+) -> Result<Selection, FileOpError> {
     let exclude = PatternMatcher::new(exclude).map_err(FileOpError::BadExclude)?;
     let input = InputRoot { root, exclude: ignore, reset_owner: false, link_layers: &[] };
     copy::selected_with_meta(&input, src, allow_wildcard, &exclude)

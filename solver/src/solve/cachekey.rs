@@ -63,12 +63,18 @@ pub(crate) fn context_key(name: &str, exclude: &[String]) -> Digest {
 
 /// Checksums of the context content each action or mount of `vertex` reads,
 /// tagged by action/mount slot.
+/// The selections of an op's copies from contexts, by action slot.
+pub(crate) type Selections = Vec<(usize, crate::fileop::Selection)>;
+
+/// With them, the selections of the copies (by action slot), for the copy
+/// to plan from should the step run.
 pub(crate) fn content_checksums(
     shared: &Shared<'_>,
     vertex: &Vertex,
     inputs: &[Finished],
-) -> Result<Vec<(usize, Digest)>, StepError> {
+) -> Result<(Vec<(usize, Digest)>, Selections), StepError> {
     let mut out = Vec::new();
+    let mut selections = Vec::new();
     let dir_of = |i: usize| match inputs.get(i).map(|f| &f.result) {
         Some(VertexResult::Directory(d)) => Some(d.clone()),
         _ => None,
@@ -79,10 +85,10 @@ pub(crate) fn content_checksums(
                 if let FileAction::Copy { input, src, allow_wildcard, exclude, .. } = action
                     && let Some(dir) = dir_of(*input)
                 {
-                    out.push((
-                        slot,
-                        checksum_selection(&shared.store.checksum_cache(), &dir, src, *allow_wildcard, exclude)?,
-                    ));
+                    let (sum, selection) =
+                        checksum_selection(&shared.store.checksum_cache(), &dir, src, *allow_wildcard, exclude)?;
+                    out.push((slot, sum));
+                    selections.push((slot, selection));
                 }
             }
         }
@@ -92,35 +98,38 @@ pub(crate) fn content_checksums(
                     && let Some(dir) = dir_of(i)
                 {
                     let src = if mount.selector.is_empty() { "/".to_string() } else { mount.selector.clone() };
-                    out.push((slot, checksum_selection(&shared.store.checksum_cache(), &dir, &[src], false, &[])?));
+                    out.push((slot, checksum_selection(&shared.store.checksum_cache(), &dir, &[src], false, &[])?.0));
                 }
             }
         }
         _ => {}
     }
-    Ok(out)
+    Ok((out, selections))
 }
 
 /// Hash of the files a copy selects: relative path (its exact bytes: the
 /// same as before for UTF-8 names, and distinct for names that differ only
 /// in invalid UTF-8), type, mode and content checksum (from the stat-keyed
-/// cache: an unchanged file costs a stat).
+/// cache: an unchanged file costs a stat), and the selection it hashed.
 fn checksum_selection(
     checksums: &rbuild_cache::store::ChecksumCache,
     dir: &super::ContextDir,
     src: &[String],
     allow_wildcard: bool,
     exclude: &[String],
-) -> Result<Digest, StepError> {
+) -> Result<(Digest, crate::fileop::Selection), StepError> {
     use std::os::unix::ffi::OsStrExt;
     let ignore = dir.ignore.clone();
-    let entries = crate::fileop::selected_entries(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))?;
+    let mut selection = crate::fileop::select(&dir.root, src, allow_wildcard, exclude, Some(&*ignore))?;
+    let entries = selection.entries();
     // Per-entry digests in parallel (a miss reads and hashes the file; a hit
     // costs nothing more than the walk's stat), combined in path order.
     use rayon::prelude::*;
-    let per_entry: Vec<[u8; 32]> = entries
+    // Each entry's digest, and a file's content digest for the copy.
+    let per_entry: Vec<([u8; 32], Option<[u8; 32]>)> = entries
         .par_iter()
         .map(|(rel, stat)| {
+            let stat = &stat.key;
             let read_err =
                 |source| StepError::Checksum { path: std::path::Path::new(rel).display().to_string(), source };
             let mut h = Sha256::new();
@@ -129,10 +138,12 @@ fn checksum_selection(
             // The whole `st_mode`, file type bits included.
             h.update(stat.mode.to_le_bytes());
             let path = dir.root.join(std::path::Path::new(rel).strip_prefix("/").unwrap_or(std::path::Path::new(rel)));
+            let mut content = None;
             match stat.mode & libc::S_IFMT {
                 libc::S_IFREG => {
-                    let sum = checksums.checksum_stat(&path, stat).map_err(read_err)?;
-                    h.update(sum.as_bytes());
+                    let sum = checksums.checksum_key(&path, stat).map_err(read_err)?;
+                    h.update(Digest(sum).to_string().as_bytes());
+                    content = Some(sum);
                 }
                 libc::S_IFLNK => {
                     let target = std::fs::read_link(&path).map_err(read_err)?;
@@ -140,14 +151,17 @@ fn checksum_selection(
                 }
                 _ => {}
             }
-            Ok(h.finalize().into())
+            Ok((h.finalize().into(), content))
         })
         .collect::<Result<_, StepError>>()?;
     let mut h = Sha256::new();
-    for d in per_entry {
+    let mut sums = Vec::with_capacity(per_entry.len());
+    for (d, content) in per_entry {
         h.update(d);
+        sums.push(content);
     }
-    Ok(Digest(h.finalize().into()))
+    selection.set_sums(sums);
+    Ok((Digest(h.finalize().into()), selection))
 }
 
 #[cfg(test)]
@@ -179,7 +193,7 @@ mod tests {
             ignore: Arc::new(|_: &str| false),
         };
         let sum = |root: &std::path::Path| {
-            checksum_selection(&store.checksum_cache(), &dir(root), &[".".into()], true, &[]).unwrap().to_string()
+            checksum_selection(&store.checksum_cache(), &dir(root), &[".".into()], true, &[]).unwrap().0.to_string()
         };
         // The formula, written out independently of the code under test.
         let entry = |rel: &str, mode: u32, content: Option<&str>| -> [u8; 32] {

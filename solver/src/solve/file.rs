@@ -9,11 +9,14 @@ use crate::fileop::{self, FileOpContext, InputRoot};
 use crate::graph::{Chown, FileAction, FileOp, Op, SourceOp, Vertex};
 use crate::sandbox::{self, MountGuard};
 
+/// `selections`: what the op's copies from contexts read, by action slot,
+/// as their cache key saw it (see [`fileop::apply_selected`]).
 pub(crate) fn run(
     shared: &Shared<'_>,
     vertex: &Vertex,
     op: &FileOp,
     inputs: &[Finished],
+    mut selections: super::cachekey::Selections,
 ) -> Result<VertexResult, SolveError> {
     let store = shared.store;
     let (mut chain, mut layers) = match op.base.map(|i| &inputs[i].result) {
@@ -127,11 +130,12 @@ pub(crate) fn run(
         incremental: incremental.as_ref(),
     };
     let mut size = None;
-    for action in actions.iter() {
+    for (slot, action) in actions.iter().enumerate() {
         if shared.is_cancelled() {
             return Err(step_error(vertex, StepError::Cancelled));
         }
-        size = fileop::apply_counted(action, &ctx).map_err(|e| err(e.into()))?;
+        let selection = selections.iter().position(|(s, _)| *s == slot).map(|i| selections.swap_remove(i).1);
+        size = fileop::apply_selected(action, &ctx, selection).map_err(|e| err(e.into()))?;
     }
     drop(ctx);
     // A single action that wrote the whole (empty) diff knows its size:

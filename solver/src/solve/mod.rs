@@ -554,7 +554,8 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
         return Ok(Finished { result: VertexResult::Snapshots { chain, layers }, key, lazy: None });
     }
 
-    let content = cachekey::content_checksums(shared, vertex, inputs).map_err(|e| step_error(vertex, e))?;
+    let (content, selections) =
+        cachekey::content_checksums(shared, vertex, inputs).map_err(|e| step_error(vertex, e))?;
     let key = cachekey::key(vertex, inputs, &content);
     let key_text = key.to_string();
     if !vertex.meta.ignore_cache
@@ -592,7 +593,7 @@ fn run_vertex(shared: &Shared<'_>, vertex: &Vertex, inputs: &[Finished]) -> Resu
         }
         Op::Source(SourceOp::Http { .. } | SourceOp::Git { .. }) => file::run_remote_source(shared, vertex)?,
         Op::Exec(exec) => exec::run(shared, vertex, exec, inputs)?,
-        Op::File(op) => file::run(shared, vertex, op, inputs)?,
+        Op::File(op) => file::run(shared, vertex, op, inputs, selections)?,
         Op::Source(SourceOp::Context { .. }) | Op::Merge(_) => unreachable!("handled above"),
     };
     if let VertexResult::Snapshots { chain, layers } = &result {
