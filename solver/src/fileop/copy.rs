@@ -343,8 +343,10 @@ impl Selection {
     /// order; `None` but for regular files) that the cache key took, so a
     /// copy planned from the selection records them without asking the
     /// checksum cache again. Ignored unless there is one per entry.
-    pub fn set_sums(&mut self, sums: Vec<Option<[u8; 32]>>) {
+    pub fn set_sums(&mut self, mut sums: Vec<Option<[u8; 32]>>) {
         if sums.len() == self.entries.len() {
+            // Held until the copy: not with the room of what it came from.
+            sums.shrink_to_fit();
             self.sums = sums;
         }
     }
