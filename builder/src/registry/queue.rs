@@ -31,6 +31,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use super::streaming::{self, StreamHandle, StreamSink};
 use super::{BlobData, BlobOutcome, ImageRef, RegistryClient, RegistryError, UPLOAD_CONCURRENCY};
 
 /// A blob to upload: digest, size and the file holding it.
@@ -69,6 +70,8 @@ struct State {
     /// Digests a job has taken.
     digests: BTreeSet<String>,
     tasks: Vec<JoinHandle<JobResult>>,
+    /// Streams opened for jobs (by key), taken by the job.
+    streams: BTreeMap<String, StreamHandle>,
     /// Blobs sent (or found) by jobs [`UploadQueue::finish`] collected.
     done: BTreeMap<String, BlobOutcome>,
 }
@@ -103,7 +106,7 @@ impl UploadQueue {
     /// the export will redo and upload itself).
     pub fn enqueue(&self, key: String, produce: impl FnOnce() -> Option<QueuedBlob> + Send + 'static) {
         let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.keys.insert(key) {
+        if !state.keys.insert(key.clone()) {
             return;
         }
         let shared = self.shared.clone();
@@ -118,13 +121,39 @@ impl UploadQueue {
             let blob = tokio::task::spawn_blocking(produce).await.map_err(|source| {
                 RegistryError::Background(Box::new(QueueError::Producer { target: shared.target.name(), source }))
             })?;
-            let Some(blob) = blob else { return Ok(None) };
+            // The write is over, so its stream has all it will get.
+            let stream = shared.state.lock().unwrap_or_else(|p| p.into_inner()).streams.remove(&key);
+            let Some(blob) = blob else {
+                shared.discard(stream).await;
+                return Ok(None);
+            };
             if !shared.state.lock().unwrap_or_else(|p| p.into_inner()).digests.insert(blob.digest.clone()) {
+                shared.discard(stream).await;
                 return Ok(None); // another job of this queue sends it
+            }
+            if let Some(outcome) = shared.commit_stream(stream, &blob).await {
+                return Ok(Some((blob.digest, outcome)));
             }
             shared.upload(blob).await.map(Some)
         });
         state.tasks.push(task);
+    }
+
+    /// A stream of the blob job `key` (queued next with
+    /// [`enqueue`](Self::enqueue)) will upload: the sink to give the
+    /// store's background write of it (see [`super::streaming`]). `None` when
+    /// the key is taken or streams are off; the job then uploads the file.
+    pub fn open_stream(&self, key: &str) -> Option<StreamSink> {
+        if !streaming::enabled() {
+            return None;
+        }
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.keys.contains(key) || state.streams.contains_key(key) {
+            return None;
+        }
+        let (sink, handle) = self.shared.client.open_stream(&self.runtime, &self.shared.target);
+        state.streams.insert(key.to_string(), handle);
+        Some(sink)
     }
 
     /// Waits for every job queued so far; every blob the queue's jobs have
@@ -159,6 +188,30 @@ impl UploadQueue {
 }
 
 impl Shared {
+    /// Commits what `stream` sent as `blob`, if it sent exactly `blob`:
+    /// `None` when there was no stream, it was abandoned or failed, or its
+    /// closing failed (the caller uploads the file, the retried path).
+    async fn commit_stream(&self, stream: Option<StreamHandle>, blob: &QueuedBlob) -> Option<BlobOutcome> {
+        let streamed = stream?.wait().await.ok()??;
+        if streamed.digest != blob.digest || streamed.size != blob.size {
+            // Not the stored blob (cannot happen unless the writer's and
+            // the tee's bytes differ): never committed.
+            self.client.discard_stream(&self.target, streamed).await;
+            return None;
+        }
+        self.client.finish_stream(&self.target, streamed).await.ok()
+    }
+
+    /// Waits for a stream that will not be committed, and cancels it.
+    async fn discard(&self, stream: Option<StreamHandle>) {
+        if let Some(Ok(Some(streamed))) = match stream {
+            Some(s) => Some(s.wait().await),
+            None => None,
+        } {
+            self.client.discard_stream(&self.target, streamed).await;
+        }
+    }
+
     /// Uploads `blob` (the caller holds one of the permits).
     async fn upload(&self, blob: QueuedBlob) -> Result<(String, BlobOutcome), RegistryError> {
         let outcome =
