@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::session::{self, Body, SessionError};
-use super::upload::{header, location, request};
+use super::upload::{Mount, header, location, request};
 use super::{BlobOutcome, ImageRef, RegistryClient, RegistryError};
 
 /// Bytes the sink lets wait for the network before it gives up on the
@@ -205,6 +205,20 @@ impl RegistryClient {
         if self.blob_exists(r, &streamed.digest).await? {
             self.cancel_upload(r, &creds, &scope, &streamed.url).await;
             return Ok(BlobOutcome::Existed);
+        }
+        // Pushed meanwhile to another repository of the registry (the
+        // image's own push got there first): mount it, as a push of the
+        // file would, instead of sending it a second time.
+        let base = self.v2_base(r).await?;
+        match self.mount_known(r, &creds, &base, &scope, &streamed.digest).await.map_err(wrap)? {
+            Mount::Mounted(from) => {
+                self.cancel_upload(r, &creds, &scope, &streamed.url).await;
+                return Ok(BlobOutcome::Mounted { from });
+            }
+            // The registry opened a session of its own instead of mounting:
+            // ours holds the bytes already, so that one is dropped.
+            Mount::Opened(other) => self.cancel_upload(r, &creds, &scope, &other).await,
+            Mount::No => {}
         }
         let mut url = streamed.url.clone();
         url.query_pairs_mut().append_pair("digest", &streamed.digest);

@@ -46,7 +46,7 @@ pub enum BlobData<'a> {
 }
 
 /// What a mount attempt gave.
-enum Mount {
+pub(super) enum Mount {
     /// Linked, from this repository.
     Mounted(String),
     /// Not mounted; the registry opened this upload session instead.
@@ -188,7 +188,7 @@ impl RegistryClient {
 
     /// Tries a cross-repository mount of `digest` from each repository of
     /// `r`'s registry known to hold it.
-    async fn mount_known(
+    pub(super) async fn mount_known(
         &self,
         r: &ImageRef,
         creds: &oci_client::secrets::RegistryAuth,
