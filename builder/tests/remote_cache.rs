@@ -1357,6 +1357,13 @@ fn a_failing_background_upload_fails_the_build_and_leaves_the_ref_alone() {
     let ctx = workload(&reg);
     let before = export_and_read_back(&reg, ctx.path(), &reg.reference("bgcache:x"));
     change_workload(ctx.path());
+    // A last step that outlasts the earlier layers' uploads, so "before the
+    // export" does not hang on how loaded the machine is: the order is what
+    // is tested, not a race between the first upload and the solve's end.
+    let dockerfile = ctx.path().join("Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).unwrap();
+    text.push_str("RUN sleep 2\n");
+    std::fs::write(&dockerfile, text).unwrap();
 
     let broken = FaultProxy::start(
         &reg.addr,
