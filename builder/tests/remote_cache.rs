@@ -1470,6 +1470,11 @@ fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
         }
     }
     assert!(sent.values().all(|&n| n == 1), "a blob was uploaded twice: {sent:#?}");
+    // Nor were bytes sent and thrown away: a layer streamed to the cache
+    // while it was compressed is committed before the image push reads it
+    // (the push then mounts it), not cancelled after the push sent it too.
+    let thrown = log.iter().filter(|l| l.method == "DELETE" && l.target.contains("/blobs/uploads/")).count();
+    assert_eq!(thrown, 0, "an upload session was cancelled (a blob's bytes sent twice): {log:#?}");
     // The image's layers: each uploaded (once, above) or mounted.
     let manifest = util::skopeo_inspect_raw(&reg.reference("app:1"));
     let mounted = |d: &str| {

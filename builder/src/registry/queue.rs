@@ -118,11 +118,19 @@ impl UploadQueue {
             // the order the store writes layers in, so the holders are
             // always the layers written next.
             let _permit = shared.permits.acquire().await.expect("the queue's semaphore is never closed");
-            let blob = tokio::task::spawn_blocking(produce).await.map_err(|source| {
-                RegistryError::Background(Box::new(QueueError::Producer { target: shared.target.name(), source }))
-            })?;
-            // The write is over, so its stream has all it will get.
+            let blob = tokio::task::spawn_blocking(produce).await;
+            // The write is over, so its stream has all it will get. Taken
+            // whatever the outcome: a stream may hold the blob's claim,
+            // which a push of the same blob waits for.
             let stream = shared.state.lock().unwrap_or_else(|p| p.into_inner()).streams.remove(&key);
+            let blob = match blob {
+                Ok(blob) => blob,
+                Err(source) => {
+                    shared.discard(stream).await;
+                    let target = shared.target.name();
+                    return Err(RegistryError::Background(Box::new(QueueError::Producer { target, source })));
+                }
+            };
             let Some(blob) = blob else {
                 shared.discard(stream).await;
                 return Ok(None);
@@ -260,6 +268,19 @@ impl InFlight {
             };
             Self::wait_on(busy).await;
         }
+    }
+
+    /// The claim on `digest` for `r`'s registry if nobody holds it now
+    /// (never waits: a stream's writer takes it on the compressor's thread).
+    pub(super) fn try_claim(self: &Arc<Self>, r: &ImageRef, digest: &str) -> Option<Claim> {
+        let key = (r.registry.clone(), digest.to_string());
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return None;
+        }
+        let (done, rx) = watch::channel(false);
+        map.insert(key.clone(), rx);
+        Some(Claim { in_flight: self.clone(), key, done })
     }
 
     /// Waits while someone pushes `digest` to `r`'s registry.

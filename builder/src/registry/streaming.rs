@@ -5,7 +5,11 @@
 //! Once the write is done, [`RegistryClient::finish_stream`] closes the
 //! session with `PUT ?digest=` if what was streamed is the stored blob,
 //! under the digest's claim (a blob the registry has by then is not
-//! committed twice: the session is cancelled).
+//! committed twice: the session is cancelled). The sink takes that claim
+//! when the writer names the finished blob, before the store tells anyone
+//! the layer exists: a push of the image that reads the layer then waits
+//! for the stream to commit and mounts the blob, instead of sending the
+//! bytes the stream has nearly all sent.
 //!
 //! The compressor is never held up: the sink queues bytes without waiting,
 //! and once more than [`SPILL_BOUND`] bytes wait for the network it drops
@@ -25,6 +29,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::queue::{Claim, InFlight};
 use super::session::{self, Body, SessionError};
 use super::upload::{Mount, header, location, request};
 use super::{BlobOutcome, ImageRef, RegistryClient, RegistryError};
@@ -55,14 +60,19 @@ pub enum StreamError {
 
 enum Msg {
     Bytes(Bytes),
-    /// Every byte was sent: the blob is complete.
-    End,
+    /// Every byte was sent: the blob is complete (with its claim, if the
+    /// sink got it).
+    End(Option<Claim>),
 }
 
 /// The writer's end of a stream (a [`rbuild_cache::store::LayerTee`]).
 pub struct StreamSink {
     tx: mpsc::UnboundedSender<Msg>,
     queued: Arc<AtomicU64>,
+    /// Where the blob's claim is taken, and for which registry.
+    in_flight: Arc<InFlight>,
+    target: ImageRef,
+    claim: Option<Claim>,
 }
 
 impl rbuild_cache::store::LayerTee for StreamSink {
@@ -75,13 +85,20 @@ impl rbuild_cache::store::LayerTee for StreamSink {
         self.tx.send(Msg::Bytes(Bytes::copy_from_slice(bytes))).is_ok()
     }
 
-    fn finish(self: Box<Self>) {
-        let _ = self.tx.send(Msg::End);
+    fn complete(&mut self, digest: &str) {
+        // Held by someone else (a push of the same blob already running):
+        // the commit waits for it as before.
+        self.claim = self.in_flight.try_claim(&self.target, digest);
+    }
+
+    fn finish(mut self: Box<Self>) {
+        let claim = self.claim.take();
+        // A task that ended already drops the claim with the message.
+        let _ = self.tx.send(Msg::End(claim));
     }
 }
 
 /// What a stream sent, ready for its closing PUT.
-#[derive(Debug)]
 pub struct Streamed {
     /// The upload session (its latest `Location`).
     url: Url,
@@ -89,6 +106,9 @@ pub struct Streamed {
     pub digest: String,
     /// Bytes sent.
     pub size: u64,
+    /// The claim on the digest, when the sink took it (released when this
+    /// is dropped: committed or discarded).
+    claim: Option<Claim>,
 }
 
 /// The upload task's end of a stream.
@@ -120,9 +140,10 @@ impl RegistryClient {
     pub fn open_stream(&self, runtime: &Handle, r: &ImageRef) -> (StreamSink, StreamHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
-        let (client, r, q) = (self.clone(), r.clone(), queued.clone());
-        let task = runtime.spawn(async move { client.run_stream(&r, rx, &q).await });
-        (StreamSink { tx, queued }, StreamHandle { task })
+        let (client, target, q) = (self.clone(), r.clone(), queued.clone());
+        let task = runtime.spawn(async move { client.run_stream(&target, rx, &q).await });
+        let sink = StreamSink { tx, queued, in_flight: self.in_flight.clone(), target: r.clone(), claim: None };
+        (sink, StreamHandle { task })
     }
 
     async fn run_stream(
@@ -134,7 +155,7 @@ impl RegistryClient {
         let first = match rx.recv().await {
             Some(Msg::Bytes(b)) => b,
             // No write, or an empty one: nothing to stream.
-            Some(Msg::End) | None => return Ok(None),
+            Some(Msg::End(_)) | None => return Ok(None),
         };
         queued.fetch_sub(first.len() as u64, Ordering::SeqCst);
         let creds = self.creds_for(&r.registry).map_err(Box::new)?;
@@ -145,10 +166,10 @@ impl RegistryClient {
         hasher.update(&first);
         let mut buf = BytesMut::from(&first[..]);
         let mut offset = 0u64;
-        let mut ended = false;
+        let mut ended = None;
         loop {
             // At least MIN_PATCH (or the end), then whatever else is there.
-            while !ended && buf.len() < MAX_PATCH {
+            while ended.is_none() && buf.len() < MAX_PATCH {
                 let msg = if buf.len() < MIN_PATCH { rx.recv().await } else { rx.try_recv().ok() };
                 match msg {
                     Some(Msg::Bytes(b)) => {
@@ -156,7 +177,7 @@ impl RegistryClient {
                         hasher.update(&b);
                         buf.extend_from_slice(&b);
                     }
-                    Some(Msg::End) => ended = true,
+                    Some(Msg::End(claim)) => ended = Some(claim),
                     None if buf.len() >= MIN_PATCH => break,
                     None => {
                         // The writer failed or gave up: the bytes are void.
@@ -182,9 +203,9 @@ impl RegistryClient {
                 url = location(&patch.url, &resp)?;
                 offset += len;
             }
-            if ended {
+            if let Some(claim) = ended {
                 let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-                return Ok(Some(Streamed { url, digest, size: offset }));
+                return Ok(Some(Streamed { url, digest, size: offset, claim }));
             }
         }
     }
@@ -193,13 +214,18 @@ impl RegistryClient {
     /// digest's claim, the registry's copy if it has one by now (the
     /// session is cancelled), else `PUT ?digest=`. Once pushed, `r`'s
     /// repository is noted as the blob's source.
-    pub async fn finish_stream(&self, r: &ImageRef, streamed: Streamed) -> Result<BlobOutcome, RegistryError> {
+    pub async fn finish_stream(&self, r: &ImageRef, mut streamed: Streamed) -> Result<BlobOutcome, RegistryError> {
         let wrap = |source| RegistryError::UploadBlob {
             repository: r.name(),
             digest: streamed.digest.clone(),
             source: Box::new(source),
         };
-        let _claim = self.in_flight.claim(r, &streamed.digest).await;
+        // The sink's claim is for this very digest and registry (a stream
+        // whose bytes are not the blob is discarded, never finished).
+        let _claim = match streamed.claim.take() {
+            Some(claim) => claim,
+            None => self.in_flight.claim(r, &streamed.digest).await,
+        };
         let creds = self.creds_for(&r.registry)?;
         let scope = format!("repository:{}:pull,push", r.repository);
         if self.blob_exists(r, &streamed.digest).await? {
@@ -262,7 +288,7 @@ mod tests {
     fn a_sink_gives_up_past_the_spill_bound_instead_of_blocking() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicU64::new(0));
-        let mut sink = StreamSink { tx, queued: queued.clone() };
+        let mut sink = test_sink(tx, queued.clone(), &Arc::default());
         let chunk = vec![7u8; 1 << 20];
         let mut taken = 0u64;
         while sink.write(&chunk) {
@@ -273,14 +299,45 @@ mod tests {
         // A task that keeps up (takes each chunk as it comes) never spills.
         let (tx, mut rx2) = mpsc::unbounded_channel();
         let queued2 = Arc::new(AtomicU64::new(0));
-        let mut sink2 = StreamSink { tx, queued: queued2.clone() };
+        let mut sink2 = test_sink(tx, queued2.clone(), &Arc::default());
         for _ in 0..(2 * (SPILL_BOUND >> 20)) {
             assert!(sink2.write(&chunk));
             let Ok(Msg::Bytes(b)) = rx2.try_recv() else { panic!("no bytes") };
             queued2.fetch_sub(b.len() as u64, Ordering::SeqCst);
         }
         Box::new(sink2).finish();
-        assert!(matches!(rx2.try_recv(), Ok(Msg::End)));
+        assert!(matches!(rx2.try_recv(), Ok(Msg::End(None))));
         assert!(matches!(rx.try_recv(), Ok(Msg::Bytes(_))));
+    }
+
+    fn test_sink(tx: mpsc::UnboundedSender<Msg>, queued: Arc<AtomicU64>, in_flight: &Arc<InFlight>) -> StreamSink {
+        let target = ImageRef::parse("127.0.0.1:1/cache:x").unwrap();
+        StreamSink { tx, queued, in_flight: in_flight.clone(), target, claim: None }
+    }
+
+    /// A sink told its blob's digest takes the digest's claim if nobody
+    /// holds it (so a push of the same blob waits for the stream to
+    /// commit), hands it to the task with the end, and it is released
+    /// when the task's result goes; one whose digest is claimed already
+    /// takes nothing and does not wait.
+    #[test]
+    fn a_completed_sink_carries_the_blob_claim_to_its_task() {
+        let in_flight: Arc<InFlight> = Arc::default();
+        let target = ImageRef::parse("127.0.0.1:1/cache:x").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut sink = test_sink(tx, Arc::default(), &in_flight);
+        sink.complete("sha256:aa");
+        assert!(in_flight.try_claim(&target, "sha256:aa").is_none(), "the sink did not take the claim");
+        Box::new(sink).finish();
+        let Ok(Msg::End(Some(claim))) = rx.try_recv() else { panic!("no claim with the end") };
+        assert!(in_flight.try_claim(&target, "sha256:aa").is_none());
+        drop(claim);
+        let held = in_flight.try_claim(&target, "sha256:aa").expect("released with the message");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut other = test_sink(tx, Arc::default(), &in_flight);
+        other.complete("sha256:aa");
+        Box::new(other).finish();
+        assert!(matches!(rx.try_recv(), Ok(Msg::End(None))));
+        drop(held);
     }
 }

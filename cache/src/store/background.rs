@@ -186,9 +186,12 @@ fn write_one(
     let mut writer = store.blob_writer()?;
     let mut tee = TeeWriter { inner: &mut writer, tees };
     let info = write_layer(&diff, opts, &mut tee).map_err(|e| JobError::Write(id.0.clone(), e))?;
-    let tees = std::mem::take(&mut tee.tees);
+    let mut tees = std::mem::take(&mut tee.tees);
     drop(tee);
     writer.finish_expecting(&info.digest)?;
+    for t in &mut tees {
+        t.complete(&info.digest);
+    }
     store.set_layer_for_snapshot(id, name, &info)?;
     bg.compressed.fetch_add(1, Ordering::Relaxed);
     if size >= TWIN_MIN_BYTES {

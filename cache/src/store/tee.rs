@@ -6,7 +6,9 @@
 //! [`Store::compress_in_background_teed`](super::Store::compress_in_background_teed)
 //! gets every byte the blob writer gets, in order; it must never block the
 //! compressor for long (it drops out instead: [`LayerTee::write`] returns
-//! `false`). [`LayerTee::finish`] is called only once the blob is kept in
+//! `false`). [`LayerTee::complete`] names the blob once all its bytes are
+//! written and checked, just before the store tells readers the layer
+//! exists; [`LayerTee::finish`] is called only once the blob is kept in
 //! the store, with every byte seen; a tee dropped without it (a failed
 //! write, a job another one already did) must treat what it saw as void.
 
@@ -17,6 +19,10 @@ pub trait LayerTee: Send {
     /// The next bytes of the blob. `false`: the tee gives up (it is not
     /// called again, nor finished).
     fn write(&mut self, bytes: &[u8]) -> bool;
+    /// Every byte was written, and they are blob `digest`; readers of the
+    /// store do not know the layer yet (so a tee can reserve what it will
+    /// do with the blob before anyone else acts on it).
+    fn complete(&mut self, _digest: &str) {}
     /// Every byte was written and the blob is in the store.
     fn finish(self: Box<Self>);
 }
