@@ -60,11 +60,19 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 : > "$WORK/rc-cold-none.t"; : > "$WORK/rc-cold-min.t"; : > "$WORK/rc-cold-max.t"
 : > "$WORK/rc-cold-min.e"; : > "$WORK/rc-cold-max.e"
 : > "$WORK/rc-push-none.t"; : > "$WORK/rc-push-min.t"; : > "$WORK/rc-push-max.t"
+: > "$WORK/rc-cold-eager-none.t"; : > "$WORK/rc-cold-eager-min.t"; : > "$WORK/rc-cold-eager-max.t"
 for i in $(seq "$COLD_REPEAT"); do
   cold_run none >> "$WORK/rc-cold-none.t"
   for m in min max; do
     cold_run "$m" --cache-to "type=registry,ref=$REGISTRY/coldcache-$m-$i-$$:x,mode=$m" >> "$WORK/rc-cold-$m.t"
     export_secs "$WORK/rc-cold-$m.log" >> "$WORK/rc-cold-$m.e"
+  done
+  # Store-only again, its layers compressed while building
+  # (RBUILD_DEFER_LAYERS=0, as BuildKit and buildah write every layer): the
+  # export's cost beyond the compression that deferred layers otherwise skip.
+  RBUILD_DEFER_LAYERS=0 cold_run eager-none >> "$WORK/rc-cold-eager-none.t"
+  for m in min max; do
+    RBUILD_DEFER_LAYERS=0 cold_run "eager-$m" --cache-to "type=registry,ref=$REGISTRY/eagercache-$m-$i-$$:x,mode=$m" >> "$WORK/rc-cold-eager-$m.t"
   done
   cold_push none "$i" >> "$WORK/rc-push-none.t"
   for m in min max; do
@@ -75,6 +83,7 @@ p_none=$(median < "$WORK/rc-push-none.t"); p_min=$(median < "$WORK/rc-push-min.t
 rm -rf "$WORK/rc-cold"
 c_none=$(median < "$WORK/rc-cold-none.t"); c_min=$(median < "$WORK/rc-cold-min.t"); c_max=$(median < "$WORK/rc-cold-max.t")
 e_min=$(median < "$WORK/rc-cold-min.e"); e_max=$(median < "$WORK/rc-cold-max.e")
+q_none=$(median < "$WORK/rc-cold-eager-none.t"); q_min=$(median < "$WORK/rc-cold-eager-min.t"); q_max=$(median < "$WORK/rc-cold-eager-max.t")
 from=$(seconds b "$fresh" --cache-from "$REGISTRY/cache:max")
 # A fresh runner also has no checksum cache for the context: the local
 # no-op rebuild with that cache dropped is the like-for-like comparison.
@@ -109,27 +118,38 @@ printf 'cold build, no --cache-to (median):  %8.3f s\n' "$c_none"
 printf 'cold build + export mode=min:        %8.3f s (wall +%.3f s), rbuild says export %s s\n' "$c_min" "$(echo "$c_min - $c_none" | bc -l)" "$e_min"
 printf 'cold build + export mode=max:        %8.3f s (wall +%.3f s), rbuild says export %s s\n' "$c_max" "$(echo "$c_max - $c_none" | bc -l)" "$e_max"
 # Issue 8: export cost mode=max <= 1.2 x mode=min, and each <= 5 % of the
-# cold build. Two readings: the wall-clock cost over the cold build without
+# cold build. Three readings for store-only builds: the wall-clock cost over the cold build without
 # --cache-to (what a CI job pays, including layers written and uploaded in
 # the background during the build; noisy by two cold builds' variance), and
 # the export step as rbuild reports it (what the build waits for after its
 # images are written: the uploads still in flight, config, manifest, the
-# read-back).
+# read-back), and the wall-clock cost over a cold build that compresses its
+# layers as it goes. The first includes compressing the exported layers,
+# which a store-only build with deferred layers never does (gzip-6 of the
+# final 100 MB layer at two threads is ~1.3 s here): that part is not
+# the export's work but the layers', and it is the same in the CI case
+# below, where the build compresses them for its push anyway.
 awk -v cn="$c_none" -v cmin="$c_min" -v cmax="$c_max" -v emin="$e_min" -v emax="$e_max" 'BEGIN {
   wmin = cmin - cn; wmax = cmax - cn
   # A cost at or below zero (within the noise of two cold builds) is met.
   r = (wmin > 0) ? wmax / wmin : (wmax <= 0 ? 1 : 99)
   printf "wall cost mode=max / mode=min:       %8.2f x (target <= 1.2): %s\n", r, (r <= 1.2 ? "met" : "not met")
   p = wmin / cn * 100
-  printf "wall cost mode=min / cold build:     %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
+  printf "wall cost mode=min / cold build:     %8.1f %% (target <= 5 %%): %s (deferred layers: includes compressing them)\n", p, (p <= 5 ? "met" : "not met")
   p = wmax / cn * 100
-  printf "wall cost mode=max / cold build:     %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
+  printf "wall cost mode=max / cold build:     %8.1f %% (target <= 5 %%): %s (deferred layers: includes compressing them)\n", p, (p <= 5 ? "met" : "not met")
   r = (emin > 0) ? emax / emin : 0
   printf "export step mode=max / mode=min:     %8.2f x (target <= 1.2): %s\n", r, (emin > 0 && r <= 1.2 ? "met" : "not met")
   p = emin / cn * 100
   printf "export step mode=min / cold build:   %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
   p = emax / cn * 100
   printf "export step mode=max / cold build:   %8.1f %% (target <= 5 %%): %s\n", p, (p <= 5 ? "met" : "not met")
+}'
+printf 'cold build, layers compressed while building (RBUILD_DEFER_LAYERS=0): %.3f s\n' "$q_none"
+awk -v cn="$q_none" -v cmin="$q_min" -v cmax="$q_max" 'BEGIN {
+  wmin = cmin - cn; wmax = cmax - cn
+  printf "  + --cache-to mode=min:              %8.3f s (wall +%.3f s, %.1f %% of the build; target <= 5 %%): %s\n", cmin, wmin, wmin / cn * 100, (wmin / cn <= 0.05 ? "met" : "not met")
+  printf "  + --cache-to mode=max:              %8.3f s (wall +%.3f s, %.1f %% of the build; target <= 5 %%): %s\n", cmax, wmax, wmax / cn * 100, (wmax / cn <= 0.05 ? "met" : "not met")
 }'
 printf 'cold build pushing its image (median): %6.3f s\n' "$p_none"
 awk -v cn="$p_none" -v cmin="$p_min" -v cmax="$p_max" 'BEGIN {

@@ -485,12 +485,18 @@ pub fn spec_key(spec: &CacheSpec) -> String {
 /// for the background writer's job).
 pub fn queue_layer(queue: &UploadQueue, store: &Store, id: &rbuild_cache::store::SnapshotId, note: &str) {
     let (store, id, note) = (store.clone(), id.clone(), note.to_string());
-    queue.enqueue(format!("{}|{note}", id.0), move || {
+    queue.enqueue(layer_job_key(&id, &note), move || {
         // No layer (an empty diff, a failed background write): the export
         // writes and uploads whatever is missing itself.
         let layer = store.layer_for_snapshot(&id, &note).ok().flatten()?;
         Some(QueuedBlob { path: store.blob_path(&layer.digest), digest: layer.digest, size: layer.size })
     });
+}
+
+/// The key of the upload job of snapshot `id`'s layer under note `note`
+/// (a stream for it is opened under the same key).
+pub fn layer_job_key(id: &rbuild_cache::store::SnapshotId, note: &str) -> String {
+    format!("{}|{note}", id.0)
 }
 
 /// A `--cache-to` whose manifest is written; [`PendingExport::confirm`]

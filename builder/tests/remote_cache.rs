@@ -1357,6 +1357,13 @@ fn a_failing_background_upload_fails_the_build_and_leaves_the_ref_alone() {
     let ctx = workload(&reg);
     let before = export_and_read_back(&reg, ctx.path(), &reg.reference("bgcache:x"));
     change_workload(ctx.path());
+    // A last step that outlasts the earlier layers' uploads, so "before the
+    // export" does not hang on how loaded the machine is: the order is what
+    // is tested, not a race between the first upload and the solve's end.
+    let dockerfile = ctx.path().join("Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).unwrap();
+    text.push_str("RUN sleep 2\n");
+    std::fs::write(&dockerfile, text).unwrap();
 
     let broken = FaultProxy::start(
         &reg.addr,
@@ -1463,6 +1470,11 @@ fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
         }
     }
     assert!(sent.values().all(|&n| n == 1), "a blob was uploaded twice: {sent:#?}");
+    // Nor were bytes sent and thrown away: a layer streamed to the cache
+    // while it was compressed is committed before the image push reads it
+    // (the push then mounts it), not cancelled after the push sent it too.
+    let thrown = log.iter().filter(|l| l.method == "DELETE" && l.target.contains("/blobs/uploads/")).count();
+    assert_eq!(thrown, 0, "an upload session was cancelled (a blob's bytes sent twice): {log:#?}");
     // The image's layers: each uploaded (once, above) or mounted.
     let manifest = util::skopeo_inspect_raw(&reg.reference("app:1"));
     let mounted = |d: &str| {
@@ -1478,4 +1490,131 @@ fn a_pushed_image_mounts_the_layers_its_cache_uploaded() {
         assert!(sent.contains_key(d) || mounted(d), "{d} neither uploaded nor mounted: {log:#?}");
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("mounted sha256:"), "nothing was mounted");
+}
+
+/// A cache whose layers are big enough to stream in several PATCHes: a
+/// few MB that do not compress, and a small layer, on busybox from `registry`.
+fn streaming_context(registry: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:latest\n\
+             RUN head -c 6000000 /dev/urandom > /big\n\
+             RUN echo small > /small\n",
+            registry
+        ),
+    )
+    .unwrap();
+    ctx
+}
+
+/// Every blob the cache artifact `name` names is in the registry exactly as
+/// the store holds it (its bytes hash to its digest and equal the store's
+/// file), and skopeo copies the artifact, checking every digest.
+fn assert_cache_blobs_complete(reg: &TestRegistry, store: &Path, name: &str) {
+    use sha2::{Digest as _, Sha256};
+    let manifest = util::skopeo_inspect_raw(&reg.reference(name));
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{manifest}"); // busybox and the two RUNs
+    let repository = name.split(':').next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for layer in layers {
+        let digest = layer["digest"].as_str().unwrap();
+        let got = dir.path().join(&digest[7..]);
+        let status = Command::new("curl")
+            .args(["-sf", "-o"])
+            .arg(&got)
+            .arg(format!("http://{}/v2/{repository}/blobs/{digest}", reg.addr))
+            .status()
+            .expect("run curl");
+        assert!(status.success(), "{digest} is not in the registry");
+        let bytes = std::fs::read(&got).unwrap();
+        assert_eq!(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))), digest);
+        assert_eq!(bytes.len() as u64, layer["size"].as_u64().unwrap());
+        let stored = std::fs::read(store.join("blobs/sha256").join(&digest[7..])).unwrap();
+        assert!(stored == bytes, "the registry's {digest} is not the stored blob");
+    }
+    let copy = tempfile::tempdir().unwrap();
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{}", reg.reference(name)))
+        .arg(format!("dir:{}", copy.path().display())));
+}
+
+/// A layer streams to the registry while the store compresses it (PATCHes
+/// during the write, `PUT ?digest=` at the end). A stream whose PATCH is cut
+/// part-way falls back to uploading the finished file and the export
+/// completes, naming only blobs the registry holds.
+#[test]
+fn a_streamed_upload_cut_mid_stream_falls_back_and_completes() {
+    use util::faultproxy::{Fault, Rule};
+    let reg = registry_with_busybox();
+    let ctx = streaming_context(&reg.addr);
+    let cut = FaultProxy::start(
+        &reg.addr,
+        vec![Rule {
+            method: Some("PATCH"),
+            path_contains: "/blobs/uploads/",
+            every: 1,
+            limit: 1,
+            fault: Fault::CutRequestBody(4096),
+        }],
+    );
+    let store = tempfile::tempdir().unwrap();
+    let reference = format!("{}/streamcache:x", cut.addr);
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={reference}"), "-o", "type=image,name=s:1"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported cache"));
+    let log = cut.log();
+    let patches: Vec<_> = log.iter().filter(|l| l.method == "PATCH").collect();
+    assert!(patches.iter().any(|l| l.fault == Some(Fault::CutRequestBody(4096))), "no stream was cut: {log:#?}");
+    assert!(patches.iter().any(|l| l.status == Some(202)), "no layer streamed: {log:#?}");
+    assert!(!log.iter().any(|l| l.method == "PUT" && l.status.is_some_and(|s| s >= 400)), "{log:#?}");
+    assert_cache_blobs_complete(&reg, store.path(), "streamcache:x");
+}
+
+/// A stream whose closing `PUT ?digest=` fails (every PATCH went through)
+/// is not retried in place: the layer is uploaded again from the stored
+/// file, and the artifact names only blobs the registry holds.
+#[test]
+fn a_streamed_upload_whose_commit_fails_is_uploaded_from_the_file() {
+    use util::faultproxy::{Fault, Rule};
+    let reg = registry_with_busybox();
+    let refused = FaultProxy::start(
+        &reg.addr,
+        vec![Rule {
+            method: Some("PUT"),
+            path_contains: "/blobs/uploads/",
+            every: 1,
+            limit: 1,
+            fault: Fault::Status { code: 500, retry_after: None },
+        }],
+    );
+    // The base comes through the proxy too, so its layer is mounted, not
+    // uploaded: the only PUTs to upload sessions close streams (and the
+    // config's monolithic upload, last).
+    let ctx = streaming_context(&refused.addr);
+    let store = tempfile::tempdir().unwrap();
+    let reference = format!("{}/streamput:x", refused.addr);
+    let out = ok(build(
+        store.path(),
+        ctx.path(),
+        &["--cache-to", &format!("type=registry,ref={reference}"), "-o", "type=image,name=s:1"],
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exported cache"));
+    let log = refused.log();
+    // The refused PUT closed a stream: PATCHes of its session came before it.
+    let refused_at = log.iter().position(|l| l.fault.is_some()).unwrap_or_else(|| panic!("no PUT refused: {log:#?}"));
+    let session = log[refused_at].target.split('?').next().unwrap().to_string();
+    assert!(
+        log[..refused_at]
+            .iter()
+            .any(|l| l.method == "PATCH" && l.target.starts_with(&session) && l.status == Some(202)),
+        "the refused PUT did not close a stream: {log:#?}"
+    );
+    assert_cache_blobs_complete(&reg, store.path(), "streamput:x");
 }

@@ -115,7 +115,17 @@ impl BackgroundPlan {
         let store = store.clone();
         Some(Arc::new(move |digest: &Digest, id: &rbuild_cache::store::SnapshotId| {
             for opts in self.every.iter().chain(self.by_vertex.get(digest).into_iter().flatten()) {
-                store.compress_in_background(id, *opts);
+                // The uploads of this very layer stream it as it is
+                // written (their jobs, queued below, commit the stream).
+                let note = rbuild_cache::layer::note_name(&opts.compression, opts.source_date_epoch);
+                let tees: Vec<Box<dyn rbuild_cache::store::LayerTee>> = self
+                    .uploads
+                    .iter()
+                    .filter(|u| u.note == note && u.vertices.as_ref().is_none_or(|v| v.contains(digest)))
+                    .filter_map(|u| u.queue.open_stream(&crate::remote_cache::layer_job_key(id, &note)))
+                    .map(|sink| Box::new(sink) as Box<dyn rbuild_cache::store::LayerTee>)
+                    .collect();
+                store.compress_in_background_teed(id, *opts, tees);
             }
             if let Some(epoch) = self.deferred.get(digest) {
                 store.defer_in_background(id, *epoch);

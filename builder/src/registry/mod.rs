@@ -18,6 +18,7 @@ mod pull;
 pub mod queue;
 mod reference;
 pub mod session;
+pub mod streaming;
 pub mod upload;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -31,6 +31,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use super::streaming::{self, StreamHandle, StreamSink};
 use super::{BlobData, BlobOutcome, ImageRef, RegistryClient, RegistryError, UPLOAD_CONCURRENCY};
 
 /// A blob to upload: digest, size and the file holding it.
@@ -69,6 +70,8 @@ struct State {
     /// Digests a job has taken.
     digests: BTreeSet<String>,
     tasks: Vec<JoinHandle<JobResult>>,
+    /// Streams opened for jobs (by key), taken by the job.
+    streams: BTreeMap<String, StreamHandle>,
     /// Blobs sent (or found) by jobs [`UploadQueue::finish`] collected.
     done: BTreeMap<String, BlobOutcome>,
 }
@@ -103,7 +106,7 @@ impl UploadQueue {
     /// the export will redo and upload itself).
     pub fn enqueue(&self, key: String, produce: impl FnOnce() -> Option<QueuedBlob> + Send + 'static) {
         let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.keys.insert(key) {
+        if !state.keys.insert(key.clone()) {
             return;
         }
         let shared = self.shared.clone();
@@ -115,16 +118,50 @@ impl UploadQueue {
             // the order the store writes layers in, so the holders are
             // always the layers written next.
             let _permit = shared.permits.acquire().await.expect("the queue's semaphore is never closed");
-            let blob = tokio::task::spawn_blocking(produce).await.map_err(|source| {
-                RegistryError::Background(Box::new(QueueError::Producer { target: shared.target.name(), source }))
-            })?;
-            let Some(blob) = blob else { return Ok(None) };
+            let blob = tokio::task::spawn_blocking(produce).await;
+            // The write is over, so its stream has all it will get. Taken
+            // whatever the outcome: a stream may hold the blob's claim,
+            // which a push of the same blob waits for.
+            let stream = shared.state.lock().unwrap_or_else(|p| p.into_inner()).streams.remove(&key);
+            let blob = match blob {
+                Ok(blob) => blob,
+                Err(source) => {
+                    shared.discard(stream).await;
+                    let target = shared.target.name();
+                    return Err(RegistryError::Background(Box::new(QueueError::Producer { target, source })));
+                }
+            };
+            let Some(blob) = blob else {
+                shared.discard(stream).await;
+                return Ok(None);
+            };
             if !shared.state.lock().unwrap_or_else(|p| p.into_inner()).digests.insert(blob.digest.clone()) {
+                shared.discard(stream).await;
                 return Ok(None); // another job of this queue sends it
+            }
+            if let Some(outcome) = shared.commit_stream(stream, &blob).await {
+                return Ok(Some((blob.digest, outcome)));
             }
             shared.upload(blob).await.map(Some)
         });
         state.tasks.push(task);
+    }
+
+    /// A stream of the blob job `key` (queued next with
+    /// [`enqueue`](Self::enqueue)) will upload: the sink to give the
+    /// store's background write of it (see [`super::streaming`]). `None` when
+    /// the key is taken or streams are off; the job then uploads the file.
+    pub fn open_stream(&self, key: &str) -> Option<StreamSink> {
+        if !streaming::enabled() {
+            return None;
+        }
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.keys.contains(key) || state.streams.contains_key(key) {
+            return None;
+        }
+        let (sink, handle) = self.shared.client.open_stream(&self.runtime, &self.shared.target);
+        state.streams.insert(key.to_string(), handle);
+        Some(sink)
     }
 
     /// Waits for every job queued so far; every blob the queue's jobs have
@@ -159,6 +196,30 @@ impl UploadQueue {
 }
 
 impl Shared {
+    /// Commits what `stream` sent as `blob`, if it sent exactly `blob`:
+    /// `None` when there was no stream, it was abandoned or failed, or its
+    /// closing failed (the caller uploads the file, the retried path).
+    async fn commit_stream(&self, stream: Option<StreamHandle>, blob: &QueuedBlob) -> Option<BlobOutcome> {
+        let streamed = stream?.wait().await.ok()??;
+        if streamed.digest != blob.digest || streamed.size != blob.size {
+            // Not the stored blob (cannot happen unless the writer's and
+            // the tee's bytes differ): never committed.
+            self.client.discard_stream(&self.target, streamed).await;
+            return None;
+        }
+        self.client.finish_stream(&self.target, streamed).await.ok()
+    }
+
+    /// Waits for a stream that will not be committed, and cancels it.
+    async fn discard(&self, stream: Option<StreamHandle>) {
+        if let Some(Ok(Some(streamed))) = match stream {
+            Some(s) => Some(s.wait().await),
+            None => None,
+        } {
+            self.client.discard_stream(&self.target, streamed).await;
+        }
+    }
+
     /// Uploads `blob` (the caller holds one of the permits).
     async fn upload(&self, blob: QueuedBlob) -> Result<(String, BlobOutcome), RegistryError> {
         let outcome =
@@ -207,6 +268,19 @@ impl InFlight {
             };
             Self::wait_on(busy).await;
         }
+    }
+
+    /// The claim on `digest` for `r`'s registry if nobody holds it now
+    /// (never waits: a stream's writer takes it on the compressor's thread).
+    pub(super) fn try_claim(self: &Arc<Self>, r: &ImageRef, digest: &str) -> Option<Claim> {
+        let key = (r.registry.clone(), digest.to_string());
+        let mut map = self.lock();
+        if map.contains_key(&key) {
+            return None;
+        }
+        let (done, rx) = watch::channel(false);
+        map.insert(key.clone(), rx);
+        Some(Claim { in_flight: self.clone(), key, done })
     }
 
     /// Waits while someone pushes `digest` to `r`'s registry.

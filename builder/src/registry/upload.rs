@@ -46,7 +46,7 @@ pub enum BlobData<'a> {
 }
 
 /// What a mount attempt gave.
-enum Mount {
+pub(super) enum Mount {
     /// Linked, from this repository.
     Mounted(String),
     /// Not mounted; the registry opened this upload session instead.
@@ -188,7 +188,7 @@ impl RegistryClient {
 
     /// Tries a cross-repository mount of `digest` from each repository of
     /// `r`'s registry known to hold it.
-    async fn mount_known(
+    pub(super) async fn mount_known(
         &self,
         r: &ImageRef,
         creds: &oci_client::secrets::RegistryAuth,
@@ -237,7 +237,7 @@ impl RegistryClient {
     }
 
     /// Opens an upload session: its URL.
-    async fn begin_upload(
+    pub(super) async fn begin_upload(
         &self,
         r: &ImageRef,
         creds: &oci_client::secrets::RegistryAuth,
@@ -373,7 +373,7 @@ impl RegistryClient {
     }
 }
 
-fn request<'a>(method: Method, url: Url, scope: &'a str) -> Request<'a> {
+pub(super) fn request<'a>(method: Method, url: Url, scope: &'a str) -> Request<'a> {
     Request { method, url, headers: HeaderMap::new(), body: Body::Empty, scope, retry: true }
 }
 
@@ -381,12 +381,12 @@ fn join(base: &Url, path: &str) -> Result<Url, SessionError> {
     base.join(path).map_err(|source| SessionError::BadUrl { url: format!("{base}{path}"), source })
 }
 
-fn header(v: &str) -> HeaderValue {
+pub(super) fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The (possibly relative) `Location` of `resp`, resolved against `url`.
-fn location(url: &Url, resp: &reqwest::Response) -> Result<Url, SessionError> {
+pub(super) fn location(url: &Url, resp: &reqwest::Response) -> Result<Url, SessionError> {
     let text = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
     url.join(text)
         .map_err(|source| SessionError::BadUrl { url: text.split('?').next().unwrap_or_default().to_string(), source })

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Condvar, Mutex, Weak};
 
+use super::tee::{LayerTee, TeeWriter};
 use super::{Inner, SnapshotId, Store, StoreError};
 use crate::layer::{Compression, LayerOptions, LayerWriteError, note_name, write_layer};
 use crate::oci::LayerDescriptor;
@@ -40,6 +41,8 @@ const TWIN_MIN_BYTES: u64 = 4 << 20;
 struct Job {
     id: SnapshotId,
     kind: JobKind,
+    /// Who sees a blob job's bytes as they are written.
+    tees: Vec<Box<dyn LayerTee>>,
 }
 
 #[derive(Clone, Copy)]
@@ -101,13 +104,21 @@ impl Store {
     /// thread, unless it exists or is already queued. Readers of
     /// [`Store::layer_for_snapshot`] for that note name wait for it.
     pub fn compress_in_background(&self, id: &SnapshotId, opts: LayerOptions) {
-        self.queue_job(Job { id: id.clone(), kind: JobKind::Blob(opts) });
+        self.compress_in_background_teed(id, opts, Vec::new());
+    }
+
+    /// [`Store::compress_in_background`], with `tees` seeing the blob's
+    /// bytes as they are written (see [`LayerTee`]). A tee whose write does
+    /// not happen (the layer exists, the job was queued before, the write
+    /// fails) is dropped unfinished.
+    pub fn compress_in_background_teed(&self, id: &SnapshotId, opts: LayerOptions, tees: Vec<Box<dyn LayerTee>>) {
+        self.queue_job(Job { id: id.clone(), kind: JobKind::Blob(opts), tees });
     }
 
     /// Records the deferred layer of snapshot `id` (see
     /// [`Store::deferred_layer`]) on a background thread.
     pub fn defer_in_background(&self, id: &SnapshotId, epoch: Option<i64>) {
-        self.queue_job(Job { id: id.clone(), kind: JobKind::Deferred(epoch) });
+        self.queue_job(Job { id: id.clone(), kind: JobKind::Deferred(epoch), tees: Vec::new() });
     }
 
     fn queue_job(&self, job: Job) {
@@ -145,14 +156,20 @@ fn worker(store: Weak<Inner>, jobs: Receiver<Job>) {
         // A failure is not reported: the foreground finds no note and does
         // the work itself, reporting whatever goes wrong then.
         let _ = match job.kind {
-            JobKind::Blob(opts) => write_one(&store, &job.id, &opts, &key.1),
+            JobKind::Blob(opts) => write_one(&store, &job.id, &opts, &key.1, job.tees),
             JobKind::Deferred(epoch) => store.record_deferred(&job.id, epoch).map(drop).map_err(JobError::from),
         };
         store.inner.background.done(&key);
     }
 }
 
-fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, name: &str) -> Result<(), JobError> {
+fn write_one(
+    store: &Store,
+    id: &SnapshotId,
+    opts: &LayerOptions,
+    name: &str,
+    tees: Vec<Box<dyn LayerTee>>,
+) -> Result<(), JobError> {
     if store.layer_for_snapshot_now(id, name)?.is_some() || !store.has_snapshot(id) {
         return Ok(());
     }
@@ -167,12 +184,23 @@ fn write_one(store: &Store, id: &SnapshotId, opts: &LayerOptions, name: &str) ->
         return Ok(());
     }
     let mut writer = store.blob_writer()?;
-    let info = write_layer(&diff, opts, &mut writer).map_err(|e| JobError::Write(id.0.clone(), e))?;
+    let mut tee = TeeWriter { inner: &mut writer, tees };
+    let info = write_layer(&diff, opts, &mut tee).map_err(|e| JobError::Write(id.0.clone(), e))?;
+    let mut tees = std::mem::take(&mut tee.tees);
+    drop(tee);
     writer.finish_expecting(&info.digest)?;
+    for t in &mut tees {
+        t.complete(&info.digest);
+    }
     store.set_layer_for_snapshot(id, name, &info)?;
     bg.compressed.fetch_add(1, Ordering::Relaxed);
     if size >= TWIN_MIN_BYTES {
         bg.written.lock().unwrap_or_else(|p| p.into_inner()).entry((size, name.to_string())).or_default().push(info);
+    }
+    // Finished only once the blob is kept (and noted, so a reader waiting
+    // for the job finds it): an early return drops them unfinished.
+    for t in tees {
+        t.finish();
     }
     Ok(())
 }

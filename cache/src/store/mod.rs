@@ -47,6 +47,7 @@ mod deferred;
 mod lease;
 mod prune;
 mod snapshot;
+mod tee;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -65,6 +66,7 @@ pub use deferred::Materialized;
 pub use lease::Lease;
 pub use prune::{DiskUsage, MountUsage, PruneOptions, PruneReport};
 pub use snapshot::SnapshotDraft;
+pub use tee::LayerTee;
 
 use crate::fsutil;
 use crate::oci::{LayerDescriptor, sha256_digest};

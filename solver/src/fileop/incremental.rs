@@ -163,7 +163,15 @@ impl ManifestBuilder {
     }
 
     /// The manifest of what was recorded.
-    pub fn finish(mut self) -> Manifest {
+    pub fn finish(self) -> Manifest {
+        self.finish_within(u32::MAX as usize)
+    }
+
+    /// [`ManifestBuilder::finish`], for an encoding of at most `limit`
+    /// bytes (offsets are `u32`). A larger one is left empty: the next copy
+    /// then shares nothing and is a fresh one, never a lookup through a
+    /// wrapped offset.
+    fn finish_within(mut self, limit: usize) -> Manifest {
         // Stable: of records of one path, the last inserted stays last.
         self.records.sort_by(|a, b| a.0.cmp(&b.0));
         let kept = |i: usize| self.records.get(i + 1).is_none_or(|next| next.0 != self.records[i].0);
@@ -172,6 +180,9 @@ impl ManifestBuilder {
                 .filter(|i| kept(*i))
                 .map(|i| 4 + self.records[i].0.len() + RECORD_LEN)
                 .sum::<usize>();
+        if len > limit {
+            return Manifest::default();
+        }
         let mut bytes = Vec::with_capacity(len);
         bytes.extend_from_slice(MAGIC);
         let mut offsets = Vec::with_capacity(self.records.len());
@@ -395,5 +406,30 @@ mod tests {
             Manifest::decode(empty.as_bytes().to_vec()),
             Some(Manifest { bytes: MAGIC.to_vec(), offsets: Vec::new() })
         );
+    }
+
+    /// An encoding past what `u32` offsets reach (4 GiB) is not written
+    /// with wrapped offsets: the manifest is empty, so the next copy is a
+    /// fresh one (here with the limit lowered to just below the encoding).
+    #[test]
+    fn a_manifest_past_its_offsets_range_is_left_empty() {
+        let rec = Recorded {
+            sum: [3; 32],
+            attrs: Wanted { size: 1, mode: 0o644, owner: (0, 0), mtime: (0, 0) },
+            src_ctime: (0, 0),
+            xattrs: false,
+        };
+        let build = || {
+            let mut b = ManifestBuilder::default();
+            b.insert(b"a".to_vec(), rec);
+            b.insert(b"b".to_vec(), rec);
+            b
+        };
+        let full = build().finish();
+        let len = full.as_bytes().len();
+        assert_eq!(build().finish_within(len), full);
+        let over = build().finish_within(len - 1);
+        assert!(over.is_empty());
+        assert_eq!(over.get(b"a"), None);
     }
 }
