@@ -34,6 +34,12 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// A fifo (mode 0640) at `p`.
+fn mkfifo(p: &Path) {
+    rustix::fs::mknodat(rustix::fs::CWD, p, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0)
+        .unwrap();
+}
+
 fn write(p: &Path, data: &str) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, data).unwrap();
@@ -513,14 +519,7 @@ fn hardlinks_fifos_sockets_xattrs() {
     let e = env();
     write(&e.src.join("t/h1"), "same");
     fs::hard_link(e.src.join("t/h1"), e.src.join("t/h2")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        e.src.join("t/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .unwrap();
+    mkfifo(&e.src.join("t/fifo"));
     let _sock = std::os::unix::net::UnixListener::bind(e.src.join("t/sock")).unwrap();
     let xattr_ok =
         rustix::fs::lsetxattr(e.src.join("t/h1"), "user.note", b"hi", rustix::fs::XattrFlags::empty()).is_ok();
@@ -954,14 +953,7 @@ fn a_copy_planned_from_its_selection_writes_what_a_walked_copy_writes() {
     fs::set_permissions(e.src.join("tree/d/sub"), fs::Permissions::from_mode(0o710)).unwrap();
     symlink("d/h", e.src.join("tree/link")).unwrap();
     symlink("../../outside", e.src.join("tree/d/escape")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        e.src.join("tree/fifo"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o640),
-        0,
-    )
-    .unwrap();
+    mkfifo(&e.src.join("tree/fifo"));
     for (i, p) in ["tree/d/h", "tree/d.c", "tree/d/sub", "tree/d", "tree"].iter().enumerate() {
         set_mtime(&e.src.join(p), 1_000_000 + i as u64);
     }
