@@ -363,3 +363,32 @@ fn escape_mount_targets_through_planted_links() {
         assert_eq!(std::fs::read_to_string(case.marker()).unwrap(), "host marker\n");
     }
 }
+
+/// A context `COPY` of one directory (planned from its cache key's walk)
+/// whose tree holds links to the host and climbing past `/`: the links are
+/// copied as links, and a source named through them resolves inside the
+/// context; the host's marker never reaches the image.
+#[test]
+fn escape_copy_through_context_links() {
+    let reg = registry();
+    for user in users() {
+        let case = Case::new(user, &[("src/a.txt", "a\n")]);
+        let marker = case.marker().display().to_string();
+        std::fs::write(
+            case.ctx().join("Dockerfile"),
+            format!(
+                "FROM {reg}/busybox:latest\n\
+                 COPY src/ /app/\n\
+                 COPY src/up/ /up/\n\
+                 RUN sh -c '(cat /app/host{marker} || echo absent) > /seen; ls /up > /up-listing'\n",
+                reg = reg.addr
+            ),
+        )
+        .unwrap();
+        case.symlink("/", "src/host");
+        case.symlink("../../../../../../../..", "src/up");
+        case.build_ok();
+        assert_eq!(case.out("seen"), "absent\n", "{user:?}: the host was copied");
+        assert_eq!(case.out("up-listing"), "Dockerfile\nsrc\n", "{user:?}");
+    }
+}
