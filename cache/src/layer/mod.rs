@@ -28,8 +28,8 @@ pub use unpack::{
     ExtractKind, ExtractOptions, OPAQUE_XATTR, Owners, UnpackError, UnpackOptions, UnpackStats, extract, is_opaque_dir,
     is_overlay_whiteout, unpack_layer,
 };
-pub use walk::{TreeOptions, write_tree};
-pub use write::{Compression, LayerOptions, compress_stream, write_layer};
+pub use walk::{TreeIdentity, TreeOptions, write_tree};
+pub use write::{Compression, LayerOptions, compress_stream, layer_identity, write_layer, write_layer_identified};
 
 /// The name a snapshot's layer blob written with this compression and
 /// `SOURCE_DATE_EPOCH` is noted under in the store (`gzip-6`, `zstd-3`,

@@ -16,6 +16,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use super::LayerWriteError;
@@ -52,9 +53,43 @@ pub fn write_tree(root: &Path, opts: TreeOptions, out: &mut dyn Write) -> Result
 
 /// [`write_tree`] to a sink that file contents are read straight into.
 pub(crate) fn write_tree_to(root: &Path, opts: TreeOptions, out: &mut dyn TarSink) -> Result<(), LayerWriteError> {
-    let mut w = Walker { opts, out, links: HashMap::new() };
+    let mut w = Walker { opts, out, links: HashMap::new(), identity: None, contents: true };
     w.walk_dir(root, &[])?;
     w.out.write_all(&[0u8; 1024]).map_err(|source| LayerWriteError::Write { source })
+}
+
+/// What the tar of a tree is made of, short of file contents: SHA-256 of
+/// every entry's header fields in stream order and, for each file whose
+/// bytes the tar carries, its (device, inode).
+///
+/// Two trees with the same identity, whose inodes are alive and never
+/// written (a store's snapshots: immutable, and held by their own directory
+/// entries, so no inode number is reused while both exist), have the same
+/// tar bytes: the same headers and, at every file, the same inode's bytes.
+/// A `COPY --from` shares the inodes of the stage it copies from, so its
+/// layer is found equal to that stage's without reading a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeIdentity(pub [u8; 32]);
+
+/// [`write_tree_to`], also returning the tree's [`TreeIdentity`].
+pub(crate) fn write_tree_identified(
+    root: &Path,
+    opts: TreeOptions,
+    out: &mut dyn TarSink,
+) -> Result<TreeIdentity, LayerWriteError> {
+    let mut w = Walker { opts, out, links: HashMap::new(), identity: Some(Sha256::new()), contents: true };
+    w.walk_dir(root, &[])?;
+    w.out.write_all(&[0u8; 1024]).map_err(|source| LayerWriteError::Write { source })?;
+    Ok(TreeIdentity(w.identity.take().expect("identity hasher").finalize().into()))
+}
+
+/// The [`TreeIdentity`] of `root` with `opts`: one walk of its metadata
+/// (`lstat` and xattrs); no file is opened.
+pub fn tree_identity(root: &Path, opts: TreeOptions) -> Result<TreeIdentity, LayerWriteError> {
+    let mut sink = Copying { out: &mut io::sink(), buf: Vec::new() };
+    let mut w = Walker { opts, out: &mut sink, links: HashMap::new(), identity: Some(Sha256::new()), contents: false };
+    w.walk_dir(root, &[])?;
+    Ok(TreeIdentity(w.identity.take().expect("identity hasher").finalize().into()))
 }
 
 /// Why [`TarSink::read_from`] failed.
@@ -116,6 +151,10 @@ struct Walker<'a> {
     out: &'a mut dyn TarSink,
     /// First path seen for each multiply-linked (dev, inode).
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Hashes the [`TreeIdentity`] as the stream goes.
+    identity: Option<Sha256>,
+    /// Whether anything is written to `out` (off: only the identity).
+    contents: bool,
 }
 
 /// The names in `dir`, sorted by bytes.
@@ -249,7 +288,7 @@ impl Walker<'_> {
             self.write_entry(&e, None)?;
         } else if ft.is_file() {
             e.size = md.len();
-            self.write_entry(&e, Some(&abs))?;
+            self.write_entry(&e, Some((&abs, &md)))?;
         } else if ft.is_fifo() {
             e.kind = EntryType::Fifo;
             self.write_entry(&e, None)?;
@@ -261,7 +300,13 @@ impl Walker<'_> {
         Ok(None)
     }
 
-    fn write_entry(&mut self, e: &Entry, data: Option<&Path>) -> Result<(), LayerWriteError> {
+    fn write_entry(&mut self, e: &Entry, data: Option<(&Path, &Metadata)>) -> Result<(), LayerWriteError> {
+        if let Some(h) = &mut self.identity {
+            identify_entry(h, e, data.map(|(_, md)| md));
+        }
+        if !self.contents {
+            return Ok(());
+        }
         let werr = |source| LayerWriteError::Write { source };
         let mut pax: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let split = split_ustar(&e.path);
@@ -332,7 +377,7 @@ impl Walker<'_> {
         h.set_cksum();
         self.out.write_all(h.as_bytes()).map_err(werr)?;
 
-        if let Some(path) = data {
+        if let Some((path, _)) = data {
             self.copy_file(path, e.size)?;
             pad(self.out, e.size)?;
         }
@@ -364,6 +409,43 @@ impl Walker<'_> {
             });
         }
         Ok(())
+    }
+}
+
+/// Feeds one entry to a [`TreeIdentity`]: every field its headers are made
+/// from (the headers are a function of them), each length-prefixed, and
+/// the inode of the file whose bytes follow. Hashing the fields rather
+/// than the formatted headers keeps the identity walk to `lstat` and
+/// xattrs (formatting octal fields was a third of it).
+fn identify_entry(h: &mut Sha256, e: &Entry, data: Option<&Metadata>) {
+    let bytes = |h: &mut Sha256, b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    bytes(h, &e.path);
+    h.update([e.kind.as_byte()]);
+    for n in [u64::from(e.mode), e.uid, e.gid, e.mtime, e.size, u64::from(e.dev.0), u64::from(e.dev.1)] {
+        h.update(n.to_le_bytes());
+    }
+    match &e.link {
+        Some(l) => {
+            h.update([1]);
+            bytes(h, l);
+        }
+        None => h.update([0]),
+    }
+    h.update((e.xattrs.len() as u64).to_le_bytes());
+    for (k, v) in &e.xattrs {
+        bytes(h, k.as_bytes());
+        bytes(h, v);
+    }
+    match data {
+        Some(md) => {
+            h.update([1]);
+            h.update(md.dev().to_le_bytes());
+            h.update(md.ino().to_le_bytes());
+        }
+        None => h.update([0]),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::oci::{LayerDescriptor, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, M
 use super::LayerWriteError;
 use super::digest::HashingWriter;
 use super::pgzip::ParGzip;
-use super::walk::{TreeOptions, write_tree_to};
+use super::walk::{TarSink, TreeIdentity, TreeOptions, tree_identity, write_tree_identified, write_tree_to};
 
 /// Layer compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,26 +86,61 @@ pub fn write_layer(
     opts: &LayerOptions,
     out: &mut dyn Write,
 ) -> Result<LayerDescriptor, LayerWriteError> {
-    let tree = TreeOptions { whiteouts: true, epoch: opts.source_date_epoch };
+    write_layer_inner(diff_dir, opts, out, false).map(|(layer, _)| layer)
+}
+
+/// [`write_layer`], also returning the snapshot's [`TreeIdentity`] (see
+/// [`layer_identity`]), taken in the same pass.
+pub fn write_layer_identified(
+    diff_dir: &Path,
+    opts: &LayerOptions,
+    out: &mut dyn Write,
+) -> Result<(LayerDescriptor, TreeIdentity), LayerWriteError> {
+    let (layer, identity) = write_layer_inner(diff_dir, opts, out, true)?;
+    Ok((layer, identity.expect("identified write")))
+}
+
+/// The [`TreeIdentity`] of the layer [`write_layer`] writes for `diff_dir`
+/// with `opts`, from its metadata alone: equal identities of two live
+/// snapshots mean equal layers.
+pub fn layer_identity(diff_dir: &Path, opts: &LayerOptions) -> Result<TreeIdentity, LayerWriteError> {
+    tree_identity(diff_dir, layer_tree(opts))
+}
+
+fn layer_tree(opts: &LayerOptions) -> TreeOptions {
+    TreeOptions { whiteouts: true, epoch: opts.source_date_epoch }
+}
+
+fn write_layer_inner(
+    diff_dir: &Path,
+    opts: &LayerOptions,
+    out: &mut dyn Write,
+    identify: bool,
+) -> Result<(LayerDescriptor, Option<TreeIdentity>), LayerWriteError> {
+    let tree = layer_tree(opts);
+    let walk = |sink: &mut dyn TarSink| -> Result<Option<TreeIdentity>, LayerWriteError> {
+        if identify {
+            write_tree_identified(diff_dir, tree, sink).map(Some)
+        } else {
+            write_tree_to(diff_dir, tree, sink).map(|()| None)
+        }
+    };
     let threads = opts.threads.max(1);
     let werr = |source| LayerWriteError::Write { source };
     // `threads` workers compress; the caller's thread walks, feeds them and
     // mostly waits for them. Plain tar: the caller's thread is the only one.
     let off_thread = spare_core(if opts.compression == Compression::Uncompressed { 1 } else { threads });
     let mut blob = HashingWriter::new(out, "sha256-blob", off_thread);
-    let diff_id = match opts.compression {
-        Compression::Uncompressed => {
-            write_tree_to(diff_dir, tree, &mut blob)?;
-            None
-        }
+    let (diff_id, identity) = match opts.compression {
+        Compression::Uncompressed => (None, walk(&mut blob)?),
         Compression::Gzip { level } => {
             let gz = ParGzip::new(&mut blob, level, threads)
                 .map_err(|source| LayerWriteError::ThreadPool { threads, source })?;
             let mut tar = HashingWriter::new(gz, "sha256-tar", off_thread);
-            write_tree_to(diff_dir, tree, &mut tar)?;
+            let identity = walk(&mut tar)?;
             let (diff_id, _, gz) = tar.finish();
             gz.finish().map_err(werr)?;
-            Some(diff_id)
+            (Some(diff_id), identity)
         }
         Compression::Zstd { level } => {
             let mut enc = zstd::stream::write::Encoder::new(&mut blob, level).map_err(werr)?;
@@ -113,20 +148,21 @@ pub fn write_layer(
             // path; >= 1 gives the same bytes for any count.
             enc.multithread(threads as u32).map_err(werr)?;
             let mut tar = HashingWriter::new(enc, "sha256-tar", off_thread);
-            write_tree_to(diff_dir, tree, &mut tar)?;
+            let identity = walk(&mut tar)?;
             let (diff_id, _, enc) = tar.finish();
             enc.finish().map_err(werr)?;
-            Some(diff_id)
+            (Some(diff_id), identity)
         }
     };
     blob.flush().map_err(werr)?;
     let (digest, size, _) = blob.finish();
-    Ok(LayerDescriptor {
+    let layer = LayerDescriptor {
         diff_id: diff_id.unwrap_or_else(|| digest.clone()),
         digest,
         size,
         media_type: opts.compression.media_type().to_string(),
-    })
+    };
+    Ok((layer, identity))
 }
 
 /// Whether the machine has a core left over when `busy` threads are at work.
@@ -354,6 +390,33 @@ mod tests {
             }
             self.inner.read_from(file, max)
         }
+    }
+
+    /// The identity taken while writing is the one a metadata walk gives,
+    /// the layer written with it is the plain one, and the identity moves
+    /// with anything the tar shows (an xattr, a clamped mtime) and with a
+    /// file's inode (a copy of the same bytes), never with nothing.
+    #[test]
+    fn a_layer_identity_follows_headers_and_inodes() {
+        let tmp = tempfile::tempdir().unwrap();
+        make_snapshot(tmp.path());
+        let opts =
+            |epoch| LayerOptions { compression: Compression::Gzip { level: 1 }, source_date_epoch: epoch, threads: 2 };
+        let mut out = Vec::new();
+        let (written, identity) = write_layer_identified(tmp.path(), &opts(Some(5)), &mut out).unwrap();
+        let (plain, bytes) = layer(tmp.path(), Compression::Gzip { level: 1 }, 2, Some(5));
+        assert_eq!((written, out), (plain, bytes));
+        assert_eq!(layer_identity(tmp.path(), &opts(Some(5))).unwrap(), identity);
+        assert_eq!(layer_identity(tmp.path(), &opts(Some(5))).unwrap(), identity, "not stable");
+        assert_ne!(layer_identity(tmp.path(), &opts(None)).unwrap(), identity, "the epoch's clamp is in the tar");
+        rustix::fs::setxattr(tmp.path().join("bin"), "user.k", b"v", rustix::fs::XattrFlags::empty()).unwrap();
+        let with_xattr = layer_identity(tmp.path(), &opts(Some(5))).unwrap();
+        assert_ne!(with_xattr, identity, "a directory's xattr is in the tar");
+        let big = tmp.path().join("bin/big");
+        let copy = tmp.path().join("bin/big.new");
+        fs::copy(&big, &copy).unwrap();
+        fs::rename(&copy, &big).unwrap();
+        assert_ne!(layer_identity(tmp.path(), &opts(Some(5))).unwrap(), with_xattr, "another inode, same bytes");
     }
 
     #[test]

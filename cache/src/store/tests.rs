@@ -835,9 +835,60 @@ fn background_writer_reuses_the_blob_of_an_identical_layer() {
     assert_eq!(a, b);
     assert_ne!(a.diff_id, c.diff_id);
     assert_eq!(s.background_compressions(), 2, "the twin was compressed again");
+    // A copy has inodes of its own: found by its tar, not by identity.
+    assert_eq!(s.background_identity_twins(), 0);
     // What the twin is noted with is exactly its own layer.
     let want = write_layer(&s.snapshot_diff(&twin), &opts, &mut std::io::sink()).unwrap();
     assert_eq!(b, want);
+}
+
+/// A snapshot that shares the first one's inodes (as `COPY --from` links
+/// a stage's files) and has the same headers is its twin by identity, with
+/// no tar pass; one that shares them but differs in a header (a
+/// directory's mode) is not, and is compressed: its layer is its own.
+#[test]
+fn background_writer_finds_a_twin_that_shares_inodes_by_identity() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use crate::layer::{Compression, LayerOptions, note_name, write_layer};
+    let (_t, s) = tmp_store();
+    let file =
+        |i: u32| -> Vec<u8> { (0..1_200_000u32).map(|j| (j.wrapping_mul(2654435761 + i) >> 11) as u8).collect() };
+    let d = s.new_snapshot().unwrap();
+    fs::create_dir_all(d.diff_dir().join("app/src")).unwrap();
+    for i in 0..5 {
+        fs::write(d.diff_dir().join(format!("app/src/f{i}")), file(i)).unwrap();
+    }
+    let first = d.commit().unwrap();
+    let linked = |dir_mode: u32| {
+        let d = s.new_snapshot().unwrap();
+        fs::create_dir_all(d.diff_dir().join("app/src")).unwrap();
+        fs::set_permissions(d.diff_dir().join("app/src"), fs::Permissions::from_mode(dir_mode)).unwrap();
+        for i in 0..5 {
+            let rel = format!("app/src/f{i}");
+            fs::hard_link(s.snapshot_diff(&first).join(&rel), d.diff_dir().join(&rel)).unwrap();
+        }
+        d.commit().unwrap()
+    };
+    fs::set_permissions(s.snapshot_diff(&first).join("app/src"), fs::Permissions::from_mode(0o755)).unwrap();
+    let twin = linked(0o755);
+    let other = linked(0o700);
+    let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, source_date_epoch: Some(3), threads: 2 };
+    let name = note_name(&opts.compression, opts.source_date_epoch);
+    for id in [&first, &twin, &other] {
+        s.compress_in_background(id, opts);
+    }
+    let a = s.layer_for_snapshot(&first, &name).unwrap().expect("first layer");
+    let b = s.layer_for_snapshot(&twin, &name).unwrap().expect("twin layer");
+    let c = s.layer_for_snapshot(&other, &name).unwrap().expect("other layer");
+    assert_eq!(a, b);
+    assert_eq!(s.background_identity_twins(), 1, "the linked twin was not found by identity");
+    assert_eq!(s.background_compressions(), 2);
+    for (id, got) in [(&twin, &b), (&other, &c)] {
+        let want = write_layer(&s.snapshot_diff(id), &opts, &mut std::io::sink()).unwrap();
+        assert_eq!(*got, want);
+    }
+    assert_ne!(a.diff_id, c.diff_id);
 }
 
 fn blob_count(s: &Store) -> usize {
