@@ -1618,3 +1618,91 @@ fn a_streamed_upload_whose_commit_fails_is_uploaded_from_the_file() {
     );
     assert_cache_blobs_complete(&reg, store.path(), "streamput:x");
 }
+
+/// `mode=max` exports a stage whose files the final stage copies whole:
+/// the two layers are one tar, and the background writer notes the image's
+/// layer with the stage's blob (found by identity: the copy shares the
+/// stage's inodes) instead of compressing it again. The image and the
+/// cache must be exactly what a build that writes every layer itself in
+/// the foreground gives; as root and rootless.
+#[test]
+fn a_stage_copied_whole_gives_the_image_the_layer_a_foreground_build_writes() {
+    stage_copied_whole(false);
+}
+
+#[test]
+fn rootless_a_stage_copied_whole_gives_the_image_the_layer_a_foreground_build_writes() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here; skipped");
+        return;
+    }
+    ensure_test_user();
+    stage_copied_whole(true);
+}
+
+fn stage_copied_whole(rootless: bool) {
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-rc-twin").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("src/sub")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {reg}/busybox:latest AS build\n\
+             COPY src/ /app/src/\n\
+             RUN ls /app/src > /listing\n\
+             FROM {reg}/busybox:latest\n\
+             COPY --from=build /listing /listing\n\
+             COPY --from=build /app/src /app/src\n",
+            reg = reg.addr
+        ),
+    )
+    .unwrap();
+    // Above the writer's 4 MiB threshold for looking for a twin.
+    let mut seed = 7u64;
+    for i in 0..6 {
+        let bytes: Vec<u8> = (0..1_000_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        std::fs::write(ctx.join(format!("src/{}f{i}", if i % 2 == 0 { "sub/" } else { "" })), bytes).unwrap();
+    }
+    if rootless {
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+        run(Command::new("chmod").arg("755").arg(base.path()));
+    }
+    let mut results = Vec::new();
+    for background in ["1", "0"] {
+        let (store, cache) =
+            (base.path().join(format!("store-{background}")), base.path().join(format!("cache-{background}")));
+        let image = format!("{}/twin-{rootless}-{background}:1", reg.addr);
+        let mut cmd = if rootless {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+            c
+        } else {
+            rbuild()
+        };
+        cmd.arg("--root").arg(&store).arg("build");
+        cmd.args(["--progress", "rawjson", "-o", &format!("type=registry,name={image}")]);
+        cmd.args(["--cache-to", &format!("type=local,dest={},mode=max", cache.display())]).arg(&ctx);
+        cmd.env("SOURCE_DATE_EPOCH", "1700000000").env("RBUILD_BACKGROUND_LAYERS", background);
+        ok(cmd.output().expect("run rbuild"));
+        let manifest = util::skopeo_inspect_raw(&image);
+        let layers: Vec<String> =
+            manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+        let mut cached = cache_layers(&format!("type=local,src={}", cache.display()));
+        cached.sort();
+        results.push((layers, cached));
+    }
+    let ((image_bg, cache_bg), (image_fg, cache_fg)) = (&results[0], &results[1]);
+    assert_eq!(image_bg, image_fg, "the image's layers differ when written in the background");
+    assert_eq!(cache_bg, cache_fg, "the cache's layers differ when written in the background");
+    // The image's last layer is the build stage's `COPY src/` layer: the
+    // cache names `COPY src/`, `RUN` and `COPY /listing` (the base is the
+    // registry's), no fourth.
+    assert!(cache_bg.contains(image_bg.last().unwrap()));
+    assert_eq!(cache_bg.len(), 3, "the stage's layer and the image's are not one blob: {cache_bg:?}");
+}
