@@ -811,12 +811,24 @@ fn background_layers_match_foreground_ones() {
     }
 }
 
+/// Queues the layers of `ids` (gzip level 1, epoch 3) with the background
+/// writer, in order, and waits for each: the options and the layers.
+fn background_layers(s: &Store, ids: [&SnapshotId; 3]) -> (crate::layer::LayerOptions, [LayerDescriptor; 3]) {
+    use crate::layer::{Compression, LayerOptions, note_name};
+    let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, source_date_epoch: Some(3), threads: 2 };
+    let name = note_name(&opts.compression, opts.source_date_epoch);
+    for id in ids {
+        s.compress_in_background(id, opts);
+    }
+    (opts, ids.map(|id| s.layer_for_snapshot(id, &name).unwrap().expect("background layer")))
+}
+
 /// A snapshot whose tar is one already compressed in this process (a
 /// stage's files copied again by a later stage) is noted with that blob,
 /// not compressed again; one of the same size with other bytes is.
 #[test]
 fn background_writer_reuses_the_blob_of_an_identical_layer() {
-    use crate::layer::{Compression, LayerOptions, note_name, write_layer};
+    use crate::layer::write_layer;
     let (_t, s) = tmp_store();
     let big: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let first = commit_snapshot(&s, &big);
@@ -824,14 +836,7 @@ fn background_writer_reuses_the_blob_of_an_identical_layer() {
     let mut other_bytes = big.clone();
     other_bytes[3_000_000] ^= 1;
     let other = commit_snapshot(&s, &other_bytes);
-    let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, source_date_epoch: Some(3), threads: 2 };
-    let name = note_name(&opts.compression, opts.source_date_epoch);
-    for id in [&first, &twin, &other] {
-        s.compress_in_background(id, opts);
-    }
-    let a = s.layer_for_snapshot(&first, &name).unwrap().expect("first layer");
-    let b = s.layer_for_snapshot(&twin, &name).unwrap().expect("twin layer");
-    let c = s.layer_for_snapshot(&other, &name).unwrap().expect("other layer");
+    let (opts, [a, b, c]) = background_layers(&s, [&first, &twin, &other]);
     assert_eq!(a, b);
     assert_ne!(a.diff_id, c.diff_id);
     assert_eq!(s.background_compressions(), 2, "the twin was compressed again");
@@ -850,7 +855,7 @@ fn background_writer_reuses_the_blob_of_an_identical_layer() {
 fn background_writer_finds_a_twin_that_shares_inodes_by_identity() {
     use std::os::unix::fs::PermissionsExt;
 
-    use crate::layer::{Compression, LayerOptions, note_name, write_layer};
+    use crate::layer::write_layer;
     let (_t, s) = tmp_store();
     let file =
         |i: u32| -> Vec<u8> { (0..1_200_000u32).map(|j| (j.wrapping_mul(2654435761 + i) >> 11) as u8).collect() };
@@ -873,14 +878,7 @@ fn background_writer_finds_a_twin_that_shares_inodes_by_identity() {
     fs::set_permissions(s.snapshot_diff(&first).join("app/src"), fs::Permissions::from_mode(0o755)).unwrap();
     let twin = linked(0o755);
     let other = linked(0o700);
-    let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, source_date_epoch: Some(3), threads: 2 };
-    let name = note_name(&opts.compression, opts.source_date_epoch);
-    for id in [&first, &twin, &other] {
-        s.compress_in_background(id, opts);
-    }
-    let a = s.layer_for_snapshot(&first, &name).unwrap().expect("first layer");
-    let b = s.layer_for_snapshot(&twin, &name).unwrap().expect("twin layer");
-    let c = s.layer_for_snapshot(&other, &name).unwrap().expect("other layer");
+    let (opts, [a, b, c]) = background_layers(&s, [&first, &twin, &other]);
     assert_eq!(a, b);
     assert_eq!(s.background_identity_twins(), 1, "the linked twin was not found by identity");
     assert_eq!(s.background_compressions(), 2);
