@@ -69,6 +69,14 @@ enum JobKind {
 }
 
 impl JobKind {
+    /// How the job's tar is taken (what its identity depends on).
+    fn tar_options(&self) -> LayerOptions {
+        match self {
+            JobKind::Blob(opts) => *opts,
+            JobKind::Deferred(epoch) => super::deferred::deferred_options(*epoch),
+        }
+    }
+
     fn note(&self) -> String {
         match self {
             JobKind::Blob(opts) => note_name(&opts.compression, opts.source_date_epoch),
@@ -144,35 +152,33 @@ impl Store {
     /// not happen (the layer exists, the job was queued before, the write
     /// fails) is dropped unfinished.
     pub fn compress_in_background_teed(&self, id: &SnapshotId, opts: LayerOptions, tees: Vec<Box<dyn LayerTee>>) {
-        let bg = &self.inner.background;
-        let size = self.snapshot_size(&id.0);
-        let maybe_twin = size >= TWIN_MIN_BYTES
-            && !bg
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&(id.clone(), JobKind::Blob(opts).note()))
-            && !bg.sizes_queued.lock().unwrap_or_else(|p| p.into_inner()).insert((size, JobKind::Blob(opts).note()));
-        let identity = maybe_twin.then(|| {
-            let diff = self.snapshot_diff(id);
-            std::thread::Builder::new()
-                .name("layer-identity".into())
-                .spawn(move || layer_identity(&diff, &opts).ok())
-                .ok()
-        });
-        self.queue_job(Job { id: id.clone(), kind: JobKind::Blob(opts), tees, size, identity: identity.flatten() });
+        self.queue_layer_job(id, JobKind::Blob(opts), tees);
     }
 
     /// Records the deferred layer of snapshot `id` (see
     /// [`Store::deferred_layer`]) on a background thread.
     pub fn defer_in_background(&self, id: &SnapshotId, epoch: Option<i64>) {
-        self.queue_job(Job {
-            id: id.clone(),
-            kind: JobKind::Deferred(epoch),
-            tees: Vec::new(),
-            size: 0,
-            identity: None,
+        self.queue_layer_job(id, JobKind::Deferred(epoch), Vec::new());
+    }
+
+    /// Queues a job for `id`'s layer. A large snapshot of a size already
+    /// queued under the same note may be a twin: its identity is taken on
+    /// a thread of its own from now, while the job before it still runs.
+    fn queue_layer_job(&self, id: &SnapshotId, kind: JobKind, tees: Vec<Box<dyn LayerTee>>) {
+        let bg = &self.inner.background;
+        let size = self.snapshot_size(&id.0);
+        let key = (size, kind.note());
+        let maybe_twin = size >= TWIN_MIN_BYTES
+            && !bg.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(&(id.clone(), kind.note()))
+            && !bg.sizes_queued.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        let identity = maybe_twin.then(|| {
+            let (diff, opts) = (self.snapshot_diff(id), kind.tar_options());
+            std::thread::Builder::new()
+                .name("layer-identity".into())
+                .spawn(move || layer_identity(&diff, &opts).ok())
+                .ok()
         });
+        self.queue_job(Job { id: id.clone(), kind, tees, size, identity: identity.flatten() });
     }
 
     fn queue_job(&self, job: Job) {
@@ -211,7 +217,7 @@ fn worker(store: Weak<Inner>, jobs: Receiver<Job>) {
         // the work itself, reporting whatever goes wrong then.
         let _ = match job.kind {
             JobKind::Blob(opts) => write_one(&store, job, &opts, &key.1),
-            JobKind::Deferred(epoch) => store.record_deferred(&job.id, epoch).map(drop).map_err(JobError::from),
+            JobKind::Deferred(epoch) => defer_one(&store, job, epoch, &key.1),
         };
         store.inner.background.done(&key);
     }
@@ -244,10 +250,7 @@ fn write_one(store: &Store, job: Job, opts: &LayerOptions, name: &str) -> Result
     }
     store.set_layer_for_snapshot(id, name, &info)?;
     bg.compressed.fetch_add(1, Ordering::Relaxed);
-    if size >= TWIN_MIN_BYTES {
-        let written = Written { layer: info, snapshot: id.clone(), identity };
-        bg.written.lock().unwrap_or_else(|p| p.into_inner()).entry((size, name.to_string())).or_default().push(written);
-    }
+    remember(store, size, name, Written { layer: info, snapshot: id.clone(), identity });
     // Finished only once the blob is kept (and noted, so a reader waiting
     // for the job finds it): an early return drops them unfinished.
     for t in tees {
@@ -267,33 +270,81 @@ fn twin_layer(
     key: (u64, &str),
     early: Option<EarlyIdentity>,
 ) -> Result<Option<LayerDescriptor>, JobError> {
-    if key.0 < TWIN_MIN_BYTES {
+    let candidates = candidates(store, key);
+    if candidates.is_empty() {
         return Ok(None);
     }
-    let candidates =
-        match store.inner.background.written.lock().unwrap_or_else(|p| p.into_inner()).get(&(key.0, key.1.to_string()))
-        {
-            Some(c) => c.clone(),
-            None => return Ok(None),
-        };
-    let diff = store.snapshot_diff(id);
-    let identity = match early.and_then(|h| h.join().ok().flatten()) {
-        Some(identity) => identity,
-        None => layer_identity(&diff, opts).map_err(|e| JobError::Write(id.0.clone(), e))?,
-    };
-    let same = candidates.iter().find(|c| {
-        c.identity == identity
-            && c.snapshot != *id
-            && store.has_snapshot(&c.snapshot)
-            && store.has_blob(&c.layer.digest)
-    });
-    if let Some(c) = same {
-        store.inner.background.twins_by_identity.fetch_add(1, Ordering::Relaxed);
-        return Ok(Some(c.layer.clone()));
+    if let Some(twin) = twin_by_identity(store, id, opts, &candidates, early, |c| store.has_blob(&c.digest))? {
+        return Ok(Some(twin));
     }
     let plain = LayerOptions { compression: Compression::Uncompressed, threads: 1, ..*opts };
-    let tar = write_layer(&diff, &plain, &mut std::io::sink()).map_err(|e| JobError::Write(id.0.clone(), e))?;
+    let tar = write_layer(&store.snapshot_diff(id), &plain, &mut std::io::sink())
+        .map_err(|e| JobError::Write(id.0.clone(), e))?;
     Ok(candidates.into_iter().map(|c| c.layer).find(|c| c.diff_id == tar.diff_id && store.has_blob(&c.digest)))
+}
+
+/// The candidate whose identity is snapshot `id`'s (taken early, or now),
+/// whose snapshot is still stored (so its inodes are alive) and whose
+/// layer passes `usable`.
+fn twin_by_identity(
+    store: &Store,
+    id: &SnapshotId,
+    opts: &LayerOptions,
+    candidates: &[Written],
+    early: Option<EarlyIdentity>,
+    usable: impl Fn(&LayerDescriptor) -> bool,
+) -> Result<Option<LayerDescriptor>, JobError> {
+    let identity = match early.and_then(|h| h.join().ok().flatten()) {
+        Some(identity) => identity,
+        None => layer_identity(&store.snapshot_diff(id), opts).map_err(|e| JobError::Write(id.0.clone(), e))?,
+    };
+    let same = candidates
+        .iter()
+        .find(|c| c.identity == identity && c.snapshot != *id && store.has_snapshot(&c.snapshot) && usable(&c.layer));
+    if same.is_some() {
+        store.inner.background.twins_by_identity.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(same.map(|c| c.layer.clone()))
+}
+
+/// The large layers this process wrote under `key`'s note with `key`'s
+/// size: the twin candidates of a snapshot of that size.
+fn candidates(store: &Store, key: (u64, &str)) -> Vec<Written> {
+    if key.0 < TWIN_MIN_BYTES {
+        return Vec::new();
+    }
+    let written = store.inner.background.written.lock().unwrap_or_else(|p| p.into_inner());
+    written.get(&(key.0, key.1.to_string())).cloned().unwrap_or_default()
+}
+
+/// Notes a large layer this process wrote as a twin candidate.
+fn remember(store: &Store, size: u64, name: &str, written: Written) {
+    if size >= TWIN_MIN_BYTES {
+        let mut all = store.inner.background.written.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry((size, name.to_string())).or_default().push(written);
+    }
+}
+
+/// Records the deferred layer (diff id) of the job's snapshot: from a twin
+/// found by identity when there is one (its tar is this snapshot's, so
+/// its diff id is too), else with a tar pass into a hash. A candidate
+/// whose identity differs is not hashed for: that hash is the tar pass.
+fn defer_one(store: &Store, job: Job, epoch: Option<i64>, name: &str) -> Result<(), JobError> {
+    let Job { id, size, identity: early, .. } = job;
+    let candidates = candidates(store, (size, name));
+    if !candidates.is_empty()
+        && store.has_snapshot(&id)
+        && !store.diff_has_no_entries(&id).unwrap_or(true)
+        && let Some(twin) =
+            twin_by_identity(store, &id, &super::deferred::deferred_options(epoch), &candidates, early, |_| true)?
+    {
+        store.note_deferred(&id, epoch, &twin)?;
+        return Ok(());
+    }
+    if let Some((layer, identity)) = store.record_deferred_identified(&id, epoch)? {
+        remember(store, size, name, Written { layer, snapshot: id, identity });
+    }
+    Ok(())
 }
 
 impl Store {

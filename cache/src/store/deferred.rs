@@ -29,7 +29,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use super::{SnapshotId, Store, StoreError, parse_digest, read_json_or_miss};
-use crate::layer::{Compression, LayerOptions, note_name, write_layer};
+use crate::layer::{Compression, LayerOptions, TreeIdentity, note_name, write_layer, write_layer_identified};
 use crate::oci::LayerDescriptor;
 
 /// `diffs/<hex>.json`: where a deferred layer's bytes come from.
@@ -48,6 +48,11 @@ pub struct Materialized {
     pub layer: LayerDescriptor,
     /// Whether it was written now (`false`: made before and reused).
     pub written: bool,
+}
+
+/// How a deferred layer's tar is taken: plain, mtimes clamped to `epoch`.
+pub(crate) fn deferred_options(epoch: Option<i64>) -> LayerOptions {
+    LayerOptions { compression: Compression::Uncompressed, source_date_epoch: epoch, threads: 1 }
 }
 
 /// The note name of the deferred layer for `epoch`.
@@ -83,6 +88,16 @@ impl Store {
         id: &SnapshotId,
         epoch: Option<i64>,
     ) -> Result<Option<LayerDescriptor>, StoreError> {
+        Ok(self.record_deferred_identified(id, epoch)?.map(|(layer, _)| layer))
+    }
+
+    /// [`Store::record_deferred`], also returning the snapshot's
+    /// [`TreeIdentity`] (taken in the same pass).
+    pub(super) fn record_deferred_identified(
+        &self,
+        id: &SnapshotId,
+        epoch: Option<i64>,
+    ) -> Result<Option<(LayerDescriptor, TreeIdentity)>, StoreError> {
         if !self.has_snapshot(id) {
             return Err(StoreError::SnapshotNotFound(id.0.clone()));
         }
@@ -91,13 +106,25 @@ impl Store {
         if empty {
             return Ok(None);
         }
-        let opts = LayerOptions { compression: Compression::Uncompressed, source_date_epoch: epoch, threads: 1 };
-        let layer = write_layer(&diff, &opts, &mut io::sink())
+        let (layer, identity) = write_layer_identified(&diff, &deferred_options(epoch), &mut io::sink())
             .map_err(|source| StoreError::WriteLayer { snapshot: id.0.clone(), source })?;
+        self.note_deferred(id, epoch, &layer)?;
+        Ok(Some((layer, identity)))
+    }
+
+    /// Records `layer` as snapshot `id`'s deferred layer: its diff record
+    /// (`diffs/`, naming `id`) and its note. `layer` is `id`'s tar, taken
+    /// by [`Store::record_deferred_identified`] or known from a twin.
+    pub(super) fn note_deferred(
+        &self,
+        id: &SnapshotId,
+        epoch: Option<i64>,
+        layer: &LayerDescriptor,
+    ) -> Result<(), StoreError> {
         let record = DiffRecord { snapshot: id.clone(), epoch };
         let bytes = serde_json::to_vec(&record).map_err(|source| StoreError::Encode { what: "diff record", source })?;
         let note_bytes =
-            serde_json::to_vec(&layer).map_err(|source| StoreError::Encode { what: "layer descriptor", source })?;
+            serde_json::to_vec(layer).map_err(|source| StoreError::Encode { what: "layer descriptor", source })?;
         let note_path = self.layer_file(id, &note(epoch))?;
         let _gc = self.inner.gc_shared()?;
         if !self.has_snapshot(id) {
@@ -109,7 +136,7 @@ impl Store {
         fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
         self.inner.write_replace(&note_path, &note_bytes)?;
         self.inner.session.append('s', &id.0)?;
-        Ok(Some(layer))
+        Ok(())
     }
 
     /// The snapshot (and epoch) a deferred layer `diff_id` is re-made

@@ -940,6 +940,42 @@ fn deferred_layers_store_no_blob_and_compress_once() {
     assert_eq!(du.deferred_layers, 2);
 }
 
+/// A deferred layer of a snapshot that shares a deferred one's inodes and
+/// headers (`COPY --from` of a whole stage in a store-only build) takes
+/// that diff id without a tar pass; the layer is exactly its own tar, and
+/// it materializes from the twin it names.
+#[test]
+fn a_deferred_twin_that_shares_inodes_takes_its_diff_id_by_identity() {
+    use crate::layer::{Compression, LayerOptions, write_layer};
+    let (_t, s) = tmp_store();
+    let d = s.new_snapshot().unwrap();
+    fs::create_dir_all(d.diff_dir().join("app")).unwrap();
+    for i in 0..5u32 {
+        let bytes: Vec<u8> = (0..1_000_000u32).map(|j| (j.wrapping_mul(2654435761 + i) >> 9) as u8).collect();
+        fs::write(d.diff_dir().join(format!("app/f{i}")), bytes).unwrap();
+    }
+    let first = d.commit().unwrap();
+    let d = s.new_snapshot().unwrap();
+    fs::create_dir_all(d.diff_dir().join("app")).unwrap();
+    for i in 0..5 {
+        let rel = format!("app/f{i}");
+        fs::hard_link(s.snapshot_diff(&first).join(&rel), d.diff_dir().join(&rel)).unwrap();
+    }
+    let twin = d.commit().unwrap();
+    s.defer_in_background(&first, Some(7));
+    s.defer_in_background(&twin, Some(7));
+    let a = s.deferred_layer(&first, Some(7)).unwrap().expect("first layer");
+    let b = s.deferred_layer(&twin, Some(7)).unwrap().expect("twin layer");
+    assert_eq!(s.background_identity_twins(), 1, "the twin's tar was taken again");
+    assert_eq!(a, b);
+    let plain = LayerOptions { compression: Compression::Uncompressed, source_date_epoch: Some(7), threads: 1 };
+    assert_eq!(b, write_layer(&s.snapshot_diff(&twin), &plain, &mut std::io::sink()).unwrap());
+    assert_eq!(s.deferred_source(&b.diff_id), Some((twin.clone(), Some(7))));
+    let blob = s.materialize_layer(&b.diff_id, &Compression::Gzip { level: 1 }, 2).unwrap();
+    assert_eq!(blob.layer.diff_id, a.diff_id);
+    assert_eq!(blob_count(&s), 1);
+}
+
 /// A snapshot changed behind the store's back does not become a blob
 /// whose config lies about it: materializing fails and keeps nothing.
 #[test]
