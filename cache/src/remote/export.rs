@@ -111,8 +111,12 @@ pub fn export(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Resu
 /// The caller may do other work, then must [`confirm`].
 pub fn write(store: &Store, sink: &dyn BlobSink, plan: &ExportPlan<'_>) -> Result<Written, RemoteError> {
     let mut stats = ExportStats::default();
-    let ours = collect(store, plan, &mut stats)?;
+    // The artifact to merge with is read first: collecting waits for the
+    // build's last layers, and a read after it was a round trip on the
+    // export's tail. What changes at the target meanwhile is caught by the
+    // re-read before the manifest is written (see `rounds`).
     let (existing, existing_bytes) = read(sink)?;
+    let ours = collect(store, plan, &mut stats)?;
     rounds(store, sink, plan, ours, stats, (existing, existing_bytes, false), 0)
 }
 
