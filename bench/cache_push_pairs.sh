@@ -11,11 +11,7 @@
 #   ROUNDS=10 bash bench/cache_push_pairs.sh   (RBUILD_SKIP_BUILD=1 to reuse target/release)
 source "$(dirname "$0")/lib.sh"
 [ -n "${RBUILD_SKIP_BUILD:-}" ] || build_release
-start_registry
-
-ctx=$WORK/ctx
-make_workload_context "$ctx"
-write_workload_dockerfile "$ctx" "$REGISTRY/busybox:latest"
+start_workload   # the registry, and the workload in $ctx on its busybox
 export SOURCE_DATE_EPOCH=1700000000
 ROUNDS=${ROUNDS:-10}
 times=$WORK/push-pairs.t
@@ -50,6 +46,9 @@ for kind in ("min", "max"):
           f"range {min(diffs):+.3f} .. {max(diffs):+.3f} s)")
 dmin = statistics.median(t["min"][i] - t["none"][i] for i in t["none"])
 dmax = statistics.median(t["max"][i] - t["none"][i] for i in t["none"])
-ok = dmax <= 1.2 * dmin or (dmax - dmin) / base <= 0.01
+# A cost at or below zero (within the noise of paired builds) counts as
+# zero; two costs within 1 % of the build of each other are met as well.
+cmin, cmax = max(dmin, 0.0), max(dmax, 0.0)
+ok = cmax <= 1.2 * cmin or (cmax - cmin) / base <= 0.01
 print(f"  mode=max cost {dmax:+.3f} s against mode=min {dmin:+.3f} s (target max <= 1.2x min): {'met' if ok else 'not met'}")
 PY

@@ -9,11 +9,7 @@
 # COPY_PAIRS cold builds each (default 3), interleaved, medians.
 source "$(dirname "$0")/lib.sh"
 build_release
-start_registry
-
-ctx=$WORK/ctx
-make_workload_context "$ctx"
-write_workload_dockerfile "$ctx" "$REGISTRY/busybox:latest"
+start_workload   # the registry, and the workload in $ctx on its busybox
 files=$(find "$ctx/src" -type f | wc -l); size=$(du -sm "$ctx/src" | cut -f1)
 echo "context: $files files, ${size} MB"
 logs=$WORK/logs; mkdir -p "$logs"

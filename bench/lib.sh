@@ -38,6 +38,15 @@ YML
   skopeo copy -q --dest-tls-verify=false "oci:$WORK/busybox-oci:latest" "docker://$REGISTRY/busybox:latest"
 }
 
+# start_workload: start_registry, then the CI-style workload (context and
+# Dockerfile, below) in ctx=$WORK/ctx on the registry's busybox.
+start_workload() {
+  start_registry
+  ctx=$WORK/ctx
+  make_workload_context "$ctx"
+  write_workload_dockerfile "$ctx" "$REGISTRY/busybox:latest"
+}
+
 # seconds COMMAND...: wall-clock seconds of a command (output discarded).
 seconds() {
   local start end

@@ -10,11 +10,7 @@
 #   bash bench/remote_cache.sh           (RBUILD_SKIP_BUILD=1 to reuse target/release)
 source "$(dirname "$0")/lib.sh"
 [ -n "${RBUILD_SKIP_BUILD:-}" ] || build_release
-start_registry
-
-ctx=$WORK/ctx
-make_workload_context "$ctx"
-write_workload_dockerfile "$ctx" "$REGISTRY/busybox:latest"
+start_workload   # the registry, and the workload in $ctx on its busybox
 export SOURCE_DATE_EPOCH=1700000000
 
 store=$WORK/rc-store; fresh=$WORK/rc-fresh
