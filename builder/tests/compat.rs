@@ -286,10 +286,7 @@ impl Rbuild<'_> {
         let mut cmd = if self.rootless {
             // The user reads the context and writes the store and output.
             util::run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(ctx));
-            let mut c = Command::new("runuser");
-            c.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
-            c.env("HOME", self.store.parent().unwrap());
-            c
+            util::rbuild_as("rbuildtest", self.store.parent().unwrap())
         } else {
             rbuild()
         };

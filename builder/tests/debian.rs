@@ -91,12 +91,7 @@ impl Case {
     fn build(&self, args: &[&str]) -> Output {
         let mut cmd = match self.mode {
             Mode::Root => rbuild(),
-            Mode::Rootless => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", TEST_USER, "--"]).arg(rbuild().get_program());
-                c.env("HOME", self.dir.path());
-                c
-            }
+            Mode::Rootless => util::rbuild_as(TEST_USER, self.dir.path()),
         };
         cmd.arg("--root").arg(self.path(&self.store)).args(["build", "--progress", "plain"]);
         cmd.args(args).arg(self.path("ctx"));

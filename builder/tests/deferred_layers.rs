@@ -305,14 +305,7 @@ fn rootless_deferred_push_matches_an_eager_push() {
         run(Command::new("chmod").arg("755").arg(base.path()));
     }
     let as_user = |store: &str| {
-        let mut cmd = if util::is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
-            c.env("HOME", base.path());
-            c
-        } else {
-            rbuild()
-        };
+        let mut cmd = if util::is_root() { util::rbuild_as("rbuildtest", base.path()) } else { rbuild() };
         cmd.arg("--root").arg(base.path().join(store)).env("SOURCE_DATE_EPOCH", "1700000000");
         cmd
     };

@@ -457,9 +457,7 @@ fn rootless_build_as_a_non_root_user() {
     if is_root() {
         run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
         run(Command::new("chmod").arg("755").arg(base.path()));
-        cmd = Command::new("runuser");
-        cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
-        cmd.env("HOME", base.path());
+        cmd = util::rbuild_as("rbuildtest", base.path());
     } else {
         cmd = rbuild();
     }
@@ -1173,9 +1171,7 @@ fn build_as_test_user(base: &Path) -> Output {
         ensure_test_user();
         run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base));
         run(Command::new("chmod").arg("755").arg(base));
-        cmd = Command::new("runuser");
-        cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
-        cmd.env("HOME", base);
+        cmd = util::rbuild_as("rbuildtest", base);
     } else {
         cmd = rbuild();
     }
@@ -1709,9 +1705,7 @@ fn incremental_copy_shared_inodes_are_never_written(as_test_user: bool, overlay_
     let build_into = |store: &Path, layout: &Path| {
         let mut cmd;
         if as_test_user {
-            cmd = Command::new("runuser");
-            cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program());
-            cmd.env("HOME", base.path());
+            cmd = util::rbuild_as("rbuildtest", base.path());
         } else {
             cmd = rbuild();
         }

@@ -285,9 +285,7 @@ fn load_bytes(store: &Path, archive: &[u8], user: Option<&str>) -> Output {
     let mut cmd = match user {
         Some(u) => {
             run(Command::new("chown").args(["-R", &format!("{u}:{u}")]).arg(dir.path()));
-            let mut c = Command::new("runuser");
-            c.args(["-u", u, "--"]).arg(rbuild().get_program()).env("HOME", store.parent().unwrap());
-            c
+            util::rbuild_as(u, store.parent().unwrap())
         }
         None => rbuild(),
     };
@@ -312,11 +310,7 @@ fn hostile_archives_as(user: Option<&str>) {
     }
     let images_of = |store: &Path| {
         let mut cmd = match user {
-            Some(u) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", u, "--"]).arg(rbuild().get_program()).env("HOME", base.path());
-                c
-            }
+            Some(u) => util::rbuild_as(u, base.path()),
             None => rbuild(),
         };
         stdout(&ok(cmd.arg("--root").arg(store).arg("images").output().unwrap()))

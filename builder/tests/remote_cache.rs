@@ -460,8 +460,7 @@ fn rootless_import_of_a_cache() {
     run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
     run(Command::new("chmod").arg("755").arg(base.path()));
     let (store, fs, user_meta) = (base.path().join("store"), base.path().join("fs"), base.path().join("meta.json"));
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+    let mut cmd = util::rbuild_as("rbuildtest", base.path());
     cmd.arg("--root").arg(&store).args(["build", "--progress", "rawjson", "--cache-from", &cache]);
     cmd.arg("--metadata-file").arg(&user_meta).args(["-o", "type=image,name=r:latest", "-o"]);
     cmd.arg(format!("type=local,dest={}", fs.display())).arg(&ctx).env("SOURCE_DATE_EPOCH", "1700000000");
@@ -821,8 +820,7 @@ fn rootless_seeding_of_cache_mounts() {
     run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
     run(Command::new("chmod").arg("755").arg(base.path()));
     let (store, fs) = (base.path().join("store"), base.path().join("fs"));
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
+    let mut cmd = util::rbuild_as("rbuildtest", base.path());
     cmd.arg("--root").arg(&store).args(["build", "--progress", "rawjson", "--no-cache", "--cache-from", &cache]);
     cmd.arg("-o").arg(format!("type=local,dest={}", fs.display())).arg(&ctx);
     let out = ok(cmd.output().unwrap());
@@ -1678,13 +1676,7 @@ fn stage_copied_whole(rootless: bool) {
         let (store, cache) =
             (base.path().join(format!("store-{background}")), base.path().join(format!("cache-{background}")));
         let image = format!("{}/twin-{rootless}-{background}:1", reg.addr);
-        let mut cmd = if rootless {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "rbuildtest", "--"]).arg(rbuild().get_program()).env("HOME", base.path());
-            c
-        } else {
-            rbuild()
-        };
+        let mut cmd = if rootless { util::rbuild_as("rbuildtest", base.path()) } else { rbuild() };
         cmd.arg("--root").arg(&store).arg("build");
         cmd.args(["--progress", "rawjson", "-o", &format!("type=registry,name={image}")]);
         cmd.args(["--cache-to", &format!("type=local,dest={},mode=max", cache.display())]).arg(&ctx);

@@ -452,6 +452,14 @@ pub fn ensure_test_user() {
     }
 }
 
+/// rbuild run as `user` (by `runuser`) with `HOME` at `home`: how the
+/// tests run a case unprivileged.
+pub fn rbuild_as(user: &str, home: &std::path::Path) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", user, "--"]).arg(rbuild().get_program()).env("HOME", home);
+    c
+}
+
 /// Every file named `name` under `dir`, recursively.
 pub fn find_files(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
