@@ -1773,3 +1773,84 @@ fn incremental_copy_shared_inodes_are_never_written_as_a_non_root_user() {
     }
     incremental_copy_shared_inodes_are_never_written(true, false);
 }
+
+/// `COPY --from` of a whole stage shares the stage's inodes (and the layer
+/// writer then finds the two layers equal by those inodes), so a `RUN`
+/// after it attacks the stage's snapshot: it appends to, chmods, touches,
+/// removes and hard-links the copied files. The stage's snapshot must not
+/// change (its files, exported again from the same store, are the
+/// context's), the two COPY snapshots really share one inode, and the
+/// file the RUN appended to has its own.
+fn copy_from_shared_inodes_are_never_written(as_test_user: bool) {
+    let reg = registry_with_busybox();
+    let base = tempfile::Builder::new().prefix("rbuild-copyfrom-inodes").tempdir_in("/tmp").unwrap();
+    let ctx = base.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("src")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {reg}/busybox:latest AS stage\nCOPY src/ /app/src/\n\
+             FROM {reg}/busybox:latest\nCOPY --from=stage /app/src /app/src\n\
+             RUN echo evil >> /app/src/keep.txt && chmod 777 /app/src/mode.txt && touch -d @0 /app/src/time.txt \
+             && rm /app/src/gone.txt && ln -f /app/src/keep.txt /app/src/linked\n",
+            reg = reg.addr
+        ),
+    )
+    .unwrap();
+    for (name, text) in [("keep.txt", "keep\n"), ("mode.txt", "mode\n"), ("time.txt", "time\n"), ("gone.txt", "gone\n")]
+    {
+        std::fs::write(ctx.join("src").join(name), text).unwrap();
+    }
+    if as_test_user {
+        ensure_test_user();
+        run(Command::new("chown").args(["-R", "rbuildtest:rbuildtest"]).arg(base.path()));
+        run(Command::new("chmod").arg("755").arg(base.path()));
+    }
+    let store = base.path().join("store");
+    let build = |extra: &[&str]| {
+        let mut cmd = if as_test_user { util::rbuild_as("rbuildtest", base.path()) } else { rbuild() };
+        cmd.arg("--root").arg(&store).args(["build", "--progress", "plain"]).args(extra).arg(&ctx);
+        ok(cmd.output().unwrap());
+    };
+    build(&["-t", "attacked:1"]);
+    let out = base.path().join("stage");
+    build(&["--target", "stage", "-o", &format!("type=local,dest={}", out.display())]);
+    let src = out.join("app/src");
+    for name in ["keep.txt", "mode.txt", "time.txt", "gone.txt"] {
+        assert_eq!(
+            std::fs::read(src.join(name)).unwrap(),
+            std::fs::read(ctx.join("src").join(name)).unwrap(),
+            "the stage's {name} changed"
+        );
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(std::fs::metadata(src.join("mode.txt")).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_ne!(std::fs::metadata(src.join("time.txt")).unwrap().mtime(), 0, "the stage's mtime changed");
+    assert!(!src.join("linked").exists());
+    let mut by_inode: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for snap in std::fs::read_dir(store.join("snapshots")).unwrap() {
+        let p = snap.unwrap().path().join("diff/app/src/keep.txt");
+        if let Ok(md) = std::fs::symlink_metadata(&p) {
+            by_inode.entry(md.ino()).or_default().push(std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    let shared: Vec<&Vec<String>> = by_inode.values().filter(|v| v.len() > 1).collect();
+    assert_eq!(shared.len(), 1, "the stage and its COPY --from share one inode: {by_inode:?}");
+    assert_eq!(shared[0], &vec!["keep\n".to_string(); 2], "{by_inode:?}");
+    let appended: Vec<&Vec<String>> = by_inode.values().filter(|v| v[0] == "keep\nevil\n").collect();
+    assert_eq!(appended.len(), 1, "the RUN wrote its own copy: {by_inode:?}");
+}
+
+#[test]
+fn copy_from_shared_inodes_are_never_written_as_root() {
+    copy_from_shared_inodes_are_never_written(false);
+}
+
+#[test]
+fn copy_from_shared_inodes_are_never_written_as_a_non_root_user() {
+    if !is_root() {
+        eprintln!("not root: the test user cannot be created here");
+        return;
+    }
+    copy_from_shared_inodes_are_never_written(true);
+}
